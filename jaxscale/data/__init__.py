@@ -1,0 +1,24 @@
+"""Shared data layer: bundled datasets, tidy loaders, validation, array conversion."""
+from jaxscale.data import validate
+from jaxscale.data.arrays import to_arrays
+from jaxscale.data.registry import (
+    Dataset,
+    data_dir,
+    dataset_names,
+    list_datasets,
+    load,
+    read_gene_expression,
+)
+from jaxscale.data.user import read_runs_csv
+
+__all__ = [
+    "Dataset",
+    "data_dir",
+    "dataset_names",
+    "list_datasets",
+    "load",
+    "read_gene_expression",
+    "read_runs_csv",
+    "to_arrays",
+    "validate",
+]

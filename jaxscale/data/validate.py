@@ -1,0 +1,152 @@
+"""Input validation for tables: every check names the column, the count, the first offending
+rows and the fix, and raises ``ValueError``. Nothing is ever dropped silently.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "require_columns",
+    "check_numeric",
+    "check_finite",
+    "check_positive",
+    "check_range",
+    "check_unique",
+    "check_categories",
+    "check_shapes",
+    "check_min_distinct",
+]
+
+_SHOW = 5
+
+
+def _rows(index: Iterable) -> str:
+    index = list(index)
+    shown = ", ".join(str(i) for i in index[:_SHOW])
+    more = f" (+{len(index) - _SHOW} more)" if len(index) > _SHOW else ""
+    return f"[{shown}]{more}"
+
+
+def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:
+    """Raise if any of ``columns`` is missing, listing the columns that are present."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{what}: missing column(s) {missing}; present columns are {list(df.columns)}. "
+            "Rename your columns or pass the right column names."
+        )
+
+
+def check_numeric(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:
+    """Raise if a column holds values that are not numbers (e.g. text such as '1.2B')."""
+    require_columns(df, columns, what)
+    for c in columns:
+        coerced = pd.to_numeric(df[c], errors="coerce")
+        bad = coerced.isna() & df[c].notna()
+        if bad.any():
+            raise ValueError(
+                f"{what}: column {c!r} has {int(bad.sum())} non-numeric value(s) at rows "
+                f"{_rows(df.index[bad])} (e.g. {df.loc[bad, c].iloc[0]!r}); "
+                "write plain numbers (1.2e9, not '1.2B')."
+            )
+
+
+def check_finite(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:
+    """Raise on NaN / missing / +-inf values in ``columns``."""
+    check_numeric(df, columns, what)
+    for c in columns:
+        values = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            kinds = []
+            if np.isnan(values).any():
+                kinds.append(f"{int(np.isnan(values).sum())} NaN/missing")
+            if np.isinf(values).any():
+                kinds.append(f"{int(np.isinf(values).sum())} infinite")
+            raise ValueError(
+                f"{what}: column {c!r} has {int(bad.sum())} non-finite value(s) "
+                f"({', '.join(kinds)}) at rows {_rows(df.index[bad])}; "
+                "fill or remove these rows explicitly before fitting."
+            )
+
+
+def check_positive(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:
+    """Raise on zero or negative values (laws take logs of N, D, C)."""
+    check_finite(df, columns, what)
+    for c in columns:
+        values = pd.to_numeric(df[c]).to_numpy(dtype=float)
+        bad = values <= 0
+        if bad.any():
+            raise ValueError(
+                f"{what}: column {c!r} has {int(bad.sum())} non-positive value(s) at rows "
+                f"{_rows(df.index[bad])} (first: {values[bad][0]!r}); the law takes logarithms, "
+                "so values must be > 0. If 0 means 'unknown', remove those rows explicitly."
+            )
+
+
+def check_range(
+    df: pd.DataFrame, column: str, lo: float, hi: float, what: str = "table"
+) -> None:
+    """Raise on values outside ``[lo, hi]`` (e.g. accuracies outside [0, 1])."""
+    check_finite(df, [column], what)
+    values = pd.to_numeric(df[column]).to_numpy(dtype=float)
+    bad = (values < lo) | (values > hi)
+    if bad.any():
+        raise ValueError(
+            f"{what}: column {column!r} has {int(bad.sum())} value(s) outside [{lo}, {hi}] at rows "
+            f"{_rows(df.index[bad])} (first: {values[bad][0]!r}); rescale to [{lo}, {hi}] "
+            "(e.g. percentages / 100)."
+        )
+
+
+def check_unique(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:
+    """Raise on duplicated keys: duplicates would be double-weighted in a fit."""
+    require_columns(df, columns, what)
+    dup = df.duplicated(subset=list(columns), keep=False)
+    if dup.any():
+        raise ValueError(
+            f"{what}: {int(dup.sum())} rows share the same {list(columns)} at rows "
+            f"{_rows(df.index[dup])}; duplicates would be counted twice. Remove them or "
+            "aggregate them (e.g. df.groupby(keys).mean()) first."
+        )
+
+
+def check_categories(
+    df: pd.DataFrame, column: str, allowed: Iterable, what: str = "table"
+) -> None:
+    """Raise when ``column`` holds values outside the known set ``allowed``."""
+    require_columns(df, [column], what)
+    allowed = list(allowed)
+    bad = ~df[column].isin(allowed)
+    if bad.any():
+        unknown = sorted(map(str, pd.unique(df.loc[bad, column])))
+        raise ValueError(
+            f"{what}: column {column!r} has {int(bad.sum())} row(s) with unknown value(s) "
+            f"{unknown[:_SHOW]} at rows {_rows(df.index[bad])}; known values are "
+            f"{sorted(map(str, allowed))[:20]}. Fix the spelling or add the category to the training data."
+        )
+
+
+def check_shapes(what: str = "inputs", **arrays: Mapping) -> None:
+    """Raise unless every array has the same leading length, printing every shape."""
+    shapes = {k: tuple(np.shape(v)) for k, v in arrays.items()}
+    lengths = {k: (s[0] if s else None) for k, s in shapes.items()}
+    if len(set(lengths.values())) > 1:
+        desc = ", ".join(f"{k}.shape={s}" for k, s in shapes.items())
+        raise ValueError(f"{what}: arrays must have the same length; got {desc}.")
+
+
+def check_min_distinct(
+    df: pd.DataFrame, column: str, minimum: int, what: str = "table", why: str = ""
+) -> None:
+    """Raise when ``column`` has fewer than ``minimum`` distinct values (underdetermined fit)."""
+    n = int(df[column].nunique())
+    if n < minimum:
+        raise ValueError(
+            f"{what}: underdetermined: need >= {minimum} distinct values of {column!r}, have {n}"
+            + (f" ({why})" if why else "")
+            + ". Add runs that vary it, or fix the corresponding exponent."
+        )

@@ -1,0 +1,27 @@
+"""Fitting engines: parameter specs, compiled point fitters, NUTS wrappers, result types."""
+from jaxscale.infer.bayes import PosteriorResult, nuts_diagnostics, posterior_predictive, run_nuts
+from jaxscale.infer.losses import huber, squared
+from jaxscale.infer.optimize import best, check_finite, minimize_adam, minimize_lbfgs, multistart
+from jaxscale.infer.params import Bounded, ParamSpec, Positive, Real
+from jaxscale.infer.results import REASONS, FitResult, reason_text
+
+__all__ = [
+    "Bounded",
+    "FitResult",
+    "ParamSpec",
+    "Positive",
+    "PosteriorResult",
+    "REASONS",
+    "Real",
+    "best",
+    "check_finite",
+    "huber",
+    "minimize_adam",
+    "minimize_lbfgs",
+    "multistart",
+    "nuts_diagnostics",
+    "posterior_predictive",
+    "reason_text",
+    "run_nuts",
+    "squared",
+]

@@ -1,0 +1,32 @@
+"""Pure functional forms ``law(params, inputs)``: no fitting here."""
+from jaxscale.laws.power import (
+    ChinchillaParams,
+    PowerLawParams,
+    SaturatingPowerLawParams,
+    chinchilla,
+    chinchilla_log_lse,
+    chinchilla_params_to_theta,
+    chinchilla_theta_to_params,
+    compute_6nd,
+    nanogpt_total_params,
+    power_law,
+    saturating_power_law,
+)
+from jaxscale.laws.sigmoid import logit, sigmoid, sigmoid_link
+
+__all__ = [
+    "ChinchillaParams",
+    "PowerLawParams",
+    "SaturatingPowerLawParams",
+    "chinchilla",
+    "chinchilla_log_lse",
+    "chinchilla_params_to_theta",
+    "chinchilla_theta_to_params",
+    "compute_6nd",
+    "nanogpt_total_params",
+    "power_law",
+    "saturating_power_law",
+    "logit",
+    "sigmoid",
+    "sigmoid_link",
+]

@@ -1,0 +1,157 @@
+r"""Power laws, saturating power laws, Chinchilla, and compute helpers.
+
+Every law is a pure function ``law(params, inputs)``. Exponentials of large numbers are
+formed in log space (``N**-alpha = exp(-alpha * log N)``), so ``N ~ 1e12`` or
+``C ~ 1e25`` never overflow, and everything is differentiable.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "ChinchillaParams",
+    "PowerLawParams",
+    "SaturatingPowerLawParams",
+    "chinchilla",
+    "chinchilla_log_lse",
+    "chinchilla_theta_to_params",
+    "chinchilla_params_to_theta",
+    "power_law",
+    "saturating_power_law",
+    "compute_6nd",
+    "nanogpt_total_params",
+]
+
+
+class ChinchillaParams(NamedTuple):
+    """Parameters of :math:`L(N, D) = E + A/N^\alpha + B/D^\beta`."""
+
+    E: jnp.ndarray
+    A: jnp.ndarray
+    B: jnp.ndarray
+    alpha: jnp.ndarray
+    beta: jnp.ndarray
+
+
+class PowerLawParams(NamedTuple):
+    """Parameters of :math:`y = a x^{-b}`."""
+
+    a: jnp.ndarray
+    b: jnp.ndarray
+
+
+class SaturatingPowerLawParams(NamedTuple):
+    """Parameters of :math:`y = E + A x^{-\alpha}`."""
+
+    E: jnp.ndarray
+    A: jnp.ndarray
+    alpha: jnp.ndarray
+
+
+def chinchilla(params: ChinchillaParams, N, D):
+    r"""Chinchilla loss :math:`L(N, D) = E + A N^{-\alpha} + B D^{-\beta}`.
+
+    Args:
+      params: :class:`ChinchillaParams` (constrained, positive values).
+      N: parameter counts (any shape broadcastable with ``D``).
+      D: training tokens.
+
+    Returns:
+      The predicted loss, with the broadcast shape of ``N`` and ``D``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> p = ChinchillaParams(1.69, 406.4, 410.7, 0.34, 0.28)
+      >>> round(float(chinchilla(p, 70e9, 1.4e12)), 3)
+      1.937
+    """
+    N = jnp.asarray(N)
+    D = jnp.asarray(D)
+    return (
+        params.E
+        + params.A * jnp.exp(-params.alpha * jnp.log(N))
+        + params.B * jnp.exp(-params.beta * jnp.log(D))
+    )
+
+
+def chinchilla_log_lse(theta, log_N, log_D):
+    r"""Log-loss of Chinchilla in the log-sum-exp form used by Hoffmann et al. and Epoch.
+
+    :math:`\log L = \mathrm{LSE}(a - \alpha \log N,\; b - \beta \log D,\; e)` with
+    :math:`A = e^a, B = e^b, E = e^e`.
+
+    Args:
+      theta: array ``(..., 5)`` ordered ``(a, b, e, alpha, beta)``.
+      log_N: natural log of parameter counts, shape ``(n,)``.
+      log_D: natural log of tokens, shape ``(n,)``.
+
+    Returns:
+      ``log L`` with shape ``(n,)`` (broadcast with any leading axes of ``theta``).
+    """
+    theta = jnp.asarray(theta)
+    a, b, e, alpha, beta = (theta[..., i, None] for i in range(5))
+    t1 = a - alpha * log_N
+    t2 = b - beta * log_D
+    t3 = jnp.broadcast_to(e, jnp.shape(t1))
+    m = jax.lax.stop_gradient(jnp.maximum(jnp.maximum(t1, t2), t3))
+    return m + jnp.log(jnp.exp(t1 - m) + jnp.exp(t2 - m) + jnp.exp(t3 - m))
+
+
+def chinchilla_theta_to_params(theta) -> ChinchillaParams:
+    """Map the ``(a, b, e, alpha, beta)`` vector of :func:`chinchilla_log_lse` to parameters."""
+    theta = jnp.asarray(theta)
+    return ChinchillaParams(
+        E=jnp.exp(theta[..., 2]),
+        A=jnp.exp(theta[..., 0]),
+        B=jnp.exp(theta[..., 1]),
+        alpha=theta[..., 3],
+        beta=theta[..., 4],
+    )
+
+
+def chinchilla_params_to_theta(params: ChinchillaParams):
+    """Inverse of :func:`chinchilla_theta_to_params`."""
+    return jnp.stack(
+        [jnp.log(params.A), jnp.log(params.B), jnp.log(params.E), params.alpha, params.beta],
+        axis=-1,
+    )
+
+
+def power_law(params: PowerLawParams, x):
+    r"""Pure power law :math:`y = a x^{-b}`, formed as :math:`\exp(\log a - b \log x)`."""
+    return jnp.exp(jnp.log(params.a) - params.b * jnp.log(jnp.asarray(x)))
+
+
+def saturating_power_law(params: SaturatingPowerLawParams, x):
+    r"""Saturating power law :math:`y = E + A x^{-\alpha}` (irreducible term ``E``)."""
+    return params.E + jnp.exp(jnp.log(params.A) - params.alpha * jnp.log(jnp.asarray(x)))
+
+
+def compute_6nd(N, D):
+    """Training compute ``C = 6 N D`` in FLOPs, in floating point (no integer overflow).
+
+    Integers are promoted to the default float type first; with x64 on this is float64.
+    """
+    N = jnp.asarray(N, dtype=jnp.result_type(float))
+    D = jnp.asarray(D, dtype=jnp.result_type(float))
+    return 6.0 * N * D
+
+
+def nanogpt_total_params(n_layer, n_embd, vocab_size: int = 50257, block_size: int = 1024):
+    r"""Total parameter count of a nanoGPT model, as nanoGPT's ``transformer_sizing`` counts it.
+
+    :math:`N = d (V + T) + L (12 d^2 + 2 d) + d`: token and position embeddings (the head is
+    tied), ``12 d^2`` weights per block plus its two LayerNorm gains, and the final LayerNorm.
+    This is the helper the zero-shot learning-curve paper used (1600 x 48 -> 1.557 B,
+    512 x 8 -> 51.4 M). Computed in floating point, so ``6 * N * tokens`` cannot overflow.
+
+    Example:
+      >>> int(nanogpt_total_params(8, 512))
+      51430400
+    """
+    L = jnp.asarray(n_layer, dtype=jnp.result_type(float))
+    d = jnp.asarray(n_embd, dtype=jnp.result_type(float))
+    return d * (vocab_size + block_size) + L * (12.0 * d * d + 2.0 * d) + d

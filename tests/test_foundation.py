@@ -1,0 +1,220 @@
+"""Shared layers: laws, infer, metrics, data validation."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from jax.test_util import check_grads
+
+from jaxscale import laws, metrics
+from jaxscale.data import load, list_datasets, read_runs_csv, to_arrays
+from jaxscale.data import validate as V
+from jaxscale.infer import (
+    Bounded,
+    FitResult,
+    ParamSpec,
+    Positive,
+    Real,
+    best,
+    check_finite,
+    minimize_adam,
+    minimize_lbfgs,
+    multistart,
+    run_nuts,
+)
+from tests.helpers import assert_allclose, count_compiles
+
+# ----------------------------------------------------------------------------- laws
+
+
+def test_chinchilla_value_and_lse_form_agree():
+    p = laws.ChinchillaParams(*map(jnp.asarray, (1.69, 406.4, 410.7, 0.34, 0.28)))
+    N = jnp.array([1e8, 7e10, 1e12])
+    D = jnp.array([1e9, 1.4e12, 2e13])
+    direct = laws.chinchilla(p, N, D)
+    lse = jnp.exp(laws.chinchilla_log_lse(laws.chinchilla_params_to_theta(p), jnp.log(N), jnp.log(D)))
+    assert_allclose(lse, direct, rtol=1e-12)
+    # Hoffmann et al. (2022): Chinchilla (70B, 1.4T) -> 1.937 with their published constants.
+    assert abs(float(direct[1]) - 1.937) < 1e-3
+
+
+def test_law_gradients():
+    th = jnp.array([6.0, 7.5, 0.6, 0.34, 0.37])
+    logN, logD = jnp.log(jnp.array([1e8, 1e9])), jnp.log(jnp.array([1e10, 5e10]))
+    check_grads(lambda t: laws.chinchilla_log_lse(t, logN, logD), (th,), order=2)
+    check_grads(lambda a, b: laws.power_law(laws.PowerLawParams(a, b), jnp.array([1e3, 1e6])),
+                (2.0, 0.3), order=1)
+    check_grads(lambda E, A, al: laws.saturating_power_law(
+        laws.SaturatingPowerLawParams(E, A, al), jnp.array([1e3, 1e6])), (1.5, 50.0, 0.3), order=1)
+    check_grads(lambda s, c, b: laws.sigmoid_link(jnp.array([-1.0, 0.5]), s, c, b), (1.2, -0.3, 0.1), order=1)
+    check_grads(lambda E, A, B, al, be: laws.chinchilla(laws.ChinchillaParams(E, A, B, al, be),
+                jnp.array([1e9]), jnp.array([1e11])), (1.7, 400.0, 410.0, 0.34, 0.28), order=1)
+
+
+def test_compute_helpers_do_not_overflow():
+    # 6 * N * T * step overflows int64 for the largest nanoGPT (1.557e9 * 491520 * 19041 * 6 > 9.2e18)
+    N = laws.nanogpt_total_params(48, 1600)
+    assert int(N) == 1_556_764_800  # zeroshot_lc note: 1600 x 48 -> 1.557 B
+    assert int(laws.nanogpt_total_params(8, 512)) == 51_430_400  # note: 512 x 8 -> 51.4 M
+    C = laws.compute_6nd(N, jnp.asarray(491_520 * 19_041))
+    assert 8.7e19 < float(C) < 8.8e19  # beyond int64's 9.2e18: computed in float64
+    assert laws.compute_6nd(np.int64(3_000_000_000), np.int64(4_000_000_000_000)).dtype == jnp.float64
+
+
+# ----------------------------------------------------------------------------- infer
+
+
+def _quad(x, c):
+    return jnp.sum((x["w"] - c) ** 2) + 0.1 * jnp.sum(x["w"] ** 4) + (x["b"] - 1.0) ** 2
+
+
+def test_param_spec_round_trip():
+    spec = ParamSpec({"E": Positive(), "floor": Bounded(0.0, 0.2), "slope": Real()})
+    p = {"E": jnp.array(1.8), "floor": jnp.array(0.05), "slope": jnp.array(-2.0)}
+    back = spec.to_constrained(spec.to_unconstrained(p))
+    for k in p:
+        assert_allclose(back[k], p[k], rtol=1e-12)
+    with pytest.raises(ValueError, match="floor"):
+        spec.to_unconstrained({"E": 1.0, "floor": 0.3, "slope": 0.0})
+    with pytest.raises(ValueError, match="missing"):
+        spec.to_constrained({"E": 1.0})
+
+
+def test_lbfgs_multistart_and_no_retrace():
+    c = jnp.array([1.0, -2.0])
+    starts = {"w": jnp.linspace(-3, 3, 8)[:, None] * jnp.ones((8, 2)), "b": jnp.zeros(8)}
+    res = multistart(minimize_lbfgs, _quad, starts, c)
+    assert res.loss.shape == (8,) and bool(jnp.all(res.converged))
+    assert float(jnp.ptp(res.loss)) < 1e-10
+    top = best(res)
+    assert_allclose(top.params["b"], 1.0, rtol=1e-6)
+    # a second call with new values but the same shapes reuses the compiled program
+    x1, x2 = {"w": jnp.ones(2), "b": jnp.array(0.0)}, {"w": jnp.zeros(2), "b": jnp.array(3.0)}
+    c1, c2 = c + 1.0, c - 1.0
+    minimize_lbfgs(_quad, x1, c1)
+    with count_compiles("minimize_lbfgs") as n:
+        minimize_lbfgs(_quad, x2, c2)
+        minimize_lbfgs(_quad, x1, c2)
+    assert n() == 0
+
+
+def test_fit_result_is_a_pytree():
+    r = minimize_adam(_quad, {"w": jnp.zeros(2), "b": jnp.array(0.0)}, jnp.array([1.0, -2.0]),
+                      steps=200, learning_rate=0.05)
+    leaves, treedef = jax.tree_util.tree_flatten(r)
+    back = jax.tree_util.tree_unflatten(treedef, leaves)
+    assert isinstance(back, FitResult)
+    assert jax.jit(lambda t: t.loss)(back) == r.loss
+    assert r.history.shape == (200,) and int(r.reason) == 4
+
+
+def _log_loss(x, target):
+    return jnp.sum((jnp.log(x) - target) ** 2)
+
+
+def test_nan_restarts_are_named():
+    starts = jnp.array([[1.0], [-1.0], [2.0]])  # restart 1 starts outside log's domain
+    res = multistart(minimize_lbfgs, _log_loss, starts, jnp.array([0.5]))
+    with pytest.raises(ValueError, match=r"restart 1 \(non-finite at step 0\)"):
+        check_finite(res, "toy fit")
+    with pytest.warns(RuntimeWarning, match="restart 1"):
+        ok = check_finite(res, "toy fit", policy="warn")
+    assert ok.tolist() == [True, False, True]
+    assert_allclose(best(res, ok).params[0], np.exp(0.5), rtol=1e-6)
+
+
+def _toy_model(x, y=None):
+    import numpyro
+    import numpyro.distributions as dist
+
+    w = numpyro.sample("w", dist.Normal(0, 10))
+    s = numpyro.sample("s", dist.HalfNormal(1))
+    numpyro.sample("y", dist.Normal(w * x, s), obs=y)
+
+
+def test_run_nuts_diagnostics(key):
+    x = jnp.linspace(-1, 1, 30)
+    y = 2.0 * x + 0.1 * jax.random.normal(key, (30,))
+    with pytest.warns(RuntimeWarning, match="ESS"):
+        post = run_nuts(key, _toy_model, x, y, num_warmup=100, num_samples=60, num_chains=2,
+                        progress_bar=False)
+    assert post.samples["w"].shape == (120,)
+    assert abs(float(np.median(post.samples["w"])) - 2.0) < 0.1
+    d = post.diagnostics
+    assert set(d) >= {"r_hat", "ess", "divergences", "max_r_hat", "min_ess"}
+    assert any("ESS" in w for w in post.warnings) and any("chain" in w for w in post.warnings)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_abc_closed_form_equals_numeric_area():
+    u0, u1 = metrics.U0_DEFAULT, metrics.U1_DEFAULT
+    u = np.linspace(u0, u1, 400_001)
+    for b1, b0 in [(-0.0541, 3.44), (-0.06, 3.70), (-0.05, 3.30), (-0.0541, 3.50)]:
+        area = np.trapezoid(np.abs((b1 + 0.0541) * u + (b0 - 3.44)), u)
+        assert_allclose(metrics.abc_loglinear(b1, b0, -0.0541, 3.44), area, rtol=1e-6, atol=1e-9)
+
+
+def test_probabilistic_metrics(key):
+    y = jnp.zeros(3)
+    s = jax.random.normal(key, (20_000, 3))
+    assert abs(float(metrics.crps_samples(y, s)) - float(metrics.crps_gaussian(y, 0.0, 1.0))) < 0.01
+    assert abs(float(metrics.crps_gaussian(0.0, 0.0, 1.0)) - 0.2336949772) < 1e-8
+    assert abs(float(metrics.sample_interval_coverage(jax.random.normal(key, (5000,)), s[:, 0], 0.9)) - 0.9) < 0.02
+    from scipy.stats import norm
+
+    assert_allclose(metrics.gaussian_nlpd(jnp.array([0.3]), 0.0, 4.0), -norm(0, 2).logpdf(0.3), rtol=1e-12)
+    assert float(metrics.interval_coverage(jnp.array([0.0, 1.0, 2.0]), 0.5, 1.5)) == pytest.approx(1 / 3)
+    assert float(metrics.rmse(jnp.array([0.0, 0.0]), jnp.array([3.0, 4.0]))) == pytest.approx(np.sqrt(12.5))
+    assert float(metrics.mae(jnp.array([0.0, 0.0]), jnp.array([3.0, -4.0]))) == pytest.approx(3.5)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_every_bundled_dataset_loads():
+    rows = list_datasets()
+    names = {r["name"] for r in rows}
+    assert {"epoch_chinchilla", "nanogpt_large", "ruler", "babilong", "longcontext_icl",
+            "obscaling_base", "ncpl_runs", "ncpl_curves", "steplaw_dense"} <= names
+    assert all(r["rows"] > 0 and r["columns"] for r in rows)
+    nano = load("nanogpt_large")
+    assert len(nano) == 330 and nano.groupby(["task", "replicate"]).ngroups == 30
+    arrays = to_arrays(load("epoch_chinchilla"), ["N", "D", "loss"])
+    assert arrays["N"].dtype == jnp.float64 and arrays["N"].shape == (245,)
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "runs.csv"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    "body, pattern",
+    [
+        ("params,tokens,loss\n1e8,1e9,3.1\n2e8,2e9,nan\n", r"'loss' has 1 non-finite.*NaN.*rows \[3\]"),
+        ("params,tokens,loss\n1e8,1e9,3.1\n2e8,inf,3.0\n", r"'tokens' has 1 non-finite.*infinite.*rows \[3\]"),
+        ("params,tokens,loss\n1e8,1e9,3.1\n0,2e9,3.0\n-5,3e9,2.9\n", r"'params' has 2 non-positive.*rows \[3, 4\]"),
+        ("params,tokens,loss\n1e8,1e9,3.1\n1e8,1e9,3.0\n", r"2 rows share the same \['params', 'tokens'\].*\[2, 3\]"),
+        ("params,tokens,loss\n1.2B,1e9,3.1\n", r"'params' has 1 non-numeric.*'1.2B'"),
+        ("n,tokens,loss\n1e8,1e9,3.1\n", r"missing column\(s\) \['params'\]"),
+    ],
+)
+def test_bad_user_csv_is_named(tmp_path, body, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        read_runs_csv(_write(tmp_path, body), {"N": "params", "D": "tokens", "loss": "loss"},
+                      positive=("N", "D", "loss"), key=("N", "D"))
+
+
+def test_validators_name_categories_shapes_and_ranges():
+    df = pd.DataFrame({"family": ["a", "b", "zz"], "score": [0.1, 1.4, 0.5]})
+    with pytest.raises(ValueError, match=r"unknown value\(s\) \['zz'\].*rows \[2\]"):
+        V.check_categories(df, "family", ["a", "b"])
+    with pytest.raises(ValueError, match=r"outside \[0, 1\].*rows \[1\]"):
+        V.check_range(df, "score", 0, 1)
+    with pytest.raises(ValueError, match=r"x.shape=\(3,\), y.shape=\(2,\)"):
+        V.check_shapes(x=np.zeros(3), y=np.zeros(2))
+    with pytest.raises(ValueError, match="underdetermined"):
+        V.check_min_distinct(pd.DataFrame({"N": [1.0, 1.0]}), "N", 2)
