@@ -46,7 +46,8 @@ def minimize_lbfgs(
     a batched line search runs as many trials as its slowest member.
 
     Stops when the gradient norm falls below ``tol``, when the objective changes by less than
-    ``ftol`` relative over one step, after ``max_steps``, or when the objective turns non-finite
+    ``ftol * |f|`` over one step (relative to ``f`` itself, so small objectives such as a
+    Huber loss with a tiny delta are not stopped early), after ``max_steps``, or when the objective turns non-finite
     (``reason`` 3, ``n_steps`` = the failing step; see :func:`check_finite`).
 
     Example:
@@ -80,7 +81,7 @@ def minimize_lbfgs(
     def cond(carry):
         _, _, k, f, fprev, gnorm = carry
         finite = jnp.isfinite(f) & jnp.isfinite(gnorm)
-        rel = jnp.abs(fprev - f) <= ftol * jnp.maximum(jnp.abs(f), 1.0)
+        rel = jnp.abs(fprev - f) <= ftol * jnp.abs(f)
         return (k < max_steps) & (gnorm > tol) & finite & ~rel
 
     def body(carry):
@@ -95,7 +96,7 @@ def minimize_lbfgs(
     carry = (x0, state0, jnp.asarray(0), f0, inf, _tree_norm(g0))
     x, _, k, f, fprev, gnorm = jax.lax.while_loop(cond, body, carry)
     finite = jnp.isfinite(f) & jnp.isfinite(gnorm)
-    rel = jnp.abs(fprev - f) <= ftol * jnp.maximum(jnp.abs(f), 1.0)
+    rel = jnp.abs(fprev - f) <= ftol * jnp.abs(f)
     reason = jnp.where(
         ~finite, 3, jnp.where(gnorm <= tol, 0, jnp.where(rel, 1, 2))
     )
