@@ -1,4 +1,5 @@
 """Fitting engines: parameter specs, compiled point fitters, NUTS wrappers, result types."""
+from jaxscale.infer.evolution import DEInfo, DEState, de_init, de_run, de_step
 from jaxscale.infer.bayes import PosteriorResult, nuts_diagnostics, posterior_predictive, run_nuts
 from jaxscale.infer.losses import huber, squared
 from jaxscale.infer.optimize import best, check_finite, minimize_adam, minimize_lbfgs, multistart
@@ -6,6 +7,11 @@ from jaxscale.infer.params import Bounded, ParamSpec, Positive, Real
 from jaxscale.infer.results import REASONS, FitResult, reason_text
 
 __all__ = [
+    "DEInfo",
+    "DEState",
+    "de_init",
+    "de_run",
+    "de_step",
     "Bounded",
     "FitResult",
     "ParamSpec",

@@ -119,12 +119,23 @@ def run_nuts(
     by_chain = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in by_chain.items()}
     divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
-    diag, msgs = nuts_diagnostics(by_chain, divergences)
+    # diagnostics on the sampled (latent) sites only: deterministic sites can be exactly
+    # constant (e.g. a score of 0 past a cliff), which would fake a tiny ESS
+    latent = _latent_sites(model, key, model_args, model_kwargs)
+    diag, msgs = nuts_diagnostics({k: v for k, v in by_chain.items() if k in latent}, divergences)
     if warn:
         for m in msgs:
             if not m.startswith("only"):
                 warnings.warn(m, RuntimeWarning, stacklevel=2)
     return PosteriorResult(flat, by_chain, diag, tuple(msgs))
+
+
+def _latent_sites(model, key, model_args, model_kwargs) -> set:
+    from numpyro import handlers
+
+    tr = handlers.trace(handlers.seed(model, key)).get_trace(*model_args, **model_kwargs)
+    return {name for name, site in tr.items()
+            if site["type"] == "sample" and not site.get("is_observed", False)}
 
 
 def posterior_predictive(key, model, samples: dict, *model_args, return_sites=None, **model_kwargs):

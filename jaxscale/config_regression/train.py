@@ -1,0 +1,246 @@
+"""Two-stage NCPL training of a deep ensemble with AdamW, warm-up + linear decay, early stopping.
+
+Stage 1: the encoder is frozen, its outputs for the (few) unique texts are computed once
+(``features``), and only the number-token MLP + head train. Stage 2: the encoder is trainable as
+well (small learning rate); its forward runs on the unique texts inside the loss.
+
+All members train in one compiled step (``vmap`` over member keys and batches); ``eval_every``
+steps run inside one ``lax.scan``. Early stopping uses a validation set carved from TRAIN only.
+Checkpoints (orbax) are written every ``ckpt_every`` steps; the batch order is a pure function of
+(key, step), so an interrupted run resumes from its last checkpoint and ends bit-identically.
+"""
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxscale._log import get_logger, progress
+from jaxscale.config_regression.ensemble import Members, apply_member
+from jaxscale.config_regression.head import text_features
+
+__all__ = ["TrainConfig", "Data", "TrainState", "TrainResult", "lr_schedule", "train_members"]
+
+log = get_logger(__name__)
+
+
+class TrainConfig(NamedTuple):
+    steps: int = 1500
+    batch_size: int = 256
+    lr: float = 2e-3
+    warmup_frac: float = 0.05
+    weight_decay: float = 1e-4
+    eval_every: int = 100
+    patience: int = 4  # evaluations without improvement before a member stops improving
+    ckpt_every: int = 0  # steps (multiple of eval_every); 0 = no checkpoints
+    ckpt_dir: str | None = None
+    enc_lr_scale: float = 1.0  # stage 2: encoder lr = lr * enc_lr_scale
+
+
+class Data(NamedTuple):
+    text_id: jnp.ndarray  # (n,) int
+    values: jnp.ndarray  # (n, F)
+    present: jnp.ndarray  # (n, F)
+    y: jnp.ndarray  # (n,) standardised residual
+
+
+class TrainState(NamedTuple):
+    params: object
+    opt_state: object
+    best_params: object
+    best_val: jnp.ndarray  # (M,)
+    bad: jnp.ndarray  # (M,) evaluations since the last improvement
+    step: jnp.ndarray  # ()
+
+
+class TrainResult(NamedTuple):
+    params: object  # best (early-stopped) params, leading member axis
+    history: list  # [(step, mean val loss over members)]
+    steps: int
+    seconds: float  # wall time of the loop (first chunk includes compilation)
+    examples_per_s: float  # member-examples per wall second
+    cpu_seconds: float  # process CPU time of the loop (all threads)
+
+
+def lr_schedule(lr: float, steps: int, warmup: int):
+    """lr(s) = lr * min(1, s / warmup) * (1 - s / steps)  (linear warm-up, linear decay to 0)."""
+    warmup = max(int(warmup), 1)
+
+    def f(s):
+        s = jnp.asarray(s, jnp.float32)
+        return lr * jnp.minimum(1.0, (s + 1) / warmup) * jnp.clip(1.0 - s / steps, 0.0, 1.0)
+
+    return f
+
+
+def _features(params, const, enc_graphdef=None):
+    """(pooled, ctx) either cached (stage 1) or from the trainable encoder (stage 2)."""
+    if "enc" not in params:
+        return const["pooled"], const["ctx"]
+    enc = nnx.merge(enc_graphdef, params["enc"])
+    hidden = enc(const["ids"], const["mask"])
+    return text_features(hidden, const["mask"], const["num_pos"])
+
+
+def _loss(params, graphdef, const, data: Data, idx, enc_graphdef=None):
+    pooled, ctx = _features(params, const, enc_graphdef)
+    mu, ls = apply_member(graphdef, params["head"], pooled, ctx, data.text_id[idx], data.values[idx],
+                          data.present[idx])
+    y = data.y[idx]
+    mse = jnp.mean(jnp.square(mu - y))
+    nll = jnp.mean(ls + 0.5 * jnp.square((y - jax.lax.stop_gradient(mu)) * jnp.exp(-ls)))
+    return mse + nll
+
+
+def _val_mse(params, graphdef, const, data: Data, enc_graphdef=None):
+    pooled, ctx = _features(params, const, enc_graphdef)
+    mu, _ = apply_member(graphdef, params["head"], pooled, ctx, data.text_id, data.values, data.present)
+    return jnp.mean(jnp.square(mu - data.y))
+
+
+def _batch_idx(key, step, n, batch):
+    """Indices of ``step``'s batch: epochs are fresh permutations of fold_in(key, epoch)."""
+    per_epoch = max(n // batch, 1)
+    epoch, pos = step // per_epoch, step % per_epoch
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    return jax.lax.dynamic_slice(perm, (pos * batch,), (min(batch, n),))
+
+
+def _make_chunk(graphdef, tx, tcfg: TrainConfig, n_train: int, enc_graphdef=None):
+    def member_chunk(params, opt_state, key, const, data):
+        def body(carry, step):
+            p, o = carry
+            idx = _batch_idx(key, step, n_train, tcfg.batch_size)
+            loss, g = jax.value_and_grad(_loss)(p, graphdef, const, data, idx, enc_graphdef)
+            upd, o = tx.update(g, o, p)
+            return (optax.apply_updates(p, upd), o), loss
+
+        return body
+
+    @jax.jit
+    def chunk(state: TrainState, keys, const, train: Data, val: Data):
+        steps = state.step + jnp.arange(tcfg.eval_every)
+
+        def run(p, o, k):
+            (p, o), losses = jax.lax.scan(member_chunk(p, o, k, const, train), (p, o), steps)
+            return p, o, losses
+
+        params, opt_state, losses = jax.vmap(run)(state.params, state.opt_state, keys)
+        val_loss = jax.vmap(lambda p: _val_mse(p, graphdef, const, val, enc_graphdef))(params)
+        improved = val_loss < state.best_val
+        pick = lambda new, old: jnp.where(improved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)  # noqa: E731
+        best = jax.tree.map(pick, params, state.best_params)
+        return TrainState(params, opt_state, best, jnp.where(improved, val_loss, state.best_val),
+                          jnp.where(improved, 0, state.bad + 1), state.step + tcfg.eval_every), losses, val_loss
+
+    return chunk
+
+
+def _optimizer(tcfg: TrainConfig, has_enc: bool):
+    sched = lr_schedule(tcfg.lr, tcfg.steps, tcfg.warmup_frac * tcfg.steps)
+    adam = lambda s: optax.adamw(s, b1=0.9, b2=0.99, weight_decay=tcfg.weight_decay)  # noqa: E731
+    if has_enc:
+        enc_sched = lr_schedule(tcfg.lr * tcfg.enc_lr_scale, tcfg.steps, tcfg.warmup_frac * tcfg.steps)
+        inner = optax.multi_transform({"head": adam(sched), "enc": adam(enc_sched)}, {"head": "head", "enc": "enc"})
+    else:
+        inner = adam(sched)
+    return optax.chain(optax.clip_by_global_norm(1.0), inner)
+
+
+@lru_cache(maxsize=16)
+def _build(graphdef, tcfg: TrainConfig, n_train: int, enc_graphdef, has_enc: bool):
+    """(optimizer, compiled chunk) cached per static configuration, so repeated fits reuse it."""
+    tx = _optimizer(tcfg, has_enc)
+    val_fn = jax.jit(jax.vmap(lambda p, c, v: _val_mse(p, graphdef, c, v, enc_graphdef), in_axes=(0, None, None)))
+    return tx, _make_chunk(graphdef, tx, tcfg, n_train, enc_graphdef), val_fn
+
+
+def _ckpt_manager(tcfg: TrainConfig):
+    import orbax.checkpoint as ocp
+
+    path = Path(tcfg.ckpt_dir).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(max_to_keep=2))
+
+
+def train_members(key, members: Members, const: dict, train: Data, val: Data, tcfg: TrainConfig,
+                  trainable_encoder=None, enc_graphdef=None, stop_after: int | None = None, desc: str = "ncpl") -> TrainResult:
+    """Train all ensemble members jointly (vmapped) with early stopping on ``val``.
+
+    Args:
+      key: PRNG key; member m uses fold_in(key, m) for its batch order.
+      members: initial heads (leading member axis).
+      const: non-trainable arrays: ``pooled``/``ctx`` (stage 1) or ``ids``, ``mask``, ``num_pos`` (stage 2).
+      train, val: :class:`Data` (val carved from TRAIN rows).
+      trainable_encoder: stage 2: encoder params (nnx.State) with a leading member axis.
+      enc_graphdef: stage 2: the encoder's nnx GraphDef.
+      stop_after: stop (as if interrupted) after this many chunks — for resume tests.
+    """
+    if tcfg.steps % tcfg.eval_every:
+        raise ValueError(f"steps={tcfg.steps} must be a multiple of eval_every={tcfg.eval_every}")
+    if tcfg.ckpt_every and tcfg.ckpt_every % tcfg.eval_every:
+        raise ValueError(f"ckpt_every={tcfg.ckpt_every} must be a multiple of eval_every={tcfg.eval_every}")
+    n_train = int(train.y.shape[0])
+    if n_train < 2 or int(val.y.shape[0]) < 1:
+        raise ValueError(f"need >= 2 training and >= 1 validation rows, got {n_train} / {int(val.y.shape[0])}")
+    m = jax.tree.leaves(members.params)[0].shape[0]
+    params = {"head": members.params}
+    if trainable_encoder is not None:
+        params["enc"] = trainable_encoder
+    core = tcfg._replace(ckpt_every=0, ckpt_dir=None)
+    tx, chunk, val_fn = _build(members.graphdef, core, n_train, enc_graphdef, trainable_encoder is not None)
+    opt_state = jax.vmap(tx.init)(params)
+    # the initial params are a candidate too: stage 2 never ends worse (on val) than stage 1
+    val0 = val_fn(params, const, val)
+    state = TrainState(params, opt_state, params, jnp.asarray(val0, jnp.float32),
+                       jnp.zeros((m,), jnp.int32), jnp.asarray(0, jnp.int32))
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(m))
+    mngr = _ckpt_manager(tcfg) if tcfg.ckpt_every and tcfg.ckpt_dir else None
+    history = []
+    if mngr is not None and mngr.latest_step() is not None:
+        import orbax.checkpoint as ocp
+
+        leaves, treedef = jax.tree.flatten(state)
+        abstract = {str(i): jax.ShapeDtypeStruct(np.shape(x), x.dtype) for i, x in enumerate(leaves)}
+        restored = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
+        state = jax.tree.unflatten(treedef, [jnp.asarray(restored[str(i)]) for i in range(len(leaves))])
+        log.info("%s: resumed from step %d", desc, int(state.step))
+    n_chunks = tcfg.steps // tcfg.eval_every
+    t0, c0, done_steps = time.perf_counter(), time.process_time(), 0
+    bar = progress(total=n_chunks, desc=desc)
+    bar.update(int(state.step) // tcfg.eval_every)
+    chunks_run = 0
+    while int(state.step) < tcfg.steps:
+        state, losses, val_loss = chunk(state, keys, const, train, val)
+        vl = np.asarray(val_loss)
+        if not np.all(np.isfinite(np.asarray(losses))):
+            bad = np.flatnonzero(~np.isfinite(np.asarray(losses)).all(1))
+            raise ValueError(f"{desc}: non-finite training loss for member(s) {bad.tolist()} before step "
+                             f"{int(state.step)}; lower the learning rate")
+        done_steps += tcfg.eval_every
+        chunks_run += 1
+        history.append((int(state.step), float(vl.mean())))
+        bar.update(1)
+        bar.set_postfix(val=f"{vl.mean():.4f}")
+        if mngr is not None and int(state.step) % tcfg.ckpt_every == 0:
+            import orbax.checkpoint as ocp
+
+            leaves = jax.tree.leaves(state)
+            mngr.save(int(state.step), args=ocp.args.StandardSave({str(i): x for i, x in enumerate(leaves)}))
+            mngr.wait_until_finished()
+        if bool(np.all(np.asarray(state.bad) >= tcfg.patience)):
+            log.info("%s: early stop at step %d (no member improved for %d evals)", desc, int(state.step), tcfg.patience)
+            break
+        if stop_after is not None and chunks_run >= stop_after:
+            break
+    bar.close()
+    secs = time.perf_counter() - t0
+    return TrainResult(state.best_params, history, int(state.step), secs,
+                       done_steps * tcfg.batch_size * m / max(secs, 1e-9), time.process_time() - c0)

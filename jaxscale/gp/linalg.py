@@ -1,0 +1,106 @@
+"""Exact-GP linear algebra: jitter-escalating Cholesky, Gaussian NLL with a cheap gradient,
+and Gaussian conditioning.
+
+``gaussian_nll`` has a custom VJP: the cotangent of ``K`` is ``(K^-1 - a a^T) / 2`` with
+``a = K^-1 y``, computed from one Cholesky and a blocked triangular inverse. On CPU this is
+2-3x cheaper than differentiating through ``cholesky`` + ``solve_triangular``.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import cho_solve, solve_triangular
+
+__all__ = ["JITTER_LADDER", "cholesky_escalate", "tri_inv", "gaussian_nll", "gp_condition"]
+
+#: Jitters tried in turn (relative to nothing: absolute, the data are standardised).
+JITTER_LADDER = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
+
+
+def cholesky_escalate(K, jitter: float = JITTER_LADDER[0], factor: float = 10.0, max_tries: int = 5):
+    """Cholesky of ``K + j I``, multiplying ``j`` by ``factor`` while the factor has NaNs.
+
+    Returns ``(L, j)``; ``j`` is the jitter that was needed (a traced scalar, so callers can
+    report it host-side). Works under ``jit``/``vmap``.
+    """
+    n = K.shape[-1]
+    eye = jnp.eye(n, dtype=K.dtype)
+    j0 = jnp.asarray(jitter, K.dtype)
+    L0 = jnp.linalg.cholesky(K + j0 * eye)
+
+    def cond(c):
+        _, L, k = c
+        return jnp.any(~jnp.isfinite(L)) & (k < max_tries)
+
+    def body(c):
+        j, _, k = c
+        j = j * factor
+        return j, jnp.linalg.cholesky(K + j * eye), k + 1
+
+    j, L, _ = jax.lax.while_loop(cond, body, (j0, L0, 0))
+    return L, j
+
+
+def tri_inv(L, base: int = 32):
+    """Inverse of a lower-triangular matrix by 2x2 block recursion (matmul-heavy, fast on CPU)."""
+    n = L.shape[-1]
+    if n <= base:
+        return solve_triangular(L, jnp.eye(n, dtype=L.dtype), lower=True)
+    m = n // 2
+    A = tri_inv(L[:m, :m], base)
+    B = tri_inv(L[m:, m:], base)
+    C = -B @ (L[m:, :m] @ A)
+    return jnp.block([[A, jnp.zeros((m, n - m), L.dtype)], [C, B]])
+
+
+def _nll_parts(K, y, jitter):
+    L, j = cholesky_escalate(K, jitter)
+    alpha = cho_solve((L, True), y)
+    nll = 0.5 * y @ alpha + jnp.sum(jnp.log(jnp.diag(L))) + 0.5 * y.shape[0] * math.log(2 * math.pi)
+    return nll, j, L, alpha
+
+
+@jax.custom_vjp
+def _gaussian_nll(K, y, jitter):
+    nll, j, _, _ = _nll_parts(K, y, jitter)
+    return nll, j
+
+
+def _fwd(K, y, jitter):
+    nll, j, L, alpha = _nll_parts(K, y, jitter)
+    Li = tri_inv(L)
+    return (nll, j), (Li, alpha)
+
+
+def _bwd(res, g):
+    Li, alpha = res
+    gn = g[0]
+    Kinv = Li.T @ Li
+    gK = 0.5 * gn * (Kinv - jnp.outer(alpha, alpha))
+    return gK, -gn * alpha, None
+
+
+_gaussian_nll.defvjp(_fwd, _bwd)
+
+
+def gaussian_nll(K, y, jitter: float = JITTER_LADDER[0]):
+    """``-log N(y | 0, K)`` and the jitter its Cholesky needed: ``(nll, jitter_used)``.
+
+    Differentiable in ``K`` and ``y`` (custom VJP); the jitter output carries no gradient.
+    """
+    return _gaussian_nll(K, y, jitter)
+
+
+def gp_condition(Kxx, Kxs, Kss, y, jitter: float = JITTER_LADDER[0]):
+    """Posterior mean and joint covariance of ``f(s)`` given ``y ~ N(0, Kxx)``.
+
+    Returns ``(mean (M,), cov (M, M), jitter_used)``.
+    """
+    L, j = cholesky_escalate(Kxx, jitter)
+    alpha = cho_solve((L, True), y)
+    V = solve_triangular(L, Kxs, lower=True)
+    mean = Kxs.T @ alpha
+    cov = Kss - V.T @ V
+    return mean, 0.5 * (cov + cov.T), j

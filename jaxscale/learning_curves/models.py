@@ -1,0 +1,94 @@
+"""One API over the learning-curve models: fit, joint prediction and joint draws in original units.
+
+    problem = make_problem("nanogpt_large", "tri")          # leak-free z-score by default
+    fit = fit_model(key, problem, "magp", restarts=10, steps=2000)
+    pred = predict_joint(key, fit, problem)                  # held-out points by default
+    draws = sample_joint(key, fit, problem, n_samples=100)   # (R, S, M)
+
+Only restarts that finished finite (``fit.ok``) are used by the predictors.
+"""
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxscale.learning_curves.dhgp import dhgp_draws_std, dhgp_joint_std, fit_dhgp
+from jaxscale.learning_curves.magp import fit_magp
+from jaxscale.learning_curves.magp_predict import JointPrediction, magp_draws_std, magp_joint_std
+from jaxscale.learning_curves.problem import LCProblem, Points, pad_points
+
+__all__ = ["LCFit", "MODELS", "fit_model", "predict_joint", "sample_joint", "take_ok", "JointPrediction"]
+
+MODELS = ("magp", "dhgp")
+
+
+class LCFit(NamedTuple):
+    """A fitted learning-curve model: ``model`` name, the model's fit record, wall seconds."""
+
+    model: str
+    result: object  # MaGPFit | DHGPFit
+    fit_seconds: float
+    train: Points | None = None  # training points used (padded if pad_to was given)
+
+
+def fit_model(key, problem: LCProblem, model: str = "magp", *, restarts: int = 10, steps: int = 2000,
+              learning_rate: float = 1e-2, n_mc: int = 1, pad_to: int | None = None) -> LCFit:
+    """Fit ``model`` ("magp" | "dhgp") on the problem's training points (timed, blocking).
+
+    ``pad_to``: pad the training set with inert points to this size so that problems of
+    different sizes (splits, active-learning rounds) reuse one compiled program.
+    """
+    t0 = time.perf_counter()
+    train = problem.train if pad_to is None else pad_points(problem.train, pad_to)
+    if model == "magp":
+        res = fit_magp(key, problem.xgrid, train, problem.n_tasks, restarts=restarts,
+                       steps=steps, learning_rate=learning_rate, n_mc=n_mc)
+    elif model == "dhgp":
+        res = fit_dhgp(problem.xgrid, train, restarts=restarts)
+    else:
+        raise ValueError(f"unknown model {model!r}; choose one of {MODELS} (bnn: see jaxscale.learning_curves.bnn)")
+    jax.block_until_ready(res.params)
+    return LCFit(model, res, time.perf_counter() - t0, train)
+
+
+def take_ok(fit: LCFit):
+    """Parameters of the finite restarts only (leading axis R_ok)."""
+    idx = np.flatnonzero(fit.result.ok)
+    return jax.tree_util.tree_map(lambda a: a[idx], fit.result.params)
+
+
+def _to_original(problem: LCProblem, query: Points, mean, cov, noise) -> JointPrediction:
+    s = jnp.asarray(problem.scaler.std)[query.d]
+    mu = jnp.asarray(problem.scaler.mean)[query.d]
+    return JointPrediction(mean * s + mu, cov * s[:, None] * s[None, :], noise * s**2)
+
+
+def predict_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = None, *, n_h: int = 32) -> JointPrediction:
+    """Joint predictive of ``query`` (default: the held-out points) in original units.
+
+    Returns :class:`JointPrediction` with ``mean (R,M)``, latent ``cov (R,M,M)`` and per-point
+    ``noise_var (R,M)``; MaGP integrates q(h) with ``n_h`` Monte-Carlo draws.
+    """
+    query = problem.test if query is None else query
+    params = take_ok(fit)
+    train = problem.train if fit.train is None else fit.train
+    if fit.model == "magp":
+        m, C, nv, _ = magp_joint_std(params, key, problem.xgrid, train, query, n_h=n_h)
+    else:
+        m, C, nv, _ = dhgp_joint_std(params, key, problem.xgrid, train, query)
+    return _to_original(problem, query, m, C, nv)
+
+
+def sample_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = None, *, n_samples: int = 100):
+    """Joint posterior draws of the latent curves at ``query`` in original units: ``(R, S, M)``."""
+    query = problem.test if query is None else query
+    params = take_ok(fit)
+    fn = magp_draws_std if fit.model == "magp" else dhgp_draws_std
+    train = problem.train if fit.train is None else fit.train
+    z = fn(params, key, problem.xgrid, train, query, n_samples=n_samples)
+    s = jnp.asarray(problem.scaler.std)[query.d]
+    return z * s + jnp.asarray(problem.scaler.mean)[query.d]

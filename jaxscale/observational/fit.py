@@ -1,0 +1,201 @@
+r"""Point fits of the observational law :math:`y = b + (1-b)\,\sigma(\alpha + \beta^\top S)` (note §4.5).
+
+The link is :func:`jaxscale.laws.sigmoid_link` (the Bayesian model calls the same function).
+Parameters are a flat vector ``theta = [alpha, beta_1..beta_K, u]`` with floor
+``b = floor_max * sigmoid(u)``; ``floor_max = 0`` gives the plain sigmoid (``b`` fixed at 0),
+``floor_max = 0.2`` the paper's ``sigmoid-parametric`` link with ``b`` in ``[0, 0.2]``.
+Huber(δ=1) equals ½·SSE on normalised targets; ``delta=inf`` is OLS (same optimum).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxscale.infer import huber, minimize_lbfgs
+from jaxscale.laws import sigmoid_link
+
+__all__ = [
+    "LawParams",
+    "FLOOR_MAX",
+    "START_BETA",
+    "U_FLOOR_START",
+    "start_theta",
+    "unpack",
+    "predict",
+    "objective",
+    "fit_law",
+    "fit_law_batch",
+    "mse",
+    "predict_np",
+    "fequiv_axis",
+    "ln_regressor",
+]
+
+FLOOR_MAX = 0.2
+START_BETA = 0.03  # paper start: alpha = 0, beta_k = 0.03, b = 0 (commit c10551f onwards)
+U_FLOOR_START = -8.0  # b = 0.2 * sigmoid(-8) = 6.7e-5, the interior point closest to b = 0
+
+
+class LawParams(NamedTuple):
+    """Fitted law in PC (or log-compute) space: ``y = floor + (1-floor) σ(intercept + slopes·x)``."""
+
+    intercept: jax.Array
+    slopes: jax.Array  # (K,)
+    floor: jax.Array
+
+
+def start_theta(k: int, dtype=jnp.float64):
+    """The original start point (alpha 0, beta 0.03, floor ~0) as a flat vector."""
+    return jnp.concatenate([jnp.zeros(1, dtype), jnp.full((k,), START_BETA, dtype),
+                            jnp.full((1,), U_FLOOR_START, dtype)])
+
+
+def unpack(theta, floor_max=FLOOR_MAX) -> LawParams:
+    """Flat vector -> :class:`LawParams` (floor mapped into ``[0, floor_max]``)."""
+    return LawParams(theta[0], theta[1:-1], floor_max * jax.nn.sigmoid(theta[-1]))
+
+
+def predict(params: LawParams, X):
+    """Predicted normalised accuracy for design rows ``X`` (M, K)."""
+    z = jnp.asarray(X) @ params.slopes
+    return sigmoid_link(z, 1.0, params.intercept, floor=params.floor)
+
+
+def objective(theta, X, y, w, delta, floor_max):
+    """Weighted mean Huber(δ) loss (δ = inf: ½·squared error)."""
+    p = unpack(theta, floor_max)
+    r = predict(p, X) - y
+    loss = jnp.where(jnp.isinf(delta), 0.5 * r * r, huber(r, jnp.where(jnp.isinf(delta), 1.0, delta)))
+    return jnp.sum(w * loss) / jnp.sum(w)
+
+
+KMAX = 5
+
+
+def _pad(X, y, w):
+    """Zero-weight padding of rows to a bucket (128, then multiples of 64) and zero columns up
+    to ``KMAX`` regressors: every task, K and baseline shares one compiled fitter.
+    (A zero column has zero gradient, so its coefficient never moves and the path is unchanged.)"""
+    n, k = X.shape
+    npad = max(128, -(-n // 64) * 64)
+    extra = npad - n
+    X = np.pad(np.asarray(X), ((0, extra), (0, max(KMAX - k, 0))))
+    y = np.pad(np.asarray(y), (0, extra))
+    w = np.asarray(w)
+    w = np.pad(w, [(0, 0)] * (w.ndim - 1) + [(0, extra)])
+    return jnp.asarray(X), jnp.asarray(y), jnp.asarray(w)
+
+
+def _pad_theta(theta, kpad):
+    theta = jnp.asarray(theta)
+    k = theta.shape[-1] - 2
+    return jnp.concatenate([theta[:1 + k], jnp.zeros(kpad - k, theta.dtype), theta[-1:]])
+
+
+def _trim(theta, k):
+    return jnp.concatenate([theta[..., :1 + k], theta[..., -1:]], axis=-1)
+
+
+@partial(jax.jit, static_argnames=("max_steps",))
+def _fit(theta0, X, y, w, delta, floor_max, max_steps=1000):
+    res = minimize_lbfgs(objective, theta0, X, y, w, delta, floor_max, max_steps=max_steps,
+                         tol=1e-12, ftol=1e-15)
+    return res
+
+
+def fit_law(X, y, *, floor: bool, loss: str = "huber", w=None, theta0=None, max_steps: int = 1000):
+    """Fit the law on design ``X`` (M, K) and targets ``y`` (M,).
+
+    Args:
+      floor: ``True`` for ``b`` in ``[0, 0.2]`` (post-training / agents), ``False`` for plain σ.
+      loss: ``"huber"`` (δ = 1) or ``"ols"``.
+      w: optional nonnegative row weights (bootstrap multiplicities, padding masks).
+    Returns (LawParams, FitResult).
+    """
+    X = jnp.asarray(X)
+    y = jnp.asarray(y)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ValueError(f"fit_law: X must be (M, K) and y (M,); got X {X.shape}, y {y.shape}")
+    if not (np.all(np.isfinite(np.asarray(X))) and np.all(np.isfinite(np.asarray(y)))):
+        raise ValueError("fit_law: X and y must be finite; impute or drop missing rows first")
+    if loss not in ("huber", "ols"):
+        raise ValueError(f"fit_law: loss must be 'huber' or 'ols', got {loss!r}")
+    w = jnp.ones_like(y) if w is None else jnp.asarray(w, y.dtype)
+    k = X.shape[1]
+    X, y, w = _pad(X, y, w)
+    theta0 = start_theta(X.shape[1], X.dtype) if theta0 is None else _pad_theta(theta0, X.shape[1])
+    fmax = FLOOR_MAX if floor else 0.0
+    delta = 1.0 if loss == "huber" else float("inf")
+    res = _fit(theta0, X, y, w, jnp.asarray(delta, X.dtype), jnp.asarray(fmax, X.dtype),
+               max_steps=max_steps)
+    res = res._replace(params=_trim(res.params, k))
+    return unpack(res.params, fmax), res
+
+
+@partial(jax.jit, static_argnames=("max_steps",))
+def _fit_batch(theta0, X, y, W, delta, floor_max, max_steps=1000):
+    def one(w):
+        return minimize_lbfgs(objective, theta0, X, y, w, delta, floor_max, max_steps=max_steps,
+                              tol=1e-12, ftol=1e-15)
+
+    return jax.vmap(one)(W)
+
+
+def fit_law_batch(X, y, W, *, floor: bool, loss: str = "huber", max_steps: int = 1000):
+    """Refit the law for every weight row of ``W`` (B, M) in one vmapped program (bootstrap)."""
+    X = jnp.asarray(X)
+    k = X.shape[1]
+    fmax = FLOOR_MAX if floor else 0.0
+    delta = 1.0 if loss == "huber" else float("inf")
+    X, y, W = _pad(X, np.asarray(y), np.asarray(W, float))
+    theta0 = start_theta(X.shape[1], X.dtype)
+    res = _fit_batch(theta0, X, y, W,
+                     jnp.asarray(delta, X.dtype), jnp.asarray(fmax, X.dtype), max_steps=max_steps)
+    res = res._replace(params=_trim(res.params, k))
+    return jax.vmap(lambda t: unpack(t, fmax))(res.params), res
+
+
+_predict_jit = jax.jit(predict)
+
+
+def predict_np(params: LawParams, X) -> np.ndarray:
+    """Host-side :func:`predict` on rows padded to a fixed bucket (no recompiles per row count)."""
+    X = np.asarray(X, float)
+    n, k = X.shape
+    Xp, _, _ = _pad(X, np.zeros(n), np.zeros(n))
+    sl = np.zeros(Xp.shape[1])
+    sl[:k] = np.asarray(params.slopes, float)
+    p = LawParams(jnp.asarray(float(params.intercept)), jnp.asarray(sl),
+                  jnp.asarray(float(params.floor)))
+    return np.asarray(_predict_jit(p, Xp))[:n]
+
+
+def mse(params: LawParams, X, y) -> float:
+    """Mean squared error of the law on (X, y) (nan for zero rows)."""
+    y = np.asarray(y)
+    if y.size == 0:
+        return float("nan")
+    return float(np.mean((predict_np(params, X) - y) ** 2))
+
+
+def fequiv_axis(params: LawParams, S_ref, flops_ref):
+    """Reference-family-equivalent FLOPs axis (note §4.6).
+
+    OLS of ``P = intercept + slopes·S`` on ``log10 C`` over the reference-family models gives
+    ``P ≈ w log10 C + c``; returns ``(w, c)``: the printed law is ``σ(w x + c)`` with
+    ``x = log10`` of the equivalent FLOPs (1E21) and ``x(S) = (P(S) - c) / w``.
+    """
+    P = float(params.intercept) + np.asarray(S_ref, float) @ np.asarray(params.slopes, float)
+    x = np.log10(np.asarray(flops_ref, float))
+    A = np.stack([x, np.ones_like(x)], 1)
+    (w, c), *_ = np.linalg.lstsq(A, P, rcond=None)
+    return float(w), float(c)
+
+
+def ln_regressor(values):
+    """Compute / size baseline regressor ``ln(v + 1e-9)`` as an (M, 1) design."""
+    return np.log(np.asarray(values, float) + 1e-9)[:, None]

@@ -1,0 +1,126 @@
+"""Active learning loop and acquisition functions (pillar 1b), with a synthetic stand-in model."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxscale.learning_curves.active import (
+    RoundPrediction,
+    run_active,
+    summarize_traces,
+    uncertainty_scores,
+    variance_reduction_scores,
+)
+from jaxscale.learning_curves.compute import load_nanogpt_curves
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_nanogpt_curves().flat()
+
+
+def _stand_in(truth, scale=0.04):
+    """Synthetic 'model': truth + a fixed bias that shrinks with the number of observed curves."""
+    K, P = truth.shape
+    x = np.arange(P)
+    kp = np.exp(-0.5 * (x[:, None] - x[None]) ** 2 / 4.0)
+    bias = np.random.default_rng(1).normal(0, 1, (K, P)) @ np.linalg.cholesky(kp).T
+
+    def fit(key, observed, warm):
+        s = scale * (1.0 - observed.mean())
+        mean = truth + s * bias
+        chol = np.linalg.cholesky(np.kron(np.eye(K), kp) * s**2 + 1e-12 * np.eye(K * P))
+        rm = mean[None] + 0.5 * s * np.asarray(jax.random.normal(key, (4, K, P)))
+        return RoundPrediction(rm, mean.reshape(-1), chol, warm=(warm or 0) + 1)
+
+    return fit
+
+
+def test_acquisitions():
+    rm = jnp.zeros((3, 4, 2)).at[:, 1].set(jnp.array([[0.0, 0], [1, 1], [2, 2]]))
+    s = uncertainty_scores(rm, jnp.array([True, True, False, True]))
+    assert int(jnp.argmax(s)) == 1 and s[2] == -jnp.inf
+    assert float(s[1]) == pytest.approx(2.0 / 3.0)  # population variance of (0, 1, 2)
+    # b1 depends only on curve 2 -> only curve 2 has a positive expected reduction
+    key = jax.random.key(0)
+    y = jax.random.normal(key, (2000, 3, 2))
+    b1 = 0.5 * y[:, 2, 0]
+    r = variance_reduction_scores(b1, y, jnp.ones(3), jnp.array([True, True, True]))
+    assert float(r[2]) == pytest.approx(float(jnp.var(b1)), rel=1e-6)
+    assert float(r[0]) < 0.01 * float(r[2]) and float(r[1]) < 0.01 * float(r[2])
+
+
+def test_run_active_all_strategies(data):
+    labels, L, C = data
+    fit = _stand_in(L)
+    traces = []
+    for i, strategy in enumerate(("uncertainty", "random", "smallest", "largest", "ours")):
+        t = run_active(jax.random.key(i), fit, labels, L, C, strategy, n_queries=4, n_samples=256)
+        assert len(t.queried) == 4 and len(set(t.queried)) == 4
+        assert all(lab[1] != 8 for lab in t.queried)  # 8-layer curves are the start set
+        assert np.all(np.diff(t.cum_pf) > 0) and t.abc_joint_mean.shape == (5,)
+        traces.append(t)
+    small, large = traces[2], traces[3]
+    assert small.queried[0] == (512, 10) and large.queried[0] == (1600, 48)
+    s = summarize_traces(traces)
+    assert set(s) == {"uncertainty", "random", "smallest", "largest", "ours"}
+    assert len(s["ours"]["abc_joint"]["mean"]) == 5
+
+
+def test_run_active_to_completion_reaches_zero(data):
+    labels, L, C = data
+    t = run_active(jax.random.key(0), _stand_in(L), labels, L, C, "largest", n_queries=30, n_samples=64)
+    assert len(t.queried) == 25 and t.abc_joint_mean[-1] == 0.0
+    assert t.cum_pf[-1] == pytest.approx(5.233e5, rel=1e-3)
+    with pytest.raises(ValueError, match="strategy"):
+        run_active(jax.random.key(0), _stand_in(L), labels, L, C, "greedy")
+
+
+def test_cli_registration_and_plots(data, tmp_path):
+    import argparse
+
+    from jaxscale.learning_curves.cli_psl import SPLITS, register_psl, split_heldout
+    from jaxscale.learning_curves.demo_psl import plot_active, plot_curves, plot_law_fan
+    from jaxscale.learning_curves.frontier import LawParams
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    lc = sub.add_parser("lc").add_subparsers()
+    register_psl(lc)
+    a = parser.parse_args(["lc", "law", "--split", "quad", "--samples", "50"])
+    assert a.split == "quad" and a.samples == 50 and a.rule == "interp" and callable(a.func)
+    a = parser.parse_args(["lc", "active", "--strategy", "ours,random"])
+    assert a.queries == 25 and callable(a.func)
+    assert len(SPLITS["quad"]) == 12 and len(SPLITS["tri"]) == 10 and SPLITS["t1"] == ((1600, 48),)
+    with pytest.raises(ValueError, match="split"):
+        split_heldout("square")
+
+    labels, L, C = data
+    held = SPLITS["t1"]
+    i = labels.index(held[0])
+    plot_curves(tmp_path / "c.png", labels, L, C, held, L[i], np.eye(11) * 1e-3)
+    rng = np.random.default_rng(0)
+    plot_law_fan(tmp_path / "f.png", -0.054 + 0.002 * rng.normal(size=100), 3.44 + 0.05 * rng.normal(size=100),
+                 LawParams(-0.0541, 3.44))
+    summ = {"ours": {"abc_joint": {"mean": [0.3, 0.1], "std": [0.1, 0.05]}, "cum_pf": {"mean": [1e4, 2e4]}}}
+    plot_active(tmp_path / "a.png", summ)
+    assert all((tmp_path / f).stat().st_size > 1000 for f in ("c.png", "f.png", "a.png"))
+
+
+@pytest.mark.slow
+def test_model_adapters_tiny_fit(data):
+    """The issue-4 MaGP wired into `lc law` (predict_heldout) and `lc active` (round_predictor), tiny fits."""
+    from jaxscale.learning_curves.cli_psl import SPLITS, predict_heldout, round_predictor
+    from jaxscale.learning_curves.psl import make_problem, probabilistic_law, summarize
+
+    labels, L, C = data
+    pred = predict_heldout(jax.random.key(0), "nanogpt_large", SPLITS["t1"], restarts=1, steps=30, n_h=2)
+    assert pred.held_labels == ((1600, 48),) and pred.restart_means.shape == (1, 1, 11)
+    assert pred.mean.shape == (1, 11) and pred.cov.shape == (1, 11, 11)
+    pr = make_problem(labels, L, C, pred.held_labels, rule="nearest")
+    s = summarize(probabilistic_law(jax.random.key(1), pr, pred.mean, pred.cov, n_samples=64), pr.gt)
+    assert np.isfinite(s["abc"]["mean"])
+
+    fit = round_predictor("nanogpt_large", labels, restarts=2, steps=5, cold_steps=40, n_h=2)
+    t = run_active(jax.random.key(0), fit, labels, L, C, "uncertainty", n_queries=1, n_samples=32)
+    assert len(t.queried) == 1 and np.all(np.isfinite(t.abc_joint_mean))
