@@ -86,7 +86,7 @@ def main() -> None:
             "bootstrap_cpu_s": boot_cpu, "grid_plus_bootstrap_wall_s": ours_total,
             "params": {k: float(v) for k, v in p.items()}, "objective": res.objective,
             "bootstrap_90": {k: [float(np.percentile(v, 5)), float(np.percentile(v, 95))]
-                             for k, v in boot.items() if k != "converged"},
+                             for k, v in boot.items() if k != "n_excluded"},
         },
         "scipy_lbfgsb": {
             "starts_timed": int(len(idx)), "extrapolated_to_4500": bool(len(idx) < len(starts)),

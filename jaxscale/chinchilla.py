@@ -11,6 +11,7 @@ All 4,500 starts run as one ``vmap``ped compiled program; bootstraps ``vmap`` ov
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -48,7 +49,7 @@ SCREEN_LINESEARCH_STEPS = 4
 #: Bootstrap refits start at the full-data optimum, where a few trials per step suffice;
 #: they stop once one step improves the objective by less than 1e-8 of itself (a tighter
 #: 1e-12 gave the same 5-95% intervals to 3 digits; 1e-7 gave too-narrow ones).
-BOOT_LINESEARCH_STEPS = 8
+BOOT_LINESEARCH_STEPS = 4
 
 
 class ChinchillaData(NamedTuple):
@@ -205,16 +206,28 @@ def bootstrap(key, df: pd.DataFrame, n_boot: int = 4000, exclude_top_loss: int =
     Each refit starts from the full-data optimum ``theta0`` (Epoch refit from the best start).
 
     Returns:
-      dict ``name -> np.ndarray (n_boot,)`` for ``E, A, B, alpha, beta``, plus ``converged``.
+      dict ``name -> np.ndarray`` for ``E, A, B, alpha, beta`` over the converged refits, and
+      ``n_excluded`` (non-finite or non-converged refits, excluded with a warning).
     """
     data, _ = prepare(df, exclude_top_loss)
     if theta0 is None:
         theta0 = fit(df, exclude_top_loss).theta
     res = _bootstrap_jit(jax.random.split(key, n_boot), jnp.asarray(theta0), data, max_steps)
     ok = check_finite(res, "Chinchilla bootstrap", policy="warn")
+    conv = np.asarray(res.converged)
+    if (ok & ~conv).any():
+        bad = np.flatnonzero(ok & ~conv)
+        warnings.warn(
+            f"Chinchilla bootstrap: {bad.size} of {n_boot} refits did not converge within "
+            f"{max_steps} steps (first: {bad[:5].tolist()}); they are excluded from the intervals. "
+            "Raise max_steps to keep them.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    keep = ok & conv
     p = chinchilla_theta_to_params(res.params)
-    out = {k: np.asarray(v)[ok] for k, v in params_dict(p).items()}
-    out["converged"] = np.asarray(res.converged)[ok]
+    out = {k: np.asarray(v)[keep] for k, v in params_dict(p).items()}
+    out["n_excluded"] = int(n_boot - keep.sum())
     return out
 
 

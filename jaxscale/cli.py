@@ -84,9 +84,10 @@ def _chinchilla_fit(args) -> dict:
         out["bootstrap"] = {
             k: {"p5": float(np.percentile(v, 5)), "p50": float(np.percentile(v, 50)),
                 "p95": float(np.percentile(v, 95))}
-            for k, v in boot.items() if k != "converged"
+            for k, v in boot.items() if k != "n_excluded"
         }
         out["bootstrap_n"] = int(len(boot["E"]))
+        out["bootstrap_excluded"] = boot["n_excluded"]
         out["bootstrap_seconds"] = time.perf_counter() - t0
     return out
 

@@ -44,7 +44,7 @@ def chinchilla_section(key, out_dir: Path, smoke: bool) -> dict:
     boot = ch.bootstrap(key, df, n_boot=n_boot, theta0=res.theta)
     params = {k: float(v) for k, v in ch.params_dict(res.params).items()}
     ci = {k: [float(np.percentile(v, 5)), float(np.percentile(v, 95))] for k, v in boot.items()
-          if k != "converged"}
+          if k != "n_excluded"}
     mask = np.zeros(len(df), bool)
     mask[list(res.excluded_rows)] = True
     fig = plot_chinchilla(df["N"], df["D"], df["loss"], params, mask, boot)
@@ -55,8 +55,8 @@ def chinchilla_section(key, out_dir: Path, smoke: bool) -> dict:
     )
     md = (
         "Epoch AI's replication method (Huber δ=1e-3 on log loss, 4,500 L-BFGS starts, 5 "
-        f"highest-loss points excluded) on the 245 extracted points; {len(boot['E'])} bootstrap "
-        "refits, all vmapped.\n\n| param | fit | 90% bootstrap interval | Epoch (scipy re-run) |\n"
+        f"highest-loss points excluded) on the 245 extracted points; {len(boot['E'])} converged "
+        f"bootstrap refits of {n_boot} ({boot['n_excluded']} excluded), all vmapped.\n\n| param | fit | 90% bootstrap interval | Epoch (scipy re-run) |\n"
         "|---|---|---|---|\n" + rows + "\n\n![Chinchilla fit](chinchilla_fit.png)\n"
     )
     return {"title": "Chinchilla (Epoch replication)", "markdown": md,

@@ -70,8 +70,10 @@ def plot_chinchilla(N, D, loss, params, excluded_mask=None, boot=None):
     ax.legend(fontsize=8)
     fig.colorbar(sc, ax=ax, label="log10 N")
     if boot is not None:
-        axes[1].hist(np.asarray(boot["alpha"]), bins=50, alpha=0.6, label="alpha")
-        axes[1].hist(np.asarray(boot["beta"]), bins=50, alpha=0.6, label="beta")
+        both = np.concatenate([np.asarray(boot["alpha"]), np.asarray(boot["beta"])])
+        rng = tuple(np.percentile(both, [0.5, 99.5]))
+        axes[1].hist(np.asarray(boot["alpha"]), bins=50, range=rng, alpha=0.6, label="alpha")
+        axes[1].hist(np.asarray(boot["beta"]), bins=50, range=rng, alpha=0.6, label="beta")
         axes[1].set_xlabel("exponent (bootstrap refits)")
         axes[1].legend()
     return fig

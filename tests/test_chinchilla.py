@@ -31,7 +31,7 @@ def test_epoch_replication_reproduces(epoch_fit):
 @pytest.mark.slow
 def test_bootstrap_intervals_bracket_the_fit(epoch_fit, key):
     boot = ch.bootstrap(key, load("epoch_chinchilla"), n_boot=64, theta0=epoch_fit.theta)
-    assert boot["converged"].mean() > 0.9
+    assert boot["n_excluded"] <= 6  # at most ~10% of 64 refits may fail to converge
     for k in EPOCH:
         lo, hi = np.percentile(boot[k], [5, 95])
         assert lo < float(getattr(epoch_fit.params, k)) < hi, k
