@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from jaxscale.data.validate import check_finite, require_columns
+
 __all__ = [
     "SOURCES",
     "SPLITS",
@@ -47,27 +49,6 @@ def ncpl_dir() -> Path:
         return Path(__file__).resolve().parents[1] / "data" / "bundled" / "ncpl"
 
 
-def require_columns(df: pd.DataFrame, cols, what: str) -> None:
-    """ValueError naming the missing columns of ``df``."""
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{what}: missing column(s) {missing}; available: {sorted(df.columns)[:30]}. "
-            "Rename your columns or pass the right names."
-        )
-
-
-def _check_finite(df: pd.DataFrame, cols, what: str) -> None:
-    for c in cols:
-        vals = pd.to_numeric(df[c], errors="coerce").to_numpy(float)
-        bad = np.flatnonzero(~np.isfinite(vals))
-        if bad.size:
-            raise ValueError(
-                f"{what}: column {c!r} has {bad.size} non-finite/non-numeric value(s), first rows "
-                f"{bad[:5].tolist()}; drop or fix those rows before training."
-            )
-
-
 @lru_cache(maxsize=2)
 def _load_runs_cached(path: str) -> pd.DataFrame:
     return pd.read_csv(path)
@@ -81,7 +62,7 @@ def load_runs(path: str | Path | None = None) -> pd.DataFrame:
     df = _load_runs_cached(str(path)).copy()
     what = path.name
     require_columns(df, _REQUIRED, what)
-    _check_finite(df, ["final_loss", "chinchilla_ncpl", "residual_ncpl", "N_million", "D_billion", "lr"], what)
+    check_finite(df, ["final_loss", "chinchilla_ncpl", "residual_ncpl", "N_million", "D_billion", "lr"], what)
     bad = ~df["source"].isin(SOURCES)
     if bad.any():
         raise ValueError(f"{what}: unknown source values {sorted(set(df.source[bad]))[:5]}; allowed {SOURCES}")
@@ -99,7 +80,7 @@ def load_curves(path: str | None = None) -> pd.DataFrame:
     p = Path(path) if path else ncpl_dir() / "ncpl_curves.csv.gz"
     df = pd.read_csv(p)
     require_columns(df, ["run_id", "step", "loss"], p.name)
-    _check_finite(df, ["step", "loss"], p.name)
+    check_finite(df, ["step", "loss"], p.name)
     return df
 
 
