@@ -89,9 +89,11 @@ def main(argv=None):
     key = jax.random.key(0)
     idx = jax.random.randint(key, (a.boot, len(y)), 0, len(y))
     W = np.asarray(jax.vmap(lambda i: jnp.bincount(i, length=len(y)))(idx), float)
+    theta_hat = fit_law(X, y, floor=spec.floor, loss=spec.loss)[1].params
 
     def boot():
-        p, fr = fit_law_batch(X, y, W, floor=spec.floor, loss=spec.loss)
+        p, fr = fit_law_batch(X, y, W, floor=spec.floor, loss=spec.loss, theta0=theta_hat)
+        res["bootstrap_converged"] = int(np.asarray(fr.converged).sum())
         return fr.loss.block_until_ready()
 
     _, t_bc, _ = _timed(boot)

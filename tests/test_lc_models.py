@@ -194,3 +194,30 @@ def test_padding_is_inert():
     assert float(f(p, pr.xgrid, pad_points(sub, 64))) == pytest.approx(float(f(p, pr.xgrid, sub)), abs=1e-6)  # jitter on pads
     with pytest.raises(ValueError, match="smaller"):
         pad_points(sub, 10)
+
+
+OTHER_SPLITS = [  # (dataset, split, held-out curves, held-out points) — issue 4 item 4
+    ("nanogpt_small", "quad", 9, 99), ("nanogpt_small", "tri", 6, 66), ("nanogpt_small", "t1", 1, 11),
+    ("nanogpt_large_exchanged", "quad", 16, 176), ("nanogpt_large_exchanged", "t1", 1, 11),
+    ("bilingual_src_over_tgt_mBart_bleu", "zeroshot", 6, 90), ("bilingual_tgt_over_src_mBart_bleu", "zeroshot", 6, 89),
+    ("multilingual_same_source_en", "extrapolate9", 5, 45),
+]
+
+
+def test_other_splits_build_fit_and_predict():
+    """Every other split builds with the held-out counts of note §4; short MaGP fits (2 restarts x 3
+    steps, padded to 384 points) on the non-nanoGPT families predict finite held-out values (the
+    nanoGPT ones share the Quad/Tri/T1 code path). Full protocol: benchmarks/bench_lc_splits.py."""
+    from jaxscale.learning_curves.models import fit_model, predict_joint
+
+    for ds, split, n_curves, n_pts in OTHER_SPLITS:
+        pr = make_problem(ds, split)
+        c = np.asarray(pr.test.c)
+        assert (len(np.unique(c)), c.size) == (n_curves, n_pts), (ds, split)
+        assert pr.train.x.shape[0] + n_pts == len(pr.data.frame)
+        if ds.startswith("nanogpt") or ds.startswith("bilingual_tgt"):  # same code / compiled shapes
+            continue
+        f = fit_model(jax.random.key(0), pr, "magp", restarts=2, steps=3, pad_to=384)
+        p = predict_joint(jax.random.key(1), f, pr, n_h=2)
+        assert p.mean.shape == (2, n_pts) and np.all(np.isfinite(np.asarray(p.mean))), (ds, split)
+        assert np.all(np.isfinite(np.asarray(p.cov))) and np.all(np.asarray(p.noise_var) > 0)

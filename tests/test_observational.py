@@ -239,3 +239,31 @@ def test_every_task_registered():
             "agentbench", "agentboard", "lbv2_gpqa", "lbv2_math", "lbv2_bbh"} <= names
     with pytest.raises(ValueError, match="unknown task"):
         tasks.get_task("nope")
+
+
+def test_bootstrap_refits_match_lbfgs_and_flag_steep_fits(key):
+    """1000 bootstraps run as damped-Newton refits from the optimum (benchmarks/bench_observational.py);
+    each refit must land where the paper's L-BFGS fit from the original start lands."""
+    from jaxscale.observational.fit import bootstrap_band, bootstrap_law, fit_law, fit_law_batch
+
+    r = run("gsm8k_cot")
+    X, y = r.design.S_train[:, :3], r.design.y_train
+    params, res = bootstrap_law(key, X, y, 64, floor=True, loss="huber")
+    assert bool(np.all(res.converged))
+    W = np.zeros((3, len(y)))
+    W[:] = np.asarray(jax.vmap(lambda k: jax.random.poisson(k, 1.0, (len(y),)))(jax.random.split(key, 3)))
+    pb, _ = fit_law_batch(X, y, W, floor=True)
+    for i in range(3):
+        p1, f1 = fit_law(X, y, floor=True, w=W[i])
+        assert bool(f1.converged)
+        np.testing.assert_allclose(np.asarray(pb.slopes[i]), np.asarray(p1.slopes), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(float(pb.floor[i]), float(p1.floor), atol=1e-6)
+    band = bootstrap_band(params, res.converged, r.design.S_test[:, :3])
+    assert band.shape == (2, r.n_test) and np.all(band[0] <= band[1])
+    # the full-data fit lies inside its own bootstrap band for most held-out models
+    from jaxscale.observational.fit import predict_np
+
+    mid = predict_np(r.params, r.design.S_test[:, :3])
+    assert np.mean((band[0] <= mid) & (mid <= band[1])) >= 0.9
+    with pytest.raises(ValueError, match=r"W must be \(B, 47\)"):
+        fit_law_batch(X, y, np.ones((2, 3)), floor=True)

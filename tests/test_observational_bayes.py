@@ -1,7 +1,12 @@
-"""Bayesian observational law (numpyro): one joint NUTS run over every named task.
+"""Bayesian observational law (numpyro): ONE batched NUTS run over all 17 named tasks.
 
-Targets (issue 6): 90% predictive intervals cover 80–97% of held-out models pooled over tasks;
-the posterior-mean test MSE is no worse than 1.2x the point fit on every task.
+Issue-6 targets: 90% predictive intervals cover 80–97% of held-out models pooled over tasks;
+Bayesian point prediction no worse than 1.2x the point fit's test MSE on every task.
+Default likelihood ``"extrap"``: heteroscedastic truncated normal + an extrapolation discrepancy
+δ ~ N(0, (κΔ)²) on the capability of models beyond the training data, κ identified by a
+leave-future-out backtest inside the training set (lower 75% / top 25% by the split variable).
+Measured (seed 0, 4 chains x (150 + 150)): pooled c90 0.808 (old "hetero": 0.786), c50 0.538
+(0.502); ratio <= 1.2 on 5/17 tasks (old: 5/17) -> the MSE target is still missed (xfail).
 """
 from __future__ import annotations
 
@@ -9,69 +14,114 @@ import jax
 import numpy as np
 import pytest
 
-from jaxscale.observational import bayes, pipeline, tasks
+from jaxscale.observational import bayes, bayes_eval, tasks
 from jaxscale.observational.fit import LawParams, predict
 
 jax.config.update("jax_enable_x64", True)
 
-N_DRAWS = 100  # per chain (warm-up and samples); 4 chains; all tasks x chains in one program
-# a subset keeps the test within budget; the full 17-task table is in the report
-NAMES = ("gsm8k_cot", "arith_3ds", "agentbench")
+N_WARM, N_DRAW = 150, 150
 
 
 @pytest.fixture(scope="module")
-def joint():
-    names = list(NAMES)
-    pts = [pipeline.run_task(n) for n in names]
-    data = bayes.stack_tasks([p.design for p in pts], [3] * len(names),
-                             [tasks.get_task(n).floor for n in names])
-    fits = bayes.fit_bayes_batched(jax.random.key(0), data, num_warmup=N_DRAWS,
-                                   num_samples=N_DRAWS, num_chains=4, warn=False)
-    fit = bayes.BayesFit(*(np.concatenate([getattr(f, a) for f in fits], axis=1)
-                           for a in ("intercept", "slopes", "floor", "sigma")), fits[0].posterior)
-    rows = []
-    for i, (n, p) in enumerate(zip(names, pts)):
-        pr = bayes.predictive(jax.random.key(100 + i), fit, i, p.design.S_test[:, :3])
-        cov = bayes.coverage(p.design.y_test, pr["q"])
-        rows.append(dict(task=n, n_test=p.n_test, mse_point=p.mse_test,
-                         mse_bayes=float(np.mean((pr["mean"] - p.design.y_test) ** 2)), **cov))
-    return names, pts, data, fit, rows
+def calib():
+    return bayes_eval.calibrate(jax.random.key(0), likelihood="extrap", num_warmup=N_WARM,
+                                num_samples=N_DRAW, num_chains=4)
 
 
 @pytest.mark.slow
-def test_coverage_table_sane(joint):
-    """Prints the coverage table. The issue-6 targets (pooled 90% coverage in [0.80, 0.97]; posterior
-    mean MSE <= 1.2x point on every task) are NOT met by the current model on all tasks (see the
-    pillar report); here only sanity bounds are asserted so that regressions are caught."""
-    *_, rows = joint
-    n = np.array([r["n_test"] for r in rows])
-    c90 = np.sum([r["coverage_90"] * r["n_test"] for r in rows]) / n.sum()
-    c50 = np.sum([r["coverage_50"] * r["n_test"] for r in rows]) / n.sum()
-    print("\n".join(f"{r['task']:16s} n={r['n_test']:2d} c50={r['coverage_50']:.2f} "
-                    f"c90={r['coverage_90']:.2f} mse_bayes={r['mse_bayes']:.2e} "
-                    f"point={r['mse_point']:.2e}" for r in rows))
-    print(f"pooled c50={c50:.3f} c90={c90:.3f}")
-    assert 0.4 <= c90 <= 1.0 and c50 <= c90
+def test_calibration_table(calib):
+    print("\n" + bayes_eval.format_table(calib))
+    rows, p = calib["rows"], calib["pooled"]
+    assert len(rows) == 17 and p["n_test"] == 504
+    # achieved (seed 0): pooled c50 0.538, c90 0.808 (old "hetero" 0.50 / 0.786); regression margins
+    assert 0.45 <= p["coverage_50"] <= p["coverage_90"] <= 0.97
+    assert p["coverage_90"] >= 0.77
+    # the large-test-set tasks where the posterior median matches the point fit (ratio <= 1.2;
+    # measured 0.99, 0.92, 0.79)
+    ok = {r["task"] for r in rows if r["ratio"] <= 1.2}
+    assert {"arith_3ds", "arith_3da", "gsm8k_naive"} <= ok
     for r in rows:
-        assert np.isfinite(r["mse_bayes"]) and r["mse_bayes"] < 0.1
+        assert np.isfinite(r["mse_bayes"]) and r["kappa_median"] > 0
 
 
 @pytest.mark.slow
-def test_prior_stops_blowup_and_link_shared(joint):
-    names, pts, data, fit, _ = joint
-    i = names.index("arith_3ds")
+@pytest.mark.xfail(reason="issue-6 MSE target not met: posterior-median ratio <= 1.2 on 5/17 tasks "
+                          "(pooled c90 0.808 is inside 0.80-0.97)", strict=False)
+def test_issue_targets(calib):
+    p = calib["pooled"]
+    assert 0.80 <= p["coverage_90"] <= 0.97
+    assert p["n_ratio_ok"] == 17
+
+
+@pytest.mark.slow
+def test_prior_link_floor_arviz(calib):
+    names = [r["task"] for r in calib["rows"]]
+    fits = calib["fits"]
+    f3 = fits[names.index("arith_3ds")]
     # the steep L-BFGS-B optimum has coefficients ~1e2 (note §4.5); the posterior stays moderate
-    assert np.abs(np.median(fit.slopes[:, i], axis=0)).max() < 100
-    # floor within [0, 0.2] and exactly 0 for the plain-link tasks
-    assert fit.floor.min() >= 0 and fit.floor.max() <= 0.2
-    assert np.all(fit.floor[:, names.index("arith_3ds")] == 0)
-    # same link function as the point fit
-    j = names.index("gsm8k_cot")
-    p = LawParams(fit.intercept[0, j], fit.slopes[0, j], fit.floor[0, j])
-    S = pts[j].design.S_test[:, :3]
-    pr_mu = np.asarray(bayes._mu_draws(fit.intercept[:1, j], fit.slopes[:1, j], fit.floor[:1, j], S))[0]
-    np.testing.assert_allclose(pr_mu, np.asarray(predict(p, S)))
-    # ArviZ output
-    idata = fit.posterior.to_arviz()
-    assert "alpha" in idata.posterior
-    assert fit.posterior.diagnostics["num_chains"] == 4
+    assert np.abs(np.median(f3.slopes, axis=0)).max() < 100
+    for n, f in zip(names, fits):
+        assert f.floor.min() >= 0 and f.floor.max() <= 0.2
+        if not tasks.get_task(n).floor:
+            assert np.all(f.floor == 0)
+    # same link function as the point fit (fit.predict = laws.sigmoid_link)
+    f = fits[names.index("gsm8k_cot")]
+    from jaxscale.observational.pipeline import run_task
+
+    dz = run_task("gsm8k_cot").design
+    S = dz.S_test[:, :3]
+    mu, _ = bayes.mu_draws(f, S)
+    p = LawParams(f.intercept[0], f.slopes[0], f.floor[0])
+    np.testing.assert_allclose(mu[0], np.asarray(predict(p, S)), rtol=1e-12)
+    # extrapolation distance: 0 on every training row, > 0 for some held-out (larger) models
+    d_tr, _ = bayes.extrap_distance(f, dz.S_train[:, :3])
+    d_te, _ = bayes.extrap_distance(f, S)
+    assert d_tr.max() <= 1e-9 and np.median(d_te.max(1)) > 0
+    idata = f.posterior.to_arviz()
+    assert {"alpha", "beta", "floor", "s0", "sz", "kappa"} <= set(idata.posterior.data_vars)
+    d = f.posterior.diagnostics
+    assert d["num_chains"] == 4 and d["num_samples"] == N_DRAW and d["max_r_hat"] < 1.2
+
+
+def test_backtest_split_is_training_only():
+    """The backtest's lower/top parts partition the TRAINING rows by the split variable."""
+    from jaxscale.observational.pipeline import run_task
+
+    r = run_task("gsm8k_cot")
+    order = bayes_eval.split_order(r.design)
+    assert order.shape == r.design.y_train.shape  # FLOPs of the training rows only
+    data = bayes.stack_tasks([r.design], [3], [True], order=[order])
+    n = len(order)
+    top = np.asarray(data.top[0])
+    top = top[top >= 0].astype(int)
+    low = np.flatnonzero(np.asarray(data.lower[0]) > 0)
+    assert len(top) == int(np.ceil(bayes.TOP_FRAC * n)) and len(low) + len(top) == n
+    assert order[top].min() >= order[low].max()
+    assert np.asarray(data.train[0]).sum() == n  # no test row enters the model
+
+
+def test_item_counts_are_exact():
+    """Raw accuracy x n is an integer for every model (GSM8K: scores rounded to 3 decimals)."""
+    from jaxscale.observational.tasks import prepare
+
+    for name, n in bayes.ITEM_COUNTS.items():
+        spec = tasks.get_task(name)
+        y = prepare(spec).df["y"].to_numpy(float)
+        k = n * (spec.lo + (spec.hi - spec.lo) * y)
+        tol = 0.5e-3 * n + 1e-6 if name.startswith("gsm8k") else 1e-6
+        assert np.abs(k - np.round(k)).max() <= tol, name
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="needs item counts"):
+        bayes_eval.task_inputs(["agentbench"], likelihood="binomial")
+    with pytest.raises(ValueError, match="training rows"):
+        class D:
+            S_train = np.zeros((3, 3))
+            y_train = np.zeros(3)
+        bayes.stack_tasks([D()], [3], [False])
+    with pytest.raises(ValueError, match="order"):
+        class E:
+            S_train = np.random.default_rng(0).normal(size=(8, 3))
+            y_train = np.linspace(0, 1, 8)
+        bayes.stack_tasks([E()], [3], [False], order=[np.arange(5.0)])

@@ -30,6 +30,20 @@ def test_obs_fit_task():
     assert f"{out['mse_test']:.1e}" == "2.2e-04"
 
 
+def test_obs_sweep_and_subsets_cli(tmp_path):
+    p = _parser()
+    args = p.parse_args(["obs", "sweep", "--task", "word_unscramble", "--plot", str(tmp_path / "s.png")])
+    out = args.func(args)
+    assert len(out["rows"]) == 12 and out["aue_pc"] < out["aue_flops"]
+    assert (tmp_path / "s.png").stat().st_size > 10_000
+    args = p.parse_args(["obs", "sweep", "--task", "word_unscramble", "--ratios", "0.5,1.5"])
+    with pytest.raises(ValueError, match=r"test ratios must lie in \(0, 1\)"):
+        args.func(args)
+    args = p.parse_args(["obs", "subsets", "--budget", "2"])
+    with pytest.raises(ValueError, match="budget must be >= 3"):
+        args.func(args)
+
+
 def test_obs_tasks_and_select():
     p = _parser()
     args = p.parse_args(["obs", "tasks"])

@@ -2,8 +2,9 @@
 and Gaussian conditioning.
 
 ``gaussian_nll`` has a custom VJP: the cotangent of ``K`` is ``(K^-1 - a a^T) / 2`` with
-``a = K^-1 y``, computed from one Cholesky and a blocked triangular inverse. On CPU this is
-2-3x cheaper than differentiating through ``cholesky`` + ``solve_triangular``.
+``a = K^-1 y``, computed from one Cholesky, a blocked triangular inverse and a blocked
+``L^-T L^-1`` product (2/3 N^3 flops in all, as LAPACK's ``potri``). On CPU this is 2-3x cheaper
+than differentiating through ``cholesky`` + ``solve_triangular``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 
-__all__ = ["JITTER_LADDER", "cholesky_escalate", "tri_inv", "gaussian_nll", "gp_condition"]
+__all__ = ["JITTER_LADDER", "cholesky_escalate", "tri_inv", "tri_gram", "gaussian_nll", "gp_condition"]
 
 #: Jitters tried in turn (relative to nothing: absolute, the data are standardised).
 JITTER_LADDER = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
@@ -55,6 +56,20 @@ def tri_inv(L, base: int = 32):
     return jnp.block([[A, jnp.zeros((m, n - m), L.dtype)], [C, B]])
 
 
+def tri_gram(Li, base: int = 32):
+    """``Li^T Li`` for lower-triangular ``Li`` by 2x2 block recursion (a third of the flops of a
+    dense product; LAPACK's ``lauum``): with ``Li = [[A, 0], [C, B]]``,
+    ``Li^T Li = [[A^T A + C^T C, C^T B], [B^T C, B^T B]]``."""
+    n = Li.shape[-1]
+    if n <= base:
+        return Li.T @ Li
+    m = n // 2
+    A, C, B = Li[:m, :m], Li[m:, :m], Li[m:, m:]
+    top = tri_gram(A, base) + C.T @ C
+    off = C.T @ B
+    return jnp.block([[top, off], [off.T, tri_gram(B, base)]])
+
+
 def _nll_parts(K, y, jitter):
     L, j = cholesky_escalate(K, jitter)
     alpha = cho_solve((L, True), y)
@@ -77,7 +92,7 @@ def _fwd(K, y, jitter):
 def _bwd(res, g):
     Li, alpha = res
     gn = g[0]
-    Kinv = Li.T @ Li
+    Kinv = tri_gram(Li)
     gK = 0.5 * gn * (Kinv - jnp.outer(alpha, alpha))
     return gK, -gn * alpha, None
 

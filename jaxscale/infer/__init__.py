@@ -2,7 +2,14 @@
 from jaxscale.infer.evolution import DEInfo, DEState, de_init, de_run, de_step
 from jaxscale.infer.bayes import PosteriorResult, nuts_diagnostics, posterior_predictive, run_nuts
 from jaxscale.infer.losses import huber, squared
-from jaxscale.infer.optimize import best, check_finite, minimize_adam, minimize_lbfgs, multistart
+from jaxscale.infer.optimize import (
+    best,
+    check_finite,
+    minimize_adam,
+    minimize_lbfgs,
+    minimize_newton,
+    multistart,
+)
 from jaxscale.infer.params import Bounded, ParamSpec, Positive, Real
 from jaxscale.infer.results import REASONS, FitResult, reason_text
 
@@ -24,6 +31,7 @@ __all__ = [
     "huber",
     "minimize_adam",
     "minimize_lbfgs",
+    "minimize_newton",
     "multistart",
     "nuts_diagnostics",
     "posterior_predictive",

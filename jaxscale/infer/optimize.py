@@ -1,4 +1,4 @@
-"""Point fitters: L-BFGS (optax, zoom line search) and Adam, both fully compiled.
+"""Point fitters: L-BFGS (optax, zoom line search), damped Newton and Adam, all fully compiled.
 
 Both take ``loss_fn(x, *args)`` of an unconstrained pytree ``x`` and return a
 :class:`~jaxscale.infer.results.FitResult`. They are pure, so :func:`multistart` simply
@@ -17,7 +17,7 @@ import optax
 
 from jaxscale.infer.results import FitResult, reason_text
 
-__all__ = ["minimize_lbfgs", "minimize_adam", "multistart", "best", "check_finite"]
+__all__ = ["minimize_lbfgs", "minimize_newton", "minimize_adam", "multistart", "best", "check_finite"]
 
 
 def _tree_norm(tree):
@@ -101,6 +101,61 @@ def minimize_lbfgs(
         ~finite, 3, jnp.where(gnorm <= tol, 0, jnp.where(rel, 1, 2))
     )
     return FitResult(x, f, reason <= 1, k, gnorm, reason, None)
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "steps"))
+def minimize_newton(loss_fn, x0, *args, steps: int = 50, tol: float = 1e-8, damping: float = 1e-3):
+    """Minimise ``loss_fn(x, *args)`` with Levenberg-Marquardt-damped Newton steps.
+
+    For small problems (a handful of parameters, any pytree ``x``): the exact Hessian is formed
+    with ``jax.hessian`` and every step solves ``(H + lam I) dx = -g``. A step is accepted when it
+    lowers the objective (then ``lam /= 3``), otherwise rejected (``lam *= 4``). The loop is a
+    fixed-length ``lax.scan``, so under ``vmap`` (bootstraps, restarts) there is no
+    slowest-member ``while_loop`` and no nested line search: every member costs the same
+    ``steps`` Hessian evaluations. Near an optimum convergence is quadratic.
+
+    ``converged`` means the final gradient norm is below ``tol`` (reason 0); otherwise reason 2
+    (budget used up) or 3 (non-finite start). ``n_steps`` counts accepted steps.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> def rosen(x): return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+      >>> r = minimize_newton(rosen, jnp.array([-1.2, 1.0]), steps=60)
+      >>> [round(float(v), 6) for v in r.params], bool(r.converged)
+      ([1.0, 1.0], True)
+    """
+    from jax.flatten_util import ravel_pytree
+
+    flat0, unravel = ravel_pytree(x0)
+
+    def fun(v):
+        return loss_fn(unravel(v), *args)
+
+    grad = jax.grad(fun)
+    hess = jax.hessian(fun)
+    eye = jnp.eye(flat0.size, dtype=flat0.dtype)
+
+    def step(carry, _):
+        v, f, lam, n_acc = carry
+        g = grad(v)
+        H = hess(v)
+        H = 0.5 * (H + H.T)
+        dv = -jnp.linalg.solve(H + lam * (1.0 + jnp.abs(jnp.diag(H))) * eye, g)
+        vn = v + dv
+        fn = fun(vn)
+        ok = jnp.isfinite(fn) & jnp.all(jnp.isfinite(dv)) & (fn <= f)
+        v = jnp.where(ok, vn, v)
+        f = jnp.where(ok, fn, f)
+        lam = jnp.clip(jnp.where(ok, lam / 3.0, lam * 4.0), 1e-12, 1e12)
+        return (v, f, lam, n_acc + ok.astype(n_acc.dtype)), None
+
+    f0 = fun(flat0)
+    lam0 = jnp.asarray(damping, flat0.dtype)
+    (v, f, _, n_acc), _ = jax.lax.scan(step, (flat0, f0, lam0, jnp.asarray(0)), None, length=steps)
+    gnorm = jnp.linalg.norm(grad(v))
+    finite = jnp.isfinite(f) & jnp.isfinite(gnorm)
+    reason = jnp.where(~finite, 3, jnp.where(gnorm <= tol, 0, 2))
+    return FitResult(unravel(v), f, reason == 0, n_acc, gnorm, reason, None)
 
 
 @partial(jax.jit, static_argnames=("loss_fn", "steps"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,16 @@ import numpy as np
 from jaxscale.learning_curves.magp_predict import JointPrediction
 from jaxscale.learning_curves.problem import LCProblem
 
-__all__ = ["BASES", "basis_curves", "bnn_model", "fit_predict_bnn", "curve_features"]
+__all__ = ["BASES", "BNNFit", "basis_curves", "bnn_model", "fit_predict_bnn", "curve_features"]
+
+
+class BNNFit(NamedTuple):
+    """NUTS fit record of a BNN baseline; chains play the role of restarts."""
+
+    basis: str  # "orig" (5 families) | "lc" (14)
+    samples: dict  # posterior draws grouped by chain: {site: (chains, draws, ...)}
+    ok: np.ndarray  # (chains,) chains whose draws are all finite
+    divergences: np.ndarray  # (chains,) number of divergent transitions
 
 
 def _norm(f, t, a, b):
@@ -107,7 +117,8 @@ def fit_predict_bnn(key, problem: LCProblem, *, basis: str = "orig", restarts: i
                     num_samples: int = 300, max_tree_depth: int = 6):
     """NUTS fit on the training points; per-chain predictive of the held-out points.
 
-    Returns ``(fit-record, JointPrediction (original units; per chain), fit_seconds, predict_seconds)``.
+    Returns ``(LCFit(model, BNNFit, fit_seconds), JointPrediction (original units; per chain),
+    fit_seconds, predict_seconds)``; ``model`` is "bnn" (basis "lc") or "bnn_orig".
     """
     from numpyro.infer import MCMC, NUTS, init_to_median
 
@@ -121,8 +132,9 @@ def fit_predict_bnn(key, problem: LCProblem, *, basis: str = "orig", restarts: i
     mcmc = MCMC(NUTS(bnn_model, max_tree_depth=max_tree_depth, init_strategy=init_to_median(num_samples=15)),
                 num_warmup=num_warmup, num_samples=num_samples, num_chains=restarts,
                 chain_method="vectorized", progress_bar=False)
-    mcmc.run(key, feat, tr.x / xmax, tr.c, tr.y, names=names)
+    mcmc.run(key, feat, tr.x / xmax, tr.c, tr.y, names=names, extra_fields=("diverging",))
     samples = mcmc.get_samples(group_by_chain=True)
+    div = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"]).reshape(restarts, -1).sum(1)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in samples.items() if k != "mean"}
@@ -135,9 +147,8 @@ def fit_predict_bnn(key, problem: LCProblem, *, basis: str = "orig", restarts: i
     pred = JointPrediction(jnp.asarray(m.mean(1) * s + mu), jnp.asarray(cov * s[:, None] * s[None, :]),
                            jnp.asarray(sig2.mean(1)[:, None] * s**2))
 
-    class _Rec:
-        ok = np.ones(restarts, bool)
+    from jaxscale.learning_curves.models import LCFit
 
-    rec = type("BNNFit", (), {})()
-    rec.result = _Rec()
-    return rec, pred, fit_s, time.perf_counter() - t0
+    ok = np.all(np.isfinite(m.reshape(restarts, -1)), axis=1) & np.isfinite(sig2).all(1)
+    fit = LCFit("bnn_orig" if basis == "orig" else "bnn", BNNFit(basis, samples, ok, div), fit_s, tr)
+    return fit, pred, fit_s, time.perf_counter() - t0

@@ -17,6 +17,7 @@ def evaluate_handler(args) -> dict:
     return evaluate_model(
         jax.random.key(args.seed), args.dataset, args.split, args.model, restarts=args.restarts,
         steps=args.steps, learning_rate=args.lr, leaky=args.leaky, holdout=args.holdout, plot=args.plot,
+        nuts_warmup=args.nuts_warmup, nuts_samples=args.nuts_samples,
     )
 
 
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
     from jaxscale.learning_curves.data import LC_DATASETS
     from jaxscale.learning_curves.pipeline import MODEL_CHOICES
 
-    lc = subparsers.add_parser("lc", help="zero-shot learning-curve models (MaGP, DHGP, BNN) and laws")
+    lc = subparsers.add_parser("lc", help="zero-shot learning-curve models (MaGP, descriptor MaGP, DHGP, BNN) and laws")
     sub = lc.add_subparsers(dest="lc_command", required=True)
     ev = sub.add_parser("evaluate", help="fit a curve model on a split and score its held-out curves")
     ev.add_argument("--dataset", default="nanogpt_large", choices=sorted(LC_DATASETS))
@@ -34,7 +35,9 @@ def register(subparsers) -> None:
                          "extrapolate9 (multilingual)")
     ev.add_argument("--model", default="magp", choices=MODEL_CHOICES)
     ev.add_argument("--restarts", type=int, default=10)
-    ev.add_argument("--steps", type=int, default=2000, help="Adam steps per restart (MaGP)")
+    ev.add_argument("--steps", type=int, default=2000, help="Adam steps per restart (magp, magp_desc)")
+    ev.add_argument("--nuts-warmup", type=int, default=300, help="NUTS warm-up steps per chain (bnn, bnn_orig)")
+    ev.add_argument("--nuts-samples", type=int, default=300, help="NUTS draws per chain (bnn, bnn_orig)")
     ev.add_argument("--lr", type=float, default=1e-2)
     ev.add_argument("--seed", type=int, default=0, help="restart i uses fold_in(key(seed), i)")
     ev.add_argument("--leaky", action="store_true",

@@ -20,24 +20,29 @@ from jaxscale.learning_curves.dhgp import dhgp_draws_std, dhgp_joint_std, fit_dh
 from jaxscale.learning_curves.magp import fit_magp
 from jaxscale.learning_curves.magp_predict import JointPrediction, magp_draws_std, magp_joint_std
 from jaxscale.learning_curves.problem import LCProblem, Points, pad_points
+from jaxscale.learning_curves.preprocess import Scaler
 
 __all__ = ["LCFit", "MODELS", "fit_model", "predict_joint", "sample_joint", "take_ok", "JointPrediction"]
 
-MODELS = ("magp", "dhgp")
+MODELS = ("magp", "dhgp", "magp_desc")
 
 
 class LCFit(NamedTuple):
     """A fitted learning-curve model: ``model`` name, the model's fit record, wall seconds."""
 
     model: str
-    result: object  # MaGPFit | DHGPFit
+    result: object  # MaGPFit | DHGPFit | DescFit
     fit_seconds: float
     train: Points | None = None  # training points used (padded if pad_to was given)
 
 
 def fit_model(key, problem: LCProblem, model: str = "magp", *, restarts: int = 10, steps: int = 2000,
               learning_rate: float = 1e-2, n_mc: int = 1, pad_to: int | None = None) -> LCFit:
-    """Fit ``model`` ("magp" | "dhgp") on the problem's training points (timed, blocking).
+    """Fit ``model`` ("magp" | "dhgp" | "magp_desc") on the problem's training points (timed, blocking).
+
+    "magp_desc" (descriptor MaGP, :mod:`magp_desc`) re-standardises tasks without training
+    rows with descriptor-regressed constants (:func:`descriptors.regress_task_scaler`); the
+    scaler it used is kept in ``fit.result.scaler`` and used by the predictors.
 
     ``pad_to``: pad the training set with inert points to this size so that problems of
     different sizes (splits, active-learning rounds) reuse one compiled program.
@@ -49,6 +54,16 @@ def fit_model(key, problem: LCProblem, model: str = "magp", *, restarts: int = 1
                        steps=steps, learning_rate=learning_rate, n_mc=n_mc)
     elif model == "dhgp":
         res = fit_dhgp(problem.xgrid, train, restarts=restarts)
+    elif model == "magp_desc":
+        from jaxscale.learning_curves.descriptors import descriptor_tables, regress_task_scaler, with_scaler
+        from jaxscale.learning_curves.magp_desc import fit_magp_desc
+
+        tables = descriptor_tables(problem)
+        scaler = regress_task_scaler(problem, tables)
+        train = with_scaler(problem, scaler).train
+        train = train if pad_to is None else pad_points(train, pad_to)
+        res = fit_magp_desc(key, problem.xgrid, train, tables, restarts=restarts, steps=steps,
+                            learning_rate=learning_rate, n_mc=n_mc)._replace(scaler=scaler)
     else:
         raise ValueError(f"unknown model {model!r}; choose one of {MODELS} (bnn: see jaxscale.learning_curves.bnn)")
     jax.block_until_ready(res.params)
@@ -61,9 +76,13 @@ def take_ok(fit: LCFit):
     return jax.tree_util.tree_map(lambda a: a[idx], fit.result.params)
 
 
-def _to_original(problem: LCProblem, query: Points, mean, cov, noise) -> JointPrediction:
-    s = jnp.asarray(problem.scaler.std)[query.d]
-    mu = jnp.asarray(problem.scaler.mean)[query.d]
+def _scaler(fit: LCFit, problem: LCProblem) -> Scaler:
+    return getattr(fit.result, "scaler", None) or problem.scaler
+
+
+def _to_original(scaler: Scaler, query: Points, mean, cov, noise) -> JointPrediction:
+    s = jnp.asarray(scaler.std)[query.d]
+    mu = jnp.asarray(scaler.mean)[query.d]
     return JointPrediction(mean * s + mu, cov * s[:, None] * s[None, :], noise * s**2)
 
 
@@ -78,17 +97,31 @@ def predict_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = No
     train = problem.train if fit.train is None else fit.train
     if fit.model == "magp":
         m, C, nv, _ = magp_joint_std(params, key, problem.xgrid, train, query, n_h=n_h)
+    elif fit.model == "magp_desc":
+        from jaxscale.learning_curves.desc_predict import desc_joint_std
+
+        r = fit.result
+        m, C, nv, _ = desc_joint_std(params, key, r.tables, jnp.asarray(r.observed), problem.xgrid, train, query,
+                                     n_h=n_h)
     else:
         m, C, nv, _ = dhgp_joint_std(params, key, problem.xgrid, train, query)
-    return _to_original(problem, query, m, C, nv)
+    return _to_original(_scaler(fit, problem), query, m, C, nv)
 
 
 def sample_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = None, *, n_samples: int = 100):
     """Joint posterior draws of the latent curves at ``query`` in original units: ``(R, S, M)``."""
     query = problem.test if query is None else query
     params = take_ok(fit)
-    fn = magp_draws_std if fit.model == "magp" else dhgp_draws_std
     train = problem.train if fit.train is None else fit.train
-    z = fn(params, key, problem.xgrid, train, query, n_samples=n_samples)
-    s = jnp.asarray(problem.scaler.std)[query.d]
-    return z * s + jnp.asarray(problem.scaler.mean)[query.d]
+    if fit.model == "magp_desc":
+        from jaxscale.learning_curves.desc_predict import desc_draws_std
+
+        r = fit.result
+        z = desc_draws_std(params, key, r.tables, jnp.asarray(r.observed), problem.xgrid, train, query,
+                           n_samples=n_samples)
+    else:
+        fn = magp_draws_std if fit.model == "magp" else dhgp_draws_std
+        z = fn(params, key, problem.xgrid, train, query, n_samples=n_samples)
+    sc = _scaler(fit, problem)
+    s = jnp.asarray(sc.std)[query.d]
+    return z * s + jnp.asarray(sc.mean)[query.d]

@@ -38,12 +38,20 @@ def split_names(data: LCData) -> tuple:
 
 
 def held_out_pairs(split: str, n_embd: int = 5, n_layer: int = 6) -> list[tuple[int, int]]:
-    """Held-out (embedding index, layer index) pairs of the nanoGPT-large splits."""
+    """Held-out (embedding index, layer index) pairs of the nanoGPT splits.
+
+    As ``obtain_different_experiment_type_data`` indexes them: the affected tasks are the last
+    ``min(4, n_embd)`` embeddings (Python's ``range(D)[-4:]``). Quad (``Missing_Quad_d4_r3``):
+    those x the last 3 layer counts. Tri (``Missing_Tri_d4``): the j-th affected task
+    (j = 0, 1, ...) loses its last j + 1 layer counts. T1: the largest model. nanoGPT-large
+    (5 x 6): Quad 12, Tri 10, T1 1 curves; nanoGPT-small (3 x 4): Quad 9, Tri 6, T1 1.
+    """
     E, Lr = n_embd, n_layer
-    if split == "quad":  # Missing_Quad_d4_r3: last 4 embeddings x last 3 layer counts
-        return [(e, l) for e in range(E - 4, E) for l in range(Lr - 3, Lr)]
-    if split == "tri":  # Missing_Tri_d4: staircase e + l >= L
-        return [(e, l) for e in range(1, E) for l in range(Lr) if e + l >= Lr]
+    first = max(0, E - 4)
+    if split == "quad":  # Missing_Quad_d4_r3
+        return [(e, l) for e in range(first, E) for l in range(max(0, Lr - 3), Lr)]
+    if split == "tri":  # Missing_Tri_d4: staircase
+        return [(e, l) for e in range(first, E) for l in range(Lr) if l >= Lr - 1 - (e - first)]
     if split == "t1":  # Missing_Tri_d1: the largest model only
         return [(E - 1, Lr - 1)]
     raise ValueError(f"unknown nanoGPT split {split!r}; use quad, tri or t1")

@@ -1,296 +1,412 @@
 r"""Bayesian observational scaling law (numpyro), calling the same link as the point fit.
 
-Model, per task ``t`` (tasks are independent blocks of one joint model, so many tasks share one
-compiled NUTS run):
+Model, per task ``t`` (tasks are independent blocks of one joint model, so all tasks share one
+compiled NUTS program, see :mod:`jaxscale.observational.bayes_nuts`):
 
-* standardised PC scores :math:`\tilde S = S / \mathrm{sd}_\text{train}(S)`;
-* :math:`\alpha_t \sim N(\mu_\alpha, 5)`, :math:`\tilde\beta_{tk} \sim N(0, \tau)` (τ = 2 logit units per
-  training s.d.; the prior that stops the steep-sigmoid blow-ups of 3-digit subtraction, note §4.5);
-* floor :math:`b_t = b_{\max,t}\,u_t`, :math:`u_t \sim \mathrm{Beta}(1, 3)` (``b_max`` = 0.2 for the
-  floor link, 0 for the plain link, i.e. :math:`b \in [0, 0.2]`);
-* :math:`\mu = ` :func:`jaxscale.observational.fit.predict` (= :func:`jaxscale.laws.sigmoid_link`);
-* bounded likelihood, default ``"truncnormal"``: :math:`y \sim N(\mu, \sigma_t^2)` truncated to
-  ``[0, 1]`` (targets clipped into ``[0, 1]``; below-chance min–max scores exist);
-  :math:`\log\sigma_t \sim N(\log 0.05, 1)`. Option ``"beta"``:
-  :math:`\mathrm{Beta}(\mu\phi, (1-\mu)\phi)` with :math:`\phi = 2 + \mu(1-\mu)/\sigma_t^2` and
-  targets / means clipped into ``[0.01, 0.99]``. The Beta is kept as an option only: its density
-  spikes at the bounds, so the many near-zero small models of the emergent tasks are "explained"
-  by a flat curve plus noise (posterior-mean test MSE 5–25x the point fit on word unscramble and
-  arithmetic in our runs), whereas the truncated normal behaves like the paper's least squares
-  in the interior and stays bounded.
+* PC scores centred and scaled by the training rows: :math:`\tilde S = (S - \bar S_\text{tr}) /
+  \mathrm{sd}_\text{tr}(S)`; :math:`z = \alpha + \tilde\beta^\top \tilde S`;
+* :math:`\alpha \sim N(\mathrm{logit}\,\bar y_\text{tr}, 3)`, :math:`\tilde\beta_k \sim N(0, \tau)`
+  (τ = 2 logit units per training s.d.: stops the steep-sigmoid blow-ups of 3-digit subtraction,
+  note §4.5);
+* floor :math:`b = b_{\max} u`, :math:`u \sim \mathrm{Beta}(1, 3)` (``b_max`` = 0.2 for the floor
+  link, 0 for the plain link);
+* :math:`\mu = b + (1-b)\sigma(z)` = :func:`jaxscale.observational.fit.predict` (=
+  :func:`jaxscale.laws.sigmoid_link`) after mapping the coefficients back to raw PC units;
+* likelihood (``LIKELIHOODS``), bounded to the target's range ``[y_lo, 1]`` (``y_lo = -lo/(hi-lo)``
+  for chance-normalised targets, so below-chance scores need no clipping):
 
-Sampling: :func:`fit_bayes` (one joint model through :func:`jaxscale.infer.run_nuts`) or
-:func:`fit_bayes_batched` (numpyro's NUTS kernel vmapped over tasks x chains in one compiled
-program, each chain adapting its own step size; much faster for many tasks).
+  - ``"hetero"`` (default): truncated normal with
+    :math:`\mathrm{sd}_m^2 = \sigma_0^2 + (\sigma_z\,\partial\mu/\partial z)^2`. The second term is a
+    model-specific deviation of the *capability* :math:`z_m` (delta method), so the noise is
+    largest in the steep part of the sigmoid and vanishes at the floor and ceiling.
+    :math:`\log\sigma_0 \sim N(\log 0.02, 1)`, :math:`\log\sigma_z \sim N(\log 0.5, 0.5)`.
+  - ``"normal"``: homoscedastic truncated normal (σ_z = 0).
+  - ``"student"``: truncated Student-t (ν = 4) with the same scale as ``"hetero"``.
+  - ``"beta"``: Beta with mean μ and variance ~ sd_m² (clipped into [0.01, 0.99]).
+  - ``"extrap"``: ``"hetero"`` plus an *extrapolation discrepancy* for models beyond the
+    training data: the capability is perturbed, :math:`z_m + \delta_m`,
+    :math:`\delta_m \sim N(0, (\kappa\Delta_m)^2)`, with :math:`\Delta_m = \max(0, z_m -
+    \max_{\text{train}} z)` (logit units of the law's own capability; 0 on every training row).
+    κ is identified by a leave-future-out backtest inside the training set: the training models
+    are split by the task's split variable (FLOPs for cut-off tasks, y for rank-top tasks) into a
+    lower 75% and a top 25%; a second copy of (α, β, b) is fitted to the lower part and the top
+    part's likelihood, relative to that copy, integrates δ by Gauss–Hermite quadrature. Both
+    copies share σ0, σz and κ (:math:`\log\kappa \sim N(\log 0.25, 1)`). Test rows are never used.
+  - ``"binomial"`` / ``"betabinomial"``: counts ``k = n (lo + (hi - lo) y)`` with the task's item
+    count ``n`` (:data:`ITEM_COUNTS`) and success probability ``lo + (hi - lo) μ``; the
+    beta-binomial adds overdispersion (:math:`\phi = 1/\sigma_z^2`).
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxscale.infer import run_nuts
+from jaxscale.laws import sigmoid_link
 
 from .fit import FLOOR_MAX, LawParams, predict
 
 __all__ = [
     "BayesData",
     "BayesFit",
+    "LIKELIHOODS",
+    "ITEM_COUNTS",
+    "PRIORS",
     "obs_model",
     "stack_tasks",
-    "fit_bayes",
+    "to_raw",
+    "mu_draws",
     "predictive",
     "coverage",
     "fequiv_draws",
-    "precision",
-    "TAU",
-    "EPS",
+    "extrap_distance",
+    "TOP_FRAC",
 ]
 
-TAU = 2.0
+LIKELIHOODS = ("hetero", "extrap", "normal", "student", "beta", "binomial", "betabinomial")
+STUDENT_DF = 4.0
 EPS = 1e-2
-MU_CLIP = 1e-2
+TOP_FRAC = 0.25  # backtest: share of the training models (by split variable) held out as "future"
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(7)  # quadrature over delta ~ N(0, 1)
+_GH_W = _GH_W / _GH_W.sum()
+
+# Item counts, only where the bundled scores prove them: raw accuracy x n is an integer to
+# 1e-12 for every model (checked in tests), except GSM8K whose scores are rounded to 3 decimals.
+ITEM_COUNTS = {
+    "persian_qa": 1050,  # BIG-bench parsinlu_qa: every score is k/1050 exactly
+    "lbv2_gpqa": 1192,  # OLL-v2 GPQA main+diamond+extended 448+198+546: k/1192 exactly
+    "lbv2_math": 1324,  # OLL-v2 MATH level 5 (test split): k/1324 exactly
+    "lbv2_bbh": 5761,  # OLL-v2 BBH (24 tasks): k/5761 exactly
+    "gsm8k_naive": 1319,  # GSM8K test set (Cobbe et al. 2021); scores stored to 3 decimals
+    "gsm8k_cot": 1319,
+    "gsm8k_cot_sc": 1319,
+}
+
+
+class Priors(NamedTuple):
+    """Prior scales shared by every task (one model specification)."""
+
+    tau: float = 2.0  # sd of standardised PC coefficients (logit units per training sd)
+    alpha_sd: float = 3.0  # sd of the intercept around logit(mean training y)
+    log_s0_mean: float = float(np.log(0.02))
+    log_s0_sd: float = 1.0
+    log_sz_mean: float = float(np.log(0.5))
+    log_sz_sd: float = 0.5
+    log_kappa_mean: float = float(np.log(0.25))  # "extrap": logit error per logit beyond training
+    log_kappa_sd: float = 0.5  # sd 1 let agentboard (10 training rows) drift to kappa ~ 70 (stuck chains)
+
+
+PRIORS = Priors()
 
 
 class BayesData(NamedTuple):
-    """Stacked, padded inputs of ``n_tasks`` tasks: rows padded with ``train = 0``."""
+    """Stacked, padded inputs of ``T`` tasks; padding rows have ``train = 0``."""
 
-    S: jax.Array  # (T, N, K) standardised PC scores (zero columns beyond a task's K)
+    S: jax.Array  # (T, N, K) centred, standardised training PC scores (zeros beyond a task's K)
     y: jax.Array  # (T, N) normalised targets
-    train: jax.Array  # (T, N) 1 for training rows
+    train: jax.Array  # (T, N) 1 for real (training) rows
+    n_items: jax.Array  # (T,) item counts (0 = unknown)
+    lo: jax.Array  # (T,) chance level of the raw score (y = (raw - lo)/(hi - lo))
+    hi: jax.Array  # (T,)
     floor_max: jax.Array  # (T,)
     alpha_mean: jax.Array  # (T,)
-    scale: np.ndarray  # (T, K) training s.d. used to standardise S
+    center: np.ndarray  # (T, K) training mean of S
+    scale: np.ndarray  # (T, K) training sd of S
+    lower: jax.Array | None = None  # (T, N) backtest: the lower (earlier) training rows
+    top: jax.Array | None = None  # (T, J) backtest: row indices of the top training rows (the
+    # "future"), -1 = padding
 
 
 class BayesFit(NamedTuple):
-    """Posterior draws (chains flattened) in PC units, plus diagnostics and the ArviZ hook."""
+    """Posterior draws (chains flattened) in raw PC units (as :class:`fit.LawParams`)."""
 
-    intercept: np.ndarray  # (D, T)
-    slopes: np.ndarray  # (D, T, K) in raw PC units
-    floor: np.ndarray  # (D, T)
-    sigma: np.ndarray  # (D, T) noise scale of the likelihood
-    posterior: object  # jaxscale.infer.PosteriorResult
+    intercept: np.ndarray  # (D,)
+    slopes: np.ndarray  # (D, K)
+    floor: np.ndarray  # (D,)
+    s0: np.ndarray  # (D,) additive noise sd
+    sz: np.ndarray  # (D,) capability (logit) noise sd
+    likelihood: str
+    n_items: int
+    lo: float
+    hi: float
+    posterior: object  # jaxscale.infer.PosteriorResult (diagnostics, to_arviz())
+    mode: LawParams | None = None  # MAP coefficients (raw PC units), where computed
+    kappa: np.ndarray | None = None  # (D,) "extrap": discrepancy per logit beyond training
+    z_max: np.ndarray | None = None  # (D,) "extrap": max training capability z per draw
 
 
-def precision(mu, sigma):
-    """Beta precision giving variance ~ sigma^2 away from the bounds (see module docstring)."""
-    return 2.0 + mu * (1.0 - mu) / sigma**2
+def _ylo(lo, hi):
+    return -lo / (hi - lo)
 
 
-def obs_model(S, y, train, floor_max, alpha_mean, tau=TAU, likelihood="truncnormal"):
-    """numpyro model of :mod:`jaxscale.observational.bayes` (see module docstring)."""
+def _yhi(lo, hi):
+    return (1.0 - lo) / (hi - lo)
+
+
+def _sd(mu_slope, s0, sz, likelihood):
+    if likelihood == "normal":
+        return s0
+    return jnp.sqrt(s0**2 + (sz * mu_slope) ** 2)
+
+
+def likelihood_dist(mu, dmu, s0, sz, likelihood, n_items=None, lo=0.0, hi=1.0):
+    """Observation distribution of the normalised target (or counts for the binomials)."""
+    import numpyro.distributions as dist
+
+    if likelihood in ("hetero", "extrap", "normal", "student"):
+        sd = _sd(dmu, s0, sz, likelihood)
+        base = dist.Normal(mu, sd) if likelihood != "student" else dist.StudentT(STUDENT_DF, mu, sd)
+        return dist.TruncatedDistribution(base, low=_ylo(lo, hi), high=_yhi(lo, hi))
+    if likelihood == "beta":
+        m = jnp.clip(mu, EPS, 1 - EPS)
+        sd = _sd(dmu, s0, sz, "hetero")
+        phi = 2.0 + m * (1 - m) / sd**2
+        return dist.Beta(m * phi, (1 - m) * phi)
+    if likelihood in ("binomial", "betabinomial"):
+        p = jnp.clip(lo + (hi - lo) * mu, 1e-9, 1 - 1e-9)
+        if likelihood == "binomial":
+            return dist.Binomial(n_items, probs=p)
+        phi = 1.0 / sz**2
+        return dist.BetaBinomial(p * phi, (1 - p) * phi, n_items)
+    raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+
+
+def _obs(y, likelihood, n_items, lo, hi):
+    if likelihood == "beta":
+        return jnp.clip(y, EPS, 1 - EPS)
+    if likelihood in ("binomial", "betabinomial"):
+        return jnp.round(n_items * (lo + (hi - lo) * y))
+    return jnp.clip(y, _ylo(lo, hi), _yhi(lo, hi))
+
+
+def _mu_dmu(alpha, beta, b, S):
+    """Mean through the shared link and dμ/dz (for the capability-noise term)."""
+    mu = predict(LawParams(alpha, beta, b), S)
+    sg = jax.nn.sigmoid(S @ beta + alpha)
+    return mu, (1.0 - b) * sg * (1.0 - sg)
+
+
+def _top_loglik(y, S, lower, top, alpha, beta, b, s0, sz, kappa, lo, hi):
+    """"extrap" backtest: log p(y_m) of the top rows (indices ``top``) under the lower-part law
+    with δ ~ N(0, (κ Δ_m)²), Δ_m = relu(z_m − max_lower z), integrated by Gauss–Hermite quadrature."""
+    import numpyro.distributions as dist
+
+    z_all = jnp.einsum("tnk,tk->tn", S, beta) + alpha[:, None]
+    zmax = jnp.max(jnp.where(lower > 0, z_all, -jnp.inf), axis=1, keepdims=True)
+    idx = jnp.maximum(top, 0).astype(jnp.int32)
+    z = jnp.take_along_axis(z_all, idx, axis=1)
+    y = jnp.take_along_axis(y, idx, axis=1)
+    delta = jax.nn.relu(z - zmax)
+    zq = z[..., None] + (kappa[:, None] * delta)[..., None] * jnp.asarray(_GH_X)
+    bq = b[:, None, None]
+    mu = sigmoid_link(zq, 1.0, 0.0, floor=bq)  # the point fit's link
+    sg = jax.nn.sigmoid(zq)
+    sd = jnp.sqrt(s0[..., None] ** 2 + (sz[..., None] * (1.0 - bq) * sg * (1.0 - sg)) ** 2)
+    lo3, hi3 = lo[:, None, None], hi[:, None, None]
+    d = dist.TruncatedDistribution(dist.Normal(mu, sd), low=_ylo(lo3, hi3), high=_yhi(lo3, hi3))
+    lp = d.log_prob(jnp.clip(y, _ylo(lo[:, None], hi[:, None]), _yhi(lo[:, None], hi[:, None]))[..., None])
+    return jax.scipy.special.logsumexp(lp + jnp.log(jnp.asarray(_GH_W)), axis=-1)
+
+
+def obs_model(S, y, train, n_items, lo, hi, floor_max, alpha_mean, lower=None, top=None,
+              priors=PRIORS, likelihood="hetero"):
+    """numpyro model of :mod:`jaxscale.observational.bayes` (see module docstring); ``T`` tasks."""
     import numpyro
     import numpyro.distributions as dist
 
     T, _, K = S.shape
+    pr = priors
     with numpyro.plate("task", T):
-        alpha = numpyro.sample("alpha", dist.Normal(alpha_mean, 5.0))
+        alpha = numpyro.sample("alpha", dist.Normal(alpha_mean, pr.alpha_sd))
         u = numpyro.sample("u_floor", dist.Beta(1.0, 3.0))
-        log_sigma = numpyro.sample("log_sigma", dist.Normal(np.log(0.05), 1.0))
+        log_s0 = numpyro.sample("log_s0", dist.Normal(pr.log_s0_mean, pr.log_s0_sd))
+        log_sz = numpyro.sample("log_sz", dist.Normal(pr.log_sz_mean, pr.log_sz_sd))
         with numpyro.plate("pc", K):
-            beta = numpyro.sample("beta", dist.Normal(0.0, tau))  # (K, T)
+            beta = numpyro.sample("beta", dist.Normal(0.0, pr.tau))  # (K, T)
     b = floor_max * u
-    mu = jax.vmap(lambda a, bt, fl, s: predict(LawParams(a, bt, fl), s))(alpha, beta.T, b, S)
-    sigma = jnp.exp(log_sigma)[:, None]
+    mu, dmu = jax.vmap(_mu_dmu)(alpha, beta.T, b, S)
+    s0 = jnp.exp(log_s0)[:, None]
+    sz = jnp.exp(log_sz)[:, None]
+    obs = _obs(y, likelihood, n_items[:, None], lo[:, None], hi[:, None])
     with numpyro.handlers.mask(mask=train > 0):
-        numpyro.sample("y", _likelihood(mu, sigma, likelihood), obs=_clip_y(y, likelihood))
+        d = likelihood_dist(mu, dmu, s0, sz, likelihood, n_items[:, None], lo[:, None], hi[:, None])
+        numpyro.sample("y", d, obs=obs)
+    if likelihood != "extrap":
+        return
+    # leave-future-out backtest: a second copy of the law fitted to the lower training rows
+    with numpyro.plate("task", T):
+        alpha_l = numpyro.sample("alpha_lo", dist.Normal(alpha_mean, pr.alpha_sd))
+        u_l = numpyro.sample("u_floor_lo", dist.Beta(1.0, 3.0))
+        log_k = numpyro.sample("log_kappa", dist.Normal(pr.log_kappa_mean, pr.log_kappa_sd))
+        with numpyro.plate("pc", K):
+            beta_l = numpyro.sample("beta_lo", dist.Normal(0.0, pr.tau))
+    b_l = floor_max * u_l
+    mu_l, dmu_l = jax.vmap(_mu_dmu)(alpha_l, beta_l.T, b_l, S)
+    with numpyro.handlers.mask(mask=lower > 0):
+        numpyro.sample("y_lo", likelihood_dist(mu_l, dmu_l, s0, sz, "hetero", None, lo[:, None],
+                                               hi[:, None]), obs=obs)
+    lp = _top_loglik(y, S, lower, top, alpha_l, beta_l.T, b_l, s0, sz, jnp.exp(log_k), lo, hi)
+    numpyro.factor("y_top", jnp.sum(jnp.where(top >= 0, lp, 0.0)))
 
 
-def _clip_y(y, likelihood):
-    return jnp.clip(y, EPS, 1 - EPS) if likelihood == "beta" else jnp.clip(y, 0.0, 1.0)
+def stack_tasks(designs, ks, floors, *, lo=None, hi=None, n_items=None, order=None,
+                top_frac=TOP_FRAC, pad_to=16) -> BayesData:
+    """Stack the training rows of task designs (``pipeline.Design``-like: ``S_train``,
+    ``y_train``) into padded arrays; padding rows have ``train = 0`` and are masked out.
 
-
-def _likelihood(mu, sigma, likelihood):
-    import numpyro.distributions as dist
-
-    if likelihood == "beta":
-        mu = jnp.clip(mu, MU_CLIP, 1 - MU_CLIP)
-        phi = precision(mu, sigma)
-        return dist.Beta(mu * phi, (1 - mu) * phi)
-    if likelihood == "truncnormal":
-        return dist.TruncatedNormal(mu, sigma, low=0.0, high=1.0)
-    raise ValueError(f"likelihood must be 'truncnormal' or 'beta', got {likelihood!r}")
-
-
-def stack_tasks(designs, ks, floors) -> BayesData:
-    """Stack the training rows of task designs (``pipeline.Design``) into padded arrays
-    (padding rows have ``train = 0`` and are masked out of the likelihood)."""
-    n = max(len(d.y_train) for d in designs)
-    n = -(-n // 16) * 16
-    K = max(ks)
+    ``lo``/``hi``: the target's normalisation per task (default 0/1); ``n_items``: item counts
+    (0 = unknown, needed only by the binomial likelihoods); ``order``: per task, the split
+    variable of the training rows (FLOPs for cut-off splits; default: ``y_train``, as for rank-top
+    splits): the top ``ceil(top_frac * n)`` training rows by it form the backtest's "future"
+    (used by the ``"extrap"`` likelihood only).
+    """
     T = len(designs)
+    lo = np.zeros(T) if lo is None else np.asarray(lo, float)
+    hi = np.ones(T) if hi is None else np.asarray(hi, float)
+    nit = np.zeros(T) if n_items is None else np.asarray(n_items, float)
+    n = max(len(d.y_train) for d in designs)
+    n = -(-n // pad_to) * pad_to
+    K = max(ks)
     S = np.zeros((T, n, K))
     y = np.zeros((T, n))
     tr = np.zeros((T, n))
+    center = np.zeros((T, K))
     scale = np.ones((T, K))
     amean = np.zeros(T)
+    lower = np.zeros((T, n))
+    top = -np.ones((T, max(1, int(np.ceil(top_frac * n)))))
     for t, (d, k) in enumerate(zip(designs, ks)):
-        Sa = d.S_train[:, :k]
-        ya = d.y_train
-        sd = d.S_train[:, :k].std(axis=0)
-        scale[t, :k] = sd
-        S[t, : len(Sa), :k] = Sa / sd
+        Sa = np.asarray(d.S_train, float)[:, :k]
+        ya = np.asarray(d.y_train, float)
+        if Sa.shape[0] != ya.shape[0] or Sa.shape[0] < k + 2:
+            raise ValueError(f"stack_tasks: task {t} needs >= {k + 2} training rows with matching "
+                             f"S_train/y_train; got {Sa.shape} and {ya.shape}")
+        center[t, :k] = Sa.mean(0)
+        scale[t, :k] = Sa.std(0)
+        S[t, : len(Sa), :k] = (Sa - center[t, :k]) / scale[t, :k]
         y[t, : len(ya)] = ya
-        tr[t, : len(d.y_train)] = 1.0
-        ym = np.clip(d.y_train.mean(), 0.02, 0.98)
+        tr[t, : len(ya)] = 1.0
+        ov = ya if order is None or order[t] is None else np.asarray(order[t], float)
+        if ov.shape != ya.shape or not np.all(np.isfinite(ov)):
+            raise ValueError(f"stack_tasks: order[{t}] must hold a finite split value per training "
+                             f"row ({ya.shape[0]}); got shape {ov.shape}")
+        n_top = min(int(np.ceil(top_frac * len(ya))), len(ya) - (k + 2))
+        if n_top >= 1:
+            idx = np.argsort(-ov, kind="stable")
+            top[t, :n_top] = np.sort(idx[:n_top])
+            lower[t, idx[n_top:]] = 1.0
+        ym = np.clip(ya.mean(), 0.02, 0.98)
         amean[t] = np.log(ym) - np.log1p(-ym)
     fm = np.array([FLOOR_MAX if f else 0.0 for f in floors])
-    return BayesData(jnp.asarray(S), jnp.asarray(y), jnp.asarray(tr), jnp.asarray(fm),
-                     jnp.asarray(amean), scale)
+    j = jnp.asarray
+    return BayesData(j(S), j(y), j(tr), j(nit), j(lo), j(hi), j(fm), j(amean), center, scale,
+                     j(lower), j(top))
 
 
-def fit_bayes(key, data: BayesData, *, num_warmup=500, num_samples=500, num_chains=4,
-              tau=TAU, progress_bar=None, warn=True, likelihood="truncnormal") -> BayesFit:
-    """NUTS (chains vectorised, via :func:`jaxscale.infer.run_nuts`) on the stacked tasks."""
-    post = run_nuts(key, obs_model, data.S, data.y, data.train, data.floor_max, data.alpha_mean,
-                    tau=tau, likelihood=likelihood, num_warmup=num_warmup, num_samples=num_samples,
-                    num_chains=num_chains, progress_bar=progress_bar, warn=warn)
-    s = post.samples
-    beta = np.swapaxes(np.asarray(s["beta"]), 1, 2)  # (D, T, K) standardised
-    slopes = beta / data.scale[None]
-    floor = np.asarray(data.floor_max)[None] * np.asarray(s["u_floor"])
-    return BayesFit(np.asarray(s["alpha"]), slopes, floor, np.exp(np.asarray(s["log_sigma"])), post)
+def task_slice(data: BayesData, t: int) -> BayesData:
+    """Task ``t`` of ``data`` as a one-task :class:`BayesData`."""
+    return BayesData(*(None if v is None else v[t:t + 1] for v in data))
+
+
+def to_raw(alpha, beta, center, scale):
+    """Standardised coefficients -> raw PC units: ``(intercept, slopes)``, as in :func:`fit.predict`."""
+    slopes = beta / scale
+    return alpha - slopes @ center, slopes
+
+
+def to_std(intercept, slopes, center, scale):
+    """Inverse of :func:`to_raw`."""
+    return intercept + slopes @ center, slopes * scale
 
 
 @jax.jit
-def _mu_draws(alpha, slopes, floor, S):
-    # alpha (D,), slopes (D, K), floor (D,), S (N, K) raw PC units -> (D, N)
-    return jax.vmap(lambda a, b, f: predict(LawParams(a, b, f), S))(alpha, slopes, floor)
+def _mu_draws(intercept, slopes, floor, S):
+    return jax.vmap(lambda a, b, f: _mu_dmu(a, b, f, S))(intercept, slopes, floor)
 
 
-def predictive(key, fit: BayesFit, t: int, S, probs=(0.05, 0.25, 0.75, 0.95),
-               likelihood="truncnormal"):
-    """Posterior predictive for task ``t`` at raw PC scores ``S`` (M, K).
+def mu_draws(fit: BayesFit, S):
+    """Posterior draws of the mean μ (D, M) and dμ/dz at raw PC scores ``S`` (M, K)."""
+    K = fit.slopes.shape[1]
+    mu, dmu = _mu_draws(jnp.asarray(fit.intercept), jnp.asarray(fit.slopes),
+                        jnp.asarray(fit.floor), jnp.asarray(np.asarray(S, float)[:, :K]))
+    return np.asarray(mu), np.asarray(dmu)
 
-    Returns dict(mean = posterior mean of μ, mu_lo/mu_hi = 90% band of μ, q = quantiles of the
-    predictive y draws for ``probs``, shape (len(probs), M)).
+
+def predictive(key, fit: BayesFit, S, probs=(0.05, 0.25, 0.75, 0.95)) -> dict:
+    """Posterior predictive of the normalised target at raw PC scores ``S`` (M, K).
+
+    Returns dict: ``median`` (the point prediction: posterior median of μ), ``mean`` (posterior
+    mean of μ), ``plugin`` (the link at the posterior-median coefficients), ``mu_lo``/``mu_hi``
+    (90% band of μ), ``q`` (predictive quantiles for ``probs``, shape (len(probs), M)),
+    ``draws`` (predictive draws, (D, M)).
     """
-    K = S.shape[1]
-    mu = np.asarray(_mu_draws(jnp.asarray(fit.intercept[:, t]), jnp.asarray(fit.slopes[:, t, :K]),
-                              jnp.asarray(fit.floor[:, t]), jnp.asarray(S)))
-    d = _likelihood(jnp.asarray(mu), jnp.asarray(fit.sigma[:, t][:, None]), likelihood)
-    ydraw = np.asarray(d.sample(key))
-    return dict(mean=mu.mean(0), mu_lo=np.quantile(mu, 0.05, 0), mu_hi=np.quantile(mu, 0.95, 0),
-                q=np.quantile(ydraw, np.asarray(probs), axis=0), draws=ydraw)
+    mu, dmu = mu_draws(fit, S)
+    mu_y, dmu_y = mu, dmu
+    if fit.likelihood == "extrap":  # capability perturbed by delta ~ N(0, (kappa * Delta)^2)
+        key, kd = jax.random.split(key)
+        mu_y, dmu_y = _extrap_draws(kd, fit, S)
+    draws = np.asarray(_sample_y(key, jnp.asarray(mu_y), jnp.asarray(dmu_y), jnp.asarray(fit.s0)[:, None],
+                                 jnp.asarray(fit.sz)[:, None], fit.likelihood, fit.n_items, fit.lo,
+                                 fit.hi), float)
+    if fit.likelihood in ("binomial", "betabinomial"):
+        draws = (draws / fit.n_items - fit.lo) / (fit.hi - fit.lo)
+    K = fit.slopes.shape[1]
+    med = LawParams(jnp.median(fit.intercept), jnp.median(fit.slopes, 0), jnp.median(fit.floor))
+    plugin = np.asarray(predict(med, jnp.asarray(np.asarray(S, float)[:, :K])))
+    mode = None if fit.mode is None else np.asarray(predict(
+        LawParams(*(jnp.asarray(v) for v in fit.mode)), jnp.asarray(np.asarray(S, float)[:, :K])))
+    return dict(median=np.median(mu, 0), mean=mu.mean(0), plugin=plugin, mode=mode,
+                mu_lo=np.quantile(mu, 0.05, 0), mu_hi=np.quantile(mu, 0.95, 0),
+                q=np.quantile(draws, np.asarray(probs), axis=0), draws=draws)
+
+
+def extrap_distance(fit: BayesFit, S):
+    """Δ (D, M): how far each model's capability z lies beyond the training maximum, per draw."""
+    K = fit.slopes.shape[1]
+    z = fit.intercept[:, None] + fit.slopes @ np.asarray(S, float)[:, :K].T
+    return np.maximum(z - fit.z_max[:, None], 0.0), z
+
+
+def _extrap_draws(key, fit: BayesFit, S):
+    delta, z = extrap_distance(fit, S)
+    zp = jnp.asarray(z + fit.kappa[:, None] * delta * np.asarray(
+        jax.random.normal(key, z.shape, jnp.float64 if z.dtype == np.float64 else z.dtype)))
+    b = jnp.asarray(fit.floor)[:, None]
+    sg = jax.nn.sigmoid(zp)
+    return sigmoid_link(zp, 1.0, 0.0, floor=b), (1.0 - b) * sg * (1.0 - sg)
+
+
+def _sample_y(key, mu, dmu, s0, sz, likelihood, n_items, lo, hi):
+    """Predictive draws. Truncated normals use ``jax.random.truncated_normal`` (numpyro's
+    two-sided truncated sampler loses accuracy when the mean sits at a bound, e.g. μ ≈ 1)."""
+    if likelihood in ("hetero", "extrap", "normal"):
+        sd = _sd(dmu, s0, sz, likelihood)
+        a, b = (_ylo(lo, hi) - mu) / sd, (_yhi(lo, hi) - mu) / sd
+        return mu + sd * jax.random.truncated_normal(key, a, b, mu.shape, mu.dtype)
+    if likelihood == "student":
+        sd = _sd(dmu, s0, sz, likelihood)
+        x = mu + sd * jax.random.t(key, STUDENT_DF, mu.shape, mu.dtype)
+        return jnp.clip(x, _ylo(lo, hi), _yhi(lo, hi))  # approximation: clip instead of truncate
+    return likelihood_dist(mu, dmu, s0, sz, likelihood, n_items, lo, hi).sample(key)
 
 
 def coverage(y, q) -> dict:
-    """50% / 90% interval coverage of ``y`` from quantiles (0.05, 0.25, 0.75, 0.95)."""
+    """50% / 90% central-interval coverage of ``y`` from quantiles (0.05, 0.25, 0.75, 0.95)."""
     y = np.asarray(y)
     c50 = float(np.mean((y >= q[1]) & (y <= q[2])))
     c90 = float(np.mean((y >= q[0]) & (y <= q[3])))
     return dict(coverage_50=c50, coverage_90=c90)
 
 
-def fequiv_draws(fit: BayesFit, t: int, S_ref, flops_ref):
-    """Per-draw reference-family axis ``(w, c)`` (OLS of P on log10 C): f-equivalent FLOPs with
-    uncertainty. Returns arrays (D,), (D,)."""
-    K = S_ref.shape[1]
-    P = fit.intercept[:, t][:, None] + np.einsum("dk,mk->dm", fit.slopes[:, t, :K], S_ref)
+def fequiv_draws(fit: BayesFit, S_ref, flops_ref):
+    """Per-draw reference-family axis ``(w, c)`` (OLS of P on log10 C over the reference models,
+    note §4.6), i.e. the law's slope/intercept on the f-equivalent FLOPs axis. Arrays (D,), (D,).
+    (:mod:`jaxscale.observational.family` gives the axis its own uncertainty.)"""
+    K = fit.slopes.shape[1]
+    P = fit.intercept[:, None] + np.einsum("dk,mk->dm", fit.slopes, np.asarray(S_ref)[:, :K])
     x = np.log10(np.asarray(flops_ref, float))
     A = np.stack([x, np.ones_like(x)], 1)
     coef, *_ = np.linalg.lstsq(A, P.T, rcond=None)
     return coef[0], coef[1]
-
-
-# --------------------------------------------------------------------------- batched NUTS
-def _constrain(z):
-    """Unconstrained sample dict -> constrained sites (alpha, beta, u_floor, log_sigma)."""
-    return dict(alpha=z["alpha"], beta=z["beta"], log_sigma=z["log_sigma"],
-                u_floor=jax.nn.sigmoid(z["u_floor"]))
-
-
-def _potential_gen(S, y, train, floor_max, alpha_mean, tau, likelihood):
-    from numpyro.infer.util import potential_energy
-
-    def pe(z):
-        return potential_energy(obs_model, (S[None], y[None], train[None], floor_max[None],
-                                            alpha_mean[None]), {"tau": tau, "likelihood": likelihood}, z)
-
-    return pe
-
-
-def _one_chain(key, S, y, train, floor_max, alpha_mean, tau, num_warmup, num_samples,
-               target_accept_prob, likelihood):
-    from numpyro.infer.hmc import hmc
-
-    K = S.shape[-1]
-    k0, k1 = jax.random.split(key)
-    jit = 0.1 * jax.random.normal(k0, (K + 3,))
-    z0 = dict(alpha=alpha_mean[None] + jit[0], beta=jit[1:1 + K][:, None],
-              u_floor=jnp.full((1,), -1.0986) + jit[K + 1],
-              log_sigma=jnp.full((1,), np.log(0.05)) + jit[K + 2])
-    init_kernel, sample_kernel = hmc(
-        potential_fn_gen=lambda *a: _potential_gen(*a, likelihood), algo="NUTS")
-    margs = (S, y, train, floor_max, alpha_mean, tau)
-    state = init_kernel(z0, num_warmup, target_accept_prob=target_accept_prob, model_args=margs,
-                        rng_key=k1)
-
-    def step(st, _):
-        st = sample_kernel(st, model_args=margs)
-        return st, (st.z, st.diverging, st.num_steps)
-
-    state, _ = jax.lax.scan(step, state, None, length=num_warmup)
-    _, (zs, div, nsteps) = jax.lax.scan(step, state, None, length=num_samples)
-    return zs, div, nsteps
-
-
-@partial(jax.jit, static_argnames=("num_warmup", "num_samples", "num_chains", "likelihood"))
-def _batched_nuts(key, S, y, train, floor_max, alpha_mean, tau, num_warmup, num_samples,
-                  num_chains, target_accept_prob, likelihood):
-    T = S.shape[0]
-    keys = jax.random.split(key, T * num_chains).reshape(T, num_chains)
-
-    def task(kc, s, yy, tr, fm, am):
-        return jax.vmap(lambda k: _one_chain(k, s, yy, tr, fm, am, tau, num_warmup, num_samples,
-                                             target_accept_prob, likelihood))(kc)
-
-    return jax.vmap(task)(keys, S, y, train, floor_max, alpha_mean)
-
-
-def fit_bayes_batched(key, data: BayesData, *, num_warmup=500, num_samples=500, num_chains=4,
-                      tau=TAU, target_accept_prob=0.8, likelihood="truncnormal",
-                      warn=True) -> list:
-    """NUTS (numpyro's kernel) for every task and chain in ONE compiled program.
-
-    Each (task, chain) pair adapts its own step size and diagonal mass matrix, so tasks do not
-    slow each other down (unlike one joint model). Returns one :class:`BayesFit` per task, each
-    with a :class:`jaxscale.infer.PosteriorResult` (diagnostics, ``to_arviz()``).
-    """
-    import warnings
-
-    from jaxscale.infer import PosteriorResult, nuts_diagnostics
-
-    zs, div, nsteps = _batched_nuts(key, data.S, data.y, data.train, data.floor_max,
-                                    data.alpha_mean, tau, num_warmup, num_samples, num_chains,
-                                    target_accept_prob, likelihood)
-    zs = jax.device_get(zs)
-    div = np.asarray(div)
-    fits = []
-    for t in range(data.S.shape[0]):
-        by_chain = {k: np.asarray(v[t]) for k, v in _constrain_tree(zs).items()}
-        # site shapes: alpha (C, D, 1), beta (C, D, K, 1) -> drop the task axis of size 1
-        by_chain = {k: v[..., 0] for k, v in by_chain.items()}
-        diag, msgs = nuts_diagnostics(by_chain, int(div[t].sum()))
-        diag["mean_num_steps"] = float(np.asarray(nsteps[t]).mean())
-        if warn:
-            for m in msgs:
-                if not m.startswith("only"):
-                    warnings.warn(f"task {t}: {m}", RuntimeWarning, stacklevel=2)
-        flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in by_chain.items()}
-        post = PosteriorResult(flat, by_chain, diag, tuple(msgs))
-        sl = flat["beta"] / data.scale[t][None]
-        fits.append(BayesFit(flat["alpha"][:, None], sl[:, None], float(data.floor_max[t])
-                             * flat["u_floor"][:, None], np.exp(flat["log_sigma"])[:, None], post))
-    return fits
-
-
-def _constrain_tree(zs):
-    return {k: np.asarray(v) for k, v in _constrain(zs).items()}
-
-
-__all__ += ["fit_bayes_batched"]

@@ -1,21 +1,34 @@
-"""``jaxscale obs`` command: ``obs fit``, ``obs tasks``, ``obs select``."""
+"""``jaxscale obs`` command: ``obs fit``, ``obs tasks``, ``obs select`` (+ ``sweep``, ``subsets``, ``family``)."""
 from __future__ import annotations
 
-__all__ = ["register", "fit_handler", "tasks_handler", "select_handler", "run_fit"]
+import numpy as np
+
+__all__ = ["register", "fit_handler", "tasks_handler", "select_handler", "calibrate_handler",
+           "run_fit"]
 
 
-def _bayes_for(key, result, k, floor, num_warmup, num_samples, num_chains):
+def _bayes_for(key, result, spec, likelihood, num_warmup, num_samples, num_chains):
     from . import bayes
+    from .bayes_nuts import fit_bayes_batched
 
-    data = bayes.stack_tasks([result.design], [k], [floor])
-    fit = bayes.fit_bayes(key, data, num_warmup=num_warmup, num_samples=num_samples,
-                          num_chains=num_chains)
-    return fit
+    n_items = bayes.ITEM_COUNTS.get(spec.name, 0)
+    if likelihood in ("binomial", "betabinomial") and not n_items:
+        raise ValueError(f"--likelihood {likelihood} needs the item count of the target; known for "
+                         f"{sorted(bayes.ITEM_COUNTS)}; use --likelihood extrap")
+    from .bayes_eval import split_order
+
+    data = bayes.stack_tasks([result.design], [spec.k], [spec.floor], lo=[spec.lo], hi=[spec.hi],
+                             n_items=[n_items], order=[split_order(result.design)])
+    s0 = [max(float(np.sqrt(result.mse_train)), 1e-3)]
+    return fit_bayes_batched(key, data, points=[result.params], s0=s0, num_warmup=num_warmup,
+                             num_samples=num_samples, num_chains=num_chains,
+                             likelihood=likelihood)[0]
 
 
 def run_fit(task: str | None = None, *, csv=None, target=None, metrics=None, cutoff=None,
             test_fraction=None, lo=0.0, hi=1.0, floor=None, k=None, bayes=False, seed=0,
-            num_warmup=500, num_samples=500, num_chains=4, plot=None) -> dict:
+            num_warmup=300, num_samples=500, num_chains=4, plot=None,
+            likelihood="extrap") -> dict:
     """Point fit (and optionally the Bayesian fit) of a named task or a user CSV, as a dict."""
     import jax
     import numpy as np
@@ -58,24 +71,28 @@ def run_fit(task: str | None = None, *, csv=None, target=None, metrics=None, cut
         from . import bayes as _b
 
         key = jax.random.key(seed)
-        fit = _bayes_for(key, result, spec.k, spec.floor, num_warmup, num_samples, num_chains)
+        fit = _bayes_for(key, result, spec, likelihood, num_warmup, num_samples, num_chains)
         dz = result.design
-        pr = _b.predictive(jax.random.fold_in(key, 1), fit, 0, dz.S_test[:, : spec.k])
+        pr = _b.predictive(jax.random.fold_in(key, 1), fit, dz.S_test[:, : spec.k])
         cov = _b.coverage(dz.y_test, pr["q"])
         out.update(cov)
-        out["mse_test_bayes"] = float(np.mean((pr["mean"] - dz.y_test) ** 2))
+        # Bayesian point prediction = posterior median of the mean curve
+        out["mse_test_bayes"] = float(np.mean((pr["median"] - dz.y_test) ** 2))
+        out["likelihood"] = likelihood
         d = fit.posterior.diagnostics
         out["nuts"] = dict(max_r_hat=d["max_r_hat"], min_ess=d["min_ess"],
                            divergences=d["divergences"], num_chains=d["num_chains"],
-                           num_samples=d["num_samples"])
-        out["floor_posterior_mean"] = float(fit.floor[:, 0].mean())
+                           num_samples=d["num_samples"], mean_num_steps=d["mean_num_steps"])
+        out["floor_posterior_mean"] = float(fit.floor.mean())
+        if fit.kappa is not None:
+            out["kappa_posterior_median"] = float(np.median(fit.kappa))
         if plot:
             from .plot import equiv_x
 
             S_all = np.concatenate([dz.S_train[:, : spec.k], dz.S_test[:, : spec.k]])
-            pa = _b.predictive(jax.random.fold_in(key, 2), fit, 0, S_all)
+            pa = _b.predictive(jax.random.fold_in(key, 2), fit, S_all)
             band = dict(x=equiv_x(result.params, S_all, result.slope, result.intercept),
-                        lo=pa["q"][0], hi=pa["q"][3], mean=pa["mean"])
+                        lo=pa["q"][0], hi=pa["q"][3], mean=pa["median"])
     if plot:
         from .plot import plot_scaling
 
@@ -94,7 +111,7 @@ def fit_handler(args) -> dict:
                    cutoff=args.cutoff, test_fraction=args.test_frac, lo=args.lo, hi=args.hi,
                    floor=floor, k=args.k, bayes=args.bayes, seed=args.seed,
                    num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains,
-                   plot=args.plot)
+                   plot=args.plot, likelihood=args.likelihood)
 
 
 def tasks_handler(args) -> dict:
@@ -123,6 +140,34 @@ def select_handler(args) -> dict:
             "models": {s.budget: list(s.models) for s in sel}}
 
 
+def calibrate_handler(args) -> dict:
+    """Handler of ``jaxscale obs calibrate``: held-out coverage of the Bayesian law, every task."""
+    import jax
+
+    from jaxscale.config import enable_x64
+
+    from .bayes_eval import calibrate
+
+    enable_x64()
+    names = [n.strip() for n in args.tasks.split(",")] if args.tasks else None
+    res = calibrate(jax.random.key(args.seed), names, likelihood=args.likelihood,
+                    num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains)
+    res.pop("fits")
+    return res
+
+
+def _bayes_args(p, warmup, samples):
+    from .bayes import LIKELIHOODS
+
+    p.add_argument("--likelihood", choices=LIKELIHOODS, default="extrap",
+                   help="Bayesian likelihood (default extrap: hetero + extrapolation discrepancy "
+                        "calibrated by a within-training backtest; binomial ones need item counts)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--samples", type=int, default=samples)
+    p.add_argument("--chains", type=int, default=4)
+
+
 def register(subparsers) -> None:
     """Add the ``obs`` command (observational scaling laws, Ruan et al. 2024)."""
     obs = subparsers.add_parser("obs", help="observational scaling laws (PCA capabilities -> sigmoid)")
@@ -142,10 +187,7 @@ def register(subparsers) -> None:
                    help="override the link: floor b in [0, 0.2] or plain sigmoid")
     f.add_argument("--k", type=int, default=None, help="number of principal capabilities (default 3)")
     f.add_argument("--bayes", action="store_true", help="also run the numpyro model (NUTS)")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--warmup", type=int, default=500)
-    f.add_argument("--samples", type=int, default=500)
-    f.add_argument("--chains", type=int, default=4)
+    _bayes_args(f, 300, 500)
     f.add_argument("--plot", default=None, help="write the scaling-curve PNG here")
     f.set_defaults(func=fit_handler)
     t = sub.add_parser("tasks", help="list the named experiments")
@@ -155,3 +197,13 @@ def register(subparsers) -> None:
     s.add_argument("--pool", choices=["full", "le7b", "flops84"], default="full")
     s.add_argument("--forced", default="Llama-2", help="family always included ('none' for none)")
     s.set_defaults(func=select_handler)
+    c = sub.add_parser("calibrate", help="Bayesian law: held-out 50%%/90%% coverage on every task")
+    c.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
+    _bayes_args(c, 150, 150)
+    c.set_defaults(func=calibrate_handler)
+    from .cli_sweep import register_sweep
+
+    register_sweep(sub)
+    from .cli_family import register_family
+
+    register_family(sub)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxscale.infer import huber, minimize_lbfgs
+from jaxscale.infer import huber, minimize_lbfgs, minimize_newton
 from jaxscale.laws import sigmoid_link
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
     "objective",
     "fit_law",
     "fit_law_batch",
+    "bootstrap_law",
+    "bootstrap_band",
     "mse",
     "predict_np",
     "fequiv_axis",
@@ -136,27 +138,69 @@ def fit_law(X, y, *, floor: bool, loss: str = "huber", w=None, theta0=None, max_
     return unpack(res.params, fmax), res
 
 
-@partial(jax.jit, static_argnames=("max_steps",))
-def _fit_batch(theta0, X, y, W, delta, floor_max, max_steps=1000):
+@partial(jax.jit, static_argnames=("steps",))
+def _fit_batch(theta0, X, y, W, delta, floor_max, steps):
     def one(w):
-        return minimize_lbfgs(objective, theta0, X, y, w, delta, floor_max, max_steps=max_steps,
-                              tol=1e-12, ftol=1e-15)
+        return minimize_newton(objective, theta0, X, y, w, delta, floor_max, steps=steps, tol=1e-9)
 
     return jax.vmap(one)(W)
 
 
-def fit_law_batch(X, y, W, *, floor: bool, loss: str = "huber", max_steps: int = 1000):
-    """Refit the law for every weight row of ``W`` (B, M) in one vmapped program (bootstrap)."""
-    X = jnp.asarray(X)
+def fit_law_batch(X, y, W, *, floor: bool, loss: str = "huber", theta0=None, steps: int = 40):
+    """Refit the law for every weight row of ``W`` (B, M) in one vmapped program (bootstrap).
+
+    Every refit starts from ``theta0`` (default: the full-data :func:`fit_law` optimum) and runs
+    ``steps`` damped-Newton iterations (:func:`jaxscale.infer.minimize_newton`: a fixed-length
+    scan, so a batch costs the same whatever its slowest member). Returns
+    ``(LawParams with a leading batch axis, FitResult)``; ``FitResult.converged`` flags refits
+    whose gradient norm did not reach 1e-9 (e.g. a steep sigmoid running off to infinity).
+    """
+    X = np.asarray(X, float)
     k = X.shape[1]
+    W = np.asarray(W, float)
+    if W.ndim != 2 or W.shape[1] != X.shape[0]:
+        raise ValueError(f"fit_law_batch: W must be (B, {X.shape[0]}) row weights, got {W.shape}")
+    if theta0 is None:
+        _, full = fit_law(X, y, floor=floor, loss=loss)
+        theta0 = full.params
     fmax = FLOOR_MAX if floor else 0.0
     delta = 1.0 if loss == "huber" else float("inf")
-    X, y, W = _pad(X, np.asarray(y), np.asarray(W, float))
-    theta0 = start_theta(X.shape[1], X.dtype)
-    res = _fit_batch(theta0, X, y, W,
-                     jnp.asarray(delta, X.dtype), jnp.asarray(fmax, X.dtype), max_steps=max_steps)
+    Xp, yp, Wp = _pad(X, np.asarray(y), W)
+    res = _fit_batch(_pad_theta(theta0, Xp.shape[1]), Xp, yp, Wp, jnp.asarray(delta, Xp.dtype),
+                     jnp.asarray(fmax, Xp.dtype), steps=steps)
     res = res._replace(params=_trim(res.params, k))
     return jax.vmap(lambda t: unpack(t, fmax))(res.params), res
+
+
+def bootstrap_law(key, X, y, n: int = 1000, *, floor: bool, loss: str = "huber", steps: int = 40):
+    """Non-parametric bootstrap of the law: ``n`` resamples of the training rows (multiplicity
+    weights), refitted in ONE vmapped program by :func:`fit_law_batch`.
+
+    Returns ``(LawParams (n, ...), FitResult (n, ...))``; refits that did not converge should be
+    excluded by the caller (``FitResult.converged``), see :func:`bootstrap_band`.
+    """
+    m = np.asarray(y).shape[0]
+    idx = jax.random.randint(key, (n, m), 0, m)
+    W = jax.vmap(lambda i: jnp.bincount(i, length=m))(idx)
+    return fit_law_batch(X, y, np.asarray(W, float), floor=floor, loss=loss, steps=steps)
+
+
+def bootstrap_band(params: LawParams, converged, X, probs=(0.05, 0.95)) -> np.ndarray:
+    """Quantiles (len(probs), M) over converged bootstrap refits of the predicted curve at ``X``.
+
+    Warns with the count when refits are excluded; raises if none converged.
+    """
+    import warnings
+
+    ok = np.asarray(converged, bool)
+    if not ok.any():
+        raise ValueError("bootstrap_band: no bootstrap refit converged; check the fit (steep sigmoid?)")
+    if not ok.all():
+        warnings.warn(f"bootstrap: {int((~ok).sum())} of {ok.size} refits did not converge and are "
+                      "excluded from the band", RuntimeWarning, stacklevel=2)
+    X = jnp.asarray(X, float)
+    preds = jax.vmap(lambda p: predict(p, X))(jax.tree_util.tree_map(lambda a: a[ok], params))
+    return np.quantile(np.asarray(preds), np.asarray(probs), axis=0)
 
 
 _predict_jit = jax.jit(predict)
