@@ -44,6 +44,19 @@ def test_obs_sweep_and_subsets_cli(tmp_path):
         args.func(args)
 
 
+def test_obs_fit_bootstrap():
+    args = _parser().parse_args(["obs", "fit", "--task", "gsm8k_cot", "--bootstrap", "200"])
+    b = args.func(args)["bootstrap"]
+    assert b["n"] == 200 and b["n_converged"] == 200
+    # the point fit sigma(2.04x - 5.53) (note §5.2) lies inside its own bootstrap intervals
+    assert b["slope_90"][0] < 2.04 < b["slope_90"][1]
+    assert b["intercept_90"][0] < -5.53 < b["intercept_90"][1]
+    assert 0 < b["mean_band_90_width"] < 0.5 and 0 <= b["mean_band_90_coverage"] <= 1
+    args = _parser().parse_args(["obs", "fit", "--task", "gsm8k_cot", "--bootstrap", "3"])
+    with pytest.raises(ValueError, match="bootstrap must be >= 10"):
+        args.func(args)
+
+
 def test_obs_tasks_and_select():
     p = _parser()
     args = p.parse_args(["obs", "tasks"])

@@ -28,8 +28,9 @@ def _bayes_for(key, result, spec, likelihood, num_warmup, num_samples, num_chain
 def run_fit(task: str | None = None, *, csv=None, target=None, metrics=None, cutoff=None,
             test_fraction=None, lo=0.0, hi=1.0, floor=None, k=None, bayes=False, seed=0,
             num_warmup=300, num_samples=500, num_chains=4, plot=None,
-            likelihood="extrap") -> dict:
-    """Point fit (and optionally the Bayesian fit) of a named task or a user CSV, as a dict."""
+            likelihood="extrap", bootstrap=0) -> dict:
+    """Point fit (optionally with ``bootstrap`` vmapped refits and the Bayesian fit) of a named
+    task or a user CSV, as a dict."""
     import jax
     import numpy as np
 
@@ -66,6 +67,9 @@ def run_fit(task: str | None = None, *, csv=None, target=None, metrics=None, cut
                pc_coefficients=[float(v) for v in np.asarray(result.params.slopes)],
                pc_intercept=float(result.params.intercept), converged=result.converged,
                axis=f"log10 {spec.ref_family}-equivalent FLOPs (1E21)")
+    if bootstrap:
+        out["bootstrap"] = _bootstrap_summary(jax.random.fold_in(jax.random.key(seed), 7), result,
+                                              spec, bootstrap)
     band = None
     if bayes:
         from . import bayes as _b
@@ -100,6 +104,33 @@ def run_fit(task: str | None = None, *, csv=None, target=None, metrics=None, cut
     return out
 
 
+def _bootstrap_summary(key, result, spec, n: int) -> dict:
+    """``n`` bootstrap refits (one vmapped program): 90% intervals of the law on the reference
+    axis and the mean-curve band at the held-out models (a confidence band, not a predictive one)."""
+    import time
+
+    from .fit import bootstrap_band, bootstrap_law
+
+    if n < 10:
+        raise ValueError(f"--bootstrap must be >= 10 refits, got {n}")
+    dz, k = result.design, spec.k
+    t0 = time.perf_counter()
+    pb, rb = bootstrap_law(key, dz.S_train[:, :k], dz.y_train, n, floor=spec.floor, loss=spec.loss)
+    ok = np.asarray(rb.converged)
+    out = dict(n=int(n), n_converged=int(ok.sum()), seconds=time.perf_counter() - t0)
+    if len(dz.y_test):
+        q = bootstrap_band(pb, ok, dz.S_test[:, :k])
+        out["mean_band_90_width"] = float(np.mean(q[1] - q[0]))
+        out["mean_band_90_coverage"] = float(np.mean((dz.y_test >= q[0]) & (dz.y_test <= q[1])))
+    if len(dz.ref_S) >= 2:  # law on the log10 reference-equivalent FLOPs axis, per refit
+        P = np.asarray(pb.intercept)[ok, None] + np.asarray(pb.slopes)[ok] @ dz.ref_S[:, :k].T
+        x = np.log10(np.asarray(dz.ref_flops, float))
+        coef, *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), P.T, rcond=None)
+        out["slope_90"] = np.quantile(coef[0], [0.05, 0.95]).tolist()
+        out["intercept_90"] = np.quantile(coef[1], [0.05, 0.95]).tolist()
+    return out
+
+
 def fit_handler(args) -> dict:
     """Handler of ``jaxscale obs fit``."""
     from jaxscale.config import enable_x64
@@ -111,7 +142,7 @@ def fit_handler(args) -> dict:
                    cutoff=args.cutoff, test_fraction=args.test_frac, lo=args.lo, hi=args.hi,
                    floor=floor, k=args.k, bayes=args.bayes, seed=args.seed,
                    num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains,
-                   plot=args.plot, likelihood=args.likelihood)
+                   plot=args.plot, likelihood=args.likelihood, bootstrap=args.bootstrap)
 
 
 def tasks_handler(args) -> dict:
@@ -186,6 +217,8 @@ def register(subparsers) -> None:
     f.add_argument("--link", choices=["floor", "plain"], default=None,
                    help="override the link: floor b in [0, 0.2] or plain sigmoid")
     f.add_argument("--k", type=int, default=None, help="number of principal capabilities (default 3)")
+    f.add_argument("--bootstrap", type=int, default=0,
+                   help="also run this many bootstrap refits (vmapped damped Newton; e.g. 1000)")
     f.add_argument("--bayes", action="store_true", help="also run the numpyro model (NUTS)")
     _bayes_args(f, 300, 500)
     f.add_argument("--plot", default=None, help="write the scaling-curve PNG here")
