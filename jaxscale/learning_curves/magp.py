@@ -28,7 +28,7 @@ from jaxscale.gp import JITTER_LADDER, MaGPKernel, gaussian_nll, magp_gram
 from jaxscale.learning_curves.problem import Points
 
 __all__ = ["MaGPParams", "MaGPFit", "init_magp", "magp_loss", "fit_magp", "magp_constrained",
-           "report_fit_health"]
+           "report_fit_health", "adam_elbo"]
 
 log = get_logger(__name__)
 NOISE_FLOOR = 1e-6
@@ -111,24 +111,34 @@ def _pad_constant(pts: Points):
     return 0.0 if pts.w is None else 0.5 * jnp.sum(1.0 - pts.w) * jnp.log(2.0 * jnp.pi)
 
 
-def _fit_one(key, xgrid, pts: Points, n_tasks, q, steps, learning_rate, n_mc):
-    kinit, krun, kfin = jax.random.split(key, 3)
-    x0 = init_magp(kinit, n_tasks, q, pts.y.dtype)
+def adam_elbo(loss_fn, x0, krun, kfin, latent_shape, steps, learning_rate, n_mc, dtype, *args):
+    """Adam on a Monte-Carlo ELBO ``loss_fn(x, eps, *args) -> (loss, jitter)`` in one ``lax.scan``.
+
+    Each step draws ``eps`` of shape ``(n_mc, *latent_shape)`` from the step's key (``krun`` split
+    ``steps`` times); the final loss uses 16 draws from ``kfin``. Returns
+    ``(x, final_loss, history, max_jitter)``. Shared by MaGP and the descriptor MaGP.
+    """
     opt = optax.adam(learning_rate)
-    vg = jax.value_and_grad(magp_loss, has_aux=True)
+    vg = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(carry, k):
         x, st, jmax = carry
-        eps = jax.random.normal(k, (n_mc, n_tasks, q), pts.y.dtype)
-        (val, jit), g = vg(x, eps, xgrid, pts)
+        eps = jax.random.normal(k, (n_mc,) + latent_shape, dtype)
+        (val, jit), g = vg(x, eps, *args)
         upd, st = opt.update(g, st, x)
         return (optax.apply_updates(x, upd), st, jnp.maximum(jmax, jit)), val
 
-    (x, _, jmax), hist = jax.lax.scan(step, (x0, opt.init(x0), jnp.asarray(0.0, pts.y.dtype)),
+    (x, _, jmax), hist = jax.lax.scan(step, (x0, opt.init(x0), jnp.asarray(0.0, dtype)),
                                       jax.random.split(krun, steps))
-    eps = jax.random.normal(kfin, (16, n_tasks, q), pts.y.dtype)
-    final, jit = magp_loss(x, eps, xgrid, pts)
+    final, jit = loss_fn(x, jax.random.normal(kfin, (16,) + latent_shape, dtype), *args)
     return x, final, hist, jnp.maximum(jmax, jit)
+
+
+def _fit_one(key, xgrid, pts: Points, n_tasks, q, steps, learning_rate, n_mc):
+    kinit, krun, kfin = jax.random.split(key, 3)
+    x0 = init_magp(kinit, n_tasks, q, pts.y.dtype)
+    return adam_elbo(magp_loss, x0, krun, kfin, (n_tasks, q), steps, learning_rate, n_mc,
+                     pts.y.dtype, xgrid, pts)
 
 
 @partial(jax.jit, static_argnames=("n_tasks", "q", "steps", "n_mc"))

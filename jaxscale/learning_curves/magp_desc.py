@@ -27,13 +27,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import tinygp
 
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import JITTER_LADDER, gaussian_nll, matern32, rbf_ard
 from jaxscale.learning_curves.descriptors import DescTables
-from jaxscale.learning_curves.magp import _pad_constant, report_fit_health
+from jaxscale.learning_curves.magp import _pad_constant, adam_elbo, report_fit_health
 from jaxscale.learning_curves.problem import Points
 
 __all__ = ["DescParams", "DescFit", "DescKernel", "init_desc", "desc_constrained", "desc_gram",
@@ -157,22 +156,9 @@ def desc_loss(p: DescParams, eps, tables: DescTables, xgrid, pts: Points):
 
 def _fit_one(key, tables, xgrid, pts: Points, q, steps, learning_rate, n_mc):
     kinit, krun, kfin = jax.random.split(key, 3)
-    D = tables.task.shape[0]
     x0 = init_desc(kinit, tables, q, pts.y.dtype)
-    opt = optax.adam(learning_rate)
-    vg = jax.value_and_grad(desc_loss, has_aux=True)
-
-    def step(carry, k):
-        x, st, jmax = carry
-        eps = jax.random.normal(k, (n_mc, D, q), pts.y.dtype)
-        (val, jit), g = vg(x, eps, tables, xgrid, pts)
-        upd, st = opt.update(g, st, x)
-        return (optax.apply_updates(x, upd), st, jnp.maximum(jmax, jit)), val
-
-    (x, _, jmax), hist = jax.lax.scan(step, (x0, opt.init(x0), jnp.asarray(0.0, pts.y.dtype)),
-                                      jax.random.split(krun, steps))
-    final, jit = desc_loss(x, jax.random.normal(kfin, (16, D, q), pts.y.dtype), tables, xgrid, pts)
-    return x, final, hist, jnp.maximum(jmax, jit)
+    return adam_elbo(desc_loss, x0, krun, kfin, (tables.task.shape[0], q), steps, learning_rate,
+                     n_mc, pts.y.dtype, tables, xgrid, pts)
 
 
 @partial(jax.jit, static_argnames=("q", "steps", "n_mc"))

@@ -51,31 +51,29 @@ class SweepResult(NamedTuple):
                           for r, n, a, b in zip(self.ratios, self.n_train, self.mse_pc, self.mse_flops)])
 
 
+def _fit_test_mse(X, y, tr, te, floor_max, delta):
+    """Fit the law on the rows weighted by ``tr`` from the paper's start (L-BFGS); MSE on ``te``."""
+    res = minimize_lbfgs(objective, start_theta(X.shape[1], X.dtype), X, y, tr, delta, floor_max,
+                         max_steps=1000, tol=1e-12, ftol=1e-15)
+    r = predict(unpack(res.params, floor_max), X) - y
+    return jnp.sum(te * r * r) / jnp.sum(te), res.converged
+
+
 @partial(jax.jit, static_argnames=("k",))
 def _batched_test_mse(Bp, op, y, trains, tests, floor_max, delta, k):
-    """For every (train, test) mask pair: impute + PCA on the train rows, fit the law from the
-    paper's start (L-BFGS), test MSE. One vmapped program over the masks."""
+    """For every (train, test) mask pair: impute + PCA on the train rows, then
+    :func:`_fit_test_mse` on the top ``k`` PCs. One vmapped program over the masks."""
 
     def one(tr, te):
         _, _, S = _fit_transform(Bp, op, tr)
-        X = S[:, :k]
-        res = minimize_lbfgs(objective, start_theta(k, X.dtype), X, y, tr, delta, floor_max,
-                             max_steps=1000, tol=1e-12, ftol=1e-15)
-        r = predict(unpack(res.params, floor_max), X) - y
-        return jnp.sum(te * r * r) / jnp.sum(te), res.converged
+        return _fit_test_mse(S[:, :k], y, tr, te, floor_max, delta)
 
     return jax.vmap(one)(trains, tests)
 
 
 @jax.jit
 def _batched_baseline_mse(X, y, trains, tests, floor_max, delta):
-    def one(tr, te):
-        res = minimize_lbfgs(objective, start_theta(1, X.dtype), X, y, tr, delta, floor_max,
-                             max_steps=1000, tol=1e-12, ftol=1e-15)
-        r = predict(unpack(res.params, floor_max), X) - y
-        return jnp.sum(te * r * r) / jnp.sum(te), res.converged
-
-    return jax.vmap(one)(trains, tests)
+    return jax.vmap(lambda tr, te: _fit_test_mse(X, y, tr, te, floor_max, delta))(trains, tests)
 
 
 def _pad_masks(masks, npad):
