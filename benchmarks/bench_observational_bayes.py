@@ -1,7 +1,8 @@
 """Speed of the Bayesian observational law: NUTS 4 chains x 1000 draws on GSM8K CoT.
 
-Goal (issue 6): <= 20 s wall including compile on 2 cores. Reference in the same script: the
-point fit (L-BFGS, after compile). Writes benchmarks/results/bench_observational_bayes.json.
+Goal (issue 6): 4 chains x 1000 draws <= 20 s. Reported cold (including tracing and XLA compile of
+the MAP and NUTS programs) and warm (a second fit with the same shapes). Reference in the same
+script: the point fit (L-BFGS, after compile); the ratio uses the warm time. Writes benchmarks/results/bench_observational_bayes.json.
 """
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ def main(argv=None):
 
     enable_x64()
     from jaxscale.observational import bayes
+    from jaxscale.observational.bayes_eval import split_order
     from jaxscale.observational.bayes_nuts import fit_bayes_batched
     from jaxscale.observational.fit import fit_law
     from jaxscale.observational.pipeline import run_task
-    from jaxscale.observational.tasks import get_task
+    from jaxscale.observational.tasks import get_task, target_bounds
 
     spec = get_task(a.task)
     r = run_task(spec)
@@ -42,16 +44,24 @@ def main(argv=None):
     for _ in range(reps):
         jax.block_until_ready(fit_law(X, y, floor=spec.floor, loss=spec.loss)[0])
     point_s = (time.perf_counter() - t0) / reps
-    data = bayes.stack_tasks([dz], [spec.k], [spec.floor], lo=[spec.lo], hi=[spec.hi])
-    c0, t0 = time.process_time(), time.perf_counter()
-    fit = fit_bayes_batched(jax.random.key(0), data, points=[r.params],
-                            s0=[float(np.sqrt(r.mse_train))], num_warmup=a.warmup,
-                            num_samples=a.samples, num_chains=a.chains, warn=False)[0]
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    data = bayes.stack_tasks([dz], [spec.k], [spec.floor], bounds=[target_bounds(spec)],
+                             order=[split_order(dz)])  # as `jaxscale obs fit --bayes`
+
+    def run(seed):
+        c0, t0 = time.process_time(), time.perf_counter()
+        f = fit_bayes_batched(jax.random.key(seed), data, points=[r.params],
+                              s0=[float(np.sqrt(r.mse_train))], num_warmup=a.warmup,
+                              num_samples=a.samples, num_chains=a.chains, warn=False)[0]
+        return f, time.perf_counter() - t0, time.process_time() - c0
+
+    fit, wall, cpu = run(0)  # cold: tracing + XLA compile of the MAP and NUTS programs
+    fit2, wall2, _ = run(1)  # warm: same shapes, new key (what a second fit in a session costs)
     d = fit.posterior.diagnostics
-    out = dict(task=a.task, num_warmup=a.warmup, num_samples=a.samples, num_chains=a.chains,
-               nuts_wall_s_incl_compile=wall, nuts_cpu_s=cpu, goal_s=20.0, meets_goal=wall <= 20.0,
-               point_fit_s=point_s, ratio_nuts_to_point=wall / point_s,
+    out = dict(task=a.task, likelihood=fit.likelihood, num_warmup=a.warmup, num_samples=a.samples,
+               num_chains=a.chains, nuts_wall_s_incl_compile=wall, nuts_cpu_s=cpu,
+               nuts_wall_s_after_compile=wall2, goal_s=20.0, meets_goal_incl_compile=wall <= 20.0,
+               meets_goal_after_compile=wall2 <= 20.0,
+               point_fit_s=point_s, ratio_nuts_to_point=wall2 / point_s,
                max_r_hat=d["max_r_hat"], min_ess=d["min_ess"], divergences=d["divergences"],
                mean_num_steps=d["mean_num_steps"], cpus=os.cpu_count())
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,20 @@ def test_obs_fit_bootstrap():
         args.func(args)
 
 
+def test_obs_fit_bayes(tmp_path):
+    """Issue 6 item 7: ``obs fit --bayes`` prints coverage_50 / coverage_90 beside the point fit.
+    Same NUTS shapes as the demo's smoke run (one compile per test session)."""
+    args = _parser().parse_args(["obs", "fit", "--task", "gsm8k_cot", "--bayes", "--warmup", "150",
+                                 "--samples", "150", "--plot", str(tmp_path / "b.png")])
+    out = args.func(args)
+    assert out["likelihood"] == "extrap" and out["nuts"]["max_r_hat"] < 1.1
+    assert 0 <= out["coverage_50"] <= out["coverage_90"] <= 1 and out["coverage_90"] >= 0.8
+    # the MAP keeps the point fit's accuracy (measured 1.02x); posterior median measured 1.04x
+    assert out["mse_test_bayes"] <= 1.2 * out["mse_test"]
+    assert out["mse_test_bayes_median"] <= 1.2 * out["mse_test"]
+    assert (tmp_path / "b.png").stat().st_size > 10_000
+
+
 def test_obs_tasks_and_select():
     p = _parser()
     args = p.parse_args(["obs", "tasks"])

@@ -12,29 +12,38 @@ compiled NUTS program, see :mod:`jaxscale.observational.bayes_nuts`):
   link, 0 for the plain link);
 * :math:`\mu = b + (1-b)\sigma(z)` = :func:`jaxscale.observational.fit.predict` (=
   :func:`jaxscale.laws.sigmoid_link`) after mapping the coefficients back to raw PC units;
-* likelihood (``LIKELIHOODS``), bounded to the target's range ``[y_lo, 1]`` (``y_lo = -lo/(hi-lo)``
-  for chance-normalised targets, so below-chance scores need no clipping):
+* likelihood (``LIKELIHOODS``), bounded to the support ``[y_lo, y_hi]`` of the normalised target
+  (:func:`jaxscale.observational.tasks.target_bounds`: ``y_lo = -lo/(hi-lo)`` for chance-normalised
+  targets, so below-chance scores are in range; ``y_hi = 1`` for a score out of ``hi`` such as
+  BLEU / 100). Training targets outside the support are an error, never clipped:
 
-  - ``"hetero"`` (default): truncated normal with
-    :math:`\mathrm{sd}_m^2 = \sigma_0^2 + (\sigma_z\,\partial\mu/\partial z)^2`. The second term is a
-    model-specific deviation of the *capability* :math:`z_m` (delta method), so the noise is
-    largest in the steep part of the sigmoid and vanishes at the floor and ceiling.
-    :math:`\log\sigma_0 \sim N(\log 0.02, 1)`, :math:`\log\sigma_z \sim N(\log 0.5, 0.5)`.
-  - ``"normal"``: homoscedastic truncated normal (σ_z = 0).
-  - ``"student"``: truncated Student-t (ν = 4) with the same scale as ``"hetero"``.
-  - ``"beta"``: Beta with mean μ and variance ~ sd_m² (clipped into [0.01, 0.99]).
-  - ``"extrap"``: ``"hetero"`` plus an *extrapolation discrepancy* for models beyond the
-    training data: the capability is perturbed, :math:`z_m + \delta_m`,
+  - ``"extrap"`` (default): ``"censored"`` plus an *extrapolation discrepancy* for models beyond
+    the training data: the capability is perturbed, :math:`z_m + \delta_m`,
     :math:`\delta_m \sim N(0, (\kappa\Delta_m)^2)`, with :math:`\Delta_m = \max(0, z_m -
     \max_{\text{train}} z)` (logit units of the law's own capability; 0 on every training row).
     κ is identified by a leave-future-out backtest inside the training set: the training models
     are split by the task's split variable (FLOPs for cut-off tasks, y for rank-top tasks) into a
     lower 75% and a top 25%; a second copy of (α, β, b) is fitted to the lower part and the top
     part's likelihood, relative to that copy, integrates δ by Gauss–Hermite quadrature. Both
-    copies share σ0, σz and κ (:math:`\log\kappa \sim N(\log 0.25, 1)`). Test rows are never used.
-  - ``"binomial"`` / ``"betabinomial"``: counts ``k = n (lo + (hi - lo) y)`` with the task's item
-    count ``n`` (:data:`ITEM_COUNTS`) and success probability ``lo + (hi - lo) μ``; the
-    beta-binomial adds overdispersion (:math:`\phi = 1/\sigma_z^2`).
+    copies share σ0 and κ (:math:`\log\kappa \sim N(\log 0.25, 0.5)`). Test rows are never used.
+  - ``"censored"``: normal with one noise scale σ0 (:math:`\log\sigma_0 \sim N(\log 0.02, 1)`),
+    censored to the support (:class:`jaxscale.infer.censored.CensoredNormal`: a score at a bound,
+    e.g. exact-match 0, carries the mass beyond it). Interior scores have the plain normal density,
+    so the MAP is the point fit's least squares plus the priors: it keeps the point fit's accuracy.
+  - ``"hetero"``: truncated normal with
+    :math:`\mathrm{sd}_m^2 = \sigma_0^2 + (\sigma_z\,\partial\mu/\partial z)^2`, a model-specific
+    deviation of the *capability* :math:`z_m` (delta method), largest in the steep part of the
+    sigmoid; :math:`\log\sigma_z \sim N(\log 0.5, 0.5)`. Measured: it down-weights the steep
+    part, which moves the fit away from least squares (GSM8K CoT test MSE 4x the point fit's).
+  - ``"normal"``: homoscedastic truncated normal. Truncation renormalises the density near a
+    bound, which also moves near-floor fits (its mean is not μ there).
+  - ``"student"``: truncated Student-t (ν = 4) with the same scale as ``"hetero"``.
+  - ``"beta"``: Beta on the rescaled target ``(y - y_lo) / (y_hi - y_lo)`` with mean μ and variance
+    ~ sd_m² (observations clipped into [0.01, 0.99] of the support, as Beta densities diverge at 0, 1).
+  - ``"binomial"`` / ``"betabinomial"``: counts ``k = n (y - y_lo) / (y_hi - y_lo)`` (the raw
+    accuracy times the task's item count ``n``, :data:`ITEM_COUNTS`) and success probability
+    ``(μ - y_lo) / (y_hi - y_lo)``; the beta-binomial adds overdispersion
+    (:math:`\phi = 1/\sigma_z^2`).
 """
 from __future__ import annotations
 
@@ -65,7 +74,8 @@ __all__ = [
     "TOP_FRAC",
 ]
 
-LIKELIHOODS = ("hetero", "extrap", "normal", "student", "beta", "binomial", "betabinomial")
+LIKELIHOODS = ("extrap", "censored", "hetero", "normal", "student", "beta", "binomial", "betabinomial")
+USES_SZ = ("hetero", "student", "beta", "betabinomial")  # likelihoods with the capability noise σz
 STUDENT_DF = 4.0
 EPS = 1e-2
 TOP_FRAC = 0.25  # backtest: share of the training models (by split variable) held out as "future"
@@ -95,7 +105,8 @@ class Priors(NamedTuple):
     log_sz_mean: float = float(np.log(0.5))
     log_sz_sd: float = 0.5
     log_kappa_mean: float = float(np.log(0.25))  # "extrap": logit error per logit beyond training
-    log_kappa_sd: float = 0.5  # sd 1 let agentboard (10 training rows) drift to kappa ~ 70 (stuck chains)
+    log_kappa_sd: float = 0.5  # sd 1 let agentboard (10 training rows) drift to kappa ~ 70 (stuck
+    # chains; with the old heteroscedastic likelihood)
 
 
 PRIORS = Priors()
@@ -108,8 +119,8 @@ class BayesData(NamedTuple):
     y: jax.Array  # (T, N) normalised targets
     train: jax.Array  # (T, N) 1 for real (training) rows
     n_items: jax.Array  # (T,) item counts (0 = unknown)
-    lo: jax.Array  # (T,) chance level of the raw score (y = (raw - lo)/(hi - lo))
-    hi: jax.Array  # (T,)
+    y_lo: jax.Array  # (T,) support of the normalised target (tasks.target_bounds)
+    y_hi: jax.Array  # (T,)
     floor_max: jax.Array  # (T,)
     alpha_mean: jax.Array  # (T,)
     center: np.ndarray  # (T, K) training mean of S
@@ -129,43 +140,41 @@ class BayesFit(NamedTuple):
     sz: np.ndarray  # (D,) capability (logit) noise sd
     likelihood: str
     n_items: int
-    lo: float
-    hi: float
+    y_lo: float  # support of the normalised target
+    y_hi: float
     posterior: object  # jaxscale.infer.PosteriorResult (diagnostics, to_arviz())
     mode: LawParams | None = None  # MAP coefficients (raw PC units), where computed
     kappa: np.ndarray | None = None  # (D,) "extrap": discrepancy per logit beyond training
     z_max: np.ndarray | None = None  # (D,) "extrap": max training capability z per draw
 
 
-def _ylo(lo, hi):
-    return -lo / (hi - lo)
-
-
-def _yhi(lo, hi):
-    return (1.0 - lo) / (hi - lo)
-
-
 def _sd(mu_slope, s0, sz, likelihood):
-    if likelihood == "normal":
+    if likelihood not in USES_SZ:
         return s0
     return jnp.sqrt(s0**2 + (sz * mu_slope) ** 2)
 
 
-def likelihood_dist(mu, dmu, s0, sz, likelihood, n_items=None, lo=0.0, hi=1.0):
-    """Observation distribution of the normalised target (or counts for the binomials)."""
+def likelihood_dist(mu, dmu, s0, sz, likelihood, n_items=None, y_lo=0.0, y_hi=1.0):
+    """Observation distribution of the normalised target on ``[y_lo, y_hi]`` (the Beta: of the
+    rescaled target; the binomials: of the counts)."""
     import numpyro.distributions as dist
 
-    if likelihood in ("hetero", "extrap", "normal", "student"):
+    if likelihood in ("extrap", "censored"):
+        from jaxscale.infer.censored import CensoredNormal
+
+        return CensoredNormal(mu, s0, y_lo, y_hi)
+    if likelihood in ("hetero", "normal", "student"):
         sd = _sd(dmu, s0, sz, likelihood)
         base = dist.Normal(mu, sd) if likelihood != "student" else dist.StudentT(STUDENT_DF, mu, sd)
-        return dist.TruncatedDistribution(base, low=_ylo(lo, hi), high=_yhi(lo, hi))
+        return dist.TruncatedDistribution(base, low=y_lo, high=y_hi)
     if likelihood == "beta":
-        m = jnp.clip(mu, EPS, 1 - EPS)
-        sd = _sd(dmu, s0, sz, "hetero")
+        w = y_hi - y_lo
+        m = jnp.clip((mu - y_lo) / w, EPS, 1 - EPS)
+        sd = _sd(dmu, s0, sz, "hetero") / w
         phi = 2.0 + m * (1 - m) / sd**2
         return dist.Beta(m * phi, (1 - m) * phi)
     if likelihood in ("binomial", "betabinomial"):
-        p = jnp.clip(lo + (hi - lo) * mu, 1e-9, 1 - 1e-9)
+        p = jnp.clip((mu - y_lo) / (y_hi - y_lo), 1e-9, 1 - 1e-9)
         if likelihood == "binomial":
             return dist.Binomial(n_items, probs=p)
         phi = 1.0 / sz**2
@@ -173,12 +182,12 @@ def likelihood_dist(mu, dmu, s0, sz, likelihood, n_items=None, lo=0.0, hi=1.0):
     raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
 
 
-def _obs(y, likelihood, n_items, lo, hi):
+def _obs(y, likelihood, n_items, y_lo, y_hi):
     if likelihood == "beta":
-        return jnp.clip(y, EPS, 1 - EPS)
+        return jnp.clip((y - y_lo) / (y_hi - y_lo), EPS, 1 - EPS)
     if likelihood in ("binomial", "betabinomial"):
-        return jnp.round(n_items * (lo + (hi - lo) * y))
-    return jnp.clip(y, _ylo(lo, hi), _yhi(lo, hi))
+        return jnp.round(n_items * (y - y_lo) / (y_hi - y_lo))
+    return y  # inside [y_lo, y_hi]: checked by stack_tasks
 
 
 def _mu_dmu(alpha, beta, b, S):
@@ -188,10 +197,10 @@ def _mu_dmu(alpha, beta, b, S):
     return mu, (1.0 - b) * sg * (1.0 - sg)
 
 
-def _top_loglik(y, S, lower, top, alpha, beta, b, s0, sz, kappa, lo, hi):
+def _top_loglik(y, S, lower, top, alpha, beta, b, s0, kappa, y_lo, y_hi):
     """"extrap" backtest: log p(y_m) of the top rows (indices ``top``) under the lower-part law
     with δ ~ N(0, (κ Δ_m)²), Δ_m = relu(z_m − max_lower z), integrated by Gauss–Hermite quadrature."""
-    import numpyro.distributions as dist
+    from jaxscale.infer.censored import CensoredNormal
 
     z_all = jnp.einsum("tnk,tk->tn", S, beta) + alpha[:, None]
     zmax = jnp.max(jnp.where(lower > 0, z_all, -jnp.inf), axis=1, keepdims=True)
@@ -200,18 +209,14 @@ def _top_loglik(y, S, lower, top, alpha, beta, b, s0, sz, kappa, lo, hi):
     y = jnp.take_along_axis(y, idx, axis=1)
     delta = jax.nn.relu(z - zmax)
     zq = z[..., None] + (kappa[:, None] * delta)[..., None] * jnp.asarray(_GH_X)
-    bq = b[:, None, None]
-    mu = sigmoid_link(zq, 1.0, 0.0, floor=bq)  # the point fit's link
-    sg = jax.nn.sigmoid(zq)
-    sd = jnp.sqrt(s0[..., None] ** 2 + (sz[..., None] * (1.0 - bq) * sg * (1.0 - sg)) ** 2)
-    lo3, hi3 = lo[:, None, None], hi[:, None, None]
-    d = dist.TruncatedDistribution(dist.Normal(mu, sd), low=_ylo(lo3, hi3), high=_yhi(lo3, hi3))
-    lp = d.log_prob(jnp.clip(y, _ylo(lo[:, None], hi[:, None]), _yhi(lo[:, None], hi[:, None]))[..., None])
+    mu = sigmoid_link(zq, 1.0, 0.0, floor=b[:, None, None])  # the point fit's link
+    d = CensoredNormal(mu, s0[..., None], y_lo[:, None, None], y_hi[:, None, None])
+    lp = d.log_prob(y[..., None])
     return jax.scipy.special.logsumexp(lp + jnp.log(jnp.asarray(_GH_W)), axis=-1)
 
 
-def obs_model(S, y, train, n_items, lo, hi, floor_max, alpha_mean, lower=None, top=None,
-              priors=PRIORS, likelihood="hetero"):
+def obs_model(S, y, train, n_items, y_lo, y_hi, floor_max, alpha_mean, lower=None, top=None,
+              priors=PRIORS, likelihood="extrap"):
     """numpyro model of :mod:`jaxscale.observational.bayes` (see module docstring); ``T`` tasks."""
     import numpyro
     import numpyro.distributions as dist
@@ -222,16 +227,18 @@ def obs_model(S, y, train, n_items, lo, hi, floor_max, alpha_mean, lower=None, t
         alpha = numpyro.sample("alpha", dist.Normal(alpha_mean, pr.alpha_sd))
         u = numpyro.sample("u_floor", dist.Beta(1.0, 3.0))
         log_s0 = numpyro.sample("log_s0", dist.Normal(pr.log_s0_mean, pr.log_s0_sd))
-        log_sz = numpyro.sample("log_sz", dist.Normal(pr.log_sz_mean, pr.log_sz_sd))
+        if likelihood in USES_SZ:
+            log_sz = numpyro.sample("log_sz", dist.Normal(pr.log_sz_mean, pr.log_sz_sd))
         with numpyro.plate("pc", K):
             beta = numpyro.sample("beta", dist.Normal(0.0, pr.tau))  # (K, T)
     b = floor_max * u
     mu, dmu = jax.vmap(_mu_dmu)(alpha, beta.T, b, S)
     s0 = jnp.exp(log_s0)[:, None]
-    sz = jnp.exp(log_sz)[:, None]
-    obs = _obs(y, likelihood, n_items[:, None], lo[:, None], hi[:, None])
+    sz = jnp.exp(log_sz)[:, None] if likelihood in USES_SZ else jnp.zeros_like(s0)
+    obs = _obs(y, likelihood, n_items[:, None], y_lo[:, None], y_hi[:, None])
     with numpyro.handlers.mask(mask=train > 0):
-        d = likelihood_dist(mu, dmu, s0, sz, likelihood, n_items[:, None], lo[:, None], hi[:, None])
+        d = likelihood_dist(mu, dmu, s0, sz, likelihood, n_items[:, None], y_lo[:, None],
+                            y_hi[:, None])
         numpyro.sample("y", d, obs=obs)
     if likelihood != "extrap":
         return
@@ -245,26 +252,29 @@ def obs_model(S, y, train, n_items, lo, hi, floor_max, alpha_mean, lower=None, t
     b_l = floor_max * u_l
     mu_l, dmu_l = jax.vmap(_mu_dmu)(alpha_l, beta_l.T, b_l, S)
     with numpyro.handlers.mask(mask=lower > 0):
-        numpyro.sample("y_lo", likelihood_dist(mu_l, dmu_l, s0, sz, "hetero", None, lo[:, None],
-                                               hi[:, None]), obs=obs)
-    lp = _top_loglik(y, S, lower, top, alpha_l, beta_l.T, b_l, s0, sz, jnp.exp(log_k), lo, hi)
+        numpyro.sample("y_lower", likelihood_dist(mu_l, dmu_l, s0, sz, "censored", None,
+                                                  y_lo[:, None], y_hi[:, None]), obs=obs)
+    lp = _top_loglik(y, S, lower, top, alpha_l, beta_l.T, b_l, s0, jnp.exp(log_k), y_lo, y_hi)
     numpyro.factor("y_top", jnp.sum(jnp.where(top >= 0, lp, 0.0)))
 
 
-def stack_tasks(designs, ks, floors, *, lo=None, hi=None, n_items=None, order=None,
+def stack_tasks(designs, ks, floors, *, bounds=None, n_items=None, order=None,
                 top_frac=TOP_FRAC, pad_to=16) -> BayesData:
     """Stack the training rows of task designs (``pipeline.Design``-like: ``S_train``,
     ``y_train``) into padded arrays; padding rows have ``train = 0`` and are masked out.
 
-    ``lo``/``hi``: the target's normalisation per task (default 0/1); ``n_items``: item counts
+    ``bounds``: per task, the support ``(y_lo, y_hi)`` of the normalised target
+    (:func:`jaxscale.observational.tasks.target_bounds`; default ``(0, 1)``); a training target
+    outside it is an error. ``n_items``: item counts
     (0 = unknown, needed only by the binomial likelihoods); ``order``: per task, the split
     variable of the training rows (FLOPs for cut-off splits; default: ``y_train``, as for rank-top
     splits): the top ``ceil(top_frac * n)`` training rows by it form the backtest's "future"
     (used by the ``"extrap"`` likelihood only).
     """
     T = len(designs)
-    lo = np.zeros(T) if lo is None else np.asarray(lo, float)
-    hi = np.ones(T) if hi is None else np.asarray(hi, float)
+    bd = np.tile([0.0, 1.0], (T, 1)) if bounds is None else np.asarray(bounds, float).reshape(T, 2)
+    if not np.all(bd[:, 0] < bd[:, 1]):
+        raise ValueError(f"stack_tasks: bounds must be (y_lo, y_hi) with y_lo < y_hi; got {bd.tolist()}")
     nit = np.zeros(T) if n_items is None else np.asarray(n_items, float)
     n = max(len(d.y_train) for d in designs)
     n = -(-n // pad_to) * pad_to
@@ -286,6 +296,12 @@ def stack_tasks(designs, ks, floors, *, lo=None, hi=None, n_items=None, order=No
         center[t, :k] = Sa.mean(0)
         scale[t, :k] = Sa.std(0)
         S[t, : len(Sa), :k] = (Sa - center[t, :k]) / scale[t, :k]
+        out = np.flatnonzero((ya < bd[t, 0]) | (ya > bd[t, 1]) | ~np.isfinite(ya))
+        if len(out):
+            i = int(out[0])
+            raise ValueError(f"stack_tasks: task {t}: training target y[{i}] = {ya[i]:.6g} lies outside "
+                             f"the support [{bd[t, 0]:.6g}, {bd[t, 1]:.6g}] ({len(out)} row(s)); pass "
+                             "the target's true range as bounds (see tasks.target_bounds)")
         y[t, : len(ya)] = ya
         tr[t, : len(ya)] = 1.0
         ov = ya if order is None or order[t] is None else np.asarray(order[t], float)
@@ -301,7 +317,7 @@ def stack_tasks(designs, ks, floors, *, lo=None, hi=None, n_items=None, order=No
         amean[t] = np.log(ym) - np.log1p(-ym)
     fm = np.array([FLOOR_MAX if f else 0.0 for f in floors])
     j = jnp.asarray
-    return BayesData(j(S), j(y), j(tr), j(nit), j(lo), j(hi), j(fm), j(amean), center, scale,
+    return BayesData(j(S), j(y), j(tr), j(nit), j(bd[:, 0]), j(bd[:, 1]), j(fm), j(amean), center, scale,
                      j(lower), j(top))
 
 
@@ -337,8 +353,9 @@ def mu_draws(fit: BayesFit, S):
 def predictive(key, fit: BayesFit, S, probs=(0.05, 0.25, 0.75, 0.95)) -> dict:
     """Posterior predictive of the normalised target at raw PC scores ``S`` (M, K).
 
-    Returns dict: ``median`` (the point prediction: posterior median of μ), ``mean`` (posterior
-    mean of μ), ``plugin`` (the link at the posterior-median coefficients), ``mu_lo``/``mu_hi``
+    Returns dict: ``mode`` (the point prediction: the law at the posterior mode, MAP),
+    ``median`` / ``mean`` (posterior median / mean of μ), ``plugin`` (the link at the
+    posterior-median coefficients), ``mu_lo``/``mu_hi``
     (90% band of μ), ``q`` (predictive quantiles for ``probs``, shape (len(probs), M)),
     ``draws`` (predictive draws, (D, M)).
     """
@@ -348,10 +365,12 @@ def predictive(key, fit: BayesFit, S, probs=(0.05, 0.25, 0.75, 0.95)) -> dict:
         key, kd = jax.random.split(key)
         mu_y, dmu_y = _extrap_draws(kd, fit, S)
     draws = np.asarray(_sample_y(key, jnp.asarray(mu_y), jnp.asarray(dmu_y), jnp.asarray(fit.s0)[:, None],
-                                 jnp.asarray(fit.sz)[:, None], fit.likelihood, fit.n_items, fit.lo,
-                                 fit.hi), float)
+                                 jnp.asarray(fit.sz)[:, None], fit.likelihood, fit.n_items, fit.y_lo,
+                                 fit.y_hi), float)
     if fit.likelihood in ("binomial", "betabinomial"):
-        draws = (draws / fit.n_items - fit.lo) / (fit.hi - fit.lo)
+        draws = fit.y_lo + (fit.y_hi - fit.y_lo) * draws / fit.n_items
+    elif fit.likelihood == "beta":
+        draws = fit.y_lo + (fit.y_hi - fit.y_lo) * draws
     K = fit.slopes.shape[1]
     med = LawParams(jnp.median(fit.intercept), jnp.median(fit.slopes, 0), jnp.median(fit.floor))
     plugin = np.asarray(predict(med, jnp.asarray(np.asarray(S, float)[:, :K])))
@@ -378,18 +397,18 @@ def _extrap_draws(key, fit: BayesFit, S):
     return sigmoid_link(zp, 1.0, 0.0, floor=b), (1.0 - b) * sg * (1.0 - sg)
 
 
-def _sample_y(key, mu, dmu, s0, sz, likelihood, n_items, lo, hi):
+def _sample_y(key, mu, dmu, s0, sz, likelihood, n_items, y_lo, y_hi):
     """Predictive draws. Truncated normals use ``jax.random.truncated_normal`` (numpyro's
     two-sided truncated sampler loses accuracy when the mean sits at a bound, e.g. μ ≈ 1)."""
-    if likelihood in ("hetero", "extrap", "normal"):
+    if likelihood in ("hetero", "normal"):
         sd = _sd(dmu, s0, sz, likelihood)
-        a, b = (_ylo(lo, hi) - mu) / sd, (_yhi(lo, hi) - mu) / sd
+        a, b = (y_lo - mu) / sd, (y_hi - mu) / sd
         return mu + sd * jax.random.truncated_normal(key, a, b, mu.shape, mu.dtype)
     if likelihood == "student":
         sd = _sd(dmu, s0, sz, likelihood)
         x = mu + sd * jax.random.t(key, STUDENT_DF, mu.shape, mu.dtype)
-        return jnp.clip(x, _ylo(lo, hi), _yhi(lo, hi))  # approximation: clip instead of truncate
-    return likelihood_dist(mu, dmu, s0, sz, likelihood, n_items, lo, hi).sample(key)
+        return jnp.clip(x, y_lo, y_hi)  # approximation: clip instead of truncate
+    return likelihood_dist(mu, dmu, s0, sz, likelihood, n_items, y_lo, y_hi).sample(key)
 
 
 def coverage(y, q) -> dict:

@@ -43,7 +43,7 @@ def plot_scaling(result, path, band=None, title: str | None = None):
                         np.asarray(band["hi"])[o], color="C1", alpha=0.25,
                         label="Bayesian 90% predictive")
         ax.plot(np.asarray(band["x"])[o], np.asarray(band["mean"])[o], color="C1", lw=1, ls="--",
-                label="posterior median")
+                label=band.get("label", "posterior mode (MAP)"))
     ax.plot(grid, curve, color="k", lw=1.5,
             label=f"{1 - b:.2f}σ({w:.2f}x{c:+.2f})+{b:.2f}")
     ax.scatter(xtr, dz.y_train, s=14, color="C0", label=f"train ({len(xtr)})")

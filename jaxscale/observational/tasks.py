@@ -16,7 +16,7 @@ from .constants import (
 )
 from .splits import cutoff_split, rank_top_split
 
-__all__ = ["TaskSpec", "TASKS", "task_names", "get_task", "prepare", "Prepared"]
+__all__ = ["TaskSpec", "TASKS", "task_names", "get_task", "prepare", "Prepared", "target_bounds"]
 
 _PT = "base_llm_post_training_eval"
 _EM = "base_llm_emergent_capability_eval"
@@ -43,6 +43,20 @@ class TaskSpec(NamedTuple):
     loss: str = "huber"
     ref_family: str = "Llama-2"
     k: int = 3
+    y_range: tuple | None = None  # support of the normalised target; None: see target_bounds
+
+
+def target_bounds(spec: TaskSpec) -> tuple[float, float]:
+    """Support ``(y_lo, y_hi)`` of the normalised target ``y = (raw - lo) / (hi - lo)``.
+
+    Default: the raw score lies in ``[0, max(1, hi)]`` (a fraction, or a score out of ``hi``
+    such as BLEU / 100), so ``y_lo = -lo / (hi - lo)`` (below-chance scores are possible) and
+    ``y_hi = (max(1, hi) - lo) / (hi - lo)``; ``spec.y_range`` overrides it (already
+    chance-normalised columns, user tables validated to ``[lo, hi]``)."""
+    if spec.y_range is not None:
+        return float(spec.y_range[0]), float(spec.y_range[1])
+    lo, hi = float(spec.lo), float(spec.hi)
+    return -lo / (hi - lo), (max(1.0, hi) - lo) / (hi - lo)
 
 
 def _em(name, col, desc, lo=0.0, hi=1.0, arith=False):
@@ -51,8 +65,12 @@ def _em(name, col, desc, lo=0.0, hi=1.0, arith=False):
                     split_value=22.0 if arith else LLAMA2_CUTOFF)
 
 
-def _pt(name, col, desc):
-    return TaskSpec(name, desc, _PT, col, metrics=BASE_METRICS_NO_GSM, floor=True)
+def _pt(name, col, desc, y_range=None):
+    return TaskSpec(name, desc, _PT, col, metrics=BASE_METRICS_NO_GSM, floor=True, y_range=y_range)
+
+
+# BBH "norm" columns are already chance-normalised, (acc - c) / (1 - c): they can be negative
+_BBH_NORM_RANGE = (-BBH_MEAN_CHANCE / (1.0 - BBH_MEAN_CHANCE), 1.0)
 
 
 def _lb(name, col, desc, lo, cut):
@@ -78,8 +96,10 @@ _LIST = [
     _pt("gsm8k_cot", "gsm8k_cot_8_exact_match,flexible-extract", "GSM8K 8-shot CoT greedy (Fig. C.5)"),
     _pt("gsm8k_cot_sc", "gsm8k_cot_self_consistency_8_exact_match,maj@5-flexible-extract",
         "GSM8K CoT + self-consistency maj@5 (Fig. C.5)"),
-    _pt("bbh_naive", "bbh_fewshot_overall_3_exact_match,flexible-extract,norm", "BBH 3-shot, chance-normalised (C.6)"),
-    _pt("bbh_cot", "bbh_cot_fewshot_overall_3_exact_match,flexible-extract,norm", "BBH 3-shot CoT, chance-normalised (C.6)"),
+    _pt("bbh_naive", "bbh_fewshot_overall_3_exact_match,flexible-extract,norm", "BBH 3-shot, chance-normalised (C.6)",
+        _BBH_NORM_RANGE),
+    _pt("bbh_cot", "bbh_cot_fewshot_overall_3_exact_match,flexible-extract,norm", "BBH 3-shot CoT, chance-normalised (C.6)",
+        _BBH_NORM_RANGE),
     _ag("agentbench", "ABench-OA", "AgentBench overall score / 10 (Fig. 5)", 10.0),
     _ag("agentboard", "ABoard-Avg_SR", "AgentBoard average success rate / 100 (Fig. 5)", 100.0),
     _lb("lbv2_gpqa", "leaderboard_gpqa", "Open LLM Leaderboard v2 GPQA, chance 0.25 (C.3)", 0.25, 168.0),

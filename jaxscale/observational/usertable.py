@@ -96,5 +96,5 @@ def prepare_user_table(df: pd.DataFrame, target: str, metrics=None, *, lo: float
         raise ValueError(f"--k {k} exceeds the number of benchmark columns ({len(metrics)})")
     spec = TaskSpec("user", "user table", "user", target, lo, hi, universe="user",
                     metrics=tuple(metrics), split=split, split_value=value, floor=floor,
-                    ref_family=ref_family, k=k)
+                    ref_family=ref_family, k=k, y_range=(0.0, 1.0))  # target validated to [lo, hi]
     return Prepared(spec, df, train)
