@@ -5,9 +5,10 @@ Bayesian point prediction no worse than 1.2x the point fit's test MSE on every t
 Default likelihood ``"extrap"``: normal censored to the target's support + an extrapolation
 discrepancy δ ~ N(0, (κΔ)²) on the capability of models beyond the training data, κ identified by
 a leave-future-out backtest inside the training set (lower 75% / top 25% by the split variable).
-Measured (seed 0, 4 chains x (150 + 150)): pooled c90 0.851, c50 0.554; test-MSE ratio to the point
-fit <= 1.2 on 17/17 tasks for the MAP (max 1.13), 13/17 for the posterior median, 15/17 for the
-posterior mean (arith_3da 2.4, lbv2_gpqa 4.3: long right tails of μ, see bayes_eval).
+Measured (seed 0, 4 chains x (150 + 150), adapted dense mass, Δ = distance outside the training
+box of PC scores): pooled c90 0.877, c50 0.587; test-MSE ratio to the point fit <= 1.2 on 17/17
+tasks for the MAP (max 1.12), 14/17 for the posterior median and for the posterior mean (mean:
+arith_3da 2.0, agentbench 12.6 on 2 models, lbv2_gpqa 4.5: long right tails of μ, see bayes_eval).
 Before the target-support fix (y_hi was 0.01 for BLEU/100 and agent scores, which clipped their
 training targets) and with the heteroscedastic truncated normal: c90 0.808, 5/17 (median).
 """
@@ -36,11 +37,11 @@ def test_calibration_table(calib):
     print("\n" + bayes_eval.format_table(calib))
     rows, p = calib["rows"], calib["pooled"]
     assert len(rows) == 17 and p["n_test"] == 504
-    # achieved (seed 0): pooled c50 0.554, c90 0.851; regression margins
+    # achieved (seed 0): pooled c50 0.587, c90 0.877; regression margins
     assert 0.45 <= p["coverage_50"] <= p["coverage_90"] <= 0.97
-    assert p["coverage_90"] >= 0.82
+    assert p["coverage_90"] >= 0.84
     # the posterior median also matches the point fit on the large GSM8K / BBH / OLL tasks
-    # (measured 0.80-1.06)
+    # (measured 0.69-1.06)
     ok = {r["task"] for r in rows if r["ratios"]["median"] <= 1.2}
     assert {"gsm8k_naive", "gsm8k_cot", "gsm8k_cot_sc", "bbh_naive", "bbh_cot", "lbv2_bbh"} <= ok
     assert p["n_ratio_ok_by_point"]["median"] >= 12 and p["n_ratio_ok_by_point"]["mean"] >= 13
@@ -55,7 +56,7 @@ def test_calibration_table(calib):
 @pytest.mark.slow
 def test_issue_targets(calib):
     """Issue 6: pooled c90 in [0.80, 0.97]; Bayesian point prediction (the MAP) within 1.2x of the
-    point fit's test MSE on every task (measured c90 0.851, max ratio 1.13)."""
+    point fit's test MSE on every task (measured c90 0.877, max ratio 1.12)."""
     p = calib["pooled"]
     assert calib["settings"]["point"] == "mode"
     assert 0.80 <= p["coverage_90"] <= 0.97
@@ -63,8 +64,9 @@ def test_issue_targets(calib):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="the issue's wording asks for the posterior MEAN: 15/17 within 1.2x "
-                          "(arith_3da 2.4, lbv2_gpqa 4.3, long right tails of mu)", strict=False)
+@pytest.mark.xfail(reason="the issue's wording asks for the posterior MEAN: 14/17 within 1.2x "
+                          "(arith_3da 2.0, agentbench 12.6, lbv2_gpqa 4.5: long right tails of mu)",
+                   strict=False)
 def test_issue_mse_target_posterior_mean(calib):
     assert calib["pooled"]["n_ratio_ok_by_point"]["mean"] == 17
 
@@ -89,10 +91,12 @@ def test_prior_link_floor_arviz(calib):
     mu, _ = bayes.mu_draws(f, S)
     p = LawParams(f.intercept[0], f.slopes[0], f.floor[0])
     np.testing.assert_allclose(mu[0], np.asarray(predict(p, S)), rtol=1e-12)
-    # extrapolation distance: 0 on every training row, > 0 for some held-out (larger) models
+    # extrapolation distance (outside the training box of PC scores): 0 on every training row,
+    # > 0 for held-out (larger) models
     d_tr, _ = bayes.extrap_distance(f, dz.S_train[:, :3])
     d_te, _ = bayes.extrap_distance(f, S)
-    assert d_tr.max() <= 1e-9 and np.median(d_te.max(1)) > 0
+    assert d_tr.shape == (len(dz.y_train),) and d_tr.max() == 0.0 and d_te.max() > 0
+    assert np.all(d_te >= 0) and np.all(np.isfinite(d_te))
     idata = f.posterior.to_arviz()
     assert {"alpha", "beta", "floor", "s0", "kappa"} <= set(idata.posterior.data_vars)
     assert "sz" not in idata.posterior.data_vars  # homoscedastic: no capability-noise site
@@ -166,3 +170,11 @@ def test_target_support_contains_every_score():
 
     with pytest.raises(ValueError, match=r"y\[2\] = 0.142857 lies outside the support \[0, 0.1\] \(6 row"):
         bayes.stack_tasks([D()], [3], [False], bounds=[(0.0, 0.1)])
+
+
+def test_box_excess():
+    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 2.0])
+    S = np.array([[0.0, 0.0], [1.0, 2.0], [4.0, 2.0], [-2.0, 6.0]])  # inside, face, x+3, (-1, +4)
+    np.testing.assert_allclose(np.asarray(bayes.box_excess(S, lo, hi)), [0.0, 0.0, 3.0, np.sqrt(17.0)])
+    g = jax.grad(lambda s: bayes.box_excess(s, lo, hi))(np.array([0.5, 0.5]))
+    assert np.all(np.isfinite(g)) and np.all(g == 0)  # no NaN gradient at the box interior

@@ -19,8 +19,12 @@ compiled NUTS program, see :mod:`jaxscale.observational.bayes_nuts`):
 
   - ``"extrap"`` (default): ``"censored"`` plus an *extrapolation discrepancy* for models beyond
     the training data: the capability is perturbed, :math:`z_m + \delta_m`,
-    :math:`\delta_m \sim N(0, (\kappa\Delta_m)^2)`, with :math:`\Delta_m = \max(0, z_m -
-    \max_{\text{train}} z)` (logit units of the law's own capability; 0 on every training row).
+    :math:`\delta_m \sim N(0, (\kappa\Delta_m)^2)`, with :math:`\Delta_m` the Euclidean distance
+    of the model's standardised PC scores outside the training rows' box (0 on every training
+    row): covariate shift, measured without the law's own coefficients. (Measured, 4 x (150+150):
+    pooled c90 0.877 against 0.847 with Δ = max(0, z − max_train z), which gave no width where the
+    law itself predicts a held-out model to be weak: BBH CoT c90 0.57 -> 0.71, GSM8K naive 0.79 ->
+    0.91.)
     κ is identified by a leave-future-out backtest inside the training set: the training models
     are split by the task's split variable (FLOPs for cut-off tasks, y for rank-top tasks) into a
     lower 75% and a top 25%; a second copy of (α, β, b) is fitted to the lower part and the top
@@ -71,6 +75,7 @@ __all__ = [
     "coverage",
     "fequiv_draws",
     "extrap_distance",
+    "box_excess",
     "TOP_FRAC",
 ]
 
@@ -145,7 +150,8 @@ class BayesFit(NamedTuple):
     posterior: object  # jaxscale.infer.PosteriorResult (diagnostics, to_arviz())
     mode: LawParams | None = None  # MAP coefficients (raw PC units), where computed
     kappa: np.ndarray | None = None  # (D,) "extrap": discrepancy per logit beyond training
-    z_max: np.ndarray | None = None  # (D,) "extrap": max training capability z per draw
+    box: tuple | None = None  # "extrap": (lo, hi, center, scale), (K,) each: the training rows'
+    # box in standardised PC units and the standardisation (raw = center + scale * standardised)
 
 
 def _sd(mu_slope, s0, sz, likelihood):
@@ -199,15 +205,18 @@ def _mu_dmu(alpha, beta, b, S):
 
 def _top_loglik(y, S, lower, top, alpha, beta, b, s0, kappa, y_lo, y_hi):
     """"extrap" backtest: log p(y_m) of the top rows (indices ``top``) under the lower-part law
-    with δ ~ N(0, (κ Δ_m)²), Δ_m = relu(z_m − max_lower z), integrated by Gauss–Hermite quadrature."""
+    with δ ~ N(0, (κ Δ_m)²), Δ_m = distance of the row's PC scores outside the lower part's box,
+    integrated by Gauss–Hermite quadrature."""
     from jaxscale.infer.censored import CensoredNormal
 
     z_all = jnp.einsum("tnk,tk->tn", S, beta) + alpha[:, None]
-    zmax = jnp.max(jnp.where(lower > 0, z_all, -jnp.inf), axis=1, keepdims=True)
     idx = jnp.maximum(top, 0).astype(jnp.int32)
     z = jnp.take_along_axis(z_all, idx, axis=1)
     y = jnp.take_along_axis(y, idx, axis=1)
-    delta = jax.nn.relu(z - zmax)
+    m = (lower > 0)[..., None]  # the lower part's box in standardised PC units
+    box_hi = jnp.max(jnp.where(m, S, -jnp.inf), axis=1, keepdims=True)
+    box_lo = jnp.min(jnp.where(m, S, jnp.inf), axis=1, keepdims=True)
+    delta = box_excess(jnp.take_along_axis(S, idx[..., None], axis=1), box_lo, box_hi)
     zq = z[..., None] + (kappa[:, None] * delta)[..., None] * jnp.asarray(_GH_X)
     mu = sigmoid_link(zq, 1.0, 0.0, floor=b[:, None, None])  # the point fit's link
     d = CensoredNormal(mu, s0[..., None], y_lo[:, None, None], y_hi[:, None, None])
@@ -382,15 +391,26 @@ def predictive(key, fit: BayesFit, S, probs=(0.05, 0.25, 0.75, 0.95)) -> dict:
 
 
 def extrap_distance(fit: BayesFit, S):
-    """Δ (D, M): how far each model's capability z lies beyond the training maximum, per draw."""
+    """Δ (M,): how far each model's PC scores ``S`` (raw units) lie outside the training box, in
+    training s.d. units (0 inside), and the capability draws z (D, M)."""
     K = fit.slopes.shape[1]
-    z = fit.intercept[:, None] + fit.slopes @ np.asarray(S, float)[:, :K].T
-    return np.maximum(z - fit.z_max[:, None], 0.0), z
+    Sa = np.asarray(S, float)[:, :K]
+    z = fit.intercept[:, None] + fit.slopes @ Sa.T
+    lo, hi, center, scale = fit.box
+    return np.asarray(box_excess(jnp.asarray((Sa - center) / scale), lo, hi)), z
+
+
+def box_excess(S, lo, hi):
+    """Euclidean distance of (standardised) PC scores ``S`` (..., K) outside the box [lo, hi]
+    (0 inside; per-coordinate excess beyond either face)."""
+    e = jax.nn.relu(S - hi) + jax.nn.relu(lo - S)
+    r2 = jnp.sum(e**2, axis=-1)
+    return jnp.where(r2 > 0, jnp.sqrt(jnp.where(r2 > 0, r2, 1.0)), 0.0)
 
 
 def _extrap_draws(key, fit: BayesFit, S):
     delta, z = extrap_distance(fit, S)
-    zp = jnp.asarray(z + fit.kappa[:, None] * delta * np.asarray(
+    zp = jnp.asarray(z + fit.kappa[:, None] * delta[None, :] * np.asarray(
         jax.random.normal(key, z.shape, jnp.float64 if z.dtype == np.float64 else z.dtype)))
     b = jnp.asarray(fit.floor)[:, None]
     sg = jax.nn.sigmoid(zp)

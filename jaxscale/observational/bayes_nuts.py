@@ -30,6 +30,7 @@ __all__ = ["fit_bayes_batched", "init_from_point", "map_laplace"]
 
 MAP_STEPS = 60  # damped-Newton steps of the MAP search (a fixed-length scan: cheap to compile)
 
+
 def _template(K, likelihood="extrap"):
     """The latent sites of one task (shapes as in :func:`bayes.obs_model` with ``T = 1``)."""
     d = dict(alpha=jnp.zeros(1), beta=jnp.zeros((K, 1)), u_floor=jnp.zeros(1),
@@ -219,10 +220,11 @@ def fit_bayes_batched(key, data: BayesData, *, points=None, s0=None, num_warmup=
                         intercept=icp, slopes=sl)
         if "log_sz" in z:
             by_chain["sz"] = np.exp(np.asarray(z["log_sz"])[..., 0])
+        box = None
         if likelihood == "extrap":
             by_chain["kappa"] = np.exp(np.asarray(z["log_kappa"])[..., 0])
-            zt = alpha[..., None] + np.einsum("cdk,nk->cdn", beta, np.asarray(d.S[t]))
-            by_chain["z_max"] = np.max(np.where(np.asarray(d.train[t]) > 0, zt, -np.inf), -1)
+            St = np.asarray(d.S[t])[np.asarray(d.train[t]) > 0]
+            box = (St.min(0), St.max(0), d.center[t], d.scale[t])
         latent = {k: v for k, v in by_chain.items() if k in ("alpha", "beta", "s0", "sz", "kappa")
                   or (k == "floor" and fm > 0)}
         diag, msgs = nuts_diagnostics(latent, int(div[t].sum()))
@@ -240,5 +242,5 @@ def fit_bayes_batched(key, data: BayesData, *, points=None, s0=None, num_warmup=
         mode = LawParams(m_icp, m_sl, fm * float(jax.nn.sigmoid(zm["u_floor"][0])))
         out.append(BayesFit(flat["intercept"], flat["slopes"], flat["floor"], flat["s0"],
                             flat.get("sz", np.zeros_like(flat["s0"])), likelihood, int(d.n_items[t]), float(d.y_lo[t]),
-                            float(d.y_hi[t]), post, mode, flat.get("kappa"), flat.get("z_max")))
+                            float(d.y_hi[t]), post, mode, flat.get("kappa"), box))
     return out
