@@ -44,9 +44,11 @@ class CensoredNormal(Distribution):
     def log_prob(self, value):
         z = (value - self.loc) / self.scale
         inside = -0.5 * z**2 - jnp.log(self.scale) - _HALF_LOG_2PI
-        at_low = log_ndtr((self.low - self.loc) / self.scale)
-        at_high = log_ndtr((self.loc - self.high) / self.scale)
-        return jnp.where(value <= self.low, at_low, jnp.where(value >= self.high, at_high, inside))
+        below = value <= self.low
+        # one log_ndtr for both bounds: log Φ((low - loc)/scale) or log Φ((loc - high)/scale)
+        t = jnp.where(below, self.low - self.loc, self.loc - self.high) / self.scale
+        at_bound = log_ndtr(t)
+        return jnp.where(below | (value >= self.high), at_bound, inside)
 
     @property
     def mean(self):

@@ -22,7 +22,7 @@ compiled NUTS program, see :mod:`jaxscale.observational.bayes_nuts`):
     :math:`\delta_m \sim N(0, (\kappa\Delta_m)^2)`, with :math:`\Delta_m` the Euclidean distance
     of the model's standardised PC scores outside the training rows' box (0 on every training
     row): covariate shift, measured without the law's own coefficients. (Measured, 4 x (150+150):
-    pooled c90 0.877 against 0.847 with Δ = max(0, z − max_train z), which gave no width where the
+    pooled c90 0.88 against 0.847 with Δ = max(0, z − max_train z), which gave no width where the
     law itself predicts a held-out model to be weak: BBH CoT c90 0.57 -> 0.71, GSM8K naive 0.79 ->
     0.91.)
     κ is identified by a leave-future-out backtest inside the training set: the training models

@@ -65,9 +65,11 @@ _LOSSES: dict = {}
 
 
 def _loss_for(likelihood):
-    # one function object per likelihood: the minimisers take loss_fn as a static argument
+    # one function object per likelihood (the minimisers take loss_fn as a static argument),
+    # jit-wrapped: NUTS' nested while loops and the Newton scan then trace numpyro's model once
+    # and reuse it (measured: NUTS trace 4.4 -> 1.3 s, MAP program HLO 543k -> 331k characters)
     if likelihood not in _LOSSES:
-        _LOSSES[likelihood] = partial(_potential, likelihood=likelihood)
+        _LOSSES[likelihood] = jax.jit(partial(_potential, likelihood=likelihood))
     return _LOSSES[likelihood]
 
 
@@ -104,12 +106,9 @@ def _map_one(x0, S, y, train, n_items, y_lo, y_hi, floor_max, alpha_mean, lower,
              likelihood):
     loss = _loss_for(likelihood)
     args = (S, y, train, n_items, y_lo, y_hi, floor_max, alpha_mean, lower, top, priors)
-    res = minimize_newton(loss, x0, *args, steps=MAP_STEPS, tol=1e-6)
-    f0, f1 = loss(x0, *args), loss(res.params, *args)
-    ok = jnp.isfinite(f1) & (f1 <= f0)  # never leave the start for a worse / non-finite point
-    res = res._replace(params=jnp.where(ok, res.params, x0), converged=res.converged & ok)
-    H = jax.hessian(loss)(res.params, *args)
-    H = 0.5 * (H + H.T)
+    # Newton accepts only steps that lower the potential (never worse than the start), and hands
+    # back the Hessian at its end point for the Laplace covariance (no second Hessian program)
+    res, H = minimize_newton(loss, x0, *args, steps=MAP_STEPS, tol=1e-6, with_hessian=True)
     w, V = jnp.linalg.eigh(H)
     w = jnp.clip(w, 1e-2, None)  # flat directions (prior-only sites keep their prior scale)
     cov = (V / w) @ V.T
