@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 
 def main(argv=None):
@@ -27,12 +26,10 @@ def main(argv=None):
     from jaxscale.config import enable_x64
 
     enable_x64()
-    from jaxscale.observational import bayes
-    from jaxscale.observational.bayes_eval import split_order
-    from jaxscale.observational.bayes_nuts import fit_bayes_batched
+    from jaxscale.observational.bayes_eval import fit_results
     from jaxscale.observational.fit import fit_law
     from jaxscale.observational.pipeline import run_task
-    from jaxscale.observational.tasks import get_task, target_bounds
+    from jaxscale.observational.tasks import get_task
 
     spec = get_task(a.task)
     r = run_task(spec)
@@ -44,14 +41,11 @@ def main(argv=None):
     for _ in range(reps):
         jax.block_until_ready(fit_law(X, y, floor=spec.floor, loss=spec.loss)[0])
     point_s = (time.perf_counter() - t0) / reps
-    data = bayes.stack_tasks([dz], [spec.k], [spec.floor], bounds=[target_bounds(spec)],
-                             order=[split_order(dz)])  # as `jaxscale obs fit --bayes`
 
-    def run(seed):
+    def run(seed):  # as `jaxscale obs fit --bayes`
         c0, t0 = time.process_time(), time.perf_counter()
-        f = fit_bayes_batched(jax.random.key(seed), data, points=[r.params],
-                              s0=[float(np.sqrt(r.mse_train))], num_warmup=a.warmup,
-                              num_samples=a.samples, num_chains=a.chains, warn=False)[0]
+        f = fit_results(jax.random.key(seed), [r], num_warmup=a.warmup, num_samples=a.samples,
+                        num_chains=a.chains, warn=False)[0]
         return f, time.perf_counter() - t0, time.process_time() - c0
 
     fit, wall, cpu = run(0)  # cold: tracing + XLA compile of the MAP and NUTS programs

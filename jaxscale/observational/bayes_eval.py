@@ -20,7 +20,8 @@ import numpy as np
 from . import bayes
 from .bayes_nuts import fit_bayes_batched
 
-__all__ = ["task_inputs", "calibrate", "split_order", "POINT_ESTIMATES"]
+__all__ = ["task_inputs", "stack_results", "fit_results", "calibrate", "split_order",
+           "POINT_ESTIMATES"]
 
 POINT_ESTIMATES = ("median", "mean", "plugin", "mode")
 
@@ -36,23 +37,43 @@ def split_order(design):
     return np.asarray(design.y_train, float)
 
 
+def stack_results(results, likelihood="extrap") -> bayes.BayesData:
+    """:class:`bayes.BayesData` of point-fit results (``pipeline`` results; each carries its task
+    spec in ``design.prep.spec``): the target's support (:func:`tasks.target_bounds`), item counts
+    (required by the binomial likelihoods) and the backtest's split order (:func:`split_order`)."""
+    from .tasks import target_bounds
+
+    specs = [r.design.prep.spec for r in results]
+    n_items = [bayes.ITEM_COUNTS.get(s.name, 0) for s in specs]
+    if likelihood in ("binomial", "betabinomial"):
+        missing = [s.name for s, c in zip(specs, n_items) if c == 0]
+        if missing:
+            raise ValueError(f"likelihood {likelihood!r} needs item counts; none known for "
+                             f"{missing}. Tasks with counts: {sorted(bayes.ITEM_COUNTS)}; use "
+                             "likelihood 'extrap'")
+    return bayes.stack_tasks([r.design for r in results], [s.k for s in specs],
+                             [s.floor for s in specs], bounds=[target_bounds(s) for s in specs],
+                             n_items=n_items, order=[split_order(r.design) for r in results])
+
+
+def fit_results(key, results, *, likelihood="extrap", **nuts) -> list:
+    """The Bayesian law for point-fit ``results`` (one batched NUTS program, see
+    :func:`bayes_nuts.fit_bayes_batched`, which takes ``nuts``), started at the point fits with
+    their training RMS residual as the noise scale. One :class:`bayes.BayesFit` per result."""
+    data = stack_results(results, likelihood)
+    s0 = [max(float(np.sqrt(r.mse_train)), 1e-3) for r in results]
+    return fit_bayes_batched(key, data, points=[r.params for r in results], s0=s0,
+                             likelihood=likelihood, **nuts)
+
+
 def task_inputs(names, likelihood="extrap"):
-    """Point fits of ``names`` and their stacked :class:`bayes.BayesData`."""
+    """Point fits of the named tasks, their specs and their stacked :class:`bayes.BayesData`."""
     from .pipeline import run_task
-    from .tasks import get_task, target_bounds
+    from .tasks import get_task
 
     pts = [run_task(n) for n in names]
     specs = [get_task(n) for n in names]
-    n_items = [bayes.ITEM_COUNTS.get(n, 0) for n in names]
-    if likelihood in ("binomial", "betabinomial"):
-        missing = [n for n, c in zip(names, n_items) if c == 0]
-        if missing:
-            raise ValueError(f"likelihood {likelihood!r} needs item counts; none known for "
-                             f"{missing}. Tasks with counts: {sorted(bayes.ITEM_COUNTS)}")
-    data = bayes.stack_tasks([p.design for p in pts], [s.k for s in specs], [s.floor for s in specs],
-                             bounds=[target_bounds(s) for s in specs], n_items=n_items,
-                             order=[split_order(p.design) for p in pts])
-    return pts, specs, data
+    return pts, specs, stack_results(pts, likelihood)
 
 
 def calibrate(key, names=None, *, likelihood="extrap", priors=bayes.PRIORS, num_warmup=300,
@@ -67,13 +88,13 @@ def calibrate(key, names=None, *, likelihood="extrap", priors=bayes.PRIORS, num_
     if point not in POINT_ESTIMATES:
         raise ValueError(f"point must be one of {POINT_ESTIMATES}, got {point!r}")
     names = list(task_names() if names is None else names)
-    pts, specs, data = task_inputs(names, likelihood)
+    from .pipeline import run_task
+    from .tasks import get_task
+
+    pts, specs = [run_task(n) for n in names], [get_task(n) for n in names]
     t0 = time.perf_counter()
-    s0 = [max(float(np.sqrt(p.mse_train)), 1e-3) for p in pts]
-    fits = fit_bayes_batched(key, data, points=[p.params for p in pts], s0=s0,
-                             num_warmup=num_warmup,
-                             num_samples=num_samples, num_chains=num_chains, priors=priors,
-                             likelihood=likelihood, warn=warn)
+    fits = fit_results(key, pts, likelihood=likelihood, num_warmup=num_warmup,
+                       num_samples=num_samples, num_chains=num_chains, priors=priors, warn=warn)
     seconds = time.perf_counter() - t0
     rows = []
     for i, (n, p, s, f) in enumerate(zip(names, pts, specs, fits)):

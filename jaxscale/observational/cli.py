@@ -7,26 +7,6 @@ __all__ = ["register", "fit_handler", "tasks_handler", "select_handler", "calibr
            "run_fit"]
 
 
-def _bayes_for(key, result, spec, likelihood, num_warmup, num_samples, num_chains):
-    from . import bayes
-    from .bayes_nuts import fit_bayes_batched
-
-    n_items = bayes.ITEM_COUNTS.get(spec.name, 0)
-    if likelihood in ("binomial", "betabinomial") and not n_items:
-        raise ValueError(f"--likelihood {likelihood} needs the item count of the target; known for "
-                         f"{sorted(bayes.ITEM_COUNTS)}; use --likelihood extrap")
-    from .bayes_eval import split_order
-
-    from .tasks import target_bounds
-
-    data = bayes.stack_tasks([result.design], [spec.k], [spec.floor], bounds=[target_bounds(spec)],
-                             n_items=[n_items], order=[split_order(result.design)])
-    s0 = [max(float(np.sqrt(result.mse_train)), 1e-3)]
-    return fit_bayes_batched(key, data, points=[result.params], s0=s0, num_warmup=num_warmup,
-                             num_samples=num_samples, num_chains=num_chains,
-                             likelihood=likelihood)[0]
-
-
 def run_fit(task: str | None = None, *, csv=None, target=None, metrics=None, cutoff=None,
             test_fraction=None, lo=0.0, hi=1.0, floor=None, k=None, bayes=False, seed=0,
             num_warmup=300, num_samples=500, num_chains=4, plot=None,
@@ -77,7 +57,10 @@ def run_fit(task: str | None = None, *, csv=None, target=None, metrics=None, cut
         from . import bayes as _b
 
         key = jax.random.key(seed)
-        fit = _bayes_for(key, result, spec, likelihood, num_warmup, num_samples, num_chains)
+        from .bayes_eval import fit_results
+
+        fit = fit_results(key, [result], likelihood=likelihood, num_warmup=num_warmup,
+                          num_samples=num_samples, num_chains=num_chains)[0]
         dz = result.design
         pr = _b.predictive(jax.random.fold_in(key, 1), fit, dz.S_test[:, : spec.k])
         cov = _b.coverage(dz.y_test, pr["q"])

@@ -19,19 +19,19 @@ def run_demo(key, out_dir, smoke: bool) -> dict:
     from jaxscale.config import enable_x64
 
     from . import bayes
-    from .bayes_eval import task_inputs
-    from .bayes_nuts import fit_bayes_batched
+    from .bayes_eval import fit_results
+    from .pipeline import run_task
     from .plot import equiv_x, plot_scaling
 
     enable_x64()
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (r,), _, data = task_inputs(["gsm8k_cot"])  # point fit + stacked data (bounds, backtest order)
+    r = run_task("gsm8k_cot")
     dz = r.design
     n = 150 if smoke else 500
-    fit = fit_bayes_batched(key, data, points=[r.params], s0=[float(np.sqrt(r.mse_train))],
-                            num_warmup=min(n, 300), num_samples=n, num_chains=4, warn=False)[0]
+    fit = fit_results(key, [r], num_warmup=min(n, 300), num_samples=n,
+                      num_chains=4, warn=False)[0]
     pr = bayes.predictive(jax.random.fold_in(key, 1), fit, dz.S_test[:, :3])
     cov = bayes.coverage(dz.y_test, pr["q"])
     mse_b = float(np.mean((pr["mode"] - dz.y_test) ** 2))
