@@ -39,13 +39,13 @@ def main(argv=None):
     enable_x64()
     import pandas as pd
 
-    from jaxscale.config_regression import baselines as bl
-    from jaxscale.config_regression import dataset as ds
-    from jaxscale.config_regression import pipeline as pl
-    from jaxscale.config_regression.model import fit_ncpl, predict_ncpl, stage2
-    from jaxscale.config_regression.serialize import ncpl_fields
-    from jaxscale.config_regression.train import TrainConfig
-    from jaxscale.config_regression.tune import largest_cell, tune_cell
+    from jaxscale.ncpl import baselines as bl
+    from jaxscale.ncpl import dataset as ds
+    from jaxscale.ncpl import pipeline as pl
+    from jaxscale.ncpl.model import fit_ncpl, predict_ncpl, stage2
+    from jaxscale.ncpl.serialize import ncpl_fields
+    from jaxscale.ncpl.train import TrainConfig
+    from jaxscale.ncpl.tune import largest_cell, tune_cell
 
     key = jax.random.key(args.seed)
 
@@ -91,7 +91,7 @@ def main(argv=None):
         out["tuning"].append(r)
     save(out)
     if args.curves != "none":
-        from jaxscale.config_regression.curve_model import curve_evaluation
+        from jaxscale.ncpl.curve_model import curve_evaluation
 
         t = time.perf_counter()
         out["curves"] = curve_evaluation(key, preset=args.curves)

@@ -127,7 +127,7 @@ def _bench_active(args):
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from jaxscale.learning_curves.demo_psl import active_experiment
+    from jaxscale.learning_curves.active import active_experiment
 
     strategies = ["uncertainty", "random", "smallest", "largest", "ours"]
     t0, c0 = time.perf_counter(), time.process_time()

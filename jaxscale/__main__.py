@@ -1,9 +1,8 @@
-"""``python -m jaxscale`` runs the command line."""
+"""``python -m jaxscale``: the command line."""
 import sys
 
 from jaxscale.cli import main
 
-__all__ = ["main"]
+__all__: list[str] = []
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())

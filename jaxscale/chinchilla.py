@@ -32,7 +32,6 @@ from jaxscale.infer import (
 )
 from jaxscale.laws import (
     ChinchillaParams,
-    chinchilla,
     chinchilla_log_lse,
     chinchilla_theta_to_params,
 )

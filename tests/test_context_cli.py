@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from jaxscale.context_law.cli import register, run_fit
+from jaxscale.cli.context import register, run_fit
 
 
 def _parser():

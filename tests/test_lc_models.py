@@ -169,7 +169,7 @@ def test_curve_metrics_parts():
 def test_cli_registers_lc_evaluate():
     import argparse
 
-    from jaxscale.learning_curves import cli
+    from jaxscale.cli import lc as cli
 
     p = argparse.ArgumentParser()
     cli.register(p.add_subparsers(dest="cmd"))

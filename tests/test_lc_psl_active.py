@@ -79,14 +79,13 @@ def test_run_active_to_completion_reaches_zero(data):
 def test_cli_registration_and_plots(data, tmp_path):
     import argparse
 
-    from jaxscale.learning_curves.cli_psl import SPLITS, register_psl, split_heldout
-    from jaxscale.learning_curves.demo_psl import plot_active, plot_curves, plot_law_fan
+    from jaxscale.cli.lc import register
     from jaxscale.learning_curves.frontier import LawParams
+    from jaxscale.learning_curves.heldout import SPLITS, split_heldout
+    from jaxscale.learning_curves.plot import plot_active, plot_curves, plot_law_fan
 
     parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    lc = sub.add_parser("lc").add_subparsers()
-    register_psl(lc)
+    register(parser.add_subparsers())
     a = parser.parse_args(["lc", "law", "--split", "quad", "--samples", "50"])
     assert a.split == "quad" and a.samples == 50 and a.rule == "interp" and callable(a.func)
     a = parser.parse_args(["lc", "active", "--strategy", "ours,random"])
@@ -110,7 +109,8 @@ def test_cli_registration_and_plots(data, tmp_path):
 @pytest.mark.slow
 def test_model_adapters_tiny_fit(data):
     """The issue-4 MaGP wired into `lc law` (predict_heldout) and `lc active` (round_predictor), tiny fits."""
-    from jaxscale.learning_curves.cli_psl import SPLITS, predict_heldout, round_predictor
+    from jaxscale.learning_curves.active import round_predictor
+    from jaxscale.learning_curves.heldout import SPLITS, predict_heldout
     from jaxscale.learning_curves.psl import make_problem, probabilistic_law, summarize
 
     labels, L, C = data

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxscale.config_regression import baselines as bl
-from jaxscale.config_regression import dataset as ds
-from jaxscale.config_regression import pipeline as pl
-from jaxscale.config_regression import serialize as se
-from jaxscale.config_regression.ensemble import init_members, mixture
-from jaxscale.config_regression.head import HeadConfig
-from jaxscale.config_regression.model import predict_ncpl
-from jaxscale.config_regression.train import Data, TrainConfig, lr_schedule, train_members
+from jaxscale.ncpl import baselines as bl
+from jaxscale.ncpl import dataset as ds
+from jaxscale.ncpl import pipeline as pl
+from jaxscale.ncpl import serialize as se
+from jaxscale.ncpl.ensemble import init_members, mixture
+from jaxscale.ncpl.head import HeadConfig
+from jaxscale.ncpl.model import predict_ncpl
+from jaxscale.ncpl.train import Data, TrainConfig, lr_schedule, train_members
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_input_validation(runs):
 
 
 def test_serialisation_number_tokens(runs):
-    from jaxscale.config_regression import encoder
+    from jaxscale.ncpl import encoder
 
     text, num = se.ncpl_fields()
     sub = runs.groupby("optimizer").head(1)
@@ -139,7 +139,7 @@ def test_id_split_beats_chinchilla(runs, small_model):
 
 
 def test_steplaw_law_matches_note():
-    from jaxscale.config_regression.tune import steplaw_law
+    from jaxscale.ncpl.tune import steplaw_law
 
     N, D = 1e9, 1e11
     law = steplaw_law(N, D)
@@ -149,7 +149,7 @@ def test_steplaw_law_matches_note():
 
 
 def test_curve_frame_subsampling():
-    from jaxscale.config_regression.curves import curve_frame
+    from jaxscale.ncpl.curves import curve_frame
 
     runs = pd.DataFrame({"run_id": ["a", "b"], "total_steps": [100, 40]})
     curves = pd.DataFrame({"run_id": ["a"] * 31 + ["b"] * 5, "step": list(range(0, 31)) + [0, 10, 20, 30, 40],
@@ -163,7 +163,7 @@ def test_curve_frame_subsampling():
 def _parser():
     import argparse
 
-    from jaxscale.config_regression.cli import register
+    from jaxscale.cli.ncpl import register
 
     ap = argparse.ArgumentParser()
     register(ap.add_subparsers(dest="cmd"))

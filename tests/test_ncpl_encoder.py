@@ -12,7 +12,7 @@ Token ids come from the bundled ``tokenizer.json`` with padding off.
 import numpy as np
 import pytest
 
-from jaxscale.config_regression import encoder
+from jaxscale.ncpl import encoder
 
 SENTENCES = ["A cat sits on the mat.", "learning rate: 0.008", "The kitten is sleeping on a rug."]
 IDS = [

@@ -10,7 +10,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 def test_each_pillar_ships_a_notebook():
     stems = {p.stem.split("_", 1)[1] for p in NOTEBOOKS}
-    assert {"learning_curves", "observational", "context_law", "config_regression"} <= stems
+    assert {"learning_curves", "observational", "context_law", "ncpl"} <= stems
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

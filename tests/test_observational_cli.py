@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxscale.observational import cli
+from jaxscale.cli import obs as cli
 from jaxscale.observational.data import core_models
 
 jax.config.update("jax_enable_x64", True)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxscale.observational import family as fm
-from jaxscale.observational.cli_family import register_family
+from jaxscale.cli.obs import register_family
 from jaxscale.observational.data import FAMILY, FLOPS
 
 

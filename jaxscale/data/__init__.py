@@ -9,16 +9,20 @@ from jaxscale.data.registry import (
     load,
     read_gene_expression,
 )
+from jaxscale.data.table import holdout_mask, read_table, where
 from jaxscale.data.user import read_runs_csv
 
 __all__ = [
     "Dataset",
     "data_dir",
+    "holdout_mask",
     "dataset_names",
     "list_datasets",
     "load",
     "read_gene_expression",
     "read_runs_csv",
+    "read_table",
     "to_arrays",
     "validate",
+    "where",
 ]

@@ -11,6 +11,7 @@ from jaxscale.infer.optimize import (
     multistart,
 )
 from jaxscale.infer.params import Bounded, ParamSpec, Positive, Real
+from jaxscale.infer.prediction import Prediction, from_normal, from_samples
 from jaxscale.infer.results import REASONS, FitResult, reason_text
 
 __all__ = [
@@ -24,10 +25,13 @@ __all__ = [
     "ParamSpec",
     "Positive",
     "PosteriorResult",
+    "Prediction",
     "REASONS",
     "Real",
     "best",
     "check_finite",
+    "from_normal",
+    "from_samples",
     "huber",
     "minimize_adam",
     "minimize_lbfgs",

@@ -12,7 +12,7 @@ from jaxscale.learning_curves.evaluate import evaluate_prediction
 from jaxscale.learning_curves.models import fit_model, predict_joint
 from jaxscale.learning_curves.problem import LCProblem, make_problem
 
-__all__ = ["evaluate_model", "plot_heldout", "MODEL_CHOICES"]
+__all__ = ["evaluate_model", "MODEL_CHOICES"]
 
 log = get_logger(__name__)
 MODEL_CHOICES = ("magp", "dhgp", "magp_desc", "bnn", "bnn_orig")
@@ -66,35 +66,7 @@ def evaluate_model(key, dataset: str = "nanogpt_large", split: str = "quad", mod
         "fit_seconds": float(fit_s), "predict_seconds": float(pred_s),
     }
     if plot:
+        from jaxscale.learning_curves.plot import plot_heldout
+
         out["plot"] = str(plot_heldout(problem, pred, plot, title=f"{model} on {dataset} / {problem.split.name}"))
     return out
-
-
-def plot_heldout(problem: LCProblem, pred, path, title: str = "") -> Path:
-    """Predicted vs true held-out curves: mean over restarts, band = mean ± 2 sd of the restart mixture."""
-    from jaxscale import plotting
-
-    mean = np.asarray(pred.mean)
-    var = np.diagonal(np.asarray(pred.cov), axis1=-2, axis2=-1) + np.asarray(pred.noise_var)
-    mu = mean.mean(0)
-    sd = np.sqrt(np.maximum(var.mean(0) + mean.var(0), 0.0))
-    c = np.asarray(problem.test.c)
-    x = np.asarray(problem.test.x)
-    curves = np.unique(c)
-    ncol = min(4, len(curves))
-    nrow = int(np.ceil(len(curves) / ncol))
-    fig, axes = plotting.figure(nrow, ncol, size=(3.2, 2.6), squeeze=False)
-    R = problem.n_reps
-    for ax, k in zip(axes.ravel(), curves):
-        m = c == k
-        o = np.argsort(x[m])
-        xs = x[m][o]
-        plotting.band(ax, xs, mu[m][o], mu[m][o] - 2 * sd[m][o], mu[m][o] + 2 * sd[m][o], label="pred ±2sd")
-        ax.plot(xs, problem.y_test[m][o], "k.", ms=5, label="truth")
-        ax.set_title(f"{problem.data.task_labels[k // R]} / {problem.data.replicate_labels[k % R]}", fontsize=9)
-        ax.set_xlabel("x (ln step)", fontsize=8)
-    for ax in axes.ravel()[len(curves):]:
-        ax.axis("off")
-    axes.ravel()[0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    return plotting.save(fig, path)

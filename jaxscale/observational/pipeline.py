@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import data as _data
-from .fit import LawParams, fequiv_axis, fit_law, ln_regressor, mse, predict
+from .fit import LawParams, fequiv_axis, fit_law, ln_regressor, mse
 from .pca import PCAState, fit_transform
 from .tasks import Prepared, TaskSpec, get_task, prepare
 

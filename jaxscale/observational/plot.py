@@ -7,7 +7,7 @@ import numpy as np
 
 from .fit import LawParams
 
-__all__ = ["equiv_x", "plot_scaling"]
+__all__ = ["plot_families", "equiv_x", "plot_scaling"]
 
 
 def equiv_x(params: LawParams, S, slope: float, intercept: float) -> np.ndarray:
@@ -59,3 +59,35 @@ def plot_scaling(result, path, band=None, title: str | None = None):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_families(fit, path, probs=(0.05, 0.95), title: str | None = None):
+    """Capability vs log10 FLOPs per family: points and posterior median lines with 90% bands."""
+    import numpy as np
+
+    from jaxscale import plotting
+
+    d, s = fit.data, fit.posterior.samples
+    ok = np.isfinite(d.logC)
+    F = len(d.families)
+    onehot = np.eye(F)[d.fam][ok]
+    big = 1e9
+    lo = np.min(np.where(onehot > 0, d.logC[ok][:, None], big), 0)  # (F,) family x-range
+    hi = np.max(np.where(onehot > 0, d.logC[ok][:, None], -big), 0)
+    has = onehot.sum(0) > 0
+    lo, hi = np.where(has, lo, 0.0), np.where(has, hi, 0.0)
+    grid = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, 20)[None]  # (F, G)
+    lines = s["theta"][:, :, None] * grid[None] + s["nu"][:, :, None]  # (draws, F, G)
+    q = np.quantile(lines, (probs[0], 0.5, probs[1]), axis=0)
+    fig, ax = plotting.figure(1, 1, size=(7.5, 5.0))
+    cmap = __import__("matplotlib").colormaps["tab20"]
+    for i in np.flatnonzero(has):  # drawing only: one artist per family
+        c = cmap(i % 20)
+        m = ok & (d.fam == i)
+        ax.plot(d.logC[m], d.P[m], "o", color=c, ms=4)
+        plotting.band(ax, grid[i], q[1, i], q[0, i], q[2, i], label=d.families[i], color=c, alpha=0.15)
+    ax.set_xlabel("log10 FLOPs (1E21)")
+    ax.set_ylabel("capability P")
+    ax.legend(fontsize=6, ncol=2)
+    ax.set_title(title or "family compute efficiency (median, 90% band)", fontsize=10)
+    return str(plotting.save(fig, path))

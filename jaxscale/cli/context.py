@@ -1,44 +1,11 @@
-"""``jaxscale context fit --dataset ruler|babilong|longcontext_icl [--penalty ...] [--decay] [--bayes] --json``."""
+"""``jaxscale context fit``: the context-aware scaling law (Montgomery et al. 2025) per task; and the
+context-law section of ``jaxscale demo``."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-__all__ = ["register", "fit_handler", "run_fit", "plot_fit"]
-
-
-def plot_fit(result: dict, path, task: str | None = None):
-    """P vs prompt length, one colour per n_ctx: data points and the fitted law with its cliff."""
-    import numpy as np
-
-    from jaxscale.context_law.evaluate import CHANCE_FLOOR
-    from jaxscale.context_law.model import LawSpec, predict
-    from jaxscale.plotting import figure, save
-
-    spec = LawSpec(**result["spec"])
-    names = result["task_names"]
-    task = task or names[0]
-    i = names.index(task)
-    f = result["frames"][task]
-    theta = result["fits"].theta[i]
-    fig, ax = figure(size=(7.0, 4.5))
-    cmap = __import__("matplotlib").colormaps["viridis"]
-    ctxs = sorted(f["n_ctx"].unique())
-    logC = float(np.median(np.log(f["C"])))
-    g = float(f["chance"].iloc[0]) if CHANCE_FLOOR[result["source"]] else 0.0
-    for j, c in enumerate(ctxs):
-        col = cmap(j / max(len(ctxs) - 1, 1))
-        s = f[f["n_ctx"] == c]
-        ax.scatter(s["n_pmt"], s["score"], color=col, s=14, label=f"n_ctx={int(c)}")
-        grid = np.geomspace(f["n_pmt"].min(), f["n_pmt"].max() * 1.3, 300)
-        p = np.asarray(predict(spec, theta, np.full_like(grid, logC), grid, np.full_like(grid, c), g))
-        ax.plot(grid, p, color=col, lw=1.5)
-        ax.axvline(c, color=col, ls=":", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("prompt length n_pmt (tokens)")
-    ax.set_ylabel("score P")
-    ax.set_title(f"{result['source']} / {task}: law with {spec.penalty} penalty (dotted: n_ctx)")
-    ax.legend(fontsize=7, ncol=2)
-    return save(fig, path)
+__all__ = ["register", "fit_handler", "run_fit", "demo_section"]
 
 
 def run_fit(dataset: str, penalty: str | None = None, decay: bool = False, bayes: bool = False, seed: int = 0,
@@ -69,6 +36,8 @@ def run_fit(dataset: str, penalty: str | None = None, decay: bool = False, bayes
         out["bayes"] = _bayes(jax.random.fold_in(key, 1), res, spec, CHANCE_FLOOR[dataset], cutoff,
                               num_warmup, num_samples, num_chains, mae_split)
     if plot:
+        from jaxscale.context_law.plot import plot_fit
+
         out["plot"] = str(plot_fit(res, plot))
     return out
 
@@ -136,3 +105,51 @@ def register(subparsers) -> None:
     f.add_argument("--plot", default=None, help="PNG path: P vs prompt length per n_ctx (first task)")
     f.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     f.set_defaults(func=fit_handler)
+
+
+def demo_section(key, out_dir: Path, smoke: bool) -> dict:
+    """Fit the context law to the many-shot ICL set (all tasks in one vmapped DE + L-BFGS program).
+
+    ``smoke`` skips the extrapolation fit and uses one DE run per task instead of two.
+    """
+    import numpy as np
+
+    from jaxscale.context_law.plot import plot_fit
+    from jaxscale.context_law.data import load_compute_table
+    from jaxscale.context_law.evaluate import default_spec, evaluate_source
+    from jaxscale.laws.context import context_compute
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    table = load_compute_table()
+    C = np.asarray(context_compute(table["N_nonembedding"].to_numpy(float), table["n_ctx_tokens"].to_numpy(float)))
+    rel = float(np.max(np.abs(C / table["C_reported"].to_numpy(float) - 1)))
+
+    spec = default_spec("longcontext_icl")
+    res = evaluate_source(key, "longcontext_icl", spec, restarts=1 if smoke else 2, extrapolate=not smoke)
+    maes = {r["task"]: r["mae_in"]["all"] for r in res["tasks"]}
+    png = plot_fit(res, out_dir / "context_law_icl.png", task="nlu" if "nlu" in maes else None)
+    summary = {"compute_table_max_rel_err": rel, "icl_mae_in": maes,
+               "icl_mae_in_mean": float(np.mean(list(maes.values()))), "seconds": time.perf_counter() - t0}
+    lines = [
+        "Context-aware scaling law (Montgomery et al. 2025): P = f_C(C) f_n(n_pmt) S(n_pmt, n_ctx).",
+        "",
+        f"* Paper compute rule C = 6 N (2e12 + 400*64*n_ctx) reproduces all 12 rows of Table 1 "
+        f"(max relative error {rel:.1e}).",
+        "* Many-shot ICL (Bertsch et al. 2024), one fit per task pooled over 7 models, logistic cliff with "
+        "fitted width and effective limit, chance floor 1/n_labels; JAX DE + L-BFGS, all tasks vmapped:",
+        "",
+        "| task | MAE in-distribution |" + (" MAE extrapolated (>= 10k tokens) |" if not smoke else ""),
+        "| --- | --- |" + (" --- |" if not smoke else ""),
+    ]
+    for r in res["tasks"]:
+        extra = f" {r['mae_out']['all']:.3f} |" if not smoke else ""
+        lines.append(f"| {r['task']} | {r['mae_in']['all']:.3f} |{extra}")
+    if not smoke:
+        summary["icl_mae_out"] = {r["task"]: r["mae_out"]["all"] for r in res["tasks"]}
+    lines += ["", f"![context law cliff]({Path(png).name})", "",
+              "Reference: a plain scipy DE fit with a logistic penalty reached 0.047-0.052 per task. "
+              "The law fails on distractor-filled prompts (RULER, BABILong), where scores fall with length: "
+              "see `jaxscale context fit --dataset babilong --decay` for the length-decay extension."]
+    return {"title": "Context-aware scaling law", "markdown": "\n".join(lines), "summary": summary}

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxscale.config_regression.head import HeadConfig, NCPLHead
+from jaxscale.ncpl.head import HeadConfig, NCPLHead
 
 __all__ = ["Members", "init_members", "apply_member", "predict_members", "mixture", "Z90"]
 

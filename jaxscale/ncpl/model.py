@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from jaxscale._log import get_logger
-from jaxscale.config_regression import encoder as enc_mod
-from jaxscale.config_regression.dataset import carve_validation
-from jaxscale.config_regression.ensemble import Z90, Members, init_members, mixture, predict_members
-from jaxscale.config_regression.head import HeadConfig, text_features
-from jaxscale.config_regression.serialize import Schema, build_schema, encode_frame, placeholder_positions
-from jaxscale.config_regression.train import Data, TrainConfig, train_members
+from jaxscale.ncpl import encoder as enc_mod
+from jaxscale.ncpl.dataset import carve_validation
+from jaxscale.ncpl.ensemble import Z90, Members, init_members, mixture, predict_members
+from jaxscale.ncpl.head import HeadConfig, text_features
+from jaxscale.ncpl.serialize import Schema, build_schema, encode_frame, placeholder_positions
+from jaxscale.ncpl.train import Data, TrainConfig, train_members
 
 __all__ = ["NCPLModel", "Prediction", "cache_dir", "text_cache", "fit_ncpl", "predict_ncpl", "stage2",
            "save_model", "load_model", "member_features", "interval_scale"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from jaxscale.config_regression.dataset import ncpl_dir
-from jaxscale.config_regression.serialize import ncpl_frame
+from jaxscale.ncpl.dataset import ncpl_dir
+from jaxscale.ncpl.serialize import ncpl_frame
 
 __all__ = ["steplaw_law", "cell_key", "largest_cell", "cell_runs", "grid_configs", "tune_cell"]
 

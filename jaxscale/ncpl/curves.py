@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from jaxscale.config_regression.dataset import load_curves, regression_metrics, require_columns
+from jaxscale.ncpl.dataset import load_curves, regression_metrics, require_columns
 
 __all__ = ["curve_frame", "curve_metrics", "plot_curves"]
 

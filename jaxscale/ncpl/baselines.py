@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxscale.config_regression.dataset import SOURCES, regression_metrics, select
+from jaxscale.ncpl.dataset import SOURCES, regression_metrics, select
 
 __all__ = [
     "OPTIMIZERS",

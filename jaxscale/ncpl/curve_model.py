@@ -3,16 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
-import numpy as np
 import pandas as pd
 
-from jaxscale.config_regression.curves import curve_frame, curve_metrics, plot_curves
-from jaxscale.config_regression.dataset import SOURCES, select
-from jaxscale.config_regression.model import fit_ncpl, predict_ncpl
-from jaxscale.config_regression.serialize import ncpl_fields, ncpl_frame
-from jaxscale.config_regression.dataset import load_runs
-from jaxscale.config_regression.train import TrainConfig
+from jaxscale.ncpl.curves import curve_frame, curve_metrics, plot_curves
+from jaxscale.ncpl.dataset import SOURCES, select
+from jaxscale.ncpl.model import fit_ncpl, predict_ncpl
+from jaxscale.ncpl.serialize import ncpl_fields, ncpl_frame
+from jaxscale.ncpl.dataset import load_runs
+from jaxscale.ncpl.train import TrainConfig
 
 __all__ = ["CURVE_PRESETS", "fit_curve_model", "curve_evaluation"]
 

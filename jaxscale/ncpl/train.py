@@ -23,8 +23,8 @@ import optax
 from flax import nnx
 
 from jaxscale._log import get_logger, progress
-from jaxscale.config_regression.ensemble import Members, apply_member
-from jaxscale.config_regression.head import text_features
+from jaxscale.ncpl.ensemble import Members, apply_member
+from jaxscale.ncpl.head import text_features
 
 __all__ = ["TrainConfig", "Data", "TrainState", "TrainResult", "lr_schedule", "train_members"]
 

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 
 from jaxscale._log import get_logger
-from jaxscale.config_regression import baselines as bl
-from jaxscale.config_regression.dataset import SOURCES, SPLITS, load_runs, regression_metrics, select
-from jaxscale.config_regression.model import NCPLModel, cache_dir, fit_ncpl, load_model, predict_ncpl, save_model
-from jaxscale.config_regression.serialize import ncpl_fields, ncpl_frame
-from jaxscale.config_regression.train import TrainConfig
+from jaxscale.ncpl import baselines as bl
+from jaxscale.ncpl.dataset import SOURCES, SPLITS, load_runs, regression_metrics, select
+from jaxscale.ncpl.model import NCPLModel, cache_dir, fit_ncpl, load_model, predict_ncpl, save_model
+from jaxscale.ncpl.serialize import ncpl_fields, ncpl_frame
+from jaxscale.ncpl.train import TrainConfig
 
 __all__ = ["DEFAULT", "SMALL", "runs_frame", "ncpl_model", "evaluate", "evaluate_table", "scatter_plot"]
 

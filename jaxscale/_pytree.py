@@ -1,0 +1,69 @@
+"""Frozen dataclasses that are JAX pytrees: array fields are leaves, ``static_field`` s are not.
+
+Every ``Fit`` and ``Data`` of the pillars is such a class, so ``jax.jit(lambda f: f)(fit)`` works,
+a fit can be passed into user JAX code, and :func:`jaxscale.save` knows how to write it. Names,
+column labels, category vocabularies and the ``Spec`` that produced a fit live in static fields
+(hashable, part of the tree structure), never in leaves.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> @pytree_dataclass
+  ... class Toy:
+  ...     theta: jax.Array
+  ...     name: str = static_field(default="toy")
+  >>> t = jax.jit(lambda t: t)(Toy(jnp.ones(2)))
+  >>> t.name, t.theta.shape
+  ('toy', (2,))
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+__all__ = ["pytree_dataclass", "static_field", "is_static", "register_serializable", "SERIALIZABLE"]
+
+#: Qualified type name -> class, for every class :func:`jaxscale.load` may rebuild. Only classes
+#: of this package are ever registered, so a saved file can only name types the package defines.
+SERIALIZABLE: dict[str, type] = {}
+
+
+def type_name(cls: type) -> str:
+    """``module.QualName`` of a class, the key used in saved files."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_serializable(cls: type) -> type:
+    """Allow :func:`jaxscale.load` to rebuild ``cls`` (a NamedTuple or a dataclass)."""
+    name = type_name(cls)
+    if not name.startswith("jaxscale."):
+        raise ValueError(f"only jaxscale types can be registered for loading, got {name}")
+    SERIALIZABLE[name] = cls
+    return cls
+
+
+def static_field(**kwargs):
+    """A dataclass field that is static under JAX transforms (metadata, not a leaf)."""
+    metadata = dict(kwargs.pop("metadata", {}) or {}, static=True)
+    return dataclasses.field(metadata=metadata, **kwargs)
+
+
+def is_static(field: dataclasses.Field) -> bool:
+    return bool(field.metadata.get("static", False))
+
+
+def pytree_dataclass(cls: type) -> type:
+    """Make ``cls`` a frozen dataclass registered as a pytree (and as loadable).
+
+    Fields declared with :func:`static_field` become pytree metadata; they must be hashable
+    (str, int, float, bool, tuples, frozen specs). Every other field is a child (an array, a
+    NamedTuple of arrays, ``None``...).
+    """
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    fields = dataclasses.fields(cls)
+    data = [f.name for f in fields if not is_static(f)]
+    meta = [f.name for f in fields if is_static(f)]
+    jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=meta)
+    cls.replace = lambda self, **changes: dataclasses.replace(self, **changes)
+    cls.replace.__doc__ = "A copy with some fields changed (``dataclasses.replace``)."
+    return register_serializable(cls)

@@ -1,0 +1,113 @@
+"""Command line: ``jaxscale <command> ... [--json]``.
+
+A thin face over the library: every leaf command returns a JSON-serialisable dict; with ``--json``
+it is printed as one JSON object on stdout, otherwise as readable lines. Logs and progress go to
+stderr. Bad input exits with status 2 and ``error: <message>`` on stderr.
+
+Command groups live one per module: :mod:`.chinchilla`, :mod:`.lc`, :mod:`.obs`, :mod:`.context`,
+:mod:`.ncpl`; :mod:`.demo` builds the report of ``jaxscale demo``; :mod:`._common` holds the
+options every command shares (``--csv``, ``--where``, ``--holdout``, ``--predictions``, ``--save``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "build_parser", "GROUPS"]
+
+#: Command-group modules, each with ``register(subparsers)``.
+GROUPS = ("chinchilla", "lc", "obs", "context", "ncpl")
+
+
+def _datasets(args) -> dict:
+    from jaxscale.data import list_datasets
+
+    rows = list_datasets()
+    return {"datasets": [{"name": r["name"], "rows": r["rows"], "columns": r["columns"],
+                          "description": r["description"]} for r in rows]}
+
+
+def _demo(args) -> dict:
+    from jaxscale.cli.demo import run_demo
+
+    return run_demo(args.out, seed=args.seed, smoke=args.smoke, only=args.only)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, with every command group registered."""
+    from jaxscale.cli._common import Formatter, add_json
+    from jaxscale.cli.demo import SECTIONS
+
+    parser = argparse.ArgumentParser(prog="jaxscale", description=__doc__.splitlines()[0],
+                                     formatter_class=Formatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("datasets", help="list the bundled datasets", formatter_class=Formatter)
+    add_json(p)
+    p.set_defaults(func=_datasets)
+
+    p = sub.add_parser("demo", help="run the headline of every pillar and write a report", formatter_class=Formatter)
+    p.add_argument("--out", default="report", help="report folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="tiny settings (for tests)")
+    p.add_argument("--only", nargs="*", default=None, choices=list(SECTIONS), metavar="SECTION",
+                   help=f"sections to run (default: all of {', '.join(SECTIONS)})")
+    add_json(p)
+    p.set_defaults(func=_demo)
+
+    for group in GROUPS:
+        importlib.import_module(f"jaxscale.cli.{group}").register(sub)
+    _finish(parser, Formatter, add_json)
+    return parser
+
+
+def _finish(parser: argparse.ArgumentParser, formatter, add_json) -> None:
+    """Give every leaf command ``--json`` and the defaults-showing help formatter."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.formatter_class = formatter
+                if any(isinstance(a, argparse._SubParsersAction) for a in child._actions):
+                    _finish(child, formatter, add_json)
+                elif "--json" not in child._option_string_actions:
+                    add_json(child)
+
+
+def _print_human(result, indent: int = 0) -> None:
+    pad = "  " * indent
+    for k, v in result.items():
+        if isinstance(v, dict):
+            print(f"{pad}{k}:")
+            _print_human(v, indent + 1)
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            print(f"{pad}{k}:")
+            for item in v:
+                print(f"{pad}  - " + ", ".join(f"{a}={b}" for a, b in item.items() if not isinstance(b, (list, dict))))
+        else:
+            print(f"{pad}{k}: {v}")
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``jaxscale`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from jaxscale.config import enable_x64
+
+    enable_x64()
+    try:
+        result = args.func(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from jaxscale._json import dumps, to_jsonable
+
+    if getattr(args, "json", False):
+        print(dumps(result))
+    else:
+        _print_human(to_jsonable(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

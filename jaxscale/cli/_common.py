@@ -1,0 +1,199 @@
+"""Options and steps shared by every command: your own table, filters, hold-out, outputs.
+
+Handlers stay thin: read the table (:func:`read_input`), check output paths before any work
+(:func:`check_outputs`), call the pillar's ``from_frame -> fit -> predict``, then write
+(:func:`write_predictions`, :func:`save_fit`) and report (:func:`score`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+__all__ = [
+    "Formatter",
+    "add_json",
+    "add_table_args",
+    "add_output_args",
+    "add_predict_command",
+    "read_input",
+    "check_outputs",
+    "write_predictions",
+    "save_fit",
+    "score",
+    "split_list",
+    "predict_handler",
+]
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows every default and keeps the description's line breaks."""
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout (logs go to stderr)")
+
+
+def add_table_args(p: argparse.ArgumentParser, *, csv_help: str = "your own table (CSV, TSV or Parquet)",
+                   holdout: bool = True) -> None:
+    """``--csv``, ``--where`` and (optionally) ``--holdout``."""
+    p.add_argument("--csv", default=None, metavar="PATH", help=csv_help)
+    p.add_argument("--where", default=None, metavar="EXPR",
+                   help="keep only rows where this pandas expression holds, e.g. \"N > 1e8\"")
+    if holdout:
+        p.add_argument("--holdout", default=None, metavar="EXPR",
+                       help="rows held out from the fit and scored, e.g. \"N >= 1e9\"")
+
+
+def add_output_args(p: argparse.ArgumentParser, *, predictions: bool = True, save: bool = True) -> None:
+    """``--predictions``, ``--save`` and ``--overwrite``."""
+    if predictions:
+        p.add_argument("--predictions", default=None, metavar="OUT.csv",
+                       help="write one row per predicted input: its columns + mean, lower, upper")
+    if save:
+        p.add_argument("--save", default=None, metavar="DIR", help="save the fitted model in this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --save / --predictions outputs")
+
+
+def split_list(text: str | None, cast=str) -> list | None:
+    """``"a,b, c"`` -> ``["a", "b", "c"]`` (``None``/empty -> ``None``)."""
+    if text is None or str(text).strip() == "":
+        return None
+    return [cast(t.strip()) for t in str(text).split(",") if t.strip()]
+
+
+def read_input(args, *, required: bool = True):
+    """The ``--csv`` table filtered by ``--where`` (index = lines of the file), or ``None``."""
+    from jaxscale.data import read_table, where
+
+    if getattr(args, "csv", None) is None:
+        if required:
+            raise ValueError("give --csv PATH (your own table)")
+        return None
+    return where(read_table(args.csv), getattr(args, "where", None))
+
+
+def _check_writable_file(path, flag: str, overwrite: bool) -> None:
+    path = Path(path)
+    if path.exists() and path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file path")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{flag} {path} already exists; choose another path or pass --overwrite")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise ValueError(f"{flag} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{flag} {path}: folder {parent} is not writable")
+
+
+def check_outputs(args) -> None:
+    """Refuse unwritable or existing output paths BEFORE any fitting starts."""
+    overwrite = bool(getattr(args, "overwrite", False))
+    for flag in ("predictions", "plot"):
+        value = getattr(args, flag, None)
+        if value:
+            if flag == "plot":
+                overwrite = True  # plots are figures, replaced freely
+            _check_writable_file(value, f"--{flag}", overwrite)
+    save = getattr(args, "save", None)
+    if save:
+        path = Path(save)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())) and not getattr(args, "overwrite", False):
+            raise ValueError(f"--save {path} exists and is not empty; choose a new folder or pass --overwrite")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.exists() or not os.access(parent, os.W_OK):
+            raise ValueError(f"--save {path}: folder {parent} does not exist or is not writable")
+
+
+def write_predictions(path, frame, pred, *, extra: dict | None = None) -> str:
+    """Write ``frame`` (the predicted inputs) plus ``mean``, ``lower``, ``upper`` as CSV."""
+    out = pred.to_frame(frame)
+    for k, v in (extra or {}).items():
+        out[k] = v
+    out.to_csv(path, index=False)
+    return str(path)
+
+
+def save_fit(args, fit) -> str | None:
+    """``jaxscale.save(fit, --save)`` when ``--save`` is given."""
+    if not getattr(args, "save", None):
+        return None
+    from jaxscale.io import save
+
+    return str(save(fit, args.save, overwrite=bool(getattr(args, "overwrite", False))))
+
+
+def score(y, pred, mask=None) -> dict:
+    """Held-out metrics of a :class:`~jaxscale.Prediction` against truth ``y``.
+
+    ``n``, ``mae``, ``rmse``, ``mape`` (in %, when every truth is non-zero) and the coverage of the
+    prediction's interval. Rows with a missing truth are not scored and are counted.
+    """
+    import numpy as np
+
+    y = np.asarray(y, float)
+    mean, lo, hi = (np.asarray(a, float) for a in (pred.mean, pred.lower, pred.upper))
+    if mask is not None:
+        mask = np.asarray(mask, bool)
+        y, mean, lo, hi = y[mask], mean[mask], lo[mask], hi[mask]
+    ok = np.isfinite(y)
+    out = {"n": int(ok.sum()), "n_missing_truth": int((~ok).sum())}
+    if not ok.any():
+        out.update(mae=None, rmse=None, mape=None, coverage=None,
+                   reason="no held-out row has a finite target value")
+        return out
+    y, mean, lo, hi = y[ok], mean[ok], lo[ok], hi[ok]
+    err = mean - y
+    out["mae"] = float(np.mean(np.abs(err)))
+    out["rmse"] = float(np.sqrt(np.mean(err**2)))
+    out["mape"] = float(100 * np.mean(np.abs(err / y))) if np.all(y != 0) else None
+    if out["mape"] is None:
+        out["mape_reason"] = "a true value is 0"
+    out["coverage"] = float(np.mean((y >= lo) & (y <= hi)))
+    return out
+
+
+def predict_handler(module_name: str):
+    """Handler of ``jaxscale <pillar> predict``: load ``--model``, predict ``--csv`` rows."""
+
+    def handler(args) -> dict:
+        import importlib
+
+        import jax
+
+        from jaxscale.io import load
+
+        check_outputs(args)
+        pillar = importlib.import_module(module_name)
+        fit = load(args.model)
+        if not isinstance(fit, pillar.Fit):
+            raise ValueError(f"--model {args.model} holds a {type(fit).__name__}, not a {module_name} model")
+        df = read_input(args)
+        pred = pillar.predict(fit, df, key=jax.random.key(args.seed), level=args.level)
+        out = {"model": str(args.model), "n": int(len(df)), "level": args.level,
+               "mean": pred.mean, "lower": pred.lower, "upper": pred.upper}
+        target = dict(fit.columns).get("target")
+        if target and target in df.columns:
+            import pandas as pd
+
+            out["score"] = score(pd.to_numeric(df[target], errors="coerce"), pred)
+        if args.predictions:
+            out["predictions"] = write_predictions(args.predictions, df, pred)
+        return out
+
+    return handler
+
+
+def add_predict_command(sub, module_name: str, what: str) -> argparse.ArgumentParser:
+    """``predict --model DIR --csv NEW [--where] [--predictions] [--level] [--seed]``."""
+    p = sub.add_parser("predict", help=f"predict new rows with a saved {what} model (from --save)",
+                       formatter_class=Formatter)
+    p.add_argument("--model", required=True, metavar="DIR", help="folder written by --save")
+    add_table_args(p, csv_help="rows to predict (CSV, TSV or Parquet), with the model's input columns",
+                   holdout=False)
+    p.add_argument("--level", type=float, default=0.9, help="central interval level")
+    p.add_argument("--seed", type=int, default=0, help="seed of predictive draws (where the model draws)")
+    add_output_args(p, save=False)
+    add_json(p)
+    p.set_defaults(func=predict_handler(module_name))
+    return p

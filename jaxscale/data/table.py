@@ -1,0 +1,100 @@
+"""Your own run tables: read a CSV / TSV / Parquet file, filter it, and mark held-out rows.
+
+:func:`read_table` numbers rows by their **line in the file** (the header is line 1, so the first
+data row is 2): every validator in :mod:`jaxscale.data.validate` reports the frame's index, so
+error messages point at the lines a user sees in an editor. :func:`where` and
+:func:`holdout_mask` keep that index.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["read_table", "where", "holdout_mask", "FILE_ROWS"]
+
+#: Suffix of ``what`` strings when the index holds file lines (see :func:`read_table`).
+FILE_ROWS = "row numbers are lines of the file"
+
+
+def read_table(path, *, what: str | None = None) -> pd.DataFrame:
+    """Read a CSV (``.csv``, ``.tsv``/``.txt`` tab-separated) or Parquet (``.parquet``/``.pq``) file.
+
+    The returned frame's index is the 1-based line number of each row in the file (header =
+    line 1); for Parquet, the row number plus one (as if a header line preceded it). Rows are never
+    dropped or reordered.
+
+    Raises:
+      ValueError: the file is missing, empty, unreadable, or has no rows.
+    """
+    path = Path(path)
+    what = what or path.name
+    if not path.exists():
+        raise ValueError(f"{what}: file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            try:
+                df = pd.read_parquet(path)
+            except ImportError as exc:
+                raise ValueError(f"{what}: reading Parquet needs pyarrow: pip install 'jaxscale[parquet]' "
+                                 "(or save the table as CSV)") from exc
+        elif suffix in (".tsv", ".txt"):
+            df = pd.read_csv(path, sep="\t")
+        else:
+            df = pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise ValueError(f"{what}: file {str(path)!r} is empty") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise ValueError(f"{what}: could not parse {str(path)!r}: {exc}") from exc
+    if df.empty:
+        raise ValueError(f"{what}: file {str(path)!r} has a header but no rows")
+    df.index = pd.RangeIndex(2, len(df) + 2)
+    df.attrs["source"] = str(path)
+    return df
+
+
+def _eval_mask(df: pd.DataFrame, expr: str, flag: str) -> np.ndarray:
+    try:
+        mask = df.eval(expr)
+    except Exception as exc:  # pandas raises many types for a bad expression
+        raise ValueError(f"{flag} {expr!r} is not a valid pandas expression over the columns "
+                         f"{list(df.columns)[:20]}: {exc}. Quote column names with spaces in backticks, "
+                         "e.g. `my col` > 3") from exc
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.shape != (len(df),):
+        raise ValueError(f"{flag} {expr!r} must give one True/False per row (a comparison such as "
+                         f"N > 1e9), got values of dtype {mask.dtype}")
+    return mask
+
+
+def where(df: pd.DataFrame, expr: str | None) -> pd.DataFrame:
+    """Rows for which the pandas expression ``expr`` holds (``None``: all rows).
+
+    The frame's index (file lines) is kept. Raises when no row is left.
+    """
+    if not expr:
+        return df
+    mask = _eval_mask(df, expr, "--where")
+    if not mask.any():
+        raise ValueError(f"--where {expr!r} keeps none of the {len(df)} rows")
+    return df.loc[mask]
+
+
+def holdout_mask(df: pd.DataFrame, expr: str | None, *, min_train: int = 1) -> np.ndarray:
+    """Boolean mask of held-out rows (``expr`` is a pandas expression; ``None``: no rows).
+
+    Raises when the expression holds out every row, or leaves fewer than ``min_train`` rows to fit;
+    an expression that selects no row is an error too (a typo would otherwise silently score
+    nothing).
+    """
+    if not expr:
+        return np.zeros(len(df), bool)
+    mask = _eval_mask(df, expr, "--holdout")
+    if not mask.any():
+        raise ValueError(f"--holdout {expr!r} selects none of the {len(df)} rows; nothing would be scored")
+    if (~mask).sum() < min_train:
+        raise ValueError(f"--holdout {expr!r} holds out {int(mask.sum())} of {len(df)} rows and leaves "
+                         f"{int((~mask).sum())} to fit; need at least {min_train}")
+    return mask

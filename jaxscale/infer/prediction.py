@@ -1,0 +1,77 @@
+r"""The one prediction type every pillar returns: ``Prediction(mean, lower, upper, samples)``.
+
+``lower``/``upper`` bound a central interval at the ``level`` the caller asked for (0.9 by
+default); ``samples`` (sample axis first) is present when the model produced draws (bootstraps,
+posterior predictive, Monte Carlo) and ``None`` otherwise. Arrays are in the units of the
+pillar's target (loss, accuracy, score), one entry per query row.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import ndtri
+
+__all__ = ["Prediction", "from_samples", "from_normal", "check_level", "z_value"]
+
+
+class Prediction(NamedTuple):
+    """Predictive mean and central interval, optionally with the draws they came from.
+
+    Attributes:
+      mean: ``(n,)`` point prediction per query row.
+      lower: ``(n,)`` lower end of the central interval.
+      upper: ``(n,)`` upper end.
+      samples: ``(S, n)`` predictive draws, or ``None``.
+    """
+
+    mean: jax.Array
+    lower: jax.Array
+    upper: jax.Array
+    samples: jax.Array | None = None
+
+    def to_frame(self, frame=None, prefix: str = ""):
+        """A pandas frame with ``mean``, ``lower``, ``upper`` (appended to ``frame`` if given)."""
+        import numpy as np
+        import pandas as pd
+
+        cols = {f"{prefix}mean": np.asarray(self.mean), f"{prefix}lower": np.asarray(self.lower),
+                f"{prefix}upper": np.asarray(self.upper)}
+        if frame is None:
+            return pd.DataFrame(cols)
+        out = frame.reset_index(drop=True).copy()
+        if len(out) != len(cols[f"{prefix}mean"]):
+            raise ValueError(f"prediction has {len(cols[f'{prefix}mean'])} rows but the frame has {len(out)}")
+        for k, v in cols.items():
+            out[k] = v
+        return out
+
+
+def check_level(level: float) -> float:
+    """Validate an interval level in (0, 1)."""
+    level = float(level)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}; e.g. level=0.9 for a 90% interval")
+    return level
+
+
+def z_value(level: float):
+    """Two-sided standard-normal quantile of a central ``level`` interval (1.645 for 0.9)."""
+    return ndtri(0.5 + check_level(level) / 2.0)
+
+
+def from_samples(samples, level: float = 0.9, mean=None, keep_samples: bool = True) -> Prediction:
+    """Prediction from draws ``(S, n)``: sample mean (unless ``mean`` is given) and quantiles."""
+    level = check_level(level)
+    samples = jnp.asarray(samples)
+    q = jnp.quantile(samples, jnp.asarray([(1 - level) / 2, (1 + level) / 2]), axis=0)
+    m = jnp.mean(samples, axis=0) if mean is None else jnp.asarray(mean)
+    return Prediction(m, q[0], q[1], samples if keep_samples else None)
+
+
+def from_normal(mean, std, level: float = 0.9) -> Prediction:
+    """Prediction from a Gaussian ``N(mean, std^2)`` per row (no draws)."""
+    z = z_value(level)
+    mean, std = jnp.asarray(mean), jnp.asarray(std)
+    return Prediction(mean, mean - z * std, mean + z * std, None)

@@ -1,0 +1,113 @@
+"""Figures of the learning-curve pillar (matplotlib via :mod:`jaxscale.plotting`, Agg when headless).
+
+Held-out curves against the truth, the probabilistic law's fan of draws, and active-learning
+traces; :func:`plot_heldout` draws a model's prediction of a split's held-out points.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from jaxscale.plotting import _plt
+
+__all__ = ["plot_curves", "plot_law_fan", "plot_active", "plot_heldout"]
+
+
+def plot_curves(path, labels, L, C, held_labels, mean, cov, level=1.645):
+    """Held-out curves: truth vs predictive mean with a 90% band; observed curves in grey."""
+    plt = _plt()
+    held = [tuple(h) for h in held_labels]
+    P = L.shape[1]
+    m = np.asarray(mean).reshape(-1, P) if np.ndim(mean) == 1 else np.asarray(mean).mean(0).reshape(-1, P)
+    var = np.diagonal(np.asarray(cov), axis1=-2, axis2=-1)
+    var = var if var.ndim == 1 else var.mean(0)
+    sd = np.sqrt(np.maximum(var, 0)).reshape(-1, P)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, lab in enumerate(labels):
+        if lab not in held:
+            ax.plot(C[i], L[i], color="0.8", lw=0.8)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(held)))
+    for j, (lab, col) in enumerate(zip(held, colors)):
+        i = labels.index(lab)
+        ax.fill_between(C[i], m[j] - level * sd[j], m[j] + level * sd[j], color=col, alpha=0.25, lw=0)
+        ax.plot(C[i], m[j], color=col, lw=1.2, label=f"{lab[0]}x{lab[1]}")
+        ax.plot(C[i], L[i], "o", color=col, ms=2.5)
+    ax.set(xscale="log", yscale="log", xlabel="training compute C (FLOPs)", ylabel="validation loss",
+           title="held-out curves: prediction (line, 90% band) vs truth (dots)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_law_fan(path, b1, b0, gt, frontier_c=None, frontier_l=None, u_range=(np.log(1e15), np.log(1e20))):
+    """Law fan: 5-95% and 25-75% bands of ln L = b1 ln C + b0 over draws, median, ground-truth law."""
+    plt = _plt()
+    u = np.linspace(*u_range, 200)
+    lines = np.asarray(b1)[:, None] * u[None] + np.asarray(b0)[:, None]
+    q = np.quantile(lines, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+    C = np.exp(u)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.fill_between(C, np.exp(q[0]), np.exp(q[4]), color="C0", alpha=0.2, lw=0, label="5-95% of draws")
+    ax.fill_between(C, np.exp(q[1]), np.exp(q[3]), color="C0", alpha=0.35, lw=0, label="25-75%")
+    ax.plot(C, np.exp(q[2]), color="C0", lw=1.5, label="median law")
+    ax.plot(C, np.exp(gt.b1 * u + gt.b0), "k--", lw=1.5, label=f"ground truth ({gt.b1:.4f}, {gt.b0:.3f})")
+    if frontier_c is not None:
+        ax.plot(frontier_c, frontier_l, ".", color="C3", ms=3, label="true frontier")
+    ax.axvspan(1e18, 1e20, color="0.9", zorder=-1)
+    ax.set(xscale="log", yscale="log", xlabel="C (FLOPs)", ylabel="loss",
+           title="probabilistic scaling law (shaded: frontier grid 1e18-1e20)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_active(path, summary: dict, key="abc_joint"):
+    """AbC vs queries and vs cumulative PetaFLOPs, mean +- std over seeds, per strategy."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for s, d in summary.items():
+        m, sd = np.asarray(d[key]["mean"]), np.asarray(d[key]["std"])
+        pf = np.asarray(d["cum_pf"]["mean"])
+        q = np.arange(len(m))
+        for ax, x in ((axes[0], q), (axes[1], pf)):
+            ax.plot(x, m, label=s, lw=1.4)
+            ax.fill_between(x, np.maximum(m - sd, 0), m + sd, alpha=0.15, lw=0)
+    axes[0].set(xlabel="queries", ylabel="AbC", title=f"AbC vs queries ({key})")
+    axes[1].set(xlabel="cumulative training cost (PF)", ylabel="AbC", xscale="log", title="AbC vs cost")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_heldout(problem, pred, path, title: str = "") -> Path:
+    """Predicted vs true held-out curves: mean over restarts, band = mean ± 2 sd of the restart mixture."""
+    from jaxscale import plotting
+
+    mean = np.asarray(pred.mean)
+    var = np.diagonal(np.asarray(pred.cov), axis1=-2, axis2=-1) + np.asarray(pred.noise_var)
+    mu = mean.mean(0)
+    sd = np.sqrt(np.maximum(var.mean(0) + mean.var(0), 0.0))
+    c = np.asarray(problem.test.c)
+    x = np.asarray(problem.test.x)
+    curves = np.unique(c)
+    ncol = min(4, len(curves))
+    nrow = int(np.ceil(len(curves) / ncol))
+    fig, axes = plotting.figure(nrow, ncol, size=(3.2, 2.6), squeeze=False)
+    R = problem.n_reps
+    for ax, k in zip(axes.ravel(), curves):
+        m = c == k
+        o = np.argsort(x[m])
+        xs = x[m][o]
+        plotting.band(ax, xs, mu[m][o], mu[m][o] - 2 * sd[m][o], mu[m][o] + 2 * sd[m][o], label="pred ±2sd")
+        ax.plot(xs, problem.y_test[m][o], "k.", ms=5, label="truth")
+        ax.set_title(f"{problem.data.task_labels[k // R]} / {problem.data.replicate_labels[k % R]}", fontsize=9)
+        ax.set_xlabel("x (ln step)", fontsize=8)
+    for ax in axes.ravel()[len(curves):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return plotting.save(fig, path)
