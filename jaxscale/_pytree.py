@@ -53,7 +53,8 @@ def is_static(field: dataclasses.Field) -> bool:
 
 
 def pytree_dataclass(cls: type) -> type:
-    """Make ``cls`` a frozen dataclass registered as a pytree (and as loadable).
+    """Make ``cls`` a frozen dataclass registered as a pytree (and, for jaxscale's own classes,
+    as loadable by :func:`jaxscale.load`).
 
     Fields declared with :func:`static_field` become pytree metadata; they must be hashable
     (str, int, float, bool, tuples, frozen specs). Every other field is a child (an array, a
@@ -66,4 +67,6 @@ def pytree_dataclass(cls: type) -> type:
     jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=meta)
     cls.replace = lambda self, **changes: dataclasses.replace(self, **changes)
     cls.replace.__doc__ = "A copy with some fields changed (``dataclasses.replace``)."
-    return register_serializable(cls)
+    if type_name(cls).startswith("jaxscale."):  # user classes are pytrees, but not loadable
+        register_serializable(cls)
+    return cls
