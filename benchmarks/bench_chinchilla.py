@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from jaxscale import chinchilla as ch  # noqa: E402
 from jaxscale.data import load  # noqa: E402
+from jaxscale.laws import chinchilla_theta_to_params  # noqa: E402
 
 
 def _timed(fn):
@@ -59,12 +60,15 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_chinchilla.json"))
     args = ap.parse_args()
     df = load("epoch_chinchilla")
-    data, _ = ch.prepare(df)
+    key = jax.random.key(0)
+    all_rows = ch.from_frame(df)
 
-    res, fit_wall, fit_cpu = _timed(lambda: ch.fit(df))
-    _, fit2_wall, fit2_cpu = _timed(lambda: ch.fit(df))  # compiled
-    boot, boot_wall, boot_cpu = _timed(
-        lambda: ch.bootstrap(jax.random.key(0), df, n_boot=args.n_boot, theta0=res.theta))
+    res, fit_wall, fit_cpu = _timed(lambda: ch.fit(key, all_rows, ch.EPOCH_SPEC))
+    _, fit2_wall, fit2_cpu = _timed(lambda: ch.fit(key, all_rows, ch.EPOCH_SPEC))  # compiled
+    data = ch.take_rows(all_rows, ~np.asarray(res.excluded))
+    (theta_b, n_excl), boot_wall, boot_cpu = _timed(
+        lambda: ch.bootstrap(key, data, res.theta, n_boot=args.n_boot))
+    boot = ch.params_dict(chinchilla_theta_to_params(theta_b))
     ours_total = fit_wall + boot_wall
 
     starts = np.asarray(ch.start_grid())
@@ -82,11 +86,11 @@ def main() -> None:
         "jaxscale": {
             "fit_wall_s_incl_compile": fit_wall, "fit_cpu_s_incl_compile": fit_cpu,
             "fit_wall_s_compiled": fit2_wall, "fit_cpu_s_compiled": fit2_cpu,
-            "bootstrap_n": int(len(boot["E"])), "bootstrap_wall_s": boot_wall,
+            "bootstrap_n": int(len(theta_b)), "bootstrap_wall_s": boot_wall,
             "bootstrap_cpu_s": boot_cpu, "grid_plus_bootstrap_wall_s": ours_total,
-            "params": {k: float(v) for k, v in p.items()}, "objective": res.objective,
+            "params": {k: float(v) for k, v in p.items()}, "objective": float(res.objective),
             "bootstrap_90": {k: [float(np.percentile(v, 5)), float(np.percentile(v, 95))]
-                             for k, v in boot.items() if k != "n_excluded"},
+                             for k, v in boot.items()},
         },
         "scipy_lbfgsb": {
             "starts_timed": int(len(idx)), "extrapolated_to_4500": bool(len(idx) < len(starts)),

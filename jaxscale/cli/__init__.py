@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the headline of every pillar and write a report", formatter_class=Formatter)
     p.add_argument("--out", default="report", help="report folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="root seed of every section")
     p.add_argument("--smoke", action="store_true", help="tiny settings (for tests)")
     p.add_argument("--only", nargs="*", default=None, choices=list(SECTIONS), metavar="SECTION",
                    help=f"sections to run (default: all of {', '.join(SECTIONS)})")

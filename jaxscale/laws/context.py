@@ -2,8 +2,9 @@
 
     P(C, n_pmt, n_ctx) = [1 - exp(-A (C/C_c)^alpha)] * [1 - exp(-B (n_pmt/n_c)^beta)] * S(n_pmt, n_ctx)
 
-``A`` and ``C_c`` (and ``B`` and ``n_c``) are not separately identifiable, so the law is computed
-from the identifiable parameters (see ``shared/docs/context_law.md`` section 1.2)::
+``A`` and ``C_c`` (and ``B`` and ``n_c``) are not separately identifiable (only the products
+``A C_c^-alpha`` and ``B n_c^-beta`` enter the law), so it is computed from the identifiable
+parameters::
 
     a = log A - alpha * log(C_c / C_REF),    b = log B - beta * log(n_c / N_REF)
 
@@ -30,6 +31,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxscale._pytree import register_serializable
+
 __all__ = [
     "C_REF",
     "N_REF",
@@ -50,6 +53,7 @@ N_REF = 1e3
 PENALTIES = ("none", "step", "logistic", "log_ratio")
 
 
+@register_serializable
 class ContextLawParams(NamedTuple):
     """Identifiable 4-parameter form: a, alpha (compute), b, beta (prompt length)."""
 
@@ -59,6 +63,7 @@ class ContextLawParams(NamedTuple):
     beta: jax.Array
 
 
+@register_serializable
 class PaperContextParams(NamedTuple):
     """The paper's 6-parameter form (A, C_c, alpha, B, n_c, beta); C_c in FLOPs, n_c in tokens."""
 

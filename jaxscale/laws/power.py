@@ -11,6 +11,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxscale._pytree import register_serializable
+
 __all__ = [
     "ChinchillaParams",
     "PowerLawParams",
@@ -26,6 +28,7 @@ __all__ = [
 ]
 
 
+@register_serializable
 class ChinchillaParams(NamedTuple):
     """Parameters of :math:`L(N, D) = E + A/N^\alpha + B/D^\beta`."""
 
@@ -36,6 +39,7 @@ class ChinchillaParams(NamedTuple):
     beta: jnp.ndarray
 
 
+@register_serializable
 class PowerLawParams(NamedTuple):
     """Parameters of :math:`y = a x^{-b}`."""
 
@@ -43,6 +47,7 @@ class PowerLawParams(NamedTuple):
     b: jnp.ndarray
 
 
+@register_serializable
 class SaturatingPowerLawParams(NamedTuple):
     """Parameters of :math:`y = E + A x^{-\alpha}`."""
 

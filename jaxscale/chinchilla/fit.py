@@ -1,0 +1,411 @@
+r"""Chinchilla :math:`L(N, D) = E + A/N^\alpha + B/D^\beta` fitted by Epoch AI's method.
+
+Epoch's replication of Hoffmann et al. (2022): minimise
+:math:`\sum_i w_i\,\mathrm{Huber}_\delta(\mathrm{LSE}(a - \alpha \log N_i, b - \beta \log D_i, e) - \log L_i)`
+with :math:`\delta = 10^{-3}` by L-BFGS from every point of a 4,500-point grid of starts
+(:math:`\alpha, \beta \in \{0, .5, \dots, 2\}`, :math:`e \in \{-1, -.5, \dots, 1\}`,
+:math:`a, b \in \{0, 5, \dots, 25\}`) and keep the best; ``E = e^e, A = e^a, B = e^b``. On Epoch's
+245 extracted points the 5 highest-loss points are left out (:data:`EPOCH_SPEC`); on a user's own
+runs nothing is left out unless asked (``Spec(exclude_top_loss=k)``).
+
+All 4,500 starts run as one ``vmap``ped compiled program (:func:`fit_core`); bootstrap refits
+``vmap`` over resamples (:func:`bootstrap`).
+"""
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from jaxscale._pytree import pytree_dataclass, register_serializable, static_field
+from jaxscale.config import warn_if_float32
+from jaxscale.data import validate as V
+from jaxscale.infer import FitResult, huber, minimize_lbfgs, minimize_newton, multistart
+from jaxscale.laws import ChinchillaParams, chinchilla_log_lse, chinchilla_theta_to_params
+
+__all__ = [
+    "ChinchillaData",
+    "ChinchillaSpec",
+    "ChinchillaFit",
+    "EPOCH_SPEC",
+    "HUBER_DELTA",
+    "from_frame",
+    "aggregate",
+    "start_grid",
+    "huber_objective",
+    "fit_core",
+    "fit",
+    "bootstrap",
+    "bootstrap_core",
+    "params_dict",
+    "residual_scale",
+    "take_rows",
+    "pad_rows",
+    "bucket",
+]
+
+HUBER_DELTA = 1e-3
+#: Line-search trials per screening step: a vmapped line search runs as many trials as its
+#: slowest member, so a short cap keeps 4,500 starts cheap; polishing uses the full 30.
+SCREEN_LINESEARCH_STEPS = 4
+_N_PARAMS = 5
+
+
+@pytree_dataclass
+class ChinchillaData:
+    """Runs as arrays: natural logs of N, D and the loss (NaN in a query), and row weights.
+
+    Row ``i`` is row ``i`` of the frame given to :func:`from_frame`.
+    """
+
+    log_N: jax.Array
+    log_D: jax.Array
+    log_loss: jax.Array
+    weights: jax.Array
+    columns: tuple = static_field(default=(("N", "N"), ("D", "D"), ("target", "loss")))
+
+    @property
+    def n(self) -> int:
+        return int(self.log_N.shape[0])
+
+
+@register_serializable
+class ChinchillaSpec(NamedTuple):
+    """How to fit (every field has the default used by Python and the CLI alike).
+
+    Attributes:
+      exclude_top_loss: leave this many highest-loss rows out of the fit (weight 0, reported in
+        ``Fit.excluded``). 0 for your own runs; Epoch used 5 on their extracted points.
+      n_boot: bootstrap refits (rows resampled with replacement); 0 = none. With refits,
+        predictions carry parameter uncertainty as well as residual noise.
+      boot_steps: damped-Newton steps of each bootstrap refit.
+      screen_steps: L-BFGS iterations given to every grid start.
+      polish_top: how many of the best screened starts are run to convergence.
+      max_steps: iteration cap of the polishing run.
+      huber_delta: Huber threshold on log-loss residuals.
+    """
+
+    exclude_top_loss: int = 0
+    n_boot: int = 0
+    boot_steps: int = 60
+    screen_steps: int = 30
+    polish_top: int = 32
+    max_steps: int = 1000
+    huber_delta: float = HUBER_DELTA
+
+
+#: Epoch AI's published setting for their 245 points: the 5 highest-loss points left out.
+EPOCH_SPEC = ChinchillaSpec(exclude_top_loss=5)
+
+
+@pytree_dataclass
+class ChinchillaFit:
+    """A fitted Chinchilla law.
+
+    Attributes:
+      params: :class:`~jaxscale.laws.ChinchillaParams` (E, A, B, alpha, beta) of the best start.
+      theta: the same as ``(a, b, e, alpha, beta)`` (``E = exp(e)``...), the optimiser's space.
+      objective: Huber objective at the optimum.
+      converged: whether the best start met its tolerance; ``reason`` its code
+        (:data:`jaxscale.infer.REASONS`).
+      n_converged: polished starts that converged; ``n_nonfinite_starts``: screened starts that
+        went non-finite (discarded by design: a grid start far from the data can overflow).
+      excluded: ``(n,)`` rows left out of the fit (highest losses, ``spec.exclude_top_loss``).
+      sigma: residual standard deviation of log loss on the fitted rows (``n - 5`` degrees of
+        freedom): the noise of a new run around the law.
+      dof: those degrees of freedom.
+      boot_theta: ``(B, 5)`` converged bootstrap refits (``None`` without ``spec.n_boot``).
+      boot_excluded: refits dropped because they were non-finite or did not converge.
+    """
+
+    params: ChinchillaParams
+    theta: jax.Array
+    objective: jax.Array
+    converged: jax.Array
+    reason: jax.Array
+    n_converged: jax.Array
+    n_nonfinite_starts: jax.Array
+    excluded: jax.Array
+    sigma: jax.Array
+    dof: jax.Array
+    boot_theta: jax.Array | None = None
+    boot_excluded: jax.Array | None = None
+    spec: ChinchillaSpec = static_field(default=ChinchillaSpec())
+    columns: tuple = static_field(default=(("N", "N"), ("D", "D"), ("target", "loss")))
+    n_starts: int = static_field(default=4500)
+
+
+def from_frame(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col: str | None = "loss",
+               what: str | None = None) -> ChinchillaData:
+    """Validate a runs table (one row per run) and return its arrays.
+
+    Args:
+      df: the runs; row labels (the index) are used in error messages (file lines when the
+        frame came from :func:`jaxscale.data.read_table`).
+      n_col: column with parameter counts N (raw counts, > 0).
+      d_col: column with training tokens D (raw counts, > 0).
+      loss_col: column with the final loss (> 0); ``None`` for a query without losses.
+      what: name of the table in error messages.
+
+    Raises:
+      ValueError: a missing column, a non-numeric / non-finite / non-positive value, or a
+        repeated (N, D) pair (naming the rows; aggregate them first with :func:`aggregate`).
+    """
+    what = what or "runs table"
+    cols = [n_col, d_col] + ([loss_col] if loss_col else [])
+    V.require_columns(df, cols, what)
+    V.check_positive(df, cols, what)
+    if loss_col:
+        dup = df.duplicated(subset=[n_col, d_col], keep=False)
+        if dup.any():
+            raise ValueError(
+                f"{what}: {int(dup.sum())} rows repeat the same ({n_col}, {d_col}) pair at rows "
+                f"{list(df.index[dup][:5])}{' ...' if dup.sum() > 5 else ''}; a repeated run would be "
+                "counted twice. Aggregate them (CLI: --agg mean or --agg min; Python: "
+                "chinchilla.aggregate(df, how='mean')) or remove them.")
+    dtype = jnp.result_type(float)
+    n = len(df)
+    log_loss = (np.log(pd.to_numeric(df[loss_col]).to_numpy(float)) if loss_col else np.full(n, np.nan))
+    columns = (("N", n_col), ("D", d_col), ("target", loss_col or "loss"))
+    return ChinchillaData(
+        jnp.asarray(np.log(pd.to_numeric(df[n_col]).to_numpy(float)), dtype),
+        jnp.asarray(np.log(pd.to_numeric(df[d_col]).to_numpy(float)), dtype),
+        jnp.asarray(log_loss, dtype),
+        jnp.ones(n, dtype),
+        columns=columns,
+    )
+
+
+def aggregate(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col: str = "loss",
+              how: str = "mean") -> tuple[pd.DataFrame, int]:
+    """Merge runs that repeat an (N, D) pair into one row (``how`` = ``"mean"`` or ``"min"`` loss).
+
+    Returns ``(frame, n_merged)``: the frame keeps the first row label of each group and the
+    count of rows merged away is returned so callers can report it.
+    """
+    if how not in ("mean", "min"):
+        raise ValueError(f"how={how!r}: use 'mean' (average repeated runs) or 'min' (best of them)")
+    V.require_columns(df, [n_col, d_col, loss_col], "runs table")
+    values = df.groupby([n_col, d_col], sort=False)[loss_col].transform(how).to_numpy()
+    first = ~df.duplicated(subset=[n_col, d_col], keep="first").to_numpy()
+    out = df.iloc[np.flatnonzero(first)].copy()
+    out[loss_col] = values[first]
+    return out, int(len(df) - len(out))
+
+
+def start_grid() -> jnp.ndarray:
+    """The 4,500 starts ``(a, b, e, alpha, beta)`` of Hoffmann et al. / Epoch."""
+    alphas = np.arange(0.0, 2.5, 0.5)
+    es = np.arange(-1.0, 1.5, 0.5)
+    abs_ = np.arange(0.0, 30.0, 5.0)
+    grid = list(itertools.product(abs_, abs_, es, alphas, alphas))
+    return jnp.asarray(np.array(grid, dtype=float), dtype=jnp.result_type(float))
+
+
+def huber_objective(theta, data: ChinchillaData, delta: float = HUBER_DELTA):
+    """Weighted sum of Huber losses of log-loss residuals (Epoch's objective)."""
+    pred = chinchilla_log_lse(theta, data.log_N, data.log_D)
+    return jnp.sum(data.weights * huber(pred - data.log_loss, delta))
+
+
+def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), starts=None) -> FitResult:
+    """Pure core of :func:`fit`: screen every start, polish the best, return the best polished one.
+
+    Under ``vmap`` a batched L-BFGS runs until its slowest member stops, so running all 4,500
+    starts to full convergence wastes most of the work on starts that end in poor basins.
+    Screening all of them for ``spec.screen_steps`` iterations and polishing the
+    ``spec.polish_top`` lowest to convergence finds the same optimum at a fraction of the cost.
+    Everything stays on device (no host checks): ``jax.vmap`` it over datasets of equal shape.
+    ``key`` is unused (the start grid is fixed); it keeps the signature of every pillar.
+
+    Returns:
+      :class:`~jaxscale.infer.FitResult` of the best polished start; its ``history`` holds
+      ``(n_converged, n_nonfinite_starts)`` over the polished / screened starts.
+    """
+    del key
+    starts = start_grid() if starts is None else jnp.asarray(starts)
+    top_k = min(spec.polish_top, int(starts.shape[0]))
+    screened = multistart(minimize_lbfgs, huber_objective, starts, data, spec.huber_delta,
+                          max_steps=spec.screen_steps, tol=1e-10, ftol=0.0,
+                          max_linesearch_steps=SCREEN_LINESEARCH_STEPS)
+    finite = jnp.isfinite(screened.loss) & jnp.all(jnp.isfinite(screened.params), axis=-1)
+    loss = jnp.where(finite, screened.loss, jnp.inf)
+    top = jnp.argsort(loss)[:top_k]
+    polished = multistart(minimize_lbfgs, huber_objective, screened.params[top], data, spec.huber_delta,
+                          max_steps=spec.max_steps, tol=1e-10, ftol=1e-13)
+    ok = jnp.isfinite(polished.loss) & jnp.all(jnp.isfinite(polished.params), axis=-1)
+    i = jnp.argmin(jnp.where(ok, polished.loss, jnp.inf))
+    best = jax.tree_util.tree_map(lambda a: a[i], polished._replace(history=None))
+    counts = jnp.stack([jnp.sum(polished.converged & ok), jnp.sum(~finite)])
+    return best._replace(history=counts)
+
+
+_fit_core_jit = jax.jit(fit_core, static_argnames=("spec",))
+
+
+def _exclusion(data: ChinchillaData, k: int) -> np.ndarray:
+    loss = np.asarray(data.log_loss)
+    mask = np.zeros(loss.shape[0], bool)
+    if k > 0:
+        mask[np.argsort(loss, kind="stable")[loss.shape[0] - k:]] = True
+    return mask
+
+
+def residual_scale(theta, data: ChinchillaData) -> tuple[float, int]:
+    """Residual standard deviation of log loss on rows with weight > 0, and its degrees of freedom
+    (weighted rows minus the 5 parameters)."""
+    w = np.asarray(data.weights, float)
+    r = np.asarray(chinchilla_log_lse(jnp.asarray(theta), data.log_N, data.log_D) - data.log_loss, float)
+    dof = float(w.sum()) - _N_PARAMS
+    return float(np.sqrt(np.sum(w * r**2) / max(dof, 1.0))), int(dof)
+
+
+def bucket(n: int) -> int:
+    """Padded length for ``n`` rows: multiples of 64 up to 1,024, then of 1,024. Fits of tables
+    whose lengths share a bucket reuse one compiled program (padding rows carry weight 0)."""
+    return max(64, -(-n // 64) * 64) if n <= 1024 else -(-n // 1024) * 1024
+
+
+def pad_rows(data: ChinchillaData, n: int) -> ChinchillaData:
+    """Append ``n - data.n`` inert rows (weight 0, finite values): objectives are unchanged."""
+    k = n - data.n
+    if k < 0:
+        raise ValueError(f"cannot pad {data.n} rows to {n}")
+    if k == 0:
+        return data
+    pad = lambda a, v: jnp.concatenate([a, jnp.full((k,), v, a.dtype)])  # noqa: E731
+    return data.replace(log_N=pad(data.log_N, 0.0), log_D=pad(data.log_D, 0.0),
+                        log_loss=pad(data.log_loss, 0.0), weights=pad(data.weights, 0.0))
+
+
+def take_rows(data: ChinchillaData, mask) -> ChinchillaData:
+    """The rows of ``data`` where ``mask`` holds (same static metadata)."""
+    idx = np.flatnonzero(np.asarray(mask))
+    return jax.tree_util.tree_map(lambda a: a[idx], data)
+
+
+def _check_design(data: ChinchillaData, spec: ChinchillaSpec, what: str) -> None:
+    n = data.n
+    if not np.all(np.isfinite(np.asarray(data.log_loss))):
+        bad = np.flatnonzero(~np.isfinite(np.asarray(data.log_loss)))
+        raise ValueError(f"{what}: {bad.size} rows have no loss (data rows {bad[:5].tolist()}); "
+                         "a fit needs the loss of every run")
+    if spec.exclude_top_loss < 0:
+        raise ValueError(f"exclude_top_loss must be >= 0, got {spec.exclude_top_loss}")
+    if n - spec.exclude_top_loss < _N_PARAMS + 1:
+        raise ValueError(f"{what}: {n} rows minus {spec.exclude_top_loss} excluded leaves fewer than "
+                         f"{_N_PARAMS + 1} points for {_N_PARAMS} parameters; add runs or lower exclude_top_loss")
+    for name, arr, why in (("N", data.log_N, "alpha"), ("D", data.log_D, "beta")):
+        col = dict(data.columns).get(name, name)
+        distinct = np.unique(np.round(np.asarray(arr), 9)).size
+        if distinct < 2:
+            raise ValueError(f"{what}: underdetermined: need >= 2 distinct values of {col!r} ({name}), have "
+                             f"{distinct} ({why} cannot be fitted). Add runs that vary it.")
+        if distinct < 3:
+            warnings.warn(f"{what}: only {distinct} distinct values of {col!r} ({name}): {why} rests on two "
+                          "points per curve and is weakly identified; its interval is wide at best.",
+                          UserWarning, stacklevel=3)
+
+
+def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, starts=None) -> ChinchillaFit:
+    """Fit Chinchilla by Epoch's method (and optional bootstrap refits).
+
+    Args:
+      key: PRNG key (used by the bootstrap; the start grid is fixed).
+      data: :class:`ChinchillaData` from :func:`from_frame` (every row needs a loss).
+      spec: :class:`ChinchillaSpec`; :data:`EPOCH_SPEC` reproduces Epoch's setting on their data.
+      starts: ``(n, 5)`` starts ``(a, b, e, alpha, beta)``; default :func:`start_grid`.
+
+    Example:
+      >>> import jax
+      >>> from jaxscale import chinchilla
+      >>> from jaxscale.data import load
+      >>> f = chinchilla.fit(jax.random.key(0), chinchilla.from_frame(load("epoch_chinchilla")),
+      ...                    chinchilla.EPOCH_SPEC)  # doctest: +SKIP
+      >>> round(float(f.params.E), 2)  # doctest: +SKIP
+      1.82
+    """
+    what = "Chinchilla fit"
+    _check_design(data, spec, what)
+    warn_if_float32(what)
+    excluded = _exclusion(data, spec.exclude_top_loss)
+    d = take_rows(data, ~excluded)
+    starts_arr = start_grid() if starts is None else jnp.asarray(starts)
+    res = _fit_core_jit(key, pad_rows(d, bucket(d.n)), spec, starts_arr)
+    if not np.isfinite(float(res.loss)):
+        raise ValueError(f"{what}: every start went non-finite; check the inputs' scale (N and D are raw "
+                         "counts, not millions or billions)")
+    n_conv, n_bad = (int(v) for v in np.asarray(res.history))
+    if not bool(res.converged):
+        warnings.warn(f"{what}: the best start stopped without converging "
+                      f"(reason {int(res.reason)}); raise spec.max_steps", RuntimeWarning, stacklevel=2)
+    sigma, dof = residual_scale(res.params, d)
+    out = ChinchillaFit(
+        params=chinchilla_theta_to_params(res.params), theta=res.params, objective=res.loss,
+        converged=res.converged, reason=res.reason, n_converged=jnp.asarray(n_conv),
+        n_nonfinite_starts=jnp.asarray(n_bad), excluded=jnp.asarray(excluded),
+        sigma=jnp.asarray(sigma), dof=jnp.asarray(dof), spec=spec, columns=data.columns,
+        n_starts=int(starts_arr.shape[0]),
+    )
+    if spec.n_boot > 0:
+        theta_b, n_excl = bootstrap(jax.random.fold_in(key, 1), d, res.params, n_boot=spec.n_boot,
+                                    steps=spec.boot_steps, delta=spec.huber_delta)
+        out = out.replace(boot_theta=jnp.asarray(theta_b), boot_excluded=jnp.asarray(n_excl))
+    return out
+
+
+def bootstrap_core(keys, theta0, data: ChinchillaData, steps: int = 60, delta: float = HUBER_DELTA) -> FitResult:
+    """Pure core of :func:`bootstrap`: one damped-Newton refit per key, ``vmap``ped; the rows with
+    weight > 0 (the first ``m`` rows; the rest is padding) are resampled with replacement, as
+    integer weights."""
+    n = data.log_N.shape[0]
+    m = jnp.sum(data.weights > 0)
+    real = (jnp.arange(n) < m).astype(data.weights.dtype)
+
+    def one(key):
+        counts = jnp.bincount(jax.random.randint(key, (n,), 0, m), weights=real, length=n)
+        d = data.replace(weights=counts.astype(data.weights.dtype))
+        return minimize_newton(huber_objective, theta0, d, delta, steps=steps, tol=1e-10)
+
+    return jax.vmap(one)(keys)
+
+
+_bootstrap_jit = jax.jit(bootstrap_core, static_argnames=("steps",))
+
+
+def bootstrap(key, data: ChinchillaData, theta0, *, n_boot: int = 4000, steps: int = 60,
+              delta: float = HUBER_DELTA) -> tuple[np.ndarray, int]:
+    """Bootstrap refits, all ``vmap``ped: ``(theta (B_ok, 5), n_excluded)``.
+
+    Each refit resamples the fitted rows (weight > 0) with replacement, starts from the full-data
+    optimum ``theta0`` (Epoch refit from the best start) and runs ``steps`` damped-Newton
+    iterations (a fixed-length scan: no batch waits for its slowest member). Refits that are
+    non-finite or miss a gradient norm of 1e-10 are excluded with a warning and counted.
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    data = take_rows(data, np.asarray(data.weights) > 0)
+    data = pad_rows(data.replace(weights=jnp.ones_like(data.weights)), bucket(data.n))
+    res = _bootstrap_jit(jax.random.split(key, n_boot), jnp.asarray(theta0), data, steps, delta)
+    loss = np.asarray(res.loss)
+    ok = np.isfinite(loss) & np.all(np.isfinite(np.asarray(res.params)), axis=-1)
+    conv = np.asarray(res.converged)
+    keep = ok & conv
+    if (~keep).any():
+        bad = np.flatnonzero(~keep)
+        warnings.warn(
+            f"Chinchilla bootstrap: {bad.size} of {n_boot} refits were non-finite or did not reach a "
+            f"gradient norm of 1e-10 within {steps} Newton steps (first: {bad[:5].tolist()}); they are "
+            "excluded from the intervals. Raise boot_steps to keep them.",
+            RuntimeWarning, stacklevel=2)
+    return np.asarray(res.params)[keep], int(n_boot - keep.sum())
+
+
+def params_dict(p: ChinchillaParams) -> dict:
+    """``ChinchillaParams`` -> plain dict keyed E, A, B, alpha, beta."""
+    return {"E": p.E, "A": p.A, "B": p.B, "alpha": p.alpha, "beta": p.beta}

@@ -1,0 +1,128 @@
+r"""Predictions of a fitted Chinchilla law: the loss of new runs, and compute-optimal allocations.
+
+**Loss of a run** (:func:`predict`). The point prediction is the law at the fit. The interval is
+a *prediction* interval for a new run, in log-loss space:
+
+* with bootstrap refits (``Spec(n_boot=...)``): each refit's law plus residual noise
+  :math:`\varepsilon \sim N(0, \sigma^2)` (draws when a key is given, otherwise a normal with the
+  bootstrap variance plus :math:`\sigma^2`);
+* without refits: residual noise only, with Student-t quantiles on the fit's ``n - 5`` degrees of
+  freedom (parameter uncertainty is then not included: ask for refits when it matters).
+
+**Compute-optimal allocation** (:func:`optimal`). Minimising :math:`L(N, D)` subject to
+:math:`6ND = C` gives :math:`N^* = G (C/6)^{\beta/(\alpha+\beta)}`,
+:math:`D^* = G^{-1} (C/6)^{\alpha/(\alpha+\beta)}` with
+:math:`G = (\alpha A / (\beta B))^{1/(\alpha+\beta)}`; intervals come from the bootstrap refits.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import jax
+import jax.numpy as jnp
+
+from jaxscale.chinchilla.fit import ChinchillaData, ChinchillaFit, from_frame
+from jaxscale.infer.prediction import Prediction, check_level, z_value
+from jaxscale.laws import chinchilla_log_lse, chinchilla_theta_to_params
+
+__all__ = ["predict", "optimal", "optimal_allocation", "as_data"]
+
+
+def as_data(fit: ChinchillaFit, query) -> ChinchillaData:
+    """``query`` as :class:`ChinchillaData`: a data object as is, a DataFrame read with the fit's
+    column names (the loss column is optional)."""
+    if isinstance(query, ChinchillaData):
+        return query
+    if isinstance(query, pd.DataFrame):
+        cols = dict(fit.columns)
+        loss = cols["target"] if cols["target"] in query.columns else None
+        return from_frame(query, n_col=cols["N"], d_col=cols["D"], loss_col=loss, what="query")
+    raise TypeError(f"query must be ChinchillaData or a pandas DataFrame, got {type(query).__name__}")
+
+
+def _t_value(level: float, dof: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + level / 2.0, max(int(dof), 1)))
+
+
+def predict(fit: ChinchillaFit, query, *, key=None, level: float = 0.9, n_samples: int | None = None) -> Prediction:
+    """Loss of the query runs with a central ``level`` prediction interval.
+
+    Args:
+      fit: a :class:`ChinchillaFit`.
+      query: :class:`ChinchillaData` or a DataFrame with the fit's N and D columns.
+      key: with bootstrap refits, draw ``samples`` (one per refit, plus residual noise).
+      level: interval level.
+      n_samples: unused unless there are no refits: then ``key`` draws this many residual-noise
+        samples around the law (default: none).
+
+    Returns:
+      :class:`~jaxscale.Prediction` in loss units; ``samples`` is ``(S, n)`` or ``None``.
+    """
+    level = check_level(level)
+    data = as_data(fit, query)
+    mu = chinchilla_log_lse(jnp.asarray(fit.theta), data.log_N, data.log_D)
+    sigma = jnp.asarray(fit.sigma)
+    if fit.boot_theta is not None and len(fit.boot_theta):
+        mu_b = jax.vmap(lambda th: chinchilla_log_lse(th, data.log_N, data.log_D))(jnp.asarray(fit.boot_theta))
+        if key is not None:
+            draws = jnp.exp(mu_b + sigma * jax.random.normal(key, mu_b.shape, mu_b.dtype))
+            q = jnp.quantile(draws, jnp.asarray([(1 - level) / 2, (1 + level) / 2]), axis=0)
+            return Prediction(jnp.exp(mu), q[0], q[1], draws)
+        sd = jnp.sqrt(jnp.var(mu_b, axis=0) + sigma**2)
+        z = z_value(level)
+        return Prediction(jnp.exp(mu), jnp.exp(mu - z * sd), jnp.exp(mu + z * sd), None)
+    t = _t_value(level, int(fit.dof))
+    samples = None
+    if key is not None and n_samples:
+        samples = jnp.exp(mu + sigma * jax.random.t(key, max(int(fit.dof), 1), (n_samples, mu.shape[0]), mu.dtype))
+    return Prediction(jnp.exp(mu), jnp.exp(mu - t * sigma), jnp.exp(mu + t * sigma), samples)
+
+
+def optimal_allocation(theta, compute):
+    """``(N*, D*, L*)`` minimising the law at fixed compute ``C = 6 N D`` (closed form).
+
+    ``theta`` is ``(a, b, e, alpha, beta)``; every output has the shape of ``compute``.
+    """
+    p = chinchilla_theta_to_params(jnp.asarray(theta))
+    c = jnp.asarray(compute) / 6.0
+    s = p.alpha + p.beta
+    log_g = (jnp.log(p.alpha) + jnp.log(p.A) - jnp.log(p.beta) - jnp.log(p.B)) / s
+    log_n = log_g + (p.beta / s) * jnp.log(c)
+    log_d = jnp.log(c) - log_n
+    loss = jnp.exp(chinchilla_log_lse(jnp.asarray(theta), log_n, log_d))
+    return jnp.exp(log_n), jnp.exp(log_d), loss
+
+
+def optimal(fit: ChinchillaFit, compute, *, level: float = 0.9) -> dict:
+    """Compute-optimal model size, tokens and loss at each budget, with ``level`` intervals.
+
+    Args:
+      fit: a :class:`ChinchillaFit`; intervals need bootstrap refits (``Spec(n_boot=...)``).
+      compute: budgets in FLOPs (``C = 6 N D``).
+
+    Returns:
+      ``{"compute", "N", "D", "loss"}``: each of ``N``, ``D``, ``loss`` a :class:`~jaxscale.Prediction`
+      (mean = the fit's optimum). The loss interval adds residual noise (the loss a new run at the
+      optimum would reach). Without refits, ``N``/``D`` intervals are NaN and the loss interval is
+      residual noise only.
+    """
+    level = check_level(level)
+    compute = jnp.atleast_1d(jnp.asarray(compute, dtype=jnp.result_type(float)))
+    if not bool(jnp.all(compute > 0)):
+        raise ValueError(f"compute budgets must be > 0 FLOPs, got {np.asarray(compute).tolist()}")
+    n, d, loss = optimal_allocation(fit.theta, compute)
+    sigma = float(fit.sigma)
+    qs = jnp.asarray([(1 - level) / 2, (1 + level) / 2])
+    if fit.boot_theta is not None and len(fit.boot_theta):
+        nb, db, lb = jax.vmap(lambda th: optimal_allocation(th, compute))(jnp.asarray(fit.boot_theta))
+        qn, qd = jnp.quantile(nb, qs, axis=0), jnp.quantile(db, qs, axis=0)
+        sd = jnp.sqrt(jnp.var(jnp.log(lb), axis=0) + sigma**2)
+        z = z_value(level)
+        return {"compute": compute, "N": Prediction(n, qn[0], qn[1], nb), "D": Prediction(d, qd[0], qd[1], db),
+                "loss": Prediction(loss, loss * jnp.exp(-z * sd), loss * jnp.exp(z * sd), lb)}
+    t = _t_value(level, int(fit.dof))
+    nan = jnp.full_like(n, jnp.nan)
+    return {"compute": compute, "N": Prediction(n, nan, nan, None), "D": Prediction(d, nan, nan, None),
+            "loss": Prediction(loss, loss * jnp.exp(-t * sigma), loss * jnp.exp(t * sigma), None)}

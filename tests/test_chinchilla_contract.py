@@ -1,0 +1,153 @@
+"""The contract on Chinchilla: from_frame -> fit -> predict -> save/load, jit/vmap, and the CLI on a
+CSV this test writes (fit with hold-out, predictions, save; predict; optimal)."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxscale
+from jaxscale import chinchilla as ch
+from jaxscale.cli import main
+
+# a small grid of runs from a known law, with 1% log-normal noise
+TRUE = dict(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.30)
+SMALL = ch.Spec(screen_steps=20, polish_top=8)
+
+
+def runs(seed=0, noise=0.01):
+    rng = np.random.default_rng(seed)
+    N = np.repeat([3e7, 1e8, 3e8, 1e9, 3e9], 5)
+    D = np.tile([3e9, 1e10, 3e10, 1e11, 3e11], 5)
+    L = TRUE["E"] + TRUE["A"] / N ** TRUE["alpha"] + TRUE["B"] / D ** TRUE["beta"]
+    return pd.DataFrame({"params": N, "tokens": D, "val_loss": L * np.exp(noise * rng.normal(size=L.size))})
+
+
+COLS = dict(n_col="params", d_col="tokens", loss_col="val_loss")
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = ch.from_frame(runs(), **COLS)
+    return data, ch.fit(jax.random.key(0), data, SMALL._replace(n_boot=64))
+
+
+def test_contract_round_trip(fitted, tmp_path):
+    data, fit = fitted
+    assert fit.columns == (("N", "params"), ("D", "tokens"), ("target", "val_loss"))
+    assert bool(fit.converged)
+    for i, name in ((3, "alpha"), (4, "beta")):  # the truth lies inside the bootstrap range of each exponent
+        lo, hi = np.percentile(np.asarray(fit.boot_theta)[:, i], [2.5, 97.5])
+        assert lo < TRUE[name] < hi, (name, lo, hi)
+    query = runs(seed=1)
+    pred = ch.predict(fit, query)
+    y = query["val_loss"].to_numpy()
+    assert np.mean(np.abs(np.asarray(pred.mean) - y)) < 0.05
+    assert np.all(np.asarray(pred.lower) < np.asarray(pred.mean)) and np.all(np.asarray(pred.mean) < np.asarray(pred.upper))
+    cover = np.mean((y >= np.asarray(pred.lower)) & (y <= np.asarray(pred.upper)))
+    assert cover >= 0.7, cover  # 90% intervals on 25 fresh runs of the same law
+    jaxscale.save(fit, tmp_path / "m")
+    back = jaxscale.load(tmp_path / "m")
+    assert isinstance(back, ch.Fit) and back.spec == fit.spec and back.columns == fit.columns
+    pred2 = ch.predict(back, query)
+    for a, b in zip(pred[:3], pred2[:3]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    key = jax.random.key(3)
+    s1, s2 = ch.predict(fit, query, key=key), ch.predict(back, query, key=key)
+    np.testing.assert_array_equal(np.asarray(s1.samples), np.asarray(s2.samples))
+    assert s1.samples.shape == (len(fit.boot_theta), len(query))
+
+
+def test_fit_is_a_pytree_and_core_vmaps(fitted):
+    data, fit = fitted
+    same = jax.jit(lambda f: f)(fit)
+    assert same.spec == fit.spec and float(same.objective) == pytest.approx(float(fit.objective))
+    keys = jax.random.split(jax.random.key(1), 3)
+    starts = ch.start_grid()[::45]  # 100 of the 4,500 grid starts keep this test quick
+    datas = [ch.from_frame(runs(seed=s), **COLS) for s in range(3)]
+    batch = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *datas)
+    # one program over 3 keys x 3 datasets of the same shape equals 3 separate calls
+    many = jax.jit(jax.vmap(lambda k, d: ch.fit_core(k, d, SMALL, starts)))(keys, batch)
+    core = jax.jit(ch.fit_core, static_argnames="spec")
+    for i in range(3):
+        one = core(keys[i], datas[i], SMALL, starts)
+        np.testing.assert_allclose(np.asarray(many.params[i]), np.asarray(one.params), rtol=1e-6, atol=1e-8)
+        assert float(many.loss[i]) == pytest.approx(float(one.loss), rel=1e-9)
+
+
+def test_bad_input_names_the_column_and_rows():
+    df = runs()
+    df.loc[3, "tokens"] = -1.0
+    with pytest.raises(ValueError, match=r"'tokens' has 1 non-positive value\(s\) at rows \[3\]"):
+        ch.from_frame(df, **COLS)
+    dup = pd.concat([runs().iloc[:3], runs().iloc[:1]])
+    with pytest.raises(ValueError, match="repeat the same.*--agg mean"):
+        ch.from_frame(dup, **COLS)
+    merged, n = ch.aggregate(dup, how="mean", **COLS)
+    assert n == 1 and len(merged) == 3
+
+
+def test_optimal_allocation_is_the_constrained_minimum(fitted):
+    _, fit = fitted
+    C = 1e21
+    res = ch.optimal(fit, [C])
+    n, d = float(res["N"].mean[0]), float(res["D"].mean[0])
+    assert 6 * n * d == pytest.approx(C, rel=1e-9)
+    grid = np.geomspace(n / 10, n * 10, 2001)
+    p = fit.params
+    loss = float(p.E) + float(p.A) / grid ** float(p.alpha) + float(p.B) / (C / 6 / grid) ** float(p.beta)
+    assert grid[np.argmin(loss)] == pytest.approx(n, rel=0.01)
+    assert float(res["N"].lower[0]) < n < float(res["N"].upper[0])
+
+
+def test_cli_csv_holdout_predictions_save_predict_optimal(tmp_path, capsys):
+    path = tmp_path / "runs.csv"
+    runs().to_csv(path, index=False)
+    base = ["chinchilla", "fit", "--csv", str(path), "--n-col", "params", "--d-col", "tokens",
+            "--loss-col", "val_loss", "--bootstrap", "32", "--json"]
+    assert main(base + ["--holdout-top", "4", "--predictions", str(tmp_path / "p.csv"),
+                        "--save", str(tmp_path / "m")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["holdout"]["n"] == 4 and out["holdout"]["mae"] < 0.1 and 0 <= out["holdout"]["coverage"] <= 1
+    assert out["excluded_rows"] == [] and out["n_points"] == 21 and out["exclude_top_loss"] == 0
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert list(pred.columns) == ["params", "tokens", "val_loss", "mean", "lower", "upper", "heldout"]
+    assert len(pred) == 25 and pred["heldout"].sum() == 4
+    # a saved model predicts new rows: CLI and Python agree exactly
+    new = runs(seed=5).iloc[:6]
+    new.to_csv(tmp_path / "new.csv", index=False)
+    assert main(["chinchilla", "predict", "--model", str(tmp_path / "m"), "--csv", str(tmp_path / "new.csv"),
+                 "--predictions", str(tmp_path / "p2.csv"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    fit = jaxscale.load(tmp_path / "m")
+    py = ch.predict(fit, new, key=jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(got["mean"]), np.asarray(py.mean))
+    np.testing.assert_array_equal(pd.read_csv(tmp_path / "p2.csv")["upper"].to_numpy(), np.asarray(py.upper))
+    assert got["score"]["n"] == 6
+    # the same rows predicted by `fit --predictions` and by `predict` agree (same seed)
+    np.testing.assert_allclose(pred["mean"].to_numpy()[:6], np.asarray(py.mean), rtol=1e-12)
+    assert main(["chinchilla", "optimal", "--model", str(tmp_path / "m"), "--compute", "1e20,1e22", "--json"]) == 0
+    opt = json.loads(capsys.readouterr().out)["optima"]
+    assert [o["compute"] for o in opt] == [1e20, 1e22] and opt[1]["N"] > opt[0]["N"]
+    assert opt[0]["N_lower"] < opt[0]["N"] < opt[0]["N_upper"]
+    # outputs are checked before fitting: an existing --save folder is refused
+    assert main(base + ["--save", str(tmp_path / "m")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_cli_where_agg_and_holdout_expr(tmp_path, capsys):
+    df = pd.concat([runs(), runs(seed=9).iloc[:5]])  # five repeated (N, D) runs
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    args = ["chinchilla", "fit", "--csv", str(path), "--n-col", "params", "--d-col", "tokens", "--loss-col",
+            "val_loss", "--json"]
+    assert main(args) == 2
+    assert "repeat the same (params, tokens) pair" in capsys.readouterr().err
+    assert main(args + ["--agg", "min", "--where", "params > 5e7", "--holdout", "tokens >= 3e11"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_merged"] == 0  # the repeats were all at params = 3e7, filtered out by --where
+    assert out["holdout"]["n"] == 4 and out["n_points"] == 16
+    assert main(args + ["--agg", "mean", "--holdout", "tokens > 1e99"]) == 2
+    assert "selects none" in capsys.readouterr().err

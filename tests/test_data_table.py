@@ -1,0 +1,63 @@
+"""Reading users' tables: file lines as row labels, CSV/TSV/Parquet, --where and --holdout."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxscale.data import holdout_mask, read_table, where
+from jaxscale.data import validate as V
+
+
+def test_rows_are_named_by_their_line_in_the_file(tmp_path):
+    p = tmp_path / "runs.csv"
+    p.write_text("N,loss\n1e8,3.1\n2e8,nan\n4e8,2.9\n")
+    df = read_table(p)
+    assert df.index.tolist() == [2, 3, 4] and df.attrs["source"] == str(p)
+    with pytest.raises(ValueError, match=r"'loss' has 1 non-finite value\(s\) .* at rows \[3\]"):
+        V.check_finite(df, ["loss"], "runs.csv")
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".parquet"])
+def test_tsv_and_parquet(tmp_path, suffix):
+    df = pd.DataFrame({"N": [1e8, 2e8], "loss": [3.0, 2.8]})
+    p = tmp_path / f"runs{suffix}"
+    if suffix == ".tsv":
+        df.to_csv(p, sep="\t", index=False)
+    else:
+        df.to_parquet(p)
+    got = read_table(p)
+    assert got.index.tolist() == [2, 3] and got["loss"].tolist() == [3.0, 2.8]
+
+
+@pytest.mark.parametrize("body, message", [
+    (None, "does not exist"),
+    ("", "is empty"),
+    ("N,loss\n", "has a header but no rows"),
+])
+def test_missing_empty_and_header_only_files(tmp_path, body, message):
+    p = tmp_path / "runs.csv"
+    if body is not None:
+        p.write_text(body)
+    with pytest.raises(ValueError, match=message):
+        read_table(p)
+
+
+def test_where_and_holdout_keep_file_lines_and_refuse_typos(tmp_path):
+    p = tmp_path / "runs.csv"
+    pd.DataFrame({"N": [1e8, 2e8, 4e8, 8e8], "my col": [1, 2, 3, 4]}).to_csv(p, index=False)
+    df = read_table(p)
+    sub = where(df, "N > 1.5e8")
+    assert sub.index.tolist() == [3, 4, 5]
+    assert where(df, None) is df
+    assert holdout_mask(sub, "`my col` >= 4").tolist() == [False, False, True]
+    assert not holdout_mask(sub, None).any()
+    with pytest.raises(ValueError, match="keeps none of the 4 rows"):
+        where(df, "N > 1e99")
+    with pytest.raises(ValueError, match="not a valid pandas expression"):
+        where(df, "Nn > 3")
+    with pytest.raises(ValueError, match="selects none"):
+        holdout_mask(df, "N < 0")
+    with pytest.raises(ValueError, match="leaves 1 to fit; need at least 2"):
+        holdout_mask(df, "N > 1e8", min_train=2)
+    with pytest.raises(ValueError, match="one True/False per row"):
+        holdout_mask(df, "N * 2")
+    assert np.asarray(holdout_mask(df, "N == 1e8")).dtype == bool
