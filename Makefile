@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/jaxscale demo --out report
+	$(VENV)/bin/jaxscale demo --out report --overwrite
 
 test: install
 	$(PY) -m pytest -n 2 --dist loadfile -q

@@ -1,6 +1,6 @@
 """Speed of the Bayesian observational law: NUTS 4 chains x 1000 draws on GSM8K CoT.
 
-Goal (issue 6): 4 chains x 1000 draws <= 20 s. Reported cold (including tracing and XLA compile of
+Goal: 4 chains x 1000 draws <= 20 s. Reported cold (including tracing and XLA compile of
 the MAP and NUTS programs) and warm (a second fit with the same shapes). Reference in the same
 script: the point fit (L-BFGS, after compile); the ratio uses the warm time. Writes benchmarks/results/bench_observational_bayes.json.
 """

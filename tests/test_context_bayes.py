@@ -7,7 +7,7 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-from jaxscale.context_law import to_context_data  # noqa: E402
+from jaxscale.context_law.data import to_context_data  # noqa: E402
 from jaxscale.context_law.bayes import coverage, fit_bayes, predictive_bands  # noqa: E402
 from jaxscale.context_law.synthetic import TRUE_SPEC, TRUE_THETA, paper_design, simulate  # noqa: E402
 

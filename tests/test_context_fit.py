@@ -9,8 +9,10 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-from jaxscale.context_law import LawSpec, fit_law, fit_many, load_source, predict, stack_tasks, to_context_data  # noqa: E402
-from jaxscale.context_law.data import validate_frame  # noqa: E402
+from jaxscale.context_law import Spec as LawSpec, fit_many, load_source  # noqa: E402
+from jaxscale.context_law.data import stack_tasks, to_context_data, validate_frame  # noqa: E402
+from jaxscale.context_law.fit import fit_law  # noqa: E402
+from jaxscale.context_law.model import predict_law as predict  # noqa: E402
 from jaxscale.context_law.synthetic import TRUE_SPEC, TRUE_THETA, paper_design, simulate  # noqa: E402
 
 ICL_SPEC = LawSpec(penalty="logistic", fit_alpha=False, fit_shift=True)
@@ -35,7 +37,7 @@ def test_icl_logistic_mae_per_task(icl):
     """Many-shot ICL (Bertsch et al. 2024), one fit per task pooled over 7 models, logistic penalty with
     fitted width and fitted effective limit, chance floor 1/n_labels.
 
-    Reference (issue 7): a plain scipy DE fit with a logistic penalty reached MAE 0.047-0.052 per task.
+    Reference: a plain scipy DE fit with a logistic penalty reached MAE 0.047-0.052 per task.
     Ours (2026-11-22): banking77 0.047, clinic150 0.036, nlu 0.026, trec 0.056, trecfine 0.045.
     trec is the one task above 0.052 (6 labels, saturates at ~0.8-0.9 after ~300 tokens while
     Mistral-7B-v0.1 declines with shots): the law cannot follow both shapes with one curve.
@@ -52,7 +54,7 @@ def test_agrees_with_scipy_de_plus_minimize(icl):
     (polish) vs JAX DE + L-BFGS.  Stated tolerance: losses within 0.5 % and predictions within 0.01."""
     from scipy.optimize import differential_evolution
 
-    from jaxscale.context_law import param_bounds
+    from jaxscale.context_law.model import param_bounds
 
     i = icl["tasks"].index("nlu")
     f = icl["frames"][i]

@@ -27,7 +27,8 @@ P4 = ContextLawParams(jnp.asarray(-1.0), jnp.asarray(0.7), jnp.asarray(-0.5), jn
 def test_compute_table_all_12_rows():
     """C = 6 N_nonemb (2.0e12 + 400*64*n_ctx) vs paper Table 1 (compute_table.csv): < 3e-5 relative.
 
-    Source: shared/docs/context_law.md section 2.1 (Table 1 relayed by the digest of arXiv 2510.14919v1).
+    Source: Table 1 of arXiv 2510.14919v1 (N = non-embedding parameters of Llama-2-7B/13B; the extension run is
+    400 steps x 64 sequences x n_ctx tokens, also for the 4k controls).
     """
     t = load_compute_table()
     assert len(t) == 12

@@ -1,6 +1,6 @@
 """Bayesian observational law (numpyro): ONE batched NUTS run over all 17 named tasks.
 
-Issue-6 targets: 90% predictive intervals cover 80–97% of held-out models pooled over tasks;
+Targets: 90% predictive intervals cover 80–97% of held-out models pooled over tasks;
 Bayesian point prediction no worse than 1.2x the point fit's test MSE on every task.
 Default likelihood ``"extrap"``: normal censored to the target's support + an extrapolation
 discrepancy δ ~ N(0, (κΔ)²) on the capability of models beyond the training data, κ identified by
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from jaxscale.observational import bayes, bayes_eval, tasks
-from jaxscale.observational.fit import LawParams, predict
+from jaxscale.observational.fit import SigmoidLaw, predict
 
 jax.config.update("jax_enable_x64", True)
 
@@ -55,7 +55,7 @@ def test_calibration_table(calib):
 
 @pytest.mark.slow
 def test_issue_targets(calib):
-    """Issue 6: pooled c90 in [0.80, 0.97]; Bayesian point prediction (the MAP) within 1.2x of the
+    """Targets: pooled c90 in [0.80, 0.97]; Bayesian point prediction (the MAP) within 1.2x of the
     point fit's test MSE on every task (measured c90 0.881, max ratio 1.12)."""
     p = calib["pooled"]
     assert calib["settings"]["point"] == "mode"
@@ -64,7 +64,7 @@ def test_issue_targets(calib):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="the issue's wording asks for the posterior MEAN: 14/17 within 1.2x "
+@pytest.mark.xfail(reason="the stricter target asks for the posterior MEAN: 14/17 within 1.2x "
                           "(arith_3da 2.0, agentbench 9.5, lbv2_gpqa 6.8: long right tails of mu)",
                    strict=False)
 def test_issue_mse_target_posterior_mean(calib):
@@ -76,7 +76,7 @@ def test_prior_link_floor_arviz(calib):
     names = [r["task"] for r in calib["rows"]]
     fits = calib["fits"]
     f3 = fits[names.index("arith_3ds")]
-    # the steep L-BFGS-B optimum has coefficients ~1e2 (note §4.5); the posterior stays moderate
+    # the steep L-BFGS-B optimum has coefficients ~1e2 (an unregularised non-convex fit); the posterior stays moderate
     assert np.abs(np.median(f3.slopes, axis=0)).max() < 100
     for n, f in zip(names, fits):
         assert f.floor.min() >= 0 and f.floor.max() <= 0.2
@@ -89,7 +89,7 @@ def test_prior_link_floor_arviz(calib):
     dz = run_task("gsm8k_cot").design
     S = dz.S_test[:, :3]
     mu, _ = bayes.mu_draws(f, S)
-    p = LawParams(f.intercept[0], f.slopes[0], f.floor[0])
+    p = SigmoidLaw(f.intercept[0], f.slopes[0], f.floor[0])
     np.testing.assert_allclose(mu[0], np.asarray(predict(p, S)), rtol=1e-12)
     # extrapolation distance (outside the training box of PC scores): 0 on every training row,
     # > 0 for held-out (larger) models

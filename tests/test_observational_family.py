@@ -1,4 +1,4 @@
-"""Family compute-efficiency hierarchy (paper Eq. 4; note §4.6, §5.1, §8) and ``obs family`` CLI."""
+"""Family compute-efficiency hierarchy (paper Eq. 4, §3.4) and ``obs family`` CLI."""
 import argparse
 
 import numpy as np
@@ -24,7 +24,7 @@ def weak(pc1):
 
 
 def test_within_family_r2_note_5_1(pc1):
-    # note §5.1 [repro]: mean R² 0.966 over 14 families with >= 3 models; min 0.899 (StarCoder2,
+    # reproduced: mean R² 0.966 over 14 families with >= 3 models; min 0.899 (StarCoder2,
     # 3 models); Llama-2 1.000. Measured: mean 0.96649, StarCoder2 0.89944, Llama-2 0.99955.
     ols = fm.within_family_ols(pc1, min_models=3)
     assert len(ols) == 14
@@ -99,7 +99,7 @@ def test_obs_family_cli_task(tmp_path):
     assert out["ref"] == "Llama-2" and out["excluded_no_flops"]  # Mistral-7B / Mixtral
     fams = {r["family"]: r for r in out["families"]}
     assert fams["Llama-2"]["flops_multiplier_median"] == pytest.approx(1.0)
-    # the pooled Llama-2 axis agrees with the 3-point OLS of fit.fequiv_axis (note §4.6):
+    # the pooled Llama-2 axis agrees with the 3-point OLS of fit.fequiv_axis (paper Eqs. 7-8):
     ax = out["ref_axis"]
     assert ax["slope_90"][0] < ax["ols_slope"] < ax["slope_90"][1]
     h = out["heldout"]

@@ -1,4 +1,4 @@
-"""V-optimal model-subset selection (Ruan et al. 2024 §5, Table 1; note §5.3 [repro =])."""
+"""V-optimal model-subset selection (Ruan et al. 2024 §5, Table 1; reproduced exactly)."""
 from __future__ import annotations
 
 import jax
@@ -12,7 +12,7 @@ jax.config.update("jax_enable_x64", True)
 
 @pytest.mark.slow
 def test_table1_full_pool():
-    # note §5.3: 77 models, Llama-2 forced, 431 909 unions; objectives for 4..20 models
+    # Table 1: 77 models, Llama-2 forced, 431 909 unions; objectives for 4..20 models
     sel = select("full", (4, 8, 12, 16, 20), forced="Llama-2")
     assert [f"{s.objective:.2f}" for s in sel] == ["-1365.30", "-37.43", "-16.93", "-12.70", "-10.25"]
     assert set(sel[0].families) == {"Mistral", "Llama-2"}
@@ -33,7 +33,7 @@ def test_table1_le7b_lists():
 
 
 def test_fig7a_objectives():
-    # note §5.3 Fig. 7a: FLOPs <= 84 complete rows (45 models, 14 families, 15 913 unions)
+    # Fig. 7a: FLOPs <= 84 complete rows (45 models, 14 families, 15 913 unions)
     masks = family_masks(14, 10)
     assert len(masks) == 15913
     sel = select("flops84", (4, 8, 12, 16, 20, 24), forced=None)
@@ -51,7 +51,7 @@ def test_family_masks_errors():
 @pytest.mark.slow
 def test_fig7a_test_mse_curve(key):
     """Fig. 7a: fits trained on the V-optimal subsets only, geometric-mean test MSE over GSM8K
-    Naive / CoT / CoT+SC on the 28 post-cut-off models (note §5.3 table, [repro] digits).
+    Naive / CoT / CoT+SC on the 28 post-cut-off models (reproduced digits).
 
     Budgets 8, 12, 24 and "all" match the note to the printed 2 digits except "all" (2.68e-3 vs
     2.63e-3) and 16/20 (5.36e-3 vs 5.3e-3, 3.81e-3 vs 3.9e-3); 4 models give 1.30e-2 vs 1.15e-2.

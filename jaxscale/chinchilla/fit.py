@@ -47,6 +47,8 @@ __all__ = [
     "take_rows",
     "pad_rows",
     "bucket",
+    "chunk_size",
+    "chunked_vmap",
 ]
 
 HUBER_DELTA = 1e-3
@@ -213,10 +215,40 @@ def huber_objective(theta, data: ChinchillaData, delta: float = HUBER_DELTA):
     return jnp.sum(data.weights * huber(pred - data.log_loss, delta))
 
 
+#: Elements of a (batch x rows) intermediate per chunk: batches (starts, refits) run in chunks so
+#: that memory grows with rows + batch, not rows x batch (64 MB per float64 intermediate).
+CHUNK_ELEMENTS = 2**23
+
+
+def chunk_size(n_rows: int, n_batch: int) -> int:
+    """Members of a batch (starts, refits) run together: all of them for small tables, fewer as
+    the table grows; chunks are equal (the batch is padded by repeating its last member)."""
+    most = int(max(1, min(n_batch, CHUNK_ELEMENTS // max(n_rows, 1))))
+    k = -(-n_batch // most)
+    return -(-n_batch // k)
+
+
+def chunked_vmap(fn, xs, n_rows: int):
+    """``jax.vmap(fn)(xs)`` computed in equal chunks (a ``lax.map`` over ``vmap``ped chunks) so
+    that a (batch x rows) intermediate never exceeds :data:`CHUNK_ELEMENTS`; one chunk is a plain
+    ``vmap``. Leading axis of ``xs`` = batch."""
+    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    c = chunk_size(n_rows, n)
+    if c >= n:
+        return jax.vmap(fn)(xs)
+    k = -(-n // c)
+    pad = k * c - n
+    xs = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), xs)
+    out = jax.lax.map(jax.vmap(fn), jax.tree_util.tree_map(lambda a: a.reshape((k, c) + a.shape[1:]), xs))
+    return jax.tree_util.tree_map(lambda a: a.reshape((k * c,) + a.shape[2:])[:n], out)
+
+
 def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), starts=None) -> FitResult:
     """Pure core of :func:`fit`: screen every start, polish the best, return the best polished one.
 
-    Under ``vmap`` a batched L-BFGS runs until its slowest member stops, so running all 4,500
+    Starts are screened in chunks of :func:`chunk_size` (one chunk below ~2,000 rows), so memory
+    stays O(rows + starts) on tables of 100k+ runs. Under ``vmap`` a batched L-BFGS runs until
+    its slowest member stops, so running all 4,500
     starts to full convergence wastes most of the work on starts that end in poor basins.
     Screening all of them for ``spec.screen_steps`` iterations and polishing the
     ``spec.polish_top`` lowest to convergence finds the same optimum at a fraction of the cost.
@@ -230,9 +262,10 @@ def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(),
     del key
     starts = start_grid() if starts is None else jnp.asarray(starts)
     top_k = min(spec.polish_top, int(starts.shape[0]))
-    screened = multistart(minimize_lbfgs, huber_objective, starts, data, spec.huber_delta,
-                          max_steps=spec.screen_steps, tol=1e-10, ftol=0.0,
-                          max_linesearch_steps=SCREEN_LINESEARCH_STEPS)
+    screened = chunked_vmap(
+        lambda x0: minimize_lbfgs(huber_objective, x0, data, spec.huber_delta, max_steps=spec.screen_steps,
+                                  tol=1e-10, ftol=0.0, max_linesearch_steps=SCREEN_LINESEARCH_STEPS),
+        starts, data.log_N.shape[0])
     finite = jnp.isfinite(screened.loss) & jnp.all(jnp.isfinite(screened.params), axis=-1)
     loss = jnp.where(finite, screened.loss, jnp.inf)
     top = jnp.argsort(loss)[:top_k]
@@ -372,7 +405,7 @@ def bootstrap_core(keys, theta0, data: ChinchillaData, steps: int = 60, delta: f
         d = data.replace(weights=counts.astype(data.weights.dtype))
         return minimize_newton(huber_objective, theta0, d, delta, steps=steps, tol=1e-10)
 
-    return jax.vmap(one)(keys)
+    return chunked_vmap(one, keys, n)
 
 
 _bootstrap_jit = jax.jit(bootstrap_core, static_argnames=("steps",))

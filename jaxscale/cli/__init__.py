@@ -31,7 +31,7 @@ def _datasets(args) -> dict:
 def _demo(args) -> dict:
     from jaxscale.cli.demo import run_demo
 
-    return run_demo(args.out, seed=args.seed, smoke=args.smoke, only=args.only)
+    return run_demo(args.out, seed=args.seed, smoke=args.smoke, only=args.only, overwrite=args.overwrite)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny settings (for tests)")
     p.add_argument("--only", nargs="*", default=None, choices=list(SECTIONS), metavar="SECTION",
                    help=f"sections to run (default: all of {', '.join(SECTIONS)})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     add_json(p)
     p.set_defaults(func=_demo)
 

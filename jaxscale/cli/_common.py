@@ -139,8 +139,9 @@ def score(y, pred, mask=None) -> dict:
     ok = np.isfinite(y)
     out = {"n": int(ok.sum()), "n_missing_truth": int((~ok).sum())}
     if not ok.any():
-        out.update(mae=None, rmse=None, mape=None, coverage=None,
-                   reason="no held-out row has a finite target value")
+        why = "no scored row has a finite target value"
+        for k in ("mae", "rmse", "mape", "coverage"):
+            out[k], out[f"{k}_reason"] = None, why
         return out
     y, mean, lo, hi = y[ok], mean[ok], lo[ok], hi[ok]
     err = mean - y

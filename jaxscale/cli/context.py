@@ -1,110 +1,280 @@
-"""``jaxscale context fit``: the context-aware scaling law (Montgomery et al. 2025) per task; and the
-context-law section of ``jaxscale demo``."""
+"""``jaxscale context``: the context-aware scaling law (Montgomery et al. 2025), one law per task, on
+your own table (``fit --csv``) or a bundled long-context source (``fit --dataset``); ``predict`` with
+a saved model; and the context-law section of ``jaxscale demo``."""
 from __future__ import annotations
 
+import argparse
 import time
+import warnings
 from pathlib import Path
 
-__all__ = ["register", "fit_handler", "run_fit", "demo_section"]
+from jaxscale._log import get_logger
+from jaxscale.cli._common import (
+    Formatter,
+    add_json,
+    add_output_args,
+    add_predict_command,
+    add_table_args,
+    check_outputs,
+    read_input,
+    save_fit,
+    score,
+    write_predictions,
+)
+
+__all__ = ["register", "fit_handler", "spec_from_args", "demo_section"]
+
+log = get_logger(__name__)
+
+_FIT_HELP = """\
+Fit P(C, n_pmt, n_ctx) = [1 - exp(-A (C/C_c)^alpha)] [1 - exp(-B (n_pmt/n_c)^beta)] S(n_pmt, n_ctx),
+one law per task, by differential evolution + L-BFGS (all tasks in one vmapped program).
+
+Your own table (--csv): one row per (model, task, prompt length) cell with compute C in FLOPs (or
+--n-col/--d-col, C = 6 N D), prompt length and context limit in tokens, and a score in [0, 1].
+Example:
+  jaxscale context fit --csv cells.csv --task-col task --holdout "n_pmt >= 8000" \\
+      --predictions pred.csv --save model/ --json
+  jaxscale context predict --model model/ --csv new_cells.csv --json
+
+Bundled sources (--dataset): in-distribution fit and the < --cutoff -> longer extrapolation per task,
+with the source's preset (context_law.PRESETS); law flags given on the command line override it.
+"""
 
 
-def run_fit(dataset: str, penalty: str | None = None, decay: bool = False, bayes: bool = False, seed: int = 0,
-            restarts: int = 2, cutoff: float = 10_000.0, plot=None, num_warmup: int = 300,
-            num_samples: int = 300, num_chains: int = 4) -> dict:
-    """Point fits (in-distribution and < cutoff -> longer) of every task of ``dataset``, optionally NUTS."""
+def _mark(namespace, dest: str) -> None:
+    namespace.spec_given = tuple(sorted(set(getattr(namespace, "spec_given", ())) | {dest}))
+
+
+class _Given(argparse.Action):
+    """Store the value and remember that the flag was given (it then overrides a preset)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        _mark(namespace, self.dest)
+
+
+class _GivenBool(argparse.BooleanOptionalAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        _mark(namespace, self.dest)
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    """One flag per ``Spec`` field, defaulting to ``Spec()``."""
+    from jaxscale.context_law import Spec
+    from jaxscale.context_law.model import LIKELIHOODS, PENALTIES
+
+    d = Spec()
+    g = p.add_argument_group("law form (defaults: Spec())")
+    g.add_argument("--penalty", action=_Given, default=d.penalty, choices=PENALTIES,
+                   help="cliff past n_ctx: none, step (one-token sigmoid), logistic (relative width), log_ratio")
+    g.add_argument("--fit-scale", action=_GivenBool, default=d.fit_scale, help="fit the penalty's width / steepness")
+    g.add_argument("--scale", action=_Given, type=float, default=d.scale,
+                   help="penalty scale when not fitted (relative width for logistic, kappa for log_ratio)")
+    g.add_argument("--fit-alpha", action=_GivenBool, default=d.fit_alpha,
+                   help="fit the compute exponent (needs >= 2 compute levels); else alpha = --alpha-fixed")
+    g.add_argument("--alpha-fixed", action=_Given, type=float, default=d.alpha_fixed,
+                   help="alpha when it is not fitted")
+    g.add_argument("--decay", action=_GivenBool, default=d.decay,
+                   help="add the length decay (1 + n_pmt/1e3)^-gamma (scores that fall with length)")
+    g.add_argument("--loss", action=_Given, default=d.loss, choices=("mse", "mae"), help="point-fit loss on P")
+    g.add_argument("--fit-shift", action=_GivenBool, default=d.fit_shift,
+                   help="fit an effective context limit c * n_ctx (logistic / log_ratio penalties)")
+    g = p.add_argument_group("optimiser")
+    g.add_argument("--popsize", action=_Given, type=int, default=d.popsize, help="DE members per free parameter")
+    g.add_argument("--maxiter", action=_Given, type=int, default=d.maxiter, help="DE generation cap")
+    g.add_argument("--tol", action=_Given, type=float, default=d.tol, help="DE relative tolerance")
+    g.add_argument("--polish", action=_GivenBool, default=d.polish, help="L-BFGS polish after DE")
+    g.add_argument("--restarts", action=_Given, type=int, default=d.restarts,
+                   help="independent DE + L-BFGS runs per task (vmapped); the best is kept")
+    g = p.add_argument_group("Bayesian version (NUTS)")
+    g.add_argument("--bayes", action=_GivenBool, default=d.bayes,
+                   help="also run NUTS: posterior-predictive intervals and their coverage")
+    g.add_argument("--likelihood", action=_Given, default=d.likelihood, choices=LIKELIHOODS,
+                   help="noise model of the scores (binomial needs --n-items-col)")
+    g.add_argument("--num-warmup", action=_Given, type=int, default=d.num_warmup)
+    g.add_argument("--num-samples", action=_Given, type=int, default=d.num_samples)
+    g.add_argument("--num-chains", action=_Given, type=int, default=d.num_chains)
+    p.set_defaults(spec_given=())
+
+
+def spec_from_args(args, base=None):
+    """``Spec`` from the flags: all of them over ``Spec()`` (``base=None``), or only the flags given
+    on the command line over a preset ``base``."""
+    from jaxscale.context_law import Spec
+
+    fields = Spec._fields if base is None else tuple(getattr(args, "spec_given", ()))
+    base = Spec() if base is None else base
+    return base._replace(**{f: getattr(args, f) for f in fields}).check()
+
+
+def _columns(args) -> dict:
+    return dict(c_col=args.c_col, n_col=args.n_col, d_col=args.d_col, n_prompt_col=args.n_pmt_col,
+                n_ctx_col=args.n_ctx_col, score_col=args.score_col, chance_col=args.chance_col,
+                task_col=args.task_col, n_items_col=args.n_items_col)
+
+
+def _caught(records) -> list:
+    msgs = []
+    for w in records:
+        msg = str(w.message)
+        if msg not in msgs:
+            msgs.append(msg)
+            log.warning("warning: %s", msg)
+    return msgs
+
+
+def _interval_text(fit) -> str:
+    if fit.posterior is not None:
+        return (f"posterior predictive ({fit.spec.likelihood} likelihood, "
+                f"{fit.posterior.theta.shape[0]} NUTS draws)")
+    return "residual noise: mean +- z * (task's residual sd), clipped to [0, 1]; no parameter uncertainty"
+
+
+def _scores(y, pred, rows, label: str) -> tuple:
+    """score() on ``rows`` or (None, reason) when there are none."""
+    if not rows.any():
+        return None, f"no {label} rows"
+    return score(y, pred, rows), None
+
+
+def _fit_table(args) -> dict:
     import jax
     import numpy as np
 
-    from jaxscale.context_law.evaluate import CHANCE_FLOOR, default_spec, evaluate_source, mae_split
+    from jaxscale import context_law as cl
+    from jaxscale.data import holdout_mask
 
-    if penalty is not None and penalty not in ("none", "step", "logistic", "log_ratio"):
-        raise ValueError(f"--penalty {penalty!r} is unknown; choose none, step, logistic or log_ratio")
-    key = jax.random.key(seed)
+    if args.cutoff is not None:
+        raise ValueError("--cutoff applies to --dataset; with --csv give --holdout EXPR (e.g. \"n_pmt >= 10000\")")
+    check_outputs(args)
+    df = read_input(args)
+    spec = spec_from_args(args)
+    data = cl.from_frame(df, **_columns(args))
+    held = holdout_mask(df, args.holdout)
+    train = jax.tree_util.tree_map(lambda a: a[~held], data)
+    key = jax.random.key(args.seed)
     t0 = time.perf_counter()
-    spec = default_spec(dataset, penalty, decay)
-    res = evaluate_source(key, dataset, spec, cutoff=cutoff, restarts=restarts)
-    out = {"dataset": dataset, "spec": spec._asdict(), "cutoff_tokens": cutoff,
-           "fit_seconds": time.perf_counter() - t0, "tasks": []}
-    for row in res["tasks"]:
-        out["tasks"].append({"task": row["task"], "params": row["params"], "n": row["n"],
-                             "mae_in": row["mae_in"], "mae_out": row["mae_out"],
-                             "n_train": row["n_train"], "n_test": row["n_test"],
-                             "extrap_params": row["extrap_params"]})
-    out["mae_in_mean"] = float(np.mean([r["mae_in"]["all"] for r in res["tasks"]]))
-    out["mae_out_mean"] = float(np.mean([r["mae_out"]["all"] for r in res["tasks"]]))
-    if bayes:
-        out["bayes"] = _bayes(jax.random.fold_in(key, 1), res, spec, CHANCE_FLOOR[dataset], cutoff,
-                              num_warmup, num_samples, num_chains, mae_split)
-    if plot:
-        from jaxscale.context_law.plot import plot_fit
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        fit = cl.fit(key, train, spec)
+    seconds = time.perf_counter() - t0
+    pred = cl.predict(fit, data, key=key, level=0.9)  # the same draws as `context predict --seed`
+    y = np.asarray(data.y)
+    codes = np.asarray(data.task)
+    sin, _ = _scores(y, pred, ~held, "training")
+    sout, out_reason = _scores(y, pred, held, "held-out (--holdout)")
+    out = {"source": str(args.csv), "n_rows": int(len(df)), "n_train": int((~held).sum()),
+           "n_holdout": int(held.sum()), "tasks_n": len(fit.task_labels), "spec": spec._asdict(),
+           "fit_seconds": seconds, "interval": _interval_text(fit), "level": 0.9,
+           "mae_in": sin["mae"], "in": sin}
+    if sout is None:
+        out.update(mae_out=None, mae_out_reason=out_reason, coverage_90=None, coverage_90_reason=out_reason,
+                   out=None, out_reason=out_reason)
+    else:
+        out.update(mae_out=sout["mae"], coverage_90=sout["coverage"], out=sout)
+    point = None
+    if fit.posterior is not None:
+        point = cl.predict(fit.replace(posterior=None), data, level=0.9)
+        ps, _ = _scores(y, point, held, "held-out")
+        if ps is None:
+            out.update(coverage_90_point=None, coverage_90_point_reason=out_reason)
+        else:
+            out["coverage_90_point"] = ps["coverage"]
+        out["bayes"] = {"max_r_hat": float(fit.posterior.max_r_hat),
+                        "divergences": int(fit.posterior.divergences)}
+    tasks = cl.task_summary(fit)
+    for t, row in enumerate(tasks):
+        row["in"], _ = _scores(y, pred, ~held & (codes == t), "training")
+        row["out"], reason = _scores(y, pred, held & (codes == t), "held-out")
+        if reason:
+            row["out_reason"] = reason
+        if point is not None and held[codes == t].any():
+            row["coverage_90_point"] = score(y, point, held & (codes == t))["coverage"]
+    out["tasks"] = tasks
+    out["converged"] = bool(np.all(np.asarray(fit.converged)))
+    out["warnings"] = _caught(records)
+    if args.predictions:
+        out["predictions"] = write_predictions(args.predictions, df, pred, extra={"heldout": held})
+    if args.plot:
+        from jaxscale.context_law.plot import plot_task
 
-        out["plot"] = str(plot_fit(res, plot))
+        out["plot"] = str(plot_task(fit, data, heldout=held, key=key, path=args.plot))
+    if args.save:
+        out["saved"] = save_fit(args, fit)
     return out
 
 
-def _bayes(key, res, spec, floor, cutoff, num_warmup, num_samples, num_chains, mae_split):
-    """Joint NUTS over all tasks on the extrapolation split: coverage of the held-out (>= cutoff) rows."""
-    import numpy as np
+def _fit_bundled(args) -> dict:
+    import jax
 
-    from jaxscale.context_law.bayes import coverage, fit_bayes, predictive_bands
-    from jaxscale.context_law.data import split_mask, stack_tasks
+    from jaxscale.context_law.evaluate import bayes_extrapolation, default_spec, evaluate_source, source_report
 
-    names, frames = res["task_names"], [res["frames"][t] for t in res["task_names"]]
-    masks = [split_mask(f, cutoff) for f in frames]
-    data = stack_tasks(frames, masks, chance_floor=floor)
-    binomial = res["source"] == "babilong"
-    n = data.y.shape[1]
+    for flag in ("csv", "where", "holdout", "predictions", "save"):
+        if getattr(args, flag, None):
+            raise ValueError(f"--{flag} works with --csv (your own table), not with --dataset; the bundled "
+                             "experiments split at --cutoff")
+    key = jax.random.key(args.seed)
+    spec = spec_from_args(args, default_spec(args.dataset))
+    cutoff = 10_000.0 if args.cutoff is None else args.cutoff
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        res = evaluate_source(key, args.dataset, spec, cutoff=cutoff)
+        out = source_report(res)
+        out["fit_seconds"] = time.perf_counter() - t0
+        if spec.bayes:
+            out["bayes"] = bayes_extrapolation(jax.random.fold_in(key, 1), res, spec)
+            out["coverage_90"] = out["bayes"]["coverage_90"]
+    out["warnings"] = _caught(records)
+    if args.plot:
+        from jaxscale.context_law.plot import plot_fit
 
-    def pad(col):
-        return np.stack([np.concatenate([f[col].to_numpy(float), np.full(n - len(f), f[col].iloc[0])])
-                         for f in frames])
-
-    lik = "binomial" if binomial else "laplace"  # robust: its posterior mean tracks the median (MAE)
-    kw = dict(n_items=pad("n_items"), n_correct=pad("n_correct")) if binomial else {}
-    n_t = len(names)
-    bf = fit_bayes(key, data, spec, likelihood=lik, init_theta=np.asarray(res["fits"].theta[n_t:]),
-                   num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, **kw)
-    bands = predictive_bands(key, bf, lik, kw.get("n_items"))
-    out = {"likelihood": lik, "diagnostics": {"max_r_hat": float(bf.posterior.diagnostics["max_r_hat"]),
-                                              "divergences": int(bf.posterior.diagnostics["divergences"])},
-           "tasks": []}
-    for i, (t, f, m) in enumerate(zip(names, frames, masks)):
-        k = len(f)
-        b = {key_: v[i, :k] for key_, v in bands.items()}
-        y = f["score"].to_numpy(float)
-        test = ~m
-        out["tasks"].append({"task": t, "coverage_90": coverage(y, b, test),
-                             "mae_out_posterior_mean": mae_split(b["mean"][test], y[test], f["beyond_ctx"][test]),
-                             "alpha_90": ([float(np.quantile(bf.theta[:, i, 1], q)) for q in (0.05, 0.95)]
-                                          if spec.fit_alpha else None)})
-    out["coverage_90"] = float(np.mean([r["coverage_90"] for r in out["tasks"]]))
+        out["plot"] = str(plot_fit(res, args.plot))
     return out
 
 
 def fit_handler(args) -> dict:
-    return run_fit(args.dataset, penalty=args.penalty, decay=args.decay, bayes=args.bayes, seed=args.seed,
-                   restarts=args.restarts, cutoff=args.cutoff, plot=args.plot, num_warmup=args.num_warmup,
-                   num_samples=args.num_samples)
+    """Handler of ``jaxscale context fit``."""
+    if bool(args.csv) == bool(args.dataset):
+        raise ValueError("give --csv PATH (your own table) or --dataset NAME (a bundled source), one of the two")
+    return _fit_table(args) if args.csv else _fit_bundled(args)
 
 
 def register(subparsers) -> None:
-    """Add ``context`` with its ``fit`` leaf to the main CLI."""
-    p = subparsers.add_parser("context", help="context-aware scaling law (Montgomery et al. 2025)")
+    """Add ``context fit | predict`` to the main CLI."""
+    from jaxscale.context_law import SOURCES
+
+    p = subparsers.add_parser("context", help="context-aware scaling law (Montgomery et al. 2025)",
+                              formatter_class=Formatter)
     sub = p.add_subparsers(dest="context_cmd", required=True)
-    f = sub.add_parser("fit", help="fit the law per task: in-distribution and < 10k -> longer extrapolation")
-    f.add_argument("--dataset", required=True, choices=["ruler", "babilong", "longcontext_icl"])
-    f.add_argument("--penalty", default=None, choices=["none", "step", "logistic", "log_ratio"],
-                   help="penalty past n_ctx (default: logistic with fitted width and effective limit)")
-    f.add_argument("--decay", action="store_true", help="add the length-decay extension (1+n/1e3)^-gamma")
-    f.add_argument("--bayes", action="store_true", help="also run NUTS; reports coverage_90 on held-out rows")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--restarts", type=int, default=2, help="independent DE runs per task (vmapped)")
-    f.add_argument("--cutoff", type=float, default=10_000.0, help="train on prompts shorter than this")
-    f.add_argument("--num-warmup", type=int, default=300)
-    f.add_argument("--num-samples", type=int, default=300)
-    f.add_argument("--plot", default=None, help="PNG path: P vs prompt length per n_ctx (first task)")
-    f.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    f = sub.add_parser("fit", help="fit the law per task on your table (--csv) or a bundled source (--dataset)",
+                       description=_FIT_HELP, formatter_class=Formatter)
+    add_table_args(f)
+    f.add_argument("--dataset", default=None, choices=SOURCES, help="a bundled source instead of --csv")
+    g = f.add_argument_group("columns of --csv")
+    g.add_argument("--c-col", default=None, metavar="NAME",
+                   help="training compute C in FLOPs (default 'C' unless --n-col/--d-col are given)")
+    g.add_argument("--n-col", default=None, metavar="NAME", help="parameters N (with --d-col: C = 6 N D)")
+    g.add_argument("--d-col", default=None, metavar="NAME", help="training tokens D (with --n-col)")
+    g.add_argument("--n-pmt-col", default="n_pmt", metavar="NAME", help="prompt length in tokens")
+    g.add_argument("--n-ctx-col", default="n_ctx", metavar="NAME", help="context limit of the model in tokens")
+    g.add_argument("--score-col", default="score", metavar="NAME", help="score in [0, 1]")
+    g.add_argument("--chance-col", default=None, metavar="NAME", help="chance floor g in [0, 0.99] (optional)")
+    g.add_argument("--task-col", default=None, metavar="NAME", help="task label: one law per task (optional)")
+    g.add_argument("--n-items-col", default=None, metavar="NAME",
+                   help="items behind each score (optional; for --likelihood binomial)")
+    _add_spec_args(f)
+    f.add_argument("--seed", type=int, default=0, help="PRNG seed of DE, NUTS and predictive draws")
+    f.add_argument("--cutoff", type=float, default=None,
+                   help="--dataset only: train on prompts shorter than this many tokens (None: 10000)")
+    f.add_argument("--plot", default=None, metavar="PNG",
+                   help="P vs prompt length per n_ctx with the fitted law (first task)")
+    add_output_args(f)
+    add_json(f)
     f.set_defaults(func=fit_handler)
+    add_predict_command(sub, "jaxscale.context_law", "context-law")
 
 
 def demo_section(key, out_dir: Path, smoke: bool) -> dict:
@@ -114,9 +284,9 @@ def demo_section(key, out_dir: Path, smoke: bool) -> dict:
     """
     import numpy as np
 
-    from jaxscale.context_law.plot import plot_fit
     from jaxscale.context_law.data import load_compute_table
     from jaxscale.context_law.evaluate import default_spec, evaluate_source
+    from jaxscale.context_law.plot import plot_fit
     from jaxscale.laws.context import context_compute
 
     out_dir = Path(out_dir)
@@ -151,5 +321,6 @@ def demo_section(key, out_dir: Path, smoke: bool) -> dict:
     lines += ["", f"![context law cliff]({Path(png).name})", "",
               "Reference: a plain scipy DE fit with a logistic penalty reached 0.047-0.052 per task. "
               "The law fails on distractor-filled prompts (RULER, BABILong), where scores fall with length: "
-              "see `jaxscale context fit --dataset babilong --decay` for the length-decay extension."]
+              "see `jaxscale context fit --dataset babilong --decay` for the length-decay extension. "
+              "Your own cells: `jaxscale context fit --csv cells.csv --task-col task --holdout EXPR`."]
     return {"title": "Context-aware scaling law", "markdown": "\n".join(lines), "summary": summary}

@@ -17,12 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxscale.context_law.model import ContextData, LawSpec, param_names, predict
+from jaxscale.context_law.model import LIKELIHOODS, Spec, param_names, predict_law
 from jaxscale.infer import run_nuts
 
 __all__ = ["LIKELIHOODS", "BayesFit", "context_model", "fit_bayes", "predictive_bands", "coverage"]
-
-LIKELIHOODS = ("binomial", "normal", "laplace", "beta")
 
 
 class BayesFit(NamedTuple):
@@ -34,7 +32,7 @@ class BayesFit(NamedTuple):
     posterior: object  # jaxscale.infer.PosteriorResult
 
 
-def _priors(spec: LawSpec):
+def _priors(spec: Spec):
     import numpyro.distributions as dist
 
     pri = {"a": dist.Normal(0.0, 3.0), "alpha": dist.LogNormal(math.log(0.5), 1.0),
@@ -45,7 +43,7 @@ def _priors(spec: LawSpec):
     return {n: pri[n] for n in param_names(spec)}
 
 
-def context_model(data: ContextData, n_items=None, n_correct=None, *, spec: LawSpec, likelihood: str = "normal"):
+def context_model(data, n_items=None, n_correct=None, *, spec: Spec, likelihood: str = "normal"):
     """numpyro model over tasks x rows (``data`` leaves have shape (T, n)); parameters and noise are
     per task (independent, in a ``task`` plate).  ``n_items``/``n_correct`` for the binomial likelihood."""
     import numpyro
@@ -60,7 +58,7 @@ def context_model(data: ContextData, n_items=None, n_correct=None, *, spec: LawS
             noise = numpyro.sample("noise", dist.HalfNormal(0.1))
         elif likelihood == "beta":
             noise = numpyro.sample("noise", dist.Gamma(2.0, 0.02))
-    p = jax.vmap(lambda th, d: predict(spec, th, d.log_C, d.n_pmt, d.n_ctx, d.floor))(theta, data)
+    p = jax.vmap(lambda th, d: predict_law(spec, th, d.log_C, d.n_pmt, d.n_ctx, d.floor))(theta, data)
     p = jnp.clip(p, 1e-9, 1 - 1e-9)
     numpyro.deterministic("p", p)
     mask = data.weight > 0
@@ -78,7 +76,7 @@ def context_model(data: ContextData, n_items=None, n_correct=None, *, spec: LawS
             raise ValueError(f"likelihood={likelihood!r} is unknown; choose one of {LIKELIHOODS}")
 
 
-def fit_bayes(key, data: ContextData, spec: LawSpec, *, likelihood: str = "normal", n_items=None, n_correct=None,
+def fit_bayes(key, data, spec: Spec, *, likelihood: str = "normal", n_items=None, n_correct=None,
               init_theta=None, num_warmup: int = 400, num_samples: int = 400, num_chains: int = 4) -> BayesFit:
     """NUTS over the identifiable parameters of one task (1-D leaves) or many tasks at once (2-D leaves,
     one joint program).  ``init_theta`` (e.g. the DE + L-BFGS fit, shape (P,) or (T, P)) starts the chains.
@@ -131,9 +129,12 @@ def predictive_bands(key, fit: BayesFit, likelihood: str, n_items=None, level: f
 
 
 def coverage(y, bands: dict, mask=None) -> float:
-    """Fraction of observations inside the predictive band (optionally on a subset)."""
-    y = np.asarray(y)
-    inside = (y >= bands["lo"]) & (y <= bands["hi"])
+    """Fraction of observations inside the predictive band ``[bands["lo"], bands["hi"]]``
+    (optionally on the rows where ``mask`` is True)."""
+    from jaxscale.metrics import interval_coverage
+
+    y, lo, hi = np.asarray(y), np.asarray(bands["lo"]), np.asarray(bands["hi"])
     if mask is not None:
-        inside = inside[np.asarray(mask, bool)]
-    return float(inside.mean())
+        m = np.asarray(mask, bool)
+        y, lo, hi = y[m], lo[m], hi[m]
+    return float(interval_coverage(y, lo, hi))

@@ -8,7 +8,7 @@ n_pmt, score, n_items, n_correct, beyond_ctx``.  Selection rules (logged, never 
 * ``babilong``: the paper's default prompt (instruction + 2 examples + post prompt), lengths >= 1k
   (0k has no n_pmt), ``n_items >= 50``, published D.  Keeps ``n_items``/``n_correct`` (binomial).
 * ``longcontext_icl``: all rows; D is not disclosed for Mistral, so D = 2e12 is imputed there
-  (``C_imputed``); the set is one compute level, so fit with ``LawSpec(fit_alpha=False)``.
+  (``C_imputed``); the set is one compute level, so fit with ``Spec(fit_alpha=False)``.
 """
 from __future__ import annotations
 

@@ -3,7 +3,9 @@
 Stage 1 is :func:`jaxscale.infer.evolution.de_run` over the box of :func:`param_bounds`; stage 2 is
 :func:`jaxscale.infer.minimize_lbfgs` on ``u`` with theta = lo + (hi - lo) sigmoid(u) (stays in the
 box, like SciPy's L-BFGS-B polish), accepted only when it lowers the loss.  Everything is one
-compiled program; :func:`fit_many` ``vmap``s it over tasks (padded rows carry weight 0).
+compiled program: :func:`fit_core` runs ``spec.restarts`` seeded runs (vmapped) on one data set and
+keeps the best; it can itself be ``vmap``-ped over keys or over tasks stacked on a leading axis
+(padded rows carry weight 0), which is what :func:`fit_many` and the pillar's ``fit`` do.
 """
 from __future__ import annotations
 
@@ -16,16 +18,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
-from jaxscale.context_law.model import ContextData, LawSpec, mse_loss, param_bounds, param_names
+from jaxscale.context_law.model import Spec, mse_loss, param_bounds, param_names
 from jaxscale.infer import minimize_lbfgs
 from jaxscale.infer.evolution import de_run
 
-__all__ = ["ContextFit", "fit_law", "fit_many", "check_identifiability", "theta_dict"]
+__all__ = ["ContextFit", "fit_core", "fit_law", "fit_many", "check_identifiability", "theta_dict",
+           "convergence_reason"]
 
 
+@register_serializable
 class ContextFit(NamedTuple):
-    """Result of :func:`fit_law` (leaves get a leading task axis from :func:`fit_many`)."""
+    """Result of :func:`fit_core` / :func:`fit_law` (leaves get a leading task axis from
+    :func:`fit_many`).
+
+    Attributes:
+      theta: fitted parameters, in the order of :func:`param_names`.
+      loss: final loss (DE's, or the polished one when the polish lowered it).
+      de_loss: best loss of the DE population.
+      de_generations: DE generations run.
+      de_converged: DE met its tolerance before ``maxiter``.
+      lbfgs_steps: L-BFGS steps of the polish (0 without polish).
+      polished: the polish was accepted (it lowered the loss and stayed finite).
+    """
 
     theta: jax.Array
     loss: jax.Array
@@ -37,7 +53,7 @@ class ContextFit(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def _losses(spec: LawSpec):
+def _losses(spec: Spec):
     def de_loss(theta, data):
         return mse_loss(theta, spec, data)
 
@@ -48,7 +64,7 @@ def _losses(spec: LawSpec):
 
 
 @partial(jax.jit, static_argnames=("spec", "popsize", "maxiter", "polish"))
-def _fit_one(key, data: ContextData, spec: LawSpec, popsize: int, maxiter: int, tol, polish: bool):
+def _fit_one(key, data, spec: Spec, popsize: int, maxiter: int, tol, polish: bool):
     de_loss, box_loss = _losses(spec)
     bounds = jnp.asarray(param_bounds(spec), dtype=data.y.dtype)
     lo, hi = bounds[:, 0], bounds[:, 1]
@@ -65,62 +81,6 @@ def _fit_one(key, data: ContextData, spec: LawSpec, popsize: int, maxiter: int, 
                       state.best_fitness, state.generation, state.converged, res.n_steps, better)
 
 
-def _compute_levels(log_C) -> int:
-    """Distinct compute levels, clustering values within 10 % of each other."""
-    v = np.sort(np.unique(np.round(np.asarray(log_C), 12)))
-    if v.size == 0:
-        return 0
-    return int(1 + np.sum(np.diff(v) > np.log(1.1)))
-
-
-def check_identifiability(data: ContextData, spec: LawSpec, what: str = "context-law fit") -> None:
-    """Errors / warnings for designs that cannot pin the requested parameters."""
-    w = np.asarray(data.weight) > 0
-    log_C = np.asarray(data.log_C)[w]
-    n_pmt = np.asarray(data.n_pmt)[w]
-    n_ctx = np.asarray(data.n_ctx)[w]
-    levels = _compute_levels(log_C)
-    if spec.fit_alpha and levels < 2:
-        raise ValueError(
-            f"{what}: alpha (compute exponent) is underdetermined: all {w.sum()} rows sit at one compute "
-            f"level (C ~ {np.exp(np.median(log_C)):.3g} FLOPs, spread < 10 %). Use LawSpec(fit_alpha=False) "
-            "(alpha is then fixed and the compute factor is absorbed into a) or add models of other compute.")
-    if spec.fit_alpha and levels == 2:
-        warnings.warn(
-            f"{what}: only 2 compute levels, so (a, alpha) are pinned by two numbers; extrapolation in "
-            "compute is unreliable (expect a wide posterior over alpha).", UserWarning, stacklevel=3)
-    if spec.penalty != "none" and spec.fit_scale and spec.penalty != "step" and not np.any(n_pmt > n_ctx):
-        warnings.warn(
-            f"{what}: no row has n_pmt > n_ctx, so the penalty scale is unconstrained by the data "
-            "(any sharp cliff fits); consider LawSpec(fit_scale=False).", UserWarning, stacklevel=3)
-    if np.unique(np.round(n_pmt)).size < 3:
-        warnings.warn(f"{what}: fewer than 3 distinct prompt lengths; (b, beta) are poorly determined.",
-                      UserWarning, stacklevel=3)
-
-
-def _check_result(fit: ContextFit, what: str) -> None:
-    bad = ~np.isfinite(np.asarray(fit.loss)).reshape(-1)
-    if bad.any():
-        ids = np.flatnonzero(bad)[:10].tolist()
-        raise ValueError(f"{what}: non-finite loss for task index(es) {ids} after DE+L-BFGS; "
-                         "check the data for zero prompt lengths or scores outside [0, 1].")
-
-
-def fit_law(key, data: ContextData, spec: LawSpec = LawSpec(), *, popsize: int = 15, maxiter: int = 1000,
-            tol: float = 1e-8, polish: bool = True, restarts: int = 1,
-            what: str = "context-law fit") -> ContextFit:
-    """Fit one data set: DE (best1bin, ``popsize`` x n_params members) then bounded L-BFGS.
-
-    ``restarts > 1`` runs independent seeded DE+L-BFGS fits (vmapped) and keeps the best.
-    """
-    spec.check()
-    warn_if_float32(what)
-    check_identifiability(data, spec, what)
-    fit = _fit_restarts(key, data, spec, popsize, maxiter, tol, polish, restarts)
-    _check_result(fit, what)
-    return fit
-
-
 @partial(jax.jit, static_argnames=("spec", "popsize", "maxiter", "polish", "restarts"))
 def _fit_restarts(key, data, spec, popsize, maxiter, tol, polish, restarts):
     if restarts == 1:
@@ -131,22 +91,126 @@ def _fit_restarts(key, data, spec, popsize, maxiter, tol, polish, restarts):
     return jax.tree_util.tree_map(lambda x: x[i], fits)
 
 
-def fit_many(key, data: ContextData, spec: LawSpec = LawSpec(), *, popsize: int = 15, maxiter: int = 1000,
-             tol: float = 1e-8, polish: bool = True, restarts: int = 1,
-             what: str = "context-law fit") -> ContextFit:
-    """Fit many tasks at once: ``data`` leaves have a leading task axis; DE and L-BFGS are vmapped."""
-    spec.check()
+def fit_core(key, data, spec: Spec = Spec()) -> ContextFit:
+    """The numerical core: DE + L-BFGS of ONE law on every row of ``data`` with weight > 0.
+
+    ``spec.restarts`` independent runs (vmapped) keep the lowest loss. Task codes are ignored:
+    to fit one law per task, stack the tasks on a leading axis (padding with weight-0 rows) and
+    ``jax.vmap`` this function over them, as ``fit`` does. Pure and compiled (``spec`` static):
+    ``jax.vmap(lambda k: fit_core(k, data, spec))(keys)`` equals separate calls. No checks
+    here: ``fit`` validates the design and reports non-convergence.
+
+    Args:
+      key: PRNG key of the DE populations.
+      data: a pillar ``Data`` (or ``ContextData``) with 1-D rows.
+      spec: law form and optimiser settings (:class:`Spec`).
+
+    Returns:
+      :class:`ContextFit` (theta, loss and DE / polish diagnostics).
+    """
+    return _fit_restarts(key, data, spec.law(), int(spec.popsize), int(spec.maxiter), float(spec.tol),
+                         bool(spec.polish), int(spec.restarts))
+
+
+def _compute_levels(log_C) -> int:
+    """Distinct compute levels, clustering values within 10 % of each other."""
+    v = np.sort(np.unique(np.round(np.asarray(log_C), 12)))
+    if v.size == 0:
+        return 0
+    return int(1 + np.sum(np.diff(v) > np.log(1.1)))
+
+
+def check_identifiability(data, spec: Spec, what: str = "context-law fit") -> None:
+    """Errors / warnings for designs that cannot pin the requested parameters (rows with weight > 0)."""
+    w = np.asarray(data.weight) > 0
+    log_C = np.asarray(data.log_C)[w]
+    n_pmt = np.asarray(data.n_pmt)[w]
+    n_ctx = np.asarray(data.n_ctx)[w]
+    levels = _compute_levels(log_C)
+    if spec.fit_alpha and levels < 2:
+        raise ValueError(
+            f"{what}: alpha (compute exponent) is underdetermined: all {w.sum()} rows sit at one compute "
+            f"level (C ~ {np.exp(np.median(log_C)):.3g} FLOPs, spread < 10 %). Use Spec(fit_alpha=False) "
+            "(CLI: --no-fit-alpha; alpha is then fixed and the compute factor is absorbed into a) or add "
+            "models of other compute.")
+    if spec.fit_alpha and levels == 2:
+        warnings.warn(
+            f"{what}: only 2 compute levels, so (a, alpha) are pinned by two numbers; extrapolation in "
+            "compute is unreliable (expect a wide posterior over alpha).", UserWarning, stacklevel=3)
+    if spec.penalty != "none" and spec.fit_scale and spec.penalty != "step" and not np.any(n_pmt > n_ctx):
+        warnings.warn(
+            f"{what}: no row has n_pmt > n_ctx, so the penalty scale is unconstrained by the data "
+            "(any sharp cliff fits); consider Spec(fit_scale=False) (CLI: --no-fit-scale).",
+            UserWarning, stacklevel=3)
+    if np.unique(np.round(n_pmt)).size < 3:
+        warnings.warn(f"{what}: fewer than 3 distinct prompt lengths; (b, beta) are poorly determined.",
+                      UserWarning, stacklevel=3)
+
+
+def _check_result(fit: ContextFit, what: str, labels=None) -> None:
+    bad = ~np.isfinite(np.asarray(fit.loss)).reshape(-1)
+    if bad.any():
+        ids = np.flatnonzero(bad)[:10].tolist()
+        which = [labels[i] for i in ids] if labels is not None else ids
+        raise ValueError(f"{what}: non-finite loss for task(s) {which} after DE+L-BFGS; "
+                         "check the data for zero prompt lengths or scores outside [0, 1].")
+
+
+def _override(spec: Spec, **settings) -> Spec:
+    return spec._replace(**{k: v for k, v in settings.items() if v is not None})
+
+
+def fit_law(key, data, spec: Spec = Spec(), *, popsize: int | None = None, maxiter: int | None = None,
+            tol: float | None = None, polish: bool | None = None, restarts: int | None = None,
+            what: str = "context-law fit") -> ContextFit:
+    """Fit one data set (checks + :func:`fit_core`): DE (best1bin, ``popsize`` x n_params members)
+    then bounded L-BFGS.  Settings given here override the ``spec``'s."""
+    spec = _override(spec, popsize=popsize, maxiter=maxiter, tol=tol, polish=polish, restarts=restarts).check()
     warn_if_float32(what)
-    n_tasks = data.y.shape[0]
-    for t in range(n_tasks):  # host-side design checks only (cheap, no fitting)
-        check_identifiability(jax.tree_util.tree_map(lambda x: x[t], data), spec, f"{what} [task {t}]")
-    keys = jax.random.split(key, n_tasks)
-    fit = jax.vmap(lambda k, d: _fit_restarts(k, d, spec, popsize, maxiter, tol, polish, restarts))(keys, data)
+    check_identifiability(data, spec, what)
+    fit = fit_core(key, data, spec)
     _check_result(fit, what)
     return fit
 
 
-def theta_dict(spec: LawSpec, theta) -> dict:
+@partial(jax.jit, static_argnames=("spec",))
+def _fit_tasks(keys, data, spec: Spec):
+    return jax.vmap(lambda k, d: fit_core(k, d, spec))(keys, data)
+
+
+def fit_many(key, data, spec: Spec = Spec(), *, popsize: int | None = None, maxiter: int | None = None,
+             tol: float | None = None, polish: bool | None = None, restarts: int | None = None,
+             what: str = "context-law fit", labels=None) -> ContextFit:
+    """Fit many tasks at once: ``data`` leaves have a leading task axis; DE and L-BFGS are vmapped.
+
+    Task ``t`` gets the key ``jax.random.split(key, n_tasks)[t]``. ``labels`` name the tasks in
+    messages.
+    """
+    spec = _override(spec, popsize=popsize, maxiter=maxiter, tol=tol, polish=polish, restarts=restarts).check()
+    warn_if_float32(what)
+    n_tasks = data.y.shape[0]
+    for t in range(n_tasks):  # host-side design checks only (cheap, no fitting)
+        name = labels[t] if labels is not None else t
+        check_identifiability(jax.tree_util.tree_map(lambda x: x[t], data), spec, f"{what} [task {name}]")
+    fit = _fit_tasks(jax.random.split(key, n_tasks), data, spec.point())
+    _check_result(fit, what, labels)
+    return fit
+
+
+def convergence_reason(converged, generations, polished, spec: Spec) -> str:
+    """Plain-language outcome of one task's DE + polish."""
+    g = int(generations)
+    if bool(converged):
+        text = f"DE converged after {g} generations (population spread <= tol={spec.tol:g} x |mean loss|)"
+    else:
+        text = (f"DE stopped at maxiter={spec.maxiter} generations without meeting tol={spec.tol:g}; "
+                "raise maxiter (CLI: --maxiter) or restarts, or check the data")
+    if spec.polish:
+        text += "; L-BFGS polish " + ("accepted" if bool(polished) else "did not lower the loss (DE optimum kept)")
+    return text
+
+
+def theta_dict(spec: Spec, theta) -> dict:
     """theta -> {name: float} plus the derived penalty scale (JSON friendly)."""
     theta = np.asarray(theta)
     out = {n: float(theta[i]) for i, n in enumerate(param_names(spec))}

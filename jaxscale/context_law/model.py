@@ -1,9 +1,12 @@
 """Wiring of the shared law :mod:`jaxscale.laws.context` to a flat parameter vector for fitting.
 
-A :class:`LawSpec` (hashable, static under ``jit``) says which parameters are free.  The vector
-``theta`` holds, in order: ``a``, ``alpha`` (only if ``fit_alpha``), ``b``, ``beta``, ``log_scale``
-(only for ``logistic``/``log_ratio`` with ``fit_scale``) and ``gamma`` (only with ``decay``).
-Data live in a :class:`ContextData` NamedTuple of equal-length arrays; padded rows carry weight 0.
+A :class:`Spec` (hashable, static under ``jit``) says which parameters are free and how the fit
+runs.  The vector ``theta`` holds, in order: ``a``, ``alpha`` (only if ``fit_alpha``), ``b``,
+``beta``, ``log_scale`` (only for ``logistic``/``log_ratio`` with ``fit_scale``), ``log_shift``
+(only with ``fit_shift``) and ``gamma`` (only with ``decay``).  Any object with the array fields
+``log_C, n_pmt, n_ctx, y, weight, floor`` can be fitted (the pillar's ``Data`` or the legacy
+:class:`ContextData` NamedTuple); rows with weight 0 (padding, held-out rows) do not enter the loss,
+even when their score is missing (NaN).
 """
 from __future__ import annotations
 
@@ -14,20 +17,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxscale._pytree import register_serializable
 from jaxscale.laws.context import PENALTIES, ContextLawParams, context_law
 
 __all__ = [
-    "LawSpec",
+    "Spec",
+    "PENALTIES",
+    "LIKELIHOODS",
     "ContextData",
     "param_names",
     "param_bounds",
     "unpack",
-    "predict",
+    "predict_law",
     "mse_loss",
     "penalty_scale",
 ]
 
-# DE box in normalised units (shared/docs/context_law.md section 1.2 [Ours]).
+# DE box in normalised units (C / 1e22 FLOPs, n_pmt / 1e3 tokens); wide enough for every task we met.
 _BOUNDS = {
     "a": (-10.0, 10.0),
     "alpha": (0.01, 3.0),
@@ -40,19 +46,38 @@ _BOUNDS = {
 }
 
 
-class LawSpec(NamedTuple):
-    """Which form to fit.
+LIKELIHOODS = ("normal", "laplace", "beta", "binomial")
+
+
+@register_serializable
+class Spec(NamedTuple):
+    """Everything that configures a context-law fit: the law's form, the optimiser, NUTS.
+
+    Hashable and static under ``jit``; the command line's flags default to ``Spec()``'s fields.
 
     Attributes:
-      penalty: one of ``none``, ``step``, ``logistic``, ``log_ratio``.
+      penalty: cliff past the context limit: ``none``, ``step`` (one-token sigmoid, the paper's
+        literal form), ``logistic`` (relative width, fitted or fixed) or ``log_ratio``.
       fit_scale: fit the penalty scale (log relative width / log kappa) or hold ``scale`` fixed.
       scale: fixed penalty scale when not fitted (relative width for logistic, kappa for log_ratio).
       fit_alpha: fit the compute exponent; needs >= 2 compute levels. Otherwise ``alpha`` is held at
         ``alpha_fixed`` and the compute factor is absorbed into ``a``.
       alpha_fixed: value of alpha when not fitted.
       decay: add the length-decay extension (1 + n_pmt/1e3)^-gamma with gamma fitted.
+      loss: ``mse`` (default) or ``mae`` (the metric the paper reports).
       fit_shift: fit an effective context limit c * n_ctx (``log_shift``) for logistic/log_ratio.
-      loss: ``mse`` (default, the note's choice) or ``mae`` (the metric the paper reports).
+      popsize: differential-evolution members per free parameter (SciPy's default 15).
+      maxiter: DE generation cap; a run that stops here is reported as not converged.
+      tol: DE stops when std(fitness) <= tol * |mean(fitness)|.
+      polish: run the bounded L-BFGS polish after DE (kept only when it lowers the loss).
+      restarts: independent DE + L-BFGS runs per task (vmapped); the best is kept.
+      bayes: also sample every task's posterior with NUTS (started at the point fit); ``predict``
+        then returns posterior-predictive intervals.
+      likelihood: ``normal``, ``laplace`` or ``beta`` on cell scores, or ``binomial`` on item counts
+        (needs an ``n_items`` column).
+      num_warmup: NUTS warm-up steps per chain.
+      num_samples: NUTS draws per chain.
+      num_chains: NUTS chains (vectorised).
     """
 
     penalty: str = "logistic"
@@ -63,13 +88,43 @@ class LawSpec(NamedTuple):
     decay: bool = False
     loss: str = "mse"
     fit_shift: bool = False
+    popsize: int = 15
+    maxiter: int = 1000
+    tol: float = 1e-8
+    polish: bool = True
+    restarts: int = 2
+    bayes: bool = False
+    likelihood: str = "normal"
+    num_warmup: int = 400
+    num_samples: int = 400
+    num_chains: int = 4
 
-    def check(self) -> "LawSpec":
+    def check(self) -> "Spec":
+        """Raise ``ValueError`` on an unknown option or a non-positive setting; return ``self``."""
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty={self.penalty!r} is unknown; choose one of {PENALTIES}")
         if self.loss not in ("mse", "mae"):
             raise ValueError(f"loss={self.loss!r} is unknown; choose 'mse' or 'mae'")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood={self.likelihood!r} is unknown; choose one of {LIKELIHOODS}")
+        for name in ("popsize", "maxiter", "restarts", "num_warmup", "num_samples", "num_chains"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 1")
+        if not float(self.tol) >= 0:
+            raise ValueError(f"tol={self.tol!r} must be >= 0")
+        if not float(self.scale) > 0:
+            raise ValueError(f"scale={self.scale!r} must be > 0")
         return self
+
+    def law(self) -> "Spec":
+        """The law-form fields only (optimiser and NUTS fields at their defaults): the static
+        argument of compiled code, so changing e.g. ``num_samples`` does not recompile DE."""
+        return Spec(*self[:8])
+
+    def point(self) -> "Spec":
+        """The law form and optimiser fields (NUTS fields at their defaults): the static argument
+        of the compiled point fit."""
+        return Spec(*self[:13])
 
 
 class ContextData(NamedTuple):
@@ -84,11 +139,11 @@ class ContextData(NamedTuple):
     floor: jax.Array
 
 
-def _has_scale(spec: LawSpec) -> bool:
+def _has_scale(spec: Spec) -> bool:
     return spec.fit_scale and spec.penalty in ("logistic", "log_ratio")
 
 
-def param_names(spec: LawSpec) -> tuple:
+def param_names(spec: Spec) -> tuple:
     names = ["a"] + (["alpha"] if spec.fit_alpha else []) + ["b", "beta"]
     if _has_scale(spec):
         names.append("log_scale")
@@ -99,7 +154,7 @@ def param_names(spec: LawSpec) -> tuple:
     return tuple(names)
 
 
-def param_bounds(spec: LawSpec) -> np.ndarray:
+def param_bounds(spec: Spec) -> np.ndarray:
     """(n_params, 2) box for differential evolution, in the order of :func:`param_names`."""
     rows = []
     for n in param_names(spec):
@@ -107,14 +162,14 @@ def param_bounds(spec: LawSpec) -> np.ndarray:
     return np.asarray(rows, dtype=float)
 
 
-def penalty_scale(spec: LawSpec, theta) -> jax.Array:
+def penalty_scale(spec: Spec, theta) -> jax.Array:
     """The penalty scale implied by ``theta`` (fixed value when not fitted)."""
     if _has_scale(spec):
         return jnp.exp(theta[param_names(spec).index("log_scale")])
     return jnp.asarray(spec.scale if spec.penalty != "step" else 1.0)
 
 
-def unpack(spec: LawSpec, theta):
+def unpack(spec: Spec, theta):
     """theta -> (ContextLawParams, penalty scale, gamma, shift)."""
     names = param_names(spec)
     get = {n: theta[i] for i, n in enumerate(names)}
@@ -125,15 +180,20 @@ def unpack(spec: LawSpec, theta):
     return params, penalty_scale(spec, theta), gamma, shift
 
 
-def predict(spec: LawSpec, theta, log_C, n_pmt, n_ctx, floor=0.0):
-    """Predicted P for each row."""
+def predict_law(spec: Spec, theta, log_C, n_pmt, n_ctx, floor=0.0):
+    """The law P at parameters ``theta`` for each row (elementwise; broadcasts)."""
     params, scale, gamma, shift = unpack(spec, theta)
     return context_law(params, log_C, n_pmt, n_ctx, penalty=spec.penalty, scale=scale, floor=floor,
                        decay=gamma, shift=shift, log_compute=True)
 
 
-def mse_loss(theta, spec: LawSpec, data: ContextData):
-    """Weighted mean squared (``spec.loss == "mse"``) or absolute (``"mae"``) error of P."""
-    r = predict(spec, theta, data.log_C, data.n_pmt, data.n_ctx, data.floor) - data.y
+def mse_loss(theta, spec: Spec, data):
+    """Weighted mean squared (``spec.loss == "mse"``) or absolute (``"mae"``) error of P.
+
+    Rows with weight 0 contribute exactly nothing, even with a NaN score (their score is replaced
+    by 0 before the residual, so gradients stay finite).
+    """
+    y = jnp.where(data.weight > 0, data.y, 0.0)
+    r = predict_law(spec, theta, data.log_C, data.n_pmt, data.n_ctx, data.floor) - y
     err = r ** 2 if spec.loss == "mse" else jnp.sqrt(r ** 2 + 1e-12)
     return jnp.sum(data.weight * err) / jnp.sum(data.weight)

@@ -1,18 +1,19 @@
 """Figures of the context-law pillar (matplotlib via :mod:`jaxscale.plotting`)."""
 from __future__ import annotations
 
-__all__ = ["plot_fit"]
+__all__ = ["plot_fit", "plot_task"]
 
 
 def plot_fit(result: dict, path, task: str | None = None):
-    """P vs prompt length, one colour per n_ctx: data points and the fitted law with its cliff."""
+    """P vs prompt length, one colour per n_ctx: data points and the fitted law with its cliff
+    (an :func:`~jaxscale.context_law.evaluate.evaluate_source` result on bundled data)."""
     import numpy as np
 
     from jaxscale.context_law.evaluate import CHANCE_FLOOR
-    from jaxscale.context_law.model import LawSpec, predict
+    from jaxscale.context_law.model import Spec, predict_law
     from jaxscale.plotting import figure, save
 
-    spec = LawSpec(**result["spec"])
+    spec = Spec(**result["spec"])
     names = result["task_names"]
     task = task or names[0]
     i = names.index(task)
@@ -28,7 +29,7 @@ def plot_fit(result: dict, path, task: str | None = None):
         s = f[f["n_ctx"] == c]
         ax.scatter(s["n_pmt"], s["score"], color=col, s=14, label=f"n_ctx={int(c)}")
         grid = np.geomspace(f["n_pmt"].min(), f["n_pmt"].max() * 1.3, 300)
-        p = np.asarray(predict(spec, theta, np.full_like(grid, logC), grid, np.full_like(grid, c), g))
+        p = np.asarray(predict_law(spec, theta, np.full_like(grid, logC), grid, np.full_like(grid, c), g))
         ax.plot(grid, p, color=col, lw=1.5)
         ax.axvline(c, color=col, ls=":", lw=0.8)
     ax.set_xscale("log")
@@ -37,3 +38,62 @@ def plot_fit(result: dict, path, task: str | None = None):
     ax.set_title(f"{result['source']} / {task}: law with {spec.penalty} penalty (dotted: n_ctx)")
     ax.legend(fontsize=7, ncol=2)
     return save(fig, path)
+
+
+def plot_task(fit, data, task: str | None = None, heldout=None, *, key=None, level: float = 0.9, path=None):
+    """Scores of one task vs prompt length, one colour per context limit, with the fitted law and its
+    ``level`` band (at the task's median compute and chance floor) and held-out rows marked ``x``.
+
+    Args:
+      fit: a context-law ``Fit``.
+      data: the rows to draw (a ``Data`` with scores).
+      task: task label (default: the first).
+      heldout: optional boolean mask of held-out rows (drawn as crosses).
+      key: PRNG key for a Bayesian fit's predictive draws.
+      level: band level.
+      path: save a PNG there (and close the figure) when given.
+
+    Returns:
+      The figure, or the saved path when ``path`` is given.
+    """
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxscale.context_law.contract import predict
+    from jaxscale.plotting import figure, save
+
+    task = task or fit.task_labels[0]
+    if task not in fit.task_labels:
+        raise ValueError(f"task {task!r} is not one of the fitted tasks {list(fit.task_labels)[:20]}")
+    code = fit.task_labels.index(task)
+    labels = np.asarray(data.task_labels)[np.asarray(data.task)]
+    rows = labels == task
+    held = np.zeros(len(rows), bool) if heldout is None else np.asarray(heldout, bool)
+    n_pmt, n_ctx, y = (np.asarray(a)[rows] for a in (data.n_pmt, data.n_ctx, data.y))
+    log_c, floor = float(np.median(np.asarray(data.log_C)[rows])), float(np.median(np.asarray(data.floor)[rows]))
+    held = held[rows]
+    n_items = None if data.n_items is None else float(np.median(np.asarray(data.n_items)[rows]))
+    fig, ax = figure(size=(7.0, 4.5))
+    cmap = __import__("matplotlib").colormaps["viridis"]
+    ctxs = sorted(np.unique(n_ctx))
+    grid = np.geomspace(n_pmt.min() / 1.5, n_pmt.max() * 1.5, 200)
+    for j, c in enumerate(ctxs):
+        col = cmap(j / max(len(ctxs) - 1, 1))
+        s = n_ctx == c
+        ax.scatter(n_pmt[s & ~held], y[s & ~held], color=col, s=14, label=f"n_ctx={int(c)}")
+        ax.scatter(n_pmt[s & held], y[s & held], color=col, s=28, marker="x")
+        q = data.replace(log_C=jnp.full(grid.shape, log_c), n_pmt=jnp.asarray(grid), n_ctx=jnp.full(grid.shape, c),
+                         y=jnp.full(grid.shape, jnp.nan), weight=jnp.ones(grid.shape),
+                         floor=jnp.full(grid.shape, floor), task=jnp.full(grid.shape, code, dtype=jnp.int32),
+                         n_items=None if n_items is None else jnp.full(grid.shape, n_items),
+                         task_labels=fit.task_labels)
+        pred = predict(fit, q, key=key, level=level)
+        ax.plot(grid, np.asarray(pred.mean), color=col, lw=1.5)
+        ax.fill_between(grid, np.asarray(pred.lower), np.asarray(pred.upper), color=col, alpha=0.15, lw=0)
+        ax.axvline(c, color=col, ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("prompt length n_pmt (tokens)")
+    ax.set_ylabel("score")
+    ax.set_title(f"{task}: law at median compute, {int(level * 100)} % band (x: held out, dotted: n_ctx)")
+    ax.legend(fontsize=7, ncol=2)
+    return save(fig, path) if path is not None else fig

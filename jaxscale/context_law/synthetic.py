@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxscale.context_law.model import LawSpec, predict
+from jaxscale.context_law.model import Spec, predict_law
 from jaxscale.laws.context import context_compute
 
 __all__ = ["PAPER_SHOTS", "PAPER_N_CTX", "PAPER_N_NONEMB", "TRUE_THETA", "TRUE_SPEC", "paper_design", "simulate"]
@@ -20,7 +20,7 @@ PAPER_SHOTS = (0, 1, 3, 7, 15, 31, 63, 127, 255, 511)
 PAPER_N_CTX = (4096, 8192, 16384, 32768, 65536, 131072)
 PAPER_N_NONEMB = {"Llama-2-7B": 6_476_271_616, "Llama-2-13B": 12_688_184_320}
 # a plausible truth (a, alpha, b, beta, log relative width): P(7B) ~ 0.79 x context factor
-TRUE_SPEC = LawSpec(penalty="logistic", fit_scale=True, fit_alpha=True)
+TRUE_SPEC = Spec(penalty="logistic", fit_scale=True, fit_alpha=True)
 TRUE_THETA = np.array([-1.0, 0.7, -0.5, 0.6, np.log(0.05)])
 
 
@@ -38,9 +38,9 @@ def paper_design(query_tokens: float = 150.0, demo_tokens: float = 200.0) -> pd.
     return df
 
 
-def simulate(key, design: pd.DataFrame, theta=TRUE_THETA, spec: LawSpec = TRUE_SPEC, n_items: int = 250):
+def simulate(key, design: pd.DataFrame, theta=TRUE_THETA, spec: Spec = TRUE_SPEC, n_items: int = 250):
     """Binomial scores from the law at ``theta``; adds p_true, n_items, n_correct, score, chance=0."""
-    p = predict(spec, jnp.asarray(theta), jnp.log(design["C"].to_numpy(float)), design["n_pmt"].to_numpy(float),
+    p = predict_law(spec, jnp.asarray(theta), jnp.log(design["C"].to_numpy(float)), design["n_pmt"].to_numpy(float),
                 design["n_ctx"].to_numpy(float))
     k = jax.random.binomial(key, n_items, p)
     out = design.copy()

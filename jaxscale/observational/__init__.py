@@ -1,13 +1,73 @@
-"""Pillar 2: observational scaling laws (Ruan, Maddison & Hashimoto 2024, arXiv 2405.10938 v3).
+"""Observational scaling laws (Ruan, Maddison & Hashimoto 2024, arXiv 2405.10938 v3).
 
-Modules: ``constants`` (model universe), ``data`` (bundled tables), ``pca`` (imputation and
-principal capabilities), ``fit`` (sigmoid-link point fits), ``splits``, ``tasks`` (named
-experiments), ``pipeline`` (end to end), ``selection`` (V-optimal subsets), ``sweep`` (cut-off
-sweep with AUE, Fig. 7a subset curve), ``bayes`` / ``bayes_nuts`` / ``bayes_eval`` (numpyro
-model, batched NUTS, coverage table), ``family`` (family compute-efficiency hierarchy,
-f-equivalent FLOPs with uncertainty), ``usertable`` (your own CSV), ``plot``, ``cli*``, ``demo``.
+A model's downstream score is a sigmoid of a few *principal capabilities*, the top principal
+components of its scores on standard benchmarks; fitted on small models, the law extrapolates to
+larger ones. The contract, on your own table (one row per model)::
+
+    from jaxscale import observational as obs
+    data = obs.from_frame(df, target_col="gsm8k", metric_cols=["MMLU", "ARC-C", "HellaSwag"])
+    fit = obs.fit(jax.random.key(0), data, obs.Spec(k=2, bootstrap=200))
+    pred = obs.predict(fit, new_models_df, key=jax.random.key(1))   # mean, 90% interval
+
+Named extras: the paper's experiments (:func:`run_task`, :func:`run_baseline`, :func:`get_task`,
+:func:`task_names`), the cut-off sweep and subset-selection drivers (:func:`cutoff_sweep`,
+:func:`subset_curve`, :func:`select`), the family-efficiency hierarchy (:func:`fit_family`), the
+Bayesian calibration over every task (:func:`calibrate`) and helpers for your own table
+(:func:`take_rows`, :func:`cutoff_rows`, :func:`reference_axis`, :func:`capabilities`).
+
+Modules: ``model`` (the contract), ``constants`` / ``data`` / ``tasks`` / ``splits`` (bundled data
+and the paper's settings), ``pca`` (imputation and principal capabilities), ``fit`` (sigmoid-link
+point fits and bootstraps), ``pipeline`` (a named task end to end), ``bayes`` (numpyro model and
+posterior predictive), ``bayes_nuts`` (batched NUTS), ``bayes_eval`` (coverage over the tasks),
+``selection`` / ``sweep`` (V-optimal subsets, cut-off sweep), ``family`` (family compute
+efficiency), ``report`` (JSON summaries), ``plot``.
 """
+from jaxscale.observational.bayes_eval import calibrate
+from jaxscale.observational.family import fit_family
+from jaxscale.observational.model import (
+    ObsData,
+    ObsFit,
+    ObsSpec,
+    capabilities,
+    cutoff_rows,
+    fit,
+    fit_core,
+    from_frame,
+    predict,
+    reference_axis,
+    take_rows,
+)
 from jaxscale.observational.pipeline import run_baseline, run_task
+from jaxscale.observational.selection import select
+from jaxscale.observational.sweep import cutoff_sweep, subset_curve
 from jaxscale.observational.tasks import get_task, task_names
 
-__all__ = ["run_task", "run_baseline", "get_task", "task_names"]
+Data = ObsData
+Spec = ObsSpec
+Fit = ObsFit
+
+__all__ = [
+    # the contract
+    "Data",
+    "Spec",
+    "Fit",
+    "from_frame",
+    "fit",
+    "fit_core",
+    "predict",
+    # your own table
+    "take_rows",
+    "cutoff_rows",
+    "reference_axis",
+    "capabilities",
+    # the paper's experiments
+    "run_task",
+    "run_baseline",
+    "get_task",
+    "task_names",
+    "cutoff_sweep",
+    "subset_curve",
+    "select",
+    "fit_family",
+    "calibrate",
+]

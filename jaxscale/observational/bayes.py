@@ -7,7 +7,7 @@ compiled NUTS program, see :mod:`jaxscale.observational.bayes_nuts`):
   \mathrm{sd}_\text{tr}(S)`; :math:`z = \alpha + \tilde\beta^\top \tilde S`;
 * :math:`\alpha \sim N(\mathrm{logit}\,\bar y_\text{tr}, 3)`, :math:`\tilde\beta_k \sim N(0, \tau)`
   (τ = 2 logit units per training s.d.: stops the steep-sigmoid blow-ups of 3-digit subtraction,
-  note §4.5);
+  where an unregularised fit runs off to coefficients ~1e2);
 * floor :math:`b = b_{\max} u`, :math:`u \sim \mathrm{Beta}(1, 3)` (``b_max`` = 0.2 for the floor
   link, 0 for the plain link);
 * :math:`\mu = b + (1-b)\sigma(z)` = :func:`jaxscale.observational.fit.predict` (=
@@ -57,13 +57,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxscale._pytree import register_serializable
 from jaxscale.laws import sigmoid_link
 
-from .fit import FLOOR_MAX, LawParams, predict
+from .fit import FLOOR_MAX, SigmoidLaw, predict
 
 __all__ = [
     "BayesData",
     "BayesFit",
+    "PosteriorDraws",
     "LIKELIHOODS",
     "ITEM_COUNTS",
     "PRIORS",
@@ -136,7 +138,7 @@ class BayesData(NamedTuple):
 
 
 class BayesFit(NamedTuple):
-    """Posterior draws (chains flattened) in raw PC units (as :class:`fit.LawParams`)."""
+    """Posterior draws (chains flattened) in raw PC units (as :class:`fit.SigmoidLaw`)."""
 
     intercept: np.ndarray  # (D,)
     slopes: np.ndarray  # (D, K)
@@ -148,10 +150,46 @@ class BayesFit(NamedTuple):
     y_lo: float  # support of the normalised target
     y_hi: float
     posterior: object  # jaxscale.infer.PosteriorResult (diagnostics, to_arviz())
-    mode: LawParams | None = None  # MAP coefficients (raw PC units), where computed
+    mode: SigmoidLaw | None = None  # MAP coefficients (raw PC units), where computed
     kappa: np.ndarray | None = None  # (D,) "extrap": discrepancy per logit beyond training
     box: tuple | None = None  # "extrap": (lo, hi, center, scale), (K,) each: the training rows'
     # box in standardised PC units and the standardisation (raw = center + scale * standardised)
+
+    def draws(self) -> PosteriorDraws:
+        """The draws as a :class:`PosteriorDraws` pytree (arrays only: jit-able and savable)."""
+        a = jnp.asarray
+        d = self.posterior.diagnostics
+        mode = None if self.mode is None else SigmoidLaw(*(a(v) for v in self.mode))
+        return PosteriorDraws(a(self.intercept), a(self.slopes), a(self.floor), a(self.s0), a(self.sz),
+                              a(self.n_items), a(self.y_lo), a(self.y_hi), mode,
+                              None if self.kappa is None else a(self.kappa),
+                              None if self.box is None else tuple(a(v) for v in self.box),
+                              a(float(d["max_r_hat"])), a(float(d["min_ess"])), a(int(d["divergences"])))
+
+
+@register_serializable
+class PosteriorDraws(NamedTuple):
+    """Posterior draws of the Bayesian law as arrays (:meth:`BayesFit.draws`), in raw PC units.
+
+    The fields of :class:`BayesFit` that :func:`predictive` reads, plus the NUTS summary
+    (``max_r_hat``, ``min_ess``, ``divergences``); the likelihood's name is passed to
+    :func:`predictive` separately (it is static configuration, not data).
+    """
+
+    intercept: jax.Array  # (D,)
+    slopes: jax.Array  # (D, K)
+    floor: jax.Array  # (D,)
+    s0: jax.Array  # (D,)
+    sz: jax.Array  # (D,)
+    n_items: jax.Array  # () item count (0 = unknown)
+    y_lo: jax.Array  # () support of the normalised target
+    y_hi: jax.Array
+    mode: SigmoidLaw | None  # MAP coefficients
+    kappa: jax.Array | None  # (D,) "extrap" only
+    box: tuple | None  # "extrap" only: (lo, hi, center, scale), (K,) each
+    max_r_hat: jax.Array
+    min_ess: jax.Array
+    divergences: jax.Array
 
 
 def _sd(mu_slope, s0, sz, likelihood):
@@ -198,7 +236,7 @@ def _obs(y, likelihood, n_items, y_lo, y_hi):
 
 def _mu_dmu(alpha, beta, b, S):
     """Mean through the shared link and dμ/dz (for the capability-noise term)."""
-    mu = predict(LawParams(alpha, beta, b), S)
+    mu = predict(SigmoidLaw(alpha, beta, b), S)
     sg = jax.nn.sigmoid(S @ beta + alpha)
     return mu, (1.0 - b) * sg * (1.0 - sg)
 
@@ -359,8 +397,10 @@ def mu_draws(fit: BayesFit, S):
     return np.asarray(mu), np.asarray(dmu)
 
 
-def predictive(key, fit: BayesFit, S, probs=(0.05, 0.25, 0.75, 0.95)) -> dict:
+def predictive(key, fit: BayesFit, S, probs=(0.05, 0.25, 0.75, 0.95), likelihood=None) -> dict:
     """Posterior predictive of the normalised target at raw PC scores ``S`` (M, K).
+
+    ``fit``: a :class:`BayesFit` or its :class:`PosteriorDraws` (then pass ``likelihood``).
 
     Returns dict: ``mode`` (the point prediction: the law at the posterior mode, MAP),
     ``median`` / ``mean`` (posterior median / mean of μ), ``plugin`` (the link at the
@@ -368,23 +408,25 @@ def predictive(key, fit: BayesFit, S, probs=(0.05, 0.25, 0.75, 0.95)) -> dict:
     (90% band of μ), ``q`` (predictive quantiles for ``probs``, shape (len(probs), M)),
     ``draws`` (predictive draws, (D, M)).
     """
+    lik = fit.likelihood if likelihood is None else likelihood
     mu, dmu = mu_draws(fit, S)
     mu_y, dmu_y = mu, dmu
-    if fit.likelihood == "extrap":  # capability perturbed by delta ~ N(0, (kappa * Delta)^2)
+    if lik == "extrap":  # capability perturbed by delta ~ N(0, (kappa * Delta)^2)
         key, kd = jax.random.split(key)
         mu_y, dmu_y = _extrap_draws(kd, fit, S)
     draws = np.asarray(_sample_y(key, jnp.asarray(mu_y), jnp.asarray(dmu_y), jnp.asarray(fit.s0)[:, None],
-                                 jnp.asarray(fit.sz)[:, None], fit.likelihood, fit.n_items, fit.y_lo,
+                                 jnp.asarray(fit.sz)[:, None], lik, fit.n_items, fit.y_lo,
                                  fit.y_hi), float)
-    if fit.likelihood in ("binomial", "betabinomial"):
-        draws = fit.y_lo + (fit.y_hi - fit.y_lo) * draws / fit.n_items
-    elif fit.likelihood == "beta":
-        draws = fit.y_lo + (fit.y_hi - fit.y_lo) * draws
+    y_lo, y_hi = float(fit.y_lo), float(fit.y_hi)
+    if lik in ("binomial", "betabinomial"):
+        draws = y_lo + (y_hi - y_lo) * draws / float(fit.n_items)
+    elif lik == "beta":
+        draws = y_lo + (y_hi - y_lo) * draws
     K = fit.slopes.shape[1]
-    med = LawParams(jnp.median(fit.intercept), jnp.median(fit.slopes, 0), jnp.median(fit.floor))
+    med = SigmoidLaw(jnp.median(fit.intercept), jnp.median(fit.slopes, 0), jnp.median(fit.floor))
     plugin = np.asarray(predict(med, jnp.asarray(np.asarray(S, float)[:, :K])))
     mode = None if fit.mode is None else np.asarray(predict(
-        LawParams(*(jnp.asarray(v) for v in fit.mode)), jnp.asarray(np.asarray(S, float)[:, :K])))
+        SigmoidLaw(*(jnp.asarray(v) for v in fit.mode)), jnp.asarray(np.asarray(S, float)[:, :K])))
     return dict(median=np.median(mu, 0), mean=mu.mean(0), plugin=plugin, mode=mode,
                 mu_lo=np.quantile(mu, 0.05, 0), mu_hi=np.quantile(mu, 0.95, 0),
                 q=np.quantile(draws, np.asarray(probs), axis=0), draws=draws)
@@ -441,7 +483,7 @@ def coverage(y, q) -> dict:
 
 def fequiv_draws(fit: BayesFit, S_ref, flops_ref):
     """Per-draw reference-family axis ``(w, c)`` (OLS of P on log10 C over the reference models,
-    note §4.6), i.e. the law's slope/intercept on the f-equivalent FLOPs axis. Arrays (D,), (D,).
+    paper §3.4, Eqs. 7-8), i.e. the law's slope/intercept on the f-equivalent FLOPs axis. Arrays (D,), (D,).
     (:mod:`jaxscale.observational.family` gives the axis its own uncertainty.)"""
     K = fit.slopes.shape[1]
     P = fit.intercept[:, None] + np.einsum("dk,mk->dm", fit.slopes, np.asarray(S_ref)[:, :K])

@@ -29,21 +29,18 @@ POINT_ESTIMATES = ("median", "mean", "plugin", "mode")
 def split_order(design):
     """The task's own split variable on its training rows (larger = later, the backtest's
     "future"): FLOPs for cut-off splits, the target y for rank-top splits."""
-    from . import data as _data
-
-    prep = design.prep
-    if prep.spec.split == "cutoff" and _data.FLOPS in prep.df:
-        return prep.df[_data.FLOPS].to_numpy(float)[np.asarray(prep.train, bool)]
+    if design.spec.split == "cutoff":
+        return np.asarray(design.flops, float)[np.asarray(design.train, bool)]
     return np.asarray(design.y_train, float)
 
 
 def stack_results(results, likelihood="extrap") -> bayes.BayesData:
     """:class:`bayes.BayesData` of point-fit results (``pipeline`` results; each carries its task
-    spec in ``design.prep.spec``): the target's support (:func:`tasks.target_bounds`), item counts
+    spec in ``design.spec``): the target's support (:func:`tasks.target_bounds`), item counts
     (required by the binomial likelihoods) and the backtest's split order (:func:`split_order`)."""
     from .tasks import target_bounds
 
-    specs = [r.design.prep.spec for r in results]
+    specs = [r.design.spec for r in results]
     n_items = [bayes.ITEM_COUNTS.get(s.name, 0) for s in specs]
     if likelihood in ("binomial", "betabinomial"):
         missing = [s.name for s, c in zip(specs, n_items) if c == 0]
@@ -110,6 +107,8 @@ def calibrate(key, names=None, *, likelihood="extrap", priors=bayes.PRIORS, num_
                          max_r_hat=dg["max_r_hat"], min_ess=dg["min_ess"],
                          divergences=dg["divergences"], mean_num_steps=dg["mean_num_steps"],
                          kappa_median=None if f.kappa is None else float(np.median(f.kappa))))
+        if f.kappa is None:
+            rows[-1]["kappa_median_reason"] = f"likelihood {likelihood!r} has no extrapolation discrepancy"
     n = np.array([r["n_test"] for r in rows], float)
     ratios = np.array([r["ratio"] for r in rows])
     pooled = dict(n_test=int(n.sum()),

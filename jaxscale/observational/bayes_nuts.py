@@ -23,7 +23,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxscale.infer import PosteriorResult, minimize_newton, nuts_diagnostics
 
-from .fit import LawParams
+from .fit import SigmoidLaw
 from .bayes import PRIORS, USES_SZ, BayesData, BayesFit, Priors, obs_model, to_raw, to_std
 
 __all__ = ["fit_bayes_batched", "init_from_point", "map_laplace"]
@@ -75,7 +75,7 @@ def _loss_for(likelihood):
 
 def init_from_point(data: BayesData, points, priors: Priors = PRIORS, s0=None,
                     likelihood="extrap") -> jnp.ndarray:
-    """Flat start vectors (T, P) from point fits (``fit.LawParams`` per task, raw PC units)."""
+    """Flat start vectors (T, P) from point fits (``fit.SigmoidLaw`` per task, raw PC units)."""
     T, _, K = data.S.shape
     x0 = np.zeros((T, ravel_pytree(_template(K, likelihood))[0].shape[0]))
     for t, p in enumerate(points):
@@ -187,7 +187,7 @@ def fit_bayes_batched(key, data: BayesData, *, points=None, s0=None, num_warmup=
                       max_tree_depth=6, warn=True) -> list:
     """NUTS for every task and chain of ``data`` in ONE compiled program.
 
-    ``points``: optional point fits (``fit.LawParams`` per task) used to start the MAP search,
+    ``points``: optional point fits (``fit.SigmoidLaw`` per task) used to start the MAP search,
     ``s0``: their training RMS residuals (start of the noise scale).
     Returns one :class:`bayes.BayesFit` per task (draws in raw PC units) with a
     :class:`jaxscale.infer.PosteriorResult` (R-hat, ESS, divergences, ``to_arviz()``).
@@ -238,7 +238,7 @@ def fit_bayes_batched(key, data: BayesData, *, points=None, s0=None, num_warmup=
         zm = unravel(jnp.asarray(x_map[t]))
         m_icp, m_sl = to_raw(float(zm["alpha"][0]), np.asarray(zm["beta"])[:, 0], d.center[t],
                              d.scale[t])
-        mode = LawParams(m_icp, m_sl, fm * float(jax.nn.sigmoid(zm["u_floor"][0])))
+        mode = SigmoidLaw(m_icp, m_sl, fm * float(jax.nn.sigmoid(zm["u_floor"][0])))
         out.append(BayesFit(flat["intercept"], flat["slopes"], flat["floor"], flat["s0"],
                             flat.get("sz", np.zeros_like(flat["s0"])), likelihood, int(d.n_items[t]), float(d.y_lo[t]),
                             float(d.y_hi[t]), post, mode, flat.get("kappa"), box))

@@ -1,6 +1,8 @@
 """Model universe of Ruan et al. (2024, arXiv 2405.10938 v3): families, pre-registered models, metrics.
 
-The lists restate ``shared/docs/obscaling.md`` §3 (they are facts about the data set, not code).
+The lists are facts about the bundled data set (ObsScaling commit 4d6e1e4), not code: the 21 core
+families (77 models) of the paper, the 7 families and 20 models released after May 2024 that the
+paper pre-registered, the families without FLOPs (training tokens unknown), and the benchmarks.
 """
 from __future__ import annotations
 
@@ -46,4 +48,4 @@ BASE_METRICS_NO_GSM = tuple(m for m in BASE_METRICS if m != "GSM8K")
 INSTRUCT_METRICS = ("MMLU", "ARC-C", "HellaSwag", "Winogrande", "TruthfulQA", "GSM8K", "HumanEval")
 
 LLAMA2_CUTOFF = 84.0  # FLOPs (1E21) of Llama-2-7B
-BBH_MEAN_CHANCE = 0.26243  # mean random-guess rate over the 27 BBH tasks (note §3)
+BBH_MEAN_CHANCE = 0.26243  # mean random-guess rate over the 27 BBH tasks (``utils/constants.py`` of the original code)

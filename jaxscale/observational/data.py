@@ -28,13 +28,10 @@ FAMILY = "Model Family"
 
 
 def obscaling_dir() -> Path:
-    """Folder of the bundled CSVs (``jaxscale.data.data_dir('obscaling')`` when available)."""
-    try:
-        from jaxscale.data import data_dir
+    """Folder of the bundled CSVs (``jaxscale.data.data_dir('obscaling')``)."""
+    from jaxscale.data import data_dir
 
-        return Path(data_dir("obscaling"))
-    except (ImportError, AttributeError):  # pragma: no cover - before the shared layer lands
-        return Path(__file__).resolve().parents[1] / "data" / "bundled" / "obscaling"
+    return Path(data_dir("obscaling"))
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,4 +1,4 @@
-"""Family compute efficiency as a hierarchical model (paper Eq. 4; note §4.6, §8 "Family efficiency").
+"""Family compute efficiency as a hierarchical model (paper Eq. 4 and §3.4).
 
 For model ``m`` of family ``f`` with training compute ``C_m`` (FLOPs, units of 1E21) and capability
 ``P_m`` (PC-1 of the benchmark table, or a fitted law's capability ``P = α + β·S``)::
@@ -112,7 +112,7 @@ def family_data(df: pd.DataFrame, score: str = "P", family_col: str = _data.FAMI
 
 def pc1_table(df: pd.DataFrame | None = None, metrics=None) -> pd.DataFrame:
     """Capability space: ``df`` (default the 77 core models) with ``P`` = PC-1 of the impute + PCA
-    fitted on all its rows (note §5.1: explained variance 0.8016 on the core set)."""
+    fitted on all its rows (explained variance 0.8016 on the core set, as in the paper's Fig. 2)."""
     from .constants import BASE_METRICS
     from .pca import fit_transform
 
@@ -132,7 +132,7 @@ def law_table(result) -> pd.DataFrame:
     dz = result.design
     prep = dz.prep
     k = int(np.asarray(result.params.slopes).shape[0])
-    tr = np.asarray(prep.train, bool)
+    tr = np.asarray(dz.train, bool)
     S = np.zeros((len(tr), k))
     S[tr], S[~tr] = dz.S_train[:, :k], dz.S_test[:, :k]
     df = prep.df.copy()
@@ -145,7 +145,7 @@ def within_family_ols(df: pd.DataFrame, score: str = "P", min_models: int = 3,
                       family_col: str = _data.FAMILY, flops_col: str = _data.FLOPS) -> pd.DataFrame:
     """Plain OLS of ``score`` on log10 FLOPs within each family (rows with FLOPs only), vectorised
     with segment sums. Returns one row per family with >= ``min_models`` models: n, slope,
-    intercept, r2 (note §5.1: mean R² 0.966 over 14 core families, Llama-2 1.000)."""
+    intercept, r2 (measured: mean R² 0.966 over 14 core families, Llama-2 1.000)."""
     validate.require_columns(df, [family_col, score, flops_col], "within_family_ols")
     C = pd.to_numeric(df[flops_col], errors="coerce").to_numpy(float)
     ok = np.isfinite(C) & (C > 0)

@@ -1,4 +1,4 @@
-r"""Point fits of the observational law :math:`y = b + (1-b)\,\sigma(\alpha + \beta^\top S)` (note §4.5).
+r"""Point fits of the observational law :math:`y = b + (1-b)\,\sigma(\alpha + \beta^\top S)` (paper §3.2-3.3, Eq. 6).
 
 The link is :func:`jaxscale.laws.sigmoid_link` (the Bayesian model calls the same function).
 Parameters are a flat vector ``theta = [alpha, beta_1..beta_K, u]`` with floor
@@ -15,11 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxscale._pytree import register_serializable
 from jaxscale.infer import huber, minimize_lbfgs, minimize_newton
 from jaxscale.laws import sigmoid_link
 
 __all__ = [
-    "LawParams",
+    "SigmoidLaw",
     "FLOOR_MAX",
     "START_BETA",
     "U_FLOOR_START",
@@ -42,7 +43,8 @@ START_BETA = 0.03  # paper start: alpha = 0, beta_k = 0.03, b = 0 (commit c10551
 U_FLOOR_START = -8.0  # b = 0.2 * sigmoid(-8) = 6.7e-5, the interior point closest to b = 0
 
 
-class LawParams(NamedTuple):
+@register_serializable
+class SigmoidLaw(NamedTuple):
     """Fitted law in PC (or log-compute) space: ``y = floor + (1-floor) σ(intercept + slopes·x)``."""
 
     intercept: jax.Array
@@ -56,12 +58,12 @@ def start_theta(k: int, dtype=jnp.float64):
                             jnp.full((1,), U_FLOOR_START, dtype)])
 
 
-def unpack(theta, floor_max=FLOOR_MAX) -> LawParams:
-    """Flat vector -> :class:`LawParams` (floor mapped into ``[0, floor_max]``)."""
-    return LawParams(theta[0], theta[1:-1], floor_max * jax.nn.sigmoid(theta[-1]))
+def unpack(theta, floor_max=FLOOR_MAX) -> SigmoidLaw:
+    """Flat vector -> :class:`SigmoidLaw` (floor mapped into ``[0, floor_max]``)."""
+    return SigmoidLaw(theta[0], theta[1:-1], floor_max * jax.nn.sigmoid(theta[-1]))
 
 
-def predict(params: LawParams, X):
+def predict(params: SigmoidLaw, X):
     """Predicted normalised accuracy for design rows ``X`` (M, K)."""
     z = jnp.asarray(X) @ params.slopes
     return sigmoid_link(z, 1.0, params.intercept, floor=params.floor)
@@ -116,7 +118,7 @@ def fit_law(X, y, *, floor: bool, loss: str = "huber", w=None, theta0=None, max_
       floor: ``True`` for ``b`` in ``[0, 0.2]`` (post-training / agents), ``False`` for plain σ.
       loss: ``"huber"`` (δ = 1) or ``"ols"``.
       w: optional nonnegative row weights (bootstrap multiplicities, padding masks).
-    Returns (LawParams, FitResult).
+    Returns (SigmoidLaw, FitResult).
     """
     X = jnp.asarray(X)
     y = jnp.asarray(y)
@@ -152,7 +154,7 @@ def fit_law_batch(X, y, W, *, floor: bool, loss: str = "huber", theta0=None, ste
     Every refit starts from ``theta0`` (default: the full-data :func:`fit_law` optimum) and runs
     ``steps`` damped-Newton iterations (:func:`jaxscale.infer.minimize_newton`: a fixed-length
     scan, so a batch costs the same whatever its slowest member). Returns
-    ``(LawParams with a leading batch axis, FitResult)``; ``FitResult.converged`` flags refits
+    ``(SigmoidLaw with a leading batch axis, FitResult)``; ``FitResult.converged`` flags refits
     whose gradient norm did not reach 1e-9 (e.g. a steep sigmoid running off to infinity).
     """
     X = np.asarray(X, float)
@@ -176,7 +178,7 @@ def bootstrap_law(key, X, y, n: int = 1000, *, floor: bool, loss: str = "huber",
     """Non-parametric bootstrap of the law: ``n`` resamples of the training rows (multiplicity
     weights), refitted in ONE vmapped program by :func:`fit_law_batch`.
 
-    Returns ``(LawParams (n, ...), FitResult (n, ...))``; refits that did not converge should be
+    Returns ``(SigmoidLaw (n, ...), FitResult (n, ...))``; refits that did not converge should be
     excluded by the caller (``FitResult.converged``), see :func:`bootstrap_band`.
     """
     m = np.asarray(y).shape[0]
@@ -185,7 +187,7 @@ def bootstrap_law(key, X, y, n: int = 1000, *, floor: bool, loss: str = "huber",
     return fit_law_batch(X, y, np.asarray(W, float), floor=floor, loss=loss, steps=steps)
 
 
-def bootstrap_band(params: LawParams, converged, X, probs=(0.05, 0.95)) -> np.ndarray:
+def bootstrap_band(params: SigmoidLaw, converged, X, probs=(0.05, 0.95)) -> np.ndarray:
     """Quantiles (len(probs), M) over converged bootstrap refits of the predicted curve at ``X``.
 
     Warns with the count when refits are excluded; raises if none converged.
@@ -206,19 +208,19 @@ def bootstrap_band(params: LawParams, converged, X, probs=(0.05, 0.95)) -> np.nd
 _predict_jit = jax.jit(predict)
 
 
-def predict_np(params: LawParams, X) -> np.ndarray:
+def predict_np(params: SigmoidLaw, X) -> np.ndarray:
     """Host-side :func:`predict` on rows padded to a fixed bucket (no recompiles per row count)."""
     X = np.asarray(X, float)
     n, k = X.shape
     Xp, _, _ = _pad(X, np.zeros(n), np.zeros(n))
     sl = np.zeros(Xp.shape[1])
     sl[:k] = np.asarray(params.slopes, float)
-    p = LawParams(jnp.asarray(float(params.intercept)), jnp.asarray(sl),
+    p = SigmoidLaw(jnp.asarray(float(params.intercept)), jnp.asarray(sl),
                   jnp.asarray(float(params.floor)))
     return np.asarray(_predict_jit(p, Xp))[:n]
 
 
-def mse(params: LawParams, X, y) -> float:
+def mse(params: SigmoidLaw, X, y) -> float:
     """Mean squared error of the law on (X, y) (nan for zero rows)."""
     y = np.asarray(y)
     if y.size == 0:
@@ -226,8 +228,8 @@ def mse(params: LawParams, X, y) -> float:
     return float(np.mean((predict_np(params, X) - y) ** 2))
 
 
-def fequiv_axis(params: LawParams, S_ref, flops_ref):
-    """Reference-family-equivalent FLOPs axis (note §4.6).
+def fequiv_axis(params: SigmoidLaw, S_ref, flops_ref):
+    """Reference-family-equivalent FLOPs axis (paper §3.4, Eqs. 7-8).
 
     OLS of ``P = intercept + slopes·S`` on ``log10 C`` over the reference-family models gives
     ``P ≈ w log10 C + c``; returns ``(w, c)``: the printed law is ``σ(w x + c)`` with

@@ -1,4 +1,4 @@
-"""PCA imputation (hard-EM, rank 1) and principal capabilities (note §4.3–4.4).
+"""PCA imputation (hard-EM, rank 1) and principal capabilities (paper §3.2 and App. B.3).
 
 Everything is fitted on training rows only; test rows reuse the frozen transform.
 """
@@ -9,6 +9,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxscale._pytree import register_serializable
 
 __all__ = [
     "ImputeState",
@@ -22,6 +24,7 @@ __all__ = [
 ]
 
 
+@register_serializable
 class ImputeState(NamedTuple):
     """Frozen imputation transform: z-score (mu, sd) and the rank-r PCA (mean m, components V)."""
 
@@ -31,6 +34,7 @@ class ImputeState(NamedTuple):
     V: jax.Array  # (r, T) top right singular vectors at the last iteration
 
 
+@register_serializable
 class PCAState(NamedTuple):
     """Mean-centred PCA: ``S = (B - mean) @ components.T``."""
 

@@ -1,37 +1,64 @@
-"""End-to-end point pipeline: split -> impute + PCA (train only) -> fit -> f-equivalent axis -> MSE."""
+"""End-to-end point pipeline of a named task: split -> impute + PCA (train only) -> fit ->
+f-equivalent axis -> MSE.
+
+:func:`run_task` reproduces one experiment of the paper with its own settings and returns a
+:class:`TaskResult`, a pytree (arrays and numbers as leaves; the task's name and
+:class:`~jaxscale.observational.tasks.TaskSpec` are static), so results pass through ``jax.jit``.
+"""
 from __future__ import annotations
 
-from typing import NamedTuple
-
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxscale._pytree import pytree_dataclass, static_field
+
 from . import data as _data
-from .fit import LawParams, fequiv_axis, fit_law, ln_regressor, mse
+from .fit import SigmoidLaw, fequiv_axis, fit_law, ln_regressor, mse, predict
 from .pca import PCAState, fit_transform
 from .tasks import Prepared, TaskSpec, get_task, prepare
 
-__all__ = ["Design", "TaskResult", "design", "run_task", "run_baseline", "evaluate_params"]
+__all__ = ["Design", "TaskResult", "design", "run_task", "run_baseline", "evaluate_params", "predict"]
 
 
-class Design(NamedTuple):
-    """PC design of a prepared task: scores for train/test rows (all 5 PCs) and the PCA."""
+@pytree_dataclass
+class Design:
+    """PC design of a prepared task: scores of the train/test rows (all <= 5 PCs) and the PCA.
 
-    prep: Prepared
-    S_train: np.ndarray
-    S_test: np.ndarray
-    y_train: np.ndarray
-    y_test: np.ndarray
-    pca: PCAState
-    ref_S: np.ndarray  # PC scores of the reference-family rows (train and test)
-    ref_flops: np.ndarray
+    Attributes:
+      S_train, S_test: ``(n_train, C)``, ``(n_test, C)`` PC scores (for a compute baseline: the
+        ``(., 1)`` regressor ``ln(FLOPs)`` or ``ln(size)``).
+      y_train, y_test: normalised targets of those rows.
+      train: ``(n,)`` training mask over the rows of the prepared table (:attr:`prep`).
+      flops: ``(n,)`` FLOPs (1E21) of every row of the prepared table (NaN = unknown).
+      pca: the training PCA (``None`` for a compute baseline).
+      ref_S, ref_flops: PC scores and FLOPs of the reference-family rows (train and test).
+      spec: the task (static).
+    """
+
+    S_train: jax.Array
+    S_test: jax.Array
+    y_train: jax.Array
+    y_test: jax.Array
+    train: jax.Array
+    flops: jax.Array
+    pca: PCAState | None
+    ref_S: jax.Array
+    ref_flops: jax.Array
+    spec: TaskSpec = static_field()
+
+    @property
+    def prep(self) -> Prepared:
+        """The task's table and train mask, rebuilt from the bundled data (:func:`tasks.prepare`)."""
+        return prepare(self.spec)
 
 
-class TaskResult(NamedTuple):
+@pytree_dataclass
+class TaskResult:
     """Point-fit outcome; ``slope``/``intercept`` are on the log10 reference-equivalent FLOPs axis."""
 
-    name: str
-    params: LawParams
+    name: str = static_field()
+    params: SigmoidLaw
     mse_train: float
     mse_test: float
     slope: float
@@ -53,15 +80,16 @@ def design(prep: Prepared) -> Design:
     S_tr, S_te = S_all[tr], S_all[~tr]
     ref = (prep.df[_data.FAMILY] == spec.ref_family).to_numpy()
     y = prep.df["y"].to_numpy(float)
-    return Design(prep, S_tr, S_te, y[tr], y[~tr], pca, S_all[ref],
-                  prep.df[_data.FLOPS].to_numpy(float)[ref])
+    flops = prep.df[_data.FLOPS].to_numpy(float)
+    return Design(S_tr, S_te, y[tr], y[~tr], np.asarray(tr, bool), flops, pca, S_all[ref], flops[ref],
+                  spec=spec)
 
 
-def evaluate_params(dz: Design, params: LawParams, k: int | None = None) -> TaskResult:
+def evaluate_params(dz: Design, params: SigmoidLaw, k: int | None = None) -> TaskResult:
     """Train/test MSE and the f-equivalent form of given coefficients (e.g. published ones)."""
-    spec = dz.prep.spec
+    spec = dz.spec
     k = spec.k if k is None else k
-    params = LawParams(*(jnp.asarray(p, jnp.float64) for p in params))
+    params = SigmoidLaw(*(jnp.asarray(p, jnp.float64) for p in params))
     w, c = fequiv_axis(params, dz.ref_S[:, :k], dz.ref_flops) if len(dz.ref_S) >= 2 else (
         float("nan"), float("nan"))
     return TaskResult(spec.name, params, mse(params, dz.S_train[:, :k], dz.y_train),
@@ -75,11 +103,12 @@ def run_task(name_or_spec, **overrides) -> TaskResult:
     dz = design(prepare(spec))
     params, res = fit_law(dz.S_train[:, : spec.k], dz.y_train, floor=spec.floor, loss=spec.loss)
     out = evaluate_params(dz, params, spec.k)
-    return out._replace(converged=bool(res.converged))
+    return out.replace(converged=bool(res.converged))
 
 
 def run_baseline(name_or_spec, regressor: str = "flops", **overrides) -> TaskResult:
-    """Compute baseline: same link and loss on ``ln(FLOPs)`` or ``ln(size)`` (note §4.7).
+    """Compute baseline: same link and loss on ``ln(FLOPs)`` or ``ln(size)`` (paper §4, Fig. 4a: the
+    original code uses the natural log although its axis label says log10).
 
     Test rows without the regressor are dropped (as in the original code).
     """
@@ -92,10 +121,9 @@ def run_baseline(name_or_spec, regressor: str = "flops", **overrides) -> TaskRes
     tr, te = prep.train & ok, ~prep.train & ok
     X = ln_regressor(np.where(ok, v, 1.0))
     params, res = fit_law(X[tr], y[tr], floor=spec.floor, loss=spec.loss)
-    dz = Design(prep, X[tr], X[te], y[tr], y[te], None, X[:0], v[:0])
+    dz = Design(X[tr], X[te], y[tr], y[te], tr, prep.df[_data.FLOPS].to_numpy(float), None, X[:0], v[:0],
+                spec=spec)
     return TaskResult(spec.name + f":{regressor}", params, mse(params, X[tr], y[tr]),
                       mse(params, X[te], y[te]), float(params.slopes[0]), float(params.intercept),
                       float(params.floor), int(tr.sum()), int(te.sum()), bool(res.converged), dz)
 
-
-__all__.append("predict")

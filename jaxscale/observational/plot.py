@@ -1,16 +1,15 @@
-"""Scaling curve on the reference-equivalent FLOPs axis with train/test points and bands."""
+"""Figures: the scaling curve of a named task or of a fit on your own table (train / held-out
+points, predictive band), the cut-off sweep, and the family-efficiency lines."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
-from .fit import LawParams
+from .fit import SigmoidLaw
 
-__all__ = ["plot_families", "equiv_x", "plot_scaling"]
+__all__ = ["plot_families", "equiv_x", "plot_scaling", "plot_fit", "plot_sweep"]
 
 
-def equiv_x(params: LawParams, S, slope: float, intercept: float) -> np.ndarray:
+def equiv_x(params: SigmoidLaw, S, slope: float, intercept: float) -> np.ndarray:
     """log10 reference-equivalent FLOPs (1E21) of rows ``S``: ``(P(S) - c) / w``."""
     P = float(params.intercept) + np.asarray(S, float) @ np.asarray(params.slopes, float)
     return (P - intercept) / slope
@@ -22,10 +21,7 @@ def plot_scaling(result, path, band=None, title: str | None = None):
     band: optional dict(x=..., lo=..., hi=..., mean=...) of a Bayesian 90% predictive band at
     model positions (any order). Returns the path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from jaxscale import plotting
 
     dz = result.design
     k = len(np.asarray(result.params.slopes))
@@ -36,7 +32,7 @@ def plot_scaling(result, path, band=None, title: str | None = None):
     hi = max(xtr.max(), xte.max() if xte.size else xtr.max()) + 0.3
     grid = np.linspace(lo, hi, 200)
     curve = b + (1 - b) / (1 + np.exp(-(w * grid + c)))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plotting.figure(1, 1, size=(6, 4))
     if band is not None:
         o = np.argsort(band["x"])
         ax.fill_between(np.asarray(band["x"])[o], np.asarray(band["lo"])[o],
@@ -48,17 +44,72 @@ def plot_scaling(result, path, band=None, title: str | None = None):
             label=f"{1 - b:.2f}σ({w:.2f}x{c:+.2f})+{b:.2f}")
     ax.scatter(xtr, dz.y_train, s=14, color="C0", label=f"train ({len(xtr)})")
     ax.scatter(xte, dz.y_test, s=18, color="C3", marker="^", label=f"test ({len(xte)})")
-    ref = dz.prep.spec.ref_family
+    ref = dz.spec.ref_family
     ax.set_xlabel(f"log10 {ref}-equivalent FLOPs (1E21)")
     ax.set_ylabel("normalised accuracy")
     ax.set_title(title or f"{result.name}: test MSE {result.mse_test:.1e}")
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plotting.save(fig, path)
+
+
+def plot_fit(fit, data, pred, *, train=None, held_out=None, axis=None, title: str | None = None, ax=None):
+    """Scaling curve of a fit on your own table: target vs the law's capability.
+
+    x: the reference-equivalent log10 FLOPs when ``axis`` (from
+    :func:`jaxscale.observational.reference_axis`) has a slope, else the law's capability
+    ``P = α + β·S``. Points: the rows of ``data`` with a target (train / held out); line and band:
+    ``pred`` (a :class:`jaxscale.Prediction` of every row of ``data``). Returns ``(fig, ax)``.
+    """
+    from jaxscale import plotting
+
+    from .model import capabilities
+
+    S = capabilities(fit, data)
+    P = float(fit.law.intercept) + S @ np.asarray(fit.law.slopes, float)
+    use_axis = axis is not None and np.isfinite(axis.get("slope", np.nan))
+    x = (P - axis["intercept"]) / axis["slope"] if use_axis else P
+    xlabel = (f"log10 {axis['ref_family']}-equivalent FLOPs (1E21)" if use_axis
+              else "law capability α + β·S")
+    n = len(x)
+    train = np.ones(n, bool) if train is None else np.asarray(train, bool)
+    held = np.zeros(n, bool) if held_out is None else np.asarray(held_out, bool)
+    truth = fit.lo + (fit.hi - fit.lo) * np.asarray(data.y, float)
+    if ax is None:
+        fig, ax = plotting.figure(1, 1, size=(6, 4))
+    else:
+        fig = ax.figure
+    o = np.argsort(x)
+    mean, lo, hi = (np.asarray(v, float) for v in (pred.mean, pred.lower, pred.upper))
+    plotting.band(ax, x[o], mean[o], lo[o], hi[o], label="prediction and interval", color="C1", alpha=0.2)
+    ok = np.isfinite(truth)
+    ax.scatter(x[train & ok], truth[train & ok], s=14, color="C0", label=f"train ({int((train & ok).sum())})")
+    if (held & ok).any():
+        ax.scatter(x[held & ok], truth[held & ok], s=20, color="C3", marker="^",
+                   label=f"held out ({int((held & ok).sum())})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(dict(fit.columns).get("target", "target"))
+    ax.set_title(title or "observational scaling law", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    return fig, ax
+
+
+def plot_sweep(result: dict, path, rank_by: str = "flops"):
+    """Test MSE vs test ratio of a cut-off sweep (``sweep.cutoff_sweep(...).to_dict()``), PC law
+    against the ln-FLOPs baseline, with their AUEs. Returns the path."""
+    from jaxscale import plotting
+
+    fig, ax = plotting.figure(1, 1, size=(4.5, 3.2))
+    r = [row["test_ratio"] for row in result["rows"]]
+    ax.plot(r, [row["mse_pc"] for row in result["rows"]], "o-", label=f"PC law (AUE {result['aue_pc']:.2e})")
+    ax.plot(r, [row["mse_flops"] for row in result["rows"]], "s--",
+            label=f"ln FLOPs (AUE {result['aue_flops']:.2e})")
+    ax.set_xlabel(f"test ratio (top models by {rank_by})")
+    ax.set_ylabel("test MSE")
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    ax.legend(fontsize=8)
+    ax.set_title(result["task"], fontsize=10)
+    return plotting.save(fig, path)
 
 
 def plot_families(fit, path, probs=(0.05, 0.95), title: str | None = None):

@@ -1,4 +1,4 @@
-r"""V-optimal model-subset selection over unions of families (paper §5, Eq. 9; note §4.10).
+r"""V-optimal model-subset selection over unions of families (paper §5, Eq. 9).
 
 Score of a union :math:`U`: :math:`\mathrm{Tr}(S_\text{all}^\top S_\text{all}\,(S_U^\top S_U)^{-1})`
 with :math:`S` the top-3 PC scores of the candidates. Every union of 1..``max_families`` families
@@ -7,12 +7,12 @@ the negated score of the best union within each budget (Table 1 prints these neg
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+
+from jaxscale._pytree import pytree_dataclass, static_field
 
 from . import data as _data
 from .constants import BASE_METRICS
@@ -28,14 +28,18 @@ __all__ = [
 ]
 
 
-class Selection(NamedTuple):
-    """Best union for one budget: ``objective`` = −trace (higher is better, as in Table 1)."""
+@pytree_dataclass
+class Selection:
+    """Best union for one budget: ``objective`` = −trace (higher is better, as in Table 1).
+
+    A pytree: the numbers are leaves, the family and model names static.
+    """
 
     budget: int
     objective: float
     n_models: int
-    families: tuple
-    models: tuple
+    families: tuple = static_field(default=())
+    models: tuple = static_field(default=())
 
 
 def candidate_pool(pool: str = "full") -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Train/test split rules of the original code (note §4.2) and the cut-off sweep AUE (App. C.4)."""
+"""Train/test split rules of the original code (``utils/data.py:split_data``) and the cut-off sweep AUE (App. C.4)."""
 from __future__ import annotations
 
 import numpy as np

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxscale._pytree import pytree_dataclass, static_field
 from jaxscale.infer import minimize_lbfgs
 
 from . import data as _data
@@ -33,11 +32,13 @@ __all__ = ["SweepResult", "batched_test_mse", "cutoff_sweep", "geo_mse", "subset
 GSM8K_TASKS = ("gsm8k_naive", "gsm8k_cot", "gsm8k_cot_sc")
 
 
-class SweepResult(NamedTuple):
-    """Test MSE per test ratio for the PC law and the ln-FLOPs baseline, and their AUEs."""
+@pytree_dataclass
+class SweepResult:
+    """Test MSE per test ratio for the PC law and the ln-FLOPs baseline, and their AUEs (a pytree:
+    the task's name and the ranking are static)."""
 
-    task: str
-    rank_by: str
+    task: str = static_field()
+    rank_by: str = static_field()
     ratios: np.ndarray
     n_train: np.ndarray
     mse_pc: np.ndarray

@@ -1,10 +1,13 @@
-"""Named experiments of the note's §4.11 table and the data preparation they share."""
+"""Named experiments of the paper (settings recovered from the original code and notebooks) and
+the data preparation they share."""
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+
+from jaxscale._pytree import register_serializable
 
 from . import data as _data
 from .constants import (
@@ -24,8 +27,9 @@ _LB = "base_llm_leaderboard_v2_eval"
 _AG = "instruct_llm_agent_eval"
 
 
+@register_serializable
 class TaskSpec(NamedTuple):
-    """One experiment: data, target normalisation, split rule, link and loss (note §4.11)."""
+    """One experiment: data, target normalisation, split rule, link and loss (as in the paper's experiment)."""
 
     name: str
     description: str

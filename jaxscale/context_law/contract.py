@@ -1,0 +1,462 @@
+"""The pillar's contract: ``from_frame -> Data``, ``fit(key, data, spec) -> Fit``, ``predict``.
+
+One row of the table is one cell: a (model, task, prompt length) combination with its training
+compute ``C`` (or ``N`` and ``D``, with C = 6 N D), prompt length ``n_pmt`` (tokens), context limit
+``n_ctx`` (tokens) and score in [0, 1]; optionally a chance floor, a task label and the number of
+items behind the score.  :func:`fit` fits one law per task (all tasks in one vmapped DE + L-BFGS
+program) and, with ``Spec(bayes=True)``, samples each task's posterior with NUTS.
+
+Intervals of :func:`predict`:
+
+* point fit: ``mean +- z * sigma_task``, where ``sigma_task`` is the task's residual standard
+  deviation on its training rows (degrees of freedom corrected: sum of squared residuals over
+  ``n_train - n_params``).  Scores live in [0, 1], so the Gaussian interval is intersected with
+  [0, 1]; that clipping only removes impossible values and never changes whether an observed
+  score is inside.  Parameter uncertainty is not included (use the Bayesian fit for that), and
+  the noise is assumed the same for every row of a task, so the band is too wide where scores
+  are pinned near 0 or 1 (past the cliff) and correspondingly narrower elsewhere.
+* Bayesian fit: draws of the posterior predictive (parameter draws through the law, then the
+  likelihood's noise: normal, Laplace, beta, or binomial on the row's item count), and their
+  central quantiles.  A ``key`` is required.
+"""
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from jaxscale._pytree import pytree_dataclass, register_serializable, static_field
+from jaxscale.config import warn_if_float32
+from jaxscale.context_law.fit import (
+    ContextFit,
+    _check_result,
+    _fit_tasks,
+    check_identifiability,
+    convergence_reason,
+    theta_dict,
+)
+from jaxscale.context_law.model import Spec, param_names, predict_law
+from jaxscale.data import validate as V
+from jaxscale.data.table import FILE_ROWS
+from jaxscale.infer.prediction import Prediction, check_level, from_samples, z_value
+
+__all__ = ["Data", "Fit", "Posterior", "from_frame", "fit", "predict", "task_summary", "stack_by_task",
+           "DEFAULT_TASK"]
+
+#: Task label of every row when the table has no task column.
+DEFAULT_TASK = "all"
+
+
+@pytree_dataclass
+class Data:
+    """Rows of a context-law table as arrays (row ``i`` = row ``i`` of the frame).
+
+    Attributes:
+      log_C: natural log of training compute C (FLOPs).
+      n_pmt: prompt length in tokens (> 0).
+      n_ctx: the model's context limit in tokens (> 0).
+      y: score in [0, 1]; NaN for query rows without a score.
+      weight: row weight in the loss (1 from :func:`from_frame`; 0 = ignored by the fit).
+      floor: chance floor g of the row (P = g + (1 - g) law; 0 = none).
+      task: integer code of the row's task, indexing ``task_labels``.
+      n_items: items behind each score (for the binomial likelihood), or None.
+      task_labels: the task vocabulary (static).
+      columns: ``(role, column name)`` pairs of the source frame (static); the score's role is
+        ``"target"``.
+    """
+
+    log_C: jax.Array
+    n_pmt: jax.Array
+    n_ctx: jax.Array
+    y: jax.Array
+    weight: jax.Array
+    floor: jax.Array
+    task: jax.Array
+    n_items: jax.Array | None = None
+    task_labels: tuple = static_field(default=(DEFAULT_TASK,))
+    columns: tuple = static_field(default=())
+
+    def __len__(self) -> int:
+        return int(np.shape(self.y)[0])
+
+
+@register_serializable
+class Posterior(NamedTuple):
+    """NUTS draws per task (chains flattened): ``theta`` (S, T, P), likelihood ``noise`` (S, T)
+    (sigma / Laplace scale / beta concentration; 0 for binomial), and two diagnostics."""
+
+    theta: jax.Array
+    noise: jax.Array
+    max_r_hat: jax.Array
+    divergences: jax.Array
+
+
+@pytree_dataclass
+class Fit:
+    """One fitted law per task (leading axis = task, in the order of ``task_labels``).
+
+    Attributes:
+      theta: (T, P) parameters in the order of ``param_names(spec)``.
+      loss: (T,) final training loss (MSE or MAE of P).
+      de_loss: (T,) best DE loss before the polish.
+      de_generations: (T,) DE generations run.
+      converged: (T,) DE met its tolerance before ``spec.maxiter``.
+      polished: (T,) the L-BFGS polish was accepted.
+      lbfgs_steps: (T,) L-BFGS steps.
+      sigma: (T,) residual standard deviation of the task's training rows (df corrected).
+      n_train: (T,) training rows per task.
+      posterior: NUTS draws (:class:`Posterior`) when ``spec.bayes``, else None.
+      spec: the :class:`Spec` used (static).
+      task_labels: task names (static).
+      columns: ``(role, column)`` pairs of the training table (static).
+    """
+
+    theta: jax.Array
+    loss: jax.Array
+    de_loss: jax.Array
+    de_generations: jax.Array
+    converged: jax.Array
+    polished: jax.Array
+    lbfgs_steps: jax.Array
+    sigma: jax.Array
+    n_train: jax.Array
+    posterior: Posterior | None = None
+    spec: Spec = static_field(default=Spec())
+    task_labels: tuple = static_field(default=(DEFAULT_TASK,))
+    columns: tuple = static_field(default=())
+
+    @property
+    def param_names(self) -> tuple:
+        """Names of the columns of ``theta``."""
+        return param_names(self.spec)
+
+    def params(self) -> dict:
+        """``{task: {parameter: value}}`` (JSON friendly, derived scale / shift included)."""
+        return {t: theta_dict(self.spec, np.asarray(self.theta)[i]) for i, t in enumerate(self.task_labels)}
+
+
+def _what(df: pd.DataFrame, what: str | None) -> str:
+    if what:
+        return what
+    src = df.attrs.get("source") if hasattr(df, "attrs") else None
+    return f"{Path(src).name} ({FILE_ROWS})" if src else "context-law table"
+
+
+def from_frame(df: pd.DataFrame, *, c_col: str | None = None, n_col: str | None = None, d_col: str | None = None,
+               n_prompt_col: str = "n_pmt", n_ctx_col: str = "n_ctx", score_col: str | None = "score",
+               chance_col: str | None = None, task_col: str | None = None, n_items_col: str | None = None,
+               task_labels: tuple | None = None, what: str | None = None) -> Data:
+    """Validate a table of cells and return its arrays (rows never dropped or reordered).
+
+    Args:
+      df: one row per (model, task, prompt length) cell.
+      c_col: training compute C in FLOPs (> 0). Defaults to ``"C"`` unless ``n_col`` and
+        ``d_col`` are given, in which case C = 6 N D.
+      n_col: parameter count N (> 0), used with ``d_col`` instead of ``c_col``.
+      d_col: training tokens D (> 0), used with ``n_col``.
+      n_prompt_col: prompt length in tokens (> 0).
+      n_ctx_col: the model's context limit in tokens (> 0).
+      score_col: score in [0, 1] (accuracy, BLEU / 100 ...); ``None`` for a query without scores
+        (then ``y`` is NaN).
+      chance_col: optional chance floor g in [0, 0.99] per row (e.g. 0.25 for 4-way multiple
+        choice); the law becomes g + (1 - g) P.
+      task_col: optional task label; one law is fitted per task. Without it every row is task
+        ``"all"``.
+      n_items_col: optional number of items (> 0) behind each score, for ``likelihood="binomial"``.
+      task_labels: fixed task vocabulary (a query read for a fit uses the fit's); a label outside
+        it raises.
+      what: name of the table in error messages (default: the file name when read with
+        :func:`jaxscale.data.read_table`).
+
+    Raises:
+      ValueError: missing column, non-numeric / non-finite / non-positive inputs, scores or chance
+        outside their range, missing or unknown task labels; naming the column, count and rows.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"from_frame needs a pandas DataFrame, got {type(df).__name__}")
+    what = _what(df, what)
+    if len(df) == 0:
+        raise ValueError(f"{what}: the table has no rows")
+    if n_col is not None or d_col is not None:
+        if n_col is None or d_col is None:
+            raise ValueError(f"{what}: give both n_col and d_col (C = 6 N D), or c_col alone; "
+                             f"got n_col={n_col!r}, d_col={d_col!r}")
+        if c_col is not None:
+            raise ValueError(f"{what}: give either c_col (compute) or n_col + d_col (C = 6 N D), not both")
+        compute = [n_col, d_col]
+        roles = [("n", n_col), ("d", d_col)]
+    else:
+        c_col = c_col or "C"
+        compute = [c_col]
+        roles = [("c", c_col)]
+    roles += [("n_prompt", n_prompt_col), ("n_ctx", n_ctx_col)]
+    if score_col is not None:
+        roles.append(("target", score_col))
+    for role, col in (("chance", chance_col), ("task", task_col), ("n_items", n_items_col)):
+        if col is not None:
+            roles.append((role, col))
+    V.require_columns(df, [c for _, c in roles], what)
+    V.check_positive(df, compute + [n_prompt_col, n_ctx_col], what)
+    num = lambda c: pd.to_numeric(df[c]).to_numpy(dtype=float)  # noqa: E731
+    n = len(df)
+    if score_col is not None:
+        V.check_range(df, score_col, 0.0, 1.0, what)
+        y = num(score_col)
+    else:
+        y = np.full(n, np.nan)
+    if chance_col is not None:
+        V.check_range(df, chance_col, 0.0, 0.99, what)
+        floor = num(chance_col)
+    else:
+        floor = np.zeros(n)
+    if n_items_col is not None:
+        V.check_positive(df, [n_items_col], what)
+    log_C = np.log(num(c_col)) if len(compute) == 1 else np.log(6.0) + np.log(num(n_col)) + np.log(num(d_col))
+    codes, labels = _task_codes(df, task_col, task_labels, what)
+    return Data(jnp.asarray(log_C), jnp.asarray(num(n_prompt_col)), jnp.asarray(num(n_ctx_col)), jnp.asarray(y),
+                jnp.ones(n), jnp.asarray(floor), jnp.asarray(codes, dtype=jnp.int32),
+                None if n_items_col is None else jnp.asarray(num(n_items_col)),
+                task_labels=labels, columns=tuple(roles))
+
+
+def _task_codes(df, task_col, task_labels, what):
+    if task_col is None:
+        labels = tuple(task_labels) if task_labels is not None else (DEFAULT_TASK,)
+        if DEFAULT_TASK not in labels:
+            raise ValueError(f"{what}: the model was fitted per task {list(labels)[:10]}; the table needs "
+                             "its task column")
+        return np.full(len(df), labels.index(DEFAULT_TASK)), labels
+    missing = df[task_col].isna()
+    if missing.any():
+        raise ValueError(f"{what}: column {task_col!r} has {int(missing.sum())} missing task label(s) at rows "
+                         f"{V._rows(df.index[missing])}; give every row a task name.")
+    text = df[task_col].astype(str)
+    labels = tuple(task_labels) if task_labels is not None else tuple(sorted(text.unique()))
+    V.check_categories(pd.DataFrame({task_col: text}, index=df.index), task_col, labels, what)
+    lookup = {t: i for i, t in enumerate(labels)}
+    return text.map(lookup).to_numpy(dtype=int), labels
+
+
+def _task_index(codes: np.ndarray, n_tasks: int):
+    """Gather index (T, m) of each task's rows, padded by repeating its first row, and the mask
+    of real (non-padding) entries."""
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=n_tasks)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    j = np.arange(max(int(counts.max()), 1))
+    valid = j[None, :] < counts[:, None]
+    pos = starts[:, None] + np.minimum(j[None, :], np.maximum(counts[:, None] - 1, 0))
+    return order[pos], valid
+
+
+def stack_by_task(data: Data, rows=None) -> Data:
+    """The rows of ``data`` (all, or the boolean ``rows``) regrouped as (T, m) arrays, one task per
+    leading index; padding repeats a task's first row with weight 0.
+
+    Args:
+      data: 1-D rows.
+      rows: optional boolean mask of the rows to keep.
+    """
+    codes = np.asarray(data.task)
+    keep = np.ones(len(codes), bool) if rows is None else np.asarray(rows, bool)
+    idx = np.flatnonzero(keep)
+    gather, valid = _task_index(codes[idx], len(data.task_labels))
+    gather = idx[gather]
+    stacked = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[gather], data)
+    return stacked.replace(weight=jnp.where(jnp.asarray(valid), stacked.weight, 0.0))
+
+
+@partial(jax.jit, static_argnames=("spec",))
+def _residual_sigma(theta, stacked: Data, spec: Spec):
+    def one(th, d):
+        w = d.weight
+        y = jnp.where(w > 0, d.y, 0.0)
+        r = y - predict_law(spec, th, d.log_C, d.n_pmt, d.n_ctx, d.floor)
+        n = jnp.sum(w > 0)
+        ss = jnp.sum(w * r ** 2) / jnp.sum(w) * n
+        return jnp.sqrt(ss / jnp.maximum(n - th.shape[0], 1)), n
+
+    return jax.vmap(one)(theta, stacked)
+
+
+def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
+    """Fit one law per task: DE + L-BFGS (all tasks vmapped), then NUTS when ``spec.bayes``.
+
+    Rows with weight 0 are ignored. Host-side checks: every training row has a score, every
+    task has training rows, and the design can pin the free parameters (an error for alpha at one
+    compute level; warnings for weak designs). A task whose DE stopped at ``spec.maxiter`` is
+    reported by a warning and by ``fit.converged``.
+
+    Args:
+      key: PRNG key (task ``t`` of the point fit uses ``split(split(key)[0], T)[t]``; NUTS the other half).
+      data: from :func:`from_frame`, rows on the leading axis.
+      spec: law form, optimiser and NUTS settings.
+    """
+    spec = spec.check()
+    what = "context-law fit"
+    warn_if_float32(what)
+    if np.ndim(data.y) != 1:
+        raise ValueError(f"{what}: data must have 1-D rows, got y.shape={np.shape(data.y)}; "
+                         "use fit_core / fit_many for stacked tasks")
+    w = np.asarray(data.weight) > 0
+    y = np.asarray(data.y)
+    target = dict(data.columns).get("target", "score")
+    bad = w & ~np.isfinite(y)
+    if bad.any():
+        raise ValueError(f"{what}: the score column {target!r} is missing for {int(bad.sum())} training row(s) "
+                         f"(positions {np.flatnonzero(bad)[:5].tolist()}); a fit needs the score of every "
+                         "row it uses (read the table with score_col=..., or give those rows weight 0)")
+    labels = data.task_labels
+    counts = np.bincount(np.asarray(data.task)[w], minlength=len(labels))
+    empty = [labels[t] for t in np.flatnonzero(counts == 0)]
+    if empty:
+        raise ValueError(f"{what}: task(s) {empty[:10]} have no training rows (all held out or filtered); "
+                         "remove them from the table or keep some of their rows for the fit")
+    stacked = stack_by_task(data, w)
+    for t, label in enumerate(labels):
+        check_identifiability(jax.tree_util.tree_map(lambda a: a[t], stacked), spec, f"{what} [task {label}]")
+    k_fit, k_bayes = jax.random.split(key)
+    core: ContextFit = _fit_tasks(jax.random.split(k_fit, len(labels)), stacked, spec.point())
+    _check_result(core, what, labels)
+    sigma, n_train = _residual_sigma(core.theta, stacked, spec.law())
+    n_par = len(param_names(spec))
+    thin = [labels[t] for t in np.flatnonzero(np.asarray(n_train) <= n_par)]
+    if thin:
+        warnings.warn(f"{what}: task(s) {thin[:10]} have no more training rows than the {n_par} free parameters; "
+                      "their residual scale (and so the interval) is not trustworthy", UserWarning, stacklevel=2)
+    for t in np.flatnonzero(~np.asarray(core.de_converged)):
+        reason = convergence_reason(False, core.de_generations[t], core.polished[t], spec)
+        warnings.warn(f"{what} [task {labels[t]}]: {reason}", UserWarning, stacklevel=2)
+    posterior = _posterior(k_bayes, stacked, spec, core.theta) if spec.bayes else None
+    return Fit(core.theta, core.loss, core.de_loss, core.de_generations, core.de_converged, core.polished,
+               core.lbfgs_steps, sigma, n_train, posterior, spec=spec, task_labels=labels, columns=data.columns)
+
+
+def _posterior(key, stacked: Data, spec: Spec, theta) -> Posterior:
+    from jaxscale.context_law.bayes import fit_bayes
+
+    kw = {}
+    if spec.likelihood == "binomial":
+        if stacked.n_items is None:
+            raise ValueError("likelihood='binomial' needs the number of items behind each score: "
+                             "from_frame(..., n_items_col=...) (CLI: --n-items-col); or use 'normal', "
+                             "'laplace' or 'beta' on the scores")
+        counts = np.asarray(stacked.y) * np.asarray(stacked.n_items)
+        off = np.abs(counts - np.round(counts)) * (np.asarray(stacked.weight) > 0)
+        if off.max() > 0.02:
+            t, j = np.unravel_index(np.argmax(off), off.shape)
+            col = dict(stacked.columns).get("n_items", "n_items")
+            raise ValueError(f"likelihood='binomial' needs whole item counts: score x {col!r} is "
+                             f"{counts[t, j]:.4g} for a row of task {stacked.task_labels[t]!r} ({int((off > 0.02).sum())} "
+                             "such rows); fix the item counts or use likelihood 'normal', 'laplace' or 'beta'")
+        kw = dict(n_items=stacked.n_items, n_correct=jnp.asarray(np.round(counts)))  # float noise of score x n only
+    bf = fit_bayes(key, stacked, spec, likelihood=spec.likelihood, init_theta=theta, num_warmup=spec.num_warmup,
+                   num_samples=spec.num_samples, num_chains=spec.num_chains, **kw)
+    d = bf.posterior.diagnostics
+    return Posterior(jnp.asarray(bf.theta), jnp.asarray(bf.noise), jnp.asarray(float(d["max_r_hat"])),
+                     jnp.asarray(int(d["divergences"])))
+
+
+def _query(fit: Fit, query) -> Data:
+    if isinstance(query, Data):
+        if query.task_labels == fit.task_labels:
+            return query
+        unknown = sorted(set(query.task_labels) - set(fit.task_labels))
+        used = {query.task_labels[i] for i in np.unique(np.asarray(query.task))}
+        if used & set(unknown):
+            raise ValueError(f"query has task(s) {sorted(used & set(unknown))[:10]} the model was not fitted on; "
+                             f"known tasks: {list(fit.task_labels)[:20]}")
+        remap = np.asarray([fit.task_labels.index(t) if t in fit.task_labels else 0 for t in query.task_labels])
+        return query.replace(task=jnp.asarray(remap[np.asarray(query.task)], dtype=jnp.int32),
+                             task_labels=fit.task_labels)
+    if isinstance(query, pd.DataFrame):
+        cols = dict(fit.columns)
+        kw = {f"{role}_col": col for role, col in cols.items() if role not in ("target",)}
+        kw["score_col"] = cols["target"] if "target" in cols and cols["target"] in query.columns else None
+        if "n_items" in cols and cols["n_items"] not in query.columns:
+            kw.pop("n_items_col")  # only the binomial predictive needs it; it says so when missing
+        return from_frame(query, **kw, task_labels=fit.task_labels)
+    raise ValueError(f"query must be a context_law.Data or a pandas DataFrame, got {type(query).__name__}")
+
+
+def _law_rows(spec: Spec, theta_rows, q: Data):
+    """The law with a parameter row per query row; ``theta_rows`` (..., n, P)."""
+    th = jnp.moveaxis(theta_rows, -1, 0)  # (P, ..., n): unpack indexes the first axis
+    return predict_law(spec, th, q.log_C, q.n_pmt, q.n_ctx, q.floor)
+
+
+@partial(jax.jit, static_argnames=("spec",))
+def _point_interval(theta, sigma, q: Data, z, spec: Spec):
+    mean = _law_rows(spec, theta[q.task], q)
+    half = z * sigma[q.task]
+    return mean, jnp.clip(mean - half, 0.0, 1.0), jnp.clip(mean + half, 0.0, 1.0)
+
+
+def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
+    """The law of each query row's task, with a central ``level`` interval.
+
+    Args:
+      fit: from :func:`fit` (or ``jaxscale.load``).
+      query: a :class:`Data` or a DataFrame with the fit's input columns (the score is optional).
+      key: PRNG key of the posterior-predictive draws; required for a Bayesian fit.
+      level: central interval level in (0, 1).
+
+    Returns:
+      ``Prediction(mean, lower, upper, samples)``: point fit: samples None and a residual-noise
+      interval clipped to [0, 1]; Bayesian fit: posterior-predictive draws (S, n), their mean of
+      the law and quantiles. See the module docstring.
+    """
+    level = check_level(level)
+    q = _query(fit, query)
+    spec = fit.spec.law()
+    codes = jnp.asarray(q.task)
+    if fit.posterior is None:
+        return Prediction(*_point_interval(jnp.asarray(fit.theta), jnp.asarray(fit.sigma), q, z_value(level), spec),
+                          None)
+    if key is None:
+        raise ValueError("this fit is Bayesian: predict(fit, query, key=jax.random.key(0)) draws from the "
+                         "posterior predictive and needs a key")
+    post = fit.posterior
+    p = jnp.clip(_law_rows(spec, jnp.asarray(post.theta)[:, codes], q), 1e-9, 1 - 1e-9)  # (S, n)
+    noise = jnp.asarray(post.noise)[:, codes]
+    lik = fit.spec.likelihood
+    if lik == "normal":
+        draws = p + noise * jax.random.normal(key, p.shape, p.dtype)
+    elif lik == "laplace":
+        draws = p + noise * jax.random.laplace(key, p.shape, p.dtype)
+    elif lik == "beta":
+        draws = jax.random.beta(key, p * noise, (1 - p) * noise)
+    else:
+        if q.n_items is None:
+            col = dict(fit.columns).get("n_items", "n_items")
+            raise ValueError(f"this fit uses the binomial likelihood: the query needs the column {col!r} (items "
+                             "behind each score) for predictive draws")
+        n_items = jnp.asarray(q.n_items)
+        draws = jax.random.binomial(key, jnp.broadcast_to(n_items, p.shape), p) / n_items
+    return from_samples(draws, level, mean=jnp.mean(p, axis=0))
+
+
+def task_summary(fit: Fit) -> list:
+    """Per task: label, training rows, parameters, loss, residual sigma, DE convergence and reason."""
+    rows = []
+    for t, label in enumerate(fit.task_labels):
+        conv = bool(np.asarray(fit.converged)[t])
+        row = {"task": label, "n_train": int(np.asarray(fit.n_train)[t]),
+               "params": theta_dict(fit.spec, np.asarray(fit.theta)[t]), "loss": float(np.asarray(fit.loss)[t]),
+               "sigma": float(np.asarray(fit.sigma)[t]), "converged": conv,
+               "de_generations": int(np.asarray(fit.de_generations)[t]),
+               "polished": bool(np.asarray(fit.polished)[t]),
+               "reason": convergence_reason(conv, np.asarray(fit.de_generations)[t], np.asarray(fit.polished)[t],
+                                            fit.spec)}
+        if fit.posterior is not None:
+            th = np.asarray(fit.posterior.theta)[:, t]
+            row["posterior_90"] = {n: [float(np.quantile(th[:, i], 0.05)), float(np.quantile(th[:, i], 0.95))]
+                                   for i, n in enumerate(fit.param_names)}
+        rows.append(row)
+    return rows

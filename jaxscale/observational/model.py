@@ -1,0 +1,750 @@
+r"""The observational law on your own table: ``from_frame -> fit -> predict``.
+
+Observational scaling laws (Ruan, Maddison & Hashimoto 2024) predict a downstream score of a model
+from its scores on standard benchmarks. Every step below is fitted on the training rows only:
+
+1. **Imputation.** Each benchmark column is z-scored with the mean and s.d. of its observed
+   training cells; missing cells are filled by hard-impute EM with a rank-1 PCA (1000
+   iterations), then un-standardised and clipped to ``[0, 1]``.
+2. **Principal capabilities.** A PCA with mean-centring only (no scaling) of the imputed scores;
+   each component is signed so that its largest-magnitude loading is positive. The first ``k``
+   scores ``S`` are the model's principal capabilities.
+3. **Law.** :math:`y = b + (1 - b)\,\sigma(\alpha + \beta^\top S)` on the normalised target
+   ``y = (raw - lo) / (hi - lo)``, with the floor ``b`` in ``[0, 0.2]`` (``Spec.floor=True``) or
+   fixed at 0, by Huber(δ = 1) loss (equal to half the squared error on normalised targets) or
+   least squares, L-BFGS from the original code's start (α = 0, β = 0.03, b ≈ 0).
+4. **Uncertainty**, optional: ``Spec.bootstrap`` non-parametric bootstrap refits of the law (one
+   vmapped damped-Newton program started at the optimum; the capability space is held fixed),
+   or ``Spec.bayes``: the Bayesian law of :mod:`jaxscale.observational.bayes` (numpyro NUTS,
+   censored-normal likelihood, priors on the coefficients and an extrapolation discrepancy).
+
+Table schema (one row per model; see :func:`from_frame`): benchmark accuracies in ``[0, 1]``
+(empty = missing, imputed), the target (raw units, inside ``[lo, hi]``), optionally training
+FLOPs (any positive unit, ``flops_unit`` FLOPs per unit; empty = unknown), model and family names.
+
+Example:
+  >>> import jax, numpy as np, pandas as pd
+  >>> from jaxscale import observational as obs
+  >>> rng = np.random.default_rng(0)
+  >>> ability = rng.normal(size=24)
+  >>> df = pd.DataFrame({f"b{j}": 1 / (1 + np.exp(-(ability * (1 + 0.2 * j) + 0.1 * rng.normal(size=24))))
+  ...                    for j in range(4)})
+  >>> df["target"] = 1 / (1 + np.exp(-(2 * ability - 1)))
+  >>> data = obs.from_frame(df, target_col="target", metric_cols=["b0", "b1", "b2", "b3"])
+  >>> fit = obs.fit(jax.random.key(0), data, obs.Spec(k=2, floor=False))
+  >>> pred = obs.predict(fit, df.head(3))
+  >>> pred.mean.shape, bool(np.all(pred.lower < pred.upper))
+  ((3,), True)
+"""
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from jaxscale._pytree import pytree_dataclass, register_serializable, static_field
+from jaxscale.data import validate
+from jaxscale.infer import minimize_lbfgs, minimize_newton
+from jaxscale.infer.prediction import Prediction, check_level, z_value
+
+from .bayes import LIKELIHOODS, PosteriorDraws
+from .constants import BASE_METRICS
+from .data import FAMILY, FLOPS
+from .fit import FLOOR_MAX, SigmoidLaw, objective, start_theta, unpack
+from .fit import predict as law_predict
+from .pca import ImputeState, PCAState, apply_impute, fit_impute, fit_pca, project
+
+__all__ = [
+    "ObsData",
+    "ObsSpec",
+    "ObsFit",
+    "from_frame",
+    "fit",
+    "fit_core",
+    "predict",
+    "take_rows",
+    "capabilities",
+    "reference_axis",
+    "cutoff_rows",
+    "top_rows",
+    "dedupe",
+    "interval_method",
+    "FLOPS_UNIT",
+]
+
+#: Unit of the bundled ``FLOPs (1E21)`` column and of :attr:`ObsData.flops`: 1e21 FLOPs.
+FLOPS_UNIT = 1e21
+_MODEL = "Model"
+
+
+@pytree_dataclass
+class ObsData:
+    """A benchmark table as arrays (rows = models, row ``i`` = row ``i`` of the frame).
+
+    Attributes:
+      scores: ``(n, m)`` benchmark accuracies in ``[0, 1]``; NaN = missing cell (imputed).
+      y: ``(n,)`` normalised target ``(raw - lo) / (hi - lo)``; NaN = unknown (query rows).
+      flops: ``(n,)`` training compute in units of 1e21 FLOPs; NaN = unknown.
+      family: ``(n,)`` int index into ``family_labels``; -1 = no family.
+      row: ``(n,)`` the frame's index label of each row (file lines for
+        :func:`jaxscale.data.read_table`), used in error messages.
+      metric_names: the benchmark columns (static), in column order of ``scores``.
+      family_labels: family vocabulary (static).
+      lo, hi: raw target range used for the normalisation (static).
+      flops_unit: FLOPs per unit of the table's FLOPs column (static).
+      columns: ``(role, column)`` pairs: ``("target", ...)``, one ``("metric", ...)`` per benchmark,
+        and ``("flops" | "model" | "family", ...)`` where present (static).
+    """
+
+    scores: jax.Array
+    y: jax.Array
+    flops: jax.Array
+    family: jax.Array
+    row: jax.Array
+    metric_names: tuple = static_field(default=())
+    family_labels: tuple = static_field(default=())
+    lo: float = static_field(default=0.0)
+    hi: float = static_field(default=1.0)
+    flops_unit: float = static_field(default=FLOPS_UNIT)
+    columns: tuple = static_field(default=())
+
+
+@register_serializable
+class ObsSpec(NamedTuple):
+    """How to fit (every field has a default; the CLI reads its defaults from ``ObsSpec()``).
+
+    Attributes:
+      k: number of principal capabilities in the law.
+      floor: ``True``: floor ``b`` in ``[0, 0.2]`` (the paper's post-training / agent link);
+        ``False``: plain sigmoid (``b = 0``, the emergent-capability link).
+      loss: ``"huber"`` (δ = 1) or ``"ols"`` (least squares; same optimum on ``[0, 1]`` targets).
+      bootstrap: number of bootstrap refits (0 = none, else >= 10).
+      bootstrap_steps: damped-Newton steps per bootstrap refit.
+      bayes: also run the Bayesian law (NUTS); ``predict`` then uses its posterior predictive.
+      likelihood: Bayesian likelihood (see :data:`jaxscale.observational.bayes.LIKELIHOODS`).
+      num_warmup, num_samples, num_chains: NUTS sizes.
+      n_items: items of the target benchmark (binomial likelihoods only; 0 = unknown).
+      ref_family: reference family of the f-equivalent FLOPs axis (:func:`reference_axis`).
+      max_steps: L-BFGS steps of the point fit.
+      impute_iters: hard-impute EM iterations.
+    """
+
+    k: int = 3
+    floor: bool = True
+    loss: str = "huber"
+    bootstrap: int = 0
+    bootstrap_steps: int = 40
+    bayes: bool = False
+    likelihood: str = "extrap"
+    num_warmup: int = 300
+    num_samples: int = 500
+    num_chains: int = 4
+    n_items: int = 0
+    ref_family: str = "Llama-2"
+    max_steps: int = 1000
+    impute_iters: int = 1000
+
+
+@pytree_dataclass
+class ObsFit:
+    """A fitted observational law: the training imputation and PCA, the law, and its uncertainty.
+
+    Attributes:
+      impute: frozen imputation transform (z-score and rank-1 PCA of the training rows).
+      pca: the training PCA (all components; the law uses the first ``spec.k``).
+      law: the fitted :class:`~jaxscale.observational.fit.SigmoidLaw` (raw PC units).
+      converged: whether L-BFGS met its tolerance.
+      mse_train: training mean squared error (normalised target).
+      resid_sd: residual s.d., ``sqrt(SSE / (n - p))`` with ``p = k + 1 (+1 with a floor)``.
+      n_train: number of training rows.
+      boot: ``spec.bootstrap`` refitted laws (leading axis), or ``None``.
+      boot_ok: which refits converged (the others are left out of intervals), or ``None``.
+      posterior: :class:`~jaxscale.observational.bayes.PosteriorDraws` when ``spec.bayes``.
+      spec, metric_names, lo, hi, flops_unit, columns: static, as in :class:`ObsData`.
+    """
+
+    impute: ImputeState
+    pca: PCAState
+    law: SigmoidLaw
+    converged: jax.Array
+    mse_train: jax.Array
+    resid_sd: jax.Array
+    n_train: jax.Array
+    boot: SigmoidLaw | None = None
+    boot_ok: jax.Array | None = None
+    posterior: PosteriorDraws | None = None
+    spec: ObsSpec = static_field(default=ObsSpec())
+    metric_names: tuple = static_field(default=())
+    lo: float = static_field(default=0.0)
+    hi: float = static_field(default=1.0)
+    flops_unit: float = static_field(default=FLOPS_UNIT)
+    columns: tuple = static_field(default=())
+
+
+# ----------------------------------------------------------------------------- from_frame
+
+
+def _rows(labels) -> str:
+    labels = list(labels)
+    more = f" (+{len(labels) - 5} more)" if len(labels) > 5 else ""
+    return "[" + ", ".join(str(v) for v in labels[:5]) + "]" + more
+
+
+def _optional_column(df, col, default, role, what):
+    """An optional role's column: ``None`` = absent; the bundled default name may be absent."""
+    if col is None:
+        return None
+    if col in df.columns:
+        return col
+    if col == default:
+        return None
+    validate.require_columns(df, [col], what + f" ({role} column)")
+    return None  # unreachable
+
+
+def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo: float = 0.0,
+               hi: float = 1.0, flops_col: str | None = FLOPS, flops_unit: float = FLOPS_UNIT,
+               model_col: str | None = _MODEL, family_col: str | None = FAMILY,
+               what: str = "benchmark table") -> ObsData:
+    """Validate a table (one row per model) and return its arrays. Rows are never dropped,
+    merged or reordered.
+
+    Args:
+      df: the table; its index labels are used in error messages (file lines for
+        :func:`jaxscale.data.read_table`).
+      target_col: the score to predict (raw units, inside ``[lo, hi]``; empty cells = unknown,
+        NaN in ``y``); ``None`` for a query table without targets.
+      metric_cols: benchmark columns (>= 2), accuracies in ``[0, 1]``; empty cells are missing
+        (imputed by :func:`fit`). Default: the bundled base-model benchmarks present in ``df``
+        (MMLU, ARC-C, HellaSwag, Winograd, TruthfulQA, GSM8K, XWinograd, HumanEval).
+      lo, hi: the target's chance level and maximum: ``y = (raw - lo) / (hi - lo)``.
+      flops_col: training compute (> 0; empty = unknown), ``flops_unit`` FLOPs per unit (default
+        1e21, the bundled ``FLOPs (1E21)`` column). Optional: the default name may be absent.
+      model_col, family_col: model and family names (optional; the defaults ``Model`` and
+        ``Model Family`` may be absent). Model names must be unique when a target is given
+        (a duplicate would be weighted twice); without a model column, identical rows are refused.
+      what: the table's name in error messages.
+
+    Raises:
+      ValueError: naming the column, the count, the first rows and the fix: missing columns,
+        non-numeric cells, infinite cells, benchmark values outside ``[0, 1]``, targets outside
+        ``[lo, hi]``, non-positive FLOPs, duplicate models.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{what}: expected a pandas DataFrame, got {type(df).__name__}")
+    if len(df) == 0:
+        raise ValueError(f"{what}: the table has no rows")
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise ValueError(f"{what}: need finite lo < hi for the target normalisation, got lo={lo}, hi={hi}")
+    if not (np.isfinite(flops_unit) and flops_unit > 0):
+        raise ValueError(f"{what}: flops_unit must be a positive number of FLOPs per unit, got {flops_unit}")
+    if metric_cols is None:
+        metric_cols = [m for m in BASE_METRICS if m in df.columns]
+        if len(metric_cols) < 2:
+            raise ValueError(f"{what}: found {len(metric_cols)} of the default benchmark columns "
+                             f"{list(BASE_METRICS)}; name your benchmark columns with metric_cols=[...] "
+                             "(CLI: --metric-cols a,b,c), at least 2")
+    metric_cols = [str(m) for m in metric_cols]
+    if len(metric_cols) < 2:
+        raise ValueError(f"{what}: need at least 2 benchmark columns, got {metric_cols}")
+    dup = sorted({m for m in metric_cols if metric_cols.count(m) > 1})
+    if dup:
+        raise ValueError(f"{what}: benchmark column(s) {dup} listed twice in metric_cols")
+    validate.require_columns(df, metric_cols, what)
+    if target_col is not None and target_col in metric_cols:
+        raise ValueError(f"{what}: target column {target_col!r} is also listed as a benchmark; remove it "
+                         "from metric_cols (CLI: --metric-cols)")
+    validate.check_numeric(df, metric_cols, what)
+    B = df[metric_cols].apply(pd.to_numeric).to_numpy(float)
+    for j, c in enumerate(metric_cols):
+        col = B[:, j]
+        inf = np.isinf(col)
+        if inf.any():
+            raise ValueError(f"{what}: benchmark column {c!r} has {int(inf.sum())} infinite value(s) at rows "
+                             f"{_rows(df.index[inf])} (first: {col[inf][0]!r}); give accuracies in [0, 1] "
+                             "and leave unknown cells empty (an empty cell is imputed)")
+        with np.errstate(invalid="ignore"):
+            bad = np.isfinite(col) & ((col < 0) | (col > 1))
+        if bad.any():
+            raise ValueError(f"{what}: benchmark column {c!r} has {int(bad.sum())} value(s) outside [0, 1] at "
+                             f"rows {_rows(df.index[bad])} (first: {col[bad][0]!r}); give accuracies as "
+                             "fractions (percentages / 100)")
+    n = len(df)
+    columns = []
+    if target_col is not None:
+        validate.require_columns(df, [target_col], what + " (target column)")
+        validate.check_numeric(df, [target_col], what)
+        raw = pd.to_numeric(df[target_col]).to_numpy(float)
+        inf = np.isinf(raw)
+        if inf.any():
+            raise ValueError(f"{what}: target column {target_col!r} has {int(inf.sum())} infinite value(s) at "
+                             f"rows {_rows(df.index[inf])}; leave unknown targets empty")
+        with np.errstate(invalid="ignore"):
+            bad = np.isfinite(raw) & ((raw < lo) | (raw > hi))
+        if bad.any():
+            raise ValueError(f"{what}: target column {target_col!r} has {int(bad.sum())} value(s) outside "
+                             f"[lo, hi] = [{lo:g}, {hi:g}] at rows {_rows(df.index[bad])} (first: "
+                             f"{raw[bad][0]!r}); set lo / hi to the target's range (CLI: --lo, --hi), "
+                             "e.g. hi=100 for percentages")
+        y = (raw - lo) / (hi - lo)
+        columns.append(("target", target_col))
+    else:
+        y = np.full(n, np.nan)
+    columns += [("metric", m) for m in metric_cols]
+    fcol = _optional_column(df, flops_col, FLOPS, "FLOPs", what)
+    flops = np.full(n, np.nan)
+    if fcol is not None:
+        validate.check_numeric(df, [fcol], what)
+        C = pd.to_numeric(df[fcol]).to_numpy(float)
+        with np.errstate(invalid="ignore"):
+            bad = np.isinf(C) | (C <= 0)
+        if bad.any():
+            raise ValueError(f"{what}: FLOPs column {fcol!r} has {int(bad.sum())} non-positive or infinite "
+                             f"value(s) at rows {_rows(df.index[bad])} (first: {C[bad][0]!r}); FLOPs enter "
+                             "through log10, so give positive values and leave unknown FLOPs empty")
+        flops = C * (flops_unit / FLOPS_UNIT)
+        columns.append(("flops", fcol))
+    mcol = _optional_column(df, model_col, _MODEL, "model", what)
+    if mcol is not None:
+        columns.append(("model", mcol))
+    famcol = _optional_column(df, family_col, FAMILY, "family", what)
+    family = -np.ones(n, np.int32)
+    labels = ()
+    if famcol is not None:
+        names = df[famcol]
+        known = names.notna().to_numpy()
+        labels = tuple(sorted(set(names[known].astype(str))))
+        lookup = {f: i for i, f in enumerate(labels)}
+        family = np.array([lookup[str(v)] if k else -1 for v, k in zip(names, known)], np.int32)
+        columns.append(("family", famcol))
+    if target_col is not None:  # a table that may be fitted: no double-weighted model
+        if mcol is not None:
+            validate.check_unique(df, [mcol], what)
+        else:
+            keys = metric_cols + [target_col] + ([fcol] if fcol else [])
+            dupl = df.duplicated(subset=keys, keep=False).to_numpy()
+            if dupl.any():
+                raise ValueError(f"{what}: {int(dupl.sum())} rows are identical in {keys} at rows "
+                                 f"{_rows(df.index[dupl])} and there is no model column to tell them apart; "
+                                 "a duplicate would be weighted twice. Remove the copies (CLI: --dedupe) or "
+                                 "name the models (model_col / --model-col)")
+    index = df.index
+    row = (np.asarray(index, np.int64) if pd.api.types.is_integer_dtype(index) else np.arange(n, dtype=np.int64))
+    return ObsData(jnp.asarray(B), jnp.asarray(y), jnp.asarray(flops), jnp.asarray(family),
+                   jnp.asarray(row), metric_names=tuple(metric_cols), family_labels=labels,
+                   lo=float(lo), hi=float(hi), flops_unit=float(flops_unit), columns=tuple(columns))
+
+
+def take_rows(data: ObsData, rows) -> ObsData:
+    """The rows ``rows`` (boolean mask or integer indices) of ``data``: every array field sliced."""
+    rows = np.asarray(rows)
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[rows]), data)
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _core(key, data: ObsData, spec: ObsSpec):
+    """Impute + PCA + law (+ bootstrap refits) over arrays; rows with NaN ``y`` get zero weight
+    everywhere (padding / unlabelled rows). Returns ``(ObsFit, S)`` with the training PC scores."""
+    B = jnp.asarray(data.scores)
+    dtype = B.dtype if jnp.issubdtype(B.dtype, jnp.floating) else jnp.result_type(float)
+    B = B.astype(dtype)
+    y = jnp.asarray(data.y, dtype)
+    obs = jnp.isfinite(B)
+    w = jnp.isfinite(y).astype(dtype)
+    y0 = jnp.where(w > 0, y, 0.0)
+    Bi, imp = fit_impute(jnp.where(obs, B, 0.0), obs, rows=w, n_iter=spec.impute_iters)
+    pca = fit_pca(Bi, B.shape[1], rows=w)
+    S = project(pca, Bi, spec.k)
+    fmax = jnp.asarray(FLOOR_MAX if spec.floor else 0.0, dtype)
+    delta = jnp.asarray(1.0 if spec.loss == "huber" else jnp.inf, dtype)
+    res = minimize_lbfgs(objective, start_theta(spec.k, dtype), S, y0, w, delta, fmax,
+                         max_steps=spec.max_steps, tol=1e-12, ftol=1e-15)
+    law = unpack(res.params, fmax)
+    r = (law_predict(law, S) - y0) * w
+    sse, n = jnp.sum(r * r), jnp.sum(w)
+    p = spec.k + 1 + int(spec.floor)
+    boot = boot_ok = None
+    if spec.bootstrap:
+        N = B.shape[0]
+        draws = jax.random.categorical(key, jnp.log(w), shape=(spec.bootstrap, N))  # training rows only
+        take = (jnp.arange(N) < n).astype(dtype)  # n_train draws with replacement per refit
+        W = jax.vmap(lambda d: jnp.zeros(N, dtype).at[d].add(take))(draws)
+        rb = jax.vmap(lambda wb: minimize_newton(objective, res.params, S, y0, wb, delta, fmax,
+                                                 steps=spec.bootstrap_steps, tol=1e-9))(W)
+        boot = jax.vmap(lambda t: unpack(t, fmax))(rb.params)
+        boot_ok = rb.converged
+    out = ObsFit(imp, pca, law, res.converged, sse / n, jnp.sqrt(sse / jnp.maximum(n - p, 1.0)),
+                 n.astype(jnp.int32), boot, boot_ok, None, spec=spec, metric_names=data.metric_names,
+                 lo=data.lo, hi=data.hi, flops_unit=data.flops_unit, columns=data.columns)
+    return out, S
+
+
+def fit_core(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
+    """The numerical core of :func:`fit` over arrays: imputation, PCA, the law by L-BFGS, and
+    (``spec.bootstrap > 0``) the bootstrap refits drawn with ``key``. Pure JAX: jit it with
+    ``spec`` static, or ``jax.vmap`` it over keys or over same-shaped datasets. No input checks:
+    rows with a NaN target are ignored (weight 0). The Bayesian stage (``spec.bayes``) is not
+    part of it: it runs in :func:`fit` (host-driven NUTS with diagnostics).
+    """
+    return _core(key, data, spec)[0]
+
+
+_core_jit = jax.jit(_core, static_argnames=("spec",))
+
+
+def _pad_to(n: int) -> int:
+    return max(128, -(-n // 64) * 64)
+
+
+def _pad(data: ObsData, npad: int) -> ObsData:
+    """Append rows with no target and no scores (zero weight in :func:`_core`): tables of similar
+    size then share one compiled program."""
+    extra = npad - data.y.shape[0]
+    if extra <= 0:
+        return data
+
+    def pad(a, fill):
+        a = np.asarray(a)
+        return jnp.asarray(np.concatenate([a, np.full((extra,) + a.shape[1:], fill, a.dtype)]))
+
+    return data.replace(scores=pad(data.scores, np.nan), y=pad(data.y, np.nan), flops=pad(data.flops, np.nan),
+                        family=pad(data.family, -1), row=pad(data.row, -1))
+
+
+def _check_spec(spec: ObsSpec, m: int) -> None:
+    if not isinstance(spec, ObsSpec):
+        raise ValueError(f"spec must be an observational.Spec, got {type(spec).__name__}")
+    if not 1 <= spec.k <= m:
+        raise ValueError(f"Spec.k = {spec.k} principal capabilities, but the table has {m} benchmark "
+                         f"columns; choose 1 <= k <= {m} (CLI: --k)")
+    if spec.loss not in ("huber", "ols"):
+        raise ValueError(f"Spec.loss must be 'huber' or 'ols', got {spec.loss!r}")
+    if spec.bootstrap and spec.bootstrap < 10:
+        raise ValueError(f"Spec.bootstrap must be 0 or >= 10 refits, got {spec.bootstrap} (CLI: --bootstrap)")
+    if spec.likelihood not in LIKELIHOODS:
+        raise ValueError(f"Spec.likelihood must be one of {LIKELIHOODS}, got {spec.likelihood!r}")
+    if spec.bayes and spec.likelihood in ("binomial", "betabinomial") and spec.n_items <= 0:
+        raise ValueError(f"likelihood {spec.likelihood!r} needs the target's item count: set Spec.n_items, "
+                         "or use likelihood 'extrap'")
+
+
+def _check_training(data: ObsData, spec: ObsSpec) -> int:
+    """Host-side checks of the training rows; returns the number of imputed cells."""
+    if not isinstance(data, ObsData):
+        raise ValueError(f"fit: expected observational.Data (from from_frame), got {type(data).__name__}")
+    y = np.asarray(data.y, float)
+    B = np.asarray(data.scores, float)
+    rows = np.asarray(data.row)
+    _check_spec(spec, B.shape[1])
+    if y.size == 0:
+        raise ValueError("fit: no training rows; move the cut-off or the hold-out (CLI: --cutoff / --holdout) "
+                         "so that some rows are fitted")
+    miss = ~np.isfinite(y)
+    if miss.all():
+        raise ValueError("fit: no row has a target; build the data with from_frame(df, target_col=...)")
+    if miss.any():
+        raise ValueError(f"fit: {int(miss.sum())} row(s) have no target at rows {_rows(rows[miss])}; fit "
+                         "needs a target on every row: select the rows with one first "
+                         "(observational.take_rows(data, mask)) or hold them out (CLI: --holdout)")
+    n_par = spec.k + 1 + int(spec.floor)
+    if len(y) < n_par + 1:
+        raise ValueError(f"fit: {len(y)} training rows for a law with {n_par} parameters (k = {spec.k}"
+                         f"{', floor' if spec.floor else ''}); need at least {n_par + 1}: add models, "
+                         "lower k, or move the cut-off (CLI: --cutoff / --holdout)")
+    obs = np.isfinite(B)
+    empty = ~obs.any(axis=1)
+    if empty.any():
+        raise ValueError(f"fit: {int(empty.sum())} row(s) have no benchmark score at all at rows "
+                         f"{_rows(rows[empty])}; give at least one benchmark per model")
+    for j, name in enumerate(data.metric_names):
+        v = B[obs[:, j], j]
+        if v.size < 2:
+            raise ValueError(f"fit: benchmark column {name!r} has {v.size} observed value(s) on the "
+                             f"{len(y)} training rows; need >= 2 to impute and standardise it. Drop it "
+                             "from metric_cols (CLI: --metric-cols)")
+        if np.ptp(v) <= 1e-12 * max(1.0, float(np.abs(v).max())):
+            raise ValueError(f"fit: benchmark column {name!r} is constant ({v[0]:g}) on the {v.size} "
+                             "training rows that have it; it carries no information and cannot be "
+                             "standardised. Drop it from metric_cols (CLI: --metric-cols)")
+    return int((~obs).sum())
+
+
+def _bayes_stage(key, fit: ObsFit, S, y, flops, spec: ObsSpec) -> PosteriorDraws:
+    """NUTS for the law on the training PC scores (started at the point fit); returns the draws."""
+    from .bayes import stack_tasks
+    from .bayes_nuts import fit_bayes_batched
+
+    class _Design(NamedTuple):
+        S_train: np.ndarray
+        y_train: np.ndarray
+
+    # the backtest's "future": the largest-FLOPs training models (else the best-scoring ones)
+    order = flops if np.all(np.isfinite(flops)) else y
+    bd = stack_tasks([_Design(S, y)], [spec.k], [spec.floor], bounds=[(0.0, 1.0)],
+                     n_items=[spec.n_items], order=[order])
+    bf = fit_bayes_batched(key, bd, points=[fit.law], s0=[max(float(np.sqrt(fit.mse_train)), 1e-3)],
+                           likelihood=spec.likelihood, num_warmup=spec.num_warmup,
+                           num_samples=spec.num_samples, num_chains=spec.num_chains)[0]
+    return bf.draws()
+
+
+def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
+    """Fit the observational law on the rows of ``data`` (every row needs a target).
+
+    Checks the inputs (a target on every row, enough rows for ``spec.k``, each benchmark observed
+    at least twice and not constant), warns with the count of imputed cells, then runs
+    :func:`fit_core` (rows padded to a bucket so tables of similar size share one compiled
+    program) and, with ``spec.bayes``, NUTS started at the point fit (the likelihood's backtest
+    holds out the largest-FLOPs quarter of the training rows when every row has FLOPs, else the
+    best-scoring quarter).
+
+    Args:
+      key: ``jax.random`` key (bootstrap resamples and NUTS; unused by a plain point fit).
+      data: training rows (:func:`from_frame`, :func:`take_rows`).
+      spec: :class:`ObsSpec`.
+
+    Returns:
+      :class:`ObsFit`.
+    """
+    n_imp = _check_training(data, spec)
+    if n_imp:
+        warnings.warn(f"fit: imputed {n_imp} missing benchmark cell(s) of the {data.y.shape[0]} training rows "
+                      "(rank-1 PCA hard-impute on the training rows)", RuntimeWarning, stacklevel=2)
+    k_core, k_bayes = jax.random.split(key)
+    n = int(data.y.shape[0])
+    # names and labels are static (part of the compiled program's cache key): fit without them and
+    # put them back, so that tables of similar size share one program whatever their column names
+    bare = ObsData(data.scores, data.y, data.flops, data.family, data.row)
+    out, S = _core_jit(k_core, _pad(bare, _pad_to(n)), spec)
+    out = out.replace(metric_names=data.metric_names, lo=data.lo, hi=data.hi, flops_unit=data.flops_unit,
+                      columns=data.columns)
+    if not bool(out.converged):
+        warnings.warn("fit: L-BFGS did not reach its tolerance; the law may be a poor optimum (a steep "
+                      "sigmoid?); check the fit or lower k", RuntimeWarning, stacklevel=2)
+    if spec.bayes:
+        post = _bayes_stage(k_bayes, out, np.asarray(S)[:n], np.asarray(data.y, float),
+                            np.asarray(data.flops, float), spec)
+        out = out.replace(posterior=post)
+    return out
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+@partial(jax.jit, static_argnames=("k", "n_iter"))
+def _transform(imp, pca, B, obs, k, n_iter):
+    Bi = apply_impute(imp, jnp.where(obs, B, 0.0), obs, n_iter=n_iter)
+    return project(pca, Bi, k)
+
+
+def _as_data(fit: ObsFit, query) -> ObsData:
+    if isinstance(query, ObsData):
+        return query
+    if not isinstance(query, pd.DataFrame):
+        raise ValueError(f"predict: query must be observational.Data or a DataFrame, got {type(query).__name__}")
+    cols = dict(fit.columns)
+    target = cols.get("target")
+    return from_frame(query, target_col=target if target in query.columns else None,
+                      metric_cols=list(fit.metric_names), lo=fit.lo, hi=fit.hi,
+                      flops_col=cols["flops"] if cols.get("flops") in query.columns else None,
+                      flops_unit=fit.flops_unit,
+                      model_col=cols["model"] if cols.get("model") in query.columns else None,
+                      family_col=cols["family"] if cols.get("family") in query.columns else None,
+                      what="query table")
+
+
+def capabilities(fit: ObsFit, query) -> np.ndarray:
+    """Principal-capability scores ``S`` (n, k) of the query rows (a Data or a DataFrame), from the
+    training imputation and PCA (missing cells filled by the frozen rank-1 transform)."""
+    data = _as_data(fit, query)
+    if tuple(data.metric_names) != tuple(fit.metric_names):
+        raise ValueError(f"predict: the query's benchmark columns {list(data.metric_names)} differ from the "
+                         f"fit's {list(fit.metric_names)}")
+    B = np.asarray(data.scores, float)
+    obs = np.isfinite(B)
+    empty = ~obs.any(axis=1)
+    if empty.any():
+        raise ValueError(f"predict: {int(empty.sum())} query row(s) have no benchmark score at all at rows "
+                         f"{_rows(np.asarray(data.row)[empty])}; give at least one benchmark per model")
+    n = B.shape[0]
+    npad = _pad_to(n)
+    Bp = np.zeros((npad, B.shape[1]))
+    Bp[:n] = np.where(obs, B, 0.0)
+    op = np.ones((npad, B.shape[1]), bool)
+    op[:n] = obs
+    S = _transform(fit.impute, fit.pca, jnp.asarray(Bp), jnp.asarray(op), fit.spec.k, fit.spec.impute_iters)
+    return np.asarray(S)[:n]
+
+
+def interval_method(fit: ObsFit) -> str:
+    """Where :func:`predict`'s intervals come from for this fit (a short phrase)."""
+    if fit.posterior is not None:
+        return f"Bayesian posterior predictive ({fit.spec.likelihood} likelihood)"
+    if fit.boot is not None:
+        return "bootstrap refits of the law plus residual noise"
+    return "residual noise of the point fit (no parameter uncertainty)"
+
+
+def predict(fit: ObsFit, query, *, key=None, level: float = 0.9) -> Prediction:
+    """Predict the target (raw units, ``lo + (hi - lo) * y``) of the query models.
+
+    The query rows are imputed and projected with the training transform, then:
+
+    * fit with ``spec.bayes``: ``mean`` is the law at the posterior mode (MAP) and the interval is
+      the central ``level`` interval of the posterior predictive (parameter uncertainty, noise and
+      the extrapolation discrepancy of models outside the training rows' capability box);
+      ``samples`` holds the draws;
+    * fit with ``spec.bootstrap``: ``mean`` is the point fit; the interval comes from one draw per
+      converged bootstrap refit, the refit's curve plus normal residual noise (``resid_sd``),
+      censored to the target's range; ``samples`` holds these draws;
+    * otherwise: point fit ± the normal quantile times ``resid_sd`` (residual noise only: no
+      parameter or extrapolation uncertainty, so it is too narrow far beyond the training data),
+      ends clipped to ``[lo, hi]``.
+
+    Args:
+      fit: :class:`ObsFit`.
+      query: :class:`ObsData` or a DataFrame with the fit's benchmark columns (target optional).
+      key: ``jax.random`` key; required for Bayesian and bootstrap fits (their draws).
+      level: central interval level in (0, 1).
+
+    Returns:
+      :class:`jaxscale.Prediction` (``mean``, ``lower``, ``upper`` of shape (n,), ``samples``
+      (S, n) or ``None``).
+    """
+    level = check_level(level)
+    S = capabilities(fit, query)
+    mean = np.asarray(law_predict(fit.law, jnp.asarray(S)))
+    samples = None
+    if (fit.posterior is not None or fit.boot is not None) and key is None:
+        raise ValueError("predict: this fit draws predictive samples (Bayesian or bootstrap); pass "
+                         "key=jax.random.key(0)")
+    if fit.posterior is not None:
+        from .bayes import predictive
+
+        q = ((1 - level) / 2, (1 + level) / 2)
+        pr = predictive(key, fit.posterior, S, probs=q, likelihood=fit.spec.likelihood)
+        mean = pr["mode"] if pr["mode"] is not None else pr["median"]
+        lower, upper, samples = pr["q"][0], pr["q"][1], pr["draws"]
+    elif fit.boot is not None:
+        ok = np.asarray(fit.boot_ok, bool)
+        if not ok.any():
+            raise ValueError("predict: no bootstrap refit converged; refit without bootstrap or with more "
+                             "bootstrap_steps")
+        if not ok.all():
+            warnings.warn(f"predict: {int((~ok).sum())} of {ok.size} bootstrap refits did not converge and are "
+                          "left out of the interval", RuntimeWarning, stacklevel=2)
+        laws = jax.tree.map(lambda a: jnp.asarray(a)[ok], fit.boot)
+        mu = jax.vmap(lambda p: law_predict(p, jnp.asarray(S)))(laws)
+        eps = jax.random.normal(key, mu.shape, mu.dtype)
+        samples = np.clip(np.asarray(mu + fit.resid_sd * eps), 0.0, 1.0)
+        lower, upper = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    else:
+        half = float(z_value(level)) * float(fit.resid_sd)
+        lower, upper = np.clip(mean - half, 0.0, 1.0), np.clip(mean + half, 0.0, 1.0)
+    scale = fit.hi - fit.lo
+    raw = lambda v: None if v is None else jnp.asarray(fit.lo + scale * np.asarray(v, float))
+    return Prediction(raw(mean), raw(lower), raw(upper), raw(samples))
+
+
+# ----------------------------------------------------------------------------- axis and splits
+
+
+def reference_axis(fit: ObsFit, data: ObsData, ref_family: str | None = None) -> dict:
+    """The law on the reference family's equivalent-FLOPs axis (paper §3.4, Eqs. 7-8).
+
+    The law's capability ``P = α + β·S`` is regressed (OLS) on ``log10 FLOPs`` over the
+    reference-family rows of ``data`` that have FLOPs (the paper uses every reference model in
+    the analysis, also held-out ones: only their benchmark scores enter). ``P ≈ w log10 C + c``
+    turns the law into ``σ(w x + c)`` with ``x`` = log10 of the reference-equivalent FLOPs
+    (1E21). Only the printed form and the plot's x-axis change, never the predictions.
+
+    Returns:
+      dict(slope, intercept, n_ref, ref_family, reason): ``slope``/``intercept`` are NaN and
+      ``reason`` says why when fewer than 2 reference models with distinct FLOPs are present.
+    """
+    ref = fit.spec.ref_family if ref_family is None else ref_family
+    out = dict(slope=float("nan"), intercept=float("nan"), n_ref=0, ref_family=ref, reason=None)
+    if "family" not in dict(data.columns) and not data.family_labels:
+        out["reason"] = "the table has no family column (--family-col), so no reference family"
+        return out
+    if ref not in data.family_labels:
+        out["reason"] = (f"reference family {ref!r} is not in the table's families "
+                         f"{list(data.family_labels)[:10]}; choose one with --ref-family")
+        return out
+    code = data.family_labels.index(ref)
+    C = np.asarray(data.flops, float)
+    rows = (np.asarray(data.family) == code) & np.isfinite(C)
+    out["n_ref"] = int(rows.sum())
+    if rows.sum() < 2 or np.unique(C[rows]).size < 2:
+        out["reason"] = (f"reference family {ref!r} has {int(rows.sum())} model(s) with FLOPs in the table "
+                         "(need >= 2 with distinct FLOPs for the axis)")
+        return out
+    S = capabilities(fit, take_rows(data, rows))
+    P = float(fit.law.intercept) + S @ np.asarray(fit.law.slopes, float)
+    x = np.log10(C[rows])
+    (w, c), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), P, rcond=None)
+    out.update(slope=float(w), intercept=float(c))
+    return out
+
+
+def cutoff_rows(data: ObsData, cutoff: float):
+    """Split rows by training compute: train = FLOPs <= ``cutoff``, held out = FLOPs > ``cutoff``,
+    in the unit of the table's FLOPs column (``data.flops_unit`` FLOPs per unit).
+
+    Rows without FLOPs belong to neither side: they are returned separately (and warned about),
+    never silently put in either set. Returns ``(train, held_out, no_flops)`` boolean arrays.
+    """
+    if "flops" not in dict(data.columns):
+        raise ValueError("a FLOPs cut-off needs a FLOPs column; name it with flops_col (CLI: --flops-col)")
+    if not (np.isfinite(cutoff) and cutoff > 0):
+        raise ValueError(f"the FLOPs cut-off must be a positive number, got {cutoff}")
+    C = np.asarray(data.flops, float) / (data.flops_unit / FLOPS_UNIT)
+    none = ~np.isfinite(C)
+    with np.errstate(invalid="ignore"):
+        train, held = (C <= cutoff) & ~none, (C > cutoff) & ~none
+    if none.any():
+        warnings.warn(f"{int(none.sum())} row(s) without FLOPs at rows {_rows(np.asarray(data.row)[none])} are "
+                      "left out of the cut-off split (neither fitted nor scored)", RuntimeWarning, stacklevel=2)
+    return train, held, none
+
+
+def top_rows(data: ObsData, fraction: float):
+    """Hold out the top ``floor(fraction * n)`` rows by target (the paper's rule for the agent
+    tasks); rows without a target are returned separately (and warned about).
+
+    Returns ``(train, held_out, no_target)`` boolean arrays.
+    """
+    from .splits import rank_top_split
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction}")
+    y = np.asarray(data.y, float)
+    none = ~np.isfinite(y)
+    train = np.zeros(y.size, bool)
+    train[~none] = rank_top_split(y[~none], fraction)
+    if none.any():
+        warnings.warn(f"{int(none.sum())} row(s) without a target at rows {_rows(np.asarray(data.row)[none])} are "
+                      "left out of the split (neither fitted nor scored)", RuntimeWarning, stacklevel=2)
+    return train, ~train & ~none, none
+
+
+def dedupe(df: pd.DataFrame, *, model_col: str | None = _MODEL, columns=None):
+    """Drop repeated models, keeping the first row of each (by ``model_col`` when the frame has it,
+    else rows identical in ``columns``). Returns ``(kept frame, dropped index labels)``; warns with
+    the count. (:func:`from_frame` refuses duplicates; this is the explicit way out.)
+    """
+    if model_col is not None and model_col in df.columns:
+        dup = df.duplicated(subset=[model_col], keep="first").to_numpy()
+    else:
+        dup = df.duplicated(subset=None if columns is None else list(columns), keep="first").to_numpy()
+    if dup.any():
+        warnings.warn(f"dropped {int(dup.sum())} repeated model row(s) at rows {_rows(df.index[dup])} (kept the "
+                      "first of each)", RuntimeWarning, stacklevel=2)
+    return df.loc[~dup], list(df.index[dup])

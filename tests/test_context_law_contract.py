@@ -1,0 +1,185 @@
+"""The pillar contract of context_law on a small synthetic table: from_frame -> fit -> predict ->
+save / load, jit / vmap of the core, bad input, and the same through the command line."""
+import json
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxscale
+from jaxscale import context_law as cl
+from jaxscale.cli import main
+from jaxscale.context_law.model import predict_law
+from jaxscale.context_law.synthetic import TRUE_SPEC, TRUE_THETA
+
+# tiny optimiser settings: one compiled DE program, no polish, a couple of seconds warm
+SPEC = cl.Spec(popsize=5, maxiter=30, restarts=1, polish=False)
+FLAGS = ["--popsize", "5", "--maxiter", "30", "--restarts", "1", "--no-polish"]
+HOLDOUT = "C >= 1e24"
+
+
+def _frame() -> pd.DataFrame:
+    """2 tasks x 4 compute levels x 2 context limits x 5 prompt lengths, binomial scores (200 items)."""
+    rows = []
+    for task in ("arith", "qa"):
+        for C in (1e21, 1e22, 1e23, 1e24):
+            for n_ctx in (4096.0, 16384.0):
+                for n_pmt in (200.0, 1000.0, 3000.0, 8000.0, 20000.0):
+                    rows.append(dict(model=f"m{C:.0e}-{int(n_ctx)}", task=task, C=C, n_ctx=n_ctx, n_pmt=n_pmt))
+    df = pd.DataFrame(rows)
+    theta = {"arith": TRUE_THETA, "qa": TRUE_THETA + np.array([0.5, 0.0, -0.3, 0.1, 0.0])}
+    p = np.concatenate([np.asarray(predict_law(TRUE_SPEC, jnp.asarray(theta[t]), np.log(g["C"].to_numpy()),
+                                               g["n_pmt"].to_numpy(), g["n_ctx"].to_numpy()))
+                        for t, g in df.groupby("task", sort=True)])
+    k = np.asarray(jax.random.binomial(jax.random.key(1), 200, jnp.asarray(p)))
+    df["score"] = k / 200.0
+    return df
+
+
+@pytest.fixture(scope="module")
+def table():
+    df = _frame()
+    held = df.eval(HOLDOUT).to_numpy()
+    data = cl.from_frame(df, task_col="task")
+    train = jax.tree_util.tree_map(lambda a: a[~held], data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 30 generations: DE does not converge (reported)
+        fit = cl.fit(jax.random.key(0), train, SPEC)
+    return df, held, data, train, fit
+
+
+def test_contract_roundtrip(table, tmp_path):
+    df, held, data, train, fit = table
+    assert len(data) == len(df) == 80 and data.task_labels == ("arith", "qa")
+    assert dict(data.columns)["target"] == "score" and dict(fit.columns)["task"] == "task"
+    assert fit.theta.shape == (2, 5) and fit.sigma.shape == (2,) and np.all(np.asarray(fit.sigma) > 0)
+    assert not np.any(np.asarray(fit.converged))  # 30 generations < what tol=1e-8 needs
+    pred = cl.predict(fit, df)  # a DataFrame query, read with the fit's columns
+    assert pred.samples is None and pred.mean.shape == (80,)
+    assert np.all(pred.lower <= pred.mean) and np.all(pred.mean <= pred.upper)
+    assert np.all(pred.upper > pred.lower) and np.all((pred.lower >= 0) & (pred.upper <= 1))
+    assert float(jnp.mean(jnp.abs(pred.mean - data.y)[~held])) < 0.05
+    q = cl.predict(fit, data)  # a Data query gives the same
+    np.testing.assert_array_equal(np.asarray(q.mean), np.asarray(pred.mean))
+    no_score = cl.predict(fit, df.drop(columns=["score"]).iloc[::-1])  # target optional, any row order
+    np.testing.assert_array_equal(np.asarray(no_score.mean), np.asarray(pred.mean)[::-1])
+    jaxscale.save(fit, tmp_path / "m")
+    back = jaxscale.load(tmp_path / "m")
+    assert isinstance(back, cl.Fit) and back.spec == SPEC and back.task_labels == fit.task_labels
+    again = cl.predict(back, df)
+    for a, b in zip(pred[:3], again[:3]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    same = jax.jit(lambda f: f)(fit)
+    np.testing.assert_array_equal(np.asarray(same.theta), np.asarray(fit.theta))
+
+
+def test_fit_core_vmaps_over_keys(table):
+    _, _, _, train, _ = table
+    one = jax.tree_util.tree_map(lambda a: a[np.asarray(train.task) == 0], train)
+    keys = jax.random.split(jax.random.key(3), 3)
+    many = jax.vmap(lambda k: cl.fit_core(k, one, SPEC))(keys)
+    for i in range(3):
+        single = cl.fit_core(keys[i], one, SPEC)
+        np.testing.assert_allclose(np.asarray(many.theta[i]), np.asarray(single.theta), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(float(many.loss[i]), float(single.loss), rtol=1e-9)
+
+
+def test_bad_input_names_the_column():
+    df = _frame()
+    bad = df.copy()
+    bad.loc[3, "score"] = 1.3
+    with pytest.raises(ValueError, match="'score'.*outside"):
+        cl.from_frame(bad)
+    bad = df.copy()
+    bad.loc[5, "n_pmt"] = 0.0
+    with pytest.raises(ValueError, match="'n_pmt'.*non-positive"):
+        cl.from_frame(bad)
+    with pytest.raises(ValueError, match="missing column.*'tokens'"):
+        cl.from_frame(df, n_col="N", d_col="tokens")
+    with pytest.raises(ValueError, match="either c_col"):
+        cl.from_frame(df.assign(N=1.0, D=1.0), c_col="C", n_col="N", d_col="D")
+    bad = df.copy()
+    bad.loc[2, "task"] = None
+    with pytest.raises(ValueError, match="'task'.*missing task label"):
+        cl.from_frame(bad, task_col="task")
+    with pytest.raises(ValueError, match="penalty"):
+        cl.Spec(penalty="sigmoid").check()
+    one = cl.from_frame(df[df["C"] == 1e22], task_col="task")
+    with pytest.raises(ValueError, match="alpha .*underdetermined"):
+        cl.fit(jax.random.key(0), one, SPEC)
+    query = cl.from_frame(df.drop(columns=["score"]), score_col=None)
+    with pytest.raises(ValueError, match="score column 'score' is missing"):
+        cl.fit(jax.random.key(0), query.replace(columns=(("target", "score"),)), SPEC)
+
+
+def test_compute_from_n_and_d():
+    df = _frame().assign(N=1e9)
+    df["D"] = df["C"] / (6 * df["N"])
+    a = cl.from_frame(df, n_col="N", d_col="D")
+    b = cl.from_frame(df)
+    np.testing.assert_allclose(np.asarray(a.log_C), np.asarray(b.log_C), rtol=1e-13)
+    assert dict(a.columns)["n"] == "N" and "c" not in dict(a.columns)
+
+
+def test_cli_fit_then_predict(table, tmp_path, capsys):
+    df, held, data, train, fit = table
+    csv = tmp_path / "cells.csv"
+    df.to_csv(csv, index=False)
+    out_csv, model = tmp_path / "pred.csv", tmp_path / "model"
+    rc = main(["context", "fit", "--csv", str(csv), "--task-col", "task", "--holdout", HOLDOUT, *FLAGS,
+               "--predictions", str(out_csv), "--save", str(model), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_rows"] == 80 and res["n_holdout"] == int(held.sum()) == 20
+    assert 0 <= res["mae_in"] < 0.05 and res["mae_out"] is not None and 0 <= res["coverage_90"] <= 1
+    assert [t["task"] for t in res["tasks"]] == ["arith", "qa"]
+    assert all(t["converged"] is False and "maxiter=30" in t["reason"] for t in res["tasks"])
+    assert res["converged"] is False and any("maxiter" in w for w in res["warnings"])
+    assert res["spec"] == SPEC._asdict()
+    written = pd.read_csv(out_csv)
+    assert len(written) == 80 and list(written.columns) == list(df.columns) + ["mean", "lower", "upper", "heldout"]
+    assert written["heldout"].sum() == 20
+    ref = cl.predict(fit, df)  # the CLI fitted the same rows with the same key and spec
+    np.testing.assert_allclose(written["mean"], np.asarray(ref.mean), rtol=1e-12)
+
+    new = df.loc[held].drop(columns=["score"])
+    new_csv, p2 = tmp_path / "new.csv", tmp_path / "p2.csv"
+    new.to_csv(new_csv, index=False)
+    rc = main(["context", "predict", "--model", str(model), "--csv", str(new_csv), "--predictions", str(p2),
+               "--json"])
+    assert rc == 0
+    res2 = json.loads(capsys.readouterr().out)
+    python = cl.predict(jaxscale.load(model), new)
+    for name in ("mean", "lower", "upper"):
+        np.testing.assert_array_equal(np.asarray(res2[name]), np.asarray(getattr(python, name)))
+        np.testing.assert_array_equal(pd.read_csv(p2)[name].to_numpy(), np.asarray(getattr(python, name)))
+
+    rc = main(["context", "fit", "--csv", str(csv), "--score-col", "acc", "--json"])
+    assert rc == 2
+    assert "acc" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bayesian_fit_predicts_draws_and_round_trips(table, tmp_path):
+    """Spec(bayes=True): NUTS per task after the point fit; predict draws from the posterior predictive
+    (a key is required) and a saved model gives identical draws."""
+    df, held, data, train, _ = table
+    spec = SPEC._replace(bayes=True, num_warmup=60, num_samples=60, num_chains=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short chains: R-hat / ESS warnings are expected here
+        fit = cl.fit(jax.random.key(0), train, spec)
+    assert fit.posterior.theta.shape == (60, 2, 5) and fit.posterior.noise.shape == (60, 2)
+    with pytest.raises(ValueError, match="needs a key"):
+        cl.predict(fit, df)
+    pred = cl.predict(fit, df, key=jax.random.key(1))
+    assert pred.samples.shape == (60, 80)
+    assert np.all(pred.lower <= pred.upper) and np.all(pred.upper > pred.lower)
+    jaxscale.save(fit, tmp_path / "b")
+    again = cl.predict(jaxscale.load(tmp_path / "b"), df, key=jax.random.key(1))
+    for a, b in zip(pred, again):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    summary = cl.task_summary(fit)
+    assert set(summary[0]["posterior_90"]) == set(fit.param_names)

@@ -1,0 +1,157 @@
+"""The one contract of the observational pillar on a small synthetic table:
+from_frame -> fit -> predict -> save / load, pytree behaviour, vmap of fit_core, bad input, and the
+command line (fit --csv ... --save, then predict --model)."""
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxscale
+from jaxscale import observational as obs
+from jaxscale.cli import main
+
+METRICS = ["bench_a", "bench_b", "bench_c", "bench_d"]
+SPEC = obs.Spec(k=2, bootstrap=12)  # tiny bootstrap: intervals from refits + residual noise
+
+
+def _table(n=40, seed=0) -> pd.DataFrame:
+    """Models of 4 families: benchmark accuracies driven by a latent ability that grows with
+    log compute; the target is a floored sigmoid of the ability plus noise."""
+    rng = np.random.default_rng(seed)
+    log_c = rng.uniform(-1.0, 2.5, n)
+    fam = np.array(["Llama-2", "alpha", "beta", "gamma"])[np.arange(n) % 4]
+    ability = 1.2 * log_c - 1.0 + 0.3 * (fam == "beta") + 0.2 * rng.normal(size=n)
+    df = pd.DataFrame({m: 1 / (1 + np.exp(-(0.8 + 0.3 * j) * ability + 0.4 * j + 0.15 * rng.normal(size=n)))
+                       for j, m in enumerate(METRICS)})
+    df["target"] = np.clip(0.05 + 0.95 / (1 + np.exp(-(1.5 * ability - 1.5))) + 0.02 * rng.normal(size=n), 0, 1)
+    df["FLOPs (1E21)"] = 10.0**log_c
+    df["Model"] = [f"model-{i}" for i in range(n)]
+    df["Model Family"] = fam
+    df.loc[3, "bench_b"] = np.nan  # one missing cell: imputed
+    return df
+
+
+@pytest.fixture(scope="module")
+def table():
+    return _table()
+
+
+def test_contract_round_trip(table, tmp_path):
+    data = obs.from_frame(table, target_col="target", metric_cols=METRICS)
+    assert isinstance(data, obs.Data) and data.scores.shape == (40, 4)
+    assert dict(data.columns)["target"] == "target" and data.family_labels[0] == "Llama-2"
+    np.testing.assert_array_equal(np.asarray(data.row), table.index.to_numpy())
+    train = table["FLOPs (1E21)"].to_numpy() <= 30
+    with pytest.warns(RuntimeWarning, match="imputed 1 missing benchmark cell"):
+        fit = obs.fit(jax.random.key(0), obs.take_rows(data, train), SPEC)
+    assert isinstance(fit, obs.Fit) and bool(fit.converged) and int(fit.n_train) == train.sum()
+    assert fit.boot.slopes.shape == (12, 2) and bool(np.all(fit.boot_ok))
+    query = table.drop(columns=["target"])  # a query needs no target
+    pred = obs.predict(fit, query, key=jax.random.key(1))
+    assert pred.mean.shape == (40,) and pred.samples.shape == (12, 40)
+    assert np.all(pred.lower < pred.upper)
+    assert np.mean((pred.lower <= pred.mean) & (pred.mean <= pred.upper)) > 0.9
+    held = ~train
+    rmse = float(np.sqrt(np.mean((np.asarray(pred.mean)[held] - table["target"].to_numpy()[held]) ** 2)))
+    assert rmse < 0.1  # the law extrapolates the synthetic scaling
+    with pytest.raises(ValueError, match="pass key"):
+        obs.predict(fit, query)
+    # the same prediction from a Data query
+    same = obs.predict(fit, obs.from_frame(query, target_col=None, metric_cols=METRICS), key=jax.random.key(1))
+    np.testing.assert_array_equal(same.upper, pred.upper)
+    # save / load: identical predictions
+    jaxscale.save(fit, tmp_path / "model")
+    back = jaxscale.load(tmp_path / "model")
+    assert isinstance(back, obs.Fit) and back.spec == SPEC and back.columns == fit.columns
+    again = obs.predict(back, query, key=jax.random.key(1))
+    for a, b in zip(pred[:3], again[:3]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # a pytree: passes through jit unchanged
+    same_fit = jax.jit(lambda f: f)(fit)
+    np.testing.assert_array_equal(np.asarray(same_fit.law.slopes), np.asarray(fit.law.slopes))
+    assert same_fit.spec == fit.spec
+    # the law on the reference family's equivalent-FLOPs axis (10 Llama-2 rows with FLOPs)
+    axis = obs.reference_axis(fit, data)
+    assert axis["n_ref"] == 10 and axis["slope"] > 0 and axis["reason"] is None
+
+
+def test_fit_core_vmaps_over_keys():
+    # 128 rows: fit() then runs fit_core on these very arrays (no padding), one program for both tests
+    table = _table(n=128, seed=2)
+    data = obs.from_frame(table, target_col="target", metric_cols=METRICS)
+    keys = jax.random.split(jax.random.key(3), 3)
+    many = jax.vmap(lambda k: obs.fit_core(jax.random.split(k)[0], data, SPEC))(keys)  # fit's key use
+    for i in range(3):
+        with pytest.warns(RuntimeWarning, match="imputed"):
+            single = obs.fit(keys[i], data, SPEC)
+        np.testing.assert_allclose(np.asarray(many.boot.slopes[i]), np.asarray(single.boot.slopes), rtol=1e-5,
+                                   atol=1e-8)
+        np.testing.assert_allclose(np.asarray(many.law.slopes[i]), np.asarray(single.law.slopes), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(many.resid_sd[i]), np.asarray(single.resid_sd), rtol=1e-5)
+    # different keys draw different bootstrap resamples; the point fit does not depend on the key
+    assert not np.allclose(np.asarray(many.boot.slopes[0]), np.asarray(many.boot.slopes[1]))
+    np.testing.assert_allclose(np.asarray(many.law.slopes[0]), np.asarray(many.law.slopes[2]), rtol=1e-12)
+
+
+def test_bad_input_names_the_column(table):
+    bad = table.copy()
+    bad.loc[7, "bench_c"] = 1.7
+    with pytest.raises(ValueError, match=r"'bench_c' has 1 value\(s\) outside \[0, 1\] at rows \[7\]"):
+        obs.from_frame(bad, target_col="target", metric_cols=METRICS)
+    bad = table.astype({"bench_a": object})
+    bad.loc[2, "bench_a"] = "0.5x"
+    with pytest.raises(ValueError, match="'bench_a' has 1 non-numeric"):
+        obs.from_frame(bad, target_col="target", metric_cols=METRICS)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['nope'\]"):
+        obs.from_frame(table, target_col="target", metric_cols=METRICS[:3] + ["nope"])
+    with pytest.raises(ValueError, match=r"'target' has 1 value\(s\) outside \[lo, hi\]"):
+        obs.from_frame(table.assign(target=table["target"].where(table.index != 5, 2.0)), target_col="target",
+                       metric_cols=METRICS)
+    data = obs.from_frame(table.assign(target=table["target"].where(table.index != 9)), target_col="target",
+                          metric_cols=METRICS)
+    with pytest.raises(ValueError, match=r"1 row\(s\) have no target at rows \[9\]"):
+        obs.fit(jax.random.key(0), data, SPEC)
+    with pytest.raises(ValueError, match="Spec.k = 5"):
+        obs.fit(jax.random.key(0), obs.from_frame(table, target_col="target", metric_cols=METRICS),
+                obs.Spec(k=5))
+
+
+def _json(argv, capsys):
+    capsys.readouterr()
+    assert main(argv + ["--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_fit_save_predict(table, tmp_path, capsys):
+    path, new = tmp_path / "runs.csv", tmp_path / "new.csv"
+    table.to_csv(path, index=False)
+    fresh = _table(n=6, seed=1).drop(columns=["target"])
+    fresh.to_csv(new, index=False)
+    with pytest.warns(RuntimeWarning):
+        out = _json(["obs", "fit", "--csv", str(path), "--target-col", "target",
+                     "--metric-cols", ",".join(METRICS), "--k", "2", "--bootstrap", "12",
+                     "--holdout", "`FLOPs (1E21)` > 30", "--predictions", str(tmp_path / "out.csv"),
+                     "--save", str(tmp_path / "model")], capsys)
+    n_held = int((table["FLOPs (1E21)"] > 30).sum())
+    assert (out["n_train"], out["n_test"], out["n_imputed"]) == (40 - n_held, n_held, 1)
+    assert out["holdout"]["n"] == n_held and out["holdout"]["rmse"] < 0.1 and 0 <= out["holdout"]["coverage"] <= 1
+    assert out["mse_test"] == pytest.approx(out["holdout"]["rmse"] ** 2, rel=1e-9)
+    assert out["bootstrap"] == {"n": 12, "n_converged": 12} and out["slope"] > 0
+    for key, value in out.items():
+        if value is None:
+            assert f"{key}_reason" in out, key
+    pred_file = pd.read_csv(tmp_path / "out.csv")
+    assert len(pred_file) == 40 and {"mean", "lower", "upper", "split", "Model"} <= set(pred_file.columns)
+    assert (pred_file["split"] == "holdout").sum() == n_held
+    # the saved model predicts new rows; same numbers as the Python path
+    out2 = _json(["obs", "predict", "--model", str(tmp_path / "model"), "--csv", str(new),
+                  "--predictions", str(tmp_path / "p2.csv")], capsys)
+    assert out2["n"] == 6 and "score" not in out2  # the new rows carry no target
+    p2 = pd.read_csv(tmp_path / "p2.csv")
+    ref = obs.predict(jaxscale.load(tmp_path / "model"), fresh, key=jax.random.key(0))
+    for col in ("mean", "lower", "upper"):
+        np.testing.assert_allclose(p2[col].to_numpy(), np.asarray(getattr(ref, col)), rtol=1e-12)
