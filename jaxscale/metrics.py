@@ -47,7 +47,7 @@ def gaussian_nlpd(y, mean, var):
 def interval_coverage(y, lo, hi):
     """Fraction of ``y`` inside ``[lo, hi]``."""
     y = jnp.asarray(y)
-    return jnp.mean((y >= lo) & (y <= hi))
+    return jnp.mean(((y >= lo) & (y <= hi)).astype(jnp.result_type(float)))
 
 
 def sample_interval_coverage(y, samples, level: float = 0.9):

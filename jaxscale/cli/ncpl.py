@@ -1,8 +1,10 @@
-"""``jaxscale ncpl``: evaluate, train, tune, curves (configuration-to-performance law); and the NCPL
-section of ``jaxscale demo``. Handlers return JSON-serialisable dicts; logs go to stderr."""
+"""``jaxscale ncpl``: train on your own runs, predict, evaluate on the bundled NCPL splits, tune,
+curves (configuration-to-performance law); and the NCPL section of ``jaxscale demo``. Handlers
+return JSON-serialisable dicts; logs go to stderr."""
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -15,87 +17,201 @@ def _key(seed: int):
     return jax.random.key(seed)
 
 
+def _with_reasons(metrics: dict, why: str) -> dict:
+    """Give every NaN metric (JSON null) a ``<name>_reason``."""
+    out = dict(metrics)
+    for k, v in metrics.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            out[f"{k}_reason"] = why
+    return out
+
+
+def _metrics(y, pred, lo=None, hi=None, level: float = 0.9) -> dict:
+    """MAE, RMSE, Spearman (+ ``coverage_<level%>`` of the interval when bounds are given)."""
+    from jaxscale.ncpl.dataset import regression_metrics
+
+    out = _with_reasons(regression_metrics(y, pred, lo, hi), "Spearman needs more than 2 rows")
+    if "coverage_90" in out and round(100 * level) != 90:
+        out[f"coverage_{round(100 * level)}"] = out.pop("coverage_90")
+    return out
+
+
 def cmd_evaluate(args) -> dict:
     from jaxscale.ncpl import pipeline as pl
 
     if args.all:
         rows = pl.evaluate_table(_key(args.seed), args.preset)
-        return {"rows": rows}
+        return {"rows": [_with_reasons(r, "Spearman needs more than 2 rows") for r in rows]}
     out = pl.evaluate(args.source, args.split, args.model, _key(args.seed), args.preset)
     if args.plot and args.model == "ncpl":
         from jaxscale.ncpl.dataset import select
-        from jaxscale.ncpl.model import predict_ncpl
+        from jaxscale.ncpl.model import predict
 
         df = pl.runs_frame()
         test = select(df, args.source, args.split)
-        p = predict_ncpl(pl.ncpl_model(_key(args.seed), args.preset, df=df), test)
-        out["plot"] = str(pl.scatter_plot(test, p.mean, p.lo, p.hi, args.plot,
+        p = predict(pl.ncpl_model(_key(args.seed), args.preset, df=df), test)
+        out["plot"] = str(pl.scatter_plot(test, p.mean, p.lower, p.upper, args.plot,
                                           f"NCPL {args.source} {args.split}"))
     return out
+
+
+def _cols(values) -> list | None:
+    """Comma-separated and/or repeated column lists -> one list (``None`` when absent)."""
+    from jaxscale.cli._common import split_list
+
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    return [c for v in values for c in (split_list(v) or [])]
+
+
+def _spec(args):
+    from jaxscale.ncpl import Spec
+
+    return Spec(members=args.members, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                eval_every=args.eval_every, patience=args.patience, val_frac=args.val_frac,
+                baseline=args.baseline, max_tokens=args.max_tokens, width=args.width, depth=args.depth,
+                ckpt_every=args.ckpt_every,
+                ckpt_dir=args.ckpt_dir)
+
+
+def _law_dict(law) -> dict:
+    import numpy as np
+
+    return {k: float(np.asarray(v)) for k, v in law._asdict().items()}
 
 
 def cmd_train(args) -> dict:
     import numpy as np
     import pandas as pd
 
-    from jaxscale.ncpl.dataset import regression_metrics, require_columns
-    from jaxscale.ncpl.model import fit_ncpl, predict_ncpl, save_model
-    from jaxscale.ncpl.serialize import NumField
-    from jaxscale.ncpl.train import TrainConfig
+    from jaxscale import ncpl
+    from jaxscale.cli._common import (
+        check_outputs,
+        read_input,
+        save_fit,
+        write_predictions,
+    )
+    from jaxscale.data import holdout_mask
+    from jaxscale.data.validate import require_columns
+    from jaxscale.ncpl.data import missing_counts
 
-    path = Path(args.csv)
-    if not path.exists():
-        raise ValueError(f"--csv {path} does not exist")
-    df = pd.read_csv(path)
-    cols = [args.target, args.split_col] + ([args.baseline_col] if args.baseline_col else [])
-    require_columns(df, cols, path.name)
-    labels = df[args.split_col].astype(str)
-    if not (labels == args.train_value).any():
-        raise ValueError(f"--split-col {args.split_col!r} has no rows equal to --train-value {args.train_value!r}; "
-                         f"values seen: {sorted(labels.unique())[:10]}")
-    config_cols = args.config_cols or [c for c in df.columns if c not in cols]
-    require_columns(df, config_cols, path.name)
-    text_fields, num_fields = [], []
-    for c in config_cols:
-        num = pd.to_numeric(df[c], errors="coerce")
-        if num.notna().sum() >= max(1, int(0.9 * df[c].notna().sum())) and df[c].notna().any():
-            pos = num.dropna()
-            num_fields.append(NumField(c.replace("_", " "), c, bool((pos > 0).all() and pos.max() / max(pos.min(), 1e-300) > 100)))
-            df[c] = num
-        else:
-            text_fields.append((c.replace("_", " "), c))
-    train = df[labels == args.train_value].copy()
-    group_cols = args.group_cols
-    if not group_cols:  # no cell structure given: hold out random rows
-        train["_row"] = np.arange(len(train))
-        group_cols = ["_row"]
-    every = min(100, args.steps)
-    tcfg = TrainConfig(steps=args.steps, lr=args.lr, batch_size=min(args.batch_size, max(len(train) // 2, 2)),
-                       eval_every=every, ckpt_dir=args.ckpt_dir,
-                       ckpt_every=(max(args.ckpt_every // every, 1) * every) if args.ckpt_dir else 0)
-    model = fit_ncpl(_key(args.seed), train, tuple(text_fields), tuple(num_fields), target=args.target,
-                     baseline=args.baseline_col, n_members=args.members, tcfg=tcfg,
-                     group_cols=group_cols)
-    out = {"n_train": int(len(train)), "text_fields": [t[1] for t in text_fields],
-           "numeric_fields": [f.column for f in num_fields], "info": model.info, "splits": {}}
-    for value in sorted(labels.unique()):
-        sub = df[labels == value]
-        p = predict_ncpl(model, sub)
-        out["splits"][value] = regression_metrics(sub[args.target], p.mean, p.lo, p.hi)
-    if args.save:
-        out["saved"] = str(save_model(model, args.save))
+    check_outputs(args)
+    if args.holdout and args.split_col:
+        raise ValueError("give --holdout EXPR or --split-col S (with --train-value), not both")
+    df = read_input(args)
+    target = args.target_col
+    require_columns(df, [target], "--csv (--target-col)")
+    exclude = _cols(args.exclude_cols) or []
+    if args.config_cols:  # only these columns are configuration
+        keep = set(_cols(args.config_cols))
+        require_columns(df, sorted(keep), "--csv (--config-cols)")
+        exclude += [c for c in df.columns if c not in keep and c != target and c not in exclude]
+    if args.split_col:
+        require_columns(df, [args.split_col], "--csv (--split-col)")
+        labels = df[args.split_col].astype(str)
+        train_rows = (labels == args.train_value).to_numpy()
+        if not train_rows.any():
+            raise ValueError(f"--split-col {args.split_col!r} has no rows equal to --train-value {args.train_value!r}; "
+                             f"values seen: {sorted(labels.unique())[:10]}")
+        if args.split_col not in exclude:
+            exclude.append(args.split_col)
+    else:
+        train_rows = ~holdout_mask(df, args.holdout, min_train=3)
+    train_df = df[train_rows]
+    data = ncpl.from_frame(train_df, target_col=target, text_cols=_cols(args.text_cols), num_cols=_cols(args.num_cols),
+                           exclude_cols=exclude, n_col=args.n_col, d_col=args.d_col, baseline_col=args.baseline_col,
+                           group_cols=_cols(args.group_cols), max_tokens=args.max_tokens)
+    spec = _spec(args)
+    t0 = time.perf_counter()
+    fit = ncpl.fit(_key(args.seed), data, spec)
+    seconds = time.perf_counter() - t0
+    pred = ncpl.predict(fit, df, level=args.level)
+    mean, lower, upper = (np.asarray(a, float) for a in (pred.mean, pred.lower, pred.upper))
+    y = pd.to_numeric(df[target], errors="coerce").to_numpy(float)
+
+    out = {
+        "n_rows": int(len(df)), "n_train": int(train_rows.sum()), "target": target,
+        "text_fields": list(data.text_cols), "numeric_fields": list(data.num_cols),
+        "log_scaled": [c for c, lg in zip(data.num_cols, data.num_log) if lg],
+        "skipped_columns": {c: r for c, r in _skipped(train_df, args, exclude, data).items()},
+        "missing_values": missing_counts(data), "baseline": fit.baseline,
+        "spec": {k: v for k, v in spec._asdict().items() if v is not None},
+        "fit_seconds": seconds, "info": fit.info, "level": args.level,
+    }
+    if fit.law is not None:
+        out["law"] = _law_dict(fit.law)
+    else:
+        out["law"] = None
+        out["law_reason"] = {"column": f"the baseline is the column {args.baseline_col!r}",
+                             "none": "no Chinchilla baseline (no --n-col/--d-col, --baseline none, or N/D do not vary)"
+                             }[fit.baseline]
+    out["train"] = _metrics(y[train_rows], mean[train_rows], lower[train_rows], upper[train_rows], args.level)
+    if args.split_col:
+        labels = df[args.split_col].astype(str).to_numpy()
+        out["splits"] = {}
+        for value in sorted(set(labels)):
+            m = (labels == value) & np.isfinite(y)
+            out["splits"][value] = _metrics(y[m], mean[m], lower[m], upper[m], args.level) if m.any() else \
+                {"n": 0, "mae": None, "mae_reason": "no row of this split has a target value"}
+    if args.holdout:
+        out["holdout"] = _holdout(fit, data, df, ~train_rows, y, mean, lower, upper, args)
+    if args.predictions:
+        out["predictions"] = write_predictions(args.predictions, df, pred, extra={"fit_row": train_rows})
+    saved = save_fit(args, fit)
+    if saved:
+        out["saved"] = saved
+    return out
+
+
+def _skipped(train_df, args, exclude, data) -> dict:
+    """Columns the field inference left out, with the reason (not the ones you excluded)."""
+    from jaxscale.ncpl import infer_fields
+
+    if args.text_cols and args.num_cols:
+        return {}
+    roles = [c for c in (args.target_col, args.baseline_col) if c]
+    _, _, skipped = infer_fields(train_df, exclude=list(exclude) + roles, text_cols=_cols(args.text_cols),
+                                 num_cols=_cols(args.num_cols))
+    return skipped
+
+
+def _holdout(fit, data, df, held, y, mean, lower, upper, args) -> dict:
+    """NCPL and the Chinchilla law fitted on the training rows, scored on the held-out rows."""
+    import numpy as np
+
+    from jaxscale.laws import chinchilla
+    from jaxscale.ncpl.baselines import fit_chinchilla_law
+
+    ok = held & np.isfinite(y)
+    out = {"n": int(held.sum()), "n_missing_truth": int((held & ~np.isfinite(y)).sum())}
+    if not ok.any():
+        out.update(ncpl=None, ncpl_reason="no held-out row has a target value", chinchilla=None,
+                   chinchilla_reason="no held-out row has a target value")
+        return out
+    out["ncpl"] = _metrics(y[ok], mean[ok], lower[ok], upper[ok], args.level)
+    if args.n_col and args.d_col:
+        law = fit.law if fit.baseline == "law" else fit_chinchilla_law(data.N, data.D, data.y)
+        n = df[args.n_col].to_numpy(float)[ok]
+        d = df[args.d_col].to_numpy(float)[ok]
+        out["chinchilla"] = _metrics(y[ok], np.asarray(chinchilla(law, n, d), float))
+        out["chinchilla"]["law"] = _law_dict(law)
+    else:
+        out["chinchilla"] = None
+        out["chinchilla_reason"] = "give --n-col and --d-col to compare with a Chinchilla law fitted on the training rows"
     return out
 
 
 def cmd_tune(args) -> dict:
     from jaxscale.ncpl import pipeline as pl
-    from jaxscale.ncpl.model import predict_ncpl
+    from jaxscale.ncpl.model import predict
     from jaxscale.ncpl.tune import largest_cell, tune_cell
 
     df = pl.runs_frame()
     model = pl.ncpl_model(_key(args.seed), args.preset, df=df)
     cell = args.cell or largest_cell(df, args.source)
-    out = tune_cell(lambda f: predict_ncpl(model, f).mean, df, cell)
+    out = tune_cell(lambda f: predict(model, f).mean, df, cell)
     if not args.with_grid:
         out.pop("grid")
     return out
@@ -108,50 +224,93 @@ def cmd_curves(args) -> dict:
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    """Add the ``ncpl`` command (evaluate | train | tune | curves) to the main CLI."""
-    p = subparsers.add_parser("ncpl", help="NCPL configuration-to-loss regression (pillar 4)")
+    """Add the ``ncpl`` command (train | predict | evaluate | tune | curves) to the main CLI."""
+    from jaxscale.cli._common import (
+        Formatter,
+        add_output_args,
+        add_predict_command,
+        add_table_args,
+    )
+    from jaxscale.ncpl import Spec
+
+    spec = Spec()
+    p = subparsers.add_parser("ncpl", help="NCPL: predict a run's loss from its whole configuration",
+                              formatter_class=Formatter)
     sub = p.add_subparsers(dest="ncpl_cmd", required=True)
 
-    e = sub.add_parser("evaluate", help="metrics of a model on an official NCPL split")
-    e.add_argument("--source", choices=["marin", "steplaw"], default="marin")
-    e.add_argument("--split", choices=["id", "ood", "train"], default="ood")
-    e.add_argument("--model", choices=["ncpl", "xgboost", "chinchilla", "chinchilla_refit"], default="ncpl")
-    e.add_argument("--preset", choices=["default", "small"], default="default")
-    e.add_argument("--all", action="store_true", help="every model x source x split")
-    e.add_argument("--plot", help="PNG path for a true-vs-predicted scatter (ncpl only)")
-    e.add_argument("--seed", type=int, default=0)
-    e.set_defaults(func=cmd_evaluate)
-
-    t = sub.add_parser("train", help="train NCPL on your own run log CSV")
-    t.add_argument("--csv", required=True)
-    t.add_argument("--target", required=True, help="column to predict (e.g. final loss)")
-    t.add_argument("--split-col", required=True, help="column whose --train-value rows are the training set")
-    t.add_argument("--train-value", default="train")
-    t.add_argument("--config-cols", nargs="+", help="config columns (default: all other columns)")
-    t.add_argument("--baseline-col", help="optional column subtracted from the target (e.g. a Chinchilla fit)")
-    t.add_argument("--group-cols", nargs="+", help="columns defining held-out cells of the carved validation set")
-    t.add_argument("--members", type=int, default=5)
-    t.add_argument("--steps", type=int, default=1000)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--batch-size", type=int, default=256)
-    t.add_argument("--save", help="path to pickle the trained model")
-    t.add_argument("--ckpt-dir", help="orbax checkpoint folder; an interrupted run resumes from it")
-    t.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints (with --ckpt-dir)")
-    t.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("train", help="train NCPL on your own runs (one row per run)", formatter_class=Formatter,
+                       description="Train an NCPL ensemble on your own run table: one row per run, config columns "
+                                   "(text or numbers), the target loss, optional N/D for a Chinchilla baseline.")
+    add_table_args(t)
+    t.add_argument("--target-col", "--target", dest="target_col", default="final_loss",
+                   help="column to predict (final loss)")
+    t.add_argument("--exclude-cols", action="append", metavar="A,B",
+                   help="columns that are not configuration (ids, notes, other metrics)")
+    t.add_argument("--text-cols", action="append", metavar="A,B", help="config columns read as text")
+    t.add_argument("--num-cols", action="append", metavar="A,B", help="config columns read as numbers")
+    t.add_argument("--config-cols", nargs="+", metavar="COL",
+                   help="only these columns are configuration (none: every column not otherwise used)")
+    t.add_argument("--n-col", help="parameter count column (with --d-col: Chinchilla baseline)")
+    t.add_argument("--d-col", help="training tokens column")
+    t.add_argument("--baseline-col", help="a column subtracted from the target (e.g. your own law's prediction)")
+    t.add_argument("--baseline", choices=["auto", "law", "column", "none"], default=spec.baseline,
+                   help="auto: the --baseline-col if given, else a Chinchilla law on the training rows if N and D "
+                        "are given, else none")
+    t.add_argument("--split-col", help="alternative to --holdout: column whose --train-value rows are the training set")
+    t.add_argument("--train-value", default="train", help="value of --split-col marking training rows")
+    t.add_argument("--group-cols", nargs="+", metavar="COL",
+                   help="columns whose combinations are held out together for early stopping (none: random rows)")
+    t.add_argument("--members", type=int, default=spec.members, help="ensemble members")
+    t.add_argument("--steps", type=int, default=spec.steps, help="AdamW steps per member")
+    t.add_argument("--lr", type=float, default=spec.lr, help="peak learning rate (warm-up, then linear decay)")
+    t.add_argument("--batch-size", type=int, default=spec.batch_size,
+                   help="runs per step (more than the training rows: all of them)")
+    t.add_argument("--eval-every", type=int, default=spec.eval_every, help="steps between validations (divides --steps)")
+    t.add_argument("--patience", type=int, default=spec.patience, help="validations without improvement before stopping")
+    t.add_argument("--val-frac", type=float, default=spec.val_frac, help="fraction of validation cells")
+    t.add_argument("--width", type=int, default=spec.width, help="hidden width of the head's MLP")
+    t.add_argument("--depth", type=int, default=spec.depth, help="hidden layers of the head's MLP")
+    t.add_argument("--max-tokens", type=int, default=spec.max_tokens, help="longest serialised configuration")
+    t.add_argument("--level", type=float, default=0.9, help="central interval level of the predictions")
+    t.add_argument("--ckpt-dir", default=spec.ckpt_dir, help="orbax checkpoint folder; an interrupted run resumes")
+    t.add_argument("--ckpt-every", type=int, default=spec.ckpt_every,
+                   help="steps between checkpoints with --ckpt-dir (0: every validation)")
+    t.add_argument("--seed", type=int, default=0, help="PRNG seed (validation cells, initialisation, batches)")
+    add_output_args(t)
     t.set_defaults(func=cmd_train)
 
-    u = sub.add_parser("tune", help="pick LR (x batch size) for a held-out (size, budget) cell")
-    u.add_argument("--source", choices=["marin", "steplaw"], default="steplaw")
+    add_predict_command(sub, "jaxscale.ncpl", "NCPL")
+
+    e = sub.add_parser("evaluate", help="metrics of a model on an official NCPL split (bundled runs)",
+                       formatter_class=Formatter)
+    e.add_argument("--source", choices=["marin", "steplaw"], default="marin", help="run source")
+    e.add_argument("--split", choices=["id", "ood", "train"], default="ood",
+                   help="official split: id = held-out sweeps of the <= 430M models, ood = larger models")
+    e.add_argument("--model", choices=["ncpl", "xgboost", "chinchilla", "chinchilla_refit"], default="ncpl",
+                   help="model to score")
+    e.add_argument("--preset", choices=["default", "small"], default="default",
+                   help="NCPL ensemble size: default 5 members x 1000 steps, small 3 x 400")
+    e.add_argument("--all", action="store_true", help="every model x source x split")
+    e.add_argument("--plot", help="PNG path for a true-vs-predicted scatter (ncpl only)")
+    e.add_argument("--seed", type=int, default=0, help="PRNG seed of the NCPL fit")
+    e.set_defaults(func=cmd_evaluate)
+
+    u = sub.add_parser("tune", help="pick LR (x batch size) for a held-out (size, budget) cell (bundled runs)",
+                       formatter_class=Formatter)
+    u.add_argument("--source", choices=["marin", "steplaw"], default="steplaw", help="run source")
     u.add_argument("--cell", help="cell key 'source|size_tag|optimizer|D' (default: the largest OOD cell)")
-    u.add_argument("--preset", choices=["default", "small"], default="default")
-    u.add_argument("--with-grid", action="store_true")
-    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--preset", choices=["default", "small"], default="default",
+                   help="NCPL ensemble size: default 5 members x 1000 steps, small 3 x 400")
+    u.add_argument("--with-grid", action="store_true", help="include the predicted loss on the whole LR (x BS) grid")
+    u.add_argument("--seed", type=int, default=0, help="PRNG seed of the NCPL fit")
     u.set_defaults(func=cmd_tune)
 
-    c = sub.add_parser("curves", help="train the loss-curve model and report curve MAE on ID/OOD")
-    c.add_argument("--preset", choices=["default", "small"], default="small")
+    c = sub.add_parser("curves", help="train the loss-curve model and report curve MAE on ID/OOD (bundled runs)",
+                       formatter_class=Formatter)
+    c.add_argument("--preset", choices=["default", "small"], default="small",
+                   help="curve ensemble size: small 3 members x 400 steps, default 5 x 1500")
     c.add_argument("--plot-dir", help="folder for curve PNGs")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0, help="PRNG seed of the curve fit")
     c.set_defaults(func=cmd_curves)
     return p
 
@@ -159,14 +318,14 @@ def register(subparsers) -> argparse.ArgumentParser:
 def demo_section(key, out_dir: Path, smoke: bool) -> dict:
     """Train a stage-1 ensemble on cached frozen-MiniLM features (~30-60 s on 2 cores), evaluate
     ID/OOD per source with the baselines, save a true-vs-predicted scatter; return the report."""
+    import numpy as np
     import pandas as pd
 
     from jaxscale.ncpl import baselines as bl
     from jaxscale.ncpl import dataset as ds
     from jaxscale.ncpl import pipeline as pl
-    from jaxscale.ncpl.model import fit_ncpl, predict_ncpl
+    from jaxscale.ncpl.model import Spec, fit_ncpl, predict
     from jaxscale.ncpl.serialize import ncpl_fields
-    from jaxscale.ncpl.train import TrainConfig
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,16 +334,16 @@ def demo_section(key, out_dir: Path, smoke: bool) -> dict:
     train = pd.concat([ds.select(df, s, "train") for s in ds.SOURCES])
     text, num = ncpl_fields()
     members, steps = (2, 200) if smoke else (3, 400)
-    model = fit_ncpl(key, train, text, num, n_members=members,
-                     tcfg=TrainConfig(steps=steps, lr=3e-3, eval_every=100, patience=100))
+    model = fit_ncpl(key, train, text, num, spec=Spec(members=members, steps=steps, lr=3e-3, eval_every=100,
+                                                      patience=100))
     rows, frames, preds = [], [], []
     for s in ds.SOURCES:
         tr = ds.select(df, s, "train")
         xgb = bl.fit_xgboost(tr, n_trees=300 if smoke else 600)
         for sp in ("id", "ood"):
             te = ds.select(df, s, sp)
-            p = predict_ncpl(model, te)
-            r = ds.regression_metrics(te.final_loss, p.mean, p.lo, p.hi)
+            p = predict(model, te)
+            r = ds.regression_metrics(te.final_loss, p.mean, p.lower, p.upper)
             rows.append(dict(source=s, split=sp, ncpl=r["mae"], coverage_90=r["coverage_90"],
                              xgboost=ds.regression_metrics(te.final_loss, bl.predict_xgboost(xgb, te))["mae"],
                              chinchilla=ds.regression_metrics(te.final_loss, bl.chinchilla_column(te))["mae"]))
@@ -192,8 +351,8 @@ def demo_section(key, out_dir: Path, smoke: bool) -> dict:
                 frames.append(te)
                 preds.append(p)
     ood = pd.concat(frames)
-    cat = lambda f: pd.concat([pd.Series(getattr(p, f)) for p in preds]).to_numpy()  # noqa: E731
-    png = pl.scatter_plot(ood, cat("mean"), cat("lo"), cat("hi"), out_dir / "ncpl_ood_scatter.png",
+    cat = lambda f: np.concatenate([np.asarray(getattr(p, f)) for p in preds])  # noqa: E731
+    png = pl.scatter_plot(ood, cat("mean"), cat("lower"), cat("upper"), out_dir / "ncpl_ood_scatter.png",
                           "NCPL (small) on OOD runs, 90% intervals")
     lines = ["| source | split | NCPL MAE | 90% cov. | XGBoost MAE | Chinchilla MAE |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['source']} | {r['split']} | {r['ncpl']:.4f} | {r['coverage_90']:.2f} | {r['xgboost']:.4f} | "
@@ -206,4 +365,4 @@ def demo_section(key, out_dir: Path, smoke: bool) -> dict:
           f"\n\n![true vs predicted]({png.name})\n\nPublished NCPL (Qwen3-1.7B) OOD MAE: 0.0168 / 0.0223 "
           f"(Marin / StepLaw). Demo time {secs:.0f} s; full-scale numbers: `benchmarks/bench_ncpl.py`.\n")
     summary = {"rows": rows, "seconds": secs, "members": members, "steps": steps}
-    return {"title": "Pillar 4 — NCPL: configuration-to-loss regression", "markdown": md, "summary": summary}
+    return {"title": "NCPL: configuration-to-loss regression", "markdown": md, "summary": summary}

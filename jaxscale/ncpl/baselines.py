@@ -1,25 +1,33 @@
 """Baselines on the NCPL splits: the ``chinchilla_ncpl`` column, a Chinchilla refit, XGBoost.
 
 All predictions are on the loss scale. XGBoost predicts the residual over ``chinchilla_ncpl``
-from engineered config features (the recipe of ``shared/docs/ncpl.md`` §8.1) and is trained per
-source on the official TRAIN rows only.
+from engineered config features (log10 of the learning rates and eps, the other optimiser and
+shape settings, warm-up fraction, log10 N, D and tokens per step, the Chinchilla value, schedule,
+source and optimizer indicators; NaN kept as missing) and is trained per source on the official
+TRAIN rows only (600 trees, depth 6, eta 0.03, subsample and column subsample 0.8).
+:func:`fit_chinchilla_law` fits the Chinchilla law on any runs (the user's training rows).
 """
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxscale.infer import best, minimize_lbfgs, multistart
+from jaxscale.laws import (
+    ChinchillaParams,
+    chinchilla,
+    chinchilla_log_lse,
+    chinchilla_theta_to_params,
+)
 from jaxscale.ncpl.dataset import SOURCES, regression_metrics, select
 
 __all__ = [
     "OPTIMIZERS",
     "engineered_features",
     "chinchilla_column",
-    "ChinchillaRefit",
+    "fit_chinchilla_law",
     "fit_chinchilla_refit",
     "predict_chinchilla_refit",
     "fit_xgboost",
@@ -55,44 +63,61 @@ def chinchilla_column(df: pd.DataFrame) -> np.ndarray:
     return df["chinchilla_ncpl"].to_numpy(float)
 
 
-class ChinchillaRefit(NamedTuple):
-    E: float
-    A: float
-    B: float
-    alpha: float
-    beta: float
-
-
 def _refit_loss(theta, log_n, log_d, log_y):
-    from jaxscale.laws import chinchilla_log_lse
-
     return jnp.mean(jnp.square(chinchilla_log_lse(theta, log_n, log_d) - log_y))
 
 
-def fit_chinchilla_refit(df: pd.DataFrame) -> ChinchillaRefit:
-    """Least squares on log L of ``E + A N^-a + B D^-b`` (N millions, D billions), grid of starts."""
-    from jaxscale.infer import best, minimize_lbfgs, multistart
+def fit_chinchilla_law(N, D, loss, *, n_scale: float | None = None, d_scale: float | None = None) -> ChinchillaParams:
+    """Least squares on ``log L`` of ``L = E + A N^-alpha + B D^-beta`` from a grid of 48 starts.
 
-    if len(df) < 5:
-        raise ValueError(f"Chinchilla refit needs >= 5 runs, got {len(df)}")
+    The starts (``log A`` in {0, 1.5, 3}, ``log B`` in {-1, 0.5}, ``log E`` in {0, 0.8},
+    ``alpha``, ``beta`` in {0.2, 0.5}) suit ``N / n_scale`` and ``D / d_scale`` of order 1-1000; the
+    returned parameters are in the units of ``N`` and ``D`` as given (``A`` and ``B`` absorb the
+    scales), so ``laws.chinchilla(params, N, D)`` evaluates the law.
+
+    Args:
+      N: parameter counts (> 0; >= 5 runs).
+      D: training tokens (> 0), same length.
+      loss: final losses (> 0), same length.
+      n_scale: unit of N the optimiser works in (default: the geometric mean of N).
+      d_scale: unit of D (default: the geometric mean of D).
+
+    Returns:
+      :class:`jaxscale.laws.ChinchillaParams` (float arrays).
+    """
+    N, D, loss = (np.asarray(a, float) for a in (N, D, loss))
+    if N.size < 5:
+        raise ValueError(f"a Chinchilla fit needs >= 5 runs, got {N.size}")
+    for name, a in (("N", N), ("D", D), ("loss", loss)):
+        if not np.all(np.isfinite(a) & (a > 0)):
+            raise ValueError(f"Chinchilla fit: {name} must be finite and > 0 "
+                             f"({int((~(np.isfinite(a) & (a > 0))).sum())} bad values)")
+    n_scale = float(np.exp(np.mean(np.log(N)))) if n_scale is None else float(n_scale)
+    d_scale = float(np.exp(np.mean(np.log(D)))) if d_scale is None else float(d_scale)
     x64 = jax.config.read("jax_enable_x64")
     dt = jnp.float64 if x64 else jnp.float32
-    log_n = jnp.log(jnp.asarray(df["N_million"].to_numpy(float), dt))
-    log_d = jnp.log(jnp.asarray(df["D_billion"].to_numpy(float), dt))
-    log_y = jnp.log(jnp.asarray(df["final_loss"].to_numpy(float), dt))
+    log_n = jnp.log(jnp.asarray(N / n_scale, dt))
+    log_d = jnp.log(jnp.asarray(D / d_scale, dt))
+    log_y = jnp.log(jnp.asarray(loss, dt))
     grid = np.array(np.meshgrid([0.0, 1.5, 3.0], [-1.0, 0.5], [0.0, 0.8], [0.2, 0.5], [0.2, 0.5])).reshape(5, -1).T
     # columns of theta: (a, b, e, alpha, beta)
-    x0 = jnp.asarray(grid[:, [0, 1, 2, 3, 4]], dt)
+    x0 = jnp.asarray(grid, dt)
     res = multistart(minimize_lbfgs, _refit_loss, x0, log_n, log_d, log_y, max_steps=300)
-    r = best(res)
-    th = np.asarray(r.params, float)
-    return ChinchillaRefit(E=float(np.exp(th[2])), A=float(np.exp(th[0])), B=float(np.exp(th[1])),
-                           alpha=float(th[3]), beta=float(th[4]))
+    th = np.array(best(res).params, dtype=float)
+    # A (N / s)^-alpha = (A s^alpha) N^-alpha
+    th[0] += th[3] * np.log(n_scale)
+    th[1] += th[4] * np.log(d_scale)
+    return ChinchillaParams(*(np.asarray(v, float) for v in chinchilla_theta_to_params(th)))
 
 
-def predict_chinchilla_refit(p: ChinchillaRefit, df: pd.DataFrame) -> np.ndarray:
-    n, d = df["N_million"].to_numpy(float), df["D_billion"].to_numpy(float)
-    return p.E + p.A * n ** (-p.alpha) + p.B * d ** (-p.beta)
+def fit_chinchilla_refit(df: pd.DataFrame) -> ChinchillaParams:
+    """The law refitted on the runs of ``df`` (``N_million``, ``D_billion``, ``final_loss``)."""
+    return fit_chinchilla_law(df["N_million"], df["D_billion"], df["final_loss"], n_scale=1.0, d_scale=1.0)
+
+
+def predict_chinchilla_refit(p: ChinchillaParams, df: pd.DataFrame) -> np.ndarray:
+    """The refitted law at the runs of ``df`` (``N_million``, ``D_billion``)."""
+    return np.asarray(chinchilla(p, df["N_million"].to_numpy(float), df["D_billion"].to_numpy(float)), float)
 
 
 XGB_PARAMS = dict(max_depth=6, eta=0.03, subsample=0.8, colsample_bytree=0.8, objective="reg:squarederror",

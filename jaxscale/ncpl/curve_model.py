@@ -6,17 +6,15 @@ from pathlib import Path
 import pandas as pd
 
 from jaxscale.ncpl.curves import curve_frame, curve_metrics, plot_curves
-from jaxscale.ncpl.dataset import SOURCES, select
-from jaxscale.ncpl.model import fit_ncpl, predict_ncpl
+from jaxscale.ncpl.dataset import SOURCES, load_runs, select
+from jaxscale.ncpl.model import Spec, fit_ncpl, predict
 from jaxscale.ncpl.serialize import ncpl_fields, ncpl_frame
-from jaxscale.ncpl.dataset import load_runs
-from jaxscale.ncpl.train import TrainConfig
 
 __all__ = ["CURVE_PRESETS", "fit_curve_model", "curve_evaluation"]
 
 CURVE_PRESETS = {
-    "small": dict(n_members=3, tcfg=TrainConfig(steps=400, lr=3e-3, eval_every=100, patience=100)),
-    "default": dict(n_members=5, tcfg=TrainConfig(steps=1500, lr=2e-3, eval_every=100, patience=100)),
+    "small": Spec(members=3, steps=400, lr=3e-3, eval_every=100, patience=100),
+    "default": Spec(members=5, steps=1500, lr=2e-3, eval_every=100, patience=100),
 }
 
 
@@ -28,7 +26,7 @@ def fit_curve_model(key, runs: pd.DataFrame, preset: str = "small", max_points: 
     frame = curve_frame(train, max_points=max_points)
     text, num = ncpl_fields(curves=True)
     return fit_ncpl(key, frame, text, num, target="curve_loss", baseline="chinchilla_ncpl",
-                    **CURVE_PRESETS[preset])
+                    spec=CURVE_PRESETS[preset])
 
 
 def curve_evaluation(key, preset: str = "small", plot_dir: str | None = None, max_points: int = 15) -> dict:
@@ -39,13 +37,13 @@ def curve_evaluation(key, preset: str = "small", plot_dir: str | None = None, ma
     for s in SOURCES:
         for sp in ("id", "ood"):
             frame = curve_frame(select(runs, s, sp), max_points=max_points)
-            p = predict_ncpl(model, frame)
-            r = curve_metrics(frame, p.mean, p.lo, p.hi)
+            p = predict(model, frame)
+            r = curve_metrics(frame, p.mean, p.lower, p.upper)
             r.update(source=s, split=sp)
             out["results"].append(r)
             if plot_dir:
                 Path(plot_dir).mkdir(parents=True, exist_ok=True)
                 ids = frame["run_id"].drop_duplicates().sample(4, random_state=0).tolist()
                 out.setdefault("plots", []).append(str(plot_curves(
-                    frame, p.mean, p.lo, p.hi, ids, Path(plot_dir) / f"curves_{s}_{sp}.png", f"{s} {sp}")))
+                    frame, p.mean, p.lower, p.upper, ids, Path(plot_dir) / f"curves_{s}_{sp}.png", f"{s} {sp}")))
     return out

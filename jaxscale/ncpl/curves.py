@@ -47,25 +47,19 @@ def curve_metrics(frame: pd.DataFrame, pred: np.ndarray, lo=None, hi=None) -> di
 
 def plot_curves(frame: pd.DataFrame, pred, lo, hi, run_ids, path, title: str = "loss curves"):
     """True (points) vs predicted (line + 90% band) curves of a few runs; saves a PNG."""
-    import matplotlib
+    from jaxscale.plotting import band, figure, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure()
     for i, rid in enumerate(run_ids):
         m = (frame["run_id"] == rid).to_numpy()
         f = frame["frac"].to_numpy()[m]
         o = np.argsort(f)
         col = f"C{i % 10}"
         ax.plot(f[o], frame["curve_loss"].to_numpy()[m][o], "o", ms=3, color=col)
-        ax.plot(f[o], np.asarray(pred)[m][o], "-", color=col, label=str(rid)[-28:])
-        ax.fill_between(f[o], np.asarray(lo)[m][o], np.asarray(hi)[m][o], color=col, alpha=0.15)
+        band(ax, f[o], np.asarray(pred)[m][o], np.asarray(lo)[m][o], np.asarray(hi)[m][o], label=str(rid)[-28:],
+             color=col, alpha=0.15)
     ax.set_xlabel("fraction of training")
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

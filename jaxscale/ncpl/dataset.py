@@ -25,6 +25,9 @@ __all__ = [
     "load_curves",
     "split_keys",
     "select",
+    "GROUP_COLS",
+    "cell_codes",
+    "held_cells",
     "carve_validation",
     "regression_metrics",
 ]
@@ -109,31 +112,59 @@ def select(df: pd.DataFrame, source: str, split: str) -> pd.DataFrame:
     return sub
 
 
+#: Columns whose combinations are the held-out cells of the bundled runs' validation set.
+GROUP_COLS = ("source", "optimizer", "N_million", "D_billion")
+
+
+def cell_codes(df: pd.DataFrame, group_cols=None) -> np.ndarray:
+    """Integer cell of every row: the sorted unique combinations of ``group_cols`` (as text).
+
+    ``group_cols=None`` uses those of :data:`GROUP_COLS` the table has; with none of them (or an
+    empty list) every row is its own cell.
+    """
+    cols = list(GROUP_COLS) if group_cols is None else list(group_cols)
+    missing = [c for c in cols if c not in df.columns]
+    if group_cols is not None and missing:
+        require_columns(df, cols, "validation cells (group_cols)")
+    cols = [c for c in cols if c in df.columns]
+    if not cols:
+        return np.arange(len(df), dtype=np.int32)
+    cells = df[cols].astype(str).agg("|".join, axis=1).to_numpy()
+    return np.unique(cells, return_inverse=True)[1].astype(np.int32).reshape(-1)
+
+
+def held_cells(key, group, frac: float) -> np.ndarray:
+    """Validation mask from cell codes: each cell is held out with probability ``frac``
+    (one uniform draw per cell code); at least one cell is always held out."""
+    import jax
+
+    if not 0.0 < frac < 1.0:
+        raise ValueError(f"val_frac must be in (0, 1), got {frac}")
+    group = np.asarray(group)
+    u = np.asarray(jax.random.uniform(key, (int(group.max()) + 1,)))
+    codes = np.unique(group)
+    held = np.zeros(u.shape, bool)
+    held[codes] = u[codes] < frac
+    if not held.any():
+        held[codes[int(np.argmin(u[codes]))]] = True
+    return held[group]
+
+
 def carve_validation(key, df: pd.DataFrame, frac: float = 0.15, group_cols=None) -> np.ndarray:
     """Boolean mask of a validation subset of (TRAIN) rows, holding out whole cells.
 
     Cells default to (source, optimizer, N, D) as in the official ID split, so the carved
     set tests interpolation to unseen sweeps; never use ID/OOD rows for model selection.
+    A table without those columns holds out random rows.
     """
-    import jax
-
-    if not 0.0 < frac < 1.0:
-        raise ValueError(f"frac must be in (0, 1), got {frac}")
-    group_cols = [c for c in (group_cols or ["source", "optimizer", "N_million", "D_billion"]) if c in df.columns]
-    if not group_cols:
-        raise ValueError("carve_validation: none of the group columns exist in the table")
-    cells = df[group_cols].astype(str).agg("|".join, axis=1).to_numpy()
-    uniq = np.unique(cells)
-    u = np.asarray(jax.random.uniform(key, (uniq.size,)))
-    held = set(uniq[u < frac])
-    if not held:
-        held = {uniq[int(np.argmin(u))]}
-    return np.isin(cells, list(held))
+    return held_cells(key, cell_codes(df, group_cols), frac)
 
 
 def regression_metrics(y, pred, lo=None, hi=None) -> dict:
     """MAE, RMSE, Spearman rho on the loss scale (+ 90% interval coverage when bounds given)."""
     from scipy.stats import spearmanr
+
+    from jaxscale import metrics
 
     y, pred = np.asarray(y, float), np.asarray(pred, float)
     if y.shape != pred.shape:
@@ -142,10 +173,11 @@ def regression_metrics(y, pred, lo=None, hi=None) -> dict:
         raise ValueError(f"{int((~np.isfinite(pred)).sum())} non-finite predictions")
     out = {
         "n": int(y.size),
-        "mae": float(np.mean(np.abs(y - pred))),
-        "rmse": float(np.sqrt(np.mean((y - pred) ** 2))),
+        "mae": float(metrics.mae(y, pred)),
+        "rmse": float(metrics.rmse(y, pred)),
         "spearman": float(spearmanr(y, pred).statistic) if y.size > 2 else float("nan"),
     }
     if lo is not None and hi is not None:
-        out["coverage_90"] = float(np.mean((y >= np.asarray(lo)) & (y <= np.asarray(hi))))
+        # fraction inside [lo, hi] in float64 (the shared interval_coverage averages in float32)
+        out["coverage_90"] = float(np.mean((y >= np.asarray(lo, float)) & (y <= np.asarray(hi, float))))
     return out

@@ -6,6 +6,7 @@ variance of member means) and a central Gaussian interval.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import jax
@@ -29,12 +30,19 @@ def init_members(key, cfg: HeadConfig, n_members: int) -> Members:
     """``n_members`` independently initialised heads, stacked along a leading axis."""
     if n_members < 1:
         raise ValueError(f"n_members must be >= 1, got {n_members}")
+    graphdef, init = _init_fn(cfg)
+    return Members(graphdef, init(jax.random.split(key, n_members)))
+
+
+@lru_cache(maxsize=32)
+def _init_fn(cfg: HeadConfig):
+    """(graphdef, compiled vmapped initialiser) of one head configuration (compiled once)."""
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: NCPLHead(cfg, rngs=nnx.Rngs(0))))
 
     def one(k):
         return nnx.split(NCPLHead(cfg, rngs=nnx.Rngs(params=k)))[1]
 
-    return Members(graphdef, jax.jit(jax.vmap(one))(jax.random.split(key, n_members)))
+    return graphdef, jax.jit(jax.vmap(one))
 
 
 def apply_member(graphdef, params, pooled, ctx, text_id, values, present):

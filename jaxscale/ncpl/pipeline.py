@@ -15,16 +15,17 @@ import pandas as pd
 from jaxscale._log import get_logger
 from jaxscale.ncpl import baselines as bl
 from jaxscale.ncpl.dataset import SOURCES, SPLITS, load_runs, regression_metrics, select
-from jaxscale.ncpl.model import NCPLModel, cache_dir, fit_ncpl, load_model, predict_ncpl, save_model
+from jaxscale.ncpl.model import Fit, Spec, cache_dir, fit_ncpl, predict
 from jaxscale.ncpl.serialize import ncpl_fields, ncpl_frame
-from jaxscale.ncpl.train import TrainConfig
 
-__all__ = ["DEFAULT", "SMALL", "runs_frame", "ncpl_model", "evaluate", "evaluate_table", "scatter_plot"]
+__all__ = ["DEFAULT", "SMALL", "PRESETS", "runs_frame", "ncpl_model", "evaluate", "evaluate_table", "scatter_plot"]
 
 log = get_logger(__name__)
 
-DEFAULT = dict(n_members=5, tcfg=TrainConfig(steps=1000, lr=2e-3, eval_every=100, patience=100))
-SMALL = dict(n_members=3, tcfg=TrainConfig(steps=400, lr=3e-3, eval_every=100, patience=100))
+#: The bundled-runs presets (no early stopping: patience exceeds the evaluations).
+DEFAULT = Spec(members=5, steps=1000, lr=2e-3, eval_every=100, patience=100)
+SMALL = Spec(members=3, steps=400, lr=3e-3, eval_every=100, patience=100)
+PRESETS = {"default": DEFAULT, "small": SMALL}
 MODELS = ("ncpl", "xgboost", "chinchilla", "chinchilla_refit")
 
 
@@ -33,27 +34,34 @@ def runs_frame() -> pd.DataFrame:
     return ncpl_frame(load_runs())
 
 
-def ncpl_model(key, preset: str = "default", cache: bool = True, df: pd.DataFrame | None = None) -> NCPLModel:
-    """Joint stage-1 NCPL ensemble on both sources' TRAIN rows (cached on disk by preset and key)."""
-    if preset not in ("default", "small"):
-        raise ValueError(f"preset must be 'default' or 'small', got {preset!r}")
-    cfg = DEFAULT if preset == "default" else SMALL
+def ncpl_model(key, preset: str = "default", cache: bool = True, df: pd.DataFrame | None = None) -> Fit:
+    """Joint stage-1 NCPL ensemble on both sources' TRAIN rows.
+
+    Cached on disk (``cache_dir()/model_<preset>_seed<seed>``, written by :func:`jaxscale.save`)."""
+    from jaxscale.io import load, save
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
     seed = int(jax.random.key_data(key).ravel()[-1])
-    path = cache_dir() / f"model_{preset}_seed{seed}.pkl"
-    if cache and path.exists():
-        return load_model(path)
+    path = cache_dir() / f"model_{preset}_seed{seed}"
+    if cache and (path / "jaxscale.json").exists():
+        fitted = load(path)
+        if isinstance(fitted, Fit) and fitted.spec == PRESETS[preset]:
+            return fitted
     df = runs_frame() if df is None else df
     train = pd.concat([select(df, s, "train") for s in SOURCES])
     text, num = ncpl_fields()
-    model = fit_ncpl(key, train, text, num, **cfg)
+    model = fit_ncpl(key, train, text, num, spec=PRESETS[preset])
     if cache:
-        save_model(model, path)
+        save(model, path, overwrite=True)
     return model
 
 
 def evaluate(source: str, split: str, model: str, key=None, preset: str = "default",
-             df: pd.DataFrame | None = None, fitted: NCPLModel | None = None) -> dict:
-    """Metrics of ``model`` on ``source``/``split`` (``id`` | ``ood`` | ``train``), loss scale."""
+             df: pd.DataFrame | None = None, fitted: Fit | None = None) -> dict:
+    """Metrics of ``model`` on ``source``/``split`` (``id`` | ``ood`` | ``train``), loss scale.
+
+    ``key`` seeds the NCPL fit (``model="ncpl"``; required unless ``fitted`` is given)."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if split not in SPLITS:
@@ -61,10 +69,12 @@ def evaluate(source: str, split: str, model: str, key=None, preset: str = "defau
     df = runs_frame() if df is None else df
     if model != "ncpl":
         return bl.evaluate_baseline(df, model, source, split)
-    fitted = fitted or ncpl_model(key if key is not None else jax.random.key(0), preset, df=df)
+    if fitted is None and key is None:
+        raise ValueError("evaluate(model='ncpl') needs a PRNG key (or a fitted model)")
+    fitted = fitted or ncpl_model(key, preset, df=df)
     test = select(df, source, split)
-    p = predict_ncpl(fitted, test)
-    out = regression_metrics(test["final_loss"], p.mean, p.lo, p.hi)
+    p = predict(fitted, test)
+    out = regression_metrics(test["final_loss"], p.mean, p.lower, p.upper)
     out.update(model="ncpl", source=source, split=split)
     return out
 
@@ -77,25 +87,21 @@ def evaluate_table(key, preset: str = "default", models=MODELS, df=None) -> list
 
 
 def scatter_plot(df: pd.DataFrame, pred, lo, hi, path, title: str = "NCPL: true vs predicted") -> Path:
-    """True vs predicted final loss with 90% interval bars, one colour per source."""
-    import matplotlib
+    """True vs predicted final loss with 90% interval bars, one colour per source; saves a PNG."""
+    from jaxscale.plotting import figure, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = figure(size=(5, 5))
     y = df["final_loss"].to_numpy(float)
-    for i, s in enumerate(sorted(df["source"].unique())):
-        m = (df["source"] == s).to_numpy()
-        ax.errorbar(y[m], np.asarray(pred)[m], yerr=[np.asarray(pred)[m] - np.asarray(lo)[m], np.asarray(hi)[m] - np.asarray(pred)[m]],
-                    fmt="o", ms=2, alpha=0.5, elinewidth=0.5, color=f"C{i}", label=s)
-    lim = [min(y.min(), np.min(pred)), max(y.max(), np.max(pred))]
+    pred, lo, hi = (np.asarray(a, float) for a in (pred, lo, hi))
+    groups = df["source"].to_numpy() if "source" in df.columns else np.full(len(df), "runs")
+    for i, s in enumerate(sorted(set(groups))):
+        m = groups == s
+        ax.errorbar(y[m], pred[m], yerr=[pred[m] - lo[m], hi[m] - pred[m]],
+                    fmt="o", ms=2, alpha=0.5, elinewidth=0.5, color=f"C{i}", label=str(s))
+    lim = [min(y.min(), pred.min()), max(y.max(), pred.max())]
     ax.plot(lim, lim, "k--", lw=0.8)
     ax.set_xlabel("true final loss")
     ax.set_ylabel("predicted (90% interval)")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)

@@ -26,7 +26,7 @@ from jaxscale._log import get_logger, progress
 from jaxscale.ncpl.ensemble import Members, apply_member
 from jaxscale.ncpl.head import text_features
 
-__all__ = ["TrainConfig", "Data", "TrainState", "TrainResult", "lr_schedule", "train_members"]
+__all__ = ["TrainConfig", "TrainArrays", "TrainState", "TrainResult", "lr_schedule", "train_members", "train_scan"]
 
 log = get_logger(__name__)
 
@@ -44,7 +44,9 @@ class TrainConfig(NamedTuple):
     enc_lr_scale: float = 1.0  # stage 2: encoder lr = lr * enc_lr_scale
 
 
-class Data(NamedTuple):
+class TrainArrays(NamedTuple):
+    """Per-run arrays the head trains on (one subset: training or validation rows)."""
+
     text_id: jnp.ndarray  # (n,) int
     values: jnp.ndarray  # (n, F)
     present: jnp.ndarray  # (n, F)
@@ -89,7 +91,7 @@ def _features(params, const, enc_graphdef=None):
     return text_features(hidden, const["mask"], const["num_pos"])
 
 
-def _loss(params, graphdef, const, data: Data, idx, enc_graphdef=None):
+def _loss(params, graphdef, const, data: TrainArrays, idx, enc_graphdef=None):
     pooled, ctx = _features(params, const, enc_graphdef)
     mu, ls = apply_member(graphdef, params["head"], pooled, ctx, data.text_id[idx], data.values[idx],
                           data.present[idx])
@@ -99,7 +101,7 @@ def _loss(params, graphdef, const, data: Data, idx, enc_graphdef=None):
     return mse + nll
 
 
-def _val_mse(params, graphdef, const, data: Data, enc_graphdef=None):
+def _val_mse(params, graphdef, const, data: TrainArrays, enc_graphdef=None):
     pooled, ctx = _features(params, const, enc_graphdef)
     mu, _ = apply_member(graphdef, params["head"], pooled, ctx, data.text_id, data.values, data.present)
     return jnp.mean(jnp.square(mu - data.y))
@@ -114,6 +116,9 @@ def _batch_idx(key, step, n, batch):
 
 
 def _make_chunk(graphdef, tx, tcfg: TrainConfig, n_train: int, enc_graphdef=None):
+    """``eval_every`` optimiser steps of every member (a ``lax.scan``, ``vmap`` over members),
+    then the validation MSE and the best-so-far bookkeeping. Pure: jit-able and vmap-able."""
+
     def member_chunk(params, opt_state, key, const, data):
         def body(carry, step):
             p, o = carry
@@ -124,8 +129,7 @@ def _make_chunk(graphdef, tx, tcfg: TrainConfig, n_train: int, enc_graphdef=None
 
         return body
 
-    @jax.jit
-    def chunk(state: TrainState, keys, const, train: Data, val: Data):
+    def chunk(state: TrainState, keys, const, train: TrainArrays, val: TrainArrays):
         steps = state.step + jnp.arange(tcfg.eval_every)
 
         def run(p, o, k):
@@ -154,12 +158,86 @@ def _optimizer(tcfg: TrainConfig, has_enc: bool):
     return optax.chain(optax.clip_by_global_norm(1.0), inner)
 
 
+class _Built(NamedTuple):
+    tx: object  # the optax optimiser
+    chunk: object  # pure chunk function (for lax.scan)
+    val_fn: object  # pure vmapped validation MSE
+    chunk_jit: object  # the same, compiled (host-driven loop)
+    init_jit: object  # compiled initial TrainState
+
+
 @lru_cache(maxsize=16)
-def _build(graphdef, tcfg: TrainConfig, n_train: int, enc_graphdef, has_enc: bool):
-    """(optimizer, compiled chunk) cached per static configuration, so repeated fits reuse it."""
+def _build(graphdef, tcfg: TrainConfig, n_train: int, enc_graphdef, has_enc: bool) -> _Built:
+    """Optimizer and chunk function cached per static configuration, so repeated fits reuse them."""
     tx = _optimizer(tcfg, has_enc)
-    val_fn = jax.jit(jax.vmap(lambda p, c, v: _val_mse(p, graphdef, c, v, enc_graphdef), in_axes=(0, None, None)))
-    return tx, _make_chunk(graphdef, tx, tcfg, n_train, enc_graphdef), val_fn
+    val_fn = jax.vmap(lambda p, c, v: _val_mse(p, graphdef, c, v, enc_graphdef), in_axes=(0, None, None))
+    chunk = _make_chunk(graphdef, tx, tcfg, n_train, enc_graphdef)
+    init = jax.jit(lambda params, const, val: _initial_state(tx, val_fn, params, const, val))
+    return _Built(tx, chunk, val_fn, jax.jit(chunk), init)
+
+
+def _core(tcfg: TrainConfig) -> TrainConfig:
+    """The part of the configuration that changes the numbers (not checkpointing)."""
+    return tcfg._replace(ckpt_every=0, ckpt_dir=None)
+
+
+def _initial_state(tx, val_fn, params, const, val) -> TrainState:
+    m = jax.tree.leaves(params)[0].shape[0]
+    opt_state = jax.vmap(tx.init)(params)
+    # the initial params are a candidate too: stage 2 never ends worse (on val) than stage 1
+    val0 = val_fn(params, const, val)
+    return TrainState(params, opt_state, params, jnp.asarray(val0, jnp.float32),
+                      jnp.zeros((m,), jnp.int32), jnp.asarray(0, jnp.int32))
+
+
+def _member_keys(key, m: int):
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(m))
+
+
+def _check_config(tcfg: TrainConfig, n_train: int, n_val: int) -> None:
+    if tcfg.steps < 1 or tcfg.eval_every < 1:
+        raise ValueError(f"steps={tcfg.steps} and eval_every={tcfg.eval_every} must be >= 1")
+    if tcfg.steps % tcfg.eval_every:
+        raise ValueError(f"steps={tcfg.steps} must be a multiple of eval_every={tcfg.eval_every}; "
+                         f"e.g. eval_every={_divisor(tcfg.steps, tcfg.eval_every)}")
+    if tcfg.ckpt_every and tcfg.ckpt_every % tcfg.eval_every:
+        raise ValueError(f"ckpt_every={tcfg.ckpt_every} must be a multiple of eval_every={tcfg.eval_every}")
+    if n_train < 2 or n_val < 1:
+        raise ValueError(f"need >= 2 training and >= 1 validation rows, got {n_train} / {n_val}")
+
+
+def _divisor(steps: int, near: int) -> int:
+    """The divisor of ``steps`` closest to ``near`` (for error messages)."""
+    divs = [d for d in range(1, steps + 1) if steps % d == 0]
+    return min(divs, key=lambda d: abs(d - near))
+
+
+def train_scan(key, members: Members, const: dict, train: TrainArrays, val: TrainArrays, tcfg: TrainConfig,
+               trainable_encoder=None, enc_graphdef=None):
+    """All ``tcfg.steps`` steps of every member in one ``lax.scan`` of the chunks of
+    :func:`train_members` (same batches, same updates), without the early-stopping break.
+
+    Pure (no host I/O): jit-able and vmap-able over keys or datasets of one shape.
+
+    Returns:
+      ``(state, val_history)``: the final :class:`TrainState` (``best_params`` is the best-on-
+      validation candidate of each member) and the ``(steps // eval_every, M)`` validation MSEs.
+    """
+    n_train = int(train.y.shape[0])
+    _check_config(tcfg, n_train, int(val.y.shape[0]))
+    m = jax.tree.leaves(members.params)[0].shape[0]
+    params = {"head": members.params}
+    if trainable_encoder is not None:
+        params["enc"] = trainable_encoder
+    built = _build(members.graphdef, _core(tcfg), n_train, enc_graphdef, trainable_encoder is not None)
+    state = _initial_state(built.tx, built.val_fn, params, const, val)
+    keys = _member_keys(key, m)
+
+    def body(st, _):
+        st, _, val_loss = built.chunk(st, keys, const, train, val)
+        return st, val_loss
+
+    return jax.lax.scan(body, state, None, length=tcfg.steps // tcfg.eval_every)
 
 
 def _ckpt_manager(tcfg: TrainConfig):
@@ -170,7 +248,7 @@ def _ckpt_manager(tcfg: TrainConfig):
     return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(max_to_keep=2))
 
 
-def train_members(key, members: Members, const: dict, train: Data, val: Data, tcfg: TrainConfig,
+def train_members(key, members: Members, const: dict, train: TrainArrays, val: TrainArrays, tcfg: TrainConfig,
                   trainable_encoder=None, enc_graphdef=None, stop_after: int | None = None, desc: str = "ncpl") -> TrainResult:
     """Train all ensemble members jointly (vmapped) with early stopping on ``val``.
 
@@ -178,30 +256,22 @@ def train_members(key, members: Members, const: dict, train: Data, val: Data, tc
       key: PRNG key; member m uses fold_in(key, m) for its batch order.
       members: initial heads (leading member axis).
       const: non-trainable arrays: ``pooled``/``ctx`` (stage 1) or ``ids``, ``mask``, ``num_pos`` (stage 2).
-      train, val: :class:`Data` (val carved from TRAIN rows).
+      train: :class:`TrainArrays` of the training rows.
+      val: :class:`TrainArrays` of the validation rows (carved from the training rows).
       trainable_encoder: stage 2: encoder params (nnx.State) with a leading member axis.
       enc_graphdef: stage 2: the encoder's nnx GraphDef.
       stop_after: stop (as if interrupted) after this many chunks — for resume tests.
     """
-    if tcfg.steps % tcfg.eval_every:
-        raise ValueError(f"steps={tcfg.steps} must be a multiple of eval_every={tcfg.eval_every}")
-    if tcfg.ckpt_every and tcfg.ckpt_every % tcfg.eval_every:
-        raise ValueError(f"ckpt_every={tcfg.ckpt_every} must be a multiple of eval_every={tcfg.eval_every}")
     n_train = int(train.y.shape[0])
-    if n_train < 2 or int(val.y.shape[0]) < 1:
-        raise ValueError(f"need >= 2 training and >= 1 validation rows, got {n_train} / {int(val.y.shape[0])}")
+    _check_config(tcfg, n_train, int(val.y.shape[0]))
     m = jax.tree.leaves(members.params)[0].shape[0]
     params = {"head": members.params}
     if trainable_encoder is not None:
         params["enc"] = trainable_encoder
-    core = tcfg._replace(ckpt_every=0, ckpt_dir=None)
-    tx, chunk, val_fn = _build(members.graphdef, core, n_train, enc_graphdef, trainable_encoder is not None)
-    opt_state = jax.vmap(tx.init)(params)
-    # the initial params are a candidate too: stage 2 never ends worse (on val) than stage 1
-    val0 = val_fn(params, const, val)
-    state = TrainState(params, opt_state, params, jnp.asarray(val0, jnp.float32),
-                       jnp.zeros((m,), jnp.int32), jnp.asarray(0, jnp.int32))
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(m))
+    built = _build(members.graphdef, _core(tcfg), n_train, enc_graphdef, trainable_encoder is not None)
+    chunk = built.chunk_jit
+    state = built.init_jit(params, const, val)
+    keys = _member_keys(key, m)
     mngr = _ckpt_manager(tcfg) if tcfg.ckpt_every and tcfg.ckpt_dir else None
     history = []
     if mngr is not None and mngr.latest_step() is not None:
@@ -243,4 +313,4 @@ def train_members(key, members: Members, const: dict, train: Data, val: Data, tc
     bar.close()
     secs = time.perf_counter() - t0
     return TrainResult(state.best_params, history, int(state.step), secs,
-                       done_steps * tcfg.batch_size * m / max(secs, 1e-9), time.process_time() - c0)
+                       done_steps * min(tcfg.batch_size, n_train) * m / max(secs, 1e-9), time.process_time() - c0)

@@ -1,0 +1,164 @@
+"""The NCPL contract on small tables this file builds itself: from_frame -> fit -> predict ->
+save/load, the pure core under jit/vmap, input errors, and the command line end to end."""
+import json
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxscale
+from jaxscale import ncpl
+
+SPEC = ncpl.Spec(members=2, steps=50, eval_every=25, patience=100, lr=3e-3, batch_size=16, width=32)
+#: The same settings on the command line (so the CLI test reuses the compiled programs).
+CLI_SPEC = ["--members", "2", "--steps", "50", "--eval-every", "25", "--patience", "100", "--lr", "3e-3",
+            "--batch-size", "16", "--width", "32"]
+
+
+def _runs(n=36, seed=0, sizes=(2e7, 5e7, 1e8, 3e8)):
+    """Synthetic sweep: Chinchilla-like size/data effect, a quadratic LR valley, optimizer offset."""
+    rng = np.random.default_rng(seed)
+    N = rng.choice(sizes, n)
+    D = N * rng.choice([10.0, 20.0, 40.0], n)
+    lr = 10 ** rng.uniform(-3.5, -2.0, n)
+    opt = rng.choice(["adamw", "lion"], n)
+    loss = 1.8 + 400 / N**0.34 + 400 / D**0.28 + 0.05 * (np.log10(lr) + 2.7) ** 2 + 0.02 * (opt == "lion")
+    return pd.DataFrame({"run": [f"run-{i}" for i in range(n)], "N": N, "D": D, "lr": lr, "optimizer": opt,
+                         "loss": loss})
+
+
+@pytest.fixture(scope="module")
+def trained():
+    df = _runs()
+    data = ncpl.from_frame(df, target_col="loss", n_col="N", d_col="D", exclude_cols=["run"])
+    fit = ncpl.fit(jax.random.key(0), data, SPEC)
+    return df, data, fit
+
+
+def test_from_frame_roles_and_rows(trained):
+    df, data, _ = trained
+    assert data.text_cols == ("optimizer",) and data.num_cols == ("N", "D", "lr")
+    assert data.num_log == (True, True, True)  # positive and spanning >= 10x
+    assert data.values.shape == (len(df), 3) and data.codes.shape == (len(df), 1)
+    np.testing.assert_array_equal(data.y, df["loss"])  # row i of the frame is row i of the arrays
+    assert data.vocab == (("adamw", "lion"),)
+    assert ("target", "loss") in data.columns and ("n", "N") in data.columns
+    sub = jax.tree.map(lambda a: a[:5], data)  # rows select as a pytree
+    assert sub.n_rows == 5 and sub.columns == data.columns
+    q = ncpl.from_frame(df.drop(columns=["loss"]), target_col="loss", require_target=False, n_col="N", d_col="D",
+                        exclude_cols=["run"])
+    assert np.isnan(q.y).all()
+
+
+def test_fit_predict_save_load_identical(trained, tmp_path):
+    df, data, fit = trained
+    assert fit.baseline == "law" and fit.law is not None
+    assert fit.history.shape == (2, 2) and float(fit.interval_scale) >= 1.0
+    pred = ncpl.predict(fit, df)
+    assert isinstance(pred, jaxscale.Prediction)
+    assert pred.samples.shape == (2, len(df))
+    assert np.all(np.asarray(pred.lower) < np.asarray(pred.mean)) and np.all(np.asarray(pred.mean) < np.asarray(pred.upper))
+    mae = float(np.mean(np.abs(np.asarray(pred.mean) - df["loss"].to_numpy())))
+    assert mae < df["loss"].std()  # learns the sweep
+    wide = ncpl.predict(fit, data, level=0.99)  # a Data query works too
+    np.testing.assert_allclose(wide.mean, pred.mean)
+    assert np.all(np.asarray(wide.upper) > np.asarray(pred.upper))
+    # same rows without the target column
+    q = ncpl.predict(fit, df.drop(columns=["loss"]))
+    np.testing.assert_array_equal(q.mean, pred.mean)
+
+    jaxscale.save(fit, tmp_path / "m")
+    back = jaxscale.load(tmp_path / "m")
+    assert isinstance(back, ncpl.Fit) and back.spec == fit.spec and back.columns == fit.columns
+    again = ncpl.predict(back, df)
+    for a, b in zip(pred[:3], again[:3]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    same = jax.jit(lambda f: f)(fit)
+    assert same.head == fit.head and same.vocab == fit.vocab
+
+
+def test_fit_core_is_pure_and_matches_fit(trained):
+    _, data, fit = trained
+    key = jax.random.key(0)
+    batch = ncpl.prepare(key, data, SPEC)
+    keys = jax.random.split(jax.random.key(1), 3)
+    core = jax.jit(lambda k: ncpl.fit_core(k, batch, SPEC))
+    one = [core(k) for k in keys]
+    many = jax.vmap(lambda k: ncpl.fit_core(k, batch, SPEC))(keys)
+    for i in range(3):  # batched float32 matmuls round differently; 50 Adam steps amplify that a little
+        for a, b in zip(jax.tree.leaves(one[i]), jax.tree.leaves(jax.tree.map(lambda x, i=i: x[i], many))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-3, atol=2e-4)
+    assert not np.allclose(jax.tree.leaves(one[0])[0], jax.tree.leaves(one[1])[0])  # keys matter
+    # fit runs the same steps host-driven (in jitted chunks): the same parameters (no early stop
+    # with this patience)
+    params, hist = core(key)
+    assert hist.shape == (2, SPEC.members)
+    assert jax.tree.structure(params) == jax.tree.structure(fit.params)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(fit.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_bad_input_names_the_column():
+    df = _runs(12)
+    bad = df.copy()
+    bad["lr"] = bad["lr"].astype(object)
+    bad.loc[3, "lr"] = "fast"
+    with pytest.raises(ValueError, match="'lr'"):
+        ncpl.from_frame(bad, target_col="loss", text_cols=["optimizer"], num_cols=["lr"])
+    with pytest.raises(ValueError, match="missing column.*'loss_x'"):
+        ncpl.from_frame(df, target_col="loss_x")
+    neg = df.copy()
+    neg.loc[2, "N"] = -1.0
+    with pytest.raises(ValueError, match="'N'"):
+        ncpl.from_frame(neg, target_col="loss", n_col="N", d_col="D", exclude_cols=["run"])
+    nan = df.copy()
+    nan.loc[1, "loss"] = np.nan
+    with pytest.raises(ValueError, match="'loss'.*non-finite"):
+        ncpl.from_frame(nan, target_col="loss", exclude_cols=["run"])
+    long = df.copy()
+    long["command"] = "python train.py " + " ".join(f"--flag{i}=value{i}" for i in range(60))
+    with pytest.raises(ValueError, match="'command'.*--exclude-cols command"):
+        ncpl.from_frame(long, target_col="loss", exclude_cols=["run"])
+    with pytest.raises(ValueError, match=r"baseline='law'\) needs N and D"):
+        ncpl.fit(jax.random.key(0), ncpl.from_frame(df, target_col="loss", exclude_cols=["run"]),
+                 SPEC._replace(baseline="law"))
+
+
+def test_cli_train_holdout_predictions_save_then_predict(tmp_path, capsys):
+    from jaxscale.cli import main
+    from jaxscale.data import read_table
+
+    # 36 training runs (as in the fixture) and 8 larger held-out ones
+    df = pd.concat([_runs(36, seed=1), _runs(8, seed=2, sizes=(1e9,))], ignore_index=True)
+    csv, new = tmp_path / "runs.csv", tmp_path / "new.csv"
+    df.to_csv(csv, index=False)
+    df.drop(columns=["loss"]).iloc[:6].to_csv(new, index=False)
+    p1, p2, model = tmp_path / "p1.csv", tmp_path / "p2.csv", tmp_path / "model"
+    rc = main(["ncpl", "train", "--csv", str(csv), "--target-col", "loss", "--n-col", "N", "--d-col", "D",
+               "--exclude-cols", "run", "--holdout", "N >= 1e9", *CLI_SPEC, "--predictions", str(p1),
+               "--save", str(model), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    held = int((df["N"] >= 1e9).sum())
+    assert out["n_train"] == len(df) - held and out["baseline"] == "law"
+    assert out["holdout"]["n"] == held
+    for name in ("ncpl", "chinchilla"):
+        m = out["holdout"][name]
+        assert m["n"] == held and np.isfinite(m["mae"]) and m["rmse"] >= m["mae"]
+    assert 0.0 <= out["holdout"]["ncpl"]["coverage_90"] <= 1.0
+    pred1 = pd.read_csv(p1)
+    assert len(pred1) == len(df) and list(pred1.columns) == list(df.columns) + ["mean", "lower", "upper", "fit_row"]
+    assert pred1["fit_row"].sum() == len(df) - held
+
+    rc = main(["ncpl", "predict", "--model", str(model), "--csv", str(new), "--predictions", str(p2), "--json"])
+    assert rc == 0
+    out2 = json.loads(capsys.readouterr().out)
+    python = ncpl.predict(jaxscale.load(model), read_table(new))
+    np.testing.assert_array_equal(out2["mean"], np.asarray(python.mean))
+    np.testing.assert_array_equal(pd.read_csv(p2)["upper"], np.asarray(python.upper))
+    np.testing.assert_allclose(out2["mean"], pred1["mean"].iloc[:6], rtol=1e-12)
+
+    # bad input: exit code 2 and a message naming the column
+    rc = main(["ncpl", "train", "--csv", str(csv), "--target-col", "nope", "--json"])
+    assert rc == 2 and "nope" in capsys.readouterr().err
