@@ -3,32 +3,17 @@
 The library never changes JAX's numerical configuration on import; call :func:`enable_x64`
 (the CLI and the demo do) or set ``JAX_ENABLE_X64=1``.
 
-One runtime workaround is applied on import (before any computation): jaxlib 0.10.2's CPU
-runtime can deadlock (0 % CPU, forever) when two batched LAPACK calls (e.g. vmapped Cholesky
-factors of several GP restarts) are scheduled concurrently on its intra-op thread pool; we saw
-it with 10 vmapped MaGP restarts on 121, 128 and 255 points. Appending
-``--xla_cpu_enable_concurrency_optimized_scheduler=false`` to ``XLA_FLAGS`` removed every hang
-in our reproductions at no measurable cost. It only affects the CPU backend, and only takes
-effect if jaxscale is imported before JAX creates its CPU client (set ``XLA_FLAGS`` yourself
-otherwise, or set ``JAXSCALE_NO_XLA_WORKAROUND=1`` to opt out).
+The CPU deadlock workaround of :mod:`jaxscale._xla` is applied on import (it only sets
+``XLA_FLAGS``).
 """
 from __future__ import annotations
 
 import os
 import warnings
 
-CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+from jaxscale._xla import CPU_SCHEDULER_FLAG, cpu_deadlock_workaround
 
-
-def _cpu_deadlock_workaround() -> None:
-    if os.environ.get("JAXSCALE_NO_XLA_WORKAROUND"):
-        return
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_enable_concurrency_optimized_scheduler" not in flags:
-        os.environ["XLA_FLAGS"] = (flags + " " + CPU_SCHEDULER_FLAG).strip()
-
-
-_cpu_deadlock_workaround()
+cpu_deadlock_workaround()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

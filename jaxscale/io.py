@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxscale._pytree import SERIALIZABLE, register_serializable, type_name
+from jaxscale._registry import SERIALIZABLE, register_serializable, type_name
 
 __all__ = ["save", "load", "FORMAT_VERSION", "META_FILE", "ARRAYS_FILE"]
 

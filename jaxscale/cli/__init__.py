@@ -16,8 +16,16 @@ import sys
 
 __all__ = ["main", "build_parser", "GROUPS"]
 
-#: Command-group modules, each with ``register(subparsers)``.
-GROUPS = ("chinchilla", "lc", "obs", "context", "ncpl")
+#: Command-group modules, each with ``register(subparsers)``, and their one-line help. A group's
+#: module (and with it JAX and the pillar) is imported only when that group is on the command
+#: line, so ``jaxscale --help`` stays fast.
+GROUPS = {
+    "chinchilla": "Chinchilla L(N, D) = E + A/N^alpha + B/D^beta: fit, predict, compute-optimal",
+    "lc": "learning curves: zero-shot curve models, probabilistic scaling laws, active learning",
+    "obs": "observational scaling laws (principal capabilities -> sigmoid)",
+    "context": "context-aware scaling law (compute, prompt length, context limit)",
+    "ncpl": "NCPL: configuration -> loss with a text encoder and a deep ensemble",
+}
 
 
 def _datasets(args) -> dict:
@@ -34,8 +42,9 @@ def _demo(args) -> dict:
     return run_demo(args.out, seed=args.seed, smoke=args.smoke, only=args.only, overwrite=args.overwrite)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser, with every command group registered."""
+def build_parser(groups=None) -> argparse.ArgumentParser:
+    """The parser; ``groups`` names the command groups registered in full (default: all). The
+    others appear in ``--help`` with their one-line description only."""
     from jaxscale.cli._common import Formatter, add_json
     from jaxscale.cli.demo import SECTIONS
 
@@ -57,8 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_json(p)
     p.set_defaults(func=_demo)
 
-    for group in GROUPS:
-        importlib.import_module(f"jaxscale.cli.{group}").register(sub)
+    for group, text in GROUPS.items():
+        if groups is None or group in groups:
+            importlib.import_module(f"jaxscale.cli.{group}").register(sub)
+        else:
+            sub.add_parser(group, help=text, formatter_class=Formatter)
     _finish(parser, Formatter, add_json)
     return parser
 
@@ -91,7 +103,9 @@ def _print_human(result, indent: int = 0) -> None:
 
 def main(argv=None) -> int:
     """Entry point of the ``jaxscale`` command."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    words = [a for a in argv if not a.startswith("-")]
+    parser = build_parser([words[0]] if words and words[0] in GROUPS else ())
     args = parser.parse_args(argv)
     from jaxscale.config import enable_x64
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 
 
-from jaxscale._json import dumps
 from jaxscale._log import get_logger
 
 __all__ = ["run_demo", "SECTIONS"]
@@ -54,6 +53,8 @@ def run_demo(out_dir: Path, seed: int = 0, smoke: bool = False, only=None, overw
     non-empty ``out_dir`` is only replaced with ``overwrite=True`` (checked before any work).
     """
     import jax
+
+    from jaxscale._json import dumps
 
     out_dir = Path(out_dir)
     unknown = sorted(set(only or ()) - set(SECTIONS))
