@@ -35,7 +35,7 @@ OTHER = [("nanogpt_small", s) for s in ("quad", "tri", "t1")] + [
     ("bilingual_src_over_tgt_mBart_bleu", "zeroshot"), ("bilingual_tgt_over_src_mBart_bleu", "zeroshot"),
     ("multilingual_same_source_en", "extrapolate9"),
 ]
-# paper (zeroshot_lc.md §8.1, summary notes): exchanged hierarchy MSE mean ± std over 10 runs
+# paper (third-party summary notes of its tables): exchanged hierarchy MSE mean ± std over 10 runs
 PAPER_EXCH_MSE = {("magp", "quad"): (0.04, 0.04), ("magp", "t1"): (0.01, 0.02),
                   ("dhgp", "quad"): (0.11, 0.0), ("dhgp", "t1"): (0.16, 0.02)}
 ORIG_MAGP_RMSE = {"quad": 0.154, "tri": 0.150, "t1": 0.139}  # original code on this machine

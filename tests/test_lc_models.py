@@ -1,4 +1,4 @@
-"""Fast tests of the learning-curve loaders, splits, kernels, linear algebra and metrics (issue 4)."""
+"""Fast tests of the learning-curve loaders, splits, kernels, linear algebra and metrics."""
 import os
 import sys
 import warnings
@@ -43,7 +43,7 @@ def test_loader_shapes(large):
     assert large.frame.groupby("curve").size().eq(11).all()
     ex = load_lc("nanogpt_large_exchanged")
     assert len(ex.task_labels) == 6 and len(ex.replicate_labels) == 5
-    # the exchanged file holds the same 30 curves (note §3)
+    # the exchanged file holds the same 30 curves 
     a = large.frame.sort_values(["n_embd", "n_layer", "point"])["value"].to_numpy()
     b = ex.frame.sort_values(["n_embd", "n_layer", "point"])["value"].to_numpy()
     np.testing.assert_allclose(a, b)
@@ -79,7 +79,7 @@ def test_paper_splits(large):
 
 def test_scaler_leaky_and_leak_free():
     leaky = make_problem("nanogpt_large", "quad", leaky=True)
-    # note §8.3: per-task z-score constants of nanogpt_large over all values of the row
+    # per-task z-score constants of nanogpt_large over all values of the row
     np.testing.assert_allclose(leaky.scaler.mean, [7.032, 6.774, 6.624, 6.579, 6.361], atol=6e-4)
     np.testing.assert_allclose(leaky.scaler.std, [3.037, 2.995, 2.937, 2.920, 2.844], atol=6e-4)
     free = make_problem("nanogpt_large", "quad")
@@ -196,7 +196,7 @@ def test_padding_is_inert():
         pad_points(sub, 10)
 
 
-OTHER_SPLITS = [  # (dataset, split, held-out curves, held-out points) — issue 4 item 4
+OTHER_SPLITS = [  # (dataset, split, held-out curves, held-out points)
     ("nanogpt_small", "quad", 9, 99), ("nanogpt_small", "tri", 6, 66), ("nanogpt_small", "t1", 1, 11),
     ("nanogpt_large_exchanged", "quad", 16, 176), ("nanogpt_large_exchanged", "t1", 1, 11),
     ("bilingual_src_over_tgt_mBart_bleu", "zeroshot", 6, 90), ("bilingual_tgt_over_src_mBart_bleu", "zeroshot", 6, 89),
@@ -205,7 +205,7 @@ OTHER_SPLITS = [  # (dataset, split, held-out curves, held-out points) — issue
 
 
 def test_other_splits_build_fit_and_predict():
-    """Every other split builds with the held-out counts of note §4; short MaGP fits (2 restarts x 3
+    """Every other split builds with the held-out counts of the paper code; short MaGP fits (2 restarts x 3
     steps, padded to 384 points) on the non-nanoGPT families predict finite held-out values (the
     nanoGPT ones share the Quad/Tri/T1 code path). Full protocol: benchmarks/bench_lc_splits.py."""
     from jaxscale.learning_curves.models import fit_model, predict_joint

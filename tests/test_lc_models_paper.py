@@ -1,9 +1,9 @@
-"""Paper-number reproductions of issue 4 (slow): MaGP and DHGP zero-shot accuracy on nanoGPT-large.
+"""Paper-number reproductions (slow): MaGP and DHGP zero-shot accuracy on nanoGPT-large.
 
-Reference: the original code (vschram/ZeroShot_for_PSL @ a06918f) run on this machine,
-/work/shared/docs/peer_zeroshot_baseline.md §4: full-curve RMSE (original loss units, mean over
+Reference: the original code (vschram/ZeroShot_for_PSL @ a06918f) run on this machine:
+full-curve RMSE (original loss units, mean over
 held-out curves, then mean over seeds) MaGP .154 / .150 / .139 and DHGP .253 / .255 / .289 on
-Quad / Tri / T1. Targets (issue 4): jaxscale <= 1.05 x those, and MaGP beats DHGP on every split.
+Quad / Tri / T1. Targets: jaxscale <= 1.05 x those, and MaGP beats DHGP on every split.
 
 Test budget: MaGP with 2 restarts x 500 Adam steps (lr 1e-2) instead of the paper's 10 x 2000;
 the full 10 x 2000 protocol runs in benchmarks/bench_lc.py (10 x 2000 on Quad: RMSE 0.137).
@@ -26,9 +26,9 @@ from jaxscale.learning_curves.problem import make_problem  # noqa: E402
 pytestmark = pytest.mark.slow
 
 SPLITS = ("quad", "tri", "t1")
-ORIG_MAGP = {"quad": 0.154, "tri": 0.150, "t1": 0.139}  # peer baseline §4, mean of 3 seeds
-ORIG_DHGP = {"quad": 0.253, "tri": 0.255, "t1": 0.289}  # peer baseline §4 (deterministic)
-TOL = 1.05  # issue 4: <= 1.05 x the original
+ORIG_MAGP = {"quad": 0.154, "tri": 0.150, "t1": 0.139}  # the original code, mean of 3 seeds
+ORIG_DHGP = {"quad": 0.253, "tri": 0.255, "t1": 0.289}  # the original code (deterministic)
+TOL = 1.05  # <= 1.05 x the original
 PAD = 319  # T1's training size (29 curves x 11)
 
 

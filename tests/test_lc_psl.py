@@ -1,4 +1,4 @@
-"""Compute, frontier, law, AbC and the Monte-Carlo probabilistic law (pillar 1b)."""
+"""Compute, frontier, law, AbC and the Monte-Carlo probabilistic law."""
 import json
 import os
 import subprocess
@@ -57,7 +57,7 @@ def _synthetic_cov(n_held, P=11, scale=0.03):
 
 # ----------------------------------------------------------------------------- compute
 def test_total_params_and_compute_float64(curves):
-    # research note §3: 1600 x 48 -> 1.557 B, 512 x 8 -> 51.4 M (vocab 50257, block 1024)
+    # 1600 x 48 -> 1.557 B, 512 x 8 -> 51.4 M (vocab 50257, block 1024)
     assert total_params(8, 512) == 51_430_400
     assert total_params(48, 1600) == 1_556_764_800
     assert curves.compute.dtype == np.float64
@@ -67,7 +67,7 @@ def test_total_params_and_compute_float64(curves):
     assert curves.compute.max() == pytest.approx(8.02476e19, rel=1e-5)
     assert curves.loss.shape == (5, 6, 11)
     np.testing.assert_array_equal(curves.steps, [1, 2, 7, 20, 54, 148, 403, 1096, 2980, 8103, 17479])
-    # note §8.3: all 30 curves ~5.2e5 PF under the same assumption
+    # all 30 curves ~5.2e5 PF under the same assumption
     assert curve_cost_pf(curves.compute).sum() == pytest.approx(5.23e5, rel=0.01)
     with pytest.raises(ValueError, match="tokens_per_step"):
         point_compute(8, 512, 1, tokens_per_step=0)
@@ -84,7 +84,7 @@ def test_laws_helper_agrees():
 # ----------------------------------------------------------------------------- frontier + law
 def test_ground_truth_law_nearest(flat):
     # HARD: all 30 nanoGPT-large curves, nearest-C rule, 100-point grid 1e18..1e20, C = 6 N T step
-    # (T = 491,520): ln L = -0.0541 ln C + 3.440 (research note §8.3; peer baseline §2 item 5).
+    # (T = 491,520): ln L = -0.0541 ln C + 3.440 (the paper reports -0.056, 3.51 from its unpublished compute).
     _, L, C = flat
     gt = ground_truth_law(L, C, rule="nearest")
     assert abs(gt.b1 - (-0.0541)) < 5e-4 and round(gt.b1, 4) == -0.0541

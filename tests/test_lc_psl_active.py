@@ -1,4 +1,4 @@
-"""Active learning loop and acquisition functions (pillar 1b), with a synthetic stand-in model."""
+"""Active learning loop and acquisition functions, with a synthetic stand-in model."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,7 +108,7 @@ def test_cli_registration_and_plots(data, tmp_path):
 
 @pytest.mark.slow
 def test_model_adapters_tiny_fit(data):
-    """The issue-4 MaGP wired into `lc law` (predict_heldout) and `lc active` (round_predictor), tiny fits."""
+    """The MaGP wired into `lc law` (predict_heldout) and `lc active` (round_predictor), tiny fits."""
     from jaxscale.learning_curves.active import round_predictor
     from jaxscale.learning_curves.heldout import SPLITS, predict_heldout
     from jaxscale.learning_curves.psl import make_problem, probabilistic_law, summarize

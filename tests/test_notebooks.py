@@ -10,7 +10,22 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 def test_each_pillar_ships_a_notebook():
     stems = {p.stem.split("_", 1)[1] for p in NOTEBOOKS}
-    assert {"learning_curves", "observational", "context_law", "ncpl"} <= stems
+    assert {"chinchilla", "learning_curves", "observational", "context_law", "ncpl"} <= stems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_has_your_own_runs_and_saves_its_figures(path):
+    """A section runs the Python contract on a table built in the notebook; figures are saved
+    (savefig) as well as shown, so they exist when the notebook runs headless."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    md = " ".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "your own runs" in md, f"{path.name}: no 'Your own runs' section"
+    assert "read_table" in code and ".to_csv(" in code, f"{path.name}: the own-runs section must write and read a table"
+    assert "jaxscale.save(" in code and "jaxscale.load(" in code, f"{path.name}: no save/load round trip"
+    assert "savefig(" in code, f"{path.name}: figures are not saved"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -93,9 +93,9 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
                    help="also run NUTS: posterior-predictive intervals and their coverage")
     g.add_argument("--likelihood", action=_Given, default=d.likelihood, choices=LIKELIHOODS,
                    help="noise model of the scores (binomial needs --n-items-col)")
-    g.add_argument("--num-warmup", action=_Given, type=int, default=d.num_warmup)
-    g.add_argument("--num-samples", action=_Given, type=int, default=d.num_samples)
-    g.add_argument("--num-chains", action=_Given, type=int, default=d.num_chains)
+    g.add_argument("--num-warmup", action=_Given, type=int, default=d.num_warmup, help="NUTS warm-up steps per chain")
+    g.add_argument("--num-samples", action=_Given, type=int, default=d.num_samples, help="NUTS draws per chain")
+    g.add_argument("--num-chains", action=_Given, type=int, default=d.num_chains, help="NUTS chains")
     p.set_defaults(spec_given=())
 
 

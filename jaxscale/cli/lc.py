@@ -1,5 +1,11 @@
 """``jaxscale lc``: evaluate (zero-shot curve models), law (probabilistic scaling law), active
-(what to train next); and the learning-curve section of ``jaxscale demo``."""
+(what to train next), predict (a saved model on new rows); and the learning-curve section of
+``jaxscale demo``.
+
+Every command runs either on your own table (``--csv``, one row per logged point of a run; see
+``--task-col``, ``--instance-col``, ``--x-col``, ``--y-col``) or on a bundled dataset
+(``--dataset``, ``--split``: the paper's protocol).
+"""
 from __future__ import annotations
 
 import time
@@ -7,136 +13,296 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxscale.learning_curves.heldout import SPLITS, predict_heldout, split_heldout
+from jaxscale.cli._common import (
+    Formatter,
+    add_json,
+    add_output_args,
+    add_predict_command,
+    add_table_args,
+    check_outputs,
+    read_input,
+    save_fit,
+    split_list,
+    write_predictions,
+)
+from jaxscale.learning_curves.core import MODELS, Spec
+from jaxscale.learning_curves.frame import DEFAULT_COLUMNS
+from jaxscale.learning_curves.heldout import SPLITS
 
-__all__ = ["register", "evaluate_handler", "law_handler", "active_handler", "demo_section"]
+__all__ = ["register", "evaluate_handler", "law_handler", "active_handler", "demo_section", "run_psl_demo"]
+
+STRATEGIES_ALL = "uncertainty,random,smallest,largest,ours"
 
 
+# ----------------------------------------------------------------------------- shared options
+def _add_columns(p, *, compute: bool = False) -> None:
+    g = p.add_argument_group("columns of --csv (one row per logged point of a run)")
+    g.add_argument("--task-col", default=DEFAULT_COLUMNS["task"], help="upper level of the hierarchy (e.g. width)")
+    g.add_argument("--instance-col", default=DEFAULT_COLUMNS["instance"],
+                   help="lower level, shared across tasks (e.g. depth)")
+    g.add_argument("--x-col", default=DEFAULT_COLUMNS["x"], help="training step (> 0); the models use ln(step)")
+    g.add_argument("--x-is-log", action="store_true", help="the --x-col column already holds ln(step)")
+    g.add_argument("--y-col", default=DEFAULT_COLUMNS["target"], help="loss at that step")
+    g.add_argument("--descriptor-cols", default=None, metavar="C1,C2",
+                   help="numeric configuration columns, constant along a curve (needed by --model magp_desc)")
+    if compute:
+        g.add_argument("--compute-col", default=None, help="cumulative training FLOPs at that point")
+        g.add_argument("--params-col", default=None,
+                       help="parameter count N; with --tokens-per-step T the compute is C = 6 N T step")
+
+
+def _add_spec(p, *, models=MODELS) -> None:
+    d = Spec()
+    g = p.add_argument_group("model (jaxscale.learning_curves.Spec)")
+    g.add_argument("--model", default=d.model, choices=list(models), help="curve model")
+    g.add_argument("--restarts", type=int, default=d.restarts, help="random restarts, run as one compiled program")
+    g.add_argument("--steps", type=int, default=d.steps, help="Adam steps per restart (magp, magp_desc)")
+    g.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
+    g.add_argument("--n-h", type=int, default=d.n_h, help="latent draws integrating q(h) in predictions")
+    g.add_argument("--no-log-descriptors", action="store_true",
+                   help="use the descriptors as given (default: their logarithm, for sizes > 0)")
+    g.add_argument("--seed", type=int, default=0, help="restart i uses fold_in(key(seed), i)")
+
+
+def _spec(args) -> Spec:
+    return Spec(model=args.model, restarts=args.restarts, steps=args.steps, learning_rate=args.lr,
+                n_h=getattr(args, "n_h", Spec().n_h), log_descriptors=not getattr(args, "no_log_descriptors", False))
+
+
+def _read(args, *, compute: bool = False):
+    """(frame, Data, held-out mask) of ``--csv`` / ``--where`` / ``--holdout``."""
+    from jaxscale.data import holdout_mask
+    from jaxscale.learning_curves.frame import from_frame
+
+    df = read_input(args)
+    kw = {}
+    if compute:
+        if args.compute_col is None and args.params_col is None:
+            raise ValueError("the law needs the compute of every point: give --compute-col C, or --params-col N "
+                             "with --tokens-per-step T")
+        kw = dict(compute_col=args.compute_col, params_col=args.params_col, tokens_per_step=args.tokens_per_step)
+    data = from_frame(df, task_col=args.task_col, instance_col=args.instance_col, x_col=args.x_col, y_col=args.y_col,
+                      descriptor_cols=tuple(split_list(args.descriptor_cols) or ()), x_is_log=args.x_is_log, **kw)
+    if not args.holdout:
+        raise ValueError("give --holdout EXPR: the rows to predict and score, e.g. \"width == 1024\" (whole runs) "
+                         "or \"step > 5000\" (the ends of curves)")
+    return df, data, holdout_mask(df, args.holdout, min_train=2)
+
+
+def _no_bundled(args, *names) -> None:
+    given = [n for n in names if getattr(args, n.replace("-", "_"), None) not in (None, False)]
+    if given:
+        raise ValueError(f"--csv reads your own table; --{', --'.join(given)} belong to the bundled datasets. "
+                         "Give either --csv or --dataset/--split")
+
+
+def _outputs(args, out: dict, df, held, fit, pred) -> dict:
+    if getattr(args, "predictions", None):
+        out["predictions"] = write_predictions(args.predictions, df.loc[held], pred)
+    saved = save_fit(args, fit)
+    if saved:
+        out["saved"] = saved
+    return out
+
+
+# ----------------------------------------------------------------------------- evaluate
 def evaluate_handler(args) -> dict:
-    """Handler of ``jaxscale lc evaluate``: fit, predict held-out curves, metrics as a dict."""
+    """Fit a curve model, predict the held-out rows/curves and score them (RMSE, MAE, NLPD for
+    full / partial = last 3 / last point of every held-out curve; 50 % and 90 % interval coverage)."""
     import jax
 
-    from jaxscale.config import enable_x64
+    check_outputs(args)
+    if args.csv:
+        from jaxscale.learning_curves.pipeline import evaluate_holdout
+
+        _no_bundled(args, "dataset", "split", "leave-index", "leaky")
+        if args.model.startswith("bnn"):
+            raise ValueError(f"--model {args.model} runs on the bundled datasets only; on --csv choose one of {MODELS}")
+        df, data, held = _read(args)
+        fit, pred, out = evaluate_holdout(jax.random.key(args.seed), data, held, _spec(args), level=args.level)
+        out = {"source": str(args.csv), "holdout": args.holdout, "level": args.level, **out}
+        if args.plot:
+            from jaxscale import plotting
+            from jaxscale.learning_curves.plot import plot_table_prediction
+
+            fig = plot_table_prediction(data.rows(~held), data.rows(held), pred, title=f"{args.model}, held-out rows")
+            out["plot"] = str(plotting.save(fig, args.plot))
+        return _outputs(args, out, df, held, fit, pred)
     from jaxscale.learning_curves.pipeline import evaluate_model
 
-    enable_x64()
+    for flag in ("predictions", "save"):
+        if getattr(args, flag):
+            raise ValueError(f"--{flag} needs --csv (your own table); the bundled path reports metrics and --plot")
+    dataset = args.dataset or "nanogpt_large"
+    split = args.split or "quad"
+    if args.holdout:  # a custom split of a bundled dataset
+        from jaxscale.data import holdout_mask
+        from jaxscale.learning_curves.data import load_lc
+        from jaxscale.learning_curves.splits import Split
+
+        if args.split:
+            raise ValueError("give either --split or --holdout EXPR on a bundled dataset, not both")
+        dataset = load_lc(dataset)
+        m = holdout_mask(dataset.frame, args.holdout)
+        split = Split("holdout", ~m, m)
     return evaluate_model(
-        jax.random.key(args.seed), args.dataset, args.split, args.model, restarts=args.restarts,
-        steps=args.steps, learning_rate=args.lr, leaky=args.leaky, holdout=args.holdout, plot=args.plot,
+        jax.random.key(args.seed), dataset, split, args.model, restarts=args.restarts,
+        steps=args.steps, learning_rate=args.lr, leaky=args.leaky, holdout=args.leave_index, plot=args.plot,
         nuts_warmup=args.nuts_warmup, nuts_samples=args.nuts_samples,
     )
 
 
 def register(subparsers) -> None:
-    """Add the ``lc`` command: evaluate, law, active."""
+    """Add the ``lc`` command: evaluate, law, active, predict."""
     from jaxscale.learning_curves.data import LC_DATASETS
     from jaxscale.learning_curves.pipeline import MODEL_CHOICES
 
-    lc = subparsers.add_parser("lc", help="zero-shot learning-curve models (MaGP, descriptor MaGP, DHGP, BNN) and laws")
+    lc = subparsers.add_parser("lc", help="zero-shot learning-curve models (MaGP, descriptor MaGP, DHGP, BNN) and laws",
+                               formatter_class=Formatter)
     sub = lc.add_subparsers(dest="lc_command", required=True)
-    ev = sub.add_parser("evaluate", help="fit a curve model on a split and score its held-out curves")
-    ev.add_argument("--dataset", default="nanogpt_large", choices=sorted(LC_DATASETS))
-    ev.add_argument("--split", default="quad",
-                    help="quad | tri | t1 | leave_embd | leave_layer (nanoGPT); zeroshot (bilingual); "
-                         "extrapolate9 (multilingual)")
-    ev.add_argument("--model", default="magp", choices=MODEL_CHOICES)
-    ev.add_argument("--restarts", type=int, default=10)
-    ev.add_argument("--steps", type=int, default=2000, help="Adam steps per restart (magp, magp_desc)")
-    ev.add_argument("--nuts-warmup", type=int, default=300, help="NUTS warm-up steps per chain (bnn, bnn_orig)")
-    ev.add_argument("--nuts-samples", type=int, default=300, help="NUTS draws per chain (bnn, bnn_orig)")
-    ev.add_argument("--lr", type=float, default=1e-2)
-    ev.add_argument("--seed", type=int, default=0, help="restart i uses fold_in(key(seed), i)")
-    ev.add_argument("--leaky", action="store_true",
-                    help="z-score with constants over every curve of a task (the original; leaks held-out data)")
-    ev.add_argument("--holdout", type=int, default=None, help="index held out by leave_embd / leave_layer")
+    ev = sub.add_parser("evaluate", help="fit a curve model and score its predictions of held-out curves",
+                        description=evaluate_handler.__doc__, formatter_class=Formatter)
+    add_table_args(ev)
+    _add_columns(ev)
+    _add_spec(ev, models=MODEL_CHOICES)
+    ev.add_argument("--level", type=float, default=0.9, help="interval level of --predictions")
+    b = ev.add_argument_group("bundled datasets (instead of --csv)")
+    b.add_argument("--dataset", default=None, choices=sorted(LC_DATASETS), help="default nanogpt_large")
+    b.add_argument("--split", default=None,
+                   help="quad (default) | tri | t1 | leave_embd | leave_layer (nanoGPT); zeroshot (bilingual); "
+                        "extrapolate9 (multilingual); or --holdout EXPR over the dataset's columns")
+    b.add_argument("--leave-index", type=int, default=None, help="index held out by leave_embd / leave_layer")
+    b.add_argument("--leaky", action="store_true",
+                   help="z-score with constants over every curve of a task (the original; leaks held-out data)")
+    b.add_argument("--nuts-warmup", type=int, default=300, help="NUTS warm-up steps per chain (bnn, bnn_orig)")
+    b.add_argument("--nuts-samples", type=int, default=300, help="NUTS draws per chain (bnn, bnn_orig)")
     ev.add_argument("--plot", default=None, help="write a PNG of predicted vs true held-out curves here")
+    add_output_args(ev)
+    add_json(ev)
     ev.set_defaults(func=evaluate_handler)
     register_psl(sub)
+    add_predict_command(sub, "jaxscale.learning_curves", "learning-curve")
 
 
+# ----------------------------------------------------------------------------- law
 def law_handler(args) -> dict:
-    """``jaxscale lc law``: probabilistic scaling law from zero-shot predictions of a split."""
+    """Probabilistic scaling law ln L = b1 ln C + b0 from predicted held-out curves: joint draws of the
+    held-out points, the compute-efficient frontier of all curves per draw, one law per draw."""
     import jax
 
-    from jaxscale.config import enable_x64
-    from jaxscale.learning_curves.compute import load_nanogpt_curves
-    from jaxscale.learning_curves.psl import make_problem, probabilistic_law, restart_law, summarize
-
-    enable_x64()
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
-    held = split_heldout(args.split)
-    labels, L, C = load_nanogpt_curves(args.dataset, tokens_per_step=args.tokens_per_step).flat()
-    key = jax.random.key(args.seed)
-    k_fit, k_draw = jax.random.split(key)
-    pred = predict_heldout(k_fit, args.dataset, held, model=args.model, restarts=args.restarts, steps=args.steps,
-                           leaky=args.leaky)
-    out = {"dataset": args.dataset, "split": args.split, "model": args.model, "rule": args.rule, "leaky": args.leaky,
-           "restarts": args.restarts, "steps": args.steps, "fit_seconds": pred.fit_seconds}
-    t0 = time.perf_counter()
-    for rule in ([args.rule] if args.rule != "both" else ["interp", "nearest"]):
-        problem = make_problem(labels, L, C, pred.held_labels, rule=rule)
-        res = probabilistic_law(k_draw, problem, pred.mean, pred.cov, n_samples=args.samples)
-        s = summarize(res, problem.gt)
-        r = summarize(restart_law(problem, pred.restart_means), problem.gt)
-        block = {k: s[k] for k in ("b1", "b0", "abc", "abc_of_mean_law", "gt", "gt_in_band_b1", "gt_in_band_b0",
-                                   "n_samples")}
-        block["restart_means"] = {k: r[k] for k in ("b1", "b0", "abc", "abc_of_mean_law", "gt_in_band_b1")}
-        if rule == args.rule or (args.rule == "both" and rule == "interp"):
-            out.update(block)
-        else:
-            out[rule] = block
-    out["psl_seconds"] = time.perf_counter() - t0
-    return out
+    check_outputs(args)
+    if args.csv:
+        from jaxscale.learning_curves.frontier import compute_grid
+        from jaxscale.learning_curves.law import table_law
+
+        _no_bundled(args, "dataset", "split", "leaky")
+        if args.rule == "both":
+            raise ValueError("--rule both is for the bundled datasets; choose interp or nearest")
+        df, data, held = _read(args, compute=True)
+        grid = None
+        if args.grid_min is not None or args.grid_max is not None:
+            if args.grid_min is None or args.grid_max is None:
+                raise ValueError("give both --grid-min and --grid-max (FLOPs), or neither (the data's own range)")
+            grid = compute_grid(args.grid_min, args.grid_max, args.grid_size)
+        fit, pred, out = table_law(jax.random.key(args.seed), data, held, _spec(args), n_samples=args.samples,
+                                   rule=args.rule, grid=grid, grid_size=args.grid_size, level=args.level)
+        out = {"source": str(args.csv), "holdout": args.holdout, **out}
+        return _outputs(args, out, df, held, fit, pred)
+    return _bundled_law(args)
 
 
+def _bundled_law(args) -> dict:
+    import jax
+
+    from jaxscale.learning_curves.heldout import bundled_law
+
+    for flag in ("predictions", "save", "holdout"):
+        if getattr(args, flag):
+            raise ValueError(f"--{flag} needs --csv (your own table); the bundled law uses --split")
+    return bundled_law(jax.random.key(args.seed), args.dataset or "nanogpt_large", args.split or "tri",
+                       model=args.model, restarts=args.restarts, steps=args.steps, leaky=args.leaky, rule=args.rule,
+                       n_samples=args.samples, tokens_per_step=args.tokens_per_step, level=args.level)
+
+
+# ----------------------------------------------------------------------------- active
 def active_handler(args) -> dict:
-    """``jaxscale lc active``: active learning of the law from the five 8-layer curves."""
-    from jaxscale.config import enable_x64
-    from jaxscale.learning_curves.active import active_experiment
+    """Active learning of the law: which curve to train next (replayed on finished runs). Each round
+    refits MaGP on the observed curves, scores the law's AbC and queries one candidate curve."""
+    import jax
 
-    enable_x64()
-    strategies = ["uncertainty", "random", "smallest", "largest", "ours"] if args.strategy == "all" else \
-        [s.strip() for s in args.strategy.split(",")]
+    from jaxscale.learning_curves.active import active_experiment, table_active
+
+    strategies = split_list(STRATEGIES_ALL if args.strategy == "all" else args.strategy)
+    check_outputs(args)
+    if args.csv:
+        from jaxscale.learning_curves.frontier import compute_grid
+
+        _no_bundled(args, "dataset")
+        _, data, held = _read(args, compute=True)
+        grid = None if args.grid_min is None and args.grid_max is None else \
+            compute_grid(args.grid_min, args.grid_max, args.grid_size)
+        out = table_active(jax.random.key(args.seed), data, held, strategies, seeds=args.seeds,
+                           n_queries=args.queries, n_samples=args.samples, restarts=args.restarts, steps=args.steps,
+                           cold_steps=args.cold_steps, n_h=args.n_h, grid=grid, grid_size=args.grid_size,
+                           out_dir=Path(args.out_dir) if args.out_dir else None)
+        return {"source": str(args.csv), "holdout": args.holdout, **out}
+    if args.holdout:
+        raise ValueError("--holdout needs --csv; the bundled experiment starts from the 8-layer curves")
     return active_experiment(args.seed, strategies, seeds=args.seeds, n_queries=args.queries,
                              n_samples=args.samples, restarts=args.restarts, steps=args.steps,
-                             cold_steps=args.cold_steps, n_h=args.n_h, dataset=args.dataset, model=args.model,
-                             out_dir=Path(args.out_dir) if args.out_dir else None)
+                             cold_steps=args.cold_steps, n_h=args.n_h, dataset=args.dataset or "nanogpt_large",
+                             model="magp", out_dir=Path(args.out_dir) if args.out_dir else None)
+
+
+def _add_grid(p) -> None:
+    g = p.add_argument_group("compute grid of the law (--csv)")
+    g.add_argument("--tokens-per-step", type=float, default=None,
+                   help="tokens per training step T for C = 6 N T step (bundled nanoGPT default: 491520)")
+    g.add_argument("--grid-min", type=float, default=None, help="FLOPs (default: the smallest final compute)")
+    g.add_argument("--grid-max", type=float, default=None, help="FLOPs (default: the largest final compute)")
+    g.add_argument("--grid-size", type=int, default=100, help="log-spaced grid points")
 
 
 def register_psl(lc_subparsers) -> None:
     """Add ``law`` and ``active`` to the ``lc`` command's subparsers."""
     p = lc_subparsers.add_parser("law", help="probabilistic scaling law from zero-shot curve predictions",
-                                 description=law_handler.__doc__)
-    p.add_argument("--dataset", default="nanogpt_large", choices=["nanogpt_large"])
-    p.add_argument("--split", default="tri", choices=sorted(SPLITS))
-    p.add_argument("--samples", type=int, default=1000, help="joint posterior draws R")
+                                 description=law_handler.__doc__, formatter_class=Formatter)
+    add_table_args(p)
+    _add_columns(p, compute=True)
+    _add_grid(p)
+    _add_spec(p)
+    p.add_argument("--samples", type=int, default=1000, help="joint posterior draws R (one law per draw)")
     p.add_argument("--rule", default="interp", choices=["interp", "nearest", "both"],
                    help="frontier rule: log-log interpolation (default) or the original nearest-C")
-    p.add_argument("--model", default="magp", choices=["magp", "dhgp"])
-    p.add_argument("--restarts", type=int, default=10)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tokens-per-step", type=float, default=491_520)
-    p.add_argument("--leaky", action="store_true",
+    p.add_argument("--level", type=float, default=0.9, help="central band of b1, b0, AbC and of --predictions")
+    b = p.add_argument_group("bundled datasets (instead of --csv)")
+    b.add_argument("--dataset", default=None, choices=["nanogpt_large"], help="default nanogpt_large")
+    b.add_argument("--split", default=None, choices=sorted(SPLITS), help="default tri")
+    b.add_argument("--leaky", action="store_true",
                    help="original preprocessing: z-score constants include the held-out curves (parity only)")
+    add_output_args(p)
+    add_json(p)
     p.set_defaults(func=law_handler)
 
     a = lc_subparsers.add_parser("active", help="active learning of the scaling law (which curve to train next)",
-                                 description=active_handler.__doc__)
-    a.add_argument("--strategy", default="all",
-                   help="uncertainty|random|smallest|largest|ours, comma-separated, or all")
-    a.add_argument("--dataset", default="nanogpt_large", choices=["nanogpt_large"])
-    a.add_argument("--model", default="magp", choices=["magp"])
-    a.add_argument("--queries", type=int, default=25)
-    a.add_argument("--seeds", type=int, default=3)
-    a.add_argument("--samples", type=int, default=500)
+                                 description=active_handler.__doc__, formatter_class=Formatter)
+    add_table_args(a, csv_help="your own finished runs (CSV, TSV or Parquet); --holdout selects the candidate curves")
+    _add_columns(a, compute=True)
+    _add_grid(a)
+    a.add_argument("--strategy", default="all", help=f"{STRATEGIES_ALL.replace(',', '|')}, comma-separated, or all")
+    a.add_argument("--dataset", default=None, choices=["nanogpt_large"], help="bundled grid (default nanogpt_large)")
+    a.add_argument("--queries", type=int, default=25, help="queries per run (at most the number of candidates)")
+    a.add_argument("--seeds", type=int, default=3, help="independent repetitions of every strategy")
+    a.add_argument("--samples", type=int, default=500, help="joint posterior draws per round")
     a.add_argument("--restarts", type=int, default=4, help="restarts per refit (original: 10)")
     a.add_argument("--steps", type=int, default=150, help="Adam steps per refit, warm-started (original: 2000 cold)")
     a.add_argument("--cold-steps", type=int, default=600, help="Adam steps of the first (cold) fit")
     a.add_argument("--n-h", type=int, default=8, help="q(h) draws in the joint predictive")
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--seed", type=int, default=0, help="root seed of the repetitions")
     a.add_argument("--out-dir", default=None, help="write active.json + active_abc.png here")
+    add_json(a)
     a.set_defaults(func=active_handler)
 
 

@@ -275,7 +275,8 @@ def register(subparsers) -> None:
     t.set_defaults(func=tasks_handler)
     s = sub.add_parser("select", help="V-optimal model subsets (unions of families)", formatter_class=Formatter)
     s.add_argument("--budget", default="4,8,12,16,20", help="number of models (comma-separated list)")
-    s.add_argument("--pool", choices=["full", "le7b", "flops84"], default="full")
+    s.add_argument("--pool", choices=["full", "le7b", "flops84"], default="full",
+                   help="candidate models: all, those <= 7B parameters, or with FLOPs <= 8.4e22")
     s.add_argument("--forced", default="Llama-2", help="family always included ('none' for none)")
     s.set_defaults(func=select_handler)
     c = sub.add_parser("calibrate", help="Bayesian law: held-out 50%%/90%% coverage on every task",
@@ -285,7 +286,7 @@ def register(subparsers) -> None:
     c.set_defaults(func=calibrate_handler)
     s = sub.add_parser("sweep", help="cut-off sweep: test MSE vs test ratio and its AUE (App. C.4)",
                        formatter_class=Formatter)
-    s.add_argument("--task", required=True, choices=task_names())
+    s.add_argument("--task", required=True, choices=task_names(), help="named task (see `jaxscale obs tasks`)")
     s.add_argument("--rank-by", choices=["flops", "y"], default="flops",
                    help="hold out the top models by FLOPs or by the target")
     s.add_argument("--ratios", default=None, help="comma-separated test ratios (default 0.60..0.05)")
@@ -295,7 +296,7 @@ def register(subparsers) -> None:
                        formatter_class=Formatter)
     c.add_argument("--budget", default="4,8,12,16,20,24", help="comma-separated model budgets")
     c.add_argument("--random", type=int, default=5, help="random family unions per budget (0: none)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0, help="seed of the random subsets")
     c.set_defaults(func=subsets_handler)
     register_family(sub)
 
@@ -310,10 +311,10 @@ def register_family(sub) -> None:
                    help="include models without FLOPs with a latent log10 C (weakly identified)")
     p.add_argument("--tau-scale", type=float, default=1.0,
                    help="HalfNormal scale of the between-family spreads (standardised units)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--warmup", type=int, default=300)
-    p.add_argument("--samples", type=int, default=300)
-    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0, help="NUTS seed")
+    p.add_argument("--warmup", type=int, default=300, help="NUTS warm-up steps per chain")
+    p.add_argument("--samples", type=int, default=300, help="NUTS draws per chain")
+    p.add_argument("--chains", type=int, default=4, help="NUTS chains")
     p.add_argument("--plot", default=None, help="write PC/P vs log10 FLOPs per family (PNG) here")
     p.set_defaults(func=family_handler)
 

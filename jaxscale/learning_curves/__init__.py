@@ -1,21 +1,53 @@
-"""Pillar 1: zero-shot learning-curve models (MaGP, DHGP, BNN baselines) and probabilistic laws."""
+"""Zero-shot learning curves (Schram et al. 2025): MaGP, descriptor MaGP and DHGP curve models,
+the probabilistic scaling law from predicted curves, and active learning of that law.
+
+The contract (your own runs)::
+
+    data = from_frame(df, task_col="n_embd", instance_col="n_layer", x_col="step", y_col="loss")
+    fitted = fit(jax.random.key(0), data.rows(train_mask), Spec(model="magp"))
+    pred = predict(fitted, data.rows(~train_mask))          # jaxscale.Prediction
+
+Named extras: the paper's bundled datasets and splits (``load_lc``, ``make_problem``,
+``fit_model``, ``predict_joint``, ``sample_joint``, ``evaluate_model``), scoring of your own table
+(``evaluate_holdout``), the probabilistic law (``table_law``) and active learning
+(``table_active``) on your own table.
+"""
+from jaxscale.learning_curves.active import table_active
+from jaxscale.learning_curves.core import MODELS, Fit, Spec, fit, fit_core, predict, predict_restarts
 from jaxscale.learning_curves.data import LCData, load_lc
 from jaxscale.learning_curves.evaluate import evaluate_prediction
-from jaxscale.learning_curves.models import LCFit, fit_model, predict_joint, sample_joint
-from jaxscale.learning_curves.problem import LCProblem, Points, make_problem
+from jaxscale.learning_curves.frame import Data, from_frame
+from jaxscale.learning_curves.law import table_law
+from jaxscale.learning_curves.models import fit_model, predict_joint, sample_joint
+from jaxscale.learning_curves.pipeline import evaluate_holdout, evaluate_model
+from jaxscale.learning_curves.problem import LCProblem, make_problem
 from jaxscale.learning_curves.splits import Split, make_split
 
 __all__ = [
+    # the contract
+    "Data",
+    "Spec",
+    "Fit",
+    "from_frame",
+    "fit",
+    "fit_core",
+    "predict",
+    # your own table
+    "MODELS",
+    "predict_restarts",
+    "evaluate_holdout",
+    "table_law",
+    "table_active",
+    # paper reproductions on the bundled datasets
     "LCData",
-    "LCFit",
     "LCProblem",
-    "Points",
     "Split",
-    "evaluate_prediction",
-    "fit_model",
     "load_lc",
     "make_problem",
     "make_split",
+    "fit_model",
     "predict_joint",
     "sample_joint",
+    "evaluate_prediction",
+    "evaluate_model",
 ]

@@ -1,15 +1,18 @@
 r"""Active learning of a scaling law: which learning curve to train next.
 
-Start from the five 8-layer nanoGPT-large curves; at every round refit the curve model on the
-observed curves, predict the missing ones, score the probabilistic law against the ground truth
-(AbC), and query one more curve until 25 queries are done. The training cost of a queried curve is
-its final cumulative compute (PetaFLOPs, :func:`.compute.curve_cost_pf`).
+Replayed on finished runs: start from some observed curves (the paper: the five 8-layer
+nanoGPT-large curves, :func:`active_experiment`; your own table: the curves outside the hold-out,
+:func:`table_active`); at every round refit the curve model on the observed curves, predict the
+missing ones, score the probabilistic law against the law of the true curves (AbC), and query one
+more curve. The training cost of a queried curve is its final cumulative compute (PetaFLOPs,
+:func:`.compute.curve_cost_pf`).
 
 Strategies:
 
 * ``uncertainty`` (the original): mean over the 11 points of the across-restart variance of the
   restarts' predictive means; argmax.
-* ``random``, ``smallest`` (ascending total parameters), ``largest`` (descending).
+* ``random``, ``smallest`` (ascending size: nanoGPT total parameters, or the cost on your own
+  table), ``largest`` (descending).
 * ``ours``: expected reduction of Var(b1) per PetaFLOP. From R joint posterior draws of all missing
   curves we have draws of b1 and of every candidate curve y_c; observing y_c removes (linear-Gaussian
   approximation) :math:`\Sigma_{b y_c} \Sigma_{y_c y_c}^{-1} \Sigma_{y_c b}` of Var(b1). All candidates
@@ -34,7 +37,7 @@ import numpy as np
 
 from jaxscale.learning_curves.compute import curve_cost_pf, total_params
 from jaxscale.learning_curves.frontier import FrontierPlan, law_from_loss, make_plan
-from jaxscale.metrics import abc_loglinear
+from jaxscale.metrics import U0_DEFAULT, U1_DEFAULT, abc_loglinear
 
 __all__ = [
     "STRATEGIES",
@@ -46,7 +49,9 @@ __all__ = [
     "run_active",
     "summarize_traces",
     "active_experiment",
+    "table_active",
     "round_predictor",
+    "table_round_predictor",
 ]
 
 STRATEGIES = ("uncertainty", "random", "smallest", "largest", "ours")
@@ -56,8 +61,9 @@ class RoundPrediction(NamedTuple):
     """A fitted model's predictions of ALL K curves (observed rows are ignored), original units.
 
     restart_means: (restarts, K, P) per-restart predictive means.
-    mean: (K*P,) joint predictive mean; chol: (K*P, K*P) Cholesky factor of the joint covariance
-      (rows of observed curves may be anything finite, they are masked out).
+    mean: (K*P,) joint predictive mean; chol: (K*P, K*P) a square-root factor ``A`` of the joint
+      covariance (``A A^T``; the Cholesky factor, or rows of one repeated for padded points). Rows of
+      observed curves may be anything finite, they are masked out.
     warm: opaque state handed back to ``fit_fn`` next round (e.g. parameters for a warm start).
     """
 
@@ -78,6 +84,7 @@ class ActiveTrace(NamedTuple):
     abc_joint_mean: np.ndarray  # (Q+1,) joint posterior draws
     abc_joint_std: np.ndarray
     b1_joint_std: np.ndarray  # (Q+1,) posterior std of b1
+    n_floored: int = 0  # predicted / drawn loss values <= 0 floored before the log-log law (all rounds)
 
 
 def uncertainty_scores(restart_means: jax.Array, missing: jax.Array) -> jax.Array:
@@ -108,47 +115,54 @@ def variance_reduction_scores(b1: jax.Array, curve_draws: jax.Array, cost_pf: ja
     return jnp.where(missing, red / cost_pf, -jnp.inf)
 
 
-def masked_laws(plan: FrontierPlan, truth: jax.Array, missing: jax.Array, curves: jax.Array, gt_b1, gt_b0):
-    """Law + AbC for curve sets (..., K, P): missing rows from ``curves``, observed rows from ``truth``."""
+def masked_laws(plan: FrontierPlan, truth: jax.Array, missing: jax.Array, curves: jax.Array, gt_b1, gt_b0,
+                u0=U0_DEFAULT, u1=U1_DEFAULT):
+    """Law + AbC (over ``ln C`` in [u0, u1]) for curve sets (..., K, P): missing rows from ``curves``,
+    observed rows from ``truth``."""
     loss = jnp.where(missing[:, None], curves, truth)
     law = law_from_loss(plan, loss)
-    return law, abc_loglinear(law.b1, law.b0, gt_b1, gt_b0)
+    return law, abc_loglinear(law.b1, law.b0, gt_b1, gt_b0, u0, u1)
 
 
 @functools.partial(jax.jit, static_argnames=("n_samples",))
-def _round(key, plan, truth, missing, restart_means, mean, chol, cost_pf, gt_b1, gt_b0, n_samples):
+def _round(key, plan, truth, missing, restart_means, mean, chol, cost_pf, gt_b1, gt_b0, u0, u1, n_samples):
     K, P = truth.shape
     floor = 1e-3 * jnp.min(truth)
     n_bad = jnp.sum((restart_means <= 0) & missing[:, None])
-    law_r, abc_r = masked_laws(plan, truth, missing, jnp.maximum(restart_means, floor), gt_b1, gt_b0)
+    law_r, abc_r = masked_laws(plan, truth, missing, jnp.maximum(restart_means, floor), gt_b1, gt_b0, u0, u1)
     eps = jax.random.normal(key, (n_samples, K * P), dtype=mean.dtype)
     draws = (mean + eps @ chol.T).reshape(n_samples, K, P)
     draws = jnp.where(missing[:, None], draws, truth)
     n_bad = n_bad + jnp.sum(draws <= 0)
     draws = jnp.maximum(draws, floor)  # a Gaussian predictive can put mass below 0 loss; counted + warned
-    law_j, abc_j = masked_laws(plan, truth, missing, draws, gt_b1, gt_b0)
+    law_j, abc_j = masked_laws(plan, truth, missing, draws, gt_b1, gt_b0, u0, u1)
     unc = uncertainty_scores(restart_means, missing)
     ours = variance_reduction_scores(law_j.b1, draws, cost_pf, missing)
     return abc_r, abc_j, law_j.b1, unc, ours, n_bad
 
 
-def _fixed_order(labels, strategy):
-    n = total_params([l for _, l in labels], [e for e, _ in labels])
+def _fixed_order(labels, strategy, sizes=None):
+    n = total_params([l for _, l in labels], [e for e, _ in labels]) if sizes is None else np.asarray(sizes)
     order = np.argsort(n, kind="stable")
     return order if strategy == "smallest" else order[::-1]
 
 
 def run_active(key, fit_fn: Callable, labels, loss, compute, strategy: str, n_queries: int = 25,
-               n_samples: int = 1000, rule: str = "interp", initial=None, progress_desc: str | None = None
-               ) -> ActiveTrace:
+               n_samples: int = 1000, rule: str = "interp", initial=None, progress_desc: str | None = None,
+               grid=None, sizes=None, abc_range=None) -> ActiveTrace:
     """Run one active-learning trajectory.
 
     Args:
       key: PRNG key (first positional argument): model fits, joint draws and the random strategy.
       fit_fn: ``fit_fn(key, observed_mask (K,) bool np.ndarray, warm) -> RoundPrediction``.
-      labels: K (n_embd, n_layer) tuples; loss, compute: (K, P) true curves and their compute.
+      labels: K curve labels (nanoGPT: (n_embd, n_layer)); loss, compute: (K, P) true curves and
+        their compute.
       strategy: one of :data:`STRATEGIES`.
       initial: observed labels at the start (default: every curve with the smallest n_layer).
+      grid: compute grid of the law (default 1e18..1e20 FLOPs, the nanoGPT grid).
+      sizes: (K,) order of the ``smallest`` / ``largest`` strategies (default: nanoGPT total
+        parameters of the (n_embd, n_layer) labels).
+      abc_range: ``(ln C_min, ln C_max)`` of the AbC (default ln 1e15 .. ln 1e20).
     """
     from jaxscale._log import get_logger, progress
 
@@ -157,7 +171,8 @@ def run_active(key, fit_fn: Callable, labels, loss, compute, strategy: str, n_qu
     labels = [tuple(l) for l in labels]
     truth = np.asarray(loss, dtype=np.float64)
     K, P = truth.shape
-    plan = make_plan(compute, rule=rule)
+    plan = make_plan(compute, grid=grid, rule=rule)
+    u0, u1 = (U0_DEFAULT, U1_DEFAULT) if abc_range is None else (float(abc_range[0]), float(abc_range[1]))
     gt = law_from_loss(plan, jnp.asarray(truth))
     cost = curve_cost_pf(compute)
     if initial is None:
@@ -165,9 +180,9 @@ def run_active(key, fit_fn: Callable, labels, loss, compute, strategy: str, n_qu
         initial = [lab for lab in labels if lab[1] == min_layer]
     observed = np.array([lab in set(map(tuple, initial)) for lab in labels])
     n_queries = min(int(n_queries), int((~observed).sum()))
-    fixed = _fixed_order(labels, strategy) if strategy in ("smallest", "largest") else None
+    fixed = _fixed_order(labels, strategy, sizes) if strategy in ("smallest", "largest") else None
     log = get_logger(__name__)
-    rows, queried, warm = [], [], None
+    rows, queried, warm, n_floored = [], [], None, 0
     keys = jax.random.split(key, n_queries + 1)
     for q in progress(range(n_queries + 1), desc=progress_desc or f"active[{strategy}]"):
         missing = ~observed
@@ -180,9 +195,10 @@ def run_active(key, fit_fn: Callable, labels, loss, compute, strategy: str, n_qu
         warm = pred.warm
         abc_r, abc_j, b1, unc, ours, n_bad = _round(k_draw, plan, jnp.asarray(truth), jnp.asarray(missing),
                                               jnp.asarray(pred.restart_means), jnp.asarray(pred.mean),
-                                              jnp.asarray(pred.chol), jnp.asarray(cost), gt.b1, gt.b0,
+                                              jnp.asarray(pred.chol), jnp.asarray(cost), gt.b1, gt.b0, u0, u1,
                                               n_samples=n_samples)
         abc_r, abc_j, b1 = np.asarray(abc_r), np.asarray(abc_j), np.asarray(b1)
+        n_floored += int(n_bad)
         if int(n_bad):
             log.warning("round %d (%s): %d predicted/drawn loss values <= 0 were floored at 1e-3 x the smallest "
                         "observed loss; the curve model is poorly fitted (more Adam steps?)", q, strategy, int(n_bad))
@@ -204,7 +220,7 @@ def run_active(key, fit_fn: Callable, labels, loss, compute, strategy: str, n_qu
         queried.append(labels[pick])
         log.debug("round %d %s: query %s, AbC %.3f", q, strategy, labels[pick], abc_j.mean())
     a = np.asarray(rows, dtype=np.float64)
-    return ActiveTrace(strategy, queried, a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5])
+    return ActiveTrace(strategy, queried, a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5], n_floored)
 
 
 def _cost_to_stay_below(abc, pf, thr):
@@ -227,6 +243,7 @@ def summarize_traces(traces: list, budgets_pf=None) -> dict:
         ar = np.stack([t.abc_restart_mean[:n] for t in ts])
         out[s] = {
             "seeds": len(ts),
+            "n_floored_values": int(sum(t.n_floored for t in ts)),
             "cum_pf": {"mean": pf.mean(0).tolist(), "std": pf.std(0).tolist()},
             "abc_joint": {"mean": aj.mean(0).tolist(), "std": aj.std(0).tolist()},
             "abc_restart": {"mean": ar.mean(0).tolist(), "std": ar.std(0).tolist()},
@@ -239,121 +256,142 @@ def summarize_traces(traces: list, budgets_pf=None) -> dict:
     return out
 
 
-def active_experiment(seed: int, strategies, seeds: int = 3, n_queries: int = 25, n_samples: int = 500,
-                      restarts: int = 4, steps: int = 150, dataset: str = "nanogpt_large", model: str = "magp",
-                      out_dir: Path | None = None, cold_steps: int = 600, n_h: int = 8, fit_fn=None) -> dict:
-    """Run every strategy for ``seeds`` seeds with the curve model; JSON + plot into ``out_dir``."""
-    from jaxscale.learning_curves.compute import load_nanogpt_curves
-
+def _run_strategies(key, strategies, seeds, fit_fn, labels, L, C, out_dir, **kw):
+    """Every strategy x seed (sequential: each round depends on the last); partial JSON after each strategy."""
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad:
         raise ValueError(f"unknown strategies {bad}; choose from {STRATEGIES} or 'all'")
-    if seeds < 1 or n_queries < 1:
+    if seeds < 1 or kw.get("n_queries", 1) < 1:
         raise ValueError("--seeds and --queries must be >= 1")
-    labels, L, C = load_nanogpt_curves(dataset).flat()
-    if fit_fn is None:
-        fit_fn = round_predictor(dataset, labels, model=model, restarts=restarts, steps=steps,
-                                 cold_steps=cold_steps, n_h=n_h)
-    t0 = time.perf_counter()
-    traces = []
-    keys = jax.random.split(jax.random.key(seed), seeds)
-    seconds = {}
+    traces, seconds = [], {}
+    keys = jax.random.split(key, seeds)
     for s in strategies:
         t1 = time.perf_counter()
-        for i in range(seeds):  # seeds x strategies are sequential model refits (each round depends on the last)
-            traces.append(run_active(keys[i], fit_fn, labels, L, C, s, n_queries=n_queries, n_samples=n_samples,
-                                     progress_desc=f"active {s} seed {i}"))
+        for i in range(seeds):
+            traces.append(run_active(keys[i], fit_fn, labels, L, C, s, progress_desc=f"active {s} seed {i}", **kw))
         seconds[s] = time.perf_counter() - t1
-        if out_dir is not None:  # partial results after every strategy
+        if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             (Path(out_dir) / "active_partial.json").write_text(json.dumps(
                 {"seconds_per_strategy": seconds, "results": summarize_traces(traces)}, indent=1))
-    summary = summarize_traces(traces)
-    out = {"dataset": dataset, "model": model, "strategies": list(strategies), "seeds": seeds,
-           "queries": n_queries, "samples": n_samples, "restarts_per_refit": restarts, "steps_per_refit": steps,
-           "cold_steps": cold_steps, "n_h": n_h, "seconds": time.perf_counter() - t0,
-           "seconds_per_strategy": seconds, "results": summary}
+    return traces, seconds
+
+
+def _write(out: dict, out_dir) -> dict:
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "active.json").write_text(json.dumps(out, indent=1))
         from jaxscale.learning_curves.plot import plot_active
 
-        plot_active(out_dir / "active_abc.png", summary)
+        plot_active(out_dir / "active_abc.png", out["results"])
         out["files"] = [str(out_dir / "active.json"), str(out_dir / "active_abc.png")]
     return out
 
 
-def _masked_neg_elbo(params, eps, xgrid, pts, mask):
-    """MaGP negative ELBO over the points flagged by ``mask`` (padding rows become independent N(0, 1)
-    dummies with y = 0: a constant offset, so gradients are those of the unpadded problem)."""
-    import jax
-    import jax.numpy as jnp
+def active_experiment(seed: int, strategies, seeds: int = 3, n_queries: int = 25, n_samples: int = 500,
+                      restarts: int = 4, steps: int = 150, dataset: str = "nanogpt_large", model: str = "magp",
+                      out_dir: Path | None = None, cold_steps: int = 600, n_h: int = 8, fit_fn=None) -> dict:
+    """Run every strategy for ``seeds`` seeds on a bundled nanoGPT grid; JSON + plot into ``out_dir``."""
+    from jaxscale.learning_curves.compute import load_nanogpt_curves
 
-    from jaxscale.gp import JITTER_LADDER, gaussian_nll, magp_gram
-    from jaxscale.learning_curves.magp import magp_constrained
-
-    c = magp_constrained(params)
-    std = jnp.exp(params.log_h_std)
-    hs = params.h_mean[None] + std[None] * eps
-    y = jnp.where(mask, pts.y, 0.0)
-    mm = mask[:, None] & mask[None, :]
-    eye = jnp.eye(y.shape[0], dtype=y.dtype)
-
-    def one(h):
-        K = magp_gram(xgrid, pts.p, pts.r, pts.d, pts.p, pts.r, pts.d, c["g_var"], c["g_scale"], c["f_var"],
-                      c["f_scale"], h, c["h_scale"]) + jnp.diag(c["noise"][pts.d])
-        return gaussian_nll(jnp.where(mm, K, eye), y, JITTER_LADDER[0])
-
-    nll, _ = jax.vmap(one)(hs)
-    kl = 0.5 * jnp.sum(std**2 + params.h_mean**2 - 1.0 - 2.0 * params.log_h_std)
-    return jnp.mean(nll) + kl
+    labels, L, C = load_nanogpt_curves(dataset).flat()
+    if fit_fn is None:
+        fit_fn = round_predictor(dataset, labels, model=model, restarts=restarts, steps=steps,
+                                 cold_steps=cold_steps, n_h=n_h)
+    t0 = time.perf_counter()
+    traces, seconds = _run_strategies(jax.random.key(seed), strategies, seeds, fit_fn, labels, L, C, out_dir,
+                                      n_queries=n_queries, n_samples=n_samples)
+    out = {"dataset": dataset, "model": model, "strategies": list(strategies), "seeds": seeds,
+           "queries": n_queries, "samples": n_samples, "restarts_per_refit": restarts, "steps_per_refit": steps,
+           "cold_steps": cold_steps, "n_h": n_h, "seconds": time.perf_counter() - t0,
+           "seconds_per_strategy": seconds, "results": summarize_traces(traces)}
+    return _write(out, out_dir)
 
 
-def _al_fit_predict_impl(keys, params0, xgrid, pts, mask, query, steps, learning_rate, n_h):
-    """Adam from ``params0`` (R restarts, vmapped) then the q(h)-integrated joint predictive of ``query``."""
-    import jax
-    import jax.numpy as jnp
-    import optax
+def table_active(key, data, held, strategies=("uncertainty", "random", "smallest", "largest", "ours"), *,
+                 seeds: int = 3, n_queries: int | None = None, n_samples: int = 500, restarts: int = 4,
+                 steps: int = 150, cold_steps: int = 600, n_h: int = 8, learning_rate: float = 1e-2,
+                 rule: str = "interp", grid=None, grid_size: int = 100, out_dir=None) -> dict:
+    """Active learning replayed on your own finished runs: which held-out curve to train next.
 
-    from jaxscale.gp import JITTER_LADDER, gp_condition, magp_gram
-    from jaxscale.learning_curves.magp import magp_constrained
+    The curves whose rows are all in ``held`` are the candidates; the others start observed. Every
+    round refits MaGP (warm-started, see :func:`table_round_predictor`) on the observed curves,
+    scores the probabilistic law of all curves against the law of the true curves (AbC over the
+    law's compute grid), and queries one candidate by ``strategy``. A candidate's cost is its final
+    cumulative compute (PetaFLOPs); ``smallest`` / ``largest`` order candidates by that cost.
 
-    opt = optax.adam(learning_rate)
+    Args:
+      key: PRNG key.
+      data: every row, with compute and the true loss of every row.
+      held: ``(n,)`` mask of held-out rows; it must select whole curves.
+      strategies: subset of :data:`STRATEGIES`.
+      n_queries: queries per run (default: every candidate).
+      grid: compute grid of the law (default: the data's range, :func:`.law.default_grid`).
+
+    Returns:
+      A JSON-ready dict with per-strategy AbC-vs-queries/cost summaries (``results``).
+    """
+    from jaxscale.learning_curves.frame import curve_ids
+    from jaxscale.learning_curves.law import curve_table, default_grid
+
+    held = np.asarray(held, bool)
+    table = curve_table(data)
+    cid = curve_ids(data)
+    pos = np.searchsorted(table.curve, cid)  # curve position of every row
+    n_held = np.bincount(pos, weights=held, minlength=len(table.curve)).astype(int)
+    n_rows = table.valid.sum(1)
+    partial = np.flatnonzero((n_held > 0) & (n_held < n_rows))
+    if partial.size:
+        lab = table.labels[int(partial[0])]
+        raise ValueError(f"active learning queries whole curves, but --holdout selects {n_held[partial[0]]} of the "
+                         f"{n_rows[partial[0]]} rows of curve {lab} ({partial.size} such curves); hold out whole "
+                         "curves, e.g. by task or instance")
+    candidates = n_held == n_rows
+    if not candidates.any() or candidates.all():
+        raise ValueError("active learning needs some held-out curves (candidates) and some observed curves")
+    y = np.asarray(data.y, float)
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{int((~np.isfinite(y)).sum())} rows have no loss; active learning is replayed on "
+                         "finished runs, so every row (held-out ones included) needs its true loss")
+    g = default_grid(table, grid_size) if grid is None else np.asarray(grid, float)
+    L, C = y[table.index], table.compute
+    labels = list(table.labels)
+    fit_fn = table_round_predictor(data, table, restarts=restarts, steps=steps, cold_steps=cold_steps, n_h=n_h,
+                                   learning_rate=learning_rate)
+    n_queries = int(candidates.sum()) if n_queries is None else int(n_queries)
+    t0 = time.perf_counter()
+    traces, seconds = _run_strategies(
+        key, list(strategies), seeds, fit_fn, labels, L, C, out_dir, n_queries=n_queries, n_samples=n_samples,
+        rule=rule, initial=[labels[i] for i in np.flatnonzero(~candidates)], grid=g,
+        sizes=curve_cost_pf(C), abc_range=(float(np.log(g[0])), float(np.log(g[-1]))))
+    out = {"model": "magp", "strategies": list(strategies), "seeds": seeds, "queries": n_queries,
+           "n_curves": len(labels), "n_candidates": int(candidates.sum()),
+           "candidates": [list(labels[i]) for i in np.flatnonzero(candidates)],
+           "candidate_cost_pf": curve_cost_pf(C)[candidates].tolist(),
+           "grid": {"min": float(g[0]), "max": float(g[-1]), "size": int(len(g)), "default": grid is None},
+           "n_padded_points": table.n_padded, "samples": n_samples, "restarts_per_refit": restarts,
+           "steps_per_refit": steps, "cold_steps": cold_steps, "n_h": n_h, "seconds": time.perf_counter() - t0,
+           "seconds_per_strategy": seconds, "results": summarize_traces(traces)}
+    return _write(out, out_dir)
+
+
+def _al_fit_predict_impl(keys, params0, xgrid, pts, query, steps, learning_rate, n_h):
+    """Adam from ``params0`` (R restarts, vmapped; :func:`.magp.adam_elbo`, the same loop as every
+    MaGP fit) on the training points ``pts`` (padding rows have weight ``pts.w = 0``), then the
+    q(h)-integrated joint predictive of ``query``: ``(params, last loss, mean (R, M), cov (R, M, M))``."""
+    from jaxscale.learning_curves.magp import adam_elbo, magp_loss
+    from jaxscale.learning_curves.magp_predict import joint_from_latents, latent_draws
+
     D, Q = params0.h_mean.shape[-2:]
-    y = jnp.where(mask, pts.y, 0.0)
-    mm = mask[:, None] & mask[None, :]
-    eye = jnp.eye(y.shape[0], dtype=y.dtype)
+    dtype = pts.y.dtype
 
     def one(key, x0):
         k_run, k_h = jax.random.split(key)
-        vg = jax.value_and_grad(_masked_neg_elbo)
-
-        def step(carry, k):
-            x, st = carry
-            val, g = vg(x, jax.random.normal(k, (1, D, Q), y.dtype), xgrid, pts, mask)
-            upd, st = opt.update(g, st, x)
-            return (optax.apply_updates(x, upd), st), val
-
-        (x, _), hist = jax.lax.scan(step, (x0, opt.init(x0)), jax.random.split(k_run, steps))
-        c = magp_constrained(x)
-        hs = x.h_mean[None] + jnp.exp(x.log_h_std)[None] * jax.random.normal(k_h, (n_h, D, Q), y.dtype)
-
-        def gram(h, a, b):
-            return magp_gram(xgrid, a.p, a.r, a.d, b.p, b.r, b.d, c["g_var"], c["g_scale"], c["f_var"],
-                             c["f_scale"], h, c["h_scale"])
-
-        def body(carry, h):
-            s1, s2 = carry
-            Kxx = jnp.where(mm, gram(h, pts, pts) + jnp.diag(c["noise"][pts.d]), eye)
-            Kxs = jnp.where(mask[:, None], gram(h, pts, query), 0.0)
-            m, C, _ = gp_condition(Kxx, Kxs, gram(h, query, query), y, JITTER_LADDER[0])
-            return (s1 + m, s2 + C + jnp.outer(m, m)), None
-
-        M = query.x.shape[0]
-        (s1, s2), _ = jax.lax.scan(body, (jnp.zeros(M, y.dtype), jnp.zeros((M, M), y.dtype)), hs)
-        mean = s1 / n_h
-        return x, hist[-1], mean, s2 / n_h - jnp.outer(mean, mean)
+        x, loss, _, _ = adam_elbo(magp_loss, x0, k_run, None, (D, Q), steps, learning_rate, 1, dtype, xgrid, pts)
+        hs = latent_draws(x, jax.random.normal(k_h, (n_h, D, Q), dtype))
+        mean, cov, _, _ = joint_from_latents(x, hs, xgrid, pts, query)
+        return x, loss, mean, cov
 
     return jax.vmap(one)(keys, params0)
 
@@ -361,31 +399,80 @@ def _al_fit_predict_impl(keys, params0, xgrid, pts, mask, query, steps, learning
 _al_jit = {}
 
 
-def round_predictor(dataset: str, labels, model: str = "magp", restarts: int = 4, steps: int = 150,
-                    cold_steps: int = 600, n_h: int = 8, learning_rate: float = 1e-2, bucket: int = 55):
-    """``fit_fn(key, observed_mask, warm) -> active.RoundPrediction`` for :func:`.active.run_active` (MaGP).
-
-    Cheap refits for active learning (changes vs the original's 10 cold restarts x 2000 Adam steps
-    per query): ``restarts`` restarts, ``cold_steps`` Adam steps in the first round, then
-    ``steps`` steps warm-started from the previous round's parameters; q(h) integrated with ``n_h``
-    draws; training points padded with masked dummies to a multiple of ``bucket`` so that 25 rounds
-    compile only ~6 programs. Predicts all K curves jointly (observed rows are masked by the loop).
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from jaxscale.learning_curves.heldout import frame_labels, heldout_problem
-    from jaxscale.learning_curves.magp import init_magp
-    from jaxscale.learning_curves.problem import Points, points_from_frame
-    from jaxscale.learning_curves.psl import cholesky_with_jitter
-
-    if model != "magp":
-        raise ValueError(f"active learning supports model 'magp' only, got {model!r}")
-    labels = [tuple(l) for l in labels]
+def _al_fn():
     fn = _al_jit.get("fn")
     if fn is None:
         fn = jax.jit(_al_fit_predict_impl, static_argnames=("steps", "n_h"))
         _al_jit["fn"] = fn
+    return fn
+
+
+def _refit(key, warm, train, query, xgrid, n_tasks: int, mu_q, sd_q, *, restarts, steps, cold_steps, n_h,
+           learning_rate, bucket):
+    """One active-learning refit: pad ``train`` (standardised Points) to a multiple of ``bucket`` with
+    inert rows, Adam from ``warm`` (or a fresh start with ``cold_steps``), predict ``query``.
+    ``xgrid``: the grid ``train.p`` indexes, or ``None`` when ``train.p = arange(N)`` (pointwise).
+
+    Returns ``(params for the next warm start, restart means (R_ok, M), mixture mean (M,),
+    mixture covariance (M, M))`` in original units (``mu_q``, ``sd_q`` per query point)."""
+    from jaxscale.learning_curves.magp import init_magp
+    from jaxscale.learning_curves.problem import Points
+
+    N = int(train.x.shape[0])
+    n_pad = -(-N // bucket) * bucket - N
+    pad = lambda a, v: jnp.concatenate([jnp.asarray(a), jnp.full((n_pad,), v, jnp.asarray(a).dtype)])  # noqa: E731
+    w = (jnp.arange(N + n_pad) < N).astype(train.y.dtype)
+    pts = Points(pad(train.x, 0.0), pad(train.p, 0), pad(train.r, 0), pad(train.d, 0), pad(train.c, 0),
+                 pad(train.y, 0.0), w)
+    xgrid = pts.x if xgrid is None else xgrid  # None: every training point is its own grid entry
+    k_init, k_run = jax.random.split(key)
+    if warm is None:
+        params0 = jax.vmap(lambda k: init_magp(k, n_tasks))(jax.random.split(k_init, restarts))
+        n_steps = cold_steps
+    else:
+        params0, n_steps = warm, steps
+    x, loss, m, C = _al_fn()(jax.random.split(k_run, restarts), params0, xgrid, pts, query,
+                             steps=n_steps, learning_rate=learning_rate, n_h=n_h)
+    loss = np.asarray(loss)
+    ok = np.isfinite(loss) & np.all(np.isfinite(np.asarray(m)), axis=1)
+    if not ok.any():
+        raise ValueError("active-learning refit: every restart went non-finite")
+    sd, mu = np.asarray(sd_q), np.asarray(mu_q)
+    m = np.asarray(m)[ok] * sd + mu
+    C = np.asarray(C)[ok] * np.outer(sd, sd)
+    mean = m.mean(0)
+    cov = (C + m[:, :, None] * m[:, None, :]).mean(0) - np.outer(mean, mean)
+    if not ok.all():  # keep the restart count (fixed shapes): refill dead restarts with a live one
+        good = int(np.flatnonzero(ok)[0])
+        x = jax.tree.map(lambda a: a.at[~jnp.asarray(ok)].set(a[good]), x)
+    return x, m, mean, cov
+
+
+def _masked_chol(cov, missing_rows):
+    """Cholesky factor of the covariance restricted to missing rows (observed rows: 1e-6 I)."""
+    from jaxscale.learning_curves.psl import cholesky_with_jitter
+
+    keep = missing_rows[:, None] & missing_rows[None, :]
+    cov = np.where(keep, cov, np.eye(cov.shape[0]) * 1e-6)
+    return np.asarray(cholesky_with_jitter(cov, what="active-learning joint predictive"))
+
+
+def round_predictor(dataset: str, labels, model: str = "magp", restarts: int = 4, steps: int = 150,
+                    cold_steps: int = 600, n_h: int = 8, learning_rate: float = 1e-2, bucket: int = 55):
+    """``fit_fn(key, observed_mask, warm) -> RoundPrediction`` for :func:`run_active` on a bundled dataset (MaGP).
+
+    Cheap refits for active learning (changes vs the original's 10 cold restarts x 2000 Adam steps
+    per query): ``restarts`` restarts, ``cold_steps`` Adam steps in the first round, then
+    ``steps`` steps warm-started from the previous round's parameters; q(h) integrated with ``n_h``
+    draws; training points padded with inert rows to a multiple of ``bucket`` so that 25 rounds
+    compile only ~6 programs. Predicts all K curves jointly (observed rows are masked by the loop).
+    """
+    from jaxscale.learning_curves.heldout import frame_labels, heldout_problem
+    from jaxscale.learning_curves.problem import points_from_frame
+
+    if model != "magp":
+        raise ValueError(f"active learning supports model 'magp' only, got {model!r}")
+    labels = [tuple(l) for l in labels]
 
     def fit_fn(key, observed, warm):
         held = [lab for lab, o in zip(labels, observed) if not o]
@@ -395,37 +482,50 @@ def round_predictor(dataset: str, labels, model: str = "magp", restarts: int = 4
         if list(all_labels) != labels:
             raise ValueError("dataset curve order differs from the active-learning labels")
         query = points_from_frame(f, np.asarray(problem.xgrid), problem.scaler, problem.n_reps)
-        tr = problem.train
-        N = int(tr.x.shape[0])
-        n_pad = -(-N // bucket) * bucket - N
-        pad = lambda a, v: jnp.concatenate([a, jnp.full((n_pad,), v, a.dtype)])  # noqa: E731
-        pts = Points(pad(tr.x, 0.0), pad(tr.p, 0), pad(tr.r, 0), pad(tr.d, 0), pad(tr.c, 0), pad(tr.y, 0.0))
-        mask = jnp.arange(N + n_pad) < N
-        k_init, k_run = jax.random.split(key)
-        if warm is None:
-            params0 = jax.vmap(lambda k: init_magp(k, problem.n_tasks))(jax.random.split(k_init, restarts))
-            n_steps = cold_steps
-        else:
-            params0, n_steps = warm, steps
-        x, loss, m, C = fn(jax.random.split(k_run, restarts), params0, problem.xgrid, pts, mask, query,
-                           steps=n_steps, learning_rate=learning_rate, n_h=n_h)
-        loss = np.asarray(loss)
-        ok = np.isfinite(loss) & np.all(np.isfinite(np.asarray(m)), axis=1)
-        if not ok.any():
-            raise ValueError("active-learning refit: every restart went non-finite")
-        sd = np.asarray(problem.scaler.std)[np.asarray(query.d)]
-        mu = np.asarray(problem.scaler.mean)[np.asarray(query.d)]
-        m = np.asarray(m)[ok] * sd + mu
-        C = np.asarray(C)[ok] * np.outer(sd, sd)
-        mean = m.mean(0)
-        cov = (C + m[:, :, None] * m[:, None, :]).mean(0) - np.outer(mean, mean)
-        miss = np.repeat(~np.asarray(observed), P)
-        keep = miss[:, None] & miss[None, :]
-        cov = np.where(keep, cov, np.eye(cov.shape[0]) * 1e-6)
-        chol = cholesky_with_jitter(cov, what="active-learning joint predictive")
-        if not ok.all():  # keep the restart count (fixed shapes): refill dead restarts with a live one
-            good = int(np.flatnonzero(ok)[0])
-            x = jax.tree.map(lambda a: a.at[~jnp.asarray(ok)].set(a[good]), x)
-        return RoundPrediction(m.reshape(len(m), len(labels), P), mean, np.asarray(chol), warm=x)
+        qd = np.asarray(query.d)
+        x, m, mean, cov = _refit(key, warm, problem.train, query, problem.xgrid, problem.n_tasks,
+                                 np.asarray(problem.scaler.mean)[qd], np.asarray(problem.scaler.std)[qd],
+                                 restarts=restarts, steps=steps, cold_steps=cold_steps, n_h=n_h,
+                                 learning_rate=learning_rate, bucket=bucket)
+        chol = _masked_chol(cov, np.repeat(~np.asarray(observed), P))
+        return RoundPrediction(m.reshape(len(m), len(labels), P), mean, chol, warm=x)
+
+    return fit_fn
+
+
+def table_round_predictor(data, table, restarts: int = 4, steps: int = 150, cold_steps: int = 600, n_h: int = 8,
+                          learning_rate: float = 1e-2, bucket: int = 55):
+    """``fit_fn(key, observed_mask, warm) -> RoundPrediction`` for :func:`run_active` on your own
+    table (MaGP; same cheap warm-started refits as :func:`round_predictor`).
+
+    ``data``: every row (the loss of every row is known: active learning is replayed on finished
+    runs); ``table``: its :func:`.law.curve_table` layout (K curves x P padded points).
+    """
+    from jaxscale.learning_curves.core import _points, _task_scaler
+    from jaxscale.learning_curves.frame import curve_ids
+
+    cid = curve_ids(data)
+    K, P = table.index.shape
+    D, R = data.n_tasks, data.n_instances
+    x_all = jnp.asarray(data.x)
+    d_all, r_all = jnp.asarray(data.task, jnp.int32), jnp.asarray(data.instance, jnp.int32)
+    y_all = jnp.asarray(data.y)
+    flat = table.index.reshape(-1)
+    n = len(data)
+
+    def fit_fn(key, observed, warm):
+        rows = np.isin(cid, table.curve[np.asarray(observed)])
+        sel = np.flatnonzero(rows)
+        mean_d, std_d = _task_scaler(d_all[sel], y_all[sel], D)
+        d_tr = d_all[sel]
+        train = _points(x_all[sel], d_tr, r_all[sel], R, (y_all[sel] - mean_d[d_tr]) / std_d[d_tr])
+        query = _points(x_all, d_all, r_all, R, jnp.zeros_like(y_all))
+        x, m, mean, cov = _refit(key, warm, train, query, None, D, mean_d[d_all], std_d[d_all],
+                                 restarts=restarts, steps=steps, cold_steps=cold_steps, n_h=n_h,
+                                 learning_rate=learning_rate, bucket=bucket)
+        L = _masked_chol(cov, ~rows)
+        A = np.zeros((K * P, K * P))
+        A[:, :n] = L[flat]  # padded entries repeat their curve's last row exactly
+        return RoundPrediction(m[:, table.index], mean[flat], A, warm=x)
 
     return fit_fn

@@ -1,4 +1,4 @@
-r"""LC-Net-style Bayesian neural-network baselines (Klein et al. 2017; note §2.8), in JAX + numpyro.
+r"""LC-Net-style Bayesian neural-network baselines (Klein et al. 2017), in JAX + numpyro.
 
 An MLP (2 x 16 tanh) maps a curve's configuration features to an asymptote ``y_inf``, an
 amplitude ``A``, softmax mixture weights ``w_k`` and two positive shape parameters per basis;

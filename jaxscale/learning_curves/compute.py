@@ -1,7 +1,7 @@
 r"""Training compute of every learning-curve point, in float64 on the host.
 
 The zero-shot PSL paper reads per-step cumulative FLOPs from ``dict_of_C.pkl``, which is not
-public. We reconstruct it (research note ``zeroshot_lc.md`` §6.1) as
+public. We reconstruct it as
 
 .. math:: C(\mathrm{step}) = 6\, N_\mathrm{total}\, T\, \mathrm{step},
 

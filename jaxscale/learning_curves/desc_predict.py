@@ -1,7 +1,8 @@
 """Predictions of the descriptor MaGP integrating q(h): joint moments and joint draws (standardised).
 
 Same contract as :mod:`jaxscale.learning_curves.magp_predict` (every restart at once; the
-caller maps to original units); tasks without training rows use the pooled noise.
+caller maps to original units); tasks without training rows use the pooled noise. Query points
+are grid-indexed like training points (``Points.p`` into ``xgrid``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from jaxscale.learning_curves.descriptors import DescTables
 from jaxscale.learning_curves.magp_desc import DescParams, _train_gram, desc_constrained, desc_gram
 from jaxscale.learning_curves.problem import Points
 
-__all__ = ["desc_joint_std", "desc_draws_std"]
+__all__ = ["desc_joint_std", "desc_draws_std", "desc_joint_from_latents"]
 
 
 def _condition(p: DescParams, h, tables, observed, xgrid, train: Points, query: Points):
@@ -32,8 +33,10 @@ def _latents(p: DescParams, key, n, dtype):
     return p.h_mean[None] + jnp.exp(p.log_h_std)[None] * jax.random.normal(key, (n, D, Q), dtype)
 
 
-def _joint_one(p: DescParams, key, tables, observed, xgrid, train: Points, query: Points, n_h: int):
-    hs = _latents(p, key, n_h, train.y.dtype)
+def desc_joint_from_latents(p: DescParams, hs, tables, observed, xgrid, train: Points, query: Points):
+    """Moments of the equal-weight mixture over latent draws ``hs`` (n_h, D, Q) of one restart:
+    ``(mean (M,), latent cov (M, M), noise_var (M,), jitter)`` (standardised units)."""
+    n_h = hs.shape[0]
     M = query.x.shape[0]
 
     def body(carry, h):
@@ -46,6 +49,10 @@ def _joint_one(p: DescParams, key, tables, observed, xgrid, train: Points, query
     mean = s1 / n_h
     cov = s2 / n_h - jnp.outer(mean, mean)
     return mean, 0.5 * (cov + cov.T), desc_constrained(p, observed)["noise"][query.d], jm
+
+
+def _joint_one(p: DescParams, key, tables, observed, xgrid, train: Points, query: Points, n_h: int):
+    return desc_joint_from_latents(p, _latents(p, key, n_h, train.y.dtype), tables, observed, xgrid, train, query)
 
 
 @partial(jax.jit, static_argnames=("n_h",))

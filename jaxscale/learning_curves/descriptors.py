@@ -1,7 +1,7 @@
 r"""Continuous configuration descriptors of the nanoGPT hierarchies, and a leak-free scaler for
 tasks that have no training rows.
 
-Descriptors (issue 4 item 6): every task, instance and curve of a nanoGPT dataset has numeric
+Descriptors: every task, instance and curve of a nanoGPT dataset has numeric
 sizes: ``ln n_embd``, ``ln n_layer`` and ``ln N`` with ``N = nanogpt_total_params(n_layer,
 n_embd)``. :func:`descriptor_tables` returns them **standardised over the dataset's
 configurations** (these are inputs known for every configuration, held out or not, so using

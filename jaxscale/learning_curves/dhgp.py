@@ -1,9 +1,10 @@
-r"""DHGP baseline (Hensman, Lawrence & Rattray 2013; note §2.7): exact GP with the three-level
+r"""DHGP baseline (Hensman, Lawrence & Rattray 2013): exact GP with the three-level
 hierarchy ``k_cluster + 1[d=d'] k_task + 1[curve=curve'] k_curve`` (all Matérn-3/2), one
 Gaussian noise, type-II ML by L-BFGS from GPy's defaults (all variances and lengthscales 1).
 
 It is deterministic (no random initialisation), so "restarts" are one fit repeated; the
-std over restarts is 0, as in the original (peer baseline §5).
+std over restarts is 0, as in the original code. A held-out curve gets only the cluster + task
+components: unlike MaGP it cannot share an instance's information across tasks.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import JITTER_LADDER, DHGPKernel, dhgp_gram, gaussian_nll, gp_condition
 from jaxscale.infer import minimize_lbfgs
@@ -25,6 +27,7 @@ __all__ = ["DHGPParams", "DHGPFit", "dhgp_loss", "fit_dhgp", "dhgp_joint_std", "
 NOISE_FLOOR = 1e-6
 
 
+@register_serializable
 class DHGPParams(NamedTuple):
     """Unconstrained DHGP parameters: log variances / lengthscales of (cluster, task, curve), log noise."""
 

@@ -1,17 +1,23 @@
-"""Held-out metrics of the zero-shot paper (note §5) in original units.
+"""Held-out metrics of the zero-shot paper in original units, plus interval coverage.
 
 Per held-out curve: RMSE, MAE and mean Gaussian NLPD (variance = latent + task noise) over
 **full** (all held-out points), **partial** (last 3) and **last** (final point); then the mean
-over curves; then mean ± std (ddof 0) over restarts.
+over curves; then mean ± std (ddof 0) over restarts. Coverage: the fraction of held-out points
+inside the central 50 % / 90 % interval of the restart mixture's observation predictive, over
+all held-out points (full) and the last point of every held-out curve (last).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from jaxscale.learning_curves.core import mixture_interval
 from jaxscale.learning_curves.magp_predict import JointPrediction
 from jaxscale.learning_curves.problem import LCProblem
 
-__all__ = ["PARTS", "curve_metrics", "summarize_metrics", "evaluate_prediction"]
+__all__ = ["PARTS", "COVERAGE_LEVELS", "curve_metrics", "summarize_metrics", "coverage_metrics",
+           "heldout_metrics", "evaluate_prediction"]
+
+COVERAGE_LEVELS = (0.5, 0.9)
 
 PARTS = ("full", "partial", "last")
 
@@ -52,9 +58,30 @@ def summarize_metrics(per_restart: dict) -> dict:
             for k, d in per_restart.items()}
 
 
-def evaluate_prediction(problem: LCProblem, pred: JointPrediction) -> dict:
-    """Metrics of a held-out prediction (``pred`` for ``problem.test``): per restart and summary."""
+def coverage_metrics(y, pred: JointPrediction, curve, x, levels=COVERAGE_LEVELS) -> dict:
+    """``{"coverage_50": {"full", "last"}, "coverage_90": ...}``: fractions of ``y`` inside the central
+    intervals of the restart mixture of ``pred`` (observation: latent + noise)."""
+    y = np.asarray(y, float)
+    mean = np.atleast_2d(np.asarray(pred.mean))
+    sd = np.sqrt(np.maximum(np.diagonal(np.atleast_3d(np.asarray(pred.cov)), axis1=-2, axis2=-1), 0.0)
+                 + np.atleast_2d(np.asarray(pred.noise_var)))
+    last = _part_masks(np.asarray(curve), np.asarray(x, float))["last"]
+    out = {}
+    for level in levels:
+        lo, hi = (np.asarray(a) for a in mixture_interval(mean, sd, level))
+        inside = (y >= lo) & (y <= hi)  # jaxscale.metrics.interval_coverage, in float64
+        out[f"coverage_{round(100 * level)}"] = {"full": float(np.mean(inside)), "last": float(np.mean(inside[last]))}
+    return out
+
+
+def heldout_metrics(y, pred: JointPrediction, curve, x) -> dict:
+    """Per-restart metrics, their summary and the coverage of a held-out prediction."""
     var = np.maximum(np.diagonal(np.asarray(pred.cov), axis1=-2, axis2=-1), 1e-12) + np.asarray(pred.noise_var)
-    per = curve_metrics(problem.y_test, pred.mean, var, np.asarray(problem.test.c), np.asarray(problem.test.x))
+    per = curve_metrics(y, pred.mean, var, np.asarray(curve), np.asarray(x))
     return {"per_restart": {k: {p: v.tolist() for p, v in d.items()} for k, d in per.items()},
-            "summary": summarize_metrics(per)}
+            "summary": summarize_metrics(per), "coverage": coverage_metrics(y, pred, curve, x)}
+
+
+def evaluate_prediction(problem: LCProblem, pred: JointPrediction) -> dict:
+    """Metrics of a held-out prediction (``pred`` for ``problem.test``): per restart, summary, coverage."""
+    return heldout_metrics(problem.y_test, pred, np.asarray(problem.test.c), np.asarray(problem.test.x))

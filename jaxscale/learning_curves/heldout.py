@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["SPLITS", "HeldoutPrediction", "split_heldout", "predict_heldout", "heldout_problem", "frame_labels"]
+__all__ = ["SPLITS", "HeldoutPrediction", "split_heldout", "predict_heldout", "heldout_problem", "frame_labels",
+           "bundled_law"]
 
 _EMBD = (512, 768, 960, 1024, 1600)
 _LAYERS = (8, 10, 12, 24, 32, 48)
@@ -44,7 +45,7 @@ def split_heldout(split: str) -> tuple:
 
 
 def heldout_problem(dataset: str, held_labels, name: str, leaky: bool = False):
-    """The issue-4 problem holding out whole curves given as (n_embd, n_layer); ``leaky=True`` uses the
+    """The bundled problem holding out whole curves given as (n_embd, n_layer); ``leaky=True`` uses the
     original's z-score constants over all curves of a task (held-out curves leak in)."""
     from jaxscale.learning_curves.data import load_lc
     from jaxscale.learning_curves.problem import make_problem as lc_make_problem
@@ -93,3 +94,44 @@ def predict_heldout(key, dataset: str, held_labels, model: str = "magp", restart
     mean = np.asarray(pred.mean, dtype=np.float64)
     cov = np.asarray(pred.cov, dtype=np.float64)
     return HeldoutPrediction(labels, mean.reshape(mean.shape[0], len(labels), P), mean, cov, fit.fit_seconds)
+
+
+def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, model: str = "magp", restarts: int = 10,
+                steps: int = 2000, leaky: bool = False, rule: str = "interp", n_samples: int = 1000,
+                tokens_per_step: float | None = None, level: float = 0.9) -> dict:
+    """The paper's probabilistic law on a bundled nanoGPT grid: fit on the split's training curves,
+    draw ``n_samples`` joint samples of the held-out curves, one law per draw and one per restart's
+    mean, AbC against the law of the true curves. ``rule="both"`` adds the nearest-C rule."""
+    import time
+
+    import jax
+
+    from jaxscale.learning_curves.compute import TOKENS_PER_STEP, load_nanogpt_curves
+    from jaxscale.learning_curves.psl import make_problem, probabilistic_law, restart_law, summarize
+
+    if model not in ("magp", "dhgp"):
+        raise ValueError(f"the bundled law supports model magp or dhgp, got {model!r}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    held = split_heldout(split)
+    tps = TOKENS_PER_STEP if tokens_per_step is None else tokens_per_step
+    labels, L, C = load_nanogpt_curves(dataset, tokens_per_step=tps).flat()
+    k_fit, k_draw = jax.random.split(key)
+    pred = predict_heldout(k_fit, dataset, held, model=model, restarts=restarts, steps=steps, leaky=leaky)
+    out = {"dataset": dataset, "split": split, "model": model, "rule": rule, "leaky": leaky,
+           "restarts": restarts, "steps": steps, "fit_seconds": pred.fit_seconds}
+    t0 = time.perf_counter()
+    for r in ([rule] if rule != "both" else ["interp", "nearest"]):
+        problem = make_problem(labels, L, C, pred.held_labels, rule=r)
+        s = summarize(probabilistic_law(k_draw, problem, pred.mean, pred.cov, n_samples=n_samples), problem.gt,
+                      level=level)
+        m = summarize(restart_law(problem, pred.restart_means), problem.gt, level=level)
+        block = {k: s[k] for k in ("b1", "b0", "abc", "abc_of_mean_law", "gt", "gt_in_band_b1", "gt_in_band_b0",
+                                   "n_samples")}
+        block["restart_means"] = {k: m[k] for k in ("b1", "b0", "abc", "abc_of_mean_law", "gt_in_band_b1")}
+        if r == rule or (rule == "both" and r == "interp"):
+            out.update(block)
+        else:
+            out[r] = block
+    out["psl_seconds"] = time.perf_counter() - t0
+    return out

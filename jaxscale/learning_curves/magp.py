@@ -1,15 +1,19 @@
 r"""MaGP: hierarchical latent-variable multi-output GP (Ma et al. 2023, as used by Schram et al. 2025).
 
-Model (note §2.2) in standardised units: ``y = f(x, r, d) + eps_d``,
+Model in standardised units: ``y = f(x, r, d) + eps_d``,
 ``Cov f = k_H(h_d, h_d') [k_g(x,x') + 1[r=r'] k_f(x,x')]``, ``eps_d ~ N(0, sigma_d^2)``,
-``h_d ~ N(0, I_Q)``.
+``h_d ~ N(0, I_Q)``: tasks d (upper level) are correlated through their latents ``h_d``; the
+instance index r is shared across tasks, so an instance's deviation ``k_f`` learnt in one task
+transfers to the others (the zero-shot mechanism).
 
-Inference (our choice, note §9.1): an **exact** GP over the observed points (N <= 330) with
-a Gaussian ``q(h_d) = N(mu_d, diag s_d^2)``; the ELBO ``E_q[log N(y | 0, K(h) + S)] - KL(q || p)``
-is estimated with reparameterised samples of ``h`` (``n_mc`` per step) and maximised by Adam.
-Hyper-parameters are point estimates (type-II ML), as in the original. Predictions integrate
-``q(h)`` by Monte Carlo: the moments of the mixture over ``n_h`` draws of ``h``, jointly over all
-query points. All restarts are ``vmap``ped into one compiled program.
+Inference: an **exact** GP over the observed points (a few hundred) with a Gaussian
+``q(h_d) = N(mu_d, diag s_d^2)``; the ELBO ``E_q[log N(y | 0, K(h) + S)] - KL(q || p)`` is
+estimated with reparameterised samples of ``h`` (``n_mc`` per step) and maximised by Adam
+(the original uses a sparse variational bound; with this few points the exact GP is cheaper and
+has no inducing-point approximation). Hyper-parameters are point estimates (type-II ML), as in the
+original. Predictions integrate ``q(h)`` by Monte Carlo: the moments of the mixture over ``n_h``
+draws of ``h``, jointly over all query points. All restarts are ``vmap``ped into one compiled
+program.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import numpy as np
 import optax
 
 from jaxscale._log import get_logger
+from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import JITTER_LADDER, MaGPKernel, gaussian_nll, magp_gram
 from jaxscale.learning_curves.problem import Points
@@ -34,6 +39,7 @@ log = get_logger(__name__)
 NOISE_FLOOR = 1e-6
 
 
+@register_serializable
 class MaGPParams(NamedTuple):
     """Unconstrained MaGP parameters (logs of positive quantities). Leading restart axis when fitted."""
 
@@ -115,8 +121,10 @@ def adam_elbo(loss_fn, x0, krun, kfin, latent_shape, steps, learning_rate, n_mc,
     """Adam on a Monte-Carlo ELBO ``loss_fn(x, eps, *args) -> (loss, jitter)`` in one ``lax.scan``.
 
     Each step draws ``eps`` of shape ``(n_mc, *latent_shape)`` from the step's key (``krun`` split
-    ``steps`` times); the final loss uses 16 draws from ``kfin``. Returns
-    ``(x, final_loss, history, max_jitter)``. Shared by MaGP and the descriptor MaGP.
+    ``steps`` times); the final loss uses 16 draws from ``kfin`` (``kfin=None``: the last step's
+    estimate instead). ``x0`` may be a fresh initialisation or a previous fit (warm start).
+    Returns ``(x, final_loss, history, max_jitter)``. The one optimiser loop of MaGP, the
+    descriptor MaGP and the active-learning refits.
     """
     opt = optax.adam(learning_rate)
     vg = jax.value_and_grad(loss_fn, has_aux=True)
@@ -130,6 +138,8 @@ def adam_elbo(loss_fn, x0, krun, kfin, latent_shape, steps, learning_rate, n_mc,
 
     (x, _, jmax), hist = jax.lax.scan(step, (x0, opt.init(x0), jnp.asarray(0.0, dtype)),
                                       jax.random.split(krun, steps))
+    if kfin is None:
+        return x, hist[-1], hist, jmax
     final, jit = loss_fn(x, jax.random.normal(kfin, (16,) + latent_shape, dtype), *args)
     return x, final, hist, jnp.maximum(jmax, jit)
 

@@ -1,17 +1,20 @@
-r"""MaGP with continuous configuration descriptors ("magp_desc", issue 4 item 6).
+r"""MaGP with continuous configuration descriptors ("magp_desc").
 
 Plain MaGP treats tasks and instances as categories, so an unseen task (width) or an unseen
-instance (depth) falls back to the prior. Here the covariance also sees the standardised
-descriptors of :mod:`jaxscale.learning_curves.descriptors` (``u_d`` task size, ``v_r``
-instance size, ``s_c`` = ln N of the curve)::
+instance (depth) falls back to the prior. Here the covariance also sees standardised numeric
+descriptors of the configurations, in three tables (see
+:mod:`jaxscale.learning_curves.descriptors` for the bundled nanoGPT ones and
+:mod:`jaxscale.learning_curves.core` for any descriptor columns of a user's table): ``u_d`` per
+task, ``v_r`` per instance and ``s_c`` per curve (nanoGPT: ln width, ln depth, ln N)::
 
     k = k_H([h_d, u_d], [h_d', u_d']) * [k_g(x,x') + k_R(v_r, v_r') k_f(x,x')] + k_S(s_c, s_c') k_n(x,x')
 
 * ``k_H``: unit-variance ARD-RBF over the latent ``h_d`` (Q dims, Gaussian ``q(h)``, as MaGP)
   concatenated with ``u_d``. ``q = 0`` drops the latents (a deterministic descriptor kernel).
-* ``k_R``: unit-variance RBF on ``v_r``; it replaces the indicator ``1[r = r']`` (which it
-  approaches as its lengthscale goes to 0).
-* ``k_S k_n``: a size term shared by all tasks: an RBF on ln N times a Matérn-3/2 in x.
+* ``k_R``: unit-variance ARD-RBF on ``v_r``; it replaces the indicator ``1[r = r']`` (which it
+  approaches as its lengthscale goes to 0). Without instance descriptors (``v`` has 0 columns)
+  the indicator itself is used, as in MaGP.
+* ``k_S k_n``: a size term shared by all tasks: an ARD-RBF on ``s_c`` times a Matérn-3/2 in x.
 * ``k_g``, ``k_f``, ``k_n``: Matérn-3/2 with their own variance and lengthscale.
 
 Sums and products of PSD kernels: PSD. Per-task noise; a task without training rows uses the
@@ -29,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import tinygp
 
+from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import JITTER_LADDER, gaussian_nll, matern32, rbf_ard
 from jaxscale.learning_curves.descriptors import DescTables
@@ -41,6 +45,7 @@ __all__ = ["DescParams", "DescFit", "DescKernel", "init_desc", "desc_constrained
 NOISE_FLOOR = 1e-6
 
 
+@register_serializable
 class DescParams(NamedTuple):
     """Unconstrained parameters of the descriptor MaGP (leading restart axis when fitted)."""
 
@@ -53,7 +58,7 @@ class DescParams(NamedTuple):
     log_h_scale: jnp.ndarray  # (Q,)
     log_u_scale: jnp.ndarray  # (Pu,) task-descriptor lengthscales
     log_v_scale: jnp.ndarray  # (Pv,) instance-descriptor lengthscales
-    log_s_scale: jnp.ndarray  # (1,) ln N lengthscale
+    log_s_scale: jnp.ndarray  # (Ps,) curve-descriptor lengthscales (nanoGPT: ln N, Ps = 1)
     h_mean: jnp.ndarray  # (D, Q)
     log_h_std: jnp.ndarray  # (D, Q)
     log_noise: jnp.ndarray  # (D,)
@@ -104,7 +109,7 @@ def init_desc(key, tables: DescTables, q: int = 2, dtype=jnp.float64) -> DescPar
         log_h_scale=jnp.log(1.0) + 0.2 * jax.random.normal(k[1], (q,), dtype),
         log_u_scale=jnp.full((Pu,), jnp.log(1.0), dtype) + z[6],
         log_v_scale=jnp.full((Pv,), jnp.log(0.5), dtype) + z[7],
-        log_s_scale=jnp.full((1,), jnp.log(1.0), dtype) + z[8],
+        log_s_scale=jnp.full((tables.curve.shape[1],), jnp.log(1.0), dtype) + z[8],
         h_mean=jax.random.normal(k[2], (D, q), dtype),
         log_h_std=jnp.full((D, q), jnp.log(0.3), dtype),
         log_noise=jnp.full((D,), jnp.log(1e-2), dtype),
@@ -115,13 +120,20 @@ def _tables_k(c: dict, h, tables: DescTables, xgrid):
     z = jnp.concatenate([h, tables.task], axis=1)
     sc = jnp.concatenate([c["h_scale"], c["u_scale"]])
     kh = rbf_ard(z[:, None, :], z[None, :, :], 1.0, sc)
-    kr = rbf_ard(tables.rep[:, None, :], tables.rep[None, :, :], 1.0, c["v_scale"])
+    kr = _instance_k(tables.rep, c["v_scale"])
     ks = rbf_ard(tables.curve[:, None, :], tables.curve[None, :, :], 1.0, c["s_scale"])
     xa, xb = xgrid[:, None], xgrid[None, :]
     kg = matern32(xa, xb, c["g_var"], c["g_scale"])
     kf = matern32(xa, xb, c["f_var"], c["f_scale"])
     kn = matern32(xa, xb, c["n_var"], c["n_scale"])
     return kh, kr, ks, kg, kf, kn
+
+
+def _instance_k(rep, scales):
+    """(R, R) RBF on instance descriptors; the indicator 1[r = r'] when there are none (0 columns)."""
+    if rep.shape[1] == 0:
+        return jnp.eye(rep.shape[0], dtype=rep.dtype)
+    return rbf_ard(rep[:, None, :], rep[None, :, :], 1.0, scales)
 
 
 def desc_gram(c: dict, h, tables: DescTables, xgrid, P1: Points, P2: Points):
@@ -196,7 +208,8 @@ class DescKernel(tinygp.kernels.Kernel):
         z1 = jnp.concatenate([self.h[d1], t.task[d1]])
         z2 = jnp.concatenate([self.h[d2], t.task[d2]])
         kh = rbf_ard(z1, z2, 1.0, jnp.concatenate([c["h_scale"], c["u_scale"]]))
-        kr = rbf_ard(t.rep[r1], t.rep[r2], 1.0, c["v_scale"])
+        kr = (rbf_ard(t.rep[r1], t.rep[r2], 1.0, c["v_scale"]) if t.rep.shape[1]
+              else jnp.where(r1 == r2, 1.0, 0.0))
         ks = rbf_ard(t.curve[c1], t.curve[c2], 1.0, c["s_scale"])
         kg = matern32(x1, x2, c["g_var"], c["g_scale"])
         kf = matern32(x1, x2, c["f_var"], c["f_scale"])

@@ -15,7 +15,7 @@ from jaxscale.gp import JITTER_LADDER, gp_condition
 from jaxscale.learning_curves.magp import MaGPParams, _gram, magp_constrained, magp_kernel
 from jaxscale.learning_curves.problem import Points
 
-__all__ = ["JointPrediction", "magp_joint_std", "magp_draws_std"]
+__all__ = ["JointPrediction", "magp_joint_std", "magp_draws_std", "latent_draws", "joint_from_latents"]
 
 
 class JointPrediction(NamedTuple):
@@ -39,10 +39,15 @@ def _cross(k, Xtr, Xq, train: Points):
     return K if train.w is None else K * train.w[:, None]
 
 
-def _joint_one(params: MaGPParams, key, xgrid, train: Points, query: Points, n_h: int):
-    D, Q = params.h_mean.shape
-    std = jnp.exp(params.log_h_std)
-    hs = params.h_mean[None] + std[None] * jax.random.normal(key, (n_h, D, Q), train.y.dtype)
+def latent_draws(params, eps):
+    """Draws of the task latents ``h = mu + s * eps`` from standard-normal ``eps`` (n, D, Q)."""
+    return params.h_mean[None] + jnp.exp(params.log_h_std)[None] * eps
+
+
+def joint_from_latents(params: MaGPParams, hs, xgrid, train: Points, query: Points):
+    """Moments of the equal-weight mixture over the latent draws ``hs`` (n_h, D, Q) of one restart:
+    ``(mean (M,), latent cov (M, M), noise_var (M,), jitter)`` (standardised units)."""
+    n_h = hs.shape[0]
     M = query.x.shape[0]
     Xtr, Xq = _query_tuple(train), _query_tuple(query)
 
@@ -59,6 +64,12 @@ def _joint_one(params: MaGPParams, key, xgrid, train: Points, query: Points, n_h
     cov = s2 / n_h - jnp.outer(mean, mean)
     noise = magp_constrained(params)["noise"][query.d]
     return mean, 0.5 * (cov + cov.T), noise, jm
+
+
+def _joint_one(params: MaGPParams, key, xgrid, train: Points, query: Points, n_h: int):
+    D, Q = params.h_mean.shape
+    eps = jax.random.normal(key, (n_h, D, Q), train.y.dtype)
+    return joint_from_latents(params, latent_draws(params, eps), xgrid, train, query)
 
 
 @partial(jax.jit, static_argnames=("n_h",))

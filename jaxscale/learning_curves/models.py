@@ -1,4 +1,6 @@
-"""One API over the learning-curve models: fit, joint prediction and joint draws in original units.
+"""The bundled-problem API over the learning-curve models (paper reproductions): fit, joint
+prediction and joint draws in original units. Your own tables go through
+:mod:`jaxscale.learning_curves.core` (``from_frame -> fit -> predict``).
 
     problem = make_problem("nanogpt_large", "tri")          # leak-free z-score by default
     fit = fit_model(key, problem, "magp", restarts=10, steps=2000)
@@ -10,29 +12,37 @@ Only restarts that finished finite (``fit.ok``) are used by the predictors.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxscale._pytree import pytree_dataclass, static_field
 from jaxscale.learning_curves.dhgp import dhgp_draws_std, dhgp_joint_std, fit_dhgp
 from jaxscale.learning_curves.magp import fit_magp
 from jaxscale.learning_curves.magp_predict import JointPrediction, magp_draws_std, magp_joint_std
 from jaxscale.learning_curves.problem import LCProblem, Points, pad_points
 from jaxscale.learning_curves.preprocess import Scaler
 
+if TYPE_CHECKING:  # annotations only
+    from jaxscale.learning_curves.dhgp import DHGPFit
+    from jaxscale.learning_curves.magp import MaGPFit
+    from jaxscale.learning_curves.magp_desc import DescFit
+
 __all__ = ["LCFit", "MODELS", "fit_model", "predict_joint", "sample_joint", "take_ok", "JointPrediction"]
 
 MODELS = ("magp", "dhgp", "magp_desc")
 
 
-class LCFit(NamedTuple):
-    """A fitted learning-curve model: ``model`` name, the model's fit record, wall seconds."""
+@pytree_dataclass
+class LCFit:
+    """A fitted model of a bundled problem (:func:`fit_model`): the model's fit record, wall
+    seconds, the training points used; the model name is a static field."""
 
-    model: str
-    result: object  # MaGPFit | DHGPFit | DescFit
-    fit_seconds: float
+    model: str = static_field()
+    result: "MaGPFit | DHGPFit | DescFit" = None  # or bnn.BNNFit
+    fit_seconds: float = 0.0
     train: Points | None = None  # training points used (padded if pad_to was given)
 
 

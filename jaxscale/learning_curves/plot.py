@@ -1,7 +1,8 @@
 """Figures of the learning-curve pillar (matplotlib via :mod:`jaxscale.plotting`, Agg when headless).
 
 Held-out curves against the truth, the probabilistic law's fan of draws, and active-learning
-traces; :func:`plot_heldout` draws a model's prediction of a split's held-out points.
+traces; :func:`plot_heldout` draws a model's prediction of a split's held-out points and
+:func:`plot_table_prediction` the prediction of rows of your own table.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from jaxscale.plotting import _plt
 
-__all__ = ["plot_curves", "plot_law_fan", "plot_active", "plot_heldout"]
+__all__ = ["plot_curves", "plot_law_fan", "plot_active", "plot_heldout", "plot_table_prediction"]
 
 
 def plot_curves(path, labels, L, C, held_labels, mean, cov, level=1.645):
@@ -111,3 +112,48 @@ def plot_heldout(problem, pred, path, title: str = "") -> Path:
     axes.ravel()[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     return plotting.save(fig, path)
+
+
+def plot_table_prediction(train, query, pred, title: str = "", max_panels: int = 8, samples: int = 5):
+    """One panel per predicted curve of your own table: the task's training curves (grey), the
+    prediction (mean and interval band; a few joint draws when ``pred.samples`` is set) and the
+    truth of the query rows where known. ``train``/``query`` are ``learning_curves.Data``;
+    returns the matplotlib figure (not saved).
+    """
+    from jaxscale import plotting
+    from jaxscale.learning_curves.frame import curve_ids
+
+    R = max(query.n_instances, 1)
+    cq, ct = curve_ids(query), curve_ids(train)
+    curves = list(dict.fromkeys(cq.tolist()))[:max_panels]
+    ncol = min(4, len(curves))
+    nrow = int(np.ceil(len(curves) / ncol))
+    fig, axes = plotting.figure(nrow, ncol, size=(3.4, 2.7), squeeze=False)
+    xq, yq, xt, yt = (np.asarray(a, float) for a in (query.x, query.y, train.x, train.y))
+    mean, lo, hi = (np.asarray(a) for a in (pred.mean, pred.lower, pred.upper))
+    for ax, c in zip(axes.ravel(), curves):
+        d = c // R
+        for i, other in enumerate(np.unique(ct[np.asarray(train.task) == d])):
+            m = ct == other
+            o = np.argsort(xt[m])
+            ax.plot(np.exp(xt[m][o]), yt[m][o], color="0.5", lw=1, ls="--",
+                    label="training runs, same task" if i == 0 else None)
+        m = cq == c
+        o = np.argsort(xq[m])
+        steps = np.exp(xq[m][o])
+        plotting.band(ax, steps, mean[m][o], lo[m][o], hi[m][o], label="prediction")
+        if pred.samples is not None:
+            for s in np.asarray(pred.samples)[:samples, m][:, o]:
+                ax.plot(steps, s, lw=0.6, alpha=0.6, color="C0")
+        if np.isfinite(yq[m]).any():
+            ax.plot(steps, yq[m][o], "k.", ms=5, label="truth")
+        ax.set_xscale("log")
+        ax.set_title(f"{query.task_labels[d]} / {query.instance_labels[c % R]}", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    for ax in axes.ravel()[len(curves):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

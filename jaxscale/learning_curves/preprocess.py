@@ -1,4 +1,4 @@
-"""Preprocessing of the original code (note §2.6): x as given (already ln step), per-task z-score.
+"""Preprocessing of the original code: x as given (already ln step), per-task z-score.
 
 ``leaky=False`` (default) computes the per-task constants from training rows only; ``leaky=True``
 reproduces the original, which uses every value of the task row (held-out curves included).

@@ -1,8 +1,8 @@
-"""Train/test splits of the zero-shot paper (``HMOGPLV/Load_data.py``; research note §4).
+"""Train/test splits of the zero-shot paper (``HMOGPLV/Load_data.py`` of the paper code).
 
 A split is a pair of boolean row masks over ``LCData.frame``. nanoGPT splits are defined on
 (embedding index, layer index) so that they are the same curves whatever the hierarchy
-direction, except exchanged Quad which is ``Missing_Quad_d4_r4`` (16 curves, note §4).
+direction, except exchanged Quad which is ``Missing_Quad_d4_r4`` (16 curves).
 """
 from __future__ import annotations
 

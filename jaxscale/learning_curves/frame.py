@@ -1,0 +1,265 @@
+r"""Your own learning curves as arrays: :class:`Data` and :func:`from_frame`.
+
+One row per logged point of a training run. A **curve** is a (task, instance) pair: the task is
+the upper level of the hierarchy (e.g. the model width), the instance the lower level (e.g. the
+depth); the instance codes are shared across tasks, which is what lets the models transfer the
+curve of an instance from one task to another.
+
+Columns (names are configurable; the defaults are in :data:`DEFAULT_COLUMNS`):
+
+========== ============ ===================================================================
+role       default      meaning
+========== ============ ===================================================================
+task       ``task``     category (text or number) of the upper level
+instance   ``instance`` category of the lower level, shared across tasks
+x          ``x``        training progress: the step (> 0); the models use ``ln(step)``.
+                        With ``x_is_log=True`` the column already holds ``ln(step)``.
+target     ``y``        the loss at that point (any units; finite). Optional for queries.
+descriptor (none)       numeric configuration columns (e.g. width, depth), constant along a
+                        curve; used by the descriptor model ``magp_desc``
+compute    (none)       cumulative training FLOPs at that point (> 0), for the scaling law;
+                        or ``params`` (N, > 0) with ``tokens_per_step`` T: C = 6 N T step
+========== ============ ===================================================================
+"""
+from __future__ import annotations
+
+import numbers
+
+import jax
+import numpy as np
+import pandas as pd
+
+from jaxscale._pytree import pytree_dataclass, static_field
+from jaxscale.data import validate as V
+
+__all__ = ["Data", "from_frame", "DEFAULT_COLUMNS", "canonical_label", "curve_ids", "frame_kwargs"]
+
+#: Default column name per role.
+DEFAULT_COLUMNS = {"task": "task", "instance": "instance", "x": "x", "target": "y"}
+
+
+@pytree_dataclass
+class Data:
+    """Learning-curve points as arrays (row ``i`` = row ``i`` of the frame it came from).
+
+    Attributes:
+      task: ``(n,)`` int task code (index into ``task_labels``).
+      instance: ``(n,)`` int instance code (index into ``instance_labels``).
+      x: ``(n,)`` the model input, ``ln(step)``.
+      y: ``(n,)`` target (loss); NaN where unknown (query rows).
+      descriptors: ``(n, k)`` numeric configuration descriptors (``k`` may be 0).
+      compute: ``(n,)`` cumulative training FLOPs, or ``None``.
+      task_labels, instance_labels: the category vocabularies (text).
+      descriptor_names: the ``k`` descriptor column names.
+      descriptor_levels: per descriptor, ``"task"`` (constant within each task), ``"instance"``
+        (constant within each instance) or ``"curve"`` (constant within each curve only).
+      x_is_log: whether the x column held ``ln(step)`` already (otherwise it held the step).
+      tokens_per_step: the T used to derive ``compute`` from a parameter column, or ``None``.
+      columns: ``(role, column name)`` pairs; the target's role is ``"target"``.
+    """
+
+    task: jax.Array
+    instance: jax.Array
+    x: jax.Array
+    y: jax.Array
+    descriptors: jax.Array
+    compute: jax.Array | None = None
+    task_labels: tuple = static_field(default=())
+    instance_labels: tuple = static_field(default=())
+    descriptor_names: tuple = static_field(default=())
+    descriptor_levels: tuple = static_field(default=())
+    x_is_log: bool = static_field(default=False)
+    tokens_per_step: float | None = static_field(default=None)
+    columns: tuple = static_field(default=())
+
+    def __len__(self) -> int:
+        return int(np.shape(self.x)[0])
+
+    def rows(self, mask) -> "Data":
+        """The rows selected by a boolean mask or an index array (vocabularies kept)."""
+        sel = np.asarray(mask)
+        return jax.tree.map(lambda a: a[sel], self)
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.task_labels)
+
+    @property
+    def n_instances(self) -> int:
+        return len(self.instance_labels)
+
+
+def _rows(index) -> str:
+    index = list(index)
+    more = f" (+{len(index) - 5} more)" if len(index) > 5 else ""
+    return "[" + ", ".join(str(i) for i in index[:5]) + "]" + more
+
+
+def canonical_label(value) -> str:
+    """Category label as text: integral numbers without a decimal point (``512.0`` -> ``"512"``)."""
+    if isinstance(value, (numbers.Number, np.number)) and not isinstance(value, (bool, np.bool_)):
+        v = float(value)
+        if np.isfinite(v) and v.is_integer():
+            return str(int(v))
+        return repr(v)
+    return str(value).strip()
+
+
+def _vocabulary(values: pd.Series) -> tuple:
+    """Labels in numeric order when every value is a number, else in order of first appearance."""
+    uniq = list(dict.fromkeys(values.tolist()))
+    numeric = pd.to_numeric(pd.Series(uniq, dtype=object), errors="coerce")
+    labels = [canonical_label(u) for u in uniq]
+    if len(uniq) and numeric.notna().all():
+        order = np.argsort(numeric.to_numpy(float), kind="stable")
+        labels = [labels[i] for i in order]
+    return tuple(dict.fromkeys(labels))
+
+
+def _codes(df: pd.DataFrame, col: str, vocab, what: str):
+    """(codes, vocabulary): labels of ``col`` mapped to integer codes (unknown labels raise)."""
+    s = df[col]
+    missing = s.isna().to_numpy()
+    if missing.any():
+        raise ValueError(f"{what}: column {col!r} has {int(missing.sum())} missing value(s) at rows "
+                         f"{_rows(df.index[missing])}; every point needs its {col} label")
+    labels = s.map(canonical_label)
+    if vocab is None:
+        vocab = _vocabulary(s)
+    vocab = tuple(vocab)
+    index = {lab: i for i, lab in enumerate(vocab)}
+    bad = ~labels.isin(list(index)).to_numpy()
+    if bad.any():
+        unknown = sorted(set(labels[bad]))
+        raise ValueError(f"{what}: column {col!r} has {int(bad.sum())} row(s) with label(s) {unknown[:5]} "
+                         f"unknown to the model at rows {_rows(df.index[bad])}; it knows {list(vocab)[:20]}. "
+                         "Refit with those runs in the table (hold their rows out with --holdout to predict them)")
+    return labels.map(index).to_numpy(np.int32), vocab
+
+
+def _descriptor_levels(df, task_col, instance_col, cols) -> tuple:
+    levels = []
+    for c in cols:
+        per_curve = df.groupby([task_col, instance_col], sort=False)[c].nunique()
+        if (per_curve > 1).any():
+            t, i = per_curve.index[(per_curve > 1).to_numpy()][0]
+            rows = df.index[(df[task_col] == t) & (df[instance_col] == i)]
+            raise ValueError(f"descriptor column {c!r} changes along the curve ({task_col}={t}, "
+                             f"{instance_col}={i}) at rows {_rows(rows)}; descriptors describe a run's "
+                             "configuration and must be constant along each curve")
+        if (df.groupby(task_col, sort=False)[c].nunique() <= 1).all():
+            levels.append("task")
+        elif (df.groupby(instance_col, sort=False)[c].nunique() <= 1).all():
+            levels.append("instance")
+        else:
+            levels.append("curve")
+    return tuple(levels)
+
+
+def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = "instance", x_col: str = "x",
+               y_col: str | None = "y", descriptor_cols=(), compute_col: str | None = None,
+               params_col: str | None = None, tokens_per_step: float | None = None, x_is_log: bool = False,
+               require_target: bool = True, task_labels=None, instance_labels=None,
+               descriptor_levels=None) -> Data:
+    """Validate a frame of learning-curve points and return its arrays.
+
+    Args:
+      df: one row per logged point of a run (see the module docstring for the columns).
+      task_col, instance_col, x_col, y_col: column names of the roles; ``y_col=None`` for a query
+        without targets (targets become NaN).
+      descriptor_cols: numeric configuration columns (constant along each curve).
+      compute_col: cumulative training FLOPs per point; or ``params_col`` + ``tokens_per_step``
+        (``C = 6 N T step``).
+      x_is_log: the x column already holds ``ln(step)`` (otherwise it holds steps > 0).
+      require_target: targets must be present and finite (training data); ``False`` allows missing
+        values (NaN) or a missing target column (queries).
+      task_labels, instance_labels: vocabularies to code against (a fitted model's); unknown labels
+        raise. Default: built from the frame.
+      descriptor_levels: the levels to use (a fitted model's); default: inferred from the frame.
+
+    Raises:
+      ValueError: naming the column, the count, the first rows (frame index) and the fix: empty
+        frame, missing columns, non-numeric or non-finite values, steps <= 0, duplicate
+        (task, instance, x) points, descriptors that change along a curve, unknown labels.
+    """
+    what = "learning-curve table"
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{what}: expected a pandas DataFrame, got {type(df).__name__}")
+    if len(df) == 0:
+        raise ValueError(f"{what}: the frame has no rows; give one row per logged point of a run")
+    descriptor_cols = tuple(descriptor_cols or ())
+    if compute_col is not None and params_col is not None:
+        raise ValueError("give either compute_col (FLOPs per point) or params_col + tokens_per_step, not both")
+    if params_col is not None and (tokens_per_step is None or not float(tokens_per_step) > 0):
+        raise ValueError(f"params_col={params_col!r} needs tokens_per_step > 0 (tokens per training step) "
+                         "to compute C = 6 N T step")
+    has_y = y_col is not None and y_col in df.columns
+    required = [task_col, instance_col, x_col, *descriptor_cols]
+    if require_target:
+        if y_col is None:
+            raise ValueError("training data needs a target column: pass y_col (the loss column)")
+        required.append(y_col)
+    required += [c for c in (compute_col, params_col) if c is not None]
+    V.require_columns(df, required, what)
+    V.check_finite(df, [x_col], what)
+    if not x_is_log:
+        V.check_positive(df, [x_col], what)
+    x_raw = pd.to_numeric(df[x_col]).to_numpy(float)
+    x = x_raw if x_is_log else np.log(x_raw)
+    if has_y:
+        if require_target:
+            V.check_finite(df, [y_col], what)
+        else:
+            V.check_numeric(df, [y_col], what)
+        y = pd.to_numeric(df[y_col], errors="coerce").to_numpy(float)
+    else:
+        y = np.full(len(df), np.nan)
+    if descriptor_cols:
+        V.check_finite(df, list(descriptor_cols), what)
+        desc = np.stack([pd.to_numeric(df[c]).to_numpy(float) for c in descriptor_cols], 1)
+    else:
+        desc = np.zeros((len(df), 0))
+    task, task_labels = _codes(df, task_col, task_labels, what)
+    inst, instance_labels = _codes(df, instance_col, instance_labels, what)
+    dup = pd.DataFrame({"t": task, "i": inst, "x": x}).duplicated(keep=False).to_numpy()
+    if dup.any():
+        raise ValueError(f"{what}: {int(dup.sum())} rows share the same ({task_col!r}, {instance_col!r}, {x_col!r}) "
+                         f"point at rows {_rows(df.index[dup])}; a curve has one value per step. Remove or "
+                         "average the duplicates (e.g. df.groupby([task, instance, x]).mean()) first")
+    if descriptor_levels is None:
+        descriptor_levels = _descriptor_levels(df, task_col, instance_col, descriptor_cols)
+    elif descriptor_cols:
+        _descriptor_levels(df, task_col, instance_col, descriptor_cols)  # constancy along curves
+    compute = None
+    if compute_col is not None:
+        V.check_positive(df, [compute_col], what)
+        compute = pd.to_numeric(df[compute_col]).to_numpy(float)
+    elif params_col is not None:
+        V.check_positive(df, [params_col], what)
+        steps = np.exp(x) if x_is_log else x_raw
+        compute = 6.0 * pd.to_numeric(df[params_col]).to_numpy(float) * float(tokens_per_step) * steps
+    columns = (("task", task_col), ("instance", instance_col), ("x", x_col))
+    if y_col is not None:
+        columns += (("target", y_col),)
+    columns += tuple(("descriptor", c) for c in descriptor_cols)
+    if compute_col is not None:
+        columns += (("compute", compute_col),)
+    if params_col is not None:
+        columns += (("params", params_col),)
+    return Data(task, inst, x, y, desc, compute, tuple(task_labels), tuple(instance_labels), descriptor_cols,
+                tuple(descriptor_levels), bool(x_is_log),
+                None if tokens_per_step is None or params_col is None else float(tokens_per_step), columns)
+
+
+def frame_kwargs(columns: tuple) -> dict:
+    """``from_frame`` keyword arguments that read a table with the columns of a fit (no target required)."""
+    roles = {}
+    for role, name in columns:
+        roles.setdefault(role, []).append(name)
+    return dict(task_col=roles["task"][0], instance_col=roles["instance"][0], x_col=roles["x"][0],
+                y_col=roles.get("target", [None])[0], descriptor_cols=tuple(roles.get("descriptor", ())))
+
+
+def curve_ids(data: Data) -> np.ndarray:
+    """``(n,)`` curve id of every row: ``task * n_instances + instance``."""
+    return np.asarray(data.task, np.int64) * max(data.n_instances, 1) + np.asarray(data.instance, np.int64)

@@ -1,0 +1,192 @@
+r"""Probabilistic scaling law of your own learning curves, from predicted held-out points.
+
+Fit a curve model on the observed rows, draw joint samples of every held-out row (whole curves
+or the ends of curves), merge each draw with the observed rows, and per draw take the
+compute-efficient frontier of all curves and fit :math:`\ln L = b_1 \ln C + b_0`
+(:mod:`.frontier`). With the true values of the held-out rows the same law of the true curves is
+the ground truth, and every draw gets its AbC (area between the two lines in the
+:math:`(\ln C, \ln L)` plane over the compute grid).
+
+The compute grid defaults to the data's own range: from the smallest to the largest final
+compute of the curves (100 log-spaced points). Curves logged at different numbers of points are
+padded to a common length by repeating their last point at a compute larger by a relative
+1e-9 per repeat (a flat, negligible extension, counted in the output as ``n_padded_points``).
+"""
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxscale._log import get_logger
+from jaxscale.learning_curves.core import Spec, fit, predict_restarts, prediction_from_joint
+from jaxscale.learning_curves.frame import Data, curve_ids
+from jaxscale.learning_curves.frontier import compute_grid, law_from_loss, make_plan
+from jaxscale.learning_curves.psl import cholesky_with_jitter
+from jaxscale.metrics import abc_loglinear
+
+__all__ = ["CurveTable", "curve_table", "default_grid", "table_law", "law_stats"]
+
+log = get_logger(__name__)
+
+
+class CurveTable(NamedTuple):
+    """Curves of a :class:`Data` as a padded ``(K, P)`` layout of row indices (sorted by x)."""
+
+    labels: tuple  # K (task label, instance label)
+    curve: np.ndarray  # (K,) curve ids
+    index: np.ndarray  # (K, P) row of every point; padded entries repeat the curve's last row
+    valid: np.ndarray  # (K, P) real (not padded) entries
+    compute: np.ndarray  # (K, P) float64 FLOPs, strictly increasing along P
+    n_padded: int
+
+
+def curve_table(data: Data) -> CurveTable:
+    """Group rows into curves (sorted by x) and pad them to a common length (see module docstring)."""
+    if data.compute is None:
+        raise ValueError("the scaling law needs the compute of every point: from_frame(..., compute_col=...) "
+                         "(CLI --compute-col) or params_col + tokens_per_step (CLI --params-col, --tokens-per-step)")
+    cid = curve_ids(data)
+    x = np.asarray(data.x, float)
+    comp = np.asarray(data.compute, float)
+    order = np.lexsort((x, cid))
+    cs = cid[order]
+    curves, inv, counts = np.unique(cs, return_inverse=True, return_counts=True)
+    start = np.cumsum(counts) - counts
+    rank = np.arange(len(cs)) - start[inv]
+    K, P = len(curves), int(counts.max())
+    valid = np.zeros((K, P), bool)
+    valid[inv, rank] = True
+    index = np.empty((K, P), np.int64)
+    index[:] = order[start + counts - 1][:, None]  # padded entries: the curve's last row
+    index[inv, rank] = order
+    R = max(data.n_instances, 1)
+    bad = (np.diff(comp[order]) <= 0) & (cs[1:] == cs[:-1])
+    if bad.any():
+        c = int(cs[1:][bad][0])
+        rows = order[cs == c]
+        raise ValueError(f"compute must increase with x along every curve; curve "
+                         f"({data.task_labels[c // R]}, {data.instance_labels[c % R]}) does not "
+                         f"(compute {comp[rows][:6].tolist()}...)")
+    compute = comp[index]
+    pad = np.cumsum(~valid, axis=1)
+    compute = np.where(valid, compute, compute * (1.0 + 1e-9 * pad))
+    labels = tuple((data.task_labels[c // R], data.instance_labels[c % R]) for c in curves)
+    return CurveTable(labels, curves, index, valid, compute, int((~valid).sum()))
+
+
+def default_grid(table: CurveTable, n: int = 100) -> np.ndarray:
+    """``n`` log-spaced compute values from the smallest to the largest final compute of the curves
+    (the whole compute range when every curve ends at the same compute)."""
+    last = table.compute[np.arange(len(table.curve)), table.valid.sum(1) - 1]
+    lo, hi = float(last.min()), float(last.max())
+    if not hi > lo * (1 + 1e-9):
+        lo, hi = float(table.compute[:, 0].min()), float(last.max())
+    return compute_grid(lo, hi, n)
+
+
+def law_stats(a, level: float = 0.9) -> dict:
+    """``{mean, std, lo, hi}`` of draws (central ``level`` band)."""
+    a = np.asarray(a, float).ravel()
+    q = (1 - level) / 2
+    return {"mean": float(a.mean()), "std": float(a.std()), "lo": float(np.quantile(a, q)),
+            "hi": float(np.quantile(a, 1 - q))}
+
+
+@partial(jax.jit, static_argnames=("n_per",))
+def _draw_laws(key, plan, truth, held_pos, mean, chol, index, floor, n_per: int):
+    R, M = mean.shape
+    eps = jax.random.normal(key, (R, n_per, M), mean.dtype)
+    draws = mean[:, None, :] + jnp.einsum("rmk,rsk->rsm", chol, eps)
+    draws = jnp.swapaxes(draws, 0, 1).reshape(n_per * R, M)  # interleaved over restarts
+    rows = jnp.broadcast_to(truth, (draws.shape[0],) + truth.shape).at[:, held_pos].set(draws)
+    n_bad = jnp.sum(draws <= 0)
+    rows = jnp.maximum(rows, floor)
+    return law_from_loss(plan, rows[:, index]), n_bad
+
+
+def table_law(key, data: Data, held, spec: Spec = Spec(), *, n_samples: int = 1000, rule: str = "interp",
+              grid=None, grid_size: int = 100, level: float = 0.9) -> dict:
+    """Probabilistic scaling law from the predicted held-out rows of ``data``.
+
+    Args:
+      key: PRNG key (fit restarts and joint draws).
+      data: every row, with compute (``from_frame(..., compute_col=...)`` or params + tokens/step).
+      held: ``(n,)`` boolean mask of held-out rows (predicted; scored when they carry a loss).
+      spec: the curve model.
+      n_samples: joint draws of the held-out rows (each draw gives one law).
+      rule: frontier rule, ``"interp"`` (log-log interpolation within each curve) or ``"nearest"``.
+      grid: compute grid (FLOPs); default :func:`default_grid` with ``grid_size`` points.
+      level: central band of the reported statistics.
+
+    Returns:
+      ``(fit, prediction of the held-out rows (observations, central ``level`` interval), summary)``;
+      the summary is a JSON-ready dict: ``b1``, ``b0`` (and ``abc`` when the held-out rows carry
+      their true loss) as ``{mean, std, lo, hi}`` over draws, the ground-truth law, the
+      restart-means law (the original paper's mode), the grid, and counts of padded points and
+      floored draws.
+    """
+    held = np.asarray(held, bool)
+    if held.shape != (len(data),) or not held.any() or held.all():
+        raise ValueError("the hold-out must select some but not all rows (they are predicted from the others)")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    table = curve_table(data)
+    g = default_grid(table, grid_size) if grid is None else np.asarray(grid, float)
+    plan = make_plan(table.compute, grid=g, rule=rule)
+    truth = np.asarray(data.y, float)
+    has_truth = bool(np.all(np.isfinite(truth)))
+    k_fit, k_draw = jax.random.split(key)
+    t0 = time.perf_counter()
+    fitted = fit(k_fit, data.rows(~held), spec)
+    joint = predict_restarts(fitted, data.rows(held))
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    chol = cholesky_with_jitter(joint.cov, what="held-out joint predictive")
+    R = joint.mean.shape[0]
+    n_per = -(-int(n_samples) // R)
+    observed = truth[~held]
+    floor = 1e-3 * float(np.min(observed))
+    truth0 = jnp.asarray(np.where(held, 1.0, truth))
+    held_pos = jnp.asarray(np.flatnonzero(held))
+    index = jnp.asarray(table.index)
+    law, n_bad = _draw_laws(k_draw, plan, truth0, held_pos, jnp.asarray(joint.mean), chol, index, floor, n_per)
+    b1, b0 = np.asarray(law.b1)[:n_samples], np.asarray(law.b0)[:n_samples]
+    # restart means: one law per restart (the paper's mode)
+    rows_r = jnp.broadcast_to(truth0, (R,) + truth0.shape).at[:, held_pos].set(
+        jnp.maximum(jnp.asarray(joint.mean), floor))
+    law_r = law_from_loss(plan, rows_r[:, index])
+    u0, u1 = float(np.log(g[0])), float(np.log(g[-1]))
+    out = {"model": spec.model, "rule": rule, "n_curves": len(table.curve),
+           "n_heldout_curves": int(len(np.unique(curve_ids(data)[held]))), "n_heldout_rows": int(held.sum()),
+           "restarts_ok": int(np.asarray(fitted.ok).sum()), "samples": int(b1.size), "level": level,
+           "grid": {"min": float(g[0]), "max": float(g[-1]), "size": int(len(g)), "default": grid is None},
+           "b1": law_stats(b1, level), "b0": law_stats(b0, level),
+           "restart_means": {"b1": law_stats(law_r.b1, level), "b0": law_stats(law_r.b0, level)},
+           "n_padded_points": table.n_padded, "n_floored_values": int(n_bad)}
+    if table.n_padded:
+        log.warning("curves have different numbers of points: %d padded entries repeat a curve's last point "
+                    "(a flat extension over a relative 1e-9 of compute)", table.n_padded)
+    if int(n_bad):
+        log.warning("%d drawn loss values <= 0 were floored at 1e-3 x the smallest observed loss before the log-log "
+                    "law; the curve model is poorly fitted (more restarts or Adam steps?)", int(n_bad))
+    if has_truth:
+        gt = law_from_loss(plan, jnp.asarray(truth)[index])
+        abc = abc_loglinear(jnp.asarray(b1), jnp.asarray(b0), gt.b1, gt.b0, u0, u1)
+        out["gt"] = {"b1": float(gt.b1), "b0": float(gt.b0)}
+        out["abc"] = law_stats(abc, level)
+        out["abc_of_mean_law"] = float(abc_loglinear(b1.mean(), b0.mean(), gt.b1, gt.b0, u0, u1))
+        out["restart_means"]["abc"] = law_stats(abc_loglinear(law_r.b1, law_r.b0, gt.b1, gt.b0, u0, u1), level)
+        out["gt_in_band_b1"] = bool(out["b1"]["lo"] <= float(gt.b1) <= out["b1"]["hi"])
+        out["gt_in_band_b0"] = bool(out["b0"]["lo"] <= float(gt.b0) <= out["b0"]["hi"])
+        out["abc_range"] = {"ln_c_min": u0, "ln_c_max": u1}
+    else:
+        reason = "held-out rows carry no true loss, so there is no ground-truth law to compare with"
+        out.update(gt=None, gt_reason=reason, abc=None, abc_reason=reason)
+    out["fit_seconds"] = fit_s
+    out["law_seconds"] = time.perf_counter() - t0
+    return fitted, prediction_from_joint(joint, level=level), out

@@ -1,0 +1,85 @@
+"""The command-line face: every leaf command has --json and a --help that shows its defaults; every
+fitting command takes the user's own table; every pillar has `predict`."""
+import argparse
+
+import pytest
+
+from jaxscale.cli import build_parser
+from jaxscale.cli._common import Formatter
+
+FITTING = {  # group -> commands that fit a model on a table (and save it / write predictions)
+    "chinchilla": ("fit",),
+    "lc": ("evaluate", "law"),
+    "obs": ("fit",),
+    "context": ("fit",),
+    "ncpl": ("train",),
+}
+
+
+def _leaves(parser, path=()):
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+        return
+    for name, child in subs[0].choices.items():
+        yield from _leaves(child, path + (name,))
+
+
+LEAVES = dict(_leaves(build_parser()))
+
+
+@pytest.mark.parametrize("path", sorted(LEAVES), ids=" ".join)
+def test_leaf_has_json_and_help_with_defaults(path):
+    p = LEAVES[path]
+    assert "--json" in p._option_string_actions, path
+    assert issubclass(p.formatter_class, argparse.ArgumentDefaultsHelpFormatter), path
+    undocumented = [a.option_strings[0] for a in p._actions
+                    if a.option_strings and a.help in (None, "") and a.default is not argparse.SUPPRESS]
+    assert not undocumented, f"{' '.join(path)}: options without help (their default is not shown): {undocumented}"
+    text = p.format_help()
+    assert "(default:" in text or len(p._actions) <= 2
+
+
+@pytest.mark.parametrize("group", sorted(FITTING))
+def test_every_fitting_command_takes_your_table_and_every_group_predicts(group):
+    for cmd in FITTING[group]:
+        p = LEAVES[(group, cmd)]
+        for opt in ("--csv", "--where", "--holdout", "--predictions", "--save"):
+            assert opt in p._option_string_actions, f"{group} {cmd} lacks {opt}"
+    if group == "lc":  # active learning refits a model per round: it takes the table, writes --out-dir
+        p = LEAVES[("lc", "active")]
+        for opt in ("--csv", "--where", "--holdout", "--out-dir"):
+            assert opt in p._option_string_actions, f"lc active lacks {opt}"
+    pred = LEAVES[(group, "predict")]
+    for opt in ("--model", "--csv", "--predictions", "--json"):
+        assert opt in pred._option_string_actions, f"{group} predict lacks {opt}"
+
+
+def test_formatter_is_the_shared_one():
+    assert all(issubclass(p.formatter_class, Formatter) for p in LEAVES.values())
+
+
+def test_demo_output_safety(tmp_path, capsys):
+    """`demo` refuses to clobber a folder, rejects unknown sections before any work, and writes
+    strict JSON; --overwrite replaces a previous report."""
+    import json
+
+    from jaxscale.cli import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    assert main(["demo", "--out", str(mine), "--only", "chinchilla", "--smoke", "--json"]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (mine / "README.md").read_text() == "my notes"
+    with pytest.raises(SystemExit):  # argparse rejects a typo before anything runs
+        main(["demo", "--out", str(tmp_path / "r"), "--only", "chinchila"])
+    assert "invalid choice: 'chinchila'" in capsys.readouterr().err
+    out = tmp_path / "report"
+    assert main(["demo", "--out", str(out), "--only", "chinchilla", "--smoke", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["failed"] == [] and set(res["sections"]) == {"chinchilla"}
+    json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert (out / "chinchilla_fit.png").stat().st_size > 1000
+    assert main(["demo", "--out", str(out), "--only", "chinchilla", "--smoke", "--overwrite", "--json"]) == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left

@@ -1,0 +1,235 @@
+"""The learning-curve contract on a small table built here: from_frame -> fit -> predict ->
+save/load, jit/vmap of the core, bad input, and the same through ``jaxscale lc`` on a CSV.
+
+Every fit uses the same tiny setting (2 restarts x 40 Adam steps, 4 latent draws) and the same
+training shapes, so the Python and the command-line paths share compiled programs.
+"""
+import json
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxscale
+from jaxscale import learning_curves as lc
+
+SPEC = lc.Spec(restarts=2, steps=40, n_h=4)
+COLS = dict(task_col="width", instance_col="depth", x_col="step", y_col="loss")
+HOLD = "width == 512 and depth == 8"
+
+
+def _table(seed=0):
+    """3 widths x 2 depths, 5 logged steps per run: loss = E + A / N^0.25 + B / step^0.4 + noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for w in (128, 256, 512):
+        for dep in (2, 8):
+            n = 12 * dep * w * w
+            for s in (10, 40, 160, 640, 2560):
+                rows.append(dict(width=w, depth=dep, step=s, params=n,
+                                 loss=1.8 + 40.0 / n**0.25 + 6.0 / s**0.4 + rng.normal(0, 0.01)))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def table():
+    df = _table()
+    held = df.eval(HOLD).to_numpy()
+    data = lc.from_frame(df, **COLS)
+    return df, held, data
+
+
+@pytest.fixture(scope="module")
+def fitted(table):
+    _, held, data = table
+    return lc.fit(jax.random.key(0), data.rows(~held), SPEC)
+
+
+def test_from_frame_arrays_and_labels(table):
+    df, held, data = table
+    assert len(data) == len(df) == 30 and data.task_labels == ("128", "256", "512")
+    assert data.instance_labels == ("2", "8") and data.descriptors.shape == (30, 0)
+    np.testing.assert_allclose(data.x, np.log(df["step"]))  # the models take ln(step)
+    np.testing.assert_array_equal(data.y, df["loss"])  # rows never reordered
+    assert dict(data.columns)["target"] == "loss"
+    sub = jax.tree.map(lambda a: a[held], data)
+    assert len(sub) == 5 and sub.task_labels == data.task_labels  # vocabularies are static
+    logx = lc.from_frame(df.assign(step=np.log(df["step"])), **COLS, x_is_log=True)
+    np.testing.assert_allclose(logx.x, data.x)
+
+
+def test_fit_predict_save_load(table, fitted, tmp_path):
+    df, held, data = table
+    assert isinstance(fitted, lc.Fit) and fitted.spec == SPEC and np.asarray(fitted.ok).all()
+    jax.jit(lambda f: f)(fitted)  # a pytree of arrays, names and the Spec static
+    query = data.rows(held)
+    pred = lc.predict(fitted, query, key=jax.random.key(1))
+    assert isinstance(pred, jaxscale.Prediction) and pred.mean.shape == (5,) and pred.samples.shape == (256, 5)
+    truth = np.asarray(query.y)
+    assert np.all(np.asarray(pred.lower) < np.asarray(pred.mean)) and np.all(np.asarray(pred.mean) < np.asarray(pred.upper))
+    assert np.abs(np.asarray(pred.mean) - truth).max() < 1.0  # a whole unseen curve, zero-shot
+    # the interval is the mixture's: draws of the observations fall inside it about 90 % of the time
+    s = np.asarray(pred.samples)
+    inside = np.mean((s >= np.asarray(pred.lower)) & (s <= np.asarray(pred.upper)))
+    assert 0.8 < inside < 0.97
+    # a DataFrame query (no loss column needed) gives the same numbers; deterministic without a key
+    again = lc.predict(fitted, df.loc[held, ["width", "depth", "step"]])
+    np.testing.assert_array_equal(again.mean, pred.mean)
+    assert again.samples is None
+    # continuation of a training curve beyond its last step
+    more = lc.predict(fitted, pd.DataFrame({"width": [128], "depth": [2], "step": [10240]}))
+    assert np.isfinite(np.asarray(more.mean)).all()
+    jaxscale.save(fitted, tmp_path / "m")
+    loaded = jaxscale.load(tmp_path / "m")
+    assert isinstance(loaded, lc.Fit) and loaded.columns == fitted.columns and loaded.spec == SPEC
+    back = lc.predict(loaded, query, key=jax.random.key(1))
+    for name in ("mean", "lower", "upper", "samples"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(pred, name))
+
+
+def test_fit_core_vmaps_over_keys(table, fitted):
+    _, held, data = table
+    train = data.rows(~held)
+    keys = jax.random.split(jax.random.key(3), 3)
+    batched = jax.vmap(lambda k: lc.fit_core(k, train, SPEC))(keys)
+    for i in range(3):
+        one = lc.fit_core(keys[i], train, SPEC)
+        for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(batched.params)):
+            np.testing.assert_allclose(b[i], a, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(batched.loss[i], one.loss, rtol=1e-6)
+    # fit == fit_core plus host checks
+    core = lc.fit_core(jax.random.key(0), train, SPEC)
+    np.testing.assert_allclose(core.loss, fitted.loss, rtol=1e-10)
+
+
+def test_bad_input_names_the_column(table, fitted):
+    df, held, _ = table
+    with pytest.raises(ValueError, match="'loss'"):
+        lc.from_frame(df.assign(loss=df["loss"].where(df.index != 3)), **COLS)  # NaN target
+    with pytest.raises(ValueError, match="missing column"):
+        lc.from_frame(df.drop(columns="depth"), **COLS)
+    with pytest.raises(ValueError, match="'step'"):
+        lc.from_frame(df.assign(step=0), **COLS)  # steps must be > 0
+    with pytest.raises(ValueError, match="share the same"):
+        lc.from_frame(pd.concat([df, df.iloc[[4]]]), **COLS)  # duplicate (width, depth, step)
+    with pytest.raises(ValueError, match="no rows"):
+        lc.from_frame(df.iloc[:0], **COLS)
+    with pytest.raises(ValueError, match="'width'.*unknown"):
+        lc.predict(fitted, pd.DataFrame({"width": [4096], "depth": [2], "step": [10]}))
+    with pytest.raises(ValueError, match="changes along the curve"):
+        lc.from_frame(df.assign(lr=np.arange(len(df))), **COLS, descriptor_cols=["lr"])
+    with pytest.raises(ValueError, match="descriptor"):
+        lc.fit(jax.random.key(0), lc.from_frame(df, **COLS), lc.Spec(model="magp_desc"))
+
+
+@pytest.mark.slow
+def test_descriptor_model_predicts_an_unseen_task_from_any_columns():
+    """magp_desc on descriptor columns of any name: the middle width has no training row at all, so its
+    z-score constants come from the regression on the task descriptor (measured max error 0.27)."""
+    df = _table(1).rename(columns={"width": "w", "depth": "L"}).assign(wd=lambda f: f["w"], dd=lambda f: f["L"])
+    data = lc.from_frame(df, task_col="w", instance_col="L", x_col="step", y_col="loss", descriptor_cols=["wd", "dd"])
+    assert data.descriptor_levels == ("task", "instance")
+    held = (df["w"] == 256).to_numpy()
+    f = lc.fit(jax.random.key(0), data.rows(~held), lc.Spec(model="magp_desc", restarts=2, steps=40, n_h=4))
+    p = lc.predict(f, data.rows(held))
+    err = np.abs(np.asarray(p.mean) - np.asarray(data.y)[held])
+    assert np.all(np.isfinite(err)) and err.max() < 0.5
+    assert np.mean((np.asarray(data.y)[held] >= p.lower) & (np.asarray(data.y)[held] <= p.upper)) >= 0.8
+
+
+def test_cli_evaluate_save_predict(table, tmp_path, capsys):
+    from jaxscale.cli import main
+
+    df, held, data = table
+    csv = tmp_path / "runs.csv"
+    df.to_csv(csv, index=False)
+    base = ["--csv", str(csv), "--task-col", "width", "--instance-col", "depth", "--x-col", "step",
+            "--y-col", "loss", "--restarts", "2", "--steps", "40", "--n-h", "4"]
+    out_csv, model = tmp_path / "heldout.csv", tmp_path / "model"
+    rc = main(["lc", "evaluate", *base, "--holdout", HOLD, "--predictions", str(out_csv), "--save", str(model),
+               "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_train"] == 25 and out["n_test"] == 5 and out["n_heldout_curves"] == 1
+    for m in ("rmse", "mae", "nlpd"):
+        assert set(out[m]) == {"full", "partial", "last"} and np.isfinite(out[m]["full"]["mean"])
+    for c in ("coverage_50", "coverage_90"):
+        assert set(out[c]) == {"full", "last"} and 0.0 <= out[c]["full"] <= 1.0
+    assert out["rmse"]["full"]["mean"] < 1.0
+    heldout = pd.read_csv(out_csv)
+    assert len(heldout) == 5 and list(heldout.columns) == list(df.columns) + ["mean", "lower", "upper"]
+    # predict new rows with the saved model: the same numbers as the Python path
+    new = tmp_path / "new.csv"
+    df.loc[held, ["width", "depth", "step", "loss"]].to_csv(new, index=False)
+    rc = main(["lc", "predict", "--model", str(model), "--csv", str(new), "--predictions",
+               str(tmp_path / "p2.csv"), "--json"])
+    assert rc == 0
+    got = json.loads(capsys.readouterr().out)
+    ref = lc.predict(jaxscale.load(model), pd.read_csv(new))
+    np.testing.assert_array_equal(got["mean"], np.asarray(ref.mean))
+    np.testing.assert_array_equal(got["lower"], np.asarray(ref.lower))
+    assert got["score"]["n"] == 5 and got["score"]["coverage"] is not None
+    p2 = pd.read_csv(tmp_path / "p2.csv")
+    np.testing.assert_array_equal(p2["mean"], heldout["mean"])  # evaluate and predict agree
+    # bad input exits with status 2 and names the column
+    rc = main(["lc", "evaluate", *base[:-6], "--y-col", "nope", "--holdout", HOLD, "--json"])
+    assert rc == 2 and "nope" in capsys.readouterr().err
+
+
+def test_curve_table_pads_ragged_curves(table):
+    from jaxscale.learning_curves.law import curve_table, default_grid
+
+    df, _, _ = table
+    ragged = df.drop(index=[4])  # the last logged step of the first run is missing
+    data = lc.from_frame(ragged, **COLS, params_col="params", tokens_per_step=1000)
+    t = curve_table(data)
+    assert t.index.shape == (6, 5) and t.n_padded == 1 and not t.valid[0, 4]
+    assert np.all(np.diff(t.compute, axis=1) > 0)  # padded compute sits just above the last point
+    np.testing.assert_array_equal(t.index[0, 3:], [3, 3])
+    g = default_grid(t)
+    final = 6.0 * ragged.groupby(["width", "depth"])["params"].first() * 1000 * ragged.groupby(["width", "depth"])["step"].max()
+    assert g[0] == pytest.approx(final.min()) and g[-1] == pytest.approx(final.max())
+    with pytest.raises(ValueError, match="compute"):
+        curve_table(lc.from_frame(df, **COLS))
+
+
+def test_cli_law_on_own_table(table, tmp_path, capsys):
+    from jaxscale.cli import main
+
+    df, held, _ = table
+    csv = tmp_path / "runs.csv"
+    df.to_csv(csv, index=False)
+    rc = main(["lc", "law", "--csv", str(csv), "--task-col", "width", "--instance-col", "depth", "--x-col", "step",
+               "--y-col", "loss", "--params-col", "params", "--tokens-per-step", "1000", "--holdout", HOLD,
+               "--restarts", "2", "--steps", "40", "--n-h", "4", "--samples", "64", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["samples"] == 64 and out["n_heldout_curves"] == 1 and out["grid"]["default"]
+    for k in ("b1", "b0", "abc"):
+        assert set(out[k]) == {"mean", "std", "lo", "hi"} and np.isfinite(out[k]["mean"])
+    assert out["gt"]["b1"] < 0 and out["n_padded_points"] == 0
+    assert out["grid"]["max"] == pytest.approx(6.0 * df["params"].max() * 1000 * df["step"].max())
+
+
+@pytest.mark.slow
+def test_cli_active_on_own_table(table, tmp_path, capsys):
+    from jaxscale.cli import main
+
+    df, _, _ = table
+    csv = tmp_path / "runs.csv"
+    df.to_csv(csv, index=False)
+    rc = main(["lc", "active", "--csv", str(csv), "--task-col", "width", "--instance-col", "depth", "--x-col", "step",
+               "--y-col", "loss", "--params-col", "params", "--tokens-per-step", "1000", "--holdout", "depth == 8",
+               "--strategy", "uncertainty,smallest", "--seeds", "1", "--queries", "2", "--restarts", "2",
+               "--steps", "5", "--cold-steps", "20", "--n-h", "2", "--samples", "32", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_candidates"] == 3 and out["candidates"] == [["128", "8"], ["256", "8"], ["512", "8"]]
+    s = out["results"]["smallest"]
+    assert s["queried"] == [[["128", "8"], ["256", "8"]]]  # cheapest candidate first
+    assert len(s["abc_joint"]["mean"]) == 3 and s["abc_joint"]["mean"][-1] >= 0
+    rc = main(["lc", "active", "--csv", str(csv), "--task-col", "width", "--instance-col", "depth", "--x-col", "step",
+               "--y-col", "loss", "--params-col", "params", "--tokens-per-step", "1000", "--holdout", "step > 100",
+               "--json"])
+    assert rc == 2 and "whole curves" in capsys.readouterr().err
