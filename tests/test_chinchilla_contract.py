@@ -1,6 +1,7 @@
 """The contract on Chinchilla: from_frame -> fit -> predict -> save/load, jit/vmap, and the CLI on a
 CSV this test writes (fit with hold-out, predictions, save; predict; optimal)."""
 import json
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -112,8 +113,12 @@ def test_cli_csv_holdout_predictions_save_predict_optimal(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["holdout"]["n"] == 4 and out["holdout"]["mae"] < 0.1 and 0 <= out["holdout"]["coverage"] <= 1
     assert out["excluded_rows"] == [] and out["n_points"] == 21 and out["exclude_top_loss"] == 0
+    assert out["holdout"]["max_extrapolation_decades"] > 0
+    # the naive baseline is scored on the same rows (here it is close: MAE 0.058 vs 0.060, and says so)
+    assert out["baselines"]["power_law_in_compute"]["n"] == 4
+    assert out["baselines"]["model_loses_to"] in ([], ["power_law_in_compute"])
     pred = pd.read_csv(tmp_path / "p.csv")
-    assert list(pred.columns) == ["params", "tokens", "val_loss", "mean", "lower", "upper", "heldout"]
+    assert list(pred.columns) == ["params", "tokens", "val_loss", "mean", "lower", "upper", "extrapolation", "heldout"]
     assert len(pred) == 25 and pred["heldout"].sum() == 4
     # a saved model predicts new rows: CLI and Python agree exactly
     new = runs(seed=5).iloc[:6]
@@ -151,3 +156,49 @@ def test_cli_where_agg_and_holdout_expr(tmp_path, capsys):
     assert out["holdout"]["n"] == 4 and out["n_points"] == 16
     assert main(args + ["--agg", "mean", "--holdout", "tokens > 1e99"]) == 2
     assert "selects none" in capsys.readouterr().err
+
+
+def test_extrapolation_is_measured_warned_and_widens_intervals(fitted):
+    _, fit = fitted
+    inside = runs().iloc[:3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no warning inside the training box
+        p_in = ch.predict(fit, inside)
+    np.testing.assert_array_equal(np.asarray(p_in.extrapolation), 0.0)
+    far = pd.DataFrame({"params": [3e9, 3e10, 3e11], "tokens": [3e11, 3e12, 3e13]})
+    with pytest.warns(UserWarning, match=r"2 of 3 queries lie outside .*worst: 4 decades"):
+        p_far = ch.predict(fit, far)
+    # the largest training run, then 10x and 100x its N and D: 100x and 10,000x its compute
+    np.testing.assert_allclose(np.asarray(p_far.extrapolation), [0.0, 2.0, 4.0], atol=1e-9)
+    width = np.log(np.asarray(p_far.upper) / np.asarray(p_far.lower))
+    assert width[2] > width[1] > width[0]
+
+
+def test_units_look_like_billions_warns():
+    df = runs()
+    df["params"] = df["params"] / 1e9
+    with pytest.warns(UserWarning, match="'params' peaks at 3; parameter counts are raw counts"):
+        ch.from_frame(df, **COLS)
+
+
+@pytest.mark.slow
+def test_epoch_top_compute_holdout_is_calibrated():
+    """Prediction intervals cover 80-97% of the 25 highest-compute Epoch runs when fitted on the
+    rest (Epoch's method, 200 refits; the noise scale grows with the extrapolation distance as a
+    backtest inside the training rows measured). Baseline: a power law in compute."""
+    from jaxscale.chinchilla.predict import power_law_baseline
+    from jaxscale.data import load
+
+    df = load("epoch_chinchilla")
+    c = (df["N"] * df["D"]).to_numpy()
+    held = np.zeros(len(df), bool)
+    held[np.argsort(c)[-25:]] = True
+    data = ch.from_frame(df[~held])
+    fit = ch.fit(jax.random.key(0), data, ch.EPOCH_SPEC._replace(n_boot=200))
+    with pytest.warns(UserWarning, match="outside the training data"):
+        pred = ch.predict(fit, df[held], key=jax.random.key(1))
+    y = df["loss"][held].to_numpy()
+    cover = float(np.mean((y >= np.asarray(pred.lower)) & (y <= np.asarray(pred.upper))))
+    assert 0.80 <= cover <= 0.97, cover
+    base = power_law_baseline(ch.take_rows(data, ~np.asarray(fit.excluded)), ch.from_frame(df[held]))
+    assert np.mean(np.abs(np.asarray(pred.mean) - y)) < np.mean(np.abs(np.asarray(base.mean) - y))

@@ -49,6 +49,7 @@ __all__ = [
     "bucket",
     "chunk_size",
     "chunked_vmap",
+    "extrapolation_backtest",
 ]
 
 HUBER_DELTA = 1e-3
@@ -90,6 +91,9 @@ class ChinchillaSpec(NamedTuple):
       polish_top: how many of the best screened starts are run to convergence.
       max_steps: iteration cap of the polishing run.
       huber_delta: Huber threshold on log-loss residuals.
+      backtest_frac: share of the fitted runs (the highest compute) held out inside the training
+        data to learn how fast prediction errors grow with extrapolation (``Fit.kappa``); 0 turns
+        it off. Needs at least 20 fitted runs.
     """
 
     exclude_top_loss: int = 0
@@ -99,6 +103,7 @@ class ChinchillaSpec(NamedTuple):
     polish_top: int = 32
     max_steps: int = 1000
     huber_delta: float = HUBER_DELTA
+    backtest_frac: float = 0.25
 
 
 #: Epoch AI's published setting for their 245 points: the 5 highest-loss points left out.
@@ -123,6 +128,11 @@ class ChinchillaFit:
       dof: those degrees of freedom.
       boot_theta: ``(B, 5)`` converged bootstrap refits (``None`` without ``spec.n_boot``).
       boot_excluded: refits dropped because they were non-finite or did not converge.
+      log_range: ``(3, 2)`` natural-log ranges (min, max) of N, D and C = 6ND over the fitted rows:
+        the training box that :func:`~jaxscale.chinchilla.predict` measures extrapolation against.
+      kappa: growth of the noise scale with extrapolation: a run ``d`` decades outside the training
+        box gets a log-loss noise sd of ``sigma * (1 + kappa * d)``. Learnt by a backtest inside the
+        training data (:func:`extrapolation_backtest`); 0 when the backtest found no growth or was off.
     """
 
     params: ChinchillaParams
@@ -137,6 +147,8 @@ class ChinchillaFit:
     dof: jax.Array
     boot_theta: jax.Array | None = None
     boot_excluded: jax.Array | None = None
+    log_range: jax.Array | None = None
+    kappa: jax.Array | None = None
     spec: ChinchillaSpec = static_field(default=ChinchillaSpec())
     columns: tuple = static_field(default=(("N", "N"), ("D", "D"), ("target", "loss")))
     n_starts: int = static_field(default=4500)
@@ -170,6 +182,7 @@ def from_frame(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col
                 f"{list(df.index[dup][:5])}{' ...' if dup.sum() > 5 else ''}; a repeated run would be "
                 "counted twice. Aggregate them (CLI: --agg mean or --agg min; Python: "
                 "chinchilla.aggregate(df, how='mean')) or remove them.")
+    _check_units(df, n_col, d_col, what)
     dtype = jnp.result_type(float)
     n = len(df)
     log_loss = (np.log(pd.to_numeric(df[loss_col]).to_numpy(float)) if loss_col else np.full(n, np.nan))
@@ -181,6 +194,16 @@ def from_frame(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col
         jnp.ones(n, dtype),
         columns=columns,
     )
+
+
+def _check_units(df: pd.DataFrame, n_col: str, d_col: str, what: str) -> None:
+    """Warn when N or D look like counts in millions / billions (the law needs raw counts)."""
+    for col, name, floor in ((n_col, "parameter counts", 1e4), (d_col, "token counts", 1e6)):
+        top = float(pd.to_numeric(df[col]).max())
+        if top < floor:
+            warnings.warn(f"{what}: column {col!r} peaks at {top:g}; {name} are raw counts, so this looks like "
+                          "millions or billions. Multiply the column (e.g. 1.2 billion -> 1.2e9) or the law's "
+                          "exponents and constants will be wrong.", UserWarning, stacklevel=3)
 
 
 def aggregate(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col: str = "loss",
@@ -378,18 +401,76 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
         warnings.warn(f"{what}: the best start stopped without converging "
                       f"(reason {int(res.reason)}); raise spec.max_steps", RuntimeWarning, stacklevel=2)
     sigma, dof = residual_scale(res.params, d)
+    log_range = _log_range(d)
+    kappa = extrapolation_backtest(d, res.params, spec)
     out = ChinchillaFit(
         params=chinchilla_theta_to_params(res.params), theta=res.params, objective=res.loss,
         converged=res.converged, reason=res.reason, n_converged=jnp.asarray(n_conv),
         n_nonfinite_starts=jnp.asarray(n_bad), excluded=jnp.asarray(excluded),
         sigma=jnp.asarray(sigma), dof=jnp.asarray(dof), spec=spec, columns=data.columns,
-        n_starts=int(starts_arr.shape[0]),
+        n_starts=int(starts_arr.shape[0]), log_range=log_range, kappa=jnp.asarray(kappa),
     )
     if spec.n_boot > 0:
         theta_b, n_excl = bootstrap(jax.random.fold_in(key, 1), d, res.params, n_boot=spec.n_boot,
                                     steps=spec.boot_steps, delta=spec.huber_delta)
         out = out.replace(boot_theta=jnp.asarray(theta_b), boot_excluded=jnp.asarray(n_excl))
     return out
+
+
+def _box_distance(log_range, data: ChinchillaData):
+    """Decades of N, D or C = 6ND outside a (3, 2) log range (0 inside)."""
+    log_c = data.log_N + data.log_D + np.log(6.0)
+    parts = [jnp.maximum(jnp.maximum(log_range[i, 0] - v, v - log_range[i, 1]), 0.0)
+             for i, v in enumerate((data.log_N, data.log_D, log_c))]
+    d = jnp.max(jnp.stack(parts), axis=0) / np.log(10.0)
+    return jnp.where(d < 1e-9, 0.0, d)  # the training runs themselves sit at 0 despite rounding
+
+
+def _log_range(data: ChinchillaData):
+    log_c = data.log_N + data.log_D + np.log(6.0)
+    return jnp.stack([jnp.stack([jnp.min(a), jnp.max(a)]) for a in (data.log_N, data.log_D, log_c)])
+
+
+def extrapolation_backtest(data: ChinchillaData, theta, spec: ChinchillaSpec) -> float:
+    """How fast errors grow beyond the training runs, learnt inside the training data.
+
+    The fitted runs with the highest compute (``spec.backtest_frac`` of them) play the future: the
+    law is refitted on the others (damped Newton from ``theta``), and their standardised errors
+    ``z = (log L - mu) / sigma`` at distance ``d`` (decades outside the smaller box) give ``kappa``
+    solving ``mean(z^2 / (1 + kappa d)^2) = 1`` (0 when the errors are no larger than the in-sample
+    noise). Returns 0 with fewer than 20 runs or without runs outside the smaller box.
+    """
+    n = data.n
+    if spec.backtest_frac <= 0 or n < 20:
+        return 0.0
+    log_c = np.asarray(data.log_N + data.log_D)
+    k = max(int(round(spec.backtest_frac * n)), 1)
+    future = np.zeros(n, bool)
+    future[np.argsort(log_c, kind="stable")[n - k:]] = True
+    past, fut = take_rows(data, ~future), take_rows(data, future)
+    res = minimize_newton(huber_objective, jnp.asarray(theta), pad_rows(past, bucket(past.n)), spec.huber_delta,
+                          steps=spec.boot_steps, tol=1e-10)
+    if not np.all(np.isfinite(np.asarray(res.params))):
+        return 0.0
+    sigma, _ = residual_scale(res.params, past)
+    dist = np.asarray(_box_distance(_log_range(past), fut))
+    z2 = (np.asarray(chinchilla_log_lse(res.params, fut.log_N, fut.log_D) - fut.log_loss) / max(sigma, 1e-12)) ** 2
+    if dist.max() <= 0 or np.mean(z2) <= 1.0:
+        return 0.0
+
+    def excess(kap):
+        return float(np.mean(z2 / (1.0 + kap * dist) ** 2)) - 1.0
+
+    hi = 1.0
+    while excess(hi) > 0 and hi < 1e4:
+        hi *= 2.0
+    if excess(hi) > 0:  # errors too large even for rows inside the box: cap
+        return hi
+    lo = 0.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+    return hi
 
 
 def bootstrap_core(keys, theta0, data: ChinchillaData, steps: int = 60, delta: float = HUBER_DELTA) -> FitResult:

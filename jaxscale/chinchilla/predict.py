@@ -21,11 +21,11 @@ import pandas as pd
 import jax
 import jax.numpy as jnp
 
-from jaxscale.chinchilla.fit import ChinchillaData, ChinchillaFit, from_frame
-from jaxscale.infer.prediction import Prediction, check_level, z_value
+from jaxscale.chinchilla.fit import ChinchillaData, ChinchillaFit, _box_distance, from_frame
+from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation, z_value
 from jaxscale.laws import chinchilla_log_lse, chinchilla_theta_to_params
 
-__all__ = ["predict", "optimal", "optimal_allocation", "as_data"]
+__all__ = ["predict", "optimal", "optimal_allocation", "as_data", "extrapolation", "power_law_baseline"]
 
 
 def as_data(fit: ChinchillaFit, query) -> ChinchillaData:
@@ -38,6 +38,31 @@ def as_data(fit: ChinchillaFit, query) -> ChinchillaData:
         loss = cols["target"] if cols["target"] in query.columns else None
         return from_frame(query, n_col=cols["N"], d_col=cols["D"], loss_col=loss, what="query")
     raise TypeError(f"query must be ChinchillaData or a pandas DataFrame, got {type(query).__name__}")
+
+
+def extrapolation(fit: ChinchillaFit, data: ChinchillaData):
+    """Distance of each query outside the training data, in **decades**: the largest of how far
+    its N, D and C = 6ND lie beyond the range of the fitted runs (below the smallest or above the
+    largest), 0 inside. A query at 10x the largest training compute has distance 1."""
+    if fit.log_range is None:
+        return None
+    return _box_distance(jnp.asarray(fit.log_range), data)
+
+
+def power_law_baseline(train: ChinchillaData, query: ChinchillaData, level: float = 0.9) -> Prediction:
+    """The baseline a sceptic tries first: a pure power law in compute, ``L = a C^-b``, fitted by
+    least squares on log L vs log C of the training rows (weight > 0), with a Student-t interval
+    from its residuals."""
+    w = np.asarray(train.weights) > 0
+    x = np.asarray(train.log_N + train.log_D)[w]
+    y = np.asarray(train.log_loss)[w]
+    X = np.stack([np.ones_like(x), x], 1)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    dof = max(len(x) - 2, 1)
+    sigma = float(np.sqrt(np.sum((X @ coef - y) ** 2) / dof))
+    mu = coef[0] + coef[1] * np.asarray(query.log_N + query.log_D)
+    t = _t_value(level, dof)
+    return Prediction(np.exp(mu), np.exp(mu - t * sigma), np.exp(mu + t * sigma))
 
 
 def _t_value(level: float, dof: int) -> float:
@@ -58,12 +83,25 @@ def predict(fit: ChinchillaFit, query, *, key=None, level: float = 0.9, n_sample
         samples around the law (default: none).
 
     Returns:
-      :class:`~jaxscale.Prediction` in loss units; ``samples`` is ``(S, n)`` or ``None``.
+      :class:`~jaxscale.Prediction` in loss units; ``samples`` is ``(S, n)`` or ``None``;
+      ``extrapolation`` in decades outside the training runs (see :func:`extrapolation`, warned
+      when any query lies outside).
     """
     level = check_level(level)
     data = as_data(fit, query)
+    pred = _predict(fit, data, key, level, n_samples)
+    dist = extrapolation(fit, data)
+    if dist is not None:
+        warn_extrapolation("Chinchilla predict", dist, "decades of N, D or compute outside the training runs",
+                           threshold=0.0, stacklevel=3)
+    return pred._replace(extrapolation=dist)
+
+
+def _predict(fit: ChinchillaFit, data: ChinchillaData, key, level: float, n_samples) -> Prediction:
     mu = chinchilla_log_lse(jnp.asarray(fit.theta), data.log_N, data.log_D)
     sigma = jnp.asarray(fit.sigma)
+    if fit.kappa is not None and fit.log_range is not None:  # noise grows with the distance outside
+        sigma = sigma * (1.0 + jnp.asarray(fit.kappa) * extrapolation(fit, data))
     if fit.boot_theta is not None and len(fit.boot_theta):
         mu_b = jax.vmap(lambda th: chinchilla_log_lse(th, data.log_N, data.log_D))(jnp.asarray(fit.boot_theta))
         if key is not None:
@@ -113,7 +151,10 @@ def optimal(fit: ChinchillaFit, compute, *, level: float = 0.9) -> dict:
     if not bool(jnp.all(compute > 0)):
         raise ValueError(f"compute budgets must be > 0 FLOPs, got {np.asarray(compute).tolist()}")
     n, d, loss = optimal_allocation(fit.theta, compute)
-    sigma = float(fit.sigma)
+    sigma = jnp.asarray(fit.sigma)
+    if fit.kappa is not None and fit.log_range is not None:  # noise grows outside the training box
+        at = ChinchillaData(jnp.log(n), jnp.log(d), jnp.full_like(n, jnp.nan), jnp.ones_like(n), columns=fit.columns)
+        sigma = sigma * (1.0 + jnp.asarray(fit.kappa) * extrapolation(fit, at))
     qs = jnp.asarray([(1 - level) / 2, (1 + level) / 2])
     if fit.boot_theta is not None and len(fit.boot_theta):
         nb, db, lb = jax.vmap(lambda th: optimal_allocation(th, compute))(jnp.asarray(fit.boot_theta))

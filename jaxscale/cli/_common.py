@@ -23,6 +23,7 @@ __all__ = [
     "score",
     "split_list",
     "predict_handler",
+    "compare_baselines",
 ]
 
 
@@ -151,6 +152,46 @@ def score(y, pred, mask=None) -> dict:
     if out["mape"] is None:
         out["mape_reason"] = "a true value is 0"
     out["coverage"] = float(np.mean((y >= lo) & (y <= hi)))
+    return out
+
+
+def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None) -> dict:
+    """Score naive baselines on the same rows as the model and warn when the model loses.
+
+    Args:
+      y: truth of the scored rows.
+      pred: the model's :class:`~jaxscale.Prediction` on those rows.
+      baselines: ``name -> Prediction`` (or an array of point predictions) on the same rows.
+      what: the model's name in the warning.
+
+    Returns:
+      ``{name: score(...)}`` for every baseline, plus ``"model_loses_to"``: the baselines whose MAE
+      is lower than the model's.
+    """
+    import warnings
+
+    import numpy as np
+
+    from jaxscale.infer.prediction import Prediction
+
+    model = score(y, pred, mask)
+    out, loses = {}, []
+    for name, b in baselines.items():
+        if not isinstance(b, Prediction):
+            b = np.asarray(b, float)
+            b = Prediction(b, np.full_like(b, np.nan), np.full_like(b, np.nan))
+        s = score(y, b, mask)
+        if s.get("coverage") is not None and not np.isfinite(np.asarray(b.lower, float)).any():
+            s["coverage"], s["coverage_reason"] = None, "the baseline gives no interval"
+        out[name] = s
+        if model.get("mae") is not None and s.get("mae") is not None and s["mae"] < model["mae"]:
+            loses.append(name)
+    if loses:
+        listed = ", ".join(f"{n} ({out[n]['mae']:.4g})" for n in loses)
+        warnings.warn(f"{what}: on the held-out rows the model's MAE ({model['mae']:.4g}) is worse than the "
+                      f"naive baseline(s) {listed}; prefer the baseline here or check the fit",
+                      UserWarning, stacklevel=2)
+    out["model_loses_to"] = loses
     return out
 
 

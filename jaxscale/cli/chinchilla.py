@@ -14,6 +14,7 @@ from jaxscale.cli._common import (
     add_predict_command,
     add_table_args,
     check_outputs,
+    compare_baselines,
     read_input,
     save_fit,
     score,
@@ -91,11 +92,20 @@ def fit_handler(args) -> dict:
         out["bootstrap_excluded"] = int(fit.boot_excluded)
     key = jax.random.key(args.seed)  # the same draws as `chinchilla predict --seed` on the same rows
     if held.any():
+        from jaxscale.chinchilla.predict import power_law_baseline
+
         pred = ch.predict(fit, test_df, key=key, level=args.level)
-        out["holdout"] = score(test_df[cols["loss_col"]], pred)
+        y = test_df[cols["loss_col"]]
+        out["holdout"] = score(y, pred)
         out["holdout"]["max_compute_ratio"] = float(
             np.max(test_df[cols["n_col"]].to_numpy(float) * test_df[cols["d_col"]].to_numpy(float))
             / np.max(train_df[cols["n_col"]].to_numpy(float) * train_df[cols["d_col"]].to_numpy(float)))
+        out["holdout"]["max_extrapolation_decades"] = float(np.max(np.asarray(pred.extrapolation)))
+        fitted = ch.take_rows(data, ~np.asarray(fit.excluded))
+        query = ch.from_frame(test_df, **cols, what="held-out rows")
+        out["baselines"] = compare_baselines(
+            y, pred, {"power_law_in_compute": power_law_baseline(fitted, query, args.level)},
+            what="Chinchilla (held-out rows)")
     if args.predictions:
         pred_all = ch.predict(fit, df, key=key, level=args.level)
         out["predictions"] = write_predictions(args.predictions, df, pred_all, extra={"heldout": held})

@@ -2,8 +2,10 @@ r"""The one prediction type every pillar returns: ``Prediction(mean, lower, uppe
 
 ``lower``/``upper`` bound a central interval at the ``level`` the caller asked for (0.9 by
 default); ``samples`` (sample axis first) is present when the model produced draws (bootstraps,
-posterior predictive, Monte Carlo) and ``None`` otherwise. Arrays are in the units of the
-pillar's target (loss, accuracy, score), one entry per query row.
+posterior predictive, Monte Carlo) and ``None`` otherwise; ``extrapolation`` says how far each
+query lies outside the training data (0 inside it; each pillar documents its distance, e.g.
+decades of compute beyond the largest training run). Arrays are in the units of the pillar's
+target (loss, accuracy, score), one entry per query row.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtri
 
-__all__ = ["Prediction", "from_samples", "from_normal", "check_level", "z_value"]
+__all__ = ["Prediction", "from_samples", "from_normal", "check_level", "z_value", "warn_extrapolation"]
 
 
 class Prediction(NamedTuple):
@@ -24,20 +26,26 @@ class Prediction(NamedTuple):
       lower: ``(n,)`` lower end of the central interval.
       upper: ``(n,)`` upper end.
       samples: ``(S, n)`` predictive draws, or ``None``.
+      extrapolation: ``(n,)`` distance of each query outside the training data (0 inside), or
+        ``None`` when the model does not measure it.
     """
 
     mean: jax.Array
     lower: jax.Array
     upper: jax.Array
     samples: jax.Array | None = None
+    extrapolation: jax.Array | None = None
 
     def to_frame(self, frame=None, prefix: str = ""):
-        """A pandas frame with ``mean``, ``lower``, ``upper`` (appended to ``frame`` if given)."""
+        """A pandas frame with ``mean``, ``lower``, ``upper`` (and ``extrapolation`` when measured),
+        appended to ``frame`` if given."""
         import numpy as np
         import pandas as pd
 
         cols = {f"{prefix}mean": np.asarray(self.mean), f"{prefix}lower": np.asarray(self.lower),
                 f"{prefix}upper": np.asarray(self.upper)}
+        if self.extrapolation is not None:
+            cols[f"{prefix}extrapolation"] = np.asarray(self.extrapolation)
         if frame is None:
             return pd.DataFrame(cols)
         out = frame.reset_index(drop=True).copy()
@@ -75,3 +83,27 @@ def from_normal(mean, std, level: float = 0.9) -> Prediction:
     z = z_value(level)
     mean, std = jnp.asarray(mean), jnp.asarray(std)
     return Prediction(mean, mean - z * std, mean + z * std, None)
+
+
+def warn_extrapolation(what: str, distance, unit: str, threshold: float = 0.0, stacklevel: int = 2) -> float:
+    """Warn once when any query lies outside the training data; return the worst distance.
+
+    Args:
+      what: the model, e.g. ``"Chinchilla predict"``.
+      distance: ``(n,)`` extrapolation distances (0 inside the training data).
+      unit: how to read a distance, e.g. ``"decades of compute beyond the largest training run"``.
+      threshold: distances at or below this are not reported.
+    """
+    import warnings
+
+    import numpy as np
+
+    d = np.asarray(distance, float)
+    d = d[np.isfinite(d)] if np.isfinite(d).any() else d
+    worst = float(np.max(d)) if d.size else 0.0
+    n = int(np.sum(np.asarray(distance, float) > threshold))
+    if n:
+        warnings.warn(f"{what}: {n} of {np.size(distance)} queries lie outside the training data "
+                      f"(worst: {worst:.3g} {unit}); predictions there are extrapolations and their "
+                      "intervals rest on the model's assumptions", UserWarning, stacklevel=stacklevel)
+    return worst
