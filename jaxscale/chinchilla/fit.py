@@ -53,6 +53,9 @@ __all__ = [
 ]
 
 HUBER_DELTA = 1e-3
+#: Gradient-norm tolerance of a bootstrap refit. Refits of Epoch's data that missed 1e-10 stopped at
+#: 1e-10 to 3e-10 (rounding noise at the optimum of an objective of size ~1e-3); 1e-8 keeps them.
+BOOT_TOL = 1e-8
 #: Line-search trials per screening step: a vmapped line search runs as many trials as its
 #: slowest member, so a short cap keeps 4,500 starts cheap; polishing uses the full 30.
 SCREEN_LINESEARCH_STEPS = 4
@@ -223,13 +226,32 @@ def aggregate(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col:
     return out, int(len(df) - len(out))
 
 
-def start_grid() -> jnp.ndarray:
-    """The 4,500 starts ``(a, b, e, alpha, beta)`` of Hoffmann et al. / Epoch."""
+#: Typical natural-log ranges of N and D that Epoch's grid of ``a``, ``b`` covers (1e5..1e13
+#: parameters, 1e7..1e15 tokens); outside them :func:`start_grid` moves the grid to the data.
+TYPICAL_LOG_N = (np.log(1e5), np.log(1e13))
+TYPICAL_LOG_D = (np.log(1e7), np.log(1e15))
+
+
+def start_grid(data: ChinchillaData | None = None) -> jnp.ndarray:
+    """The 4,500 starts ``(a, b, e, alpha, beta)`` of Hoffmann et al. / Epoch.
+
+    With ``data`` whose median N or D lies outside the typical ranges (:data:`TYPICAL_LOG_N`,
+    :data:`TYPICAL_LOG_D`), each start's ``a`` (``b``) is shifted by ``alpha (log N_med - log 1e9)``
+    (``beta (log D_med - log 1e11)``): the same starting curves, expressed at the data's scale, so
+    that e.g. N ~ 1e33 does not leave every start far from the optimum.
+    """
     alphas = np.arange(0.0, 2.5, 0.5)
     es = np.arange(-1.0, 1.5, 0.5)
     abs_ = np.arange(0.0, 30.0, 5.0)
-    grid = list(itertools.product(abs_, abs_, es, alphas, alphas))
-    return jnp.asarray(np.array(grid, dtype=float), dtype=jnp.result_type(float))
+    grid = np.array(list(itertools.product(abs_, abs_, es, alphas, alphas)), dtype=float)
+    if data is not None:
+        w = np.asarray(data.weights) > 0
+        med_n, med_d = (float(np.median(np.asarray(a)[w])) for a in (data.log_N, data.log_D))
+        if not TYPICAL_LOG_N[0] <= med_n <= TYPICAL_LOG_N[1]:
+            grid[:, 0] += grid[:, 3] * (med_n - np.log(1e9))
+        if not TYPICAL_LOG_D[0] <= med_d <= TYPICAL_LOG_D[1]:
+            grid[:, 1] += grid[:, 4] * (med_d - np.log(1e11))
+    return jnp.asarray(grid, dtype=jnp.result_type(float))
 
 
 def huber_objective(theta, data: ChinchillaData, delta: float = HUBER_DELTA):
@@ -391,7 +413,7 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
     warn_if_float32(what)
     excluded = _exclusion(data, spec.exclude_top_loss)
     d = take_rows(data, ~excluded)
-    starts_arr = start_grid() if starts is None else jnp.asarray(starts)
+    starts_arr = start_grid(d) if starts is None else jnp.asarray(starts)
     res = _fit_core_jit(key, pad_rows(d, bucket(d.n)), spec, starts_arr)
     if not np.isfinite(float(res.loss)):
         raise ValueError(f"{what}: every start went non-finite; check the inputs' scale (N and D are raw "
@@ -484,7 +506,7 @@ def bootstrap_core(keys, theta0, data: ChinchillaData, steps: int = 60, delta: f
     def one(key):
         counts = jnp.bincount(jax.random.randint(key, (n,), 0, m), weights=real, length=n)
         d = data.replace(weights=counts.astype(data.weights.dtype))
-        return minimize_newton(huber_objective, theta0, d, delta, steps=steps, tol=1e-10)
+        return minimize_newton(huber_objective, theta0, d, delta, steps=steps, tol=BOOT_TOL)
 
     return chunked_vmap(one, keys, n)
 
@@ -499,7 +521,7 @@ def bootstrap(key, data: ChinchillaData, theta0, *, n_boot: int = 4000, steps: i
     Each refit resamples the fitted rows (weight > 0) with replacement, starts from the full-data
     optimum ``theta0`` (Epoch refit from the best start) and runs ``steps`` damped-Newton
     iterations (a fixed-length scan: no batch waits for its slowest member). Refits that are
-    non-finite or miss a gradient norm of 1e-10 are excluded with a warning and counted.
+    non-finite or miss a gradient norm of :data:`BOOT_TOL` are excluded with a warning and counted.
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
@@ -514,7 +536,7 @@ def bootstrap(key, data: ChinchillaData, theta0, *, n_boot: int = 4000, steps: i
         bad = np.flatnonzero(~keep)
         warnings.warn(
             f"Chinchilla bootstrap: {bad.size} of {n_boot} refits were non-finite or did not reach a "
-            f"gradient norm of 1e-10 within {steps} Newton steps (first: {bad[:5].tolist()}); they are "
+            f"gradient norm of {BOOT_TOL:g} within {steps} Newton steps (first: {bad[:5].tolist()}); they are "
             "excluded from the intervals. Raise boot_steps to keep them.",
             RuntimeWarning, stacklevel=2)
     return np.asarray(res.params)[keep], int(n_boot - keep.sum())

@@ -1,0 +1,131 @@
+"""Table 2 of the bad-input checklist, row by row, against the Chinchilla commands (fit, predict,
+optimal): each bad input exits with status 2 and a message naming the column and the file lines,
+or gives the documented warning; nothing is dropped, clamped, merged or double-weighted silently.
+
+Rows of the table that do not apply to Chinchilla: unseen categories (no categorical inputs),
+non-PD kernel (no GP), undetermined covariance (intervals come from bootstrap refits), MCMC
+diagnostics (the CLI does not sample; `fit_bayes` goes through `jaxscale.infer.run_nuts`, tested
+with it), no valid initial parameters (a fixed grid of starts), warm-up steps of curves, W&B
+down-sampling, leaderboard revisions, execution modes, fork / workers per GPU (no such code).
+"""
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxscale.cli import main
+
+COLS = ["--n-col", "params", "--d-col", "tokens", "--loss-col", "val_loss"]
+
+
+def runs(noise=0.01, seed=0):
+    rng = np.random.default_rng(seed)
+    N = np.repeat([3e7, 1e8, 3e8, 1e9, 3e9], 5)
+    D = np.tile([3e9, 1e10, 3e10, 1e11, 3e11], 5)
+    L = (1.7 + 400 / N**0.34 + 1500 / D**0.30) * np.exp(noise * rng.normal(size=N.size))
+    return pd.DataFrame({"params": N, "tokens": D, "val_loss": L})
+
+
+def _edit(df, fn):
+    df = df.copy()
+    fn(df)
+    return df
+
+
+def _set(col, row, value):
+    def f(df):
+        df[col] = df[col].astype(object) if isinstance(value, str) else df[col]
+        df.loc[row, col] = value
+    return f
+
+
+# (case, table edit, expected message pieces) -> exit 2; rows of the file are 1-based lines
+ERRORS = [
+    ("nan loss", _set("val_loss", 4, np.nan), ["'val_loss'", "non-finite", "rows [6]"]),
+    ("inf tokens", _set("tokens", 0, np.inf), ["'tokens'", "infinite", "rows [2]"]),
+    ("zero params", _set("params", 2, 0.0), ["'params'", "non-positive", "rows [4]", "> 0"]),
+    ("negative loss", _set("val_loss", 7, -2.0), ["'val_loss'", "non-positive", "rows [9]"]),
+    ("text in a number column", _set("params", 3, "1.2B"), ["'params'", "non-numeric", "rows [5]", "1.2e9"]),
+    ("duplicate run", lambda df: df.loc.__setitem__((1, "tokens"), df.loc[0, "tokens"]),
+     ["repeat the same (params, tokens) pair", "[2, 3]", "--agg"]),
+    ("single model size", lambda df: df.assign(params=1e9, tokens=np.geomspace(1e9, 1e12, len(df))).pipe(
+        lambda new: df.__setitem__(slice(None), new)),
+     ["need >= 2 distinct values of 'params'"]),
+    ("fewer runs than parameters + 1", lambda df: df.drop(index=range(5, 25), inplace=True),
+     ["fewer than 6 points for 5 parameters"]),
+    ("missing column", lambda df: df.drop(columns="tokens", inplace=True), ["missing column(s) ['tokens']"]),
+]
+
+
+@pytest.mark.parametrize("case, edit, pieces", ERRORS, ids=[e[0] for e in ERRORS])
+def test_fit_refuses_bad_tables(tmp_path, capsys, case, edit, pieces):
+    path = tmp_path / "runs.csv"
+    _edit(runs(), edit).to_csv(path, index=False)
+    assert main(["chinchilla", "fit", "--csv", str(path), *COLS, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing printed as a result
+    for piece in pieces:
+        assert piece in captured.err, (case, piece, captured.err)
+
+
+def test_predict_refuses_bad_rows_and_warns_far_extrapolation(tmp_path, capsys):
+    path = tmp_path / "runs.csv"
+    runs().to_csv(path, index=False)
+    assert main(["chinchilla", "fit", "--csv", str(path), *COLS, "--save", str(tmp_path / "m"), "--json"]) == 0
+    capsys.readouterr()
+    bad = pd.DataFrame({"params": [1e8, -5.0], "tokens": [1e10, 1e10]})
+    bad.to_csv(tmp_path / "new.csv", index=False)
+    assert main(["chinchilla", "predict", "--model", str(tmp_path / "m"), "--csv", str(tmp_path / "new.csv"),
+                 "--json"]) == 2
+    assert "'params' has 1 non-positive value(s) at rows [3]" in capsys.readouterr().err
+    far = pd.DataFrame({"params": [1e12], "tokens": [1e14]})  # 1.1e5 x the largest training compute
+    far.to_csv(tmp_path / "far.csv", index=False)
+    with pytest.warns(UserWarning, match=r"1 of 1 queries lie outside the training data \(worst: 5.05 decades"):
+        assert main(["chinchilla", "predict", "--model", str(tmp_path / "m"), "--csv", str(tmp_path / "far.csv"),
+                     "--predictions", str(tmp_path / "p.csv"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 1 and pd.read_csv(tmp_path / "p.csv")["extrapolation"].iloc[0] == pytest.approx(5.046, abs=0.01)
+
+
+def test_units_in_billions_warn(tmp_path, capsys):
+    df = runs()
+    df["params"] /= 1e9
+    df.to_csv(tmp_path / "runs.csv", index=False)
+    with pytest.warns(UserWarning, match="looks like millions or billions"):
+        main(["chinchilla", "fit", "--csv", str(tmp_path / "runs.csv"), *COLS, "--json"])
+
+
+def test_huge_magnitudes_fit_in_log_space(tmp_path, capsys):
+    """N ~ 1e33 (a user's unusual units) reaches the same optimum: the grid moves to the data."""
+    df = runs()
+    df.to_csv(tmp_path / "a.csv", index=False)
+    df.assign(params=df["params"] * 1e24).to_csv(tmp_path / "b.csv", index=False)
+    got = []
+    for name in ("a", "b"):
+        assert main(["chinchilla", "fit", "--csv", str(tmp_path / f"{name}.csv"), *COLS, "--json"]) == 0
+        got.append(json.loads(capsys.readouterr().out))
+    assert got[1]["objective"] == pytest.approx(got[0]["objective"], rel=1e-6)
+    for k in ("E", "B", "alpha", "beta"):
+        assert got[1][k] == pytest.approx(got[0][k], rel=1e-4), k
+
+
+def test_unwritable_and_existing_outputs_are_refused_before_fitting(tmp_path, capsys):
+    runs().to_csv(tmp_path / "runs.csv", index=False)
+    args = ["chinchilla", "fit", "--csv", str(tmp_path / "runs.csv"), *COLS, "--json"]
+    assert main(args + ["--predictions", str(tmp_path / "no" / "such" / "p.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "p.csv").write_text("keep")
+    assert main(args + ["--predictions", str(tmp_path / "p.csv")]) == 2
+    assert "already exists" in capsys.readouterr().err and (tmp_path / "p.csv").read_text() == "keep"
+
+
+def test_clean_bundled_fit_warns_nothing(capsys):
+    """The headline command on clean data: no UserWarning and no RuntimeWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("error", RuntimeWarning)
+        assert main(["chinchilla", "fit", "--bootstrap", "200", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["converged"] and out["bootstrap_excluded"] == 0
