@@ -25,7 +25,7 @@ import pandas as pd
 from jaxscale._pytree import pytree_dataclass, register_serializable, static_field
 from jaxscale.config import warn_if_float32
 from jaxscale.data import validate as V
-from jaxscale.infer import FitResult, huber, minimize_lbfgs, minimize_newton, multistart
+from jaxscale.infer import FitResult, huber, minimize_lbfgs, minimize_newton, multistart, sharded_vmap
 from jaxscale.laws import ChinchillaParams, chinchilla_log_lse, chinchilla_theta_to_params
 
 __all__ = [
@@ -276,15 +276,16 @@ def chunk_size(n_rows: int, n_batch: int) -> int:
 def chunked_vmap(fn, xs, n_rows: int):
     """``jax.vmap(fn)(xs)`` computed in equal chunks (a ``lax.map`` over ``vmap``ped chunks) so
     that a (batch x rows) intermediate never exceeds :data:`CHUNK_ELEMENTS`; one chunk is a plain
-    ``vmap``. Leading axis of ``xs`` = batch."""
+    ``vmap``. Each chunk is split over all devices. Leading axis of ``xs`` = batch."""
     n = jax.tree_util.tree_leaves(xs)[0].shape[0]
     c = chunk_size(n_rows, n)
     if c >= n:
-        return jax.vmap(fn)(xs)
+        return sharded_vmap(fn, xs)
     k = -(-n // c)
     pad = k * c - n
     xs = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), xs)
-    out = jax.lax.map(jax.vmap(fn), jax.tree_util.tree_map(lambda a: a.reshape((k, c) + a.shape[1:]), xs))
+    out = jax.lax.map(lambda chunk: sharded_vmap(fn, chunk),
+                      jax.tree_util.tree_map(lambda a: a.reshape((k, c) + a.shape[1:]), xs))
     return jax.tree_util.tree_map(lambda a: a.reshape((k * c,) + a.shape[2:])[:n], out)
 
 

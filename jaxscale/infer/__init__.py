@@ -13,6 +13,7 @@ from jaxscale.infer.optimize import (
 from jaxscale.infer.params import Bounded, ParamSpec, Positive, Real
 from jaxscale.infer.prediction import Prediction, from_normal, from_samples
 from jaxscale.infer.results import REASONS, FitResult, reason_text
+from jaxscale.infer.sharding import device_mesh, shard_batch, sharded_vmap
 
 __all__ = [
     "DEInfo",
@@ -30,6 +31,7 @@ __all__ = [
     "Real",
     "best",
     "check_finite",
+    "device_mesh",
     "from_normal",
     "from_samples",
     "huber",
@@ -41,5 +43,7 @@ __all__ = [
     "posterior_predictive",
     "reason_text",
     "run_nuts",
+    "shard_batch",
+    "sharded_vmap",
     "squared",
 ]

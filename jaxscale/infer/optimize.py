@@ -191,10 +191,13 @@ def minimize_adam(loss_fn, x0, *args, steps: int = 1000, learning_rate: float = 
 def multistart(minimize_fn, loss_fn, X0, *args, **kwargs) -> FitResult:
     """Run ``minimize_fn(loss_fn, x0, *args, **kwargs)`` for every start along ``X0``'s leading axis.
 
-    The starts are ``vmap``ped, so all of them compile into a single program. The returned
-    :class:`FitResult` has a leading restart axis on every leaf.
+    The starts are ``vmap``ped, so all of them compile into a single program, and split over all
+    devices (:func:`jaxscale.infer.sharding.sharded_vmap`). The returned :class:`FitResult` has a
+    leading restart axis on every leaf.
     """
-    return jax.vmap(lambda x0: minimize_fn(loss_fn, x0, *args, **kwargs))(X0)
+    from jaxscale.infer.sharding import sharded_vmap
+
+    return sharded_vmap(lambda x0: minimize_fn(loss_fn, x0, *args, **kwargs), X0)
 
 
 def check_finite(result: FitResult, what: str = "fit", policy: str = "raise") -> np.ndarray:
