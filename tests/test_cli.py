@@ -83,3 +83,18 @@ def test_demo_output_safety(tmp_path, capsys):
     assert (out / "chinchilla_fit.png").stat().st_size > 1000
     assert main(["demo", "--out", str(out), "--only", "chinchilla", "--smoke", "--overwrite", "--json"]) == 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
+
+
+def test_bench_times_compile_and_run_on_this_device(capsys):
+    import json
+
+    from jaxscale.cli import main
+
+    assert main(["bench", "--quick", "--only", "context_law", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["device_count"] >= 1 and out["device_kind"]
+    rows = out["workloads"]["context_law"]["sizes"]
+    assert [r["size"] for r in rows] == [120, 1200]
+    assert all(r["first_s"] >= r["run_s"] > 0 for r in rows)  # the second call reuses the compiled program
+    assert isinstance(out["workloads"]["context_law"]["run_time_exponent"], float)
+    assert main(["bench", "--only", "nope", "--json"]) == 2

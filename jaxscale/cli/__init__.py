@@ -25,6 +25,7 @@ GROUPS = {
     "obs": "observational scaling laws (principal capabilities -> sigmoid)",
     "context": "context-aware scaling law (compute, prompt length, context limit)",
     "ncpl": "NCPL: configuration -> loss with a text encoder and a deep ensemble",
+    "bench": "time each pillar's headline fit on this device (compile vs run, growth with size)",
 }
 
 
