@@ -18,7 +18,7 @@ cpu_deadlock_workaround()
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-__all__ = ["enable_x64", "x64_enabled", "jitter", "is_smoke", "warn_if_float32", "CPU_SCHEDULER_FLAG"]
+__all__ = ["enable_compilation_cache", "compilation_cache_dir", "enable_x64", "x64_enabled", "jitter", "is_smoke", "warn_if_float32", "CPU_SCHEDULER_FLAG"]
 
 
 def enable_x64(enabled: bool = True) -> None:
@@ -50,3 +50,33 @@ def warn_if_float32(what: str = "inputs") -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def compilation_cache_dir() -> str | None:
+    """Folder of the persistent XLA compilation cache: ``$JAXSCALE_CACHE_DIR``, else the per-user
+    cache folder (``~/.cache/jaxscale/xla`` on Linux); ``None`` when ``JAXSCALE_NO_CACHE=1``."""
+    if os.environ.get("JAXSCALE_NO_CACHE", "0") not in ("", "0", "false", "False"):
+        return None
+    path = os.environ.get("JAXSCALE_CACHE_DIR")
+    if not path:
+        import platformdirs
+
+        path = os.path.join(platformdirs.user_cache_dir("jaxscale"), "xla")
+    return path
+
+
+def enable_compilation_cache(min_compile_seconds: float = 0.5) -> str | None:
+    """Turn on JAX's persistent compilation cache in :func:`compilation_cache_dir` (the command line
+    does), so a second run of a command reuses the programs the first one compiled.
+
+    Programs that compiled in less than ``min_compile_seconds`` are not stored. Returns the folder,
+    or ``None`` when the cache is turned off (``JAXSCALE_NO_CACHE=1``).
+    """
+    path = compilation_cache_dir()
+    if path is None:
+        return None
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path

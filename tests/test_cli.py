@@ -98,3 +98,30 @@ def test_bench_times_compile_and_run_on_this_device(capsys):
     assert all(r["first_s"] >= r["run_s"] > 0 for r in rows)  # the second call reuses the compiled program
     assert isinstance(out["workloads"]["context_law"]["run_time_exponent"], float)
     assert main(["bench", "--only", "nope", "--json"]) == 2
+
+
+def test_persistent_compilation_cache(tmp_path):
+    """The command line stores compiled programs in JAXSCALE_CACHE_DIR; JAXSCALE_NO_CACHE=1 opts out."""
+    import os
+    import subprocess
+    import sys
+
+    base = dict(os.environ, JAXSCALE_CACHE_DIR=str(tmp_path / "cache"), JAXSCALE_NO_CACHE="0")
+    cmd = [sys.executable, "-m", "jaxscale", "obs", "fit", "--task", "gsm8k_cot", "--json"]
+    res = subprocess.run(cmd, env=base, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert any((tmp_path / "cache").iterdir())
+    off = dict(base, JAXSCALE_CACHE_DIR=str(tmp_path / "off"), JAXSCALE_NO_CACHE="1")
+    res = subprocess.run(cmd, env=off, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and not (tmp_path / "off").exists()
+
+
+def test_help_imports_no_jax():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom jaxscale.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('jax' in sys.modules, 'pandas' in sys.modules, file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stderr.strip().splitlines()[-1] == "False False", res.stderr

@@ -4,6 +4,10 @@ A thin face over the library: every leaf command returns a JSON-serialisable dic
 it is printed as one JSON object on stdout, otherwise as readable lines. Logs and progress go to
 stderr. Bad input exits with status 2 and ``error: <message>`` on stderr.
 
+Compiled programs are kept in JAX's persistent compilation cache, in the per-user cache folder
+(``~/.cache/jaxscale/xla`` on Linux; ``JAXSCALE_CACHE_DIR`` moves it, ``JAXSCALE_NO_CACHE=1`` turns
+it off), so a command's second run skips most of its compilation.
+
 Command groups live one per module: :mod:`.chinchilla`, :mod:`.lc`, :mod:`.obs`, :mod:`.context`,
 :mod:`.ncpl`; :mod:`.demo` builds the report of ``jaxscale demo``; :mod:`._common` holds the
 options every command shares (``--csv``, ``--where``, ``--holdout``, ``--predictions``, ``--save``).
@@ -108,9 +112,10 @@ def main(argv=None) -> int:
     words = [a for a in argv if not a.startswith("-")]
     parser = build_parser([words[0]] if words and words[0] in GROUPS else ())
     args = parser.parse_args(argv)
-    from jaxscale.config import enable_x64
+    from jaxscale.config import enable_compilation_cache, enable_x64
 
     enable_x64()
+    enable_compilation_cache()
     try:
         result = args.func(args)
     except ValueError as exc:
