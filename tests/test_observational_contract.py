@@ -54,6 +54,9 @@ def test_contract_round_trip(table, tmp_path):
     pred = obs.predict(fit, query, key=jax.random.key(1))
     assert pred.mean.shape == (40,) and pred.samples.shape == (12, 40)
     assert np.all(pred.lower < pred.upper)
+    ext = np.asarray(pred.extrapolation)  # 0 on every training row, > 0 beyond the training box
+    assert ext.shape == (40,) and np.all(ext[train] == 0) and ext[~train].max() > 0
+    assert float(fit.kappa) > 0 and int(fit.n_backtest) == int(np.ceil(0.25 * train.sum()))
     assert np.mean((pred.lower <= pred.mean) & (pred.mean <= pred.upper)) > 0.9
     held = ~train
     rmse = float(np.sqrt(np.mean((np.asarray(pred.mean)[held] - table["target"].to_numpy()[held]) ** 2)))
@@ -155,3 +158,19 @@ def test_cli_fit_save_predict(table, tmp_path, capsys):
     ref = obs.predict(jaxscale.load(tmp_path / "model"), fresh, key=jax.random.key(0))
     for col in ("mean", "lower", "upper"):
         np.testing.assert_allclose(p2[col].to_numpy(), np.asarray(getattr(ref, col)), rtol=1e-12)
+
+
+def test_point_interval_widens_only_outside_the_box():
+    """Inside the training box the point fit's interval is the normal one, mean ± z sd; outside,
+    the logit noise kappa * d widens it (computed exactly, no draws)."""
+    from scipy.special import expit, ndtri
+
+    from jaxscale.observational.model import _mixture_interval
+
+    z, floor, sd = np.array([-2.0, 0.0, 1.5]), 0.1, 0.03
+    lo, hi = _mixture_interval(z, floor, sd, np.zeros(3), 0.9)
+    mu = floor + (1 - floor) * expit(z)
+    np.testing.assert_allclose(lo, mu - ndtri(0.95) * sd, atol=1e-12)
+    np.testing.assert_allclose(hi, mu + ndtri(0.95) * sd, atol=1e-12)
+    lo2, hi2 = _mixture_interval(z, floor, sd, np.full(3, 0.8), 0.9)
+    assert np.all(hi2 - lo2 > hi - lo + 0.05) and np.all((lo2 >= 0) & (hi2 <= 1))

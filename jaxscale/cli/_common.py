@@ -214,6 +214,11 @@ def predict_handler(module_name: str):
         pred = pillar.predict(fit, df, key=jax.random.key(args.seed), level=args.level)
         out = {"model": str(args.model), "n": int(len(df)), "level": args.level,
                "mean": pred.mean, "lower": pred.lower, "upper": pred.upper}
+        if pred.extrapolation is not None:
+            import numpy as np
+
+            out["extrapolation"] = pred.extrapolation
+            out["max_extrapolation"] = float(np.max(np.asarray(pred.extrapolation)))
         target = dict(fit.columns).get("target")
         if target and target in df.columns:
             import pandas as pd

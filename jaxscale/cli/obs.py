@@ -15,6 +15,7 @@ from jaxscale.cli._common import (
     add_predict_command,
     add_table_args,
     check_outputs,
+    compare_baselines,
     read_input,
     save_fit,
     score,
@@ -25,7 +26,9 @@ from jaxscale.cli._common import (
 __all__ = ['register', 'fit_handler', 'tasks_handler', 'select_handler', 'calibrate_handler',
            'sweep_handler', 'subsets_handler', 'family_handler', 'demo_section']
 
-_TABLE_ONLY = ("holdout", "where", "cutoff", "test_frac", "predictions", "save", "metric_cols", "dedupe")
+_TABLE_ONLY = ("holdout", "where", "cutoff", "test_frac", "predictions", "save", "metric_cols", "dedupe",
+               "max_steps")
+BASELINE = "ln_flops_sigmoid"
 
 
 def _link(args, default_floor: bool):
@@ -42,11 +45,63 @@ def fit_handler(args) -> dict:
         used = [f"--{a.replace('_', '-')}" for a in _TABLE_ONLY if getattr(args, a, None)]
         if used:
             raise ValueError(f"{', '.join(used)} work with --csv only (--task runs the paper's own split)")
-        return task_summary(args.seed, args.task, k=args.k, floor=None if args.link is None else _link(args, True),
-                            bootstrap=args.bootstrap, bayes=args.bayes, likelihood=args.likelihood,
-                            num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains,
-                            plot=args.plot)
+        check_outputs(args)
+        floor = None if args.link is None else _link(args, True)
+        out = task_summary(args.seed, args.task, k=args.k, floor=floor, bootstrap=args.bootstrap, bayes=args.bayes,
+                           likelihood=args.likelihood, num_warmup=args.warmup, num_samples=args.samples,
+                           num_chains=args.chains, plot=args.plot)
+        out.update(_task_baselines(args.task, k=args.k, floor=floor))
+        return out
     return _fit_table(args)
+
+
+def _task_baselines(name: str, *, k=None, floor=None) -> dict:
+    """``baselines`` of a named task: the ln-FLOPs sigmoid on the held-out models with FLOPs."""
+    from jaxscale.infer.prediction import Prediction
+    from jaxscale.observational.pipeline import run_task
+    from jaxscale.observational.pipeline import task_heldout
+
+    over = {key: v for key, v in (("k", k), ("floor", floor)) if v is not None}
+    h = task_heldout(run_task(name, **over))
+    if h["reason"]:
+        return {"baselines": None, "baselines_reason": h["reason"]}
+    has = np.isfinite(h["baseline"])
+    nan = np.full_like(h["model"], np.nan)
+    b = compare_baselines(h["y"], Prediction(h["model"], nan, nan), {BASELINE: h["baseline"]},
+                          what=f"obs fit --task {name} (held-out models with FLOPs, normalised target)", mask=has)
+    same = score(h["y"], Prediction(h["model"], nan, nan), mask=has)
+    same["coverage"], same["coverage_reason"] = None, "the named task's point fit gives no interval"
+    b.update(model_same_rows=same, n_heldout_no_flops=h["n_test_no_flops"], n_train_no_flops=h["n_train_no_flops"],
+             ln_flops_law=h["law"], units="normalised target (raw - lo) / (hi - lo)",
+             rows=f"the {int(has.sum())} held-out models with FLOPs; the {h['n_test_no_flops']} without FLOPs are "
+                  "scored for the law only (mse_test)")
+    return {"baselines": b}
+
+
+def _table_baselines(args, fit, data, pred, train, held) -> dict:
+    """``baselines`` of a held-out report on your table: the ln-FLOPs sigmoid on the held-out
+    rows with FLOPs and a target, the model scored on the same rows."""
+    from jaxscale.infer.prediction import Prediction
+    from jaxscale.observational.model import flops_baseline, take_rows
+
+    scored = held & np.isfinite(np.asarray(data.y, float))
+    base, info = flops_baseline(take_rows(data, train), take_rows(data, scored), fit.spec, level=args.level)
+    if base is None:
+        return {"baselines": None, "baselines_reason": info["reason"]}
+    has = np.isfinite(np.asarray(base.mean, float))
+    if not has.any():
+        return {"baselines": None,
+                "baselines_reason": f"none of the {int(scored.sum())} held-out rows with a target has FLOPs"}
+    y = fit.lo + (fit.hi - fit.lo) * np.asarray(data.y, float)[scored]
+    model = Prediction(*(np.asarray(v, float)[scored] for v in (pred.mean, pred.lower, pred.upper)))
+    b = compare_baselines(y, model, {BASELINE: base}, what="obs fit (held-out rows with FLOPs)", mask=has)
+    b.update(model_same_rows=score(y, model, mask=has), n_heldout_no_flops=int((~has).sum()),
+             n_train_no_flops=info["n_train_no_flops"],
+             ln_flops_law={key: info[key] for key in ("slope", "intercept", "floor", "converged")},
+             rows=f"the {int(has.sum())} held-out rows with FLOPs (raw target units); the {int((~has).sum())} "
+                  f"without FLOPs are scored for the model only (holdout); the baseline is fitted on the "
+                  f"{info['n_train']} training rows with FLOPs ({info['n_train_no_flops']} without are left out)")
+    return {"baselines": b}
 
 
 def _fit_table(args) -> dict:
@@ -55,7 +110,7 @@ def _fit_table(args) -> dict:
     from jaxscale import observational as obs
     from jaxscale.data import holdout_mask
     from jaxscale.observational.model import dedupe, top_rows
-    from jaxscale.observational.report import table_summary
+    from jaxscale.observational.report import extrapolation_summary, table_summary
 
     if not args.target_col:
         raise ValueError("--csv needs --target-col COLUMN (the score to predict)")
@@ -66,7 +121,8 @@ def _fit_table(args) -> dict:
     spec = obs.Spec(k=default.k if args.k is None else args.k, floor=_link(args, default.floor),
                     loss=args.loss, bootstrap=args.bootstrap, bayes=args.bayes, likelihood=args.likelihood,
                     num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains,
-                    n_items=args.n_items, ref_family=args.ref_family)
+                    n_items=args.n_items, ref_family=args.ref_family,
+                    max_steps=default.max_steps if args.max_steps is None else args.max_steps)
     df = read_input(args)
     n_read, dropped = len(df), []
     metrics = split_list(args.metric_cols)
@@ -102,9 +158,12 @@ def _fit_table(args) -> dict:
         out["n_no_target"] = int(excluded.sum())
     if (held & np.isfinite(np.asarray(data.y))).any():
         out["holdout"] = score(df[args.target_col], pred, mask=held)
+        out.update(_table_baselines(args, fit, data, pred, train, held))
     else:
-        out["holdout"] = None
-        out["holdout_reason"] = "no held-out row with a target (give --holdout, --cutoff or --test-frac)"
+        out["holdout"] = out["baselines"] = None
+        out["holdout_reason"] = out["baselines_reason"] = ("no held-out row with a target (give --holdout, --cutoff "
+                                                           "or --test-frac)")
+    out["extrapolation"] = extrapolation_summary(fit, data, pred, ~train)
     label = np.where(train, "train", np.where(held, "holdout", "excluded"))
     if args.predictions:
         out["predictions"] = write_predictions(args.predictions, df, pred, extra={"split": label})
@@ -153,10 +212,24 @@ def calibrate_handler(args) -> dict:
 
     from jaxscale.observational.bayes_eval import calibrate
 
+    from jaxscale.infer.prediction import Prediction
+
     names = split_list(args.tasks)
     res = calibrate(jax.random.key(args.seed), names, likelihood=args.likelihood,
-                    num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains)
+                    num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains, warn=True)
     res.pop("fits")
+    for row in res["rows"]:  # the ln-FLOPs sigmoid on the same held-out models (those with FLOPs)
+        h = row.pop("heldout")
+        has = np.isfinite(h["baseline"])
+        if h["baseline_reason"] or not has.any():
+            row["baselines"], row["baselines_reason"] = None, h["baseline_reason"] or "no held-out model has FLOPs"
+            continue
+        model = Prediction(h["mean"], h["lower"], h["upper"])
+        row["baselines"] = compare_baselines(h["y"], model, {BASELINE: h["baseline"]}, mask=has,
+                                             what=f"obs calibrate, task {row['task']} (Bayesian law, held-out "
+                                                  "models with FLOPs)")
+        row["baselines"].update(model_same_rows=score(h["y"], model, mask=has), n_heldout_no_flops=int((~has).sum()),
+                                n_train_no_flops=h["n_train_no_flops"])
     return res
 
 
@@ -165,6 +238,7 @@ def sweep_handler(args) -> dict:
     from jaxscale.observational.splits import SWEEP_RATIOS
     from jaxscale.observational.sweep import cutoff_sweep
 
+    check_outputs(args)
     ratios = SWEEP_RATIOS if args.ratios is None else np.array(split_list(args.ratios, float))
     out = cutoff_sweep(args.task, ratios, rank_by=args.rank_by).to_dict()
     if args.plot:
@@ -191,6 +265,7 @@ def family_handler(args) -> dict:
     """Handler of ``jaxscale obs family``."""
     from jaxscale.observational.report import family_summary
 
+    check_outputs(args)
     return family_summary(args.seed, task=args.task, ref=args.ref, latent_flops=args.latent_flops,
                           tau_scale=args.tau_scale, num_warmup=args.warmup, num_samples=args.samples,
                           num_chains=args.chains, plot=args.plot)
@@ -260,6 +335,9 @@ def register(subparsers) -> None:
     f.add_argument("--k", type=int, default=None,
                    help=f"number of principal capabilities (none: the task's; for --csv {spec.k})")
     f.add_argument("--loss", choices=["huber", "ols"], default=spec.loss, help="--csv: loss of the point fit")
+    f.add_argument("--max-steps", type=int, default=None,
+                   help=f"--csv: L-BFGS steps of the point fit (none: {spec.max_steps}); a fit that stops "
+                        "unconverged is reported (converged, reason) and warned about")
     f.add_argument("--bootstrap", type=int, default=spec.bootstrap,
                    help="bootstrap refits of the law (vmapped damped Newton; e.g. 1000); 0 = none")
     f.add_argument("--bayes", action="store_true", help="also run the Bayesian law (numpyro NUTS)")
@@ -339,7 +417,7 @@ def demo_section(key, out_dir, smoke: bool) -> dict:
     r = run_task("gsm8k_cot")
     dz = r.design
     n = 150 if smoke else 500
-    summ, fit = bayes_summary(key, r, num_warmup=min(n, 300), num_samples=n, num_chains=4, warn=False)
+    summ, fit = bayes_summary(key, r, num_warmup=min(n, 300), num_samples=n, num_chains=4)
     band = bayes_band(jax.random.fold_in(key, 2), r, fit)
     png = "obs_gsm8k_cot.png"
     plot_scaling(r, out_dir / png, band=band,

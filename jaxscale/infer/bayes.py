@@ -36,7 +36,8 @@ class PosteriorResult(NamedTuple):
 
 
 def nuts_diagnostics(samples_by_chain: dict, divergences: int) -> tuple[dict, list[str]]:
-    """R-hat / ESS per site and the warnings they call for (R-hat > 1.01, ESS < 100 per chain)."""
+    """R-hat / ESS per site and the warnings they call for: split R-hat > 1.01 (computed on split
+    halves, so it also checks a single chain), ESS < 100 per chain, divergences, fewer than 2 chains."""
     from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 
     r_hat, ess, msgs = {}, {}, []
@@ -49,7 +50,7 @@ def nuts_diagnostics(samples_by_chain: dict, divergences: int) -> tuple[dict, li
         )
     max_r_hat = float(np.nanmax([np.nanmax(v) for v in r_hat.values()])) if r_hat else np.nan
     min_ess = float(np.nanmin([np.nanmin(v) for v in ess.values()])) if ess else np.nan
-    if num_chains > 1 and max_r_hat > 1.01:
+    if max_r_hat > 1.01:
         worst = max(r_hat, key=lambda k: np.nanmax(r_hat[k]))
         msgs.append(
             f"max R-hat {max_r_hat:.3f} > 1.01 (site {worst!r}): chains disagree; run longer, "
@@ -66,8 +67,8 @@ def nuts_diagnostics(samples_by_chain: dict, divergences: int) -> tuple[dict, li
             f"{divergences} divergent transitions: raise target_accept_prob (e.g. 0.95) or "
             "reparameterise the model"
         )
-    if num_chains < 4:
-        msgs.append(f"only {num_chains} chain(s): R-hat is unreliable with fewer than 4")
+    if num_chains < 2:
+        msgs.append(f"only {num_chains} chain: chains cannot be compared; run at least 2 (4 recommended)")
     diag = {
         "r_hat": r_hat,
         "ess": ess,
@@ -98,7 +99,7 @@ def run_nuts(
 
     Chains are vectorised by default (one compiled program on one device). Warnings are
     issued (and stored in the result) for R-hat > 1.01, ESS < 100 per chain, divergences,
-    and fewer than 4 chains.
+    and fewer than 2 chains.
     """
     from numpyro.infer import MCMC, NUTS, init_to_median
 

@@ -13,7 +13,9 @@ Named extras: the paper's experiments (:func:`run_task`, :func:`run_baseline`, :
 :func:`task_names`), the cut-off sweep and subset-selection drivers (:func:`cutoff_sweep`,
 :func:`subset_curve`, :func:`select`), the family-efficiency hierarchy (:func:`fit_family`), the
 Bayesian calibration over every task (:func:`calibrate`) and helpers for your own table
-(:func:`take_rows`, :func:`cutoff_rows`, :func:`reference_axis`, :func:`capabilities`).
+(:func:`take_rows`, :func:`cutoff_rows`, :func:`reference_axis`, :func:`capabilities`,
+:func:`extrapolation`: how far each model lies outside the training data, :func:`flops_baseline`:
+the ln-FLOPs sigmoid to compare against).
 
 Modules: ``model`` (the contract), ``constants`` / ``data`` / ``tasks`` / ``splits`` (bundled data
 and the paper's settings), ``pca`` (imputation and principal capabilities), ``fit`` (sigmoid-link
@@ -30,8 +32,10 @@ from jaxscale.observational.model import (
     ObsSpec,
     capabilities,
     cutoff_rows,
+    extrapolation,
     fit,
     fit_core,
+    flops_baseline,
     from_frame,
     predict,
     reference_axis,
@@ -60,6 +64,8 @@ __all__ = [
     "cutoff_rows",
     "reference_axis",
     "capabilities",
+    "extrapolation",
+    "flops_baseline",
     # the paper's experiments
     "run_task",
     "run_baseline",

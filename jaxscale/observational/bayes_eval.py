@@ -59,6 +59,7 @@ def fit_results(key, results, *, likelihood="extrap", **nuts) -> list:
     their training RMS residual as the noise scale. One :class:`bayes.BayesFit` per result."""
     data = stack_results(results, likelihood)
     s0 = [max(float(np.sqrt(r.mse_train)), 1e-3) for r in results]
+    nuts.setdefault("names", [r.design.spec.name for r in results])
     return fit_bayes_batched(key, data, points=[r.params for r in results], s0=s0,
                              likelihood=likelihood, **nuts)
 
@@ -74,11 +75,17 @@ def task_inputs(names, likelihood="extrap"):
 
 
 def calibrate(key, names=None, *, likelihood="extrap", priors=bayes.PRIORS, num_warmup=300,
-              num_samples=500, num_chains=4, point="mode", warn=False) -> dict:
+              num_samples=500, num_chains=4, point="mode", warn=True) -> dict:
     """Run the Bayesian law on ``names`` (default: all tasks) and score the held-out models.
 
+    With ``warn``, every task whose NUTS diagnostics fail (R-hat > 1.01, ESS < 100 per chain,
+    divergences, fewer than 2 chains) is warned about by name.
+
     Returns dict(rows=[per-task dict], pooled=dict(coverage_50, coverage_90, n_test,
-    n_ratio_ok, max_ratio), seconds, settings, fits).
+    n_ratio_ok, max_ratio), seconds, settings, fits). Each row also holds ``heldout``: the
+    held-out targets ``y``, the Bayesian ``mean`` (the point estimate) and 90% ``lower`` /
+    ``upper``, and ``baseline``: the ln-FLOPs sigmoid's prediction (NaN without FLOPs), all on the
+    normalised target, so that callers can score the baseline on the same rows.
     """
     from .tasks import task_names
 
@@ -91,7 +98,8 @@ def calibrate(key, names=None, *, likelihood="extrap", priors=bayes.PRIORS, num_
     pts, specs = [run_task(n) for n in names], [get_task(n) for n in names]
     t0 = time.perf_counter()
     fits = fit_results(key, pts, likelihood=likelihood, num_warmup=num_warmup,
-                       num_samples=num_samples, num_chains=num_chains, priors=priors, warn=warn)
+                       num_samples=num_samples, num_chains=num_chains, priors=priors, warn=warn,
+                       what="obs calibrate")
     seconds = time.perf_counter() - t0
     rows = []
     for i, (n, p, s, f) in enumerate(zip(names, pts, specs, fits)):
@@ -109,6 +117,13 @@ def calibrate(key, names=None, *, likelihood="extrap", priors=bayes.PRIORS, num_
                          kappa_median=None if f.kappa is None else float(np.median(f.kappa))))
         if f.kappa is None:
             rows[-1]["kappa_median_reason"] = f"likelihood {likelihood!r} has no extrapolation discrepancy"
+        from .pipeline import task_heldout
+
+        base = task_heldout(p)
+        rows[-1]["heldout"] = dict(y=np.asarray(dz.y_test, float), mean=np.asarray(pr[point], float),
+                                   lower=np.asarray(pr["q"][0], float), upper=np.asarray(pr["q"][3], float),
+                                   baseline=base["baseline"], n_train_no_flops=base["n_train_no_flops"],
+                                   baseline_reason=base["reason"])
     n = np.array([r["n_test"] for r in rows], float)
     ratios = np.array([r["ratio"] for r in rows])
     pooled = dict(n_test=int(n.sum()),

@@ -26,7 +26,54 @@ from jaxscale.infer import PosteriorResult, minimize_newton, nuts_diagnostics
 from .fit import SigmoidLaw
 from .bayes import PRIORS, USES_SZ, BayesData, BayesFit, Priors, obs_model, to_raw, to_std
 
-__all__ = ["fit_bayes_batched", "init_from_point", "map_laplace"]
+__all__ = ["fit_bayes_batched", "init_from_point", "map_laplace", "nuts_warnings", "warn_nuts"]
+
+#: Where the remedies of the NUTS warnings are explained.
+REMEDY_URL = "https://mc-stan.org/misc/warnings.html"
+
+
+def nuts_warnings(diagnostics: dict, what: str) -> str | None:
+    """The NUTS checks every sampling command of this pillar applies, as one message (``None`` when
+    all pass): max R-hat > 1.01 (split R-hat, so it also flags a single chain that drifts), min ESS
+    below 100 per chain, any divergent transition, fewer than 2 chains.
+
+    Args:
+      diagnostics: ``max_r_hat``, ``min_ess``, ``divergences`` and ``num_chains`` (as in
+        :attr:`jaxscale.infer.PosteriorResult.diagnostics`).
+      what: the command and fit, e.g. ``"obs calibrate, task gsm8k_cot"``.
+    """
+    chains = int(diagnostics["num_chains"])
+    r_hat, ess = float(diagnostics["max_r_hat"]), float(diagnostics["min_ess"])
+    div = int(diagnostics["divergences"])
+    parts = []
+    if not np.isfinite(r_hat):
+        parts.append("R-hat could not be computed (fewer than 4 draws per chain)")
+    elif r_hat > 1.01:
+        parts.append(f"max R-hat {r_hat:.2f} > 1.01 ({'the halves of the one chain' if chains < 2 else 'chains'} "
+                     "disagree)")
+    if not ess >= 100 * chains:
+        parts.append(f"min ESS {ess:.0f} < {100 * chains} (100 per chain)")
+    if div:
+        parts.append(f"{div} divergent transition(s)")
+    if chains < 2:
+        parts.append(f"{chains} chain: fewer than 2 chains cannot show that sampling converged")
+    if not parts:
+        return None
+    fixes = ["draw more (--warmup, --samples)"]
+    if chains < 4:
+        fixes.append("run 4 chains (--chains 4)")
+    if div:
+        fixes.append("for divergences, a higher target acceptance or tighter priors")
+    return (f"{what}: NUTS diagnostics fail: " + "; ".join(parts) + ". The posterior summaries and intervals are "
+            f"unreliable until they pass: {', '.join(fixes)} (see {REMEDY_URL})")
+
+
+def warn_nuts(diagnostics: dict, what: str, stacklevel: int = 3) -> str | None:
+    """Issue :func:`nuts_warnings` as a ``RuntimeWarning`` (returns the message, or ``None``)."""
+    msg = nuts_warnings(diagnostics, what)
+    if msg:
+        warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel)
+    return msg
 
 MAP_STEPS = 60  # damped-Newton steps of the MAP search (a fixed-length scan: cheap to compile)
 
@@ -184,11 +231,13 @@ def _batched(key, x_map, cov, S, y, train, n_items, y_lo, y_hi, floor_max, alpha
 def fit_bayes_batched(key, data: BayesData, *, points=None, s0=None, num_warmup=300, num_samples=500,
                       num_chains=4, priors: Priors = PRIORS, likelihood="extrap",
                       adapt_mass=True, target_accept_prob=0.8, init_scale=0.5,
-                      max_tree_depth=6, warn=True) -> list:
+                      max_tree_depth=6, warn=True, names=None, what="NUTS") -> list:
     """NUTS for every task and chain of ``data`` in ONE compiled program.
 
     ``points``: optional point fits (``fit.SigmoidLaw`` per task) used to start the MAP search,
-    ``s0``: their training RMS residuals (start of the noise scale).
+    ``s0``: their training RMS residuals (start of the noise scale). With ``warn``, every task
+    whose diagnostics fail :func:`nuts_warnings` is warned about, named ``f"{what}, task {name}"``
+    (``names``: one per task; default their index), and so is a MAP search that did not converge.
     Returns one :class:`bayes.BayesFit` per task (draws in raw PC units) with a
     :class:`jaxscale.infer.PosteriorResult` (R-hat, ESS, divergences, ``to_arviz()``).
     """
@@ -230,9 +279,12 @@ def fit_bayes_batched(key, data: BayesData, *, points=None, s0=None, num_warmup=
         diag["mean_num_steps"] = float(nsteps[t].mean())
         diag["map_converged"] = bool(conv[t])
         if warn:
-            for m in msgs:
-                if not m.startswith("only"):
-                    warnings.warn(f"task {t}: {m}", RuntimeWarning, stacklevel=2)
+            label = (what if names is None and d.S.shape[0] == 1
+                     else f"{what}, task {names[t] if names is not None else t}")
+            warn_nuts(diag, label)
+            if not bool(conv[t]):
+                warnings.warn(f"{label}: the MAP search that starts NUTS did not converge; the chains start "
+                              "away from the mode (check the diagnostics above)", RuntimeWarning, stacklevel=2)
         flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in by_chain.items()}
         post = PosteriorResult(flat, by_chain, diag, tuple(msgs))
         zm = unravel(jnp.asarray(x_map[t]))

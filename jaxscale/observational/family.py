@@ -219,7 +219,7 @@ def fit_family(key, df_or_data, *, score: str = "P", allow_missing_flops: bool =
                x0="mean", tau_scale: float = 1.0, sigma_scale: float = 0.5,
                sigma_spread: float = 0.5, latent_scale: float = 1.5, param: str = "centered", tau_fixed=None,
                num_warmup: int = 500, num_samples: int = 500, num_chains: int = 4,
-               target_accept_prob: float = 0.9, warn: bool = True) -> FamilyFit:
+               target_accept_prob: float = 0.9, warn: bool = True, what: str = "obs family") -> FamilyFit:
     """NUTS posterior of the family hierarchy.
 
     df_or_data: a table (see :func:`family_data`; ``score`` names the capability column) or a
@@ -227,7 +227,8 @@ def fit_family(key, df_or_data, *, score: str = "P", allow_missing_flops: bool =
     level, in standardised units; the data mostly decide τ, so for no pooling fix them with
     ``tau_fixed`` (e.g. 10: each family's slope is then its own OLS slope). Families with a
     single model get their slope from the pooled distribution. ``latent_scale``: prior sd (decades)
-    of a latent log10 C around ``x0``.
+    of a latent log10 C around ``x0``. With ``warn``, failing NUTS diagnostics (R-hat > 1.01, ESS
+    < 100 per chain, divergences, fewer than 2 chains) are warned about, named ``what``.
     """
     from jaxscale.infer import run_nuts
 
@@ -253,7 +254,11 @@ def fit_family(key, df_or_data, *, score: str = "P", allow_missing_flops: bool =
                     jnp.asarray(d_fam), len(d.families), int(miss.sum()), latent_loc,
                     latent_scale, tau_scale, sigma_scale, sigma_spread, param, tau_fixed,
                     num_warmup=num_warmup, num_samples=num_samples,
-                    num_chains=num_chains, target_accept_prob=target_accept_prob, warn=warn)
+                    num_chains=num_chains, target_accept_prob=target_accept_prob, warn=False)
+    if warn:
+        from .bayes_nuts import warn_nuts
+
+        warn_nuts(post.diagnostics, what)
     s = dict(post.samples)
     th, a = s["theta_std"], s["a_std"]
     s["theta"] = th * p_sd

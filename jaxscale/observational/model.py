@@ -48,14 +48,17 @@ import numpy as np
 import pandas as pd
 
 from jaxscale._pytree import pytree_dataclass, register_serializable, static_field
+from jaxscale.config import warn_if_float32
 from jaxscale.data import validate
 from jaxscale.infer import minimize_lbfgs, minimize_newton
-from jaxscale.infer.prediction import Prediction, check_level, z_value
+from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation
+from jaxscale.infer.results import reason_text
+from jaxscale.laws import sigmoid_link
 
-from .bayes import LIKELIHOODS, PosteriorDraws
+from .bayes import LIKELIHOODS, PRIORS, TOP_FRAC, PosteriorDraws
 from .constants import BASE_METRICS
 from .data import FAMILY, FLOPS
-from .fit import FLOOR_MAX, SigmoidLaw, objective, start_theta, unpack
+from .fit import FLOOR_MAX, SigmoidLaw, fit_law, ln_regressor, objective, start_theta, unpack
 from .fit import predict as law_predict
 from .pca import ImputeState, PCAState, apply_impute, fit_impute, fit_pca, project
 
@@ -74,12 +77,20 @@ __all__ = [
     "top_rows",
     "dedupe",
     "interval_method",
+    "extrapolation",
+    "flops_excess",
+    "flops_baseline",
     "FLOPS_UNIT",
+    "EXTRAPOLATION_UNIT",
 ]
 
 #: Unit of the bundled ``FLOPs (1E21)`` column and of :attr:`ObsData.flops`: 1e21 FLOPs.
 FLOPS_UNIT = 1e21
 _MODEL = "Model"
+#: How to read :attr:`jaxscale.Prediction.extrapolation` of this pillar (see :func:`extrapolation`).
+EXTRAPOLATION_UNIT = "training s.d. of the principal-capability scores outside the training models' box"
+#: Plausible total training compute of a language model (FLOPs); outside it the unit is suspect.
+_PLAUSIBLE_FLOPS = (1e15, 1e28)
 
 
 @pytree_dataclass
@@ -165,6 +176,17 @@ class ObsFit:
       boot: ``spec.bootstrap`` refitted laws (leading axis), or ``None``.
       boot_ok: which refits converged (the others are left out of intervals), or ``None``.
       posterior: :class:`~jaxscale.observational.bayes.PosteriorDraws` when ``spec.bayes``.
+      reason: L-BFGS stop code (:func:`jaxscale.infer.reason_text`).
+      pc_range: ``(2, k)`` smallest and largest principal-capability score of the training rows
+        (the training box that :func:`extrapolation` measures against).
+      pc_sd: ``(k,)`` training s.d. of each principal-capability score (the distance's unit).
+      flops_range: ``(2,)`` log10 of the smallest and largest training FLOPs (units of 1e21;
+        NaN when no training row has FLOPs).
+      kappa: growth of the capability error with the extrapolation distance ``d``: the law's
+        logit at a query is perturbed by ``N(0, (kappa d)^2)`` in the point and bootstrap
+        intervals. Learnt by a backtest inside the training rows (:func:`fit_core`).
+      n_backtest: training rows that played the "future" in that backtest (0: none, ``kappa`` is
+        then the prior's median).
       spec, metric_names, lo, hi, flops_unit, columns: static, as in :class:`ObsData`.
     """
 
@@ -178,6 +200,12 @@ class ObsFit:
     boot: SigmoidLaw | None = None
     boot_ok: jax.Array | None = None
     posterior: PosteriorDraws | None = None
+    reason: jax.Array | None = None
+    pc_range: jax.Array | None = None
+    pc_sd: jax.Array | None = None
+    flops_range: jax.Array | None = None
+    kappa: jax.Array | None = None
+    n_backtest: jax.Array | None = None
     spec: ObsSpec = static_field(default=ObsSpec())
     metric_names: tuple = static_field(default=())
     lo: float = static_field(default=0.0)
@@ -309,6 +337,7 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
                              "through log10, so give positive values and leave unknown FLOPs empty")
         flops = C * (flops_unit / FLOPS_UNIT)
         columns.append(("flops", fcol))
+        _check_flops_unit(C, fcol, flops_unit, what)
     mcol = _optional_column(df, model_col, _MODEL, "model", what)
     if mcol is not None:
         columns.append(("model", mcol))
@@ -323,21 +352,52 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
         family = np.array([lookup[str(v)] if k else -1 for v, k in zip(names, known)], np.int32)
         columns.append(("family", famcol))
     if target_col is not None:  # a table that may be fitted: no double-weighted model
-        if mcol is not None:
-            validate.check_unique(df, [mcol], what)
-        else:
-            keys = metric_cols + [target_col] + ([fcol] if fcol else [])
-            dupl = df.duplicated(subset=keys, keep=False).to_numpy()
-            if dupl.any():
-                raise ValueError(f"{what}: {int(dupl.sum())} rows are identical in {keys} at rows "
-                                 f"{_rows(df.index[dupl])} and there is no model column to tell them apart; "
-                                 "a duplicate would be weighted twice. Remove the copies (CLI: --dedupe) or "
-                                 "name the models (model_col / --model-col)")
+        _check_duplicates(df, mcol, metric_cols + [target_col] + ([fcol] if fcol else []), what)
     index = df.index
     row = (np.asarray(index, np.int64) if pd.api.types.is_integer_dtype(index) else np.arange(n, dtype=np.int64))
     return ObsData(jnp.asarray(B), jnp.asarray(y), jnp.asarray(flops), jnp.asarray(family),
                    jnp.asarray(row), metric_names=tuple(metric_cols), family_labels=labels,
                    lo=float(lo), hi=float(hi), flops_unit=float(flops_unit), columns=tuple(columns))
+
+
+def _check_flops_unit(C, col: str, flops_unit: float, what: str) -> None:
+    """Warn when the FLOPs column read in ``flops_unit`` gives implausible training compute."""
+    C = C[np.isfinite(C)]
+    if not C.size:
+        return
+    lo, hi = float(C.min()) * flops_unit, float(C.max()) * flops_unit
+    if lo >= _PLAUSIBLE_FLOPS[0] and hi <= _PLAUSIBLE_FLOPS[1]:
+        return
+    hint = ("if the column holds raw FLOPs, pass flops_unit=1 (CLI: --flops-unit 1)" if hi > _PLAUSIBLE_FLOPS[1]
+            else "if the column holds FLOPs in units of 1e21 (like the bundled 'FLOPs (1E21)'), pass "
+                 "flops_unit=1e21 (CLI: --flops-unit 1e21)")
+    warnings.warn(f"{what}: FLOPs column {col!r} read with flops_unit={flops_unit:g} FLOPs per unit (CLI: "
+                  f"--flops-unit) spans {lo:.3g} to {hi:.3g} FLOPs, implausible for a trained language model "
+                  f"(expected {_PLAUSIBLE_FLOPS[0]:.0e} to {_PLAUSIBLE_FLOPS[1]:.0e}); {hint}. Only the "
+                  "cut-off, the FLOPs baseline and the reference axis read the unit.", UserWarning, stacklevel=3)
+
+
+def _check_duplicates(df: pd.DataFrame, mcol: str | None, keys: list, what: str) -> None:
+    """No model may be weighted twice: repeated names are an error; rows identical in every value
+    are an error without a model column and a warning under different names."""
+    if mcol is not None:
+        names = df[mcol]
+        dup = (names.duplicated(keep=False) & names.notna()).to_numpy()
+        if dup.any():
+            raise ValueError(f"{what}: {int(dup.sum())} rows share the same ['{mcol}'] at rows {_rows(df.index[dup])} "
+                             "(e.g. one model evaluated twice); a repeated model would be weighted twice. Remove "
+                             "the copies, or keep the first row of each (CLI: --dedupe; Python: "
+                             "observational.model.dedupe)")
+    same = df.duplicated(subset=keys, keep=False).to_numpy()
+    if not same.any():
+        return
+    if mcol is None:
+        raise ValueError(f"{what}: {int(same.sum())} rows are identical in {keys} at rows {_rows(df.index[same])} "
+                         "and there is no model column to tell them apart; a duplicate would be weighted twice. "
+                         "Remove the copies (CLI: --dedupe) or name the models (model_col / --model-col)")
+    warnings.warn(f"{what}: rows {_rows(df.index[same])} have identical values in {keys} under different model "
+                  f"names (column {mcol!r}); if they are one model (e.g. two precisions or a renamed copy) it is "
+                  "weighted twice: remove the copies", UserWarning, stacklevel=3)
 
 
 def take_rows(data: ObsData, rows) -> ObsData:
@@ -347,6 +407,68 @@ def take_rows(data: ObsData, rows) -> ObsData:
 
 
 # ----------------------------------------------------------------------------- fit
+
+
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(7)  # quadrature over a standard normal
+_GH_W = _GH_W / _GH_W.sum()
+#: Grid of log kappa searched by the backtest: the Bayesian law's prior, +-4 prior s.d.
+_LOG_KAPPA = PRIORS.log_kappa_mean + PRIORS.log_kappa_sd * np.linspace(-4.0, 4.0, 81)
+
+
+def _box_excess(S, lo, hi, sd):
+    """Euclidean distance of scores ``S`` (..., k) outside the box ``[lo, hi]`` in units of ``sd``
+    (0 inside; distances below 1e-9 are rounding of a training row and count as 0)."""
+    e = jax.nn.relu((S - hi) / sd) + jax.nn.relu((lo - S) / sd)
+    r2 = jnp.sum(e * e, axis=-1)
+    d = jnp.where(r2 > 0, jnp.sqrt(jnp.where(r2 > 0, r2, 1.0)), 0.0)
+    return jnp.where(d < 1e-9, 0.0, d)
+
+
+def _censored_logpdf(y, mu, s):
+    """log density of ``y`` under ``clip(N(mu, s^2), 0, 1)`` (point masses at the bounds)."""
+    inside = -0.5 * ((y - mu) / s) ** 2 - jnp.log(s) - 0.5 * jnp.log(2 * jnp.pi)
+    below = y <= 0.0
+    t = jnp.where(below, -mu, mu - 1.0) / s
+    return jnp.where(below | (y >= 1.0), jax.scipy.special.log_ndtr(t), inside)
+
+
+def _backtest(theta, S, y0, w, flops, delta, fmax, spec: ObsSpec, sd):
+    """How fast the capability error grows outside the training data, learnt inside it.
+
+    The training rows are split by FLOPs (when every one has FLOPs; else by the target) into the
+    top ``TOP_FRAC`` (the "future") and the rest; the law is refitted on the rest (damped Newton
+    from the full fit), and the future rows' targets are scored under that law with the logit
+    perturbed by ``N(0, (kappa d)^2)``, ``d`` = their distance outside the rest's box (in training
+    s.d.), plus the rest's residual noise, censored to [0, 1]. ``kappa`` maximises that likelihood
+    (Gauss-Hermite quadrature) times the Bayesian law's prior ``log kappa ~ N(log 0.25, 0.5)``
+    over a grid. Returns ``(kappa, n_future)``; without future rows ``kappa`` is the prior median.
+    """
+    dtype = S.dtype
+    p = S.shape[1] + 1 + (fmax > 0).astype(dtype)
+    n = jnp.sum(w)
+    all_flops = jnp.all((w == 0) | jnp.isfinite(flops))
+    order = jnp.where(all_flops, jnp.where(jnp.isfinite(flops), flops, 0.0), y0)
+    rank = jnp.argsort(jnp.argsort(-jnp.where(w > 0, order, -jnp.inf), stable=True), stable=True)
+    n_top = jnp.clip(jnp.ceil(TOP_FRAC * n), 0.0, jnp.maximum(n - (p + 1.0), 0.0))
+    top = (w > 0) & (rank < n_top)
+    lower = jnp.where((w > 0) & ~top, 1.0, 0.0).astype(dtype)
+    rl = minimize_newton(objective, theta, S, y0, lower, delta, fmax, steps=spec.bootstrap_steps, tol=1e-9)
+    law = unpack(rl.params, fmax)
+    z = law.intercept + S @ law.slopes
+    r = (sigmoid_link(z, 1.0, 0.0, floor=law.floor) - y0) * lower
+    s_l = jnp.maximum(jnp.sqrt(jnp.sum(r * r) / jnp.maximum(jnp.sum(lower) - p, 1.0)), 1e-6)
+    m = lower[:, None] > 0
+    lo = jnp.min(jnp.where(m, S, jnp.inf), axis=0)
+    hi = jnp.max(jnp.where(m, S, -jnp.inf), axis=0)
+    d = _box_excess(S, lo, hi, sd)
+    kap = jnp.exp(jnp.asarray(_LOG_KAPPA, dtype))
+    zq = z[None, :, None] + kap[:, None, None] * d[None, :, None] * jnp.asarray(_GH_X, dtype)
+    mu = sigmoid_link(zq, 1.0, 0.0, floor=law.floor)
+    lp = jax.scipy.special.logsumexp(_censored_logpdf(y0[None, :, None], mu, s_l) + jnp.log(jnp.asarray(_GH_W, dtype)),
+                                     axis=-1)
+    prior = -0.5 * ((jnp.asarray(_LOG_KAPPA, dtype) - PRIORS.log_kappa_mean) / PRIORS.log_kappa_sd) ** 2
+    score = jnp.sum(jnp.where(top[None, :], lp, 0.0), axis=1) + prior
+    return kap[jnp.argmax(score)], n_top
 
 
 def _core(key, data: ObsData, spec: ObsSpec):
@@ -380,8 +502,21 @@ def _core(key, data: ObsData, spec: ObsSpec):
                                                  steps=spec.bootstrap_steps, tol=1e-9))(W)
         boot = jax.vmap(lambda t: unpack(t, fmax))(rb.params)
         boot_ok = rb.converged
+    # the training box of the capability scores and the training FLOPs range (extrapolation)
+    on = w[:, None] > 0
+    pc_range = jnp.stack([jnp.min(jnp.where(on, S, jnp.inf), axis=0), jnp.max(jnp.where(on, S, -jnp.inf), axis=0)])
+    mean = jnp.sum(w[:, None] * S, axis=0) / n
+    pc_sd = jnp.sqrt(jnp.sum(w[:, None] * (S - mean) ** 2, axis=0) / n)
+    flops = jnp.asarray(data.flops, dtype)
+    has_c = (w > 0) & jnp.isfinite(flops) & (flops > 0)
+    lc = jnp.log10(jnp.where(has_c, flops, 1.0))
+    flops_range = jnp.where(jnp.any(has_c), jnp.stack([jnp.min(jnp.where(has_c, lc, jnp.inf)),
+                                                       jnp.max(jnp.where(has_c, lc, -jnp.inf))]), jnp.nan)
+    kappa, n_top = _backtest(res.params, S, y0, w, flops, delta, fmax, spec, jnp.where(pc_sd > 0, pc_sd, 1.0))
     out = ObsFit(imp, pca, law, res.converged, sse / n, jnp.sqrt(sse / jnp.maximum(n - p, 1.0)),
-                 n.astype(jnp.int32), boot, boot_ok, None, spec=spec, metric_names=data.metric_names,
+                 n.astype(jnp.int32), boot=boot, boot_ok=boot_ok, posterior=None, reason=res.reason,
+                 pc_range=pc_range, pc_sd=pc_sd, flops_range=flops_range, kappa=kappa,
+                 n_backtest=n_top.astype(jnp.int32), spec=spec, metric_names=data.metric_names,
                  lo=data.lo, hi=data.hi, flops_unit=data.flops_unit, columns=data.columns)
     return out, S
 
@@ -453,6 +588,22 @@ def _check_training(data: ObsData, spec: ObsSpec) -> int:
         raise ValueError(f"fit: {int(miss.sum())} row(s) have no target at rows {_rows(rows[miss])}; fit "
                          "needs a target on every row: select the rows with one first "
                          "(observational.take_rows(data, mask)) or hold them out (CLI: --holdout)")
+    target = dict(data.columns).get("target", "target")
+    scale = data.hi - data.lo
+    if np.ptp(y) <= 1e-12:
+        raise ValueError(f"fit: target column {target!r} is constant ({data.lo + scale * y[0]:g}) on the {len(y)} "
+                         "training rows: every training model scores the same, so no law can be fitted (a "
+                         "least-squares fit would return a meaningless curve with a near-zero error). Choose a "
+                         "target on which the training models differ, or move the split (CLI: --cutoff / "
+                         "--holdout) so that the training rows include models that score differently")
+    at_lo, at_hi = y <= 1e-12, y >= 1.0 - 1e-12
+    if np.all(at_lo | at_hi):
+        raise ValueError(f"fit: every one of the {len(y)} training targets of column {target!r} lies at a bound of "
+                         f"[lo, hi] = [{data.lo:g}, {data.hi:g}] ({int(at_lo.sum())} at lo, {int(at_hi.sum())} at "
+                         "hi, e.g. rows " + _rows(rows[at_hi][:3].tolist() + rows[at_lo][:2].tolist()) + "): pass / "
+                         "fail targets make the sigmoid run off to an infinite slope. Give the target as a "
+                         "score between lo and hi (e.g. the fraction of items solved), or set lo / hi to its "
+                         "real range (CLI: --lo, --hi)")
     n_par = spec.k + 1 + int(spec.floor)
     if len(y) < n_par + 1:
         raise ValueError(f"fit: {len(y)} training rows for a law with {n_par} parameters (k = {spec.k}"
@@ -491,7 +642,8 @@ def _bayes_stage(key, fit: ObsFit, S, y, flops, spec: ObsSpec) -> PosteriorDraws
                      n_items=[spec.n_items], order=[order])
     bf = fit_bayes_batched(key, bd, points=[fit.law], s0=[max(float(np.sqrt(fit.mse_train)), 1e-3)],
                            likelihood=spec.likelihood, num_warmup=spec.num_warmup,
-                           num_samples=spec.num_samples, num_chains=spec.num_chains)[0]
+                           num_samples=spec.num_samples, num_chains=spec.num_chains,
+                           what="observational fit (Bayesian law)")[0]
     return bf.draws()
 
 
@@ -513,6 +665,7 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
     Returns:
       :class:`ObsFit`.
     """
+    warn_if_float32("observational fit")
     n_imp = _check_training(data, spec)
     if n_imp:
         warnings.warn(f"fit: imputed {n_imp} missing benchmark cell(s) of the {data.y.shape[0]} training rows "
@@ -525,14 +678,36 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
     out, S = _core_jit(k_core, _pad(bare, _pad_to(n)), spec)
     out = out.replace(metric_names=data.metric_names, lo=data.lo, hi=data.hi, flops_unit=data.flops_unit,
                       columns=data.columns)
+    _check_result(out, spec)
     if not bool(out.converged):
-        warnings.warn("fit: L-BFGS did not reach its tolerance; the law may be a poor optimum (a steep "
-                      "sigmoid?); check the fit or lower k", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"fit: L-BFGS did not converge ({reason_text(out.reason)} after at most {spec.max_steps} "
+                      "steps); the law may be a poor optimum (a steep sigmoid?): raise Spec.max_steps (CLI: "
+                      "--max-steps), lower k, or check the fit", RuntimeWarning, stacklevel=2)
     if spec.bayes:
         post = _bayes_stage(k_bayes, out, np.asarray(S)[:n], np.asarray(data.y, float),
                             np.asarray(data.flops, float), spec)
         out = out.replace(posterior=post)
     return out
+
+
+def _check_result(out: ObsFit, spec: ObsSpec) -> None:
+    """Host-side checks after the compiled core: every principal capability of the law varies on
+    the training rows, and the law's parameters and residual scale are finite."""
+    ratio = np.asarray(out.pca.explained_variance_ratio, float)
+    rank = int(np.sum(ratio > 1e-10))
+    if rank < spec.k:
+        raise ValueError(f"fit: principal capability {rank + 1} has no variance on the training rows: the "
+                         f"{len(out.metric_names)} benchmark columns {list(out.metric_names)} span only {rank} "
+                         f"dimension(s) there (identical or proportional columns?), so the law's coefficients on "
+                         f"capabilities {rank + 1}..{spec.k} are not identified. Lower k to {max(rank, 1)} "
+                         "(CLI: --k) or add benchmarks that measure something else")
+    law = out.law
+    bad = [name for name, v in (("intercept", law.intercept), ("slopes", law.slopes), ("floor", law.floor),
+                                ("resid_sd", out.resid_sd)) if not np.all(np.isfinite(np.asarray(v, float)))]
+    if bad:
+        raise ValueError(f"fit: the compiled fit returned non-finite {', '.join(bad)} (L-BFGS stop: "
+                         f"{reason_text(out.reason) if out.reason is not None else 'unknown'}); check the "
+                         "table for extreme values, lower k, or use the least-squares loss (Spec.loss='ols')")
 
 
 # ----------------------------------------------------------------------------- predict
@@ -592,6 +767,80 @@ def interval_method(fit: ObsFit) -> str:
     return "residual noise of the point fit (no parameter uncertainty)"
 
 
+def extrapolation(fit: ObsFit, query) -> np.ndarray | None:
+    """Distance of each query model outside the training data: how far its principal-capability
+    scores lie outside the box spanned by the training models, in units of the training s.d. of
+    each score (the Euclidean norm of the per-capability excess beyond the smallest or largest
+    training score, each divided by that capability's training s.d.; 0 inside the box, e.g. 1 for
+    a model one s.d. above the most capable training model on one capability).
+
+    This is the distance the Bayesian ``"extrap"`` likelihood scales its discrepancy with, and the
+    one the point and bootstrap intervals widen with (``ObsFit.kappa``). ``None`` for fits saved
+    before the box was stored.
+    """
+    if fit.pc_range is None or fit.pc_sd is None:
+        return None
+    S = query if isinstance(query, np.ndarray) else capabilities(fit, query)
+    sd = np.asarray(fit.pc_sd, float)
+    rng = np.asarray(fit.pc_range, float)
+    return np.asarray(_box_excess(jnp.asarray(S, float), rng[0], rng[1], np.where(sd > 0, sd, 1.0)))
+
+
+def flops_excess(fit: ObsFit, data: ObsData) -> np.ndarray:
+    """Decades of training compute beyond the largest training model, per row of ``data`` (0 at or
+    below it; NaN where the row's FLOPs or every training row's FLOPs are unknown)."""
+    top = np.nan if fit.flops_range is None else float(np.asarray(fit.flops_range)[1])
+    C = np.asarray(data.flops, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.maximum(np.log10(C) - top, 0.0)
+
+
+def _mixture_interval(z, floor, s, spread, level: float, n_nodes: int = 256):
+    """Central ``level`` interval of ``clip(floor + (1 - floor) σ(z + spread ε) + s η, 0, 1)``,
+    ε, η ~ N(0, 1) independent, per row: the mixture over ε (``n_nodes`` equal-mass quantile nodes)
+    of normals, its quantiles found by bisection on the mixture CDF. With ``spread = 0`` it is the
+    normal interval ``μ ± z_level s``."""
+    from scipy.special import expit, ndtr, ndtri
+
+    eps = ndtri((np.arange(n_nodes) + 0.5) / n_nodes)
+    mu = floor + (1.0 - floor) * expit(np.asarray(z, float)[:, None] + np.asarray(spread, float)[:, None] * eps)
+    out = []
+    for q in ((1 - level) / 2, (1 + level) / 2):
+        a, b = mu.min(axis=1) - 10 * s, mu.max(axis=1) + 10 * s
+        for _ in range(80):  # bisection steps (vectorised over rows)
+            mid = 0.5 * (a + b)
+            below = ndtr((mid[:, None] - mu) / s).mean(axis=1) < q
+            a, b = np.where(below, mid, a), np.where(below, b, mid)
+        out.append(np.clip(0.5 * (a + b), 0.0, 1.0))
+    return out[0], out[1]
+
+
+def _warn_far(fit: ObsFit, dist, data: ObsData) -> None:
+    """One warning for queries outside the training data: capability distance and FLOPs ratio."""
+    beyond = flops_excess(fit, data)
+    known = np.isfinite(beyond)
+    n_far_c = int(np.sum(beyond[known] > 1e-12))
+    flops = ""
+    if n_far_c:
+        worst = float(np.max(beyond[known]))
+        flops = (f"; {n_far_c} of the {len(beyond)} queries have FLOPs beyond the largest training model, up to "
+                 f"{10**worst:,.0f}x ({worst:.2g} decades)")
+    width = ""
+    if fit.kappa is not None and fit.posterior is None:
+        how = ("learnt by a backtest inside the training rows" if fit.n_backtest is not None and int(fit.n_backtest)
+               else "the prior median: too few training rows for the backtest")
+        width = (f"the interval widens with the distance (logit noise kappa = {float(fit.kappa):.3g} per s.d., "
+                 f"{how}), but a law far past its bend stays confident")
+    if dist is not None and np.any(np.asarray(dist) > 0):
+        unit = EXTRAPOLATION_UNIT + flops + (f"; {width}" if width else "")
+        warn_extrapolation("observational predict", dist, unit, threshold=0.0, stacklevel=4)
+    elif n_far_c:
+        warnings.warn(f"observational predict: {n_far_c} of {len(beyond)} queries have training FLOPs beyond the "
+                      f"largest training model (up to {10**float(np.max(beyond[known])):,.0f}x) although their "
+                      "capability scores lie inside the training box; the law reads only the capabilities, but "
+                      "check such models", UserWarning, stacklevel=4)
+
+
 def predict(fit: ObsFit, query, *, key=None, level: float = 0.9) -> Prediction:
     """Predict the target (raw units, ``lo + (hi - lo) * y``) of the query models.
 
@@ -602,11 +851,17 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9) -> Prediction:
       the extrapolation discrepancy of models outside the training rows' capability box);
       ``samples`` holds the draws;
     * fit with ``spec.bootstrap``: ``mean`` is the point fit; the interval comes from one draw per
-      converged bootstrap refit, the refit's curve plus normal residual noise (``resid_sd``),
-      censored to the target's range; ``samples`` holds these draws;
-    * otherwise: point fit ± the normal quantile times ``resid_sd`` (residual noise only: no
-      parameter or extrapolation uncertainty, so it is too narrow far beyond the training data),
-      ends clipped to ``[lo, hi]``.
+      converged bootstrap refit: the refit's curve at the logit perturbed by ``N(0, (kappa d)^2)``
+      (``d`` = :func:`extrapolation`, ``kappa`` = ``fit.kappa``), plus normal residual noise
+      (``resid_sd``), censored to the target's range; ``samples`` holds these draws;
+    * otherwise: the point fit's interval from the same predictive without parameter
+      uncertainty: the law at the perturbed logit plus residual noise, censored to the range
+      (computed exactly, no draws). Inside the training box (``d = 0``) it is the point fit ±
+      the normal quantile times ``resid_sd``.
+
+    ``extrapolation`` holds :func:`extrapolation` (0 inside the training box); queries outside it
+    are warned about once, with the worst distance and, where FLOPs are known, how many times the
+    largest training model's compute they reach.
 
     Args:
       fit: :class:`ObsFit`.
@@ -616,11 +871,14 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9) -> Prediction:
 
     Returns:
       :class:`jaxscale.Prediction` (``mean``, ``lower``, ``upper`` of shape (n,), ``samples``
-      (S, n) or ``None``).
+      (S, n) or ``None``, ``extrapolation`` (n,)).
     """
     level = check_level(level)
-    S = capabilities(fit, query)
+    data = _as_data(fit, query)
+    S = capabilities(fit, data)
     mean = np.asarray(law_predict(fit.law, jnp.asarray(S)))
+    dist = extrapolation(fit, S)
+    spread = np.zeros(len(S)) if dist is None or fit.kappa is None else float(fit.kappa) * np.asarray(dist, float)
     samples = None
     if (fit.posterior is not None or fit.boot is not None) and key is None:
         raise ValueError("predict: this fit draws predictive samples (Bayesian or bootstrap); pass "
@@ -641,16 +899,72 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9) -> Prediction:
             warnings.warn(f"predict: {int((~ok).sum())} of {ok.size} bootstrap refits did not converge and are "
                           "left out of the interval", RuntimeWarning, stacklevel=2)
         laws = jax.tree.map(lambda a: jnp.asarray(a)[ok], fit.boot)
-        mu = jax.vmap(lambda p: law_predict(p, jnp.asarray(S)))(laws)
-        eps = jax.random.normal(key, mu.shape, mu.dtype)
+        Sj = jnp.asarray(S)
+        z = jax.vmap(lambda p: p.intercept + Sj @ p.slopes)(laws)
+        k_ext, k_noise = jax.random.split(key)
+        z = z + jnp.asarray(spread) * jax.random.normal(k_ext, z.shape, z.dtype)
+        mu = sigmoid_link(z, 1.0, 0.0, floor=laws.floor[:, None])
+        eps = jax.random.normal(k_noise, mu.shape, mu.dtype)
         samples = np.clip(np.asarray(mu + fit.resid_sd * eps), 0.0, 1.0)
         lower, upper = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=0)
     else:
-        half = float(z_value(level)) * float(fit.resid_sd)
-        lower, upper = np.clip(mean - half, 0.0, 1.0), np.clip(mean + half, 0.0, 1.0)
+        z = float(fit.law.intercept) + S @ np.asarray(fit.law.slopes, float)
+        lower, upper = _mixture_interval(z, float(fit.law.floor), float(fit.resid_sd), spread, level)
+    _warn_far(fit, dist, data)
     scale = fit.hi - fit.lo
     raw = lambda v: None if v is None else jnp.asarray(fit.lo + scale * np.asarray(v, float))
-    return Prediction(raw(mean), raw(lower), raw(upper), raw(samples))
+    return Prediction(raw(mean), raw(lower), raw(upper), raw(samples),
+                      None if dist is None else jnp.asarray(dist))
+
+
+def flops_baseline(train: ObsData, query: ObsData, spec: ObsSpec = ObsSpec(), *, level: float = 0.9):
+    """The baseline a sceptic tries first: the same link and loss on ``ln FLOPs`` instead of the
+    principal capabilities (the paper's compute baseline), fitted on the training rows that have
+    FLOPs.
+
+    Training rows without FLOPs are left out of the baseline's fit and counted; query rows without
+    FLOPs get no baseline prediction (NaN: score the baseline on the rows with FLOPs only, and the
+    model on the same rows to compare). The interval is the fit ± the normal quantile times its
+    residual s.d., clipped to ``[lo, hi]``.
+
+    Args:
+      train: the model's training rows.
+      query: rows to predict (e.g. the held-out rows).
+      spec: link (``floor``) and ``loss`` of the model.
+      level: central interval level.
+
+    Returns:
+      ``(Prediction or None, info)``: raw-unit predictions (NaN without FLOPs) and a dict with
+      ``n_train`` (rows fitted), ``n_train_no_flops``, ``n_query_no_flops``, ``slope``,
+      ``intercept``, ``floor`` (the law ``floor + (1 - floor) σ(slope ln C + intercept)``, C in
+      1e21 FLOPs), ``converged``; ``None`` and ``info["reason"]`` when it cannot be fitted.
+    """
+    from scipy.special import ndtri
+
+    level = check_level(level)
+    Ct, Cq = np.asarray(train.flops, float), np.asarray(query.flops, float)
+    yt = np.asarray(train.y, float)
+    ok = np.isfinite(Ct) & np.isfinite(yt)
+    info = dict(n_train=int(ok.sum()), n_train_no_flops=int((~np.isfinite(Ct)).sum()),
+                n_query_no_flops=int((~np.isfinite(Cq)).sum()))
+    n_par = 2 + int(spec.floor)
+    if ok.sum() < n_par + 1 or np.unique(Ct[ok]).size < 2 or np.ptp(yt[ok]) <= 1e-12:
+        info["reason"] = (f"the ln-FLOPs baseline needs >= {n_par + 1} training rows with FLOPs, at least 2 distinct "
+                          f"FLOPs and a target that varies; have {int(ok.sum())} row(s) with FLOPs"
+                          + ("" if "flops" in dict(train.columns) else " (no FLOPs column: --flops-col)"))
+        return None, info
+    law, res = fit_law(ln_regressor(Ct[ok]), yt[ok], floor=spec.floor, loss=spec.loss)
+    fitted = np.asarray(law_predict(law, jnp.asarray(ln_regressor(Ct[ok]))))
+    sd = float(np.sqrt(np.sum((fitted - yt[ok]) ** 2) / max(ok.sum() - n_par, 1)))
+    has = np.isfinite(Cq)
+    mu = np.full(Cq.shape, np.nan)
+    mu[has] = np.asarray(law_predict(law, jnp.asarray(ln_regressor(Cq[has]))))
+    half = float(ndtri(0.5 + level / 2)) * sd
+    scale = query.hi - query.lo
+    raw = lambda v: jnp.asarray(query.lo + scale * v)
+    info.update(slope=float(law.slopes[0]), intercept=float(law.intercept), floor=float(law.floor),
+                converged=bool(res.converged), resid_sd=sd)
+    return Prediction(raw(mu), raw(np.clip(mu - half, 0.0, 1.0)), raw(np.clip(mu + half, 0.0, 1.0))), info
 
 
 # ----------------------------------------------------------------------------- axis and splits

@@ -14,11 +14,12 @@ import numpy as np
 from jaxscale._pytree import pytree_dataclass, static_field
 
 from . import data as _data
-from .fit import SigmoidLaw, fequiv_axis, fit_law, ln_regressor, mse, predict
+from .fit import SigmoidLaw, fequiv_axis, fit_law, ln_regressor, mse, predict, predict_np
 from .pca import PCAState, fit_transform
 from .tasks import Prepared, TaskSpec, get_task, prepare
 
-__all__ = ["Design", "TaskResult", "design", "run_task", "run_baseline", "evaluate_params", "predict"]
+__all__ = ["Design", "TaskResult", "design", "run_task", "run_baseline", "evaluate_params", "predict",
+           "task_heldout"]
 
 
 @pytree_dataclass
@@ -68,6 +69,7 @@ class TaskResult:
     n_test: int
     converged: bool
     design: Design
+    reason: int | None = None  # optimiser stop code (jaxscale.infer.reason_text); None: not fitted here
 
 
 def design(prep: Prepared) -> Design:
@@ -103,7 +105,7 @@ def run_task(name_or_spec, **overrides) -> TaskResult:
     dz = design(prepare(spec))
     params, res = fit_law(dz.S_train[:, : spec.k], dz.y_train, floor=spec.floor, loss=spec.loss)
     out = evaluate_params(dz, params, spec.k)
-    return out.replace(converged=bool(res.converged))
+    return out.replace(converged=bool(res.converged), reason=int(res.reason))
 
 
 def run_baseline(name_or_spec, regressor: str = "flops", **overrides) -> TaskResult:
@@ -127,3 +129,38 @@ def run_baseline(name_or_spec, regressor: str = "flops", **overrides) -> TaskRes
                       mse(params, X[te], y[te]), float(params.slopes[0]), float(params.intercept),
                       float(params.floor), int(tr.sum()), int(te.sum()), bool(res.converged), dz)
 
+
+def task_heldout(result) -> dict:
+    """A named task's held-out rows with the ln-FLOPs sigmoid baseline beside the law.
+
+    The baseline is the task's link and loss on ``ln FLOPs`` (the paper's compute baseline),
+    fitted on the training rows that have FLOPs; held-out rows without FLOPs get NaN (score the
+    baseline, and the law beside it, on the rows with FLOPs). All values on the normalised target.
+
+    Returns:
+      dict(y, model, baseline (n_test,) arrays, n_train_no_flops, n_test_no_flops, law (the
+      baseline's ``slope``, ``intercept``, ``floor`` on ln FLOPs (1E21), ``converged``) or
+      ``None``, reason (why there is no baseline, else ``None``)).
+    """
+    dz = result.design
+    spec = dz.spec
+    k = int(np.asarray(result.params.slopes).shape[0])
+    C = np.asarray(dz.flops, float)
+    train = np.asarray(dz.train, bool)
+    y_all = dz.prep.df["y"].to_numpy(float)
+    Ct, Cte = C[train], C[~train]
+    ok = np.isfinite(Ct)
+    out = dict(y=np.asarray(dz.y_test, float), model=predict_np(result.params, np.asarray(dz.S_test)[:, :k]),
+               baseline=np.full(len(Cte), np.nan), n_train_no_flops=int((~ok).sum()),
+               n_test_no_flops=int((~np.isfinite(Cte)).sum()), law=None, reason=None)
+    n_par = 2 + int(spec.floor)
+    if ok.sum() < n_par + 1 or not np.isfinite(Cte).any():
+        out["reason"] = (f"task {spec.name}: {int(ok.sum())} training and {int(np.isfinite(Cte).sum())} held-out "
+                         f"model(s) have FLOPs ({_data.FLOPS}); the ln-FLOPs baseline needs >= {n_par + 1} and >= 1")
+        return out
+    law, res = fit_law(ln_regressor(Ct[ok]), y_all[train][ok], floor=spec.floor, loss=spec.loss)
+    has = np.isfinite(Cte)
+    out["baseline"][has] = predict_np(law, ln_regressor(Cte[has]))
+    out["law"] = dict(slope=float(law.slopes[0]), intercept=float(law.intercept), floor=float(law.floor),
+                      converged=bool(res.converged))
+    return out

@@ -7,12 +7,15 @@ Every value that can be missing comes with a ``<name>_reason`` string next to it
 from __future__ import annotations
 
 import time
+import warnings
 
 import jax
 import numpy as np
 
+from jaxscale.infer.results import reason_text
+
 __all__ = ["bootstrap_summary", "bayes_summary", "bayes_band", "task_summary", "family_summary", "table_summary",
-           "nuts_summary"]
+           "nuts_summary", "extrapolation_summary"]
 
 
 def bootstrap_summary(key, result, n: int) -> dict:
@@ -66,7 +69,7 @@ def bayes_summary(key, result, *, likelihood: str = "extrap", num_warmup: int = 
     from .bayes_eval import fit_results
 
     bf = fit_results(key, [result], likelihood=likelihood, num_warmup=num_warmup,
-                     num_samples=num_samples, num_chains=num_chains, warn=warn)[0]
+                     num_samples=num_samples, num_chains=num_chains, warn=warn, what="obs fit --bayes")[0]
     dz = result.design
     k = int(np.asarray(result.params.slopes).shape[0])
     pr = bayes.predictive(jax.random.fold_in(key, 1), bf, dz.S_test[:, :k])
@@ -95,6 +98,43 @@ def bayes_band(key, result, bf) -> dict:
                 hi=pa["q"][3], mean=pa["mode"])
 
 
+def extrapolation_summary(fit, data, pred, rows) -> dict:
+    """How far the predicted ``rows`` (boolean mask over ``data``) lie outside the training data:
+    the largest capability distance (:func:`~jaxscale.observational.model.extrapolation`) and how
+    many are outside the training box; the largest ratio of their FLOPs to the largest training
+    model's and how many exceed it; the backtest's ``kappa``. Every ``None`` has a reason."""
+    from .model import EXTRAPOLATION_UNIT
+
+    rows = np.asarray(rows, bool)
+    out = dict(unit=EXTRAPOLATION_UNIT, n_rows=int(rows.sum()))
+    ext = None if pred.extrapolation is None else np.asarray(pred.extrapolation, float)[rows]
+    if ext is None:
+        out["max_distance"] = out["n_outside"] = None
+        out["max_distance_reason"] = out["n_outside_reason"] = "the fit stores no training box (saved before it did)"
+    else:
+        out["max_distance"] = float(ext.max()) if ext.size else 0.0
+        out["n_outside"] = int(np.sum(ext > 0))
+    top = np.nan if fit.flops_range is None else float(np.asarray(fit.flops_range)[1])
+    C = np.asarray(data.flops, float)[rows]
+    known = np.isfinite(C)
+    if np.isfinite(top) and known.any():
+        ratio = C[known] / 10.0**top
+        out["max_flops_ratio"] = float(ratio.max())
+        out["max_flops_decades_beyond"] = float(max(np.log10(ratio.max()), 0.0))
+        out["n_beyond_flops"] = int(np.sum(ratio > 1.0 + 1e-12))
+    else:
+        why = ("no training row has FLOPs" if not np.isfinite(top) else
+               "no predicted row has FLOPs") + " (--flops-col)"
+        for key in ("max_flops_ratio", "max_flops_decades_beyond", "n_beyond_flops"):
+            out[key], out[f"{key}_reason"] = None, why
+    out["n_no_flops"] = int((~known).sum())
+    out["kappa"] = None if fit.kappa is None else float(fit.kappa)
+    out["n_backtest"] = None if fit.n_backtest is None else int(fit.n_backtest)
+    if fit.kappa is None:
+        out["kappa_reason"] = out["n_backtest_reason"] = "the fit stores no backtest (saved before it did)"
+    return out
+
+
 def task_summary(seed: int, name: str, *, k: int | None = None, floor: bool | None = None,
                  bootstrap: int = 0, bayes: bool = False, likelihood: str = "extrap",
                  num_warmup: int = 300, num_samples: int = 500, num_chains: int = 4,
@@ -117,7 +157,10 @@ def task_summary(seed: int, name: str, *, k: int | None = None, floor: bool | No
                link="floor" if spec.floor else "plain", loss=spec.loss,
                pc_coefficients=[float(v) for v in np.asarray(result.params.slopes)],
                pc_intercept=float(result.params.intercept), converged=result.converged,
-               axis=f"log10 {spec.ref_family}-equivalent FLOPs (1E21)")
+               reason=reason_text(result.reason), axis=f"log10 {spec.ref_family}-equivalent FLOPs (1E21)")
+    if not result.converged:
+        warnings.warn(f"obs fit --task {spec.name}: L-BFGS did not converge ({out['reason']}); the law may be a poor "
+                      "optimum", RuntimeWarning, stacklevel=2)
     for name_ in ("slope", "intercept"):
         if not np.isfinite(out[name_]):
             out[f"{name_}_reason"] = f"fewer than 2 {spec.ref_family} models with FLOPs in the task"
@@ -226,11 +269,15 @@ def table_summary(fit, data, pred, *, train, held_out, excluded=None) -> dict:
                k=spec.k, link="floor" if spec.floor else "plain", loss=spec.loss,
                pc_coefficients=[float(v) for v in np.asarray(fit.law.slopes)],
                pc_intercept=float(fit.law.intercept), floor=float(fit.law.floor),
-               converged=bool(fit.converged), mse_train=float(fit.mse_train),
+               converged=bool(fit.converged),
+               reason=reason_text(fit.reason) if fit.reason is not None else None,
+               mse_train=float(fit.mse_train),
                resid_sd=float(fit.resid_sd), interval=interval_method(fit))
     for role in ("flops", "model", "family"):
         if out[role] is None:
             out[f"{role}_reason"] = f"no {role} column in the table"
+    if out["reason"] is None:
+        out["reason_reason"] = "the fit stores no stop code (saved before it did)"
     scored = held & np.isfinite(y)
     if scored.any():
         out["mse_test"] = float(np.mean((yhat[scored] - y[scored]) ** 2))
