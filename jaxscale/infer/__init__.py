@@ -1,5 +1,6 @@
 """Fitting engines: parameter specs, compiled point fitters, NUTS wrappers, result types."""
 from jaxscale.infer.evolution import DEInfo, DEState, de_init, de_run, de_step
+from jaxscale.infer.batched_nuts import batched_nuts, map_laplace, map_laplace_batched, nuts_chain, warn_nuts
 from jaxscale.infer.bayes import PosteriorResult, nuts_diagnostics, posterior_predictive, run_nuts
 from jaxscale.infer.losses import huber, squared
 from jaxscale.infer.optimize import (
@@ -29,16 +30,20 @@ __all__ = [
     "Prediction",
     "REASONS",
     "Real",
+    "batched_nuts",
     "best",
     "check_finite",
     "device_mesh",
     "from_normal",
     "from_samples",
     "huber",
+    "map_laplace",
+    "map_laplace_batched",
     "minimize_adam",
     "minimize_lbfgs",
     "minimize_newton",
     "multistart",
+    "nuts_chain",
     "nuts_diagnostics",
     "posterior_predictive",
     "reason_text",
@@ -46,4 +51,5 @@ __all__ = [
     "shard_batch",
     "sharded_vmap",
     "squared",
+    "warn_nuts",
 ]

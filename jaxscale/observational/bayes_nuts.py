@@ -1,12 +1,10 @@
-"""Batched NUTS for :func:`jaxscale.observational.bayes.obs_model`: every task x chain in ONE program.
+"""NUTS for :func:`jaxscale.observational.bayes.obs_model`: every task x chain in ONE program.
 
-Per task: (1) MAP by damped Newton (a fixed-length scan: one trace of the potential, where an
-L-BFGS line search inlines it several times) on numpyro's potential energy, started at the point
-fit when given;
-(2) Laplace covariance (inverse Hessian at the MAP) as the starting *dense* inverse mass matrix;
-(3) numpyro's NUTS kernel (:func:`numpyro.infer.hmc.hmc`) started near the MAP, adapting the step
-size and (``adapt_mass=True``, default) the dense mass matrix. (task, chain) pairs are
-``vmap``-ed, each with its own adaptation, so one compiled program samples all 17 tasks.
+The engine is :mod:`jaxscale.infer.batched_nuts` (MAP by damped Newton on numpyro's potential
+energy, started at the point fit when given; the Laplace covariance as the starting dense inverse
+mass matrix; NUTS adapting step size and (``adapt_mass=True``, default) the dense mass; one flat
+``vmap`` over (task, chain) pairs); this module supplies the potential of one task and turns the
+draws into :class:`~jaxscale.observational.bayes.BayesFit` objects.
 Measured on the 17 tasks (150 + 150 draws): the Laplace mass alone gives the shortest
 trajectories (7 leapfrog steps on GSM8K CoT against 19), but AgentBench's chains did not mix
 with it (R-hat 3.95, trees at the depth cap); adapting the mass brought R-hat to 1.12.
@@ -21,59 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxscale.infer import PosteriorResult, minimize_newton, nuts_diagnostics
+from jaxscale.infer import PosteriorResult, nuts_diagnostics
+from jaxscale.infer.batched_nuts import batched_nuts, map_laplace_batched, nuts_warnings, warn_nuts
 
 from .fit import SigmoidLaw
 from .bayes import PRIORS, USES_SZ, BayesData, BayesFit, Priors, obs_model, to_raw, to_std
 
 __all__ = ["fit_bayes_batched", "init_from_point", "map_laplace", "nuts_warnings", "warn_nuts"]
-
-#: Where the remedies of the NUTS warnings are explained.
-REMEDY_URL = "https://mc-stan.org/misc/warnings.html"
-
-
-def nuts_warnings(diagnostics: dict, what: str) -> str | None:
-    """The NUTS checks every sampling command of this pillar applies, as one message (``None`` when
-    all pass): max R-hat > 1.01 (split R-hat, so it also flags a single chain that drifts), min ESS
-    below 100 per chain, any divergent transition, fewer than 2 chains.
-
-    Args:
-      diagnostics: ``max_r_hat``, ``min_ess``, ``divergences`` and ``num_chains`` (as in
-        :attr:`jaxscale.infer.PosteriorResult.diagnostics`).
-      what: the command and fit, e.g. ``"obs calibrate, task gsm8k_cot"``.
-    """
-    chains = int(diagnostics["num_chains"])
-    r_hat, ess = float(diagnostics["max_r_hat"]), float(diagnostics["min_ess"])
-    div = int(diagnostics["divergences"])
-    parts = []
-    if not np.isfinite(r_hat):
-        parts.append("R-hat could not be computed (fewer than 4 draws per chain)")
-    elif r_hat > 1.01:
-        parts.append(f"max R-hat {r_hat:.2f} > 1.01 ({'the halves of the one chain' if chains < 2 else 'chains'} "
-                     "disagree)")
-    if not ess >= 100 * chains:
-        parts.append(f"min ESS {ess:.0f} < {100 * chains} (100 per chain)")
-    if div:
-        parts.append(f"{div} divergent transition(s)")
-    if chains < 2:
-        parts.append(f"{chains} chain: fewer than 2 chains cannot show that sampling converged")
-    if not parts:
-        return None
-    fixes = ["draw more (--warmup, --samples)"]
-    if chains < 4:
-        fixes.append("run 4 chains (--chains 4)")
-    if div:
-        fixes.append("for divergences, a higher target acceptance or tighter priors")
-    return (f"{what}: NUTS diagnostics fail: " + "; ".join(parts) + ". The posterior summaries and intervals are "
-            f"unreliable until they pass: {', '.join(fixes)} (see {REMEDY_URL})")
-
-
-def warn_nuts(diagnostics: dict, what: str, stacklevel: int = 3) -> str | None:
-    """Issue :func:`nuts_warnings` as a ``RuntimeWarning`` (returns the message, or ``None``)."""
-    msg = nuts_warnings(diagnostics, what)
-    if msg:
-        warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel)
-    return msg
 
 MAP_STEPS = 60  # damped-Newton steps of the MAP search (a fixed-length scan: cheap to compile)
 
@@ -149,83 +101,21 @@ def _default_init(data: BayesData, priors: Priors, likelihood="extrap"):
     return jnp.stack(x0)
 
 
-def _map_one(x0, S, y, train, n_items, y_lo, y_hi, floor_max, alpha_mean, lower, top, priors,
-             likelihood):
-    loss = _loss_for(likelihood)
-    args = (S, y, train, n_items, y_lo, y_hi, floor_max, alpha_mean, lower, top, priors)
-    # Newton accepts only steps that lower the potential (never worse than the start), and hands
-    # back the Hessian at its end point for the Laplace covariance (no second Hessian program)
-    res, H = minimize_newton(loss, x0, *args, steps=MAP_STEPS, tol=1e-6, with_hessian=True)
-    w, V = jnp.linalg.eigh(H)
-    w = jnp.clip(w, 1e-2, None)  # flat directions (prior-only sites keep their prior scale)
-    cov = (V / w) @ V.T
-    return res.params, cov, res.converged
-
-
-@partial(jax.jit, static_argnames=("likelihood",))
-def _map_all(x0, S, y, train, n_items, y_lo, y_hi, floor_max, alpha_mean, lower, top, priors,
-             likelihood):
-    return jax.vmap(lambda *a: _map_one(*a, priors, likelihood))(
-        x0, S, y, train, n_items, y_lo, y_hi, floor_max, alpha_mean, lower, top)
-
-
 def map_laplace(data: BayesData, x0=None, priors: Priors = PRIORS, likelihood="extrap"):
     """MAP (flat unconstrained vectors, (T, P)), Laplace covariances (T, P, P), converged (T,)."""
     x0 = _default_init(data, priors, likelihood) if x0 is None else x0
-    d = data
-    return _map_all(x0, d.S, d.y, d.train, d.n_items, d.y_lo, d.y_hi, d.floor_max, d.alpha_mean,
-                    *_lower_top(d), tuple(priors), likelihood)
+    return map_laplace_batched(_loss_for(likelihood), x0, _task_args(data), (tuple(priors),), steps=MAP_STEPS)
+
+
+def _task_args(d: BayesData) -> tuple:
+    """The per-task arrays of the potential, in its argument order (leading task axis)."""
+    return (d.S, d.y, d.train, d.n_items, d.y_lo, d.y_hi, d.floor_max, d.alpha_mean, *_lower_top(d))
 
 
 def _lower_top(d: BayesData):
     if d.lower is None:  # hand-built data without a backtest split: every row is "lower"
         return d.train, -jnp.ones((d.train.shape[0], 1))
     return d.lower, d.top
-
-
-def _one_chain(key, x_map, cov, S, y, train, n_items, y_lo, y_hi, floor_max, alpha_mean, lower, top,
-               priors,
-               num_warmup, num_samples, likelihood, adapt_mass, target_accept_prob, init_scale,
-               max_tree_depth):
-    from numpyro.infer.hmc import hmc
-
-    k0, k1 = jax.random.split(key)
-    L = jnp.linalg.cholesky(cov + 1e-10 * jnp.eye(cov.shape[0]))
-    z0 = x_map + init_scale * L @ jax.random.normal(k0, x_map.shape)
-    pot = _loss_for(likelihood)
-    init_kernel, sample_kernel = hmc(
-        potential_fn_gen=lambda *a: (lambda z: pot(z, *a)), algo="NUTS")
-    margs = (S, y, train, n_items, y_lo, y_hi, floor_max, alpha_mean, lower, top, priors)
-    state = init_kernel(z0, num_warmup, step_size=0.5, inverse_mass_matrix=cov, dense_mass=True,
-                        adapt_mass_matrix=adapt_mass, target_accept_prob=target_accept_prob,
-                        max_tree_depth=max_tree_depth, model_args=margs, rng_key=k1)
-
-    def step(st, _):
-        st = sample_kernel(st, model_args=margs)
-        return st, (st.z, st.diverging, st.num_steps)
-
-    # ONE scan over warm-up + sampling (the kernel adapts while i < num_warmup): the NUTS kernel
-    # is traced and compiled once, not twice
-    _, out = jax.lax.scan(step, state, None, length=num_warmup + num_samples)
-    return jax.tree.map(lambda v: v[num_warmup:], out)
-
-
-@partial(jax.jit, static_argnames=("num_warmup", "num_samples", "num_chains", "likelihood",
-                                   "adapt_mass", "max_tree_depth"))
-def _batched(key, x_map, cov, S, y, train, n_items, y_lo, y_hi, floor_max, alpha_mean, lower, top,
-             priors,
-             num_warmup, num_samples, num_chains, likelihood, adapt_mass, target_accept_prob,
-             init_scale, max_tree_depth):
-    T = S.shape[0]
-    keys = jax.random.split(key, T * num_chains)
-    # ONE flat vmap over (task, chain) pairs: nested vmaps of NUTS' nested while loops multiply
-    # the batching passes at trace time
-    per_task = (x_map, cov, S, y, train, n_items, y_lo, y_hi, floor_max, alpha_mean, lower, top)
-    flat = [jnp.repeat(v, num_chains, axis=0) for v in per_task]
-    out = jax.vmap(lambda k, *a: _one_chain(
-        k, *a, priors, num_warmup, num_samples, likelihood, adapt_mass, target_accept_prob,
-        init_scale, max_tree_depth))(keys, *flat)
-    return jax.tree.map(lambda v: v.reshape((T, num_chains) + v.shape[1:]), out)
 
 
 def fit_bayes_batched(key, data: BayesData, *, points=None, s0=None, num_warmup=300, num_samples=500,
@@ -244,11 +134,10 @@ def fit_bayes_batched(key, data: BayesData, *, points=None, s0=None, num_warmup=
     d = data
     x0 = None if points is None else init_from_point(d, points, priors, s0, likelihood)
     x_map, cov, conv = map_laplace(d, x0, priors, likelihood)
-    zs, div, nsteps = _batched(key, x_map, cov, d.S, d.y, d.train, d.n_items, d.y_lo, d.y_hi,
-                               d.floor_max, d.alpha_mean, *_lower_top(d), tuple(priors),
-                               num_warmup, num_samples,
-                               num_chains, likelihood, adapt_mass, target_accept_prob, init_scale,
-                               max_tree_depth)
+    zs, div, nsteps = batched_nuts(key, _loss_for(likelihood), x_map, cov, _task_args(d), (tuple(priors),),
+                                   num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+                                   adapt_mass=adapt_mass, target_accept_prob=target_accept_prob,
+                                   init_scale=init_scale, max_tree_depth=max_tree_depth)
     zs, div, nsteps = np.asarray(zs), np.asarray(div), np.asarray(nsteps)
     if not np.all(np.isfinite(zs)):
         bad = sorted({int(t) for t in np.argwhere(~np.isfinite(zs))[:, 0]})
