@@ -8,11 +8,16 @@ Cases (same loss = MSE of P, same box, popsize 15, tol 1e-8, maxiter 1000, no po
      (MSE over 0/1 rows = count-weighted MSE over unique covariates + constant).
   3. Many tasks at once: the 5 ICL tasks in one vmapped DE program vs 5 sequential scipy runs.
   4. The pillar contract on the ICL table: context_law.from_frame(task_col="task") -> fit (the ICL
-     preset: DE + L-BFGS polish, 2 restarts, every task in one program) -> predict; cold and warm,
-     with the in-sample MAE and the 90 % residual-interval coverage per task.
+     preset: DE + L-BFGS polish, 2 restarts, every task in one program, plus the backtest refits)
+     -> predict; cold and warm, with the in-sample MAE and the 90 % residual-interval coverage per task.
+  5. (--calibration) Right on new data: the ICL extrapolation experiment (train on prompts < 10k
+     tokens, score the longer ones): held-out MAE of the point fit, of the posterior mean and of the
+     carry-forward baseline, 90 % coverage of the point and Bayesian intervals (both widened by the
+     backtest's drift), NUTS diagnostics and wall time.
 JAX times are reported cold (first call: trace + compile + run) and warm.  Wall and process CPU time.
 
-  python benchmarks/bench_context.py [--quick] [--out benchmarks/results/bench_context.json]
+  python benchmarks/bench_context.py [--quick] [--calibration | --only-calibration]
+      [--out benchmarks/results/bench_context.json]
 """
 from __future__ import annotations
 
@@ -65,10 +70,31 @@ def contract_case(icl) -> dict:
             "coverage_90_in": {t: float(inside[codes == i].mean()) for i, t in enumerate(fit.task_labels)}}
 
 
+def calibration_case() -> dict:
+    """Case 5: the bundled ICL extrapolation experiment, point fit and NUTS (the CLI's --dataset)."""
+    import jax
+
+    from jaxscale.context_law.evaluate import bayes_extrapolation, default_spec, evaluate_source, source_report
+
+    spec = default_spec("longcontext_icl")
+    key = jax.random.key(0)
+    res, w_point, c_point = _timed(lambda: evaluate_source(key, "longcontext_icl", spec))
+    rep = source_report(res)
+    out, w_bayes, c_bayes = _timed(lambda: bayes_extrapolation(jax.random.fold_in(key, 1), res, spec))
+    return {"point_s": w_point, "point_cpu_s": c_point, "bayes_s": w_bayes, "bayes_cpu_s": c_bayes,
+            "mae_out_point": out["mae_out"]["point_fit"], "mae_out_posterior_mean": out["mae_out"]["posterior_mean"],
+            "mae_out_carry_forward": out["mae_out"]["carry_forward_baseline"], "n_out": out["mae_out"]["n"],
+            "coverage_90_point": rep["coverage_90_point"], "drift_point": rep["drift"]["tau"],
+            "coverage_90_bayes": out["coverage_90"], "coverage_90_bayes_rows": out["coverage_90_rows"],
+            "drift_bayes": out["drift"]["tau"], "nuts": out["diagnostics"]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="skip the slow scipy run at 65k rows (estimate instead)")
     ap.add_argument("--rows", type=int, default=65_536)
+    ap.add_argument("--calibration", action="store_true", help="also run case 5 (held-out calibration, NUTS)")
+    ap.add_argument("--only-calibration", action="store_true", help="run case 5 only")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_context.json"))
     args = ap.parse_args(argv)
 
@@ -84,6 +110,15 @@ def main(argv=None):
 
     res = {"device": str(jax.devices()[0]), "platform": platform.platform(), "cpu_count": os.cpu_count(),
            "settings": "best1bin, popsize 15 x n_params, tol 1e-8, maxiter 1000, no polish, MSE"}
+    if args.only_calibration:
+        res["calibration"] = calibration_case()
+        print("calibration", json.dumps(res["calibration"]), flush=True)
+        out = Path(args.out)
+        out = out.with_name(out.stem + "_calibration.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2))
+        print("wrote", out)
+        return
 
     def jax_de(key, data, spec):
         f = _fit_one(key, data, spec.law(), 15, 1000, 1e-8, False)
@@ -168,6 +203,9 @@ def main(argv=None):
 
     res["contract"] = contract_case(icl)
     print("contract", json.dumps(res["contract"]), flush=True)
+    if args.calibration:
+        res["calibration"] = calibration_case()
+        print("calibration", json.dumps(res["calibration"]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     print("wrote", args.out)

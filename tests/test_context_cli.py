@@ -43,3 +43,42 @@ def test_bad_dataset_and_penalty():
         default_spec("ruler", penalty="sigmoid")
     with pytest.raises(ValueError, match="dataset"):
         default_spec("mmlu")
+
+
+def _run(argv, capsys):
+    import json
+    import warnings as w
+
+    from jaxscale.cli import main
+
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        rc = main(argv)
+    out = capsys.readouterr().out
+    return rc, (json.loads(out) if rc == 0 else None), [str(c.message) for c in caught]
+
+
+def test_dataset_not_converged_is_reported_and_warned(capsys):
+    """--dataset: a DE stopped at --maxiter is in the JSON (converged, reason) and in the warnings."""
+    rc, res, _ = _run(["context", "fit", "--dataset", "longcontext_icl", "--maxiter", "3", "--popsize", "5",
+                       "--restarts", "1", "--no-polish", "--json"], capsys)
+    assert rc == 0 and res["converged"] is False
+    assert all(t["converged"] is False and "maxiter=3" in t["reason"] for t in res["tasks"])
+    assert all(t["extrap_converged"] is False and t["backtest_converged"] is False for t in res["tasks"])
+    assert any("maxiter=3" in m and "without meeting" in m for m in res["warnings"])
+
+
+@pytest.mark.slow
+def test_clean_bundled_fit_has_no_warning(capsys):
+    """The headline command with its default settings: converged everywhere, no warning at all, the
+    carry-forward baseline beside the model on the held-out (>= 10k token) prompts, and the point
+    fit's 90 % interval (widened by the backtest's drift) covering them."""
+    rc, res, caught = _run(["context", "fit", "--dataset", "longcontext_icl", "--json"], capsys)
+    assert rc == 0
+    assert res["warnings"] == [] and [m for m in caught if "longcontext_icl" in m or "context" in m] == []
+    assert res["converged"] is True
+    base = res["baselines"]
+    assert base["model_loses_to"] == [] and base["model"]["mae"] < base["carry_forward"]["mae"]
+    assert res["drift"]["tau"] > 0 and res["drift"]["tasks_used"] == 5
+    assert 0.8 <= res["coverage_90_point"] <= 1.0
+    assert len(res["design_notes"]) > 0  # no row past the limit below 10k tokens: reported, not warned

@@ -140,7 +140,8 @@ def test_cli_fit_then_predict(table, tmp_path, capsys):
     assert res["converged"] is False and any("maxiter" in w for w in res["warnings"])
     assert res["spec"] == SPEC._asdict()
     written = pd.read_csv(out_csv)
-    assert len(written) == 80 and list(written.columns) == list(df.columns) + ["mean", "lower", "upper", "heldout"]
+    assert len(written) == 80 and list(written.columns) == list(df.columns) + ["mean", "lower", "upper",
+                                                                               "extrapolation", "heldout"]
     assert written["heldout"].sum() == 20
     ref = cl.predict(fit, df)  # the CLI fitted the same rows with the same key and spec
     np.testing.assert_allclose(written["mean"], np.asarray(ref.mean), rtol=1e-12)
@@ -168,10 +169,15 @@ def test_bayesian_fit_predicts_draws_and_round_trips(table, tmp_path):
     (a key is required) and a saved model gives identical draws."""
     df, held, data, train, _ = table
     spec = SPEC._replace(bayes=True, num_warmup=60, num_samples=60, num_chains=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # short chains: R-hat / ESS warnings are expected here
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # short chains: the sampler's diagnostics must say so
         fit = cl.fit(jax.random.key(0), train, spec)
+    said = [str(w.message) for w in caught]
+    assert any("1 chain" in m and "R-hat" in m for m in said), said  # fewer than 2 chains
+    assert any("min ESS" in m for m in said), said  # 60 draws: ESS < 100 per chain
     assert fit.posterior.theta.shape == (60, 2, 5) and fit.posterior.noise.shape == (60, 2)
+    assert int(fit.posterior.num_chains) == 1 and float(fit.posterior.min_ess) < 100
+    assert fit.posterior.drift.shape == (2,) and float(fit.posterior.drift[0]) >= 0
     with pytest.raises(ValueError, match="needs a key"):
         cl.predict(fit, df)
     pred = cl.predict(fit, df, key=jax.random.key(1))
@@ -183,3 +189,85 @@ def test_bayesian_fit_predicts_draws_and_round_trips(table, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     summary = cl.task_summary(fit)
     assert set(summary[0]["posterior_90"]) == set(fit.param_names)
+
+
+def test_degenerate_designs_are_refused():
+    """Constant score, one prompt length, fewer rows than parameters + 1: errors naming the column,
+    the task, the count and the fix, before any fitting."""
+    df = _frame()
+    spec = SPEC._replace(backtest_frac=0.0)
+    flat = df.assign(score=np.where(df["task"] == "qa", 0.0, df["score"]))
+    with pytest.raises(ValueError, match=r"task 'qa'.*column 'score' is constant \(0\) in all 40 training rows"):
+        cl.fit(jax.random.key(0), cl.from_frame(flat, task_col="task"), spec)
+    one = df[df["n_pmt"] == 1000.0]
+    with pytest.raises(ValueError, match=r"column 'n_pmt' has one prompt length \(1000 tokens\).*underdetermined"):
+        cl.fit(jax.random.key(0), cl.from_frame(one, task_col="task"), spec)
+    few = df[(df["task"] == "qa") & df["n_pmt"].isin([1000.0, 3000.0]) & (df["n_ctx"] == 16384.0)
+             & (df["C"] <= 1e22)]
+    assert len(few) == 4
+    with pytest.raises(ValueError, match=r"4 training rows of task 'qa' for 5 free parameters.*at least 6.*"
+                                         r"--no-fit-scale"):
+        cl.fit(jax.random.key(0), cl.from_frame(few, task_col="task"), spec)
+    with pytest.raises(ValueError, match=r"one compute level \(column 'N' x 'D'"):
+        cl.fit(jax.random.key(0), cl.from_frame(df[df["C"] == 1e22].assign(N=1e9, D=1e22 / 6e9), n_col="N",
+                                                d_col="D"), spec)
+    query = cl.from_frame(df.iloc[7:], score_col=None)
+    with pytest.raises(ValueError, match=r"missing for 73 training row\(s\) \(rows \[7, 8, 9"):
+        cl.fit(jax.random.key(0), query.replace(columns=(("target", "score"),)), SPEC)
+
+
+def test_extrapolation_distance_and_widening(table):
+    """predict fills Prediction.extrapolation (decades outside the task's training cells, 0 inside),
+    warns once with the worst value, and the interval widens with it at the backtest's drift."""
+    df, held, data, train, fit = table
+    assert fit.box.shape == (2, 5) and fit.drift.shape == (2,) and float(fit.drift[0]) > 0
+    assert int(np.sum(np.asarray(fit.backtest_rows))) > 0
+    with pytest.warns(UserWarning, match="20 of 80 queries lie outside the training data") as rec:
+        pred = cl.predict(fit, df)
+    assert len([w for w in rec if "outside the training data" in str(w.message)]) == 1
+    d = np.asarray(pred.extrapolation)
+    np.testing.assert_allclose(d[~held], 0.0, atol=1e-12)
+    np.testing.assert_allclose(d[held], 1.0, atol=1e-9)  # C = 1e24 vs the largest training C 1e23
+    half = np.asarray(pred.upper - pred.lower)
+    flat = cl.predict(fit.replace(drift=jnp.zeros(2)), df)  # no drift: residual noise only
+    inner = (np.asarray(flat.lower) > 0) & (np.asarray(flat.upper) < 1)
+    assert np.all(half[held & inner] > np.asarray(flat.upper - flat.lower)[held & inner])
+    np.testing.assert_allclose(half[~held], np.asarray(flat.upper - flat.lower)[~held])
+    from jaxscale.context_law.extrapolation import distance
+
+    box = np.asarray(fit.box)[0]
+    np.testing.assert_allclose(float(distance(box, np.log(1e22), 10 ** box[1] * 10.0, 1e9)), 1.0)  # 10x longer
+
+
+def test_carry_forward_baseline():
+    """Each (model, task)'s score at its longest training prompt not longer than the query's."""
+    from jaxscale.context_law.baseline import carry_forward
+
+    df = pd.DataFrame({"model": ["a", "a", "a", "b", "b", "c"], "task": "t", "C": 1e22, "n_ctx": 8192.0,
+                       "n_pmt": [100.0, 1000.0, 5000.0, 100.0, 5000.0, 5000.0],
+                       "score": [0.1, 0.4, 0.9, 0.2, 0.7, 0.5]})
+    data = cl.from_frame(df)
+    train = np.array([True, True, False, True, False, False])
+    base, fallback = carry_forward(data, train, df["model"].to_numpy())
+    np.testing.assert_allclose(np.asarray(base.mean), [0.1, 0.4, 0.4, 0.2, 0.2, (0.1 + 0.4 + 0.2) / 3])
+    assert fallback == 1  # model c has no training row: the task's mean training score
+    merged, _ = carry_forward(data, train)  # without model labels, a and b share (C, n_ctx): one model
+    np.testing.assert_allclose(np.asarray(merged.mean)[2], 0.4)
+
+
+def test_cli_holdout_reports_baseline_and_extrapolation(table, tmp_path, capsys):
+    df, held, *_ = table
+    csv = tmp_path / "cells.csv"
+    df.to_csv(csv, index=False)
+    rc = main(["context", "fit", "--csv", str(csv), "--task-col", "task", "--model-col", "model",
+               "--holdout", HOLDOUT, *FLAGS, "--predictions", str(tmp_path / "p.csv"), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    base = res["baselines"]["carry_forward"]
+    assert base["n"] == 20 and base["mae"] > 0 and base["fallback_rows"] == 20  # held-out models are new
+    assert isinstance(res["baselines"]["model_loses_to"], list)
+    assert res["extrapolation_max"] == pytest.approx(1.0) and res["drift_per_decade"] > 0
+    assert any("outside the training data" in w for w in res["warnings"])
+    written = pd.read_csv(tmp_path / "p.csv")
+    assert written.loc[written["heldout"], "extrapolation"].min() > 0
+    assert (written.loc[~written["heldout"], "extrapolation"] == 0).all()

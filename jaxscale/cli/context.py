@@ -16,6 +16,7 @@ from jaxscale.cli._common import (
     add_predict_command,
     add_table_args,
     check_outputs,
+    compare_baselines,
     read_input,
     save_fit,
     score,
@@ -96,6 +97,10 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-warmup", action=_Given, type=int, default=d.num_warmup, help="NUTS warm-up steps per chain")
     g.add_argument("--num-samples", action=_Given, type=int, default=d.num_samples, help="NUTS draws per chain")
     g.add_argument("--num-chains", action=_Given, type=int, default=d.num_chains, help="NUTS chains")
+    g = p.add_argument_group("extrapolation")
+    g.add_argument("--backtest-frac", action=_Given, type=float, default=d.backtest_frac,
+                   help="share of each task's training rows (the longest prompts) held out inside the training data "
+                        "to learn how fast errors grow outside it (intervals widen at that rate); 0: off")
     p.set_defaults(spec_given=())
 
 
@@ -129,7 +134,8 @@ def _interval_text(fit) -> str:
     if fit.posterior is not None:
         return (f"posterior predictive ({fit.spec.likelihood} likelihood, "
                 f"{fit.posterior.theta.shape[0]} NUTS draws)")
-    return "residual noise: mean +- z * (task's residual sd), clipped to [0, 1]; no parameter uncertainty"
+    return ("residual noise: mean +- z * sqrt(task's residual sd^2 + (drift * extrapolation distance)^2), clipped "
+            "to [0, 1]; no parameter uncertainty")
 
 
 def _scores(y, pred, rows, label: str) -> tuple:
@@ -139,11 +145,42 @@ def _scores(y, pred, rows, label: str) -> tuple:
     return score(y, pred, rows), None
 
 
+def _model_labels(args, df):
+    if args.model_col is None:
+        return None
+    if args.model_col not in df.columns:
+        raise ValueError(f"--model-col {args.model_col!r} is not a column of {args.csv}; columns: "
+                         f"{list(df.columns)[:20]}")
+    missing = df[args.model_col].isna()
+    if missing.any():
+        from jaxscale.data.validate import _rows
+
+        raise ValueError(f"--model-col {args.model_col!r} has {int(missing.sum())} missing label(s) at rows "
+                         f"{_rows(df.index[missing])}; give every row its model's name")
+    return df[args.model_col].astype(str).to_numpy()
+
+
+def _bayes_json(post) -> dict:
+    import numpy as np
+
+    out = {"max_r_hat": float(post.max_r_hat), "divergences": int(post.divergences)}
+    if post.min_ess is not None:
+        out["min_ess"] = float(post.min_ess)
+    if post.num_chains is not None:
+        out["num_chains"] = int(post.num_chains)
+    if not np.isfinite(out["max_r_hat"]):
+        out["max_r_hat"], out["max_r_hat_reason"] = None, "R-hat needs at least 2 chains of at least 4 draws"
+    if post.drift is not None:
+        out["drift_per_decade"] = float(np.asarray(post.drift)[0])
+    return out
+
+
 def _fit_table(args) -> dict:
     import jax
     import numpy as np
 
     from jaxscale import context_law as cl
+    from jaxscale.context_law.baseline import carry_forward
     from jaxscale.data import holdout_mask
 
     if args.cutoff is not None:
@@ -151,49 +188,63 @@ def _fit_table(args) -> dict:
     check_outputs(args)
     df = read_input(args)
     spec = spec_from_args(args)
-    data = cl.from_frame(df, **_columns(args))
-    held = holdout_mask(df, args.holdout)
-    train = jax.tree_util.tree_map(lambda a: a[~held], data)
-    key = jax.random.key(args.seed)
-    t0 = time.perf_counter()
+    model = _model_labels(args, df)
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
+        data = cl.from_frame(df, **_columns(args))
+        held = holdout_mask(df, args.holdout)
+        train = jax.tree_util.tree_map(lambda a: a[~held], data)
+        key = jax.random.key(args.seed)
+        t0 = time.perf_counter()
         fit = cl.fit(key, train, spec)
-    seconds = time.perf_counter() - t0
-    pred = cl.predict(fit, data, key=key, level=0.9)  # the same draws as `context predict --seed`
-    y = np.asarray(data.y)
-    codes = np.asarray(data.task)
-    sin, _ = _scores(y, pred, ~held, "training")
-    sout, out_reason = _scores(y, pred, held, "held-out (--holdout)")
-    out = {"source": str(args.csv), "n_rows": int(len(df)), "n_train": int((~held).sum()),
-           "n_holdout": int(held.sum()), "tasks_n": len(fit.task_labels), "spec": spec._asdict(),
-           "fit_seconds": seconds, "interval": _interval_text(fit), "level": 0.9,
-           "mae_in": sin["mae"], "in": sin}
-    if sout is None:
-        out.update(mae_out=None, mae_out_reason=out_reason, coverage_90=None, coverage_90_reason=out_reason,
-                   out=None, out_reason=out_reason)
-    else:
-        out.update(mae_out=sout["mae"], coverage_90=sout["coverage"], out=sout)
-    point = None
-    if fit.posterior is not None:
-        point = cl.predict(fit.replace(posterior=None), data, level=0.9)
-        ps, _ = _scores(y, point, held, "held-out")
-        if ps is None:
-            out.update(coverage_90_point=None, coverage_90_point_reason=out_reason)
+        seconds = time.perf_counter() - t0
+        pred = cl.predict(fit, data, key=key, level=0.9)  # the same draws as `context predict --seed`
+        y = np.asarray(data.y)
+        codes = np.asarray(data.task)
+        sin, _ = _scores(y, pred, ~held, "training")
+        sout, out_reason = _scores(y, pred, held, "held-out (--holdout)")
+        out = {"source": str(args.csv), "n_rows": int(len(df)), "n_train": int((~held).sum()),
+               "n_holdout": int(held.sum()), "tasks_n": len(fit.task_labels), "spec": spec._asdict(),
+               "fit_seconds": seconds, "interval": _interval_text(fit), "level": 0.9,
+               "mae_in": sin["mae"], "in": sin}
+        if sout is None:
+            out.update(mae_out=None, mae_out_reason=out_reason, coverage_90=None, coverage_90_reason=out_reason,
+                       out=None, out_reason=out_reason, baselines=None, baselines_reason=out_reason)
         else:
-            out["coverage_90_point"] = ps["coverage"]
-        out["bayes"] = {"max_r_hat": float(fit.posterior.max_r_hat),
-                        "divergences": int(fit.posterior.divergences)}
-    tasks = cl.task_summary(fit)
-    for t, row in enumerate(tasks):
-        row["in"], _ = _scores(y, pred, ~held & (codes == t), "training")
-        row["out"], reason = _scores(y, pred, held & (codes == t), "held-out")
-        if reason:
-            row["out_reason"] = reason
-        if point is not None and held[codes == t].any():
-            row["coverage_90_point"] = score(y, point, held & (codes == t))["coverage"]
-    out["tasks"] = tasks
-    out["converged"] = bool(np.all(np.asarray(fit.converged)))
+            out.update(mae_out=sout["mae"], coverage_90=sout["coverage"], out=sout)
+            base, n_fallback = carry_forward(data, ~held, model)
+            out["baselines"] = compare_baselines(y, pred, {"carry_forward": base}, what="context-law fit", mask=held)
+            out["baselines"]["carry_forward"]["fallback_rows"] = n_fallback
+            out["baselines"]["carry_forward"]["what"] = (
+                "each (model, task)'s score at its longest training prompt not longer than the row's, carried "
+                "forward; a model is " + (f"column {args.model_col!r}" if model is not None else
+                                          "a (compute, context limit) pair (give --model-col to name models)")
+                + "; rows of a model with no training row use the task's mean training score")
+        dist = np.asarray(pred.extrapolation)
+        out["extrapolation_max"] = float(dist.max())
+        out["extrapolation_unit"] = "decades of prompt length, compute or prompt/limit ratio outside the task's cells"
+        out["drift_per_decade"] = float(np.asarray(fit.drift)[0])
+        if fit.drift_reason:
+            out["drift_reason"] = fit.drift_reason
+        point = None
+        if fit.posterior is not None:
+            point = cl.predict(fit.replace(posterior=None), data, level=0.9)
+            ps, _ = _scores(y, point, held, "held-out")
+            if ps is None:
+                out.update(coverage_90_point=None, coverage_90_point_reason=out_reason)
+            else:
+                out["coverage_90_point"] = ps["coverage"]
+            out["bayes"] = _bayes_json(fit.posterior)
+        tasks = cl.task_summary(fit)
+        for t, row in enumerate(tasks):
+            row["in"], _ = _scores(y, pred, ~held & (codes == t), "training")
+            row["out"], reason = _scores(y, pred, held & (codes == t), "held-out")
+            if reason:
+                row["out_reason"] = reason
+            if point is not None and held[codes == t].any():
+                row["coverage_90_point"] = score(y, point, held & (codes == t))["coverage"]
+        out["tasks"] = tasks
+        out["converged"] = bool(np.all(np.asarray(fit.converged)))
     out["warnings"] = _caught(records)
     if args.predictions:
         out["predictions"] = write_predictions(args.predictions, df, pred, extra={"heldout": held})
@@ -208,13 +259,16 @@ def _fit_table(args) -> dict:
 
 def _fit_bundled(args) -> dict:
     import jax
+    import numpy as np
 
     from jaxscale.context_law.evaluate import bayes_extrapolation, default_spec, evaluate_source, source_report
+    from jaxscale.infer.prediction import Prediction
 
-    for flag in ("csv", "where", "holdout", "predictions", "save"):
+    for flag in ("csv", "where", "holdout", "predictions", "save", "model_col"):
         if getattr(args, flag, None):
-            raise ValueError(f"--{flag} works with --csv (your own table), not with --dataset; the bundled "
-                             "experiments split at --cutoff")
+            raise ValueError(f"--{flag.replace('_', '-')} works with --csv (your own table), not with --dataset; the "
+                             "bundled experiments split at --cutoff")
+    check_outputs(args)
     key = jax.random.key(args.seed)
     spec = spec_from_args(args, default_spec(args.dataset))
     cutoff = 10_000.0 if args.cutoff is None else args.cutoff
@@ -224,6 +278,15 @@ def _fit_bundled(args) -> dict:
         res = evaluate_source(key, args.dataset, spec, cutoff=cutoff)
         out = source_report(res)
         out["fit_seconds"] = time.perf_counter() - t0
+        held = [~(f["n_pmt"].to_numpy(float) < cutoff) for f in res["frames"].values()]
+        cat = lambda k: np.concatenate([r[k][h] for r, h in zip(res["tasks"], held)])  # noqa: E731
+        y = np.concatenate([f["score"].to_numpy(float)[h] for f, h in zip(res["frames"].values(), held)])
+        point = Prediction(cat("point_extrap"), cat("point_lower"), cat("point_upper"))
+        out["baselines"] = compare_baselines(y, point, {"carry_forward": cat("baseline_pred")},
+                                             what=f"{args.dataset} point fit (prompts >= {cutoff:g} tokens)")
+        out["baselines"]["model"] = score(y, point)
+        out["baselines"]["carry_forward"]["what"] = ("each (model, task)'s score at its longest prompt below "
+                                                     f"{cutoff:g} tokens, carried forward to the longer prompts")
         if spec.bayes:
             out["bayes"] = bayes_extrapolation(jax.random.fold_in(key, 1), res, spec)
             out["coverage_90"] = out["bayes"]["coverage_90"]
@@ -265,6 +328,9 @@ def register(subparsers) -> None:
     g.add_argument("--task-col", default=None, metavar="NAME", help="task label: one law per task (optional)")
     g.add_argument("--n-items-col", default=None, metavar="NAME",
                    help="items behind each score (optional; for --likelihood binomial)")
+    g.add_argument("--model-col", default=None, metavar="NAME",
+                   help="model label (optional): the carry-forward baseline of --holdout follows each (model, task); "
+                        "without it a model is a (compute, context limit) pair")
     _add_spec_args(f)
     f.add_argument("--seed", type=int, default=0, help="PRNG seed of DE, NUTS and predictive draws")
     f.add_argument("--cutoff", type=float, default=None,

@@ -40,14 +40,15 @@ from jaxscale.context_law.fit import (
     check_identifiability,
     convergence_reason,
     theta_dict,
+    warn_not_converged,
 )
 from jaxscale.context_law.model import Spec, param_names, predict_law
 from jaxscale.data import validate as V
 from jaxscale.data.table import FILE_ROWS
 from jaxscale.infer.prediction import Prediction, check_level, from_samples, z_value
 
-__all__ = ["Data", "Fit", "Posterior", "from_frame", "fit", "predict", "task_summary", "stack_by_task",
-           "DEFAULT_TASK"]
+__all__ = ["Data", "Fit", "Posterior", "from_frame", "fit", "predict", "extrapolation", "task_summary",
+           "stack_by_task", "DEFAULT_TASK"]
 
 #: Task label of every row when the table has no task column.
 DEFAULT_TASK = "all"
@@ -66,6 +67,8 @@ class Data:
       floor: chance floor g of the row (P = g + (1 - g) law; 0 = none).
       task: integer code of the row's task, indexing ``task_labels``.
       n_items: items behind each score (for the binomial likelihood), or None.
+      row: integer label of each row in messages: the frame's index (file lines when read with
+        :func:`jaxscale.data.read_table`), or None.
       task_labels: the task vocabulary (static).
       columns: ``(role, column name)`` pairs of the source frame (static); the score's role is
         ``"target"``.
@@ -79,6 +82,7 @@ class Data:
     floor: jax.Array
     task: jax.Array
     n_items: jax.Array | None = None
+    row: jax.Array | None = None
     task_labels: tuple = static_field(default=(DEFAULT_TASK,))
     columns: tuple = static_field(default=())
 
@@ -89,12 +93,20 @@ class Data:
 @register_serializable
 class Posterior(NamedTuple):
     """NUTS draws per task (chains flattened): ``theta`` (S, T, P), likelihood ``noise`` (S, T)
-    (sigma / Laplace scale / beta concentration; 0 for binomial), and two diagnostics."""
+    (sigma / Laplace scale / beta concentration; 0 for binomial), and the sampler's diagnostics:
+    the largest split R-hat, divergent transitions, the smallest effective sample size over the
+    sampled sites and the number of chains (R-hat is NaN with one chain); ``drift`` (T,) is the
+    extrapolation discrepancy's sd per decade learnt by the Bayesian backtest (see
+    :func:`jaxscale.context_law.bayes.fit_bayes_backtest`), used by :func:`predict` instead of the
+    point fit's."""
 
     theta: jax.Array
     noise: jax.Array
     max_r_hat: jax.Array
     divergences: jax.Array
+    min_ess: jax.Array | None = None
+    num_chains: jax.Array | None = None
+    drift: jax.Array | None = None
 
 
 @pytree_dataclass
@@ -112,6 +124,14 @@ class Fit:
       sigma: (T,) residual standard deviation of the task's training rows (df corrected).
       n_train: (T,) training rows per task.
       posterior: NUTS draws (:class:`Posterior`) when ``spec.bayes``, else None.
+      box: (T, 5) each task's training cells in decades (see
+        :data:`jaxscale.context_law.extrapolation.BOX_FIELDS`), against which :func:`predict`
+        measures extrapolation; None for fits made before it existed.
+      drift: (T,) sd of the extrapolation discrepancy per decade outside the training cells (score
+        units), learnt by the backtest inside the training rows (pooled over tasks; 0 when the
+        backtest found no growth or could not run).
+      backtest_rows: (T,) future rows of each task used by that backtest (0: not used).
+      drift_reason: why ``drift`` is 0 (static; None when it was learnt).
       spec: the :class:`Spec` used (static).
       task_labels: task names (static).
       columns: ``(role, column)`` pairs of the training table (static).
@@ -127,6 +147,10 @@ class Fit:
     sigma: jax.Array
     n_train: jax.Array
     posterior: Posterior | None = None
+    box: jax.Array | None = None
+    drift: jax.Array | None = None
+    backtest_rows: jax.Array | None = None
+    drift_reason: str | None = static_field(default=None)
     spec: Spec = static_field(default=Spec())
     task_labels: tuple = static_field(default=(DEFAULT_TASK,))
     columns: tuple = static_field(default=())
@@ -219,10 +243,57 @@ def from_frame(df: pd.DataFrame, *, c_col: str | None = None, n_col: str | None 
         V.check_positive(df, [n_items_col], what)
     log_C = np.log(num(c_col)) if len(compute) == 1 else np.log(6.0) + np.log(num(n_col)) + np.log(num(d_col))
     codes, labels = _task_codes(df, task_col, task_labels, what)
+    _check_units(df, dict(roles), what)
+    if score_col is not None:
+        _warn_duplicates(df, what)
     return Data(jnp.asarray(log_C), jnp.asarray(num(n_prompt_col)), jnp.asarray(num(n_ctx_col)), jnp.asarray(y),
                 jnp.ones(n), jnp.asarray(floor), jnp.asarray(codes, dtype=jnp.int32),
-                None if n_items_col is None else jnp.asarray(num(n_items_col)),
+                None if n_items_col is None else jnp.asarray(num(n_items_col)), _row_labels(df),
                 task_labels=labels, columns=tuple(roles))
+
+
+def _row_labels(df: pd.DataFrame):
+    """The frame's index as integers (file lines from ``read_table``), or None when it is not integer."""
+    idx = df.index
+    if pd.api.types.is_integer_dtype(idx.dtype):
+        return jnp.asarray(np.asarray(idx, dtype=np.int64))
+    return None
+
+
+# smallest plausible maximum of each role's column, with the unit a smaller value suggests
+_UNITS = {"c": (1e12, "FLOPs", "PF-days, exaFLOPs or another unit; compute must be in FLOPs (a 7B model on 2T "
+                                "tokens is ~8e22)"),
+          "n": (1e4, "parameters", "millions or billions; N must be a raw count (7 billion -> 7e9)"),
+          "d": (1e6, "tokens", "millions, billions or trillions; D must be a raw count (2 trillion -> 2e12)"),
+          "n_ctx": (256.0, "tokens", "thousands of tokens; write the limit in tokens (4k -> 4096)"),
+          "n_prompt": (1.0, "tokens", "thousands of tokens; write prompt lengths in tokens")}
+
+
+def _check_units(df: pd.DataFrame, roles: dict, what: str) -> None:
+    """Warn when a column's values are implausibly small for its unit (e.g. N given in billions)."""
+    for role, (floor, unit, hint) in _UNITS.items():
+        col = roles.get(role)
+        if col is None:
+            continue
+        values = pd.to_numeric(df[col])
+        top = float(values.min() if role == "n_prompt" else values.max())  # prompts: any below one token
+        if top < floor:
+            verb = "has values down to" if role == "n_prompt" else "peaks at"
+            warnings.warn(f"{what}: column {col!r} ({unit}) {verb} {top:g}, which looks like {hint}. Convert the "
+                          "column, or the fitted law's constants and its extrapolation distances will be wrong.",
+                          UserWarning, stacklevel=3)
+
+
+def _warn_duplicates(df: pd.DataFrame, what: str) -> None:
+    """Warn when whole rows repeat (the same cell entered twice would be fitted twice). Rows that
+    differ in any column (e.g. two models with the same compute and limit, both at 0 past the
+    cliff) are distinct cells."""
+    dup = df.duplicated(keep=False)
+    if dup.any():
+        warnings.warn(f"{what}: {int(dup.sum())} rows repeat another row in every column, at rows "
+                      f"{V._rows(df.index[dup])}; each row is fitted with weight 1, so a cell entered twice counts "
+                      "twice. Remove the copies (or aggregate them, e.g. df.drop_duplicates()).",
+                      UserWarning, stacklevel=3)
 
 
 def _task_codes(df, task_col, task_labels, what):
@@ -285,33 +356,54 @@ def _residual_sigma(theta, stacked: Data, spec: Spec):
     return jax.vmap(one)(theta, stacked)
 
 
+def _check_shapes(data: Data, what: str) -> None:
+    arrays = {f: getattr(data, f) for f in ("log_C", "n_pmt", "n_ctx", "y", "weight", "floor", "task", "n_items", "row")
+              if getattr(data, f) is not None}
+    V.check_shapes(what, **arrays)
+    if np.ndim(data.y) != 1:
+        raise ValueError(f"{what}: data must have 1-D rows, got y.shape={np.shape(data.y)}; "
+                         "use fit_core / fit_many for stacked tasks")
+
+
+def _rows_text(data: Data, mask) -> str:
+    """The rows of ``mask`` as the user knows them (frame index / file lines), or as positions."""
+    if data.row is not None:
+        return f"rows {V._rows(np.asarray(data.row)[np.asarray(mask)])}"
+    return f"positions {V._rows(np.flatnonzero(np.asarray(mask)))}"
+
+
 def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     """Fit one law per task: DE + L-BFGS (all tasks vmapped), then NUTS when ``spec.bayes``.
 
-    Rows with weight 0 are ignored. Host-side checks: every training row has a score, every
-    task has training rows, and the design can pin the free parameters (an error for alpha at one
-    compute level; warnings for weak designs). A task whose DE stopped at ``spec.maxiter`` is
-    reported by a warning and by ``fit.converged``.
+    Rows with weight 0 are ignored. Host-side checks first (errors naming the column, the task,
+    the count and the fix): every array has one entry per row, every training row has a score,
+    every task has training rows, at least one more row than free parameters, a score that is not
+    constant, at least two prompt lengths, and two compute levels when alpha is fitted; weak
+    designs are warned. A task whose DE stopped at ``spec.maxiter`` is reported by a warning and by
+    ``fit.converged``. With ``spec.backtest_frac > 0`` each task is also refitted without its
+    longest prompts (in the same compiled program) to learn ``fit.drift`` (see
+    :mod:`jaxscale.context_law.extrapolation`). NUTS diagnostics (R-hat > 1.01, ESS < 100 per
+    chain, divergences, fewer than 2 chains) are warned and stored in ``fit.posterior``.
 
     Args:
       key: PRNG key (task ``t`` of the point fit uses ``split(split(key)[0], T)[t]``; NUTS the other half).
       data: from :func:`from_frame`, rows on the leading axis.
       spec: law form, optimiser and NUTS settings.
     """
+    from jaxscale.context_law.extrapolation import backtest_weights, drift_from_backtest, training_box
+
     spec = spec.check()
     what = "context-law fit"
     warn_if_float32(what)
-    if np.ndim(data.y) != 1:
-        raise ValueError(f"{what}: data must have 1-D rows, got y.shape={np.shape(data.y)}; "
-                         "use fit_core / fit_many for stacked tasks")
+    _check_shapes(data, what)
     w = np.asarray(data.weight) > 0
     y = np.asarray(data.y)
     target = dict(data.columns).get("target", "score")
     bad = w & ~np.isfinite(y)
     if bad.any():
         raise ValueError(f"{what}: the score column {target!r} is missing for {int(bad.sum())} training row(s) "
-                         f"(positions {np.flatnonzero(bad)[:5].tolist()}); a fit needs the score of every "
-                         "row it uses (read the table with score_col=..., or give those rows weight 0)")
+                         f"({_rows_text(data, bad)}); a fit needs the score of every row it uses (read the table "
+                         "with score_col=..., or give those rows weight 0)")
     labels = data.task_labels
     counts = np.bincount(np.asarray(data.task)[w], minlength=len(labels))
     empty = [labels[t] for t in np.flatnonzero(counts == 0)]
@@ -320,26 +412,36 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
                          "remove them from the table or keep some of their rows for the fit")
     stacked = stack_by_task(data, w)
     for t, label in enumerate(labels):
-        check_identifiability(jax.tree_util.tree_map(lambda a: a[t], stacked), spec, f"{what} [task {label}]")
+        check_identifiability(jax.tree_util.tree_map(lambda a: a[t], stacked), spec, what, task=label, min_rows=True)
     k_fit, k_bayes = jax.random.split(key)
-    core: ContextFit = _fit_tasks(jax.random.split(k_fit, len(labels)), stacked, spec.point())
+    T = len(labels)
+    keys = jax.random.split(k_fit, T)
+    w_past, future, ok = backtest_weights(stacked, spec, float(spec.backtest_frac))
+    if ok.any():  # the backtest refits run in the same vmapped program as the fits
+        both = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, a]), stacked)
+        both = both.replace(weight=jnp.concatenate([stacked.weight, jnp.asarray(w_past)]))
+        every = _fit_tasks(jnp.concatenate([keys, jax.random.split(jax.random.fold_in(k_fit, 1), T)]), both,
+                           spec.point())
+        core = jax.tree_util.tree_map(lambda a: a[:T], every)
+        theta_bt = every.theta[T:]
+        drift = drift_from_backtest(stacked, w_past, future, ok, theta_bt, spec)
+    else:
+        core = _fit_tasks(keys, stacked, spec.point())
+        theta_bt = core.theta
+        drift = drift_from_backtest(stacked, w_past, future, ok, None, spec)
     _check_result(core, what, labels)
     sigma, n_train = _residual_sigma(core.theta, stacked, spec.law())
-    n_par = len(param_names(spec))
-    thin = [labels[t] for t in np.flatnonzero(np.asarray(n_train) <= n_par)]
-    if thin:
-        warnings.warn(f"{what}: task(s) {thin[:10]} have no more training rows than the {n_par} free parameters; "
-                      "their residual scale (and so the interval) is not trustworthy", UserWarning, stacklevel=2)
-    for t in np.flatnonzero(~np.asarray(core.de_converged)):
-        reason = convergence_reason(False, core.de_generations[t], core.polished[t], spec)
-        warnings.warn(f"{what} [task {labels[t]}]: {reason}", UserWarning, stacklevel=2)
-    posterior = _posterior(k_bayes, stacked, spec, core.theta) if spec.bayes else None
+    warn_not_converged(core, spec, what, labels)
+    posterior = _posterior(k_bayes, stacked, spec, core.theta, (w_past, future, ok, theta_bt)) if spec.bayes else None
+    n_future = np.where(ok, np.asarray(future).sum(1), 0)
     return Fit(core.theta, core.loss, core.de_loss, core.de_generations, core.de_converged, core.polished,
-               core.lbfgs_steps, sigma, n_train, posterior, spec=spec, task_labels=labels, columns=data.columns)
+               core.lbfgs_steps, sigma, n_train, posterior, jnp.asarray(training_box(stacked)),
+               jnp.full((T,), drift["tau"]), jnp.asarray(n_future), drift_reason=drift["reason"], spec=spec,
+               task_labels=labels, columns=data.columns)
 
 
-def _posterior(key, stacked: Data, spec: Spec, theta) -> Posterior:
-    from jaxscale.context_law.bayes import fit_bayes
+def _posterior(key, stacked: Data, spec: Spec, theta, backtest) -> Posterior:
+    from jaxscale.context_law.bayes import fit_bayes, fit_bayes_backtest
 
     kw = {}
     if spec.likelihood == "binomial":
@@ -356,11 +458,22 @@ def _posterior(key, stacked: Data, spec: Spec, theta) -> Posterior:
                              f"{counts[t, j]:.4g} for a row of task {stacked.task_labels[t]!r} ({int((off > 0.02).sum())} "
                              "such rows); fix the item counts or use likelihood 'normal', 'laplace' or 'beta'")
         kw = dict(n_items=stacked.n_items, n_correct=jnp.asarray(np.round(counts)))  # float noise of score x n only
-    bf = fit_bayes(key, stacked, spec, likelihood=spec.likelihood, init_theta=theta, num_warmup=spec.num_warmup,
-                   num_samples=spec.num_samples, num_chains=spec.num_chains, **kw)
+    w_past, future, ok, theta_bt = backtest
+    T = len(stacked.task_labels)
+    if np.any(ok):  # the backtest's past rows are sampled in the same program
+        bf, drift = fit_bayes_backtest(key, stacked, w_past, future, ok, spec, init_theta=theta,
+                                       init_backtest=theta_bt, likelihood=spec.likelihood,
+                                       num_warmup=spec.num_warmup, num_samples=spec.num_samples,
+                                       num_chains=spec.num_chains, **kw)
+        tau = drift["tau"]
+    else:
+        bf = fit_bayes(key, stacked, spec, likelihood=spec.likelihood, init_theta=theta, num_warmup=spec.num_warmup,
+                       num_samples=spec.num_samples, num_chains=spec.num_chains, **kw)
+        tau = 0.0
     d = bf.posterior.diagnostics
     return Posterior(jnp.asarray(bf.theta), jnp.asarray(bf.noise), jnp.asarray(float(d["max_r_hat"])),
-                     jnp.asarray(int(d["divergences"])))
+                     jnp.asarray(int(d["divergences"])), jnp.asarray(float(d["min_ess"])),
+                     jnp.asarray(int(d["num_chains"])), jnp.full((T,), tau))
 
 
 def _query(fit: Fit, query) -> Data:
@@ -378,7 +491,12 @@ def _query(fit: Fit, query) -> Data:
     if isinstance(query, pd.DataFrame):
         cols = dict(fit.columns)
         kw = {f"{role}_col": col for role, col in cols.items() if role not in ("target",)}
-        kw["score_col"] = cols["target"] if "target" in cols and cols["target"] in query.columns else None
+        target = cols.get("target")
+        if target is not None and target in query.columns:  # a truth is optional per row: check the given ones
+            given = query.loc[query[target].notna()]
+            if len(given):
+                V.check_range(given, target, 0.0, 1.0, _what(query, None))
+        kw["score_col"] = None
         if "n_items" in cols and cols["n_items"] not in query.columns:
             kw.pop("n_items_col")  # only the binomial predictive needs it; it says so when missing
         return from_frame(query, **kw, task_labels=fit.task_labels)
@@ -391,10 +509,28 @@ def _law_rows(spec: Spec, theta_rows, q: Data):
     return predict_law(spec, th, q.log_C, q.n_pmt, q.n_ctx, q.floor)
 
 
+def extrapolation(fit: Fit, query):
+    """Distance of each query row outside its task's training cells, in decades (0 inside): the
+    largest of the prompt length's and the compute's distance from the task's training range and
+    the prompt-to-limit ratio's excess over the task's largest training ratio (see
+    :mod:`jaxscale.context_law.extrapolation`). None for a fit saved without its training box.
+
+    Args:
+      fit: from :func:`fit`.
+      query: a :class:`Data` or a DataFrame with the fit's input columns.
+    """
+    from jaxscale.context_law.extrapolation import distance
+
+    if fit.box is None:
+        return None
+    q = query if isinstance(query, Data) and query.task_labels == fit.task_labels else _query(fit, query)
+    return distance(jnp.asarray(fit.box)[jnp.asarray(q.task)], q.log_C, q.n_pmt, q.n_ctx)
+
+
 @partial(jax.jit, static_argnames=("spec",))
-def _point_interval(theta, sigma, q: Data, z, spec: Spec):
+def _point_interval(theta, sigma, extra, q: Data, z, spec: Spec):
     mean = _law_rows(spec, theta[q.task], q)
-    half = z * sigma[q.task]
+    half = z * jnp.sqrt(sigma[q.task] ** 2 + extra ** 2)
     return mean, jnp.clip(mean - half, 0.0, 1.0), jnp.clip(mean + half, 0.0, 1.0)
 
 
@@ -403,27 +539,44 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
 
     Args:
       fit: from :func:`fit` (or ``jaxscale.load``).
-      query: a :class:`Data` or a DataFrame with the fit's input columns (the score is optional).
+      query: a :class:`Data` or a DataFrame with the fit's input columns (the score is optional,
+        per row: a missing score is allowed, a given one must lie in [0, 1]).
       key: PRNG key of the posterior-predictive draws; required for a Bayesian fit.
       level: central interval level in (0, 1).
 
     Returns:
-      ``Prediction(mean, lower, upper, samples)``: point fit: samples None and a residual-noise
-      interval clipped to [0, 1]; Bayesian fit: posterior-predictive draws (S, n), their mean of
-      the law and quantiles. See the module docstring.
+      ``Prediction(mean, lower, upper, samples, extrapolation)``. ``extrapolation`` is each row's
+      distance outside its task's training cells in decades (:func:`extrapolation`; one warning
+      with the worst value when any row lies outside). Outside, the noise grows by an
+      extrapolation discrepancy of sd ``fit.drift * distance``. Point fit: samples None and the
+      interval ``mean +- z sqrt(sigma^2 + (drift d)^2)`` clipped to [0, 1]; Bayesian fit:
+      posterior-predictive draws (S, n) (the law at each parameter draw, plus the discrepancy,
+      plus the likelihood's noise), their mean of the law and quantiles. See the module docstring.
     """
+    from jaxscale.infer.prediction import warn_extrapolation
+
     level = check_level(level)
     q = _query(fit, query)
     spec = fit.spec.law()
     codes = jnp.asarray(q.task)
+    dist = extrapolation(fit, q)
+    if dist is not None:
+        warn_extrapolation("context-law predict", dist, "decades of prompt length, compute or prompt/limit ratio "
+                           "outside the task's training cells", stacklevel=3)
+        rate = fit.posterior.drift if fit.posterior is not None and fit.posterior.drift is not None else fit.drift
+        extra = jnp.asarray(rate)[codes] * dist if rate is not None else jnp.zeros_like(dist)
+    else:
+        extra = jnp.zeros(len(q))
     if fit.posterior is None:
-        return Prediction(*_point_interval(jnp.asarray(fit.theta), jnp.asarray(fit.sigma), q, z_value(level), spec),
-                          None)
+        mean, lo, hi = _point_interval(jnp.asarray(fit.theta), jnp.asarray(fit.sigma), extra, q, z_value(level), spec)
+        return Prediction(mean, lo, hi, None, dist)
     if key is None:
         raise ValueError("this fit is Bayesian: predict(fit, query, key=jax.random.key(0)) draws from the "
                          "posterior predictive and needs a key")
     post = fit.posterior
-    p = jnp.clip(_law_rows(spec, jnp.asarray(post.theta)[:, codes], q), 1e-9, 1 - 1e-9)  # (S, n)
+    k_drift, key = jax.random.split(key)
+    p = _law_rows(spec, jnp.asarray(post.theta)[:, codes], q)  # (S, n)
+    p = jnp.clip(p + extra * jax.random.normal(k_drift, p.shape, p.dtype), 1e-9, 1 - 1e-9)
     noise = jnp.asarray(post.noise)[:, codes]
     lik = fit.spec.likelihood
     if lik == "normal":
@@ -439,11 +592,13 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
                              "behind each score) for predictive draws")
         n_items = jnp.asarray(q.n_items)
         draws = jax.random.binomial(key, jnp.broadcast_to(n_items, p.shape), p) / n_items
-    return from_samples(draws, level, mean=jnp.mean(p, axis=0))
+    mean = jnp.mean(jnp.clip(_law_rows(spec, jnp.asarray(post.theta)[:, codes], q), 1e-9, 1 - 1e-9), axis=0)
+    return from_samples(jnp.clip(draws, 0.0, 1.0), level, mean=mean)._replace(extrapolation=dist)
 
 
 def task_summary(fit: Fit) -> list:
-    """Per task: label, training rows, parameters, loss, residual sigma, DE convergence and reason."""
+    """Per task: label, training rows, parameters, loss, residual sigma, DE convergence and reason,
+    the extrapolation drift and its backtest rows; with a posterior, 90 % intervals of the parameters."""
     rows = []
     for t, label in enumerate(fit.task_labels):
         conv = bool(np.asarray(fit.converged)[t])
@@ -454,6 +609,11 @@ def task_summary(fit: Fit) -> list:
                "polished": bool(np.asarray(fit.polished)[t]),
                "reason": convergence_reason(conv, np.asarray(fit.de_generations)[t], np.asarray(fit.polished)[t],
                                             fit.spec)}
+        if fit.drift is not None:
+            row["drift_per_decade"] = float(np.asarray(fit.drift)[t])
+            row["backtest_rows"] = int(np.asarray(fit.backtest_rows)[t])
+            if fit.drift_reason:
+                row["drift_reason"] = fit.drift_reason
         if fit.posterior is not None:
             th = np.asarray(fit.posterior.theta)[:, t]
             row["posterior_90"] = {n: [float(np.quantile(th[:, i], 0.05)), float(np.quantile(th[:, i], 0.95))]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from jaxscale.context_law.data import load_source, split_mask, stack_tasks
 from jaxscale.context_law.fit import convergence_reason, fit_many, theta_dict
-from jaxscale.context_law.model import PENALTIES, Spec, predict_law
+from jaxscale.context_law.model import PENALTIES, Spec, param_names, predict_law
 
 __all__ = ["PRESETS", "CHANCE_FLOOR", "default_spec", "mae_split", "evaluate_source", "predict_frame",
            "bayes_extrapolation", "source_report"]
@@ -30,6 +30,7 @@ PRESETS = {
     "babilong": Spec(penalty="logistic", fit_alpha=True, fit_shift=True, likelihood="binomial"),
 }
 CHANCE_FLOOR = {"longcontext_icl": True, "ruler": False, "babilong": False}
+_Z90 = 1.6448536269514722  # two-sided 90 % normal quantile
 
 
 def default_spec(source: str, penalty: str | None = None, decay: bool = False) -> Spec:
@@ -70,10 +71,22 @@ def evaluate_source(key, source: str, spec: Spec | None = None, *, cutoff: float
     """Fit every task of ``source`` in-distribution and (optionally) on prompts < ``cutoff`` tokens.
 
     ``spec`` defaults to the source's preset (:data:`PRESETS`); ``restarts``/``popsize``/``maxiter``
-    override its optimiser settings.  Returns ``{"source", "spec", "tasks": [{task, params, mae_in{...},
-    mae_out{...}, n_train, ...}], "frames": {task: frame}, "fits": ContextFit, "task_names"}``
-    (in ``fits``, tasks come first in-distribution, then, with ``extrapolate``, the extrapolation fits).
+    override its optimiser settings.  With ``extrapolate``, each task is also refitted inside its
+    training prompts without the longest ``spec.backtest_frac`` of them (the backtest that learns
+    the drift of the intervals; :mod:`jaxscale.context_law.extrapolation`), and the held-out rows
+    are scored against the carry-forward baseline (:func:`jaxscale.context_law.baseline.carry_forward`).
+    All fits run in one vmapped program. Design properties of the bundled tables (e.g. no training
+    row past the context limit once the long prompts are held out) are returned as
+    ``design_notes`` rather than warned; DE non-convergence is warned.
+
+    Returns ``{"source", "spec", "tasks": [{task, params, mae_in{...}, mae_out{...}, n_train, ...}],
+    "frames": {task: frame}, "fits": ContextFit, "task_names", "fit_labels", "cutoff", "drift",
+    "design_notes"}`` (in ``fits``, tasks come first in-distribution, then, with ``extrapolate``, the
+    extrapolation fits, then the backtest refits).
     """
+    from jaxscale.context_law.baseline import carry_forward
+    from jaxscale.context_law.extrapolation import backtest_weights, distance, drift_from_backtest, training_box
+
     spec = spec or default_spec(source)
     spec = spec._replace(**{k: v for k, v in dict(restarts=restarts, popsize=popsize, maxiter=maxiter).items()
                             if v is not None})
@@ -82,35 +95,73 @@ def evaluate_source(key, source: str, spec: Spec | None = None, *, cutoff: float
     tasks = sorted(df["task"].unique())
     frames = [df[df["task"] == t].reset_index(drop=True) for t in tasks]
     masks = [np.ones(len(f), bool) for f in frames]
+    labels = list(tasks)
+    bt = None
     if extrapolate:
         for f in frames:
             tr = split_mask(f, cutoff)
             if tr.sum() < 5 or tr.all():
                 raise ValueError(f"{source}: task {f['task'].iloc[0]!r} has {int(tr.sum())} rows below {cutoff:g} "
                                  f"tokens and {int((~tr).sum())} above; the extrapolation split needs both.")
-        masks = masks + [split_mask(f, cutoff) for f in frames]
-    all_frames = frames + (frames if extrapolate else [])
-    labels = tasks + ([f"{t} (< {cutoff:g} tokens)" for t in tasks] if extrapolate else [])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*only 2 compute levels.*")
-        fits = fit_many(key, stack_tasks(all_frames, masks, chance_floor=floor), spec, what=f"{source} fit",
-                        labels=labels)
+        train_masks = [split_mask(f, cutoff) for f in frames]
+        extrap = stack_tasks(frames, train_masks, chance_floor=floor)
+        w_past, future, ok = backtest_weights(extrap, spec, float(spec.backtest_frac))
+        bt = (extrap, w_past, future, ok)
+        past_masks = [w_past[i, :len(f)] > 0 for i, f in enumerate(frames)]
+        masks = masks + train_masks + past_masks
+        labels += [f"{t} (< {cutoff:g} tokens)" for t in tasks] + [f"{t} (backtest refit)" for t in tasks]
+    all_frames = frames * (3 if extrapolate else 1)
+    notes: list = []
+    fits = fit_many(key, stack_tasks(all_frames, masks, chance_floor=floor), spec, what=f"{source} fit",
+                    labels=labels, notes=notes)
+    T = len(tasks)
+    drift = None
+    if extrapolate:
+        extrap, w_past, future, ok = bt
+        drift = drift_from_backtest(extrap, w_past, future, ok, fits.theta[2 * T:], spec)
+        box = training_box(extrap)
     rows = []
     for i, (t, f) in enumerate(zip(tasks, frames)):
         p = predict_frame(spec, fits.theta[i], f, floor)
         row = {"task": t, "params": theta_dict(spec, fits.theta[i]), "n": len(f),
                "mae_in": mae_split(p, f["score"], f["beyond_ctx"])}
         if extrapolate:
-            j = len(tasks) + i
-            tr = masks[j]
+            j = T + i
+            tr = split_mask(f, cutoff)
             p2 = predict_frame(spec, fits.theta[j], f, floor)
+            y = f["score"].to_numpy(float)
             row["extrap_params"] = theta_dict(spec, fits.theta[j])
-            row["mae_train"] = mae_split(p2[tr], f["score"][tr], f["beyond_ctx"][tr])
-            row["mae_out"] = mae_split(p2[~tr], f["score"][~tr], f["beyond_ctx"][~tr])
+            row["mae_train"] = mae_split(p2[tr], y[tr], f["beyond_ctx"][tr])
+            row["mae_out"] = mae_split(p2[~tr], y[~tr], f["beyond_ctx"][~tr])
             row["n_train"], row["n_test"] = int(tr.sum()), int((~tr).sum())
+            d = np.asarray(distance(box[i], np.log(f["C"].to_numpy(float)), f["n_pmt"].to_numpy(float),
+                                    f["n_ctx"].to_numpy(float)))
+            row["extrapolation"], row["point_extrap"] = d, p2
+            n_par = len(param_names(spec))
+            sigma = float(np.sqrt(np.sum((y[tr] - p2[tr]) ** 2) / max(int(tr.sum()) - n_par, 1)))
+            half = _Z90 * np.sqrt(sigma ** 2 + (drift["tau"] * d) ** 2)
+            row["point_lower"], row["point_upper"] = np.clip(p2 - half, 0, 1), np.clip(p2 + half, 0, 1)
+            inside = (y >= row["point_lower"]) & (y <= row["point_upper"])
+            row["coverage_90_point"] = float(inside[~tr].mean())
+            row["extrapolation_max"] = float(d[~tr].max())
+            cells = _cells(f, floor)
+            base, n_fb = carry_forward(cells, tr, f["model"].to_numpy() if "model" in f else None)
+            row["baseline_pred"] = np.asarray(base.mean)
+            row["baseline_out"] = mae_split(row["baseline_pred"][~tr], y[~tr], f["beyond_ctx"][~tr])
+            row["baseline_fallback_rows"] = n_fb
         rows.append(row)
     return {"source": source, "spec": spec._asdict(), "tasks": rows, "frames": dict(zip(tasks, frames)),
-            "fits": fits, "task_names": tasks, "fit_labels": labels, "cutoff": cutoff}
+            "fits": fits, "task_names": tasks, "fit_labels": labels, "cutoff": cutoff, "drift": drift,
+            "design_notes": notes,
+            "backtest": None if bt is None else {"w_past": bt[1], "future": bt[2], "ok": bt[3]}}
+
+
+def _cells(f: pd.DataFrame, floor: bool):
+    """A bundled frame as the pillar's ``Data`` (one task)."""
+    from jaxscale.context_law.contract import from_frame
+
+    return from_frame(f, c_col="C", chance_col="chance" if floor else None, what=f"bundled {f['source'].iloc[0]}"
+                      if "source" in f else None)
 
 
 def _convergence(res: dict) -> list:
@@ -126,21 +177,28 @@ def _convergence(res: dict) -> list:
 
 def bayes_extrapolation(key, res: dict, spec: Spec | None = None, level: float = 0.9) -> dict:
     """Joint NUTS over all tasks of an :func:`evaluate_source` result on its extrapolation split
-    (prompts < cutoff), started at the point fits; coverage of the ``level`` predictive band on the
-    held-out (longer) rows, the posterior-mean MAE there and alpha's 90 % interval per task."""
-    from jaxscale.context_law.bayes import coverage, fit_bayes, predictive_bands
+    (prompts < cutoff), started at the point fits, and, in the same program, over the backtest's
+    past rows (:func:`jaxscale.context_law.bayes.fit_bayes_backtest`), whose errors on the backtest's
+    future rows give the Bayesian drift; the ``level`` posterior-predictive band on the held-out
+    (longer) rows includes the extrapolation discrepancy (sd = that drift times the row's distance
+    outside the training cells). Returns coverage (mean over tasks and over
+    rows), the held-out MAE of the posterior mean, of the point fit and of the carry-forward
+    baseline, alpha's 90 % interval per task and the sampler's diagnostics."""
+    import jax
+
+    from jaxscale.context_law.bayes import coverage, fit_bayes_backtest, predictive_bands
 
     spec = spec or Spec(**res["spec"])
     names, frames = res["task_names"], [res["frames"][t] for t in res["task_names"]]
-    if len(res["fit_labels"]) != 2 * len(names):
+    if len(res["fit_labels"]) != 3 * len(names):
         raise ValueError("bayes_extrapolation needs an evaluate_source result with extrapolate=True")
     masks = [split_mask(f, res["cutoff"]) for f in frames]
     data = stack_tasks(frames, masks, chance_floor=CHANCE_FLOOR[res["source"]])
     n = data.y.shape[1]
 
-    def pad(col):
-        return np.stack([np.concatenate([f[col].to_numpy(float), np.full(n - len(f), f[col].iloc[0])])
-                         for f in frames])
+    def pad(values, fill=None):
+        return np.stack([np.concatenate([np.asarray(v, float), np.full(n - len(v), v[0] if fill is None else fill)])
+                         for v in values])
 
     lik = spec.likelihood
     kw = {}
@@ -148,34 +206,58 @@ def bayes_extrapolation(key, res: dict, spec: Spec | None = None, level: float =
         if frames[0]["n_items"].isna().any():
             raise ValueError(f"{res['source']}: likelihood='binomial' needs item counts, which this source "
                              "does not have; use --likelihood laplace/normal/beta")
-        kw = dict(n_items=pad("n_items"), n_correct=pad("n_correct"))
+        kw = dict(n_items=pad([f["n_items"].to_numpy() for f in frames]),
+                  n_correct=pad([f["n_correct"].to_numpy() for f in frames]))
     n_t = len(names)
-    bf = fit_bayes(key, data, spec, likelihood=lik, init_theta=np.asarray(res["fits"].theta[n_t:]),
-                   num_warmup=spec.num_warmup, num_samples=spec.num_samples, num_chains=spec.num_chains, **kw)
-    bands = predictive_bands(key, bf, lik, kw.get("n_items"), level=level)
-    out = {"likelihood": lik, "level": level,
-           "diagnostics": {"max_r_hat": float(bf.posterior.diagnostics["max_r_hat"]),
-                           "divergences": int(bf.posterior.diagnostics["divergences"])},
+    bt = res["backtest"]
+    bf, drift = fit_bayes_backtest(key, data, bt["w_past"], bt["future"], bt["ok"], spec,
+                                   init_theta=np.asarray(res["fits"].theta[n_t:2 * n_t]),
+                                   init_backtest=np.asarray(res["fits"].theta[2 * n_t:]), likelihood=lik,
+                                   num_warmup=spec.num_warmup, num_samples=spec.num_samples,
+                                   num_chains=spec.num_chains, **kw)
+    tau = float(drift["tau"])
+    extra = tau * pad([r["extrapolation"] for r in res["tasks"]], fill=0.0)
+    bands = predictive_bands(jax.random.fold_in(key, 1), bf, lik, kw.get("n_items"), level=level, extra_sd=extra)
+    d = bf.posterior.diagnostics
+    out = {"likelihood": lik, "level": level, "drift_per_decade": tau, "drift": drift,
+           "diagnostics": {"max_r_hat": float(d["max_r_hat"]), "min_ess": float(d["min_ess"]),
+                           "divergences": int(d["divergences"]), "num_chains": int(d["num_chains"]),
+                           "num_samples": int(d["num_samples"])},
            "tasks": []}
+    if not np.isfinite(out["diagnostics"]["max_r_hat"]):
+        out["diagnostics"]["max_r_hat_reason"] = "R-hat needs at least 2 chains of at least 4 draws"
+    inside, err_post, err_point, err_base = [], [], [], []
     for i, (t, f, m) in enumerate(zip(names, frames, masks)):
         k = len(f)
         b = {key_: v[i, :k] for key_, v in bands.items()}
         y = f["score"].to_numpy(float)
         test = ~m
+        r = res["tasks"][i]
         row = {"task": t, "coverage_90": coverage(y, b, test),
-               "mae_out_posterior_mean": mae_split(b["mean"][test], y[test], f["beyond_ctx"][test])}
+               "mae_out_posterior_mean": mae_split(b["mean"][test], y[test], f["beyond_ctx"][test]),
+               "mae_out_point": r["mae_out"], "mae_out_baseline": r["baseline_out"]}
         if spec.fit_alpha:
             row["alpha_90"] = [float(np.quantile(bf.theta[:, i, 1], q)) for q in (0.05, 0.95)]
         else:
             row["alpha_90"], row["alpha_90_reason"] = None, f"alpha is fixed at {spec.alpha_fixed} (fit_alpha=False)"
         out["tasks"].append(row)
+        inside.append((y[test] >= b["lo"][test]) & (y[test] <= b["hi"][test]))
+        err_post.append(np.abs(b["mean"][test] - y[test]))
+        err_point.append(np.abs(r["point_extrap"][test] - y[test]))
+        err_base.append(np.abs(r["baseline_pred"][test] - y[test]))
     out["coverage_90"] = float(np.mean([r["coverage_90"] for r in out["tasks"]]))
+    out["coverage_90_rows"] = float(np.mean(np.concatenate(inside)))
+    out["mae_out"] = {"posterior_mean": float(np.mean(np.concatenate(err_post))),
+                      "point_fit": float(np.mean(np.concatenate(err_point))),
+                      "carry_forward_baseline": float(np.mean(np.concatenate(err_base))),
+                      "n": int(sum(len(e) for e in err_post))}
     return out
 
 
 def source_report(res: dict) -> dict:
-    """JSON-ready summary of an :func:`evaluate_source` result: per task parameters, MAE in and out,
-    DE convergence of every fit; means over tasks."""
+    """JSON-ready summary of an :func:`evaluate_source` result: per task parameters, MAE in and out
+    (with the carry-forward baseline's held-out MAE and the point fit's 90 % coverage there), DE
+    convergence of every fit, the backtest's drift, design notes; means over tasks."""
     out = {"dataset": res["source"], "spec": res["spec"], "cutoff_tokens": res["cutoff"], "tasks": []}
     conv = _convergence(res)
     n_t = len(res["task_names"])
@@ -183,11 +265,17 @@ def source_report(res: dict) -> dict:
         r = {k: row[k] for k in ("task", "params", "n", "mae_in")}
         r["converged"], r["reason"] = conv[i]["converged"], conv[i]["reason"]
         if "mae_out" in row:
-            r.update({k: row[k] for k in ("mae_out", "n_train", "n_test", "extrap_params")})
+            r.update({k: row[k] for k in ("mae_out", "n_train", "n_test", "extrap_params", "baseline_out",
+                                          "baseline_fallback_rows", "coverage_90_point", "extrapolation_max")})
             r["extrap_converged"], r["extrap_reason"] = conv[n_t + i]["converged"], conv[n_t + i]["reason"]
+            r["backtest_converged"], r["backtest_reason"] = conv[2 * n_t + i]["converged"], conv[2 * n_t + i]["reason"]
         out["tasks"].append(r)
     out["converged"] = all(c["converged"] for c in conv)
     out["mae_in_mean"] = float(np.mean([r["mae_in"]["all"] for r in res["tasks"]]))
     if all("mae_out" in r for r in res["tasks"]):
         out["mae_out_mean"] = float(np.mean([r["mae_out"]["all"] for r in res["tasks"]]))
+        out["baseline_out_mean"] = float(np.mean([r["baseline_out"]["all"] for r in res["tasks"]]))
+        out["coverage_90_point"] = float(np.mean([r["coverage_90_point"] for r in res["tasks"]]))
+        out["drift"] = res["drift"]
+    out["design_notes"] = list(res.get("design_notes", []))
     return out

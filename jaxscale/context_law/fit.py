@@ -25,7 +25,7 @@ from jaxscale.infer import minimize_lbfgs
 from jaxscale.infer.evolution import de_run
 
 __all__ = ["ContextFit", "fit_core", "fit_law", "fit_many", "check_identifiability", "theta_dict",
-           "convergence_reason"]
+           "convergence_reason", "warn_not_converged"]
 
 
 @register_serializable
@@ -120,31 +120,99 @@ def _compute_levels(log_C) -> int:
     return int(1 + np.sum(np.diff(v) > np.log(1.1)))
 
 
-def check_identifiability(data, spec: Spec, what: str = "context-law fit") -> None:
-    """Errors / warnings for designs that cannot pin the requested parameters (rows with weight > 0)."""
+_FREE_FEWER = {"log_scale": "--no-fit-scale (Spec(fit_scale=False))", "log_shift": "--no-fit-shift (Spec(fit_shift=False))",
+               "alpha": "--no-fit-alpha (Spec(fit_alpha=False))", "gamma": "no --decay (Spec(decay=False))"}
+
+
+def _column(data, role: str, default: str) -> str:
+    """The quoted name of the column playing ``role`` (``'N' x 'D'`` for compute from N and D)."""
+    cols = dict(getattr(data, "columns", ()) or ())
+    if role == "c" and "c" not in cols and "n" in cols:
+        return f"{cols['n']!r} x {cols['d']!r}"
+    return repr(cols.get(role, default))
+
+
+def check_identifiability(data, spec: Spec, what: str = "context-law fit", task=None, *,
+                          min_rows: bool = False, notes: list | None = None) -> None:
+    """Refuse designs that cannot pin the requested parameters; warn on weak ones.
+
+    Looks at the rows with weight > 0 (one task). Errors (``ValueError``, naming the column, the
+    task, the count and the fix): a constant score; a single prompt length; a single compute level
+    while alpha is fitted; with ``min_rows``, fewer rows than free parameters + 1 (``fit``,
+    ``fit_law`` and ``fit_many`` check it). Warnings: two compute levels with alpha fitted, two
+    prompt lengths, and no row past the context limit while the cliff's width is fitted.
+
+    Args:
+      data: one task's rows (a pillar ``Data`` or ``ContextData``; 1-D leaves).
+      spec: the law form (its free parameters).
+      what: the fit's name in messages.
+      task: the task's label in messages (None: no task named).
+      min_rows: also require at least one row more than the free parameters.
+      notes: a list to append the weak-design messages to instead of warning them (for fixed,
+        documented designs such as the bundled experiments).
+    """
     w = np.asarray(data.weight) > 0
+    n = int(w.sum())
     log_C = np.asarray(data.log_C)[w]
     n_pmt = np.asarray(data.n_pmt)[w]
     n_ctx = np.asarray(data.n_ctx)[w]
+    y = np.asarray(data.y)[w]
+    where = f"{what}" + (f" [task {task!r}]" if task is not None else "")
+    of_task = f" of task {task!r}" if task is not None else ""
+    target = _column(data, "target", "score")
+    pcol = _column(data, "n_prompt", "n_pmt")
+    ccol = _column(data, "c", "C")
+    if n and np.all(y == y[0]):
+        raise ValueError(
+            f"{where}: column {target} is constant ({y[0]:g}) in all {n} training rows{of_task}: a constant score "
+            "says nothing about compute or context, and the law would be fitted to nothing. Check the score column "
+            "(--score-col), or leave this task out (--where).")
+    n_levels = np.unique(np.round(np.log(n_pmt), 9)).size
+    if n and n_levels < 2:
+        raise ValueError(
+            f"{where}: column {pcol} has one prompt length ({n_pmt[0]:g} tokens) in all {n} training "
+            f"rows{of_task}: the context factor's b and beta are underdetermined. Add cells at other prompt lengths "
+            "(at least 2; 3 or more to pin its curvature).")
     levels = _compute_levels(log_C)
     if spec.fit_alpha and levels < 2:
         raise ValueError(
-            f"{what}: alpha (compute exponent) is underdetermined: all {w.sum()} rows sit at one compute "
-            f"level (C ~ {np.exp(np.median(log_C)):.3g} FLOPs, spread < 10 %). Use Spec(fit_alpha=False) "
-            "(CLI: --no-fit-alpha; alpha is then fixed and the compute factor is absorbed into a) or add "
-            "models of other compute.")
+            f"{where}: alpha (compute exponent) is underdetermined: all {n} rows{of_task} sit at one compute "
+            f"level (column {ccol}: C ~ {np.exp(np.median(log_C)):.3g} FLOPs, spread < 10 %). Use "
+            "Spec(fit_alpha=False) (CLI: --no-fit-alpha; alpha is then fixed and the compute factor is absorbed into "
+            "a) or add models of other compute.")
+    names = param_names(spec)
+    if min_rows and n < len(names) + 1:
+        fewer = [_FREE_FEWER[p] for p in names if p in _FREE_FEWER]
+        raise ValueError(
+            f"{where}: {n} training rows{of_task} for {len(names)} free parameters {list(names)}; a fit needs at "
+            f"least {len(names) + 1} rows (one more than the parameters), or it only interpolates noise. Add cells "
+            "(other prompt lengths or models)" + (f", or free fewer parameters: {', '.join(fewer)}" if fewer else "")
+            + ".")
+    weak = []
     if spec.fit_alpha and levels == 2:
-        warnings.warn(
-            f"{what}: only 2 compute levels, so (a, alpha) are pinned by two numbers; extrapolation in "
-            "compute is unreliable (expect a wide posterior over alpha).", UserWarning, stacklevel=3)
+        weak.append(f"{where}: only 2 compute levels (column {ccol}), so (a, alpha) are pinned by two numbers; "
+                    "extrapolation in compute is unreliable (expect a wide posterior over alpha).")
     if spec.penalty != "none" and spec.fit_scale and spec.penalty != "step" and not np.any(n_pmt > n_ctx):
-        warnings.warn(
-            f"{what}: no row has n_pmt > n_ctx, so the penalty scale is unconstrained by the data "
-            "(any sharp cliff fits); consider Spec(fit_scale=False) (CLI: --no-fit-scale).",
-            UserWarning, stacklevel=3)
-    if np.unique(np.round(n_pmt)).size < 3:
-        warnings.warn(f"{what}: fewer than 3 distinct prompt lengths; (b, beta) are poorly determined.",
-                      UserWarning, stacklevel=3)
+        weak.append(f"{where}: no row has n_pmt > n_ctx, so the penalty scale is unconstrained by the data "
+                    "(any sharp cliff fits); consider Spec(fit_scale=False) (CLI: --no-fit-scale).")
+    if n_levels == 2:
+        weak.append(f"{where}: only 2 distinct prompt lengths in column {pcol}; (b, beta) are poorly determined.")
+    for msg in weak:
+        if notes is not None:
+            notes.append(msg)
+        else:
+            warnings.warn(msg, UserWarning, stacklevel=3)
+
+
+def warn_not_converged(fit: ContextFit, spec: Spec, what: str, labels=None) -> None:
+    """One warning per task whose DE stopped at ``spec.maxiter`` (the reason names the fix)."""
+    conv = np.asarray(fit.de_converged).reshape(-1)
+    gens = np.asarray(fit.de_generations).reshape(-1)
+    pol = np.asarray(fit.polished).reshape(-1)
+    for t in np.flatnonzero(~conv):
+        name = labels[t] if labels is not None else t
+        warnings.warn(f"{what} [task {name}]: {convergence_reason(False, gens[t], pol[t], spec)}", UserWarning,
+                      stacklevel=3)
 
 
 def _check_result(fit: ContextFit, what: str, labels=None) -> None:
@@ -167,9 +235,10 @@ def fit_law(key, data, spec: Spec = Spec(), *, popsize: int | None = None, maxit
     then bounded L-BFGS.  Settings given here override the ``spec``'s."""
     spec = _override(spec, popsize=popsize, maxiter=maxiter, tol=tol, polish=polish, restarts=restarts).check()
     warn_if_float32(what)
-    check_identifiability(data, spec, what)
+    check_identifiability(data, spec, what, min_rows=True)
     fit = fit_core(key, data, spec)
     _check_result(fit, what)
+    warn_not_converged(fit, spec, what)
     return fit
 
 
@@ -180,20 +249,24 @@ def _fit_tasks(keys, data, spec: Spec):
 
 def fit_many(key, data, spec: Spec = Spec(), *, popsize: int | None = None, maxiter: int | None = None,
              tol: float | None = None, polish: bool | None = None, restarts: int | None = None,
-             what: str = "context-law fit", labels=None) -> ContextFit:
+             what: str = "context-law fit", labels=None, notes: list | None = None) -> ContextFit:
     """Fit many tasks at once: ``data`` leaves have a leading task axis; DE and L-BFGS are vmapped.
 
     Task ``t`` gets the key ``jax.random.split(key, n_tasks)[t]``. ``labels`` name the tasks in
-    messages.
+    messages. Each task's design is checked first (:func:`check_identifiability`, with the row
+    count; weak-design messages go to ``notes`` when a list is given, else they are warned), and
+    every task whose DE stopped at ``maxiter`` is warned.
     """
     spec = _override(spec, popsize=popsize, maxiter=maxiter, tol=tol, polish=polish, restarts=restarts).check()
     warn_if_float32(what)
     n_tasks = data.y.shape[0]
     for t in range(n_tasks):  # host-side design checks only (cheap, no fitting)
         name = labels[t] if labels is not None else t
-        check_identifiability(jax.tree_util.tree_map(lambda x: x[t], data), spec, f"{what} [task {name}]")
+        check_identifiability(jax.tree_util.tree_map(lambda x: x[t], data), spec, what, task=name, min_rows=True,
+                              notes=notes)
     fit = _fit_tasks(jax.random.split(key, n_tasks), data, spec.point())
     _check_result(fit, what, labels)
+    warn_not_converged(fit, spec, what, labels)
     return fit
 
 

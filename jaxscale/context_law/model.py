@@ -78,6 +78,10 @@ class Spec(NamedTuple):
       num_warmup: NUTS warm-up steps per chain.
       num_samples: NUTS draws per chain.
       num_chains: NUTS chains (vectorised).
+      backtest_frac: share of each task's training rows, those with the longest prompts, held out
+        inside the training data to learn how fast errors grow outside the training cells (the
+        ``drift`` of the fit; intervals widen with the extrapolation distance at that rate); 0
+        turns the backtest off (intervals then do not widen).
     """
 
     penalty: str = "logistic"
@@ -98,6 +102,7 @@ class Spec(NamedTuple):
     num_warmup: int = 400
     num_samples: int = 400
     num_chains: int = 4
+    backtest_frac: float = 0.25
 
     def check(self) -> "Spec":
         """Raise ``ValueError`` on an unknown option or a non-positive setting; return ``self``."""
@@ -114,6 +119,8 @@ class Spec(NamedTuple):
             raise ValueError(f"tol={self.tol!r} must be >= 0")
         if not float(self.scale) > 0:
             raise ValueError(f"scale={self.scale!r} must be > 0")
+        if not 0.0 <= float(self.backtest_frac) < 1.0:
+            raise ValueError(f"backtest_frac={self.backtest_frac!r} must be in [0, 1) (0 turns the backtest off)")
         return self
 
     def law(self) -> "Spec":

@@ -1,0 +1,62 @@
+"""The naive baseline a sceptic tries before any law: carry each model's last score forward.
+
+For every query row, the baseline is the score of the same (model, task) at its longest training
+prompt that is not longer than the query's (at the shortest training prompt when the query is
+shorter than all of them); several training rows at that prompt length are averaged. A query of a
+(model, task) with no training row at all gets the task's mean training score (counted as a
+fallback). Held out on longer prompts, this is "the score stays where it was last measured".
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from jaxscale.infer.prediction import Prediction
+
+__all__ = ["carry_forward", "model_groups"]
+
+
+def model_groups(data, model=None) -> np.ndarray:
+    """One label per row naming its (model, task): the given ``model`` labels, or, without them,
+    the row's (compute, context limit) pair, which names a model as far as the law can tell."""
+    task = np.asarray(data.task).astype(str)
+    if model is not None:
+        who = np.asarray(model).astype(str)
+    else:
+        who = np.char.add(np.char.add(np.round(np.asarray(data.log_C, float), 6).astype(str), "|"),
+                          np.asarray(data.n_ctx, float).astype(str))
+    return np.char.add(np.char.add(task, "#"), who)
+
+
+def carry_forward(data, train, model=None) -> tuple[Prediction, int]:
+    """The carry-forward baseline for every row of ``data``.
+
+    Args:
+      data: a context-law ``Data`` (its ``y`` holds the training scores).
+      train: boolean mask of the rows the baseline may use.
+      model: optional model label per row (e.g. the table's ``model`` column); without it a model
+        is a (compute, context limit) pair.
+
+    Returns:
+      ``(Prediction with mean only (lower/upper NaN: no interval), number of rows that used the
+      task-mean fallback)``.
+    """
+    train = np.asarray(train, bool)
+    frame = pd.DataFrame({"g": model_groups(data, model), "task": np.asarray(data.task),
+                          "n": np.asarray(data.n_pmt, float), "y": np.asarray(data.y, float),
+                          "i": np.arange(len(train))})
+    known = frame[train].groupby(["g", "n"], as_index=False)["y"].mean().sort_values("n")
+    query = frame.sort_values("n")
+    back = pd.merge_asof(query, known.rename(columns={"y": "yb"}), on="n", by="g", direction="backward")
+    fwd = pd.merge_asof(query, known.rename(columns={"y": "yf"}), on="n", by="g", direction="forward")
+    value = back["yb"].to_numpy()
+    value = np.where(np.isnan(value), fwd["yf"].to_numpy(), value)
+    task_mean = frame[train].groupby("task")["y"].mean()
+    fallback = np.isnan(value)
+    value = np.where(fallback, query["task"].map(task_mean).to_numpy(float), value)
+    out = np.empty(len(train))
+    out[query["i"].to_numpy()] = value
+    nan = np.full(len(train), np.nan)
+    held_fallback = np.zeros(len(train), bool)
+    held_fallback[query["i"].to_numpy()] = fallback
+    return Prediction(out, nan, nan), int((held_fallback & ~train).sum())
