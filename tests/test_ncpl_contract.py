@@ -54,7 +54,7 @@ def test_from_frame_roles_and_rows(trained):
 def test_fit_predict_save_load_identical(trained, tmp_path):
     df, data, fit = trained
     assert fit.baseline == "law" and fit.law is not None
-    assert fit.history.shape == (2, 2) and float(fit.interval_scale) >= 1.0
+    assert fit.history.shape == (2, 2) and float(fit.interval_scale) > 0  # may narrow an over-wide ensemble
     pred = ncpl.predict(fit, df)
     assert isinstance(pred, jaxscale.Prediction)
     assert pred.samples.shape == (2, len(df))
@@ -148,7 +148,11 @@ def test_cli_train_holdout_predictions_save_then_predict(tmp_path, capsys):
         assert m["n"] == held and np.isfinite(m["mae"]) and m["rmse"] >= m["mae"]
     assert 0.0 <= out["holdout"]["ncpl"]["coverage_90"] <= 1.0
     pred1 = pd.read_csv(p1)
-    assert len(pred1) == len(df) and list(pred1.columns) == list(df.columns) + ["mean", "lower", "upper", "fit_row"]
+    assert len(pred1) == len(df)
+    assert list(pred1.columns) == [*df.columns, "mean", "lower", "upper", "extrapolation", "fit_row"]
+    fit_rows = pred1["fit_row"].to_numpy(bool)
+    assert (pred1["extrapolation"][fit_rows] == 0).all() and (pred1["extrapolation"][~fit_rows] > 0).all()
+    assert set(out["baselines"]) >= {"chinchilla_on_training_rows", "mean_of_training_rows", "model_loses_to"}
     assert pred1["fit_row"].sum() == len(df) - held
 
     rc = main(["ncpl", "predict", "--model", str(model), "--csv", str(new), "--predictions", str(p2), "--json"])

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import warnings
 from pathlib import Path
 
-__all__ = ["register", "cmd_evaluate", "cmd_train", "cmd_tune", "cmd_curves", "demo_section"]
+__all__ = ["register", "cmd_evaluate", "cmd_train", "cmd_predict", "cmd_tune", "cmd_curves", "demo_section"]
 
 
 def _key(seed: int):
@@ -37,19 +38,32 @@ def _metrics(y, pred, lo=None, hi=None, level: float = 0.9) -> dict:
 
 
 def cmd_evaluate(args) -> dict:
+    from jaxscale.cli._common import check_outputs
     from jaxscale.ncpl import pipeline as pl
 
+    check_outputs(args)
     if args.all:
         rows = pl.evaluate_table(_key(args.seed), args.preset)
         return {"rows": [_with_reasons(r, "Spearman needs more than 2 rows") for r in rows]}
-    out = pl.evaluate(args.source, args.split, args.model, _key(args.seed), args.preset)
-    if args.plot and args.model == "ncpl":
-        from jaxscale.ncpl.dataset import select
-        from jaxscale.ncpl.model import predict
+    if args.model != "ncpl":
+        return pl.evaluate(args.source, args.split, args.model, _key(args.seed), args.preset)
+    from jaxscale.cli._common import compare_baselines
+    from jaxscale.ncpl import baselines as bl
+    from jaxscale.ncpl.dataset import select
 
-        df = pl.runs_frame()
-        test = select(df, args.source, args.split)
-        p = predict(pl.ncpl_model(_key(args.seed), args.preset, df=df), test)
+    df = pl.runs_frame()
+    model = pl.ncpl_model(_key(args.seed), args.preset, df=df)
+    out = pl.evaluate(args.source, args.split, "ncpl", df=df, fitted=model)
+    test = select(df, args.source, args.split)
+    p = pl.predict_quiet(model, test)
+    law = bl.fit_chinchilla_refit(select(df, args.source, "train"))
+    out["baselines"] = compare_baselines(
+        test["final_loss"], p, {"chinchilla_on_training_rows": bl.predict_chinchilla_refit(law, test),
+                                "chinchilla_ncpl_column": bl.chinchilla_column(test)},
+        what=f"NCPL ({args.source} {args.split})")
+    out["baselines"]["chinchilla_on_training_rows"]["law"] = _law_dict(law)
+    out["converged"], out["converged_reason"] = bool(model.info["converged"]), model.info["converged_reason"]
+    if args.plot:
         out["plot"] = str(pl.scatter_plot(test, p.mean, p.lower, p.upper, args.plot,
                                           f"NCPL {args.source} {args.split}"))
     return out
@@ -72,14 +86,56 @@ def _spec(args):
     return Spec(members=args.members, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                 eval_every=args.eval_every, patience=args.patience, val_frac=args.val_frac,
                 baseline=args.baseline, max_tokens=args.max_tokens, width=args.width, depth=args.depth,
-                ckpt_every=args.ckpt_every,
-                ckpt_dir=args.ckpt_dir)
+                ckpt_every=args.ckpt_every, ckpt_dir=args.ckpt_dir, backtest_frac=args.backtest_frac,
+                ckpt_force_new=args.force_new)
 
 
 def _law_dict(law) -> dict:
     import numpy as np
 
     return {k: float(np.asarray(v)) for k, v in law._asdict().items()}
+
+
+def _num_cols(args) -> list | None:
+    """``--num-cols`` plus ``--linear-cols`` (numeric fields never log-scaled)."""
+    from jaxscale.ncpl.serialize import NumField
+
+    num = _cols(args.num_cols)
+    linear = _cols(getattr(args, "linear_cols", None))
+    if not linear:
+        return num
+    out = [c for c in (num or []) if c not in linear]
+    return out + [NumField(str(c).replace("_", " "), c, False) for c in linear]
+
+
+def _labels(index, mask, limit: int = 20) -> list:
+    import numpy as np
+
+    return [int(i) if isinstance(i, (int, np.integer)) else str(i) for i in np.asarray(index)[mask][:limit]]
+
+
+def _dedupe(df, train_rows, args, frame_kwargs):
+    """Apply ``--duplicates`` to the training rows: ``(df, train_rows, report)``."""
+    import numpy as np
+
+    from jaxscale import ncpl
+    from jaxscale.ncpl.data import duplicate_rows
+
+    if args.duplicates == "error":
+        return df, train_rows, None
+    data = ncpl.from_frame(df[train_rows], duplicates="keep", **frame_kwargs)
+    used = list(dict.fromkeys(list(data.text_cols) + list(data.num_cols) +
+                              [c for c in (args.n_col, args.d_col, args.baseline_col, args.target_col) if c]))
+    sub = df[train_rows]
+    dup_all = duplicate_rows(sub, used)
+    later = sub.duplicated(subset=used, keep="first").to_numpy()
+    if args.duplicates == "keep":
+        return df, train_rows, {"policy": "keep", "n_rows_repeated": int(dup_all.sum()),
+                                "rows": _labels(sub.index, dup_all)}
+    drop = np.zeros(len(df), bool)
+    drop[np.flatnonzero(train_rows)[later]] = True
+    report = {"policy": "first", "n_dropped": int(drop.sum()), "rows_dropped": _labels(df.index, drop)}
+    return df[~drop], train_rows[~drop], report
 
 
 def cmd_train(args) -> dict:
@@ -96,6 +152,7 @@ def cmd_train(args) -> dict:
     from jaxscale.data import holdout_mask
     from jaxscale.data.validate import require_columns
     from jaxscale.ncpl.data import missing_counts
+    from jaxscale.ncpl.pipeline import extrapolation_summary
 
     check_outputs(args)
     if args.holdout and args.split_col:
@@ -119,15 +176,17 @@ def cmd_train(args) -> dict:
             exclude.append(args.split_col)
     else:
         train_rows = ~holdout_mask(df, args.holdout, min_train=3)
+    frame_kwargs = dict(target_col=target, text_cols=_cols(args.text_cols), num_cols=_num_cols(args),
+                        exclude_cols=exclude, n_col=args.n_col, d_col=args.d_col, baseline_col=args.baseline_col,
+                        group_cols=_cols(args.group_cols), max_tokens=args.max_tokens)
+    df, train_rows, dup_report = _dedupe(df, train_rows, args, frame_kwargs)
     train_df = df[train_rows]
-    data = ncpl.from_frame(train_df, target_col=target, text_cols=_cols(args.text_cols), num_cols=_cols(args.num_cols),
-                           exclude_cols=exclude, n_col=args.n_col, d_col=args.d_col, baseline_col=args.baseline_col,
-                           group_cols=_cols(args.group_cols), max_tokens=args.max_tokens)
+    data = ncpl.from_frame(train_df, duplicates="keep" if args.duplicates != "error" else "error", **frame_kwargs)
     spec = _spec(args)
     t0 = time.perf_counter()
     fit = ncpl.fit(_key(args.seed), data, spec)
     seconds = time.perf_counter() - t0
-    pred = ncpl.predict(fit, df, level=args.level)
+    pred = ncpl.predict(fit, df, level=args.level, handle_unknown=args.handle_unknown)
     mean, lower, upper = (np.asarray(a, float) for a in (pred.mean, pred.lower, pred.upper))
     y = pd.to_numeric(df[target], errors="coerce").to_numpy(float)
 
@@ -139,24 +198,36 @@ def cmd_train(args) -> dict:
         "missing_values": missing_counts(data), "baseline": fit.baseline,
         "spec": {k: v for k, v in spec._asdict().items() if v is not None},
         "fit_seconds": seconds, "info": fit.info, "level": args.level,
+        "converged": bool(fit.info["converged"]), "converged_reason": fit.info["converged_reason"],
     }
+    if dup_report is not None:
+        out["duplicates"] = dup_report
     if fit.law is not None:
         out["law"] = _law_dict(fit.law)
     else:
         out["law"] = None
         out["law_reason"] = {"column": f"the baseline is the column {args.baseline_col!r}",
-                             "none": "no Chinchilla baseline (no --n-col/--d-col, --baseline none, or N/D do not vary)"
-                             }[fit.baseline]
+                             "none": "no Chinchilla baseline (no --n-col/--d-col, or --baseline none)"}[fit.baseline]
     out["train"] = _metrics(y[train_rows], mean[train_rows], lower[train_rows], upper[train_rows], args.level)
     if args.split_col:
         labels = df[args.split_col].astype(str).to_numpy()
         out["splits"] = {}
         for value in sorted(set(labels)):
-            m = (labels == value) & np.isfinite(y)
-            out["splits"][value] = _metrics(y[m], mean[m], lower[m], upper[m], args.level) if m.any() else \
-                {"n": 0, "mae": None, "mae_reason": "no row of this split has a target value"}
+            rows = labels == value
+            if value == args.train_value:
+                out["splits"][value] = _metrics(y[rows], mean[rows], lower[rows], upper[rows], args.level)
+                continue
+            entry = _scored(fit, data, df, rows, y, pred, args, f"split {value!r}")
+            entry["n_rows"] = entry.pop("n")
+            metrics = entry.pop("ncpl") or {"n": 0, "mae": None, "mae_reason": entry.pop("ncpl_reason", "")}
+            out["splits"][value] = {**metrics, **entry}
     if args.holdout:
-        out["holdout"] = _holdout(fit, data, df, ~train_rows, y, mean, lower, upper, args)
+        out["holdout"] = _scored(fit, data, df, ~train_rows, y, pred, args, "held-out")
+        out["baselines"] = out["holdout"].pop("baselines")
+        if "baselines_reason" in out["holdout"]:
+            out["baselines_reason"] = out["holdout"].pop("baselines_reason")
+    out["extrapolation"] = extrapolation_summary(np.asarray(pred.extrapolation)[~train_rows]) if (~train_rows).any() \
+        else extrapolation_summary(np.zeros(0))
     if args.predictions:
         out["predictions"] = write_predictions(args.predictions, df, pred, extra={"fit_row": train_rows})
     saved = save_fit(args, fit)
@@ -173,45 +244,116 @@ def _skipped(train_df, args, exclude, data) -> dict:
         return {}
     roles = [c for c in (args.target_col, args.baseline_col) if c]
     _, _, skipped = infer_fields(train_df, exclude=list(exclude) + roles, text_cols=_cols(args.text_cols),
-                                 num_cols=_cols(args.num_cols))
+                                 num_cols=_num_cols(args))
     return skipped
 
 
-def _holdout(fit, data, df, held, y, mean, lower, upper, args) -> dict:
-    """NCPL and the Chinchilla law fitted on the training rows, scored on the held-out rows."""
+def _law_on_training_rows(fit, data):
+    """The Chinchilla law of the training rows (``(params, None)``) or ``(None, reason)``."""
     import numpy as np
 
-    from jaxscale.laws import chinchilla
-    from jaxscale.ncpl.baselines import fit_chinchilla_law
+    from jaxscale.ncpl.baselines import fit_chinchilla_law_info
 
-    ok = held & np.isfinite(y)
-    out = {"n": int(held.sum()), "n_missing_truth": int((held & ~np.isfinite(y)).sum())}
+    if fit.law is not None:
+        return fit.law, None
+    if data.N is None or data.D is None:
+        return None, "give --n-col and --d-col to compare with a Chinchilla law fitted on the training rows"
+    N, D, y = (np.asarray(a, float) for a in (data.N, data.D, data.y))
+    if np.unique(N).size < 2 or np.unique(D).size < 2 or N.size < 6 or not np.all(y > 0):
+        return None, "the training rows cannot fit a Chinchilla law (need >= 6 runs, >= 2 N and D, losses > 0)"
+    return fit_chinchilla_law_info(N, D, y).params, None
+
+
+def _scored(fit, data, df, rows, y, pred, args, what: str) -> dict:
+    """NCPL and its naive baselines (the Chinchilla law fitted on the training rows; the mean of the
+    training targets) scored on ``rows``; rows without a target are counted and warned about."""
+    import numpy as np
+
+    from jaxscale.cli._common import compare_baselines
+    from jaxscale.infer.prediction import Prediction
+    from jaxscale.laws import chinchilla
+    from jaxscale.ncpl.pipeline import extrapolation_summary
+
+    ok = rows & np.isfinite(y)
+    miss = rows & ~np.isfinite(y)
+    out = {"n": int(rows.sum()), "n_missing_truth": int(miss.sum())}
+    if miss.any():
+        out["rows_missing_truth"] = _labels(df.index, miss)
+        warnings.warn(f"NCPL train: {int(miss.sum())} {what} row(s) have no {args.target_col!r} value (rows "
+                      f"{_labels(df.index, miss, 5)}{' ...' if miss.sum() > 5 else ''}); they are predicted but not "
+                      "scored", UserWarning, stacklevel=3)
+    out["extrapolation"] = extrapolation_summary(np.asarray(pred.extrapolation)[rows])
     if not ok.any():
-        out.update(ncpl=None, ncpl_reason="no held-out row has a target value", chinchilla=None,
-                   chinchilla_reason="no held-out row has a target value")
+        why = f"no {what} row has a target value"
+        out.update(ncpl=None, ncpl_reason=why, chinchilla=None, chinchilla_reason=why, baselines=None,
+                   baselines_reason=why)
         return out
+    mean, lower, upper = (np.asarray(a, float) for a in (pred.mean, pred.lower, pred.upper))
     out["ncpl"] = _metrics(y[ok], mean[ok], lower[ok], upper[ok], args.level)
-    if args.n_col and args.d_col:
-        law = fit.law if fit.baseline == "law" else fit_chinchilla_law(data.N, data.D, data.y)
+    sub = Prediction(mean[ok], lower[ok], upper[ok])
+    base = {"mean_of_training_rows": np.full(int(ok.sum()), float(np.mean(np.asarray(data.y, float))))}
+    law, why = _law_on_training_rows(fit, data)
+    if law is not None:
         n = df[args.n_col].to_numpy(float)[ok]
         d = df[args.d_col].to_numpy(float)[ok]
-        out["chinchilla"] = _metrics(y[ok], np.asarray(chinchilla(law, n, d), float))
+        law_pred = np.asarray(chinchilla(law, n, d), float)
+        out["chinchilla"] = _metrics(y[ok], law_pred)
         out["chinchilla"]["law"] = _law_dict(law)
+        base = {"chinchilla_on_training_rows": law_pred, **base}
     else:
-        out["chinchilla"] = None
-        out["chinchilla_reason"] = "give --n-col and --d-col to compare with a Chinchilla law fitted on the training rows"
+        out["chinchilla"], out["chinchilla_reason"] = None, why
+    out["baselines"] = compare_baselines(y[ok], sub, base, what=f"NCPL ({what} rows)")
+    if law is None:
+        out["baselines"]["chinchilla_on_training_rows"] = None
+        out["baselines"]["chinchilla_on_training_rows_reason"] = why
+    return out
+
+
+def cmd_predict(args) -> dict:
+    """``ncpl predict``: load ``--model``, predict ``--csv`` rows (scored when they have the target)."""
+    import jax
+    import pandas as pd
+
+    from jaxscale import ncpl
+    from jaxscale.cli._common import check_outputs, read_input, score, write_predictions
+    from jaxscale.io import load
+    from jaxscale.ncpl.pipeline import extrapolation_summary
+
+    check_outputs(args)
+    fit = load(args.model)
+    if not isinstance(fit, ncpl.Fit):
+        raise ValueError(f"--model {args.model} holds a {type(fit).__name__}, not an NCPL model")
+    df = read_input(args)
+    pred = ncpl.predict(fit, df, key=jax.random.key(args.seed), level=args.level, handle_unknown=args.handle_unknown)
+    out = {"model": str(args.model), "n": int(len(df)), "level": args.level,
+           "mean": pred.mean, "lower": pred.lower, "upper": pred.upper,
+           "extrapolation": extrapolation_summary(pred.extrapolation)}
+    target = dict(fit.columns).get("target")
+    if target and target in df.columns:
+        out["score"] = score(pd.to_numeric(df[target], errors="coerce"), pred)
+    if args.predictions:
+        out["predictions"] = write_predictions(args.predictions, df, pred)
     return out
 
 
 def cmd_tune(args) -> dict:
+    import numpy as np
+
     from jaxscale.ncpl import pipeline as pl
-    from jaxscale.ncpl.model import predict
     from jaxscale.ncpl.tune import largest_cell, tune_cell
 
     df = pl.runs_frame()
     model = pl.ncpl_model(_key(args.seed), args.preset, df=df)
     cell = args.cell or largest_cell(df, args.source)
-    out = tune_cell(lambda f: predict(model, f).mean, df, cell)
+    far = []
+
+    def predict(frame):  # the candidate grid lies outside the training runs by design: reported, not warned
+        p = pl.predict_quiet(model, frame)
+        far.append(float(np.max(np.asarray(p.extrapolation))) if len(frame) else 0.0)
+        return p.mean
+
+    out = tune_cell(predict, df, cell)
+    out["max_extrapolation"] = max(far) if far else 0.0
     if not args.with_grid:
         out.pop("grid")
     return out
@@ -220,6 +362,12 @@ def cmd_tune(args) -> dict:
 def cmd_curves(args) -> dict:
     from jaxscale.ncpl.curve_model import curve_evaluation
 
+    if args.plot_dir:
+        d = Path(args.plot_dir)
+        if d.exists() and (not d.is_dir() or any(d.iterdir())) and not args.overwrite:
+            raise ValueError(f"--plot-dir {d} exists and is not empty; choose a new folder or pass --overwrite")
+        if not d.exists() and not d.parent.exists():
+            raise ValueError(f"--plot-dir {d}: folder {d.parent} does not exist")
     return curve_evaluation(_key(args.seed), preset=args.preset, plot_dir=args.plot_dir)
 
 
@@ -232,6 +380,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         add_table_args,
     )
     from jaxscale.ncpl import Spec
+    from jaxscale.ncpl.model import HANDLE_UNKNOWN
 
     spec = Spec()
     p = subparsers.add_parser("ncpl", help="NCPL: predict a run's loss from its whole configuration",
@@ -248,6 +397,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="columns that are not configuration (ids, notes, other metrics)")
     t.add_argument("--text-cols", action="append", metavar="A,B", help="config columns read as text")
     t.add_argument("--num-cols", action="append", metavar="A,B", help="config columns read as numbers")
+    t.add_argument("--linear-cols", action="append", metavar="A,B",
+                   help="numeric config columns never log10-scaled (e.g. a signed or zero-valued setting)")
     t.add_argument("--config-cols", nargs="+", metavar="COL",
                    help="only these columns are configuration (none: every column not otherwise used)")
     t.add_argument("--n-col", help="parameter count column (with --d-col: Chinchilla baseline)")
@@ -272,14 +423,30 @@ def register(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--depth", type=int, default=spec.depth, help="hidden layers of the head's MLP")
     t.add_argument("--max-tokens", type=int, default=spec.max_tokens, help="longest serialised configuration")
     t.add_argument("--level", type=float, default=0.9, help="central interval level of the predictions")
-    t.add_argument("--ckpt-dir", default=spec.ckpt_dir, help="orbax checkpoint folder; an interrupted run resumes")
+    t.add_argument("--backtest-frac", type=float, default=spec.backtest_frac,
+                   help="share of the training runs (the largest) held out to learn predictions and interval "
+                        "growth outside the training data (needs --n-col/--d-col; 0: off)")
+    t.add_argument("--duplicates", choices=["error", "first", "keep"], default="error",
+                   help="training rows repeating another row in every used column: refuse, keep the first "
+                        "copy (counted in the JSON), or keep all (weighted twice, counted)")
+    t.add_argument("--handle-unknown", choices=list(HANDLE_UNKNOWN), default="error",
+                   help="a text value of a scored/predicted row never seen in training: refuse, write it into "
+                        "the text (encode), or leave the field out (ignore)")
+    t.add_argument("--ckpt-dir", default=spec.ckpt_dir,
+                   help="checkpoint folder; an interrupted run resumes; a folder of another run is refused")
     t.add_argument("--ckpt-every", type=int, default=spec.ckpt_every,
                    help="steps between checkpoints with --ckpt-dir (0: every validation)")
+    t.add_argument("--force-new", action="store_true",
+                   help="discard the checkpoints of another run in --ckpt-dir and start over")
     t.add_argument("--seed", type=int, default=0, help="PRNG seed (validation cells, initialisation, batches)")
     add_output_args(t)
     t.set_defaults(func=cmd_train)
 
-    add_predict_command(sub, "jaxscale.ncpl", "NCPL")
+    pr = add_predict_command(sub, "jaxscale.ncpl", "NCPL")
+    pr.add_argument("--handle-unknown", choices=list(HANDLE_UNKNOWN), default="error",
+                    help="a text value never seen in training: refuse, write it into the text (encode), or leave "
+                         "the field out (ignore); such rows count as 1 unit outside the training data")
+    pr.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="metrics of a model on an official NCPL split (bundled runs)",
                        formatter_class=Formatter)
@@ -309,7 +476,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                        formatter_class=Formatter)
     c.add_argument("--preset", choices=["default", "small"], default="small",
                    help="curve ensemble size: small 3 members x 400 steps, default 5 x 1500")
-    c.add_argument("--plot-dir", help="folder for curve PNGs")
+    c.add_argument("--plot-dir", help="folder for curve PNGs (new or empty)")
+    c.add_argument("--overwrite", action="store_true", help="write into a non-empty --plot-dir")
     c.add_argument("--seed", type=int, default=0, help="PRNG seed of the curve fit")
     c.set_defaults(func=cmd_curves)
     return p
@@ -324,7 +492,7 @@ def demo_section(key, out_dir: Path, smoke: bool) -> dict:
     from jaxscale.ncpl import baselines as bl
     from jaxscale.ncpl import dataset as ds
     from jaxscale.ncpl import pipeline as pl
-    from jaxscale.ncpl.model import Spec, fit_ncpl, predict
+    from jaxscale.ncpl.model import Spec, fit_ncpl
     from jaxscale.ncpl.serialize import ncpl_fields
 
     out_dir = Path(out_dir)
@@ -342,7 +510,7 @@ def demo_section(key, out_dir: Path, smoke: bool) -> dict:
         xgb = bl.fit_xgboost(tr, n_trees=300 if smoke else 600)
         for sp in ("id", "ood"):
             te = ds.select(df, s, sp)
-            p = predict(model, te)
+            p = pl.predict_quiet(model, te)
             r = ds.regression_metrics(te.final_loss, p.mean, p.lower, p.upper)
             rows.append(dict(source=s, split=sp, ncpl=r["mae"], coverage_90=r["coverage_90"],
                              xgboost=ds.regression_metrics(te.final_loss, bl.predict_xgboost(xgb, te))["mae"],

@@ -9,7 +9,8 @@ residual over a Chinchilla law. The contract::
     fit = ncpl.fit(jax.random.key(0), data, ncpl.Spec(members=5, steps=1000))
     pred = ncpl.predict(fit, new_df)          # jaxscale.Prediction; samples = member means
 
-Extras: :func:`infer_fields` (which columns are text / numeric), :func:`prepare` (the arrays
+Extras: :func:`extrapolation` (how far queries lie outside the training data),
+:func:`infer_fields` (which columns are text / numeric), :func:`prepare` (the arrays
 :func:`fit_core` trains on), :func:`stage2` (encoder fine-tuning), and the reproduction drivers on
 the bundled Marin + StepLaw runs: :func:`runs_frame`, :func:`ncpl_fields`, :func:`fit_ncpl`,
 :func:`ncpl_model`, :func:`evaluate`, :func:`evaluate_table`, :func:`tune_cell`,
@@ -20,6 +21,7 @@ from jaxscale.ncpl.data import Data, from_frame
 from jaxscale.ncpl.model import (
     Fit,
     Spec,
+    extrapolation,
     fit,
     fit_core,
     fit_ncpl,
@@ -40,6 +42,7 @@ __all__ = [
     "fit_core",
     "predict",
     # extras
+    "extrapolation",
     "NumField",
     "infer_fields",
     "prepare",

@@ -9,12 +9,15 @@ TRAIN rows only (600 trees, depth 6, eta 0.03, subsample and column subsample 0.
 """
 from __future__ import annotations
 
+import warnings
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxscale.infer import best, minimize_lbfgs, multistart
+from jaxscale.infer import minimize_lbfgs, multistart, reason_text
 from jaxscale.laws import (
     ChinchillaParams,
     chinchilla,
@@ -27,7 +30,11 @@ __all__ = [
     "OPTIMIZERS",
     "engineered_features",
     "chinchilla_column",
+    "LawFit",
     "fit_chinchilla_law",
+    "fit_chinchilla_law_info",
+    "law_band",
+    "band_predictions",
     "fit_chinchilla_refit",
     "predict_chinchilla_refit",
     "fit_xgboost",
@@ -67,7 +74,21 @@ def _refit_loss(theta, log_n, log_d, log_y):
     return jnp.mean(jnp.square(chinchilla_log_lse(theta, log_n, log_d) - log_y))
 
 
-def fit_chinchilla_law(N, D, loss, *, n_scale: float | None = None, d_scale: float | None = None) -> ChinchillaParams:
+class LawFit(NamedTuple):
+    """A Chinchilla least-squares fit and whether its optimiser converged."""
+
+    params: ChinchillaParams
+    converged: bool
+    reason: str
+    objective: float
+
+
+#: L-BFGS steps per start of the law fit (flat valleys, e.g. StepLaw's E -> 0, need many).
+LAW_STEPS = 3000
+
+
+def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale: float | None = None,
+                            max_steps: int = LAW_STEPS) -> LawFit:
     """Least squares on ``log L`` of ``L = E + A N^-alpha + B D^-beta`` from a grid of 48 starts.
 
     The starts (``log A`` in {0, 1.5, 3}, ``log B`` in {-1, 0.5}, ``log E`` in {0, 0.8},
@@ -81,9 +102,11 @@ def fit_chinchilla_law(N, D, loss, *, n_scale: float | None = None, d_scale: flo
       loss: final losses (> 0), same length.
       n_scale: unit of N the optimiser works in (default: the geometric mean of N).
       d_scale: unit of D (default: the geometric mean of D).
+      max_steps: L-BFGS steps per start.
 
     Returns:
-      :class:`jaxscale.laws.ChinchillaParams` (float arrays).
+      :class:`LawFit`: the best start's :class:`jaxscale.laws.ChinchillaParams` (float arrays),
+      whether its optimiser converged, the reason, and the objective (mean squared log error).
     """
     N, D, loss = (np.asarray(a, float) for a in (N, D, loss))
     if N.size < 5:
@@ -102,17 +125,105 @@ def fit_chinchilla_law(N, D, loss, *, n_scale: float | None = None, d_scale: flo
     grid = np.array(np.meshgrid([0.0, 1.5, 3.0], [-1.0, 0.5], [0.0, 0.8], [0.2, 0.5], [0.2, 0.5])).reshape(5, -1).T
     # columns of theta: (a, b, e, alpha, beta)
     x0 = jnp.asarray(grid, dt)
-    res = multistart(minimize_lbfgs, _refit_loss, x0, log_n, log_d, log_y, max_steps=300)
-    th = np.array(best(res).params, dtype=float)
+    res = multistart(minimize_lbfgs, _refit_loss, x0, log_n, log_d, log_y, max_steps=max_steps)
+    obj = np.asarray(res.loss, float)
+    obj = np.where(np.isfinite(obj) & np.all(np.isfinite(np.asarray(res.params)), -1), obj, np.inf)
+    if not np.isfinite(obj).any():
+        raise ValueError("Chinchilla fit: every start gave a non-finite objective; check N, D and the loss")
+    i = int(np.argmin(obj))
+    th = np.array(np.asarray(res.params)[i], dtype=float)
+    converged = bool(np.asarray(res.converged)[i])
+    reason = reason_text(int(np.asarray(res.reason)[i]))
     # A (N / s)^-alpha = (A s^alpha) N^-alpha
     th[0] += th[3] * np.log(n_scale)
     th[1] += th[4] * np.log(d_scale)
-    return ChinchillaParams(*(np.asarray(v, float) for v in chinchilla_theta_to_params(th)))
+    params = ChinchillaParams(*(np.asarray(v, float) for v in chinchilla_theta_to_params(th)))
+    return LawFit(params, converged, reason, float(obj[i]))
+
+
+#: Exponent values of the profile in :func:`law_band`.
+BAND_EXPONENTS = (0.03, 0.05, 0.08, 0.12, 0.17, 0.25, 0.35, 0.5, 0.7, 1.0, 1.5, 2.0)
+
+
+def law_band(N, D, loss, best: LawFit, *, level: float = 0.9) -> np.ndarray:
+    """The Chinchilla laws the runs cannot tell apart from the best fit: ``(K, 5)`` parameter
+    vectors ``(log A, log B, log E, alpha, beta)`` in the units of ``N`` and ``D`` (the best fit first).
+
+    A profile over a grid of exponent pairs (:data:`BAND_EXPONENTS`; for each pair ``A``, ``B``,
+    ``E >= 0`` by non-negative least squares on the relative error, which is the log error to first
+    order) keeps the pairs whose mean squared log error ``s`` passes the likelihood-ratio test
+    ``n log(s / s_best) <= chi2_2(level)``. Runs of two model sizes, for instance, fix only the
+    loss difference between them, so laws with small and large ``alpha`` pass and their predictions
+    for larger models spread: the spread is the law's extrapolation uncertainty
+    (:func:`band_predictions`). With many sizes and budgets the kept laws agree.
+
+    Args:
+      N: parameter counts of the fitted runs.
+      D: training tokens.
+      loss: final losses (> 0).
+      best: the least-squares fit (:func:`fit_chinchilla_law_info`) of the same runs.
+      level: level of the likelihood-ratio test.
+    """
+    from scipy.optimize import nnls
+    from scipy.stats import chi2
+
+    from jaxscale.laws import chinchilla_params_to_theta
+
+    N, D, y = (np.asarray(a, float) for a in (N, D, loss))
+    ln, ld = np.log(N / np.exp(np.mean(np.log(N)))), np.log(D / np.exp(np.mean(np.log(D))))
+    rows = []
+    for alpha in BAND_EXPONENTS:
+        for beta in BAND_EXPONENTS:
+            X = np.stack([np.exp(-alpha * ln), np.exp(-beta * ld), np.ones_like(ln)], 1)
+            coef, _ = nnls(X / y[:, None], np.ones_like(y))
+            fitted = X @ coef
+            if not np.all(fitted > 0):
+                continue
+            s_pair = float(np.mean(np.square(np.log(fitted) - np.log(y))))
+            rows.append((s_pair, np.log(np.maximum(coef, 1e-300)), alpha, beta))
+    s_best = min([float(best.objective)] + [r[0] for r in rows])
+    limit = chi2.ppf(level, 2)
+    theta = [[c[0] + alpha * np.mean(np.log(N)), c[1] + beta * np.mean(np.log(D)), c[2], alpha, beta]
+             for s_pair, c, alpha, beta in rows if N.size * np.log(s_pair / max(s_best, 1e-300)) <= limit]
+    first = np.asarray(chinchilla_params_to_theta(best.params), float)[None]
+    theta = np.asarray(theta, float).reshape(-1, 5)
+    return np.concatenate([first, theta[np.all(np.isfinite(theta), 1)]])
+
+
+def band_predictions(band, N, D) -> np.ndarray:
+    """``(K, n)`` losses of every law of :func:`law_band` at ``N``, ``D``."""
+    from jaxscale.laws import chinchilla_log_lse
+
+    band = np.asarray(band, float)
+    return np.exp(np.asarray(chinchilla_log_lse(jnp.asarray(band), jnp.log(jnp.asarray(N, float)),
+                                                jnp.log(jnp.asarray(D, float))), float))
+
+
+def fit_chinchilla_law(N, D, loss, *, n_scale: float | None = None, d_scale: float | None = None,
+                       what: str = "Chinchilla law") -> ChinchillaParams:
+    """:func:`fit_chinchilla_law_info`'s parameters; warns (``RuntimeWarning``, naming ``what``)
+    when the optimiser did not converge.
+
+    Args:
+      N: parameter counts (> 0; >= 5 runs).
+      D: training tokens (> 0), same length.
+      loss: final losses (> 0), same length.
+      n_scale: unit of N the optimiser works in (default: the geometric mean of N).
+      d_scale: unit of D (default: the geometric mean of D).
+      what: the fit's name in the warning.
+    """
+    res = fit_chinchilla_law_info(N, D, loss, n_scale=n_scale, d_scale=d_scale)
+    if not res.converged:
+        warnings.warn(f"{what}: the least-squares fit did not converge ({res.reason}) within {LAW_STEPS} L-BFGS "
+                      "steps; its parameters may be off (runs spanning too few sizes or budgets?)",
+                      RuntimeWarning, stacklevel=2)
+    return res.params
 
 
 def fit_chinchilla_refit(df: pd.DataFrame) -> ChinchillaParams:
     """The law refitted on the runs of ``df`` (``N_million``, ``D_billion``, ``final_loss``)."""
-    return fit_chinchilla_law(df["N_million"], df["D_billion"], df["final_loss"], n_scale=1.0, d_scale=1.0)
+    return fit_chinchilla_law(df["N_million"], df["D_billion"], df["final_loss"], n_scale=1.0, d_scale=1.0,
+                              what="Chinchilla refit")
 
 
 def predict_chinchilla_refit(p: ChinchillaParams, df: pd.DataFrame) -> np.ndarray:

@@ -31,12 +31,15 @@ from jaxscale.ncpl.serialize import (
     unique_texts,
 )
 
-__all__ = ["Data", "from_frame", "MAX_TOKENS", "missing_counts", "token_lengths"]
+__all__ = ["Data", "from_frame", "MAX_TOKENS", "DUPLICATES", "missing_counts", "token_lengths", "duplicate_rows"]
 
 log = get_logger(__name__)
 
 #: Longest serialised configuration the text encoder reads (all-MiniLM-L6-v2 was trained on 256).
 MAX_TOKENS = 256
+
+#: What :func:`from_frame` does with training rows that repeat another row in every used column.
+DUPLICATES = ("error", "keep")
 
 
 @pytree_dataclass
@@ -55,6 +58,8 @@ class Data:
       base: ``(n,)`` a baseline column subtracted from the target, or ``None``.
       group: ``(n,)`` int32 validation cell of each row (whole cells are held out for early
         stopping; every row is its own cell unless ``group_cols`` were given).
+      index: ``(n,)`` int64 label of each row in messages: the frame's index when it holds integers
+        (lines of the file for frames from :func:`jaxscale.data.read_table`), else the position.
       num_cols: numeric fields' columns.
       num_keys: numeric fields' keys (written in the text).
       num_log: whether each numeric field is log10-scaled.
@@ -73,6 +78,7 @@ class Data:
     D: jax.Array | None
     base: jax.Array | None
     group: jax.Array
+    index: jax.Array
     num_cols: tuple = static_field()
     num_keys: tuple = static_field()
     num_log: tuple = static_field()
@@ -94,6 +100,10 @@ class Data:
     def text_fields(self) -> tuple:
         """The text fields as ``(key, column)`` pairs."""
         return tuple(zip(self.text_keys, self.text_cols))
+
+    def rows(self, mask) -> str:
+        """The labels of the rows where ``mask`` holds, for messages (``[2, 7, ...] (+k more)``)."""
+        return _rows(np.asarray(self.index)[np.asarray(mask, bool)])
 
     def texts(self) -> list[str]:
         """The serialised configuration of every row (numbers as ``[MASK]`` placeholders)."""
@@ -132,7 +142,8 @@ def token_lengths(texts) -> np.ndarray:
 
 def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_cols=None, num_cols=None,
                exclude_cols=(), n_col: str | None = None, d_col: str | None = None, baseline_col: str | None = None,
-               group_cols=None, require_target: bool = True, max_tokens: int = MAX_TOKENS) -> Data:
+               group_cols=None, require_target: bool = True, max_tokens: int = MAX_TOKENS,
+               duplicates: str = "error") -> Data:
     """Validate a run table (one row per run) and return its arrays.
 
     Args:
@@ -146,7 +157,7 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
         (:func:`~jaxscale.ncpl.serialize.infer_fields`); given one list, the others are inferred.
       exclude_cols: columns that are not configuration (run ids, notes, other metrics...).
       n_col: parameter counts (> 0) for the Chinchilla baseline; give ``d_col`` too. It stays a
-        config field as well, unless excluded.
+        config field as well (always log10-scaled), unless excluded.
       d_col: training tokens (> 0).
       baseline_col: a column subtracted from the target before the network sees it (e.g. a law
         you fitted yourself); the prediction adds it back.
@@ -154,11 +165,16 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
         stopping (default: random rows).
       require_target: every row must have a finite target (training data).
       max_tokens: longest serialised configuration allowed (the text encoder's window).
+      duplicates: training rows (``require_target=True``) that repeat another row in every used
+        column (config fields, target, N, D, baseline) would be weighted twice: ``"error"``
+        refuses them (remove the copies first, e.g. with ``df.drop_duplicates(cols)``);
+        ``"keep"`` keeps them on purpose (see :func:`duplicate_rows` to count them).
 
     Raises:
       ValueError: missing columns, non-numeric or infinite numeric values, values <= 0 in a
-      log-scaled field or in N/D, missing targets, or a configuration longer than ``max_tokens``
-      tokens (the message names the columns that take most tokens and how to leave them out).
+      log-scaled field or in N/D, a positive wide-range column with a few values <= 0, missing
+      targets, duplicated training rows, or a configuration longer than ``max_tokens`` tokens
+      (the message names the columns that take most tokens and how to leave them out).
     """
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"from_frame expects a pandas DataFrame, got {type(df).__name__}")
@@ -174,6 +190,17 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
     has_target = target_col is not None and target_col in df.columns
     if target_col is not None and not has_target and require_target:
         require_columns(df, [target_col], f"{what} (target_col)")
+    if duplicates not in DUPLICATES:
+        raise ValueError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
+    # the roles first, so their messages say what the column is for
+    if n_col is not None:
+        check_positive(df, [n_col, d_col], what)
+    if has_target:
+        check_numeric(df, [target_col], what)
+        if require_target:
+            check_finite(df, [target_col], what)
+    if baseline_col is not None:
+        check_finite(df, [baseline_col], what)
     roles = [c for c in (target_col if has_target else None, baseline_col) if c is not None]
     exclude = list(exclude_cols or ())
     text_fields, num_fields, skipped = infer_fields(
@@ -183,6 +210,10 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
                          f"{exclude}); give text_cols/num_cols")
     if skipped:
         log.warning("left out %d column(s): %s", len(skipped), "; ".join(f"{c!r}: {r}" for c, r in skipped.items()))
+    # sizes are log-scale quantities whatever their span (> 0 is checked above); a NumField you give is kept
+    given = {f.column for f in (num_cols or ()) if isinstance(f, NumField)}
+    sizes = {c for c in (n_col, d_col) if c is not None} - given
+    num_fields = tuple(NumField(f.key, f.column, True) if f.column in sizes else f for f in num_fields)
     n = len(df)
 
     # numeric fields: numbers or empty; log-scaled ones > 0
@@ -225,23 +256,26 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
     if bad_keys:
         raise ValueError(f"{what}: numeric field key(s) {bad_keys} contain {NUMBER_TOKEN!r}; rename them")
 
-    # target, N, D, baseline
-    if has_target:
-        check_numeric(df, [target_col], what)
-        if require_target:
-            check_finite(df, [target_col], what)
-        y = pd.to_numeric(df[target_col], errors="coerce").to_numpy(float)
-    else:
-        y = np.full(n, np.nan)
+    # target, N, D, baseline (checked above)
+    y = pd.to_numeric(df[target_col], errors="coerce").to_numpy(float) if has_target else np.full(n, np.nan)
     N = D = base = None
     if n_col is not None:
-        check_positive(df, [n_col, d_col], what)
         N = pd.to_numeric(df[n_col]).to_numpy(float)
         D = pd.to_numeric(df[d_col]).to_numpy(float)
     if baseline_col is not None:
-        check_finite(df, [baseline_col], what)
         base = pd.to_numeric(df[baseline_col]).to_numpy(float)
     group = cell_codes(df, list(group_cols) if group_cols else [])
+    used = list(dict.fromkeys([c for _, c in text_fields] + num_cols_ + [c for c in (n_col, d_col, baseline_col)
+                                                                        if c is not None]))
+    if has_target and require_target and duplicates == "error":
+        dup = duplicate_rows(df, used + [target_col])
+        if dup.any():
+            raise ValueError(
+                f"{what}: {int(dup.sum())} rows repeat another row in every used column (config, target"
+                f"{', N, D' if n_col else ''}) at rows {_rows(df.index[dup])}; a duplicate would be weighted twice. "
+                "Remove the copies (CLI: --duplicates first; pandas: df.drop_duplicates(columns)) or keep them on "
+                "purpose (duplicates='keep', CLI: --duplicates keep)")
+    index = np.asarray(df.index) if pd.api.types.is_integer_dtype(df.index) else np.arange(n)
 
     columns = ([("target", target_col)] if target_col is not None else []) + \
         [("text", c) for _, c in text_fields] + [("num", f.column) for f in num_fields] + \
@@ -249,13 +283,19 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
         ([("baseline", baseline_col)] if baseline_col is not None else []) + \
         [("group", c) for c in (group_cols or ())] + [("skipped", c) for c in skipped]
     data = Data(values=values, present=present, codes=codes, y=y, N=N, D=D, base=base, group=group,
-                num_cols=tuple(num_cols_), num_keys=tuple(f.key for f in num_fields),
+                index=np.asarray(index, np.int64), num_cols=tuple(num_cols_), num_keys=tuple(f.key for f in num_fields),
                 num_log=tuple(bool(f.log) for f in num_fields), text_cols=tuple(c for _, c in text_fields),
                 text_keys=tuple(k for k, _ in text_fields), vocab=tuple(vocab), columns=tuple(columns))
     texts, text_id = unique_texts(data.texts())
     check_token_lengths(texts, token_lengths(texts), max_tokens, field_parts=_field_parts(data), text_id=text_id,
                         index=df.index)
     return data
+
+
+def duplicate_rows(df: pd.DataFrame, columns) -> np.ndarray:
+    """Boolean mask of the rows that repeat another row in every one of ``columns`` (all copies,
+    missing values compared equal)."""
+    return df.duplicated(subset=list(columns), keep=False).to_numpy()
 
 
 def _field_parts(data: Data) -> dict:

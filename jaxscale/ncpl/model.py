@@ -4,8 +4,11 @@
 configurations (stage 1). The network predicts the standardised residual of the target over a
 baseline: a Chinchilla law fitted on the training rows (when ``N`` and ``D`` are given), a
 baseline column, or nothing. A validation set of whole cells is carved from the training rows for
-early stopping and for the split-conformal interval scale. :func:`predict` returns the ensemble
-mixture's mean and central interval on the loss scale, with the member means as ``samples``.
+early stopping and for the split-conformal interval scale. A backtest inside the training rows
+(the largest runs held out) learns how to predict outside the training data and how fast the
+interval widens with the distance (:mod:`jaxscale.ncpl.outside`). :func:`predict` returns the
+ensemble mixture's mean and central interval on the loss scale, with the member means as
+``samples`` and the distance of every query outside the training data as ``extrapolation``.
 :func:`stage2` fine-tunes the encoder too (every member its own copy).
 """
 from __future__ import annotations
@@ -25,10 +28,16 @@ from flax import nnx
 
 from jaxscale._log import get_logger
 from jaxscale._pytree import pytree_dataclass, register_serializable, static_field
-from jaxscale.infer.prediction import Prediction, check_level, z_value
+from jaxscale.infer.prediction import (
+    Prediction,
+    check_level,
+    warn_extrapolation,
+    z_value,
+)
 from jaxscale.laws import ChinchillaParams, chinchilla
 from jaxscale.ncpl import encoder as enc_mod
-from jaxscale.ncpl.baselines import fit_chinchilla_law
+from jaxscale.ncpl import outside as ex
+from jaxscale.ncpl.baselines import band_predictions, fit_chinchilla_law_info, law_band
 from jaxscale.ncpl.data import MAX_TOKENS, Data, from_frame
 from jaxscale.ncpl.dataset import GROUP_COLS, cell_codes, held_cells
 from jaxscale.ncpl.ensemble import Members, init_members, mixture, predict_members
@@ -38,7 +47,13 @@ from jaxscale.ncpl.serialize import (
     placeholder_positions,
     unique_texts,
 )
-from jaxscale.ncpl.train import TrainArrays, TrainConfig, train_members, train_scan
+from jaxscale.ncpl.train import (
+    TrainArrays,
+    TrainConfig,
+    array_digest,
+    train_members,
+    train_scan,
+)
 
 __all__ = [
     "Spec",
@@ -51,6 +66,8 @@ __all__ = [
     "predict",
     "stage2",
     "fit_ncpl",
+    "extrapolation",
+    "HANDLE_UNKNOWN",
     "law_baseline",
     "cache_dir",
     "encoder_features",
@@ -64,6 +81,13 @@ log = get_logger(__name__)
 PyTree = Any
 
 BASELINES = ("auto", "law", "column", "none")
+
+#: What :func:`predict` does with a text value the fit never saw: refuse, write it into the text
+#: (the encoder reads the new words), or leave the field out of that run's text.
+HANDLE_UNKNOWN = ("error", "encode", "ignore")
+
+#: Rows (parameters + 1) the Chinchilla baseline needs.
+LAW_MIN_RUNS = 6
 
 
 class Spec(NamedTuple):
@@ -85,11 +109,16 @@ class Spec(NamedTuple):
       d_text: size of the projected pooled text.
       width: hidden width of the head's MLP.
       depth: hidden layers of the head's MLP.
-      coverage: level of the split-conformal calibration of the interval width.
+      coverage: level of the split-conformal calibration of the interval width (in-distribution
+        on the validation cells, and of its growth outside the training data on the backtest).
       max_tokens: longest serialised configuration the encoder reads.
-      ckpt_every: steps between orbax checkpoints (0: every evaluation) when ``ckpt_dir`` is set.
+      ckpt_every: steps between checkpoints (0: every evaluation) when ``ckpt_dir`` is set.
       ckpt_dir: checkpoint folder; an interrupted fit resumes from the last checkpoint and ends
-        bit-identically.
+        bit-identically. The folder remembers what wrote it (data, settings, seed, version): a
+        folder of another fit is refused.
+      backtest_frac: share of the training runs (the largest) the backtest holds out to learn how to
+        predict outside the training data (0: no backtest, intervals do not widen); needs N and D.
+      ckpt_force_new: discard the checkpoints of another fit in ``ckpt_dir`` instead of refusing.
     """
 
     members: int = 5
@@ -110,12 +139,14 @@ class Spec(NamedTuple):
     max_tokens: int = MAX_TOKENS
     ckpt_every: int = 0
     ckpt_dir: str | None = None
+    backtest_frac: float = 0.2
+    ckpt_force_new: bool = False
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_frac=self.warmup_frac,
                            weight_decay=self.weight_decay, eval_every=self.eval_every, patience=self.patience,
                            ckpt_every=(self.ckpt_every or self.eval_every) if self.ckpt_dir else 0,
-                           ckpt_dir=self.ckpt_dir)
+                           ckpt_dir=self.ckpt_dir, force_new=self.ckpt_force_new)
 
     def head_config(self, n_fields: int, enc_dim: int) -> HeadConfig:
         return HeadConfig(n_fields=n_fields, enc_dim=enc_dim, d_field=self.d_field, d_text=self.d_text,
@@ -149,10 +180,20 @@ class Fit:
       std: ``(F,)`` their standard deviation.
       y_mean: mean of the residual target.
       y_std: its standard deviation.
-      interval_scale: split-conformal factor (>= 1) on the mixture std.
+      interval_scale: split-conformal factor on the mixture std (validation cells).
       law: the Chinchilla baseline fitted on the training rows, or ``None``.
+      law_band: ``(K, 5)`` the Chinchilla laws the training rows cannot tell apart from ``law``
+        (:func:`~jaxscale.ncpl.baselines.law_band`; their spread at a query widens its interval),
+        or ``None``.
       history: ``(k, 2)`` (step, mean validation MSE over members).
       diagnostics: :class:`Diagnostics`.
+      x_range: ``(F, 2)`` training min/max of the (log10-)transformed numeric fields (NaN: no value).
+      always: ``(F + T,)`` whether every training run has each numeric, then text, field.
+      size_range: ``(3, 2)`` training min/max of log10 N, D and 6ND, or ``None`` without N and D.
+      group_range: ``(T, V, 3, 2)`` the same among the training runs with each value of each text
+        field (NaN where none), or ``None`` without N and D.
+      extrap: :class:`~jaxscale.ncpl.outside.Extrapolation`, learnt by the backtest.
+      converged: whether training (and the baseline law) converged (``converged_reason`` says why).
       head: the head's sizes; the graph is rebuilt from it.
       baseline: ``"law"``, ``"column"`` or ``"none"`` (what was subtracted).
       num_cols: numeric fields' columns (queries are read with the fit's fields and columns).
@@ -163,6 +204,8 @@ class Fit:
       vocab: the training values of each text field.
       columns: ``(role, column)`` pairs of the training data.
       spec: the :class:`Spec` used.
+      converged_reason: the optimisers' stopping reasons.
+      backtest_rule: which training runs the backtest held out (or why there was none).
     """
 
     params: PyTree
@@ -173,8 +216,15 @@ class Fit:
     y_std: jax.Array
     interval_scale: jax.Array
     law: ChinchillaParams | None
+    law_band: jax.Array | None
     history: jax.Array
     diagnostics: Diagnostics
+    x_range: jax.Array
+    always: jax.Array
+    size_range: jax.Array | None
+    group_range: jax.Array | None
+    extrap: ex.Extrapolation
+    converged: jax.Array
     head: HeadConfig = static_field()
     baseline: str = static_field()
     num_cols: tuple = static_field()
@@ -185,13 +235,21 @@ class Fit:
     vocab: tuple = static_field()
     spec: Spec = static_field()
     columns: tuple = static_field()
+    converged_reason: str = static_field()
+    backtest_rule: str = static_field()
 
     @property
     def info(self) -> dict:
-        """Plain-number summary (head sizes, members, steps, seconds, row counts, interval scale)."""
+        """Plain-number summary (head sizes, members, steps, seconds, row counts, interval scale,
+        convergence, the backtest's choices outside the training data)."""
         d = {k: float(np.asarray(v)) for k, v in self.diagnostics._asdict().items()}
+        e = {k: np.asarray(v).item() for k, v in self.extrap._asdict().items()}
+        e["rule"] = self.backtest_rule
+        for k in [k for k, v in e.items() if isinstance(v, float) and not np.isfinite(v)]:
+            e[k], e[f"{k}_reason"] = None, f"no backtest ({self.backtest_rule})"
         out = {"head": dict(self.head._asdict()), "n_members": self.spec.members, "baseline": self.baseline,
-               "interval_scale": float(np.asarray(self.interval_scale))}
+               "interval_scale": float(np.asarray(self.interval_scale)), "converged": bool(np.asarray(self.converged)),
+               "converged_reason": self.converged_reason, "extrapolation_model": e}
         for k in ("stage1_steps", "n_train", "n_val", "n_texts", "stage2_steps"):
             d[k] = int(d[k])
         if not d["stage2_steps"]:
@@ -213,7 +271,8 @@ class Batch(NamedTuple):
     val: TrainArrays
 
 
-for _cls in (Spec, Diagnostics, HeadConfig):  # ChinchillaParams is registered by jaxscale.laws
+for _cls in (Spec, Diagnostics, HeadConfig):  # ChinchillaParams is registered by jaxscale.laws; Extrapolation
+    # by jaxscale.ncpl.outside
     register_serializable(_cls)
 
 
@@ -333,18 +392,30 @@ def _resolve_baseline(spec: Spec, data: Data) -> str:
     return spec.baseline
 
 
-def _fit_law(data: Data, strict: bool):
+def _role(data, role: str, default: str) -> str:
+    return dict((r, c) for r, c in reversed(data.columns)).get(role, default)
+
+
+def _fit_law(data: Data):
+    """The Chinchilla baseline on the training rows: ``LawFit``; refuses underdetermined data."""
     N, D, y = (np.asarray(a, float) for a in (data.N, data.D, data.y))
-    few = [name for name, a in (("N", N), ("D", D)) if np.unique(a).size < 2]
-    if few or N.size < 5:
-        why = (f"{'/'.join(few)} take(s) a single value" if few else f"only {N.size} runs")
-        if strict:
-            raise ValueError(f"cannot fit the Chinchilla baseline: {why}; use Spec(baseline='none') or add runs")
-        warnings.warn(f"no Chinchilla baseline: {why}; the network predicts the loss itself "
-                      "(Spec(baseline='none'))", RuntimeWarning, stacklevel=3)
-        return None
+    ncol, dcol, ycol = _role(data, "n", "N"), _role(data, "d", "D"), _role(data, "target", "target")
+    fix = "or fit without the law (Spec(baseline='none'), CLI: --baseline none)"
+    for name, col, a in (("N", ncol, N), ("D", dcol, D)):
+        values = np.unique(a)
+        if values.size < 2:
+            raise ValueError(f"underdetermined Chinchilla baseline: need >= 2 distinct values of {col!r} ({name}) "
+                             f"in the training rows, have {values.size} ({values[0]:.4g}); add runs of other "
+                             f"{'sizes' if name == 'N' else 'token budgets'} {fix}")
+    if N.size < LAW_MIN_RUNS:
+        raise ValueError(f"{N.size} training runs for the 5 parameters of the Chinchilla baseline: need >= "
+                         f"{LAW_MIN_RUNS}; add runs {fix}")
+    bad = ~(y > 0)
+    if bad.any():
+        raise ValueError(f"target {ycol!r} has {int(bad.sum())} value(s) <= 0 at rows {data.rows(bad)}: the Chinchilla "
+                         f"baseline fits log L, so losses must be > 0; fix those rows {fix}")
     # in units of the geometric means of N and D, so one grid of starts suits any scale
-    return fit_chinchilla_law(N, D, y)
+    return fit_chinchilla_law_info(N, D, y)
 
 
 def _base_values(kind: str, law, data: Data) -> np.ndarray:
@@ -366,6 +437,8 @@ class _Prepared(NamedTuple):
     batch: Batch
     baseline: str
     law: Any
+    law_fit: Any
+    band: Any
     y_mean: float
     y_std: float
     mean: np.ndarray
@@ -373,8 +446,14 @@ class _Prepared(NamedTuple):
     n_texts: int
 
 
-def _standardise(data: Data, mean, std) -> np.ndarray:
+def _standardise(data: Data, mean, std, x_range=None) -> np.ndarray:
+    """Standardised numeric fields (0 where absent); with ``x_range``, at the nearest training edge."""
     x = data.transformed()
+    if x_range is not None:
+        rng = np.asarray(x_range, float)
+        with np.errstate(invalid="ignore"):
+            x = np.where(np.isfinite(rng[:, 0]), np.maximum(x, rng[:, 0]), x)
+            x = np.where(np.isfinite(rng[:, 1]), np.minimum(x, rng[:, 1]), x)
     return np.where(np.isfinite(x), (x - mean) / std, 0.0).astype(np.float32)
 
 
@@ -382,25 +461,39 @@ def _check_data(data: Data) -> None:
     if not isinstance(data, Data):
         raise ValueError(f"fit expects a jaxscale.ncpl.Data (from_frame), got {type(data).__name__}")
     y = np.asarray(data.y, float)
-    bad = np.flatnonzero(~np.isfinite(y))
-    if bad.size:
-        raise ValueError(f"the target is missing or non-finite in {bad.size} of {y.size} row(s) (positions "
-                         f"{bad[:5].tolist()}); fit needs a target on every row: leave those rows out and "
+    target = _role(data, "target", "target")
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise ValueError(f"the target {target!r} is missing or non-finite in {int(bad.sum())} of {y.size} row(s) "
+                         f"(rows {data.rows(bad)}); fit needs a target on every row: leave those rows out and "
                          "predict them")
     if data.n_rows < 3:
         raise ValueError(f"fit needs >= 3 runs, got {data.n_rows}")
+    if np.ptp(y) == 0:
+        raise ValueError(f"the target {target!r} takes the same value ({y[0]:.6g}) in every training row: there is "
+                         "nothing to learn; check the target column (--target-col)")
+    x, present = data.transformed(), np.asarray(data.present, bool)
+    varies = [c for j, c in enumerate(data.num_cols)
+              if np.unique(x[present[:, j], j]).size > 1 or 0 < present[:, j].sum() < data.n_rows]
+    varies += [c for j, c in enumerate(data.text_cols) if np.unique(np.asarray(data.codes)[:, j]).size > 1]
+    if not varies:
+        raise ValueError(f"no configuration column varies across the {data.n_rows} training rows (fields "
+                         f"{list(data.text_cols) + list(data.num_cols)}): the network could only learn a constant. "
+                         "Add the columns that differ between runs (--text-cols/--num-cols), or fit a law alone "
+                         "(jaxscale chinchilla fit)")
 
 
 def _prepare(k_val, data: Data, spec: Spec) -> _Prepared:
     _check_data(data)
     kind = _resolve_baseline(spec, data)
-    law = _fit_law(data, strict=spec.baseline == "law") if kind == "law" else None
-    if kind == "law" and law is None:
-        kind = "none"
+    law_fit = _fit_law(data) if kind == "law" else None
+    law = law_fit.params if law_fit is not None else None
+    band = law_band(data.N, data.D, data.y, law_fit, level=spec.coverage) if law_fit is not None else None
     y = np.asarray(data.y, float) - _base_values(kind, law, data)
-    bad = np.flatnonzero(~np.isfinite(y))
-    if bad.size:
-        raise ValueError(f"target minus baseline is non-finite in {bad.size} row(s), positions {bad[:5].tolist()}")
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise ValueError(f"target minus baseline is non-finite in {int(bad.sum())} row(s) (rows {data.rows(bad)}); "
+                         "check the baseline column or N/D there")
     y_mean, y_std = float(y.mean()), float(y.std() + 1e-12)
     x = data.transformed()
     with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -421,7 +514,7 @@ def _prepare(k_val, data: Data, spec: Spec) -> _Prepared:
                            jnp.asarray(yz[m], jnp.float32))
 
     batch = Batch(jnp.asarray(pooled), jnp.asarray(ctx), arrays(~is_val), arrays(is_val))
-    return _Prepared(batch, kind, law, y_mean, y_std, mean, std, len(texts))
+    return _Prepared(batch, kind, law, law_fit, band, y_mean, y_std, mean, std, len(texts))
 
 
 def prepare(key, data: Data, spec: Spec = Spec()) -> Batch:
@@ -436,8 +529,9 @@ def fit_core(key, batch: Batch, spec: Spec = Spec()):
     ``lax.scan``, keeping each member's best-on-validation parameters.
 
     Same batches and updates as :func:`fit` (which runs these steps host-driven, in chunks, to
-    stop early and write checkpoints); without the early-stopping break. jit-able with ``spec``
-    static, vmap-able over keys: ``jax.vmap(lambda k: fit_core(k, batch, spec))(keys)``.
+    stop early and write checkpoints); without the early-stopping break and the backtest.
+    jit-able with ``spec`` static, vmap-able over keys:
+    ``jax.vmap(lambda k: fit_core(k, batch, spec))(keys)``.
 
     Args:
       key: the same key as :func:`fit` (split into validation, init and batch-order keys).
@@ -465,20 +559,38 @@ def _check_spec(spec: Spec) -> None:
         raise ValueError(f"Spec.coverage must be in (0, 1), got {spec.coverage}")
     if not 8 <= spec.max_tokens <= 512:
         raise ValueError(f"Spec.max_tokens must be in [8, 512] (the encoder has 512 positions), got {spec.max_tokens}")
+    if not 0.0 <= spec.backtest_frac < 0.5:
+        raise ValueError(f"Spec.backtest_frac must be in [0, 0.5), got {spec.backtest_frac}")
 
 
-def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
-    """Stage-1 training of an ensemble on ``data`` (validation cells carved from its rows).
+def _fingerprint(key, data: Data, spec: Spec, part: str) -> dict:
+    """What a fit's checkpoints depend on: the data, the settings and the seed."""
+    statics = repr((data.num_cols, data.num_keys, data.num_log, data.text_cols, data.text_keys, data.vocab,
+                    data.columns)).encode()
+    data_hash = array_digest(data.replace(index=np.zeros(0, np.int64)), np.frombuffer(statics, np.uint8))
+    return {"part": part, "data": data_hash, "n_rows": data.n_rows,
+            "spec": {k: v for k, v in spec._asdict().items() if not k.startswith("ckpt")},
+            "seed": [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]}
 
-    Args:
-      key: PRNG key (validation cells, head initialisation, batch orders).
-      data: training runs (:func:`~jaxscale.ncpl.data.from_frame`), every row with a target.
-      spec: :class:`Spec`.
 
-    Returns:
-      :class:`Fit`.
-    """
-    _check_spec(spec)
+def _ranges(data: Data):
+    """Training ranges: ``x_range`` (F, 2), ``always`` (F + T,), ``size_range`` (3, 2) and
+    ``group_range`` (T, V, 3, 2) (both None without N and D)."""
+    x = data.transformed()
+    present = np.asarray(data.present, bool)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        x_range = np.stack([np.nanmin(x, 0), np.nanmax(x, 0)], 1) if x.size else np.zeros((x.shape[1], 2))
+    always = np.concatenate([present.all(0), (np.asarray(data.codes) >= 0).all(0)])
+    size = group = None
+    if data.N is not None and data.D is not None:
+        size = ex.size_range(data.N, data.D)
+        group = ex.group_size_range(data.N, data.D, data.codes, max([len(v) for v in data.vocab], default=1))
+    return np.asarray(x_range, float).reshape(-1, 2), always, size, group
+
+
+def _stage1(key, data: Data, spec: Spec, desc: str, part: str):
+    """Stage-1 ensemble on ``data`` (no backtest): ``(Fit, TrainResult, law fit)``."""
     k_val, k_init, k_train = jax.random.split(key, 3)
     prep = _prepare(k_val, data, spec)
     b = prep.batch
@@ -487,27 +599,106 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
         log.info("batch_size %d > %d training rows: every step uses all of them", spec.batch_size, n_train)
     cfg = spec.head_config(len(data.num_cols), int(b.pooled.shape[-1]))
     members = init_members(k_init, cfg, spec.members)
-    res = train_members(k_train, members, {"pooled": b.pooled, "ctx": b.ctx}, b.train, b.val, spec.train_config(),
-                        desc="ncpl stage 1")
-    log.info("stage 1: %d steps in %.1f s (%.0f examples/s)", res.steps, res.seconds, res.examples_per_s)
+    tcfg = spec.train_config()
+    if tcfg.ckpt_dir and part != "model":
+        tcfg = tcfg._replace(ckpt_dir=str(Path(tcfg.ckpt_dir) / part))
+    res = train_members(k_train, members, {"pooled": b.pooled, "ctx": b.ctx}, b.train, b.val, tcfg, desc=desc,
+                        fingerprint=_fingerprint(key, data, spec, part))
+    log.info("%s: %d steps in %.1f s (%.0f examples/s)", desc, res.steps, res.seconds, res.examples_per_s)
     fitted = Members(members.graphdef, res.params["head"])
     scale = interval_scale(fitted, b.pooled, b.ctx, b.val, b.val.y, spec.coverage)
     nan = np.asarray(np.nan)
     diag = Diagnostics(np.asarray(res.steps), np.asarray(res.seconds), np.asarray(res.examples_per_s),
                        np.asarray(res.cpu_seconds), np.asarray(n_train), np.asarray(n_val), np.asarray(prep.n_texts),
                        np.asarray(0), nan, nan, nan)
-    return Fit(params=_pure(res.params["head"]), enc=None, mean=np.asarray(prep.mean, float),
-               std=np.asarray(prep.std, float), y_mean=np.asarray(prep.y_mean), y_std=np.asarray(prep.y_std),
-               interval_scale=np.asarray(scale), law=prep.law, history=np.asarray(res.history, float).reshape(-1, 2),
-               diagnostics=diag, head=cfg, baseline=prep.baseline, num_cols=data.num_cols, num_keys=data.num_keys,
-               num_log=data.num_log, text_cols=data.text_cols, text_keys=data.text_keys, vocab=data.vocab,
-               spec=spec, columns=tuple(c for c in data.columns if c[0] != "skipped"))
+    x_range, always, size, group = _ranges(data)
+    reasons = [f"ensemble: {res.reason}"]
+    converged = bool(res.converged)
+    if prep.law_fit is not None:
+        converged &= bool(prep.law_fit.converged)
+        reasons.append(f"baseline law: {prep.law_fit.reason}")
+    fitted = Fit(params=_pure(res.params["head"]), enc=None, mean=np.asarray(prep.mean, float),
+                 std=np.asarray(prep.std, float), y_mean=np.asarray(prep.y_mean), y_std=np.asarray(prep.y_std),
+                 interval_scale=np.asarray(scale), law=prep.law, law_band=prep.band, history=np.asarray(res.history, float).reshape(-1, 2),
+                 diagnostics=diag, x_range=x_range, always=always, size_range=size, group_range=group,
+                 extrap=ex.no_extrapolation(),
+                 converged=np.asarray(converged), head=cfg, baseline=prep.baseline, num_cols=data.num_cols,
+                 num_keys=data.num_keys, num_log=data.num_log, text_cols=data.text_cols, text_keys=data.text_keys,
+                 vocab=data.vocab, spec=spec, columns=tuple(c for c in data.columns if c[0] != "skipped"),
+                 converged_reason="; ".join(reasons), backtest_rule="none")
+    return fitted, res, prep.law_fit
+
+
+def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
+    """Stage-1 training of an ensemble on ``data`` (validation cells carved from its rows), then
+    the backtest that learns how to predict outside the training data (see :class:`Spec`).
+
+    Args:
+      key: PRNG key (validation cells, head initialisation, batch orders; the backtest uses
+        ``fold_in(key, 1)``).
+      data: training runs (:func:`~jaxscale.ncpl.data.from_frame`), every row with a target.
+      spec: :class:`Spec`.
+
+    Returns:
+      :class:`Fit`. Warns (``UserWarning``) when training or the baseline law did not converge.
+
+    Raises:
+      ValueError: missing targets, a constant target, no configuration column that varies, a
+      Chinchilla baseline on fewer than 6 runs or on a single N or D, losses <= 0 under the law,
+      non-finite training, or a checkpoint folder written by another fit.
+    """
+    _check_spec(spec)
+    model, _, _ = _stage1(key, data, spec, "ncpl stage 1", "model")
+    extrap, rule = _backtest(jax.random.fold_in(key, 1), data, spec, model.baseline)
+    model = model.replace(extrap=extrap, backtest_rule=rule)
+    if not bool(np.asarray(model.converged)):
+        warnings.warn(f"NCPL training did not converge ({model.converged_reason}); its predictions may be off",
+                      UserWarning, stacklevel=2)
+    return model
+
+
+def _backtest(key, data: Data, spec: Spec, baseline: str):
+    """``(Extrapolation, rule)``: the behaviour outside the training data learnt on held-out largest runs."""
+    if spec.backtest_frac <= 0:
+        return ex.no_extrapolation(), "none (Spec.backtest_frac = 0)"
+    if data.N is None or data.D is None:
+        return ex.no_extrapolation(), "none: needs N and D (n_col/d_col) to know which runs are larger"
+    if data.n_rows < ex.MIN_TRAINING_RUNS:
+        return ex.no_extrapolation(), f"none: {data.n_rows} training runs (< {ex.MIN_TRAINING_RUNS})"
+    future, rule = ex.future_rows(data.N, data.D, spec.backtest_frac, 2 if baseline == "law" else 1)
+    if future.sum() < 5 or (~future).sum() < ex.MIN_BACKTEST_RUNS:
+        return ex.no_extrapolation(), f"none: {rule} leaves too few runs on one side"
+    past = jax.tree.map(lambda a: a[~future], data)
+    fut = jax.tree.map(lambda a: a[future], data)
+    try:
+        bt, _, _ = _stage1(key, past, spec._replace(baseline=baseline), "ncpl backtest", "backtest")
+    except ValueError as exc:  # e.g. the remaining runs cannot fit the law
+        return ex.no_extrapolation(), f"none: the runs left after holding out {rule} cannot be fitted ({exc})"
+    codes = np.asarray(past.codes)
+    seen = [set(np.unique(codes[:, j]).tolist()) for j in range(codes.shape[1])]
+    fcodes = np.asarray(fut.codes)
+    unseen = np.stack([np.array([c >= 0 and c not in seen[j] for c in fcodes[:, j]], bool)
+                       for j in range(fcodes.shape[1])], 1) if fcodes.shape[1] else np.zeros((fut.n_rows, 0), bool)
+    d, _ = _distance(bt, fut, unseen)
+    plain, clipped = _member_outputs(bt, fut, clip=False), _member_outputs(bt, fut, clip=True)
+    ys = float(np.asarray(bt.y_std))
+    _, std_z = mixture(*clipped)
+    std = ys * std_z * float(np.asarray(bt.interval_scale))
+    z = float(z_value(spec.coverage))
+    shift, half = _band(bt, fut)
+    chosen = ex.choose(np.asarray(fut.y, float), _base_values(bt.baseline, bt.law, fut) + shift,
+                       float(np.asarray(bt.y_mean)), ys, plain[0], clipped[0], std, d, spec.coverage, z, half)
+    log.info("backtest on %s: clip=%s shrink=%g tau=%.3g (MAE %.4g, plain %.4g, baseline %.4g; coverage %.2f)",
+             rule, bool(chosen.clip), float(chosen.shrink), float(chosen.tau), float(chosen.backtest_mae),
+             float(chosen.backtest_mae_plain), float(chosen.backtest_mae_baseline), float(chosen.backtest_coverage))
+    return chosen, rule
 
 
 def interval_scale(members: Members, pooled, ctx, val, y_val, coverage: float = 0.9) -> float:
     """Split-conformal scale of the predictive std from the carved validation rows: the
-    ``coverage`` quantile of |y - mean| / std, divided by the Gaussian z of that level, floored
-    at 1 (never narrows the ensemble's intervals)."""
+    ``coverage`` quantile of |y - mean| / std, divided by the Gaussian z of that level. It
+    calibrates the interval inside the training data (and may narrow an over-wide ensemble); the
+    growth outside the data is learnt separately by the backtest."""
     from scipy.stats import norm
 
     mu, ls = predict_members(members, pooled, ctx, val.text_id, val.values, val.present)
@@ -515,9 +706,7 @@ def interval_scale(members: Members, pooled, ctx, val, y_val, coverage: float = 
     z = np.abs(np.asarray(y_val, float) - mean) / np.maximum(std, 1e-12)
     n = z.size
     q = np.quantile(z, min(1.0, np.ceil((n + 1) * coverage) / n))
-    # only ever widen: the carved validation cells are in-distribution, and shrinking the
-    # intervals there cut OOD coverage (small model: 0.86 -> 0.57 on Marin OOD)
-    return float(max(1.0, q / norm.ppf(0.5 + coverage / 2)))
+    return float(max(q / norm.ppf(0.5 + coverage / 2), 1e-3))
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -527,10 +716,10 @@ def _query_data(fit: Fit, df: pd.DataFrame) -> Data:
     for role, col in fit.columns:
         roles.setdefault(role, col)
     num = [f for f in _num_fields(fit)]
+    sized = fit.baseline == "law" or fit.size_range is not None
     return from_frame(df, target_col=roles.get("target"), require_target=False,
                       text_cols=tuple(zip(fit.text_keys, fit.text_cols)), num_cols=tuple(num),
-                      n_col=roles.get("n") if fit.baseline == "law" else None,
-                      d_col=roles.get("d") if fit.baseline == "law" else None,
+                      n_col=roles.get("n") if sized else None, d_col=roles.get("d") if sized else None,
                       baseline_col=roles.get("baseline") if fit.baseline == "column" else None,
                       max_tokens=fit.spec.max_tokens)
 
@@ -553,7 +742,128 @@ def _check_query(fit: Fit, data: Data) -> None:
         raise ValueError("this fit subtracts a baseline column: the query needs it (from_frame baseline_col)")
 
 
-def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
+def _align_vocab(fit: Fit, data: Data, handle_unknown: str):
+    """The query's text codes in the fit's vocabularies: ``(data, unseen (n, T) bool)``.
+
+    A value the fit never saw raises (``"error"``), is appended to the vocabulary so the encoder
+    reads it (``"encode"``), or is left out of the run's text (``"ignore"``)."""
+    if handle_unknown not in HANDLE_UNKNOWN:
+        raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got {handle_unknown!r}")
+    codes = np.asarray(data.codes).copy()
+    unseen = np.zeros(codes.shape, bool)
+    vocab = []
+    for j, (col, known) in enumerate(zip(fit.text_cols, fit.vocab)):
+        pos = {v: i for i, v in enumerate(known)}
+        qv = list(data.vocab[j])
+        new = [v for v in qv if v not in pos]
+        extra = {v: len(known) + i for i, v in enumerate(new)}
+        lookup = np.array([pos.get(v, extra.get(v)) for v in qv] + [-1], np.int64)
+        c = codes[:, j]
+        mapped = lookup[np.where(c >= 0, c, len(qv))]
+        unseen[:, j] = mapped >= len(known)
+        if unseen[:, j].any() and handle_unknown == "error":
+            raise ValueError(
+                f"query: column {col!r} has {int(unseen[:, j].sum())} row(s) with value(s) never seen in training "
+                f"{sorted(set(new))[:10]} at rows {data.rows(unseen[:, j])}; known values: {list(known)[:20]}. The "
+                "text encoder can read a new value, but the model never saw its effect: fix the spelling, or "
+                "predict anyway with handle_unknown='encode' (the value is written into the text) or 'ignore' (the "
+                "field is left out of those runs' text) (CLI: --handle-unknown encode|ignore)")
+        if handle_unknown == "ignore":
+            mapped = np.where(unseen[:, j], -1, mapped)
+            vocab.append(tuple(known))
+        else:
+            vocab.append(tuple(known) + tuple(new))
+        codes[:, j] = mapped
+    return data.replace(codes=codes.astype(np.int32), vocab=tuple(vocab)), unseen
+
+
+def _distance(fit: Fit, data: Data, unseen) -> tuple[np.ndarray, np.ndarray]:
+    """``(distance, worst part)`` of every query row outside the fit's training data."""
+    parts = {}
+    x = data.transformed()
+    if x.shape[1]:
+        fd = ex.field_distance(x, fit.x_range, fit.num_log)
+        for j, c in enumerate(fit.num_cols):
+            parts[c] = fd[:, j]
+    always = np.asarray(fit.always, bool)
+    nf = len(fit.num_cols)
+    present = np.asarray(data.present, bool)
+    for j, c in enumerate(fit.num_cols):
+        if always[j]:
+            parts[c] = np.maximum(parts[c], np.where(present[:, j], 0.0, 1.0))
+    codes = np.asarray(data.codes)
+    unseen = np.asarray(unseen, bool).reshape(codes.shape)
+    for j, c in enumerate(fit.text_cols):
+        gone = (codes[:, j] < 0) & always[nf + j]
+        parts[c] = np.where(unseen[:, j] | gone, 1.0, 0.0)
+    if fit.size_range is not None and data.N is not None and data.D is not None:
+        for name, v in ex.size_distance(data.N, data.D, fit.size_range).items():
+            label = {"N": _role(fit, "n", "N"), "D": _role(fit, "d", "D")}.get(name, name)
+            parts[label] = np.maximum(parts.get(label, 0.0), v)
+        if fit.group_range is not None and len(fit.text_cols):
+            gd = ex.group_size_distance(data.N, data.D, codes, fit.group_range)
+            for j, c in enumerate(fit.text_cols):
+                parts[f"size among the runs of the same {c!r}"] = gd[:, j]
+    return ex.combine(parts, data.n_rows)
+
+
+def _band(fit: Fit, data: Data) -> tuple[np.ndarray, np.ndarray]:
+    """``(shift, half)`` per row: the centre of the indistinguishable laws' predictions minus the
+    best law's, and their half-range (zeros without a law band)."""
+    if fit.law_band is None or data.N is None or data.D is None:
+        return np.zeros(data.n_rows), np.zeros(data.n_rows)
+    p = band_predictions(fit.law_band, data.N, data.D)
+    lo, hi = p.min(0) - p[0], p.max(0) - p[0]
+    return (lo + hi) / 2.0, (hi - lo) / 2.0
+
+
+def _member_outputs(fit: Fit, data: Data, clip: bool):
+    """``(mu, log_std)`` ``(M, n)`` of every member (standardised residual)."""
+    texts, text_id = unique_texts(data.texts())
+    if fit.enc is None:
+        pooled, ctx = encoder_features(texts, fit.num_keys, fit.spec.max_tokens)
+    else:
+        pooled, ctx = member_features(texts, fit.num_keys, fit.enc, fit.spec.max_tokens)
+    values = _standardise(data, np.asarray(fit.mean, float), np.asarray(fit.std, float),
+                          fit.x_range if clip else None)
+    present = np.asarray(data.present, bool).astype(np.float32)
+    return predict_members(_members(fit), pooled, ctx, text_id, values, present)
+
+
+def _unit(fit: Fit, what: str) -> str:
+    """How to read the worst distance (for the warning)."""
+    if what in fit.text_cols:
+        return f"(an unseen value or a missing field of {what!r} counts as 1)"
+    logs = dict(zip(fit.num_cols, map(bool, fit.num_log)))
+    if what.startswith("size among"):
+        return f"decades of N, D or compute outside the range of the training runs ({what})"
+    if what == "compute" or what in (_role(fit, "n", "N"), _role(fit, "d", "D")) or logs.get(what, False):
+        return f"decades of {what!r} outside the training range"
+    return f"range widths of {what!r} outside the training range (1 for a field missing where every run had it)"
+
+
+def extrapolation(fit: Fit, query, *, handle_unknown: str = "error") -> pd.DataFrame:
+    """How far every query row lies outside the fit's training data.
+
+    Args:
+      fit: a :class:`Fit`.
+      query: a :class:`~jaxscale.ncpl.data.Data` or a DataFrame (as for :func:`predict`).
+      handle_unknown: see :func:`predict`.
+
+    Returns:
+      A frame with ``extrapolation`` (0 inside the training data; decades of N, D, compute or a
+      log-scaled field, range widths of a linear field, 1 for an unseen text value or a field
+      missing where every training run had it; the largest of these) and ``worst`` (the column or
+      quantity behind it).
+    """
+    data = query if isinstance(query, Data) else _query_data(fit, query)
+    _check_query(fit, data)
+    data, unseen = _align_vocab(fit, data, handle_unknown)
+    d, worst = _distance(fit, data, unseen)
+    return pd.DataFrame({"extrapolation": d, "worst": worst})
+
+
+def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: str = "error") -> Prediction:
     """Loss-scale ensemble prediction of the query runs.
 
     Args:
@@ -562,31 +872,48 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
         (and N/D or the baseline column when the fit uses them; the target is optional).
       key: unused (the ensemble is deterministic); accepted for the common signature.
       level: central interval level.
+      handle_unknown: a text value the fit never saw: ``"error"`` (raise, listing the unknown and
+        the known values), ``"encode"`` (write it into the text: the encoder reads the new words)
+        or ``"ignore"`` (leave the field out of that run's text). Either way the row counts as 1
+        unit outside the training data.
 
     Returns:
-      ``Prediction(mean, lower, upper, samples)``: the equal-weight Gaussian mixture of the
-      members, its std widened by ``fit.interval_scale`` (split-conformal, calibrated at
-      ``spec.coverage``), ``mean -/+ z(level) * std``; ``samples`` are the ``(M, n)`` member means.
+      ``Prediction(mean, lower, upper, samples, extrapolation)``. Inside the training data: the
+      equal-weight Gaussian mixture of the members, its std scaled by ``fit.interval_scale``
+      (split-conformal on the validation cells), ``mean -/+ z(level) * std``. At distance ``d``
+      outside (``extrapolation``, see :func:`extrapolation`; one warning names the worst): the
+      network at the query's values or at the training edge and its residual shrunk by
+      ``1 / (1 + shrink d)`` toward the baseline, as the backtest chose (``fit.extrap``), and the
+      std ``sqrt(s^2 + (tau d)^2)``. With a Chinchilla baseline, the baseline is the centre of
+      the laws the training rows cannot tell apart (``fit.law_band``) and the interval is widened
+      by half their spread (they agree inside the data; two model sizes, say, leave the law's
+      extrapolation to larger ones open). ``samples`` are the ``(M, n)`` member means.
     """
     level = check_level(level)
     data = query if isinstance(query, Data) else _query_data(fit, query)
     _check_query(fit, data)
-    texts, text_id = unique_texts(data.texts())
-    if fit.enc is None:
-        pooled, ctx = encoder_features(texts, fit.num_keys, fit.spec.max_tokens)
-    else:
-        pooled, ctx = member_features(texts, fit.num_keys, fit.enc, fit.spec.max_tokens)
-    values = _standardise(data, np.asarray(fit.mean, float), np.asarray(fit.std, float))
-    present = np.asarray(data.present, bool).astype(np.float32)
-    mu, ls = predict_members(_members(fit), pooled, ctx, text_id, values, present)
-    mean_z, std_z = mixture(mu, ls)
-    base = _base_values(fit.baseline, fit.law, data)
+    data, unseen = _align_vocab(fit, data, handle_unknown)
+    d, worst = _distance(fit, data, unseen)
+    e = fit.extrap
+    clip = bool(np.asarray(e.clip))
+    mu_c, ls_c = _member_outputs(fit, data, clip=True)
+    outside_range = not np.array_equal(_standardise(data, fit.mean, fit.std, fit.x_range),
+                                       _standardise(data, fit.mean, fit.std))
+    mu = mu_c if clip or not outside_range else _member_outputs(fit, data, clip=False)[0]
+    _, std_z = mixture(mu_c, ls_c)
+    g = 1.0 / (1.0 + float(np.asarray(e.shrink)) * d)
+    shift, half = _band(fit, data)
+    base = _base_values(fit.baseline, fit.law, data) + shift
     y_mean, y_std = float(np.asarray(fit.y_mean)), float(np.asarray(fit.y_std))
-    mean = base + y_mean + y_std * mean_z
-    std = y_std * std_z * float(np.asarray(fit.interval_scale))
+    members = base + y_mean + y_std * np.asarray(mu, float) * g
+    mean = members.mean(0)
     z = float(z_value(level))
-    members = base + y_mean + y_std * np.asarray(mu, float)
-    return Prediction(jnp.asarray(mean), jnp.asarray(mean - z * std), jnp.asarray(mean + z * std), jnp.asarray(members))
+    std = np.sqrt((y_std * std_z * float(np.asarray(fit.interval_scale))) ** 2 + (float(np.asarray(e.tau)) * d) ** 2)
+    std = std + half / float(z_value(fit.spec.coverage))  # the laws' spread, scaled to the asked level
+    if np.any(d > 0):
+        warn_extrapolation("NCPL predict", d, _unit(fit, worst[int(np.argmax(d))]), stacklevel=3)
+    return Prediction(jnp.asarray(mean), jnp.asarray(mean - z * std), jnp.asarray(mean + z * std), jnp.asarray(members),
+                      jnp.asarray(d))
 
 
 # ----------------------------------------------------------------------------- stage 2
@@ -647,16 +974,22 @@ def stage2(key, fit: Fit, data, tcfg: TrainConfig) -> Fit:
 
 # ----------------------------------------------------------------------------- DataFrame driver
 def fit_ncpl(key, train_df: pd.DataFrame, text_fields, num_fields, *, target: str = "final_loss",
-             baseline: str | None = "chinchilla_ncpl", spec: Spec = Spec(), group_cols=None) -> Fit:
+             baseline: str | None = "chinchilla_ncpl", spec: Spec = Spec(), group_cols=None,
+             n_col: str | None = "N_million", d_col: str | None = "D_billion", duplicates: str = "keep") -> Fit:
     """:func:`fit` on a DataFrame with explicit fields (the bundled-runs reproduction driver).
 
     ``baseline`` names a column subtracted from the target (``None``: no baseline); validation
     cells are the combinations of ``group_cols`` (default: those of
-    :data:`~jaxscale.ncpl.dataset.GROUP_COLS` the table has, else single rows).
+    :data:`~jaxscale.ncpl.dataset.GROUP_COLS` the table has, else single rows). ``n_col`` and
+    ``d_col`` (when the table has them) give the sizes the backtest and the extrapolation distance
+    use. The bundled runs hold 29 exact copies of runs under other names (the official split keeps
+    them), hence ``duplicates="keep"``.
     """
     if group_cols is None:
         group_cols = [c for c in GROUP_COLS if c in train_df.columns]
+    if n_col not in train_df.columns or d_col not in train_df.columns:
+        n_col = d_col = None
     data = from_frame(train_df, target_col=target, text_cols=tuple(text_fields), num_cols=tuple(num_fields),
-                      baseline_col=baseline, group_cols=group_cols, max_tokens=spec.max_tokens)
+                      baseline_col=baseline, group_cols=group_cols, max_tokens=spec.max_tokens, n_col=n_col,
+                      d_col=d_col, duplicates=duplicates)
     return fit(key, data, spec._replace(baseline="column" if baseline else "none"))
-

@@ -1,11 +1,13 @@
 """High-level NCPL workflows shared by the CLI, demo, notebook and benchmark.
 
 ``ncpl_model`` trains (or loads from ``~/.cache/jaxscale/ncpl``) the joint Marin+StepLaw stage-1
-ensemble on the official TRAIN rows; ``evaluate`` reports MAE/RMSE/Spearman (+90% coverage for
-NCPL) per source and split on the loss scale; ``scatter_plot`` draws true vs predicted.
+ensemble on the official TRAIN rows; ``evaluate`` reports MAE/RMSE/Spearman (+90% coverage and
+the distance outside the training data for NCPL) per source and split on the loss scale;
+``scatter_plot`` draws true vs predicted.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import jax
@@ -18,7 +20,18 @@ from jaxscale.ncpl.dataset import SOURCES, SPLITS, load_runs, regression_metrics
 from jaxscale.ncpl.model import Fit, Spec, cache_dir, fit_ncpl, predict
 from jaxscale.ncpl.serialize import ncpl_fields, ncpl_frame
 
-__all__ = ["DEFAULT", "SMALL", "PRESETS", "runs_frame", "ncpl_model", "evaluate", "evaluate_table", "scatter_plot"]
+__all__ = [
+    "DEFAULT",
+    "SMALL",
+    "PRESETS",
+    "runs_frame",
+    "ncpl_model",
+    "predict_quiet",
+    "extrapolation_summary",
+    "evaluate",
+    "evaluate_table",
+    "scatter_plot",
+]
 
 log = get_logger(__name__)
 
@@ -45,8 +58,11 @@ def ncpl_model(key, preset: str = "default", cache: bool = True, df: pd.DataFram
     seed = int(jax.random.key_data(key).ravel()[-1])
     path = cache_dir() / f"model_{preset}_seed{seed}"
     if cache and (path / "jaxscale.json").exists():
-        fitted = load(path)
-        if isinstance(fitted, Fit) and fitted.spec == PRESETS[preset]:
+        try:
+            fitted = load(path)
+        except ValueError:  # a model saved by an older version of the pillar: refit
+            fitted = None
+        if isinstance(fitted, Fit) and fitted.spec == PRESETS[preset]._replace(baseline="column"):  # as fit_ncpl
             return fitted
     df = runs_frame() if df is None else df
     train = pd.concat([select(df, s, "train") for s in SOURCES])
@@ -57,11 +73,29 @@ def ncpl_model(key, preset: str = "default", cache: bool = True, df: pd.DataFram
     return model
 
 
+def predict_quiet(model: Fit, frame: pd.DataFrame, **kwargs):
+    """:func:`~jaxscale.ncpl.model.predict` without the warning about queries outside the
+    training data, for callers that report the distances themselves (the official OOD split lies
+    outside the training data by construction)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"NCPL predict: .* outside the training data", category=UserWarning)
+        return predict(model, frame, **kwargs)
+
+
+def extrapolation_summary(distance) -> dict:
+    """``{max, mean, n_outside}`` of extrapolation distances (0 inside the training data)."""
+    d = np.asarray(distance, float)
+    return {"max": float(d.max()) if d.size else 0.0, "mean": float(d.mean()) if d.size else 0.0,
+            "n_outside": int((d > 0).sum())}
+
+
 def evaluate(source: str, split: str, model: str, key=None, preset: str = "default",
              df: pd.DataFrame | None = None, fitted: Fit | None = None) -> dict:
     """Metrics of ``model`` on ``source``/``split`` (``id`` | ``ood`` | ``train``), loss scale.
 
-    ``key`` seeds the NCPL fit (``model="ncpl"``; required unless ``fitted`` is given)."""
+    ``key`` seeds the NCPL fit (``model="ncpl"``; required unless ``fitted`` is given). For NCPL
+    the result also has ``extrapolation`` (:func:`extrapolation_summary` of the split's distances
+    outside the training rows; reported here instead of warned)."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if split not in SPLITS:
@@ -73,9 +107,9 @@ def evaluate(source: str, split: str, model: str, key=None, preset: str = "defau
         raise ValueError("evaluate(model='ncpl') needs a PRNG key (or a fitted model)")
     fitted = fitted or ncpl_model(key, preset, df=df)
     test = select(df, source, split)
-    p = predict(fitted, test)
+    p = predict_quiet(fitted, test)
     out = regression_metrics(test["final_loss"], p.mean, p.lower, p.upper)
-    out.update(model="ncpl", source=source, split=split)
+    out.update(model="ncpl", source=source, split=split, extrapolation=extrapolation_summary(p.extrapolation))
     return out
 
 

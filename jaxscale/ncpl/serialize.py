@@ -243,8 +243,9 @@ def infer_fields(df: pd.DataFrame, *, exclude=(), columns=None, text_cols=None, 
     distinct (run ids, paths) in tables of >= 10 rows.
 
     Raises:
-      ValueError: a column is mostly numbers with a few non-numbers (names the rows), a named
-      column is missing, or a column is named both text and numeric.
+      ValueError: a column is mostly numbers with a few non-numbers (names the rows), a positive
+      wide-range column has a few values <= 0 (placeholders for "unknown"?), a named column is
+      missing, or a column is named both text and numeric.
 
     Returns:
       ``(text_fields, num_fields, skipped)``: ``((key, column), ...)``, ``(NumField, ...)`` and
@@ -297,9 +298,26 @@ def _key(col: str) -> str:
 
 
 def _num_field(df: pd.DataFrame, c: str) -> NumField:
-    """A numeric field of column ``c``: log10-scaled when positive and spanning >= 10x."""
+    """A numeric field of column ``c``: log10-scaled when positive and spanning >= 10x.
+
+    Raises:
+      ValueError: the column is positive and spans >= 10x except for a few values <= 0 (at most
+      10% of its values): a placeholder such as ``-1`` or ``0`` for "unknown" would otherwise turn
+      the field linear and enter the model as a value.
+    """
     v = pd.to_numeric(df[c], errors="coerce").to_numpy(float)
-    v = v[np.isfinite(v)]
+    fin = np.isfinite(v)
+    pos = fin & (v > 0)
+    nonpos = fin & (v <= 0)
+    if pos.any() and nonpos.any() and nonpos.sum() <= 0.1 * fin.sum() and v[pos].max() / v[pos].min() >= 10:
+        rows = list(df.index[nonpos])
+        shown = ", ".join(map(str, rows[:5])) + (f" (+{len(rows) - 5} more)" if len(rows) > 5 else "")
+        raise ValueError(
+            f"column {c!r} is positive and spans {v[pos].max() / v[pos].min():.3g}x (a log10-scaled field) except for "
+            f"{int(nonpos.sum())} value(s) <= 0 at rows [{shown}] (e.g. {v[nonpos][0]!r}). If they mean 'unknown', "
+            f"leave those cells empty (the field is then left out of those runs' text); if they are real values, "
+            f"make the field linear: num_cols=[NumField({_key(c)!r}, {c!r}, log=False)] (CLI: --linear-cols {c})")
+    v = v[fin]
     log = bool(v.size and (v > 0).all() and v.max() / max(v.min(), 1e-300) >= 10)
     return NumField(_key(c), c, log)
 

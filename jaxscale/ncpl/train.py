@@ -6,11 +6,19 @@ well (small learning rate); its forward runs on the unique texts inside the loss
 
 All members train in one compiled step (``vmap`` over member keys and batches); ``eval_every``
 steps run inside one ``lax.scan``. Early stopping uses a validation set carved from TRAIN only.
-Checkpoints (orbax) are written every ``ckpt_every`` steps; the batch order is a pure function of
-(key, step), so an interrupted run resumes from its last checkpoint and ends bit-identically.
+Checkpoints are written every ``ckpt_every`` steps as ``.npz`` files (a temporary file renamed into
+place, so a run killed while writing never leaves a checkpoint that loads wrong), next to a
+``fingerprint.json`` of what produced them (the package version, the training configuration, a
+hash of the arrays trained on and of the initial parameters and keys, plus the caller's fields such
+as the data hash, ``Spec`` and seed). A folder written by another run is refused unless
+``force_new`` discards it. The batch order is a pure function of (key, step), so an interrupted run
+resumes from its last checkpoint and ends bit-identically.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -26,12 +34,24 @@ from jaxscale._log import get_logger, progress
 from jaxscale.ncpl.ensemble import Members, apply_member
 from jaxscale.ncpl.head import text_features
 
-__all__ = ["TrainConfig", "TrainArrays", "TrainState", "TrainResult", "lr_schedule", "train_members", "train_scan"]
+__all__ = [
+    "TrainConfig",
+    "TrainArrays",
+    "TrainState",
+    "TrainResult",
+    "lr_schedule",
+    "train_members",
+    "train_scan",
+    "array_digest",
+    "convergence",
+]
 
 log = get_logger(__name__)
 
 
 class TrainConfig(NamedTuple):
+    """Optimiser, schedule, early stopping and checkpointing of one training stage."""
+
     steps: int = 1500
     batch_size: int = 256
     lr: float = 2e-3
@@ -42,6 +62,7 @@ class TrainConfig(NamedTuple):
     ckpt_every: int = 0  # steps (multiple of eval_every); 0 = no checkpoints
     ckpt_dir: str | None = None
     enc_lr_scale: float = 1.0  # stage 2: encoder lr = lr * enc_lr_scale
+    force_new: bool = False  # discard checkpoints in ckpt_dir written by another run instead of refusing
 
 
 class TrainArrays(NamedTuple):
@@ -69,6 +90,9 @@ class TrainResult(NamedTuple):
     seconds: float  # wall time of the loop (first chunk includes compilation)
     examples_per_s: float  # member-examples per wall second
     cpu_seconds: float  # process CPU time of the loop (all threads)
+    converged: bool = True  # see :func:`convergence`
+    reason: str = ""
+    resumed_from: int = 0  # step of the checkpoint the run resumed from (0: a fresh start)
 
 
 def lr_schedule(lr: float, steps: int, warmup: int):
@@ -178,7 +202,7 @@ def _build(graphdef, tcfg: TrainConfig, n_train: int, enc_graphdef, has_enc: boo
 
 def _core(tcfg: TrainConfig) -> TrainConfig:
     """The part of the configuration that changes the numbers (not checkpointing)."""
-    return tcfg._replace(ckpt_every=0, ckpt_dir=None)
+    return tcfg._replace(ckpt_every=0, ckpt_dir=None, force_new=False)
 
 
 def _initial_state(tx, val_fn, params, const, val) -> TrainState:
@@ -240,16 +264,170 @@ def train_scan(key, members: Members, const: dict, train: TrainArrays, val: Trai
     return jax.lax.scan(body, state, None, length=tcfg.steps // tcfg.eval_every)
 
 
-def _ckpt_manager(tcfg: TrainConfig):
-    import orbax.checkpoint as ocp
+#: Relative improvement of the members' mean best validation MSE over the second half of the
+#: evaluations below which training counts as converged (the second half, because the schedule decays the
+#: learning rate to 0: the last steps barely move even when more steps would help).
+CONVERGED_RTOL = 0.05
 
-    path = Path(tcfg.ckpt_dir).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(max_to_keep=2))
+
+def convergence(val_history, patience: int, stopped_early: bool, eval_every: int) -> tuple[bool, str]:
+    """Whether the validation loss had levelled off, and why.
+
+    Args:
+      val_history: ``(k, M)`` validation MSE of every member after each evaluation.
+      patience: evaluations without improvement that stop training.
+      stopped_early: whether training stopped on ``patience``.
+      eval_every: steps between evaluations (for the message).
+
+    Returns:
+      ``(converged, reason)``: converged when training stopped early, or when the mean over the
+      members of their best validation MSE so far improved by at most :data:`CONVERGED_RTOL`
+      (relative) over the second half of the evaluations (at least one).
+    """
+    v = np.asarray(val_history, float)
+    if stopped_early:
+        return True, f"early stop: no member improved for {patience} evaluations"
+    if v.ndim != 2 or v.shape[0] < 2:
+        return False, "a single validation: no trend to judge; raise steps (several evaluations)"
+    best = np.minimum.accumulate(v, axis=0).mean(1)  # the ensemble: mean of the members' best so far
+    q = max(1, v.shape[0] // 2)
+    before, last = best[-1 - q], best[-1]
+    rel = float((before - last) / max(abs(before), 1e-12))
+    if rel <= CONVERGED_RTOL:
+        return True, (f"validation MSE levelled off: the members' best improved by {100 * max(rel, 0.0):.2g}% over "
+                      f"the last {q * eval_every} steps")
+    return False, (f"validation MSE still fell by {100 * rel:.2g}% over the last {q * eval_every} steps; raise "
+                   "steps or the learning rate")
+
+
+def array_digest(*trees) -> str:
+    """SHA-256 (first 16 hex digits) of every array leaf of ``trees`` (shape, dtype and bytes)."""
+    h = hashlib.sha256()
+    for tree in trees:
+        for leaf in jax.tree.leaves(tree):
+            is_key = jax.dtypes.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key)
+            a = np.asarray(jax.random.key_data(leaf) if is_key else leaf)
+            h.update(repr((a.shape, str(a.dtype))).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+_FINGERPRINT = "fingerprint.json"
+
+
+def _ckpt_files(folder: Path) -> dict:
+    """``{step: path}`` of the finished checkpoints in ``folder`` (temporary files excluded)."""
+    out = {}
+    for p in folder.glob("step_*.npz"):
+        try:
+            out[int(p.stem.split("_", 1)[1])] = p
+        except ValueError:
+            continue
+    return out
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` then rename onto ``path`` (fsynced): readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _describe_diff(old: dict, new: dict) -> str:
+    parts = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = [f"{kk} {a.get(kk)!r} -> {b.get(kk)!r}" for kk in sorted(set(a) | set(b)) if a.get(kk) != b.get(kk)]
+            parts.append(f"{k} ({', '.join(sub[:4])})")
+        else:
+            parts.append(k)
+    return ", ".join(parts) or "unknown"
+
+
+class _Checkpoints:
+    """Checkpoint folder of one training run: a fingerprint and the last two ``step_<n>.npz``."""
+
+    def __init__(self, folder, fingerprint: dict, force_new: bool, desc: str):
+        self.folder = Path(folder).expanduser().resolve()
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"checkpoint folder {self.folder} is a file; give a folder (--ckpt-dir)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        from jaxscale._json import dumps
+
+        fingerprint = json.loads(dumps(fingerprint))  # as it reads back from the file
+        self.fingerprint = fingerprint
+        path = self.folder / _FINGERPRINT
+        for tmp in self.folder.glob(".step_*.tmp"):  # left by a run killed while writing
+            tmp.unlink(missing_ok=True)
+        files = _ckpt_files(self.folder)
+        old = None
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                old = {"unreadable": True}
+        stale = (old is not None and old != fingerprint) or (old is None and files)
+        if stale and not force_new:
+            why = (f"was written by another run (differs in: {_describe_diff(old, fingerprint)})" if old is not None
+                   else "holds checkpoints without a fingerprint (written by another version or program)")
+            raise ValueError(f"{desc}: checkpoint folder {self.folder} {why}; resuming would return that run's "
+                             "model. Choose a new folder (--ckpt-dir), or discard its checkpoints with --force-new "
+                             "(Python: Spec(ckpt_force_new=True))")
+        if stale or force_new:
+            for p in files.values():
+                p.unlink()
+            files = {}
+        text = dumps(fingerprint, indent=1, sort_keys=True).encode()
+        _write_atomic(path, lambda fh: fh.write(text))
+        self.files = files
+
+    def latest(self):
+        return max(self.files) if self.files else None
+
+    def restore(self, template, desc: str):
+        """``(state, history)`` from the latest checkpoint; ``template`` gives structure and dtypes."""
+        step = self.latest()
+        path = self.files[step]
+        leaves, treedef = jax.tree.flatten(template)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = [z[f"leaf_{i}"] for i in range(len(leaves))]
+                history = [tuple(r) for r in np.asarray(z["history"], float).reshape(-1, 2)]
+                val_history = np.asarray(z["val_history"], float)
+        except Exception as exc:  # a damaged file: zip, key or format errors
+            raise ValueError(f"{desc}: checkpoint {path} is damaged ({exc}); discard it with --force-new") from exc
+        for i, (a, t) in enumerate(zip(arrays, leaves)):
+            if a.shape != np.shape(t) or a.dtype != np.asarray(t).dtype:
+                raise ValueError(f"{desc}: checkpoint {path} does not match this model (array {i}: {a.shape} "
+                                 f"{a.dtype} vs {np.shape(t)} {np.asarray(t).dtype}); discard it with --force-new")
+        state = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in arrays])
+        return state, history, [np.asarray(r) for r in val_history]
+
+    def save(self, state, history, val_history) -> None:
+        step = int(state.step)
+        arrays = {f"leaf_{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))}
+        arrays["history"] = np.asarray(history, float).reshape(-1, 2)
+        arrays["val_history"] = np.asarray(val_history, float)
+        path = self.folder / f"step_{step:09d}.npz"
+        _write_atomic(path, lambda fh: np.savez(fh, **arrays))
+        self.files[step] = path
+        for old in sorted(self.files)[:-2]:
+            self.files.pop(old).unlink(missing_ok=True)
 
 
 def train_members(key, members: Members, const: dict, train: TrainArrays, val: TrainArrays, tcfg: TrainConfig,
-                  trainable_encoder=None, enc_graphdef=None, stop_after: int | None = None, desc: str = "ncpl") -> TrainResult:
+                  trainable_encoder=None, enc_graphdef=None, stop_after: int | None = None, desc: str = "ncpl",
+                  fingerprint: dict | None = None) -> TrainResult:
     """Train all ensemble members jointly (vmapped) with early stopping on ``val``.
 
     Args:
@@ -258,9 +436,17 @@ def train_members(key, members: Members, const: dict, train: TrainArrays, val: T
       const: non-trainable arrays: ``pooled``/``ctx`` (stage 1) or ``ids``, ``mask``, ``num_pos`` (stage 2).
       train: :class:`TrainArrays` of the training rows.
       val: :class:`TrainArrays` of the validation rows (carved from the training rows).
+      tcfg: :class:`TrainConfig` (``ckpt_dir``/``ckpt_every`` write resumable checkpoints).
       trainable_encoder: stage 2: encoder params (nnx.State) with a leading member axis.
       enc_graphdef: stage 2: the encoder's nnx GraphDef.
       stop_after: stop (as if interrupted) after this many chunks — for resume tests.
+      desc: name of the stage in messages.
+      fingerprint: extra fields identifying the run (data hash, settings, seed...), stored with the
+        checkpoints and compared on resume.
+
+    Raises:
+      ValueError: non-finite training loss, or a checkpoint folder written by another run (unless
+      ``tcfg.force_new``).
     """
     n_train = int(train.y.shape[0])
     _check_config(tcfg, n_train, int(val.y.shape[0]))
@@ -272,45 +458,53 @@ def train_members(key, members: Members, const: dict, train: TrainArrays, val: T
     chunk = built.chunk_jit
     state = built.init_jit(params, const, val)
     keys = _member_keys(key, m)
-    mngr = _ckpt_manager(tcfg) if tcfg.ckpt_every and tcfg.ckpt_dir else None
-    history = []
-    if mngr is not None and mngr.latest_step() is not None:
-        import orbax.checkpoint as ocp
+    ckpt = None
+    history, val_history = [], []
+    resumed_from = 0
+    if tcfg.ckpt_every and tcfg.ckpt_dir:
+        from jaxscale._version import __version__
 
-        leaves, treedef = jax.tree.flatten(state)
-        abstract = {str(i): jax.ShapeDtypeStruct(np.shape(x), x.dtype) for i, x in enumerate(leaves)}
-        restored = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
-        state = jax.tree.unflatten(treedef, [jnp.asarray(restored[str(i)]) for i in range(len(leaves))])
-        log.info("%s: resumed from step %d", desc, int(state.step))
+        fp = {"version": __version__, "stage": desc, "train_config": {k: v for k, v in _core(tcfg)._asdict().items()
+                                                                     if k not in ("ckpt_every", "ckpt_dir", "force_new")},
+              "arrays": array_digest(const, train, val), "init": array_digest(params, keys)}
+        fp.update(fingerprint or {})
+        ckpt = _Checkpoints(tcfg.ckpt_dir, fp, tcfg.force_new, desc)
+        if ckpt.latest() is not None:
+            state, history, val_history = ckpt.restore(state, desc)
+            resumed_from = int(state.step)
+            log.info("%s: resumed from step %d (%s)", desc, resumed_from, ckpt.folder)
     n_chunks = tcfg.steps // tcfg.eval_every
     t0, c0, done_steps = time.perf_counter(), time.process_time(), 0
     bar = progress(total=n_chunks, desc=desc)
     bar.update(int(state.step) // tcfg.eval_every)
     chunks_run = 0
-    while int(state.step) < tcfg.steps:
+    stopped = bool(history) and bool(np.all(np.asarray(state.bad) >= tcfg.patience))
+    while int(state.step) < tcfg.steps and not stopped:
         state, losses, val_loss = chunk(state, keys, const, train, val)
         vl = np.asarray(val_loss)
-        if not np.all(np.isfinite(np.asarray(losses))):
-            bad = np.flatnonzero(~np.isfinite(np.asarray(losses)).all(1))
-            raise ValueError(f"{desc}: non-finite training loss for member(s) {bad.tolist()} before step "
-                             f"{int(state.step)}; lower the learning rate")
+        if not np.all(np.isfinite(np.asarray(losses))) or not np.all(np.isfinite(vl)):
+            bad = np.flatnonzero(~(np.isfinite(np.asarray(losses)).all(1) & np.isfinite(vl)))
+            raise ValueError(f"{desc}: non-finite training loss for member(s) {bad.tolist()} between steps "
+                             f"{int(state.step) - tcfg.eval_every} and {int(state.step)}; lower the learning rate "
+                             f"(now {tcfg.lr:g}) or check the target for extreme values")
         done_steps += tcfg.eval_every
         chunks_run += 1
         history.append((int(state.step), float(vl.mean())))
+        val_history.append(vl)
         bar.update(1)
         bar.set_postfix(val=f"{vl.mean():.4f}")
-        if mngr is not None and int(state.step) % tcfg.ckpt_every == 0:
-            import orbax.checkpoint as ocp
-
-            leaves = jax.tree.leaves(state)
-            mngr.save(int(state.step), args=ocp.args.StandardSave({str(i): x for i, x in enumerate(leaves)}))
-            mngr.wait_until_finished()
-        if bool(np.all(np.asarray(state.bad) >= tcfg.patience)):
+        stopped = bool(np.all(np.asarray(state.bad) >= tcfg.patience))
+        if ckpt is not None and (int(state.step) % tcfg.ckpt_every == 0 or stopped or int(state.step) >= tcfg.steps):
+            ckpt.save(state, history, val_history)
+        if stopped:
             log.info("%s: early stop at step %d (no member improved for %d evals)", desc, int(state.step), tcfg.patience)
             break
         if stop_after is not None and chunks_run >= stop_after:
             break
     bar.close()
     secs = time.perf_counter() - t0
+    converged, reason = convergence(np.asarray(val_history, float).reshape(len(val_history), -1), tcfg.patience,
+                                    stopped, tcfg.eval_every)
     return TrainResult(state.best_params, history, int(state.step), secs,
-                       done_steps * min(tcfg.batch_size, n_train) * m / max(secs, 1e-9), time.process_time() - c0)
+                       done_steps * min(tcfg.batch_size, n_train) * m / max(secs, 1e-9), time.process_time() - c0,
+                       converged, reason, resumed_from)

@@ -1,0 +1,112 @@
+"""NCPL right on new data: the distance outside the training data, the backtest's choices, the law
+band, and the hard bar when the training runs span few sizes (StepLaw: trained on the two smallest
+model shapes, tested on the five larger ones).
+
+Method chosen inside the training rows only: the backtest holds out the largest training runs and
+picks the network's behaviour outside the data and the interval's growth there; the test rows are
+never used to choose anything.
+"""
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxscale import ncpl
+from jaxscale.ncpl import outside as ex
+from jaxscale.ncpl.baselines import band_predictions, fit_chinchilla_law_info, law_band
+
+
+def test_field_and_size_distances():
+    x = np.array([[0.0, 5.0, 1.0], [3.5, 12.0, 2.0], [np.nan, -4.0, 1.0]])
+    rng = np.array([[1.0, 3.0], [0.0, 10.0], [1.0, 1.0]])  # log field, linear field, constant linear field
+    d = ex.field_distance(x, rng, [True, False, False])
+    np.testing.assert_allclose(d, [[1.0, 0.0, 0.0], [0.5, 0.2, 0.5], [0.0, 0.4, 0.0]])
+    sr = ex.size_range([1e8, 1e9], [1e10, 2e10])
+    parts = ex.size_distance([1e10], [2e10], sr)
+    assert parts["N"][0] == pytest.approx(1.0) and parts["D"][0] == 0.0
+    assert parts["compute"][0] == pytest.approx(np.log10(1e10 * 2e10 / (1e9 * 2e10)))
+    g = ex.group_size_range([1e8, 1e9, 1e10], [1e10, 1e10, 1e10], np.array([[0], [0], [1]]), 2)
+    gd = ex.group_size_distance([1e10, 1e10], [1e10, 1e10], np.array([[0], [1]]), g)
+    np.testing.assert_allclose(gd[:, 0], [1.0, 0.0])  # 1e10 is outside the runs of value 0, inside those of 1
+    dist, worst = ex.combine({"a": np.array([0.0, 2.0]), "b": np.array([0.0, 3.0])}, 2)
+    assert list(dist) == [0.0, 3.0] and list(worst) == ["", "b"]
+
+
+def test_future_rows_hold_out_whole_sizes_or_the_largest_compute():
+    N = np.repeat([1e7, 3e7, 1e8, 3e8, 1e9], 20)
+    D = np.tile(np.geomspace(1e9, 1e11, 20), 5)
+    held, rule = ex.future_rows(N, D, 0.2, 2)
+    assert held.sum() == 20 and set(N[held]) == {1e9} and "largest model size" in rule
+    held, rule = ex.future_rows(N[:40], D[:40], 0.2, 2)  # two sizes: whole sizes would leave one
+    assert "largest compute" in rule and held.sum() == 8 and len(set(N[:40][~held])) == 2
+
+
+def test_choose_learns_growth_from_the_backtest():
+    rng = np.random.default_rng(0)
+    d = rng.uniform(0, 1, 400)
+    y = rng.normal(0, 0.01, 400) + rng.normal(0, 0.05, 400) * d  # error grows with the distance
+    zero = np.zeros((2, 400))
+    e = ex.choose(y, np.zeros(400), 0.0, 1.0, zero, zero, np.full(400, 0.01), d, 0.9, 1.6448536)
+    assert 0.035 < float(e.tau) < 0.09 and 0.9 <= float(e.backtest_coverage) <= 0.92
+
+
+def test_law_band_spreads_only_where_the_runs_cannot_decide():
+    rng = np.random.default_rng(1)
+    N = np.repeat([6e7, 1.2e8], 30)
+    D = np.tile(np.geomspace(2e9, 8e9, 30), 2)
+    y = (1.8 + 400 / N**0.34 + 400 / D**0.28) * np.exp(0.01 * rng.normal(size=N.size))
+    band = law_band(N, D, y, fit_chinchilla_law_info(N, D, y))
+    inside, far = band_predictions(band, N, D), band_predictions(band, np.array([1e9]), np.array([8e9]))
+    assert len(band) > 3
+    assert np.median(np.ptp(inside, 0)) < 0.02 and np.ptp(far, 0)[0] > 10 * np.ptp(inside, 0).max()
+    many = np.repeat([1e7, 3e7, 1e8, 3e8, 1e9, 3e9], 10)
+    D6 = np.tile(np.geomspace(2e9, 2e11, 10), 6)
+    y6 = (1.8 + 400 / many**0.34 + 400 / D6**0.28) * np.exp(0.005 * rng.normal(size=many.size))
+    band6 = law_band(many, D6, y6, fit_chinchilla_law_info(many, D6, y6))
+    assert np.ptp(band_predictions(band6, np.array([1e10]), np.array([1e12])), 0)[0] < 0.01
+
+
+@pytest.mark.slow
+def test_few_sizes_steplaw_beats_the_law_and_covers():
+    """HARD BAR: trained on the two smallest StepLaw shapes (60M, 120M; 208 runs; default Spec),
+    tested on the five larger ones (215M-1.07B; 2,329 runs): MAE <= 1.1 x the Chinchilla law fitted
+    on the training rows, 90% coverage >= 0.80."""
+    from jaxscale.laws import chinchilla
+    from jaxscale.ncpl import pipeline as pl
+
+    df = pl.runs_frame()
+    runs = df[df.source == "steplaw"][["N_million", "D_billion", "lr", "batch_seqs", "final_loss"]]
+    small = sorted(runs.N_million.unique())[:2]
+    train, test = runs[runs.N_million.isin(small)], runs[~runs.N_million.isin(small)]
+    data = ncpl.from_frame(train, target_col="final_loss", n_col="N_million", d_col="D_billion")
+    fit = ncpl.fit(jax.random.key(0), data, ncpl.Spec())
+    p = pl.predict_quiet(fit, test)
+    y = test.final_loss.to_numpy()
+    mae = float(np.mean(np.abs(np.asarray(p.mean) - y)))
+    cov = float(np.mean((y >= np.asarray(p.lower)) & (y <= np.asarray(p.upper))))
+    law = fit_chinchilla_law_info(train.N_million, train.D_billion, train.final_loss).params
+    law_mae = float(np.mean(np.abs(np.asarray(chinchilla(law, test.N_million.to_numpy(), test.D_billion.to_numpy()))
+                                   - y)))
+    print("few sizes: ncpl mae", mae, "coverage", cov, "law mae", law_mae, fit.info["extrapolation_model"])
+    assert mae <= 1.1 * law_mae
+    assert cov >= 0.80
+    assert np.all(np.asarray(p.extrapolation) > 0)
+
+
+def test_predictions_file_carries_the_distance(tmp_path):
+    """Python and the CLI agree on the distance; a Data query and a frame give the same."""
+    rng = np.random.default_rng(0)
+    n = 40
+    N = np.resize([2e7, 5e7, 1e8, 3e8], n)
+    df = pd.DataFrame({"N": N, "D": N * 20, "lr": 10 ** rng.uniform(-3.5, -2, n),
+                       "loss": 2 + 300 / N**0.3 + rng.normal(0, 0.01, n)})
+    data = ncpl.from_frame(df, target_col="loss", n_col="N", d_col="D")
+    fit = ncpl.fit(jax.random.key(0), data, ncpl.Spec(members=1, steps=20, eval_every=10, patience=100, width=16,
+                                                      batch_size=16, backtest_frac=0))
+    q = pd.DataFrame({"N": [1e8, 3e9], "D": [2e9, 6e10], "lr": [1e-3, 1e-3]})
+    with pytest.warns(UserWarning, match="outside the training data"):
+        p = ncpl.predict(fit, q)
+    e = ncpl.extrapolation(fit, q)
+    np.testing.assert_allclose(np.asarray(p.extrapolation), e["extrapolation"])
+    assert e["extrapolation"][0] == 0.0 and e["extrapolation"][1] == pytest.approx(2 * np.log10(10.0))
+    assert list(p.to_frame(q).columns[-1:]) == ["extrapolation"]
