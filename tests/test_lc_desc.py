@@ -144,7 +144,9 @@ def test_cli_magp_desc_leave_embd_json_and_plot(tmp_path, capsys):
     assert set(out) == {"dataset", "split", "model", "leaky", "restarts", "restarts_ok", "excluded_restarts",
                         "steps", "n_train", "n_test", "n_heldout_curves", "rmse", "mae", "nlpd",
                         "coverage_50", "coverage_90", "per_restart_rmse_full", "fit_seconds", "predict_seconds",
-                        "plot"}
+                        "plot", "converged", "convergence", "extrapolation", "baselines"}
+    assert out["converged"] is False and "Adam steps" in out["convergence"]["reason"]  # 3 steps
+    assert out["extrapolation"]["n_outside"] == 0  # width 960 lies inside the descriptor range
     for k in ("rmse", "mae", "nlpd"):
         assert set(out[k]) == {"full", "partial", "last"} and np.isfinite(out[k]["full"]["mean"])
     assert {"fit_seconds", "predict_seconds", "restarts_ok", "n_heldout_curves"} <= set(out)

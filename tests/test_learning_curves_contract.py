@@ -157,8 +157,15 @@ def test_cli_evaluate_save_predict(table, tmp_path, capsys):
     for c in ("coverage_50", "coverage_90"):
         assert set(out[c]) == {"full", "last"} and 0.0 <= out[c]["full"] <= 1.0
     assert out["rmse"]["full"]["mean"] < 1.0
+    assert isinstance(out["converged"], bool) and out["convergence"]["reason"]
+    b = out["baselines"]  # naive baselines scored on the same rows, all points and the final points
+    assert {"nearest_curve", "size_trend", "model", "model_loses_to", "size"} <= set(b)
+    assert b["size"] == "task axis: ln(task label); instance axis: ln(instance label)"
+    for name in ("nearest_curve", "size_trend", "model"):
+        assert b[name]["n"] == 5 and b[name]["last"]["n"] == 1 and np.isfinite(b[name]["mae"])
+    assert out["extrapolation"]["max"] == 0.0  # width 512 and depth 8 both have training runs
     heldout = pd.read_csv(out_csv)
-    assert len(heldout) == 5 and list(heldout.columns) == list(df.columns) + ["mean", "lower", "upper"]
+    assert len(heldout) == 5 and list(heldout.columns) == list(df.columns) + ["mean", "lower", "upper", "extrapolation"]
     # predict new rows with the saved model: the same numbers as the Python path
     new = tmp_path / "new.csv"
     df.loc[held, ["width", "depth", "step", "loss"]].to_csv(new, index=False)

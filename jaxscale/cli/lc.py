@@ -1,6 +1,6 @@
 """``jaxscale lc``: evaluate (zero-shot curve models), law (probabilistic scaling law), active
-(what to train next), predict (a saved model on new rows); and the learning-curve section of
-``jaxscale demo``.
+(what to train next), extrapolate (runs in progress), predict (a saved model on new rows); and the
+learning-curve section of ``jaxscale demo``.
 
 Every command runs either on your own table (``--csv``, one row per logged point of a run; see
 ``--task-col``, ``--instance-col``, ``--x-col``, ``--y-col``) or on a bundled dataset
@@ -20,8 +20,10 @@ from jaxscale.cli._common import (
     add_predict_command,
     add_table_args,
     check_outputs,
+    compare_baselines,
     read_input,
     save_fit,
+    score,
     split_list,
     write_predictions,
 )
@@ -29,9 +31,77 @@ from jaxscale.learning_curves.core import MODELS, Spec
 from jaxscale.learning_curves.frame import DEFAULT_COLUMNS
 from jaxscale.learning_curves.heldout import SPLITS
 
-__all__ = ["register", "evaluate_handler", "law_handler", "active_handler", "demo_section", "run_psl_demo"]
+__all__ = ["register", "evaluate_handler", "law_handler", "active_handler", "extrapolate_handler", "demo_section",
+           "run_psl_demo", "check_paths", "baseline_report"]
 
 STRATEGIES_ALL = "uncertainty,random,smallest,largest,ours"
+
+
+# ----------------------------------------------------------------------------- output paths
+def _probe_folder(folder: Path, flag: str, path) -> None:
+    """The folder exists, is a folder, and a file can be created in it (also for root, where
+    ``os.access`` always says yes)."""
+    import tempfile
+
+    if not folder.exists():
+        raise ValueError(f"{flag} {path}: folder {folder} does not exist; create it first")
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".jaxscale-probe-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: cannot write in folder {folder} ({exc.strerror or exc})") from exc
+
+
+def check_paths(args) -> None:
+    """Every output path of an ``lc`` command checked BEFORE any fit: :func:`check_outputs`
+    (``--predictions``, ``--save``, ``--plot``), plus a probe write into each output's folder and
+    ``--out-dir`` (an existing non-empty folder is refused unless ``--overwrite``)."""
+    check_outputs(args)
+    for flag in ("predictions", "plot", "save"):
+        value = getattr(args, flag, None)
+        if value:
+            folder = Path(value).parent if flag != "save" else Path(value).resolve().parent
+            _probe_folder(folder if str(folder) else Path("."), f"--{flag}", value)
+    out_dir = getattr(args, "out_dir", None)
+    if out_dir:
+        path = Path(out_dir)
+        if path.exists():
+            if not path.is_dir():
+                raise ValueError(f"--out-dir {path} is a file; give a folder")
+            if any(path.iterdir()) and not getattr(args, "overwrite", False):
+                raise ValueError(f"--out-dir {path} exists and is not empty; choose a new folder or pass --overwrite")
+            _probe_folder(path, "--out-dir", path)
+        else:
+            _probe_folder(path.resolve().parent, "--out-dir", path)
+
+
+# ----------------------------------------------------------------------------- baselines
+_BASELINE_DEFINITIONS = {
+    "nearest_curve": "the training curve of the nearest configuration (same task nearest instance, or same instance "
+                     "nearest task, by size) at the same ln(step)",
+    "size_trend": "per configuration, the linear trend of ln(loss) in size through the two largest training sizes "
+                  "(same task or same instance) at the same ln(step)",
+}
+
+
+def baseline_report(details, what: str) -> dict:
+    """``compare_baselines`` of the model and the naive baselines on the held-out rows (all points;
+    each entry also scores the final point of every held-out curve under ``last``)."""
+    from jaxscale.infer.prediction import Prediction
+
+    out = compare_baselines(details.y, details.prediction, details.baselines, what=what)
+    out["model"] = score(details.y, details.prediction)
+    out["model"]["last"] = score(details.y, details.prediction, details.last)
+    for name, b in details.baselines.items():
+        b = np.asarray(b, float)
+        last = score(details.y, Prediction(b, np.full_like(b, np.nan), np.full_like(b, np.nan)), details.last)
+        last["coverage"], last["coverage_reason"] = None, "the baseline gives no interval"
+        out[name]["last"] = last
+        out[name]["definition"] = _BASELINE_DEFINITIONS.get(name, "")
+    out.update(details.info)
+    return out
 
 
 # ----------------------------------------------------------------------------- shared options
@@ -83,6 +153,13 @@ def _read(args, *, compute: bool = False):
         kw = dict(compute_col=args.compute_col, params_col=args.params_col, tokens_per_step=args.tokens_per_step)
     data = from_frame(df, task_col=args.task_col, instance_col=args.instance_col, x_col=args.x_col, y_col=args.y_col,
                       descriptor_cols=tuple(split_list(args.descriptor_cols) or ()), x_is_log=args.x_is_log, **kw)
+    if compute:
+        from jaxscale.learning_curves.frame import curve_ids
+
+        n_curves = len(np.unique(curve_ids(data)))
+        if n_curves < 2:
+            raise ValueError(f"the scaling law needs at least 2 curves (runs of different size); the table has "
+                             f"{n_curves} curve ({args.task_col}, {args.instance_col}): underdetermined. Add runs")
     if not args.holdout:
         raise ValueError("give --holdout EXPR: the rows to predict and score, e.g. \"width == 1024\" (whole runs) "
                          "or \"step > 5000\" (the ends of curves)")
@@ -111,9 +188,9 @@ def evaluate_handler(args) -> dict:
     full / partial = last 3 / last point of every held-out curve; 50 % and 90 % interval coverage)."""
     import jax
 
-    check_outputs(args)
+    check_paths(args)
     if args.csv:
-        from jaxscale.learning_curves.pipeline import evaluate_holdout
+        from jaxscale.learning_curves.pipeline import evaluate_holdout, heldout_details
 
         _no_bundled(args, "dataset", "split", "leave-index", "leaky")
         if args.model.startswith("bnn"):
@@ -121,6 +198,7 @@ def evaluate_handler(args) -> dict:
         df, data, held = _read(args)
         fit, pred, out = evaluate_holdout(jax.random.key(args.seed), data, held, _spec(args), level=args.level)
         out = {"source": str(args.csv), "holdout": args.holdout, "level": args.level, **out}
+        out["baselines"] = baseline_report(heldout_details(data, held, pred), f"{args.model} (held-out rows)")
         if args.plot:
             from jaxscale import plotting
             from jaxscale.learning_curves.plot import plot_table_prediction
@@ -145,11 +223,13 @@ def evaluate_handler(args) -> dict:
         dataset = load_lc(dataset)
         m = holdout_mask(dataset.frame, args.holdout)
         split = Split("holdout", ~m, m)
-    return evaluate_model(
+    out, details = evaluate_model(
         jax.random.key(args.seed), dataset, split, args.model, restarts=args.restarts,
         steps=args.steps, learning_rate=args.lr, leaky=args.leaky, holdout=args.leave_index, plot=args.plot,
-        nuts_warmup=args.nuts_warmup, nuts_samples=args.nuts_samples,
+        nuts_warmup=args.nuts_warmup, nuts_samples=args.nuts_samples, details=True,
     )
+    out["baselines"] = baseline_report(details, f"{args.model} on {out['dataset']} / {out['split']} (held-out points)")
+    return out
 
 
 def register(subparsers) -> None:
@@ -181,6 +261,7 @@ def register(subparsers) -> None:
     add_json(ev)
     ev.set_defaults(func=evaluate_handler)
     register_psl(sub)
+    register_extrapolate(sub)
     add_predict_command(sub, "jaxscale.learning_curves", "learning-curve")
 
 
@@ -192,7 +273,7 @@ def law_handler(args) -> dict:
 
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
-    check_outputs(args)
+    check_paths(args)
     if args.csv:
         from jaxscale.learning_curves.frontier import compute_grid
         from jaxscale.learning_curves.law import table_law
@@ -209,6 +290,14 @@ def law_handler(args) -> dict:
         fit, pred, out = table_law(jax.random.key(args.seed), data, held, _spec(args), n_samples=args.samples,
                                    rule=args.rule, grid=grid, grid_size=args.grid_size, level=args.level)
         out = {"source": str(args.csv), "holdout": args.holdout, **out}
+        if np.all(np.isfinite(np.asarray(data.y, float)[held])):
+            from jaxscale.learning_curves.pipeline import heldout_details
+
+            out["baselines"] = baseline_report(heldout_details(data, held, pred),
+                                               f"{args.model} (held-out rows of the law)")
+        else:
+            out["baselines"] = None
+            out["baselines_reason"] = "some held-out rows carry no true loss, so nothing can be scored"
         return _outputs(args, out, df, held, fit, pred)
     return _bundled_law(args)
 
@@ -221,9 +310,12 @@ def _bundled_law(args) -> dict:
     for flag in ("predictions", "save", "holdout"):
         if getattr(args, flag):
             raise ValueError(f"--{flag} needs --csv (your own table); the bundled law uses --split")
-    return bundled_law(jax.random.key(args.seed), args.dataset or "nanogpt_large", args.split or "tri",
-                       model=args.model, restarts=args.restarts, steps=args.steps, leaky=args.leaky, rule=args.rule,
-                       n_samples=args.samples, tokens_per_step=args.tokens_per_step, level=args.level)
+    out, details = bundled_law(jax.random.key(args.seed), args.dataset or "nanogpt_large", args.split or "tri",
+                               model=args.model, restarts=args.restarts, steps=args.steps, leaky=args.leaky,
+                               rule=args.rule, n_samples=args.samples, tokens_per_step=args.tokens_per_step,
+                               level=args.level, details=True)
+    out["baselines"] = baseline_report(details, f"{args.model} on {out['dataset']} / {out['split']} (held-out points)")
+    return out
 
 
 # ----------------------------------------------------------------------------- active
@@ -235,7 +327,7 @@ def active_handler(args) -> dict:
     from jaxscale.learning_curves.active import active_experiment, table_active
 
     strategies = split_list(STRATEGIES_ALL if args.strategy == "all" else args.strategy)
-    check_outputs(args)
+    check_paths(args)
     if args.csv:
         from jaxscale.learning_curves.frontier import compute_grid
 
@@ -301,9 +393,75 @@ def register_psl(lc_subparsers) -> None:
     a.add_argument("--cold-steps", type=int, default=600, help="Adam steps of the first (cold) fit")
     a.add_argument("--n-h", type=int, default=8, help="q(h) draws in the joint predictive")
     a.add_argument("--seed", type=int, default=0, help="root seed of the repetitions")
-    a.add_argument("--out-dir", default=None, help="write active.json + active_abc.png here")
+    a.add_argument("--out-dir", default=None, help="write active.json + active_abc.png here (a new or empty folder)")
+    a.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --out-dir")
     add_json(a)
     a.set_defaults(func=active_handler)
+
+
+# ----------------------------------------------------------------------------- extrapolate
+def extrapolate_handler(args) -> dict:
+    """Runs in progress: from the early part of every curve (--train-col or --cutoff) predict the rest
+    with a Bayesian saturating power law L(x) = E + A x^-alpha per curve (NUTS, all curves in one
+    program, 90 % intervals), scored on the tail rows that carry a loss next to a scipy least-squares
+    power law per curve fitted on the same rows (RMSLE, MAE, coverage)."""
+    import jax
+
+    from jaxscale.infer.prediction import Prediction
+    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail, score_tail, tail_from_frame
+
+    check_paths(args)
+    df = read_input(args)
+    data = tail_from_frame(df, curve_col=args.curve_col, x_col=args.x_col, y_col=args.y_col,
+                           train_col=args.train_col, cutoff=args.cutoff, x_is_log=args.x_is_log)
+    spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains,
+                           target_accept=args.target_accept, level=args.level)
+    fit, base, report = evaluate_tail(jax.random.key(args.seed), data, spec)
+    out = {"source": str(args.csv), "cutoff": args.cutoff, "train_col": args.train_col, **report}
+    tail = df.iloc[fit.rows]
+    y = np.asarray(data.y, float)[fit.rows]
+    pred = fit.prediction._replace(samples=None)
+    if np.isfinite(y).any():
+        b = compare_baselines(y, pred, {"scipy_power_law": base}, what="Bayesian power law (tail rows)")
+        b["model"] = score(y, pred)
+        b["model"]["rmsle"] = report["bayes"]["rmsle"]
+        b["scipy_power_law"]["rmsle"] = report["scipy_power_law"]["rmsle"]
+        out["baselines"] = b
+    else:
+        out["baselines"], out["baselines_reason"] = None, "no tail row carries a loss; nothing is scored"
+        out["bayes"] = score_tail(y, pred.mean, pred.lower, pred.upper)
+    if args.predictions:
+        full = Prediction(pred.mean, pred.lower, pred.upper)
+        out["predictions"] = write_predictions(args.predictions, tail, full, extra={"scipy_power_law": base})
+    return out
+
+
+def register_extrapolate(lc_subparsers) -> None:
+    """Add ``extrapolate`` (runs in progress) to the ``lc`` command's subparsers."""
+    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec
+
+    d = ExtrapolateSpec()
+    p = lc_subparsers.add_parser("extrapolate", help="predict the rest of runs in progress from their early part",
+                                 description=extrapolate_handler.__doc__, formatter_class=Formatter)
+    add_table_args(p, csv_help="your runs (CSV, TSV or Parquet): one row per logged point", holdout=False)
+    g = p.add_argument_group("columns of --csv")
+    g.add_argument("--curve-col", default="run", help="run / curve id")
+    g.add_argument("--x-col", default="step", help="training step (> 0)")
+    g.add_argument("--x-is-log", action="store_true", help="the --x-col column holds ln(step)")
+    g.add_argument("--y-col", default="loss", help="loss (> 0)")
+    part = p.add_argument_group("the early part of every curve (exactly one)")
+    part.add_argument("--train-col", default=None, help="column of booleans: rows the laws are fitted on")
+    part.add_argument("--cutoff", type=float, default=None, help="rows with step <= CUTOFF are the early part")
+    s = p.add_argument_group("sampler (jaxscale.learning_curves.extrapolate.ExtrapolateSpec)")
+    s.add_argument("--warmup", type=int, default=d.warmup, help="NUTS warm-up steps per chain")
+    s.add_argument("--samples", type=int, default=d.samples, help="NUTS draws per chain")
+    s.add_argument("--chains", type=int, default=d.chains, help="chains (vectorised)")
+    s.add_argument("--target-accept", type=float, default=d.target_accept, help="NUTS target acceptance")
+    p.add_argument("--level", type=float, default=d.level, help="central interval level")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    add_output_args(p, save=False)
+    add_json(p)
+    p.set_defaults(func=extrapolate_handler)
 
 
 def _table(rows: dict) -> str:

@@ -9,17 +9,21 @@ The contract (your own runs)::
 
 Named extras: the paper's bundled datasets and splits (``load_lc``, ``make_problem``,
 ``fit_model``, ``predict_joint``, ``sample_joint``, ``evaluate_model``), scoring of your own table
-(``evaluate_holdout``), the probabilistic law (``table_law``) and active learning
-(``table_active``) on your own table.
+(``evaluate_holdout``, with the naive baselines of ``heldout_details``), the probabilistic law
+(``table_law``) and active learning (``table_active``) on your own table, and runs in progress
+(``tail_from_frame``, ``extrapolate``, ``evaluate_tail``: the rest of each curve from its early
+part).
 """
 from jaxscale.learning_curves.active import table_active
 from jaxscale.learning_curves.core import MODELS, Fit, Spec, fit, fit_core, predict, predict_restarts
 from jaxscale.learning_curves.data import LCData, load_lc
 from jaxscale.learning_curves.evaluate import evaluate_prediction
+from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, TailData, evaluate_tail, tail_from_frame
+from jaxscale.learning_curves.extrapolate import extrapolate as extrapolate
 from jaxscale.learning_curves.frame import Data, from_frame
 from jaxscale.learning_curves.law import table_law
 from jaxscale.learning_curves.models import fit_model, predict_joint, sample_joint
-from jaxscale.learning_curves.pipeline import evaluate_holdout, evaluate_model
+from jaxscale.learning_curves.pipeline import evaluate_holdout, evaluate_model, heldout_details
 from jaxscale.learning_curves.problem import LCProblem, make_problem
 from jaxscale.learning_curves.splits import Split, make_split
 
@@ -36,8 +40,15 @@ __all__ = [
     "MODELS",
     "predict_restarts",
     "evaluate_holdout",
+    "heldout_details",
     "table_law",
     "table_active",
+    # runs in progress
+    "ExtrapolateSpec",
+    "TailData",
+    "tail_from_frame",
+    "extrapolate",
+    "evaluate_tail",
     # paper reproductions on the bundled datasets
     "LCData",
     "LCProblem",

@@ -26,8 +26,8 @@ with any curve model (MaGP, DHGP, a synthetic stand-in in tests).
 from __future__ import annotations
 
 import functools
-import json
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -52,6 +52,7 @@ __all__ = [
     "table_active",
     "round_predictor",
     "table_round_predictor",
+    "write_active",
 ]
 
 STRATEGIES = ("uncertainty", "random", "smallest", "largest", "ours")
@@ -71,6 +72,7 @@ class RoundPrediction(NamedTuple):
     mean: jax.Array
     chol: jax.Array
     warm: object = None
+    converged: bool | None = None  # every restart of this round's refit converged (None: not measured)
 
 
 class ActiveTrace(NamedTuple):
@@ -85,6 +87,8 @@ class ActiveTrace(NamedTuple):
     abc_joint_std: np.ndarray
     b1_joint_std: np.ndarray  # (Q+1,) posterior std of b1
     n_floored: int = 0  # predicted / drawn loss values <= 0 floored before the log-log law (all rounds)
+    n_refits: int = 0  # refits whose convergence was measured
+    n_refits_unconverged: int = 0  # of those, refits with a restart whose negative ELBO was still falling
 
 
 def uncertainty_scores(restart_means: jax.Array, missing: jax.Array) -> jax.Array:
@@ -182,7 +186,7 @@ def run_active(key, fit_fn: Callable, labels, loss, compute, strategy: str, n_qu
     n_queries = min(int(n_queries), int((~observed).sum()))
     fixed = _fixed_order(labels, strategy, sizes) if strategy in ("smallest", "largest") else None
     log = get_logger(__name__)
-    rows, queried, warm, n_floored = [], [], None, 0
+    rows, queried, warm, n_floored, n_refits, n_unconv = [], [], None, 0, 0, 0
     keys = jax.random.split(key, n_queries + 1)
     for q in progress(range(n_queries + 1), desc=progress_desc or f"active[{strategy}]"):
         missing = ~observed
@@ -193,6 +197,9 @@ def run_active(key, fit_fn: Callable, labels, loss, compute, strategy: str, n_qu
         k_fit, k_draw, k_pick = jax.random.split(keys[q], 3)
         pred = fit_fn(k_fit, observed.copy(), warm)
         warm = pred.warm
+        if getattr(pred, "converged", None) is not None:
+            n_refits += 1
+            n_unconv += int(not pred.converged)
         abc_r, abc_j, b1, unc, ours, n_bad = _round(k_draw, plan, jnp.asarray(truth), jnp.asarray(missing),
                                               jnp.asarray(pred.restart_means), jnp.asarray(pred.mean),
                                               jnp.asarray(pred.chol), jnp.asarray(cost), gt.b1, gt.b0, u0, u1,
@@ -220,7 +227,8 @@ def run_active(key, fit_fn: Callable, labels, loss, compute, strategy: str, n_qu
         queried.append(labels[pick])
         log.debug("round %d %s: query %s, AbC %.3f", q, strategy, labels[pick], abc_j.mean())
     a = np.asarray(rows, dtype=np.float64)
-    return ActiveTrace(strategy, queried, a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5], n_floored)
+    return ActiveTrace(strategy, queried, a[:, 0], a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5], n_floored, n_refits,
+                       n_unconv)
 
 
 def _cost_to_stay_below(abc, pf, thr):
@@ -244,6 +252,8 @@ def summarize_traces(traces: list, budgets_pf=None) -> dict:
         out[s] = {
             "seeds": len(ts),
             "n_floored_values": int(sum(t.n_floored for t in ts)),
+            "n_refits": int(sum(t.n_refits for t in ts)),
+            "n_refits_unconverged": int(sum(t.n_refits_unconverged for t in ts)),
             "cum_pf": {"mean": pf.mean(0).tolist(), "std": pf.std(0).tolist()},
             "abc_joint": {"mean": aj.mean(0).tolist(), "std": aj.std(0).tolist()},
             "abc_restart": {"mean": ar.mean(0).tolist(), "std": ar.std(0).tolist()},
@@ -252,7 +262,13 @@ def summarize_traces(traces: list, budgets_pf=None) -> dict:
         }
         for thr in (0.2, 0.1, 0.05):
             costs = [_cost_to_stay_below(a, p, thr) for a, p in zip(aj, pf)]
-            out[s][f"pf_to_abc_{thr}"] = {"mean": float(np.mean(costs)), "per_seed": costs}
+            never = [i for i, c in enumerate(costs) if not np.isfinite(c)]
+            entry = {"mean": float(np.mean(costs)) if not never else None,
+                     "per_seed": [c if np.isfinite(c) else None for c in costs]}
+            if never:
+                entry["mean_reason"] = (f"seed(s) {never} never stayed at AbC <= {thr} within the queries made, so "
+                                        "their cost is undefined (null in per_seed)")
+            out[s][f"pf_to_abc_{thr}"] = entry
     return out
 
 
@@ -263,6 +279,8 @@ def _run_strategies(key, strategies, seeds, fit_fn, labels, L, C, out_dir, **kw)
         raise ValueError(f"unknown strategies {bad}; choose from {STRATEGIES} or 'all'")
     if seeds < 1 or kw.get("n_queries", 1) < 1:
         raise ValueError("--seeds and --queries must be >= 1")
+    from jaxscale._json import dumps
+
     traces, seconds = [], {}
     keys = jax.random.split(key, seeds)
     for s in strategies:
@@ -272,16 +290,26 @@ def _run_strategies(key, strategies, seeds, fit_fn, labels, L, C, out_dir, **kw)
         seconds[s] = time.perf_counter() - t1
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
-            (Path(out_dir) / "active_partial.json").write_text(json.dumps(
+            (Path(out_dir) / "active_partial.json").write_text(dumps(
                 {"seconds_per_strategy": seconds, "results": summarize_traces(traces)}, indent=1))
+    n_ref = sum(t.n_refits for t in traces)
+    n_bad = sum(t.n_refits_unconverged for t in traces)
+    if n_bad:
+        warnings.warn(f"active learning: {n_bad} of {n_ref} MaGP refits had a restart whose negative ELBO was still "
+                      "falling at the end of its Adam steps; raise --steps / --cold-steps", RuntimeWarning,
+                      stacklevel=3)
     return traces, seconds
 
 
-def _write(out: dict, out_dir) -> dict:
+def write_active(out: dict, out_dir) -> dict:
+    """Write ``active.json`` (strict JSON: undefined numbers are ``null`` with a ``*_reason``) and
+    ``active_abc.png`` into ``out_dir`` (when given); list them under ``files``."""
+    from jaxscale._json import dumps
+
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "active.json").write_text(json.dumps(out, indent=1))
+        (out_dir / "active.json").write_text(dumps(out, indent=1))
         from jaxscale.learning_curves.plot import plot_active
 
         plot_active(out_dir / "active_abc.png", out["results"])
@@ -306,7 +334,7 @@ def active_experiment(seed: int, strategies, seeds: int = 3, n_queries: int = 25
            "queries": n_queries, "samples": n_samples, "restarts_per_refit": restarts, "steps_per_refit": steps,
            "cold_steps": cold_steps, "n_h": n_h, "seconds": time.perf_counter() - t0,
            "seconds_per_strategy": seconds, "results": summarize_traces(traces)}
-    return _write(out, out_dir)
+    return write_active(out, out_dir)
 
 
 def table_active(key, data, held, strategies=("uncertainty", "random", "smallest", "largest", "ours"), *,
@@ -333,10 +361,11 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
       A JSON-ready dict with per-strategy AbC-vs-queries/cost summaries (``results``).
     """
     from jaxscale.learning_curves.frame import curve_ids
-    from jaxscale.learning_curves.law import curve_table, default_grid
+    from jaxscale.learning_curves.law import check_law_data, curve_table, default_grid
 
     held = np.asarray(held, bool)
     table = curve_table(data)
+    check_law_data(data, table)
     cid = curve_ids(data)
     pos = np.searchsorted(table.curve, cid)  # curve position of every row
     n_held = np.bincount(pos, weights=held, minlength=len(table.curve)).astype(int)
@@ -354,6 +383,10 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
     if not np.all(np.isfinite(y)):
         raise ValueError(f"{int((~np.isfinite(y)).sum())} rows have no loss; active learning is replayed on "
                          "finished runs, so every row (held-out ones included) needs its true loss")
+    from jaxscale.learning_curves.core import Spec, _check_training
+
+    # the first refit trains on the observed curves: refuse what fit() refuses (constant targets, too few points)
+    _check_training(data.rows(~held), Spec(model="magp", restarts=restarts, steps=max(steps, 1)))
     g = default_grid(table, grid_size) if grid is None else np.asarray(grid, float)
     L, C = y[table.index], table.compute
     labels = list(table.labels)
@@ -373,13 +406,15 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
            "n_padded_points": table.n_padded, "samples": n_samples, "restarts_per_refit": restarts,
            "steps_per_refit": steps, "cold_steps": cold_steps, "n_h": n_h, "seconds": time.perf_counter() - t0,
            "seconds_per_strategy": seconds, "results": summarize_traces(traces)}
-    return _write(out, out_dir)
+    return write_active(out, out_dir)
 
 
 def _al_fit_predict_impl(keys, params0, xgrid, pts, query, steps, learning_rate, n_h):
     """Adam from ``params0`` (R restarts, vmapped; :func:`.magp.adam_elbo`, the same loop as every
     MaGP fit) on the training points ``pts`` (padding rows have weight ``pts.w = 0``), then the
-    q(h)-integrated joint predictive of ``query``: ``(params, last loss, mean (R, M), cov (R, M, M))``."""
+    q(h)-integrated joint predictive of ``query``: ``(params, last loss, mean (R, M), cov (R, M, M),
+    converged (R,))`` (see :mod:`.diagnostics`)."""
+    from jaxscale.learning_curves.diagnostics import adam_convergence
     from jaxscale.learning_curves.magp import adam_elbo, magp_loss
     from jaxscale.learning_curves.magp_predict import joint_from_latents, latent_draws
 
@@ -388,10 +423,10 @@ def _al_fit_predict_impl(keys, params0, xgrid, pts, query, steps, learning_rate,
 
     def one(key, x0):
         k_run, k_h = jax.random.split(key)
-        x, loss, _, _ = adam_elbo(magp_loss, x0, k_run, None, (D, Q), steps, learning_rate, 1, dtype, xgrid, pts)
+        x, loss, hist, _ = adam_elbo(magp_loss, x0, k_run, None, (D, Q), steps, learning_rate, 1, dtype, xgrid, pts)
         hs = latent_draws(x, jax.random.normal(k_h, (n_h, D, Q), dtype))
         mean, cov, _, _ = joint_from_latents(x, hs, xgrid, pts, query)
-        return x, loss, mean, cov
+        return x, loss, mean, cov, adam_convergence(hist)[0][0]
 
     return jax.vmap(one)(keys, params0)
 
@@ -414,7 +449,8 @@ def _refit(key, warm, train, query, xgrid, n_tasks: int, mu_q, sd_q, *, restarts
     ``xgrid``: the grid ``train.p`` indexes, or ``None`` when ``train.p = arange(N)`` (pointwise).
 
     Returns ``(params for the next warm start, restart means (R_ok, M), mixture mean (M,),
-    mixture covariance (M, M))`` in original units (``mu_q``, ``sd_q`` per query point)."""
+    mixture covariance (M, M), converged)`` in original units (``mu_q``, ``sd_q`` per query point);
+    ``converged``: every finite restart's negative ELBO stopped falling."""
     from jaxscale.learning_curves.magp import init_magp
     from jaxscale.learning_curves.problem import Points
 
@@ -431,8 +467,8 @@ def _refit(key, warm, train, query, xgrid, n_tasks: int, mu_q, sd_q, *, restarts
         n_steps = cold_steps
     else:
         params0, n_steps = warm, steps
-    x, loss, m, C = _al_fn()(jax.random.split(k_run, restarts), params0, xgrid, pts, query,
-                             steps=n_steps, learning_rate=learning_rate, n_h=n_h)
+    x, loss, m, C, conv = _al_fn()(jax.random.split(k_run, restarts), params0, xgrid, pts, query,
+                                   steps=n_steps, learning_rate=learning_rate, n_h=n_h)
     loss = np.asarray(loss)
     ok = np.isfinite(loss) & np.all(np.isfinite(np.asarray(m)), axis=1)
     if not ok.any():
@@ -445,7 +481,7 @@ def _refit(key, warm, train, query, xgrid, n_tasks: int, mu_q, sd_q, *, restarts
     if not ok.all():  # keep the restart count (fixed shapes): refill dead restarts with a live one
         good = int(np.flatnonzero(ok)[0])
         x = jax.tree.map(lambda a: a.at[~jnp.asarray(ok)].set(a[good]), x)
-    return x, m, mean, cov
+    return x, m, mean, cov, bool(np.asarray(conv)[ok].all())
 
 
 def _masked_chol(cov, missing_rows):
@@ -483,12 +519,12 @@ def round_predictor(dataset: str, labels, model: str = "magp", restarts: int = 4
             raise ValueError("dataset curve order differs from the active-learning labels")
         query = points_from_frame(f, np.asarray(problem.xgrid), problem.scaler, problem.n_reps)
         qd = np.asarray(query.d)
-        x, m, mean, cov = _refit(key, warm, problem.train, query, problem.xgrid, problem.n_tasks,
-                                 np.asarray(problem.scaler.mean)[qd], np.asarray(problem.scaler.std)[qd],
-                                 restarts=restarts, steps=steps, cold_steps=cold_steps, n_h=n_h,
-                                 learning_rate=learning_rate, bucket=bucket)
+        x, m, mean, cov, conv = _refit(key, warm, problem.train, query, problem.xgrid, problem.n_tasks,
+                                       np.asarray(problem.scaler.mean)[qd], np.asarray(problem.scaler.std)[qd],
+                                       restarts=restarts, steps=steps, cold_steps=cold_steps, n_h=n_h,
+                                       learning_rate=learning_rate, bucket=bucket)
         chol = _masked_chol(cov, np.repeat(~np.asarray(observed), P))
-        return RoundPrediction(m.reshape(len(m), len(labels), P), mean, chol, warm=x)
+        return RoundPrediction(m.reshape(len(m), len(labels), P), mean, chol, warm=x, converged=conv)
 
     return fit_fn
 
@@ -520,12 +556,12 @@ def table_round_predictor(data, table, restarts: int = 4, steps: int = 150, cold
         d_tr = d_all[sel]
         train = _points(x_all[sel], d_tr, r_all[sel], R, (y_all[sel] - mean_d[d_tr]) / std_d[d_tr])
         query = _points(x_all, d_all, r_all, R, jnp.zeros_like(y_all))
-        x, m, mean, cov = _refit(key, warm, train, query, None, D, mean_d[d_all], std_d[d_all],
-                                 restarts=restarts, steps=steps, cold_steps=cold_steps, n_h=n_h,
-                                 learning_rate=learning_rate, bucket=bucket)
+        x, m, mean, cov, conv = _refit(key, warm, train, query, None, D, mean_d[d_all], std_d[d_all],
+                                       restarts=restarts, steps=steps, cold_steps=cold_steps, n_h=n_h,
+                                       learning_rate=learning_rate, bucket=bucket)
         L = _masked_chol(cov, ~rows)
         A = np.zeros((K * P, K * P))
         A[:, :n] = L[flat]  # padded entries repeat their curve's last row exactly
-        return RoundPrediction(m[:, table.index], mean[flat], A, warm=x)
+        return RoundPrediction(m[:, table.index], mean[flat], A, warm=x, converged=conv)
 
     return fit_fn

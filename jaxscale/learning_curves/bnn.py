@@ -33,6 +33,7 @@ class BNNFit(NamedTuple):
     samples: dict  # posterior draws grouped by chain: {site: (chains, draws, ...)}
     ok: np.ndarray  # (chains,) chains whose draws are all finite
     divergences: np.ndarray  # (chains,) number of divergent transitions
+    diagnostics: dict | None = None  # R-hat / ESS / divergences of sigma and the fitted means (function space)
 
 
 def _norm(f, t, a, b):
@@ -118,7 +119,9 @@ def fit_predict_bnn(key, problem: LCProblem, *, basis: str = "orig", restarts: i
     """NUTS fit on the training points; per-chain predictive of the held-out points.
 
     Returns ``(LCFit(model, BNNFit, fit_seconds), JointPrediction (original units; per chain),
-    fit_seconds, predict_seconds)``; ``model`` is "bnn" (basis "lc") or "bnn_orig".
+    fit_seconds, predict_seconds)``; ``model`` is "bnn" (basis "lc") or "bnn_orig". The NUTS
+    diagnostics (R-hat, ESS per chain, divergences, chains) of the noise scale and of the fitted
+    curve values are in ``BNNFit.diagnostics`` and warned (``RuntimeWarning``) when they fail.
     """
     from numpyro.infer import MCMC, NUTS, init_to_median
 
@@ -136,6 +139,12 @@ def fit_predict_bnn(key, problem: LCProblem, *, basis: str = "orig", restarts: i
     samples = mcmc.get_samples(group_by_chain=True)
     div = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"]).reshape(restarts, -1).sum(1)
     fit_s = time.perf_counter() - t0
+    from jaxscale.learning_curves.diagnostics import nuts_report
+
+    # diagnostics in function space (noise scale and the fitted curve values): the network weights
+    # themselves are not identified (permutations), so their R-hat says nothing about the fit
+    diagnostics = nuts_report({k: np.asarray(samples[k]) for k in ("sigma", "mean")}, int(div.sum()),
+                              f"bnn ({basis} basis) NUTS")
     t0 = time.perf_counter()
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in samples.items() if k != "mean"}
     means = _predict_means(flat, feat, te.x / xmax, te.c, names).reshape(restarts, num_samples, -1)
@@ -150,5 +159,5 @@ def fit_predict_bnn(key, problem: LCProblem, *, basis: str = "orig", restarts: i
     from jaxscale.learning_curves.models import LCFit
 
     ok = np.all(np.isfinite(m.reshape(restarts, -1)), axis=1) & np.isfinite(sig2).all(1)
-    fit = LCFit("bnn_orig" if basis == "orig" else "bnn", BNNFit(basis, samples, ok, div), fit_s, tr)
+    fit = LCFit("bnn_orig" if basis == "orig" else "bnn", BNNFit(basis, samples, ok, div, diagnostics), fit_s, tr)
     return fit, pred, fit_s, time.perf_counter() - t0

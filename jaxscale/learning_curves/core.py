@@ -38,15 +38,17 @@ from jaxscale._pytree import pytree_dataclass, register_serializable, static_fie
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import gaussian_nll
 from jaxscale.infer import minimize_lbfgs
-from jaxscale.infer.prediction import Prediction, check_level
+from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation
 from jaxscale.learning_curves import desc_predict, dhgp, magp, magp_desc, magp_predict
 from jaxscale.learning_curves.descriptors import DescTables
+from jaxscale.learning_curves.diagnostics import adam_convergence, adam_report, lbfgs_report, warn_report
 from jaxscale.learning_curves.frame import Data, from_frame, frame_kwargs
 from jaxscale.learning_curves.magp_predict import JointPrediction
 from jaxscale.learning_curves.problem import Points
 
 __all__ = ["MODELS", "Spec", "Fit", "fit_core", "fit", "predict", "predict_restarts", "prediction_from_joint",
-           "mixture_interval", "as_query"]
+           "mixture_interval", "as_query", "check_codes", "n_hyperparameters", "fit_report", "extrapolation",
+           "EXTRAPOLATION_UNIT", "warn_extrapolation_of", "extrapolation_distance", "extrapolation_summary"]
 
 MODELS = ("magp", "magp_desc", "dhgp")
 
@@ -98,6 +100,8 @@ class Fit:
       scale_coef: ``(1 + Pu, 2)`` least-squares coefficients of (mean, ln std) of the observed tasks
         on their task descriptors: the z-score constants of tasks without training rows
         (``magp_desc``).
+      converged: ``(R,)`` whether each restart's optimiser converged (Adam: the negative ELBO
+        stopped falling, see :mod:`.diagnostics`; L-BFGS: gradient tolerance met).
     """
 
     params: "magp.MaGPParams | magp_desc.DescParams | dhgp.DHGPParams"
@@ -112,6 +116,7 @@ class Fit:
     desc_center: jax.Array
     desc_scale: jax.Array
     scale_coef: jax.Array
+    converged: jax.Array | None = None
     spec: Spec = static_field(default=Spec())
     task_labels: tuple = static_field(default=())
     instance_labels: tuple = static_field(default=())
@@ -224,12 +229,15 @@ def fit_core(key, data: Data, spec: Spec = Spec()) -> Fit:
         jit1 = gaussian_nll(dhgp._gram(res.params, x, pts), pts.y)[1]
         rep = lambda a: jnp.broadcast_to(a, (spec.restarts,) + jnp.shape(a))  # noqa: E731
         params, loss, jit = jax.tree.map(rep, res.params), rep(res.loss), rep(jit1)
+        converged = rep(jnp.asarray(res.converged, bool))
     else:
         raise ValueError(f"unknown model {spec.model!r}; choose one of {MODELS}")
+    if history is not None:
+        converged = adam_convergence(history)[0]
     leaves = [jnp.reshape(a, (spec.restarts, -1)) for a in jax.tree.leaves(params)]
     ok = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(a), 1) for a in leaves]), 0)
     eps_h = jax.random.normal(k_h, (spec.n_h, D, q), dt)
-    return Fit(params, loss, history, jit, ok, data, y_mean, y_std, eps_h, center, scale, coef, spec,
+    return Fit(params, loss, history, jit, ok, data, y_mean, y_std, eps_h, center, scale, coef, converged, spec,
                data.task_labels, data.instance_labels, data.descriptor_names, data.descriptor_levels, data.x_is_log,
                data.columns)
 
@@ -251,36 +259,135 @@ def _check_spec(spec: Spec) -> None:
         raise ValueError(f"Spec.learning_rate must be > 0, got {spec.learning_rate}")
 
 
+def _ids(data: Data, mask) -> str:
+    """The first rows selected by ``mask`` as the user's row ids (file lines) when the data carries them."""
+    pos = np.flatnonzero(np.asarray(mask))
+    ids = pos if data.row_id is None else np.asarray(data.row_id)[pos]
+    more = f" (+{len(ids) - 5} more)" if len(ids) > 5 else ""
+    return "[" + ", ".join(str(int(i)) for i in ids[:5]) + "]" + more
+
+
+def _column(data: Data, role: str, default: str) -> str:
+    return dict(data.columns).get(role, default)
+
+
+def check_codes(data: Data, what: str = "learning-curve data") -> None:
+    """Array lengths agree; task / instance codes are integers inside their vocabularies.
+
+    A code outside ``0 .. n - 1`` would be clamped or dropped by the array programs (and collide
+    with another curve's id), so it is refused, naming the rows.
+    """
+    n = len(data)
+    for name in ("task", "instance", "y", "descriptors", "compute", "row_id"):
+        a = getattr(data, name)
+        if a is not None and np.shape(a)[0] != n:
+            shapes = {k: np.shape(getattr(data, k)) for k in ("x", "task", "instance", "y", "descriptors")}
+            raise ValueError(f"{what}: arrays must have one entry per row; got {shapes} and {name}.shape="
+                             f"{np.shape(a)}")
+    for name, labels in (("task", data.task_labels), ("instance", data.instance_labels)):
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"{what}: the {name} vocabulary {list(labels)[:10]} has duplicate labels")
+        c = np.asarray(getattr(data, name))
+        frac = c != np.round(c)
+        out = (c < 0) | (c >= len(labels))
+        bad = frac | out
+        if bad.any():
+            raise ValueError(f"{what}: {int(bad.sum())} {name} code(s) are not integers in 0..{len(labels) - 1} "
+                             f"(the {len(labels)} {name} labels) at rows {_ids(data, bad)} (first: "
+                             f"{c[bad][0]!r}); they would be clamped or collide with another curve. Build the data "
+                             "with from_frame, or fix the codes")
+
+
+def _duplicates(data: Data, what: str) -> None:
+    key = pd.DataFrame({"t": np.asarray(data.task), "i": np.asarray(data.instance), "x": np.asarray(data.x)})
+    dup = key.duplicated(keep=False).to_numpy()
+    if dup.any():
+        cols = tuple(_column(data, r, r) for r in ("task", "instance", "x"))
+        raise ValueError(f"{what}: {int(dup.sum())} rows share the same {cols} point at rows {_ids(data, dup)}; a "
+                         "curve has one value per step and a repeated row would be counted twice. Remove or average "
+                         "the duplicates first")
+
+
+def n_hyperparameters(data: Data, spec: Spec) -> int:
+    """Hyper-parameters fitted by type-II maximum likelihood (the variational task latents,
+    regularised by their prior, are not counted): MaGP ``4 + q + D`` (kernel variances and
+    lengthscales, latent lengthscales, per-task noise); descriptor MaGP adds the size term (2) and
+    one lengthscale per descriptor; DHGP ``7``."""
+    D = data.n_tasks
+    if spec.model == "dhgp":
+        return 7
+    k = data.descriptors.shape[1] if spec.model == "magp_desc" else 0
+    return 4 + spec.q + D + (2 + k if spec.model == "magp_desc" else 0)
+
+
 def _check_training(data: Data, spec: Spec) -> None:
     if not isinstance(data, Data):
         raise ValueError(f"fit takes a learning_curves.Data (from_frame), got {type(data).__name__}")
+    what = "fit"
+    check_codes(data, what)
     n = len(data)
     if n < 2:
         raise ValueError(f"fit needs at least 2 training rows, got {n}")
     y = np.asarray(data.y, float)
+    ycol = _column(data, "target", "y")
     bad = ~np.isfinite(y)
     if bad.any():
-        raise ValueError(f"fit: {int(bad.sum())} of {n} training rows have no finite target (positions "
-                         f"{np.flatnonzero(bad)[:5].tolist()}); fit on the rows with a loss value and predict the "
+        raise ValueError(f"fit: {int(bad.sum())} of {n} training rows have no finite target in {ycol!r} (rows "
+                         f"{_ids(data, bad)}); fit on the rows with a loss value and predict the "
                          "others with predict(fit, rows)")
+    _duplicates(data, what)
+    need = n_hyperparameters(data, spec) + 1
+    if n < need:
+        raise ValueError(f"fit: {n} training points for {spec.model}, which fits {need - 1} hyper-parameters "
+                         f"(with {data.n_tasks} task(s)); need at least {need} points. Add logged points or runs")
+    if np.ptp(y) == 0:
+        raise ValueError(f"fit: the target column {ycol!r} is constant ({y[0]:.6g}) on all {n} training rows; there "
+                         "is no curve to learn. Check the column (--y-col) and the rows kept")
+    task = np.asarray(data.task)
+    tcol = _column(data, "task", "task")
+    for t in np.unique(task):
+        m = task == t
+        if m.sum() >= 2 and np.ptp(y[m]) == 0:
+            raise ValueError(f"fit: the target column {ycol!r} is constant ({y[m][0]:.6g}) within task {tcol!r} = "
+                             f"{data.task_labels[int(t)]} at rows {_ids(data, m)}; its per-task scale is zero, so "
+                             "the model cannot standardise it. Drop that task's rows or check the column")
     if spec.model == "magp_desc":
         if data.descriptors.shape[1] == 0:
             raise ValueError("model 'magp_desc' needs descriptor columns: from_frame(..., descriptor_cols=[...]) "
                              "(CLI: --descriptor-cols C1,C2), e.g. the width and depth of each run")
+        desc = np.asarray(data.descriptors, float)
+        for j, name in enumerate(data.descriptor_names):
+            if np.ptp(desc[:, j]) == 0:
+                raise ValueError(f"fit: descriptor column {name!r} is constant ({desc[0, j]:.6g}) on every training "
+                                 "row; it carries no information about the configurations. Drop it from "
+                                 "descriptor_cols (CLI --descriptor-cols)")
         if spec.log_descriptors:
-            neg = np.asarray(data.descriptors) <= 0
+            neg = desc <= 0
             if neg.any():
-                col = data.descriptor_names[int(np.flatnonzero(neg.any(0))[0])]
-                raise ValueError(f"descriptor column {col!r} has {int(neg[:, list(data.descriptor_names).index(col)].sum())} "
-                                 "value(s) <= 0 but descriptors are log-transformed; pass "
+                j = int(np.flatnonzero(neg.any(0))[0])
+                col = data.descriptor_names[j]
+                raise ValueError(f"descriptor column {col!r} has {int(neg[:, j].sum())} value(s) <= 0 at rows "
+                                 f"{_ids(data, neg[:, j])} but descriptors are log-transformed; pass "
                                  "Spec(log_descriptors=False) (CLI: --no-log-descriptors) or use positive sizes")
+
+
+def fit_report(fit: "Fit") -> dict:
+    """``{converged, n_converged, n_restarts, reason}`` of a fit's optimiser (see :mod:`.diagnostics`)."""
+    spec = fit.spec
+    if spec.model == "dhgp":
+        return lbfgs_report(fit.converged, fit.ok, spec.lbfgs_steps, "dhgp")
+    return adam_report(fit.history, fit.ok, spec.steps, spec.model)
 
 
 def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     """Fit ``spec.model`` on every row of ``data`` (host checks, then :func:`fit_core` compiled).
 
-    Warns (``RuntimeWarning``) naming restarts that went non-finite (excluded from predictions)
-    and escalated Cholesky jitters; raises ``ValueError`` when every restart failed.
+    Refuses (``ValueError``, naming the column, rows and fix) before fitting: codes outside the
+    vocabularies, duplicate points, a constant target (overall or within a task), fewer points
+    than :func:`n_hyperparameters` + 1, and for ``magp_desc`` missing, constant or non-positive
+    descriptors. Warns (``RuntimeWarning``) naming restarts that went non-finite (excluded from
+    predictions), escalated Cholesky jitters, and an optimiser that did not converge
+    (``Fit.converged``; :func:`fit_report`); raises ``ValueError`` when every restart failed.
     """
     _check_spec(spec)
     _check_training(data, spec)
@@ -290,11 +397,13 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
                          instance_labels=tuple(map(str, range(data.n_instances))),
                          descriptor_names=tuple(f"d{i}" for i in range(len(data.descriptor_names))),
                          x_is_log=False, tokens_per_step=None, columns=())
-    out = _fit_core_jit(key, canon, spec)
-    ok = magp.report_fit_health(out.loss, out.params, out.jitter, spec.model)
-    return out.replace(ok=jnp.asarray(ok), train=data, task_labels=data.task_labels,
-                       instance_labels=data.instance_labels, descriptor_names=data.descriptor_names,
-                       x_is_log=data.x_is_log, columns=data.columns)
+    out = _fit_core_jit(key, canon.replace(row_id=None), spec)
+    ok = magp.report_fit_health(out.loss, out.params, out.jitter, spec.model, history=out.history)
+    out = out.replace(ok=jnp.asarray(ok), train=data, task_labels=data.task_labels,
+                      instance_labels=data.instance_labels, descriptor_names=data.descriptor_names,
+                      x_is_log=data.x_is_log, columns=data.columns)
+    warn_report(fit_report(out))
+    return out
 
 
 # ----------------------------------------------------------------------------- predict
@@ -317,6 +426,7 @@ def as_query(fit: Fit, query) -> Data:
                           descriptor_levels=fit.descriptor_levels)
     if not isinstance(query, Data):
         raise ValueError(f"query must be a pandas DataFrame or a learning_curves.Data, got {type(query).__name__}")
+    check_codes(query, "query")
     if tuple(query.descriptor_names) != tuple(fit.descriptor_names):
         raise ValueError(f"query descriptors {list(query.descriptor_names)} differ from the model's "
                          f"{list(fit.descriptor_names)}")
@@ -450,6 +560,140 @@ def prediction_from_joint(joint: JointPrediction, *, key=None, level: float = 0.
     return Prediction(jnp.mean(mean, 0), lo, hi, samples)
 
 
+#: How to read :func:`extrapolation` distances (the unit of the warning).
+EXTRAPOLATION_UNIT = "training ranges (of ln step, of the descriptors or of numeric labels) outside the training data"
+
+
+def _range_distance(values, lo, hi, width):
+    """How far ``values`` lie outside ``[lo, hi]`` in units of ``width`` (0 inside)."""
+    values = np.asarray(values, float)
+    return np.maximum(np.maximum(values - hi, lo - values), 0.0) / width
+
+
+def _numeric_labels(labels: tuple):
+    """The labels as numbers (logs when all are > 0) or ``None`` when any is not a number."""
+    try:
+        v = np.asarray([float(lab) for lab in labels], float)
+    except (TypeError, ValueError):
+        return None
+    if not np.all(np.isfinite(v)):
+        return None
+    return np.log(v) if np.all(v > 0) else v
+
+
+def extrapolation(fit: Fit, query) -> np.ndarray:
+    """``(n,)`` distance of each query row outside the training data (0 inside); ``inf`` for a row
+    the model can only predict from its prior.
+
+    The largest of:
+
+    * **step**: how far ``ln(step)`` lies outside the range of the training rows' ``ln(step)``,
+      in units of that range (a continuation to 10x the last training step of a curve logged
+      from step 10 to 10 000 is ``ln 10 / ln 1000 = 1/3``);
+    * **task without training rows**: ``inf`` for ``magp`` and ``dhgp``, which treat tasks as
+      categories and return their prior for such a task; for ``magp_desc`` the distance of its
+      task-level descriptors outside their training range, in units of that range (``inf`` when
+      there is no task-level descriptor);
+    * **descriptors** (``magp_desc``, every row): the same range distance for every descriptor
+      column (log-transformed with ``Spec.log_descriptors``);
+    * **instance without training rows** (``magp``, ``dhgp``: the model falls back to the task's
+      shared curve): at least 1, more when the instance labels are numbers and this one lies
+      further outside their training range (in ln units when all labels are > 0);
+    * **curve without training rows** (``dhgp`` only, which shares no instance information
+      across tasks): at least 1.
+
+    Ranges of zero width count in units of 1 (ln units for steps).
+    """
+    q = as_query(fit, query)
+    tr = fit.train
+    spec = fit.spec
+    desc_tr = desc_q = None
+    if spec.model == "magp_desc" and np.shape(q.descriptors)[1]:
+        desc_tr, desc_q = np.asarray(tr.descriptors, float), np.asarray(q.descriptors, float)
+        if spec.log_descriptors:
+            desc_tr, desc_q = np.log(desc_tr), np.log(np.maximum(desc_q, 1e-300))
+    return extrapolation_distance((tr.x, tr.task, tr.instance), (q.x, q.task, q.instance), spec.model,
+                                  n_inst=len(fit.instance_labels), instance_sizes=_numeric_labels(fit.instance_labels),
+                                  desc_train=desc_tr, desc_query=desc_q,
+                                  has_task_descriptor="task" in fit.descriptor_levels)
+
+
+def extrapolation_distance(train, query, model: str, *, n_inst: int, instance_sizes=None, desc_train=None,
+                           desc_query=None, has_task_descriptor: bool = False) -> np.ndarray:
+    """The distance of :func:`extrapolation` from arrays.
+
+    Args:
+      train, query: ``(x, task, instance)`` of the training and query rows (``x = ln(step)``).
+      model: ``"magp"``, ``"magp_desc"``, ``"dhgp"`` (or a bundled baseline, read as ``"magp"``).
+      n_inst: number of instance codes.
+      instance_sizes: ``(n_inst,)`` numeric instance sizes (e.g. ln depth) or ``None``.
+      desc_train, desc_query: descriptor values (already transformed) of the rows, for
+        ``magp_desc``; ``has_task_descriptor``: one of them is task-level.
+    """
+    x_tr, d_tr, r_tr = (np.asarray(a) for a in train)
+    x_q, d_q, r_q = (np.asarray(a) for a in query)
+    x_tr, x_q = x_tr.astype(float), x_q.astype(float)
+    n = len(x_q)
+    lo, hi = float(x_tr.min()), float(x_tr.max())
+    dist = _range_distance(x_q, lo, hi, hi - lo if hi > lo else 1.0)
+    seen_t = np.isin(d_q, d_tr)
+    seen_r = np.isin(r_q, r_tr)
+    if model == "magp_desc" and desc_query is not None and np.shape(desc_query)[1]:
+        per_col = []
+        for j in range(desc_query.shape[1]):
+            a, b = desc_train[:, j].min(), desc_train[:, j].max()
+            per_col.append(_range_distance(desc_query[:, j], a, b, b - a if b > a else 1.0))
+        dist = np.maximum(dist, np.stack(per_col, 1).max(1))
+        if not has_task_descriptor:
+            dist = np.where(~seen_t, np.inf, dist)
+        return dist
+    dist = np.where(~seen_t, np.inf, dist)
+    if instance_sizes is not None:
+        lv = np.asarray(instance_sizes, float)[np.unique(r_tr)]
+        a, b = lv.min(), lv.max()
+        far = _range_distance(np.asarray(instance_sizes, float)[r_q], a, b, b - a if b > a else 1.0)
+    else:
+        far = np.zeros(n)
+    dist = np.where(~seen_r, np.maximum(dist, np.maximum(1.0, far)), dist)
+    if model == "dhgp":
+        R = max(int(n_inst), 1)
+        seen_c = np.isin(d_q.astype(np.int64) * R + r_q, d_tr.astype(np.int64) * R + r_tr)
+        dist = np.where(~seen_c, np.maximum(dist, 1.0), dist)
+    return dist
+
+
+def warn_extrapolation_of(fit: Fit, query, dist, what: str = "learning-curve predict", stacklevel: int = 3) -> None:
+    """One warning when any query row lies outside the training data, naming the rows of tasks the
+    model can only predict from its prior (``inf``)."""
+    dist = np.asarray(dist, float)
+    if not np.any(dist > 0):
+        return
+    inf = np.isinf(dist)
+    if inf.any():
+        q = as_query(fit, query)
+        tasks = sorted({fit.task_labels[int(t)] for t in np.asarray(q.task)[inf]})
+        what = (f"{what} ({int(inf.sum())} row(s) of task(s) {tasks[:5]} with no training run: {fit.spec.model} "
+                "predicts them from its prior, distance inf")
+        what += "; use model magp_desc with task descriptors to predict such tasks)" if fit.spec.model != "magp_desc" \
+            else ")"
+    warn_extrapolation(what, dist, EXTRAPOLATION_UNIT, stacklevel=stacklevel + 1)
+
+
+def extrapolation_summary(dist) -> dict:
+    """``{max, n_outside, n_rows}`` of extrapolation distances for a JSON report (``max`` is
+    ``None`` with a ``max_reason`` when a row is infinitely far)."""
+    dist = np.asarray(dist, float)
+    out = {"max": float(dist.max()) if dist.size else 0.0, "n_outside": int(np.sum(dist > 0)), "n_rows": int(dist.size),
+           "unit": EXTRAPOLATION_UNIT}
+    if dist.size and np.isinf(dist).any():
+        out["max"] = None
+        out["max_reason"] = (f"{int(np.isinf(dist).sum())} row(s) belong to tasks without training rows, which the "
+                             "model can only predict from its prior (infinitely far)")
+        finite = dist[np.isfinite(dist)]
+        out["max_finite"] = float(finite.max()) if finite.size else None
+    return out
+
+
 def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
     """Joint predictive of the query rows (a DataFrame read with the fit's columns, or a :class:`Data`).
 
@@ -457,7 +701,16 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
     ``level`` interval of the observation (latent + noise) per row; ``samples`` ``(Spec.n_samples,
     n)`` joint draws of the observations when ``key`` is given. Without a key the prediction is
     deterministic (the latent draws integrating ``q(h)`` are stored in the fit).
+    ``extrapolation`` holds :func:`extrapolation` of every row; one warning names the worst.
+    The intervals widen with that distance as far as the GP itself widens them: the Matérn
+    kernels in ln(step) revert to the prior away from the training steps, and a task without
+    training rows gets the prior over its latent (``magp``, ``dhgp``) or the descriptor kernel's
+    (``magp_desc``). No extra inflation is applied.
     """
     level = check_level(level)
-    joint = predict_restarts(fit, query)
-    return prediction_from_joint(joint, key=key, level=level, n_samples=fit.spec.n_samples)
+    q = as_query(fit, query)
+    joint = predict_restarts(fit, q)
+    dist = extrapolation(fit, q)
+    warn_extrapolation_of(fit, q, dist)
+    pred = prediction_from_joint(joint, key=key, level=level, n_samples=fit.spec.n_samples)
+    return pred._replace(extrapolation=jnp.asarray(dist))

@@ -62,16 +62,98 @@ class LCData(NamedTuple):
     kind: str
 
 
+def _rows(index) -> str:
+    index = list(index)
+    more = f" (+{len(index) - 5} more)" if len(index) > 5 else ""
+    return "[" + ", ".join(str(i) for i in index[:5]) + "]" + more
+
+
+def _check_labels(labels, name: str, what: str) -> tuple:
+    labels = tuple(labels)
+    if not labels:
+        raise ValueError(f"{what}: {name} is empty; give one label per index")
+    seen, dup = set(), []
+    for lab in labels:
+        if lab in seen:
+            dup.append(lab)
+        seen.add(lab)
+    if dup:
+        raise ValueError(f"{what}: {name} has duplicate label(s) {dup[:5]}; labels must be unique (two indices "
+                         "with one label would merge their curves in every report)")
+    return labels
+
+
+def _check_index(frame: pd.DataFrame, col: str, labels: tuple, role: str, what: str) -> None:
+    """Integer index column ``col`` in ``0 .. len(labels) - 1`` (no truncation, no clamping, no collision)."""
+    v = pd.to_numeric(frame[col]).to_numpy(float)
+    frac = v != np.round(v)
+    if frac.any():
+        raise ValueError(f"{what}: column {col!r} has {int(frac.sum())} non-integer value(s) at rows "
+                         f"{_rows(frame.index[frac])} (first: {v[frac][0]!r}); {col!r} is an integer {role} index "
+                         f"0..{len(labels) - 1} and a fraction would be truncated. Fix the index column")
+    n = len(labels)
+    out = (v < 0) | (v >= n)
+    if out.any():
+        raise ValueError(f"{what}: column {col!r} has {int(out.sum())} value(s) outside 0..{n - 1} at rows "
+                         f"{_rows(frame.index[out])} (first: {int(v[out][0])}); the {n} {role} label(s) "
+                         f"{list(labels)[:10]} take the indices 0..{n - 1}, and an index outside them would give "
+                         f"a curve id that collides with another curve or is clamped. Give {role}_labels one "
+                         "label per index, or fix the index")
+
+
 def from_frame(name: str, frame: pd.DataFrame, task_labels, replicate_labels, kind: str = "custom") -> LCData:
-    """Wrap a tidy frame with integer columns ``d``, ``r``, ``point`` and float ``x``, ``value``."""
+    """Wrap a tidy frame with integer columns ``d``, ``r``, ``point`` and float ``x``, ``value``.
+
+    Raises:
+      ValueError: naming the column, the count and the first rows (frame index) and the fix: an
+        empty frame, missing columns, non-finite values, task / replicate indices that are not
+        integers or lie outside the label lists (they would give colliding curve ids), duplicate
+        or empty label lists, a negative or fractional ``point``, two rows at the same
+        (d, r, x) or (d, r, point), or ``task`` / ``replicate`` label columns that disagree with
+        the label lists.
+    """
     from jaxscale.data.validate import check_finite, require_columns
 
-    require_columns(frame, ["d", "r", "point", "x", "value"], f"learning-curve frame {name!r}")
-    check_finite(frame, ["x", "value"], f"learning-curve frame {name!r}")
+    what = f"learning-curve frame {name!r}"
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"{what}: expected a pandas DataFrame, got {type(frame).__name__}")
+    if len(frame) == 0:
+        raise ValueError(f"{what}: the frame has no rows; give one row per logged point of a curve")
+    require_columns(frame, ["d", "r", "point", "x", "value"], what)
+    check_finite(frame, ["d", "r", "point", "x", "value"], what)
+    task_labels = _check_labels(task_labels, "task_labels", what)
+    replicate_labels = _check_labels(replicate_labels, "replicate_labels", what)
+    _check_index(frame, "d", task_labels, "task", what)
+    _check_index(frame, "r", replicate_labels, "replicate", what)
+    pt = pd.to_numeric(frame["point"]).to_numpy(float)
+    bad = (pt < 0) | (pt != np.round(pt))
+    if bad.any():
+        raise ValueError(f"{what}: column 'point' has {int(bad.sum())} negative or fractional value(s) at rows "
+                         f"{_rows(frame.index[bad])}; 'point' is the 0-based position along the curve")
+    for keys in (["d", "r", "x"], ["d", "r", "point"]):
+        dup = frame.duplicated(subset=keys, keep=False).to_numpy()
+        if dup.any():
+            raise ValueError(f"{what}: {int(dup.sum())} rows share the same {keys} at rows {_rows(frame.index[dup])}; "
+                             "a curve has one value per point (duplicates would be counted twice). Remove or "
+                             "average them first")
+    for col, labels in (("task", task_labels), ("replicate", replicate_labels)):
+        if col in frame.columns:
+            code = frame["d" if col == "task" else "r"].to_numpy(float).astype(int)
+            want = np.asarray([str(labels[c]).strip() for c in code], dtype=object)
+            got = frame[col].astype(str).str.strip().to_numpy(dtype=object)
+            off = want != got
+            if off.any():
+                i = int(np.flatnonzero(off)[0])
+                raise ValueError(f"{what}: column {col!r} disagrees with the label list at {int(off.sum())} rows "
+                                 f"{_rows(frame.index[off])} (first: {got[i]!r}, but index {code[i]} is labelled "
+                                 f"{want[i]!r}); fix the labels or the index column")
     frame = frame.copy()
     R = len(replicate_labels)
-    frame["curve"] = frame["d"].astype(int) * R + frame["r"].astype(int)
-    return LCData(name, frame.reset_index(drop=True), tuple(task_labels), tuple(replicate_labels), kind)
+    frame["d"] = frame["d"].to_numpy(float).astype(int)
+    frame["r"] = frame["r"].to_numpy(float).astype(int)
+    frame["point"] = pt.astype(int)
+    frame["curve"] = frame["d"] * R + frame["r"]
+    return LCData(name, frame.reset_index(drop=True), task_labels, replicate_labels, kind)
 
 
 def _gene_expression(name: str):

@@ -24,6 +24,7 @@ compute    (none)       cumulative training FLOPs at that point (> 0), for the s
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import jax
 import numpy as np
@@ -32,7 +33,7 @@ import pandas as pd
 from jaxscale._pytree import pytree_dataclass, static_field
 from jaxscale.data import validate as V
 
-__all__ = ["Data", "from_frame", "DEFAULT_COLUMNS", "canonical_label", "curve_ids", "frame_kwargs"]
+__all__ = ["Data", "from_frame", "DEFAULT_COLUMNS", "canonical_label", "curve_ids", "frame_kwargs", "row_ids"]
 
 #: Default column name per role.
 DEFAULT_COLUMNS = {"task": "task", "instance": "instance", "x": "x", "target": "y"}
@@ -49,6 +50,9 @@ class Data:
       y: ``(n,)`` target (loss); NaN where unknown (query rows).
       descriptors: ``(n, k)`` numeric configuration descriptors (``k`` may be 0).
       compute: ``(n,)`` cumulative training FLOPs, or ``None``.
+      row_id: ``(n,)`` the frame's index label of every row (the line of the file for a frame
+        from :func:`jaxscale.data.read_table`; the position when the index is not integer), so
+        that errors raised after rows were selected still name the user's rows; or ``None``.
       task_labels, instance_labels: the category vocabularies (text).
       descriptor_names: the ``k`` descriptor column names.
       descriptor_levels: per descriptor, ``"task"`` (constant within each task), ``"instance"``
@@ -64,6 +68,7 @@ class Data:
     y: jax.Array
     descriptors: jax.Array
     compute: jax.Array | None = None
+    row_id: jax.Array | None = None
     task_labels: tuple = static_field(default=())
     instance_labels: tuple = static_field(default=())
     descriptor_names: tuple = static_field(default=())
@@ -127,6 +132,10 @@ def _codes(df: pd.DataFrame, col: str, vocab, what: str):
     if vocab is None:
         vocab = _vocabulary(s)
     vocab = tuple(vocab)
+    dup = sorted({lab for lab in vocab if list(vocab).count(lab) > 1})
+    if dup:
+        raise ValueError(f"{what}: the vocabulary of {col!r} has duplicate label(s) {dup[:5]}; labels must be "
+                         "unique (two codes with one label would merge or split curves)")
     index = {lab: i for i, lab in enumerate(vocab)}
     bad = ~labels.isin(list(index)).to_numpy()
     if bad.any():
@@ -205,6 +214,7 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
     if not x_is_log:
         V.check_positive(df, [x_col], what)
     x_raw = pd.to_numeric(df[x_col]).to_numpy(float)
+    _check_x_units(df, x_col, x_raw, x_is_log, what)
     x = x_raw if x_is_log else np.log(x_raw)
     if has_y:
         if require_target:
@@ -234,10 +244,19 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
     if compute_col is not None:
         V.check_positive(df, [compute_col], what)
         compute = pd.to_numeric(df[compute_col]).to_numpy(float)
+        if compute.max() < 1e9:
+            warnings.warn(f"{what}: column {compute_col!r} (cumulative training FLOPs) holds values up to "
+                          f"{compute.max():.3g}; a training run of fewer than 1e9 FLOPs is implausible: is it in "
+                          "PetaFLOPs or PF-days? Give FLOPs (1 PF-day = 8.64e19 FLOPs)", UserWarning, stacklevel=2)
     elif params_col is not None:
         V.check_positive(df, [params_col], what)
+        n_par = pd.to_numeric(df[params_col]).to_numpy(float)
+        if n_par.max() < 1e3:
+            warnings.warn(f"{what}: column {params_col!r} (parameter count N) holds values up to {n_par.max():.3g}; "
+                          "fewer than 1e3 parameters is implausible: are they in millions or billions? Give raw "
+                          "counts (e.g. 1.2e9, not 1.2)", UserWarning, stacklevel=2)
         steps = np.exp(x) if x_is_log else x_raw
-        compute = 6.0 * pd.to_numeric(df[params_col]).to_numpy(float) * float(tokens_per_step) * steps
+        compute = 6.0 * n_par * float(tokens_per_step) * steps
     columns = (("task", task_col), ("instance", instance_col), ("x", x_col))
     if y_col is not None:
         columns += (("target", y_col),)
@@ -246,9 +265,36 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
         columns += (("compute", compute_col),)
     if params_col is not None:
         columns += (("params", params_col),)
-    return Data(task, inst, x, y, desc, compute, tuple(task_labels), tuple(instance_labels), descriptor_cols,
-                tuple(descriptor_levels), bool(x_is_log),
-                None if tokens_per_step is None or params_col is None else float(tokens_per_step), columns)
+    return Data(task=task, instance=inst, x=x, y=y, descriptors=desc, compute=compute, row_id=row_ids(df),
+                task_labels=tuple(task_labels), instance_labels=tuple(instance_labels),
+                descriptor_names=descriptor_cols, descriptor_levels=tuple(descriptor_levels), x_is_log=bool(x_is_log),
+                tokens_per_step=None if tokens_per_step is None or params_col is None else float(tokens_per_step),
+                columns=columns)
+
+
+def row_ids(df: pd.DataFrame) -> np.ndarray:
+    """The frame's index labels as ``int64`` (file lines for :func:`jaxscale.data.read_table` frames);
+    positions when the index is not integer."""
+    idx = df.index
+    if pd.api.types.is_integer_dtype(idx):
+        return np.asarray(idx, np.int64)
+    return np.arange(len(df), dtype=np.int64)
+
+
+def _check_x_units(df, x_col: str, x_raw: np.ndarray, x_is_log: bool, what: str) -> None:
+    """Refuse ``ln(step)`` values that cannot be logs; warn when steps look like logs already."""
+    if x_is_log:
+        big = x_raw > 50.0
+        if big.any():
+            raise ValueError(f"{what}: column {x_col!r} is read as ln(step) (x_is_log) but holds values up to "
+                             f"{x_raw.max():.6g} at rows {_rows(df.index[big])}: ln(step) > 50 means more than 5e21 "
+                             "steps. These look like steps: drop x_is_log (CLI --x-is-log)")
+        return
+    integral = np.mean(x_raw == np.round(x_raw))
+    if x_raw.max() < 25.0 and integral < 0.5:
+        warnings.warn(f"{what}: column {x_col!r} holds values up to {x_raw.max():.4g}, mostly not integers: it looks "
+                      "like ln(step) already, and the models take ln of this column. If so pass x_is_log=True "
+                      "(CLI --x-is-log); fractional epochs are fine as they are", UserWarning, stacklevel=3)
 
 
 def frame_kwargs(columns: tuple) -> dict:

@@ -34,6 +34,8 @@ class HeldoutPrediction(NamedTuple):
     cov: np.ndarray  # (M, M) or (S, M, M)
     fit_seconds: float
     warm: object = None
+    noise_var: np.ndarray | None = None  # (S, M) observation noise variance per restart
+    convergence: dict | None = None  # the optimiser's report (see learning_curves.diagnostics)
 
 
 def split_heldout(split: str) -> tuple:
@@ -86,22 +88,32 @@ def predict_heldout(key, dataset: str, held_labels, model: str = "magp", restart
 
     from jaxscale.learning_curves.models import fit_model, predict_joint
 
+    from jaxscale.learning_curves.diagnostics import warn_report
+    from jaxscale.learning_curves.pipeline import problem_fit_report
+
     problem = heldout_problem(dataset, held_labels, "psl", leaky=leaky)
     k_fit, k_pred = jax.random.split(key)
     fit = fit_model(k_fit, problem, model, restarts=restarts, steps=steps)
+    report = problem_fit_report(fit)
+    warn_report(report)
     pred = predict_joint(k_pred, fit, problem, n_h=n_h)
     labels, P = frame_labels(problem.data.frame.loc[problem.split.test])
     mean = np.asarray(pred.mean, dtype=np.float64)
     cov = np.asarray(pred.cov, dtype=np.float64)
-    return HeldoutPrediction(labels, mean.reshape(mean.shape[0], len(labels), P), mean, cov, fit.fit_seconds)
+    return HeldoutPrediction(labels, mean.reshape(mean.shape[0], len(labels), P), mean, cov, fit.fit_seconds,
+                             noise_var=np.asarray(pred.noise_var, np.float64), convergence=report)
 
 
 def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, model: str = "magp", restarts: int = 10,
                 steps: int = 2000, leaky: bool = False, rule: str = "interp", n_samples: int = 1000,
-                tokens_per_step: float | None = None, level: float = 0.9) -> dict:
+                tokens_per_step: float | None = None, level: float = 0.9, details: bool = False):
     """The paper's probabilistic law on a bundled nanoGPT grid: fit on the split's training curves,
     draw ``n_samples`` joint samples of the held-out curves, one law per draw and one per restart's
-    mean, AbC against the law of the true curves. ``rule="both"`` adds the nearest-C rule."""
+    mean, AbC against the law of the true curves. ``rule="both"`` adds the nearest-C rule.
+
+    The dict carries the optimiser's ``converged`` / ``convergence``. With ``details=True`` the
+    return value is ``(dict, HeldoutDetails)``: truth, restart-mixture prediction and naive
+    baselines of the held-out points (:func:`.pipeline.heldout_details` for bundled problems)."""
     import time
 
     import jax
@@ -119,7 +131,8 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
     k_fit, k_draw = jax.random.split(key)
     pred = predict_heldout(k_fit, dataset, held, model=model, restarts=restarts, steps=steps, leaky=leaky)
     out = {"dataset": dataset, "split": split, "model": model, "rule": rule, "leaky": leaky,
-           "restarts": restarts, "steps": steps, "fit_seconds": pred.fit_seconds}
+           "restarts": restarts, "steps": steps, "fit_seconds": pred.fit_seconds,
+           "converged": pred.convergence["converged"], "convergence": pred.convergence}
     t0 = time.perf_counter()
     for r in ([rule] if rule != "both" else ["interp", "nearest"]):
         problem = make_problem(labels, L, C, pred.held_labels, rule=r)
@@ -134,4 +147,16 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
         else:
             out[r] = block
     out["psl_seconds"] = time.perf_counter() - t0
-    return out
+    if not details:
+        return out
+    from jaxscale.learning_curves.baselines import last_point_mask, problem_baselines
+    from jaxscale.learning_curves.core import prediction_from_joint
+    from jaxscale.learning_curves.magp_predict import JointPrediction
+    from jaxscale.learning_curves.pipeline import HeldoutDetails
+
+    problem = heldout_problem(dataset, held, "psl", leaky=leaky)
+    prediction = prediction_from_joint(JointPrediction(pred.mean, pred.cov, pred.noise_var), level=level)
+    preds, info = problem_baselines(problem)
+    te = problem.test
+    return out, HeldoutDetails(np.asarray(problem.y_test, float), prediction, preds, info,
+                               last_point_mask(te.d, te.r, te.x))

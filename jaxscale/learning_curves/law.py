@@ -23,13 +23,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscale._log import get_logger
-from jaxscale.learning_curves.core import Spec, fit, predict_restarts, prediction_from_joint
+from jaxscale.learning_curves.baselines import data_baselines
+from jaxscale.learning_curves.core import (
+    Spec,
+    _ids,
+    extrapolation,
+    extrapolation_summary,
+    fit,
+    fit_report,
+    predict_restarts,
+    prediction_from_joint,
+    warn_extrapolation_of,
+)
 from jaxscale.learning_curves.frame import Data, curve_ids
 from jaxscale.learning_curves.frontier import compute_grid, law_from_loss, make_plan
 from jaxscale.learning_curves.psl import cholesky_with_jitter
 from jaxscale.metrics import abc_loglinear
 
-__all__ = ["CurveTable", "curve_table", "default_grid", "table_law", "law_stats"]
+__all__ = ["CurveTable", "curve_table", "default_grid", "table_law", "law_stats", "check_law_data"]
 
 log = get_logger(__name__)
 
@@ -89,6 +100,23 @@ def default_grid(table: CurveTable, n: int = 100) -> np.ndarray:
     return compute_grid(lo, hi, n)
 
 
+def check_law_data(data: Data, table: CurveTable, rows=None) -> None:
+    """The law ``ln L = b1 ln C + b0`` needs at least 2 curves and a loss > 0 on every row that
+    carries one (``rows``: the rows to check, default all)."""
+    if len(table.curve) < 2:
+        lab = table.labels[0] if table.labels else ()
+        raise ValueError(f"the scaling law needs at least 2 curves (runs of different size); the table has "
+                         f"{len(table.curve)} curve {lab}: underdetermined. Add runs of other sizes")
+    y = np.asarray(data.y, float)
+    m = np.ones(len(y), bool) if rows is None else np.asarray(rows, bool)
+    bad = m & np.isfinite(y) & (y <= 0)
+    if bad.any():
+        col = dict(data.columns).get("target", "y")
+        raise ValueError(f"the scaling law takes ln of the loss, but column {col!r} has {int(bad.sum())} value(s) "
+                         f"<= 0 at rows {_ids(data, bad)}; the loss must be > 0 (a metric that can be 0 or "
+                         "negative is not a loss)")
+
+
 def law_stats(a, level: float = 0.9) -> dict:
     """``{mean, std, lo, hi}`` of draws (central ``level`` band)."""
     a = np.asarray(a, float).ravel()
@@ -136,6 +164,7 @@ def table_law(key, data: Data, held, spec: Spec = Spec(), *, n_samples: int = 10
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     table = curve_table(data)
+    check_law_data(data, table)
     g = default_grid(table, grid_size) if grid is None else np.asarray(grid, float)
     plan = make_plan(table.compute, grid=g, rule=rule)
     truth = np.asarray(data.y, float)
@@ -144,6 +173,8 @@ def table_law(key, data: Data, held, spec: Spec = Spec(), *, n_samples: int = 10
     t0 = time.perf_counter()
     fitted = fit(k_fit, data.rows(~held), spec)
     joint = predict_restarts(fitted, data.rows(held))
+    dist = extrapolation(fitted, data.rows(held))
+    warn_extrapolation_of(fitted, data.rows(held), dist, what=f"{spec.model} (held-out rows of the law)")
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     chol = cholesky_with_jitter(joint.cov, what="held-out joint predictive")
@@ -167,7 +198,9 @@ def table_law(key, data: Data, held, spec: Spec = Spec(), *, n_samples: int = 10
            "grid": {"min": float(g[0]), "max": float(g[-1]), "size": int(len(g)), "default": grid is None},
            "b1": law_stats(b1, level), "b0": law_stats(b0, level),
            "restart_means": {"b1": law_stats(law_r.b1, level), "b0": law_stats(law_r.b0, level)},
-           "n_padded_points": table.n_padded, "n_floored_values": int(n_bad)}
+           "n_padded_points": table.n_padded, "n_floored_values": int(n_bad),
+           "converged": None, "convergence": fit_report(fitted), "extrapolation": extrapolation_summary(dist)}
+    out["converged"] = out["convergence"]["converged"]
     if table.n_padded:
         log.warning("curves have different numbers of points: %d padded entries repeat a curve's last point "
                     "(a flat extension over a relative 1e-9 of compute)", table.n_padded)
@@ -184,9 +217,18 @@ def table_law(key, data: Data, held, spec: Spec = Spec(), *, n_samples: int = 10
         out["gt_in_band_b1"] = bool(out["b1"]["lo"] <= float(gt.b1) <= out["b1"]["hi"])
         out["gt_in_band_b0"] = bool(out["b0"]["lo"] <= float(gt.b0) <= out["b0"]["hi"])
         out["abc_range"] = {"ln_c_min": u0, "ln_c_max": u1}
+        preds, info = data_baselines(data.rows(~held), data.rows(held), full=data)
+        laws = {}
+        for name, b in preds.items():
+            rows_b = truth0.at[held_pos].set(jnp.maximum(jnp.asarray(b), floor))
+            lb = law_from_loss(plan, rows_b[index])
+            laws[name] = {"b1": float(lb.b1), "b0": float(lb.b0),
+                          "abc": float(abc_loglinear(lb.b1, lb.b0, gt.b1, gt.b0, u0, u1))}
+        out["baseline_laws"] = {**laws, "size": info["size"],
+                                "note": "the law of the curves with the held-out rows filled by each baseline"}
     else:
         reason = "held-out rows carry no true loss, so there is no ground-truth law to compare with"
         out.update(gt=None, gt_reason=reason, abc=None, abc_reason=reason)
     out["fit_seconds"] = fit_s
     out["law_seconds"] = time.perf_counter() - t0
-    return fitted, prediction_from_joint(joint, level=level), out
+    return fitted, prediction_from_joint(joint, level=level)._replace(extrapolation=jnp.asarray(dist)), out

@@ -157,10 +157,11 @@ def _fit_many(keys, xgrid, pts, n_tasks, q, steps, learning_rate, n_mc):
         keys, xgrid, pts, n_tasks, q, steps, learning_rate, n_mc)
 
 
-def report_fit_health(loss, params, jitter, what: str = "MaGP") -> np.ndarray:
+def report_fit_health(loss, params, jitter, what: str = "MaGP", history=None) -> np.ndarray:
     """Host-side checks after a compiled fit: warn naming NaN restarts and escalated jitters.
 
-    Returns the boolean mask of usable (finite) restarts.
+    ``history`` (``(R, steps)`` per-step losses, optional) lets the error name the first Adam step
+    that went non-finite. Returns the boolean mask of usable (finite) restarts.
     """
     loss = np.asarray(loss)
     leaves = [np.asarray(l).reshape(loss.shape[0], -1) for l in jax.tree_util.tree_leaves(params)]
@@ -168,8 +169,15 @@ def report_fit_health(loss, params, jitter, what: str = "MaGP") -> np.ndarray:
     if not ok.all():
         bad = np.flatnonzero(~ok).tolist()
         if not ok.any():
-            raise ValueError(f"{what}: every restart went non-finite (ids {bad}); lower the learning "
-                             "rate or check the data for constant/duplicated curves")
+            from jaxscale.learning_curves.diagnostics import first_nonfinite_step
+
+            step = first_nonfinite_step(history)
+            at = "" if step is None else f" (first non-finite loss at Adam step {step})"
+            snap = {k: float(np.asarray(v).reshape(loss.shape[0], -1)[0, 0])
+                    for k, v in zip(getattr(params, "_fields", ()), params) if np.ndim(v) >= 1}
+            raise ValueError(f"{what}: every restart went non-finite (restart ids {bad}){at}; parameters of "
+                             f"restart {bad[0]} (first entries): {snap}. Lower the learning rate (--lr) or check "
+                             "the data for constant or duplicated curves")
         warnings.warn(f"{what}: restart(s) {bad} went non-finite and are excluded from the "
                       f"mean over restarts ({int(ok.sum())} of {ok.size} kept)", RuntimeWarning, stacklevel=3)
     jitter = np.asarray(jitter)
@@ -192,7 +200,7 @@ def fit_magp(key, xgrid, train: Points, n_tasks: int, *, restarts: int = 10, ste
         raise ValueError(f"train.y must be a vector of >= 2 points, got shape {train.y.shape}")
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(restarts))
     x, final, hist, jit = _fit_many(keys, xgrid, train, n_tasks, q, steps, learning_rate, n_mc)
-    ok = report_fit_health(final, x, jit)
+    ok = report_fit_health(final, x, jit, history=hist)
     return MaGPFit(x, final, hist, jit, ok, np.arange(restarts))
 
 

@@ -190,7 +190,7 @@ def fit_magp_desc(key, xgrid, train: Points, tables: DescTables, *, restarts: in
     observed = np.bincount(np.asarray(train.d)[w > 0], minlength=D) > 0
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(restarts))
     x, final, hist, jit = _fit_many(keys, tables, xgrid, train, q, steps, learning_rate, n_mc)
-    ok = report_fit_health(final, x, jit, "MaGP-desc")
+    ok = report_fit_health(final, x, jit, "MaGP-desc", history=hist)
     return DescFit(x, final, hist, jit, ok, np.arange(restarts), tables, observed)
 
 

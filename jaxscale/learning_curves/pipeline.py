@@ -11,18 +11,33 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from jaxscale._log import get_logger
-from jaxscale.learning_curves.core import Spec, fit, predict_restarts, prediction_from_joint
+from jaxscale.learning_curves.baselines import data_baselines, last_point_mask, problem_baselines
+from jaxscale.learning_curves.core import (
+    Spec,
+    _numeric_labels,
+    extrapolation,
+    extrapolation_distance,
+    extrapolation_summary,
+    fit,
+    fit_report,
+    predict_restarts,
+    prediction_from_joint,
+    warn_extrapolation_of,
+)
+from jaxscale.learning_curves.diagnostics import adam_report, lbfgs_report, warn_report
 from jaxscale.learning_curves.evaluate import evaluate_prediction, heldout_metrics
 from jaxscale.learning_curves.frame import Data, curve_ids
 from jaxscale.learning_curves.models import fit_model, predict_joint
 from jaxscale.learning_curves.problem import LCProblem, make_problem
 
-__all__ = ["evaluate_model", "evaluate_holdout", "MODEL_CHOICES"]
+__all__ = ["evaluate_model", "evaluate_holdout", "heldout_details", "HeldoutDetails", "MODEL_CHOICES",
+           "problem_fit_report", "problem_extrapolation"]
 
 log = get_logger(__name__)
 MODEL_CHOICES = ("magp", "dhgp", "magp_desc", "bnn", "bnn_orig")
@@ -42,6 +57,62 @@ def _fit_predict(key, problem: LCProblem, model: str, restarts: int, steps: int,
     return fit_, pred, fit_.fit_seconds, time.perf_counter() - t0
 
 
+class HeldoutDetails(NamedTuple):
+    """What a held-out report scores: the truth, the model's prediction and the naive baselines.
+
+    Attributes:
+      y: ``(M,)`` true values of the held-out rows.
+      prediction: the model's :class:`jaxscale.Prediction` of those rows (restart mixture).
+      baselines: ``name -> (M,)`` point predictions of the baselines (:mod:`.baselines`).
+      info: how the baselines measured size, and their fallback counts.
+      last: ``(M,)`` the final held-out point of every held-out curve.
+    """
+
+    y: np.ndarray
+    prediction: object
+    baselines: dict
+    info: dict
+    last: np.ndarray
+
+
+def heldout_details(data: Data, held, prediction) -> HeldoutDetails:
+    """The baselines of the held-out rows of your own table, beside the model's ``prediction``."""
+    held = np.asarray(held, bool)
+    train, test = data.rows(~held), data.rows(held)
+    preds, info = data_baselines(train, test, full=data)
+    return HeldoutDetails(np.asarray(test.y, float), prediction, preds, info,
+                          last_point_mask(test.task, test.instance, test.x))
+
+
+def _conv_block(report: dict) -> dict:
+    return {"converged": report["converged"], "convergence": report}
+
+
+def problem_fit_report(fit_) -> dict:
+    """``{converged, reason, ...}`` of a bundled fit (:class:`~.models.LCFit`): Adam, L-BFGS or NUTS."""
+    res = fit_.result
+    if fit_.model in ("magp", "magp_desc"):
+        return adam_report(res.history, res.ok, int(np.shape(res.history)[1]), fit_.model)
+    if fit_.model == "dhgp":
+        return lbfgs_report(res.converged, res.ok, 1000, "dhgp")
+    diag = getattr(res, "diagnostics", None) or {}
+    return {k: v for k, v in diag.items() if k != "warnings"} or {"converged": None, "reason": "not measured"}
+
+
+def problem_extrapolation(problem: LCProblem, model: str) -> np.ndarray:
+    """``(M,)`` distance of the held-out points of a bundled problem outside its training data
+    (as :func:`.core.extrapolation`; ``magp_desc`` reads the ln sizes of the nanoGPT tables)."""
+    tr, te = problem.train, problem.test
+    f = problem.data.frame
+    desc_tr = desc_q = None
+    if model == "magp_desc" and {"n_embd", "n_layer"} <= set(f.columns):
+        sizes = np.log(f[["n_embd", "n_layer"]].to_numpy(float))
+        desc_tr, desc_q = sizes[problem.split.train], sizes[problem.split.test]
+    return extrapolation_distance((tr.x, tr.d, tr.r), (te.x, te.d, te.r), model, n_inst=problem.n_reps,
+                                  instance_sizes=_numeric_labels(problem.data.replicate_labels),
+                                  desc_train=desc_tr, desc_query=desc_q, has_task_descriptor=desc_tr is not None)
+
+
 def _metric_block(ev: dict) -> dict:
     return {**ev["summary"], **ev["coverage"], "per_restart_rmse_full": ev["per_restart"]["rmse"]["full"]}
 
@@ -49,7 +120,7 @@ def _metric_block(ev: dict) -> dict:
 def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "magp", *,
                    restarts: int = 10, steps: int = 2000, learning_rate: float = 1e-2, leaky: bool = False,
                    holdout=None, plot: str | Path | None = None, nuts_warmup: int = 300,
-                   nuts_samples: int = 300, pad_to: int | None = None) -> dict:
+                   nuts_samples: int = 300, pad_to: int | None = None, details: bool = False):
     """Fit ``model`` on ``split`` of a bundled ``dataset``, predict the held-out curves, return metrics.
 
     ``dataset`` is a bundled name or an ``LCData``; ``split`` a split name or a ``Split`` (row masks).
@@ -60,6 +131,12 @@ def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "mag
     (NUTS with ``nuts_warmup`` / ``nuts_samples`` per chain; chains = ``restarts``). ``holdout``: the
     index held out by the ``leave_embd`` / ``leave_layer`` splits. ``pad_to``: pad the GP training
     set with inert points (shares compiled programs; see ``problem.pad_points``).
+
+    The dict also carries the optimiser's ``converged`` and ``convergence`` (Adam / L-BFGS /
+    NUTS diagnostics, warned when they fail) and ``extrapolation`` (how far the held-out points lie
+    outside the training data, :func:`problem_extrapolation`; warned once). With ``details=True``
+    the return value is ``(dict, HeldoutDetails)``: the truth, the restart-mixture prediction and
+    the naive baselines of the held-out points, for a baseline comparison.
     """
     if model not in MODEL_CHOICES:
         raise ValueError(f"--model {model!r} is not one of {MODEL_CHOICES}")
@@ -72,6 +149,10 @@ def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "mag
     fit_, pred, fit_s, pred_s = _fit_predict(key, problem, model, restarts, steps, learning_rate,
                                              nuts_warmup, nuts_samples, pad_to)
     ev = evaluate_prediction(problem, pred)
+    report = problem_fit_report(fit_)
+    if model in ("magp", "magp_desc", "dhgp"):
+        warn_report(report)
+    dist = problem_extrapolation(problem, model)
     ok = np.asarray(fit_.result.ok)
     out = {
         "dataset": name, "split": problem.split.name, "model": model, "leaky": leaky,
@@ -80,16 +161,34 @@ def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "mag
         "steps": int(steps) if model in ("magp", "magp_desc") else None,
         "n_train": int(problem.train.x.shape[0]), "n_test": int(problem.test.x.shape[0]),
         "n_heldout_curves": int(len(np.unique(np.asarray(problem.test.c)))),
-        **_metric_block(ev),
+        **_metric_block(ev), **_conv_block(report), "extrapolation": extrapolation_summary(dist),
         "fit_seconds": float(fit_s), "predict_seconds": float(pred_s),
     }
+    if np.any(dist > 0):
+        from jaxscale.infer.prediction import warn_extrapolation
+
+        from jaxscale.learning_curves.core import EXTRAPOLATION_UNIT
+
+        inf = np.isinf(dist)
+        what = f"{model} on {name} / {problem.split.name}"
+        if inf.any():
+            tasks = sorted({problem.data.task_labels[int(t)] for t in np.asarray(problem.test.d)[inf]})
+            what += (f" ({int(inf.sum())} held-out point(s) of task(s) {tasks[:5]} with no training run: predicted "
+                     "from the prior, distance inf)")
+        warn_extrapolation(what, dist, EXTRAPOLATION_UNIT, stacklevel=2)
     if out["steps"] is None:
         out["steps_reason"] = f"{model} is not fitted by Adam steps"
     if plot:
         from jaxscale.learning_curves.plot import plot_heldout
 
         out["plot"] = str(plot_heldout(problem, pred, plot, title=f"{model} on {name} / {problem.split.name}"))
-    return out
+    if not details:
+        return out
+    prediction = prediction_from_joint(pred, level=0.9)._replace(extrapolation=dist)
+    preds, info = problem_baselines(problem)
+    te = problem.test
+    return out, HeldoutDetails(np.asarray(problem.y_test, float), prediction, preds, info,
+                               last_point_mask(te.d, te.r, te.x))
 
 
 def evaluate_holdout(key, data: Data, held, spec: Spec = Spec(), *, level: float = 0.9):
@@ -103,7 +202,10 @@ def evaluate_holdout(key, data: Data, held, spec: Spec = Spec(), *, level: float
       level: interval level of the returned :class:`jaxscale.Prediction`.
 
     Returns:
-      ``(fit, prediction of the held-out rows, metrics dict)``.
+      ``(fit, prediction of the held-out rows, metrics dict)``; the prediction carries
+      ``extrapolation`` (warned once when a row lies outside the training data) and the dict the
+      optimiser's ``converged`` / ``convergence`` and an ``extrapolation`` summary. Score the
+      naive baselines beside it with :func:`heldout_details`.
     """
     held = np.asarray(held, bool)
     if held.shape != (len(data),):
@@ -121,7 +223,9 @@ def evaluate_holdout(key, data: Data, held, spec: Spec = Spec(), *, level: float
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     joint = jax.block_until_ready(predict_restarts(fitted, test))
-    pred = prediction_from_joint(joint, level=level)
+    dist = extrapolation(fitted, test)
+    warn_extrapolation_of(fitted, test, dist, what=f"{spec.model} (held-out rows)")
+    pred = prediction_from_joint(joint, level=level)._replace(extrapolation=dist)
     pred_s = time.perf_counter() - t0
     curve = curve_ids(test)
     ev = heldout_metrics(y, joint, curve, np.asarray(test.x))
@@ -134,7 +238,7 @@ def evaluate_holdout(key, data: Data, held, spec: Spec = Spec(), *, level: float
         "n_train": int((~held).sum()), "n_test": int(held.sum()),
         "n_heldout_curves": int(len(np.unique(curve))),
         "n_heldout_tasks_without_training_rows": int(len(set(np.asarray(test.task).tolist()) - train_tasks)),
-        **_metric_block(ev),
+        **_metric_block(ev), **_conv_block(fit_report(fitted)), "extrapolation": extrapolation_summary(dist),
         "fit_seconds": float(fit_s), "predict_seconds": float(pred_s),
     }
     if out["steps"] is None:

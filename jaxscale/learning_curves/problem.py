@@ -74,6 +74,23 @@ def points_from_frame(frame, xgrid: np.ndarray, scaler: Scaler, n_reps: int) -> 
                   jnp.asarray(d * n_reps + r), jnp.asarray(y))
 
 
+def _check_not_constant(data: LCData, train: np.ndarray) -> None:
+    """Refuse training values that are constant overall or within a task (zero z-score scale)."""
+    f = data.frame.loc[np.asarray(train, bool)]
+    v = f["value"].to_numpy(float)
+    if np.ptp(v) == 0:
+        raise ValueError(f"{data.name}: column 'value' is constant ({v[0]:.6g}) on all {len(v)} training rows; there "
+                         "is no curve to learn")
+    spread = f.groupby("d")["value"].agg(["size", np.ptp])
+    flat = spread[(spread["size"] >= 2) & (spread["ptp"] == 0)]
+    if len(flat):
+        d = int(flat.index[0])
+        rows = f.index[f["d"].to_numpy() == d][:5].tolist()
+        raise ValueError(f"{data.name}: column 'value' is constant within task {data.task_labels[d]!r} on its "
+                         f"{int(flat['size'].iloc[0])} training rows (rows {rows}); its per-task scale is zero. Drop "
+                         "that task or check the values")
+
+
 def make_problem(data: LCData | str, split: Split | str, *, leaky: bool = False, holdout=None) -> LCProblem:
     """Assemble a problem. ``data`` may be a dataset name, ``split`` a split name.
 
@@ -89,6 +106,7 @@ def make_problem(data: LCData | str, split: Split | str, *, leaky: bool = False,
         raise ValueError(f"split {split.name!r} has {int(split.train.sum())} training and "
                          f"{int(split.test.sum())} held-out rows; both must be non-empty")
     D, R = len(data.task_labels), len(data.replicate_labels)
+    _check_not_constant(data, split.train)
     rows = np.ones(len(f), bool) if leaky else split.train
     scaler = task_scaler(f["d"].to_numpy(int), f["value"].to_numpy(float), D, rows)
     xgrid = np.unique(f["x"].to_numpy(dtype=float))

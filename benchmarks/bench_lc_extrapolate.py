@@ -1,0 +1,88 @@
+"""Runs in progress: the Bayesian saturating power law against scipy least squares per curve.
+
+Cases: the bundled nanoGPT-large curves cut at 10 / 25 / 50 % of their last step (the early part
+is every point at step <= that fraction of the curve's last step; the rest is predicted), and the
+multilingual few-shot split ``extrapolate9`` (last 9 of 20 points of the last task's curves;
+``--multilingual`` picks the datasets). Reported per case: RMSLE, MAE and 90 % coverage on the
+predicted points, NUTS diagnostics, seconds.
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lc_extrapolate.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxscale.config import enable_x64  # noqa: E402
+
+
+def nanogpt_cut(fraction: float):
+    from jaxscale.learning_curves import load_lc
+    from jaxscale.learning_curves.extrapolate import TailData, cut_curves
+
+    f = load_lc("nanogpt_large").frame
+    x = np.exp(f["x"].to_numpy())  # the table holds ln(step)
+    code = f["curve"].to_numpy()
+    labels = tuple(np.unique(code))
+    code = np.searchsorted(labels, code)
+    return TailData(code, x, f["value"].to_numpy(float), cut_curves(code, x, fraction), labels, np.arange(len(f)))
+
+
+def multilingual(name: str):
+    from jaxscale.learning_curves import load_lc, make_split
+    from jaxscale.learning_curves.extrapolate import TailData
+
+    d = load_lc(name)
+    f = d.frame
+    s = make_split(d, "extrapolate9")
+    x = np.exp(f["x"].to_numpy())  # ln(time) in the table
+    code = f["curve"].to_numpy()
+    labels = tuple(np.unique(code))
+    code = np.searchsorted(labels, code)
+    return TailData(code, x, f["value"].to_numpy(float), ~s.test, labels, np.arange(len(f)))
+
+
+def main(argv=None):
+    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cuts", default="0.1,0.25,0.5")
+    p.add_argument("--multilingual", default="multilingual_same_source_en")
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--samples", type=int, default=500)
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_lc_extrapolate.json"))
+    args = p.parse_args(argv)
+    enable_x64()
+    spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains)
+    cases = [(f"nanogpt_large cut {float(c):.0%}", lambda c=float(c): nanogpt_cut(c)) for c in args.cuts.split(",")]
+    cases += [(f"{m} extrapolate9", lambda m=m: multilingual(m)) for m in args.multilingual.split(",") if m]
+    path = Path(args.out)
+    rows = json.loads(path.read_text()) if path.exists() else {}
+    for name, make in cases:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            t0 = time.perf_counter()
+            fit, _, rep = evaluate_tail(jax.random.key(args.seed), make(), spec)
+        rep["seconds"] = time.perf_counter() - t0
+        rep["warnings"] = sorted({str(x.message)[:200] for x in w})
+        rep["spec"] = spec._asdict()
+        rows[name] = rep
+        print(name, json.dumps({k: rep[k] for k in ("bayes", "scipy_power_law", "converged")}), flush=True)
+        path.write_text(json.dumps(rows, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

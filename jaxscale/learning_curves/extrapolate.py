@@ -1,0 +1,426 @@
+r"""Runs in progress: predict the rest of each learning curve from its early part.
+
+Every curve ``k`` follows a saturating power law in its training progress ``x`` (the step),
+
+.. math:: L_k(x) = E_k + A_k\,x^{-\alpha_k},
+
+fitted **per curve** on its training rows (the early part) and predicted on the others (the
+tail), with a central interval. Two fits on the same rows, in the same run:
+
+* :func:`extrapolate` (the model): Bayesian, by NUTS (numpyro) over **all curves in one
+  vectorised program** (a plate over the runs in progress: the curves with tail rows; finished
+  curves are not fitted). Each curve is written in its own units,
+  ``t = x / x_k`` (``x_k``: its last training step) and ``L / y_k`` (``y_k``: its last training
+  value), so that the law is ``c_k (e^{g_k} + (1 - e^{g_k}) t^{-\alpha_k})``: ``c_k`` the value at
+  the last training step (prior ``N(1, 0.2)``), ``e^{g_k} c_k = E_k`` the asymptote (``g_k < 0``: a
+  falling loss, ``g_k > 0``: a rising score; prior ``N(0, 1.5)``), ``\ln \alpha_k \sim N(\ln 0.5, 1)``.
+  The log noise scale ``\ln \sigma_k`` is partially pooled across curves (a normal hierarchy with
+  learnt mean and spread): the law of each curve is its own, its noise level borrows from the
+  others. (Pooling the exponents and asymptotes too shrank them towards each other and made the
+  intervals too narrow on curves that follow the law exactly.) The noise is
+  Student-t (4 degrees of freedom) on ``\ln L``, so single warm-up points that no power law
+  follows do not drag the fit; a systematic misfit of the early part (e.g. the plateau of a loss at
+  ``ln(vocabulary)`` before it starts to fall) is absorbed by ``\sigma_k`` and widens the interval. Posterior predictive draws give the point prediction (their median) and
+  the central ``level`` interval. Diagnostics (R-hat, ESS per chain, divergences, chains) are
+  computed by :func:`jaxscale.infer.run_nuts` and warned.
+* :func:`powerlaw_lstsq` (the usual practice, the baseline): ``scipy.optimize.curve_fit`` of the
+  same law on each curve's training rows, least squares on ``L``, ``E >= 0``, ``0 < alpha <= 5``,
+  no interval. A curve where it fails keeps its last training value (counted).
+
+Scores on the held-out rows (:func:`score_tail`): RMSLE (root mean squared error of ``ln L``),
+MAE and the coverage of the interval.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from jaxscale.data import validate as V
+from jaxscale.infer.prediction import Prediction, check_level
+
+__all__ = ["ExtrapolateSpec", "TailData", "TailFit", "tail_from_frame", "extrapolate", "powerlaw_lstsq", "score_tail",
+           "evaluate_tail", "cut_curves", "MIN_TRAIN_POINTS"]
+
+#: Training points a curve needs: the law has 3 parameters, plus one.
+MIN_TRAIN_POINTS = 4
+
+
+class ExtrapolateSpec(NamedTuple):
+    """How to sample (every field has a default; the CLI reads its defaults from here).
+
+    Attributes:
+      warmup: NUTS warm-up steps per chain.
+      samples: NUTS draws per chain.
+      chains: chains, vectorised in one program.
+      target_accept: NUTS target acceptance probability.
+      nu: degrees of freedom of the Student-t noise on ``ln L``.
+      level: central interval level of the prediction.
+    """
+
+    warmup: int = 500
+    samples: int = 500
+    chains: int = 4
+    target_accept: float = 0.9
+    nu: float = 4.0
+    level: float = 0.9
+
+
+class TailData(NamedTuple):
+    """Learning-curve points split into the early (training) part and the tail.
+
+    Attributes:
+      curve: ``(n,)`` curve code (index into ``labels``).
+      x: ``(n,)`` step (> 0).
+      y: ``(n,)`` loss (> 0); NaN where unknown (tail rows to predict only).
+      train: ``(n,)`` bool, the rows the laws are fitted on.
+      labels: the curve labels.
+      row_id: ``(n,)`` the frame's index labels (file lines for ``read_table`` frames).
+      columns: ``(role, column name)`` pairs.
+    """
+
+    curve: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    train: np.ndarray
+    labels: tuple
+    row_id: np.ndarray
+    columns: tuple = ()
+
+
+class TailFit(NamedTuple):
+    """Result of :func:`extrapolate`: the prediction of the tail rows, the posterior of the
+    per-curve parameters (original units) and the sampler's diagnostics."""
+
+    prediction: Prediction
+    rows: np.ndarray  # (m,) the predicted (tail) rows, positions in the data
+    curves: np.ndarray  # (K,) codes of the fitted curves (those with tail rows)
+    E: np.ndarray  # (S, K) asymptote per draw and fitted curve
+    A: np.ndarray  # (S, K)
+    alpha: np.ndarray  # (S, K)
+    diagnostics: dict
+
+
+def _rows(ids) -> str:
+    ids = list(ids)
+    more = f" (+{len(ids) - 5} more)" if len(ids) > 5 else ""
+    return "[" + ", ".join(str(i) for i in ids[:5]) + "]" + more
+
+
+def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, train_col: str | None = None,
+                    cutoff: float | None = None, x_is_log: bool = False) -> TailData:
+    """Validate a long table (one row per logged point) and mark the early part of every curve.
+
+    Args:
+      df: the table (index = file lines with :func:`jaxscale.data.read_table`).
+      curve_col: the run / curve id column (any values).
+      x_col: training progress: the step (> 0), or ``ln(step)`` with ``x_is_log``.
+      y_col: the loss (> 0); missing values are allowed on tail rows (predicted, not scored).
+      train_col: a column of booleans (or 0/1): rows the laws are fitted on.
+      cutoff: instead of ``train_col``: the rows with step ``<= cutoff`` are the early part.
+      x_is_log: the x column holds ``ln(step)``.
+
+    Raises:
+      ValueError: naming the column, the count, the rows and the fix: missing columns, an empty
+        table, non-finite or non-positive steps, losses ``<= 0`` or missing on training rows, two
+        rows of a curve at the same step, a train flag that is not boolean, neither or both of
+        ``train_col`` / ``cutoff``, a curve with fewer than :data:`MIN_TRAIN_POINTS` training points,
+        a curve whose training part is constant, no tail row at all.
+    """
+    what = "learning-curve table"
+    if len(df) == 0:
+        raise ValueError(f"{what}: the table has no rows; give one row per logged point of a run")
+    if (train_col is None) == (cutoff is None):
+        raise ValueError("give the early part of the curves either as a column of booleans (--train-col) or as a step "
+                         "cutoff (--cutoff), exactly one of them")
+    V.require_columns(df, [curve_col, x_col, y_col] + ([train_col] if train_col else []), what)
+    V.check_finite(df, [x_col], what)
+    if not x_is_log:
+        V.check_positive(df, [x_col], what)
+    x = pd.to_numeric(df[x_col]).to_numpy(float)
+    x = np.exp(x) if x_is_log else x
+    V.check_numeric(df, [y_col], what)
+    y = pd.to_numeric(df[y_col], errors="coerce").to_numpy(float)
+    if df[curve_col].isna().any():
+        bad = df[curve_col].isna().to_numpy()
+        raise ValueError(f"{what}: column {curve_col!r} has {int(bad.sum())} missing run id(s) at rows "
+                         f"{_rows(df.index[bad])}; every point needs its run")
+    if train_col:
+        flag = df[train_col]
+        ok = flag.isin([True, False, 0, 1, "True", "False", "true", "false"]).to_numpy()
+        if not ok.all():
+            raise ValueError(f"{what}: column {train_col!r} must hold booleans (True/False or 1/0); "
+                             f"{int((~ok).sum())} other value(s) at rows {_rows(df.index[~ok])}")
+        train = flag.astype(str).str.lower().isin(["true", "1", "1.0"]).to_numpy()
+    else:
+        train = x <= float(cutoff)
+    labels = tuple(dict.fromkeys(df[curve_col].tolist()))
+    code = df[curve_col].map({lab: i for i, lab in enumerate(labels)}).to_numpy(np.int64)
+    dup = pd.DataFrame({"c": code, "x": x}).duplicated(keep=False).to_numpy()
+    if dup.any():
+        raise ValueError(f"{what}: {int(dup.sum())} rows share the same ({curve_col!r}, {x_col!r}) point at rows "
+                         f"{_rows(df.index[dup])}; a curve has one value per step. Remove or average the duplicates")
+    bad = train & ~np.isfinite(y)
+    if bad.any():
+        raise ValueError(f"{what}: column {y_col!r} has {int(bad.sum())} missing or non-finite value(s) on training "
+                         f"rows {_rows(df.index[bad])}; the early part of every curve needs its loss")
+    nonpos = np.isfinite(y) & (y <= 0)
+    if nonpos.any():
+        raise ValueError(f"{what}: column {y_col!r} has {int(nonpos.sum())} value(s) <= 0 at rows "
+                         f"{_rows(df.index[nonpos])}; the saturating power law and the RMSLE take ln of a loss > 0")
+    if not (~train).any():
+        raise ValueError(f"{what}: every row is in the early part; nothing is left to predict (lower --cutoff or mark "
+                         "tail rows False in --train-col)")
+    if np.ptp(y[train]) == 0:
+        raise ValueError(f"{what}: column {y_col!r} is constant ({y[train][0]:.6g}) on every training row; there is no "
+                         "curve to extrapolate")
+    n_tr = np.bincount(code[train], minlength=len(labels))
+    has_tail = np.bincount(code[~train], minlength=len(labels)) > 0
+    few = np.flatnonzero(n_tr < MIN_TRAIN_POINTS)
+    if few.size:
+        k = int(few[0])
+        rows = df.index[code == k]
+        raise ValueError(f"{what}: curve {curve_col!r} = {labels[k]!r} has {int(n_tr[k])} training point(s) (rows "
+                         f"{_rows(rows)}); the law E + A x^-alpha has 3 parameters, so each curve needs at least "
+                         f"{MIN_TRAIN_POINTS} early points ({few.size} curve(s) have fewer). Raise the cutoff or drop "
+                         "those runs")
+    spread = pd.Series(y[train]).groupby(code[train]).agg(np.ptp).to_numpy()
+    flat = np.flatnonzero(spread == 0)
+    if flat.size:
+        k = int(flat[0])
+        raise ValueError(f"{what}: column {y_col!r} is constant on the training rows of curve {curve_col!r} = "
+                         f"{labels[k]!r} (rows {_rows(df.index[(code == k) & train])}); a flat start fixes no power "
+                         "law. Raise the cutoff or drop that run")
+    _warn_non_monotone(code, x, y, train, labels, curve_col)
+    del has_tail
+    columns = (("curve", curve_col), ("x", x_col), ("target", y_col)) + ((("train", train_col),) if train_col else ())
+    from jaxscale.learning_curves.frame import row_ids
+
+    return TailData(code, x, y, train, labels, row_ids(df), columns)
+
+
+def _warn_non_monotone(code, x, y, train, labels, curve_col) -> None:
+    """Warn when a curve's early part moves against its overall direction by > 10 % of its range."""
+    order = np.lexsort((x, code))
+    bad = []
+    for k in np.unique(code[train]):  # host bookkeeping over the curves of a table
+        m = order[(code[order] == k) & train[order]]
+        v = y[m]
+        span = np.ptp(v)
+        if span == 0 or v.size < 3:
+            continue
+        falling = v[-1] <= v[0]
+        against = np.max(v - np.minimum.accumulate(v)) if falling else np.max(np.maximum.accumulate(v) - v)
+        if against > 0.1 * span:
+            bad.append(labels[int(k)])
+    if bad:
+        warnings.warn(f"{len(bad)} curve(s) of {curve_col!r} (e.g. {bad[:3]}) are non-monotone in their early part "
+                      "(they move against their overall direction by more than 10 % of their range): a saturating "
+                      "power law follows a monotone curve. Warm-up? Drop the first steps with --where \"step >= S\"",
+                      UserWarning, stacklevel=3)
+
+
+def cut_curves(curve, x, fraction: float) -> np.ndarray:
+    """``(n,)`` training mask: the points of every curve at step ``<= fraction`` x its last step."""
+    curve, x = np.asarray(curve), np.asarray(x, float)
+    last = pd.Series(x).groupby(curve).transform("max").to_numpy()
+    return x <= fraction * last + 1e-12 * last
+
+
+# ----------------------------------------------------------------------------- the Bayesian fit
+def _normalise(data: TailData):
+    K = len(data.labels)
+    tr = data.train
+    xk = np.zeros(K)
+    yk = np.ones(K)
+    order = np.lexsort((data.x, data.curve))
+    m = order[tr[order]]
+    last = np.r_[np.flatnonzero(np.diff(data.curve[m])), len(m) - 1]
+    xk[data.curve[m][last]] = data.x[m][last]
+    yk[data.curve[m][last]] = data.y[m][last]
+    return xk, yk
+
+
+def _law(c, g, alpha, t):
+    """Normalised law ``c (e^g + (1 - e^g) t^-alpha)`` (broadcasting)."""
+    eg = jnp.exp(g)
+    return c * (eg + (1.0 - eg) * t ** (-alpha))
+
+
+def _log_pos(mu):
+    """``ln`` of a value kept > 0 by a smooth floor (a barrier for laws that cross zero)."""
+    return jnp.log(jax.nn.softplus(50.0 * mu) / 50.0 + 1e-12)
+
+
+def _model(t, curve, ly, n_curves: int, nu: float):
+    import numpyro
+    import numpyro.distributions as dist
+
+    # the noise level is partially pooled across curves; each curve's law has its own priors
+    mu_s = numpyro.sample("mu_s", dist.Normal(np.log(0.05), 1.0))
+    tau_s = numpyro.sample("tau_s", dist.HalfNormal(0.5))
+    mu_g, tau_g, mu_a, tau_a = 0.0, 1.5, np.log(0.5), 1.0
+    with numpyro.plate("curves", n_curves):
+        c = numpyro.sample("c", dist.Normal(1.0, 0.2))
+        zg = numpyro.sample("zg", dist.Normal(0.0, 1.0))
+        za = numpyro.sample("za", dist.Normal(0.0, 1.0))
+        zs = numpyro.sample("zs", dist.Normal(0.0, 1.0))
+    g = mu_g + tau_g * zg
+    log_alpha = mu_a + tau_a * za
+    sigma = jnp.exp(mu_s + tau_s * zs)
+    numpyro.deterministic("sigma", sigma)
+    numpyro.deterministic("g", g)
+    numpyro.deterministic("alpha", jnp.exp(log_alpha))
+    mu = _law(c[curve], g[curve], jnp.exp(log_alpha)[curve], t)
+    with numpyro.plate("points", t.shape[0]):
+        numpyro.sample("ly", dist.StudentT(nu, _log_pos(mu), sigma[curve]), obs=ly)
+
+
+@jax.jit
+def _predictive(key, c, g, alpha, sigma, t, curve, nu):
+    """Posterior predictive draws of ``ln(L / y_k)`` at the tail rows: ``(S, m)``."""
+    mu = _law(c[:, curve], g[:, curve], alpha[:, curve], t[None])
+    eps = jax.random.t(key, nu, mu.shape, mu.dtype)
+    return _log_pos(mu) + sigma[:, curve] * eps
+
+
+def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) -> TailFit:
+    """Fit the Bayesian saturating power law of every curve on its training rows and predict the others.
+
+    Args:
+      key: PRNG key (NUTS and the predictive draws).
+      data: :func:`tail_from_frame` (or a :class:`TailData` built by hand).
+      spec: sampler settings and the interval level.
+
+    Returns:
+      :class:`TailFit`: ``prediction`` of the tail rows (``mean`` holds the predictive median,
+      the point that minimises the absolute error of ``ln L``; ``lower`` / ``upper`` the central
+      ``spec.level`` interval; ``samples`` the predictive draws), the posterior draws of ``E``,
+      ``A``, ``alpha`` per curve in original units and the NUTS ``diagnostics`` (warned when they
+      fail: R-hat > 1.01, ESS < 100 per chain, divergences, fewer than 2 chains).
+    """
+    from jaxscale.infer.bayes import run_nuts
+
+    check_level(spec.level)
+    if spec.chains < 1 or spec.samples < 1 or spec.warmup < 1:
+        raise ValueError(f"chains, samples and warmup must be >= 1, got {spec.chains}, {spec.samples}, {spec.warmup}")
+    xk, yk = _normalise(data)
+    tr = np.asarray(data.train, bool)
+    cur0 = np.asarray(data.curve, np.int64)
+    # only runs in progress (curves with tail rows) are fitted: their laws share the pooled priors
+    active = np.unique(cur0[~tr])
+    remap = np.full(len(data.labels), -1, np.int64)
+    remap[active] = np.arange(len(active))
+    cur = remap[cur0]
+    fit_rows = tr & (cur >= 0)
+    K = len(active)
+    xk, yk = xk[active], yk[active]
+    t_all = np.asarray(data.x, float) / xk[np.maximum(cur, 0)]
+    k_mcmc, k_pred = jax.random.split(key)
+    res = run_nuts(k_mcmc, _model, jnp.asarray(t_all[fit_rows]), jnp.asarray(cur[fit_rows]),
+                   jnp.asarray(np.log(np.asarray(data.y, float)[fit_rows] / yk[cur[fit_rows]])), K, float(spec.nu),
+                   num_warmup=int(spec.warmup), num_samples=int(spec.samples), num_chains=int(spec.chains),
+                   target_accept_prob=float(spec.target_accept), progress_bar=False)
+    diag = res.diagnostics
+    msgs = list(res.warnings)
+    if spec.chains < 2:
+        m = f"power-law extrapolation: only {spec.chains} chain: R-hat cannot be computed; run >= 2 chains"
+        warnings.warn(m, RuntimeWarning, stacklevel=2)
+        msgs = [m] + [w for w in msgs if not w.startswith("only")]
+    s = res.samples
+    sigma = np.asarray(s["sigma"])
+    rows = np.flatnonzero(~tr)
+    draws = _predictive(k_pred, jnp.asarray(s["c"]), jnp.asarray(s["g"]), jnp.asarray(s["alpha"]),
+                        jnp.asarray(sigma), jnp.asarray(t_all[rows]), jnp.asarray(cur[rows]), float(spec.nu))
+    ypred = np.exp(np.asarray(draws)) * yk[cur[rows]][None]
+    q = np.quantile(ypred, [(1 - spec.level) / 2, 0.5, (1 + spec.level) / 2], axis=0)
+    c, g, alpha = (np.asarray(s[k]) for k in ("c", "g", "alpha"))
+    E = c * np.exp(g) * yk[None]
+    A = c * (1.0 - np.exp(g)) * yk[None] * xk[None] ** alpha
+    report = {"converged": not any(not w.startswith("only") or spec.chains < 2 for w in msgs),
+              "max_r_hat": diag["max_r_hat"], "min_ess": diag["min_ess"], "divergences": int(diag["divergences"]),
+              "num_chains": int(diag["num_chains"]), "num_samples": int(diag["num_samples"]),
+              "reason": "; ".join(msgs) if msgs else "R-hat <= 1.01, ESS >= 100 per chain, no divergences"}
+    pred = Prediction(jnp.asarray(q[1]), jnp.asarray(q[0]), jnp.asarray(q[2]), jnp.asarray(ypred))
+    return TailFit(pred, rows, active, E, A, alpha, report)
+
+
+# ----------------------------------------------------------------------------- the usual practice
+def powerlaw_lstsq(data: TailData) -> tuple[np.ndarray, dict]:
+    """The baseline: ``scipy.optimize.curve_fit`` of ``E + A t^-alpha`` (``t = x / x_k``) per curve
+    on its training rows (least squares on L; ``E >= 0``, ``0 < alpha <= 5``; start ``E`` = 0.9 x the
+    smallest training value). Returns the prediction of the tail rows and ``{n_failed, failed}``
+    (curves where the fit failed keep their last training value)."""
+    from scipy.optimize import curve_fit
+
+    xk, yk = _normalise(data)
+    tr = np.asarray(data.train, bool)
+    cur = np.asarray(data.curve, np.int64)
+    rows = np.flatnonzero(~tr)
+    out = yk[cur[rows]].copy()
+    failed = []
+
+    def law(t, E, A, a):
+        return E + A * t ** (-a)
+
+    for k in np.unique(cur[rows]):  # the usual practice: one scipy fit per curve
+        m = tr & (cur == k)
+        t, y = data.x[m] / xk[k], data.y[m]
+        p0 = [0.9 * y.min(), y.max() - 0.9 * y.min(), 0.5]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                p, _ = curve_fit(law, t, y, p0=p0, bounds=([0.0, -np.inf, 1e-6], [np.inf, np.inf, 5.0]),
+                                 maxfev=20000)
+            sel = cur[rows] == k
+            v = law(data.x[rows][sel] / xk[k], *p)
+            if np.all(np.isfinite(v)) and np.all(v > 0):
+                out[sel] = v
+            else:
+                failed.append(data.labels[int(k)])
+        except (RuntimeError, ValueError):
+            failed.append(data.labels[int(k)])
+    return out, {"n_failed": len(failed), "failed": [str(f) for f in failed[:20]]}
+
+
+def score_tail(y, mean, lower=None, upper=None) -> dict:
+    """RMSLE (on ``ln L``), MAE and (with an interval) coverage of the rows with a finite truth."""
+    y = np.asarray(y, float)
+    ok = np.isfinite(y)
+    m = np.asarray(mean, float)[ok]
+    yy = y[ok]
+    out = {"n": int(ok.sum()), "rmsle": float(np.sqrt(np.mean((np.log(np.maximum(m, 1e-300)) - np.log(yy)) ** 2))),
+           "mae": float(np.mean(np.abs(m - yy)))}
+    if lower is not None:
+        lo, hi = np.asarray(lower, float)[ok], np.asarray(upper, float)[ok]
+        out["coverage"] = float(np.mean((yy >= lo) & (yy <= hi)))
+    else:
+        out["coverage"], out["coverage_reason"] = None, "least squares gives no interval"
+    return out
+
+
+def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()):
+    """Both fits on the same rows and their scores on the tail rows that carry a loss.
+
+    Returns ``(TailFit, baseline prediction of the tail rows, report)``: the report holds the
+    ``bayes`` and ``scipy_power_law`` scores (RMSLE, MAE, coverage), the sampler's ``diagnostics``
+    and counts.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    fit = extrapolate(key, data, spec)
+    secs = time.perf_counter() - t0
+    base, info = powerlaw_lstsq(data)
+    y = np.asarray(data.y, float)[fit.rows]
+    p = fit.prediction
+    report = {"n_curves": len(data.labels), "n_train": int(np.sum(data.train)), "n_tail": int(len(fit.rows)),
+              "level": spec.level, "bayes": score_tail(y, p.mean, p.lower, p.upper),
+              "scipy_power_law": {**score_tail(y, base), **info}, "diagnostics": fit.diagnostics,
+              "converged": fit.diagnostics["converged"], "n_curves_fitted": int(len(fit.curves)),
+              "fit_seconds": secs}
+    return fit, base, report

@@ -1,0 +1,200 @@
+"""Table 2 (bad input or fault -> expected behaviour) for every ``jaxscale lc`` command.
+
+Each row of the table is one bad input written into a CSV (from a small clean table of 3 widths x
+2 depths x 5 steps), mapped to every command it applies to: ``evaluate``, ``law``, ``active``,
+``predict`` (a saved model), ``extrapolate``. The documented outcome is either exit status 2 with a
+message that names the column (and the file lines of the offending rows), or a warning.
+
+Rows of Table 2 that do not apply to the learning-curve commands:
+
+* all accuracy targets at 0 or 1 / log-link forms: the curve models take the target as it is
+  (no link function); a constant target is refused (row ``constant_target``).
+* undetermined covariance / ill-conditioned Jacobian: there is no least-squares Jacobian; the GP
+  posterior covariance is exact.
+* non-PD kernel matrix: not reachable from a table (duplicate points and constant targets are
+  refused before fitting); the jitter escalation warns with the jitter used (``report_fit_health``).
+* no valid initial parameters: restarts start from random unconstrained log-parameters; a restart
+  that goes non-finite is the ``nan_in_fit`` row.
+* down-sampled logs (W&B), leaderboard revisions, execution modes, fork, workers per GPU: no
+  adapter, no multiprocessing and no device sharding in these commands.
+* reproducing a published law: golden tests in ``tests/test_lc_models_paper.py``.
+* warm-up / noisy early steps: the GP models assume no monotonicity; ``--where "step >= S"`` is the
+  explicit step minimum. ``extrapolate`` (a decreasing power law) warns on rising training parts
+  (row ``rising_curve``).
+"""
+import json
+import re
+import warnings
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxscale.cli import main
+
+COLS = ["--task-col", "width", "--instance-col", "depth", "--x-col", "step", "--y-col", "loss"]
+TINY = ["--restarts", "1", "--steps", "5", "--n-h", "2"]
+HOLD = "width == 512 and depth == 8"
+
+
+def _table(seed=0):
+    """3 widths x 2 depths, 5 logged steps per run (line i + 2 of the CSV is row i)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for w in (128, 256, 512):
+        for dep in (2, 8):
+            n = 12 * dep * w * w
+            for s in (10, 40, 160, 640, 2560):
+                rows.append(dict(width=w, depth=dep, step=s, params=n, run=f"w{w}d{dep}",
+                                 loss=1.8 + 40.0 / n**0.25 + 6.0 / s**0.4 + rng.normal(0, 0.01)))
+    return pd.DataFrame(rows)
+
+
+def _cmd(name, csv, model_dir=None):
+    if name == "evaluate":
+        return ["lc", "evaluate", "--csv", csv, *COLS, *TINY, "--holdout", HOLD, "--json"]
+    if name == "law":
+        return ["lc", "law", "--csv", csv, *COLS, "--params-col", "params", "--tokens-per-step", "1000", *TINY,
+                "--samples", "16", "--holdout", HOLD, "--json"]
+    if name == "active":
+        return ["lc", "active", "--csv", csv, *COLS, "--params-col", "params", "--tokens-per-step", "1000",
+                "--holdout", "depth == 8", "--strategy", "smallest", "--seeds", "1", "--queries", "1",
+                "--restarts", "1", "--steps", "2", "--cold-steps", "5", "--n-h", "2", "--samples", "16", "--json"]
+    if name == "predict":
+        return ["lc", "predict", "--model", str(model_dir), "--csv", csv, "--json"]
+    if name == "extrapolate":
+        return ["lc", "extrapolate", "--csv", csv, "--curve-col", "run", "--x-col", "step", "--y-col", "loss",
+                "--cutoff", "700", "--warmup", "40", "--samples", "40", "--chains", "2", "--json"]
+    raise AssertionError(name)
+
+
+def _set(col, i, value):
+    def f(df):
+        df = df.copy()
+        df[col] = df[col].astype(float) if isinstance(value, float) else df[col]
+        df.loc[i, col] = value
+        return df
+    return f
+
+
+def _dup(df):
+    return pd.concat([df, df.iloc[[7]]], ignore_index=True)
+
+
+def _few(df):
+    keep = (((df["width"] == 128) & (df["depth"] == 2)) | ((df["width"] == 512) & (df["depth"] == 8))) & (df["step"] <= 160)
+    return df[keep].reset_index(drop=True)
+
+
+def _one_run(df):
+    steps = np.geomspace(10, 20000, 20).round()
+    return pd.DataFrame(dict(width=128, depth=2, step=steps, params=1e6, run="a", loss=2.0 + 5.0 / steps**0.3))
+
+
+E, W, OK = "error", "warn", "ok"
+# row id -> (how the CSV is made, {command: (outcome, [regex that the message must match])})
+ROWS = {
+    "nan_loss": (_set("loss", 7, np.nan), {c: (E, ["'loss'", r"\b9\b"]) for c in ("evaluate", "law", "active")}),
+    "inf_step": (_set("step", 7, np.inf),
+                 {c: (E, ["'step'", r"\b9\b"]) for c in ("evaluate", "law", "active", "predict", "extrapolate")}),
+    "nan_params": (_set("params", 7, np.nan), {c: (E, ["'params'", r"\b9\b"]) for c in ("law", "active")}),
+    "zero_step": (_set("step", 7, 0.0),
+                  {c: (E, ["'step'", r"\b9\b"]) for c in ("evaluate", "law", "active", "predict", "extrapolate")}),
+    "zero_params": (_set("params", 7, 0.0), {c: (E, ["'params'", r"\b9\b"]) for c in ("law", "active")}),
+    "params_in_billions": (lambda d: d.assign(params=d["params"] / 1e9),
+                           {c: (W, ["'params'.*(billion|implausib)"]) for c in ("law", "active")}),
+    "step_already_log": (lambda d: d.assign(step=np.log(d["step"])),
+                         {c: (W, ["'step'.*ln\\(step\\)"]) for c in ("evaluate", "law")}),
+    "duplicate_rows": (_dup, {c: (E, ["share the same", r"\b9\b", r"\b32\b"])
+                              for c in ("evaluate", "law", "active", "extrapolate")}),
+    "single_curve": (_one_run, {"law": (E, ["curve", "(need|needs) at least 2"]),
+                                "active": (E, ["curve"])}),
+    "constant_descriptor": (lambda d: d.assign(lr=0.1), {"evaluate_desc": (E, ["'lr'", "constant"])}),
+    "too_few_points": (_few, {c: (E, ["points|rows", "at least"]) for c in ("evaluate", "law")}),
+    "constant_target": (lambda d: d.assign(loss=3.0), {c: (E, ["'loss'", "constant"])
+                                                       for c in ("evaluate", "law", "active", "extrapolate")}),
+    "loss_not_positive": (lambda d: d.assign(loss=d["loss"] - 2.7),
+                          {c: (E, ["'loss'", r"> 0|positive"]) for c in ("law", "active", "extrapolate")}),
+    "unseen_category": (lambda d: d.assign(width=d["width"].replace({512: 4096})),
+                        {"predict": (E, ["'width'", "4096", "knows"])}),
+    "huge_compute": (lambda d: d.assign(params=d["params"] * 1e15), {"law": (OK, [])}),
+    "nan_in_fit": (lambda d: d, {"evaluate_lr": (E, ["non-finite", "restart", "step"])}),
+    "not_converged": (lambda d: d, {"evaluate": (W, ["converge"])}),
+    "far_extrapolation": (lambda d: d.assign(step=d["step"] * 1e4), {"predict": (W, ["outside the training data"])}),
+    "unseen_task": (lambda d: d, {"evaluate_task": (W, ["outside the training data"])}),
+    "mcmc_diagnostics": (lambda d: d, {"extrapolate_tiny": (W, ["R-hat|ESS|divergen|chains"])}),
+    "rising_curve": (lambda d: d.assign(loss=np.where(d["step"] <= 160, 8.0 - d["loss"], d["loss"])),
+                     {"extrapolate": (W, ["rises|non-monotone|increas"])}),
+}
+
+CASES = [(row, cmd) for row, (_, cmds) in ROWS.items() for cmd in cmds]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A saved model of the clean table (for ``lc predict``)."""
+    d = tmp_path_factory.mktemp("lcmodel")
+    csv = d / "clean.csv"
+    _table().to_csv(csv, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main([*_cmd("evaluate", str(csv)), "--save", str(d / "m")]) == 0
+    return d / "m"
+
+
+def _run(argv):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        rc = main(argv)
+    return rc, [str(x.message) for x in w]
+
+
+@pytest.mark.parametrize("row,cmd", CASES, ids=[f"{r}-{c}" for r, c in CASES])
+def test_table2(row, cmd, tmp_path, capsys, request):
+    make, cmds = ROWS[row]
+    outcome, patterns = cmds[cmd]
+    df = make(_table())
+    csv = tmp_path / "runs.csv"
+    df.to_csv(csv, index=False)
+    base = cmd.split("_")[0]
+    argv = _cmd(base, str(csv), request.getfixturevalue("model_dir") if base == "predict" else None)
+    if cmd == "evaluate_desc":
+        argv += ["--model", "magp_desc", "--descriptor-cols", "width,lr"]
+    elif cmd == "evaluate_lr":
+        argv += ["--lr", "1e6"]
+    elif cmd == "evaluate_task":
+        argv[argv.index("--holdout") + 1] = "width == 512"
+    elif cmd == "extrapolate_tiny":
+        argv[argv.index("--warmup") + 1:argv.index("--chains") + 2] = ["5", "--samples", "5", "--chains", "1"]
+    rc, warned = _run(argv)
+    cap = capsys.readouterr()
+    if outcome == E:
+        assert rc == 2, f"expected exit 2, got {rc}; stderr: {cap.err[-800:]}"
+        for p in patterns:
+            assert re.search(p, cap.err), f"{p!r} not in: {cap.err[-800:]}"
+    else:
+        assert rc == 0, cap.err[-1500:]
+        json.loads(cap.out)  # strict JSON on stdout
+        for p in patterns:
+            assert any(re.search(p, m) for m in warned), f"no warning matching {p!r}; got {warned}"
+    if row == "huge_compute":
+        out = json.loads(cap.out)
+        assert np.isfinite(out["b1"]["mean"]) and np.isfinite(out["gt"]["b1"])
+
+
+def test_mismatched_shapes_python():
+    from jaxscale import learning_curves as lc
+
+    data = lc.from_frame(_table(), task_col="width", instance_col="depth", x_col="step", y_col="loss")
+    with pytest.raises(ValueError, match=r"30 rows.*\(29,\)"):
+        lc.evaluate_holdout(jax.random.key(0), data, np.zeros(29, bool))
+
+
+def test_float32_warns():
+    from jaxscale import learning_curves as lc
+
+    data = lc.from_frame(_table(), task_col="width", instance_col="depth", x_col="step", y_col="loss")
+    with jax.enable_x64(False):
+        with pytest.warns(UserWarning, match="float64"):
+            lc.fit(jax.random.key(0), data, lc.Spec(restarts=1, steps=2, n_h=2))

@@ -1,0 +1,109 @@
+"""Runs in progress (``learning_curves.extrapolate``, ``jaxscale lc extrapolate``): validation, the
+scipy baseline, the Bayesian power law on synthetic curves that follow the law, and the CLI."""
+import json
+import warnings
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxscale.learning_curves.extrapolate import (
+    ExtrapolateSpec,
+    cut_curves,
+    evaluate_tail,
+    powerlaw_lstsq,
+    score_tail,
+    tail_from_frame,
+)
+
+STEPS = np.array([10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000], float)
+
+
+def _runs(seed=0, noise=0.005):
+    """6 runs that follow L = E + A step^-alpha exactly, times log-normal noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(6):
+        E, A, a = 1.5 + 0.2 * k, 6.0 + k, 0.35 + 0.03 * k
+        for s in STEPS:
+            rows.append(dict(run=f"r{k}", step=s, loss=(E + A * s**-a) * np.exp(rng.normal(0, noise))))
+    return pd.DataFrame(rows)
+
+
+def test_cut_and_validation():
+    df = _runs()
+    np.testing.assert_array_equal(cut_curves(np.zeros(10, int), STEPS, 0.1), STEPS <= 1000)
+    d = tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    assert d.train.sum() == 36 and d.labels == tuple(f"r{k}" for k in range(6))
+    flag = df.assign(early=df["step"] <= 600)
+    d2 = tail_from_frame(flag, curve_col="run", x_col="step", y_col="loss", train_col="early")
+    np.testing.assert_array_equal(d2.train, d.train)
+    with pytest.raises(ValueError, match="exactly one"):
+        tail_from_frame(flag, curve_col="run", x_col="step", y_col="loss", train_col="early", cutoff=600)
+    with pytest.raises(ValueError, match=r"'r0'.*3 training point.*at least 4"):
+        tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=60)
+    with pytest.raises(ValueError, match=r"'loss'.*<= 0"):
+        tail_from_frame(df.assign(loss=df["loss"] - 2.0), curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    with pytest.raises(ValueError, match="nothing is left"):
+        tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=1e9)
+    with pytest.raises(ValueError, match="booleans"):
+        tail_from_frame(df.assign(early="yes"), curve_col="run", x_col="step", y_col="loss", train_col="early")
+    flat = df.assign(loss=np.where((df["run"] == "r2") & (df["step"] <= 600), 3.0, df["loss"]))
+    with pytest.raises(ValueError, match=r"constant on the training rows of curve 'run' = 'r2'"):
+        tail_from_frame(flat, curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    with pytest.warns(UserWarning, match="non-monotone"):
+        up = df.assign(loss=np.where(df["step"] == 50, df["loss"] + 3.0, df["loss"]))
+        tail_from_frame(up, curve_col="run", x_col="step", y_col="loss", cutoff=600)
+
+
+def test_scipy_baseline_recovers_an_exact_power_law():
+    df = _runs(noise=0.0)
+    d = tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    pred, info = powerlaw_lstsq(d)
+    y = d.y[~d.train]
+    assert info["n_failed"] == 0
+    np.testing.assert_allclose(pred, y, rtol=1e-4)
+    s = score_tail(y, pred)
+    assert s["rmsle"] < 1e-4 and s["coverage"] is None
+
+
+def test_bayesian_power_law_on_curves_that_follow_it():
+    """Early part up to step 600 (6 points), tail to step 10000 (1.2 decades), 1 % noise: the Bayesian
+    law is at least as accurate as least squares (measured RMSLE 0.024 vs 0.028) and its 90 %
+    interval covers most of the tail (measured 0.83)."""
+    df = _runs(noise=0.01)
+    d = tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # short chains
+        fit, base, rep = evaluate_tail(jax.random.key(0), d, ExtrapolateSpec(warmup=300, samples=300, chains=2))
+    assert rep["n_tail"] == 24 and rep["n_curves_fitted"] == 6
+    assert rep["bayes"]["rmsle"] < 0.03 and rep["bayes"]["rmsle"] <= rep["scipy_power_law"]["rmsle"], rep
+    assert rep["bayes"]["coverage"] >= 0.75, rep
+    p = fit.prediction
+    assert np.all(np.asarray(p.lower) < np.asarray(p.mean)) and np.all(np.asarray(p.mean) < np.asarray(p.upper))
+    E = np.median(fit.E, 0)
+    np.testing.assert_allclose(E, 1.5 + 0.2 * np.arange(6), rtol=0.2)
+    assert set(rep["diagnostics"]) >= {"converged", "max_r_hat", "min_ess", "divergences", "num_chains", "reason"}
+
+
+def test_cli_extrapolate(tmp_path, capsys):
+    from jaxscale.cli import main
+
+    csv = tmp_path / "runs.csv"
+    _runs().to_csv(csv, index=False)
+    out_csv = tmp_path / "tail.csv"
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        rc = main(["lc", "extrapolate", "--csv", str(csv), "--cutoff", "600", "--warmup", "60", "--samples", "60",
+                   "--chains", "2", "--predictions", str(out_csv), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_tail"] == 24 and {"bayes", "scipy_power_law", "baselines", "diagnostics"} <= set(out)
+    assert {"rmsle", "mae", "coverage"} <= set(out["baselines"]["model"]) | {"rmsle"}
+    assert out["diagnostics"]["num_chains"] == 2
+    assert any("ESS" in str(x.message) for x in w)  # 60 draws per chain: the diagnostics warn
+    tail = pd.read_csv(out_csv)
+    assert len(tail) == 24 and {"mean", "lower", "upper", "scipy_power_law"} <= set(tail.columns)
+    assert main(["lc", "extrapolate", "--csv", str(csv), "--json"]) == 2
+    assert "exactly one" in capsys.readouterr().err
