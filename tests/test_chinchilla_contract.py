@@ -202,3 +202,21 @@ def test_epoch_top_compute_holdout_is_calibrated():
     assert 0.80 <= cover <= 0.97, cover
     base = power_law_baseline(ch.take_rows(data, ~np.asarray(fit.excluded)), ch.from_frame(df[held]))
     assert np.mean(np.abs(np.asarray(pred.mean) - y)) < np.mean(np.abs(np.asarray(base.mean) - y))
+
+
+def test_large_tables_screen_starts_on_a_subset_and_polish_on_every_row():
+    """Screening ranks the starts on ``screen_rows`` evenly spaced real rows (padding never picked);
+    the polished optimum on every row is the same as screening on all of them."""
+    from jaxscale.chinchilla.fit import pad_rows, screening_rows
+
+    data = ch.from_frame(runs(), **COLS)  # 25 rows
+    padded = pad_rows(data, 40)  # 15 rows of weight 0 at the end
+    sub = screening_rows(padded, 10)
+    assert sub.n == 10 and np.all(np.asarray(sub.weights) == 1.0)
+    np.testing.assert_array_equal(np.asarray(sub.log_N), np.asarray(data.log_N)[(np.arange(10) * 25) // 10])
+    few = screening_rows(pad_rows(data.replace(weights=jnp.where(jnp.arange(25) < 6, 1.0, 0.0)), 40), 10)
+    assert float(np.sum(np.asarray(few.weights))) == 6.0  # fewer real rows than the subset: each once
+    assert screening_rows(data, 25) is data
+    full = ch.fit(jax.random.key(0), data, SMALL)
+    subset = ch.fit(jax.random.key(0), data, SMALL._replace(screen_rows=8))
+    np.testing.assert_allclose(np.asarray(subset.theta), np.asarray(full.theta), rtol=1e-6, atol=1e-8)

@@ -37,6 +37,7 @@ __all__ = [
     "from_frame",
     "aggregate",
     "start_grid",
+    "screening_rows",
     "huber_objective",
     "fit_core",
     "fit",
@@ -92,6 +93,9 @@ class ChinchillaSpec(NamedTuple):
       boot_steps: damped-Newton steps of each bootstrap refit.
       screen_steps: L-BFGS iterations given to every grid start.
       polish_top: how many of the best screened starts are run to convergence.
+      screen_rows: on a larger table the starts are screened on this many of its rows (an evenly
+        spaced subset in file order); polishing always uses every row. Screening only ranks the
+        starts, so time and memory grow with ``starts x screen_rows + polish_top x rows``.
       max_steps: iteration cap of the polishing run.
       huber_delta: Huber threshold on log-loss residuals.
       backtest_frac: share of the fitted runs (the highest compute) held out inside the training
@@ -104,6 +108,7 @@ class ChinchillaSpec(NamedTuple):
     boot_steps: int = 60
     screen_steps: int = 30
     polish_top: int = 32
+    screen_rows: int = 4096
     max_steps: int = 1000
     huber_delta: float = HUBER_DELTA
     backtest_frac: float = 0.25
@@ -289,11 +294,30 @@ def chunked_vmap(fn, xs, n_rows: int):
     return jax.tree_util.tree_map(lambda a: a.reshape((k * c,) + a.shape[2:])[:n], out)
 
 
+def screening_rows(data: ChinchillaData, n_rows: int) -> ChinchillaData:
+    """The rows the starts are screened on: all of them when the table has at most ``n_rows``
+    rows, else ``n_rows`` rows evenly spaced (in row order) among those with weight > 0. Traceable;
+    the subset's size is static."""
+    n = data.log_N.shape[0]
+    if n <= n_rows:
+        return data
+    real = data.weights > 0
+    order = jnp.argsort(~real, stable=True)  # rows with weight first, in row order
+    m = jnp.sum(real)
+    i = jnp.arange(n_rows)
+    pos = jnp.where(m >= n_rows, (i * m) // n_rows, i)
+    keep = jnp.where(i < m, 1.0, 0.0).astype(data.weights.dtype)
+    rows = order[pos]
+    return data.replace(log_N=data.log_N[rows], log_D=data.log_D[rows], log_loss=data.log_loss[rows],
+                        weights=data.weights[rows] * keep)
+
+
 def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), starts=None) -> FitResult:
     """Pure core of :func:`fit`: screen every start, polish the best, return the best polished one.
 
-    Starts are screened in chunks of :func:`chunk_size` (one chunk below ~2,000 rows), so memory
-    stays O(rows + starts) on tables of 100k+ runs. Under ``vmap`` a batched L-BFGS runs until
+    Starts are screened in chunks of :func:`chunk_size` (one chunk below ~2,000 rows), on at most
+    ``spec.screen_rows`` rows (:func:`screening_rows`), so memory stays O(rows + starts) and time
+    O(starts + rows) on tables of 100k+ runs. Under ``vmap`` a batched L-BFGS runs until
     its slowest member stops, so running all 4,500
     starts to full convergence wastes most of the work on starts that end in poor basins.
     Screening all of them for ``spec.screen_steps`` iterations and polishing the
@@ -308,10 +332,11 @@ def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(),
     del key
     starts = start_grid() if starts is None else jnp.asarray(starts)
     top_k = min(spec.polish_top, int(starts.shape[0]))
+    screen = screening_rows(data, spec.screen_rows)
     screened = chunked_vmap(
-        lambda x0: minimize_lbfgs(huber_objective, x0, data, spec.huber_delta, max_steps=spec.screen_steps,
+        lambda x0: minimize_lbfgs(huber_objective, x0, screen, spec.huber_delta, max_steps=spec.screen_steps,
                                   tol=1e-10, ftol=0.0, max_linesearch_steps=SCREEN_LINESEARCH_STEPS),
-        starts, data.log_N.shape[0])
+        starts, screen.log_N.shape[0])
     finite = jnp.isfinite(screened.loss) & jnp.all(jnp.isfinite(screened.params), axis=-1)
     loss = jnp.where(finite, screened.loss, jnp.inf)
     top = jnp.argsort(loss)[:top_k]

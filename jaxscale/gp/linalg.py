@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 
-__all__ = ["JITTER_LADDER", "cholesky_escalate", "tri_inv", "tri_gram", "gaussian_nll", "gp_condition"]
+__all__ = ["JITTER_LADDER", "cholesky_escalate", "cholesky_with_jitter", "tri_inv", "tri_gram", "gaussian_nll", "gp_condition"]
 
 #: Jitters tried in turn (relative to nothing: absolute, the data are standardised).
 JITTER_LADDER = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
@@ -42,6 +42,28 @@ def cholesky_escalate(K, jitter: float = JITTER_LADDER[0], factor: float = 10.0,
 
     j, L, _ = jax.lax.while_loop(cond, body, (j0, L0, 0))
     return L, j
+
+
+def cholesky_with_jitter(cov, what: str = "predictive covariance", max_tries: int = 6) -> jax.Array:
+    """Host-side Cholesky factor(s) of ``cov`` (..., M, M) for predictive covariances: jitter
+    relative to the largest variance, escalated (with a logged warning) while the factor is not
+    finite; an error after ``max_tries``. Not traceable (the loop checks on the host): inside
+    ``jit`` use :func:`cholesky_escalate`."""
+    from jaxscale._log import get_logger
+
+    cov = jnp.asarray(cov)
+    cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+    scale = float(jnp.max(jnp.diagonal(cov, axis1=-2, axis2=-1)))
+    eye = jnp.eye(cov.shape[-1], dtype=cov.dtype)
+    jit_ = 0.0
+    for t in range(max_tries):
+        L = jnp.linalg.cholesky(cov + jit_ * eye)
+        if bool(jnp.all(jnp.isfinite(L))):
+            if jit_ > 0:
+                get_logger(__name__).warning("%s not positive definite: added jitter %.3g to its diagonal", what, jit_)
+            return L
+        jit_ = scale * 10.0 ** (-10 + 2 * t)
+    raise ValueError(f"{what} is not positive definite even with jitter {jit_:.3g}; check the model's predictive")
 
 
 def tri_inv(L, base: int = 32):

@@ -486,7 +486,7 @@ def _refit(key, warm, train, query, xgrid, n_tasks: int, mu_q, sd_q, *, restarts
 
 def _masked_chol(cov, missing_rows):
     """Cholesky factor of the covariance restricted to missing rows (observed rows: 1e-6 I)."""
-    from jaxscale.learning_curves.psl import cholesky_with_jitter
+    from jaxscale.gp.linalg import cholesky_with_jitter
 
     keep = missing_rows[:, None] & missing_rows[None, :]
     cov = np.where(keep, cov, np.eye(cov.shape[0]) * 1e-6)

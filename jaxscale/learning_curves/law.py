@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscale._log import get_logger
+from jaxscale.gp.linalg import cholesky_with_jitter
 from jaxscale.learning_curves.baselines import data_baselines
 from jaxscale.learning_curves.core import (
     Spec,
@@ -37,7 +38,6 @@ from jaxscale.learning_curves.core import (
 )
 from jaxscale.learning_curves.frame import Data, curve_ids
 from jaxscale.learning_curves.frontier import compute_grid, law_from_loss, make_plan
-from jaxscale.learning_curves.psl import cholesky_with_jitter
 from jaxscale.metrics import abc_loglinear
 
 __all__ = ["CurveTable", "curve_table", "default_grid", "table_law", "law_stats", "check_law_data"]

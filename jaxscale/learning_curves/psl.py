@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxscale.gp.linalg import cholesky_with_jitter
 from jaxscale.learning_curves.frontier import (
     FrontierPlan,
     LawParams,
@@ -37,7 +38,6 @@ __all__ = [
     "PSLResult",
     "make_problem",
     "sample_mesh",
-    "cholesky_with_jitter",
     "joint_draws",
     "laws_from_draws",
     "probabilistic_law",
@@ -91,25 +91,6 @@ def sample_mesh(devices=None) -> jax.sharding.Mesh:
     """1-D mesh named ``"samples"`` over ``devices`` (default: all devices)."""
     devices = jax.devices() if devices is None else list(devices)
     return jax.sharding.Mesh(np.asarray(devices), ("samples",))
-
-
-def cholesky_with_jitter(cov, what: str = "predictive covariance", max_tries: int = 6) -> jax.Array:
-    """Cholesky factor(s) of ``cov`` (..., M, M), escalating diagonal jitter (with a warning) if not PD."""
-    from jaxscale._log import get_logger
-
-    cov = jnp.asarray(cov)
-    cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
-    scale = float(jnp.max(jnp.diagonal(cov, axis1=-2, axis2=-1)))
-    eye = jnp.eye(cov.shape[-1], dtype=cov.dtype)
-    jit_ = 0.0
-    for t in range(max_tries):
-        L = jnp.linalg.cholesky(cov + jit_ * eye)
-        if bool(jnp.all(jnp.isfinite(L))):
-            if jit_ > 0:
-                get_logger(__name__).warning("%s not positive definite: added jitter %.3g to its diagonal", what, jit_)
-            return L
-        jit_ = scale * 10.0 ** (-10 + 2 * t)
-    raise ValueError(f"{what} is not positive definite even with jitter {jit_:.3g}; check the model's predictive")
 
 
 def joint_draws(key, mean, chol, n_per_component: int) -> jax.Array:

@@ -44,12 +44,9 @@ _REQUIRED = [
 
 def ncpl_dir() -> Path:
     """Folder of the bundled NCPL files (``jaxscale/data/bundled/ncpl``)."""
-    try:
-        from jaxscale.data import data_dir
+    from jaxscale.data import data_dir
 
-        return Path(data_dir("ncpl"))
-    except (ImportError, AttributeError):
-        return Path(__file__).resolve().parents[1] / "data" / "bundled" / "ncpl"
+    return Path(data_dir("ncpl"))
 
 
 @lru_cache(maxsize=2)
