@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxscale._pytree import register_serializable
 
@@ -151,12 +152,17 @@ def nanogpt_total_params(n_layer, n_embd, vocab_size: int = 50257, block_size: i
     :math:`N = d (V + T) + L (12 d^2 + 2 d) + d`: token and position embeddings (the head is
     tied), ``12 d^2`` weights per block plus its two LayerNorm gains, and the final LayerNorm.
     This is the helper the zero-shot learning-curve paper used (1600 x 48 -> 1.557 B,
-    512 x 8 -> 51.4 M). Computed in floating point, so ``6 * N * tokens`` cannot overflow.
+    512 x 8 -> 51.4 M). Computed in floating point, so ``6 * N * tokens`` cannot overflow: with
+    JAX arrays (or tracers) in the default float type, with anything else in NumPy float64.
 
     Example:
       >>> int(nanogpt_total_params(8, 512))
       51430400
     """
-    L = jnp.asarray(n_layer, dtype=jnp.result_type(float))
-    d = jnp.asarray(n_embd, dtype=jnp.result_type(float))
+    if isinstance(n_layer, jax.Array) or isinstance(n_embd, jax.Array):
+        L = jnp.asarray(n_layer, dtype=jnp.result_type(float))
+        d = jnp.asarray(n_embd, dtype=jnp.result_type(float))
+    else:
+        L = np.asarray(n_layer, dtype=np.float64)
+        d = np.asarray(n_embd, dtype=np.float64)
     return d * (vocab_size + block_size) + L * (12.0 * d * d + 2.0 * d) + d

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxscale.data import data_dir
+from jaxscale.laws import nanogpt_total_params
 
 __all__ = [
     "TOKENS_PER_STEP",
@@ -52,11 +53,9 @@ class NanoGPTCurves(NamedTuple):
 
 
 def total_params(n_layer, n_embd, vocab_size: int = VOCAB_SIZE, block_size: int = BLOCK_SIZE) -> np.ndarray:
-    """nanoGPT total parameters ``d (V + T) + L (12 d^2 + 2 d) + d`` as float64 (same formula as
-    :func:`jaxscale.laws.nanogpt_total_params`, evaluated in NumPy float64)."""
-    L = np.asarray(n_layer, dtype=np.float64)
-    d = np.asarray(n_embd, dtype=np.float64)
-    return d * (vocab_size + block_size) + L * (12.0 * d * d + 2.0 * d) + d
+    """nanoGPT total parameters (:func:`jaxscale.laws.nanogpt_total_params`) as a NumPy float64 array."""
+    return np.asarray(nanogpt_total_params(np.asarray(n_layer, dtype=np.float64), np.asarray(n_embd, dtype=np.float64),
+                                           vocab_size=vocab_size, block_size=block_size), dtype=np.float64)
 
 
 def point_compute(n_layer, n_embd, steps, tokens_per_step: float = TOKENS_PER_STEP,
