@@ -168,6 +168,23 @@ class _Reader:
         self.fail(f"unexpected JSON object with keys {sorted(obj)[:5]}")
 
 
+def _import_defining_module(name: str, prefix: str) -> None:
+    """Import the module of this package that registers the type ``name`` (``module.QualName``):
+    the longest dotted prefix of ``name`` that is a module under ``prefix``, else ``prefix``."""
+    parts = name.split(".")
+    for end in range(len(parts) - 1, prefix.count(".") + 1, -1):
+        module = ".".join(parts[:end])
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (module == exc.name or module.startswith(exc.name + ".")):
+                raise  # a module exists but one of its own imports is missing
+            continue
+        if name in SERIALIZABLE:
+            return
+    importlib.import_module(prefix)
+
+
 def _lookup(name, fail):
     if not isinstance(name, str):
         fail("type name is not a string")
@@ -175,7 +192,7 @@ def _lookup(name, fail):
         prefix = next((m for m in _LOADABLE_MODULES if name == m or name.startswith(m + ".")), None)
         if prefix is None:
             fail(f"type {name!r} is not a jaxscale result type")
-        importlib.import_module(prefix)  # the package's own module: registers its types
+        _import_defining_module(name, prefix)
     cls = SERIALIZABLE.get(name)
     if cls is None:
         fail(f"type {name!r} is not a jaxscale result type")
@@ -261,6 +278,6 @@ def load(path):
         extra = sorted(set(arrays.files) - reader.used)
         if extra:
             reader.fail(f"arrays {extra[:5]} are stored but not referenced")
-    if type_name(type(obj)) != meta.get("type"):
+    if type_name(type(obj)) != meta.get("type") and SERIALIZABLE.get(meta.get("type")) is not type(obj):
         raise ValueError(f"{meta_path}: header type {meta.get('type')!r} does not match the stored object")
     return obj

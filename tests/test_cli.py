@@ -116,12 +116,28 @@ def test_persistent_compilation_cache(tmp_path):
     assert res.returncode == 0 and not (tmp_path / "off").exists()
 
 
-def test_help_imports_no_jax():
+#: Every --help to check: the top level, each command group, each leaf command.
+HELP_PATHS = sorted({()} | {path[:1] for path in LEAVES} | set(LEAVES))
+
+
+@pytest.mark.parametrize("path", HELP_PATHS, ids=lambda p: " ".join(p) or "jaxscale")
+def test_help_imports_no_jax(path):
+    """`jaxscale [group [command]] --help` stays fast: it imports neither JAX nor pandas (the
+    defaults and choices it shows come from the pillars' light `spec` modules)."""
     import subprocess
     import sys
 
     code = ("import sys\nfrom jaxscale.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('jax' in sys.modules, 'pandas' in sys.modules, file=sys.stderr)")
+            f"try:\n    main({list(path) + ['--help']!r})\nexcept SystemExit:\n    pass\n"
+            "print([m for m in ('jax', 'pandas', 'flax', 'numpyro') if m in sys.modules], file=sys.stderr)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.stderr.strip().splitlines()[-1] == "False False", res.stderr
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1] == "[]", f"jaxscale {' '.join(path)} --help imports: {res.stderr}"
+
+
+def test_light_choices_match_the_library():
+    """The jax-free copies of choices shown by --help equal the library's own."""
+    from jaxscale.context_law import spec as context_spec
+    from jaxscale.laws import context as context_law_form
+
+    assert context_spec.PENALTIES == context_law_form.PENALTIES

@@ -92,3 +92,39 @@ def test_missing_and_foreign_folders(tmp_path):
     (tmp_path / "arrays.npz").write_bytes(b"")
     with pytest.raises(ValueError, match="not valid JSON"):
         jaxscale.load(tmp_path)
+
+
+#: Each pillar's Spec, and the module that defined it before it moved to the pillar's `spec` module.
+_SPECS = {
+    "chinchilla": ("jaxscale.chinchilla.spec.ChinchillaSpec", "jaxscale.chinchilla.fit.ChinchillaSpec"),
+    "learning_curves": ("jaxscale.learning_curves.spec.Spec", "jaxscale.learning_curves.core.Spec"),
+    "observational": ("jaxscale.observational.spec.ObsSpec", "jaxscale.observational.model.ObsSpec"),
+    "context_law": ("jaxscale.context_law.spec.Spec", "jaxscale.context_law.model.Spec"),
+    "ncpl": ("jaxscale.ncpl.spec.Spec", "jaxscale.ncpl.model.Spec"),
+}
+
+
+@pytest.mark.parametrize("pillar", sorted(_SPECS))
+def test_pillar_types_load_in_a_fresh_process(pillar, tmp_path):
+    """A pillar package loads its names lazily: loading imports the module that registers each saved
+    type, and files that name a type where it was defined before it moved keep loading."""
+    import importlib
+    import subprocess
+    import sys
+
+    new, old = _SPECS[pillar]
+    spec = importlib.import_module(f"jaxscale.{pillar}").Spec()
+    path = jaxscale.save(spec, tmp_path / "new")
+    meta = json.loads((path / "jaxscale.json").read_text())
+    assert meta["type"] == new
+    old_path = tmp_path / "old"
+    old_path.mkdir()
+    (old_path / "arrays.npz").write_bytes((path / "arrays.npz").read_bytes())
+    (old_path / "jaxscale.json").write_text(json.dumps(meta).replace(f'"{new}"', f'"{old}"'))
+    code = ("import sys, jaxscale\n"
+            f"a, b = jaxscale.load({str(path)!r}), jaxscale.load({str(old_path)!r})\n"
+            f"assert type(a) is type(b) and tuple(a) == tuple(b) == {tuple(spec)!r}, (a, b)\n"
+            "print(type(a).__module__)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split() == [new.rpartition(".")[0]]

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxscale._pytree import pytree_dataclass, register_serializable, static_field
+from jaxscale._pytree import pytree_dataclass, static_field
+from jaxscale._registry import register_moved
+from jaxscale.chinchilla.spec import EPOCH_SPEC, HUBER_DELTA, ChinchillaSpec
 from jaxscale.config import warn_if_float32
 from jaxscale.data import validate as V
 from jaxscale.infer import FitResult, huber, minimize_lbfgs, minimize_newton, multistart, sharded_vmap
@@ -53,7 +54,6 @@ __all__ = [
     "extrapolation_backtest",
 ]
 
-HUBER_DELTA = 1e-3
 #: Gradient-norm tolerance of a bootstrap refit. Refits of Epoch's data that missed 1e-10 stopped at
 #: 1e-10 to 3e-10 (rounding noise at the optimum of an objective of size ~1e-3); 1e-8 keeps them.
 BOOT_TOL = 1e-8
@@ -61,6 +61,8 @@ BOOT_TOL = 1e-8
 #: slowest member, so a short cap keeps 4,500 starts cheap; polishing uses the full 30.
 SCREEN_LINESEARCH_STEPS = 4
 _N_PARAMS = 5
+
+register_moved(ChinchillaSpec, __name__)  # defined here before it moved to .spec
 
 
 @pytree_dataclass
@@ -79,43 +81,6 @@ class ChinchillaData:
     @property
     def n(self) -> int:
         return int(self.log_N.shape[0])
-
-
-@register_serializable
-class ChinchillaSpec(NamedTuple):
-    """How to fit (every field has the default used by Python and the CLI alike).
-
-    Attributes:
-      exclude_top_loss: leave this many highest-loss rows out of the fit (weight 0, reported in
-        ``Fit.excluded``). 0 for your own runs; Epoch used 5 on their extracted points.
-      n_boot: bootstrap refits (rows resampled with replacement); 0 = none. With refits,
-        predictions carry parameter uncertainty as well as residual noise.
-      boot_steps: damped-Newton steps of each bootstrap refit.
-      screen_steps: L-BFGS iterations given to every grid start.
-      polish_top: how many of the best screened starts are run to convergence.
-      screen_rows: on a larger table the starts are screened on this many of its rows (an evenly
-        spaced subset in file order); polishing always uses every row. Screening only ranks the
-        starts, so time and memory grow with ``starts x screen_rows + polish_top x rows``.
-      max_steps: iteration cap of the polishing run.
-      huber_delta: Huber threshold on log-loss residuals.
-      backtest_frac: share of the fitted runs (the highest compute) held out inside the training
-        data to learn how fast prediction errors grow with extrapolation (``Fit.kappa``); 0 turns
-        it off. Needs at least 20 fitted runs.
-    """
-
-    exclude_top_loss: int = 0
-    n_boot: int = 0
-    boot_steps: int = 60
-    screen_steps: int = 30
-    polish_top: int = 32
-    screen_rows: int = 4096
-    max_steps: int = 1000
-    huber_delta: float = HUBER_DELTA
-    backtest_frac: float = 0.25
-
-
-#: Epoch AI's published setting for their 245 points: the 5 highest-loss points left out.
-EPOCH_SPEC = ChinchillaSpec(exclude_top_loss=5)
 
 
 @pytree_dataclass

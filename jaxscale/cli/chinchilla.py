@@ -154,9 +154,9 @@ def optimal_handler(args) -> dict:
 
 def register(sub) -> None:
     """Add ``chinchilla fit | predict | optimal``."""
-    from jaxscale import chinchilla as ch
+    from jaxscale.chinchilla.spec import EPOCH_SPEC, ChinchillaSpec
 
-    spec = ch.Spec()
+    spec = ChinchillaSpec()
     p = sub.add_parser("chinchilla", help="Chinchilla L(N, D) = E + A/N^alpha + B/D^beta", formatter_class=Formatter)
     csub = p.add_subparsers(dest="action", required=True)
     f = csub.add_parser("fit", help="fit by Epoch's method (Huber on log loss, 4,500 starts, L-BFGS)",
@@ -173,7 +173,7 @@ def register(sub) -> None:
     f.add_argument("--agg", choices=["mean", "min"], default=None,
                    help="merge runs that repeat an (N, D) pair (without it, repeated pairs are an error)")
     f.add_argument("--exclude-top-loss", type=int, default=None,
-                   help=f"leave out the K highest-loss rows (None: {ch.EPOCH_SPEC.exclude_top_loss} on the "
+                   help=f"leave out the K highest-loss rows (None: {EPOCH_SPEC.exclude_top_loss} on the "
                         f"Epoch data, Epoch's published method; {spec.exclude_top_loss} on --csv)")
     f.add_argument("--bootstrap", type=int, default=spec.n_boot,
                    help="bootstrap refits (vmapped); intervals then include parameter uncertainty")

@@ -63,8 +63,7 @@ class _GivenBool(argparse.BooleanOptionalAction):
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     """One flag per ``Spec`` field, defaulting to ``Spec()``."""
-    from jaxscale.context_law import Spec
-    from jaxscale.context_law.model import LIKELIHOODS, PENALTIES
+    from jaxscale.context_law.spec import LIKELIHOODS, PENALTIES, Spec
 
     d = Spec()
     g = p.add_argument_group("law form (defaults: Spec())")
@@ -307,7 +306,7 @@ def fit_handler(args) -> dict:
 
 def register(subparsers) -> None:
     """Add ``context fit | predict`` to the main CLI."""
-    from jaxscale.context_law import SOURCES
+    from jaxscale.context_law.spec import SOURCES
 
     p = subparsers.add_parser("context", help="context-aware scaling law (Montgomery et al. 2025)",
                               formatter_class=Formatter)

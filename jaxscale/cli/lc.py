@@ -27,9 +27,7 @@ from jaxscale.cli._common import (
     split_list,
     write_predictions,
 )
-from jaxscale.learning_curves.core import MODELS, Spec
-from jaxscale.learning_curves.frame import DEFAULT_COLUMNS
-from jaxscale.learning_curves.heldout import SPLITS
+from jaxscale.learning_curves.spec import DEFAULT_COLUMNS, MODELS, SPLITS, Spec
 
 __all__ = ["register", "evaluate_handler", "law_handler", "active_handler", "extrapolate_handler", "demo_section",
            "run_psl_demo", "check_paths", "baseline_report"]
@@ -234,8 +232,7 @@ def evaluate_handler(args) -> dict:
 
 def register(subparsers) -> None:
     """Add the ``lc`` command: evaluate, law, active, predict."""
-    from jaxscale.learning_curves.data import LC_DATASETS
-    from jaxscale.learning_curves.pipeline import MODEL_CHOICES
+    from jaxscale.learning_curves.spec import LC_DATASETS, MODEL_CHOICES
 
     lc = subparsers.add_parser("lc", help="zero-shot learning-curve models (MaGP, descriptor MaGP, DHGP, BNN) and laws",
                                formatter_class=Formatter)
@@ -438,7 +435,7 @@ def extrapolate_handler(args) -> dict:
 
 def register_extrapolate(lc_subparsers) -> None:
     """Add ``extrapolate`` (runs in progress) to the ``lc`` command's subparsers."""
-    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec
+    from jaxscale.learning_curves.spec import ExtrapolateSpec
 
     d = ExtrapolateSpec()
     p = lc_subparsers.add_parser("extrapolate", help="predict the rest of runs in progress from their early part",

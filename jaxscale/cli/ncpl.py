@@ -379,8 +379,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         add_predict_command,
         add_table_args,
     )
-    from jaxscale.ncpl import Spec
-    from jaxscale.ncpl.model import HANDLE_UNKNOWN
+    from jaxscale.ncpl.spec import BASELINES, HANDLE_UNKNOWN, Spec
 
     spec = Spec()
     p = subparsers.add_parser("ncpl", help="NCPL: predict a run's loss from its whole configuration",
@@ -404,7 +403,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--n-col", help="parameter count column (with --d-col: Chinchilla baseline)")
     t.add_argument("--d-col", help="training tokens column")
     t.add_argument("--baseline-col", help="a column subtracted from the target (e.g. your own law's prediction)")
-    t.add_argument("--baseline", choices=["auto", "law", "column", "none"], default=spec.baseline,
+    t.add_argument("--baseline", choices=list(BASELINES), default=spec.baseline,
                    help="auto: the --baseline-col if given, else a Chinchilla law on the training rows if N and D "
                         "are given, else none")
     t.add_argument("--split-col", help="alternative to --holdout: column whose --train-value rows are the training set")

@@ -272,8 +272,7 @@ def family_handler(args) -> dict:
 
 
 def _bayes_args(p, warmup, samples, chains):
-    from jaxscale.observational.bayes import LIKELIHOODS
-    from jaxscale.observational.model import ObsSpec
+    from jaxscale.observational.spec import LIKELIHOODS, ObsSpec
 
     p.add_argument("--likelihood", choices=LIKELIHOODS, default=ObsSpec().likelihood,
                    help="Bayesian likelihood (extrap: censored normal + extrapolation discrepancy "
@@ -295,9 +294,8 @@ training rows), the target column (raw units within [--lo, --hi]), optionally tr
 
 def register(subparsers) -> None:
     """Add the ``obs`` command (observational scaling laws, Ruan et al. 2024)."""
-    from jaxscale.observational.constants import BASE_METRICS
-    from jaxscale.observational.data import FAMILY, FLOPS
-    from jaxscale.observational.model import FLOPS_UNIT, ObsSpec
+    from jaxscale.observational.constants import BASE_METRICS, FAMILY, FLOPS
+    from jaxscale.observational.spec import FLOPS_UNIT, ObsSpec
     from jaxscale.observational.tasks import task_names
 
     spec = ObsSpec()

@@ -14,11 +14,17 @@ posterior-predictive intervals.  Named extras: the bundled sources (:func:`load_
 :func:`evaluate_source`), the design check (:func:`check_identifiability`), the stacked-task fitter
 (:func:`fit_many`) and :func:`task_summary`.
 """
-from jaxscale.context_law.contract import Data, Fit, Posterior, fit, from_frame, predict, task_summary
-from jaxscale.context_law.data import SOURCES, load_source
-from jaxscale.context_law.evaluate import PRESETS, evaluate_source
-from jaxscale.context_law.fit import ContextFit, check_identifiability, fit_core, fit_many
-from jaxscale.context_law.model import Spec, param_names
+from typing import TYPE_CHECKING
+
+from jaxscale._lazy import lazy_package
+
+if TYPE_CHECKING:  # the names below load on first use (see _LAZY); these imports are for readers and tools
+    from jaxscale.context_law.contract import Data, Fit, Posterior, fit, from_frame, predict, task_summary
+    from jaxscale.context_law.data import load_source
+    from jaxscale.context_law.evaluate import PRESETS, evaluate_source
+    from jaxscale.context_law.fit import ContextFit, check_identifiability, fit_core, fit_many
+    from jaxscale.context_law.model import param_names
+    from jaxscale.context_law.spec import SOURCES, Spec
 
 __all__ = [
     # the contract
@@ -41,3 +47,16 @@ __all__ = [
     "param_names",
     "task_summary",
 ]
+
+# Each name is imported from its module on first use, so that `import jaxscale.context_law` (and the
+# command line's --help) does not import JAX.
+_P = "jaxscale.context_law."
+_LAZY = {
+    **dict.fromkeys(["Data", "Fit", "Posterior", "fit", "from_frame", "predict", "task_summary"], _P + "contract"),
+    "load_source": _P + "data",
+    **dict.fromkeys(["PRESETS", "evaluate_source"], _P + "evaluate"),
+    **dict.fromkeys(["ContextFit", "check_identifiability", "fit_core", "fit_many"], _P + "fit"),
+    "param_names": _P + "model",
+    **dict.fromkeys(["SOURCES", "Spec"], _P + "spec"),
+}
+__getattr__, __dir__ = lazy_package(__name__, _LAZY, __all__)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from jaxscale._log import get_logger
 from jaxscale.context_law.model import ContextData
+from jaxscale.context_law.spec import SOURCES
 from jaxscale.data import data_dir
 from jaxscale.data import validate as V
 
@@ -25,7 +26,6 @@ __all__ = ["SOURCES", "load_source", "validate_frame", "to_context_data", "stack
            "load_compute_table", "ICL_LABELS"]
 
 _log = get_logger(__name__)
-SOURCES = ("ruler", "babilong", "longcontext_icl")
 _FILES = {"ruler": "ruler_readme_results.csv", "babilong": "babilong_results.csv",
           "longcontext_icl": "longcontext_icl_results.csv"}
 _DEFAULT_PROMPT = "instruction_yes_examples_yes_post_prompt_yes"

@@ -14,18 +14,24 @@ Named extras: the paper's bundled datasets and splits (``load_lc``, ``make_probl
 (``tail_from_frame``, ``extrapolate``, ``evaluate_tail``: the rest of each curve from its early
 part).
 """
-from jaxscale.learning_curves.active import table_active
-from jaxscale.learning_curves.core import MODELS, Fit, Spec, fit, fit_core, predict, predict_restarts
-from jaxscale.learning_curves.data import LCData, load_lc
-from jaxscale.learning_curves.evaluate import evaluate_prediction
-from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, TailData, evaluate_tail, tail_from_frame
-from jaxscale.learning_curves.extrapolate import extrapolate as extrapolate
-from jaxscale.learning_curves.frame import Data, from_frame
-from jaxscale.learning_curves.law import table_law
-from jaxscale.learning_curves.models import fit_model, predict_joint, sample_joint
-from jaxscale.learning_curves.pipeline import evaluate_holdout, evaluate_model, heldout_details
-from jaxscale.learning_curves.problem import LCProblem, make_problem
-from jaxscale.learning_curves.splits import Split, make_split
+from typing import TYPE_CHECKING
+
+from jaxscale._lazy import lazy_package
+
+if TYPE_CHECKING:  # the names below load on first use (see _LAZY); these imports are for readers and tools
+    from jaxscale.learning_curves.active import table_active
+    from jaxscale.learning_curves.core import Fit, fit, fit_core, predict, predict_restarts
+    from jaxscale.learning_curves.data import LCData, load_lc
+    from jaxscale.learning_curves.evaluate import evaluate_prediction
+    from jaxscale.learning_curves.extrapolate import TailData, evaluate_tail, tail_from_frame
+    from jaxscale.learning_curves.extrapolate import extrapolate as extrapolate
+    from jaxscale.learning_curves.frame import Data, from_frame
+    from jaxscale.learning_curves.law import table_law
+    from jaxscale.learning_curves.models import fit_model, predict_joint, sample_joint
+    from jaxscale.learning_curves.pipeline import evaluate_holdout, evaluate_model, heldout_details
+    from jaxscale.learning_curves.problem import LCProblem, make_problem
+    from jaxscale.learning_curves.splits import Split, make_split
+    from jaxscale.learning_curves.spec import MODELS, ExtrapolateSpec, Spec
 
 __all__ = [
     # the contract
@@ -62,3 +68,22 @@ __all__ = [
     "evaluate_prediction",
     "evaluate_model",
 ]
+
+# Each name is imported from its module on first use, so that `import jaxscale.learning_curves` (and
+# the command line's --help) does not import JAX.
+_P = "jaxscale.learning_curves."
+_LAZY = {
+    "table_active": _P + "active",
+    **dict.fromkeys(["Fit", "fit", "fit_core", "predict", "predict_restarts"], _P + "core"),
+    **dict.fromkeys(["LCData", "load_lc"], _P + "data"),
+    "evaluate_prediction": _P + "evaluate",
+    **dict.fromkeys(["TailData", "evaluate_tail", "tail_from_frame", "extrapolate"], _P + "extrapolate"),
+    **dict.fromkeys(["Data", "from_frame"], _P + "frame"),
+    "table_law": _P + "law",
+    **dict.fromkeys(["fit_model", "predict_joint", "sample_joint"], _P + "models"),
+    **dict.fromkeys(["evaluate_holdout", "evaluate_model", "heldout_details"], _P + "pipeline"),
+    **dict.fromkeys(["LCProblem", "make_problem"], _P + "problem"),
+    **dict.fromkeys(["MODELS", "Spec", "ExtrapolateSpec"], _P + "spec"),
+    **dict.fromkeys(["Split", "make_split"], _P + "splits"),
+}
+__getattr__, __dir__ = lazy_package(__name__, _LAZY, __all__)

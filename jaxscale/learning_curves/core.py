@@ -27,14 +27,14 @@ observations when a key is given.
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxscale._pytree import pytree_dataclass, register_serializable, static_field
+from jaxscale._pytree import pytree_dataclass, static_field
+from jaxscale._registry import register_moved
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import gaussian_nll
 from jaxscale.infer import minimize_lbfgs
@@ -45,41 +45,14 @@ from jaxscale.learning_curves.diagnostics import adam_convergence, adam_report, 
 from jaxscale.learning_curves.frame import Data, from_frame, frame_kwargs
 from jaxscale.learning_curves.magp_predict import JointPrediction
 from jaxscale.learning_curves.problem import Points
+from jaxscale.learning_curves.spec import MODELS, Spec
 
 __all__ = ["MODELS", "Spec", "Fit", "fit_core", "fit", "predict", "predict_restarts", "prediction_from_joint",
            "mixture_interval", "as_query", "check_codes", "n_hyperparameters", "fit_report", "extrapolation",
            "EXTRAPOLATION_UNIT", "warn_extrapolation_of", "extrapolation_distance", "extrapolation_summary"]
 
-MODELS = ("magp", "magp_desc", "dhgp")
 
-
-@register_serializable
-class Spec(NamedTuple):
-    """How to fit (every field has a default; the CLI reads its defaults from ``Spec()``).
-
-    Attributes:
-      model: ``"magp"`` | ``"magp_desc"`` | ``"dhgp"``.
-      restarts: random restarts, all in one compiled program (DHGP is deterministic: repeats).
-      steps: Adam steps per restart (magp, magp_desc).
-      learning_rate: Adam learning rate.
-      q: dimension of the task latents ``h_d`` (magp, magp_desc; 0 allowed for magp_desc).
-      n_mc: latent draws per Adam step in the ELBO estimate.
-      n_h: latent draws integrating ``q(h)`` in predictions (fixed at fit time).
-      n_samples: joint draws returned by ``predict`` when it is given a key.
-      log_descriptors: take ``ln`` of the descriptors (they must then be > 0) before standardising.
-      lbfgs_steps: L-BFGS iterations of the DHGP fit.
-    """
-
-    model: str = "magp"
-    restarts: int = 10
-    steps: int = 2000
-    learning_rate: float = 1e-2
-    q: int = 2
-    n_mc: int = 1
-    n_h: int = 32
-    n_samples: int = 256
-    log_descriptors: bool = True
-    lbfgs_steps: int = 1000
+register_moved(Spec, __name__)  # defined here before it moved to .spec
 
 
 @pytree_dataclass

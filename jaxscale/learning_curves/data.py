@@ -13,6 +13,8 @@ import pandas as pd
 
 from jaxscale._log import get_logger
 from jaxscale.data import data_dir, read_gene_expression
+from jaxscale.learning_curves.spec import LC_DATASETS
+from jaxscale.learning_curves.spec import MULTILINGUAL_LANGS as _LANGS
 
 __all__ = [
     "LCData",
@@ -29,23 +31,6 @@ NANOGPT_EMBD = (512, 768, 960, 1024, 1600)
 NANOGPT_LAYERS = (8, 10, 12, 24, 32, 48)
 _SMALL_EMBD = (512, 960, 1600)
 _SMALL_LAYERS = (8, 12, 24, 48)
-_LANGS = ("en", "id", "jv", "ms", "ta", "tl")
-
-#: name -> (relative csv path, pdata suffix, kind)
-LC_DATASETS = {
-    "nanogpt_large": ("nanogpt_large/layer_over_embd.csv", "_pdata.csv", "nanogpt"),
-    "nanogpt_large_exchanged": ("nanogpt_large/embd_over_layer.csv", "_pdata.csv", "nanogpt_exch"),
-    "nanogpt_large_regen": ("nanogpt_large_regen/layer_over_embd.csv", "_pdata.csv", "nanogpt"),
-    "nanogpt_small": ("nanogpt_small/layer_over_embd.csv", "_pdata.csv", "nanogpt_small"),
-}
-for _dir in ("src_over_tgt", "tgt_over_src"):
-    for _m in ("mBart", "Transformer"):
-        for _met in ("bleu", "chrf"):
-            LC_DATASETS[f"bilingual_{_dir}_{_m}_{_met}"] = (f"bilingual/{_dir}_{_m}_{_met}.csv", "_pdata.csv", "bilingual")
-for _side, _pre in (("same_source", "source"), ("same_target", "target")):
-    for _lang in _LANGS:
-        LC_DATASETS[f"multilingual_{_side}_{_lang}"] = (
-            f"multilingual/{_side}/{_pre}_{_lang}_task_2_m2m100_metric_bleu.csv", "_pdata_log.csv", "multilingual")
 
 
 class LCData(NamedTuple):

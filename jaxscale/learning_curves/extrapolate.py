@@ -42,32 +42,13 @@ import pandas as pd
 
 from jaxscale.data import validate as V
 from jaxscale.infer.prediction import Prediction, check_level
+from jaxscale.learning_curves.spec import ExtrapolateSpec
 
 __all__ = ["ExtrapolateSpec", "TailData", "TailFit", "tail_from_frame", "extrapolate", "powerlaw_lstsq", "score_tail",
            "evaluate_tail", "cut_curves", "MIN_TRAIN_POINTS"]
 
 #: Training points a curve needs: the law has 3 parameters, plus one.
 MIN_TRAIN_POINTS = 4
-
-
-class ExtrapolateSpec(NamedTuple):
-    """How to sample (every field has a default; the CLI reads its defaults from here).
-
-    Attributes:
-      warmup: NUTS warm-up steps per chain.
-      samples: NUTS draws per chain.
-      chains: chains, vectorised in one program.
-      target_accept: NUTS target acceptance probability.
-      nu: degrees of freedom of the Student-t noise on ``ln L``.
-      level: central interval level of the prediction.
-    """
-
-    warmup: int = 500
-    samples: int = 500
-    chains: int = 4
-    target_accept: float = 0.9
-    nu: float = 4.0
-    level: float = 0.9
 
 
 class TailData(NamedTuple):

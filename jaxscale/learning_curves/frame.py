@@ -32,11 +32,9 @@ import pandas as pd
 
 from jaxscale._pytree import pytree_dataclass, static_field
 from jaxscale.data import validate as V
+from jaxscale.learning_curves.spec import DEFAULT_COLUMNS
 
 __all__ = ["Data", "from_frame", "DEFAULT_COLUMNS", "canonical_label", "curve_ids", "frame_kwargs", "row_ids"]
-
-#: Default column name per role.
-DEFAULT_COLUMNS = {"task": "task", "instance": "instance", "x": "x", "target": "y"}
 
 
 @pytree_dataclass

@@ -10,19 +10,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxscale.learning_curves.spec import SPLITS
+
 __all__ = ["SPLITS", "HeldoutPrediction", "split_heldout", "predict_heldout", "heldout_problem", "frame_labels",
            "bundled_law"]
-
-_EMBD = (512, 768, 960, 1024, 1600)
-_LAYERS = (8, 10, 12, 24, 32, 48)
-#: Held-out curves of the paper's nanoGPT-large splits as (n_embd, n_layer) labels (the original
-#: code's ``Missing_Quad_d4_r3`` / ``Missing_Tri_d4`` / ``Missing_Tri_d1``).
-SPLITS = {
-    "quad": tuple((e, l) for e in (768, 960, 1024, 1600) for l in (24, 32, 48)),
-    "tri": ((768, 48), (960, 32), (960, 48), (1024, 24), (1024, 32), (1024, 48),
-            (1600, 12), (1600, 24), (1600, 32), (1600, 48)),
-    "t1": ((1600, 48),),
-}
 
 
 class HeldoutPrediction(NamedTuple):

@@ -35,12 +35,12 @@ from jaxscale.learning_curves.evaluate import evaluate_prediction, heldout_metri
 from jaxscale.learning_curves.frame import Data, curve_ids
 from jaxscale.learning_curves.models import fit_model, predict_joint
 from jaxscale.learning_curves.problem import LCProblem, make_problem
+from jaxscale.learning_curves.spec import MODEL_CHOICES
 
 __all__ = ["evaluate_model", "evaluate_holdout", "heldout_details", "HeldoutDetails", "MODEL_CHOICES",
            "problem_fit_report", "problem_extrapolation"]
 
 log = get_logger(__name__)
-MODEL_CHOICES = ("magp", "dhgp", "magp_desc", "bnn", "bnn_orig")
 
 
 def _fit_predict(key, problem: LCProblem, model: str, restarts: int, steps: int, learning_rate: float,

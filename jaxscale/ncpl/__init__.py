@@ -16,22 +16,27 @@ the bundled Marin + StepLaw runs: :func:`runs_frame`, :func:`ncpl_fields`, :func
 :func:`ncpl_model`, :func:`evaluate`, :func:`evaluate_table`, :func:`tune_cell`,
 :func:`curve_evaluation`.
 """
-from jaxscale.ncpl.curve_model import curve_evaluation
-from jaxscale.ncpl.data import Data, from_frame
-from jaxscale.ncpl.model import (
-    Fit,
-    Spec,
-    extrapolation,
-    fit,
-    fit_core,
-    fit_ncpl,
-    predict,
-    prepare,
-    stage2,
-)
-from jaxscale.ncpl.pipeline import evaluate, evaluate_table, ncpl_model, runs_frame
-from jaxscale.ncpl.serialize import NumField, infer_fields, ncpl_fields
-from jaxscale.ncpl.tune import tune_cell
+from typing import TYPE_CHECKING
+
+from jaxscale._lazy import lazy_package
+
+if TYPE_CHECKING:  # the names below load on first use (see _LAZY); these imports are for readers and tools
+    from jaxscale.ncpl.curve_model import curve_evaluation
+    from jaxscale.ncpl.data import Data, from_frame
+    from jaxscale.ncpl.model import (
+        Fit,
+        extrapolation,
+        fit,
+        fit_core,
+        fit_ncpl,
+        predict,
+        prepare,
+        stage2,
+    )
+    from jaxscale.ncpl.pipeline import evaluate, evaluate_table, ncpl_model, runs_frame
+    from jaxscale.ncpl.serialize import NumField, infer_fields, ncpl_fields
+    from jaxscale.ncpl.spec import Spec
+    from jaxscale.ncpl.tune import tune_cell
 
 __all__ = [
     "Data",
@@ -56,3 +61,18 @@ __all__ = [
     "tune_cell",
     "curve_evaluation",
 ]
+
+# Each name is imported from its module on first use, so that `import jaxscale.ncpl` (and the
+# command line's --help) imports neither JAX nor Flax.
+_P = "jaxscale.ncpl."
+_LAZY = {
+    "curve_evaluation": _P + "curve_model",
+    **dict.fromkeys(["Data", "from_frame"], _P + "data"),
+    **dict.fromkeys(["Fit", "extrapolation", "fit", "fit_core", "fit_ncpl", "predict", "prepare", "stage2"],
+                    _P + "model"),
+    **dict.fromkeys(["evaluate", "evaluate_table", "ncpl_model", "runs_frame"], _P + "pipeline"),
+    **dict.fromkeys(["NumField", "infer_fields", "ncpl_fields"], _P + "serialize"),
+    "Spec": _P + "spec",
+    "tune_cell": _P + "tune",
+}
+__getattr__, __dir__ = lazy_package(__name__, _LAZY, __all__)

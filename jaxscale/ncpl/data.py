@@ -30,13 +30,11 @@ from jaxscale.ncpl.serialize import (
     row_texts,
     unique_texts,
 )
+from jaxscale.ncpl.spec import MAX_TOKENS
 
 __all__ = ["Data", "from_frame", "MAX_TOKENS", "DUPLICATES", "missing_counts", "token_lengths", "duplicate_rows"]
 
 log = get_logger(__name__)
-
-#: Longest serialised configuration the text encoder reads (all-MiniLM-L6-v2 was trained on 256).
-MAX_TOKENS = 256
 
 #: What :func:`from_frame` does with training rows that repeat another row in every used column.
 DUPLICATES = ("error", "keep")

@@ -15,9 +15,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxscale._registry import register_serializable
+
 __all__ = ["HeadConfig", "NCPLHead", "text_features"]
 
 
+@register_serializable
 class HeadConfig(NamedTuple):
     n_fields: int
     enc_dim: int = 384

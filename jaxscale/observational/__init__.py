@@ -24,31 +24,36 @@ posterior predictive), ``bayes_nuts`` (batched NUTS), ``bayes_eval`` (coverage o
 ``selection`` / ``sweep`` (V-optimal subsets, cut-off sweep), ``family`` (family compute
 efficiency), ``report`` (JSON summaries), ``plot``.
 """
-from jaxscale.observational.bayes_eval import calibrate
-from jaxscale.observational.family import fit_family
-from jaxscale.observational.model import (
-    ObsData,
-    ObsFit,
-    ObsSpec,
-    capabilities,
-    cutoff_rows,
-    extrapolation,
-    fit,
-    fit_core,
-    flops_baseline,
-    from_frame,
-    predict,
-    reference_axis,
-    take_rows,
-)
-from jaxscale.observational.pipeline import run_baseline, run_task
-from jaxscale.observational.selection import select
-from jaxscale.observational.sweep import cutoff_sweep, subset_curve
-from jaxscale.observational.tasks import get_task, task_names
+from typing import TYPE_CHECKING
 
-Data = ObsData
-Spec = ObsSpec
-Fit = ObsFit
+from jaxscale._lazy import lazy_package
+
+if TYPE_CHECKING:  # the names below load on first use (see _LAZY); these imports are for readers and tools
+    from jaxscale.observational.bayes_eval import calibrate
+    from jaxscale.observational.family import fit_family
+    from jaxscale.observational.model import (
+        ObsData,
+        ObsFit,
+        capabilities,
+        cutoff_rows,
+        extrapolation,
+        fit,
+        fit_core,
+        flops_baseline,
+        from_frame,
+        predict,
+        reference_axis,
+        take_rows,
+    )
+    from jaxscale.observational.pipeline import run_baseline, run_task
+    from jaxscale.observational.selection import select
+    from jaxscale.observational.spec import ObsSpec
+    from jaxscale.observational.sweep import cutoff_sweep, subset_curve
+    from jaxscale.observational.tasks import get_task, task_names
+
+    Data = ObsData
+    Spec = ObsSpec
+    Fit = ObsFit
 
 __all__ = [
     # the contract
@@ -77,3 +82,22 @@ __all__ = [
     "fit_family",
     "calibrate",
 ]
+
+# Each name is imported from its module on first use, so that `import jaxscale.observational` (and
+# the command line's --help) does not import JAX.
+_P = "jaxscale.observational."
+_LAZY = {
+    "Data": _P + "model:ObsData",
+    "Spec": _P + "spec:ObsSpec",
+    "Fit": _P + "model:ObsFit",
+    "ObsSpec": _P + "spec",
+    **dict.fromkeys(["ObsData", "ObsFit", "from_frame", "fit", "fit_core", "predict", "take_rows", "cutoff_rows",
+                     "reference_axis", "capabilities", "extrapolation", "flops_baseline"], _P + "model"),
+    **dict.fromkeys(["run_task", "run_baseline"], _P + "pipeline"),
+    **dict.fromkeys(["get_task", "task_names"], _P + "tasks"),
+    **dict.fromkeys(["cutoff_sweep", "subset_curve"], _P + "sweep"),
+    "select": _P + "selection",
+    "fit_family": _P + "family",
+    "calibrate": _P + "bayes_eval",
+}
+__getattr__, __dir__ = lazy_package(__name__, _LAZY, __all__)

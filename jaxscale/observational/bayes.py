@@ -61,6 +61,7 @@ from jaxscale._pytree import register_serializable
 from jaxscale.laws import sigmoid_link
 
 from .fit import FLOOR_MAX, SigmoidLaw, predict
+from .spec import LIKELIHOODS
 
 __all__ = [
     "BayesData",
@@ -81,7 +82,6 @@ __all__ = [
     "TOP_FRAC",
 ]
 
-LIKELIHOODS = ("extrap", "censored", "hetero", "normal", "student", "beta", "binomial", "betabinomial")
 USES_SZ = ("hetero", "student", "beta", "betabinomial")  # likelihoods with the capability noise σz
 STUDENT_DF = 4.0
 EPS = 1e-2

@@ -7,6 +7,9 @@ paper pre-registered, the families without FLOPs (training tokens unknown), and 
 from __future__ import annotations
 
 __all__ = [
+    "FLOPS",
+    "SIZE",
+    "FAMILY",
     "CORE_FAMILIES",
     "PREREG_FAMILIES",
     "EVALUATED_FAMILIES",
@@ -19,6 +22,11 @@ __all__ = [
     "LLAMA2_CUTOFF",
     "BBH_MEAN_CHANCE",
 ]
+
+#: Columns of the bundled tables: training compute (units of 1e21 FLOPs), parameters (billions), family.
+FLOPS = "FLOPs (1E21)"
+SIZE = "Model Size (B)"
+FAMILY = "Model Family"
 
 CORE_FAMILIES = (
     "Llama-2", "Llama", "Llama-3", "Qwen1.5", "Qwen", "Mistral", "Mixtral", "Yi", "Gemma",

@@ -47,7 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxscale._pytree import pytree_dataclass, register_serializable, static_field
+from jaxscale._pytree import pytree_dataclass, static_field
+from jaxscale._registry import register_moved
 from jaxscale.config import warn_if_float32
 from jaxscale.data import validate
 from jaxscale.infer import minimize_lbfgs, minimize_newton
@@ -61,6 +62,7 @@ from .data import FAMILY, FLOPS
 from .fit import FLOOR_MAX, SigmoidLaw, fit_law, ln_regressor, objective, start_theta, unpack
 from .fit import predict as law_predict
 from .pca import ImputeState, PCAState, apply_impute, fit_impute, fit_pca, project
+from .spec import FLOPS_UNIT, ObsSpec
 
 __all__ = [
     "ObsData",
@@ -84,8 +86,6 @@ __all__ = [
     "EXTRAPOLATION_UNIT",
 ]
 
-#: Unit of the bundled ``FLOPs (1E21)`` column and of :attr:`ObsData.flops`: 1e21 FLOPs.
-FLOPS_UNIT = 1e21
 _MODEL = "Model"
 #: How to read :attr:`jaxscale.Prediction.extrapolation` of this pillar (see :func:`extrapolation`).
 EXTRAPOLATION_UNIT = "training s.d. of the principal-capability scores outside the training models' box"
@@ -125,40 +125,7 @@ class ObsData:
     columns: tuple = static_field(default=())
 
 
-@register_serializable
-class ObsSpec(NamedTuple):
-    """How to fit (every field has a default; the CLI reads its defaults from ``ObsSpec()``).
-
-    Attributes:
-      k: number of principal capabilities in the law.
-      floor: ``True``: floor ``b`` in ``[0, 0.2]`` (the paper's post-training / agent link);
-        ``False``: plain sigmoid (``b = 0``, the emergent-capability link).
-      loss: ``"huber"`` (δ = 1) or ``"ols"`` (least squares; same optimum on ``[0, 1]`` targets).
-      bootstrap: number of bootstrap refits (0 = none, else >= 10).
-      bootstrap_steps: damped-Newton steps per bootstrap refit.
-      bayes: also run the Bayesian law (NUTS); ``predict`` then uses its posterior predictive.
-      likelihood: Bayesian likelihood (see :data:`jaxscale.observational.bayes.LIKELIHOODS`).
-      num_warmup, num_samples, num_chains: NUTS sizes.
-      n_items: items of the target benchmark (binomial likelihoods only; 0 = unknown).
-      ref_family: reference family of the f-equivalent FLOPs axis (:func:`reference_axis`).
-      max_steps: L-BFGS steps of the point fit.
-      impute_iters: hard-impute EM iterations.
-    """
-
-    k: int = 3
-    floor: bool = True
-    loss: str = "huber"
-    bootstrap: int = 0
-    bootstrap_steps: int = 40
-    bayes: bool = False
-    likelihood: str = "extrap"
-    num_warmup: int = 300
-    num_samples: int = 500
-    num_chains: int = 4
-    n_items: int = 0
-    ref_family: str = "Llama-2"
-    max_steps: int = 1000
-    impute_iters: int = 1000
+register_moved(ObsSpec, __name__)  # defined here before it moved to .spec
 
 
 @pytree_dataclass

@@ -1,15 +1,17 @@
 """Named experiments of the paper (settings recovered from the original code and notebooks) and
-the data preparation they share."""
+the data preparation they share.
+
+The task list imports nothing heavy (no JAX, no pandas: the bundled tables load in :func:`prepare`),
+so the command line offers the task names without loading the fitting code.
+"""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
 
-from jaxscale._pytree import register_serializable
+from jaxscale._registry import register_serializable
 
-from . import data as _data
 from .constants import (
     BASE_METRICS,
     BASE_METRICS_NO_GSM,
@@ -17,7 +19,9 @@ from .constants import (
     INSTRUCT_METRICS,
     LLAMA2_CUTOFF,
 )
-from .splits import cutoff_split, rank_top_split
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["TaskSpec", "TASKS", "task_names", "get_task", "prepare", "Prepared", "target_bounds"]
 
@@ -135,6 +139,8 @@ class Prepared(NamedTuple):
 
 
 def _universe(spec: TaskSpec) -> pd.DataFrame:
+    from . import data as _data
+
     if spec.universe == "instruct":
         return _data.instruct_models()
     from .constants import EVALUATED_FAMILIES, FAMILIES_WITH_FLOPS
@@ -146,6 +152,9 @@ def _universe(spec: TaskSpec) -> pd.DataFrame:
 
 def prepare(spec: TaskSpec) -> Prepared:
     """Merge target, normalise, and split as the original code does for ``spec``."""
+    from . import data as _data
+    from .splits import cutoff_split, rank_top_split
+
     df = _data.merge_target(_universe(spec), spec.table, spec.column, spec.lo, spec.hi)
     if spec.split == "cutoff":
         force = df["prereg"].to_numpy() if spec.prereg == "force_test" else None

@@ -1,0 +1,104 @@
+"""How learning-curve models fit and the names the command line offers: :class:`Spec`,
+:data:`MODELS`, :data:`DEFAULT_COLUMNS`, :class:`ExtrapolateSpec`, the bundled datasets
+(:data:`LC_DATASETS`) and the paper's splits (:data:`SPLITS`, :data:`MODEL_CHOICES`).
+
+Imports nothing heavy (no JAX, no pandas), so the command line reads its defaults and choices from
+here without loading the fitting code.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from jaxscale._registry import register_serializable
+
+__all__ = ["MODELS", "Spec", "DEFAULT_COLUMNS", "ExtrapolateSpec", "MODEL_CHOICES", "SPLITS", "LC_DATASETS",
+           "MULTILINGUAL_LANGS"]
+
+#: Curve models of :func:`jaxscale.learning_curves.fit` (``Spec.model``).
+MODELS = ("magp", "magp_desc", "dhgp")
+
+
+@register_serializable
+class Spec(NamedTuple):
+    """How to fit (every field has a default; the CLI reads its defaults from ``Spec()``).
+
+    Attributes:
+      model: ``"magp"`` | ``"magp_desc"`` | ``"dhgp"``.
+      restarts: random restarts, all in one compiled program (DHGP is deterministic: repeats).
+      steps: Adam steps per restart (magp, magp_desc).
+      learning_rate: Adam learning rate.
+      q: dimension of the task latents ``h_d`` (magp, magp_desc; 0 allowed for magp_desc).
+      n_mc: latent draws per Adam step in the ELBO estimate.
+      n_h: latent draws integrating ``q(h)`` in predictions (fixed at fit time).
+      n_samples: joint draws returned by ``predict`` when it is given a key.
+      log_descriptors: take ``ln`` of the descriptors (they must then be > 0) before standardising.
+      lbfgs_steps: L-BFGS iterations of the DHGP fit.
+    """
+
+    model: str = "magp"
+    restarts: int = 10
+    steps: int = 2000
+    learning_rate: float = 1e-2
+    q: int = 2
+    n_mc: int = 1
+    n_h: int = 32
+    n_samples: int = 256
+    log_descriptors: bool = True
+    lbfgs_steps: int = 1000
+
+
+#: Default column name per role.
+DEFAULT_COLUMNS = {"task": "task", "instance": "instance", "x": "x", "target": "y"}
+
+
+class ExtrapolateSpec(NamedTuple):
+    """How to sample (every field has a default; the CLI reads its defaults from here).
+
+    Attributes:
+      warmup: NUTS warm-up steps per chain.
+      samples: NUTS draws per chain.
+      chains: chains, vectorised in one program.
+      target_accept: NUTS target acceptance probability.
+      nu: degrees of freedom of the Student-t noise on ``ln L``.
+      level: central interval level of the prediction.
+    """
+
+    warmup: int = 500
+    samples: int = 500
+    chains: int = 4
+    target_accept: float = 0.9
+    nu: float = 4.0
+    level: float = 0.9
+
+
+#: Models of the bundled-dataset experiments (:func:`jaxscale.learning_curves.evaluate_model`).
+MODEL_CHOICES = ("magp", "dhgp", "magp_desc", "bnn", "bnn_orig")
+
+#: Held-out curves of the paper's nanoGPT-large splits as (n_embd, n_layer) labels (the original
+#: code's ``Missing_Quad_d4_r3`` / ``Missing_Tri_d4`` / ``Missing_Tri_d1``).
+SPLITS = {
+    "quad": tuple((e, l) for e in (768, 960, 1024, 1600) for l in (24, 32, 48)),
+    "tri": ((768, 48), (960, 32), (960, 48), (1024, 24), (1024, 32), (1024, 48),
+            (1600, 12), (1600, 24), (1600, 32), (1600, 48)),
+    "t1": ((1600, 48),),
+}
+
+#: Languages of the bundled multilingual datasets.
+MULTILINGUAL_LANGS = ("en", "id", "jv", "ms", "ta", "tl")
+
+#: name -> (relative csv path, pdata suffix, kind)
+LC_DATASETS = {
+    "nanogpt_large": ("nanogpt_large/layer_over_embd.csv", "_pdata.csv", "nanogpt"),
+    "nanogpt_large_exchanged": ("nanogpt_large/embd_over_layer.csv", "_pdata.csv", "nanogpt_exch"),
+    "nanogpt_large_regen": ("nanogpt_large_regen/layer_over_embd.csv", "_pdata.csv", "nanogpt"),
+    "nanogpt_small": ("nanogpt_small/layer_over_embd.csv", "_pdata.csv", "nanogpt_small"),
+}
+for _dir in ("src_over_tgt", "tgt_over_src"):
+    for _m in ("mBart", "Transformer"):
+        for _met in ("bleu", "chrf"):
+            LC_DATASETS[f"bilingual_{_dir}_{_m}_{_met}"] = (f"bilingual/{_dir}_{_m}_{_met}.csv", "_pdata.csv", "bilingual")
+for _side, _pre in (("same_source", "source"), ("same_target", "target")):
+    for _lang in MULTILINGUAL_LANGS:
+        LC_DATASETS[f"multilingual_{_side}_{_lang}"] = (
+            f"multilingual/{_side}/{_pre}_{_lang}_task_2_m2m100_metric_bleu.csv", "_pdata_log.csv", "multilingual")
+del _dir, _m, _met, _side, _pre, _lang
