@@ -21,7 +21,7 @@ import numpy as np
 from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
 from jaxscale.context_law.model import Spec, mse_loss, param_bounds, param_names
-from jaxscale.infer import minimize_lbfgs
+from jaxscale.infer import minimize_lbfgs, sharded_vmap
 from jaxscale.infer.evolution import de_run
 
 __all__ = ["ContextFit", "fit_core", "fit_law", "fit_many", "check_identifiability", "theta_dict",
@@ -81,12 +81,14 @@ def _fit_one(key, data, spec: Spec, popsize: int, maxiter: int, tol, polish: boo
                       state.best_fitness, state.generation, state.converged, res.n_steps, better)
 
 
-@partial(jax.jit, static_argnames=("spec", "popsize", "maxiter", "polish", "restarts"))
-def _fit_restarts(key, data, spec, popsize, maxiter, tol, polish, restarts):
+@partial(jax.jit, static_argnames=("spec", "popsize", "maxiter", "polish", "restarts", "shard"))
+def _fit_restarts(key, data, spec, popsize, maxiter, tol, polish, restarts, shard=True):
+    # ``shard``: split the restarts over all devices (off when the tasks axis around it already is)
     if restarts == 1:
         return _fit_one(key, data, spec, popsize, maxiter, tol, polish)
-    fits = jax.vmap(lambda k: _fit_one(k, data, spec, popsize, maxiter, tol, polish))(
-        jax.random.split(key, restarts))
+    one = lambda k: _fit_one(k, data, spec, popsize, maxiter, tol, polish)  # noqa: E731
+    keys = jax.random.split(key, restarts)
+    fits = sharded_vmap(one, keys) if shard else jax.vmap(one)(keys)
     i = jnp.argmin(jnp.where(jnp.isfinite(fits.loss), fits.loss, jnp.inf))
     return jax.tree_util.tree_map(lambda x: x[i], fits)
 
@@ -94,7 +96,7 @@ def _fit_restarts(key, data, spec, popsize, maxiter, tol, polish, restarts):
 def fit_core(key, data, spec: Spec = Spec()) -> ContextFit:
     """The numerical core: DE + L-BFGS of ONE law on every row of ``data`` with weight > 0.
 
-    ``spec.restarts`` independent runs (vmapped) keep the lowest loss. Task codes are ignored:
+    ``spec.restarts`` independent runs (vmapped, split over all devices) keep the lowest loss. Task codes are ignored:
     to fit one law per task, stack the tasks on a leading axis (padding with weight-0 rows) and
     ``jax.vmap`` this function over them, as ``fit`` does. Pure and compiled (``spec`` static):
     ``jax.vmap(lambda k: fit_core(k, data, spec))(keys)`` equals separate calls. No checks
@@ -108,8 +110,12 @@ def fit_core(key, data, spec: Spec = Spec()) -> ContextFit:
     Returns:
       :class:`ContextFit` (theta, loss and DE / polish diagnostics).
     """
-    return _fit_restarts(key, data, spec.law(), int(spec.popsize), int(spec.maxiter), float(spec.tol),
-                         bool(spec.polish), int(spec.restarts))
+    return _fit_restarts(*_restart_args(key, data, spec))
+
+
+def _restart_args(key, data, spec: Spec) -> tuple:
+    return (key, data, spec.law(), int(spec.popsize), int(spec.maxiter), float(spec.tol), bool(spec.polish),
+            int(spec.restarts))
 
 
 def _compute_levels(log_C) -> int:
@@ -244,13 +250,15 @@ def fit_law(key, data, spec: Spec = Spec(), *, popsize: int | None = None, maxit
 
 @partial(jax.jit, static_argnames=("spec",))
 def _fit_tasks(keys, data, spec: Spec):
-    return jax.vmap(lambda k, d: fit_core(k, d, spec))(keys, data)
+    # tasks split over all devices (one device: a plain vmap); the restarts inside stay on the task's device
+    return sharded_vmap(lambda kd: _fit_restarts(*_restart_args(kd[0], kd[1], spec), shard=False), (keys, data))
 
 
 def fit_many(key, data, spec: Spec = Spec(), *, popsize: int | None = None, maxiter: int | None = None,
              tol: float | None = None, polish: bool | None = None, restarts: int | None = None,
              what: str = "context-law fit", labels=None, notes: list | None = None) -> ContextFit:
-    """Fit many tasks at once: ``data`` leaves have a leading task axis; DE and L-BFGS are vmapped.
+    """Fit many tasks at once: ``data`` leaves have a leading task axis; DE and L-BFGS are vmapped,
+    the tasks split over all devices (:func:`jaxscale.infer.sharded_vmap`).
 
     Task ``t`` gets the key ``jax.random.split(key, n_tasks)[t]``. ``labels`` name the tasks in
     messages. Each task's design is checked first (:func:`check_identifiability`, with the row

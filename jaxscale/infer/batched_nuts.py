@@ -5,7 +5,9 @@ of the potential), (2) the Laplace covariance (inverse Hessian at the MAP, eigen
 the starting *dense* inverse mass matrix, (3) numpyro's NUTS kernel
 (:func:`numpyro.infer.hmc.hmc`) started near the MAP, adapting the step size and (by default) the
 dense mass matrix. All (problem, chain) pairs are one flat ``vmap`` (nested vmaps of NUTS' nested
-while loops multiply the batching passes at trace time), each with its own adaptation.
+while loops multiply the batching passes at trace time), each with its own adaptation. The problems
+of the MAP stage and the (problem, chain) pairs of NUTS are split over all devices
+(:func:`jaxscale.infer.sharding.sharded_vmap`; one device: a plain ``vmap``).
 
 The model enters as ``potential_fn(x, *args, *shared)``: the negative log joint at a flat
 unconstrained vector ``x`` of ONE problem (``args`` per problem, with a leading problem axis in
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscale.infer.optimize import minimize_newton
+from jaxscale.infer.sharding import sharded_vmap
 
 __all__ = ["map_laplace", "map_laplace_batched", "nuts_chain", "batched_nuts", "nuts_warnings", "warn_nuts",
            "REMEDY_URL"]
@@ -46,7 +49,7 @@ def map_laplace(potential_fn, x0, args: tuple, shared: tuple = (), *, steps: int
 @partial(jax.jit, static_argnames=("potential_fn", "steps"))
 def map_laplace_batched(potential_fn, x0, args: tuple, shared: tuple = (), steps: int = 60):
     """:func:`map_laplace` for every problem (leading axis of ``x0`` and of every ``args`` leaf)."""
-    return jax.vmap(lambda x, *a: map_laplace(potential_fn, x, a, shared, steps=steps))(x0, *args)
+    return sharded_vmap(lambda xa: map_laplace(potential_fn, xa[0], xa[1:], shared, steps=steps), (x0, *args))
 
 
 def nuts_chain(key, potential_fn, x_map, cov, args: tuple, shared: tuple = (), *, num_warmup: int,
@@ -88,9 +91,10 @@ def batched_nuts(key, potential_fn, x_map, cov, args: tuple, shared: tuple = (),
     keys = jax.random.split(key, T * num_chains)
     per_problem = (x_map, cov) + tuple(args)
     flat = [jnp.repeat(v, num_chains, axis=0) for v in per_problem]
-    out = jax.vmap(lambda k, xm, c, *a: nuts_chain(
-        k, potential_fn, xm, c, a, shared, num_warmup=num_warmup, num_samples=num_samples, adapt_mass=adapt_mass,
-        target_accept_prob=target_accept_prob, init_scale=init_scale, max_tree_depth=max_tree_depth))(keys, *flat)
+    out = sharded_vmap(lambda kf: nuts_chain(
+        kf[0], potential_fn, kf[1], kf[2], kf[3:], shared, num_warmup=num_warmup, num_samples=num_samples,
+        adapt_mass=adapt_mass, target_accept_prob=target_accept_prob, init_scale=init_scale,
+        max_tree_depth=max_tree_depth), (keys, *flat))
     return jax.tree.map(lambda v: v.reshape((T, num_chains) + v.shape[1:]), out)
 
 

@@ -410,8 +410,8 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
 
 
 def _al_fit_predict_impl(keys, params0, xgrid, pts, query, steps, learning_rate, n_h):
-    """Adam from ``params0`` (R restarts, vmapped; :func:`.magp.adam_elbo`, the same loop as every
-    MaGP fit) on the training points ``pts`` (padding rows have weight ``pts.w = 0``), then the
+    """Adam from ``params0`` (R restarts, vmapped and split over all devices; :func:`.magp.adam_elbo`,
+    the same loop as every MaGP fit) on the training points ``pts`` (padding rows have weight ``pts.w = 0``), then the
     q(h)-integrated joint predictive of ``query``: ``(params, last loss, mean (R, M), cov (R, M, M),
     converged (R,))`` (see :mod:`.diagnostics`)."""
     from jaxscale.learning_curves.diagnostics import adam_convergence
@@ -428,7 +428,9 @@ def _al_fit_predict_impl(keys, params0, xgrid, pts, query, steps, learning_rate,
         mean, cov, _, _ = joint_from_latents(x, hs, xgrid, pts, query)
         return x, loss, mean, cov, adam_convergence(hist)[0][0]
 
-    return jax.vmap(one)(keys, params0)
+    from jaxscale.infer.sharding import sharded_vmap
+
+    return sharded_vmap(lambda kx: one(*kx), (keys, params0))  # restarts split over all devices
 
 
 _al_jit = {}

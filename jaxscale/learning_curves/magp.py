@@ -30,6 +30,7 @@ from jaxscale._log import get_logger
 from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import JITTER_LADDER, MaGPKernel, gaussian_nll, magp_gram
+from jaxscale.infer.sharding import sharded_vmap
 from jaxscale.learning_curves.problem import Points
 
 __all__ = ["MaGPParams", "MaGPFit", "init_magp", "magp_loss", "fit_magp", "magp_constrained",
@@ -153,8 +154,8 @@ def _fit_one(key, xgrid, pts: Points, n_tasks, q, steps, learning_rate, n_mc):
 
 @partial(jax.jit, static_argnames=("n_tasks", "q", "steps", "n_mc"))
 def _fit_many(keys, xgrid, pts, n_tasks, q, steps, learning_rate, n_mc):
-    return jax.vmap(_fit_one, in_axes=(0, None, None, None, None, None, None, None))(
-        keys, xgrid, pts, n_tasks, q, steps, learning_rate, n_mc)
+    # restarts split over all devices (one device: a plain vmap)
+    return sharded_vmap(lambda k: _fit_one(k, xgrid, pts, n_tasks, q, steps, learning_rate, n_mc), keys)
 
 
 def report_fit_health(loss, params, jitter, what: str = "MaGP", history=None) -> np.ndarray:

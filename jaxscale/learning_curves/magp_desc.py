@@ -35,6 +35,7 @@ import tinygp
 from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import JITTER_LADDER, gaussian_nll, matern32, rbf_ard
+from jaxscale.infer.sharding import sharded_vmap
 from jaxscale.learning_curves.descriptors import DescTables
 from jaxscale.learning_curves.magp import _pad_constant, adam_elbo, report_fit_health
 from jaxscale.learning_curves.problem import Points
@@ -175,8 +176,8 @@ def _fit_one(key, tables, xgrid, pts: Points, q, steps, learning_rate, n_mc):
 
 @partial(jax.jit, static_argnames=("q", "steps", "n_mc"))
 def _fit_many(keys, tables, xgrid, pts, q, steps, learning_rate, n_mc):
-    return jax.vmap(_fit_one, in_axes=(0, None, None, None, None, None, None, None))(
-        keys, tables, xgrid, pts, q, steps, learning_rate, n_mc)
+    # restarts split over all devices (one device: a plain vmap)
+    return sharded_vmap(lambda k: _fit_one(k, tables, xgrid, pts, q, steps, learning_rate, n_mc), keys)
 
 
 def fit_magp_desc(key, xgrid, train: Points, tables: DescTables, *, restarts: int = 10, steps: int = 2000,

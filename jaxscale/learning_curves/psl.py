@@ -5,8 +5,8 @@ all held-out curve points in original loss units, we draw R joint samples, merge
 observed curves, compute the compute-efficient frontier and fit :math:`\ln L = b_1 \ln C + b_0`
 per draw (:mod:`.frontier`), and score every draw by its AbC against the ground-truth law
 (closed form, :func:`jaxscale.metrics.abc_loglinear`). The sample axis is sharded over all devices
-(``jax.make_mesh`` + ``NamedSharding``); with JAX's partitionable threefry the numbers do not
-depend on the device count.
+(the package's one device mesh, :func:`jaxscale.infer.sharding.device_mesh`, + ``NamedSharding``);
+with JAX's partitionable threefry the numbers do not depend on the device count.
 
 The original paper's mode (R independently restarted fits, frontier of each restart's predictive
 mean) is :func:`restart_law`.
@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxscale.gp.linalg import cholesky_with_jitter
+from jaxscale.infer.sharding import device_mesh
 from jaxscale.learning_curves.frontier import (
     FrontierPlan,
     LawParams,
@@ -88,9 +89,9 @@ def make_problem(labels: Sequence, loss, compute, held_labels: Sequence, rule: s
 
 
 def sample_mesh(devices=None) -> jax.sharding.Mesh:
-    """1-D mesh named ``"samples"`` over ``devices`` (default: all devices)."""
-    devices = jax.devices() if devices is None else list(devices)
-    return jax.sharding.Mesh(np.asarray(devices), ("samples",))
+    """1-D mesh over ``devices`` (default: all devices) for the sample axis: the package's shared
+    :func:`jaxscale.infer.sharding.device_mesh` (kept under this name for existing callers)."""
+    return device_mesh(devices)
 
 
 def joint_draws(key, mean, chol, n_per_component: int) -> jax.Array:
@@ -145,7 +146,7 @@ def probabilistic_law(key, problem: LawProblem, mean, cov=None, n_samples: int =
         ``problem.held_labels`` order, original loss units; S mixture components (equal weights).
       cov: (M, M) or (S, M, M) joint predictive covariance(s) (or pass ``chol``).
       n_samples: total draws R (split evenly over components, padded to a multiple of the devices).
-      mesh: a 1-D mesh over the sample axis; default all devices (:func:`sample_mesh`).
+      mesh: a 1-D mesh over the sample axis; default all devices (:func:`jaxscale.infer.device_mesh`).
 
     Returns:
       :class:`PSLResult` with leaves of shape (R,).
@@ -165,12 +166,13 @@ def probabilistic_law(key, problem: LawProblem, mean, cov=None, n_samples: int =
         raise ValueError(f"chol/cov must have shape ({S}, {M}, {M}) or ({M}, {M}), got {chol.shape}")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    mesh = sample_mesh() if mesh is None else mesh
+    mesh = device_mesh() if mesh is None else mesh
     n_dev = mesh.devices.size
     n_per = -(-int(n_samples) // S)
     n_per = -(-n_per // n_dev) * n_dev
-    sharding = NamedSharding(mesh, PartitionSpec(None, "samples", None))
-    out_sharding = NamedSharding(mesh, PartitionSpec(None, "samples"))
+    axis = mesh.axis_names[0]  # any 1-D mesh (e.g. one of the caller's own) works
+    sharding = NamedSharding(mesh, PartitionSpec(None, axis, None))
+    out_sharding = NamedSharding(mesh, PartitionSpec(None, axis))
     ck = (mesh, S, M, n_per, problem.n_held, problem.n_points, problem.observed.shape, problem.plan.lo.shape,
           str(mean.dtype))
     fn = _compiled.get(ck)

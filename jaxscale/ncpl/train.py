@@ -4,8 +4,9 @@ Stage 1: the encoder is frozen, its outputs for the (few) unique texts are compu
 (``features``), and only the number-token MLP + head train. Stage 2: the encoder is trainable as
 well (small learning rate); its forward runs on the unique texts inside the loss.
 
-All members train in one compiled step (``vmap`` over member keys and batches); ``eval_every``
-steps run inside one ``lax.scan``. Early stopping uses a validation set carved from TRAIN only.
+All members train in one compiled step (``vmap`` over member keys and batches, the members split
+over all devices by :func:`jaxscale.infer.sharding.sharded_vmap`); ``eval_every`` steps run inside
+one ``lax.scan``. Early stopping uses a validation set carved from TRAIN only.
 Checkpoints are written every ``ckpt_every`` steps as ``.npz`` files (a temporary file renamed into
 place, so a run killed while writing never leaves a checkpoint that loads wrong), next to a
 ``fingerprint.json`` of what produced them (the package version, the training configuration, a
@@ -31,6 +32,7 @@ import optax
 from flax import nnx
 
 from jaxscale._log import get_logger, progress
+from jaxscale.infer.sharding import sharded_vmap
 from jaxscale.ncpl.ensemble import Members, apply_member
 from jaxscale.ncpl.head import text_features
 
@@ -160,8 +162,9 @@ def _make_chunk(graphdef, tx, tcfg: TrainConfig, n_train: int, enc_graphdef=None
             (p, o), losses = jax.lax.scan(member_chunk(p, o, k, const, train), (p, o), steps)
             return p, o, losses
 
-        params, opt_state, losses = jax.vmap(run)(state.params, state.opt_state, keys)
-        val_loss = jax.vmap(lambda p: _val_mse(p, graphdef, const, val, enc_graphdef))(params)
+        # the member axis is split over all devices (one device: a plain vmap)
+        params, opt_state, losses = sharded_vmap(lambda pok: run(*pok), (state.params, state.opt_state, keys))
+        val_loss = sharded_vmap(lambda p: _val_mse(p, graphdef, const, val, enc_graphdef), params)
         improved = val_loss < state.best_val
         pick = lambda new, old: jnp.where(improved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)  # noqa: E731
         best = jax.tree.map(pick, params, state.best_params)

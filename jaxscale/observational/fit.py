@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscale._pytree import register_serializable
-from jaxscale.infer import huber, minimize_lbfgs, minimize_newton
+from jaxscale.infer import huber, minimize_lbfgs, minimize_newton, sharded_vmap
 from jaxscale.laws import sigmoid_link
 
 __all__ = [
@@ -145,7 +145,7 @@ def _fit_batch(theta0, X, y, W, delta, floor_max, steps):
     def one(w):
         return minimize_newton(objective, theta0, X, y, w, delta, floor_max, steps=steps, tol=1e-9)
 
-    return jax.vmap(one)(W)
+    return sharded_vmap(one, W)  # refits split over all devices
 
 
 def fit_law_batch(X, y, W, *, floor: bool, loss: str = "huber", theta0=None, steps: int = 40):
@@ -153,7 +153,8 @@ def fit_law_batch(X, y, W, *, floor: bool, loss: str = "huber", theta0=None, ste
 
     Every refit starts from ``theta0`` (default: the full-data :func:`fit_law` optimum) and runs
     ``steps`` damped-Newton iterations (:func:`jaxscale.infer.minimize_newton`: a fixed-length
-    scan, so a batch costs the same whatever its slowest member). Returns
+    scan, so a batch costs the same whatever its slowest member). The refits are split over all
+    devices (:func:`jaxscale.infer.sharded_vmap`; one device: a plain ``vmap``). Returns
     ``(SigmoidLaw with a leading batch axis, FitResult)``; ``FitResult.converged`` flags refits
     whose gradient norm did not reach 1e-9 (e.g. a steep sigmoid running off to infinity).
     """

@@ -14,7 +14,8 @@ from its scores on standard benchmarks. Every step below is fitted on the traini
    fixed at 0, by Huber(δ = 1) loss (equal to half the squared error on normalised targets) or
    least squares, L-BFGS from the original code's start (α = 0, β = 0.03, b ≈ 0).
 4. **Uncertainty**, optional: ``Spec.bootstrap`` non-parametric bootstrap refits of the law (one
-   vmapped damped-Newton program started at the optimum; the capability space is held fixed),
+   vmapped damped-Newton program started at the optimum, the refits split over all devices; the
+   capability space is held fixed),
    or ``Spec.bayes``: the Bayesian law of :mod:`jaxscale.observational.bayes` (numpyro NUTS,
    censored-normal likelihood, priors on the coefficients and an extrapolation discrepancy).
 
@@ -51,7 +52,7 @@ from jaxscale._pytree import pytree_dataclass, static_field
 from jaxscale._registry import register_moved
 from jaxscale.config import warn_if_float32
 from jaxscale.data import validate
-from jaxscale.infer import minimize_lbfgs, minimize_newton
+from jaxscale.infer import minimize_lbfgs, minimize_newton, sharded_vmap
 from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation
 from jaxscale.infer.results import reason_text
 from jaxscale.laws import sigmoid_link
@@ -465,8 +466,8 @@ def _core(key, data: ObsData, spec: ObsSpec):
         draws = jax.random.categorical(key, jnp.log(w), shape=(spec.bootstrap, N))  # training rows only
         take = (jnp.arange(N) < n).astype(dtype)  # n_train draws with replacement per refit
         W = jax.vmap(lambda d: jnp.zeros(N, dtype).at[d].add(take))(draws)
-        rb = jax.vmap(lambda wb: minimize_newton(objective, res.params, S, y0, wb, delta, fmax,
-                                                 steps=spec.bootstrap_steps, tol=1e-9))(W)
+        rb = sharded_vmap(lambda wb: minimize_newton(objective, res.params, S, y0, wb, delta, fmax,  # over devices
+                                                     steps=spec.bootstrap_steps, tol=1e-9), W)
         boot = jax.vmap(lambda t: unpack(t, fmax))(rb.params)
         boot_ok = rb.converged
     # the training box of the capability scores and the training FLOPs range (extrapolation)
