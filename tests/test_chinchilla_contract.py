@@ -218,5 +218,5 @@ def test_large_tables_screen_starts_on_a_subset_and_polish_on_every_row():
     assert float(np.sum(np.asarray(few.weights))) == 6.0  # fewer real rows than the subset: each once
     assert screening_rows(data, 25) is data
     full = ch.fit(jax.random.key(0), data, SMALL)
-    subset = ch.fit(jax.random.key(0), data, SMALL._replace(screen_rows=8))
+    subset = ch.fit(jax.random.key(0), data, SMALL._replace(screen_rows=8))  # two stages: subset, then every row
     np.testing.assert_allclose(np.asarray(subset.theta), np.asarray(full.theta), rtol=1e-6, atol=1e-8)

@@ -39,6 +39,7 @@ __all__ = [
     "aggregate",
     "start_grid",
     "screening_rows",
+    "FULL_POLISH",
     "huber_objective",
     "fit_core",
     "fit",
@@ -259,6 +260,11 @@ def chunked_vmap(fn, xs, n_rows: int):
     return jax.tree_util.tree_map(lambda a: a.reshape((k * c,) + a.shape[2:])[:n], out)
 
 
+#: On a table larger than ``Spec.screen_rows``: how many starts, polished on the screening rows,
+#: are polished again on every row.
+FULL_POLISH = 4
+
+
 def screening_rows(data: ChinchillaData, n_rows: int) -> ChinchillaData:
     """The rows the starts are screened on: all of them when the table has at most ``n_rows``
     rows, else ``n_rows`` rows evenly spaced (in row order) among those with weight > 0. Traceable;
@@ -280,13 +286,14 @@ def screening_rows(data: ChinchillaData, n_rows: int) -> ChinchillaData:
 def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), starts=None) -> FitResult:
     """Pure core of :func:`fit`: screen every start, polish the best, return the best polished one.
 
-    Starts are screened in chunks of :func:`chunk_size` (one chunk below ~2,000 rows), on at most
-    ``spec.screen_rows`` rows (:func:`screening_rows`), so memory stays O(rows + starts) and time
-    O(starts + rows) on tables of 100k+ runs. Under ``vmap`` a batched L-BFGS runs until
-    its slowest member stops, so running all 4,500
+    Under ``vmap`` a batched L-BFGS runs until its slowest member stops, so running all 4,500
     starts to full convergence wastes most of the work on starts that end in poor basins.
     Screening all of them for ``spec.screen_steps`` iterations and polishing the
     ``spec.polish_top`` lowest to convergence finds the same optimum at a fraction of the cost.
+    Starts are screened in chunks of :func:`chunk_size` (one chunk below ~2,000 rows) on at most
+    ``spec.screen_rows`` rows (:func:`screening_rows`); on a larger table the ``polish_top`` best
+    are polished on those rows and the best :data:`FULL_POLISH` of them again on every row, so
+    memory stays O(rows + starts) and time O(starts + rows) on tables of 100k+ runs.
     Everything stays on device (no host checks): ``jax.vmap`` it over datasets of equal shape.
     ``key`` is unused (the start grid is fixed); it keeps the signature of every pillar.
 
@@ -305,7 +312,13 @@ def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(),
     finite = jnp.isfinite(screened.loss) & jnp.all(jnp.isfinite(screened.params), axis=-1)
     loss = jnp.where(finite, screened.loss, jnp.inf)
     top = jnp.argsort(loss)[:top_k]
-    polished = multistart(minimize_lbfgs, huber_objective, screened.params[top], data, spec.huber_delta,
+    candidates = screened.params[top]
+    if screen is not data:  # a large table: polish on the subset, then the best few on every row
+        sub = multistart(minimize_lbfgs, huber_objective, candidates, screen, spec.huber_delta,
+                         max_steps=spec.max_steps, tol=1e-10, ftol=1e-13)
+        sub_ok = jnp.isfinite(sub.loss) & jnp.all(jnp.isfinite(sub.params), axis=-1)
+        candidates = sub.params[jnp.argsort(jnp.where(sub_ok, sub.loss, jnp.inf))[:min(FULL_POLISH, top_k)]]
+    polished = multistart(minimize_lbfgs, huber_objective, candidates, data, spec.huber_delta,
                           max_steps=spec.max_steps, tol=1e-10, ftol=1e-13)
     ok = jnp.isfinite(polished.loss) & jnp.all(jnp.isfinite(polished.params), axis=-1)
     i = jnp.argmin(jnp.where(ok, polished.loss, jnp.inf))

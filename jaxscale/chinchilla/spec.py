@@ -26,9 +26,11 @@ class ChinchillaSpec(NamedTuple):
       boot_steps: damped-Newton steps of each bootstrap refit.
       screen_steps: L-BFGS iterations given to every grid start.
       polish_top: how many of the best screened starts are run to convergence.
-      screen_rows: on a larger table the starts are screened on this many of its rows (an evenly
-        spaced subset in file order); polishing always uses every row. Screening only ranks the
-        starts, so time and memory grow with ``starts x screen_rows + polish_top x rows``.
+      screen_rows: on a larger table the starts are screened, and the ``polish_top`` best
+        polished, on this many of its rows (evenly spaced in file order); the best
+        ``FULL_POLISH`` of those are then polished on every row, which decides. Time and memory
+        grow with ``starts x screen_rows + rows``; tables of at most this many rows use every row
+        throughout.
       max_steps: iteration cap of the polishing run.
       huber_delta: Huber threshold on log-loss residuals.
       backtest_frac: share of the fitted runs (the highest compute) held out inside the training
@@ -41,7 +43,7 @@ class ChinchillaSpec(NamedTuple):
     boot_steps: int = 60
     screen_steps: int = 30
     polish_top: int = 32
-    screen_rows: int = 4096
+    screen_rows: int = 2048
     max_steps: int = 1000
     huber_delta: float = HUBER_DELTA
     backtest_frac: float = 0.25
