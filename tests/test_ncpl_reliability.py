@@ -23,7 +23,7 @@ from jaxscale.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Many short chunks (one checkpoint after each), so a kill lands mid-training.
-SETTINGS = ["--members", "2", "--steps", "600", "--eval-every", "10", "--patience", "1000", "--lr", "3e-3",
+SETTINGS = ["--members", "2", "--steps", "300", "--eval-every", "10", "--patience", "1000", "--lr", "3e-3",
             "--batch-size", "16", "--width", "16"]
 LAW = ["--target-col", "loss", "--n-col", "N", "--d-col", "D", "--exclude-cols", "run"]
 
@@ -66,7 +66,7 @@ def test_killed_training_resumes_to_the_identical_result(tmp_path):
     assert full.returncode == 0, full.stderr[-3000:]
     ck = tmp_path / "ck"
     rng = np.random.default_rng(7)
-    targets = np.sort(rng.choice(np.arange(20, 1180, 10), size=3, replace=False))  # of 600 + 600 steps
+    targets = np.sort(rng.choice(np.arange(20, 580, 10), size=3, replace=False))  # of 300 + 300 steps
     kills = []
     for target in targets:
         proc = subprocess.Popen(_command(csv, tmp_path / "part.csv", "--ckpt-dir", str(ck)), env=_env(),
