@@ -65,11 +65,12 @@ def compilation_cache_dir() -> str | None:
     return path
 
 
-def enable_compilation_cache(min_compile_seconds: float = 0.5) -> str | None:
+def enable_compilation_cache(min_compile_seconds: float = 0.0) -> str | None:
     """Turn on JAX's persistent compilation cache in :func:`compilation_cache_dir` (the command line
     does), so a second run of a command reuses the programs the first one compiled.
 
-    Programs that compiled in less than ``min_compile_seconds`` are not stored. Returns the folder,
+    Programs that compiled in less than ``min_compile_seconds`` are not stored (default: every
+    program; a command compiles dozens of small ones, which add up). Returns the folder,
     or ``None`` when the cache is turned off (``JAXSCALE_NO_CACHE=1``).
     """
     path = compilation_cache_dir()
