@@ -463,7 +463,10 @@ def _core(key, data: ObsData, spec: ObsSpec):
     boot = boot_ok = None
     if spec.bootstrap:
         N = B.shape[0]
-        draws = jax.random.categorical(key, jnp.log(w), shape=(spec.bootstrap, N))  # training rows only
+        # training rows only, by inverse CDF (the first row whose cumulative weight exceeds u has
+        # weight > 0): O(B N) memory, where a categorical over N logits draws B x N x N Gumbels
+        cum = jnp.cumsum(w)
+        draws = jnp.searchsorted(cum, jax.random.uniform(key, (spec.bootstrap, N), dtype) * cum[-1], side="right")
         take = (jnp.arange(N) < n).astype(dtype)  # n_train draws with replacement per refit
         W = jax.vmap(lambda d: jnp.zeros(N, dtype).at[d].add(take))(draws)
         rb = sharded_vmap(lambda wb: minimize_newton(objective, res.params, S, y0, wb, delta, fmax,  # over devices
