@@ -56,6 +56,7 @@ ERRORS = [
     ("fewer runs than parameters + 1", lambda df: df.drop(index=range(5, 25), inplace=True),
      ["fewer than 6 points for 5 parameters"]),
     ("missing column", lambda df: df.drop(columns="tokens", inplace=True), ["missing column(s) ['tokens']"]),
+    ("constant loss", lambda df: df.__setitem__("val_loss", 3.1), ["'val_loss'", "one value", "all 25 rows"]),
 ]
 
 

@@ -379,6 +379,11 @@ def _check_design(data: ChinchillaData, spec: ChinchillaSpec, what: str) -> None
                          "a fit needs the loss of every run")
     if spec.exclude_top_loss < 0:
         raise ValueError(f"exclude_top_loss must be >= 0, got {spec.exclude_top_loss}")
+    used = np.asarray(data.log_loss)[np.asarray(data.weights) > 0]
+    if used.size and np.ptp(used) == 0:
+        col = dict(data.columns).get("target", "loss")
+        raise ValueError(f"{what}: the loss column {col!r} takes one value ({np.exp(used[0]):.6g}) in all {used.size} "
+                         "rows: there is no trend in N or D to fit; check the column (--loss-col)")
     if n - spec.exclude_top_loss < _N_PARAMS + 1:
         raise ValueError(f"{what}: {n} rows minus {spec.exclude_top_loss} excluded leaves fewer than "
                          f"{_N_PARAMS + 1} points for {_N_PARAMS} parameters; add runs or lower exclude_top_loss")
