@@ -44,8 +44,13 @@ def _command(csv, preds, *extra):
             "N >= 3e8", "--predictions", str(preds), "--json", *extra]
 
 
-def _env():
-    return dict(os.environ, JAXSCALE_PROGRESS="0", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _env(cache=None):
+    """The subprocesses' environment; with ``cache``, a persistent compilation cache shared by the runs
+    (the first run compiles, the others reuse its programs: the same programs, so the same numbers)."""
+    env = dict(os.environ, JAXSCALE_PROGRESS="0", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if cache is not None:
+        env.update(JAXSCALE_NO_CACHE="0", JAXSCALE_CACHE_DIR=str(cache))
+    return env
 
 
 def _progress(folder: Path) -> int:
@@ -61,7 +66,8 @@ def _progress(folder: Path) -> int:
 def test_killed_training_resumes_to_the_identical_result(tmp_path):
     csv = tmp_path / "runs.csv"
     _runs().to_csv(csv, index=False)
-    full = subprocess.run(_command(csv, tmp_path / "full.csv"), env=_env(), capture_output=True, text=True,
+    env = _env(tmp_path / "xla")
+    full = subprocess.run(_command(csv, tmp_path / "full.csv"), env=env, capture_output=True, text=True,
                           timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
     ck = tmp_path / "ck"
@@ -69,7 +75,7 @@ def test_killed_training_resumes_to_the_identical_result(tmp_path):
     targets = np.sort(rng.choice(np.arange(20, 580, 10), size=3, replace=False))  # of 300 + 300 steps
     kills = []
     for target in targets:
-        proc = subprocess.Popen(_command(csv, tmp_path / "part.csv", "--ckpt-dir", str(ck)), env=_env(),
+        proc = subprocess.Popen(_command(csv, tmp_path / "part.csv", "--ckpt-dir", str(ck)), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         t0 = time.time()
         while proc.poll() is None and _progress(ck) < target and time.time() - t0 < 300:
@@ -82,7 +88,7 @@ def test_killed_training_resumes_to_the_identical_result(tmp_path):
             proc.stderr.read()
     assert len(kills) == 3, kills
     assert not (tmp_path / "part.csv").exists()  # no run got as far as writing its outputs
-    resumed = subprocess.run(_command(csv, tmp_path / "part.csv", "--ckpt-dir", str(ck)), env=_env(),
+    resumed = subprocess.run(_command(csv, tmp_path / "part.csv", "--ckpt-dir", str(ck)), env=env,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from step" in resumed.stderr
