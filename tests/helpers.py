@@ -1,4 +1,5 @@
-"""Shared test helpers: dtype-aware closeness and compile counting."""
+"""Shared test helpers: dtype-aware closeness, compile counting, and the small synthetic run tables
+the tests write as a user's own CSV."""
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,9 @@ import logging
 
 import jax
 import numpy as np
+import pandas as pd
 
-__all__ = ["assert_allclose", "count_compiles"]
+__all__ = ["assert_allclose", "count_compiles", "chinchilla_runs", "lc_runs"]
 
 
 def assert_allclose(actual, desired, rtol=None, atol=0.0):
@@ -41,3 +43,33 @@ def count_compiles(name: str = ""):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+def chinchilla_runs(seed=0, noise=0.01) -> pd.DataFrame:
+    """25 runs (5 sizes x 5 token counts) of ``L = 1.7 + 400 / N^0.34 + 1500 / D^0.30`` with
+    log-normal noise of sd ``noise``, under the columns ``params``, ``tokens``, ``val_loss``."""
+    rng = np.random.default_rng(seed)
+    N = np.repeat([3e7, 1e8, 3e8, 1e9, 3e9], 5)
+    D = np.tile([3e9, 1e10, 3e10, 1e11, 3e11], 5)
+    L = (1.7 + 400 / N**0.34 + 1500 / D**0.30) * np.exp(noise * rng.normal(size=N.size))
+    return pd.DataFrame({"params": N, "tokens": D, "val_loss": L})
+
+
+def lc_runs(seed=0, *, params=True, run=False) -> pd.DataFrame:
+    """Learning curves of 3 widths x 2 depths, 5 logged steps per run (row ``i`` is line ``i + 2`` of
+    the CSV): ``loss = 1.8 + 40 / N^0.25 + 6 / step^0.4 + noise``, with ``N = 12 depth width^2`` as
+    column ``params`` (``params=False``: left out) and a run name column ``run`` when ``run``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for w in (128, 256, 512):
+        for dep in (2, 8):
+            n = 12 * dep * w * w
+            for s in (10, 40, 160, 640, 2560):
+                row = dict(width=w, depth=dep, step=s)
+                if params:
+                    row["params"] = n
+                if run:
+                    row["run"] = f"w{w}d{dep}"
+                row["loss"] = 1.8 + 40.0 / n**0.25 + 6.0 / s**0.4 + rng.normal(0, 0.01)
+                rows.append(row)
+    return pd.DataFrame(rows)

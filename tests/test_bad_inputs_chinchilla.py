@@ -16,16 +16,9 @@ import pandas as pd
 import pytest
 
 from jaxscale.cli import main
+from tests.helpers import chinchilla_runs as runs
 
 COLS = ["--n-col", "params", "--d-col", "tokens", "--loss-col", "val_loss"]
-
-
-def runs(noise=0.01, seed=0):
-    rng = np.random.default_rng(seed)
-    N = np.repeat([3e7, 1e8, 3e8, 1e9, 3e9], 5)
-    D = np.tile([3e9, 1e10, 3e10, 1e11, 3e11], 5)
-    L = (1.7 + 400 / N**0.34 + 1500 / D**0.30) * np.exp(noise * rng.normal(size=N.size))
-    return pd.DataFrame({"params": N, "tokens": D, "val_loss": L})
 
 
 def _edit(df, fn):

@@ -32,23 +32,11 @@ import pandas as pd
 import pytest
 
 from jaxscale.cli import main
+from tests.helpers import lc_runs
 
 COLS = ["--task-col", "width", "--instance-col", "depth", "--x-col", "step", "--y-col", "loss"]
 TINY = ["--restarts", "1", "--steps", "5", "--n-h", "2"]
 HOLD = "width == 512 and depth == 8"
-
-
-def _table(seed=0):
-    """3 widths x 2 depths, 5 logged steps per run (line i + 2 of the CSV is row i)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for w in (128, 256, 512):
-        for dep in (2, 8):
-            n = 12 * dep * w * w
-            for s in (10, 40, 160, 640, 2560):
-                rows.append(dict(width=w, depth=dep, step=s, params=n, run=f"w{w}d{dep}",
-                                 loss=1.8 + 40.0 / n**0.25 + 6.0 / s**0.4 + rng.normal(0, 0.01)))
-    return pd.DataFrame(rows)
 
 
 def _cmd(name, csv, model_dir=None):
@@ -136,7 +124,7 @@ def model_dir(tmp_path_factory):
     """A saved model of the clean table (for ``lc predict``)."""
     d = tmp_path_factory.mktemp("lcmodel")
     csv = d / "clean.csv"
-    _table().to_csv(csv, index=False)
+    lc_runs(run=True).to_csv(csv, index=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main([*_cmd("evaluate", str(csv)), "--save", str(d / "m")]) == 0
@@ -154,7 +142,7 @@ def _run(argv):
 def test_table2(row, cmd, tmp_path, capsys, request):
     make, cmds = ROWS[row]
     outcome, patterns = cmds[cmd]
-    df = make(_table())
+    df = make(lc_runs(run=True))
     csv = tmp_path / "runs.csv"
     df.to_csv(csv, index=False)
     base = cmd.split("_")[0]
@@ -186,7 +174,7 @@ def test_table2(row, cmd, tmp_path, capsys, request):
 def test_mismatched_shapes_python():
     from jaxscale import learning_curves as lc
 
-    data = lc.from_frame(_table(), task_col="width", instance_col="depth", x_col="step", y_col="loss")
+    data = lc.from_frame(lc_runs(run=True), task_col="width", instance_col="depth", x_col="step", y_col="loss")
     with pytest.raises(ValueError, match=r"30 rows.*\(29,\)"):
         lc.evaluate_holdout(jax.random.key(0), data, np.zeros(29, bool))
 
@@ -194,7 +182,7 @@ def test_mismatched_shapes_python():
 def test_float32_warns():
     from jaxscale import learning_curves as lc
 
-    data = lc.from_frame(_table(), task_col="width", instance_col="depth", x_col="step", y_col="loss")
+    data = lc.from_frame(lc_runs(run=True), task_col="width", instance_col="depth", x_col="step", y_col="loss")
     with jax.enable_x64(False):
         with pytest.warns(UserWarning, match="float64"):
             lc.fit(jax.random.key(0), data, lc.Spec(restarts=1, steps=2, n_h=2))

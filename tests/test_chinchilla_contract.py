@@ -12,18 +12,11 @@ import pytest
 import jaxscale
 from jaxscale import chinchilla as ch
 from jaxscale.cli import main
+from tests.helpers import chinchilla_runs as runs
 
 # a small grid of runs from a known law, with 1% log-normal noise
 TRUE = dict(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.30)
 SMALL = ch.Spec(screen_steps=20, polish_top=8)
-
-
-def runs(seed=0, noise=0.01):
-    rng = np.random.default_rng(seed)
-    N = np.repeat([3e7, 1e8, 3e8, 1e9, 3e9], 5)
-    D = np.tile([3e9, 1e10, 3e10, 1e11, 3e11], 5)
-    L = TRUE["E"] + TRUE["A"] / N ** TRUE["alpha"] + TRUE["B"] / D ** TRUE["beta"]
-    return pd.DataFrame({"params": N, "tokens": D, "val_loss": L * np.exp(noise * rng.normal(size=L.size))})
 
 
 COLS = dict(n_col="params", d_col="tokens", loss_col="val_loss")

@@ -11,6 +11,7 @@ import pytest
 from jaxscale import learning_curves as lc
 from jaxscale.learning_curves.baselines import last_point_mask, naive_baselines, size_tables
 from jaxscale.learning_curves.core import extrapolation_distance
+from tests.helpers import lc_runs
 
 
 def test_nearest_curve_and_size_trend_by_hand():
@@ -71,20 +72,8 @@ def test_extrapolation_distance_rules():
     np.testing.assert_allclose(dm, [0.0, 1.0, 2.0, 0.0, 0.0])  # ln 8 lies 2 ranges of ln 1..2 beyond
 
 
-def _table(seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for w in (128, 256, 512):
-        for dep in (2, 8):
-            n = 12 * dep * w * w
-            for s in (10, 40, 160, 640, 2560):
-                rows.append(dict(width=w, depth=dep, step=s, loss=1.8 + 40.0 / n**0.25 + 6.0 / s**0.4
-                                 + rng.normal(0, 0.01)))
-    return pd.DataFrame(rows)
-
-
 def test_predict_fills_extrapolation_and_warns_once():
-    df = _table()
+    df = lc_runs(params=False)
     cols = dict(task_col="width", instance_col="depth", x_col="step", y_col="loss")
     data = lc.from_frame(df, **cols)
     held = (df["width"] == 512).to_numpy()

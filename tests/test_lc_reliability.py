@@ -6,7 +6,6 @@
 * degenerate training data is refused before fitting.
 """
 import json
-import warnings
 
 import jax
 import numpy as np
@@ -15,21 +14,10 @@ import pytest
 
 from jaxscale import learning_curves as lc
 from jaxscale.learning_curves import data as lcdata
+from tests.helpers import lc_runs
 
 COLS = dict(task_col="width", instance_col="depth", x_col="step", y_col="loss")
 SPEC = lc.Spec(restarts=1, steps=5, n_h=2)
-
-
-def _table(seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for w in (128, 256, 512):
-        for dep in (2, 8):
-            n = 12 * dep * w * w
-            for s in (10, 40, 160, 640, 2560):
-                rows.append(dict(width=w, depth=dep, step=s, params=n,
-                                 loss=1.8 + 40.0 / n**0.25 + 6.0 / s**0.4 + rng.normal(0, 0.01)))
-    return pd.DataFrame(rows)
 
 
 def _tidy():
@@ -79,7 +67,7 @@ def test_bundled_builder_refuses_short_labels_duplicates_and_empty():
 
 
 def test_contract_refuses_duplicate_vocabulary_and_bad_codes():
-    df = _table()
+    df = lc_runs()
     with pytest.raises(ValueError, match="duplicate label"):
         lc.from_frame(df, **COLS, task_labels=("128", "128", "256", "512"))
     data = lc.from_frame(df, **COLS)
@@ -96,7 +84,7 @@ def test_contract_refuses_duplicate_vocabulary_and_bad_codes():
 
 # ----------------------------------------------------------------------------- item 3: degenerate data
 def test_degenerate_training_data_is_refused_before_fitting():
-    df = _table()
+    df = lc_runs()
     with pytest.raises(ValueError, match=r"'loss'.*constant"):
         lc.fit(jax.random.key(0), lc.from_frame(df.assign(loss=2.0), **COLS), SPEC)
     one = df.assign(loss=np.where(df["width"] == 256, 2.0, df["loss"]))
@@ -113,7 +101,7 @@ def test_degenerate_training_data_is_refused_before_fitting():
 def test_law_needs_two_curves_and_positive_loss():
     from jaxscale.learning_curves.law import table_law
 
-    df = _table()
+    df = lc_runs()
     one = df[(df["width"] == 128) & (df["depth"] == 2)]
     one = pd.concat([one.assign(step=one["step"] * k) for k in (1, 3, 9)]).reset_index(drop=True)
     data = lc.from_frame(one, **COLS, params_col="params", tokens_per_step=1000)
@@ -163,7 +151,7 @@ def test_output_paths_checked_before_fitting(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "evaluate_holdout", boom)
     monkeypatch.setattr(pipeline, "evaluate_model", boom)
     csv = tmp_path / "runs.csv"
-    _table().to_csv(csv, index=False)
+    lc_runs().to_csv(csv, index=False)
     full = tmp_path / "full"
     full.mkdir()
     (full / "old.json").write_text("{}")

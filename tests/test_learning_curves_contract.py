@@ -13,28 +13,16 @@ import pytest
 
 import jaxscale
 from jaxscale import learning_curves as lc
+from tests.helpers import lc_runs
 
 SPEC = lc.Spec(restarts=2, steps=40, n_h=4)
 COLS = dict(task_col="width", instance_col="depth", x_col="step", y_col="loss")
 HOLD = "width == 512 and depth == 8"
 
 
-def _table(seed=0):
-    """3 widths x 2 depths, 5 logged steps per run: loss = E + A / N^0.25 + B / step^0.4 + noise."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for w in (128, 256, 512):
-        for dep in (2, 8):
-            n = 12 * dep * w * w
-            for s in (10, 40, 160, 640, 2560):
-                rows.append(dict(width=w, depth=dep, step=s, params=n,
-                                 loss=1.8 + 40.0 / n**0.25 + 6.0 / s**0.4 + rng.normal(0, 0.01)))
-    return pd.DataFrame(rows)
-
-
 @pytest.fixture(scope="module")
 def table():
-    df = _table()
+    df = lc_runs()
     held = df.eval(HOLD).to_numpy()
     data = lc.from_frame(df, **COLS)
     return df, held, data
@@ -127,7 +115,7 @@ def test_bad_input_names_the_column(table, fitted):
 def test_descriptor_model_predicts_an_unseen_task_from_any_columns():
     """magp_desc on descriptor columns of any name: the middle width has no training row at all, so its
     z-score constants come from the regression on the task descriptor (measured max error 0.27)."""
-    df = _table(1).rename(columns={"width": "w", "depth": "L"}).assign(wd=lambda f: f["w"], dd=lambda f: f["L"])
+    df = lc_runs(1).rename(columns={"width": "w", "depth": "L"}).assign(wd=lambda f: f["w"], dd=lambda f: f["L"])
     data = lc.from_frame(df, task_col="w", instance_col="L", x_col="step", y_col="loss", descriptor_cols=["wd", "dd"])
     assert data.descriptor_levels == ("task", "instance")
     held = (df["w"] == 256).to_numpy()
