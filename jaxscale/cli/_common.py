@@ -7,7 +7,6 @@ Handlers stay thin: read the table (:func:`read_input`), check output paths befo
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 __all__ = [
@@ -74,21 +73,35 @@ def read_input(args, *, required: bool = True):
     return where(read_table(args.csv), getattr(args, "where", None))
 
 
+def _probe_folder(folder: Path, flag: str, path) -> None:
+    """The folder exists, is a folder, and a file can be created in it (a real probe write: for
+    root, ``os.access`` always says yes)."""
+    import tempfile
+
+    if not folder.exists():
+        raise ValueError(f"{flag} {path}: folder {folder} does not exist; create it first")
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".jaxscale-probe-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: cannot write in folder {folder} ({exc.strerror or exc})") from exc
+
+
 def _check_writable_file(path, flag: str, overwrite: bool) -> None:
     path = Path(path)
     if path.exists() and path.is_dir():
         raise ValueError(f"{flag} {path} is a folder; give a file path")
     if path.exists() and not overwrite:
         raise ValueError(f"{flag} {path} already exists; choose another path or pass --overwrite")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise ValueError(f"{flag} {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"{flag} {path}: folder {parent} is not writable")
+    _probe_folder(path.parent if str(path.parent) else Path("."), flag, path)
 
 
 def check_outputs(args) -> None:
-    """Refuse unwritable or existing output paths BEFORE any fitting starts."""
+    """Refuse unwritable or existing output paths BEFORE any fitting starts: ``--predictions``,
+    ``--plot``, ``--save`` and ``--out-dir`` (an existing non-empty folder needs ``--overwrite``);
+    each folder gets a probe write."""
     overwrite = bool(getattr(args, "overwrite", False))
     for flag in ("predictions", "plot"):
         value = getattr(args, flag, None)
@@ -101,9 +114,18 @@ def check_outputs(args) -> None:
         path = Path(save)
         if path.exists() and (not path.is_dir() or any(path.iterdir())) and not getattr(args, "overwrite", False):
             raise ValueError(f"--save {path} exists and is not empty; choose a new folder or pass --overwrite")
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.exists() or not os.access(parent, os.W_OK):
-            raise ValueError(f"--save {path}: folder {parent} does not exist or is not writable")
+        _probe_folder(path.parent if str(path.parent) else Path("."), "--save", path)
+    out_dir = getattr(args, "out_dir", None)
+    if out_dir:
+        path = Path(out_dir)
+        if path.exists():
+            if not path.is_dir():
+                raise ValueError(f"--out-dir {path} is a file; give a folder")
+            if any(path.iterdir()) and not getattr(args, "overwrite", False):
+                raise ValueError(f"--out-dir {path} exists and is not empty; choose a new folder or pass --overwrite")
+            _probe_folder(path, "--out-dir", path)
+        else:
+            _probe_folder(path.resolve().parent, "--out-dir", path)
 
 
 def write_predictions(path, frame, pred, *, extra: dict | None = None) -> str:

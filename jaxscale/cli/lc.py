@@ -30,49 +30,9 @@ from jaxscale.cli._common import (
 from jaxscale.learning_curves.spec import DEFAULT_COLUMNS, MODELS, SPLITS, Spec
 
 __all__ = ["register", "evaluate_handler", "law_handler", "active_handler", "extrapolate_handler", "demo_section",
-           "run_psl_demo", "check_paths", "baseline_report"]
+           "run_psl_demo", "baseline_report"]
 
 STRATEGIES_ALL = "uncertainty,random,smallest,largest,ours"
-
-
-# ----------------------------------------------------------------------------- output paths
-def _probe_folder(folder: Path, flag: str, path) -> None:
-    """The folder exists, is a folder, and a file can be created in it (also for root, where
-    ``os.access`` always says yes)."""
-    import tempfile
-
-    if not folder.exists():
-        raise ValueError(f"{flag} {path}: folder {folder} does not exist; create it first")
-    if not folder.is_dir():
-        raise ValueError(f"{flag} {path}: {folder} is a file, not a folder")
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".jaxscale-probe-"):
-            pass
-    except OSError as exc:
-        raise ValueError(f"{flag} {path}: cannot write in folder {folder} ({exc.strerror or exc})") from exc
-
-
-def check_paths(args) -> None:
-    """Every output path of an ``lc`` command checked BEFORE any fit: :func:`check_outputs`
-    (``--predictions``, ``--save``, ``--plot``), plus a probe write into each output's folder and
-    ``--out-dir`` (an existing non-empty folder is refused unless ``--overwrite``)."""
-    check_outputs(args)
-    for flag in ("predictions", "plot", "save"):
-        value = getattr(args, flag, None)
-        if value:
-            folder = Path(value).parent if flag != "save" else Path(value).resolve().parent
-            _probe_folder(folder if str(folder) else Path("."), f"--{flag}", value)
-    out_dir = getattr(args, "out_dir", None)
-    if out_dir:
-        path = Path(out_dir)
-        if path.exists():
-            if not path.is_dir():
-                raise ValueError(f"--out-dir {path} is a file; give a folder")
-            if any(path.iterdir()) and not getattr(args, "overwrite", False):
-                raise ValueError(f"--out-dir {path} exists and is not empty; choose a new folder or pass --overwrite")
-            _probe_folder(path, "--out-dir", path)
-        else:
-            _probe_folder(path.resolve().parent, "--out-dir", path)
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -186,7 +146,7 @@ def evaluate_handler(args) -> dict:
     full / partial = last 3 / last point of every held-out curve; 50 % and 90 % interval coverage)."""
     import jax
 
-    check_paths(args)
+    check_outputs(args)
     if args.csv:
         from jaxscale.learning_curves.pipeline import evaluate_holdout, heldout_details
 
@@ -270,7 +230,7 @@ def law_handler(args) -> dict:
 
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
-    check_paths(args)
+    check_outputs(args)
     if args.csv:
         from jaxscale.learning_curves.frontier import compute_grid
         from jaxscale.learning_curves.law import table_law
@@ -324,7 +284,7 @@ def active_handler(args) -> dict:
     from jaxscale.learning_curves.active import active_experiment, table_active
 
     strategies = split_list(STRATEGIES_ALL if args.strategy == "all" else args.strategy)
-    check_paths(args)
+    check_outputs(args)
     if args.csv:
         from jaxscale.learning_curves.frontier import compute_grid
 
@@ -407,7 +367,7 @@ def extrapolate_handler(args) -> dict:
     from jaxscale.infer.prediction import Prediction
     from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail, score_tail, tail_from_frame
 
-    check_paths(args)
+    check_outputs(args)
     df = read_input(args)
     data = tail_from_frame(df, curve_col=args.curve_col, x_col=args.x_col, y_col=args.y_col,
                            train_col=args.train_col, cutoff=args.cutoff, x_is_log=args.x_is_log)
