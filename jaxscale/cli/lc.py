@@ -72,7 +72,8 @@ def _add_columns(p, *, compute: bool = False) -> None:
     g.add_argument("--x-is-log", action="store_true", help="the --x-col column already holds ln(step)")
     g.add_argument("--y-col", default=DEFAULT_COLUMNS["target"], help="loss at that step")
     g.add_argument("--descriptor-cols", default=None, metavar="C1,C2",
-                   help="numeric configuration columns, constant along a curve (needed by --model magp_desc)")
+                   help="numeric configuration columns, constant along a curve (needed by --model magp_desc and "
+                        "magp_law)")
     if compute:
         g.add_argument("--compute-col", default=None, help="cumulative training FLOPs at that point")
         g.add_argument("--params-col", default=None,
@@ -82,9 +83,11 @@ def _add_columns(p, *, compute: bool = False) -> None:
 def _add_spec(p, *, models=MODELS) -> None:
     d = Spec()
     g = p.add_argument_group("model (jaxscale.learning_curves.Spec)")
-    g.add_argument("--model", default=d.model, choices=list(models), help="curve model")
+    g.add_argument("--model", default=d.model, choices=list(models),
+                   help="curve model (magp_law: a scaling law in the descriptors and step, a GP on its residuals; "
+                        "best for sizes beyond the training runs)")
     g.add_argument("--restarts", type=int, default=d.restarts, help="random restarts, run as one compiled program")
-    g.add_argument("--steps", type=int, default=d.steps, help="Adam steps per restart (magp, magp_desc)")
+    g.add_argument("--steps", type=int, default=d.steps, help="Adam steps per restart (magp, magp_desc, magp_law)")
     g.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
     g.add_argument("--n-h", type=int, default=d.n_h, help="latent draws integrating q(h) in predictions")
     g.add_argument("--no-log-descriptors", action="store_true",
@@ -372,7 +375,7 @@ def extrapolate_handler(args) -> dict:
     data = tail_from_frame(df, curve_col=args.curve_col, x_col=args.x_col, y_col=args.y_col,
                            train_col=args.train_col, cutoff=args.cutoff, x_is_log=args.x_is_log)
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains,
-                           target_accept=args.target_accept, level=args.level)
+                           target_accept=args.target_accept, level=args.level, calibrate=not args.no_calibrate)
     fit, base, report = evaluate_tail(jax.random.key(args.seed), data, spec)
     out = {"source": str(args.csv), "cutoff": args.cutoff, "train_col": args.train_col, **report}
     tail = df.iloc[fit.rows]
@@ -415,6 +418,9 @@ def register_extrapolate(lc_subparsers) -> None:
     s.add_argument("--chains", type=int, default=d.chains, help="chains (vectorised)")
     s.add_argument("--target-accept", type=float, default=d.target_accept, help="NUTS target acceptance")
     p.add_argument("--level", type=float, default=d.level, help="central interval level")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="keep the raw posterior intervals (default: rescaled by a backtest inside the training rows, "
+                        "a second fit)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     add_output_args(p, save=False)
     add_json(p)

@@ -11,11 +11,15 @@ Models (``Spec.model``):
   vectors ``h_d`` with a Gaussian ``q(h)``, instance deviations shared across tasks.
 * ``"magp_desc"``: MaGP plus numeric configuration descriptors (:mod:`.magp_desc`); it can predict
   curves of a task without any training row from the task's descriptors.
+* ``"magp_law"``: the law-informed model (:mod:`.law_gp`): a saturating power law in the
+  descriptors and ``ln(step)`` fitted to the loss, and the descriptor MaGP on its residuals, so a
+  larger, unseen size follows the law and the GP corrects it. Needs positive losses.
 * ``"dhgp"``: the deep hierarchical GP baseline of Hensman et al. 2013 (:mod:`.dhgp`).
 
 Preprocessing (all leak-free, from the training rows only): the models take ``x = ln(step)``
 as is; the loss is z-scored per task (a task without training rows gets the pooled constants or,
-for ``magp_desc``, constants regressed on its task descriptors). Descriptors are log-transformed
+for ``magp_desc``, constants regressed on its task descriptors; ``magp_law`` z-scores the residuals of
+its law with one pair of constants for every task). Descriptors are log-transformed
 (``Spec.log_descriptors``) and standardised over the training curves.
 
 The prediction is the equal-weight mixture over the finite restarts of each restart's joint
@@ -39,7 +43,7 @@ from jaxscale.config import warn_if_float32
 from jaxscale.gp import gaussian_nll
 from jaxscale.infer import minimize_lbfgs
 from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation
-from jaxscale.learning_curves import desc_predict, dhgp, magp, magp_desc, magp_predict
+from jaxscale.learning_curves import desc_predict, dhgp, law_gp, magp, magp_desc, magp_predict
 from jaxscale.learning_curves.descriptors import DescTables
 from jaxscale.learning_curves.diagnostics import adam_convergence, adam_report, lbfgs_report, warn_report
 from jaxscale.learning_curves.frame import Data, from_frame, frame_kwargs
@@ -53,6 +57,9 @@ __all__ = ["MODELS", "Spec", "Fit", "fit_core", "fit", "predict", "predict_resta
 
 
 register_moved(Spec, __name__)  # defined here before it moved to .spec
+
+#: Models that read the descriptor columns.
+DESC_MODELS = ("magp_desc", "magp_law")
 
 
 @pytree_dataclass
@@ -75,6 +82,8 @@ class Fit:
         (``magp_desc``).
       converged: ``(R,)`` whether each restart's optimiser converged (Adam: the negative ELBO
         stopped falling, see :mod:`.diagnostics`; L-BFGS: gradient tolerance met).
+      law, law_cov: ``magp_law`` only: the fitted :class:`~.law_gp.CurveLaw` (the mean) and the
+        covariance of its flat parameters; ``y_mean``/``y_std`` then z-score its residuals.
     """
 
     params: "magp.MaGPParams | magp_desc.DescParams | dhgp.DHGPParams"
@@ -90,6 +99,8 @@ class Fit:
     desc_scale: jax.Array
     scale_coef: jax.Array
     converged: jax.Array | None = None
+    law: "law_gp.CurveLaw | None" = None
+    law_cov: jax.Array | None = None
     spec: Spec = static_field(default=Spec())
     task_labels: tuple = static_field(default=())
     instance_labels: tuple = static_field(default=())
@@ -182,19 +193,29 @@ def fit_core(key, data: Data, spec: Spec = Spec()) -> Fit:
     k = data.descriptors.shape[1]
     center, scale = jnp.zeros((k,), dt), jnp.ones((k,), dt)
     n_task_desc = sum(lev == "task" for lev in data.descriptor_levels) if spec.model == "magp_desc" else 0
+    law = law_cov = None
     coef = jnp.zeros((1 + n_task_desc, 2), dt)
     history = None
     q = spec.q
     if spec.model == "magp":
         params, loss, history, jit = magp._fit_many(keys, x, pts, D, q, spec.steps, spec.learning_rate, spec.n_mc)
-    elif spec.model == "magp_desc":
+    elif spec.model in DESC_MODELS:
         z = _transform_descriptors(data.descriptors, spec)
         center, scale = _descriptor_scaling(z, d * R + r, D * R)
         tables = _tables((z - center) / scale, d, r, data.descriptor_levels, D, R)
+        if spec.model == "magp_law":
+            zc, cid = tables.curve[d * R + r], d * R + r
+            law, _, _ = law_gp.fit_curve_law(jax.random.fold_in(k_h, 1), zc, x, y)
+            law_cov = law_gp.law_covariance(law, zc, x, y, cid, D * R)
+            resid = y - law_gp.law_value(law, zc, x)
+            mu, sd = law_gp.residual_constants(resid)
+            y_mean, y_std = jnp.full((D,), mu, dt), jnp.full((D,), sd, dt)
+            pts = _points(x, d, r, R, (resid - mu) / sd)
         params, loss, history, jit = magp_desc._fit_many(keys, tables, x, pts, q, spec.steps, spec.learning_rate,
                                                          spec.n_mc)
-        observed = jax.ops.segment_sum(jnp.ones_like(y), d, D) > 0
-        coef = _scale_regression(tables.task, y_mean, y_std, observed)
+        if spec.model == "magp_desc":
+            observed = jax.ops.segment_sum(jnp.ones_like(y), d, D) > 0
+            coef = _scale_regression(tables.task, y_mean, y_std, observed)
     elif spec.model == "dhgp":
         q = 0
         x0 = dhgp.DHGPParams(jnp.zeros(3, dt), jnp.zeros(3, dt), jnp.zeros((), dt))
@@ -210,7 +231,8 @@ def fit_core(key, data: Data, spec: Spec = Spec()) -> Fit:
     leaves = [jnp.reshape(a, (spec.restarts, -1)) for a in jax.tree.leaves(params)]
     ok = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(a), 1) for a in leaves]), 0)
     eps_h = jax.random.normal(k_h, (spec.n_h, D, q), dt)
-    return Fit(params, loss, history, jit, ok, data, y_mean, y_std, eps_h, center, scale, coef, converged, spec,
+    return Fit(params, loss, history, jit, ok, data, y_mean, y_std, eps_h, center, scale, coef, converged, law, law_cov,
+               spec,
                data.task_labels, data.instance_labels, data.descriptor_names, data.descriptor_levels, data.x_is_log,
                data.columns)
 
@@ -226,7 +248,7 @@ def _check_spec(spec: Spec) -> None:
     for name in ("restarts", "steps", "n_mc", "n_h", "n_samples", "lbfgs_steps"):
         if int(getattr(spec, name)) < 1:
             raise ValueError(f"Spec.{name} must be >= 1, got {getattr(spec, name)}")
-    if spec.q < (0 if spec.model == "magp_desc" else 1):
+    if spec.q < (0 if spec.model in DESC_MODELS else 1):
         raise ValueError(f"Spec.q (latent dimension) must be >= 1 for {spec.model}, got {spec.q}")
     if not spec.learning_rate > 0:
         raise ValueError(f"Spec.learning_rate must be > 0, got {spec.learning_rate}")
@@ -285,12 +307,14 @@ def n_hyperparameters(data: Data, spec: Spec) -> int:
     """Hyper-parameters fitted by type-II maximum likelihood (the variational task latents,
     regularised by their prior, are not counted): MaGP ``4 + q + D`` (kernel variances and
     lengthscales, latent lengthscales, per-task noise); descriptor MaGP adds the size term (2) and
-    one lengthscale per descriptor; DHGP ``7``."""
+    one lengthscale per descriptor; the law-informed model adds its law (``4 + 2k`` for ``k``
+    descriptors); DHGP ``7``."""
     D = data.n_tasks
     if spec.model == "dhgp":
         return 7
-    k = data.descriptors.shape[1] if spec.model == "magp_desc" else 0
-    return 4 + spec.q + D + (2 + k if spec.model == "magp_desc" else 0)
+    k = data.descriptors.shape[1] if spec.model in DESC_MODELS else 0
+    law = 4 + 2 * k if spec.model == "magp_law" else 0
+    return 4 + spec.q + D + (2 + k if spec.model in DESC_MODELS else 0) + law
 
 
 def _check_training(data: Data, spec: Spec) -> None:
@@ -324,9 +348,14 @@ def _check_training(data: Data, spec: Spec) -> None:
             raise ValueError(f"fit: the target column {ycol!r} is constant ({y[m][0]:.6g}) within task {tcol!r} = "
                              f"{data.task_labels[int(t)]} at rows {_ids(data, m)}; its per-task scale is zero, so "
                              "the model cannot standardise it. Drop that task's rows or check the column")
-    if spec.model == "magp_desc":
+    if spec.model == "magp_law" and np.any(y <= 0):
+        bad = y <= 0
+        raise ValueError(f"fit: model 'magp_law' fits a power law to the log of the target, but {int(bad.sum())} "
+                         f"training row(s) have {ycol!r} <= 0 (rows {_ids(data, bad)}); use a positive loss column "
+                         "or the model magp_desc")
+    if spec.model in DESC_MODELS:
         if data.descriptors.shape[1] == 0:
-            raise ValueError("model 'magp_desc' needs descriptor columns: from_frame(..., descriptor_cols=[...]) "
+            raise ValueError(f"model {spec.model!r} needs descriptor columns: from_frame(..., descriptor_cols=[...]) "
                              "(CLI: --descriptor-cols C1,C2), e.g. the width and depth of each run")
         desc = np.asarray(data.descriptors, float)
         for j, name in enumerate(data.descriptor_names):
@@ -432,7 +461,7 @@ def _joint_std(params, eps_h, tables, observed, xgrid, train: Points, query: Poi
     if model == "magp":
         return jax.vmap(lambda p: magp_predict.joint_from_latents(
             p, magp_predict.latent_draws(p, eps_h), xgrid, train, query))(params)
-    if model == "magp_desc":
+    if model in DESC_MODELS:
         return jax.vmap(lambda p: desc_predict.desc_joint_from_latents(
             p, magp_predict.latent_draws(p, eps_h), tables, observed, xgrid, train, query))(params)
     return jax.vmap(lambda p: dhgp._joint_one(p, xgrid, train, query))(params)
@@ -450,32 +479,38 @@ def predict_restarts(fit: Fit, query) -> JointPrediction:
     d_q, r_q = jnp.asarray(q.task, jnp.int32), jnp.asarray(q.instance, jnp.int32)
     y_mean, y_std = jnp.asarray(fit.y_mean, dt), jnp.asarray(fit.y_std, dt)
     x_tr, x_q = jnp.asarray(tr.x, dt), jnp.asarray(q.x, dt)
-    yz = (jnp.asarray(tr.y, dt) - y_mean[d_tr]) / y_std[d_tr]
+    y_tr = jnp.asarray(tr.y, dt)
     N, M = x_tr.shape[0], x_q.shape[0]
-    train = _points(x_tr, d_tr, r_tr, R, yz)
     query_pts = _points(x_q, d_q, r_q, R, jnp.zeros((M,), dt), offset=N)
     xgrid = jnp.concatenate([x_tr, x_q])
     observed = np.bincount(np.asarray(tr.task), minlength=D) > 0
     tables = None
     mu_q, sd_q = y_mean[d_q], y_std[d_q]
-    if spec.model == "magp_desc":
+    law_q = law_cov_q = 0.0
+    if spec.model in DESC_MODELS:
         _check_descriptor_consistency(fit, q)
         z = _transform_descriptors(np.concatenate([np.asarray(tr.descriptors), np.asarray(q.descriptors)]), spec)
         zs = (z - jnp.asarray(fit.desc_center, dt)) / jnp.asarray(fit.desc_scale, dt)
         tables = _tables(zs, jnp.concatenate([d_tr, d_q]), jnp.concatenate([r_tr, r_q]), fit.descriptor_levels, D, R)
+        if spec.model == "magp_law":
+            zc_tr, zc_q = tables.curve[d_tr * R + r_tr], tables.curve[d_q * R + r_q]
+            y_tr = y_tr - law_gp.law_value(fit.law, zc_tr, x_tr)
+            law_q = law_gp.law_value(fit.law, zc_q, x_q)
+            law_cov_q = law_gp.law_prediction_cov(fit.law, jnp.asarray(fit.law_cov, dt), zc_q, x_q)
         n_u = tables.task.shape[1]
-        if n_u >= 1 and observed.sum() >= n_u + 1 and not observed.all():
+        if spec.model == "magp_desc" and n_u >= 1 and observed.sum() >= n_u + 1 and not observed.all():
             A = jnp.concatenate([jnp.ones((D, 1), dt), tables.task], 1)
             reg = A @ jnp.asarray(fit.scale_coef, dt)
             obs = jnp.asarray(observed)
             mean_d = jnp.where(obs, y_mean, reg[:, 0])
             std_d = jnp.where(obs, y_std, jnp.exp(reg[:, 1]))
             mu_q, sd_q = mean_d[d_q], std_d[d_q]
+    train = _points(x_tr, d_tr, r_tr, R, (y_tr - y_mean[d_tr]) / y_std[d_tr])
     idx = np.flatnonzero(np.asarray(fit.ok))
     params = jax.tree.map(lambda a: jnp.asarray(a)[idx], fit.params)
     m, C, nv, _ = _joint_std(params, jnp.asarray(fit.eps_h, dt), tables, jnp.asarray(observed), xgrid, train,
                              query_pts, spec.model)
-    return JointPrediction(m * sd_q + mu_q, C * sd_q[:, None] * sd_q[None, :], nv * sd_q**2)
+    return JointPrediction(m * sd_q + mu_q + law_q, C * sd_q[:, None] * sd_q[None, :] + law_cov_q, nv * sd_q**2)
 
 
 @partial(jax.jit, static_argnames=("iters",))
@@ -566,7 +601,8 @@ def extrapolation(fit: Fit, query) -> np.ndarray:
     * **task without training rows**: ``inf`` for ``magp`` and ``dhgp``, which treat tasks as
       categories and return their prior for such a task; for ``magp_desc`` the distance of its
       task-level descriptors outside their training range, in units of that range (``inf`` when
-      there is no task-level descriptor);
+      there is no task-level descriptor); ``magp_law`` reads any descriptor (its law predicts
+      every configuration from them);
     * **descriptors** (``magp_desc``, every row): the same range distance for every descriptor
       column (log-transformed with ``Spec.log_descriptors``);
     * **instance without training rows** (``magp``, ``dhgp``: the model falls back to the task's
@@ -581,14 +617,15 @@ def extrapolation(fit: Fit, query) -> np.ndarray:
     tr = fit.train
     spec = fit.spec
     desc_tr = desc_q = None
-    if spec.model == "magp_desc" and np.shape(q.descriptors)[1]:
+    if spec.model in DESC_MODELS and np.shape(q.descriptors)[1]:
         desc_tr, desc_q = np.asarray(tr.descriptors, float), np.asarray(q.descriptors, float)
         if spec.log_descriptors:
             desc_tr, desc_q = np.log(desc_tr), np.log(np.maximum(desc_q, 1e-300))
     return extrapolation_distance((tr.x, tr.task, tr.instance), (q.x, q.task, q.instance), spec.model,
                                   n_inst=len(fit.instance_labels), instance_sizes=_numeric_labels(fit.instance_labels),
                                   desc_train=desc_tr, desc_query=desc_q,
-                                  has_task_descriptor="task" in fit.descriptor_levels)
+                                  has_task_descriptor="task" in fit.descriptor_levels
+                                  or (spec.model == "magp_law" and len(fit.descriptor_levels) > 0))
 
 
 def extrapolation_distance(train, query, model: str, *, n_inst: int, instance_sizes=None, desc_train=None,
@@ -611,7 +648,7 @@ def extrapolation_distance(train, query, model: str, *, n_inst: int, instance_si
     dist = _range_distance(x_q, lo, hi, hi - lo if hi > lo else 1.0)
     seen_t = np.isin(d_q, d_tr)
     seen_r = np.isin(r_q, r_tr)
-    if model == "magp_desc" and desc_query is not None and np.shape(desc_query)[1]:
+    if model in ("magp_desc", "magp_law") and desc_query is not None and np.shape(desc_query)[1]:
         per_col = []
         for j in range(desc_query.shape[1]):
             a, b = desc_train[:, j].min(), desc_train[:, j].max()
@@ -647,7 +684,7 @@ def warn_extrapolation_of(fit: Fit, query, dist, what: str = "learning-curve pre
         tasks = sorted({fit.task_labels[int(t)] for t in np.asarray(q.task)[inf]})
         what = (f"{what} ({int(inf.sum())} row(s) of task(s) {tasks[:5]} with no training run: {fit.spec.model} "
                 "predicts them from its prior, distance inf")
-        what += "; use model magp_desc with task descriptors to predict such tasks)" if fit.spec.model != "magp_desc" \
+        what += "; use model magp_desc with task descriptors to predict such tasks)" if fit.spec.model not in DESC_MODELS \
             else ")"
     warn_extrapolation(what, dist, EXTRAPOLATION_UNIT, stacklevel=stacklevel + 1)
 
@@ -678,7 +715,8 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
     The intervals widen with that distance as far as the GP itself widens them: the Matérn
     kernels in ln(step) revert to the prior away from the training steps, and a task without
     training rows gets the prior over its latent (``magp``, ``dhgp``) or the descriptor kernel's
-    (``magp_desc``). No extra inflation is applied.
+    (``magp_desc``); ``magp_law`` adds the spread of its law's value from the law's parameter
+    covariance, which grows where the law extrapolates. No other inflation is applied.
     """
     level = check_level(level)
     q = as_query(fit, query)

@@ -77,6 +77,8 @@ class DescFit(NamedTuple):
     tables: DescTables
     observed: np.ndarray  # (D,) tasks with training rows
     scaler: object = None  # the Scaler the training targets were standardised with (set by fit_model)
+    law: object = None  # the mean's CurveLaw of the law-informed model (set by fit_model), else None
+    law_cov: object = None  # covariance of the law's flat parameters (law-informed model)
 
 
 def desc_constrained(p: DescParams, observed=None) -> dict:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # annotations only
 
 __all__ = ["LCFit", "MODELS", "fit_model", "predict_joint", "sample_joint", "take_ok", "JointPrediction"]
 
-MODELS = ("magp", "dhgp", "magp_desc")
+MODELS = ("magp", "dhgp", "magp_desc", "magp_law")
 
 
 @pytree_dataclass
@@ -74,10 +74,48 @@ def fit_model(key, problem: LCProblem, model: str = "magp", *, restarts: int = 1
         train = train if pad_to is None else pad_points(train, pad_to)
         res = fit_magp_desc(key, problem.xgrid, train, tables, restarts=restarts, steps=steps,
                             learning_rate=learning_rate, n_mc=n_mc)._replace(scaler=scaler)
+    elif model == "magp_law":
+        res, train = _fit_law_problem(key, problem, restarts, steps, learning_rate, n_mc, pad_to)
     else:
         raise ValueError(f"unknown model {model!r}; choose one of {MODELS} (bnn: see jaxscale.learning_curves.bnn)")
     jax.block_until_ready(res.params)
     return LCFit(model, res, time.perf_counter() - t0, train)
+
+
+def _fit_law_problem(key, problem: LCProblem, restarts, steps, learning_rate, n_mc, pad_to):
+    """The law-informed model on a bundled problem: the law on the training losses, the descriptor
+    MaGP on the residuals (one pair of z-score constants for every task)."""
+    from jaxscale.learning_curves.descriptors import descriptor_tables
+    from jaxscale.learning_curves.law_gp import fit_curve_law, law_covariance, law_value, residual_constants
+    from jaxscale.learning_curves.magp_desc import fit_magp_desc
+
+    tables = descriptor_tables(problem)
+    tr = problem.train
+    y = jnp.asarray(problem.y_train)
+    k_law, k_gp = jax.random.split(key)
+    law, _, _ = fit_curve_law(k_law, tables.curve[tr.c], tr.x, y)
+    law_cov = law_covariance(law, tables.curve[tr.c], tr.x, y, tr.c, problem.n_tasks * problem.n_reps)
+    resid = y - law_value(law, tables.curve[tr.c], tr.x)
+    mu, sd = residual_constants(resid)
+    D = problem.n_tasks
+    scaler = Scaler(np.full(D, float(mu)), np.full(D, float(sd)))
+    train = tr._replace(y=(resid - mu) / sd)
+    train = train if pad_to is None else pad_points(train, pad_to)
+    res = fit_magp_desc(k_gp, problem.xgrid, train, tables, restarts=restarts, steps=steps,
+                        learning_rate=learning_rate, n_mc=n_mc)
+    return res._replace(scaler=scaler, law=law, law_cov=law_cov), train
+
+
+def _law_at(fit: LCFit, query: Points):
+    """The fitted law at the query points and the covariance of its value there (0, 0 for models
+    without a law)."""
+    law = getattr(fit.result, "law", None)
+    if law is None:
+        return 0.0, 0.0
+    from jaxscale.learning_curves.law_gp import law_prediction_cov, law_value
+
+    z = fit.result.tables.curve[query.c]
+    return law_value(law, z, query.x), law_prediction_cov(law, fit.result.law_cov, z, query.x)
 
 
 def take_ok(fit: LCFit):
@@ -107,7 +145,7 @@ def predict_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = No
     train = problem.train if fit.train is None else fit.train
     if fit.model == "magp":
         m, C, nv, _ = magp_joint_std(params, key, problem.xgrid, train, query, n_h=n_h)
-    elif fit.model == "magp_desc":
+    elif fit.model in ("magp_desc", "magp_law"):
         from jaxscale.learning_curves.desc_predict import desc_joint_std
 
         r = fit.result
@@ -115,7 +153,9 @@ def predict_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = No
                                      n_h=n_h)
     else:
         m, C, nv, _ = dhgp_joint_std(params, key, problem.xgrid, train, query)
-    return _to_original(_scaler(fit, problem), query, m, C, nv)
+    out = _to_original(_scaler(fit, problem), query, m, C, nv)
+    law_mean, law_cov = _law_at(fit, query)
+    return out._replace(mean=out.mean + law_mean, cov=out.cov + law_cov)
 
 
 def sample_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = None, *, n_samples: int = 100):
@@ -123,7 +163,7 @@ def sample_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = Non
     query = problem.test if query is None else query
     params = take_ok(fit)
     train = problem.train if fit.train is None else fit.train
-    if fit.model == "magp_desc":
+    if fit.model in ("magp_desc", "magp_law"):
         from jaxscale.learning_curves.desc_predict import desc_draws_std
 
         r = fit.result
@@ -134,4 +174,12 @@ def sample_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = Non
         z = fn(params, key, problem.xgrid, train, query, n_samples=n_samples)
     sc = _scaler(fit, problem)
     s = jnp.asarray(sc.std)[query.d]
-    return z * s + jnp.asarray(sc.mean)[query.d]
+    law_mean, law_cov = _law_at(fit, query)
+    draws = z * s + jnp.asarray(sc.mean)[query.d] + law_mean
+    if getattr(fit.result, "law", None) is None:
+        return draws
+    # the law's parameter uncertainty: one joint Gaussian draw per sample, shared by the restarts
+    M = draws.shape[-1]
+    L = jnp.linalg.cholesky(law_cov + 1e-12 * jnp.eye(M, dtype=law_cov.dtype))
+    eps = jax.random.normal(jax.random.fold_in(key, 1), draws.shape[1:], draws.dtype)
+    return draws + (eps @ L.T)[None]

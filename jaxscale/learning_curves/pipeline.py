@@ -91,7 +91,7 @@ def _conv_block(report: dict) -> dict:
 def problem_fit_report(fit_) -> dict:
     """``{converged, reason, ...}`` of a bundled fit (:class:`~.models.LCFit`): Adam, L-BFGS or NUTS."""
     res = fit_.result
-    if fit_.model in ("magp", "magp_desc"):
+    if fit_.model in ("magp", "magp_desc", "magp_law"):
         return adam_report(res.history, res.ok, int(np.shape(res.history)[1]), fit_.model)
     if fit_.model == "dhgp":
         return lbfgs_report(res.converged, res.ok, 1000, "dhgp")
@@ -105,7 +105,7 @@ def problem_extrapolation(problem: LCProblem, model: str) -> np.ndarray:
     tr, te = problem.train, problem.test
     f = problem.data.frame
     desc_tr = desc_q = None
-    if model == "magp_desc" and {"n_embd", "n_layer"} <= set(f.columns):
+    if model in ("magp_desc", "magp_law") and {"n_embd", "n_layer"} <= set(f.columns):
         sizes = np.log(f[["n_embd", "n_layer"]].to_numpy(float))
         desc_tr, desc_q = sizes[problem.split.train], sizes[problem.split.test]
     return extrapolation_distance((tr.x, tr.d, tr.r), (te.x, te.d, te.r), model, n_inst=problem.n_reps,
@@ -127,7 +127,8 @@ def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "mag
     Returns a JSON-ready dict: rmse / mae / nlpd as ``{part: {mean, std}}`` for full / partial
     (last 3) / last, coverage_50 / coverage_90 as ``{full, last}``, fit_seconds (wall, incl.
     compile), predict_seconds, restart counts.
-    Models: "magp", "dhgp", "magp_desc" (descriptor MaGP; nanoGPT datasets), "bnn" / "bnn_orig"
+    Models: "magp", "dhgp", "magp_desc" (descriptor MaGP; nanoGPT datasets), "magp_law" (the
+    law-informed descriptor MaGP, :mod:`.law_gp`; nanoGPT datasets), "bnn" / "bnn_orig"
     (NUTS with ``nuts_warmup`` / ``nuts_samples`` per chain; chains = ``restarts``). ``holdout``: the
     index held out by the ``leave_embd`` / ``leave_layer`` splits. ``pad_to``: pad the GP training
     set with inert points (shares compiled programs; see ``problem.pad_points``).
@@ -150,7 +151,7 @@ def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "mag
                                              nuts_warmup, nuts_samples, pad_to)
     ev = evaluate_prediction(problem, pred)
     report = problem_fit_report(fit_)
-    if model in ("magp", "magp_desc", "dhgp"):
+    if model in ("magp", "magp_desc", "magp_law", "dhgp"):
         warn_report(report)
     dist = problem_extrapolation(problem, model)
     ok = np.asarray(fit_.result.ok)
@@ -158,7 +159,7 @@ def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "mag
         "dataset": name, "split": problem.split.name, "model": model, "leaky": leaky,
         "restarts": int(restarts), "restarts_ok": int(ok.sum()),
         "excluded_restarts": np.flatnonzero(~ok).tolist(),
-        "steps": int(steps) if model in ("magp", "magp_desc") else None,
+        "steps": int(steps) if model in ("magp", "magp_desc", "magp_law") else None,
         "n_train": int(problem.train.x.shape[0]), "n_test": int(problem.test.x.shape[0]),
         "n_heldout_curves": int(len(np.unique(np.asarray(problem.test.c)))),
         **_metric_block(ev), **_conv_block(report), "extrapolation": extrapolation_summary(dist),

@@ -15,7 +15,7 @@ __all__ = ["MODELS", "Spec", "DEFAULT_COLUMNS", "ExtrapolateSpec", "MODEL_CHOICE
            "MULTILINGUAL_LANGS"]
 
 #: Curve models of :func:`jaxscale.learning_curves.fit` (``Spec.model``).
-MODELS = ("magp", "magp_desc", "dhgp")
+MODELS = ("magp", "magp_desc", "magp_law", "dhgp")
 
 
 @register_serializable
@@ -23,7 +23,7 @@ class Spec(NamedTuple):
     """How to fit (every field has a default; the CLI reads its defaults from ``Spec()``).
 
     Attributes:
-      model: ``"magp"`` | ``"magp_desc"`` | ``"dhgp"``.
+      model: ``"magp"`` | ``"magp_desc"`` | ``"magp_law"`` (law-informed, positive losses) | ``"dhgp"``.
       restarts: random restarts, all in one compiled program (DHGP is deterministic: repeats).
       steps: Adam steps per restart (magp, magp_desc).
       learning_rate: Adam learning rate.
@@ -61,6 +61,8 @@ class ExtrapolateSpec(NamedTuple):
       target_accept: NUTS target acceptance probability.
       nu: degrees of freedom of the Student-t noise on ``ln L``.
       level: central interval level of the prediction.
+      calibrate: rescale the intervals by a backtest inside the training rows (see
+        :func:`jaxscale.learning_curves.extrapolate.extrapolate`); costs a second fit.
     """
 
     warmup: int = 500
@@ -69,10 +71,11 @@ class ExtrapolateSpec(NamedTuple):
     target_accept: float = 0.9
     nu: float = 4.0
     level: float = 0.9
+    calibrate: bool = True
 
 
 #: Models of the bundled-dataset experiments (:func:`jaxscale.learning_curves.evaluate_model`).
-MODEL_CHOICES = ("magp", "dhgp", "magp_desc", "bnn", "bnn_orig")
+MODEL_CHOICES = ("magp", "dhgp", "magp_desc", "magp_law", "bnn", "bnn_orig")
 
 #: Held-out curves of the paper's nanoGPT-large splits as (n_embd, n_layer) labels (the original
 #: code's ``Missing_Quad_d4_r3`` / ``Missing_Tri_d4`` / ``Missing_Tri_d1``).
