@@ -375,7 +375,7 @@ def extrapolate_handler(args) -> dict:
     data = tail_from_frame(df, curve_col=args.curve_col, x_col=args.x_col, y_col=args.y_col,
                            train_col=args.train_col, cutoff=args.cutoff, x_is_log=args.x_is_log)
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains,
-                           target_accept=args.target_accept, level=args.level, calibrate=not args.no_calibrate)
+                           target_accept=args.target_accept, level=args.level)
     fit, base, report = evaluate_tail(jax.random.key(args.seed), data, spec)
     out = {"source": str(args.csv), "cutoff": args.cutoff, "train_col": args.train_col, **report}
     tail = df.iloc[fit.rows]
@@ -418,9 +418,6 @@ def register_extrapolate(lc_subparsers) -> None:
     s.add_argument("--chains", type=int, default=d.chains, help="chains (vectorised)")
     s.add_argument("--target-accept", type=float, default=d.target_accept, help="NUTS target acceptance")
     p.add_argument("--level", type=float, default=d.level, help="central interval level")
-    p.add_argument("--no-calibrate", action="store_true",
-                   help="keep the raw posterior intervals (default: rescaled by a backtest inside the training rows, "
-                        "a second fit)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     add_output_args(p, save=False)
     add_json(p)

@@ -38,6 +38,7 @@ from jaxscale.context_law.fit import (
     _check_result,
     _fit_tasks,
     check_identifiability,
+    compress_tasks,
     convergence_reason,
     theta_dict,
     warn_not_converged,
@@ -339,8 +340,9 @@ def stack_by_task(data: Data, rows=None) -> Data:
     idx = np.flatnonzero(keep)
     gather, valid = _task_index(codes[idx], len(data.task_labels))
     gather = idx[gather]
-    stacked = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[gather], data)
-    return stacked.replace(weight=jnp.where(jnp.asarray(valid), stacked.weight, 0.0))
+    # gathered on the host: eager device gathers would each compile a small program
+    stacked = jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)[gather]), data)
+    return stacked.replace(weight=jax.device_put(np.where(valid, np.asarray(stacked.weight), 0.0)))
 
 
 @partial(jax.jit, static_argnames=("spec",))
@@ -383,7 +385,9 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     ``fit.converged``. With ``spec.backtest_frac > 0`` each task is also refitted without its
     longest prompts (in the same compiled program) to learn ``fit.drift`` (see
     :mod:`jaxscale.context_law.extrapolation`). NUTS diagnostics (R-hat > 1.01, ESS < 100 per
-    chain, divergences, fewer than 2 chains) are warned and stored in ``fit.posterior``.
+    chain, divergences, fewer than 2 chains) are warned and stored in ``fit.posterior``. The checks,
+    messages, ``n_train`` and ``sigma`` see the rows as given; the point fit itself fits each
+    repeated cell once (:func:`jaxscale.context_law.fit.compress_tasks`; same result up to rounding).
 
     Args:
       key: PRNG key (task ``t`` of the point fit uses ``split(split(key)[0], T)[t]``; NUTS the other half).
@@ -411,22 +415,24 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
         raise ValueError(f"{what}: task(s) {empty[:10]} have no training rows (all held out or filtered); "
                          "remove them from the table or keep some of their rows for the fit")
     stacked = stack_by_task(data, w)
+    host = jax.tree_util.tree_map(np.asarray, stacked)  # host copies: eager device slicing would compile
     for t, label in enumerate(labels):
-        check_identifiability(jax.tree_util.tree_map(lambda a: a[t], stacked), spec, what, task=label, min_rows=True)
+        check_identifiability(jax.tree_util.tree_map(lambda a: a[t], host), spec, what, task=label, min_rows=True)
     k_fit, k_bayes = jax.random.split(key)
     T = len(labels)
     keys = jax.random.split(k_fit, T)
     w_past, future, ok = backtest_weights(stacked, spec, float(spec.backtest_frac))
     if ok.any():  # the backtest refits run in the same vmapped program as the fits
-        both = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, a]), stacked)
-        both = both.replace(weight=jnp.concatenate([stacked.weight, jnp.asarray(w_past)]))
-        every = _fit_tasks(jnp.concatenate([keys, jax.random.split(jax.random.fold_in(k_fit, 1), T)]), both,
-                           spec.point())
-        core = jax.tree_util.tree_map(lambda a: a[:T], every)
-        theta_bt = every.theta[T:]
+        both = jax.tree_util.tree_map(lambda a: np.concatenate([a, a]), host)
+        both = both.replace(weight=np.concatenate([host.weight, np.asarray(w_past)]))
+        every = _fit_tasks(jnp.concatenate([keys, jax.random.split(jax.random.fold_in(k_fit, 1), T)]),
+                           *compress_tasks(both, spec), spec)
+        every = jax.tree_util.tree_map(np.asarray, every)
+        core = jax.tree_util.tree_map(lambda a: jax.device_put(a[:T]), every)
+        theta_bt = jax.device_put(every.theta[T:])
         drift = drift_from_backtest(stacked, w_past, future, ok, theta_bt, spec)
     else:
-        core = _fit_tasks(keys, stacked, spec.point())
+        core = _fit_tasks(keys, *compress_tasks(stacked, spec), spec)
         theta_bt = core.theta
         drift = drift_from_backtest(stacked, w_past, future, ok, None, spec)
     _check_result(core, what, labels)

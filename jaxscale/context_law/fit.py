@@ -6,6 +6,14 @@ box, like SciPy's L-BFGS-B polish), accepted only when it lowers the loss.  Ever
 compiled program: :func:`fit_core` runs ``spec.restarts`` seeded runs (vmapped) on one data set and
 keeps the best; it can itself be ``vmap``-ped over keys or over tasks stacked on a leading axis
 (padded rows carry weight 0), which is what :func:`fit_many` and the pillar's ``fit`` do.
+
+Repeated cells are fitted once (:func:`compress`): rows with the same compute, prompt length,
+context limit and chance floor have the same prediction, so under the squared error their
+weighted sum equals ``W (ybar - p)^2`` (W = summed weight, ybar = weighted mean score) plus the
+within-cell sum of squares, a constant carried as the loss ``offset``; under the absolute error only
+rows that also share the score are merged (their weights add). Either way the loss, hence the
+fit, equals the uncompressed one up to float rounding. The cell count is padded (weight-0 copies)
+to the next of 8, 12, 16, 24, 32, 48, 64, ..., so tables of similar size reuse one compiled program.
 """
 from __future__ import annotations
 
@@ -20,12 +28,12 @@ import numpy as np
 
 from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
-from jaxscale.context_law.model import Spec, mse_loss, param_bounds, param_names
+from jaxscale.context_law.model import ContextData, Spec, mse_loss, param_bounds, param_names
 from jaxscale.infer import minimize_lbfgs, sharded_vmap
 from jaxscale.infer.evolution import de_run
 
 __all__ = ["ContextFit", "fit_core", "fit_law", "fit_many", "check_identifiability", "theta_dict",
-           "convergence_reason", "warn_not_converged"]
+           "convergence_reason", "warn_not_converged", "compress", "compress_tasks"]
 
 
 @register_serializable
@@ -54,27 +62,28 @@ class ContextFit(NamedTuple):
 
 @functools.lru_cache(maxsize=None)
 def _losses(spec: Spec):
-    def de_loss(theta, data):
-        return mse_loss(theta, spec, data)
+    def de_loss(theta, data, offset):
+        return mse_loss(theta, spec, data, offset)
 
-    def box_loss(u, data, lo, hi):
-        return mse_loss(lo + (hi - lo) * jax.nn.sigmoid(u), spec, data)
+    def box_loss(u, data, offset, lo, hi):
+        return mse_loss(lo + (hi - lo) * jax.nn.sigmoid(u), spec, data, offset)
 
     return de_loss, box_loss
 
 
 @partial(jax.jit, static_argnames=("spec", "popsize", "maxiter", "polish"))
-def _fit_one(key, data, spec: Spec, popsize: int, maxiter: int, tol, polish: bool):
+def _fit_one(key, data, offset, spec: Spec, popsize: int, maxiter: int, tol, polish: bool):
     de_loss, box_loss = _losses(spec)
     bounds = jnp.asarray(param_bounds(spec), dtype=data.y.dtype)
     lo, hi = bounds[:, 0], bounds[:, 1]
-    state, info = de_run(key, de_loss, bounds, data, popsize=popsize, maxiter=maxiter, tol=tol)
+    offset = jnp.asarray(offset, dtype=data.y.dtype)
+    state, info = de_run(key, de_loss, bounds, data, offset, popsize=popsize, maxiter=maxiter, tol=tol)
     x0 = state.best_x
     if not polish:
         return ContextFit(x0, state.best_fitness, state.best_fitness, state.generation, state.converged,
                           jnp.asarray(0), jnp.asarray(False))
     frac = jnp.clip((x0 - lo) / (hi - lo), 1e-7, 1 - 1e-7)
-    res = minimize_lbfgs(box_loss, jnp.log(frac) - jnp.log1p(-frac), data, lo, hi, max_steps=300, tol=1e-10)
+    res = minimize_lbfgs(box_loss, jnp.log(frac) - jnp.log1p(-frac), data, offset, lo, hi, max_steps=300, tol=1e-10)
     theta = lo + (hi - lo) * jax.nn.sigmoid(res.params)
     better = jnp.isfinite(res.loss) & jnp.all(jnp.isfinite(theta)) & (res.loss <= state.best_fitness)
     return ContextFit(jnp.where(better, theta, x0), jnp.where(better, res.loss, state.best_fitness),
@@ -82,40 +91,132 @@ def _fit_one(key, data, spec: Spec, popsize: int, maxiter: int, tol, polish: boo
 
 
 @partial(jax.jit, static_argnames=("spec", "popsize", "maxiter", "polish", "restarts", "shard"))
-def _fit_restarts(key, data, spec, popsize, maxiter, tol, polish, restarts, shard=True):
+def _fit_restarts(key, data, offset, spec, popsize, maxiter, tol, polish, restarts, shard=True):
     # ``shard``: split the restarts over all devices (off when the tasks axis around it already is)
     if restarts == 1:
-        return _fit_one(key, data, spec, popsize, maxiter, tol, polish)
-    one = lambda k: _fit_one(k, data, spec, popsize, maxiter, tol, polish)  # noqa: E731
+        return _fit_one(key, data, offset, spec, popsize, maxiter, tol, polish)
+    one = lambda k: _fit_one(k, data, offset, spec, popsize, maxiter, tol, polish)  # noqa: E731
     keys = jax.random.split(key, restarts)
     fits = sharded_vmap(one, keys) if shard else jax.vmap(one)(keys)
     i = jnp.argmin(jnp.where(jnp.isfinite(fits.loss), fits.loss, jnp.inf))
     return jax.tree_util.tree_map(lambda x: x[i], fits)
 
 
-def fit_core(key, data, spec: Spec = Spec()) -> ContextFit:
+def _settings(spec: Spec) -> tuple:
+    return (spec.law(), int(spec.popsize), int(spec.maxiter), float(spec.tol), bool(spec.polish), int(spec.restarts))
+
+
+@partial(jax.jit, static_argnames=("spec",))
+def _fit_tasks_impl(keys, data, offsets, spec: Spec):
+    # tasks split over all devices (one device: a plain vmap); the restarts inside stay on the task's device
+    return sharded_vmap(lambda a: _fit_restarts(a[0], a[1], a[2], *_settings(spec), shard=False),
+                        (keys, data, offsets))
+
+
+def _fit_tasks(keys, data, offsets, spec: Spec):
+    """Fit every task of ``data`` (leaves (T, m)): task ``t`` with ``keys[t]`` and loss offset
+    ``offsets[t]`` (see :func:`compress_tasks`); one compiled program for all tasks."""
+    return _fit_tasks_impl(keys, data, jnp.asarray(offsets, dtype=data.y.dtype), spec.point())
+
+
+def fit_core(key, data, spec: Spec = Spec(), offset=0.0) -> ContextFit:
     """The numerical core: DE + L-BFGS of ONE law on every row of ``data`` with weight > 0.
 
     ``spec.restarts`` independent runs (vmapped, split over all devices) keep the lowest loss. Task codes are ignored:
     to fit one law per task, stack the tasks on a leading axis (padding with weight-0 rows) and
     ``jax.vmap`` this function over them, as ``fit`` does. Pure and compiled (``spec`` static):
     ``jax.vmap(lambda k: fit_core(k, data, spec))(keys)`` equals separate calls. No checks
-    here: ``fit`` validates the design and reports non-convergence.
+    here: ``fit`` validates the design and reports non-convergence. Rows are used as given
+    (:func:`compress` merges repeated cells first, as ``fit_law``, ``fit_many`` and ``fit`` do).
 
     Args:
       key: PRNG key of the DE populations.
       data: a pillar ``Data`` (or ``ContextData``) with 1-D rows.
       spec: law form and optimiser settings (:class:`Spec`).
+      offset: constant added to the weighted error sum before dividing by the summed weight (the
+        within-cell sum of squares returned by :func:`compress`; 0 for uncompressed rows).
 
     Returns:
       :class:`ContextFit` (theta, loss and DE / polish diagnostics).
     """
-    return _fit_restarts(*_restart_args(key, data, spec))
+    return _fit_restarts(key, data, offset, *_settings(spec))
 
 
-def _restart_args(key, data, spec: Spec) -> tuple:
-    return (key, data, spec.law(), int(spec.popsize), int(spec.maxiter), float(spec.tol), bool(spec.polish),
-            int(spec.restarts))
+def _bucket(n: int) -> int:
+    """Padded cell count: the next of 8, 12, 16, 24, 32, 48, ... (powers of two and 1.5 times them),
+    so a table of similar size reuses the compiled program and padding wastes at most a third."""
+    b = 8
+    while b < n:
+        b = b * 3 // 2 if b & (b - 1) == 0 else b * 4 // 3
+    return b
+
+
+def _compress_rows(log_C, n_pmt, n_ctx, y, w, floor, mse: bool):
+    """One task's rows with weight > 0 -> (cell arrays, offset); see :func:`compress`."""
+    keep = w > 0
+    cols = [log_C[keep], n_pmt[keep], n_ctx[keep], floor[keep]] + ([] if mse else [y[keep]])
+    yk, wk = y[keep], w[keep]
+    if yk.size == 0:  # nothing to fit: one weight-0 cell (the loss is 0/0, as without compression)
+        return [log_C[:1], n_pmt[:1], n_ctx[:1], np.zeros(1), np.zeros(1), floor[:1]], 0.0
+    order = np.lexsort(cols[::-1])
+    first = np.ones(order.size, bool)
+    first[1:] = np.any([np.diff(c[order]) != 0 for c in cols], axis=0)
+    cell = np.cumsum(first) - 1  # cell of each sorted row
+    n_cells = int(cell[-1]) + 1
+    ws, ys = wk[order], yk[order]
+    W = np.bincount(cell, weights=ws, minlength=n_cells)
+    ybar = np.bincount(cell, weights=ws * ys, minlength=n_cells) / W
+    offset = float(np.sum(ws * (ys - ybar[cell]) ** 2)) if mse else 0.0
+    head = order[first]
+    by_first = np.argsort(head, kind="stable")  # cells in the order of their first row, as given
+    head, ybar, W = head[by_first], ybar[by_first], W[by_first]
+    return [log_C[keep][head], n_pmt[keep][head], n_ctx[keep][head], ybar, W, floor[keep][head]], offset
+
+
+def _compress_arrays(data, spec: Spec):
+    """NumPy cells (T, m') and offsets (T,) of stacked ``data``; see :func:`compress_tasks`."""
+    arrs = [np.asarray(getattr(data, f), dtype=float) for f in ContextData._fields]
+    mse = spec.loss == "mse"
+    out = [_compress_rows(*[a[t] for a in arrs], mse=mse) for t in range(arrs[0].shape[0])]
+    width = _bucket(max(len(c[3]) for c, _ in out))
+    cols = []
+    for j in range(len(ContextData._fields)):
+        rows = []
+        for c, _ in out:
+            a, pad = c[j], width - len(c[j])
+            rows.append(np.concatenate([a, np.zeros(pad) if j == 4 else np.repeat(a[:1], pad)]))
+        cols.append(np.stack(rows))
+    return cols, np.asarray([o for _, o in out])
+
+
+def compress_tasks(data, spec: Spec = Spec()):
+    """:func:`compress` for stacked tasks: ``data`` leaves (T, m) -> cells (T, m') and offsets (T,).
+
+    Each task is compressed with its own weights; all tasks are padded to one width (see :func:`compress`).
+    """
+    cols, offsets = _compress_arrays(data, spec)
+    dtype = np.asarray(data.y).dtype
+    return ContextData(*[jax.device_put(c.astype(dtype)) for c in cols]), jax.device_put(offsets.astype(dtype))
+
+
+def compress(data, spec: Spec = Spec()):
+    """Merge repeated cells of 1-D ``data`` into one weighted row each; returns ``(cells, offset)``
+    with ``mse_loss(theta, spec, cells, offset) == mse_loss(theta, spec, data)`` up to rounding.
+
+    Rows with weight > 0 sharing compute, prompt length, context limit and chance floor (and, for
+    ``spec.loss == "mae"``, the score) become one row whose weight is their summed weight and whose
+    score is their weighted mean score; ``offset`` is the within-cell weighted sum of squares
+    (0 for ``mae``). Rows with weight 0 are dropped, and the result is padded with weight-0 copies
+    to the next of 8, 12, 16, 24, 32, 48, 64, ... rows. A :class:`ContextData` (the fields the loss reads) is returned.
+
+    Args:
+      data: a pillar ``Data`` or ``ContextData`` with 1-D rows.
+      spec: its ``loss`` decides which rows can merge.
+    """
+    one = ContextData(*[np.asarray(getattr(data, f))[None] for f in ContextData._fields])
+    cols, offsets = _compress_arrays(one, spec)
+    dtype = one.y.dtype
+    return ContextData(*[jax.device_put(c[0].astype(dtype)) for c in cols]), jax.device_put(offsets[0].astype(dtype))
 
 
 def _compute_levels(log_C) -> int:
@@ -238,20 +339,17 @@ def fit_law(key, data, spec: Spec = Spec(), *, popsize: int | None = None, maxit
             tol: float | None = None, polish: bool | None = None, restarts: int | None = None,
             what: str = "context-law fit") -> ContextFit:
     """Fit one data set (checks + :func:`fit_core`): DE (best1bin, ``popsize`` x n_params members)
-    then bounded L-BFGS.  Settings given here override the ``spec``'s."""
+    then bounded L-BFGS.  Settings given here override the ``spec``'s. Repeated cells are fitted
+    once (:func:`compress`; the result equals the fit of the rows as given, up to rounding), after
+    the checks, which count and name the rows as given."""
     spec = _override(spec, popsize=popsize, maxiter=maxiter, tol=tol, polish=polish, restarts=restarts).check()
     warn_if_float32(what)
     check_identifiability(data, spec, what, min_rows=True)
-    fit = fit_core(key, data, spec)
+    cells, offset = compress(data, spec)
+    fit = fit_core(key, cells, spec, offset)
     _check_result(fit, what)
     warn_not_converged(fit, spec, what)
     return fit
-
-
-@partial(jax.jit, static_argnames=("spec",))
-def _fit_tasks(keys, data, spec: Spec):
-    # tasks split over all devices (one device: a plain vmap); the restarts inside stay on the task's device
-    return sharded_vmap(lambda kd: _fit_restarts(*_restart_args(kd[0], kd[1], spec), shard=False), (keys, data))
 
 
 def fit_many(key, data, spec: Spec = Spec(), *, popsize: int | None = None, maxiter: int | None = None,
@@ -263,7 +361,8 @@ def fit_many(key, data, spec: Spec = Spec(), *, popsize: int | None = None, maxi
     Task ``t`` gets the key ``jax.random.split(key, n_tasks)[t]``. ``labels`` name the tasks in
     messages. Each task's design is checked first (:func:`check_identifiability`, with the row
     count; weak-design messages go to ``notes`` when a list is given, else they are warned), and
-    every task whose DE stopped at ``maxiter`` is warned.
+    every task whose DE stopped at ``maxiter`` is warned. Each task's repeated cells are then
+    fitted once (:func:`compress_tasks`; same result as the rows as given, up to rounding).
     """
     spec = _override(spec, popsize=popsize, maxiter=maxiter, tol=tol, polish=polish, restarts=restarts).check()
     warn_if_float32(what)
@@ -272,7 +371,8 @@ def fit_many(key, data, spec: Spec = Spec(), *, popsize: int | None = None, maxi
         name = labels[t] if labels is not None else t
         check_identifiability(jax.tree_util.tree_map(lambda x: x[t], data), spec, what, task=name, min_rows=True,
                               notes=notes)
-    fit = _fit_tasks(jax.random.split(key, n_tasks), data, spec.point())
+    cells, offsets = compress_tasks(data, spec)
+    fit = _fit_tasks(jax.random.split(key, n_tasks), cells, offsets, spec)
     _check_result(fit, what, labels)
     warn_not_converged(fit, spec, what, labels)
     return fit

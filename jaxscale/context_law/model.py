@@ -110,13 +110,16 @@ def predict_law(spec: Spec, theta, log_C, n_pmt, n_ctx, floor=0.0):
                        decay=gamma, shift=shift, log_compute=True)
 
 
-def mse_loss(theta, spec: Spec, data):
+def mse_loss(theta, spec: Spec, data, offset=0.0):
     """Weighted mean squared (``spec.loss == "mse"``) or absolute (``"mae"``) error of P.
 
     Rows with weight 0 contribute exactly nothing, even with a NaN score (their score is replaced
-    by 0 before the residual, so gradients stay finite).
+    by 0 before the residual, so gradients stay finite). ``offset`` is added to the weighted sum
+    of errors before dividing by the summed weight: the within-cell sum of squares of rows merged
+    into weighted cells (see :func:`jaxscale.context_law.fit.compress`), so that the merged rows
+    give the same loss as the original ones.
     """
     y = jnp.where(data.weight > 0, data.y, 0.0)
     r = predict_law(spec, theta, data.log_C, data.n_pmt, data.n_ctx, data.floor) - y
     err = r ** 2 if spec.loss == "mse" else jnp.sqrt(r ** 2 + 1e-12)
-    return jnp.sum(data.weight * err) / jnp.sum(data.weight)
+    return (jnp.sum(data.weight * err) + offset) / jnp.sum(data.weight)

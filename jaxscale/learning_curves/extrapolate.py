@@ -20,21 +20,9 @@ tail), with a central interval. Two fits on the same rows, in the same run:
   intervals too narrow on curves that follow the law exactly.) The noise is
   Student-t (4 degrees of freedom) on ``\ln L``, so single warm-up points that no power law
   follows do not drag the fit; a systematic misfit of the early part (e.g. the plateau of a loss at
-  ``ln(vocabulary)`` before it starts to fall) is absorbed by ``\sigma_k`` and widens the interval.
-  Posterior predictive draws give the point prediction (their median) and the central ``level``
-  interval. Diagnostics (R-hat, ESS per chain, divergences, chains) are computed by
-  :func:`jaxscale.infer.run_nuts` and warned.
-
-  **Calibration by a backtest** (``ExtrapolateSpec.calibrate``, on by default): a per-curve law
-  can be sure of itself and wrong (a curve that bends later) or far too cautious (a curve that
-  follows the law), so the raw interval's coverage differs from its level on real runs. The same
-  fit is run once more inside the training rows: every curve is cut again so that its inner tail
-  is as far ahead of its inner cut, in ratio of steps, as the real tail is ahead of the real cut
-  (at least :data:`MIN_TRAIN_POINTS` rows kept), and the inner tails are predicted. The scale
-  ``s`` that makes the central interval cover ``level`` of the inner-tail rows (a split-conformal
-  quantile of ``|ln y - ln median|`` over the interval's half-width on that side) then rescales
-  the real prediction around its median in ``ln L`` (interval and draws). Fewer than
-  :data:`MIN_CALIBRATION_ROWS` inner-tail rows: no rescaling (reported).
+  ``ln(vocabulary)`` before it starts to fall) is absorbed by ``\sigma_k`` and widens the interval. Posterior predictive draws give the point prediction (their median) and
+  the central ``level`` interval. Diagnostics (R-hat, ESS per chain, divergences, chains) are
+  computed by :func:`jaxscale.infer.run_nuts` and warned.
 * :func:`powerlaw_lstsq` (the usual practice, the baseline): ``scipy.optimize.curve_fit`` of the
   same law on each curve's training rows, least squares on ``L``, ``E >= 0``, ``0 < alpha <= 5``,
   no interval. A curve where it fails keeps its last training value (counted).
@@ -61,9 +49,6 @@ __all__ = ["ExtrapolateSpec", "TailData", "TailFit", "tail_from_frame", "extrapo
 
 #: Training points a curve needs: the law has 3 parameters, plus one.
 MIN_TRAIN_POINTS = 4
-
-#: Inner-tail rows the backtest calibration needs before it rescales the intervals.
-MIN_CALIBRATION_ROWS = 10
 
 
 class TailData(NamedTuple):
@@ -284,56 +269,6 @@ def _predictive(key, c, g, alpha, sigma, t, curve, nu):
     return _log_pos(mu) + sigma[:, curve] * eps
 
 
-def _inner_cut(data: TailData, active) -> np.ndarray | None:
-    """Training rows of the backtest: positions (into ``data``) and the inner training mask, or
-    ``None`` when no curve can be cut again. Each curve's inner cut keeps its training rows at
-    step ``<= x_k / r_k`` (``r_k``: its farthest tail step over its last training step), at
-    least :data:`MIN_TRAIN_POINTS`, and leaves at least one inner-tail row."""
-    tr = np.asarray(data.train, bool)
-    cur = np.asarray(data.curve, np.int64)
-    x = np.asarray(data.x, float)
-    pos, inner = [], []
-    for k in active:  # a handful of curves; host-side bookkeeping only
-        rows = np.flatnonzero(tr & (cur == k))
-        rows = rows[np.argsort(x[rows])]
-        n = len(rows)
-        xk = x[rows[-1]]
-        r = x[(~tr) & (cur == k)].max() / xk
-        keep = max(int(np.sum(x[rows] <= xk / r * (1 + 1e-12))), MIN_TRAIN_POINTS)
-        if keep >= n:
-            continue
-        pos.append(rows)
-        inner.append(np.arange(n) < keep)
-    if not pos:
-        return None
-    return np.concatenate(pos), np.concatenate(inner)
-
-
-def _calibration_scale(key, data: TailData, spec: ExtrapolateSpec, active) -> dict:
-    """The backtest of :func:`extrapolate`: ``{scale, n_rows, ...}`` (scale 1 when not measurable)."""
-    cut = _inner_cut(data, active)
-    if cut is None:
-        return {"scale": 1.0, "n_rows": 0, "reason": "no curve has enough training rows to be cut again"}
-    pos, inner = cut
-    sub = TailData(np.asarray(data.curve)[pos], np.asarray(data.x, float)[pos], np.asarray(data.y, float)[pos],
-                   inner, data.labels, np.asarray(data.row_id)[pos], data.columns)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = extrapolate(key, sub, spec._replace(calibrate=False))
-    y = np.log(sub.y[fit.rows])
-    p = fit.prediction
-    med, lo, hi = (np.log(np.asarray(a, float)) for a in (p.mean, p.lower, p.upper))
-    z = np.where(y >= med, (y - med) / np.maximum(hi - med, 1e-12), (med - y) / np.maximum(med - lo, 1e-12))
-    n = len(z)
-    out = {"n_rows": int(n), "n_curves": int(len(np.unique(sub.curve))), "raw_coverage": float(np.mean(z <= 1.0)),
-           "backtest_converged": bool(fit.diagnostics["converged"])}
-    if n < MIN_CALIBRATION_ROWS:
-        return {"scale": 1.0, **out, "reason": f"{n} inner-tail rows < {MIN_CALIBRATION_ROWS}: intervals not rescaled"}
-    k = min(int(np.ceil((n + 1) * spec.level)), n) - 1
-    scale = float(np.sort(z)[k])
-    return {"scale": scale, **out, "reason": f"interval half-widths x {scale:.3g} (backtest inside the training rows)"}
-
-
 def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) -> TailFit:
     """Fit the Bayesian saturating power law of every curve on its training rows and predict the others.
 
@@ -347,8 +282,7 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
       the point that minimises the absolute error of ``ln L``; ``lower`` / ``upper`` the central
       ``spec.level`` interval; ``samples`` the predictive draws), the posterior draws of ``E``,
       ``A``, ``alpha`` per curve in original units and the NUTS ``diagnostics`` (warned when they
-      fail: R-hat > 1.01, ESS < 100 per chain, divergences, fewer than 2 chains) with the
-      backtest's ``calibration`` (``scale``, rows, the raw interval's coverage there).
+      fail: R-hat > 1.01, ESS < 100 per chain, divergences, fewer than 2 chains).
     """
     from jaxscale.infer.bayes import run_nuts
 
@@ -392,12 +326,6 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
               "max_r_hat": diag["max_r_hat"], "min_ess": diag["min_ess"], "divergences": int(diag["divergences"]),
               "num_chains": int(diag["num_chains"]), "num_samples": int(diag["num_samples"]),
               "reason": "; ".join(msgs) if msgs else "R-hat <= 1.01, ESS >= 100 per chain, no divergences"}
-    if spec.calibrate:
-        cal = _calibration_scale(jax.random.fold_in(key, 1), data, spec, active)
-        report["calibration"] = cal
-        med = np.log(q[1])[None]
-        ypred = np.exp(med + cal["scale"] * (np.log(ypred) - med))
-        q = np.quantile(ypred, [(1 - spec.level) / 2, 0.5, (1 + spec.level) / 2], axis=0)
     pred = Prediction(jnp.asarray(q[1]), jnp.asarray(q[0]), jnp.asarray(q[2]), jnp.asarray(ypred))
     return TailFit(pred, rows, active, E, A, alpha, report)
 
@@ -475,6 +403,5 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
               "level": spec.level, "bayes": score_tail(y, p.mean, p.lower, p.upper),
               "scipy_power_law": {**score_tail(y, base), **info}, "diagnostics": fit.diagnostics,
               "converged": fit.diagnostics["converged"], "n_curves_fitted": int(len(fit.curves)),
-              "calibration": fit.diagnostics.get("calibration"),
               "fit_seconds": secs}
     return fit, base, report

@@ -61,8 +61,6 @@ class ExtrapolateSpec(NamedTuple):
       target_accept: NUTS target acceptance probability.
       nu: degrees of freedom of the Student-t noise on ``ln L``.
       level: central interval level of the prediction.
-      calibrate: rescale the intervals by a backtest inside the training rows (see
-        :func:`jaxscale.learning_curves.extrapolate.extrapolate`); costs a second fit.
     """
 
     warmup: int = 500
@@ -71,7 +69,6 @@ class ExtrapolateSpec(NamedTuple):
     target_accept: float = 0.9
     nu: float = 4.0
     level: float = 0.9
-    calibrate: bool = True
 
 
 #: Models of the bundled-dataset experiments (:func:`jaxscale.learning_curves.evaluate_model`).
