@@ -49,7 +49,7 @@ from jaxscale.learning_curves.diagnostics import adam_convergence, adam_report, 
 from jaxscale.learning_curves.frame import Data, from_frame, frame_kwargs
 from jaxscale.learning_curves.magp_predict import JointPrediction
 from jaxscale.learning_curves.problem import Points
-from jaxscale.learning_curves.spec import MODELS, Spec
+from jaxscale.learning_curves.spec import DESC_MODELS, MODELS, Spec
 
 __all__ = ["MODELS", "Spec", "Fit", "fit_core", "fit", "predict", "predict_restarts", "prediction_from_joint",
            "mixture_interval", "as_query", "check_codes", "n_hyperparameters", "fit_report", "extrapolation",
@@ -57,9 +57,6 @@ __all__ = ["MODELS", "Spec", "Fit", "fit_core", "fit", "predict", "predict_resta
 
 
 register_moved(Spec, __name__)  # defined here before it moved to .spec
-
-#: Models that read the descriptor columns.
-DESC_MODELS = ("magp_desc", "magp_law")
 
 
 @pytree_dataclass
@@ -204,13 +201,11 @@ def fit_core(key, data: Data, spec: Spec = Spec()) -> Fit:
         center, scale = _descriptor_scaling(z, d * R + r, D * R)
         tables = _tables((z - center) / scale, d, r, data.descriptor_levels, D, R)
         if spec.model == "magp_law":
-            zc, cid = tables.curve[d * R + r], d * R + r
-            law, _, _ = law_gp.fit_curve_law(jax.random.fold_in(k_h, 1), zc, x, y)
-            law_cov = law_gp.law_covariance(law, zc, x, y, cid, D * R)
-            resid = y - law_gp.law_value(law, zc, x)
-            mu, sd = law_gp.residual_constants(resid)
+            cid = d * R + r
+            law, law_cov, zr, mu, sd = law_gp.fit_law_residuals(jax.random.fold_in(k_h, 1), tables.curve[cid], x, y,
+                                                                 cid, D * R)
             y_mean, y_std = jnp.full((D,), mu, dt), jnp.full((D,), sd, dt)
-            pts = _points(x, d, r, R, (resid - mu) / sd)
+            pts = _points(x, d, r, R, zr)
         params, loss, history, jit = magp_desc._fit_many(keys, tables, x, pts, q, spec.steps, spec.learning_rate,
                                                          spec.n_mc)
         if spec.model == "magp_desc":
@@ -648,7 +643,7 @@ def extrapolation_distance(train, query, model: str, *, n_inst: int, instance_si
     dist = _range_distance(x_q, lo, hi, hi - lo if hi > lo else 1.0)
     seen_t = np.isin(d_q, d_tr)
     seen_r = np.isin(r_q, r_tr)
-    if model in ("magp_desc", "magp_law") and desc_query is not None and np.shape(desc_query)[1]:
+    if model in DESC_MODELS and desc_query is not None and np.shape(desc_query)[1]:
         per_col = []
         for j in range(desc_query.shape[1]):
             a, b = desc_train[:, j].min(), desc_train[:, j].max()

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxscale.learning_curves.spec import SPLITS
+from jaxscale.learning_curves.spec import MODELS, SPLITS
 
 __all__ = ["SPLITS", "HeldoutPrediction", "split_heldout", "predict_heldout", "heldout_problem", "frame_labels",
            "bundled_law"]
@@ -112,8 +112,8 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
     from jaxscale.learning_curves.compute import TOKENS_PER_STEP, load_nanogpt_curves
     from jaxscale.learning_curves.psl import make_problem, probabilistic_law, restart_law, summarize
 
-    if model not in ("magp", "dhgp", "magp_desc", "magp_law"):
-        raise ValueError(f"the bundled law supports model magp, dhgp, magp_desc or magp_law, got {model!r}")
+    if model not in MODELS:
+        raise ValueError(f"the bundled law supports the curve models {MODELS}, got {model!r}")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     held = split_heldout(split)

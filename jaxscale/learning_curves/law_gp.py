@@ -40,7 +40,7 @@ from jaxscale._registry import register_serializable
 from jaxscale.infer import minimize_lbfgs
 
 __all__ = ["CurveLaw", "N_STARTS", "law_value", "fit_curve_law", "residual_constants", "law_covariance",
-           "law_prediction_cov"]
+           "law_prediction_cov", "fit_law_residuals"]
 
 #: Starting points of the law's least-squares fit (one compiled, vmapped program).
 N_STARTS = 16
@@ -153,3 +153,15 @@ def law_prediction_cov(law: CurveLaw, cov, z, x):
     L = jnp.exp(f(flat))
     JL = J * L[:, None]
     return JL @ cov @ JL.T
+
+
+def fit_law_residuals(key, z, x, y, cluster, n_clusters: int):
+    """The first stage of the law-informed model on training rows ``z (n, P)``, ``x (n,)``,
+    ``y (n,) > 0`` with curve ids ``cluster``: the fitted law, its parameter covariance
+    (:func:`law_covariance`) and the residuals ``y - L`` z-scored with one ``(mu, sd)``
+    (:func:`residual_constants`). Returns ``(law, law_cov, z_resid, mu, sd)``."""
+    law, _, _ = fit_curve_law(key, z, x, y)
+    law_cov = law_covariance(law, z, x, y, cluster, n_clusters)
+    resid = y - law_value(law, z, x)
+    mu, sd = residual_constants(resid)
+    return law, law_cov, (resid - mu) / sd, mu, sd

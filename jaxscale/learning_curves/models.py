@@ -24,6 +24,7 @@ from jaxscale.learning_curves.magp import fit_magp
 from jaxscale.learning_curves.magp_predict import JointPrediction, magp_draws_std, magp_joint_std
 from jaxscale.learning_curves.problem import LCProblem, Points, pad_points
 from jaxscale.learning_curves.preprocess import Scaler
+from jaxscale.learning_curves.spec import DESC_MODELS, MODELS
 
 if TYPE_CHECKING:  # annotations only
     from jaxscale.learning_curves.dhgp import DHGPFit
@@ -31,8 +32,6 @@ if TYPE_CHECKING:  # annotations only
     from jaxscale.learning_curves.magp_desc import DescFit
 
 __all__ = ["LCFit", "MODELS", "fit_model", "predict_joint", "sample_joint", "take_ok", "JointPrediction"]
-
-MODELS = ("magp", "dhgp", "magp_desc", "magp_law")
 
 
 @pytree_dataclass
@@ -86,20 +85,17 @@ def _fit_law_problem(key, problem: LCProblem, restarts, steps, learning_rate, n_
     """The law-informed model on a bundled problem: the law on the training losses, the descriptor
     MaGP on the residuals (one pair of z-score constants for every task)."""
     from jaxscale.learning_curves.descriptors import descriptor_tables
-    from jaxscale.learning_curves.law_gp import fit_curve_law, law_covariance, law_value, residual_constants
+    from jaxscale.learning_curves.law_gp import fit_law_residuals
     from jaxscale.learning_curves.magp_desc import fit_magp_desc
 
     tables = descriptor_tables(problem)
     tr = problem.train
-    y = jnp.asarray(problem.y_train)
     k_law, k_gp = jax.random.split(key)
-    law, _, _ = fit_curve_law(k_law, tables.curve[tr.c], tr.x, y)
-    law_cov = law_covariance(law, tables.curve[tr.c], tr.x, y, tr.c, problem.n_tasks * problem.n_reps)
-    resid = y - law_value(law, tables.curve[tr.c], tr.x)
-    mu, sd = residual_constants(resid)
+    law, law_cov, zr, mu, sd = fit_law_residuals(k_law, tables.curve[tr.c], tr.x, jnp.asarray(problem.y_train), tr.c,
+                                                 problem.n_tasks * problem.n_reps)
     D = problem.n_tasks
     scaler = Scaler(np.full(D, float(mu)), np.full(D, float(sd)))
-    train = tr._replace(y=(resid - mu) / sd)
+    train = tr._replace(y=zr)
     train = train if pad_to is None else pad_points(train, pad_to)
     res = fit_magp_desc(k_gp, problem.xgrid, train, tables, restarts=restarts, steps=steps,
                         learning_rate=learning_rate, n_mc=n_mc)
@@ -145,7 +141,7 @@ def predict_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = No
     train = problem.train if fit.train is None else fit.train
     if fit.model == "magp":
         m, C, nv, _ = magp_joint_std(params, key, problem.xgrid, train, query, n_h=n_h)
-    elif fit.model in ("magp_desc", "magp_law"):
+    elif fit.model in DESC_MODELS:
         from jaxscale.learning_curves.desc_predict import desc_joint_std
 
         r = fit.result
@@ -163,7 +159,7 @@ def sample_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = Non
     query = problem.test if query is None else query
     params = take_ok(fit)
     train = problem.train if fit.train is None else fit.train
-    if fit.model in ("magp_desc", "magp_law"):
+    if fit.model in DESC_MODELS:
         from jaxscale.learning_curves.desc_predict import desc_draws_std
 
         r = fit.result
@@ -174,10 +170,11 @@ def sample_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = Non
         z = fn(params, key, problem.xgrid, train, query, n_samples=n_samples)
     sc = _scaler(fit, problem)
     s = jnp.asarray(sc.std)[query.d]
-    law_mean, law_cov = _law_at(fit, query)
-    draws = z * s + jnp.asarray(sc.mean)[query.d] + law_mean
+    draws = z * s + jnp.asarray(sc.mean)[query.d]
     if getattr(fit.result, "law", None) is None:
         return draws
+    law_mean, law_cov = _law_at(fit, query)
+    draws = draws + law_mean
     # the law's parameter uncertainty: one joint Gaussian draw per sample, shared by the restarts
     M = draws.shape[-1]
     L = jnp.linalg.cholesky(law_cov + 1e-12 * jnp.eye(M, dtype=law_cov.dtype))

@@ -35,7 +35,7 @@ from jaxscale.learning_curves.evaluate import evaluate_prediction, heldout_metri
 from jaxscale.learning_curves.frame import Data, curve_ids
 from jaxscale.learning_curves.models import fit_model, predict_joint
 from jaxscale.learning_curves.problem import LCProblem, make_problem
-from jaxscale.learning_curves.spec import MODEL_CHOICES
+from jaxscale.learning_curves.spec import DESC_MODELS, MODEL_CHOICES
 
 __all__ = ["evaluate_model", "evaluate_holdout", "heldout_details", "HeldoutDetails", "MODEL_CHOICES",
            "problem_fit_report", "problem_extrapolation"]
@@ -91,7 +91,7 @@ def _conv_block(report: dict) -> dict:
 def problem_fit_report(fit_) -> dict:
     """``{converged, reason, ...}`` of a bundled fit (:class:`~.models.LCFit`): Adam, L-BFGS or NUTS."""
     res = fit_.result
-    if fit_.model in ("magp", "magp_desc", "magp_law"):
+    if fit_.model in ("magp", *DESC_MODELS):
         return adam_report(res.history, res.ok, int(np.shape(res.history)[1]), fit_.model)
     if fit_.model == "dhgp":
         return lbfgs_report(res.converged, res.ok, 1000, "dhgp")
@@ -105,7 +105,7 @@ def problem_extrapolation(problem: LCProblem, model: str) -> np.ndarray:
     tr, te = problem.train, problem.test
     f = problem.data.frame
     desc_tr = desc_q = None
-    if model in ("magp_desc", "magp_law") and {"n_embd", "n_layer"} <= set(f.columns):
+    if model in DESC_MODELS and {"n_embd", "n_layer"} <= set(f.columns):
         sizes = np.log(f[["n_embd", "n_layer"]].to_numpy(float))
         desc_tr, desc_q = sizes[problem.split.train], sizes[problem.split.test]
     return extrapolation_distance((tr.x, tr.d, tr.r), (te.x, te.d, te.r), model, n_inst=problem.n_reps,
@@ -151,7 +151,7 @@ def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "mag
                                              nuts_warmup, nuts_samples, pad_to)
     ev = evaluate_prediction(problem, pred)
     report = problem_fit_report(fit_)
-    if model in ("magp", "magp_desc", "magp_law", "dhgp"):
+    if model in ("magp", "dhgp", *DESC_MODELS):
         warn_report(report)
     dist = problem_extrapolation(problem, model)
     ok = np.asarray(fit_.result.ok)
@@ -159,7 +159,7 @@ def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "mag
         "dataset": name, "split": problem.split.name, "model": model, "leaky": leaky,
         "restarts": int(restarts), "restarts_ok": int(ok.sum()),
         "excluded_restarts": np.flatnonzero(~ok).tolist(),
-        "steps": int(steps) if model in ("magp", "magp_desc", "magp_law") else None,
+        "steps": int(steps) if model in ("magp", *DESC_MODELS) else None,
         "n_train": int(problem.train.x.shape[0]), "n_test": int(problem.test.x.shape[0]),
         "n_heldout_curves": int(len(np.unique(np.asarray(problem.test.c)))),
         **_metric_block(ev), **_conv_block(report), "extrapolation": extrapolation_summary(dist),

@@ -11,11 +11,14 @@ from typing import NamedTuple
 
 from jaxscale._registry import register_serializable
 
-__all__ = ["MODELS", "Spec", "DEFAULT_COLUMNS", "ExtrapolateSpec", "MODEL_CHOICES", "SPLITS", "LC_DATASETS",
+__all__ = ["MODELS", "DESC_MODELS", "Spec", "DEFAULT_COLUMNS", "ExtrapolateSpec", "MODEL_CHOICES", "SPLITS", "LC_DATASETS",
            "MULTILINGUAL_LANGS"]
 
 #: Curve models of :func:`jaxscale.learning_curves.fit` (``Spec.model``).
 MODELS = ("magp", "magp_desc", "magp_law", "dhgp")
+
+#: The models that read the descriptor columns (the descriptor MaGP and the law-informed model on it).
+DESC_MODELS = ("magp_desc", "magp_law")
 
 
 @register_serializable
@@ -25,7 +28,7 @@ class Spec(NamedTuple):
     Attributes:
       model: ``"magp"`` | ``"magp_desc"`` | ``"magp_law"`` (law-informed, positive losses) | ``"dhgp"``.
       restarts: random restarts, all in one compiled program (DHGP is deterministic: repeats).
-      steps: Adam steps per restart (magp, magp_desc).
+      steps: Adam steps per restart (magp, magp_desc, magp_law).
       learning_rate: Adam learning rate.
       q: dimension of the task latents ``h_d`` (magp, magp_desc; 0 allowed for magp_desc).
       n_mc: latent draws per Adam step in the ELBO estimate.
