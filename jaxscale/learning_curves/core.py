@@ -112,15 +112,19 @@ def _float():
     return jnp.result_type(float)
 
 
-def _task_scaler(d, y, n_tasks: int):
-    """Per-task mean / std (ddof 0) with the pooled constants for tasks with < 1 (mean) / < 2 (std) rows."""
-    one = jnp.ones_like(y)
-    cnt = jax.ops.segment_sum(one, d, n_tasks)
+def _task_scaler(d, y, n_tasks: int, w=None):
+    """Per-task mean / std (ddof 0) with the pooled constants for tasks with < 1 (mean) / < 2 (std)
+    rows; ``w``: 1 real row / 0 padding."""
+    w = jnp.ones_like(y) if w is None else w
+    y = y * w
+    cnt = jax.ops.segment_sum(w, d, n_tasks)
     s1 = jax.ops.segment_sum(y, d, n_tasks)
     s2 = jax.ops.segment_sum(y * y, d, n_tasks)
     safe = jnp.maximum(cnt, 1.0)
-    mean = jnp.where(cnt > 0, s1 / safe, jnp.mean(y))
-    var = jnp.where(cnt > 1, s2 / safe - (s1 / safe) ** 2, jnp.var(y))
+    n = jnp.sum(w)
+    pooled = jnp.sum(y) / n
+    mean = jnp.where(cnt > 0, s1 / safe, pooled)
+    var = jnp.where(cnt > 1, s2 / safe - (s1 / safe) ** 2, jnp.sum(y * y) / n - pooled**2)
     return mean, jnp.sqrt(jnp.maximum(var, 1e-12))
 
 
@@ -129,25 +133,30 @@ def _transform_descriptors(desc, spec: Spec):
     return jnp.log(desc) if spec.log_descriptors else desc
 
 
-def _descriptor_scaling(z, cid, n_curves: int):
-    """Mean / std of every descriptor over the distinct curves present (each curve counted once)."""
-    cnt = jax.ops.segment_sum(jnp.ones(z.shape[0], z.dtype), cid, n_curves)
+def _descriptor_scaling(z, cid, n_curves: int, w=None):
+    """Mean / std of every descriptor over the distinct curves present (each curve counted once;
+    ``w``: 1 real row / 0 padding)."""
+    w = jnp.ones(z.shape[0], z.dtype) if w is None else w
+    cnt = jax.ops.segment_sum(w, cid, n_curves)
     present = (cnt > 0).astype(z.dtype)[:, None]
-    per = jax.ops.segment_sum(z, cid, n_curves) / jnp.maximum(cnt, 1.0)[:, None]
+    per = jax.ops.segment_sum(z * w[:, None], cid, n_curves) / jnp.maximum(cnt, 1.0)[:, None]
     n = jnp.maximum(jnp.sum(present), 1.0)
     center = jnp.sum(per * present, 0) / n
     std = jnp.sqrt(jnp.sum(((per - center) ** 2) * present, 0) / n)
     return center, jnp.where(std > 0, std, 1.0)
 
 
-def _tables(zs, d, r, levels: tuple, n_tasks: int, n_inst: int) -> DescTables:
-    """Per-task, per-instance and per-curve descriptor tables from standardised rows (absent codes: 0)."""
+def _tables(zs, d, r, levels: tuple, n_tasks: int, n_inst: int, w=None) -> DescTables:
+    """Per-task, per-instance and per-curve descriptor tables from standardised rows (absent codes: 0;
+    ``w``: 1 real row / 0 padding)."""
+    w = jnp.ones(zs.shape[0], zs.dtype) if w is None else w
+
     def per(code, n, cols):
         if not cols:
             return jnp.zeros((n, 0), zs.dtype)
         v = zs[:, list(cols)]
-        cnt = jax.ops.segment_sum(jnp.ones(v.shape[0], v.dtype), code, n)
-        return jax.ops.segment_sum(v, code, n) / jnp.maximum(cnt, 1.0)[:, None]
+        cnt = jax.ops.segment_sum(w, code, n)
+        return jax.ops.segment_sum(v * w[:, None], code, n) / jnp.maximum(cnt, 1.0)[:, None]
 
     task_cols = tuple(i for i, lev in enumerate(levels) if lev == "task")
     inst_cols = tuple(i for i, lev in enumerate(levels) if lev == "instance")
@@ -163,19 +172,51 @@ def _scale_regression(task_table, y_mean, y_std, observed):
     return jnp.linalg.lstsq(A * w, b * w)[0]
 
 
-def _points(x, d, r, n_inst: int, y, offset: int = 0) -> Points:
+def _points(x, d, r, n_inst: int, y, offset: int = 0, w=None) -> Points:
     n = x.shape[0]
-    return Points(x, offset + jnp.arange(n), r, d, d * n_inst + r, y)
+    return Points(x, offset + jnp.arange(n), r, d, d * n_inst + r, y, w)
+
+
+def row_bucket(n: int) -> int:
+    """Padded row count: multiples of 16 up to 128, then 8 sizes per doubling (padding adds < 12.5 %
+    rows), so tables of similar length reuse one compiled fit and prediction."""
+    n = max(int(n), 1)
+    step = 16 if n <= 128 else 1 << (n.bit_length() - 4)
+    return -(-n // step) * step
+
+
+def pad_data(data: Data, n: int) -> tuple[Data, jax.Array]:
+    """``data`` with ``n - len(data)`` inert rows appended (codes 0, step 0, loss and descriptors 1),
+    and the row weights (1 real / 0 padding)."""
+    k = n - len(data)
+    if k < 0:
+        raise ValueError(f"cannot pad {len(data)} rows to {n}")
+    dt = _float()
+    w = jnp.concatenate([jnp.ones((len(data),), dt), jnp.zeros((k,), dt)])
+    if k == 0:
+        return data, w
+
+    def cat(a, v):
+        if a is None:
+            return None
+        a = jnp.asarray(a)
+        return jnp.concatenate([a, jnp.full((k,) + a.shape[1:], v, a.dtype)])
+
+    return data.replace(task=cat(data.task, 0), instance=cat(data.instance, 0), x=cat(data.x, 0.0),
+                        y=cat(data.y, 1.0), descriptors=cat(data.descriptors, 1.0), compute=cat(data.compute, 1.0),
+                        row_id=None), w
 
 
 # ----------------------------------------------------------------------------- fit
-def fit_core(key, data: Data, spec: Spec = Spec()) -> Fit:
+def fit_core(key, data: Data, spec: Spec = Spec(), w=None) -> Fit:
     """The pure numerical fit: z-scoring, descriptor tables and the restarts' optimiser over arrays.
 
     No host-side checks or warnings (see :func:`fit`): jit-able with ``spec`` static, and
     ``jax.vmap(lambda k: fit_core(k, data, spec))(keys)`` equals separate calls. Restart ``i``
     starts from ``fold_in(k_fit, i)``, ``k_fit, k_h = split(key)``; ``k_h`` draws the fixed latent
     draws of the predictions. ``ok`` marks the restarts whose loss and parameters are finite.
+    ``w``: ``(n,)`` 1 for a real row, 0 for an inert padding row (:func:`pad_data`); padding
+    changes no number beyond rounding.
     """
     D, R = data.n_tasks, data.n_instances
     dt = _float()
@@ -183,8 +224,11 @@ def fit_core(key, data: Data, spec: Spec = Spec()) -> Fit:
     y = jnp.asarray(data.y, dt)
     d = jnp.asarray(data.task, jnp.int32)
     r = jnp.asarray(data.instance, jnp.int32)
-    y_mean, y_std = _task_scaler(d, y, D)
-    pts = _points(x, d, r, R, (y - y_mean[d]) / y_std[d])
+    padded = w is not None
+    w = jnp.ones_like(y) if w is None else jnp.asarray(w, dt)
+    wp = w if padded else None  # Points without padding keep w=None (the unpadded Gram)
+    y_mean, y_std = _task_scaler(d, y, D, w)
+    pts = _points(x, d, r, R, (y - y_mean[d]) / y_std[d] * w, w=wp)
     k_fit, k_h = jax.random.split(key)
     keys = jax.vmap(lambda i: jax.random.fold_in(k_fit, i))(jnp.arange(spec.restarts))
     k = data.descriptors.shape[1]
@@ -198,18 +242,18 @@ def fit_core(key, data: Data, spec: Spec = Spec()) -> Fit:
         params, loss, history, jit = magp._fit_many(keys, x, pts, D, q, spec.steps, spec.learning_rate, spec.n_mc)
     elif spec.model in DESC_MODELS:
         z = _transform_descriptors(data.descriptors, spec)
-        center, scale = _descriptor_scaling(z, d * R + r, D * R)
-        tables = _tables((z - center) / scale, d, r, data.descriptor_levels, D, R)
+        center, scale = _descriptor_scaling(z, d * R + r, D * R, w)
+        tables = _tables((z - center) / scale, d, r, data.descriptor_levels, D, R, w)
         if spec.model == "magp_law":
             cid = d * R + r
             law, law_cov, zr, mu, sd = law_gp.fit_law_residuals(jax.random.fold_in(k_h, 1), tables.curve[cid], x, y,
-                                                                 cid, D * R)
+                                                                 cid, D * R, w)
             y_mean, y_std = jnp.full((D,), mu, dt), jnp.full((D,), sd, dt)
-            pts = _points(x, d, r, R, zr)
+            pts = _points(x, d, r, R, zr, w=wp)
         params, loss, history, jit = magp_desc._fit_many(keys, tables, x, pts, q, spec.steps, spec.learning_rate,
                                                          spec.n_mc)
         if spec.model == "magp_desc":
-            observed = jax.ops.segment_sum(jnp.ones_like(y), d, D) > 0
+            observed = jax.ops.segment_sum(w, d, D) > 0
             coef = _scale_regression(tables.task, y_mean, y_std, observed)
     elif spec.model == "dhgp":
         q = 0
@@ -389,12 +433,10 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     _check_spec(spec)
     _check_training(data, spec)
     warn_if_float32("learning-curve data")
-    # names do not enter the numbers: compile once per shape, whatever the table's labels and columns
-    canon = data.replace(compute=None, task_labels=tuple(map(str, range(data.n_tasks))),
-                         instance_labels=tuple(map(str, range(data.n_instances))),
-                         descriptor_names=tuple(f"d{i}" for i in range(len(data.descriptor_names))),
-                         x_is_log=False, tokens_per_step=None, columns=())
-    out = _fit_core_jit(key, canon.replace(row_id=None), spec)
+    # names do not enter the numbers, and rows are padded to a bucket: compile once per bucket of
+    # table lengths, whatever the table's labels and columns
+    padded, w = pad_data(_canonical(data), row_bucket(len(data)))
+    out = _fit_core_jit(key, padded, spec, w)
     ok = magp.report_fit_health(out.loss, out.params, out.jitter, spec.model, history=out.history)
     out = out.replace(ok=jnp.asarray(ok), train=data, task_labels=data.task_labels,
                       instance_labels=data.instance_labels, descriptor_names=data.descriptor_names,
@@ -462,14 +504,22 @@ def _joint_std(params, eps_h, tables, observed, xgrid, train: Points, query: Poi
     return jax.vmap(lambda p: dhgp._joint_one(p, xgrid, train, query))(params)
 
 
-def predict_restarts(fit: Fit, query) -> JointPrediction:
-    """Per finite restart: joint predictive of the query rows in original units,
-    ``JointPrediction(mean (R_ok, M), latent cov (R_ok, M, M), noise_var (R_ok, M))``."""
-    q = as_query(fit, query)
+def _canonical(data: Data) -> Data:
+    """``data`` with placeholder names: names do not enter the numbers, so programs compiled for one
+    table are reused by any table of the same shapes (and descriptor levels)."""
+    return data.replace(compute=None, row_id=None, task_labels=tuple(map(str, range(data.n_tasks))),
+                        instance_labels=tuple(map(str, range(data.n_instances))),
+                        descriptor_names=tuple(f"d{i}" for i in range(len(data.descriptor_names))),
+                        x_is_log=False, tokens_per_step=None, columns=())
+
+
+@partial(jax.jit, static_argnames=("regress",))
+def _predict_core(fit: Fit, tr: Data, w_tr, q: Data, w_q, observed, regress: bool) -> JointPrediction:
+    """The numbers of :func:`predict_restarts` on padded training and query rows (weights ``w_tr``,
+    ``w_q``: 1 real / 0 padding); ``fit`` holds the finite restarts only."""
     spec = fit.spec
     D, R = len(fit.task_labels), len(fit.instance_labels)
     dt = _float()
-    tr = fit.train
     d_tr, r_tr = jnp.asarray(tr.task, jnp.int32), jnp.asarray(tr.instance, jnp.int32)
     d_q, r_q = jnp.asarray(q.task, jnp.int32), jnp.asarray(q.instance, jnp.int32)
     y_mean, y_std = jnp.asarray(fit.y_mean, dt), jnp.asarray(fit.y_std, dt)
@@ -478,34 +528,59 @@ def predict_restarts(fit: Fit, query) -> JointPrediction:
     N, M = x_tr.shape[0], x_q.shape[0]
     query_pts = _points(x_q, d_q, r_q, R, jnp.zeros((M,), dt), offset=N)
     xgrid = jnp.concatenate([x_tr, x_q])
-    observed = np.bincount(np.asarray(tr.task), minlength=D) > 0
     tables = None
     mu_q, sd_q = y_mean[d_q], y_std[d_q]
     law_q = law_cov_q = 0.0
     if spec.model in DESC_MODELS:
-        _check_descriptor_consistency(fit, q)
-        z = _transform_descriptors(np.concatenate([np.asarray(tr.descriptors), np.asarray(q.descriptors)]), spec)
+        z = _transform_descriptors(jnp.concatenate([tr.descriptors, q.descriptors]), spec)
         zs = (z - jnp.asarray(fit.desc_center, dt)) / jnp.asarray(fit.desc_scale, dt)
-        tables = _tables(zs, jnp.concatenate([d_tr, d_q]), jnp.concatenate([r_tr, r_q]), fit.descriptor_levels, D, R)
+        tables = _tables(zs, jnp.concatenate([d_tr, d_q]), jnp.concatenate([r_tr, r_q]), fit.descriptor_levels, D, R,
+                         jnp.concatenate([w_tr, w_q]))
         if spec.model == "magp_law":
             zc_tr, zc_q = tables.curve[d_tr * R + r_tr], tables.curve[d_q * R + r_q]
             y_tr = y_tr - law_gp.law_value(fit.law, zc_tr, x_tr)
             law_q = law_gp.law_value(fit.law, zc_q, x_q)
             law_cov_q = law_gp.law_prediction_cov(fit.law, jnp.asarray(fit.law_cov, dt), zc_q, x_q)
-        n_u = tables.task.shape[1]
-        if spec.model == "magp_desc" and n_u >= 1 and observed.sum() >= n_u + 1 and not observed.all():
+        if regress:  # magp_desc: z-score constants of tasks without training rows from their descriptors
             A = jnp.concatenate([jnp.ones((D, 1), dt), tables.task], 1)
             reg = A @ jnp.asarray(fit.scale_coef, dt)
-            obs = jnp.asarray(observed)
-            mean_d = jnp.where(obs, y_mean, reg[:, 0])
-            std_d = jnp.where(obs, y_std, jnp.exp(reg[:, 1]))
+            mean_d = jnp.where(observed, y_mean, reg[:, 0])
+            std_d = jnp.where(observed, y_std, jnp.exp(reg[:, 1]))
             mu_q, sd_q = mean_d[d_q], std_d[d_q]
-    train = _points(x_tr, d_tr, r_tr, R, (y_tr - y_mean[d_tr]) / y_std[d_tr])
-    idx = np.flatnonzero(np.asarray(fit.ok))
-    params = jax.tree.map(lambda a: jnp.asarray(a)[idx], fit.params)
-    m, C, nv, _ = _joint_std(params, jnp.asarray(fit.eps_h, dt), tables, jnp.asarray(observed), xgrid, train,
-                             query_pts, spec.model)
+    train = _points(x_tr, d_tr, r_tr, R, (y_tr - y_mean[d_tr]) / y_std[d_tr] * w_tr, w=w_tr)
+    m, C, nv, _ = _joint_std(fit.params, jnp.asarray(fit.eps_h, dt), tables, observed, xgrid, train, query_pts,
+                             spec.model)
     return JointPrediction(m * sd_q + mu_q + law_q, C * sd_q[:, None] * sd_q[None, :] + law_cov_q, nv * sd_q**2)
+
+
+def _predict_padded(fit: Fit, q: Data) -> JointPrediction:
+    """:func:`predict_restarts` before its rows are cut back: training and query rows padded to
+    :func:`row_bucket` sizes, so one compiled program serves tables of similar length."""
+    spec = fit.spec
+    D = len(fit.task_labels)
+    if spec.model in DESC_MODELS:
+        _check_descriptor_consistency(fit, q)
+    tr, w_tr = pad_data(_canonical(fit.train), row_bucket(len(fit.train)))
+    qp, w_q = pad_data(_canonical(q), row_bucket(len(q)))
+    observed = np.bincount(np.asarray(fit.train.task), minlength=D) > 0
+    n_u = sum(lev == "task" for lev in fit.descriptor_levels)
+    regress = bool(spec.model == "magp_desc" and n_u >= 1 and observed.sum() >= n_u + 1 and not observed.all())
+    idx = np.flatnonzero(np.asarray(fit.ok))
+    canon = _canonical(fit.train)
+    fc = fit.replace(params=jax.tree.map(lambda a: jnp.asarray(a)[idx], fit.params), train=None, history=None,
+                     loss=None, jitter=None, ok=None, converged=None, task_labels=canon.task_labels,
+                     instance_labels=canon.instance_labels, descriptor_names=canon.descriptor_names, x_is_log=False,
+                     columns=())
+    return _predict_core(fc, tr, w_tr, qp, w_q, jnp.asarray(observed), regress)
+
+
+def predict_restarts(fit: Fit, query) -> JointPrediction:
+    """Per finite restart: joint predictive of the query rows in original units,
+    ``JointPrediction(mean (R_ok, M), latent cov (R_ok, M, M), noise_var (R_ok, M))``."""
+    q = as_query(fit, query)
+    M = len(q)
+    j = _predict_padded(fit, q)
+    return JointPrediction(j.mean[:, :M], j.cov[:, :M, :M], j.noise_var[:, :M])
 
 
 @partial(jax.jit, static_argnames=("iters",))

@@ -155,13 +155,16 @@ def law_prediction_cov(law: CurveLaw, cov, z, x):
     return JL @ cov @ JL.T
 
 
-def fit_law_residuals(key, z, x, y, cluster, n_clusters: int):
+def fit_law_residuals(key, z, x, y, cluster, n_clusters: int, w=None):
     """The first stage of the law-informed model on training rows ``z (n, P)``, ``x (n,)``,
     ``y (n,) > 0`` with curve ids ``cluster``: the fitted law, its parameter covariance
     (:func:`law_covariance`) and the residuals ``y - L`` z-scored with one ``(mu, sd)``
-    (:func:`residual_constants`). Returns ``(law, law_cov, z_resid, mu, sd)``."""
-    law, _, _ = fit_curve_law(key, z, x, y)
-    law_cov = law_covariance(law, z, x, y, cluster, n_clusters)
+    (:func:`residual_constants`). ``w``: 1 real row / 0 padding (padding rows: any ``y``, residual
+    0), so that training sets of different sizes padded to one length share one compiled program.
+    Returns ``(law, law_cov, z_resid, mu, sd)``."""
+    w = jnp.ones_like(y) if w is None else w
+    law, _, _ = fit_curve_law(key, z, x, y, w)
+    law_cov = law_covariance(law, z, x, y, cluster, n_clusters, w)
     resid = y - law_value(law, z, x)
-    mu, sd = residual_constants(resid)
-    return law, law_cov, (resid - mu) / sd, mu, sd
+    mu, sd = residual_constants(resid, w)
+    return law, law_cov, jnp.where(w > 0, (resid - mu) / sd, 0.0), mu, sd

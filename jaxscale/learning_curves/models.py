@@ -90,13 +90,17 @@ def _fit_law_problem(key, problem: LCProblem, restarts, steps, learning_rate, n_
 
     tables = descriptor_tables(problem)
     tr = problem.train
+    y = jnp.asarray(problem.y_train)
+    if pad_to is not None:  # pad first: the law fit then compiles once per padded size too
+        y = jnp.concatenate([y, jnp.ones((pad_to - y.shape[0],), y.dtype)])
+        tr = pad_points(tr, pad_to)
+    w = jnp.ones_like(y) if tr.w is None else tr.w
     k_law, k_gp = jax.random.split(key)
-    law, law_cov, zr, mu, sd = fit_law_residuals(k_law, tables.curve[tr.c], tr.x, jnp.asarray(problem.y_train), tr.c,
-                                                 problem.n_tasks * problem.n_reps)
+    law, law_cov, zr, mu, sd = fit_law_residuals(k_law, tables.curve[tr.c], tr.x, y, tr.c,
+                                                 problem.n_tasks * problem.n_reps, w)
     D = problem.n_tasks
     scaler = Scaler(np.full(D, float(mu)), np.full(D, float(sd)))
     train = tr._replace(y=zr)
-    train = train if pad_to is None else pad_points(train, pad_to)
     res = fit_magp_desc(k_gp, problem.xgrid, train, tables, restarts=restarts, steps=steps,
                         learning_rate=learning_rate, n_mc=n_mc)
     return res._replace(scaler=scaler, law=law, law_cov=law_cov), train
