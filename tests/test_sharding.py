@@ -96,16 +96,29 @@ print(json.dumps(out))
 """
 
 
-def _run(devices: int, child: str = CHILD) -> dict:
+def _run(devices: int, *children: str) -> list:
+    """Run ``children`` in turn (each in fresh globals) in ONE process with ``devices`` forced CPU
+    devices; the last JSON line each printed, in order."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
-    res = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=900)
+    code = "\n".join(f"exec({c!r}, {{'__name__': '__main__'}})" for c in children)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    lines = [ln for ln in res.stdout.strip().splitlines() if ln.startswith("{")]
+    assert len(lines) >= len(children), res.stdout[-3000:]
+    return [json.loads(ln) for ln in lines[-len(children):]]
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """Both scripts run in one process per device count (two JAX start-ups instead of four); the
+    jit caches they share do not change any number."""
+    (one, one_axes), (eight, eight_axes) = _run(1, CHILD, AXES), _run(8, CHILD, AXES)
+    return {"child": (one, eight), "axes": (one_axes, eight_axes)}
 
 
 @pytest.mark.slow
-def test_eight_devices_match_one():
-    one, eight = _run(1), _run(8)
+def test_eight_devices_match_one(runs):
+    one, eight = runs["child"]
     assert one["devices"] == 1 and eight["devices"] == 8
     np.testing.assert_array_equal(one["vmap"], eight["vmap"])
     # multistart screening + polishing (L-BFGS) and bootstrap refits (Newton), split over 8 devices
@@ -114,12 +127,12 @@ def test_eight_devices_match_one():
 
 
 @pytest.mark.slow
-def test_every_member_axis_eight_devices_match_one():
+def test_every_member_axis_eight_devices_match_one(runs):
     """Bootstrap refits, NUTS chains (and the MAP stage), NCPL members, context-law tasks and
     restarts, MaGP restarts: 8 forced devices give the 1-device numbers (float64: rtol 1e-9; the
     float32 NCPL ensemble: rtol 1e-5 with atol 1e-4, since one member per device multiplies its
     float32 matrices unbatched, which rounds a little differently over the Adam steps)."""
-    one, eight = _run(1, AXES), _run(8, AXES)
+    one, eight = runs["axes"]
     assert one["devices"] == 1 and eight["devices"] == 8
     for axis in ("obs", "nuts", "ncpl", "context", "magp"):
         tol = dict(rtol=1e-5, atol=1e-4) if axis == "ncpl" else dict(rtol=1e-9, atol=1e-12)
