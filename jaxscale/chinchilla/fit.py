@@ -423,7 +423,10 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
     excluded = _exclusion(data, spec.exclude_top_loss)
     d = take_rows(data, ~excluded)
     starts_arr = start_grid(d) if starts is None else jnp.asarray(starts)
-    res = _fit_core_jit(key, pad_rows(d, bucket(d.n)), spec, starts_arr)
+    # the fields fit_core does not read are reset, so fits that differ only in them share one program
+    core_spec = ChinchillaSpec(screen_steps=spec.screen_steps, polish_top=spec.polish_top,
+                               screen_rows=spec.screen_rows, max_steps=spec.max_steps, huber_delta=spec.huber_delta)
+    res = _fit_core_jit(key, pad_rows(d, bucket(d.n)), core_spec, starts_arr)
     if not np.isfinite(float(res.loss)):
         raise ValueError(f"{what}: every start went non-finite; check the inputs' scale (N and D are raw "
                          "counts, not millions or billions)")
