@@ -124,3 +124,70 @@ def test_model_adapters_tiny_fit(data):
     fit = round_predictor("nanogpt_large", labels, restarts=2, steps=5, cold_steps=40, n_h=2)
     t = run_active(jax.random.key(0), fit, labels, L, C, "uncertainty", n_queries=1, n_samples=32)
     assert len(t.queried) == 1 and np.all(np.isfinite(t.abc_joint_mean))
+
+
+@pytest.mark.slow
+def test_law_informed_round_predictor(data):
+    """``lc active --model magp_law`` on the bundled grid: every round refits the law on the observed
+    curves (padded to a bucket) and predicts all curves jointly; two rounds of one compiled size."""
+    from jaxscale.learning_curves.active import round_predictor
+
+    labels, L, C = data
+    fit = round_predictor("nanogpt_large", labels, model="magp_law", restarts=1, cold_steps=30, n_h=2)
+    t = run_active(jax.random.key(0), fit, labels, L, C, "ours", n_queries=1, n_samples=32)
+    assert len(t.queried) == 1 and t.queried[0] not in [lab for lab in labels if lab[1] == 8]
+    assert np.all(np.isfinite(t.abc_joint_mean)) and np.all(t.b1_joint_std > 0)
+    with pytest.raises(ValueError, match="supports models"):
+        round_predictor("nanogpt_large", labels, model="dhgp")
+
+
+@pytest.mark.slow
+def test_padded_law_fit_is_the_unpadded_fit():
+    """Inert padding rows (weight 0) leave the law, its covariance and the residuals unchanged, so
+    active-learning rounds of different sizes share one compiled law fit."""
+    from jaxscale.learning_curves.law_gp import fit_law_residuals
+
+    rng = np.random.default_rng(0)
+    n, G = 60, 6
+    z = rng.normal(size=(n, 1))
+    x = rng.uniform(1, 8, n)
+    y = 1.8 + np.exp(0.5 - 0.3 * z[:, 0]) + np.exp(1.0 - 0.4 * x) + rng.normal(0, 0.01, n)
+    cl = np.arange(n) % G
+    a = fit_law_residuals(jax.random.key(0), z, x, y, cl, G)
+    pad = lambda v, fill: np.concatenate([v, np.full((20,) + v.shape[1:], fill)])  # noqa: E731
+    w = pad(np.ones(n), 0.0)
+    b = fit_law_residuals(jax.random.key(0), pad(z, 0.0), pad(x, 0.0), pad(y, 1.0), pad(cl, -1), G, w)
+    for u, v in zip(jax.tree.leaves(a[0]) + list(a[1:2]) + list(a[3:]), jax.tree.leaves(b[0]) + list(b[1:2]) +
+                    list(b[3:])):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-8)  # L-BFGS stopping tolerance
+    np.testing.assert_allclose(np.asarray(b[2])[:n], np.asarray(a[2]), rtol=1e-4, atol=1e-6)
+    assert np.all(np.asarray(b[2])[n:] == 0)
+
+
+@pytest.mark.slow
+def test_active_on_your_own_csv_with_the_law_model(tmp_path, capsys):
+    """``lc active --csv ... --model magp_law --descriptor-cols params``: the law-informed model refitted
+    on the user's own observed runs each round; the candidates are the held-out runs; no descriptor
+    columns -> a clear error naming the option."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from helpers import lc_runs
+
+    from jaxscale.cli import main
+
+    csv = tmp_path / "my_runs.csv"
+    lc_runs(1).to_csv(csv, index=False)
+    base = ["lc", "active", "--csv", str(csv), "--task-col", "width", "--instance-col", "depth", "--x-col", "step",
+            "--y-col", "loss", "--params-col", "params", "--tokens-per-step", "1000", "--model", "magp_law",
+            "--holdout", "width >= 256 and depth == 8", "--strategy", "ours", "--seeds", "1",
+            "--restarts", "1", "--cold-steps", "40", "--samples", "32", "--json"]
+    assert main(base + ["--descriptor-cols", "params"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "magp_law" and out["n_candidates"] == 2
+    r = out["results"]["ours"]
+    assert sorted(map(tuple, r["queried"][0])) == [("256", "8"), ("512", "8")]  # every candidate, once
+    assert np.all(np.isfinite(r["abc_joint"]["mean"])) and r["abc_joint"]["mean"][-1] == 0.0
+    assert main(base) == 2
+    assert "--descriptor-cols" in capsys.readouterr().err

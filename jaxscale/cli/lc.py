@@ -27,7 +27,7 @@ from jaxscale.cli._common import (
     split_list,
     write_predictions,
 )
-from jaxscale.learning_curves.spec import DEFAULT_COLUMNS, MODELS, SPLITS, Spec
+from jaxscale.learning_curves.spec import DEFAULT_COLUMNS, DESC_MODELS, MODELS, SPLITS, Spec
 
 __all__ = ["register", "evaluate_handler", "law_handler", "active_handler", "extrapolate_handler", "demo_section",
            "run_psl_demo", "baseline_report"]
@@ -298,14 +298,14 @@ def active_handler(args) -> dict:
         out = table_active(jax.random.key(args.seed), data, held, strategies, seeds=args.seeds,
                            n_queries=args.queries, n_samples=args.samples, restarts=args.restarts, steps=args.steps,
                            cold_steps=args.cold_steps, n_h=args.n_h, grid=grid, grid_size=args.grid_size,
-                           out_dir=Path(args.out_dir) if args.out_dir else None)
+                           out_dir=Path(args.out_dir) if args.out_dir else None, model=args.model)
         return {"source": str(args.csv), "holdout": args.holdout, **out}
     if args.holdout:
         raise ValueError("--holdout needs --csv; the bundled experiment starts from the 8-layer curves")
     return active_experiment(args.seed, strategies, seeds=args.seeds, n_queries=args.queries,
                              n_samples=args.samples, restarts=args.restarts, steps=args.steps,
                              cold_steps=args.cold_steps, n_h=args.n_h, dataset=args.dataset or "nanogpt_large",
-                             model="magp", out_dir=Path(args.out_dir) if args.out_dir else None)
+                             model=args.model, out_dir=Path(args.out_dir) if args.out_dir else None)
 
 
 def _add_grid(p) -> None:
@@ -344,6 +344,10 @@ def register_psl(lc_subparsers) -> None:
     _add_columns(a, compute=True)
     _add_grid(a)
     a.add_argument("--strategy", default="all", help=f"{STRATEGIES_ALL.replace(',', '|')}, comma-separated, or all")
+    a.add_argument("--model", default="magp", choices=["magp", *DESC_MODELS],
+                   help="curve model refitted every round (magp: warm-started; magp_desc, magp_law: cold refits of "
+                        "--cold-steps; magp_law fits a scaling law in the descriptors first; --csv: give "
+                        "--descriptor-cols)")
     a.add_argument("--dataset", default=None, choices=["nanogpt_large"], help="bundled grid (default nanogpt_large)")
     a.add_argument("--queries", type=int, default=25, help="queries per run (at most the number of candidates)")
     a.add_argument("--seeds", type=int, default=3, help="independent repetitions of every strategy")

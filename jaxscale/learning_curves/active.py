@@ -295,8 +295,8 @@ def _run_strategies(key, strategies, seeds, fit_fn, labels, L, C, out_dir, **kw)
     n_ref = sum(t.n_refits for t in traces)
     n_bad = sum(t.n_refits_unconverged for t in traces)
     if n_bad:
-        warnings.warn(f"active learning: {n_bad} of {n_ref} MaGP refits had a restart whose negative ELBO was still "
-                      "falling at the end of its Adam steps; raise --steps / --cold-steps", RuntimeWarning,
+        warnings.warn(f"active learning: {n_bad} of {n_ref} curve-model refits had a restart whose negative ELBO "
+                      "was still falling at the end of its Adam steps; raise --steps / --cold-steps", RuntimeWarning,
                       stacklevel=3)
     return traces, seconds
 
@@ -340,11 +340,12 @@ def active_experiment(seed: int, strategies, seeds: int = 3, n_queries: int = 25
 def table_active(key, data, held, strategies=("uncertainty", "random", "smallest", "largest", "ours"), *,
                  seeds: int = 3, n_queries: int | None = None, n_samples: int = 500, restarts: int = 4,
                  steps: int = 150, cold_steps: int = 600, n_h: int = 8, learning_rate: float = 1e-2,
-                 rule: str = "interp", grid=None, grid_size: int = 100, out_dir=None) -> dict:
+                 rule: str = "interp", grid=None, grid_size: int = 100, out_dir=None, model: str = "magp") -> dict:
     """Active learning replayed on your own finished runs: which held-out curve to train next.
 
     The curves whose rows are all in ``held`` are the candidates; the others start observed. Every
-    round refits MaGP (warm-started, see :func:`table_round_predictor`) on the observed curves,
+    round refits the curve model (``model``: MaGP warm-started, or a cold fit of ``magp_desc`` /
+    ``magp_law``, see :func:`table_round_predictor`) on the observed curves,
     scores the probabilistic law of all curves against the law of the true curves (AbC over the
     law's compute grid), and queries one candidate by ``strategy``. A candidate's cost is its final
     cumulative compute (PetaFLOPs); ``smallest`` / ``largest`` order candidates by that cost.
@@ -386,19 +387,19 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
     from jaxscale.learning_curves.core import Spec, _check_training
 
     # the first refit trains on the observed curves: refuse what fit() refuses (constant targets, too few points)
-    _check_training(data.rows(~held), Spec(model="magp", restarts=restarts, steps=max(steps, 1)))
+    _check_training(data.rows(~held), Spec(model=model, restarts=restarts, steps=max(steps, 1)))
     g = default_grid(table, grid_size) if grid is None else np.asarray(grid, float)
     L, C = y[table.index], table.compute
     labels = list(table.labels)
     fit_fn = table_round_predictor(data, table, restarts=restarts, steps=steps, cold_steps=cold_steps, n_h=n_h,
-                                   learning_rate=learning_rate)
+                                   learning_rate=learning_rate, model=model)
     n_queries = int(candidates.sum()) if n_queries is None else int(n_queries)
     t0 = time.perf_counter()
     traces, seconds = _run_strategies(
         key, list(strategies), seeds, fit_fn, labels, L, C, out_dir, n_queries=n_queries, n_samples=n_samples,
         rule=rule, initial=[labels[i] for i in np.flatnonzero(~candidates)], grid=g,
         sizes=curve_cost_pf(C), abc_range=(float(np.log(g[0])), float(np.log(g[-1]))))
-    out = {"model": "magp", "strategies": list(strategies), "seeds": seeds, "queries": n_queries,
+    out = {"model": model, "strategies": list(strategies), "seeds": seeds, "queries": n_queries,
            "n_curves": len(labels), "n_candidates": int(candidates.sum()),
            "candidates": [list(labels[i]) for i in np.flatnonzero(candidates)],
            "candidate_cost_pf": curve_cost_pf(C)[candidates].tolist(),
@@ -476,14 +477,40 @@ def _refit(key, warm, train, query, xgrid, n_tasks: int, mu_q, sd_q, *, restarts
     if not ok.any():
         raise ValueError("active-learning refit: every restart went non-finite")
     sd, mu = np.asarray(sd_q), np.asarray(mu_q)
-    m = np.asarray(m)[ok] * sd + mu
-    C = np.asarray(C)[ok] * np.outer(sd, sd)
-    mean = m.mean(0)
-    cov = (C + m[:, :, None] * m[:, None, :]).mean(0) - np.outer(mean, mean)
+    m, mean, cov = _mixture(np.asarray(m)[ok] * sd + mu, np.asarray(C)[ok] * np.outer(sd, sd))
     if not ok.all():  # keep the restart count (fixed shapes): refill dead restarts with a live one
         good = int(np.flatnonzero(ok)[0])
         x = jax.tree.map(lambda a: a.at[~jnp.asarray(ok)].set(a[good]), x)
     return x, m, mean, cov, bool(np.asarray(conv)[ok].all())
+
+
+def _mixture(m, C):
+    """Equal-weight mixture of the restarts' joint predictives ``m (R, M)``, ``C (R, M, M)``:
+    ``(m, mean (M,), cov (M, M))``."""
+    mean = m.mean(0)
+    cov = (C + m[:, :, None] * m[:, None, :]).mean(0) - np.outer(mean, mean)
+    return m, mean, cov
+
+
+def _law_refit(key, problem, query, model: str, *, restarts, steps, n_h, learning_rate, bucket):
+    """One cold refit of a descriptor model (``magp_desc`` / ``magp_law``) on a bundled problem, its
+    training points padded to a multiple of ``bucket`` (one compiled program per padded size), and
+    the restart mixture of its joint predictive of ``query``: ``(restart means (R_ok, M), mean, cov,
+    converged)`` in original units."""
+    from jaxscale.learning_curves.diagnostics import adam_convergence
+    from jaxscale.learning_curves.models import fit_model, predict_joint
+
+    k_fit, k_pred = jax.random.split(key)
+    N = int(problem.train.x.shape[0])
+    fit = fit_model(k_fit, problem, model, restarts=restarts, steps=steps, learning_rate=learning_rate,
+                    pad_to=-(-N // bucket) * bucket)
+    ok = np.asarray(fit.result.ok)
+    if not ok.any():
+        raise ValueError(f"active-learning refit ({model}): every restart went non-finite")
+    jp = predict_joint(k_pred, fit, problem, query, n_h=n_h)
+    m, mean, cov = _mixture(np.asarray(jp.mean), np.asarray(jp.cov))
+    conv = np.asarray(adam_convergence(fit.result.history)[0])
+    return m, mean, cov, bool(conv[ok].all())
 
 
 def _masked_chol(cov, missing_rows):
@@ -497,19 +524,22 @@ def _masked_chol(cov, missing_rows):
 
 def round_predictor(dataset: str, labels, model: str = "magp", restarts: int = 4, steps: int = 150,
                     cold_steps: int = 600, n_h: int = 8, learning_rate: float = 1e-2, bucket: int = 55):
-    """``fit_fn(key, observed_mask, warm) -> RoundPrediction`` for :func:`run_active` on a bundled dataset (MaGP).
+    """``fit_fn(key, observed_mask, warm) -> RoundPrediction`` for :func:`run_active` on a bundled dataset.
 
-    Cheap refits for active learning (changes vs the original's 10 cold restarts x 2000 Adam steps
+    ``model="magp"``: cheap refits (changes vs the original's 10 cold restarts x 2000 Adam steps
     per query): ``restarts`` restarts, ``cold_steps`` Adam steps in the first round, then
-    ``steps`` steps warm-started from the previous round's parameters; q(h) integrated with ``n_h``
-    draws; training points padded with inert rows to a multiple of ``bucket`` so that 25 rounds
-    compile only ~6 programs. Predicts all K curves jointly (observed rows are masked by the loop).
+    ``steps`` steps warm-started from the previous round's parameters. ``"magp_desc"`` /
+    ``"magp_law"``: a cold refit of ``cold_steps`` steps every round (the law-informed model refits
+    its law on the observed curves first). q(h) is integrated with ``n_h`` draws; training points
+    are padded with inert rows to a multiple of ``bucket`` so that 25 rounds compile only ~6
+    programs. Predicts all K curves jointly (observed rows are masked by the loop).
     """
     from jaxscale.learning_curves.heldout import frame_labels, heldout_problem
     from jaxscale.learning_curves.problem import points_from_frame
+    from jaxscale.learning_curves.spec import DESC_MODELS
 
-    if model != "magp":
-        raise ValueError(f"active learning supports model 'magp' only, got {model!r}")
+    if model != "magp" and model not in DESC_MODELS:
+        raise ValueError(f"active learning supports models {('magp',) + DESC_MODELS}, got {model!r}")
     labels = [tuple(l) for l in labels]
 
     def fit_fn(key, observed, warm):
@@ -520,6 +550,11 @@ def round_predictor(dataset: str, labels, model: str = "magp", restarts: int = 4
         if list(all_labels) != labels:
             raise ValueError("dataset curve order differs from the active-learning labels")
         query = points_from_frame(f, np.asarray(problem.xgrid), problem.scaler, problem.n_reps)
+        if model != "magp":  # cold refit every round (the law is refitted on the observed curves)
+            m, mean, cov, conv = _law_refit(key, problem, query, model, restarts=restarts, steps=cold_steps,
+                                            n_h=n_h, learning_rate=learning_rate, bucket=bucket)
+            chol = _masked_chol(cov, np.repeat(~np.asarray(observed), P))
+            return RoundPrediction(m.reshape(len(m), len(labels), P), mean, chol, warm=None, converged=conv)
         qd = np.asarray(query.d)
         x, m, mean, cov, conv = _refit(key, warm, problem.train, query, problem.xgrid, problem.n_tasks,
                                        np.asarray(problem.scaler.mean)[qd], np.asarray(problem.scaler.std)[qd],
@@ -532,9 +567,12 @@ def round_predictor(dataset: str, labels, model: str = "magp", restarts: int = 4
 
 
 def table_round_predictor(data, table, restarts: int = 4, steps: int = 150, cold_steps: int = 600, n_h: int = 8,
-                          learning_rate: float = 1e-2, bucket: int = 55):
+                          learning_rate: float = 1e-2, bucket: int = 55, model: str = "magp"):
     """``fit_fn(key, observed_mask, warm) -> RoundPrediction`` for :func:`run_active` on your own
-    table (MaGP; same cheap warm-started refits as :func:`round_predictor`).
+    table. ``model="magp"``: the cheap warm-started refits of :func:`round_predictor`;
+    ``"magp_desc"`` / ``"magp_law"``: a cold fit of the learning-curve contract
+    (:func:`.core.fit`, ``cold_steps`` Adam steps) on the observed curves every round, which needs
+    the table's descriptor columns.
 
     ``data``: every row (the loss of every row is known: active learning is replayed on finished
     runs); ``table``: its :func:`.law.curve_table` layout (K curves x P padded points).
@@ -551,7 +589,25 @@ def table_round_predictor(data, table, restarts: int = 4, steps: int = 150, cold
     flat = table.index.reshape(-1)
     n = len(data)
 
+    def layout(m, mean, cov, rows, conv):
+        L = _masked_chol(cov, ~rows)
+        A = np.zeros((K * P, K * P))
+        A[:, :n] = L[flat]  # padded entries repeat their curve's last row exactly
+        return RoundPrediction(m[:, table.index], mean[flat], A, warm=None, converged=conv)
+
+    def fit_contract(key, observed, warm):
+        from jaxscale.learning_curves.core import Spec, fit, predict_restarts
+
+        rows = np.isin(cid, table.curve[np.asarray(observed)])
+        spec = Spec(model=model, restarts=restarts, steps=cold_steps, learning_rate=learning_rate, n_h=n_h)
+        f = fit(key, data.rows(rows), spec)
+        jp = predict_restarts(f, data)
+        m, mean, cov = _mixture(np.asarray(jp.mean), np.asarray(jp.cov))
+        return layout(m, mean, cov, rows, bool(np.asarray(f.converged)[np.asarray(f.ok)].all()))
+
     def fit_fn(key, observed, warm):
+        if model != "magp":
+            return fit_contract(key, observed, warm)
         rows = np.isin(cid, table.curve[np.asarray(observed)])
         sel = np.flatnonzero(rows)
         mean_d, std_d = _task_scaler(d_all[sel], y_all[sel], D)
@@ -561,9 +617,6 @@ def table_round_predictor(data, table, restarts: int = 4, steps: int = 150, cold
         x, m, mean, cov, conv = _refit(key, warm, train, query, None, D, mean_d[d_all], std_d[d_all],
                                        restarts=restarts, steps=steps, cold_steps=cold_steps, n_h=n_h,
                                        learning_rate=learning_rate, bucket=bucket)
-        L = _masked_chol(cov, ~rows)
-        A = np.zeros((K * P, K * P))
-        A[:, :n] = L[flat]  # padded entries repeat their curve's last row exactly
-        return RoundPrediction(m[:, table.index], mean[flat], A, warm=x, converged=conv)
+        return layout(m, mean, cov, rows, conv)._replace(warm=x)
 
     return fit_fn
