@@ -424,8 +424,9 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
     d = take_rows(data, ~excluded)
     starts_arr = start_grid(d) if starts is None else jnp.asarray(starts)
     # the fields fit_core does not read are reset, so fits that differ only in them share one program
-    core_spec = ChinchillaSpec(screen_steps=spec.screen_steps, polish_top=spec.polish_top,
-                               screen_rows=spec.screen_rows, max_steps=spec.max_steps, huber_delta=spec.huber_delta)
+    d0 = ChinchillaSpec()
+    core_spec = spec._replace(exclude_top_loss=d0.exclude_top_loss, n_boot=d0.n_boot, boot_steps=d0.boot_steps,
+                              backtest_frac=d0.backtest_frac)
     res = _fit_core_jit(key, pad_rows(d, bucket(d.n)), core_spec, starts_arr)
     if not np.isfinite(float(res.loss)):
         raise ValueError(f"{what}: every start went non-finite; check the inputs' scale (N and D are raw "

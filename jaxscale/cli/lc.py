@@ -27,7 +27,7 @@ from jaxscale.cli._common import (
     split_list,
     write_predictions,
 )
-from jaxscale.learning_curves.spec import DEFAULT_COLUMNS, DESC_MODELS, MODELS, SPLITS, Spec
+from jaxscale.learning_curves.spec import ACTIVE_MODELS, DEFAULT_COLUMNS, MODELS, SPLITS, Spec
 
 __all__ = ["register", "evaluate_handler", "law_handler", "active_handler", "extrapolate_handler", "demo_section",
            "run_psl_demo", "baseline_report"]
@@ -344,7 +344,7 @@ def register_psl(lc_subparsers) -> None:
     _add_columns(a, compute=True)
     _add_grid(a)
     a.add_argument("--strategy", default="all", help=f"{STRATEGIES_ALL.replace(',', '|')}, comma-separated, or all")
-    a.add_argument("--model", default="magp", choices=["magp", *DESC_MODELS],
+    a.add_argument("--model", default="magp", choices=list(ACTIVE_MODELS),
                    help="curve model refitted every round (magp: warm-started; magp_desc, magp_law: cold refits of "
                         "--cold-steps; magp_law fits a scaling law in the descriptors first; --csv: give "
                         "--descriptor-cols)")

@@ -536,10 +536,10 @@ def round_predictor(dataset: str, labels, model: str = "magp", restarts: int = 4
     """
     from jaxscale.learning_curves.heldout import frame_labels, heldout_problem
     from jaxscale.learning_curves.problem import points_from_frame
-    from jaxscale.learning_curves.spec import DESC_MODELS
+    from jaxscale.learning_curves.spec import ACTIVE_MODELS
 
-    if model != "magp" and model not in DESC_MODELS:
-        raise ValueError(f"active learning supports models {('magp',) + DESC_MODELS}, got {model!r}")
+    if model not in ACTIVE_MODELS:
+        raise ValueError(f"active learning supports models {ACTIVE_MODELS}, got {model!r}")
     labels = [tuple(l) for l in labels]
 
     def fit_fn(key, observed, warm):

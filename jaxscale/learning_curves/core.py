@@ -560,13 +560,13 @@ def _predict_padded(fit: Fit, q: Data) -> JointPrediction:
     D = len(fit.task_labels)
     if spec.model in DESC_MODELS:
         _check_descriptor_consistency(fit, q)
-    tr, w_tr = pad_data(_canonical(fit.train), row_bucket(len(fit.train)))
+    canon = _canonical(fit.train)
+    tr, w_tr = pad_data(canon, row_bucket(len(canon)))
     qp, w_q = pad_data(_canonical(q), row_bucket(len(q)))
     observed = np.bincount(np.asarray(fit.train.task), minlength=D) > 0
     n_u = sum(lev == "task" for lev in fit.descriptor_levels)
     regress = bool(spec.model == "magp_desc" and n_u >= 1 and observed.sum() >= n_u + 1 and not observed.all())
     idx = np.flatnonzero(np.asarray(fit.ok))
-    canon = _canonical(fit.train)
     fc = fit.replace(params=jax.tree.map(lambda a: jnp.asarray(a)[idx], fit.params), train=None, history=None,
                      loss=None, jitter=None, ok=None, converged=None, task_labels=canon.task_labels,
                      instance_labels=canon.instance_labels, descriptor_names=canon.descriptor_names, x_is_log=False,

@@ -20,9 +20,10 @@ tail), with a central interval. Two fits on the same rows, in the same run:
   intervals too narrow on curves that follow the law exactly.) The noise is
   Student-t (4 degrees of freedom) on ``\ln L``, so single warm-up points that no power law
   follows do not drag the fit; a systematic misfit of the early part (e.g. the plateau of a loss at
-  ``ln(vocabulary)`` before it starts to fall) is absorbed by ``\sigma_k`` and widens the interval. Posterior predictive draws give the point prediction (their median) and
-  the central ``level`` interval. Diagnostics (R-hat, ESS per chain, divergences, chains) are
-  computed by :func:`jaxscale.infer.run_nuts` and warned.
+  ``ln(vocabulary)`` before it starts to fall) is absorbed by ``\sigma_k`` and widens the interval.
+  Posterior predictive draws give the point prediction (their median) and the central ``level``
+  interval. Diagnostics (R-hat, ESS per chain, divergences, chains) are computed by
+  :func:`jaxscale.infer.run_nuts` and warned.
 * :func:`powerlaw_lstsq` (the usual practice, the baseline): ``scipy.optimize.curve_fit`` of the
   same law on each curve's training rows, least squares on ``L``, ``E >= 0``, ``0 < alpha <= 5``,
   no interval. A curve where it fails keeps its last training value (counted).

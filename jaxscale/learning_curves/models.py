@@ -94,10 +94,9 @@ def _fit_law_problem(key, problem: LCProblem, restarts, steps, learning_rate, n_
     if pad_to is not None:  # pad first: the law fit then compiles once per padded size too
         y = jnp.concatenate([y, jnp.ones((pad_to - y.shape[0],), y.dtype)])
         tr = pad_points(tr, pad_to)
-    w = jnp.ones_like(y) if tr.w is None else tr.w
     k_law, k_gp = jax.random.split(key)
     law, law_cov, zr, mu, sd = fit_law_residuals(k_law, tables.curve[tr.c], tr.x, y, tr.c,
-                                                 problem.n_tasks * problem.n_reps, w)
+                                                 problem.n_tasks * problem.n_reps, tr.w)
     D = problem.n_tasks
     scaler = Scaler(np.full(D, float(mu)), np.full(D, float(sd)))
     train = tr._replace(y=zr)

@@ -11,14 +11,17 @@ from typing import NamedTuple
 
 from jaxscale._registry import register_serializable
 
-__all__ = ["MODELS", "DESC_MODELS", "Spec", "DEFAULT_COLUMNS", "ExtrapolateSpec", "MODEL_CHOICES", "SPLITS", "LC_DATASETS",
-           "MULTILINGUAL_LANGS"]
+__all__ = ["MODELS", "DESC_MODELS", "ACTIVE_MODELS", "Spec", "DEFAULT_COLUMNS", "ExtrapolateSpec", "MODEL_CHOICES",
+           "SPLITS", "LC_DATASETS", "MULTILINGUAL_LANGS"]
 
 #: Curve models of :func:`jaxscale.learning_curves.fit` (``Spec.model``).
 MODELS = ("magp", "magp_desc", "magp_law", "dhgp")
 
 #: The models that read the descriptor columns (the descriptor MaGP and the law-informed model on it).
 DESC_MODELS = ("magp_desc", "magp_law")
+
+#: The curve models active learning refits every round (:func:`jaxscale.learning_curves.active.round_predictor`).
+ACTIVE_MODELS = ("magp", *DESC_MODELS)
 
 
 @register_serializable
