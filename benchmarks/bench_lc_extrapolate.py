@@ -39,6 +39,26 @@ def nanogpt_cut(fraction: float):
     return TailData(code, x, f["value"].to_numpy(float), cut_curves(code, x, fraction), labels, np.arange(len(f)))
 
 
+def nanochat_cut(fraction: float, n_runs: int = 30, every: int = 4):
+    """LossCast's nanochat runs: ``n_runs`` of the complete 200-point curves (evenly spaced in the
+    sorted run ids), every ``every``-th logged step from step 10 (step 0 has no power law), cut at
+    ``fraction`` of the last step."""
+    from jaxscale.data.registry import load
+    from jaxscale.learning_curves.extrapolate import TailData, cut_curves
+
+    f = load("losscast_nanochat_curves")
+    n = f.groupby("run_id")["step"].transform("size")
+    f = f[(n == n.max()) & (f["step"] > 0)]
+    runs = np.unique(f["run_id"].to_numpy())
+    runs = runs[np.linspace(0, len(runs) - 1, n_runs).round().astype(int)]
+    f = f[f["run_id"].isin(runs)].sort_values(["run_id", "step"])
+    f = f[f.groupby("run_id").cumcount() % every == 0]
+    labels = tuple(runs)
+    code = np.searchsorted(labels, f["run_id"].to_numpy())
+    x = f["step"].to_numpy(float)
+    return TailData(code, x, f["loss"].to_numpy(float), cut_curves(code, x, fraction), labels, np.arange(len(f)))
+
+
 def multilingual(name: str):
     from jaxscale.learning_curves import load_lc, make_split
     from jaxscale.learning_curves.extrapolate import TailData
@@ -58,6 +78,7 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cuts", default="0.1,0.25,0.5")
+    p.add_argument("--nanochat-cuts", default="0.1,0.25,0.5")
     p.add_argument("--multilingual", default="multilingual_same_source_en")
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--samples", type=int, default=500)
@@ -67,7 +88,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     enable_x64()
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains)
-    cases = [(f"nanogpt_large cut {float(c):.0%}", lambda c=float(c): nanogpt_cut(c)) for c in args.cuts.split(",")]
+    cases = [(f"nanogpt_large cut {float(c):.0%}", lambda c=float(c): nanogpt_cut(c)) for c in args.cuts.split(",") if c]
+    cases += [(f"nanochat cut {float(c):.0%}", lambda c=float(c): nanochat_cut(c))
+              for c in args.nanochat_cuts.split(",") if c]
     cases += [(f"{m} extrapolate9", lambda m=m: multilingual(m)) for m in args.multilingual.split(",") if m]
     path = Path(args.out)
     rows = json.loads(path.read_text()) if path.exists() else {}

@@ -367,7 +367,7 @@ def register_psl(lc_subparsers) -> None:
 def extrapolate_handler(args) -> dict:
     """Runs in progress: from the early part of every curve (--train-col or --cutoff) predict the rest
     with a Bayesian saturating power law L(x) = E + A x^-alpha per curve (NUTS, all curves in one
-    program, 90 % intervals), scored on the tail rows that carry a loss next to a scipy least-squares
+    program, 90 % intervals calibrated on the finished runs of the table when it has some), scored on the tail rows that carry a loss next to a scipy least-squares
     power law per curve fitted on the same rows (RMSLE, MAE, coverage)."""
     import jax
 
@@ -379,7 +379,7 @@ def extrapolate_handler(args) -> dict:
     data = tail_from_frame(df, curve_col=args.curve_col, x_col=args.x_col, y_col=args.y_col,
                            train_col=args.train_col, cutoff=args.cutoff, x_is_log=args.x_is_log)
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains,
-                           target_accept=args.target_accept, level=args.level)
+                           target_accept=args.target_accept, level=args.level, calibrate=not args.no_calibrate)
     fit, base, report = evaluate_tail(jax.random.key(args.seed), data, spec)
     out = {"source": str(args.csv), "cutoff": args.cutoff, "train_col": args.train_col, **report}
     tail = df.iloc[fit.rows]
@@ -422,6 +422,9 @@ def register_extrapolate(lc_subparsers) -> None:
     s.add_argument("--chains", type=int, default=d.chains, help="chains (vectorised)")
     s.add_argument("--target-accept", type=float, default=d.target_accept, help="NUTS target acceptance")
     p.add_argument("--level", type=float, default=d.level, help="central interval level")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="keep the model's own interval (default: calibrate it on the finished runs of the table, "
+                        "their late rows held back)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     add_output_args(p, save=False)
     add_json(p)

@@ -85,6 +85,7 @@ class TailFit(NamedTuple):
     A: np.ndarray  # (S, K)
     alpha: np.ndarray  # (S, K)
     diagnostics: dict
+    calibration: dict | None = None  # see :func:`extrapolate` (finished runs held back)
 
 
 def _rows(ids) -> str:
@@ -270,6 +271,82 @@ def _predictive(key, c, g, alpha, sigma, t, curve, nu):
     return _log_pos(mu) + sigma[:, curve] * eps
 
 
+#: Held-back points of finished runs needed to calibrate the interval (at level 0.9 the conformal
+#: quantile needs at least 9; fewer points leave the model's own interval).
+MIN_CALIBRATION_POINTS = 10
+
+
+def _calibration_rows(data: TailData) -> tuple[np.ndarray, float | None]:
+    """Rows of finished runs to hold back, mimicking how far the runs in progress are extrapolated.
+
+    A run is *finished* when all its rows are training rows. ``rho`` is the median over the runs
+    in progress of (last training step) / (largest step to predict). Each finished run is cut at
+    ``rho`` x its last step: the rows above are held back (predicted, then scored), those below
+    are its early part. A finished run is used only when its early part has at least
+    :data:`MIN_TRAIN_POINTS` points and is not constant, and something is held back.
+    Returns ``(mask of held-back rows, rho)``; ``rho`` is None when no run is finished.
+    """
+    cur = np.asarray(data.curve, np.int64)
+    x = np.asarray(data.x, float)
+    tr = np.asarray(data.train, bool)
+    K = len(data.labels)
+    held = np.zeros(tr.shape, bool)
+    in_progress = np.bincount(cur[~tr], minlength=K) > 0
+    finished = np.flatnonzero(~in_progress & (np.bincount(cur, minlength=K) > 0))
+    if finished.size == 0:
+        return held, None
+    s_tr = pd.Series(np.where(tr, x, -np.inf)).groupby(cur).max()
+    s_all = pd.Series(x).groupby(cur).max()
+    prog = np.flatnonzero(in_progress)
+    rho = float(np.median(s_tr.loc[prog].to_numpy() / s_all.loc[prog].to_numpy()))
+    cut = (rho * s_all).reindex(range(K)).to_numpy()
+    y = np.asarray(data.y, float)
+    for k in finished:  # host bookkeeping over a handful of runs
+        m = cur == k
+        early = m & (x <= cut[k] * (1 + 1e-12))
+        late = m & ~early
+        if early.sum() >= MIN_TRAIN_POINTS and late.any() and np.ptp(y[early]) > 0:
+            held |= late
+    return held, rho
+
+
+def _log_quantiles(draws, level: float):
+    """Per point: ``ln`` of the lower end, the median and the upper end of the central interval."""
+    return np.quantile(np.log(draws), [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
+
+
+def _conformal_margin(y, draws, level: float):
+    """Split-conformal margin of the predictive interval in ``ln L`` from held-back points.
+
+    Conformalised quantile regression on ``ln L``: each point's score is how far ``ln y`` lies
+    outside the interval (negative inside); the margin is the conformal quantile of the scores
+    (the ``ceil((n + 1) level)``-th smallest). Widening both ends by it in ``ln L`` (narrowing,
+    when negative) gives intervals that cover ``level`` of points like these.
+    Returns ``(margin, raw coverage)``; the margin is None with fewer than
+    :data:`MIN_CALIBRATION_POINTS` points.
+    """
+    n = int(y.size)
+    lo, _, hi = _log_quantiles(draws, level)
+    ly = np.log(y)
+    score = np.maximum(lo - ly, ly - hi)
+    raw = float(np.mean(score <= 0.0)) if n else float("nan")
+    k = int(np.ceil((n + 1) * level))
+    if n < MIN_CALIBRATION_POINTS or k > n:
+        return None, raw
+    return float(np.sort(score)[k - 1]), raw
+
+
+def _widen(draws, margin: float, level: float):
+    """Move each point's draws so that the ends of its central interval move out by ``margin`` in
+    ``ln L`` (in by ``-margin``; an end never crosses the median): every draw's distance from the
+    median is scaled, per side, by the ratio of the new to the old half-width."""
+    lo, med, hi = _log_quantiles(draws, level)
+    ld = np.log(draws)
+    up = np.maximum(hi - med + margin, 0.0) / np.maximum(hi - med, 1e-300)
+    dn = np.maximum(med - lo + margin, 0.0) / np.maximum(med - lo, 1e-300)
+    return np.exp(med + np.where(ld >= med, up, dn) * (ld - med))
+
+
 def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) -> TailFit:
     """Fit the Bayesian saturating power law of every curve on its training rows and predict the others.
 
@@ -283,17 +360,31 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
       the point that minimises the absolute error of ``ln L``; ``lower`` / ``upper`` the central
       ``spec.level`` interval; ``samples`` the predictive draws), the posterior draws of ``E``,
       ``A``, ``alpha`` per curve in original units and the NUTS ``diagnostics`` (warned when they
-      fail: R-hat > 1.01, ESS < 100 per chain, divergences, fewer than 2 chains).
+      fail: R-hat > 1.01, ESS < 100 per chain, divergences, fewer than 2 chains) and the
+      ``calibration`` record.
+
+    Calibration (``spec.calibrate``, on by default): the finished runs of the table (every row in
+    the early part) show how far curves move after a cut. Each is cut like the runs in progress
+    (at the median ratio of their last training step to their last step to predict), its late
+    rows are held back, fitted in the same program and predicted; the split-conformal quantile of
+    how far the held-back losses fall outside their intervals, in ``ln L``, moves both ends of the
+    intervals of the runs in progress (out, or in when the intervals were too wide). Without finished runs (or with fewer than
+    :data:`MIN_CALIBRATION_POINTS` held-back points) the interval is the model's own, and a
+    warning says so. The held-back points are treated as exchangeable with the tail points; points
+    of one run are correlated, so with few finished runs the margin is itself uncertain.
     """
     from jaxscale.infer.bayes import run_nuts
 
     check_level(spec.level)
     if spec.chains < 1 or spec.samples < 1 or spec.warmup < 1:
         raise ValueError(f"chains, samples and warmup must be >= 1, got {spec.chains}, {spec.samples}, {spec.warmup}")
-    xk, yk = _normalise(data)
-    tr = np.asarray(data.train, bool)
+    tr_user = np.asarray(data.train, bool)
+    held, rho = _calibration_rows(data) if spec.calibrate else (np.zeros(tr_user.shape, bool), None)
+    tr = tr_user & ~held  # held-back rows of finished runs are predicted like tail rows
+    xk, yk = _normalise(data._replace(train=tr))
     cur0 = np.asarray(data.curve, np.int64)
-    # only runs in progress (curves with tail rows) are fitted: their laws share the pooled priors
+    # only runs in progress (and finished runs cut for calibration) are fitted: their laws share
+    # the pooled priors
     active = np.unique(cur0[~tr])
     remap = np.full(len(data.labels), -1, np.int64)
     remap[active] = np.arange(len(active))
@@ -315,20 +406,58 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
         msgs = [m] + [w for w in msgs if not w.startswith("only")]
     s = res.samples
     sigma = np.asarray(s["sigma"])
-    rows = np.flatnonzero(~tr)
+    pred_rows = np.flatnonzero(~tr)
     draws = _predictive(k_pred, jnp.asarray(s["c"]), jnp.asarray(s["g"]), jnp.asarray(s["alpha"]),
-                        jnp.asarray(sigma), jnp.asarray(t_all[rows]), jnp.asarray(cur[rows]), float(spec.nu))
-    ypred = np.exp(np.asarray(draws)) * yk[cur[rows]][None]
+                        jnp.asarray(sigma), jnp.asarray(t_all[pred_rows]), jnp.asarray(cur[pred_rows]), float(spec.nu))
+    y_all = np.exp(np.asarray(draws)) * yk[cur[pred_rows]][None]
+    real = ~tr_user[pred_rows]
+    rows = pred_rows[real]
+    ypred = y_all[:, real]
+    calibration = _calibrate(spec, rho, data, pred_rows[~real], y_all[:, ~real])
+    if calibration.get("margin") is not None:
+        ypred = _widen(ypred, calibration["margin"], float(spec.level))
     q = np.quantile(ypred, [(1 - spec.level) / 2, 0.5, (1 + spec.level) / 2], axis=0)
-    c, g, alpha = (np.asarray(s[k]) for k in ("c", "g", "alpha"))
-    E = c * np.exp(g) * yk[None]
-    A = c * (1.0 - np.exp(g)) * yk[None] * xk[None] ** alpha
+    mine = remap[np.unique(cur0[~tr_user])]  # the runs in progress among the fitted curves
+    c, g, alpha = (np.asarray(s[k])[:, mine] for k in ("c", "g", "alpha"))
+    E = c * np.exp(g) * yk[mine][None]
+    A = c * (1.0 - np.exp(g)) * yk[mine][None] * xk[mine][None] ** alpha
     report = {"converged": not any(not w.startswith("only") or spec.chains < 2 for w in msgs),
               "max_r_hat": diag["max_r_hat"], "min_ess": diag["min_ess"], "divergences": int(diag["divergences"]),
               "num_chains": int(diag["num_chains"]), "num_samples": int(diag["num_samples"]),
               "reason": "; ".join(msgs) if msgs else "R-hat <= 1.01, ESS >= 100 per chain, no divergences"}
     pred = Prediction(jnp.asarray(q[1]), jnp.asarray(q[0]), jnp.asarray(q[2]), jnp.asarray(ypred))
-    return TailFit(pred, rows, active, E, A, alpha, report)
+    return TailFit(pred, rows, active[mine], E, A, alpha, report, calibration)
+
+
+def _calibrate(spec: ExtrapolateSpec, rho, data: TailData, held_rows, held_draws) -> dict:
+    """The conformal margin from the held-back rows of finished runs (warned when there is none)."""
+    level = float(spec.level)
+    if not spec.calibrate:
+        return {"calibrated": False, "margin": None, "reason": "calibration switched off (calibrate=False)"}
+    n_runs = int(np.unique(np.asarray(data.curve)[held_rows]).size)
+    out = {"calibrated": False, "margin": None, "runs": n_runs, "points": int(held_rows.size), "rho": rho}
+    if rho is None:
+        out["reason"] = ("no finished run (a run whose rows are all in the early part) to hold back; the interval is "
+                         "the model's own")
+    elif held_rows.size < MIN_CALIBRATION_POINTS:
+        out["reason"] = (f"{held_rows.size} held-back point(s) of finished runs, fewer than {MIN_CALIBRATION_POINTS}; "
+                         "the interval is the model's own")
+    else:
+        y = np.asarray(data.y, float)[held_rows]
+        q, raw = _conformal_margin(y, held_draws, level)
+        out.update(raw_coverage=raw)
+        if q is None or not np.isfinite(q):
+            out["reason"] = "the held-back points give no finite conformal quantile; the interval is the model's own"
+        else:
+            out.update(calibrated=True, margin=q, reason=(
+                f"{held_rows.size} points of {n_runs} finished run(s), each cut at {rho:.3g} x its last step "
+                f"like the runs in progress: the model's {level:.0%} interval covered {raw:.0%} of them; both ends "
+                f"move {'out' if q >= 0 else 'in'} by {abs(q):.3g} in ln L (x{np.exp(abs(q)):.3g})"))
+            return out
+    warnings.warn(f"power-law extrapolation: the {level:.0%} interval is not calibrated: {out['reason']}. Keep "
+                  "some finished runs in the table (all their rows in the early part) to calibrate it",
+                  UserWarning, stacklevel=3)
+    return out
 
 
 # ----------------------------------------------------------------------------- the usual practice
@@ -404,5 +533,5 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
               "level": spec.level, "bayes": score_tail(y, p.mean, p.lower, p.upper),
               "scipy_power_law": {**score_tail(y, base), **info}, "diagnostics": fit.diagnostics,
               "converged": fit.diagnostics["converged"], "n_curves_fitted": int(len(fit.curves)),
-              "fit_seconds": secs}
+              "calibration": fit.calibration, "fit_seconds": secs}
     return fit, base, report

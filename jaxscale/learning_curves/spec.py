@@ -67,6 +67,8 @@ class ExtrapolateSpec(NamedTuple):
       target_accept: NUTS target acceptance probability.
       nu: degrees of freedom of the Student-t noise on ``ln L``.
       level: central interval level of the prediction.
+      calibrate: scale the interval by split-conformal calibration on the finished runs of the
+        table (their late rows held back); see :func:`jaxscale.learning_curves.extrapolate.extrapolate`.
     """
 
     warmup: int = 500
@@ -75,6 +77,7 @@ class ExtrapolateSpec(NamedTuple):
     target_accept: float = 0.9
     nu: float = 4.0
     level: float = 0.9
+    calibrate: bool = True
 
 
 #: Models of the bundled-dataset experiments (:func:`jaxscale.learning_curves.evaluate_model`).
