@@ -183,7 +183,13 @@ def test_active_on_your_own_csv_with_the_law_model(tmp_path, capsys):
             "--y-col", "loss", "--params-col", "params", "--tokens-per-step", "1000", "--model", "magp_law",
             "--holdout", "width >= 256 and depth == 8", "--strategy", "ours", "--seeds", "1",
             "--restarts", "1", "--cold-steps", "40", "--samples", "32", "--json"]
-    assert main(base + ["--descriptor-cols", "params"]) == 0
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(base + ["--descriptor-cols", "params"]) == 0
+    # the refits are set by --cold-steps: no per-refit message sends the user to --steps
+    assert not any("CLI --steps" in str(w.message) for w in caught)
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == "magp_law" and out["n_candidates"] == 2
     r = out["results"]["ours"]
