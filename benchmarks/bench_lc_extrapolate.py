@@ -1,10 +1,12 @@
 """Runs in progress: the Bayesian saturating power law against scipy least squares per curve.
 
-Cases: the bundled nanoGPT-large curves cut at 10 / 25 / 50 % of their last step (the early part
-is every point at step <= that fraction of the curve's last step; the rest is predicted), and the
-multilingual few-shot split ``extrapolate9`` (last 9 of 20 points of the last task's curves;
-``--multilingual`` picks the datasets). Reported per case: RMSLE, MAE and 90 % coverage on the
-predicted points, NUTS diagnostics, seconds.
+Cases: the bundled nanoGPT-large curves and 30 of LossCast's nanochat runs cut at 10 / 25 / 50 % of
+their last step (the early part is every point at step <= that fraction of the curve's last step;
+the rest is predicted); the nanochat runs again with every second run finished (kept whole: the
+interval is calibrated on them, ``--nanochat-finished-cuts``); and the multilingual few-shot split
+``extrapolate9`` (last 9 of 20 points of the largest model's curves; the smaller models' curves are
+finished runs; ``--multilingual`` picks the datasets). Reported per case: RMSLE, MAE and 90 %
+coverage on the predicted points, the calibration record, NUTS diagnostics, seconds.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lc_extrapolate.py
 """
@@ -39,10 +41,11 @@ def nanogpt_cut(fraction: float):
     return TailData(code, x, f["value"].to_numpy(float), cut_curves(code, x, fraction), labels, np.arange(len(f)))
 
 
-def nanochat_cut(fraction: float, n_runs: int = 30, every: int = 4):
+def nanochat_cut(fraction: float, n_runs: int = 30, every: int = 4, finished: bool = False):
     """LossCast's nanochat runs: ``n_runs`` of the complete 200-point curves (evenly spaced in the
     sorted run ids), every ``every``-th logged step from step 10 (step 0 has no power law), cut at
-    ``fraction`` of the last step."""
+    ``fraction`` of the last step. ``finished``: every second run is kept whole (a finished run,
+    used to calibrate the interval); the others are cut."""
     from jaxscale.data.registry import load
     from jaxscale.learning_curves.extrapolate import TailData, cut_curves
 
@@ -56,7 +59,8 @@ def nanochat_cut(fraction: float, n_runs: int = 30, every: int = 4):
     labels = tuple(runs)
     code = np.searchsorted(labels, f["run_id"].to_numpy())
     x = f["step"].to_numpy(float)
-    return TailData(code, x, f["loss"].to_numpy(float), cut_curves(code, x, fraction), labels, np.arange(len(f)))
+    train = cut_curves(code, x, fraction) | (finished & (code % 2 == 1))
+    return TailData(code, x, f["loss"].to_numpy(float), train, labels, np.arange(len(f)))
 
 
 def multilingual(name: str):
@@ -79,6 +83,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cuts", default="0.1,0.25,0.5")
     p.add_argument("--nanochat-cuts", default="0.1,0.25,0.5")
+    p.add_argument("--nanochat-finished-cuts", default="0.25,0.5",
+                   help="cuts of the nanochat case where every second run is finished (calibration)")
     p.add_argument("--multilingual", default="multilingual_same_source_en")
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--samples", type=int, default=500)
@@ -91,6 +97,8 @@ def main(argv=None):
     cases = [(f"nanogpt_large cut {float(c):.0%}", lambda c=float(c): nanogpt_cut(c)) for c in args.cuts.split(",") if c]
     cases += [(f"nanochat cut {float(c):.0%}", lambda c=float(c): nanochat_cut(c))
               for c in args.nanochat_cuts.split(",") if c]
+    cases += [(f"nanochat cut {float(c):.0%}, 15 of 30 runs finished", lambda c=float(c): nanochat_cut(c, finished=True))
+              for c in args.nanochat_finished_cuts.split(",") if c]
     cases += [(f"{m} extrapolate9", lambda m=m: multilingual(m)) for m in args.multilingual.split(",") if m]
     path = Path(args.out)
     rows = json.loads(path.read_text()) if path.exists() else {}
