@@ -367,8 +367,9 @@ def register_psl(lc_subparsers) -> None:
 def extrapolate_handler(args) -> dict:
     """Runs in progress: from the early part of every curve (--train-col or --cutoff) predict the rest
     with a Bayesian saturating power law L(x) = E + A x^-alpha per curve (NUTS, all curves in one
-    program, 90 % intervals calibrated on the finished runs of the table when it has some), scored on the tail rows that carry a loss next to a scipy least-squares
-    power law per curve fitted on the same rows (RMSLE, MAE, coverage)."""
+    program, 90 % intervals, calibrated on the finished runs of the table when it has some), scored
+    on the tail rows that carry a loss next to a scipy least-squares power law per curve fitted on
+    the same rows (RMSLE, MAE, coverage)."""
     import jax
 
     from jaxscale.infer.prediction import Prediction

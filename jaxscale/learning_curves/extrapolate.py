@@ -30,6 +30,10 @@ tail), with a central interval. Two fits on the same rows, in the same run:
 
 Scores on the held-out rows (:func:`score_tail`): RMSLE (root mean squared error of ``ln L``),
 MAE and the coverage of the interval.
+
+The interval is calibrated on the finished runs of the table, when it has some (see
+:func:`extrapolate`): they are cut like the runs in progress, and a split-conformal margin learnt
+on their held-back rows moves the interval's ends.
 """
 from __future__ import annotations
 
@@ -368,9 +372,9 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     (at the median ratio of their last training step to their last step to predict), its late
     rows are held back, fitted in the same program and predicted; the split-conformal quantile of
     how far the held-back losses fall outside their intervals, in ``ln L``, moves both ends of the
-    intervals of the runs in progress (out, or in when the intervals were too wide). Without finished runs (or with fewer than
-    :data:`MIN_CALIBRATION_POINTS` held-back points) the interval is the model's own, and a
-    warning says so. The held-back points are treated as exchangeable with the tail points; points
+    intervals of the runs in progress (out, or in when the intervals were too wide). Without
+    finished runs (or with fewer than :data:`MIN_CALIBRATION_POINTS` held-back points) the interval
+    is the model's own, and a warning says so. The held-back points are treated as exchangeable with the tail points; points
     of one run are correlated, so with few finished runs the margin is itself uncertain.
     """
     from jaxscale.infer.bayes import run_nuts

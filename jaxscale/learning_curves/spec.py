@@ -67,8 +67,8 @@ class ExtrapolateSpec(NamedTuple):
       target_accept: NUTS target acceptance probability.
       nu: degrees of freedom of the Student-t noise on ``ln L``.
       level: central interval level of the prediction.
-      calibrate: scale the interval by split-conformal calibration on the finished runs of the
-        table (their late rows held back); see :func:`jaxscale.learning_curves.extrapolate.extrapolate`.
+      calibrate: move the interval's ends by a split-conformal margin learnt on the finished runs of
+        the table (their late rows held back); see :func:`jaxscale.learning_curves.extrapolate.extrapolate`.
     """
 
     warmup: int = 500
