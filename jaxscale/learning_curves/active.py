@@ -458,7 +458,7 @@ def _refit(key, warm, train, query, xgrid, n_tasks: int, mu_q, sd_q, *, restarts
     from jaxscale.learning_curves.problem import Points
 
     N = int(train.x.shape[0])
-    n_pad = -(-N // bucket) * bucket - N
+    n_pad = _round_up(N, bucket) - N
     pad = lambda a, v: jnp.concatenate([jnp.asarray(a), jnp.full((n_pad,), v, jnp.asarray(a).dtype)])  # noqa: E731
     w = (jnp.arange(N + n_pad) < N).astype(train.y.dtype)
     pts = Points(pad(train.x, 0.0), pad(train.p, 0), pad(train.r, 0), pad(train.d, 0), pad(train.c, 0),
@@ -477,7 +477,8 @@ def _refit(key, warm, train, query, xgrid, n_tasks: int, mu_q, sd_q, *, restarts
     if not ok.any():
         raise ValueError("active-learning refit: every restart went non-finite")
     sd, mu = np.asarray(sd_q), np.asarray(mu_q)
-    m, mean, cov = _mixture(np.asarray(m)[ok] * sd + mu, np.asarray(C)[ok] * np.outer(sd, sd))
+    m = np.asarray(m)[ok] * sd + mu
+    mean, cov = _mixture(m, np.asarray(C)[ok] * np.outer(sd, sd))
     if not ok.all():  # keep the restart count (fixed shapes): refill dead restarts with a live one
         good = int(np.flatnonzero(ok)[0])
         x = jax.tree.map(lambda a: a.at[~jnp.asarray(ok)].set(a[good]), x)
@@ -486,10 +487,15 @@ def _refit(key, warm, train, query, xgrid, n_tasks: int, mu_q, sd_q, *, restarts
 
 def _mixture(m, C):
     """Equal-weight mixture of the restarts' joint predictives ``m (R, M)``, ``C (R, M, M)``:
-    ``(m, mean (M,), cov (M, M))``."""
+    ``(mean (M,), cov (M, M))``."""
     mean = m.mean(0)
     cov = (C + m[:, :, None] * m[:, None, :]).mean(0) - np.outer(mean, mean)
-    return m, mean, cov
+    return mean, cov
+
+
+def _round_up(n: int, bucket: int) -> int:
+    """``n`` rounded up to a multiple of ``bucket`` (the padded size of a refit's training points)."""
+    return -(-n // bucket) * bucket
 
 
 def _law_refit(key, problem, query, model: str, *, restarts, steps, n_h, learning_rate, bucket):
@@ -503,12 +509,13 @@ def _law_refit(key, problem, query, model: str, *, restarts, steps, n_h, learnin
     k_fit, k_pred = jax.random.split(key)
     N = int(problem.train.x.shape[0])
     fit = fit_model(k_fit, problem, model, restarts=restarts, steps=steps, learning_rate=learning_rate,
-                    pad_to=-(-N // bucket) * bucket)
+                    pad_to=_round_up(N, bucket))
     ok = np.asarray(fit.result.ok)
     if not ok.any():
         raise ValueError(f"active-learning refit ({model}): every restart went non-finite")
     jp = predict_joint(k_pred, fit, problem, query, n_h=n_h)
-    m, mean, cov = _mixture(np.asarray(jp.mean), np.asarray(jp.cov))
+    m = np.asarray(jp.mean)
+    mean, cov = _mixture(m, np.asarray(jp.cov))
     conv = np.asarray(adam_convergence(fit.result.history)[0])
     return m, mean, cov, bool(conv[ok].all())
 
@@ -606,7 +613,8 @@ def table_round_predictor(data, table, restarts: int = 4, steps: int = 150, cold
             warnings.filterwarnings("ignore", message=r".*still falling over the last", category=RuntimeWarning)
             f = fit(key, data.rows(rows), spec)
         jp = predict_restarts(f, data)
-        m, mean, cov = _mixture(np.asarray(jp.mean), np.asarray(jp.cov))
+        m = np.asarray(jp.mean)
+        mean, cov = _mixture(m, np.asarray(jp.cov))
         return layout(m, mean, cov, rows, bool(np.asarray(f.converged)[np.asarray(f.ok)].all()))
 
     def fit_fn(key, observed, warm):

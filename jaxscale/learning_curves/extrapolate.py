@@ -294,24 +294,25 @@ def _calibration_rows(data: TailData) -> tuple[np.ndarray, float | None]:
     x = np.asarray(data.x, float)
     tr = np.asarray(data.train, bool)
     K = len(data.labels)
-    held = np.zeros(tr.shape, bool)
     in_progress = np.bincount(cur[~tr], minlength=K) > 0
     finished = np.flatnonzero(~in_progress & (np.bincount(cur, minlength=K) > 0))
     if finished.size == 0:
-        return held, None
+        return np.zeros(tr.shape, bool), None
     s_tr = pd.Series(np.where(tr, x, -np.inf)).groupby(cur).max()
     s_all = pd.Series(x).groupby(cur).max()
     prog = np.flatnonzero(in_progress)
     rho = float(np.median(s_tr.loc[prog].to_numpy() / s_all.loc[prog].to_numpy()))
     cut = (rho * s_all).reindex(range(K)).to_numpy()
     y = np.asarray(data.y, float)
-    for k in finished:  # host bookkeeping over a handful of runs
-        m = cur == k
-        early = m & (x <= cut[k] * (1 + 1e-12))
-        late = m & ~early
-        if early.sum() >= MIN_TRAIN_POINTS and late.any() and np.ptp(y[early]) > 0:
-            held |= late
-    return held, rho
+    early = x <= cut[cur] * (1 + 1e-12)
+    n_early = np.bincount(cur[early], minlength=K)
+    n_late = np.bincount(cur[~early], minlength=K)
+    g = pd.Series(np.where(early, y, np.nan)).groupby(cur)
+    spread = (g.max() - g.min()).reindex(range(K)).fillna(0.0).to_numpy()  # constant early part: 0
+    use = np.zeros(K, bool)
+    use[finished] = True
+    use &= (n_early >= MIN_TRAIN_POINTS) & (n_late > 0) & (spread > 0)
+    return use[cur] & ~early, rho
 
 
 def _log_quantiles(draws, level: float):
