@@ -1,5 +1,7 @@
 """Runs in progress (``learning_curves.extrapolate``, ``jaxscale lc extrapolate``): validation, the
 scipy baseline, the Bayesian power law on synthetic curves that follow the law, and the CLI."""
+import contextlib
+import io
 import json
 import warnings
 
@@ -154,6 +156,26 @@ def test_interval_calibrated_on_finished_runs():
     assert 0.8 <= rep["bayes"]["coverage"] <= 1.0, rep
     p = fit.prediction
     np.testing.assert_allclose(np.quantile(np.asarray(p.samples), 0.95, axis=0), p.upper, rtol=1e-9)
+    # the same runs as the user's own CSV, with his column names, through the CLI (short chains)
+    import tempfile
+    from pathlib import Path
+
+    from jaxscale.cli import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "my_runs.csv"
+        df.rename(columns={"run": "run_name", "step": "train_step", "loss": "val_loss", "early": "is_early"}).to_csv(
+            csv, index=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with contextlib.redirect_stdout(io.StringIO()) as buf:
+                rc = main(["lc", "extrapolate", "--csv", str(csv), "--curve-col", "run_name", "--x-col", "train_step",
+                           "--y-col", "val_loss", "--train-col", "is_early", "--warmup", "100", "--samples", "100",
+                           "--chains", "2", "--json"])
+    assert rc == 0
+    out = json.loads(buf.getvalue())
+    assert out["calibration"]["calibrated"] and out["calibration"]["runs"] == 6 and out["calibration"]["points"] == 24
+    assert out["n_tail"] == 24 and out["calibration"]["margin"] > 0
     # no finished run: the model's own interval, and a warning that says why
     only_live = tail_from_frame(live.assign(early=live["step"] <= 500), curve_col="run", x_col="step",
                                 y_col="loss", train_col="early")
