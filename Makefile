@@ -27,11 +27,15 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/jaxscale demo --out report --overwrite
 
+# A worker that dies (e.g. a crash inside XLA) fails the run at once, naming the test; pytest-xdist
+# 3.8 can hang forever when it replaces a crashed worker under --dist loadfile.
+XDIST := -n 2 --dist loadfile --max-worker-restart=0
+
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile -q
+	$(PY) -m pytest $(XDIST) -q
 
 test-fast: install
-	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow"
+	$(PY) -m pytest $(XDIST) -q -m "not slow"
 
 bench: install
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

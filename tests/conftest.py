@@ -1,4 +1,4 @@
-"""Test configuration: single-threaded BLAS, float64, a key fixture, warnings as errors."""
+"""Test configuration: single-threaded BLAS, float64, a key fixture, compiled programs released after each file."""
 import os
 import sys
 
@@ -9,10 +9,25 @@ os.environ.setdefault("JAXSCALE_PROGRESS", "0")
 os.environ.setdefault("JAXSCALE_NO_CACHE", "1")  # in-process CLI calls leave the user's cache alone
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from jaxscale._xla import cpu_deadlock_workaround  # noqa: E402  (before JAX creates its CPU client)
+
+cpu_deadlock_workaround()
+
+import gc  # noqa: E402
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test file: a worker that keeps every program of the
+    suite grows past 6 GB and leaves the machine little room for XLA's compiler."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture
