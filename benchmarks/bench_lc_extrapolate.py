@@ -5,8 +5,10 @@ their last step (the early part is every point at step <= that fraction of the c
 the rest is predicted); the nanochat runs again with every second run finished (kept whole: the
 interval is calibrated on them, ``--nanochat-finished-cuts``); and the multilingual few-shot split
 ``extrapolate9`` (last 9 of 20 points of the largest model's curves; the smaller models' curves are
-finished runs; ``--multilingual`` picks the datasets). Reported per case: RMSLE, MAE and 90 %
-coverage on the predicted points, the calibration record, NUTS diagnostics, seconds.
+finished runs; ``--multilingual`` picks the datasets); and the nanoGPT cuts again with the law-informed
+hierarchical GP (``magp_law``, the runs' width and depth as descriptors, ``--gp-cuts``). Reported
+per case: RMSLE, MAE and 90 % coverage on the predicted points, the calibration record, the
+sampler's or optimiser's diagnostics, seconds.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lc_extrapolate.py
 """
@@ -29,7 +31,8 @@ import numpy as np  # noqa: E402
 from jaxscale.config import enable_x64  # noqa: E402
 
 
-def nanogpt_cut(fraction: float):
+def nanogpt_cut(fraction: float, descriptors: bool = False):
+    """nanoGPT-large cut at ``fraction``; ``descriptors``: each run's width and depth (for the GP)."""
     from jaxscale.learning_curves import load_lc
     from jaxscale.learning_curves.extrapolate import TailData, cut_curves
 
@@ -38,7 +41,11 @@ def nanogpt_cut(fraction: float):
     code = f["curve"].to_numpy()
     labels = tuple(np.unique(code))
     code = np.searchsorted(labels, code)
-    return TailData(code, x, f["value"].to_numpy(float), cut_curves(code, x, fraction), labels, np.arange(len(f)))
+    d = TailData(code, x, f["value"].to_numpy(float), cut_curves(code, x, fraction), labels, np.arange(len(f)))
+    if descriptors:
+        d = d._replace(columns=(("descriptor", "n_embd"), ("descriptor", "n_layer")),
+                       descriptors=f[["n_embd", "n_layer"]].to_numpy(float))
+    return d
 
 
 def nanochat_cut(fraction: float, n_runs: int = 30, every: int = 4, finished: bool = False):
@@ -86,6 +93,10 @@ def main(argv=None):
     p.add_argument("--nanochat-finished-cuts", default="0.25,0.5",
                    help="cuts of the nanochat case where every second run is finished (calibration)")
     p.add_argument("--multilingual", default="multilingual_same_source_en")
+    p.add_argument("--gp-cuts", default="0.1,0.25,0.5",
+                   help="cuts of nanoGPT-large predicted by the law-informed GP (descriptors: width, depth)")
+    p.add_argument("--gp-restarts", type=int, default=None, help="GP restarts (default: extrapolate_gp's)")
+    p.add_argument("--gp-steps", type=int, default=None, help="GP Adam steps (default: extrapolate_gp's)")
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--chains", type=int, default=4)
@@ -94,7 +105,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     enable_x64()
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains)
+    from jaxscale.learning_curves.spec import Spec
+
+    from jaxscale.learning_curves.extrapolate import GP_RESTARTS, GP_STEPS
+
+    gp = Spec(model="magp_law", restarts=args.gp_restarts or GP_RESTARTS, steps=args.gp_steps or GP_STEPS)
     cases = [(f"nanogpt_large cut {float(c):.0%}", lambda c=float(c): nanogpt_cut(c)) for c in args.cuts.split(",") if c]
+    cases += [(f"nanogpt_large cut {float(c):.0%}, magp_law", lambda c=float(c): nanogpt_cut(c, descriptors=True))
+              for c in args.gp_cuts.split(",") if c]
     cases += [(f"nanochat cut {float(c):.0%}", lambda c=float(c): nanochat_cut(c))
               for c in args.nanochat_cuts.split(",") if c]
     cases += [(f"nanochat cut {float(c):.0%}, 15 of 30 runs finished", lambda c=float(c): nanochat_cut(c, finished=True))
@@ -106,12 +124,13 @@ def main(argv=None):
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             t0 = time.perf_counter()
-            fit, _, rep = evaluate_tail(jax.random.key(args.seed), make(), spec)
+            model = "magp_law" if name.endswith("magp_law") else "powerlaw"
+            fit, _, rep = evaluate_tail(jax.random.key(args.seed), make(), spec, model=model, gp_spec=gp)
         rep["seconds"] = time.perf_counter() - t0
         rep["warnings"] = sorted({str(x.message)[:200] for x in w})
-        rep["spec"] = spec._asdict()
+        rep["spec"] = spec._asdict() if model == "powerlaw" else gp._asdict()
         rows[name] = rep
-        print(name, json.dumps({k: rep[k] for k in ("bayes", "scipy_power_law", "converged")}), flush=True)
+        print(name, json.dumps({k: rep[k] for k in ("score", "scipy_power_law", "converged")}), flush=True)
         path.write_text(json.dumps(rows, indent=1, default=float))
 
 

@@ -49,8 +49,8 @@ from jaxscale.data import validate as V
 from jaxscale.infer.prediction import Prediction, check_level
 from jaxscale.learning_curves.spec import ExtrapolateSpec
 
-__all__ = ["ExtrapolateSpec", "TailData", "TailFit", "tail_from_frame", "extrapolate", "powerlaw_lstsq", "score_tail",
-           "evaluate_tail", "cut_curves", "MIN_TRAIN_POINTS"]
+__all__ = ["ExtrapolateSpec", "TailData", "TailFit", "tail_from_frame", "extrapolate", "extrapolate_gp",
+           "powerlaw_lstsq", "score_tail", "evaluate_tail", "cut_curves", "MIN_TRAIN_POINTS"]
 
 #: Training points a curve needs: the law has 3 parameters, plus one.
 MIN_TRAIN_POINTS = 4
@@ -66,7 +66,9 @@ class TailData(NamedTuple):
       train: ``(n,)`` bool, the rows the laws are fitted on.
       labels: the curve labels.
       row_id: ``(n,)`` the frame's index labels (file lines for ``read_table`` frames).
-      columns: ``(role, column name)`` pairs.
+      columns: ``(role, column name)`` pairs (role ``"descriptor"`` for each descriptor column).
+      descriptors: ``(n, k)`` numeric configuration of each row's run (constant along a run), or
+        None; read by :func:`extrapolate_gp`.
     """
 
     curve: np.ndarray
@@ -76,6 +78,7 @@ class TailData(NamedTuple):
     labels: tuple
     row_id: np.ndarray
     columns: tuple = ()
+    descriptors: np.ndarray | None = None
 
 
 class TailFit(NamedTuple):
@@ -85,9 +88,9 @@ class TailFit(NamedTuple):
     prediction: Prediction
     rows: np.ndarray  # (m,) the predicted (tail) rows, positions in the data
     curves: np.ndarray  # (K,) codes of the fitted curves (those with tail rows)
-    E: np.ndarray  # (S, K) asymptote per draw and fitted curve
-    A: np.ndarray  # (S, K)
-    alpha: np.ndarray  # (S, K)
+    E: np.ndarray | None  # (S, K) asymptote per draw and fitted curve (None: extrapolate_gp)
+    A: np.ndarray | None  # (S, K)
+    alpha: np.ndarray | None  # (S, K)
     diagnostics: dict
     calibration: dict | None = None  # see :func:`extrapolate` (finished runs held back)
 
@@ -99,7 +102,7 @@ def _rows(ids) -> str:
 
 
 def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, train_col: str | None = None,
-                    cutoff: float | None = None, x_is_log: bool = False) -> TailData:
+                    cutoff: float | None = None, x_is_log: bool = False, descriptor_cols=()) -> TailData:
     """Validate a long table (one row per logged point) and mark the early part of every curve.
 
     Args:
@@ -110,21 +113,28 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
       train_col: a column of booleans (or 0/1): rows the laws are fitted on.
       cutoff: instead of ``train_col``: the rows with step ``<= cutoff`` are the early part.
       x_is_log: the x column holds ``ln(step)``.
+      descriptor_cols: numeric configuration columns, constant along each run (e.g. parameter
+        count, depth), for :func:`extrapolate_gp`.
 
     Raises:
       ValueError: naming the column, the count, the rows and the fix: missing columns, an empty
         table, non-finite or non-positive steps, losses ``<= 0`` or missing on training rows, two
         rows of a curve at the same step, a train flag that is not boolean, neither or both of
         ``train_col`` / ``cutoff``, a curve with fewer than :data:`MIN_TRAIN_POINTS` training points,
-        a curve whose training part is constant, no tail row at all.
+        a curve whose training part is constant, no tail row at all, descriptors that are not
+        numbers or change along a run.
     """
     what = "learning-curve table"
+    descriptor_cols = list(descriptor_cols or ())
     if len(df) == 0:
         raise ValueError(f"{what}: the table has no rows; give one row per logged point of a run")
     if (train_col is None) == (cutoff is None):
         raise ValueError("give the early part of the curves either as a column of booleans (--train-col) or as a step "
                          "cutoff (--cutoff), exactly one of them")
-    V.require_columns(df, [curve_col, x_col, y_col] + ([train_col] if train_col else []), what)
+    V.require_columns(df, [curve_col, x_col, y_col] + ([train_col] if train_col else []) + descriptor_cols, what)
+    if descriptor_cols:
+        V.check_numeric(df, descriptor_cols, what)
+        V.check_finite(df, descriptor_cols, what)
     V.check_finite(df, [x_col], what)
     if not x_is_log:
         V.check_positive(df, [x_col], what)
@@ -184,10 +194,21 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
                          "law. Raise the cutoff or drop that run")
     _warn_non_monotone(code, x, y, train, labels, curve_col)
     del has_tail
-    columns = (("curve", curve_col), ("x", x_col), ("target", y_col)) + ((("train", train_col),) if train_col else ())
+    desc = None
+    if descriptor_cols:
+        desc = df[descriptor_cols].apply(pd.to_numeric).to_numpy(float)
+        for j, c in enumerate(descriptor_cols):
+            moves = pd.Series(desc[:, j]).groupby(code).transform("nunique").to_numpy() > 1
+            if moves.any():
+                k = int(code[moves][0])
+                raise ValueError(f"{what}: descriptor column {c!r} changes along run {curve_col!r} = {labels[k]!r} "
+                                 f"(rows {_rows(df.index[code == k])}; {np.unique(code[moves]).size} run(s) in all); "
+                                 "a descriptor describes the whole run (its size, depth, ...): give one value per run")
+    columns = ((("curve", curve_col), ("x", x_col), ("target", y_col)) + ((("train", train_col),) if train_col else ())
+               + tuple(("descriptor", c) for c in descriptor_cols))
     from jaxscale.learning_curves.frame import row_ids
 
-    return TailData(code, x, y, train, labels, row_ids(df), columns)
+    return TailData(code, x, y, train, labels, row_ids(df), columns, desc)
 
 
 def _warn_non_monotone(code, x, y, train, labels, curve_col) -> None:
@@ -519,23 +540,104 @@ def score_tail(y, mean, lower=None, upper=None) -> dict:
     return out
 
 
-def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()):
-    """Both fits on the same rows and their scores on the tail rows that carry a loss.
+# ----------------------------------------------------------------------------- the hierarchical GP
+#: Restarts and Adam steps of :func:`extrapolate_gp` by default. Fewer restarts than the curve
+#: models' default (10): with 10 restarts vmapped, jaxlib 0.10.2's CPU runtime deadlocked on the
+#: nanoGPT table on a 2-core machine (two batched triangular solves waiting on each other's threads).
+GP_RESTARTS, GP_STEPS = 4, 1000
 
-    Returns ``(TailFit, baseline prediction of the tail rows, report)``: the report holds the
-    ``bayes`` and ``scipy_power_law`` scores (RMSLE, MAE, coverage), the sampler's ``diagnostics``
-    and counts.
+
+def extrapolate_gp(key, data: TailData, spec=None, *, level: float = 0.9) -> TailFit:
+    """Predict the tail of every run with a hierarchical GP fitted on all runs' early parts at once.
+
+    The runs share strength through their configuration descriptors (``data.descriptors``, e.g.
+    parameter count and depth): with the default ``Spec(model="magp_law")`` a saturating power law
+    in the descriptors and ``ln(step)`` is fitted to the early parts of all runs together, and the
+    descriptor MaGP models each run's residual around it (see
+    :mod:`jaxscale.learning_curves.law_gp`); ``"magp_desc"`` drops the law. Each run is one task
+    of the GP (one instance). Finished runs (every row in the early part) are fitted too and
+    inform the others.
+
+    Args:
+      key: PRNG key (restarts and the predictive draws).
+      data: :func:`tail_from_frame` with ``descriptor_cols``.
+      spec: :class:`jaxscale.learning_curves.Spec` (model, restarts, Adam steps); default
+        ``magp_law`` with :data:`GP_RESTARTS` restarts of :data:`GP_STEPS` Adam steps.
+      level: central interval level.
+
+    Returns:
+      :class:`TailFit` with the prediction of the tail rows (``mean``, the ``level`` interval of
+      the observation, joint ``samples``), ``E`` / ``A`` / ``alpha`` None, ``diagnostics`` the
+      optimiser's report (:func:`jaxscale.learning_curves.fit_report`) and ``calibration`` saying
+      that the interval is the model's own.
+
+    Raises:
+      ValueError: the model needs descriptors and the data has none; the errors of
+        :func:`jaxscale.learning_curves.fit` (e.g. a descriptor with one value for all runs).
+    """
+    from jaxscale.learning_curves import core
+    from jaxscale.learning_curves.spec import DESC_MODELS, Spec
+
+    spec = Spec(model="magp_law", restarts=GP_RESTARTS, steps=GP_STEPS) if spec is None else spec
+    level = check_level(level)
+    names = [c for role, c in data.columns if role == "descriptor"]
+    if spec.model in DESC_MODELS and (data.descriptors is None or not names):
+        raise ValueError(f"model {spec.model!r} shares strength across runs through their configuration descriptors: "
+                         "give them (tail_from_frame(..., descriptor_cols=[...]); CLI: --descriptor-cols C1,C2), e.g. "
+                         "each run's parameter count and depth; without descriptors use the power law")
+    tasks = [str(lab) for lab in data.labels]
+    if len(set(tasks)) < len(tasks):  # labels that print alike: code the runs instead
+        tasks = [f"run {i}" for i in range(len(tasks))]
+    frame = pd.DataFrame({"task": np.asarray(tasks, object)[np.asarray(data.curve)], "instance": "run",
+                          "x": np.asarray(data.x, float), "y": np.asarray(data.y, float)},
+                         index=pd.Index(np.asarray(data.row_id)))
+    for j, c in enumerate(names):
+        frame[c] = np.asarray(data.descriptors, float)[:, j]
+    tr = np.asarray(data.train, bool)
+    kw = dict(task_col="task", instance_col="instance", x_col="x", y_col="y", descriptor_cols=tuple(names))
+    k_fit, k_pred = jax.random.split(key)
+    fit = core.fit(k_fit, core.from_frame(frame[tr], **kw), spec)
+    rows = np.flatnonzero(~tr)
+    with warnings.catch_warnings():  # every tail row lies beyond its run's training steps: that is the task
+        warnings.filterwarnings("ignore", message=".*outside the training data.*")
+        pred = core.predict(fit, frame.iloc[rows].assign(y=np.nan), key=k_pred, level=level)
+    report = core.fit_report(fit)
+    curves = np.unique(np.asarray(data.curve)[rows])
+    calibration = {"calibrated": False, "margin": None,
+                   "reason": f"{spec.model}: the interval is the GP's own (not calibrated on held-back rows)"}
+    return TailFit(pred, rows, curves, None, None, None, report, calibration)
+
+
+def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec(), *, model: str = "powerlaw",
+                  gp_spec=None):
+    """The model's fit and the least-squares baseline on the same rows, scored on the tail rows that carry a loss.
+
+    ``model``: ``"powerlaw"`` (:func:`extrapolate`, sampler settings from ``spec``) or a GP model
+    name (:func:`extrapolate_gp` with ``gp_spec``, by default :data:`GP_RESTARTS` restarts of
+    :data:`GP_STEPS` Adam steps; its ``model`` is set to ``model``; at ``spec.level``).
+
+    Returns ``(TailFit, baseline prediction of the tail rows, report)``: the report holds
+    ``model``, its ``score`` (RMSLE, MAE, coverage; also under ``bayes`` for the power law), the
+    ``scipy_power_law`` score, the fit's ``diagnostics`` and counts.
     """
     import time
 
+    from jaxscale.learning_curves.spec import Spec
+
     t0 = time.perf_counter()
-    fit = extrapolate(key, data, spec)
+    if model == "powerlaw":
+        fit = extrapolate(key, data, spec)
+    else:
+        gp_spec = (Spec(model=model, restarts=GP_RESTARTS, steps=GP_STEPS) if gp_spec is None
+                   else gp_spec._replace(model=model))
+        fit = extrapolate_gp(key, data, gp_spec, level=spec.level)
     secs = time.perf_counter() - t0
     base, info = powerlaw_lstsq(data)
     y = np.asarray(data.y, float)[fit.rows]
     p = fit.prediction
+    sc = score_tail(y, p.mean, p.lower, p.upper)
     report = {"n_curves": len(data.labels), "n_train": int(np.sum(data.train)), "n_tail": int(len(fit.rows)),
-              "level": spec.level, "bayes": score_tail(y, p.mean, p.lower, p.upper),
+              "level": spec.level, "model": model, "score": sc, **({"bayes": sc} if model == "powerlaw" else {}),
               "scipy_power_law": {**score_tail(y, base), **info}, "diagnostics": fit.diagnostics,
               "converged": fit.diagnostics["converged"], "n_curves_fitted": int(len(fit.curves)),
               "calibration": fit.calibration, "fit_seconds": secs}
