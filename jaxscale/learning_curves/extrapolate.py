@@ -34,6 +34,10 @@ MAE and the coverage of the interval.
 The interval is calibrated on the finished runs of the table, when it has some (see
 :func:`extrapolate`): they are cut like the runs in progress, and a split-conformal margin learnt
 on their held-back rows moves the interval's ends.
+
+When the runs carry configuration descriptors (``tail_from_frame(..., descriptor_cols=[...])``),
+:func:`extrapolate_gp` fits one law-informed hierarchical GP to the early parts of all runs at
+once instead, so each run's tail borrows from every run (``evaluate_tail(..., model="magp_law")``).
 """
 from __future__ import annotations
 
