@@ -86,6 +86,7 @@ def multilingual(name: str):
 
 def main(argv=None):
     from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail
+    from jaxscale.learning_curves.spec import GP_RESTARTS, GP_STEPS, Spec
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cuts", default="0.1,0.25,0.5")
@@ -105,10 +106,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     enable_x64()
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains)
-    from jaxscale.learning_curves.spec import Spec
-
-    from jaxscale.learning_curves.extrapolate import GP_RESTARTS, GP_STEPS
-
     gp = Spec(model="magp_law", restarts=args.gp_restarts or GP_RESTARTS, steps=args.gp_steps or GP_STEPS)
     cases = [(f"nanogpt_large cut {float(c):.0%}", lambda c=float(c): nanogpt_cut(c)) for c in args.cuts.split(",") if c]
     cases += [(f"nanogpt_large cut {float(c):.0%}, magp_law", lambda c=float(c): nanogpt_cut(c, descriptors=True))

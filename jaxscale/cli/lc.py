@@ -27,7 +27,7 @@ from jaxscale.cli._common import (
     split_list,
     write_predictions,
 )
-from jaxscale.learning_curves.spec import ACTIVE_MODELS, DEFAULT_COLUMNS, MODELS, SPLITS, Spec
+from jaxscale.learning_curves.spec import ACTIVE_MODELS, DEFAULT_COLUMNS, GP_RESTARTS, GP_STEPS, MODELS, SPLITS, Spec
 
 __all__ = ["register", "evaluate_handler", "law_handler", "active_handler", "extrapolate_handler", "demo_section",
            "run_psl_demo", "baseline_report"]
@@ -374,7 +374,7 @@ def extrapolate_handler(args) -> dict:
     import jax
 
     from jaxscale.infer.prediction import Prediction
-    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail, score_tail, tail_from_frame
+    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail, tail_from_frame
 
     check_outputs(args)
     df = read_input(args)
@@ -383,8 +383,7 @@ def extrapolate_handler(args) -> dict:
                            descriptor_cols=tuple(split_list(args.descriptor_cols) or ()))
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains,
                            target_accept=args.target_accept, level=args.level, calibrate=not args.no_calibrate)
-    gp_spec = Spec(model=args.model if args.model != "powerlaw" else "magp_law", restarts=args.restarts,
-                   steps=args.steps)
+    gp_spec = Spec(restarts=args.restarts, steps=args.steps)  # evaluate_tail sets its model
     fit, base, report = evaluate_tail(jax.random.key(args.seed), data, spec, model=args.model, gp_spec=gp_spec)
     name = "Bayesian power law" if args.model == "powerlaw" else args.model
     out = {"source": str(args.csv), "cutoff": args.cutoff, "train_col": args.train_col, **report}
@@ -399,9 +398,6 @@ def extrapolate_handler(args) -> dict:
         out["baselines"] = b
     else:
         out["baselines"], out["baselines_reason"] = None, "no tail row carries a loss; nothing is scored"
-        out["score"] = score_tail(y, pred.mean, pred.lower, pred.upper)
-        if args.model == "powerlaw":
-            out["bayes"] = out["score"]
     if args.predictions:
         full = Prediction(pred.mean, pred.lower, pred.upper)
         out["predictions"] = write_predictions(args.predictions, tail, full, extra={"scipy_power_law": base})
@@ -437,10 +433,10 @@ def register_extrapolate(lc_subparsers) -> None:
                    help="powerlaw: a Bayesian power law per run (any table); magp_law: a scaling law in the "
                         "descriptors and step fitted to all runs, a GP on its residuals (needs --descriptor-cols; "
                         "shares strength across runs); magp_desc: the GP without the law")
-    m.add_argument("--restarts", type=int, default=4,
+    m.add_argument("--restarts", type=int, default=GP_RESTARTS,
                    help="GP restarts (magp_law, magp_desc); 10 vmapped restarts deadlocked jaxlib 0.10.2's CPU "
                         "runtime on a 2-core machine")
-    m.add_argument("--steps", type=int, default=1000, help="Adam steps per GP restart")
+    m.add_argument("--steps", type=int, default=GP_STEPS, help="Adam steps per GP restart")
     p.add_argument("--level", type=float, default=d.level, help="central interval level")
     p.add_argument("--no-calibrate", action="store_true",
                    help="keep the model's own interval (default: calibrate it on the finished runs of the table, "

@@ -51,7 +51,7 @@ import pandas as pd
 
 from jaxscale.data import validate as V
 from jaxscale.infer.prediction import Prediction, check_level
-from jaxscale.learning_curves.spec import ExtrapolateSpec
+from jaxscale.learning_curves.spec import GP_RESTARTS, GP_STEPS, ExtrapolateSpec
 
 __all__ = ["ExtrapolateSpec", "TailData", "TailFit", "tail_from_frame", "extrapolate", "extrapolate_gp",
            "powerlaw_lstsq", "score_tail", "evaluate_tail", "cut_curves", "MIN_TRAIN_POINTS"]
@@ -545,12 +545,6 @@ def score_tail(y, mean, lower=None, upper=None) -> dict:
 
 
 # ----------------------------------------------------------------------------- the hierarchical GP
-#: Restarts and Adam steps of :func:`extrapolate_gp` by default. Fewer restarts than the curve
-#: models' default (10): with 10 restarts vmapped, jaxlib 0.10.2's CPU runtime deadlocked on the
-#: nanoGPT table on a 2-core machine (two batched triangular solves waiting on each other's threads).
-GP_RESTARTS, GP_STEPS = 4, 1000
-
-
 def extrapolate_gp(key, data: TailData, spec=None, *, level: float = 0.9) -> TailFit:
     """Predict the tail of every run with a hierarchical GP fitted on all runs' early parts at once.
 

@@ -11,8 +11,8 @@ from typing import NamedTuple
 
 from jaxscale._registry import register_serializable
 
-__all__ = ["MODELS", "DESC_MODELS", "ACTIVE_MODELS", "Spec", "DEFAULT_COLUMNS", "ExtrapolateSpec", "MODEL_CHOICES",
-           "SPLITS", "LC_DATASETS", "MULTILINGUAL_LANGS"]
+__all__ = ["MODELS", "DESC_MODELS", "ACTIVE_MODELS", "Spec", "DEFAULT_COLUMNS", "ExtrapolateSpec", "GP_RESTARTS",
+           "GP_STEPS", "MODEL_CHOICES", "SPLITS", "LC_DATASETS", "MULTILINGUAL_LANGS"]
 
 #: Curve models of :func:`jaxscale.learning_curves.fit` (``Spec.model``).
 MODELS = ("magp", "magp_desc", "magp_law", "dhgp")
@@ -55,6 +55,14 @@ class Spec(NamedTuple):
 
 #: Default column name per role.
 DEFAULT_COLUMNS = {"task": "task", "instance": "instance", "x": "x", "target": "y"}
+
+
+#: Restarts and Adam steps of the GP that extrapolates runs in progress
+#: (:func:`jaxscale.learning_curves.extrapolate.extrapolate_gp`) by default. Fewer restarts than
+#: the curve models' default (10): with 10 restarts vmapped, jaxlib 0.10.2's CPU runtime deadlocked
+#: on the nanoGPT table on a 2-core machine (two batched triangular solves waiting on each other's
+#: threads).
+GP_RESTARTS, GP_STEPS = 4, 1000
 
 
 class ExtrapolateSpec(NamedTuple):
