@@ -6,8 +6,10 @@ pool; we saw it with 10 vmapped MaGP restarts on 121, 128 and 255 points. Append
 ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` to ``XLA_FLAGS`` removed the hangs of
 those reproductions at no measurable cost. It does not remove every such hang: 10 vmapped restarts
 of the law-informed GP on 240 points (nanoGPT curves cut at 10 %) still deadlocked, with both pool
-threads inside batched triangular solves, so that fit runs 4 restarts by default
-(``--xla_cpu_multi_thread_eigen=false`` did not help either). It only affects the CPU backend, and only takes effect if
+threads inside batched triangular solves (``--xla_cpu_multi_thread_eigen=false`` did not help
+either). So the GP fits and predictions run their restarts one after another on a CPU device
+(:func:`jaxscale.infer.sharded_vmap` with ``linalg=True``), which has no batched LAPACK call to
+deadlock and was faster on 2 cores. The flag only affects the CPU backend, and only takes effect if
 jaxscale is imported before JAX creates its CPU client (set ``XLA_FLAGS`` yourself otherwise, or
 set ``JAXSCALE_NO_XLA_WORKAROUND=1`` to opt out). This module imports nothing but ``os``.
 """

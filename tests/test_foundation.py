@@ -267,3 +267,22 @@ def test_cpu_deadlock_workaround_flag_set_and_vmapped_gp_runs():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
                          env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_linalg_members_run_one_after_another_on_one_cpu_device():
+    """GP restarts (``sharded_vmap(..., linalg=True)``) run through ``lax.map`` on one CPU device, so
+    no batched LAPACK call can deadlock jaxlib 0.10.2's CPU thread pool; the numbers are the vmap's."""
+    from jaxscale.infer import sharded_vmap
+
+    a = jax.random.normal(jax.random.key(0), (5, 6, 6), jnp.float64)
+    spd = a @ jnp.swapaxes(a, 1, 2) + 6 * jnp.eye(6)
+
+    def member(m):
+        chol = jnp.linalg.cholesky(m)
+        return jax.scipy.linalg.solve_triangular(chol, jnp.ones(6), lower=True)
+
+    mapped = jax.make_jaxpr(lambda x: sharded_vmap(member, x, linalg=True))(spd)
+    batched = jax.make_jaxpr(lambda x: sharded_vmap(member, x))(spd)
+    assert "scan" in str(mapped) and "scan" not in str(batched)
+    np.testing.assert_allclose(jax.jit(lambda x: sharded_vmap(member, x, linalg=True))(spd),
+                               jax.vmap(member)(spd), rtol=1e-12)

@@ -235,7 +235,7 @@ def test_gp_extrapolation_shares_strength_across_runs(tmp_path, capsys):
                       model="magp_law")
     bad = df.copy()
     bad.loc[3, "n_params"] = 1.0
-    with pytest.raises(ValueError, match=r"descriptor column 'n_params' changes along run 'name' = 'gpt-3M' \(rows"):
+    with pytest.raises(ValueError, match=r"descriptor column 'n_params' changes along the run 'name' = 'gpt-3M' \(rows"):
         tail_from_frame(bad, curve_col="name", x_col="iter", y_col="val", cutoff=500, descriptor_cols=["n_params"])
 
 

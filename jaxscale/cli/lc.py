@@ -434,8 +434,7 @@ def register_extrapolate(lc_subparsers) -> None:
                         "descriptors and step fitted to all runs, a GP on its residuals (needs --descriptor-cols; "
                         "shares strength across runs); magp_desc: the GP without the law")
     m.add_argument("--restarts", type=int, default=GP_RESTARTS,
-                   help="GP restarts (magp_law, magp_desc); 10 vmapped restarts deadlocked jaxlib 0.10.2's CPU "
-                        "runtime on a 2-core machine")
+                   help="GP restarts (magp_law, magp_desc)")
     m.add_argument("--steps", type=int, default=GP_STEPS, help="Adam steps per GP restart")
     p.add_argument("--level", type=float, default=d.level, help="central interval level")
     p.add_argument("--no-calibrate", action="store_true",

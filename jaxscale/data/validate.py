@@ -18,6 +18,7 @@ __all__ = [
     "check_categories",
     "check_shapes",
     "check_min_distinct",
+    "check_constant_within",
 ]
 
 _SHOW = 5
@@ -150,3 +151,23 @@ def check_min_distinct(
             + (f" ({why})" if why else "")
             + ". Add runs that vary it, or fix the corresponding exponent."
         )
+
+
+def check_constant_within(df: pd.DataFrame, by: Sequence[str], columns: Sequence[str], what: str = "table",
+                          unit: str = "run", kind: str = "column") -> None:
+    """Raise when a column takes several values within one group of ``by`` (one ``unit``: a run, a
+    curve), naming the first such group, its rows and how many groups differ. For the columns that
+    describe a whole run (its size, depth, learning rate), logged on each of its rows."""
+    by = list(by)
+    for c in columns:
+        moves = (df.groupby(by, sort=False)[c].transform("nunique") > 1).to_numpy()
+        if moves.any():
+            first = df.loc[moves, by].iloc[0]
+            group = np.all([(df[b] == first[b]).to_numpy() for b in by], axis=0)
+            key = ", ".join(f"{b!r} = {first[b]!r}" for b in by)
+            n = len(df.loc[moves, by].drop_duplicates())
+            raise ValueError(
+                f"{what}: {kind} {c!r} changes along the {unit} {key} (rows {_rows(df.index[group])}; "
+                f"{n} {unit}(s) in all); it describes the whole {unit} (its size, depth, ...): give one value "
+                f"per {unit}"
+            )

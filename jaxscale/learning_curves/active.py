@@ -411,9 +411,9 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
 
 
 def _al_fit_predict_impl(keys, params0, xgrid, pts, query, steps, learning_rate, n_h):
-    """Adam from ``params0`` (R restarts, vmapped and split over all devices; :func:`.magp.adam_elbo`,
-    the same loop as every MaGP fit) on the training points ``pts`` (padding rows have weight ``pts.w = 0``), then the
-    q(h)-integrated joint predictive of ``query``: ``(params, last loss, mean (R, M), cov (R, M, M),
+    """Adam from ``params0`` (R restarts, split over all devices, one after another on one CPU
+    device; :func:`.magp.adam_elbo`, the same loop as every MaGP fit) on the training points ``pts``
+    (padding rows have weight ``pts.w = 0``), then the q(h)-integrated joint predictive of ``query``: ``(params, last loss, mean (R, M), cov (R, M, M),
     converged (R,))`` (see :mod:`.diagnostics`)."""
     from jaxscale.learning_curves.diagnostics import adam_convergence
     from jaxscale.learning_curves.magp import adam_elbo, magp_loss
@@ -431,7 +431,7 @@ def _al_fit_predict_impl(keys, params0, xgrid, pts, query, steps, learning_rate,
 
     from jaxscale.infer.sharding import sharded_vmap
 
-    return sharded_vmap(lambda kx: one(*kx), (keys, params0))  # restarts split over all devices
+    return sharded_vmap(lambda kx: one(*kx), (keys, params0), linalg=True)  # restarts split over all devices
 
 
 _al_jit = {}

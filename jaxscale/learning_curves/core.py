@@ -41,7 +41,7 @@ from jaxscale._pytree import pytree_dataclass, static_field
 from jaxscale._registry import register_moved
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import gaussian_nll
-from jaxscale.infer import minimize_lbfgs
+from jaxscale.infer import minimize_lbfgs, sharded_vmap
 from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation
 from jaxscale.learning_curves import desc_predict, dhgp, law_gp, magp, magp_desc, magp_predict
 from jaxscale.learning_curves.descriptors import DescTables
@@ -495,13 +495,14 @@ def _check_descriptor_consistency(fit: Fit, query: Data) -> None:
 
 @partial(jax.jit, static_argnames=("model",))
 def _joint_std(params, eps_h, tables, observed, xgrid, train: Points, query: Points, model: str):
+    # restarts one after another on a CPU device (see sharded_vmap's linalg), vmapped elsewhere
     if model == "magp":
-        return jax.vmap(lambda p: magp_predict.joint_from_latents(
-            p, magp_predict.latent_draws(p, eps_h), xgrid, train, query))(params)
+        return sharded_vmap(lambda p: magp_predict.joint_from_latents(
+            p, magp_predict.latent_draws(p, eps_h), xgrid, train, query), params, linalg=True)
     if model in DESC_MODELS:
-        return jax.vmap(lambda p: desc_predict.desc_joint_from_latents(
-            p, magp_predict.latent_draws(p, eps_h), tables, observed, xgrid, train, query))(params)
-    return jax.vmap(lambda p: dhgp._joint_one(p, xgrid, train, query))(params)
+        return sharded_vmap(lambda p: desc_predict.desc_joint_from_latents(
+            p, magp_predict.latent_draws(p, eps_h), tables, observed, xgrid, train, query), params, linalg=True)
+    return sharded_vmap(lambda p: dhgp._joint_one(p, xgrid, train, query), params, linalg=True)
 
 
 def _canonical(data: Data) -> Data:

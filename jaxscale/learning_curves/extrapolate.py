@@ -200,14 +200,8 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     del has_tail
     desc = None
     if descriptor_cols:
+        V.check_constant_within(df, [curve_col], descriptor_cols, what, "run", "descriptor column")
         desc = df[descriptor_cols].apply(pd.to_numeric).to_numpy(float)
-        for j, c in enumerate(descriptor_cols):
-            moves = pd.Series(desc[:, j]).groupby(code).transform("nunique").to_numpy() > 1
-            if moves.any():
-                k = int(code[moves][0])
-                raise ValueError(f"{what}: descriptor column {c!r} changes along run {curve_col!r} = {labels[k]!r} "
-                                 f"(rows {_rows(df.index[code == k])}; {np.unique(code[moves]).size} run(s) in all); "
-                                 "a descriptor describes the whole run (its size, depth, ...): give one value per run")
     columns = ((("curve", curve_col), ("x", x_col), ("target", y_col)) + ((("train", train_col),) if train_col else ())
                + tuple(("descriptor", c) for c in descriptor_cols))
     from jaxscale.learning_curves.frame import row_ids

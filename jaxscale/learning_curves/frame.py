@@ -146,14 +146,9 @@ def _codes(df: pd.DataFrame, col: str, vocab, what: str):
 
 def _descriptor_levels(df, task_col, instance_col, cols) -> tuple:
     levels = []
+    V.check_constant_within(df, [task_col, instance_col], cols, "learning-curve table", "curve",
+                            "descriptor column")
     for c in cols:
-        per_curve = df.groupby([task_col, instance_col], sort=False)[c].nunique()
-        if (per_curve > 1).any():
-            t, i = per_curve.index[(per_curve > 1).to_numpy()][0]
-            rows = df.index[(df[task_col] == t) & (df[instance_col] == i)]
-            raise ValueError(f"descriptor column {c!r} changes along the curve ({task_col}={t}, "
-                             f"{instance_col}={i}) at rows {_rows(rows)}; descriptors describe a run's "
-                             "configuration and must be constant along each curve")
         if (df.groupby(task_col, sort=False)[c].nunique() <= 1).all():
             levels.append("task")
         elif (df.groupby(instance_col, sort=False)[c].nunique() <= 1).all():

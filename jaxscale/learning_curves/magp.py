@@ -12,8 +12,9 @@ estimated with reparameterised samples of ``h`` (``n_mc`` per step) and maximise
 (the original uses a sparse variational bound; with this few points the exact GP is cheaper and
 has no inducing-point approximation). Hyper-parameters are point estimates (type-II ML), as in the
 original. Predictions integrate ``q(h)`` by Monte Carlo: the moments of the mixture over ``n_h``
-draws of ``h``, jointly over all query points. All restarts are ``vmap``ped into one compiled
-program.
+draws of ``h``, jointly over all query points. All restarts run in one compiled program: vmapped
+and split over the devices, or one after another on a single CPU device (``sharded_vmap``'s
+``linalg``).
 """
 from __future__ import annotations
 
@@ -154,8 +155,8 @@ def _fit_one(key, xgrid, pts: Points, n_tasks, q, steps, learning_rate, n_mc):
 
 @partial(jax.jit, static_argnames=("n_tasks", "q", "steps", "n_mc"))
 def _fit_many(keys, xgrid, pts, n_tasks, q, steps, learning_rate, n_mc):
-    # restarts split over all devices (one device: a plain vmap)
-    return sharded_vmap(lambda k: _fit_one(k, xgrid, pts, n_tasks, q, steps, learning_rate, n_mc), keys)
+    # restarts split over all devices (one CPU device: one after another)
+    return sharded_vmap(lambda k: _fit_one(k, xgrid, pts, n_tasks, q, steps, learning_rate, n_mc), keys, linalg=True)
 
 
 def report_fit_health(loss, params, jitter, what: str = "MaGP", history=None) -> np.ndarray:
@@ -194,7 +195,8 @@ def fit_magp(key, xgrid, train: Points, n_tasks: int, *, restarts: int = 10, ste
              learning_rate: float = 1e-2, q: int = 2, n_mc: int = 1) -> MaGPFit:
     """Fit MaGP with ``restarts`` random restarts (restart i uses ``fold_in(key, i)``).
 
-    All restarts run as ONE compiled program (``jit(vmap(scan(adam)))``).
+    All restarts run as ONE compiled program (``jit(vmap(scan(adam)))``; ``jit(map(scan(adam)))`` on
+    one CPU device).
     """
     warn_if_float32("MaGP inputs")
     if train.y.ndim != 1 or train.y.shape[0] < 2:

@@ -20,7 +20,7 @@ task, ``v_r`` per instance and ``s_c`` per curve (nanoGPT: ln width, ln depth, l
 Sums and products of PSD kernels: PSD. Per-task noise; a task without training rows uses the
 geometric mean of the observed tasks' noise (``pooled_noise``). Inference exactly as
 :mod:`jaxscale.learning_curves.magp`: exact GP, ELBO with reparameterised ``h`` draws, Adam
-in ``lax.scan``, restarts ``vmap``ped in ONE compiled program.
+in ``lax.scan``, restarts in ONE compiled program (vmapped; mapped on one CPU device).
 """
 from __future__ import annotations
 
@@ -178,8 +178,8 @@ def _fit_one(key, tables, xgrid, pts: Points, q, steps, learning_rate, n_mc):
 
 @partial(jax.jit, static_argnames=("q", "steps", "n_mc"))
 def _fit_many(keys, tables, xgrid, pts, q, steps, learning_rate, n_mc):
-    # restarts split over all devices (one device: a plain vmap)
-    return sharded_vmap(lambda k: _fit_one(k, tables, xgrid, pts, q, steps, learning_rate, n_mc), keys)
+    # restarts split over all devices (one CPU device: one after another)
+    return sharded_vmap(lambda k: _fit_one(k, tables, xgrid, pts, q, steps, learning_rate, n_mc), keys, linalg=True)
 
 
 def fit_magp_desc(key, xgrid, train: Points, tables: DescTables, *, restarts: int = 10, steps: int = 2000,
