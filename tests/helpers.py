@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-__all__ = ["assert_allclose", "count_compiles", "chinchilla_runs", "lc_runs"]
+__all__ = ["assert_allclose", "count_compiles", "chinchilla_runs", "lc_runs", "json_error"]
 
 
 def assert_allclose(actual, desired, rtol=None, atol=0.0):
@@ -73,3 +73,12 @@ def lc_runs(seed=0, *, params=True, run=False) -> pd.DataFrame:
                 row["loss"] = 1.8 + 40.0 / n**0.25 + 6.0 / s**0.4 + rng.normal(0, 0.01)
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def json_error(out: str) -> bool:
+    """``out`` (a ``--json`` command's stdout after bad input) is exactly one strict JSON object
+    ``{"error": message}``: no result, nothing else (no native-library chatter)."""
+    import json
+
+    obj = json.loads(out, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    return isinstance(obj, dict) and list(obj) == ["error"] and isinstance(obj["error"], str) and obj["error"] != ""

@@ -17,6 +17,7 @@ import pytest
 
 from jaxscale.cli import main
 from tests.helpers import chinchilla_runs as runs
+from tests.helpers import json_error
 
 COLS = ["--n-col", "params", "--d-col", "tokens", "--loss-col", "val_loss"]
 
@@ -59,7 +60,7 @@ def test_fit_refuses_bad_tables(tmp_path, capsys, case, edit, pieces):
     _edit(runs(), edit).to_csv(path, index=False)
     assert main(["chinchilla", "fit", "--csv", str(path), *COLS, "--json"]) == 2
     captured = capsys.readouterr()
-    assert captured.out == ""  # nothing printed as a result
+    assert json_error(captured.out)  # no result: only the error, as JSON
     for piece in pieces:
         assert piece in captured.err, (case, piece, captured.err)
 

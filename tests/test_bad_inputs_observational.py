@@ -30,6 +30,7 @@ import pandas as pd
 import pytest
 
 from jaxscale.cli import main
+from tests.helpers import json_error
 
 FLOPS = "FLOPs (1E21)"
 METRICS = ["MMLU", "ARC-C", "HellaSwag", "Winograd", "TruthfulQA", "XWinograd", "HumanEval"]
@@ -135,7 +136,7 @@ def test_fit_refuses_bad_tables(table, tmp_path, capfd, row, case, edit, extra, 
         warnings.simplefilter("ignore")  # e.g. the rows without FLOPs under --cutoff
         rc, _, out, err = _run(capfd, _fit(path, *extra))
     assert rc == 2, (case, err)
-    assert out == "", (case, out)  # nothing on stdout: no result, no LAPACK chatter
+    assert json_error(out), (case, out)  # stdout: only the error as JSON, no result, no LAPACK chatter
     for piece in pieces:
         assert piece.format(small=small) in err, (case, piece, err)
 
@@ -156,7 +157,7 @@ def test_predict_refuses_bad_query_rows(table, tmp_path, capfd):
         edit(q)
         q.to_csv(tmp_path / "q.csv", index=False)
         rc, _, out, err = _run(capfd, predict)
-        assert rc == 2 and out == "", err
+        assert rc == 2 and json_error(out), err
         for piece in pieces:
             assert piece in err, (piece, err)
     # a family the training table never had: the law does not use families, so it predicts
@@ -262,7 +263,7 @@ def test_nan_inside_the_compiled_fit_is_caught(table, tmp_path, capfd, monkeypat
     monkeypatch.setattr(model, "_core_jit", broken)
     table.to_csv(tmp_path / "t.csv", index=False)
     rc, _, out, err = _run(capfd, _fit(tmp_path / "t.csv"))
-    assert rc == 2 and out == "" and "non-finite" in err and "intercept" in err, err
+    assert rc == 2 and json_error(out) and "non-finite" in err and "intercept" in err, err
 
 
 def test_float32_is_warned(table):
@@ -320,7 +321,7 @@ def test_outputs_are_checked_before_any_work(table, tmp_path, capfd):
     ]
     for argv in cases:
         rc, _, out, err = _run(capfd, argv)
-        assert rc == 2 and out == "" and re.search("does not exist|not empty", err), (argv, err)
+        assert rc == 2 and json_error(out) and re.search("does not exist|not empty", err), (argv, err)
     assert (tmp_path / "m" / "keep.txt").read_text() == "keep"
 
 

@@ -141,3 +141,20 @@ def test_light_choices_match_the_library():
     from jaxscale.laws import context as context_law_form
 
     assert context_spec.PENALTIES == context_law_form.PENALTIES
+
+
+def test_errors_go_to_stderr_and_with_json_also_as_one_json_object(tmp_path, capsys):
+    """Bad input exits 2 with the message on stderr; with ``--json`` stdout carries it as the one
+    JSON object ``{"error": ...}`` (a script reading stdout always gets one object), otherwise
+    stdout stays empty."""
+    import json
+
+    from jaxscale.cli import main
+
+    argv = ["chinchilla", "fit", "--csv", str(tmp_path / "missing.csv")]
+    assert main(argv) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and "missing.csv" in cap.err
+    assert main(argv + ["--json"]) == 2
+    cap = capsys.readouterr()
+    assert json.loads(cap.out) == {"error": cap.err.strip().removeprefix("error: ")}
