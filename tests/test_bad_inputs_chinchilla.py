@@ -124,3 +124,20 @@ def test_clean_bundled_fit_warns_nothing(capsys):
         assert main(["chinchilla", "fit", "--bootstrap", "200", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["converged"] and out["bootstrap_excluded"] == 0
+
+
+def test_holdout_rows_without_a_loss_are_counted_not_refused(tmp_path, capsys):
+    """A held-out row whose loss is missing has no truth to score: the model and its baseline are
+    scored on the others and the row is counted (``n_missing_truth``), and ``--predictions``
+    still predicts it; a training row without a loss is refused (the ``nan loss`` case above)."""
+    df = runs()
+    df.loc[24, "val_loss"] = np.nan  # the largest run, held out
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    assert main(["chinchilla", "fit", "--csv", str(path), *COLS, "--holdout", "params > 1e9", "--predictions",
+                 str(tmp_path / "p.csv"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["holdout"]["n"] == 4 and out["holdout"]["n_missing_truth"] == 1
+    assert out["baselines"]["power_law_in_compute"]["n"] == 4
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert len(pred) == 25 and np.isfinite(pred["mean"]).all()

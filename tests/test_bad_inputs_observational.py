@@ -198,6 +198,11 @@ def test_raw_flops_fit_in_log_space(table, tmp_path, capfd):
     assert (a["n_train"], a["n_test"]) == (b["n_train"], b["n_test"]) == (47, 26)
     assert b["pc_coefficients"] == pytest.approx(a["pc_coefficients"], rel=1e-9)
     assert b["extrapolation"]["max_flops_ratio"] == pytest.approx(a["extrapolation"]["max_flops_ratio"], rel=1e-9)
+    # raw FLOPs with the cut-off in 1e21 units keep no training row: the error names the unit's fix
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc, _, out, err = _run(capfd, _fit(tmp_path / "b.csv", "--flops-col", "flops", "--cutoff", "84"))
+    assert rc == 2 and json_error(out) and "leaves no training row" in err and "--flops-unit 1" in err, err
 
 
 def test_duplicates_dedupe_and_twins(table, tmp_path, capfd):

@@ -286,3 +286,22 @@ def test_linalg_members_run_one_after_another_on_one_cpu_device():
     assert "scan" in str(mapped) and "scan" not in str(batched)
     np.testing.assert_allclose(jax.jit(lambda x: sharded_vmap(member, x, linalg=True))(spd),
                                jax.vmap(member)(spd), rtol=1e-12)
+
+
+def test_far_above_values_warn_with_rows_and_a_where():
+    """Diverged runs (losses far above the bulk) are warned about, never dropped: the count, the
+    rows and a --where that leaves them out (the column name quoted for pandas when needed); a
+    table whose losses simply span several sizes does not warn."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    loss = np.r_[2.3 + 0.1 * rng.normal(size=40), 11.0, 9.5, 10.2]
+    df = pd.DataFrame({"smooth loss": loss}, index=np.arange(2, 45))
+    with pytest.warns(UserWarning, match=r"3 value\(s\) of column 'smooth loss' .*rows \[42, 43, 44\].*"
+                                         r"--where \"`smooth loss` < "):
+        V.warn_far_above(df, "smooth loss", "runs.csv")
+    assert len(df) == 43  # nothing dropped
+    sizes = pd.DataFrame({"loss": np.linspace(2.0, 6.0, 30)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        V.warn_far_above(sizes, "loss")

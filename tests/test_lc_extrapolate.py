@@ -109,7 +109,7 @@ def test_cli_extrapolate(tmp_path, capsys):
     assert out["calibration"]["calibrated"] is False and out["calibration"]["margin"] is None  # every run is cut
     assert any("not calibrated: no finished run" in str(x.message) for x in w)
     tail = pd.read_csv(out_csv)
-    assert len(tail) == 24 and {"mean", "lower", "upper", "scipy_power_law"} <= set(tail.columns)
+    assert len(tail) == 24 and {"mean", "lower", "upper", "scipy_power_law", "last_value"} <= set(tail.columns)
     assert main(["lc", "extrapolate", "--csv", str(csv), "--json"]) == 2
     assert "exactly one" in capsys.readouterr().err
     import argparse
@@ -228,7 +228,7 @@ def test_gp_extrapolation_shares_strength_across_runs(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == "magp_law" and out["n_tail"] == 24
     assert out["baselines"]["model"]["rmsle"] == pytest.approx(out["score"]["rmsle"])
-    assert "scipy_power_law" in out["baselines"]
+    assert {"scipy_power_law", "last_value"} <= set(out["baselines"]) and out["last_value"]["n"] == 24
     # the GP needs descriptors, and a descriptor describes a whole run
     with pytest.raises(ValueError, match="shares strength across runs through their configuration descriptors"):
         evaluate_tail(jax.random.key(0), tail_from_frame(df, curve_col="name", x_col="iter", y_col="val", cutoff=500),
@@ -254,3 +254,18 @@ def test_conformal_margin_and_widen():
     assert 0.88 <= cover <= 0.96  # ceil(51 * 0.9) = 46 of 50 points inside
     np.testing.assert_allclose(np.median(np.log(w), 0), np.median(np.log(draws), 0), atol=1e-12)
     assert _conformal_margin(y[:5], draws[:, :5], 0.9)[0] is None  # too few points
+
+
+def test_last_value_carries_each_runs_last_early_loss_forward():
+    """The sceptic's first baseline for runs in progress: the loss at a run's largest training step
+    (rows in any order), for each of its tail rows."""
+    from jaxscale.learning_curves.extrapolate import last_value
+
+    df = pd.DataFrame({"run": ["a"] * 6 + ["b"] * 6, "step": [1, 2, 3, 4, 5, 6] * 2,
+                       "loss": [6.0, 5.0, 4.0, 3.0, 2.5, 2.2, 7.0, 6.0, 5.0, 4.5, 4.2, 4.0]})
+    df = df.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    d = tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=4)
+    rows = np.flatnonzero(~np.asarray(d.train))
+    want = df["run"].map({"a": 3.0, "b": 4.5}).to_numpy()[rows]
+    assert len(rows) == 4
+    np.testing.assert_allclose(last_value(d, rows), want)

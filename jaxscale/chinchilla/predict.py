@@ -30,13 +30,12 @@ __all__ = ["predict", "optimal", "optimal_allocation", "as_data", "extrapolation
 
 def as_data(fit: ChinchillaFit, query) -> ChinchillaData:
     """``query`` as :class:`ChinchillaData`: a data object as is, a DataFrame read with the fit's
-    column names (the loss column is optional)."""
+    N and D column names (a prediction reads nothing else: a loss column may be there, with gaps)."""
     if isinstance(query, ChinchillaData):
         return query
     if isinstance(query, pd.DataFrame):
         cols = dict(fit.columns)
-        loss = cols["target"] if cols["target"] in query.columns else None
-        return from_frame(query, n_col=cols["N"], d_col=cols["D"], loss_col=loss, what="query")
+        return from_frame(query, n_col=cols["N"], d_col=cols["D"], loss_col=None, what="query")
     raise TypeError(f"query must be ChinchillaData or a pandas DataFrame, got {type(query).__name__}")
 
 

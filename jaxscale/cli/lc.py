@@ -370,11 +370,12 @@ def extrapolate_handler(args) -> dict:
     program, 90 % intervals, calibrated on the finished runs of the table when it has some), or,
     with --model magp_law and --descriptor-cols, a hierarchical GP that shares strength across runs
     through their configuration; scored on the tail rows that carry a loss next to a scipy
-    least-squares power law per curve fitted on the same rows (RMSLE, MAE, coverage)."""
+    least-squares power law per curve fitted on the same rows and each run's last early loss carried
+    forward (RMSLE, MAE, coverage)."""
     import jax
 
     from jaxscale.infer.prediction import Prediction
-    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail, tail_from_frame
+    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail, last_value, tail_from_frame
 
     check_outputs(args)
     df = read_input(args)
@@ -390,17 +391,19 @@ def extrapolate_handler(args) -> dict:
     tail = df.iloc[fit.rows]
     y = np.asarray(data.y, float)[fit.rows]
     pred = fit.prediction._replace(samples=None)
+    last = last_value(data, fit.rows)
     if np.isfinite(y).any():
-        b = compare_baselines(y, pred, {"scipy_power_law": base}, what=f"{name} (tail rows)")
+        b = compare_baselines(y, pred, {"scipy_power_law": base, "last_value": last}, what=f"{name} (tail rows)")
         b["model"] = score(y, pred)
-        b["model"]["rmsle"] = report["score"]["rmsle"]
-        b["scipy_power_law"]["rmsle"] = report["scipy_power_law"]["rmsle"]
+        for k in ("model", "scipy_power_law", "last_value"):
+            b[k]["rmsle"] = report["score" if k == "model" else k]["rmsle"]
         out["baselines"] = b
     else:
         out["baselines"], out["baselines_reason"] = None, "no tail row carries a loss; nothing is scored"
     if args.predictions:
         full = Prediction(pred.mean, pred.lower, pred.upper)
-        out["predictions"] = write_predictions(args.predictions, tail, full, extra={"scipy_power_law": base})
+        extra = {"scipy_power_law": base, "last_value": last}
+        out["predictions"] = write_predictions(args.predictions, tail, full, extra=extra)
     return out
 
 

@@ -3,6 +3,7 @@ rows and the fix, and raises ``ValueError``. Nothing is ever dropped silently.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -19,9 +20,15 @@ __all__ = [
     "check_shapes",
     "check_min_distinct",
     "check_constant_within",
+    "warn_far_above",
 ]
 
 _SHOW = 5
+
+
+def _where_name(column: str) -> str:
+    """``column`` as a pandas query (``--where``) names it: back-quoted unless an identifier."""
+    return column if column.isidentifier() else f"`{column}`"
 
 
 def _rows(index: Iterable) -> str:
@@ -83,8 +90,9 @@ def check_positive(df: pd.DataFrame, columns: Sequence[str], what: str = "table"
         if bad.any():
             raise ValueError(
                 f"{what}: column {c!r} has {int(bad.sum())} non-positive value(s) at rows "
-                f"{_rows(df.index[bad])} (first: {values[bad][0]!r}); the law takes logarithms, "
-                "so values must be > 0. If 0 means 'unknown', remove those rows explicitly."
+                f"{_rows(df.index[bad])} (first: {float(values[bad][0]):g}); the law takes logarithms, "
+                "so values must be > 0. If 0 means 'unknown', remove those rows explicitly (e.g. --where "
+                f"\"{_where_name(c)} > 0\")."
             )
 
 
@@ -98,7 +106,7 @@ def check_range(
     if bad.any():
         raise ValueError(
             f"{what}: column {column!r} has {int(bad.sum())} value(s) outside [{lo}, {hi}] at rows "
-            f"{_rows(df.index[bad])} (first: {values[bad][0]!r}); rescale to [{lo}, {hi}] "
+            f"{_rows(df.index[bad])} (first: {float(values[bad][0]):g}); rescale to [{lo}, {hi}] "
             "(e.g. percentages / 100)."
         )
 
@@ -171,3 +179,26 @@ def check_constant_within(df: pd.DataFrame, by: Sequence[str], columns: Sequence
                 f"{n} {unit}(s) in all); it describes the whole {unit} (its size, depth, ...): give one value "
                 f"per {unit}"
             )
+
+
+def warn_far_above(df: pd.DataFrame, column: str, what: str = "table", k: float = 20.0) -> None:
+    """Warn (not refuse: they may be real) when values of ``column`` lie more than ``k`` robust
+    standard deviations (1.4826 x the median absolute deviation) above the median, e.g. the losses
+    of diverged runs, naming the count, the rows and a ``--where`` that would leave them out. Needs
+    at least 10 finite values."""
+    v = pd.to_numeric(df[column], errors="coerce").to_numpy(float)
+    ok = np.isfinite(v)
+    if ok.sum() < 10:
+        return
+    med = float(np.median(v[ok]))
+    mad = 1.4826 * float(np.median(np.abs(v[ok] - med)))
+    high = ok & (v > med + k * mad) if mad > 0 else np.zeros_like(ok)
+    if high.any():
+        q1, q3 = np.percentile(v[ok], [25, 75])
+        cut = med + k * mad
+        warnings.warn(
+            f"{what}: {int(high.sum())} value(s) of column {column!r} lie far above the rest (rows "
+            f"{_rows(df.index[high])}; up to {float(v[high].max()):.4g}, while half of the values lie in "
+            f"[{q1:.4g}, {q3:.4g}]): diverged runs? They pull every fit toward them. Keep them only if they are "
+            f"real; otherwise leave them out (e.g. --where \"{_where_name(column)} < {cut:.3g}\")",
+            UserWarning, stacklevel=3)

@@ -184,11 +184,11 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     few = np.flatnonzero(n_tr < MIN_TRAIN_POINTS)
     if few.size:
         k = int(few[0])
-        rows = df.index[code == k]
+        rows = df.index[(code == k) & train]
         raise ValueError(f"{what}: curve {curve_col!r} = {labels[k]!r} has {int(n_tr[k])} training point(s) (rows "
-                         f"{_rows(rows)}); the law E + A x^-alpha has 3 parameters, so each curve needs at least "
-                         f"{MIN_TRAIN_POINTS} early points ({few.size} curve(s) have fewer). Raise the cutoff or drop "
-                         "those runs")
+                         f"{_rows(rows)} of its {int(np.sum(code == k))}); the law E + A x^-alpha has 3 parameters, "
+                         f"so each curve needs at least {MIN_TRAIN_POINTS} early points ({few.size} curve(s) have "
+                         "fewer). Raise the cutoff or drop those runs")
     spread = pd.Series(y[train]).groupby(code[train]).agg(np.ptp).to_numpy()
     flat = np.flatnonzero(spread == 0)
     if flat.size:
@@ -196,7 +196,7 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
         raise ValueError(f"{what}: column {y_col!r} is constant on the training rows of curve {curve_col!r} = "
                          f"{labels[k]!r} (rows {_rows(df.index[(code == k) & train])}); a flat start fixes no power "
                          "law. Raise the cutoff or drop that run")
-    _warn_non_monotone(code, x, y, train, labels, curve_col)
+    _warn_non_monotone(code, x, y, train, labels, curve_col, x_col)
     del has_tail
     desc = None
     if descriptor_cols:
@@ -209,7 +209,7 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     return TailData(code, x, y, train, labels, row_ids(df), columns, desc)
 
 
-def _warn_non_monotone(code, x, y, train, labels, curve_col) -> None:
+def _warn_non_monotone(code, x, y, train, labels, curve_col, x_col: str = "step") -> None:
     """Warn when a curve's early part moves against its overall direction by > 10 % of its range."""
     order = np.lexsort((x, code))
     bad = []
@@ -226,7 +226,8 @@ def _warn_non_monotone(code, x, y, train, labels, curve_col) -> None:
     if bad:
         warnings.warn(f"{len(bad)} curve(s) of {curve_col!r} (e.g. {bad[:3]}) are non-monotone in their early part "
                       "(they move against their overall direction by more than 10 % of their range): a saturating "
-                      "power law follows a monotone curve. Warm-up? Drop the first steps with --where \"step >= S\"",
+                      "power law follows a monotone curve. Warm-up? Drop the first steps with "
+                      f"--where \"{x_col} >= S\"",
                       UserWarning, stacklevel=3)
 
 
@@ -522,6 +523,18 @@ def powerlaw_lstsq(data: TailData) -> tuple[np.ndarray, dict]:
     return out, {"n_failed": len(failed), "failed": [str(f) for f in failed[:20]]}
 
 
+def last_value(data: TailData, rows) -> np.ndarray:
+    """The naive baseline: each of ``rows`` predicted by its run's last early value (the loss at
+    its largest training step), carried forward."""
+    cur = np.asarray(data.curve, np.int64)
+    x = np.asarray(data.x, float)
+    tr = np.asarray(data.train, bool)
+    order = np.lexsort((x, cur))
+    order = order[tr[order]]
+    last = pd.Series(np.asarray(data.y, float)[order]).groupby(cur[order]).last()
+    return last.reindex(cur[np.asarray(rows)]).to_numpy(float)
+
+
 def score_tail(y, mean, lower=None, upper=None) -> dict:
     """RMSLE (on ``ln L``), MAE and (with an interval) coverage of the rows with a finite truth."""
     y = np.asarray(y, float)
@@ -610,7 +623,8 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
 
     Returns ``(TailFit, baseline prediction of the tail rows, report)``: the report holds
     ``model``, its ``score`` (RMSLE, MAE, coverage; also under ``bayes`` for the power law), the
-    ``scipy_power_law`` score, the fit's ``diagnostics`` and counts.
+    ``scipy_power_law`` score, the ``last_value`` score (each run's last early loss carried
+    forward, :func:`last_value`), the fit's ``diagnostics`` and counts.
     """
     import time
 
@@ -630,7 +644,8 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
     sc = score_tail(y, p.mean, p.lower, p.upper)
     report = {"n_curves": len(data.labels), "n_train": int(np.sum(data.train)), "n_tail": int(len(fit.rows)),
               "level": spec.level, "model": model, "score": sc, **({"bayes": sc} if model == "powerlaw" else {}),
-              "scipy_power_law": {**score_tail(y, base), **info}, "diagnostics": fit.diagnostics,
+              "scipy_power_law": {**score_tail(y, base), **info},
+              "last_value": score_tail(y, last_value(data, fit.rows)), "diagnostics": fit.diagnostics,
               "converged": fit.diagnostics["converged"], "n_curves_fitted": int(len(fit.curves)),
               "calibration": fit.calibration, "fit_seconds": secs}
     return fit, base, report

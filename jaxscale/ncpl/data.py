@@ -20,6 +20,7 @@ from jaxscale.data.validate import (
     check_numeric,
     check_positive,
     require_columns,
+    warn_far_above,
 )
 from jaxscale.ncpl.dataset import cell_codes
 from jaxscale.ncpl.serialize import (
@@ -197,6 +198,7 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
         check_numeric(df, [target_col], what)
         if require_target:
             check_finite(df, [target_col], what)
+            warn_far_above(df, target_col, what)
     if baseline_col is not None:
         check_finite(df, [baseline_col], what)
     roles = [c for c in (target_col if has_target else None, baseline_col) if c is not None]

@@ -606,7 +606,10 @@ def _backtest(key, data: Data, spec: Spec, baseline: str):
     try:
         bt, _, _ = _stage1(key, past, spec._replace(baseline=baseline), "ncpl backtest", "backtest")
     except ValueError as exc:  # e.g. the remaining runs cannot fit the law
-        return ex.no_extrapolation(), f"none: the runs left after holding out {rule} cannot be fitted ({exc})"
+        why = f"none: the runs left after holding out {rule} cannot be fitted ({exc})"
+        warnings.warn(f"NCPL: no extrapolation backtest, so the intervals beyond the training runs are not widened: "
+                      f"{why}", UserWarning, stacklevel=3)
+        return ex.no_extrapolation(), why
     codes = np.asarray(past.codes)
     seen = [set(np.unique(codes[:, j]).tolist()) for j in range(codes.shape[1])]
     fcodes = np.asarray(fut.codes)

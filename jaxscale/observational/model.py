@@ -807,7 +807,7 @@ def _warn_far(fit: ObsFit, dist, data: ObsData) -> None:
         warn_extrapolation("observational predict", dist, unit, threshold=0.0, stacklevel=4)
     elif n_far_c:
         warnings.warn(f"observational predict: {n_far_c} of {len(beyond)} queries have training FLOPs beyond the "
-                      f"largest training model (up to {10**float(np.max(beyond[known])):,.0f}x) although their "
+                      f"largest training model (up to {10**float(np.max(beyond[known])):,.3g}x) although their "
                       "capability scores lie inside the training box; the law reads only the capabilities, but "
                       "check such models", UserWarning, stacklevel=4)
 
@@ -994,6 +994,11 @@ def cutoff_rows(data: ObsData, cutoff: float):
     none = ~np.isfinite(C)
     with np.errstate(invalid="ignore"):
         train, held = (C <= cutoff) & ~none, (C > cutoff) & ~none
+    if not train.any() and not none.all():
+        raise ValueError(f"the FLOPs cut-off {cutoff:g} leaves no training row: the FLOPs column holds "
+                         f"{np.nanmin(C):.3g} to {np.nanmax(C):.3g} in its unit ({data.flops_unit:g} FLOPs per unit). "
+                         "Give the cut-off in that unit; if the column holds raw FLOPs, say so (flops_unit=1; CLI "
+                         "--flops-unit 1)")
     if none.any():
         warnings.warn(f"{int(none.sum())} row(s) without FLOPs at rows {_rows(np.asarray(data.row)[none])} are "
                       "left out of the cut-off split (neither fitted nor scored)", RuntimeWarning, stacklevel=2)
