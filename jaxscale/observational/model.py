@@ -995,7 +995,7 @@ def cutoff_rows(data: ObsData, cutoff: float):
     with np.errstate(invalid="ignore"):
         train, held = (C <= cutoff) & ~none, (C > cutoff) & ~none
     if not train.any() and not none.all():
-        raise ValueError(f"the FLOPs cut-off {cutoff:g} leaves no training row: the FLOPs column holds "
+        raise ValueError(f"the FLOPs cut-off {cutoff:g} leaves no training rows: the FLOPs column holds "
                          f"{np.nanmin(C):.3g} to {np.nanmax(C):.3g} in its unit ({data.flops_unit:g} FLOPs per unit). "
                          "Give the cut-off in that unit; if the column holds raw FLOPs, say so (flops_unit=1; CLI "
                          "--flops-unit 1)")
