@@ -116,16 +116,15 @@ def main(argv=None) -> int:
 
     enable_x64()
     enable_compilation_cache()
+    from jaxscale._json import dumps, to_jsonable
+
     try:
         result = args.func(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if getattr(args, "json", False):  # a script reading stdout gets one JSON object either way
-            from jaxscale._json import dumps
-
             print(dumps({"error": str(exc)}))
         return 2
-    from jaxscale._json import dumps, to_jsonable
 
     if getattr(args, "json", False):
         print(dumps(result))

@@ -413,8 +413,9 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
 def _al_fit_predict_impl(keys, params0, xgrid, pts, query, steps, learning_rate, n_h):
     """Adam from ``params0`` (R restarts, split over all devices, one after another on one CPU
     device; :func:`.magp.adam_elbo`, the same loop as every MaGP fit) on the training points ``pts``
-    (padding rows have weight ``pts.w = 0``), then the q(h)-integrated joint predictive of ``query``: ``(params, last loss, mean (R, M), cov (R, M, M),
-    converged (R,))`` (see :mod:`.diagnostics`)."""
+    (padding rows have weight ``pts.w = 0``), then the q(h)-integrated joint predictive of
+    ``query``: ``(params, last loss, mean (R, M), cov (R, M, M), converged (R,))`` (see
+    :mod:`.diagnostics`)."""
     from jaxscale.learning_curves.diagnostics import adam_convergence
     from jaxscale.learning_curves.magp import adam_elbo, magp_loss
     from jaxscale.learning_curves.magp_predict import joint_from_latents, latent_draws

@@ -495,14 +495,16 @@ def _check_descriptor_consistency(fit: Fit, query: Data) -> None:
 
 @partial(jax.jit, static_argnames=("model",))
 def _joint_std(params, eps_h, tables, observed, xgrid, train: Points, query: Points, model: str):
+    def one(p):
+        if model == "magp":
+            return magp_predict.joint_from_latents(p, magp_predict.latent_draws(p, eps_h), xgrid, train, query)
+        if model in DESC_MODELS:
+            return desc_predict.desc_joint_from_latents(p, magp_predict.latent_draws(p, eps_h), tables, observed,
+                                                        xgrid, train, query)
+        return dhgp._joint_one(p, xgrid, train, query)
+
     # restarts one after another on a CPU device (see sharded_vmap's linalg), vmapped elsewhere
-    if model == "magp":
-        return sharded_vmap(lambda p: magp_predict.joint_from_latents(
-            p, magp_predict.latent_draws(p, eps_h), xgrid, train, query), params, linalg=True)
-    if model in DESC_MODELS:
-        return sharded_vmap(lambda p: desc_predict.desc_joint_from_latents(
-            p, magp_predict.latent_draws(p, eps_h), tables, observed, xgrid, train, query), params, linalg=True)
-    return sharded_vmap(lambda p: dhgp._joint_one(p, xgrid, train, query), params, linalg=True)
+    return sharded_vmap(one, params, linalg=True)
 
 
 def _canonical(data: Data) -> Data:

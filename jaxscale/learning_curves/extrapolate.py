@@ -209,7 +209,7 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     return TailData(code, x, y, train, labels, row_ids(df), columns, desc)
 
 
-def _warn_non_monotone(code, x, y, train, labels, curve_col, x_col: str = "step") -> None:
+def _warn_non_monotone(code, x, y, train, labels, curve_col, x_col) -> None:
     """Warn when a curve's early part moves against its overall direction by > 10 % of its range."""
     order = np.lexsort((x, code))
     bad = []
@@ -526,13 +526,7 @@ def powerlaw_lstsq(data: TailData) -> tuple[np.ndarray, dict]:
 def last_value(data: TailData, rows) -> np.ndarray:
     """The naive baseline: each of ``rows`` predicted by its run's last early value (the loss at
     its largest training step), carried forward."""
-    cur = np.asarray(data.curve, np.int64)
-    x = np.asarray(data.x, float)
-    tr = np.asarray(data.train, bool)
-    order = np.lexsort((x, cur))
-    order = order[tr[order]]
-    last = pd.Series(np.asarray(data.y, float)[order]).groupby(cur[order]).last()
-    return last.reindex(cur[np.asarray(rows)]).to_numpy(float)
+    return _normalise(data)[1][np.asarray(data.curve, np.int64)[np.asarray(rows)]]
 
 
 def score_tail(y, mean, lower=None, upper=None) -> dict:
