@@ -49,6 +49,44 @@ def test_bootstrap_intervals_bracket_the_fit(epoch_fit, key):
 
 
 @pytest.mark.slow
+def test_bootstrap_keeps_refits_of_a_flat_valley_and_covers_larger_shapes(key):
+    # StepLaw dense: the best loss of each of 15 (N, D) shapes below 8e8 parameters, the two larger
+    # shapes held out. Five parameters on 15 runs leave a flat valley (E against A): the refits'
+    # gradients never reach 1e-8, but their objective stops falling. They used to be dropped (1 of
+    # 500 kept: a zero-width interval that missed both held-out runs).
+    df = load("steplaw_dense")
+    df, _ = ch.aggregate(df, n_col="N", d_col="D", loss_col="loss", how="min")
+    train, test = df[df["N"] <= 8e8], df[df["N"] > 8e8]
+    assert len(train) == 15 and len(test) == 2
+    fit = ch.fit(key, ch.from_frame(train), ch.ChinchillaSpec(n_boot=200))
+    assert int(fit.boot_theta.shape[0]) >= 100  # 128 kept here (154 with 200 steps per refit)
+    pred = ch.predict(fit, test, key=key)
+    lo, hi, y = np.asarray(pred.lower), np.asarray(pred.upper), test["loss"].to_numpy()
+    assert np.all(hi - lo > 0.01 * y)  # parameter spread, not only the 0.4% residual noise
+    assert np.all((lo <= y) & (y <= hi)), (lo, y, hi)
+
+
+def test_predict_with_one_refit_keeps_the_residual_noise(epoch_fit, key):
+    one = epoch_fit.replace(boot_theta=epoch_fit.theta[None], boot_excluded=np.asarray(0))
+    q = load("epoch_chinchilla").iloc[100:103]
+    pred = ch.predict(one, q, key=key)
+    assert pred.samples.shape[0] >= 1000 and np.all(np.asarray(pred.extrapolation) == 0)
+    width = np.log(np.asarray(pred.upper) / np.asarray(pred.lower))
+    noise_width = 2 * 1.645 * float(epoch_fit.sigma)  # the residual noise's 90% width in log loss
+    assert np.all(np.abs(width / noise_width - 1.0) < 0.15), (width, noise_width)
+
+
+def test_a_law_without_an_irreducible_loss_warns_that_e_went_to_zero(key):
+    import pandas as pd
+
+    n, d = np.meshgrid(np.geomspace(1e7, 1e9, 5), np.geomspace(1e9, 1e11, 5))
+    loss = 400.0 * n.ravel() ** -0.34 + 2000.0 * d.ravel() ** -0.37  # E = 0
+    df = pd.DataFrame({"N": n.ravel(), "D": d.ravel(), "loss": loss})
+    with pytest.warns(RuntimeWarning, match="irreducible loss E = .* went to its bound 0"):
+        ch.fit(key, ch.from_frame(df))
+
+
+@pytest.mark.slow
 def test_bayesian_chinchilla_agrees_with_point_fit(epoch_fit, key):
     data = ch.take_rows(ch.from_frame(load("epoch_chinchilla")), ~np.asarray(epoch_fit.excluded))
     post = ch.fit_bayes(key, data, num_warmup=200, num_samples=200, num_chains=2)

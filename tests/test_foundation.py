@@ -115,6 +115,19 @@ def test_newton_matches_lbfgs_and_vmaps():
     # an unbounded problem never meets the gradient tolerance: reported as not converged (reason 2)
     out = minimize_newton(lambda x: -jnp.sum(x), jnp.array([0.0]), steps=20)
     assert not bool(out.converged) and int(out.reason) == 2
+    # ... also with ftol: its objective never stops falling
+    out = minimize_newton(lambda x: -jnp.sum(x), jnp.array([0.0]), steps=20, ftol=1e-3)
+    assert not bool(out.converged) and int(out.reason) == 2
+
+
+def test_newton_objective_stop_for_a_gradient_tolerance_out_of_reach():
+    # a gradient tolerance that cannot be met (-1): only the objective test can say converged
+    f = lambda x: 1.0 + jnp.sum((x - 1.0) ** 2)  # noqa: E731
+    strict = minimize_newton(f, jnp.array([3.0, -2.0]), steps=30, tol=-1.0)
+    assert not bool(strict.converged) and int(strict.reason) == 2
+    flat = minimize_newton(f, jnp.array([3.0, -2.0]), steps=30, tol=-1.0, ftol=1e-9)
+    assert bool(flat.converged) and int(flat.reason) == 1
+    assert_allclose(flat.params, 1.0, rtol=1e-8)
 
 
 def test_fit_result_is_a_pytree():

@@ -106,6 +106,21 @@ def test_clean_headline_run_warns_nothing(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["converged"] is True and out["extrapolation"]["n_outside"] == 0
     b = out["baselines"]
-    assert b["model_loses_to"] == []
+    assert b["model_loses_to"] == [] and b["model_loses_to_last"] == []
     assert b["model"]["mae"] < min(b["nearest_curve"]["mae"], b["size_trend"]["mae"])
     assert b["model"]["last"]["mae"] < min(b["nearest_curve"]["last"]["mae"], b["size_trend"]["last"]["mae"])
+
+
+def test_a_model_that_loses_only_on_the_final_points_is_named_and_warned():
+    from types import SimpleNamespace
+
+    from jaxscale.cli.lc import baseline_report
+    from jaxscale.infer import Prediction
+
+    y = np.ones(4)
+    model = Prediction(np.array([1.0, 1.0, 1.0, 1.5]), np.full(4, 0.5), np.full(4, 2.0))
+    details = SimpleNamespace(y=y, prediction=model, last=np.array([False, False, False, True]), info={},
+                              baselines={"size_trend": np.array([1.2, 1.2, 1.2, 1.0])})
+    with pytest.warns(UserWarning, match=r"final point .* model's MAE \(0.5\) is worse than .*size_trend \(0\)"):
+        out = baseline_report(details, "magp")
+    assert out["model_loses_to"] == [] and out["model_loses_to_last"] == ["size_trend"]

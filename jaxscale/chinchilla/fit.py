@@ -26,7 +26,7 @@ from jaxscale._registry import register_moved
 from jaxscale.chinchilla.spec import EPOCH_SPEC, HUBER_DELTA, ChinchillaSpec
 from jaxscale.config import warn_if_float32
 from jaxscale.data import validate as V
-from jaxscale.infer import FitResult, huber, minimize_lbfgs, minimize_newton, multistart, sharded_vmap
+from jaxscale.infer import FitResult, huber, minimize_lbfgs, minimize_newton, multistart, reason_text, sharded_vmap
 from jaxscale.laws import ChinchillaParams, chinchilla_log_lse, chinchilla_theta_to_params
 
 __all__ = [
@@ -58,6 +58,12 @@ __all__ = [
 #: Gradient-norm tolerance of a bootstrap refit. Refits of Epoch's data that missed 1e-10 stopped at
 #: 1e-10 to 3e-10 (rounding noise at the optimum of an objective of size ~1e-3); 1e-8 keeps them.
 BOOT_TOL = 1e-8
+#: A bootstrap refit is also kept when its objective fell by at most this share over its last fifth
+#: of steps. With few runs for five parameters (e.g. 15 runs whose E and A trade off), the refits
+#: crawl along a flat valley of near-equal fits and their gradient never meets :data:`BOOT_TOL`;
+#: a 0.1 % change of the objective is far below its spread between resamples (tens of %), and the
+#: predictions at the data and beyond them no longer move (checked against 5x more steps).
+BOOT_FTOL = 1e-3
 #: Line-search trials per screening step: a vmapped line search runs as many trials as its
 #: slowest member, so a short cap keeps 4,500 starts cheap; polishing uses the full 30.
 SCREEN_LINESEARCH_STEPS = 4
@@ -433,8 +439,12 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
                          "counts, not millions or billions)")
     n_conv, n_bad = (int(v) for v in np.asarray(res.history))
     if not bool(res.converged):
-        warnings.warn(f"{what}: the best start stopped without converging "
-                      f"(reason {int(res.reason)}); raise spec.max_steps", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{what}: the best start used its {spec.max_steps} L-BFGS steps without meeting its "
+                      f"tolerances ({reason_text(int(res.reason))}). With {d.n} runs for five parameters this "
+                      "is often a flat valley of near-equal fits (A and E, or B and beta, trading off): "
+                      "bootstrap refits (Spec.n_boot, CLI --bootstrap) show how far apart they predict; "
+                      "raise Spec.max_steps if the objective was still falling", RuntimeWarning, stacklevel=2)
+    _warn_at_bounds(res.params, d, what)
     sigma, dof = residual_scale(res.params, d)
     log_range = _log_range(d)
     kappa = extrapolation_backtest(d, res.params, spec)
@@ -450,6 +460,22 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
                                     steps=spec.boot_steps, delta=spec.huber_delta)
         out = out.replace(boot_theta=jnp.asarray(theta_b), boot_excluded=jnp.asarray(n_excl))
     return out
+
+
+def _warn_at_bounds(theta, data: ChinchillaData, what: str) -> None:
+    """Warn when the irreducible loss E went to 0 or an exponent to ~0: the runs do not pin them down."""
+    p = chinchilla_theta_to_params(theta)
+    low = float(np.exp(np.min(np.asarray(data.log_loss)[np.asarray(data.weights) > 0])))
+    if float(p.E) < 1e-3 * low:
+        warnings.warn(f"{what}: the irreducible loss E = {float(p.E):.3g} went to its bound 0 (the lowest "
+                      f"fitted loss is {low:.4g}): these runs do not show the loss levelling off, so the "
+                      "law keeps falling as a pure power law far beyond them; treat long extrapolations "
+                      "with care, or add runs at larger N and D", RuntimeWarning, stacklevel=3)
+    for name in ("alpha", "beta"):
+        if float(getattr(p, name)) < 1e-3:
+            warnings.warn(f"{what}: the exponent {name} = {float(getattr(p, name)):.3g} went to 0: the loss "
+                          f"barely changes with {'N' if name == 'alpha' else 'D'} in these runs, so that term "
+                          "is not identified", RuntimeWarning, stacklevel=3)
 
 
 def _box_distance(log_range, data: ChinchillaData):
@@ -508,7 +534,8 @@ def extrapolation_backtest(data: ChinchillaData, theta, spec: ChinchillaSpec) ->
     return hi
 
 
-def bootstrap_core(keys, theta0, data: ChinchillaData, steps: int = 60, delta: float = HUBER_DELTA) -> FitResult:
+def bootstrap_core(keys, theta0, data: ChinchillaData, steps: int = 60, delta: float = HUBER_DELTA,
+                   ftol: float = BOOT_FTOL) -> FitResult:
     """Pure core of :func:`bootstrap`: one damped-Newton refit per key, ``vmap``ped; the rows with
     weight > 0 (the first ``m`` rows; the rest is padding) are resampled with replacement, as
     integer weights."""
@@ -519,7 +546,7 @@ def bootstrap_core(keys, theta0, data: ChinchillaData, steps: int = 60, delta: f
     def one(key):
         counts = jnp.bincount(jax.random.randint(key, (n,), 0, m), weights=real, length=n)
         d = data.replace(weights=counts.astype(data.weights.dtype))
-        return minimize_newton(huber_objective, theta0, d, delta, steps=steps, tol=BOOT_TOL)
+        return minimize_newton(huber_objective, theta0, d, delta, steps=steps, tol=BOOT_TOL, ftol=ftol)
 
     return chunked_vmap(one, keys, n)
 
@@ -533,8 +560,9 @@ def bootstrap(key, data: ChinchillaData, theta0, *, n_boot: int = 4000, steps: i
 
     Each refit resamples the fitted rows (weight > 0) with replacement, starts from the full-data
     optimum ``theta0`` (Epoch refit from the best start) and runs ``steps`` damped-Newton
-    iterations (a fixed-length scan: no batch waits for its slowest member). Refits that are
-    non-finite or miss a gradient norm of :data:`BOOT_TOL` are excluded with a warning and counted.
+    iterations (a fixed-length scan: no batch waits for its slowest member). A refit is kept when
+    its gradient norm met :data:`BOOT_TOL` or its objective stopped falling (:data:`BOOT_FTOL`);
+    refits that are non-finite or still falling are excluded with a warning and counted.
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
@@ -548,9 +576,9 @@ def bootstrap(key, data: ChinchillaData, theta0, *, n_boot: int = 4000, steps: i
     if (~keep).any():
         bad = np.flatnonzero(~keep)
         warnings.warn(
-            f"Chinchilla bootstrap: {bad.size} of {n_boot} refits were non-finite or did not reach a "
-            f"gradient norm of {BOOT_TOL:g} within {steps} Newton steps (first: {bad[:5].tolist()}); they are "
-            "excluded from the intervals. Raise boot_steps to keep them.",
+            f"Chinchilla bootstrap: {bad.size} of {n_boot} refits were non-finite or their objective was still "
+            f"falling after {steps} Newton steps (first: {bad[:5].tolist()}); they are excluded from the "
+            "intervals. Raise boot_steps (CLI --boot-steps) to keep them.",
             RuntimeWarning, stacklevel=2)
     return np.asarray(res.params)[keep], int(n_boot - keep.sum())
 

@@ -27,6 +27,10 @@ from jaxscale.laws import chinchilla_log_lse, chinchilla_theta_to_params
 
 __all__ = ["predict", "optimal", "optimal_allocation", "as_data", "extrapolation", "power_law_baseline"]
 
+#: Fewest predictive draws with bootstrap refits: with fewer refits they are used in turn, each
+#: draw with its own residual noise, so the quantiles of a handful of refits are not degenerate.
+MIN_DRAWS = 1000
+
 
 def as_data(fit: ChinchillaFit, query) -> ChinchillaData:
     """``query`` as :class:`ChinchillaData`: a data object as is, a DataFrame read with the fit's
@@ -76,7 +80,8 @@ def predict(fit: ChinchillaFit, query, *, key=None, level: float = 0.9, n_sample
     Args:
       fit: a :class:`ChinchillaFit`.
       query: :class:`ChinchillaData` or a DataFrame with the fit's N and D columns.
-      key: with bootstrap refits, draw ``samples`` (one per refit, plus residual noise).
+      key: with bootstrap refits, draw ``samples`` (each refit's law plus residual noise; the
+        refits in turn until there are at least :data:`MIN_DRAWS`).
       level: interval level.
       n_samples: unused unless there are no refits: then ``key`` draws this many residual-noise
         samples around the law (default: none).
@@ -103,7 +108,8 @@ def _predict(fit: ChinchillaFit, data: ChinchillaData, key, level: float, n_samp
         sigma = sigma * (1.0 + jnp.asarray(fit.kappa) * extrapolation(fit, data))
     if fit.boot_theta is not None and len(fit.boot_theta):
         mu_b = jax.vmap(lambda th: chinchilla_log_lse(th, data.log_N, data.log_D))(jnp.asarray(fit.boot_theta))
-        if key is not None:
+        if key is not None:  # at least MIN_DRAWS draws: the refits in turn, each with its own noise
+            mu_b = jnp.tile(mu_b, (-(-MIN_DRAWS // mu_b.shape[0]), 1))
             draws = jnp.exp(mu_b + sigma * jax.random.normal(key, mu_b.shape, mu_b.dtype))
             q = jnp.quantile(draws, jnp.asarray([(1 - level) / 2, (1 + level) / 2]), axis=0)
             return Prediction(jnp.exp(mu), q[0], q[1], draws)

@@ -312,12 +312,12 @@ def _scored(fit, data, df, rows, y, pred, args, what: str) -> dict:
 def cmd_predict(args) -> dict:
     """``ncpl predict``: load ``--model``, predict ``--csv`` rows (scored when they have the target)."""
     import jax
+    import numpy as np
     import pandas as pd
 
     from jaxscale import ncpl
     from jaxscale.cli._common import check_outputs, read_input, score, write_predictions
     from jaxscale.io import load
-    from jaxscale.ncpl.pipeline import extrapolation_summary
 
     check_outputs(args)
     fit = load(args.model)
@@ -326,8 +326,8 @@ def cmd_predict(args) -> dict:
     df = read_input(args)
     pred = ncpl.predict(fit, df, key=jax.random.key(args.seed), level=args.level, handle_unknown=args.handle_unknown)
     out = {"model": str(args.model), "n": int(len(df)), "level": args.level,
-           "mean": pred.mean, "lower": pred.lower, "upper": pred.upper,
-           "extrapolation": extrapolation_summary(pred.extrapolation)}
+           "mean": pred.mean, "lower": pred.lower, "upper": pred.upper,  # per row, as every pillar's predict
+           "extrapolation": pred.extrapolation, "max_extrapolation": float(np.max(np.asarray(pred.extrapolation)))}
     target = dict(fit.columns).get("target")
     if target and target in df.columns:
         out["score"] = score(pd.to_numeric(df[target], errors="coerce"), pred)

@@ -104,8 +104,8 @@ def minimize_lbfgs(
 
 
 @partial(jax.jit, static_argnames=("loss_fn", "steps", "with_hessian"))
-def minimize_newton(loss_fn, x0, *args, steps: int = 50, tol: float = 1e-8, damping: float = 1e-3,
-                    with_hessian: bool = False):
+def minimize_newton(loss_fn, x0, *args, steps: int = 50, tol: float = 1e-8, ftol: float = 0.0,
+                    damping: float = 1e-3, with_hessian: bool = False):
     """Minimise ``loss_fn(x, *args)`` with Levenberg-Marquardt-damped Newton steps.
 
     For small problems (a handful of parameters, any pytree ``x``): the exact Hessian is formed
@@ -117,8 +117,11 @@ def minimize_newton(loss_fn, x0, *args, steps: int = 50, tol: float = 1e-8, damp
     traced (and compiled) twice only: the start and the scan body. Near an optimum convergence is
     quadratic.
 
-    ``converged`` means the final gradient norm is below ``tol`` (reason 0); otherwise reason 2
-    (budget used up) or 3 (non-finite start). ``n_steps`` counts accepted steps.
+    ``converged`` means the final gradient norm is below ``tol`` (reason 0) or, with ``ftol > 0``,
+    that the objective fell by at most ``ftol * |f|`` over the last fifth of the steps (reason 1:
+    it stopped falling; the test for objectives whose gradient does not vanish in floating point,
+    e.g. a Huber loss with most residuals in its linear part, or a flat valley of near-equal fits);
+    otherwise reason 2 (budget used up) or 3 (non-finite start). ``n_steps`` counts accepted steps.
     ``with_hessian=True`` returns ``(result, H)`` with the (flat, symmetrised) Hessian at the
     result, e.g. for a Laplace approximation.
 
@@ -149,16 +152,18 @@ def minimize_newton(loss_fn, x0, *args, steps: int = 50, tol: float = 1e-8, damp
               & jnp.all(jnp.isfinite(gn)) & jnp.all(jnp.isfinite(Hn)))
         v, f, g, H = (jnp.where(ok, a, b) for a, b in ((vn, v), (fn, f), (gn, g), (Hn, H)))
         lam = jnp.clip(jnp.where(ok, lam / 3.0, lam * 4.0), 1e-12, 1e12)
-        return (v, f, g, H, lam, n_acc + ok.astype(n_acc.dtype)), None
+        return (v, f, g, H, lam, n_acc + ok.astype(n_acc.dtype)), f
 
     f0, g0, H0 = fgh(flat0)
     lam0 = jnp.asarray(damping, flat0.dtype)
-    (v, f, g, H, _, n_acc), _ = jax.lax.scan(step, (flat0, f0, g0, H0, lam0, jnp.asarray(0)), None,
-                                             length=steps)
+    (v, f, g, H, _, n_acc), fs = jax.lax.scan(step, (flat0, f0, g0, H0, lam0, jnp.asarray(0)), None,
+                                              length=steps)
     gnorm = jnp.linalg.norm(g)
     finite = jnp.isfinite(f) & jnp.isfinite(gnorm)
-    reason = jnp.where(~finite, 3, jnp.where(gnorm <= tol, 0, 2))
-    res = FitResult(unravel(v), f, reason == 0, n_acc, gnorm, reason, None)
+    f_before = jnp.concatenate([f0[None], fs])[steps - max(steps // 5, 1)]
+    flat = (ftol > 0) & (f_before - f <= ftol * jnp.abs(f))
+    reason = jnp.where(~finite, 3, jnp.where(gnorm <= tol, 0, jnp.where(flat, 1, 2)))
+    res = FitResult(unravel(v), f, reason <= 1, n_acc, gnorm, reason, None)
     return (res, H) if with_hessian else res
 
 

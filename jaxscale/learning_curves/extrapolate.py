@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxscale._log import get_logger
 from jaxscale.data import validate as V
 from jaxscale.infer.prediction import Prediction, check_level
 from jaxscale.learning_curves.spec import GP_RESTARTS, GP_STEPS, ExtrapolateSpec
@@ -419,10 +420,12 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     xk, yk = xk[active], yk[active]
     t_all = np.asarray(data.x, float) / xk[np.maximum(cur, 0)]
     k_mcmc, k_pred = jax.random.split(key)
+    get_logger(__name__).info("power-law extrapolation: NUTS over %d runs (%d training rows), %d warm-up + %d "
+                              "draws x %d chains", K, int(fit_rows.sum()), spec.warmup, spec.samples, spec.chains)
     res = run_nuts(k_mcmc, _model, jnp.asarray(t_all[fit_rows]), jnp.asarray(cur[fit_rows]),
                    jnp.asarray(np.log(np.asarray(data.y, float)[fit_rows] / yk[cur[fit_rows]])), K, float(spec.nu),
                    num_warmup=int(spec.warmup), num_samples=int(spec.samples), num_chains=int(spec.chains),
-                   target_accept_prob=float(spec.target_accept), progress_bar=False)
+                   target_accept_prob=float(spec.target_accept))  # a progress bar on an interactive stderr
     diag = res.diagnostics
     msgs = list(res.warnings)
     if spec.chains < 2:
