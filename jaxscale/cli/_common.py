@@ -177,7 +177,7 @@ def score(y, pred, mask=None) -> dict:
     return out
 
 
-def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None) -> dict:
+def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: str = "the held-out rows") -> dict:
     """Score naive baselines on the same rows as the model and warn when the model loses.
 
     Args:
@@ -185,6 +185,8 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None) -> dict
       pred: the model's :class:`~jaxscale.Prediction` on those rows.
       baselines: ``name -> Prediction`` (or an array of point predictions) on the same rows.
       what: the model's name in the warning.
+      mask: score only these of the rows (default: all).
+      rows: what the scored rows are, in the warning.
 
     Returns:
       ``{name: score(...)}`` for every baseline, plus ``"model_loses_to"``: the baselines whose MAE
@@ -210,7 +212,7 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None) -> dict
             loses.append(name)
     if loses:
         listed = ", ".join(f"{n} ({out[n]['mae']:.4g})" for n in loses)
-        warnings.warn(f"{what}: on the held-out rows the model's MAE ({model['mae']:.4g}) is worse than the "
+        warnings.warn(f"{what}: on {rows} the model's MAE ({model['mae']:.4g}) is worse than the "
                       f"naive baseline(s) {listed}; prefer the baseline here or check the fit",
                       UserWarning, stacklevel=2)
     out["model_loses_to"] = loses
