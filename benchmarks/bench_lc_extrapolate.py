@@ -10,7 +10,14 @@ hierarchical GP (``magp_law``, the runs' width and depth as descriptors, ``--gp-
 per case: RMSLE, MAE and 90 % coverage on the predicted points, the calibration record, the
 sampler's or optimiser's diagnostics, seconds.
 
+``--sampler importance`` runs the power-law cases again with each run sampled on its own by Laplace
+importance sampling (the case names end in ``, importance``); ``--scale-runs 200,2000`` adds
+synthetic tables of that many runs (importance sampling; the joint NUTS took more than 14 min on
+200 such runs).
+
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lc_extrapolate.py
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lc_extrapolate.py --sampler importance --gp-cuts "" \
+        --multilingual multilingual_same_source_en,multilingual_same_source_tl --scale-runs 200,2000
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from jaxscale.config import enable_x64  # noqa: E402
 
@@ -84,6 +92,23 @@ def multilingual(name: str):
     return TailData(code, x, f["value"].to_numpy(float), ~s.test, labels, np.arange(len(f)))
 
 
+def synthetic(n_runs: int, seed: int = 0):
+    """``n_runs`` runs of 20 log-spaced steps 10..10,000 that follow ``E + A step^-a`` (``E`` in
+    1.5..2.5, ``A`` in 2..6, ``a`` in 0.2..0.6) times 1 % log-normal noise, cut at step 1,000."""
+    from jaxscale.learning_curves.extrapolate import tail_from_frame
+
+    rng = np.random.default_rng(seed)
+    steps = np.unique(np.geomspace(10, 10000, 20).round())
+    E, A, a = 1.5 + rng.uniform(0, 1, n_runs), rng.uniform(2, 6, n_runs), rng.uniform(0.2, 0.6, n_runs)
+    y = E[:, None] + A[:, None] * steps[None] ** -a[:, None]
+    y = y * np.exp(0.01 * rng.standard_normal((n_runs, steps.size)))
+    df = pd.DataFrame({"run": np.repeat([f"r{k}" for k in range(n_runs)], steps.size), "step": np.tile(steps, n_runs),
+                       "loss": y.ravel()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a few noisy early parts are non-monotone
+        return tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=1000)
+
+
 def main(argv=None):
     from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail
     from jaxscale.learning_curves.spec import GP_RESTARTS, GP_STEPS, Spec
@@ -98,6 +123,11 @@ def main(argv=None):
                    help="cuts of nanoGPT-large predicted by the law-informed GP (descriptors: width, depth)")
     p.add_argument("--gp-restarts", type=int, default=None, help="GP restarts (default: extrapolate_gp's)")
     p.add_argument("--gp-steps", type=int, default=None, help="GP Adam steps (default: extrapolate_gp's)")
+    p.add_argument("--sampler", default="nuts", choices=["nuts", "importance"],
+                   help="power-law sampler of the bundled cases (importance: case names end in ', importance')")
+    p.add_argument("--scale-runs", default="",
+                   help="synthetic tables of this many runs (comma list, e.g. 200,2000), each by the importance "
+                        "sampler: time and scores at scale")
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--chains", type=int, default=4)
@@ -105,7 +135,7 @@ def main(argv=None):
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_lc_extrapolate.json"))
     args = p.parse_args(argv)
     enable_x64()
-    spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains)
+    spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains, sampler=args.sampler)
     gp = Spec(model="magp_law", restarts=args.gp_restarts or GP_RESTARTS, steps=args.gp_steps or GP_STEPS)
     cases = [(f"nanogpt_large cut {float(c):.0%}", lambda c=float(c): nanogpt_cut(c)) for c in args.cuts.split(",") if c]
     cases += [(f"nanogpt_large cut {float(c):.0%}, magp_law", lambda c=float(c): nanogpt_cut(c, descriptors=True))
@@ -115,6 +145,10 @@ def main(argv=None):
     cases += [(f"nanochat cut {float(c):.0%}, 15 of 30 runs finished", lambda c=float(c): nanochat_cut(c, finished=True))
               for c in args.nanochat_finished_cuts.split(",") if c]
     cases += [(f"{m} extrapolate9", lambda m=m: multilingual(m)) for m in args.multilingual.split(",") if m]
+    if args.sampler == "importance":
+        cases = [(f"{n}, importance", m) for n, m in cases if not n.endswith("magp_law")]
+    cases += [(f"synthetic {int(k)} runs, importance", lambda k=int(k): synthetic(k))
+              for k in args.scale_runs.split(",") if k]
     path = Path(args.out)
     rows = json.loads(path.read_text()) if path.exists() else {}
     for name, make in cases:
@@ -122,10 +156,11 @@ def main(argv=None):
             warnings.simplefilter("always")
             t0 = time.perf_counter()
             model = "magp_law" if name.endswith("magp_law") else "powerlaw"
-            fit, _, rep = evaluate_tail(jax.random.key(args.seed), make(), spec, model=model, gp_spec=gp)
+            case_spec = spec._replace(sampler="importance") if name.endswith("importance") else spec
+            fit, _, rep = evaluate_tail(jax.random.key(args.seed), make(), case_spec, model=model, gp_spec=gp)
         rep["seconds"] = time.perf_counter() - t0
         rep["warnings"] = sorted({str(x.message)[:200] for x in w})
-        rep["spec"] = spec._asdict() if model == "powerlaw" else gp._asdict()
+        rep["spec"] = case_spec._asdict() if model == "powerlaw" else gp._asdict()
         rows[name] = rep
         print(name, json.dumps({k: rep[k] for k in ("score", "scipy_power_law", "converged")}), flush=True)
         path.write_text(json.dumps(rows, indent=1, default=float))

@@ -18,12 +18,23 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 
 from jaxscale._registry import SERIALIZABLE, register_serializable, type_name
 
-__all__ = ["pytree_dataclass", "static_field", "is_static", "register_serializable", "SERIALIZABLE", "type_name"]
+__all__ = ["pytree_dataclass", "static_field", "is_static", "StaticDict", "register_serializable", "SERIALIZABLE",
+           "type_name"]
+
+
+class StaticDict(dict):
+    """A dict that can be static pytree metadata (a fit's diagnostics, a calibration record):
+    hashable by its JSON text, equal by content. It is part of the tree structure: do not change
+    it in place."""
+
+    def __hash__(self):
+        return hash(json.dumps(self, sort_keys=True, default=repr))
 
 
 def static_field(**kwargs):

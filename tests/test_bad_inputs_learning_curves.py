@@ -127,8 +127,8 @@ def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("lcmodel")
     csv = d / "clean.csv"
     lc_runs(run=True).to_csv(csv, index=False)
-    out = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(out):  # the tests read only their command's stdout
+    # the tests read only their own command's stdout
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         assert main([*_cmd("evaluate", str(csv)), "--save", str(d / "m")]) == 0
     return d / "m"

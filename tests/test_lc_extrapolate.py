@@ -90,6 +90,44 @@ def test_bayesian_power_law_on_curves_that_follow_it():
     assert set(rep["diagnostics"]) >= {"converged", "max_r_hat", "min_ess", "divergences", "num_chains", "reason"}
 
 
+def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path):
+    """The same 6 runs by Laplace importance sampling (each run on its own, the noise prior by
+    empirical Bayes): as accurate as least squares and its 90 % interval covers most of the tail
+    (measured RMSLE 0.024 against 0.028, coverage 0.83, max Pareto k-hat 0.18). ``auto`` switches
+    to it above the run threshold; an unknown sampler is an error that names the choices."""
+    import importlib
+
+    X = importlib.import_module("jaxscale.learning_curves.extrapolate")
+    d = tail_from_frame(_runs(noise=0.01), curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # not calibrated: every run is cut
+        fit, base, rep = evaluate_tail(jax.random.key(0), d, ExtrapolateSpec(sampler="importance", samples=500,
+                                                                              chains=2))
+    diag = rep["diagnostics"]
+    assert diag["sampler"] == "importance" and diag["num_samples"] == 1000 and fit.E.shape == (1000, 6)
+    assert diag["max_pareto_k"] <= 0.7 and diag["runs_failing"] == 0 and diag["converged"], diag
+    assert diag["noise_prior"]["empirical_bayes"]["runs"] == 6
+    assert rep["bayes"]["rmsle"] < 0.03 and rep["bayes"]["rmsle"] <= 1.05 * rep["scipy_power_law"]["rmsle"], rep
+    assert rep["bayes"]["coverage"] >= 0.75, rep
+    np.testing.assert_allclose(np.median(fit.E, 0), 1.5 + 0.2 * np.arange(6), rtol=0.2)
+    # the data and the fit are pytrees (arrays as leaves; labels, diagnostics static) and save/load
+    same = jax.jit(lambda f: f)(fit)
+    np.testing.assert_array_equal(np.asarray(same.E), fit.E)
+    assert same.diagnostics == fit.diagnostics and jax.jit(lambda x: x)(d).labels == d.labels
+    import jaxscale
+
+    back = jaxscale.load(jaxscale.save(fit, tmp_path / "tail"))
+    np.testing.assert_array_equal(back.alpha, fit.alpha)
+    assert back.diagnostics == fit.diagnostics and back.calibration == fit.calibration
+    monkeypatch.setattr(X, "AUTO_IMPORTANCE_RUNS", 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        auto = extrapolate(jax.random.key(0), d, ExtrapolateSpec(samples=50, chains=2))
+    assert auto.diagnostics["sampler"] == "importance"
+    with pytest.raises(ValueError, match=r"sampler must be one of \('auto', 'nuts', 'importance'\), got 'hmc'"):
+        extrapolate(jax.random.key(0), d, ExtrapolateSpec(sampler="hmc"))
+
+
 def test_cli_extrapolate(tmp_path, capsys):
     from jaxscale.cli import main
 
@@ -104,7 +142,7 @@ def test_cli_extrapolate(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["n_tail"] == 24 and {"bayes", "scipy_power_law", "baselines", "diagnostics"} <= set(out)
     assert {"rmsle", "mae", "coverage"} <= set(out["baselines"]["model"]) | {"rmsle"}
-    assert out["diagnostics"]["num_chains"] == 2
+    assert out["diagnostics"]["num_chains"] == 2 and out["diagnostics"]["sampler"] == "nuts"
     assert any("ESS" in str(x.message) for x in w)  # 60 draws per chain: the diagnostics warn
     assert out["calibration"]["calibrated"] is False and out["calibration"]["margin"] is None  # every run is cut
     assert any("not calibrated: no finished run" in str(x.message) for x in w)
@@ -119,6 +157,14 @@ def test_cli_extrapolate(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(dest="cmd"))
     assert parser.parse_args(["lc", "extrapolate", "--csv", "x.csv", "--no-calibrate"]).no_calibrate
+    assert parser.parse_args(["lc", "extrapolate", "--csv", "x.csv"]).sampler == "auto"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["lc", "extrapolate", "--csv", str(csv), "--cutoff", "600", "--sampler", "importance",
+                   "--samples", "100", "--chains", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["diagnostics"]["sampler"] == "importance" and out["diagnostics"]["num_samples"] == 200
+    assert out["n_tail"] == 24 and out["baselines"]["model"]["coverage"] is not None
     assert not parser.parse_args(["lc", "extrapolate", "--csv", "x.csv"]).no_calibrate
 
 
@@ -269,3 +315,16 @@ def test_last_value_carries_each_runs_last_early_loss_forward():
     want = df["run"].map({"a": 3.0, "b": 4.5}).to_numpy()[rows]
     assert len(rows) == 4
     np.testing.assert_allclose(last_value(d, rows), want)
+
+
+@pytest.mark.parametrize("nu", [1.0, 3.0, 4.0, 2.5])
+def test_predictive_student_t_draws(nu):
+    """The predictive noise (a sum of exponentials for a whole ``nu``, jax.random.t otherwise)
+    follows the Student-t law (Kolmogorov-Smirnov on 200,000 draws)."""
+    import importlib
+
+    from scipy import stats
+
+    X = importlib.import_module("jaxscale.learning_curves.extrapolate")
+    d = np.asarray(X._student_t(jax.random.key(0), nu, (200_000,), np.float64))
+    assert stats.kstest(d, stats.t(nu).cdf).pvalue > 0.01

@@ -366,8 +366,9 @@ def register_psl(lc_subparsers) -> None:
 # ----------------------------------------------------------------------------- extrapolate
 def extrapolate_handler(args) -> dict:
     """Runs in progress: from the early part of every curve (--train-col or --cutoff) predict the rest
-    with a Bayesian saturating power law L(x) = E + A x^-alpha per curve (NUTS, all curves in one
-    program, 90 % intervals, calibrated on the finished runs of the table when it has some), or,
+    with a Bayesian saturating power law L(x) = E + A x^-alpha per curve (NUTS up to 100 runs,
+    importance sampling above; all curves in one program, 90 % intervals, calibrated on the
+    finished runs of the table when it has some), or,
     with --model magp_law and --descriptor-cols, a hierarchical GP that shares strength across runs
     through their configuration; scored on the tail rows that carry a loss next to a scipy
     least-squares power law per curve fitted on the same rows and each run's last early loss carried
@@ -383,7 +384,8 @@ def extrapolate_handler(args) -> dict:
                            train_col=args.train_col, cutoff=args.cutoff, x_is_log=args.x_is_log,
                            descriptor_cols=tuple(split_list(args.descriptor_cols) or ()))
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains,
-                           target_accept=args.target_accept, level=args.level, calibrate=not args.no_calibrate)
+                           target_accept=args.target_accept, level=args.level, calibrate=not args.no_calibrate,
+                           sampler=args.sampler)
     gp_spec = Spec(restarts=args.restarts, steps=args.steps)  # evaluate_tail sets its model
     fit, base, report = evaluate_tail(jax.random.key(args.seed), data, spec, model=args.model, gp_spec=gp_spec)
     name = "Bayesian power law" if args.model == "powerlaw" else args.model
@@ -427,6 +429,11 @@ def register_extrapolate(lc_subparsers) -> None:
     part.add_argument("--train-col", default=None, help="column of booleans: rows the laws are fitted on")
     part.add_argument("--cutoff", type=float, default=None, help="rows with step <= CUTOFF are the early part")
     s = p.add_argument_group("sampler (jaxscale.learning_curves.extrapolate.ExtrapolateSpec)")
+    s.add_argument("--sampler", default=d.sampler, choices=["auto", "nuts", "importance"],
+                   help="nuts: one NUTS over all runs (pooled noise level; minutes for tens of runs); importance: "
+                        "each run by Laplace importance sampling, --chains x --samples draws per run (seconds for "
+                        "thousands of runs; warns for runs whose Pareto k-hat > 0.7); auto: nuts up to 100 fitted "
+                        "runs, importance above")
     s.add_argument("--warmup", type=int, default=d.warmup, help="NUTS warm-up steps per chain")
     s.add_argument("--samples", type=int, default=d.samples, help="NUTS draws per chain")
     s.add_argument("--chains", type=int, default=d.chains, help="chains (vectorised)")

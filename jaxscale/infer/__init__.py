@@ -1,6 +1,7 @@
 """Fitting engines: parameter specs, compiled point fitters, NUTS wrappers, result types."""
 from jaxscale.infer.evolution import DEInfo, DEState, de_init, de_run, de_step
 from jaxscale.infer.batched_nuts import batched_nuts, map_laplace, map_laplace_batched, nuts_chain, warn_nuts
+from jaxscale.infer.importance import laplace_importance, pareto_khat
 from jaxscale.infer.bayes import PosteriorResult, nuts_diagnostics, posterior_predictive, run_nuts
 from jaxscale.infer.losses import huber, squared
 from jaxscale.infer.optimize import (
@@ -37,6 +38,7 @@ __all__ = [
     "from_normal",
     "from_samples",
     "huber",
+    "laplace_importance",
     "map_laplace",
     "map_laplace_batched",
     "minimize_adam",
@@ -45,6 +47,7 @@ __all__ = [
     "multistart",
     "nuts_chain",
     "nuts_diagnostics",
+    "pareto_khat",
     "posterior_predictive",
     "reason_text",
     "run_nuts",

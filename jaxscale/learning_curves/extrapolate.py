@@ -24,6 +24,20 @@ tail), with a central interval. Two fits on the same rows, in the same run:
   Posterior predictive draws give the point prediction (their median) and the central ``level``
   interval. Diagnostics (R-hat, ESS per chain, divergences, chains) are computed by
   :func:`jaxscale.infer.run_nuts` and warned.
+
+  A joint NUTS does not scale to many runs: at every draw all its chains wait for the longest
+  trajectory of any run (200 runs took more than 14 min on 2 CPU cores). Above
+  :data:`AUTO_IMPORTANCE_RUNS` fitted runs (or with ``ExtrapolateSpec(sampler="importance")``)
+  each run is sampled on its own by Laplace importance sampling
+  (:func:`jaxscale.infer.laplace_importance`: its MAP, moment-matched Student-t mixture proposals,
+  the Pareto k-hat of its weights), all runs in one program. The law and priors are the same; the
+  noise level's normal prior is set by empirical Bayes instead of being sampled (the grid point of
+  mean and spread of ``ln sigma`` with the highest Laplace marginal likelihood of the runs; the
+  runs' own MAP noise levels would be biased low, since a 3-parameter law fits a handful of
+  points almost exactly). On the bundled cases (30 runs or fewer) both samplers give the same
+  RMSLE and coverage within noise, 2.6 to 18 times faster; 2,000 synthetic runs take under a
+  minute on 2 CPU cores. Runs whose k-hat exceeds 0.7 are named in a warning (their posterior
+  has a tail or a mode the proposal misses).
 * :func:`powerlaw_lstsq` (the usual practice, the baseline): ``scipy.optimize.curve_fit`` of the
   same law on each curve's training rows, least squares on ``L``, ``E >= 0``, ``0 < alpha <= 5``,
   no interval. A curve where it fails keeps its last training value (counted).
@@ -42,7 +56,7 @@ once instead, so each run's tail borrows from every run (``evaluate_tail(..., mo
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +64,7 @@ import numpy as np
 import pandas as pd
 
 from jaxscale._log import get_logger
+from jaxscale._pytree import StaticDict, pytree_dataclass, static_field
 from jaxscale.data import validate as V
 from jaxscale.infer.prediction import Prediction, check_level
 from jaxscale.learning_curves.spec import GP_RESTARTS, GP_STEPS, ExtrapolateSpec
@@ -61,8 +76,10 @@ __all__ = ["ExtrapolateSpec", "TailData", "TailFit", "tail_from_frame", "extrapo
 MIN_TRAIN_POINTS = 4
 
 
-class TailData(NamedTuple):
-    """Learning-curve points split into the early (training) part and the tail.
+@pytree_dataclass
+class TailData:
+    """Learning-curve points split into the early (training) part and the tail (a pytree: the
+    arrays are leaves, the labels and column names static).
 
     Attributes:
       curve: ``(n,)`` curve code (index into ``labels``).
@@ -80,15 +97,21 @@ class TailData(NamedTuple):
     x: np.ndarray
     y: np.ndarray
     train: np.ndarray
-    labels: tuple
+    labels: tuple = static_field()
     row_id: np.ndarray
-    columns: tuple = ()
+    columns: tuple = static_field(default=())
     descriptors: np.ndarray | None = None
 
+    def __post_init__(self):
+        object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "columns", tuple(tuple(c) for c in self.columns))
 
-class TailFit(NamedTuple):
+
+@pytree_dataclass
+class TailFit:
     """Result of :func:`extrapolate`: the prediction of the tail rows, the posterior of the
-    per-curve parameters (original units) and the sampler's diagnostics."""
+    per-curve parameters (original units) and the sampler's diagnostics (a pytree: the arrays are
+    leaves, the diagnostics and the calibration record static)."""
 
     prediction: Prediction
     rows: np.ndarray  # (m,) the predicted (tail) rows, positions in the data
@@ -96,8 +119,13 @@ class TailFit(NamedTuple):
     E: np.ndarray | None  # (S, K) asymptote per draw and fitted curve (None: extrapolate_gp)
     A: np.ndarray | None  # (S, K)
     alpha: np.ndarray | None  # (S, K)
-    diagnostics: dict
-    calibration: dict | None = None  # see :func:`extrapolate` (finished runs held back)
+    diagnostics: dict = static_field()
+    calibration: dict | None = static_field(default=None)  # see :func:`extrapolate` (finished runs held back)
+
+    def __post_init__(self):
+        object.__setattr__(self, "diagnostics", StaticDict(self.diagnostics))
+        if self.calibration is not None:
+            object.__setattr__(self, "calibration", StaticDict(self.calibration))
 
 
 def _rows(ids) -> str:
@@ -288,12 +316,164 @@ def _model(t, curve, ly, n_curves: int, nu: float):
         numpyro.sample("ly", dist.StudentT(nu, _log_pos(mu), sigma[curve]), obs=ly)
 
 
-@jax.jit
-def _predictive(key, c, g, alpha, sigma, t, curve, nu):
+# ------------------------------------------------- importance sampling (tables with many runs)
+#: Fitted runs above which ``ExtrapolateSpec.sampler == "auto"`` samples every run on its own by
+#: Laplace importance sampling instead of one joint NUTS (whose every draw waits for the longest
+#: trajectory of all runs: 200 runs took more than 14 min on 2 CPU cores).
+AUTO_IMPORTANCE_RUNS = 100
+#: Samplers of :class:`ExtrapolateSpec` (``auto``: NUTS up to :data:`AUTO_IMPORTANCE_RUNS` fitted
+#: runs, importance sampling above).
+SAMPLERS = ("auto", "nuts", "importance")
+#: Prior of each run's ``ln sigma`` (mean, sd) for importance sampling with fewer than
+#: :data:`MIN_POOL_CURVES` runs (otherwise set by empirical Bayes, :func:`_noise_prior`).
+SIGMA_PRIOR = (float(np.log(0.05)), 1.0)
+#: Runs needed to set the noise prior from the runs themselves.
+MIN_POOL_CURVES = 3
+#: Empirical-Bayes grid of the noise prior: means of ``ln sigma`` (noise of 0.1 % to 50 % of the
+#: loss, steps of 0.5) and spreads.
+EB_MEANS = tuple(float(v) for v in np.arange(np.log(1e-3), np.log(0.5) + 1e-9, 0.5))
+EB_SDS = (0.25, 0.5, 1.0)
+#: Runs (evenly spread over the table) on which the grid is scored; every run is then fitted.
+EB_CURVES = 256
+#: Damped-Newton steps of the MAP searches.
+MAP_STEPS = 60
+#: Proposal draws per run.
+IS_PROPOSALS = 4000
+#: Proposal stages (moment matching after the Laplace start).
+IS_STAGES = 5
+
+
+def _potential(z, t, ly, mask, mu_s, tau_s, nu):
+    """Negative log joint of ONE run at ``z = (c, z_g, z_a, ln sigma)`` (unconstrained).
+
+    The priors of the joint model (``c ~ N(1, 0.2)``, ``g = 1.5 z_g``,
+    ``ln alpha = ln 0.5 + z_a``, ``z_g, z_a ~ N(0, 1)``), ``ln sigma ~ N(mu_s, tau_s)``, Student-t
+    noise on ``ln(L / y_k)`` at the rows where ``mask`` is set (the others are padding). Terms that
+    depend on none of ``z``, ``mu_s``, ``tau_s`` are left out (the same for every draw and grid point)."""
+    c, zg, za, ls = z[0], z[1], z[2], z[3]
+    mu = _law(c, 1.5 * zg, jnp.exp(np.log(0.5) + za), t)
+    r = (ly - _log_pos(mu)) * jnp.exp(-ls)
+    lp = -0.5 * (nu + 1.0) * jnp.log1p(r * r / nu) - ls
+    prior = -0.5 * (((c - 1.0) / 0.2) ** 2 + zg ** 2 + za ** 2 + ((ls - mu_s) / tau_s) ** 2) - jnp.log(tau_s)
+    return -(jnp.sum(jnp.where(mask, lp, 0.0)) + prior)
+
+
+_POTENTIAL = jax.jit(_potential)  # one function object: a static argument of the compiled programs
+
+
+def _pad(t, curve, ly, K: int):
+    """Rows grouped by run: ``(K, P)`` arrays ``t``, ``ln(L / y_k)`` and the mask of real rows."""
+    n = np.bincount(curve, minlength=K)
+    order = np.argsort(curve, kind="stable")
+    pos = np.arange(curve.size) - np.repeat(np.cumsum(n) - n, n)
+    P = int(n.max())
+    T, LY, M = np.ones((K, P)), np.zeros((K, P)), np.zeros((K, P), bool)
+    T[curve[order], pos], LY[curve[order], pos], M[curve[order], pos] = t[order], ly[order], True
+    return T, LY, M
+
+
+def _noise_prior(T, LY, M, x0, nu):
+    """Empirical Bayes for the normal prior of ``ln sigma``: the grid point of :data:`EB_MEANS` x
+    :data:`EB_SDS` with the highest Laplace marginal likelihood of the runs (at most
+    :data:`EB_CURVES` of them, evenly spread): per run and grid point the MAP by damped Newton and
+    ``-U(z*) - ln det(H) / 2``, summed over the runs, all in one batched program. (The MAP noise
+    of a run with a handful of points is biased low, since its law fits them almost exactly; the
+    determinant counts the parameters the law spent.) Returns ``(mean, sd, record)``."""
+    from jaxscale.infer.batched_nuts import map_laplace_batched
+
+    K = T.shape[0]
+    pick = np.unique(np.linspace(0, K - 1, min(K, EB_CURVES)).round().astype(int))
+    mus, sds = np.meshgrid(np.asarray(EB_MEANS), np.asarray(EB_SDS), indexing="ij")
+    G = mus.size
+    rep = lambda a: np.tile(a[pick], (G,) + (1,) * (a.ndim - 1))  # noqa: E731  (grid point, run) rows
+    x = rep(x0)
+    x[:, 3] = np.repeat(mus.ravel(), pick.size)
+    per = tuple(jnp.asarray(a) for a in (rep(T), rep(LY), rep(M), np.repeat(mus.ravel(), pick.size),
+                                         np.repeat(sds.ravel(), pick.size)))
+    x_map, cov, _ = map_laplace_batched(_POTENTIAL, jnp.asarray(x), per, (nu,), steps=MAP_STEPS)
+    u = jax.vmap(_potential, in_axes=(0, 0, 0, 0, 0, 0, None))(x_map, *per, nu)
+    # ln det H = -ln det(cov) (cov is the inverse Hessian, its eigenvalues floored)
+    lml = np.asarray(-u + 0.5 * jnp.linalg.slogdet(cov)[1]).reshape(G, pick.size)
+    lml = np.where(np.isfinite(lml), lml, -np.inf).sum(axis=1)
+    best = int(np.argmax(lml))
+    record = {"runs": int(pick.size), "grid_points": int(G), "log_marginal": float(lml[best])}
+    return float(mus.ravel()[best]), float(sds.ravel()[best]), record
+
+
+def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list):
+    """Posterior draws of every run's law by Laplace importance sampling, all runs in one program.
+
+    The prior of ``ln sigma`` is set by empirical Bayes (:func:`_noise_prior`; :data:`SIGMA_PRIOR`
+    with fewer than :data:`MIN_POOL_CURVES` runs); each run's MAP and Laplace covariance under it
+    give a Student-t proposal (:func:`jaxscale.infer.importance.laplace_importance`,
+    :data:`IS_PROPOSALS` proposals, ``chains x samples`` draws kept). Returns ``(draws, report)``:
+    ``draws`` maps ``c, g, alpha, sigma`` to ``(S, K)`` arrays; the report holds the Pareto k-hat
+    and importance ESS of the worst runs and is warned when a run's draws are unreliable."""
+    from jaxscale.infer.batched_nuts import map_laplace_batched
+    from jaxscale.infer.importance import K_HAT_MAX, laplace_importance
+
+    T, LY, M = _pad(t, curve, ly, K)
+    first = LY[np.arange(K), np.argmin(np.where(M, T, np.inf), axis=1)]
+    x0 = np.zeros((K, 4))
+    x0[:, 0], x0[:, 1] = 1.0, np.where(first > 0, -0.3, 0.2)  # falling (above its last value) or rising
+    nu = jnp.asarray(float(spec.nu))
+    if K >= MIN_POOL_CURVES:
+        mu_s, tau_s, eb = _noise_prior(T, LY, M, x0, nu)
+    else:
+        (mu_s, tau_s), eb = SIGMA_PRIOR, None
+    x0[:, 3] = mu_s
+    per = tuple(jnp.asarray(a) for a in (T, LY, M, np.full(K, mu_s), np.full(K, tau_s)))
+    x_map, cov, conv = map_laplace_batched(_POTENTIAL, jnp.asarray(x0), per, (nu,), steps=MAP_STEPS)
+    S = int(spec.chains) * int(spec.samples)
+    z, ess, khat = laplace_importance(key, _POTENTIAL, x_map, cov, per, (nu,), num_proposals=IS_PROPOSALS,
+                                      num_draws=S, stages=IS_STAGES)
+    z = np.moveaxis(np.asarray(z), 0, 1)  # (S, K, 4)
+    if not np.all(np.isfinite(z)):
+        bad = np.unique(np.argwhere(~np.isfinite(z))[:, 1])
+        raise FloatingPointError(f"power-law extrapolation: non-finite draws for {bad.size} run(s) "
+                                 f"(e.g. {[str(labels[k]) for k in bad[:5]]}); check the losses of those runs")
+    draws = {"c": z[..., 0], "g": 1.5 * z[..., 1], "alpha": np.exp(np.log(0.5) + z[..., 2]), "sigma": np.exp(z[..., 3])}
+    conv = np.asarray(conv)
+    bad = khat > K_HAT_MAX  # (a MAP short of convergence only moves the first proposal)
+    worst = np.flatnonzero(bad)[np.argsort(-khat[bad])][:5]
+    report = {"sampler": "importance", "max_pareto_k": float(np.max(khat)), "min_ess": float(np.min(ess)),
+              "median_ess": float(np.median(ess)), "proposals": IS_PROPOSALS, "num_samples": S,
+              "runs_failing": int(bad.sum()), "worst_runs": [str(labels[k]) for k in worst],
+              "map_not_converged": int(np.sum(~conv)),
+              "noise_prior": {"mean_ln_sigma": mu_s, "sd": tau_s, "empirical_bayes": eb}}
+    msgs = []
+    if bad.any():
+        msgs.append(f"importance sampling is unreliable for {int(bad.sum())} of {K} run(s) (Pareto k-hat > "
+                    f"{K_HAT_MAX}; e.g. {report['worst_runs'][:3]}, max k-hat "
+                    f"{report['max_pareto_k']:.2f}): their posterior has mass the Laplace proposal misses (a second "
+                    "mode or a heavy tail); their intervals may be too narrow. Sample those runs with NUTS "
+                    "(sampler='nuts', --sampler nuts)")
+        warnings.warn("power-law extrapolation: " + msgs[0], RuntimeWarning, stacklevel=3)
+    report["converged"] = not msgs
+    report["reason"] = "; ".join(msgs) if msgs else f"Pareto k-hat <= {K_HAT_MAX} for every run"
+    return draws, report
+
+
+def _student_t(key, nu: float, shape, dtype):
+    """Student-t draws. For a whole ``nu`` (the default 4) the chi-square is a sum of ``nu // 2``
+    exponentials, times 2, plus one squared normal for an odd ``nu``: twenty times faster than
+    :func:`jax.random.t`, whose gamma draws are a rejection loop (28 million draws: 49 s against
+    2.2 s on 2 CPU cores)."""
+    if not float(nu).is_integer() or nu > 64:
+        return jax.random.t(key, nu, shape, dtype)
+    k_z, k_e, k_o = jax.random.split(key, 3)
+    m = int(nu) // 2
+    chi = 2.0 * jnp.sum(jax.random.exponential(k_e, (m, *shape), dtype), axis=0) if m else jnp.zeros(shape, dtype)
+    if int(nu) % 2:
+        chi = chi + jax.random.normal(k_o, shape, dtype) ** 2
+    return jax.random.normal(k_z, shape, dtype) / jnp.sqrt(chi / nu)
+
+
+@partial(jax.jit, static_argnames=("nu",))
+def _predictive(key, c, g, alpha, sigma, t, curve, nu: float):
     """Posterior predictive draws of ``ln(L / y_k)`` at the tail rows: ``(S, m)``."""
     mu = _law(c[:, curve], g[:, curve], alpha[:, curve], t[None])
-    eps = jax.random.t(key, nu, mu.shape, mu.dtype)
-    return _log_pos(mu) + sigma[:, curve] * eps
+    return _log_pos(mu) + sigma[:, curve] * _student_t(key, nu, mu.shape, mu.dtype)
 
 
 #: Held-back points of finished runs needed to calibrate the interval (at level 0.9 the conformal
@@ -377,7 +557,7 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     """Fit the Bayesian saturating power law of every curve on its training rows and predict the others.
 
     Args:
-      key: PRNG key (NUTS and the predictive draws).
+      key: PRNG key (the sampler and the predictive draws).
       data: :func:`tail_from_frame` (or a :class:`TailData` built by hand).
       spec: sampler settings and the interval level.
 
@@ -385,8 +565,9 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
       :class:`TailFit`: ``prediction`` of the tail rows (``mean`` holds the predictive median,
       the point that minimises the absolute error of ``ln L``; ``lower`` / ``upper`` the central
       ``spec.level`` interval; ``samples`` the predictive draws), the posterior draws of ``E``,
-      ``A``, ``alpha`` per curve in original units and the NUTS ``diagnostics`` (warned when they
-      fail: R-hat > 1.01, ESS < 100 per chain, divergences, fewer than 2 chains) and the
+      ``A``, ``alpha`` per curve in original units, the sampler's ``diagnostics`` (``sampler``:
+      ``"nuts"``, warned when R-hat > 1.01, ESS < 100 per chain, divergences or fewer than 2 chains;
+      ``"importance"``, warned when a run's Pareto k-hat > 0.7) and the
       ``calibration`` record.
 
     Calibration (``spec.calibrate``, on by default): the finished runs of the table (every row in
@@ -399,15 +580,15 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     is the model's own, and a warning says so. The held-back points are treated as exchangeable with the tail points; points
     of one run are correlated, so with few finished runs the margin is itself uncertain.
     """
-    from jaxscale.infer.bayes import run_nuts
-
     check_level(spec.level)
+    if spec.sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {spec.sampler!r}")
     if spec.chains < 1 or spec.samples < 1 or spec.warmup < 1:
         raise ValueError(f"chains, samples and warmup must be >= 1, got {spec.chains}, {spec.samples}, {spec.warmup}")
     tr_user = np.asarray(data.train, bool)
     held, rho = _calibration_rows(data) if spec.calibrate else (np.zeros(tr_user.shape, bool), None)
     tr = tr_user & ~held  # held-back rows of finished runs are predicted like tail rows
-    xk, yk = _normalise(data._replace(train=tr))
+    xk, yk = _normalise(data.replace(train=tr))
     cur0 = np.asarray(data.curve, np.int64)
     # only runs in progress (and finished runs cut for calibration) are fitted: their laws share
     # the pooled priors
@@ -420,19 +601,16 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     xk, yk = xk[active], yk[active]
     t_all = np.asarray(data.x, float) / xk[np.maximum(cur, 0)]
     k_mcmc, k_pred = jax.random.split(key)
-    get_logger(__name__).info("power-law extrapolation: NUTS over %d runs (%d training rows), %d warm-up + %d "
-                              "draws x %d chains", K, int(fit_rows.sum()), spec.warmup, spec.samples, spec.chains)
-    res = run_nuts(k_mcmc, _model, jnp.asarray(t_all[fit_rows]), jnp.asarray(cur[fit_rows]),
-                   jnp.asarray(np.log(np.asarray(data.y, float)[fit_rows] / yk[cur[fit_rows]])), K, float(spec.nu),
-                   num_warmup=int(spec.warmup), num_samples=int(spec.samples), num_chains=int(spec.chains),
-                   target_accept_prob=float(spec.target_accept))  # a progress bar on an interactive stderr
-    diag = res.diagnostics
-    msgs = list(res.warnings)
-    if spec.chains < 2:
-        m = f"power-law extrapolation: only {spec.chains} chain: R-hat cannot be computed; run >= 2 chains"
-        warnings.warn(m, RuntimeWarning, stacklevel=2)
-        msgs = [m] + [w for w in msgs if not w.startswith("only")]
-    s = res.samples
+    sampler = spec.sampler if spec.sampler != "auto" else ("importance" if K > AUTO_IMPORTANCE_RUNS else "nuts")
+    ly_fit = np.log(np.asarray(data.y, float)[fit_rows] / yk[cur[fit_rows]])
+    log = get_logger(__name__)
+    if sampler == "importance":
+        log.info("power-law extrapolation: importance sampling of %d runs (%d training rows), %d proposals and %d "
+                 "draws per run", K, int(fit_rows.sum()), IS_PROPOSALS, spec.chains * spec.samples)
+        s, report = _importance(k_mcmc, t_all[fit_rows], cur[fit_rows], ly_fit, K, spec,
+                                [data.labels[k] for k in active])
+    else:
+        s, report = _nuts(k_mcmc, t_all[fit_rows], cur[fit_rows], ly_fit, K, spec)
     sigma = np.asarray(s["sigma"])
     pred_rows = np.flatnonzero(~tr)
     draws = _predictive(k_pred, jnp.asarray(s["c"]), jnp.asarray(s["g"]), jnp.asarray(s["alpha"]),
@@ -449,12 +627,31 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     c, g, alpha = (np.asarray(s[k])[:, mine] for k in ("c", "g", "alpha"))
     E = c * np.exp(g) * yk[mine][None]
     A = c * (1.0 - np.exp(g)) * yk[mine][None] * xk[mine][None] ** alpha
-    report = {"converged": not any(not w.startswith("only") or spec.chains < 2 for w in msgs),
+    pred = Prediction(jnp.asarray(q[1]), jnp.asarray(q[0]), jnp.asarray(q[2]), jnp.asarray(ypred))
+    return TailFit(pred, rows, active[mine], E, A, alpha, report, calibration)
+
+
+def _nuts(key, t, curve, ly, K: int, spec: ExtrapolateSpec):
+    """Posterior draws of every run's law by one NUTS over the joint model (:func:`_model`):
+    ``(draws, report)``, ``draws`` maps ``c, g, alpha, sigma`` to ``(S, K)`` arrays."""
+    from jaxscale.infer.bayes import run_nuts
+
+    get_logger(__name__).info("power-law extrapolation: NUTS over %d runs (%d training rows), %d warm-up + %d "
+                              "draws x %d chains", K, int(t.size), spec.warmup, spec.samples, spec.chains)
+    res = run_nuts(key, _model, jnp.asarray(t), jnp.asarray(curve), jnp.asarray(ly), K, float(spec.nu),
+                   num_warmup=int(spec.warmup), num_samples=int(spec.samples), num_chains=int(spec.chains),
+                   target_accept_prob=float(spec.target_accept))  # a progress bar on an interactive stderr
+    diag = res.diagnostics
+    msgs = list(res.warnings)
+    if spec.chains < 2:
+        m = f"power-law extrapolation: only {spec.chains} chain: R-hat cannot be computed; run >= 2 chains"
+        warnings.warn(m, RuntimeWarning, stacklevel=3)
+        msgs = [m] + [w for w in msgs if not w.startswith("only")]
+    report = {"sampler": "nuts", "converged": not any(not w.startswith("only") or spec.chains < 2 for w in msgs),
               "max_r_hat": diag["max_r_hat"], "min_ess": diag["min_ess"], "divergences": int(diag["divergences"]),
               "num_chains": int(diag["num_chains"]), "num_samples": int(diag["num_samples"]),
               "reason": "; ".join(msgs) if msgs else "R-hat <= 1.01, ESS >= 100 per chain, no divergences"}
-    pred = Prediction(jnp.asarray(q[1]), jnp.asarray(q[0]), jnp.asarray(q[2]), jnp.asarray(ypred))
-    return TailFit(pred, rows, active[mine], E, A, alpha, report, calibration)
+    return {k: np.asarray(res.samples[k]) for k in ("c", "g", "alpha", "sigma")}, report
 
 
 def _calibrate(spec: ExtrapolateSpec, rho, data: TailData, held_rows, held_draws) -> dict:

@@ -76,6 +76,10 @@ class ExtrapolateSpec(NamedTuple):
       level: central interval level of the prediction.
       calibrate: move the interval's ends by a split-conformal margin learnt on the finished runs of
         the table (their late rows held back); see :func:`jaxscale.learning_curves.extrapolate.extrapolate`.
+      sampler: ``"nuts"`` (one NUTS over the joint model of all runs), ``"importance"`` (each run
+        on its own by Laplace importance sampling, ``chains x samples`` draws per run; the noise
+        prior set by empirical Bayes; seconds for thousands of runs) or ``"auto"`` (NUTS up to 100
+        fitted runs, importance sampling above).
     """
 
     warmup: int = 500
@@ -85,6 +89,7 @@ class ExtrapolateSpec(NamedTuple):
     nu: float = 4.0
     level: float = 0.9
     calibrate: bool = True
+    sampler: str = "auto"
 
 
 #: Models of the bundled-dataset experiments (:func:`jaxscale.learning_curves.evaluate_model`).
