@@ -166,8 +166,8 @@ def pareto_khat(top: np.ndarray) -> np.ndarray:
     exceedances of the ``m`` largest over the ``(m + 1)``-th are fitted by a generalised Pareto
     distribution (the profile-likelihood-weighted estimator of Zhang and Stephens, 2009, with a
     grid of ``30 + sqrt(m)`` points), and ``k`` is shrunk towards 0.5 as ``(m k + 5) / (m + 10)``
-    (the weakly informative prior of Pareto-smoothed importance sampling). Rows whose tail is
-    all zero (every weight but a few vanished) get ``inf``.
+    (the weakly informative prior of Pareto-smoothed importance sampling). Rows whose ``m + 1``
+    largest weights are all equal have no tail at all and get ``-inf``.
     """
     top = np.asarray(top, float)
     m = top.shape[1] - 1
@@ -188,4 +188,4 @@ def pareto_khat(top: np.ndarray) -> np.ndarray:
     th = np.sum(theta * wt, axis=1)
     k = np.mean(np.log1p(-th[:, None] * x), axis=1)
     k = (m * k + 5.0) / (m + 10.0)
-    return np.where(ok, k, np.inf)
+    return np.where(ok, k, -np.inf)
