@@ -411,7 +411,7 @@ def extrapolate_handler(args) -> dict:
 
 def register_extrapolate(lc_subparsers) -> None:
     """Add ``extrapolate`` (runs in progress) to the ``lc`` command's subparsers."""
-    from jaxscale.learning_curves.spec import ExtrapolateSpec
+    from jaxscale.learning_curves.spec import AUTO_IMPORTANCE_RUNS, SAMPLERS, ExtrapolateSpec
 
     d = ExtrapolateSpec()
     p = lc_subparsers.add_parser("extrapolate", help="predict the rest of runs in progress from their early part",
@@ -429,11 +429,11 @@ def register_extrapolate(lc_subparsers) -> None:
     part.add_argument("--train-col", default=None, help="column of booleans: rows the laws are fitted on")
     part.add_argument("--cutoff", type=float, default=None, help="rows with step <= CUTOFF are the early part")
     s = p.add_argument_group("sampler (jaxscale.learning_curves.extrapolate.ExtrapolateSpec)")
-    s.add_argument("--sampler", default=d.sampler, choices=["auto", "nuts", "importance"],
+    s.add_argument("--sampler", default=d.sampler, choices=SAMPLERS,
                    help="nuts: one NUTS over all runs (pooled noise level; minutes for tens of runs); importance: "
                         "each run by Laplace importance sampling, --chains x --samples draws per run (seconds for "
-                        "thousands of runs; warns for runs whose Pareto k-hat > 0.7); auto: nuts up to 100 fitted "
-                        "runs, importance above")
+                        f"thousands of runs; warns for runs whose Pareto k-hat > 0.7); auto: nuts up to "
+                        f"{AUTO_IMPORTANCE_RUNS} fitted runs, importance above")
     s.add_argument("--warmup", type=int, default=d.warmup, help="NUTS warm-up steps per chain")
     s.add_argument("--samples", type=int, default=d.samples, help="NUTS draws per chain")
     s.add_argument("--chains", type=int, default=d.chains, help="chains (vectorised)")

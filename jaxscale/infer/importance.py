@@ -96,7 +96,7 @@ def _one(key, potential_fn, x_map, cov, args, shared, n_prop: int, n_draws: int,
         m = w @ x
         r = x - m
         c_new = 1.5 * (r * w[:, None]).T @ r + 1e-8 * jnp.eye(d)
-        ok = jnp.all(jnp.isfinite(c_new)) & (jnp.sum(w) > 0)
+        ok = jnp.all(jnp.isfinite(c_new))  # all weights zero: NaN moments, the proposal stays
         return (jnp.where(ok, m, mean), jnp.where(ok, c_new, c)), None
 
     (mean, c), _ = jax.lax.scan(adapt, (x_map, cov), keys[:stages - 1])

@@ -36,8 +36,8 @@ tail), with a central interval. Two fits on the same rows, in the same run:
   runs' own MAP noise levels would be biased low, since a 3-parameter law fits a handful of
   points almost exactly). On the bundled cases (30 runs or fewer) both samplers give the same
   RMSLE and coverage within noise, in 1 to 25 s per table against 33 to 288 s; 2,000 synthetic
-  runs take about a minute on 2 CPU cores. Runs whose k-hat exceeds 0.7 are named in a warning (their posterior
-  has a tail or a mode the proposal misses).
+  runs take about a minute on 2 CPU cores. Runs whose k-hat exceeds 0.7 are named in a warning
+  (their posterior has a tail or a mode the proposal misses).
 * :func:`powerlaw_lstsq` (the usual practice, the baseline): ``scipy.optimize.curve_fit`` of the
   same law on each curve's training rows, least squares on ``L``, ``E >= 0``, ``0 < alpha <= 5``,
   no interval. A curve where it fails keeps its last training value (counted).
@@ -67,7 +67,7 @@ from jaxscale._log import get_logger
 from jaxscale._pytree import StaticDict, pytree_dataclass, static_field
 from jaxscale.data import validate as V
 from jaxscale.infer.prediction import Prediction, check_level
-from jaxscale.learning_curves.spec import GP_RESTARTS, GP_STEPS, ExtrapolateSpec
+from jaxscale.learning_curves.spec import AUTO_IMPORTANCE_RUNS, GP_RESTARTS, GP_STEPS, SAMPLERS, ExtrapolateSpec
 
 __all__ = ["ExtrapolateSpec", "TailData", "TailFit", "tail_from_frame", "extrapolate", "extrapolate_gp",
            "powerlaw_lstsq", "score_tail", "evaluate_tail", "cut_curves", "MIN_TRAIN_POINTS"]
@@ -292,42 +292,45 @@ def _log_pos(mu):
     return jnp.log(jax.nn.softplus(50.0 * mu) / 50.0 + 1e-12)
 
 
+#: Priors of every curve's law, shared by both samplers: ``c ~ N(C_PRIOR)``, ``g = G_SD z_g`` and
+#: ``ln alpha = LN_ALPHA_PRIOR[0] + LN_ALPHA_PRIOR[1] z_a`` with ``z_g, z_a ~ N(0, 1)``; ``ln sigma``
+#: (NUTS: the mean of its pooled normal) ``~ N(SIGMA_PRIOR)``.
+C_PRIOR = (1.0, 0.2)
+G_SD = 1.5
+LN_ALPHA_PRIOR = (float(np.log(0.5)), 1.0)
+SIGMA_PRIOR = (float(np.log(0.05)), 1.0)
+
+
+def _g_alpha(zg, za):
+    """The asymptote's log-ratio ``g`` and the exponent ``alpha`` from their standard-normal coordinates."""
+    return G_SD * zg, jnp.exp(LN_ALPHA_PRIOR[0] + LN_ALPHA_PRIOR[1] * za)
+
+
 def _model(t, curve, ly, n_curves: int, nu: float):
     import numpyro
     import numpyro.distributions as dist
 
     # the noise level is partially pooled across curves; each curve's law has its own priors
-    mu_s = numpyro.sample("mu_s", dist.Normal(np.log(0.05), 1.0))
+    mu_s = numpyro.sample("mu_s", dist.Normal(*SIGMA_PRIOR))
     tau_s = numpyro.sample("tau_s", dist.HalfNormal(0.5))
-    mu_g, tau_g, mu_a, tau_a = 0.0, 1.5, np.log(0.5), 1.0
     with numpyro.plate("curves", n_curves):
-        c = numpyro.sample("c", dist.Normal(1.0, 0.2))
+        c = numpyro.sample("c", dist.Normal(*C_PRIOR))
         zg = numpyro.sample("zg", dist.Normal(0.0, 1.0))
         za = numpyro.sample("za", dist.Normal(0.0, 1.0))
         zs = numpyro.sample("zs", dist.Normal(0.0, 1.0))
-    g = mu_g + tau_g * zg
-    log_alpha = mu_a + tau_a * za
+    g, alpha = _g_alpha(zg, za)
     sigma = jnp.exp(mu_s + tau_s * zs)
     numpyro.deterministic("sigma", sigma)
     numpyro.deterministic("g", g)
-    numpyro.deterministic("alpha", jnp.exp(log_alpha))
-    mu = _law(c[curve], g[curve], jnp.exp(log_alpha)[curve], t)
+    numpyro.deterministic("alpha", alpha)
+    mu = _law(c[curve], g[curve], alpha[curve], t)
     with numpyro.plate("points", t.shape[0]):
         numpyro.sample("ly", dist.StudentT(nu, _log_pos(mu), sigma[curve]), obs=ly)
 
 
 # ------------------------------------------------- importance sampling (tables with many runs)
-#: Fitted runs above which ``ExtrapolateSpec.sampler == "auto"`` samples every run on its own by
-#: Laplace importance sampling instead of one joint NUTS (whose every draw waits for the longest
-#: trajectory of all runs: 200 runs took more than 14 min on 2 CPU cores).
-AUTO_IMPORTANCE_RUNS = 100
-#: Samplers of :class:`ExtrapolateSpec` (``auto``: NUTS up to :data:`AUTO_IMPORTANCE_RUNS` fitted
-#: runs, importance sampling above).
-SAMPLERS = ("auto", "nuts", "importance")
-#: Prior of each run's ``ln sigma`` (mean, sd) for importance sampling with fewer than
-#: :data:`MIN_POOL_CURVES` runs (otherwise set by empirical Bayes, :func:`_noise_prior`).
-SIGMA_PRIOR = (float(np.log(0.05)), 1.0)
-#: Runs needed to set the noise prior from the runs themselves.
+#: Runs needed to set the noise prior from the runs themselves (importance sampling; with fewer,
+#: each run's ``ln sigma ~ N(SIGMA_PRIOR)``).
 MIN_POOL_CURVES = 3
 #: Empirical-Bayes grid of the noise prior: means of ``ln sigma`` (noise of 0.1 % to 50 % of the
 #: loss, steps of 0.5) and spreads.
@@ -346,15 +349,15 @@ IS_STAGES = 5
 def _potential(z, t, ly, mask, mu_s, tau_s, nu):
     """Negative log joint of ONE run at ``z = (c, z_g, z_a, ln sigma)`` (unconstrained).
 
-    The priors of the joint model (``c ~ N(1, 0.2)``, ``g = 1.5 z_g``,
-    ``ln alpha = ln 0.5 + z_a``, ``z_g, z_a ~ N(0, 1)``), ``ln sigma ~ N(mu_s, tau_s)``, Student-t
+    The priors of the joint model (:data:`C_PRIOR`, :func:`_g_alpha`), ``ln sigma ~ N(mu_s, tau_s)``, Student-t
     noise on ``ln(L / y_k)`` at the rows where ``mask`` is set (the others are padding). Terms that
     depend on none of ``z``, ``mu_s``, ``tau_s`` are left out (the same for every draw and grid point)."""
     c, zg, za, ls = z[0], z[1], z[2], z[3]
-    mu = _law(c, 1.5 * zg, jnp.exp(np.log(0.5) + za), t)
+    mu = _law(c, *_g_alpha(zg, za), t)
     r = (ly - _log_pos(mu)) * jnp.exp(-ls)
     lp = -0.5 * (nu + 1.0) * jnp.log1p(r * r / nu) - ls
-    prior = -0.5 * (((c - 1.0) / 0.2) ** 2 + zg ** 2 + za ** 2 + ((ls - mu_s) / tau_s) ** 2) - jnp.log(tau_s)
+    prior = (-0.5 * (((c - C_PRIOR[0]) / C_PRIOR[1]) ** 2 + zg ** 2 + za ** 2 + ((ls - mu_s) / tau_s) ** 2)
+             - jnp.log(tau_s))
     return -(jnp.sum(jnp.where(mask, lp, 0.0)) + prior)
 
 
@@ -420,6 +423,9 @@ def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list):
     from jaxscale.infer.batched_nuts import map_laplace_batched
     from jaxscale.infer.importance import K_HAT_MAX, laplace_importance
 
+    get_logger(__name__).info("power-law extrapolation: importance sampling of %d runs (%d training rows), %d "
+                              "proposals and %d draws per run", K, int(t.size), IS_PROPOSALS,
+                              spec.chains * spec.samples)
     T, LY, M = _pad(t, curve, ly, K)  # padded runs (no rows) follow their prior; they are dropped
     Kb = T.shape[0]
     first = LY[np.arange(Kb), np.argmin(np.where(M, T, np.inf), axis=1)]
@@ -442,7 +448,8 @@ def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list):
         bad = np.unique(np.argwhere(~np.isfinite(z))[:, 1])
         raise FloatingPointError(f"power-law extrapolation: non-finite draws for {bad.size} run(s) "
                                  f"(e.g. {[str(labels[k]) for k in bad[:5]]}); check the losses of those runs")
-    draws = {"c": z[..., 0], "g": 1.5 * z[..., 1], "alpha": np.exp(np.log(0.5) + z[..., 2]), "sigma": np.exp(z[..., 3])}
+    g, alpha = _g_alpha(z[..., 1], z[..., 2])
+    draws = {"c": z[..., 0], "g": np.asarray(g), "alpha": np.asarray(alpha), "sigma": np.exp(z[..., 3])}
     bad = khat > K_HAT_MAX  # (a MAP short of convergence only moves the first proposal)
     worst = np.flatnonzero(bad)[np.argsort(-khat[bad])][:5]
     report = {"sampler": "importance", "max_pareto_k": float(np.max(khat)), "min_ess": float(np.min(ess)),
@@ -626,10 +633,7 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     k_mcmc, k_pred = jax.random.split(key)
     sampler = spec.sampler if spec.sampler != "auto" else ("importance" if K > AUTO_IMPORTANCE_RUNS else "nuts")
     ly_fit = np.log(np.asarray(data.y, float)[fit_rows] / yk[cur[fit_rows]])
-    log = get_logger(__name__)
     if sampler == "importance":
-        log.info("power-law extrapolation: importance sampling of %d runs (%d training rows), %d proposals and %d "
-                 "draws per run", K, int(fit_rows.sum()), IS_PROPOSALS, spec.chains * spec.samples)
         s, report = _importance(k_mcmc, t_all[fit_rows], cur[fit_rows], ly_fit, K, spec,
                                 [data.labels[k] for k in active])
     else:

@@ -64,6 +64,15 @@ DEFAULT_COLUMNS = {"task": "task", "instance": "instance", "x": "x", "target": "
 GP_RESTARTS, GP_STEPS = 10, 1000
 
 
+#: Fitted runs above which ``ExtrapolateSpec.sampler == "auto"`` samples every run on its own by
+#: Laplace importance sampling instead of one joint NUTS (whose every draw waits for the longest
+#: trajectory of all runs: 200 runs took more than 14 min on 2 CPU cores).
+AUTO_IMPORTANCE_RUNS = 100
+#: Samplers of :class:`ExtrapolateSpec` (``auto``: NUTS up to :data:`AUTO_IMPORTANCE_RUNS` fitted
+#: runs, importance sampling above).
+SAMPLERS = ("auto", "nuts", "importance")
+
+
 class ExtrapolateSpec(NamedTuple):
     """How to sample (every field has a default; the CLI reads its defaults from here).
 
@@ -78,8 +87,8 @@ class ExtrapolateSpec(NamedTuple):
         the table (their late rows held back); see :func:`jaxscale.learning_curves.extrapolate.extrapolate`.
       sampler: ``"nuts"`` (one NUTS over the joint model of all runs), ``"importance"`` (each run
         on its own by Laplace importance sampling, ``chains x samples`` draws per run; the noise
-        prior set by empirical Bayes; seconds for thousands of runs) or ``"auto"`` (NUTS up to 100
-        fitted runs, importance sampling above).
+        prior set by empirical Bayes; seconds for thousands of runs) or ``"auto"`` (NUTS up to
+        :data:`AUTO_IMPORTANCE_RUNS` fitted runs, importance sampling above).
     """
 
     warmup: int = 500
