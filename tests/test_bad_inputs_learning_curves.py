@@ -15,8 +15,11 @@ Rows of Table 2 that do not apply to the learning-curve commands:
   refused before fitting); the jitter escalation warns with the jitter used (``report_fit_health``).
 * no valid initial parameters: restarts start from random unconstrained log-parameters; a restart
   that goes non-finite is the ``nan_in_fit`` row.
-* down-sampled logs (W&B), leaderboard revisions, execution modes, fork, workers per GPU: no
-  adapter, no multiprocessing and no device sharding in these commands.
+* logs of every step (a W&B export): a GP fit of more than 1,000 points on a CPU warns with its
+  estimated time, above 20,000 it is refused; both name ``--thin K`` (at most K log-spaced steps
+  per run, counted in the output; :func:`test_every_step_logged_warns_refuses_and_thins`).
+* leaderboard revisions, execution modes, fork, workers per GPU: no adapter, no multiprocessing
+  and no device sharding in these commands.
 * reproducing a published law: golden tests in ``tests/test_lc_models_paper.py``.
 * warm-up / noisy early steps: the GP models assume no monotonicity; ``--where "step >= S"`` is the
   explicit step minimum. ``extrapolate`` (a decreasing power law) warns on rising training parts
@@ -191,3 +194,59 @@ def test_float32_warns():
     with jax.enable_x64(False):
         with pytest.warns(UserWarning, match="float64"):
             lc.fit(jax.random.key(0), data, lc.Spec(restarts=1, steps=2, n_h=2))
+
+
+def _dense(steps: int) -> pd.DataFrame:
+    """The 6 runs of :func:`lc_runs` logged at every step 1..``steps`` (a W&B export)."""
+    rows = []
+    for (w, d), g in lc_runs(run=True).groupby(["width", "depth"]):
+        s = np.arange(1, steps + 1)
+        n = float(g["params"].iloc[0])
+        rows.append(pd.DataFrame(dict(width=w, depth=d, step=s, params=n, run=f"w{w}d{d}",
+                                      loss=1.8 + 40.0 / n ** 0.25 + 6.0 / s ** 0.4)))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_thin_keeps_log_spaced_steps_of_every_run():
+    from jaxscale.data import thin
+
+    df = _dense(3000)
+    df.index = pd.RangeIndex(2, len(df) + 2)  # file lines
+    out = thin(df, ["width", "depth"], "step", 30)
+    per = out.groupby("run")["step"]
+    assert (per.count() <= 30).all() and (per.count() >= 25).all()  # grid points at steps 1, 2, 3 coincide
+    assert (per.min() == 1).all() and (per.max() == 3000).all()
+    s = np.sort(out.loc[out["run"] == "w128d2", "step"].to_numpy())
+    assert np.all(np.diff(np.log(s))[-10:] < 0.35)  # evenly spread in log(step): ratio 3000^(1/29) ~ 1.32
+    assert out.index.isin(df.index).all() and out.index.is_monotonic_increasing  # lines kept, order kept
+    odd = df.copy()
+    odd.loc[100, "step"] = np.nan  # named by validation later, not hidden by the thinning
+    odd.loc[200, "step"] = odd.loc[199, "step"]  # a repeated step: both rows kept
+    kept = thin(odd, ["width", "depth"], "step", 30)
+    assert {100, 199, 200} <= set(kept.index)
+    assert len(thin(lc_runs(), ["width", "depth"], "step", 5)) == 30  # runs of <= K rows are kept whole
+    with pytest.raises(ValueError, match="at least 2 rows per curve"):
+        thin(df, "run", "step", 1)
+    with pytest.raises(ValueError, match=r"\['steps'\] not in the table"):
+        thin(df, "run", "steps", 10)
+
+
+def test_every_step_logged_warns_refuses_and_thins(tmp_path, capsys, monkeypatch):
+    """A W&B-style export (every step of 6 runs) through ``lc evaluate``: above the warning size a
+    CPU fit warns with its estimated time and names --thin; above the limit it is refused before
+    fitting (exit 2, the same fix); with --thin K it fits at most K rows per run and says how many
+    it kept. The thresholds are lowered here (the real ones: 1,000 and 20,000 points)."""
+    from jaxscale.learning_curves import core
+
+    monkeypatch.setattr(core, "GP_WARN_POINTS", 100)
+    monkeypatch.setattr(core, "GP_MAX_POINTS", 400)
+    csv = tmp_path / "wandb_export.csv"
+    _dense(90).to_csv(csv, index=False)  # 540 rows, 450 of them training points
+    rc, _ = _run(_cmd("evaluate", str(csv)))
+    out, err = capsys.readouterr()
+    assert rc == 2 and "450 training points" in err and "--thin 50" in err and "limit 400" in err, err
+    rc, msgs = _run(_cmd("evaluate", str(csv))[:-1] + ["--thin", "30", "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["thinned"] == {"per_curve": 30, "n_read": 540, "n_kept": res["thinned"]["n_kept"]}
+    assert 6 * 20 <= res["thinned"]["n_kept"] <= 6 * 30  # held-out run included
+    assert any("training points" in m and "on 2 CPU cores" in m and "--thin 50" in m for m in msgs), msgs

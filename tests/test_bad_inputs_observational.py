@@ -354,3 +354,18 @@ def test_clean_headline_fits_warn_nothing(capfd):
         assert out["baselines"]["model_loses_to"] == []
         rc, out, _, err = _run(capfd, ["obs", "fit", "--task", "gsm8k_cot", "--bootstrap", "1000"])
         assert rc == 0 and out["bootstrap"]["n_converged"] == 1000, err
+
+
+def test_default_benchmarks_leave_out_the_target_and_a_listed_target_is_named():
+    """``--target GSM8K`` on the bundled layout without ``--metric-cols``: the default benchmark
+    columns are the others (a new user's first command; it used to stop on 'also listed'); a target
+    the user lists among his benchmarks himself is still an error naming it."""
+    from jaxscale.data import load
+    from jaxscale.observational import model as obs
+
+    df = load("obscaling_base")
+    data = obs.from_frame(df, target_col="GSM8K")
+    assert "GSM8K" not in data.metric_names and len(data.metric_names) == 7
+    assert ("target", "GSM8K") in data.columns
+    with pytest.raises(ValueError, match="target column 'GSM8K' is also listed as a benchmark"):
+        obs.from_frame(df, target_col="GSM8K", metric_cols=["MMLU", "ARC-C", "GSM8K"])

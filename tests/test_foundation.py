@@ -318,3 +318,37 @@ def test_far_above_values_warn_with_rows_and_a_where():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         V.warn_far_above(sizes, "loss")
+
+
+def test_heartbeat_says_long_compiled_work_still_runs_and_keeps_short_work_quiet():
+    """One compiled program (a GP fit's Adam loop, NUTS without a progress bar) cannot report its
+    steps; a line every ``every`` seconds says it still runs, then its total time."""
+    import logging
+    import time
+
+    from jaxscale._log import heartbeat
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    log = logging.getLogger("tests.heartbeat")
+    log.setLevel(logging.INFO)
+    log.addHandler(keep := Keep())
+
+    @jax.jit
+    def slow(x):  # a few hundred ms of XLA work: the GIL is released while it runs
+        return jax.lax.fori_loop(0, 4000, lambda i, c: jnp.tanh(c @ x) * 0.5, x)
+
+    with heartbeat("my fit", every=0.05, logger=log):
+        jax.block_until_ready(slow(jnp.ones((200, 200))))
+        time.sleep(0.15)
+    assert sum(line.startswith("my fit: still running after") for line in keep.lines) >= 2, keep.lines
+    assert keep.lines[-1].startswith("my fit: done in"), keep.lines
+    with heartbeat("quick", every=30.0, logger=log):
+        pass
+    assert not any("quick" in line for line in keep.lines)

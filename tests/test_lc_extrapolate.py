@@ -79,7 +79,7 @@ def test_bayesian_power_law_on_curves_that_follow_it():
     d = tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=600)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # short chains
-        fit, base, rep = evaluate_tail(jax.random.key(0), d, ExtrapolateSpec(warmup=300, samples=300, chains=2))
+        fit, _, rep = evaluate_tail(jax.random.key(0), d, ExtrapolateSpec(warmup=300, samples=300, chains=2))
     assert rep["n_tail"] == 24 and rep["n_curves_fitted"] == 6
     assert rep["bayes"]["rmsle"] < 0.03 and rep["bayes"]["rmsle"] <= rep["scipy_power_law"]["rmsle"], rep
     assert rep["bayes"]["coverage"] >= 0.75, rep
@@ -101,7 +101,7 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
     d = tail_from_frame(_runs(noise=0.01), curve_col="run", x_col="step", y_col="loss", cutoff=600)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # not calibrated: every run is cut
-        fit, base, rep = evaluate_tail(jax.random.key(0), d, ExtrapolateSpec(sampler="importance", samples=500,
+        fit, _, rep = evaluate_tail(jax.random.key(0), d, ExtrapolateSpec(sampler="importance", samples=500,
                                                                               chains=2))
     diag = rep["diagnostics"]
     assert diag["sampler"] == "importance" and diag["num_samples"] == 1000 and fit.E.shape == (1000, 6)
@@ -257,7 +257,7 @@ def test_gp_extrapolation_shares_strength_across_runs(tmp_path, capsys):
     assert d.descriptors.shape == (len(df), 1) and ("descriptor", "n_params") in d.columns
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        fit, base, rep = evaluate_tail(jax.random.key(0), d, model="magp_law", gp_spec=Spec(restarts=2, steps=400))
+        fit, _, rep = evaluate_tail(jax.random.key(0), d, model="magp_law", gp_spec=Spec(restarts=2, steps=400))
     assert rep["model"] == "magp_law" and "bayes" not in rep and rep["n_tail"] == 6 * 4
     assert fit.E is None and rep["calibration"]["calibrated"] is False
     assert rep["score"]["rmsle"] < rep["scipy_power_law"]["rmsle"], rep

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxscale._log import heartbeat
 from jaxscale._pytree import pytree_dataclass, static_field
 from jaxscale._registry import register_moved
 from jaxscale.chinchilla.spec import EPOCH_SPEC, HUBER_DELTA, ChinchillaSpec
@@ -433,7 +434,8 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
     d0 = ChinchillaSpec()
     core_spec = spec._replace(exclude_top_loss=d0.exclude_top_loss, n_boot=d0.n_boot, boot_steps=d0.boot_steps,
                               backtest_frac=d0.backtest_frac)
-    res = _fit_core_jit(key, pad_rows(d, bucket(d.n)), core_spec, starts_arr)
+    with heartbeat(f"{what} ({starts_arr.shape[0]} starts on {d.n} rows)"):
+        res = jax.block_until_ready(_fit_core_jit(key, pad_rows(d, bucket(d.n)), core_spec, starts_arr))
     if not np.isfinite(float(res.loss)):
         raise ValueError(f"{what}: every start went non-finite; check the inputs' scale (N and D are raw "
                          "counts, not millions or billions)")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxscale._log import get_logger
 from jaxscale.cli._common import (
     Formatter,
     add_json,
@@ -74,10 +75,32 @@ def _add_columns(p, *, compute: bool = False) -> None:
     g.add_argument("--descriptor-cols", default=None, metavar="C1,C2",
                    help="numeric configuration columns, constant along a curve (needed by --model magp_desc and "
                         "magp_law)")
+    _add_thin(g)
     if compute:
         g.add_argument("--compute-col", default=None, help="cumulative training FLOPs at that point")
         g.add_argument("--params-col", default=None,
                        help="parameter count N; with --tokens-per-step T the compute is C = 6 N T step")
+
+
+def _add_thin(group) -> None:
+    group.add_argument("--thin", type=int, default=None, metavar="K",
+                       help="keep at most K rows of every run, log-spaced in the step (first and last kept; "
+                            "e.g. 50 for a W&B export that logs every step): a GP over all points costs n^3 per "
+                            "Adam step. Counted in the output, never done without this flag")
+
+
+def _thin(args, df, by: list):
+    """``--thin K``: at most K rows per run, log-spaced in the step (logged and counted in ``df.attrs``)."""
+    if args.thin is None:
+        return df
+    from jaxscale.data import thin
+
+    out = thin(df, by, args.x_col, args.thin, log=not args.x_is_log)
+    out.attrs["thinned"] = {"per_curve": int(args.thin), "n_read": int(len(df)), "n_kept": int(len(out))}
+    get_logger("jaxscale.cli").info("--thin %d: kept %d of %d rows (at most %d per run, log-spaced in %r; the "
+                                    "first and last of each run kept)", args.thin, len(out), len(df), args.thin,
+                                    args.x_col)
+    return out
 
 
 def _add_spec(p, *, models=MODELS) -> None:
@@ -105,7 +128,7 @@ def _read(args, *, compute: bool = False):
     from jaxscale.data import holdout_mask
     from jaxscale.learning_curves.frame import from_frame
 
-    df = read_input(args)
+    df = _thin(args, read_input(args), [args.task_col, args.instance_col])
     kw = {}
     if compute:
         if args.compute_col is None and args.params_col is None:
@@ -158,7 +181,8 @@ def evaluate_handler(args) -> dict:
             raise ValueError(f"--model {args.model} runs on the bundled datasets only; on --csv choose one of {MODELS}")
         df, data, held = _read(args)
         fit, pred, out = evaluate_holdout(jax.random.key(args.seed), data, held, _spec(args), level=args.level)
-        out = {"source": str(args.csv), "holdout": args.holdout, "level": args.level, **out}
+        out = {"source": str(args.csv), "holdout": args.holdout, "level": args.level,
+               "thinned": df.attrs.get("thinned"), **out}
         out["baselines"] = baseline_report(heldout_details(data, held, pred), f"{args.model} (held-out rows)")
         if args.plot:
             from jaxscale import plotting
@@ -249,7 +273,7 @@ def law_handler(args) -> dict:
             grid = compute_grid(args.grid_min, args.grid_max, args.grid_size)
         fit, pred, out = table_law(jax.random.key(args.seed), data, held, _spec(args), n_samples=args.samples,
                                    rule=args.rule, grid=grid, grid_size=args.grid_size, level=args.level)
-        out = {"source": str(args.csv), "holdout": args.holdout, **out}
+        out = {"source": str(args.csv), "holdout": args.holdout, "thinned": df.attrs.get("thinned"), **out}
         if np.all(np.isfinite(np.asarray(data.y, float)[held])):
             from jaxscale.learning_curves.pipeline import heldout_details
 
@@ -292,14 +316,14 @@ def active_handler(args) -> dict:
         from jaxscale.learning_curves.frontier import compute_grid
 
         _no_bundled(args, "dataset")
-        _, data, held = _read(args, compute=True)
+        df, data, held = _read(args, compute=True)
         grid = None if args.grid_min is None and args.grid_max is None else \
             compute_grid(args.grid_min, args.grid_max, args.grid_size)
         out = table_active(jax.random.key(args.seed), data, held, strategies, seeds=args.seeds,
                            n_queries=args.queries, n_samples=args.samples, restarts=args.restarts, steps=args.steps,
                            cold_steps=args.cold_steps, n_h=args.n_h, grid=grid, grid_size=args.grid_size,
                            out_dir=Path(args.out_dir) if args.out_dir else None, model=args.model)
-        return {"source": str(args.csv), "holdout": args.holdout, **out}
+        return {"source": str(args.csv), "holdout": args.holdout, "thinned": df.attrs.get("thinned"), **out}
     if args.holdout:
         raise ValueError("--holdout needs --csv; the bundled experiment starts from the 8-layer curves")
     return active_experiment(args.seed, strategies, seeds=args.seeds, n_queries=args.queries,
@@ -376,10 +400,10 @@ def extrapolate_handler(args) -> dict:
     import jax
 
     from jaxscale.infer.prediction import Prediction
-    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail, last_value, tail_from_frame
+    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail, tail_from_frame
 
     check_outputs(args)
-    df = read_input(args)
+    df = _thin(args, read_input(args), [args.curve_col])
     data = tail_from_frame(df, curve_col=args.curve_col, x_col=args.x_col, y_col=args.y_col,
                            train_col=args.train_col, cutoff=args.cutoff, x_is_log=args.x_is_log,
                            descriptor_cols=tuple(split_list(args.descriptor_cols) or ()))
@@ -387,25 +411,24 @@ def extrapolate_handler(args) -> dict:
                            target_accept=args.target_accept, level=args.level, calibrate=not args.no_calibrate,
                            sampler=args.sampler)
     gp_spec = Spec(restarts=args.restarts, steps=args.steps)  # evaluate_tail sets its model
-    fit, base, report = evaluate_tail(jax.random.key(args.seed), data, spec, model=args.model, gp_spec=gp_spec)
+    fit, baselines, report = evaluate_tail(jax.random.key(args.seed), data, spec, model=args.model, gp_spec=gp_spec)
     name = "Bayesian power law" if args.model == "powerlaw" else args.model
-    out = {"source": str(args.csv), "cutoff": args.cutoff, "train_col": args.train_col, **report}
+    out = {"source": str(args.csv), "cutoff": args.cutoff, "train_col": args.train_col,
+           "thinned": df.attrs.get("thinned"), **report}
     tail = df.iloc[fit.rows]
     y = np.asarray(data.y, float)[fit.rows]
     pred = fit.prediction._replace(samples=None)
-    last = last_value(data, fit.rows)
     if np.isfinite(y).any():
-        b = compare_baselines(y, pred, {"scipy_power_law": base, "last_value": last}, what=f"{name} (tail rows)")
+        b = compare_baselines(y, pred, baselines, what=f"{name} (tail rows)")
         b["model"] = score(y, pred)
-        for k in ("model", "scipy_power_law", "last_value"):
+        for k in ("model", *baselines):
             b[k]["rmsle"] = report["score" if k == "model" else k]["rmsle"]
         out["baselines"] = b
     else:
         out["baselines"], out["baselines_reason"] = None, "no tail row carries a loss; nothing is scored"
     if args.predictions:
         full = Prediction(pred.mean, pred.lower, pred.upper)
-        extra = {"scipy_power_law": base, "last_value": last}
-        out["predictions"] = write_predictions(args.predictions, tail, full, extra=extra)
+        out["predictions"] = write_predictions(args.predictions, tail, full, extra=baselines)
     return out
 
 
@@ -421,6 +444,7 @@ def register_extrapolate(lc_subparsers) -> None:
     g.add_argument("--curve-col", default="run", help="run / curve id")
     g.add_argument("--x-col", default="step", help="training step (> 0)")
     g.add_argument("--x-is-log", action="store_true", help="the --x-col column holds ln(step)")
+    _add_thin(g)
     g.add_argument("--y-col", default="loss", help="loss (> 0)")
     g.add_argument("--descriptor-cols", default=None, metavar="C1,C2",
                    help="numeric configuration columns, one value per run (e.g. parameter count, depth); "

@@ -310,7 +310,7 @@ def register(subparsers) -> None:
                    help="--csv: the column to predict")
     f.add_argument("--metric-cols", "--metrics", dest="metric_cols", default=None, metavar="A,B,C",
                    help=f"--csv: comma-separated benchmark columns (none: those of {list(BASE_METRICS)} "
-                        "present)")
+                        "present, except the target)")
     f.add_argument("--flops-col", default=FLOPS, metavar="COL",
                    help="--csv: training-compute column (optional; empty cells = unknown)")
     f.add_argument("--flops-unit", type=float, default=FLOPS_UNIT,

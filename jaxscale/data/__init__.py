@@ -9,7 +9,7 @@ from jaxscale.data.registry import (
     load,
     read_gene_expression,
 )
-from jaxscale.data.table import holdout_mask, read_table, where
+from jaxscale.data.table import holdout_mask, read_table, thin, where
 from jaxscale.data.user import read_runs_csv
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "read_table",
     "to_arrays",
     "validate",
+    "thin",
     "where",
 ]

@@ -3,7 +3,8 @@
 :func:`read_table` numbers rows by their **line in the file** (the header is line 1, so the first
 data row is 2): every validator in :mod:`jaxscale.data.validate` reports the frame's index, so
 error messages point at the lines a user sees in an editor. :func:`where` and
-:func:`holdout_mask` keep that index.
+:func:`holdout_mask` keep that index, and so does :func:`thin` (at most ``k`` steps per run, for
+models whose cost grows with the number of logged points).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["read_table", "where", "holdout_mask", "FILE_ROWS"]
+__all__ = ["read_table", "where", "thin", "holdout_mask", "FILE_ROWS"]
 
 #: Suffix of ``what`` strings when the index holds file lines (see :func:`read_table`).
 FILE_ROWS = "row numbers are lines of the file"
@@ -80,6 +81,48 @@ def where(df: pd.DataFrame, expr: str | None) -> pd.DataFrame:
     if not mask.any():
         raise ValueError(f"--where {expr!r} keeps none of the {len(df)} rows")
     return df.loc[mask]
+
+
+def thin(df: pd.DataFrame, by, x_col: str, per_curve: int, *, log: bool = True) -> pd.DataFrame:
+    """At most ``per_curve`` rows of every curve, spread evenly in ``log(x)`` (``log=False``: in ``x``).
+
+    A curve is the rows sharing the columns ``by`` (e.g. the run name, or width and depth). On a
+    grid of ``per_curve`` points from each curve's smallest to its largest ``x``, the row nearest
+    each grid point is kept (so its first and last rows always are); a curve with ``per_curve``
+    rows or fewer is kept whole. Rows whose ``x`` is missing, or not positive with ``log``, and
+    rows that repeat a step of their curve are kept, so that validation names them. The frame's
+    index (file lines) and row order are kept.
+
+    Why: a W&B export logs every step; a GP over all runs' points costs ``n^3`` per optimiser step,
+    and a few dozen steps per run, log-spaced, carry the shape of a learning curve.
+
+    Raises:
+      ValueError: ``per_curve < 2``, or a column of ``by`` / ``x_col`` is missing.
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    if int(per_curve) != per_curve or per_curve < 2:
+        raise ValueError(f"thin: keep at least 2 rows per curve (its first and last), got {per_curve!r}")
+    missing = [c for c in by + [x_col] if c not in df.columns]
+    if missing:
+        raise ValueError(f"thin: column(s) {missing} not in the table (columns: {list(df.columns)[:20]})")
+    x = pd.to_numeric(df[x_col], errors="coerce").to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.log(x) if log else x.copy()
+    odd = ~np.isfinite(u)
+    g = df.groupby(by, sort=False, dropna=False).ngroup().to_numpy()
+    frame = pd.DataFrame({"g": g, "u": np.where(odd, np.nan, u)})
+    lo = frame.groupby("g")["u"].transform("min").to_numpy()
+    hi = frame.groupby("g")["u"].transform("max").to_numpy()
+    size = frame.groupby("g")["u"].transform("count").to_numpy()
+    span = np.where(hi > lo, hi - lo, 1.0)
+    pos = (frame["u"].to_numpy() - lo) / span * (per_curve - 1)  # in [0, per_curve - 1]
+    slot = np.rint(pos)
+    frame["slot"], frame["dist"] = slot, np.abs(pos - slot)
+    nearest = frame[~odd].groupby(["g", "slot"])["dist"].idxmin().to_numpy()  # positions (RangeIndex)
+    twice = frame.duplicated(["g", "u"], keep=False).to_numpy() & ~odd  # named by validation, not hidden
+    keep = odd | twice | (size <= per_curve)
+    keep[nearest] = True
+    return df.iloc[np.flatnonzero(keep)]
 
 
 def holdout_mask(df: pd.DataFrame, expr: str | None, *, min_train: int = 1) -> np.ndarray:

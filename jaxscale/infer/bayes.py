@@ -1,13 +1,14 @@
 """Thin numpyro wrappers: NUTS with diagnostics that warn, and posterior predictive draws."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import NamedTuple
 
 
 import numpy as np
 
-from jaxscale._log import progress_enabled
+from jaxscale._log import heartbeat, progress_enabled
 
 __all__ = ["PosteriorResult", "run_nuts", "posterior_predictive", "nuts_diagnostics"]
 
@@ -108,16 +109,14 @@ def run_nuts(
         target_accept_prob=target_accept_prob,
         init_strategy=init_strategy or init_to_median(num_samples=15),
     )
-    mcmc = MCMC(
-        kernel,
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        chain_method=chain_method,
-        progress_bar=progress_enabled() if progress_bar is None else progress_bar,
-    )
-    mcmc.run(key, *model_args, extra_fields=("diverging",), **model_kwargs)
-    by_chain = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    bar = progress_enabled() if progress_bar is None else progress_bar
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+                chain_method=chain_method, progress_bar=bar)
+    # without a progress bar (a log file, CI) a line every half minute says the sampler still runs
+    with (contextlib.nullcontext() if bar else
+          heartbeat(f"NUTS ({num_chains} chains x {num_warmup} warm-up + {num_samples} draws)")):
+        mcmc.run(key, *model_args, extra_fields=("diverging",), **model_kwargs)
+        by_chain = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in by_chain.items()}
     divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
     # diagnostics on the sampled (latent) sites only: deterministic sites can be exactly

@@ -30,6 +30,7 @@ observations when a key is given.
 """
 from __future__ import annotations
 
+import warnings
 from functools import partial
 
 import jax
@@ -37,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxscale._log import heartbeat
 from jaxscale._pytree import pytree_dataclass, static_field
 from jaxscale._registry import register_moved
 from jaxscale.config import warn_if_float32
@@ -49,7 +51,16 @@ from jaxscale.learning_curves.diagnostics import adam_convergence, adam_report, 
 from jaxscale.learning_curves.frame import Data, from_frame, frame_kwargs
 from jaxscale.learning_curves.magp_predict import JointPrediction
 from jaxscale.learning_curves.problem import Points
-from jaxscale.learning_curves.spec import DESC_MODELS, MODELS, Spec
+from jaxscale.learning_curves.spec import (
+    DESC_MODELS,
+    GP_MAX_POINTS,
+    GP_STEP_EXPONENT,
+    GP_STEP_POINTS,
+    GP_STEP_SECONDS,
+    GP_WARN_POINTS,
+    MODELS,
+    Spec,
+)
 
 __all__ = ["MODELS", "Spec", "Fit", "fit_core", "fit", "predict", "predict_restarts", "prediction_from_joint",
            "mixture_interval", "as_query", "check_codes", "n_hyperparameters", "fit_report", "extrapolation",
@@ -356,6 +367,27 @@ def n_hyperparameters(data: Data, spec: Spec) -> int:
     return 4 + spec.q + D + (2 + k if spec.model in DESC_MODELS else 0) + law
 
 
+def _check_size(n: int, spec: Spec) -> None:
+    """On a CPU, warn when a GP fit of ``n`` points will take long and refuse one that cannot fit
+    in memory, naming the fix: fewer logged steps per run."""
+    if n <= GP_WARN_POINTS or jax.default_backend() != "cpu":
+        return
+    fix = ("keep a few dozen log-spaced steps per run: jaxscale.data.thin(df, by=[run columns], x_col=step, "
+           "per_curve=50) (CLI: --thin 50), or fewer runs (--where)")
+    if n > GP_MAX_POINTS:
+        raise ValueError(f"fit: {n} training points: a {spec.model} fit factorises a {n} x {n} kernel matrix "
+                         f"({8 * n * n / 1e9:.1f} GB per copy) at every Adam step, more than a CPU fit can hold "
+                         f"(limit {GP_MAX_POINTS}); {fix}")
+    if spec.model == "dhgp":  # L-BFGS, not the Adam loop timed below
+        return
+    secs = spec.restarts * spec.steps * GP_STEP_SECONDS * (n / GP_STEP_POINTS) ** GP_STEP_EXPONENT
+    warnings.warn(f"fit: {n} training points: a {spec.model} fit's cost grows about as n^{GP_STEP_EXPONENT:g}; "
+                  f"{spec.restarts} restarts x {spec.steps} Adam steps will take roughly "
+                  f"{f'{secs / 3600:.0f} h' if secs > 5400 else f'{secs / 60:.0f} min'} on 2 "
+                  f"CPU cores (about {GP_STEP_SECONDS * 1e3:.0f} ms per restart-step at {GP_STEP_POINTS} points). "
+                  f"To go faster, {fix}", RuntimeWarning, stacklevel=4)
+
+
 def _check_training(data: Data, spec: Spec) -> None:
     if not isinstance(data, Data):
         raise ValueError(f"fit takes a learning_curves.Data (from_frame), got {type(data).__name__}")
@@ -372,6 +404,7 @@ def _check_training(data: Data, spec: Spec) -> None:
                          f"{_ids(data, bad)}); fit on the rows with a loss value and predict the "
                          "others with predict(fit, rows)")
     _duplicates(data, what)
+    _check_size(n, spec)
     need = n_hyperparameters(data, spec) + 1
     if n < need:
         raise ValueError(f"fit: {n} training points for {spec.model}, which fits {need - 1} hyper-parameters "
@@ -436,7 +469,8 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     # names do not enter the numbers, and rows are padded to a bucket: compile once per bucket of
     # table lengths, whatever the table's labels and columns
     padded, w = pad_data(_canonical(data), row_bucket(len(data)))
-    out = _fit_core_jit(key, padded, spec, w)
+    with heartbeat(f"{spec.model} fit ({spec.restarts} restarts on {len(data)} points, one compiled program)"):
+        out = jax.block_until_ready(_fit_core_jit(key, padded, spec, w))
     ok = magp.report_fit_health(out.loss, out.params, out.jitter, spec.model, history=out.history)
     out = out.replace(ok=jnp.asarray(ok), train=data, task_labels=data.task_labels,
                       instance_labels=data.instance_labels, descriptor_names=data.descriptor_names,

@@ -840,7 +840,8 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
     name (:func:`extrapolate_gp` with ``gp_spec``, by default :data:`GP_RESTARTS` restarts of
     :data:`GP_STEPS` Adam steps; its ``model`` is set to ``model``; at ``spec.level``).
 
-    Returns ``(TailFit, baseline prediction of the tail rows, report)``: the report holds
+    Returns ``(TailFit, baselines, report)``: ``baselines`` maps ``scipy_power_law`` and
+    ``last_value`` to their predictions of the tail rows (``fit.rows``); the report holds
     ``model``, its ``score`` (RMSLE, MAE, coverage; also under ``bayes`` for the power law), the
     ``scipy_power_law`` score, the ``last_value`` score (each run's last early loss carried
     forward, :func:`last_value`), the fit's ``diagnostics`` and counts.
@@ -858,13 +859,14 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
         fit = extrapolate_gp(key, data, gp_spec, level=spec.level)
     secs = time.perf_counter() - t0
     base, info = powerlaw_lstsq(data)
+    baselines = {"scipy_power_law": base, "last_value": last_value(data, fit.rows)}
     y = np.asarray(data.y, float)[fit.rows]
     p = fit.prediction
     sc = score_tail(y, p.mean, p.lower, p.upper)
     report = {"n_curves": len(data.labels), "n_train": int(np.sum(data.train)), "n_tail": int(len(fit.rows)),
               "level": spec.level, "model": model, "score": sc, **({"bayes": sc} if model == "powerlaw" else {}),
               "scipy_power_law": {**score_tail(y, base), **info},
-              "last_value": score_tail(y, last_value(data, fit.rows)), "diagnostics": fit.diagnostics,
+              "last_value": score_tail(y, baselines["last_value"]), "diagnostics": fit.diagnostics,
               "converged": fit.diagnostics["converged"], "n_curves_fitted": int(len(fit.curves)),
               "calibration": fit.calibration, "fit_seconds": secs}
-    return fit, base, report
+    return fit, baselines, report

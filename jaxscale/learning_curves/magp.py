@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxscale._log import get_logger
+from jaxscale._log import get_logger, heartbeat
 from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import JITTER_LADDER, MaGPKernel, gaussian_nll, magp_gram
@@ -202,7 +202,9 @@ def fit_magp(key, xgrid, train: Points, n_tasks: int, *, restarts: int = 10, ste
     if train.y.ndim != 1 or train.y.shape[0] < 2:
         raise ValueError(f"train.y must be a vector of >= 2 points, got shape {train.y.shape}")
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(restarts))
-    x, final, hist, jit = _fit_many(keys, xgrid, train, n_tasks, q, steps, learning_rate, n_mc)
+    with heartbeat(f"MaGP fit ({restarts} restarts x {steps} Adam steps on {train.y.shape[0]} points)"):
+        x, final, hist, jit = jax.block_until_ready(_fit_many(keys, xgrid, train, n_tasks, q, steps, learning_rate,
+                                                              n_mc))
     ok = report_fit_health(final, x, jit, history=hist)
     return MaGPFit(x, final, hist, jit, ok, np.arange(restarts))
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import tinygp
 
+from jaxscale._log import heartbeat
 from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import JITTER_LADDER, gaussian_nll, matern32, rbf_ard
@@ -192,7 +193,9 @@ def fit_magp_desc(key, xgrid, train: Points, tables: DescTables, *, restarts: in
     w = np.ones(train.y.shape[0]) if train.w is None else np.asarray(train.w)
     observed = np.bincount(np.asarray(train.d)[w > 0], minlength=D) > 0
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(restarts))
-    x, final, hist, jit = _fit_many(keys, tables, xgrid, train, q, steps, learning_rate, n_mc)
+    with heartbeat(f"descriptor MaGP fit ({restarts} restarts x {steps} Adam steps on {train.y.shape[0]} points)"):
+        x, final, hist, jit = jax.block_until_ready(_fit_many(keys, tables, xgrid, train, q, steps, learning_rate,
+                                                              n_mc))
     ok = report_fit_health(final, x, jit, "MaGP-desc", history=hist)
     return DescFit(x, final, hist, jit, ok, np.arange(restarts), tables, observed)
 

@@ -64,6 +64,16 @@ DEFAULT_COLUMNS = {"task": "task", "instance": "instance", "x": "x", "target": "
 GP_RESTARTS, GP_STEPS = 10, 1000
 
 
+#: Training points above which a GP fit on a CPU warns of its cost, and above which it is refused
+#: there. Each Adam step factorises an ``n x n`` kernel matrix: on 2 CPU cores one restart-step took
+#: 12 ms at 330 points and 160-185 ms at 990 (magp, magp_law), so the default 10 x 2000 steps take
+#: about 4 min and an hour; 20,000 points would need a 3.2 GB kernel matrix per copy.
+GP_WARN_POINTS, GP_MAX_POINTS = 1_000, 20_000
+#: Seconds per restart-step at 330 points on 2 CPU cores, and the measured growth exponent (the
+#: two timings above), for the warning's estimate.
+GP_STEP_SECONDS, GP_STEP_POINTS, GP_STEP_EXPONENT = 0.012, 330, 2.5
+
+
 #: Fitted runs above which ``ExtrapolateSpec.sampler == "auto"`` samples every run on its own by
 #: Laplace importance sampling instead of one joint NUTS (whose every draw waits for the longest
 #: trajectory of all runs: 200 runs took more than 14 min on 2 CPU cores).

@@ -217,7 +217,8 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
         NaN in ``y``); ``None`` for a query table without targets.
       metric_cols: benchmark columns (>= 2), accuracies in ``[0, 1]``; empty cells are missing
         (imputed by :func:`fit`). Default: the bundled base-model benchmarks present in ``df``
-        (MMLU, ARC-C, HellaSwag, Winograd, TruthfulQA, GSM8K, XWinograd, HumanEval).
+        (MMLU, ARC-C, HellaSwag, Winograd, TruthfulQA, GSM8K, XWinograd, HumanEval) other than
+        the target.
       lo, hi: the target's chance level and maximum: ``y = (raw - lo) / (hi - lo)``.
       flops_col: training compute (> 0; empty = unknown), ``flops_unit`` FLOPs per unit (default
         1e21, the bundled ``FLOPs (1E21)`` column). Optional: the default name may be absent.
@@ -240,7 +241,7 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
     if not (np.isfinite(flops_unit) and flops_unit > 0):
         raise ValueError(f"{what}: flops_unit must be a positive number of FLOPs per unit, got {flops_unit}")
     if metric_cols is None:
-        metric_cols = [m for m in BASE_METRICS if m in df.columns]
+        metric_cols = [m for m in BASE_METRICS if m in df.columns and m != target_col]
         if len(metric_cols) < 2:
             raise ValueError(f"{what}: found {len(metric_cols)} of the default benchmark columns "
                              f"{list(BASE_METRICS)}; name your benchmark columns with metric_cols=[...] "
