@@ -58,6 +58,12 @@ def test_cut_and_validation():
     with pytest.warns(UserWarning, match="non-monotone"):
         up = df.assign(loss=np.where(df["step"] == 50, df["loss"] + 3.0, df["loss"]))
         tail_from_frame(up, curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    # a finished run (every row early) with too few or flat points predicts nothing: it is kept
+    # (it may serve calibration; the calibration record counts the finished runs it cannot use)
+    short = pd.concat([df, pd.DataFrame({"run": "done", "step": [10.0, 20.0, 50.0], "loss": 4.0})],
+                      ignore_index=True)
+    d3 = tail_from_frame(short, curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    assert "done" in d3.labels and d3.train[-3:].all()
 
 
 def test_scipy_baseline_recovers_an_exact_power_law():
@@ -195,6 +201,7 @@ def test_interval_calibrated_on_finished_runs():
         fit, _, rep = evaluate_tail(jax.random.key(0), d, ExtrapolateSpec(warmup=300, samples=300, chains=2))
     cal = rep["calibration"]
     assert cal["calibrated"] and cal["runs"] == 6 and cal["points"] == 6 * 4, cal
+    assert cal["finished_runs"] == 6 and cal["finished_runs_unused"] == 0, cal
     np.testing.assert_allclose(cal["rho"], 500 / 10000)
     assert cal["margin"] > 0 and cal["raw_coverage"] < 0.6, cal
     assert rep["n_tail"] == 24 and rep["n_curves_fitted"] == 6 and fit.E.shape[1] == 6
@@ -286,12 +293,12 @@ def test_gp_extrapolation_shares_strength_across_runs(tmp_path, capsys):
 
 
 def test_conformal_margin_and_widen():
-    from jaxscale.learning_curves.extrapolate import _conformal_margin, _widen
+    from jaxscale.learning_curves.extrapolate import _conformal_margin, _log_quantiles, _widen, _widen_ends
 
     rng = np.random.default_rng(0)
     draws = np.exp(rng.normal(0.0, 0.1, (4001, 50)))  # interval +-0.164 in ln L around 0
     y = np.exp(np.linspace(-0.5, 0.5, 50))  # 50 points spread over +-0.5
-    q, raw = _conformal_margin(y, draws, 0.9)
+    q, raw = _conformal_margin(y, _log_quantiles(draws, 0.9), 0.9)
     ly = np.log(y)
     assert raw == pytest.approx(np.mean(np.abs(ly) <= 0.1645), abs=0.03)
     w = _widen(draws, q, 0.9)
@@ -299,7 +306,9 @@ def test_conformal_margin_and_widen():
     cover = np.mean((ly >= lo) & (ly <= hi))
     assert 0.88 <= cover <= 0.96  # ceil(51 * 0.9) = 46 of 50 points inside
     np.testing.assert_allclose(np.median(np.log(w), 0), np.median(np.log(draws), 0), atol=1e-12)
-    assert _conformal_margin(y[:5], draws[:, :5], 0.9)[0] is None  # too few points
+    lq = _log_quantiles(draws, 0.9)
+    np.testing.assert_allclose(np.stack(_widen_ends(lq[0], lq[1], lq[2], q)), [lo, hi], atol=1e-9)  # ends alone
+    assert _conformal_margin(y[:5], _log_quantiles(draws[:, :5], 0.9), 0.9)[0] is None  # too few points
 
 
 def test_last_value_carries_each_runs_last_early_loss_forward():
@@ -328,3 +337,25 @@ def test_predictive_student_t_draws(nu):
     X = importlib.import_module("jaxscale.learning_curves.extrapolate")
     d = np.asarray(X._student_t(jax.random.key(0), nu, (200_000,), np.float64))
     assert stats.kstest(d, stats.t(nu).cdf).pvalue > 0.01
+
+
+def test_many_tail_rows_keep_interval_ends_not_the_draws(monkeypatch):
+    """Above PRED_CHUNK tail rows (a 316k-row table of public runs ran out of 24 GB with every draw
+    kept) the predictive is summarised chunk by chunk: the same interval ends and medians as from
+    the draws (within Monte-Carlo error), no draws kept."""
+    import importlib
+
+    X = importlib.import_module("jaxscale.learning_curves.extrapolate")
+    rng = np.random.default_rng(0)
+    S, K, m = 4000, 3, 50
+    s = {"c": rng.normal(1.0, 0.02, (S, K)), "g": rng.normal(-0.5, 0.05, (S, K)),
+         "alpha": np.exp(rng.normal(np.log(0.5), 0.05, (S, K))), "sigma": np.full((S, K), 0.01)}
+    t = np.geomspace(1.5, 20.0, m)
+    curve = np.arange(m) % K
+    q_draws, d = X._predictive_summary(jax.random.key(0), s, t, curve, 4.0, 0.9)
+    assert d is not None and d.shape == (S, m)
+    monkeypatch.setattr(X, "PRED_CHUNK", 8)  # 7 chunks of 8 rows
+    q_chunks, none = X._predictive_summary(jax.random.key(1), s, t, curve, 4.0, 0.9)
+    assert none is None and q_chunks.shape == (3, m)
+    np.testing.assert_allclose(q_chunks, q_draws, atol=0.01)  # ln L: half-width 0.056, measured gap 0.004
+    assert np.all(q_chunks[0] < q_chunks[1]) and np.all(q_chunks[1] < q_chunks[2])

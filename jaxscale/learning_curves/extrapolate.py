@@ -210,23 +210,24 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
                          "curve to extrapolate")
     n_tr = np.bincount(code[train], minlength=len(labels))
     has_tail = np.bincount(code[~train], minlength=len(labels)) > 0
-    few = np.flatnonzero(n_tr < MIN_TRAIN_POINTS)
+    # runs in progress (with rows to predict) need a law; a finished run serves only to calibrate
+    # the interval, and one too short for that is left out of it (counted in the calibration report)
+    few = np.flatnonzero((n_tr < MIN_TRAIN_POINTS) & has_tail)
     if few.size:
         k = int(few[0])
         rows = df.index[(code == k) & train]
         raise ValueError(f"{what}: curve {curve_col!r} = {labels[k]!r} has {int(n_tr[k])} training point(s) (rows "
                          f"{_rows(rows)} of its {int(np.sum(code == k))}); the law E + A x^-alpha has 3 parameters, "
-                         f"so each curve needs at least {MIN_TRAIN_POINTS} early points ({few.size} curve(s) have "
-                         "fewer). Raise the cutoff or drop those runs")
-    spread = pd.Series(y[train]).groupby(code[train]).agg(np.ptp).to_numpy()
-    flat = np.flatnonzero(spread == 0)
+                         f"so each run in progress needs at least {MIN_TRAIN_POINTS} early points ({few.size} run(s) "
+                         "have fewer). Raise the cutoff or drop those runs")
+    spread = pd.Series(y[train]).groupby(code[train]).agg(np.ptp).reindex(range(len(labels))).to_numpy()
+    flat = np.flatnonzero((spread == 0) & has_tail)
     if flat.size:
         k = int(flat[0])
         raise ValueError(f"{what}: column {y_col!r} is constant on the training rows of curve {curve_col!r} = "
                          f"{labels[k]!r} (rows {_rows(df.index[(code == k) & train])}); a flat start fixes no power "
                          "law. Raise the cutoff or drop that run")
     _warn_non_monotone(code, x, y, train, labels, curve_col, x_col)
-    del has_tail
     desc = None
     if descriptor_cols:
         V.check_constant_within(df, [curve_col], descriptor_cols, what, "run", "descriptor column")
@@ -240,18 +241,15 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
 
 def _warn_non_monotone(code, x, y, train, labels, curve_col, x_col) -> None:
     """Warn when a curve's early part moves against its overall direction by > 10 % of its range."""
-    order = np.lexsort((x, code))
-    bad = []
-    for k in np.unique(code[train]):  # host bookkeeping over the curves of a table
-        m = order[(code[order] == k) & train[order]]
-        v = y[m]
-        span = np.ptp(v)
-        if span == 0 or v.size < 3:
-            continue
-        falling = v[-1] <= v[0]
-        against = np.max(v - np.minimum.accumulate(v)) if falling else np.max(np.maximum.accumulate(v) - v)
-        if against > 0.1 * span:
-            bad.append(labels[int(k)])
+    f = pd.DataFrame({"c": code[train], "x": x[train], "y": y[train]}).sort_values(["c", "x"], kind="stable")
+    g = f.groupby("c")["y"]
+    per = g.agg(["first", "last", "min", "max", "size"])
+    falling = (per["last"] <= per["first"]).reindex(f["c"]).to_numpy()
+    against = np.where(falling, f["y"] - g.cummin(), g.cummax() - f["y"])  # moves against the direction
+    worst = pd.Series(against).groupby(f["c"].to_numpy()).max()
+    span = per["max"] - per["min"]
+    flag = (span > 0) & (per["size"] >= 3) & (worst > 0.1 * span)
+    bad = [labels[int(k)] for k in per.index[flag.to_numpy()]]
     if bad:
         warnings.warn(f"{len(bad)} curve(s) of {curve_col!r} (e.g. {bad[:3]}) are non-monotone in their early part "
                       "(they move against their overall direction by more than 10 % of their range): a saturating "
@@ -506,6 +504,44 @@ def _predictive_padded(key, s: dict, t, curve, nu: float) -> np.ndarray:
     return np.asarray(out)[:, :m]
 
 
+#: Tail rows above which the predictive draws are summarised chunk by chunk (this many rows per
+#: chunk): only each row's interval ends and median are kept, not the ``draws x rows`` array
+#: (2,000 draws of 285k rows would be 4.6 GB per copy).
+PRED_CHUNK = 8192
+
+
+def _predictive_summary(key, s: dict, t, curve, nu: float, level: float):
+    """``(log_quantiles (3, m), log_draws (S, m) or None)`` of the predictive ``ln(L / y_k)`` at
+    ``m`` tail rows: the draws themselves up to :data:`PRED_CHUNK` rows, else only the quantiles.
+
+    Above it, the rows go through one compiled program in chunks of :data:`PRED_CHUNK` (each
+    chunk's key folded from ``key``; the last chunk padded), and each chunk's draws are reduced to
+    quantiles on the host (numpy's selection is about 4x faster than XLA's sort on a CPU) while
+    the next chunk is drawn. Memory holds two chunks of draws."""
+    from jaxscale.learning_curves.core import row_bucket
+
+    probs = [(1 - level) / 2, 0.5, (1 + level) / 2]
+    m = t.size
+    if m <= PRED_CHUNK:
+        d = _predictive_padded(key, s, t, curve, nu)
+        return np.quantile(d, probs, axis=0), d
+    n = -(-m // PRED_CHUNK)
+    K = s["c"].shape[1]
+    law = [jnp.asarray(np.pad(np.asarray(s[k]), ((0, 0), (0, row_bucket(K) - K)), mode="edge"))
+           for k in ("c", "g", "alpha", "sigma")]
+    tp = np.r_[t, np.ones(n * PRED_CHUNK - m)].reshape(n, PRED_CHUNK)
+    cp = np.r_[curve, np.zeros(n * PRED_CHUNK - m, curve.dtype)].reshape(n, PRED_CHUNK)
+
+    def draw(i):  # dispatched asynchronously: the next chunk is drawn while this one is reduced
+        return _predictive(jax.random.fold_in(key, i), *law, jnp.asarray(tp[i]), jnp.asarray(cp[i]), nu)
+
+    out, pending = [], draw(0)
+    for i in range(n):  # chunks of rows, to bound memory
+        d, pending = pending, (draw(i + 1) if i + 1 < n else None)
+        out.append(np.quantile(np.asarray(d), probs, axis=0))
+    return np.concatenate(out, axis=1)[:, :m], None
+
+
 #: Held-back points of finished runs needed to calibrate the interval (at level 0.9 the conformal
 #: quantile needs at least 9; fewer points leave the model's own interval).
 MIN_CALIBRATION_POINTS = 10
@@ -551,9 +587,10 @@ def _log_quantiles(draws, level: float):
     return np.quantile(np.log(draws), [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
 
 
-def _conformal_margin(y, draws, level: float):
+def _conformal_margin(y, log_q, level: float):
     """Split-conformal margin of the predictive interval in ``ln L`` from held-back points.
 
+    ``log_q``: ``(3, n)`` lower end, median and upper end of each point's interval in ``ln L``.
     Conformalised quantile regression on ``ln L``: each point's score is how far ``ln y`` lies
     outside the interval (negative inside); the margin is the conformal quantile of the scores
     (the ``ceil((n + 1) level)``-th smallest). Widening both ends by it in ``ln L`` (narrowing,
@@ -562,7 +599,7 @@ def _conformal_margin(y, draws, level: float):
     :data:`MIN_CALIBRATION_POINTS` points.
     """
     n = int(y.size)
-    lo, _, hi = _log_quantiles(draws, level)
+    lo, _, hi = log_q
     ly = np.log(y)
     score = np.maximum(lo - ly, ly - hi)
     raw = float(np.mean(score <= 0.0)) if n else float("nan")
@@ -583,6 +620,11 @@ def _widen(draws, margin: float, level: float):
     return np.exp(med + np.where(ld >= med, up, dn) * (ld - med))
 
 
+def _widen_ends(lo, med, hi, margin: float):
+    """The interval ends of :func:`_widen` from the ends alone (``ln L``): each moves out by ``margin``."""
+    return med - np.maximum(med - lo + margin, 0.0), med + np.maximum(hi - med + margin, 0.0)
+
+
 def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) -> TailFit:
     """Fit the Bayesian saturating power law of every curve on its training rows and predict the others.
 
@@ -594,7 +636,8 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     Returns:
       :class:`TailFit`: ``prediction`` of the tail rows (``mean`` holds the predictive median,
       the point that minimises the absolute error of ``ln L``; ``lower`` / ``upper`` the central
-      ``spec.level`` interval; ``samples`` the predictive draws), the posterior draws of ``E``,
+      ``spec.level`` interval; ``samples`` the predictive draws, None above :data:`PRED_CHUNK`
+      tail rows, where only the interval is kept), the posterior draws of ``E``,
       ``A``, ``alpha`` per curve in original units, the sampler's ``diagnostics`` (``sampler``:
       ``"nuts"``, warned when R-hat > 1.01, ESS < 100 per chain, divergences or fewer than 2 chains;
       ``"importance"``, warned when a run's Pareto k-hat > 0.7) and the
@@ -639,20 +682,30 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     else:
         s, report = _nuts(k_mcmc, t_all[fit_rows], cur[fit_rows], ly_fit, K, spec)
     pred_rows = np.flatnonzero(~tr)
-    draws = _predictive_padded(k_pred, s, t_all[pred_rows], cur[pred_rows], float(spec.nu))
-    y_all = np.exp(draws) * yk[cur[pred_rows]][None]
+    level = float(spec.level)
+    log_q, log_d = _predictive_summary(k_pred, s, t_all[pred_rows], cur[pred_rows], float(spec.nu), level)
+    log_yk = np.log(yk[cur[pred_rows]])
     real = ~tr_user[pred_rows]
     rows = pred_rows[real]
-    ypred = y_all[:, real]
-    calibration = _calibrate(spec, rho, data, pred_rows[~real], y_all[:, ~real])
-    if calibration.get("margin") is not None:
-        ypred = _widen(ypred, calibration["margin"], float(spec.level))
-    q = np.quantile(ypred, [(1 - spec.level) / 2, 0.5, (1 + spec.level) / 2], axis=0)
+    calibration = _calibrate(spec, rho, data, pred_rows[~real], (log_q + log_yk)[:, ~real])
+    margin = calibration.get("margin")
+    if log_d is not None:  # the draws themselves: kept in the prediction, widened
+        ypred = np.exp(log_d[:, real] + log_yk[real])
+        if margin is not None:
+            ypred = _widen(ypred, margin, level)
+        q = np.quantile(ypred, [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
+    else:  # many rows: the interval ends only
+        ypred = None
+        lo, med, hi = (log_q + log_yk)[:, real]
+        if margin is not None:
+            lo, hi = _widen_ends(lo, med, hi, margin)
+        q = np.exp(np.stack([lo, med, hi]))
     mine = remap[np.unique(cur0[~tr_user])]  # the runs in progress among the fitted curves
     c, g, alpha = (np.asarray(s[k])[:, mine] for k in ("c", "g", "alpha"))
     E = c * np.exp(g) * yk[mine][None]
     A = c * (1.0 - np.exp(g)) * yk[mine][None] * xk[mine][None] ** alpha
-    pred = Prediction(jnp.asarray(q[1]), jnp.asarray(q[0]), jnp.asarray(q[2]), jnp.asarray(ypred))
+    pred = Prediction(jnp.asarray(q[1]), jnp.asarray(q[0]), jnp.asarray(q[2]),
+                      None if ypred is None else jnp.asarray(ypred))
     return TailFit(pred, rows, active[mine], E, A, alpha, report, calibration)
 
 
@@ -679,13 +732,19 @@ def _nuts(key, t, curve, ly, K: int, spec: ExtrapolateSpec):
     return {k: np.asarray(res.samples[k]) for k in ("c", "g", "alpha", "sigma")}, report
 
 
-def _calibrate(spec: ExtrapolateSpec, rho, data: TailData, held_rows, held_draws) -> dict:
+def _calibrate(spec: ExtrapolateSpec, rho, data: TailData, held_rows, held_log_q) -> dict:
     """The conformal margin from the held-back rows of finished runs (warned when there is none)."""
     level = float(spec.level)
     if not spec.calibrate:
         return {"calibrated": False, "margin": None, "reason": "calibration switched off (calibrate=False)"}
-    n_runs = int(np.unique(np.asarray(data.curve)[held_rows]).size)
-    out = {"calibrated": False, "margin": None, "runs": n_runs, "points": int(held_rows.size), "rho": rho}
+    cur = np.asarray(data.curve, np.int64)
+    n_runs = int(np.unique(cur[held_rows]).size)
+    tail = np.bincount(cur[~np.asarray(data.train, bool)], minlength=len(data.labels)) > 0
+    n_finished = int(np.sum(~tail & (np.bincount(cur, minlength=len(data.labels)) > 0)))
+    out = {"calibrated": False, "margin": None, "runs": n_runs, "points": int(held_rows.size), "rho": rho,
+           "finished_runs": n_finished, "finished_runs_unused": n_finished - n_runs,
+           "unused_because": f"fewer than {MIN_TRAIN_POINTS} early points after the cut, a flat early part, or "
+                             "nothing after the cut"}
     if rho is None:
         out["reason"] = ("no finished run (a run whose rows are all in the early part) to hold back; the interval is "
                          "the model's own")
@@ -694,7 +753,7 @@ def _calibrate(spec: ExtrapolateSpec, rho, data: TailData, held_rows, held_draws
                          "the interval is the model's own")
     else:
         y = np.asarray(data.y, float)[held_rows]
-        q, raw = _conformal_margin(y, held_draws, level)
+        q, raw = _conformal_margin(y, held_log_q, level)
         out.update(raw_coverage=raw)
         if q is None or not np.isfinite(q):
             out["reason"] = "the held-back points give no finite conformal quantile; the interval is the model's own"
