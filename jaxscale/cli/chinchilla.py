@@ -98,7 +98,7 @@ def fit_handler(args) -> dict:
     if held.any():
         from jaxscale.chinchilla.predict import power_law_baseline
 
-        pred = ch.predict(fit, test_df, key=key, level=args.level)
+        pred = ch.predict(fit, query, key=key, level=args.level)  # checked above (its warnings said once)
         y = test_df[cols["loss_col"]]
         out["holdout"] = score(y, pred)
         out["holdout"]["max_compute_ratio"] = float(
