@@ -376,7 +376,7 @@ def _check_size(n: int, spec: Spec) -> None:
            "per_curve=50) (CLI: --thin 50), or fewer runs (--where)")
     if n > GP_MAX_POINTS:
         raise ValueError(f"fit: {n} training points: a {spec.model} fit factorises a {n} x {n} kernel matrix "
-                         f"({8 * n * n / 1e9:.1f} GB per copy) at every Adam step, more than a CPU fit can hold "
+                         f"({8 * n * n / 1e9:.1f} GB per copy) at every optimiser step, more than a CPU fit can hold "
                          f"(limit {GP_MAX_POINTS}); {fix}")
     if spec.model == "dhgp":  # L-BFGS, not the Adam loop timed below
         return
