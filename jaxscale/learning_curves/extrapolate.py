@@ -495,13 +495,19 @@ def _predictive_padded(key, s: dict, t, curve, nu: float) -> np.ndarray:
     tables of similar sizes); the padding is dropped."""
     from jaxscale.learning_curves.core import row_bucket
 
-    K, m = s["c"].shape[1], t.size
-    pad_k = lambda a: np.pad(np.asarray(a), ((0, 0), (0, row_bucket(K) - K)), mode="edge")  # noqa: E731
+    m = t.size
     tp = np.r_[t, np.ones(row_bucket(m) - m)]
     cp = np.r_[curve, np.zeros(row_bucket(m) - m, curve.dtype)]
-    out = _predictive(key, *(jnp.asarray(pad_k(s[k])) for k in ("c", "g", "alpha", "sigma")), jnp.asarray(tp),
-                      jnp.asarray(cp), nu)
-    return np.asarray(out)[:, :m]
+    return np.asarray(_predictive(key, *_padded_law(s), jnp.asarray(tp), jnp.asarray(cp), nu))[:, :m]
+
+
+def _padded_law(s: dict) -> list:
+    """The draws of ``c, g, alpha, sigma`` with the runs padded to a bucket (the last run repeated)."""
+    from jaxscale.learning_curves.core import row_bucket
+
+    K = s["c"].shape[1]
+    return [jnp.asarray(np.pad(np.asarray(s[k]), ((0, 0), (0, row_bucket(K) - K)), mode="edge"))
+            for k in ("c", "g", "alpha", "sigma")]
 
 
 #: Tail rows above which the predictive draws are summarised chunk by chunk (this many rows per
@@ -518,17 +524,13 @@ def _predictive_summary(key, s: dict, t, curve, nu: float, level: float):
     chunk's key folded from ``key``; the last chunk padded), and each chunk's draws are reduced to
     quantiles on the host (numpy's selection is about 4x faster than XLA's sort on a CPU) while
     the next chunk is drawn. Memory holds two chunks of draws."""
-    from jaxscale.learning_curves.core import row_bucket
-
     probs = [(1 - level) / 2, 0.5, (1 + level) / 2]
     m = t.size
     if m <= PRED_CHUNK:
         d = _predictive_padded(key, s, t, curve, nu)
         return np.quantile(d, probs, axis=0), d
     n = -(-m // PRED_CHUNK)
-    K = s["c"].shape[1]
-    law = [jnp.asarray(np.pad(np.asarray(s[k]), ((0, 0), (0, row_bucket(K) - K)), mode="edge"))
-           for k in ("c", "g", "alpha", "sigma")]
+    law = _padded_law(s)
     tp = np.r_[t, np.ones(n * PRED_CHUNK - m)].reshape(n, PRED_CHUNK)
     cp = np.r_[curve, np.zeros(n * PRED_CHUNK - m, curve.dtype)].reshape(n, PRED_CHUNK)
 
@@ -547,6 +549,18 @@ def _predictive_summary(key, s: dict, t, curve, nu: float, level: float):
 MIN_CALIBRATION_POINTS = 10
 
 
+def _in_progress(data: TailData) -> np.ndarray:
+    """``(K,)`` mask of the runs with rows to predict."""
+    cur = np.asarray(data.curve, np.int64)
+    return np.bincount(cur[~np.asarray(data.train, bool)], minlength=len(data.labels)) > 0
+
+
+def _finished(data: TailData) -> np.ndarray:
+    """Codes of the finished runs: every row in the early part."""
+    cur = np.asarray(data.curve, np.int64)
+    return np.flatnonzero(~_in_progress(data) & (np.bincount(cur, minlength=len(data.labels)) > 0))
+
+
 def _calibration_rows(data: TailData) -> tuple[np.ndarray, float | None]:
     """Rows of finished runs to hold back, mimicking how far the runs in progress are extrapolated.
 
@@ -561,8 +575,7 @@ def _calibration_rows(data: TailData) -> tuple[np.ndarray, float | None]:
     x = np.asarray(data.x, float)
     tr = np.asarray(data.train, bool)
     K = len(data.labels)
-    in_progress = np.bincount(cur[~tr], minlength=K) > 0
-    finished = np.flatnonzero(~in_progress & (np.bincount(cur, minlength=K) > 0))
+    in_progress, finished = _in_progress(data), _finished(data)
     if finished.size == 0:
         return np.zeros(tr.shape, bool), None
     s_tr = pd.Series(np.where(tr, x, -np.inf)).groupby(cur).max()
@@ -614,14 +627,16 @@ def _widen(draws, margin: float, level: float):
     ``ln L`` (in by ``-margin``; an end never crosses the median): every draw's distance from the
     median is scaled, per side, by the ratio of the new to the old half-width."""
     lo, med, hi = _log_quantiles(draws, level)
+    new_lo, new_hi = _widen_ends(lo, med, hi, margin)
     ld = np.log(draws)
-    up = np.maximum(hi - med + margin, 0.0) / np.maximum(hi - med, 1e-300)
-    dn = np.maximum(med - lo + margin, 0.0) / np.maximum(med - lo, 1e-300)
+    up = (new_hi - med) / np.maximum(hi - med, 1e-300)
+    dn = (med - new_lo) / np.maximum(med - lo, 1e-300)
     return np.exp(med + np.where(ld >= med, up, dn) * (ld - med))
 
 
 def _widen_ends(lo, med, hi, margin: float):
-    """The interval ends of :func:`_widen` from the ends alone (``ln L``): each moves out by ``margin``."""
+    """The interval ends of :func:`_widen` from the ends alone (``ln L``): each moves out by ``margin``
+    (in by ``-margin``, never past the median)."""
     return med - np.maximum(med - lo + margin, 0.0), med + np.maximum(hi - med + margin, 0.0)
 
 
@@ -737,10 +752,8 @@ def _calibrate(spec: ExtrapolateSpec, rho, data: TailData, held_rows, held_log_q
     level = float(spec.level)
     if not spec.calibrate:
         return {"calibrated": False, "margin": None, "reason": "calibration switched off (calibrate=False)"}
-    cur = np.asarray(data.curve, np.int64)
-    n_runs = int(np.unique(cur[held_rows]).size)
-    tail = np.bincount(cur[~np.asarray(data.train, bool)], minlength=len(data.labels)) > 0
-    n_finished = int(np.sum(~tail & (np.bincount(cur, minlength=len(data.labels)) > 0)))
+    n_runs = int(np.unique(np.asarray(data.curve)[held_rows]).size)
+    n_finished = int(_finished(data).size)
     out = {"calibrated": False, "margin": None, "runs": n_runs, "points": int(held_rows.size), "rho": rho,
            "finished_runs": n_finished, "finished_runs_unused": n_finished - n_runs,
            "unused_because": f"fewer than {MIN_TRAIN_POINTS} early points after the cut, a flat early part, or "
