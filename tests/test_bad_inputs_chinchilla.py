@@ -35,6 +35,12 @@ def _set(col, row, value):
     return f
 
 
+def _two_datasets(df):  # the first 12 runs again on another dataset (the same N and D)
+    df["data"] = ["c4"] * 13 + ["pile"] * 12
+    for col in ("params", "tokens"):
+        df.loc[13:, col] = df.loc[:11, col].to_numpy()
+
+
 # (case, table edit, expected message pieces) -> exit 2; rows of the file are 1-based lines
 ERRORS = [
     ("nan loss", _set("val_loss", 4, np.nan), ["'val_loss'", "non-finite", "rows [6]"]),
@@ -44,6 +50,9 @@ ERRORS = [
     ("text in a number column", _set("params", 3, "1.2B"), ["'params'", "non-numeric", "rows [5]", "1.2e9"]),
     ("duplicate run", lambda df: df.loc.__setitem__((1, "tokens"), df.loc[0, "tokens"]),
      ["repeat the same (params, tokens) pair", "[2, 3]", "--agg"]),
+    ("runs of two datasets", _two_datasets,
+     ["repeat the same (params, tokens) pair", "differ in column 'data' (2 values: ['c4', 'pile'])",
+      "--where \"data == 'c4'\""]),
     ("single model size", lambda df: df.assign(params=1e9, tokens=np.geomspace(1e9, 1e12, len(df))).pipe(
         lambda new: df.__setitem__(slice(None), new)),
      ["need >= 2 distinct values of 'params'"]),
@@ -141,3 +150,18 @@ def test_holdout_rows_without_a_loss_are_counted_not_refused(tmp_path, capsys):
     assert out["baselines"]["power_law_in_compute"]["n"] == 4
     pred = pd.read_csv(tmp_path / "p.csv")
     assert len(pred) == 25 and np.isfinite(pred["mean"]).all()
+
+
+def test_aggregate_names_a_text_column_that_separates_the_repeats_and_not_a_sweep():
+    from jaxscale import chinchilla as ch
+
+    cols = dict(n_col="params", d_col="tokens", loss_col="val_loss")
+    df = _edit(runs(), _two_datasets)
+    with pytest.warns(UserWarning, match=r"merging 24 rows .* differ in column 'data' \(2 values"):
+        merged, n = ch.aggregate(df, how="mean", **cols)
+    assert n == 12 and len(merged) == 13
+    sweep = df.drop(columns="data").assign(lr=np.resize([1e-3, 3e-3], len(df)))  # a numeric sweep: no hint
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        merged, n = ch.aggregate(sweep, how="min", **cols)
+    assert n == 12

@@ -193,13 +193,44 @@ def test_unseen_category_opt_in_and_far_extrapolation_warn(model, tmp_path, caps
     assert width[1] > width[0]  # the far query's interval is wider
 
 
-def test_unseen_category_in_held_out_rows_is_refused(tmp_path, capsys):
+def test_unseen_category_in_held_out_rows_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    from jaxscale import ncpl
+
+    def no_fit(*a, **k):
+        raise AssertionError("the ensemble was trained before the held-out rows were checked")
+
+    monkeypatch.setattr(ncpl, "fit", no_fit)
     df = pd.concat([runs(), runs(4, seed=3).assign(optimizer="sgd", run=lambda d: d.run + "x")], ignore_index=True)
     df.to_csv(tmp_path / "runs.csv", index=False)
     rc = main(["ncpl", "train", "--csv", str(tmp_path / "runs.csv"), *LAW, *TINY, "--holdout",
                "optimizer == 'sgd'", "--json"])
     err = capsys.readouterr().err
-    assert rc == 2 and "['sgd']" in err and "rows [38, 39, 40, 41]" in err and "--handle-unknown" in err
+    assert rc == 2 and "held-out rows: column 'optimizer'" in err and "['sgd']" in err
+    assert "rows [38, 39, 40, 41]" in err and "--handle-unknown" in err
+
+
+def test_results_read_as_configuration_are_warned_and_settings_are_not():
+    from jaxscale import ncpl
+
+    df = runs()
+    rng = np.random.default_rng(1)
+    df["val_loss"] = df["loss"] + rng.normal(0, 0.05, len(df))  # another loss of the same runs
+    df["tokens_seen_proxy"] = df["loss"] * 3.0 + 1.0  # a result under a neutral name
+    df["z_loss"] = 1e-4  # a setting named like a loss
+    with pytest.warns(UserWarning, match="2 column\\(s\\) read as configuration look like results") as rec:
+        ncpl.from_frame(df, target_col="loss", n_col="N", d_col="D", exclude_cols=["run"])
+    msg = next(str(w.message) for w in rec if "look like results" in str(w.message))
+    assert "'val_loss' (named like a metric ('loss')" in msg and "'tokens_seen_proxy' (rank correlation +1.000" in msg
+    assert "z_loss'" not in msg and "--exclude-cols val_loss,tokens_seen_proxy" in msg
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ncpl.from_frame(df, target_col="loss", n_col="N", d_col="D",
+                        exclude_cols=["run", "val_loss", "tokens_seen_proxy"])
+        # named on purpose: no warning
+        ncpl.from_frame(df, target_col="loss", n_col="N", d_col="D", exclude_cols=["run"],
+                        num_cols=["val_loss", "tokens_seen_proxy", "z_loss", "lr"], text_cols=["optimizer"])
 
 
 def test_heldout_rows_without_target_are_counted_and_warned(tmp_path, capsys):

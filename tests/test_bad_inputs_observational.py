@@ -339,6 +339,29 @@ def test_heldout_report_has_the_flops_baseline(table, tmp_path, capfd):
     assert b["n_heldout_no_flops"] == 2 and b["ln_flops_sigmoid"]["n"] == out["n_test"] - 2 == 26
     assert b["model_same_rows"]["n"] == 26 and b["model_loses_to"] == []
     assert b["model_same_rows"]["mae"] < b["ln_flops_sigmoid"]["mae"]
+    # the mean-benchmark-score sigmoid needs no FLOPs: every held-out row, the rows of `holdout`
+    assert b["mean_score_sigmoid"]["n"] == out["holdout"]["n"] == 28
+    assert b["mean_score_sigmoid"]["mae"] > out["holdout"]["mae"]
+
+
+def test_table_without_flops_gets_the_mean_score_baseline_and_names_its_score_columns(table, tmp_path, capfd):
+    """A leaderboard export (no FLOPs, its own benchmark names): the error lists the columns whose
+    values all lie in [0, 1] as a ready --metric-cols; the held-out report still has a baseline."""
+    t = table.drop(columns=["FLOPs (1E21)"]).rename(columns={"MMLU": "mmlu_pro", "ARC-C": "arc", "HellaSwag": "hs"})
+    t = t[["Model", "mmlu_pro", "arc", "hs", "cot"]]
+    t.to_csv(tmp_path / "t.csv", index=False)
+    rc, _, _, err = _run(capfd, _fit(tmp_path / "t.csv", "--test-frac", "0.2"))
+    assert rc == 2 and "found 0 of the default benchmark columns" in err
+    assert "with every value in [0, 1]: ['mmlu_pro', 'arc', 'hs'] (CLI: --metric-cols mmlu_pro,arc,hs)" in err
+    rc, out, _, err = _run(capfd, _fit(tmp_path / "t.csv", "--test-frac", "0.2", "--metric-cols", "mmlu_pro,arc,hs",
+                                       "--k", "2"))
+    assert rc == 0, err
+    b = out["baselines"]
+    assert b["mean_score_sigmoid"]["n"] == out["holdout"]["n"] == out["n_test"] > 0
+    assert b["mean_score_sigmoid"]["coverage"] is not None and "ln_flops_sigmoid" not in b
+    assert "no FLOPs column: --flops-col" in b["ln_flops_sigmoid_reason"]
+    assert b["model_loses_to"] == (["mean_score_sigmoid"] if b["mean_score_sigmoid"]["mae"] < out["holdout"]["mae"]
+                                   else [])
 
 
 def test_clean_headline_fits_warn_nothing(capfd):

@@ -162,7 +162,7 @@ def from_frame(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col
                 f"{what}: {int(dup.sum())} rows repeat the same ({n_col}, {d_col}) pair at rows "
                 f"{list(df.index[dup][:5])}{' ...' if dup.sum() > 5 else ''}; a repeated run would be "
                 "counted twice. Aggregate them (CLI: --agg mean or --agg min; Python: "
-                "chinchilla.aggregate(df, how='mean')) or remove them.")
+                f"chinchilla.aggregate(df, how='mean')) or remove them.{_separating_column(df, dup, cols)}")
     _check_units(df, n_col, d_col, what)
     dtype = jnp.result_type(float)
     n = len(df)
@@ -175,6 +175,27 @@ def from_frame(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col
         jnp.ones(n, dtype),
         columns=columns,
     )
+
+
+def _separating_column(df: pd.DataFrame, dup, used) -> str:
+    """A hint naming a text column with few values that differs between the runs repeating an
+    (N, D) pair (a dataset, a tokenizer...): their losses may belong to different laws, so
+    aggregating would mix them; a ``--where`` on it fits one. Numeric columns (a learning-rate
+    sweep, whose best run per shape is the usual ``how='min'``) are not named. Empty when there
+    is none."""
+    groups = df[dup].groupby(list(used[:2]), sort=False)
+    for c in df.columns:
+        if c in used or pd.api.types.is_numeric_dtype(df[c]):
+            continue
+        k = df[c].nunique()
+        if 2 <= k <= 20 and (groups[c].nunique() > 1).mean() >= 0.5:
+            values = sorted(map(str, df[c].dropna().unique()))
+            v0 = df[c].dropna().iloc[0]
+            lit = repr(v0) if isinstance(v0, str) else f"{v0!r}"
+            return (f" They differ in column {c!r} ({k} values: {values[:5]}{' ...' if k > 5 else ''}); if those are "
+                    f"different settings, fit one at a time, e.g. --where \"{c} == {lit}\" "
+                    f"(Python: df[df[{c!r}] == {lit}]).")
+    return ""
 
 
 def _check_units(df: pd.DataFrame, n_col: str, d_col: str, what: str) -> None:
@@ -197,6 +218,11 @@ def aggregate(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col:
     if how not in ("mean", "min"):
         raise ValueError(f"how={how!r}: use 'mean' (average repeated runs) or 'min' (best of them)")
     V.require_columns(df, [n_col, d_col, loss_col], "runs table")
+    dup = df.duplicated(subset=[n_col, d_col], keep=False)
+    hint = _separating_column(df, dup, [n_col, d_col, loss_col]) if dup.any() else ""
+    if hint:
+        warnings.warn(f"aggregate: merging {int(dup.sum())} rows that repeat an (N, D) pair.{hint}", UserWarning,
+                      stacklevel=2)
     values = df.groupby([n_col, d_col], sort=False)[loss_col].transform(how).to_numpy()
     first = ~df.duplicated(subset=[n_col, d_col], keep="first").to_numpy()
     out = df.iloc[np.flatnonzero(first)].copy()

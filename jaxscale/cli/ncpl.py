@@ -152,6 +152,7 @@ def cmd_train(args) -> dict:
     from jaxscale.data import holdout_mask
     from jaxscale.data.validate import require_columns
     from jaxscale.ncpl.data import missing_counts
+    from jaxscale.ncpl.model import check_known_values
     from jaxscale.ncpl.pipeline import extrapolation_summary
 
     check_outputs(args)
@@ -183,6 +184,9 @@ def cmd_train(args) -> dict:
     train_df = df[train_rows]
     data = ncpl.from_frame(train_df, duplicates="keep" if args.duplicates != "error" else "error", **frame_kwargs)
     spec = _spec(args)
+    # a held-out value the training rows never had would stop the scoring after the whole fit
+    check_known_values(data, df[~train_rows], args.handle_unknown,
+                       "held-out rows" if args.holdout else f"rows outside --train-value {args.train_value!r}")
     t0 = time.perf_counter()
     fit = ncpl.fit(_key(args.seed), data, spec)
     seconds = time.perf_counter() - t0

@@ -78,29 +78,49 @@ def _task_baselines(name: str, *, k=None, floor=None) -> dict:
     return {"baselines": b}
 
 
+MEAN_BASELINE = "mean_score_sigmoid"
+
+
 def _table_baselines(args, fit, data, pred, train, held) -> dict:
-    """``baselines`` of a held-out report on your table: the ln-FLOPs sigmoid on the held-out
-    rows with FLOPs and a target, the model scored on the same rows."""
+    """``baselines`` of a held-out report on your table: the mean-benchmark-score sigmoid on every
+    held-out row with a target (the rows of ``holdout``), and the ln-FLOPs sigmoid on those of
+    them with FLOPs (the model is scored again on those rows: ``model_same_rows``)."""
     from jaxscale.infer.prediction import Prediction
-    from jaxscale.observational.model import flops_baseline, take_rows
+    from jaxscale.observational.model import flops_baseline, mean_score_baseline, take_rows
 
     scored = held & np.isfinite(np.asarray(data.y, float))
-    base, info = flops_baseline(take_rows(data, train), take_rows(data, scored), fit.spec, level=args.level)
-    if base is None:
-        return {"baselines": None, "baselines_reason": info["reason"]}
-    has = np.isfinite(np.asarray(base.mean, float))
-    if not has.any():
-        return {"baselines": None,
-                "baselines_reason": f"none of the {int(scored.sum())} held-out rows with a target has FLOPs"}
     y = fit.lo + (fit.hi - fit.lo) * np.asarray(data.y, float)[scored]
     model = Prediction(*(np.asarray(v, float)[scored] for v in (pred.mean, pred.lower, pred.upper)))
-    b = compare_baselines(y, model, {BASELINE: base}, what="obs fit (held-out rows with FLOPs)", mask=has)
-    b.update(model_same_rows=score(y, model, mask=has), n_heldout_no_flops=int((~has).sum()),
-             n_train_no_flops=info["n_train_no_flops"],
-             ln_flops_law={key: info[key] for key in ("slope", "intercept", "floor", "converged")},
-             rows=f"the {int(has.sum())} held-out rows with FLOPs (raw target units); the {int((~has).sum())} "
-                  f"without FLOPs are scored for the model only (holdout); the baseline is fitted on the "
-                  f"{info['n_train']} training rows with FLOPs ({info['n_train_no_flops']} without are left out)")
+    tr, q = take_rows(data, train), take_rows(data, scored)
+    b, loses = {}, []
+    mean_base, minfo = mean_score_baseline(tr, q, fit.spec, level=args.level)
+    if mean_base is None:
+        b[MEAN_BASELINE + "_reason"] = minfo["reason"]
+    else:
+        m = compare_baselines(y, model, {MEAN_BASELINE: mean_base}, what="obs fit (held-out rows)")
+        b[MEAN_BASELINE] = m[MEAN_BASELINE]
+        b["mean_score_law"] = {key: minfo[key] for key in ("slope", "intercept", "floor", "converged")}
+        loses += m["model_loses_to"]
+    base, info = flops_baseline(tr, q, fit.spec, level=args.level)
+    has = np.zeros(int(scored.sum()), bool) if base is None else np.isfinite(np.asarray(base.mean, float))
+    if base is None:
+        b[BASELINE + "_reason"] = info["reason"]
+    elif not has.any():
+        b[BASELINE + "_reason"] = f"none of the {int(scored.sum())} held-out rows with a target has FLOPs"
+    else:
+        f = compare_baselines(y, model, {BASELINE: base}, what="obs fit (held-out rows with FLOPs)", mask=has)
+        b[BASELINE] = f[BASELINE]
+        loses += f["model_loses_to"]
+        b.update(model_same_rows=score(y, model, mask=has), n_heldout_no_flops=int((~has).sum()),
+                 n_train_no_flops=info["n_train_no_flops"],
+                 ln_flops_law={key: info[key] for key in ("slope", "intercept", "floor", "converged")})
+    if not (MEAN_BASELINE in b or BASELINE in b):
+        return {"baselines": None, "baselines_reason": "; ".join(v for k, v in b.items() if k.endswith("_reason"))}
+    b["model_loses_to"] = loses
+    b["rows"] = (f"{MEAN_BASELINE}: the {int(scored.sum())} held-out rows with a target (those of holdout); "
+                 + (f"{BASELINE}: the {int(has.sum())} of them with FLOPs (model_same_rows: the model on those), "
+                    f"fitted on the {info['n_train']} training rows with FLOPs ({info['n_train_no_flops']} without "
+                    "are left out)" if has.any() else f"{BASELINE}: not scored ({b[BASELINE + '_reason']})"))
     return {"baselines": b}
 
 

@@ -33,7 +33,7 @@ from jaxscale.ncpl.serialize import (
 )
 from jaxscale.ncpl.spec import MAX_TOKENS
 
-__all__ = ["Data", "from_frame", "MAX_TOKENS", "DUPLICATES", "missing_counts", "token_lengths", "duplicate_rows"]
+__all__ = ["Data", "from_frame", "MAX_TOKENS", "DUPLICATES", "missing_counts", "warn_result_columns", "token_lengths", "duplicate_rows"]
 
 log = get_logger(__name__)
 
@@ -123,6 +123,51 @@ def _rows(index) -> str:
     return "[" + ", ".join(str(i) for i in index[:5]) + "]" + (f" (+{len(index) - 5} more)" if len(index) > 5 else "")
 
 
+#: Words that mark a column as a result of a run (a metric), not a setting of it.
+RESULT_WORDS = ("loss", "ppl", "perplexity", "acc", "accuracy", "bpb", "bpc", "bleu", "chrf", "score", "eval")
+#: Rank correlation with the target above which a config column is suspected to be another result.
+RESULT_CORRELATION = 0.95
+
+
+def warn_result_columns(df: pd.DataFrame, target_col: str, columns, what: str = "runs") -> list:
+    """Warn when inferred config ``columns`` look like results of the runs (other losses or
+    metrics), not settings: numbers that differ in most runs (a measurement, where a setting
+    repeats) under a name holding a word of :data:`RESULT_WORDS`, or (>= 10 rows) a rank
+    correlation with the target of at least :data:`RESULT_CORRELATION`. Read as configuration,
+    a result leaks the answer on rows of the same runs and is unknown for a run not yet trained.
+    Returns the flagged columns."""
+    import re
+
+    flagged = {}
+    y = pd.to_numeric(df[target_col], errors="coerce")
+    for c in columns:
+        x = pd.to_numeric(df[c], errors="coerce")
+        if x.notna().sum() < max(5, 0.5 * len(df)):
+            continue  # text, or mostly empty
+        words = set(re.split(r"[^a-z0-9]+", str(c).lower()))
+        hit = sorted(words & set(RESULT_WORDS))
+        if hit and x.nunique() >= 0.5 * x.notna().sum():
+            flagged[c] = f"named like a metric ({hit[0]!r}), a different value in most runs"
+            continue
+        ok = x.notna() & y.notna()
+        if ok.sum() >= 10 and x[ok].nunique() > 2 and y[ok].nunique() > 1:
+            rho = float(x[ok].rank().corr(y[ok].rank()))
+            if abs(rho) >= RESULT_CORRELATION:
+                flagged[c] = f"rank correlation {rho:+.3f} with {target_col!r}"
+    if flagged:
+        import warnings
+
+        listed = "; ".join(f"{c!r} ({why})" for c, why in list(flagged.items())[:8])
+        more = f" (+{len(flagged) - 8} more)" if len(flagged) > 8 else ""
+        warnings.warn(
+            f"{what}: {len(flagged)} column(s) read as configuration look like results of the runs, not settings: "
+            f"{listed}{more}. A result used as an input leaks the answer and is unknown for a run not yet trained; "
+            f"leave them out with exclude_cols (CLI: --exclude-cols {','.join(map(str, flagged))}) or list the "
+            "configuration with num_cols/text_cols (CLI: --config-cols). Keep them if they are settings.",
+            UserWarning, stacklevel=3)
+    return list(flagged)
+
+
 def missing_counts(data: Data) -> dict:
     """``{column: rows}`` of config fields that are empty in some rows (left out of their text)."""
     out = {c: int(k) for c, k in zip(data.num_cols, (~np.asarray(data.present, bool)).sum(0)) if k}
@@ -210,6 +255,12 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
                          f"{exclude}); give text_cols/num_cols")
     if skipped:
         log.warning("left out %d column(s): %s", len(skipped), "; ".join(f"{c!r}: {r}" for c, r in skipped.items()))
+    if has_target and require_target:
+        given_cols = {t[1] if isinstance(t, tuple) else t for t in (text_cols or ())} | \
+            {f.column if isinstance(f, NumField) else f for f in (num_cols or ())}
+        inferred = [c for _, c in text_fields] + [f.column for f in num_fields]
+        warn_result_columns(df, target_col, [c for c in inferred if c not in given_cols and c not in (n_col, d_col)],
+                            what)
     # sizes are log-scale quantities whatever their span (> 0 is checked above); a NumField you give is kept
     given = {f.column for f in (num_cols or ()) if isinstance(f, NumField)}
     sizes = {c for c in (n_col, d_col) if c is not None} - given

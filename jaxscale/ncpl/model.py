@@ -66,6 +66,7 @@ __all__ = [
     "fit_core",
     "prepare",
     "predict",
+    "check_known_values",
     "stage2",
     "fit_ncpl",
     "extrapolation",
@@ -678,8 +679,25 @@ def _check_query(fit: Fit, data: Data) -> None:
         raise ValueError("this fit subtracts a baseline column: the query needs it (from_frame baseline_col)")
 
 
-def _align_vocab(fit: Fit, data: Data, handle_unknown: str):
-    """The query's text codes in the fit's vocabularies: ``(data, unseen (n, T) bool)``.
+def check_known_values(train: Data, df: pd.DataFrame, handle_unknown: str = "error", what: str = "query") -> None:
+    """Raise, before a long fit, the error :func:`predict` would raise after it: rows of ``df``
+    (runs to score or predict later) whose text value in a field of ``train`` never occurs in
+    ``train``. Does nothing unless ``handle_unknown="error"``; ``what`` names the rows."""
+    from jaxscale.ncpl.serialize import NumField
+
+    if handle_unknown != "error" or not len(df) or not train.text_cols:
+        return
+    fields = dict(text_cols=tuple(zip(train.text_keys, train.text_cols)),
+                  num_cols=tuple(NumField(k, c, bool(lg)) for k, c, lg in
+                                 zip(train.num_keys, train.num_cols, train.num_log)))
+    query = from_frame(df[list(train.text_cols) + list(train.num_cols)], target_col=None, require_target=False,
+                       max_tokens=10**9, **fields)
+    _align_vocab(train.text_cols, train.vocab, query, handle_unknown, what)
+
+
+def _align_vocab(text_cols, known_vocab, data: Data, handle_unknown: str, what: str = "query"):
+    """The query's text codes in the fit's vocabularies (``text_cols``, ``known_vocab``):
+    ``(data, unseen (n, T) bool)``.
 
     A value the fit never saw raises (``"error"``), is appended to the vocabulary so the encoder
     reads it (``"encode"``), or is left out of the run's text (``"ignore"``)."""
@@ -688,7 +706,7 @@ def _align_vocab(fit: Fit, data: Data, handle_unknown: str):
     codes = np.asarray(data.codes).copy()
     unseen = np.zeros(codes.shape, bool)
     vocab = []
-    for j, (col, known) in enumerate(zip(fit.text_cols, fit.vocab)):
+    for j, (col, known) in enumerate(zip(text_cols, known_vocab)):
         pos = {v: i for i, v in enumerate(known)}
         qv = list(data.vocab[j])
         new = [v for v in qv if v not in pos]
@@ -699,7 +717,7 @@ def _align_vocab(fit: Fit, data: Data, handle_unknown: str):
         unseen[:, j] = mapped >= len(known)
         if unseen[:, j].any() and handle_unknown == "error":
             raise ValueError(
-                f"query: column {col!r} has {int(unseen[:, j].sum())} row(s) with value(s) never seen in training "
+                f"{what}: column {col!r} has {int(unseen[:, j].sum())} row(s) with value(s) never seen in training "
                 f"{sorted(set(new))[:10]} at rows {data.rows(unseen[:, j])}; known values: {list(known)[:20]}. The "
                 "text encoder can read a new value, but the model never saw its effect: fix the spelling, or "
                 "predict anyway with handle_unknown='encode' (the value is written into the text) or 'ignore' (the "
@@ -794,7 +812,7 @@ def extrapolation(fit: Fit, query, *, handle_unknown: str = "error") -> pd.DataF
     """
     data = query if isinstance(query, Data) else _query_data(fit, query)
     _check_query(fit, data)
-    data, unseen = _align_vocab(fit, data, handle_unknown)
+    data, unseen = _align_vocab(fit.text_cols, fit.vocab, data, handle_unknown)
     d, worst = _distance(fit, data, unseen)
     return pd.DataFrame({"extrapolation": d, "worst": worst})
 
@@ -828,7 +846,7 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     level = check_level(level)
     data = query if isinstance(query, Data) else _query_data(fit, query)
     _check_query(fit, data)
-    data, unseen = _align_vocab(fit, data, handle_unknown)
+    data, unseen = _align_vocab(fit.text_cols, fit.vocab, data, handle_unknown)
     d, worst = _distance(fit, data, unseen)
     e = fit.extrap
     clip = bool(np.asarray(e.clip))

@@ -15,7 +15,8 @@ Named extras: the paper's experiments (:func:`run_task`, :func:`run_baseline`, :
 Bayesian calibration over every task (:func:`calibrate`) and helpers for your own table
 (:func:`take_rows`, :func:`cutoff_rows`, :func:`reference_axis`, :func:`capabilities`,
 :func:`extrapolation`: how far each model lies outside the training data, :func:`flops_baseline`:
-the ln-FLOPs sigmoid to compare against).
+the ln-FLOPs sigmoid to compare against, :func:`mean_score_baseline`: the same on the mean
+benchmark accuracy, for tables without FLOPs).
 
 Modules: ``model`` (the contract), ``constants`` / ``data`` / ``tasks`` / ``splits`` (bundled data
 and the paper's settings), ``pca`` (imputation and principal capabilities), ``fit`` (sigmoid-link
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # the names below load on first use (see _LAZY); these import
         fit,
         fit_core,
         flops_baseline,
+        mean_score_baseline,
         from_frame,
         predict,
         reference_axis,
@@ -71,6 +73,7 @@ __all__ = [
     "capabilities",
     "extrapolation",
     "flops_baseline",
+    "mean_score_baseline",
     # the paper's experiments
     "run_task",
     "run_baseline",
@@ -92,7 +95,8 @@ _LAZY = {
     "Fit": _P + "model:ObsFit",
     "ObsSpec": _P + "spec",
     **dict.fromkeys(["ObsData", "ObsFit", "from_frame", "fit", "fit_core", "predict", "take_rows", "cutoff_rows",
-                     "reference_axis", "capabilities", "extrapolation", "flops_baseline"], _P + "model"),
+                     "reference_axis", "capabilities", "extrapolation", "flops_baseline",
+                     "mean_score_baseline"], _P + "model"),
     **dict.fromkeys(["run_task", "run_baseline"], _P + "pipeline"),
     **dict.fromkeys(["get_task", "task_names"], _P + "tasks"),
     **dict.fromkeys(["cutoff_sweep", "subset_curve"], _P + "sweep"),

@@ -83,6 +83,7 @@ __all__ = [
     "extrapolation",
     "flops_excess",
     "flops_baseline",
+    "mean_score_baseline",
     "FLOPS_UNIT",
     "EXTRAPOLATION_UNIT",
 ]
@@ -203,6 +204,19 @@ def _optional_column(df, col, default, role, what):
     return None  # unreachable
 
 
+def _score_columns(df: pd.DataFrame, skip=()) -> list:
+    """Columns whose values are all numbers in [0, 1] (empty cells allowed, >= 1 value): the likely
+    benchmark accuracies of a table, named in the error when the default columns are absent."""
+    out = []
+    for c in df.columns:
+        if c in skip:
+            continue
+        v = pd.to_numeric(df[c], errors="coerce")
+        if v.notna().any() and v.notna().sum() == df[c].notna().sum() and v.min() >= 0 and v.max() <= 1:
+            out.append(str(c))
+    return out
+
+
 def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo: float = 0.0,
                hi: float = 1.0, flops_col: str | None = FLOPS, flops_unit: float = FLOPS_UNIT,
                model_col: str | None = _MODEL, family_col: str | None = FAMILY,
@@ -243,9 +257,12 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
     if metric_cols is None:
         metric_cols = [m for m in BASE_METRICS if m in df.columns and m != target_col]
         if len(metric_cols) < 2:
+            seen = _score_columns(df, skip=(target_col, flops_col, model_col, family_col))
+            hint = (f"; columns of this table with every value in [0, 1]: {seen[:12]} (CLI: --metric-cols "
+                    f"{','.join(seen)})" if len(seen) >= 2 else "")
             raise ValueError(f"{what}: found {len(metric_cols)} of the default benchmark columns "
                              f"{list(BASE_METRICS)}; name your benchmark columns with metric_cols=[...] "
-                             "(CLI: --metric-cols a,b,c), at least 2")
+                             f"(CLI: --metric-cols a,b,c), at least 2{hint}")
     metric_cols = [str(m) for m in metric_cols]
     if len(metric_cols) < 2:
         raise ValueError(f"{what}: need at least 2 benchmark columns, got {metric_cols}")
@@ -911,29 +928,62 @@ def flops_baseline(train: ObsData, query: ObsData, spec: ObsSpec = ObsSpec(), *,
       ``intercept``, ``floor`` (the law ``floor + (1 - floor) σ(slope ln C + intercept)``, C in
       1e21 FLOPs), ``converged``; ``None`` and ``info["reason"]`` when it cannot be fitted.
     """
+    Ct, Cq = np.asarray(train.flops, float), np.asarray(query.flops, float)
+    info = dict(n_train_no_flops=int((~np.isfinite(Ct)).sum()), n_query_no_flops=int((~np.isfinite(Cq)).sum()))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xt, xq = ln_regressor(Ct)[:, 0], ln_regressor(Cq)[:, 0]
+    pred, more = _sigmoid_baseline(xt, xq, train, query, spec, level, "FLOPs")
+    info.update(more)
+    if pred is None and "flops" not in dict(train.columns):
+        info["reason"] += " (no FLOPs column: --flops-col)"
+    return pred, info
+
+
+def mean_score_baseline(train: ObsData, query: ObsData, spec: ObsSpec = ObsSpec(), *, level: float = 0.9):
+    """A baseline that needs no FLOPs: the same link and loss on each model's **mean benchmark
+    accuracy** (over its non-missing benchmark cells) instead of the principal capabilities.
+
+    If a single average of the benchmarks predicts the target as well as the principal
+    capabilities do, the PCA buys nothing on this table. Rows without any benchmark value get no
+    prediction (NaN). The interval is the fit ± the normal quantile times its residual s.d.,
+    clipped to ``[lo, hi]``.
+
+    Returns:
+      ``(Prediction or None, info)`` as :func:`flops_baseline` (``slope`` per unit of mean
+      accuracy); ``None`` and ``info["reason"]`` when it cannot be fitted.
+    """
+    def mean(d):
+        s = np.asarray(d.scores, float)
+        n = np.isfinite(s).sum(axis=1)
+        return np.where(n > 0, np.nansum(s, axis=1) / np.maximum(n, 1), np.nan)
+
+    return _sigmoid_baseline(mean(train), mean(query), train, query, spec, level, "a benchmark score")
+
+
+def _sigmoid_baseline(xt, xq, train: ObsData, query: ObsData, spec: ObsSpec, level: float, needs: str):
+    """The link (``spec.floor``) and loss (``spec.loss``) fitted on one regressor ``xt`` of the
+    training rows, predicted at ``xq``; rows with a NaN regressor are left out / get NaN."""
     from scipy.special import ndtri
 
     level = check_level(level)
-    Ct, Cq = np.asarray(train.flops, float), np.asarray(query.flops, float)
+    xt, xq = np.asarray(xt, float), np.asarray(xq, float)
     yt = np.asarray(train.y, float)
-    ok = np.isfinite(Ct) & np.isfinite(yt)
-    info = dict(n_train=int(ok.sum()), n_train_no_flops=int((~np.isfinite(Ct)).sum()),
-                n_query_no_flops=int((~np.isfinite(Cq)).sum()))
+    ok = np.isfinite(xt) & np.isfinite(yt)
+    info = dict(n_train=int(ok.sum()))
     n_par = 2 + int(spec.floor)
-    if ok.sum() < n_par + 1 or np.unique(Ct[ok]).size < 2 or np.ptp(yt[ok]) <= 1e-12:
-        info["reason"] = (f"the ln-FLOPs baseline needs >= {n_par + 1} training rows with FLOPs, at least 2 distinct "
-                          f"FLOPs and a target that varies; have {int(ok.sum())} row(s) with FLOPs"
-                          + ("" if "flops" in dict(train.columns) else " (no FLOPs column: --flops-col)"))
+    if ok.sum() < n_par + 1 or np.unique(xt[ok]).size < 2 or np.ptp(yt[ok]) <= 1e-12:
+        info["reason"] = (f"the baseline needs >= {n_par + 1} training rows with {needs}, at least 2 distinct values "
+                          f"of it and a target that varies; have {int(ok.sum())} row(s) with {needs}")
         return None, info
-    law, res = fit_law(ln_regressor(Ct[ok]), yt[ok], floor=spec.floor, loss=spec.loss)
-    fitted = np.asarray(law_predict(law, jnp.asarray(ln_regressor(Ct[ok]))))
+    law, res = fit_law(xt[ok, None], yt[ok], floor=spec.floor, loss=spec.loss)
+    fitted = np.asarray(law_predict(law, jnp.asarray(xt[ok, None])))
     sd = float(np.sqrt(np.sum((fitted - yt[ok]) ** 2) / max(ok.sum() - n_par, 1)))
-    has = np.isfinite(Cq)
-    mu = np.full(Cq.shape, np.nan)
-    mu[has] = np.asarray(law_predict(law, jnp.asarray(ln_regressor(Cq[has]))))
+    has = np.isfinite(xq)
+    mu = np.full(xq.shape, np.nan)
+    mu[has] = np.asarray(law_predict(law, jnp.asarray(xq[has, None])))
     half = float(ndtri(0.5 + level / 2)) * sd
     scale = query.hi - query.lo
-    raw = lambda v: jnp.asarray(query.lo + scale * v)
+    raw = lambda v: jnp.asarray(query.lo + scale * v)  # noqa: E731
     info.update(slope=float(law.slopes[0]), intercept=float(law.intercept), floor=float(law.floor),
                 converged=bool(res.converged), resid_sd=sd)
     return Prediction(raw(mu), raw(np.clip(mu - half, 0.0, 1.0)), raw(np.clip(mu + half, 0.0, 1.0))), info
