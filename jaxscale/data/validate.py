@@ -77,7 +77,8 @@ def check_finite(df: pd.DataFrame, columns: Sequence[str], what: str = "table") 
             raise ValueError(
                 f"{what}: column {c!r} has {int(bad.sum())} non-finite value(s) "
                 f"({', '.join(kinds)}) at rows {_rows(df.index[bad])}; "
-                "fill or remove these rows explicitly before fitting."
+                "fill or remove these rows explicitly before fitting"
+                + (f" (e.g. --where \"{_where_name(c)}.notna()\")." if not np.isinf(values).any() else ".")
             )
 
 
