@@ -231,6 +231,65 @@ def test_thin_keeps_log_spaced_steps_of_every_run():
         thin(df, "run", "steps", 10)
 
 
+def _wandb_chart(path):
+    """A W&B chart "Export CSV": Step, then '<run> - train/loss' with __MIN/__MAX siblings per run;
+    one run logs every second step, two stop early (empty cells after their last step)."""
+    steps = np.arange(10, 2010, 10)
+    cols = {"Step": steps}
+    for i, (run, end) in enumerate([("crisp-sun-12", 2000), ("lucky-dew-3", 2000), ("bold-fire-7", 1000),
+                                     ("calm-wave-9", 500)]):
+        y = np.where(steps <= end, 2.0 + (3.0 + 0.3 * i) * (steps / 10.0) ** -0.35, np.nan)
+        if i == 1:
+            y[::2] = np.nan
+        cols[f"{run} - train/loss"], cols[f"{run} - train/loss__MIN"] = y, 0.99 * y
+        cols[f"{run} - train/loss__MAX"] = 1.01 * y
+    pd.DataFrame(cols).to_csv(path, index=False)
+
+
+def test_wandb_chart_export_is_read_as_one_row_per_run_and_logged_step(tmp_path, capsys):
+    """The wide layout of a W&B chart export becomes the long table the commands read (run, the
+    x-axis column, the metric), keeping the file lines; empty cells are steps a run did not log
+    and the __MIN/__MAX bounds are not data. A table of another layout is left alone."""
+    import logging
+
+    from jaxscale.data import read_table
+    from jaxscale.data.table import wandb_long
+
+    _wandb_chart(tmp_path / "chart.csv")
+    wide = read_table(tmp_path / "chart.csv")
+    long = wandb_long(wide)
+    assert list(long.columns) == ["run", "Step", "train/loss"] and long["train/loss"].notna().all()
+    assert long.groupby("run", sort=False).size().to_dict() == {"crisp-sun-12": 200, "lucky-dew-3": 100,
+                                                                  "bold-fire-7": 100, "calm-wave-9": 50}
+    assert long.attrs["wandb"]["n_unlogged"] == 4 * 200 - 450 and long.attrs["wandb"]["bounds_left_out"] == 8
+    row = long[(long["run"] == "bold-fire-7") & (long["Step"] == 1000)]
+    assert row.index.tolist() == [101]  # line 101 of the file holds step 1000
+    assert wandb_long(lc_runs()) is None
+    assert wandb_long(pd.DataFrame({"Step": [1, 2], "a - loss": [1.0, 0.9], "notes": ["x", "y"]})) is None
+
+    class Keep(logging.Handler):
+        lines: list = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    log = logging.getLogger("jaxscale.cli")
+    log.addHandler(keep := Keep())
+    try:
+        rc = main(["lc", "extrapolate", "--csv", str(tmp_path / "chart.csv"), "--cutoff", "400", "--json"])
+        assert rc == 2 and "missing column(s) ['step', 'loss']" in capsys.readouterr().err
+        assert any("W&B chart export" in m and "--curve-col run --x-col Step --y-col train/loss" in m
+                   for m in keep.lines), keep.lines
+        rc = main(["lc", "extrapolate", "--csv", str(tmp_path / "chart.csv"), "--x-col", "Step", "--y-col",
+                   "train/loss", "--cutoff", "400", "--sampler", "importance", "--samples", "100", "--chains", "2",
+                   "--json"])
+    finally:
+        log.removeHandler(keep)
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["n_curves"] == 4 and out["n_tail"] == 450 - 40 - 20 - 40 - 40
+    assert out["score"]["rmsle"] < out["last_value"]["rmsle"]
+
+
 def test_every_step_logged_warns_refuses_and_thins(tmp_path, capsys, monkeypatch):
     """A W&B-style export (every step of 6 runs) through ``lc evaluate``: above the warning size a
     CPU fit warns with its estimated time and names --thin; above the limit it is refused before

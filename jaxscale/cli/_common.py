@@ -64,13 +64,34 @@ def split_list(text: str | None, cast=str) -> list | None:
 
 def read_input(args, *, required: bool = True):
     """The ``--csv`` table filtered by ``--where`` (index = lines of the file), or ``None``."""
+    from jaxscale._log import get_logger
     from jaxscale.data import read_table, where
+    from jaxscale.data.table import RUN_COL, wandb_long
 
     if getattr(args, "csv", None) is None:
         if required:
             raise ValueError("give --csv PATH (your own table)")
         return None
-    return where(read_table(args.csv), getattr(args, "where", None))
+    df = read_table(args.csv)
+    long = wandb_long(df)
+    if long is not None:
+        w = long.attrs["wandb"]
+        names = [RUN_COL, w["x_col"], *w["metrics"]]
+        get_logger("jaxscale.cli").info(
+            "%s: a W&B chart export (one column per run: %d runs of %s by %r), read as a long table with columns "
+            "%s: one row per run and logged step (%d empty cells, steps a run did not log, are not rows; %d __MIN/__MAX "
+            "columns, W&B's down-sampling bounds, are left out). Name them, e.g. --curve-col %s --x-col %s --y-col %s",
+            Path(args.csv).name, w["runs"], ", ".join(map(repr, w["metrics"])), w["x_col"], names, w["n_unlogged"],
+            w["bounds_left_out"], RUN_COL, _flag_value(w["x_col"]), _flag_value(w["metrics"][0]))
+        df = long
+    return where(df, getattr(args, "where", None))
+
+
+def _flag_value(name: str) -> str:
+    """``name`` as a shell word (quoted when it holds a space or a shell character)."""
+    import shlex
+
+    return shlex.quote(str(name))
 
 
 def _probe_folder(folder: Path, flag: str, path) -> None:

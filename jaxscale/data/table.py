@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["read_table", "where", "thin", "holdout_mask", "FILE_ROWS"]
+__all__ = ["read_table", "where", "thin", "holdout_mask", "wandb_long", "FILE_ROWS", "RUN_COL"]
 
 #: Suffix of ``what`` strings when the index holds file lines (see :func:`read_table`).
 FILE_ROWS = "row numbers are lines of the file"
@@ -54,6 +54,64 @@ def read_table(path, *, what: str | None = None) -> pd.DataFrame:
     df.index = pd.RangeIndex(2, len(df) + 2)
     df.attrs["source"] = str(path)
     return df
+
+
+#: Run column of the long table :func:`wandb_long` makes of a W&B chart export.
+RUN_COL = "run"
+_WANDB_SEP = " - "
+_WANDB_BOUNDS = ("__MIN", "__MAX")
+
+
+def wandb_long(df: pd.DataFrame) -> pd.DataFrame | None:
+    """The long table (one row per run and logged step) of a W&B chart export, else ``None``.
+
+    A chart's "Export CSV" is wide: the x-axis column (``Step``, ``_step``, ``global_step``...)
+    first, then one column ``"<run> - <metric>"`` per run (and per metric of the chart), with
+    ``"<run> - <metric>__MIN"`` / ``"__MAX"`` siblings (the bounds of W&B's down-sampling buckets,
+    not data: left out). A cell is empty at a step its run did not log. The long table has a
+    :data:`RUN_COL` column (the run names), the x-axis column under its own name, and one column
+    per metric; rows where every metric is empty (steps a run did not log) are not rows of data
+    and are left out, counted in ``attrs["wandb"]``. The index keeps each value's line in the file
+    (several runs share a line, so labels repeat; the run column tells them apart).
+
+    Recognised when every column but the first is ``"<run> - <metric>"`` (or a bound of one),
+    with at least one run, and :data:`RUN_COL` is not already a column.
+    """
+    cols = [str(c) for c in df.columns]
+    if len(cols) < 2 or RUN_COL in cols or _WANDB_SEP in cols[0]:
+        return None
+    pairs = []
+    for c in cols[1:]:
+        if c.endswith(_WANDB_BOUNDS):
+            if c[:-5] not in cols:
+                return None
+            continue
+        if _WANDB_SEP not in c:
+            return None
+        run, metric = c.rsplit(_WANDB_SEP, 1)
+        if not run or not metric:
+            return None
+        pairs.append((c, run, metric))
+    if not pairs:
+        return None
+    x_col = cols[0]
+    metrics = list(dict.fromkeys(m for _, _, m in pairs))
+    runs = list(dict.fromkeys(r for _, r, _ in pairs))
+    parts = []
+    for run in runs:
+        block = pd.DataFrame({RUN_COL: run, x_col: df.iloc[:, 0].to_numpy()}, index=df.index)
+        for m in metrics:
+            c = f"{run}{_WANDB_SEP}{m}"
+            block[m] = df[c].to_numpy() if c in df.columns else np.nan
+        parts.append(block)
+    long = pd.concat(parts)
+    logged = long[metrics].notna().any(axis=1).to_numpy()
+    out = long[logged]
+    out.attrs.update(df.attrs)
+    out.attrs["wandb"] = {"runs": len(runs), "metrics": metrics, "x_col": x_col, "n_rows": int(logged.sum()),
+                          "n_unlogged": int((~logged).sum()),
+                          "bounds_left_out": sum(str(c).endswith(_WANDB_BOUNDS) for c in df.columns)}
+    return out
 
 
 def _eval_mask(df: pd.DataFrame, expr: str, flag: str) -> np.ndarray:
