@@ -214,4 +214,7 @@ def test_large_tables_screen_starts_on_a_subset_and_polish_on_every_row():
     assert screening_rows(data, 25) is data
     full = ch.fit(jax.random.key(0), data, SMALL)
     subset = ch.fit(jax.random.key(0), data, SMALL._replace(screen_rows=8))  # two stages: subset, then every row
-    np.testing.assert_allclose(np.asarray(subset.theta), np.asarray(full.theta), rtol=1e-6, atol=1e-8)
+    # the same optimum: the objective to 1e-10, the parameters to the optimiser's own precision along
+    # the flat direction of e (1.8e-6 apart since the starts are screened in single precision)
+    np.testing.assert_allclose(float(subset.objective), float(full.objective), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(subset.theta), np.asarray(full.theta), rtol=1e-5, atol=1e-8)
