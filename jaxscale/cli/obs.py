@@ -128,6 +128,7 @@ def _fit_table(args) -> dict:
     import jax
 
     from jaxscale import observational as obs
+    from jaxscale._log import get_logger
     from jaxscale.data import holdout_mask
     from jaxscale.observational.model import dedupe, top_rows
     from jaxscale.observational.report import extrapolation_summary, table_summary
@@ -152,6 +153,10 @@ def _fit_table(args) -> dict:
     data = obs.from_frame(df, target_col=args.target_col, metric_cols=metrics, lo=args.lo, hi=args.hi,
                           flops_col=args.flops_col, flops_unit=args.flops_unit, model_col=args.model_col,
                           family_col=args.family_col, what=Path(args.csv).name)
+    if args.k is None and len(data.metric_names) < spec.k:  # the default k, not one you chose
+        get_logger("jaxscale.cli").info("%d benchmark columns: %d principal capabilities (the default is %d; "
+                                        "--k to choose)", len(data.metric_names), len(data.metric_names), spec.k)
+        spec = spec._replace(k=len(data.metric_names))
     n = len(df)
     excluded = np.zeros(n, bool)
     if args.cutoff is not None:
