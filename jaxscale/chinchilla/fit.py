@@ -190,8 +190,7 @@ def _separating_column(df: pd.DataFrame, dup, used) -> str:
         k = df[c].nunique()
         if 2 <= k <= 20 and (groups[c].nunique() > 1).mean() >= 0.5:
             values = sorted(map(str, df[c].dropna().unique()))
-            v0 = df[c].dropna().iloc[0]
-            lit = repr(v0) if isinstance(v0, str) else f"{v0!r}"
+            lit = repr(df[c].dropna().iloc[0])
             return (f" They differ in column {c!r} ({k} values: {values[:5]}{' ...' if k > 5 else ''}); if those are "
                     f"different settings, fit one at a time, e.g. --where \"{c} == {lit}\" "
                     f"(Python: df[df[{c!r}] == {lit}]).")
