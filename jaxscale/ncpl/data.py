@@ -9,6 +9,9 @@ rows, so the network only learns how the other settings move the loss.
 """
 from __future__ import annotations
 
+import re
+import warnings
+
 import jax
 import numpy as np
 import pandas as pd
@@ -136,8 +139,6 @@ def warn_result_columns(df: pd.DataFrame, target_col: str, columns, what: str = 
     correlation with the target of at least :data:`RESULT_CORRELATION`. Read as configuration,
     a result leaks the answer on rows of the same runs and is unknown for a run not yet trained.
     Returns the flagged columns."""
-    import re
-
     flagged = {}
     y = pd.to_numeric(df[target_col], errors="coerce")
     for c in columns:
@@ -155,8 +156,6 @@ def warn_result_columns(df: pd.DataFrame, target_col: str, columns, what: str = 
             if abs(rho) >= RESULT_CORRELATION:
                 flagged[c] = f"rank correlation {rho:+.3f} with {target_col!r}"
     if flagged:
-        import warnings
-
         listed = "; ".join(f"{c!r} ({why})" for c, why in list(flagged.items())[:8])
         more = f" (+{len(flagged) - 8} more)" if len(flagged) > 8 else ""
         warnings.warn(

@@ -661,7 +661,8 @@ def _query_data(fit: Fit, df: pd.DataFrame) -> Data:
                       max_tokens=fit.spec.max_tokens)
 
 
-def _num_fields(fit: Fit):
+def _num_fields(fit: Fit | Data):
+    """The numeric fields of a fit (or of its training data) as :class:`NumField` s."""
     from jaxscale.ncpl.serialize import NumField
 
     return [NumField(k, c, bool(lg)) for k, c, lg in zip(fit.num_keys, fit.num_cols, fit.num_log)]
@@ -683,15 +684,11 @@ def check_known_values(train: Data, df: pd.DataFrame, handle_unknown: str = "err
     """Raise, before a long fit, the error :func:`predict` would raise after it: rows of ``df``
     (runs to score or predict later) whose text value in a field of ``train`` never occurs in
     ``train``. Does nothing unless ``handle_unknown="error"``; ``what`` names the rows."""
-    from jaxscale.ncpl.serialize import NumField
-
     if handle_unknown != "error" or not len(df) or not train.text_cols:
         return
-    fields = dict(text_cols=tuple(zip(train.text_keys, train.text_cols)),
-                  num_cols=tuple(NumField(k, c, bool(lg)) for k, c, lg in
-                                 zip(train.num_keys, train.num_cols, train.num_log)))
     query = from_frame(df[list(train.text_cols) + list(train.num_cols)], target_col=None, require_target=False,
-                       max_tokens=10**9, **fields)
+                       text_cols=tuple(zip(train.text_keys, train.text_cols)), num_cols=tuple(_num_fields(train)),
+                       max_tokens=10**9)
     _align_vocab(train.text_cols, train.vocab, query, handle_unknown, what)
 
 
