@@ -1,4 +1,6 @@
 """Active learning loop and acquisition functions, with a synthetic stand-in model."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -197,3 +199,55 @@ def test_active_on_your_own_csv_with_the_law_model(tmp_path, capsys):
     assert np.all(np.isfinite(r["abc_joint"]["mean"])) and r["abc_joint"]["mean"][-1] == 0.0
     assert main(base) == 2
     assert "--descriptor-cols" in capsys.readouterr().err
+
+
+def test_recommend_ranks_runs_not_trained_yet(tmp_path, capsys):
+    """``lc active --recommend``: the candidates' loss cells are empty (runs not trained yet); one fit
+    on the finished runs ranks them by expected Var(b1) reduction per PetaFLOP; the ranking, the
+    cheapest candidate and the law are in the JSON; a missing loss OUTSIDE the candidates is refused
+    naming the column and the file line; ``lc law`` accepts the same table (no ground truth)."""
+    import json
+    import warnings
+
+    from jaxscale.cli import main
+    from tests.helpers import lc_runs
+
+    df = lc_runs(1)
+    cand = (df.width >= 256) & (df.depth == 8)
+    df.loc[cand, "loss"] = np.nan
+    csv = tmp_path / "planned.csv"
+    df.to_csv(csv, index=False)
+    cols = ["--csv", str(csv), "--task-col", "width", "--instance-col", "depth", "--x-col", "step", "--y-col", "loss",
+            "--params-col", "params", "--tokens-per-step", "1000", "--holdout", "width >= 256 and depth == 8"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["lc", "active", *cols, "--recommend", "--restarts", "1", "--cold-steps", "60",
+                     "--samples", "200", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    r = out["ranking"]
+    assert out["n_candidates"] == 2 and sorted(tuple(x["curve"]) for x in r) == [("256", "8"), ("512", "8")]
+    assert [x["rank"] for x in r] == [1, 2] and out["next"] == r[0]["curve"]
+    assert r[0]["var_b1_reduction_per_pf"] >= r[1]["var_b1_reduction_per_pf"] >= 0
+    for x in r:  # a reduction of Var(b1) is a share of it; its cost is the run's final compute (12 d w^2 * 6 * 1000 * 2560)
+        assert 0 <= x["var_b1_reduction_fraction"] <= 1
+        w, d = map(int, x["curve"])
+        np.testing.assert_allclose(x["cost_pf"], 6 * 12 * d * w * w * 1000 * 2560 / 1e15, rtol=1e-9)
+        f = x["final_loss"]
+        assert f["lo"] < f["mean"] < f["hi"]
+    assert out["smallest_first"]["curve"] == ["256", "8"]
+    assert out["law"]["b1"]["std"] > 0
+    # the same table through lc law: the candidates are predicted, nothing is scored
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["lc", "law", *cols, "--restarts", "1", "--steps", "30", "--samples", "32", "--json"]) == 0
+    law = json.loads(capsys.readouterr().out)
+    assert law["gt"] is None and law["baselines"] is None and np.isfinite(law["b1"]["mean"])
+    # a finished run with a missing loss: named as in the file (row 3 is line 5)
+    df.loc[3, "loss"] = np.nan
+    df.to_csv(csv, index=False)
+    assert main(["lc", "active", *cols, "--recommend", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "'loss'" in err and re.search(r"\b5\b", err) and "--holdout" in err
+    # without --csv: a clear error naming what to give
+    assert main(["lc", "active", "--recommend", "--json"]) == 2
+    assert "--csv" in capsys.readouterr().err

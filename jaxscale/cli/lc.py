@@ -123,9 +123,11 @@ def _spec(args) -> Spec:
                 n_h=getattr(args, "n_h", Spec().n_h), log_descriptors=not getattr(args, "no_log_descriptors", False))
 
 
-def _read(args, *, compute: bool = False):
-    """(frame, Data, held-out mask) of ``--csv`` / ``--where`` / ``--holdout``."""
+def _read(args, *, compute: bool = False, heldout_loss_optional: bool = False):
+    """(frame, Data, held-out mask) of ``--csv`` / ``--where`` / ``--holdout``.
+    ``heldout_loss_optional``: held-out rows may leave the loss empty (runs not trained yet)."""
     from jaxscale.data import holdout_mask
+    from jaxscale.data import validate as V
     from jaxscale.learning_curves.frame import from_frame
 
     df = _thin(args, read_input(args), [args.task_col, args.instance_col])
@@ -136,7 +138,8 @@ def _read(args, *, compute: bool = False):
                              "with --tokens-per-step T")
         kw = dict(compute_col=args.compute_col, params_col=args.params_col, tokens_per_step=args.tokens_per_step)
     data = from_frame(df, task_col=args.task_col, instance_col=args.instance_col, x_col=args.x_col, y_col=args.y_col,
-                      descriptor_cols=tuple(split_list(args.descriptor_cols) or ()), x_is_log=args.x_is_log, **kw)
+                      descriptor_cols=tuple(split_list(args.descriptor_cols) or ()), x_is_log=args.x_is_log,
+                      require_target=not heldout_loss_optional, **kw)
     if compute:
         from jaxscale.learning_curves.frame import curve_ids
 
@@ -147,7 +150,11 @@ def _read(args, *, compute: bool = False):
     if not args.holdout:
         raise ValueError("give --holdout EXPR: the rows to predict and score, e.g. \"width == 1024\" (whole runs) "
                          "or \"step > 5000\" (the ends of curves)")
-    return df, data, holdout_mask(df, args.holdout, min_train=2)
+    held = holdout_mask(df, args.holdout, min_train=2)
+    if heldout_loss_optional:  # the rows used for fitting still need a finite loss, named as in the file
+        V.require_columns(df, [args.y_col], "learning-curve table")
+        V.check_finite(df.loc[~held], [args.y_col], "learning-curve table (rows outside --holdout)")
+    return df, data, held
 
 
 def _no_bundled(args, *names) -> None:
@@ -265,7 +272,7 @@ def law_handler(args) -> dict:
         _no_bundled(args, "dataset", "split", "leaky")
         if args.rule == "both":
             raise ValueError("--rule both is for the bundled datasets; choose interp or nearest")
-        df, data, held = _read(args, compute=True)
+        df, data, held = _read(args, compute=True, heldout_loss_optional=True)
         grid = None
         if args.grid_min is not None or args.grid_max is not None:
             if args.grid_min is None or args.grid_max is None:
@@ -304,14 +311,18 @@ def _bundled_law(args) -> dict:
 
 # ----------------------------------------------------------------------------- active
 def active_handler(args) -> dict:
-    """Active learning of the law: which curve to train next (replayed on finished runs). Each round
-    refits MaGP on the observed curves, scores the law's AbC and queries one candidate curve."""
+    """Active learning of the law: which curve to train next. Replayed on finished runs: each round
+    refits the curve model on the observed curves, scores the law's AbC and queries one candidate
+    curve. With --recommend, on runs you have not trained: one fit on your finished runs ranks the
+    candidates (--holdout) by the expected reduction of the law's uncertainty per PetaFLOP."""
     import jax
 
     from jaxscale.learning_curves.active import active_experiment, table_active
 
     strategies = split_list(STRATEGIES_ALL if args.strategy == "all" else args.strategy)
     check_outputs(args)
+    if args.recommend:
+        return _recommend(args)
     if args.csv:
         from jaxscale.learning_curves.frontier import compute_grid
 
@@ -330,6 +341,35 @@ def active_handler(args) -> dict:
                              n_samples=args.samples, restarts=args.restarts, steps=args.steps,
                              cold_steps=args.cold_steps, n_h=args.n_h, dataset=args.dataset or "nanogpt_large",
                              model=args.model, out_dir=Path(args.out_dir) if args.out_dir else None)
+
+
+def _recommend(args) -> dict:
+    import jax
+
+    from jaxscale.learning_curves.active import recommend
+    from jaxscale.learning_curves.frontier import compute_grid
+
+    if not args.csv:
+        raise ValueError("--recommend ranks your own candidate runs: give --csv (finished runs plus the candidates' "
+                         "planned steps and compute) and --holdout EXPR selecting the candidates")
+    _no_bundled(args, "dataset")
+    if args.out_dir:
+        raise ValueError("--out-dir belongs to the replayed experiment; --recommend prints its ranking (--json)")
+    df, data, held = _read(args, compute=True, heldout_loss_optional=True)
+    grid = None if args.grid_min is None and args.grid_max is None else \
+        compute_grid(args.grid_min, args.grid_max, args.grid_size)
+    out = recommend(jax.random.key(args.seed), data, held, model=args.model, restarts=args.restarts,
+                    cold_steps=args.cold_steps, n_h=args.n_h, n_samples=args.samples, grid=grid,
+                    grid_size=args.grid_size)
+    log = get_logger("jaxscale.cli")
+    log.info("next run to train: %s (rank 1 of %d candidates by expected Var(b1) reduction per PetaFLOP)",
+             out["next"], out["n_candidates"])
+    for r in out["ranking"][:10]:
+        f = r["final_loss"]
+        log.info("  %2d  %-28s cost %10.4g PF  Var(b1) -%5.1f%%  final loss %.4g [%.4g, %.4g]", r["rank"],
+                 str(tuple(r["curve"])), r["cost_pf"], 100 * r["var_b1_reduction_fraction"], f["mean"], f["lo"],
+                 f["hi"])
+    return {"source": str(args.csv), "holdout": args.holdout, "thinned": df.attrs.get("thinned"), **out}
 
 
 def _add_grid(p) -> None:
@@ -381,6 +421,10 @@ def register_psl(lc_subparsers) -> None:
     a.add_argument("--cold-steps", type=int, default=600, help="Adam steps of the first (cold) fit")
     a.add_argument("--n-h", type=int, default=8, help="q(h) draws in the joint predictive")
     a.add_argument("--seed", type=int, default=0, help="root seed of the repetitions")
+    a.add_argument("--recommend", action="store_true",
+                   help="rank your candidate runs instead of replaying: --holdout selects them (their loss may be "
+                        "empty: runs not trained yet, given by their steps and compute); one fit of --model with "
+                        "--cold-steps on the other runs; --strategy, --seeds, --queries and --steps do not apply")
     a.add_argument("--out-dir", default=None, help="write active.json + active_abc.png here (a new or empty folder)")
     a.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --out-dir")
     add_json(a)

@@ -10,7 +10,8 @@ The contract (your own runs)::
 Named extras: the paper's bundled datasets and splits (``load_lc``, ``make_problem``,
 ``fit_model``, ``predict_joint``, ``sample_joint``, ``evaluate_model``), scoring of your own table
 (``evaluate_holdout``, with the naive baselines of ``heldout_details``), the probabilistic law
-(``table_law``) and active learning (``table_active``) on your own table, and runs in progress
+(``table_law``), active learning replayed on your finished runs (``table_active``) and the run
+to train next among planned ones (``recommend``), and runs in progress
 (``tail_from_frame``, ``extrapolate``, ``evaluate_tail``: the rest of each curve from its early
 part).
 """
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from jaxscale._lazy import lazy_package
 
 if TYPE_CHECKING:  # the names below load on first use (see _LAZY); these imports are for readers and tools
-    from jaxscale.learning_curves.active import table_active
+    from jaxscale.learning_curves.active import recommend, table_active
     from jaxscale.learning_curves.core import Fit, fit, fit_core, predict, predict_restarts
     from jaxscale.learning_curves.data import LCData, load_lc
     from jaxscale.learning_curves.evaluate import evaluate_prediction
@@ -49,6 +50,7 @@ __all__ = [
     "heldout_details",
     "table_law",
     "table_active",
+    "recommend",
     # runs in progress
     "ExtrapolateSpec",
     "TailData",
@@ -73,7 +75,7 @@ __all__ = [
 # the command line's --help) does not import JAX.
 _P = "jaxscale.learning_curves."
 _LAZY = {
-    "table_active": _P + "active",
+    **dict.fromkeys(["table_active", "recommend"], _P + "active"),
     **dict.fromkeys(["Fit", "fit", "fit_core", "predict", "predict_restarts"], _P + "core"),
     **dict.fromkeys(["LCData", "load_lc"], _P + "data"),
     "evaluate_prediction": _P + "evaluate",

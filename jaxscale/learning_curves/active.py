@@ -50,6 +50,7 @@ __all__ = [
     "summarize_traces",
     "active_experiment",
     "table_active",
+    "recommend",
     "round_predictor",
     "table_round_predictor",
     "write_active",
@@ -337,6 +338,167 @@ def active_experiment(seed: int, strategies, seeds: int = 3, n_queries: int = 25
     return write_active(out, out_dir)
 
 
+def _candidate_curves(data, held):
+    """``(curve table, candidates (K,) bool)``: the curves whose rows are all in ``held``. Refuses a
+    hold-out that cuts a curve, or that leaves no candidate or no observed curve."""
+    from jaxscale.learning_curves.frame import curve_ids
+    from jaxscale.learning_curves.law import check_law_data, curve_table
+
+    held = np.asarray(held, bool)
+    table = curve_table(data)
+    check_law_data(data, table)
+    pos = np.searchsorted(table.curve, curve_ids(data))  # curve position of every row
+    n_held = np.bincount(pos, weights=held, minlength=len(table.curve)).astype(int)
+    n_rows = table.valid.sum(1)
+    partial = np.flatnonzero((n_held > 0) & (n_held < n_rows))
+    if partial.size:
+        lab = table.labels[int(partial[0])]
+        raise ValueError(f"active learning queries whole curves, but --holdout selects {n_held[partial[0]]} of the "
+                         f"{n_rows[partial[0]]} rows of curve {lab} ({partial.size} such curves); hold out whole "
+                         "curves, e.g. by task or instance")
+    candidates = n_held == n_rows
+    if not candidates.any() or candidates.all():
+        raise ValueError("active learning needs some held-out curves (candidates) and some observed curves")
+    return table, candidates
+
+
+@functools.partial(jax.jit, static_argnames=("n_samples",))
+def _score_candidates(key, plan, truth, missing, restart_means, mean, chol, cost_pf, n_samples):
+    """Joint draws of every curve (observed rows from ``truth``), one law per draw, and both
+    acquisition scores: ``(b1 (S,), b0 (S,), final loss draws (S, K), uncertainty (K,),
+    Var(b1) reduction per PF (K,), number of floored values)``."""
+    K, P = truth.shape
+    floor = 1e-3 * jnp.min(truth)
+    eps = jax.random.normal(key, (n_samples, K * P), dtype=mean.dtype)
+    draws = jnp.where(missing[:, None], (mean + eps @ chol.T).reshape(n_samples, K, P), truth)
+    n_bad = jnp.sum(draws <= 0)
+    draws = jnp.maximum(draws, floor)
+    law = law_from_loss(plan, draws)
+    return (law.b1, law.b0, draws[:, :, -1], uncertainty_scores(restart_means, missing),
+            variance_reduction_scores(law.b1, draws, cost_pf, missing), n_bad)
+
+
+def recommend(key, data, held, *, model: str = "magp", restarts: int = 4, cold_steps: int = 600, n_h: int = 8,
+              n_samples: int = 2000, learning_rate: float = 1e-2, rule: str = "interp", grid=None,
+              grid_size: int = 100, level: float = 0.9) -> dict:
+    """Which of your candidate runs to train next, for the scaling law of your curves.
+
+    The curves whose rows are all in ``held`` are the candidates: runs you could train, given by
+    their configuration, the steps they would log and the compute of every step (their loss may be
+    missing: NaN). The other curves are your finished runs. One fit of the curve model (``model``,
+    ``cold_steps`` Adam steps, ``restarts`` restarts; see :func:`table_round_predictor`) on the
+    finished runs predicts every candidate jointly; ``n_samples`` joint draws give one law
+    ``ln L = b1 ln C + b0`` each. Every candidate is scored by the expected reduction of
+    Var(b1) from observing its curve (linear-Gaussian, from the draws) per PetaFLOP of its training
+    compute, the cost-aware strategy ``ours`` of :func:`run_active`; the original strategy's score
+    (the restarts' disagreement) and the cheapest candidate (what smallest-first would train) are
+    reported beside it.
+
+    Args:
+      key: PRNG key (the fit and the draws).
+      data: every row, with compute; finished runs need their loss on every row.
+      held: ``(n,)`` mask that selects whole candidate curves.
+      level: central band of the predicted final losses and of b1, b0.
+
+    Returns:
+      A JSON-ready dict: ``ranking`` (best first: label, cost, expected Var(b1) reduction in absolute
+      terms, as a fraction of today's Var(b1) and per PetaFLOP, the original uncertainty score, the
+      predicted final loss with its band), ``next``, ``smallest_first``, the law today
+      (``b1``, ``b0``), and the fit's convergence.
+    """
+    from jaxscale.learning_curves.core import Spec, _check_training
+    from jaxscale.learning_curves.law import default_grid, law_stats
+
+    if n_samples < 2:
+        raise ValueError(f"n_samples must be >= 2 (the scores are covariances over draws), got {n_samples}")
+    table, candidates = _candidate_curves(data, held)
+    held = np.asarray(held, bool)
+    y = np.asarray(data.y, float)
+    bad = ~held & ~np.isfinite(y)
+    if bad.any():
+        from jaxscale.learning_curves.core import _ids
+
+        raise ValueError(f"{int(bad.sum())} rows of finished runs (outside the candidates) have no loss, at rows "
+                         f"{_ids(data, bad)}; fill or remove them, or include their runs in the candidates")
+    _check_training(data.rows(~held), Spec(model=model, restarts=restarts, steps=max(cold_steps, 1)))
+    _warn_unseen_tasks(data, held, model)
+    g = default_grid(table, grid_size) if grid is None else np.asarray(grid, float)
+    plan = make_plan(table.compute, grid=g, rule=rule)
+    fill = float(np.max(y[~held]))  # candidates' rows are never read from the truth (masked); any finite value
+    truth = np.where(np.isfinite(y), y, fill)[table.index]
+    cost = curve_cost_pf(table.compute)
+    # the candidates' losses (when present) are never read: the fit sees the finished runs only
+    fit_fn = table_round_predictor(data, table, restarts=restarts, cold_steps=cold_steps, n_h=n_h,
+                                   learning_rate=learning_rate, model=model)
+    k_fit, k_draw = jax.random.split(key)
+    t0 = time.perf_counter()
+    pred = fit_fn(k_fit, ~candidates, None)
+    fit_s = time.perf_counter() - t0
+    b1, b0, final, unc, per_pf, n_bad = _score_candidates(
+        k_draw, plan, jnp.asarray(truth), jnp.asarray(candidates), jnp.asarray(pred.restart_means),
+        jnp.asarray(pred.mean), jnp.asarray(pred.chol), jnp.asarray(cost), n_samples=int(n_samples))
+    b1, b0, final = np.asarray(b1), np.asarray(b0), np.asarray(final)
+    unc, per_pf = np.asarray(unc), np.asarray(per_pf)
+    if int(n_bad):
+        from jaxscale._log import get_logger
+
+        get_logger(__name__).warning("%d drawn loss values <= 0 were floored at 1e-3 x the smallest observed loss "
+                                     "before the log-log law; the curve model is poorly fitted (more --cold-steps "
+                                     "or restarts?)", int(n_bad))
+    if not (np.all(np.isfinite(b1)) and np.all(np.isfinite(per_pf[candidates]))):
+        raise ValueError("the law's draws or the candidates' scores are not finite: the curve model predicted a "
+                         "degenerate covariance; try more --cold-steps or restarts")
+    var_b1 = float(np.var(b1))
+    q = (1 - level) / 2
+    idx = np.flatnonzero(candidates)
+    order = idx[np.argsort(-per_pf[idx], kind="stable")]
+    ranking = []
+    for rank, k in enumerate(order, 1):
+        red = float(per_pf[k] * cost[k])
+        ranking.append({"rank": rank, "curve": list(table.labels[k]), "cost_pf": float(cost[k]),
+                        "var_b1_reduction": red, "var_b1_reduction_fraction": red / var_b1 if var_b1 > 0 else 0.0,
+                        "var_b1_reduction_per_pf": float(per_pf[k]), "restart_disagreement": float(unc[k]),
+                        "final_loss": {"mean": float(final[:, k].mean()), "lo": float(np.quantile(final[:, k], q)),
+                                       "hi": float(np.quantile(final[:, k], 1 - q))}})
+    cheapest = idx[int(np.argmin(cost[idx]))]
+    best = ranking[0]
+    cheap = next(r for r in ranking if r["curve"] == list(table.labels[cheapest]))
+    out = {"model": model, "strategy": "ours (expected reduction of Var(b1) per PetaFLOP)",
+           "n_curves": len(table.labels), "n_candidates": int(candidates.sum()), "samples": int(n_samples),
+           "restarts": restarts, "cold_steps": cold_steps, "level": level, "next": best["curve"],
+           "ranking": ranking,
+           "smallest_first": {"curve": cheap["curve"], "rank": cheap["rank"],
+                              "var_b1_reduction_per_pf": cheap["var_b1_reduction_per_pf"],
+                              "note": "the cheapest candidate, what the smallest-first strategy would train"},
+           "original_strategy": {"curve": list(table.labels[idx[int(np.argmax(unc[idx]))]]),
+                                 "note": "the candidate whose restarts disagree most (the original acquisition)"},
+           "law": {"b1": law_stats(b1, level), "b0": law_stats(b0, level)},
+           "grid": {"min": float(g[0]), "max": float(g[-1]), "size": int(len(g)), "default": grid is None},
+           "n_padded_points": table.n_padded, "n_floored_values": int(n_bad),
+           "converged": pred.converged, "fit_seconds": fit_s,
+           "caveat": "one round, scored from the model's own joint predictive: the expected reductions are as good "
+                     "as its intervals (check them with lc evaluate on your finished runs)"}
+    if pred.converged is False:
+        warnings.warn(f"recommend: a restart of the curve-model fit was still improving after --cold-steps "
+                      f"{cold_steps}; raise it before trusting the ranking", RuntimeWarning, stacklevel=2)
+    return out
+
+
+def _warn_unseen_tasks(data, held, model: str) -> None:
+    """MaGP has no way to predict a task (first grouping column) with no finished run: it returns its
+    prior mean. Say so, and name the model that can (a law in the configuration descriptors)."""
+    if model != "magp":
+        return
+    task = np.asarray(data.task)
+    unseen = sorted(set(task[held].tolist()) - set(task[~held].tolist()))
+    if unseen:
+        names = [str(data.task_labels[t]) for t in unseen]
+        warnings.warn(f"recommend: {len(unseen)} candidate task value(s) {names[:5]} have no finished run; MaGP "
+                      "predicts them from its prior mean only. Use --model magp_law with --descriptor-cols "
+                      "(a scaling law in the configuration) for sizes you have not trained", RuntimeWarning,
+                      stacklevel=3)
+
+
 def table_active(key, data, held, strategies=("uncertainty", "random", "smallest", "largest", "ours"), *,
                  seeds: int = 3, n_queries: int | None = None, n_samples: int = 500, restarts: int = 4,
                  steps: int = 150, cold_steps: int = 600, n_h: int = 8, learning_rate: float = 1e-2,
@@ -361,29 +523,15 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
     Returns:
       A JSON-ready dict with per-strategy AbC-vs-queries/cost summaries (``results``).
     """
-    from jaxscale.learning_curves.frame import curve_ids
-    from jaxscale.learning_curves.law import check_law_data, curve_table, default_grid
+    from jaxscale.learning_curves.law import default_grid
 
+    table, candidates = _candidate_curves(data, held)
     held = np.asarray(held, bool)
-    table = curve_table(data)
-    check_law_data(data, table)
-    cid = curve_ids(data)
-    pos = np.searchsorted(table.curve, cid)  # curve position of every row
-    n_held = np.bincount(pos, weights=held, minlength=len(table.curve)).astype(int)
-    n_rows = table.valid.sum(1)
-    partial = np.flatnonzero((n_held > 0) & (n_held < n_rows))
-    if partial.size:
-        lab = table.labels[int(partial[0])]
-        raise ValueError(f"active learning queries whole curves, but --holdout selects {n_held[partial[0]]} of the "
-                         f"{n_rows[partial[0]]} rows of curve {lab} ({partial.size} such curves); hold out whole "
-                         "curves, e.g. by task or instance")
-    candidates = n_held == n_rows
-    if not candidates.any() or candidates.all():
-        raise ValueError("active learning needs some held-out curves (candidates) and some observed curves")
     y = np.asarray(data.y, float)
     if not np.all(np.isfinite(y)):
         raise ValueError(f"{int((~np.isfinite(y)).sum())} rows have no loss; active learning is replayed on "
-                         "finished runs, so every row (held-out ones included) needs its true loss")
+                         "finished runs, so every row (held-out ones included) needs its true loss. To rank "
+                         "candidate runs you have not trained yet, use recommend (CLI: lc active --recommend)")
     from jaxscale.learning_curves.core import Spec, _check_training
 
     # the first refit trains on the observed curves: refuse what fit() refuses (constant targets, too few points)
