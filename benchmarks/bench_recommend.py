@@ -12,7 +12,9 @@ Each is divided by the candidate's cost, its final compute in PetaFLOPs. The res
 
 * where the recommended run and the cheapest run (what smallest-first would train) rank by realised
   AbC gain per PetaFLOP;
-* the Spearman correlation of predicted and realised Var(b1) reductions.
+* the Spearman correlation of predicted and realised Var(b1) reductions;
+* for a batch of 3 runs trained at once: the realised AbC after adding the greedy set
+  (``batch=3``), the top 3 of the single ranking, and the 3 cheapest runs.
 
 Scenarios (``--cases``):
 
@@ -55,7 +57,7 @@ def nanogpt_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_case(model: str, start: str, seed: int = 0, n_samples: int = 2000) -> dict:
+def run_case(model: str, start: str, seed: int = 0, n_samples: int = 2000, batch: int = 3) -> dict:
     df = nanogpt_table()
     if start == "layer8":
         held = (df.n_layer != df.n_layer.min()).to_numpy()
@@ -67,7 +69,7 @@ def run_case(model: str, start: str, seed: int = 0, n_samples: int = 2000) -> di
     data = from_frame(df, task_col="n_embd", instance_col="n_layer", x_col="step", y_col="loss",
                       params_col="params", tokens_per_step=TOKENS_PER_STEP, descriptor_cols=desc)
     t0 = time.perf_counter()
-    rec = recommend(jax.random.key(seed), data, held, model=model, n_samples=n_samples)
+    rec = recommend(jax.random.key(seed), data, held, model=model, n_samples=n_samples, batch=batch)
     rec_s = time.perf_counter() - t0
     table, cand = _candidate_curves(data, held)
     L, C = np.asarray(data.y)[table.index], table.compute
@@ -95,6 +97,18 @@ def run_case(model: str, start: str, seed: int = 0, n_samples: int = 2000) -> di
                          predicted_var_b1_reduction=r["var_b1_reduction"], realised_var_b1_reduction=var0 - var1,
                          abc_after=abc1, abc_gain_per_pf=(abc0 - abc1) / r["cost_pf"]))
         print(json.dumps(rows[-1]), flush=True)
+    sets = {"greedy_batch": [b["curve"] for b in rec["batch"]],
+            "top_of_the_single_ranking": [r["curve"] for r in rec["ranking"][:batch]],
+            "cheapest": [r["curve"] for r in sorted(rec["ranking"], key=lambda r: r["cost_pf"])[:batch]]}
+    batches = {}
+    for name, curves in sets.items():
+        observed = ~cand
+        for c in curves:
+            observed[table.labels.index(tuple(c))] = True
+        cost_set = float(sum(cost[table.labels.index(tuple(c))] for c in curves))
+        batches[name] = {"curves": curves, "cost_pf": cost_set, "abc_after": state(observed)[1]}
+        batches[name]["abc_gain_per_pf"] = (abc0 - batches[name]["abc_after"]) / cost_set
+        print(name, json.dumps(batches[name]), flush=True)
     gain = np.array([x["abc_gain_per_pf"] for x in rows])
     by_gain = list(np.argsort(-gain, kind="stable"))
     cheapest = int(np.argmin([x["cost_pf"] for x in rows]))
@@ -107,7 +121,7 @@ def run_case(model: str, start: str, seed: int = 0, n_samples: int = 2000) -> di
             "abc_after_recommended": rows[0]["abc_after"], "abc_after_cheapest": rows[cheapest]["abc_after"],
             "spearman_predicted_vs_realised_var_b1_reduction": float(spearmanr(
                 [x["predicted_var_b1_reduction"] for x in rows], [x["realised_var_b1_reduction"] for x in rows])[0]),
-            "candidates": rows}
+            "batch_of_%d" % batch: batches, "candidates": rows}
 
 
 def main(argv=None):

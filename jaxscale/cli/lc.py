@@ -360,7 +360,7 @@ def _recommend(args) -> dict:
         compute_grid(args.grid_min, args.grid_max, args.grid_size)
     out = recommend(jax.random.key(args.seed), data, held, model=args.model, restarts=args.restarts,
                     cold_steps=args.cold_steps, n_h=args.n_h, n_samples=args.samples, grid=grid,
-                    grid_size=args.grid_size)
+                    grid_size=args.grid_size, batch=args.batch)
     log = get_logger("jaxscale.cli")
     log.info("next run to train: %s (rank 1 of %d candidates by expected Var(b1) reduction per PetaFLOP)",
              out["next"], out["n_candidates"])
@@ -369,6 +369,9 @@ def _recommend(args) -> dict:
         log.info("  %2d  %-28s cost %10.4g PF  Var(b1) -%5.1f%%  final loss %.4g [%.4g, %.4g]", r["rank"],
                  str(tuple(r["curve"])), r["cost_pf"], 100 * r["var_b1_reduction_fraction"], f["mean"], f["lo"],
                  f["hi"])
+    for i, b in enumerate(out.get("batch", []), 1):
+        log.info("batch of %d, pick %d: %-28s cumulative cost %10.4g PF, Var(b1) of the set -%5.1f%%", args.batch, i,
+                 str(tuple(b["curve"])), b["cumulative_cost_pf"], 100 * b["var_b1_reduction_fraction_of_the_set"])
     return {"source": str(args.csv), "holdout": args.holdout, "thinned": df.attrs.get("thinned"), **out}
 
 
@@ -425,6 +428,9 @@ def register_psl(lc_subparsers) -> None:
                    help="rank your candidate runs instead of replaying: --holdout selects them (their loss may be "
                         "empty: runs not trained yet, given by their steps and compute); one fit of --model with "
                         "--cold-steps on the other runs; --strategy, --seeds, --queries and --steps do not apply")
+    a.add_argument("--batch", type=int, default=1,
+                   help="--recommend: runs you will train at once; > 1 adds a set chosen greedily, each run given "
+                        "the ones before it (two similar runs are worth little more than one)")
     a.add_argument("--out-dir", default=None, help="write active.json + active_abc.png here (a new or empty folder)")
     a.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --out-dir")
     add_json(a)
