@@ -222,8 +222,11 @@ def test_recommend_ranks_runs_not_trained_yet(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["lc", "active", *cols, "--recommend", "--restarts", "1", "--cold-steps", "60",
-                     "--samples", "200", "--batch", "2", "--json"]) == 0
+                     "--samples", "200", "--plot", str(tmp_path / "next.png"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
+    assert out["plot"] == str(tmp_path / "next.png") and (tmp_path / "next.png").stat().st_size > 10_000
+    assert sorted(tuple(f["curve"]) for f in out["finished"]) == [("128", "2"), ("128", "8"), ("256", "2"),
+                                                                 ("512", "2")]
     r = out["ranking"]
     assert out["n_candidates"] == 2 and sorted(tuple(x["curve"]) for x in r) == [("256", "8"), ("512", "8")]
     assert [x["rank"] for x in r] == [1, 2] and out["next"] == r[0]["curve"]
@@ -235,10 +238,6 @@ def test_recommend_ranks_runs_not_trained_yet(tmp_path, capsys):
         f = x["final_loss"]
         assert f["lo"] < f["mean"] < f["hi"]
     assert out["smallest_first"]["curve"] == ["256", "8"]
-    b = out["batch"]  # both runs at once: the first pick is the ranking's, the set explains more than it
-    assert [x["curve"] for x in b] == [r[0]["curve"], r[1]["curve"]]
-    assert b[0]["var_b1_reduction_fraction_of_the_set"] <= b[1]["var_b1_reduction_fraction_of_the_set"] <= 1
-    np.testing.assert_allclose(b[1]["cumulative_cost_pf"], r[0]["cost_pf"] + r[1]["cost_pf"], rtol=1e-12)
     assert out["law"]["b1"]["std"] > 0
     # the same table through lc law: the candidates are predicted, nothing is scored
     with warnings.catch_warnings():
@@ -252,32 +251,10 @@ def test_recommend_ranks_runs_not_trained_yet(tmp_path, capsys):
     assert main(["lc", "active", *cols, "--recommend", "--json"]) == 2
     err = capsys.readouterr().err
     assert "'loss'" in err and re.search(r"\b5\b", err) and "--holdout" in err
+    # --plot draws the recommendation; the replay has its own plot
+    assert main(["lc", "active", *cols, "--plot", str(tmp_path / "x.png"), "--json"]) == 2
+    assert "--recommend" in capsys.readouterr().err
     # without --csv: a clear error naming what to give
     assert main(["lc", "active", "--recommend", "--json"]) == 2
     assert "--csv" in capsys.readouterr().err
 
-
-def test_greedy_batch_skips_a_run_that_duplicates_one_already_chosen():
-    """b1 = z1 + z2; runs 0 and 1 both measure z1 (nearly the same run), run 2 measures z2 less
-    cleanly. Alone, 0 and 1 rank first; as a set of two, the greedy batch takes one of them and run 2,
-    and the set's expected reduction is the joint one (about 90 % of Var(b1), not 50 %)."""
-    from jaxscale.learning_curves.active import greedy_batch, variance_reduction_scores
-
-    k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
-    R = 20000
-    z1, z2 = jax.random.normal(k1, (R,)), jax.random.normal(k2, (R,))
-    noise = lambda k, s: s * jax.random.normal(k, (R, 2))  # noqa: E731
-    c0 = jnp.stack([z1, 2 * z1], 1) + noise(k3, 0.01)
-    c1 = jnp.stack([z1, 2 * z1], 1) + noise(k4, 0.02)
-    c2 = jnp.stack([z2, z2], 1) + noise(jax.random.key(5), 0.5)
-    draws = jnp.stack([c0, c1, c2], 1)  # (R, K=3, P=2)
-    b1 = z1 + z2
-    cost, cand = np.ones(3), np.ones(3, bool)
-    single = np.asarray(variance_reduction_scores(b1, draws, jnp.asarray(cost), jnp.asarray(cand)))
-    assert set(np.argsort(-single)[:2]) == {0, 1}
-    picks = greedy_batch(b1, draws, cost, cand, 2)
-    assert picks[0][0] == int(np.argmax(single)) and picks[1][0] == 2
-    var = float(jnp.var(b1))
-    np.testing.assert_allclose(picks[0][1] / var, 0.5, atol=0.02)  # one measure of z1: half of Var(b1)
-    # z2 seen through noise 0.5 on each of 2 points: Var(z2 | mean) = 1 - 1 / (1 + 0.125) of z2's half
-    np.testing.assert_allclose(picks[1][1] / var, 0.5 + 0.5 / 1.125, atol=0.02)

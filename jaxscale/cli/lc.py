@@ -323,6 +323,9 @@ def active_handler(args) -> dict:
     check_outputs(args)
     if args.recommend:
         return _recommend(args)
+    if args.plot:
+        raise ValueError("--plot belongs to --recommend; the replayed experiment writes active_abc.png into --out-dir")
+    samples = 500 if args.samples is None else args.samples
     if args.csv:
         from jaxscale.learning_curves.frontier import compute_grid
 
@@ -331,14 +334,14 @@ def active_handler(args) -> dict:
         grid = None if args.grid_min is None and args.grid_max is None else \
             compute_grid(args.grid_min, args.grid_max, args.grid_size)
         out = table_active(jax.random.key(args.seed), data, held, strategies, seeds=args.seeds,
-                           n_queries=args.queries, n_samples=args.samples, restarts=args.restarts, steps=args.steps,
+                           n_queries=args.queries, n_samples=samples, restarts=args.restarts, steps=args.steps,
                            cold_steps=args.cold_steps, n_h=args.n_h, grid=grid, grid_size=args.grid_size,
                            out_dir=Path(args.out_dir) if args.out_dir else None, model=args.model)
         return {"source": str(args.csv), "holdout": args.holdout, "thinned": df.attrs.get("thinned"), **out}
     if args.holdout:
         raise ValueError("--holdout needs --csv; the bundled experiment starts from the 8-layer curves")
     return active_experiment(args.seed, strategies, seeds=args.seeds, n_queries=args.queries,
-                             n_samples=args.samples, restarts=args.restarts, steps=args.steps,
+                             n_samples=samples, restarts=args.restarts, steps=args.steps,
                              cold_steps=args.cold_steps, n_h=args.n_h, dataset=args.dataset or "nanogpt_large",
                              model=args.model, out_dir=Path(args.out_dir) if args.out_dir else None)
 
@@ -358,9 +361,9 @@ def _recommend(args) -> dict:
     df, data, held = _read(args, compute=True, heldout_loss_optional=True)
     grid = None if args.grid_min is None and args.grid_max is None else \
         compute_grid(args.grid_min, args.grid_max, args.grid_size)
+    samples = 2000 if args.samples is None else args.samples
     out = recommend(jax.random.key(args.seed), data, held, model=args.model, restarts=args.restarts,
-                    cold_steps=args.cold_steps, n_h=args.n_h, n_samples=args.samples, grid=grid,
-                    grid_size=args.grid_size, batch=args.batch)
+                    cold_steps=args.cold_steps, n_h=args.n_h, n_samples=samples, grid=grid, grid_size=args.grid_size)
     log = get_logger("jaxscale.cli")
     log.info("next run to train: %s (rank 1 of %d candidates by expected Var(b1) reduction per PetaFLOP)",
              out["next"], out["n_candidates"])
@@ -369,9 +372,11 @@ def _recommend(args) -> dict:
         log.info("  %2d  %-28s cost %10.4g PF  Var(b1) -%5.1f%%  final loss %.4g [%.4g, %.4g]", r["rank"],
                  str(tuple(r["curve"])), r["cost_pf"], 100 * r["var_b1_reduction_fraction"], f["mean"], f["lo"],
                  f["hi"])
-    for i, b in enumerate(out.get("batch", []), 1):
-        log.info("batch of %d, pick %d: %-28s cumulative cost %10.4g PF, Var(b1) of the set -%5.1f%%", args.batch, i,
-                 str(tuple(b["curve"])), b["cumulative_cost_pf"], 100 * b["var_b1_reduction_fraction_of_the_set"])
+    if args.plot:
+        from jaxscale import plotting
+        from jaxscale.learning_curves.plot import plot_recommend
+
+        out["plot"] = str(plotting.save(plot_recommend(out), args.plot))
     return {"source": str(args.csv), "holdout": args.holdout, "thinned": df.attrs.get("thinned"), **out}
 
 
@@ -418,7 +423,9 @@ def register_psl(lc_subparsers) -> None:
     a.add_argument("--dataset", default=None, choices=["nanogpt_large"], help="bundled grid (default nanogpt_large)")
     a.add_argument("--queries", type=int, default=25, help="queries per run (at most the number of candidates)")
     a.add_argument("--seeds", type=int, default=3, help="independent repetitions of every strategy")
-    a.add_argument("--samples", type=int, default=500, help="joint posterior draws per round")
+    a.add_argument("--samples", type=int, default=None,
+                   help="joint posterior draws per round (default 500; --recommend: 2000, its scores are "
+                        "covariances over the draws)")
     a.add_argument("--restarts", type=int, default=4, help="restarts per refit (original: 10)")
     a.add_argument("--steps", type=int, default=150, help="Adam steps per refit, warm-started (original: 2000 cold)")
     a.add_argument("--cold-steps", type=int, default=600, help="Adam steps of the first (cold) fit")
@@ -428,9 +435,8 @@ def register_psl(lc_subparsers) -> None:
                    help="rank your candidate runs instead of replaying: --holdout selects them (their loss may be "
                         "empty: runs not trained yet, given by their steps and compute); one fit of --model with "
                         "--cold-steps on the other runs; --strategy, --seeds, --queries and --steps do not apply")
-    a.add_argument("--batch", type=int, default=1,
-                   help="--recommend: runs you will train at once; > 1 adds a set chosen greedily, each run given "
-                        "the ones before it (two similar runs are worth little more than one)")
+    a.add_argument("--plot", default=None, help="--recommend: write a PNG of the candidates (predicted final loss "
+                   "beside the finished runs and the law; expected fall of Var(b1) against cost) here")
     a.add_argument("--out-dir", default=None, help="write active.json + active_abc.png here (a new or empty folder)")
     a.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --out-dir")
     add_json(a)

@@ -51,7 +51,6 @@ __all__ = [
     "active_experiment",
     "table_active",
     "recommend",
-    "greedy_batch",
     "round_predictor",
     "table_round_predictor",
     "write_active",
@@ -368,7 +367,7 @@ def _candidate_curves(data, held):
 @functools.partial(jax.jit, static_argnames=("n_samples",))
 def _score_candidates(key, plan, truth, missing, restart_means, mean, chol, cost_pf, n_samples):
     """Joint draws of every curve (observed rows from ``truth``), one law per draw, and both
-    acquisition scores: ``(b1 (S,), b0 (S,), curve draws (S, K, P), uncertainty (K,),
+    acquisition scores: ``(b1 (S,), b0 (S,), final loss draws (S, K), uncertainty (K,),
     Var(b1) reduction per PF (K,), number of floored values)``."""
     K, P = truth.shape
     floor = 1e-3 * jnp.min(truth)
@@ -377,38 +376,13 @@ def _score_candidates(key, plan, truth, missing, restart_means, mean, chol, cost
     n_bad = jnp.sum(draws <= 0)
     draws = jnp.maximum(draws, floor)
     law = law_from_loss(plan, draws)
-    return (law.b1, law.b0, draws, uncertainty_scores(restart_means, missing),
+    return (law.b1, law.b0, draws[:, :, -1], uncertainty_scores(restart_means, missing),
             variance_reduction_scores(law.b1, draws, cost_pf, missing), n_bad)
-
-
-@jax.jit
-def _added_reductions(b1, chosen, curve_draws):
-    """Var(b1) reduction of observing ``chosen`` (R, M) plus each curve of ``curve_draws`` (R, K, P): (K,)."""
-    return jax.vmap(lambda y: _set_reduction(b1, jnp.concatenate([chosen, y], axis=1)), in_axes=1)(curve_draws)
-
-
-def greedy_batch(b1, curve_draws, cost_pf, candidates, size: int) -> list:
-    """``size`` candidates to train together, chosen greedily: each adds the most expected Var(b1)
-    reduction per PetaFLOP given the ones already chosen (observing two similar runs is worth little
-    more than one). Returns ``[(curve index, expected reduction of the set so far)]``."""
-    b1, draws = jnp.asarray(b1), jnp.asarray(curve_draws)
-    cost = np.asarray(cost_pf, float)
-    free = np.asarray(candidates, bool).copy()
-    chosen, out, base = jnp.zeros((draws.shape[0], 0), draws.dtype), [], 0.0
-    for _ in range(min(int(size), int(free.sum()))):  # sequential: each pick conditions the next
-        red = np.asarray(_added_reductions(b1, chosen, draws))
-        gain = np.where(free, (red - base) / cost, -np.inf)
-        k = int(np.argmax(gain))
-        free[k] = False
-        base = float(red[k])
-        chosen = jnp.concatenate([chosen, draws[:, k]], axis=1)
-        out.append((k, base))
-    return out
 
 
 def recommend(key, data, held, *, model: str = "magp", restarts: int = 4, cold_steps: int = 600, n_h: int = 8,
               n_samples: int = 2000, learning_rate: float = 1e-2, rule: str = "interp", grid=None,
-              grid_size: int = 100, level: float = 0.9, batch: int = 1) -> dict:
+              grid_size: int = 100, level: float = 0.9) -> dict:
     """Which of your candidate runs to train next, for the scaling law of your curves.
 
     The curves whose rows are all in ``held`` are the candidates: runs you could train, given by
@@ -427,22 +401,21 @@ def recommend(key, data, held, *, model: str = "magp", restarts: int = 4, cold_s
       data: every row, with compute; finished runs need their loss on every row.
       held: ``(n,)`` mask that selects whole candidate curves.
       level: central band of the predicted final losses and of b1, b0.
-      batch: how many runs you will train at once; ``batch > 1`` adds ``batch``, the runs chosen
-        greedily given each other (:func:`greedy_batch`).
 
     Returns:
       A JSON-ready dict: ``ranking`` (best first: label, cost, expected Var(b1) reduction in absolute
       terms, as a fraction of today's Var(b1) and per PetaFLOP, the original uncertainty score, the
       predicted final loss with its band), ``next``, ``smallest_first``, the law today
-      (``b1``, ``b0``), and the fit's convergence.
+      (``b1``, ``b0``), the finished runs (``finished``: cost and final loss), and the fit's
+      convergence.
     """
+    from jaxscale.config import warn_if_float32
     from jaxscale.learning_curves.core import Spec, _check_training
     from jaxscale.learning_curves.law import default_grid, law_stats
 
+    warn_if_float32("recommend")
     if n_samples < 2:
         raise ValueError(f"n_samples must be >= 2 (the scores are covariances over draws), got {n_samples}")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1 (runs trained at once), got {batch}")
     table, candidates = _candidate_curves(data, held)
     held = np.asarray(held, bool)
     y = np.asarray(data.y, float)
@@ -466,11 +439,10 @@ def recommend(key, data, held, *, model: str = "magp", restarts: int = 4, cold_s
     t0 = time.perf_counter()
     pred = fit_fn(k_fit, ~candidates, None)
     fit_s = time.perf_counter() - t0
-    b1, b0, draws, unc, per_pf, n_bad = _score_candidates(
+    b1, b0, final, unc, per_pf, n_bad = _score_candidates(
         k_draw, plan, jnp.asarray(truth), jnp.asarray(candidates), jnp.asarray(pred.restart_means),
         jnp.asarray(pred.mean), jnp.asarray(pred.chol), jnp.asarray(cost), n_samples=int(n_samples))
-    final = np.asarray(draws[:, :, -1])
-    b1, b0 = np.asarray(b1), np.asarray(b0)
+    b1, b0, final = np.asarray(b1), np.asarray(b0), np.asarray(final)
     unc, per_pf = np.asarray(unc), np.asarray(per_pf)
     if int(n_bad):
         from jaxscale._log import get_logger
@@ -506,19 +478,13 @@ def recommend(key, data, held, *, model: str = "magp", restarts: int = 4, cold_s
            "original_strategy": {"curve": list(table.labels[idx[int(np.argmax(unc[idx]))]]),
                                  "note": "the candidate whose restarts disagree most (the original acquisition)"},
            "law": {"b1": law_stats(b1, level), "b0": law_stats(b0, level)},
+           "finished": [{"curve": list(table.labels[k]), "cost_pf": float(cost[k]), "final_loss": float(truth[k, -1])}
+                        for k in np.flatnonzero(~candidates)],
            "grid": {"min": float(g[0]), "max": float(g[-1]), "size": int(len(g)), "default": grid is None},
            "n_padded_points": table.n_padded, "n_floored_values": int(n_bad),
            "converged": pred.converged, "fit_seconds": fit_s,
            "caveat": "one round, scored from the model's own joint predictive: the expected reductions are as good "
                      "as its intervals (check them with lc evaluate on your finished runs)"}
-    if batch > 1:
-        picks, spent = greedy_batch(b1, draws, cost, candidates, batch), 0.0
-        out["batch"] = []
-        for k, red in picks:
-            spent += float(cost[k])
-            out["batch"].append({"curve": list(table.labels[k]), "cost_pf": float(cost[k]), "cumulative_cost_pf": spent,
-                                 "var_b1_reduction_of_the_set": red,
-                                 "var_b1_reduction_fraction_of_the_set": red / var_b1 if var_b1 > 0 else 0.0})
     if pred.converged is False:
         warnings.warn(f"recommend: a restart of the curve-model fit was still improving after --cold-steps "
                       f"{cold_steps}; raise it before trusting the ranking", RuntimeWarning, stacklevel=2)

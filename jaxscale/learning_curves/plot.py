@@ -1,8 +1,9 @@
 """Figures of the learning-curve pillar (matplotlib via :mod:`jaxscale.plotting`, Agg when headless).
 
 Held-out curves against the truth, the probabilistic law's fan of draws, and active-learning
-traces; :func:`plot_heldout` draws a model's prediction of a split's held-out points and
-:func:`plot_table_prediction` the prediction of rows of your own table.
+traces; :func:`plot_heldout` draws a model's prediction of a split's held-out points,
+:func:`plot_table_prediction` the prediction of rows of your own table and :func:`plot_recommend`
+which planned run to train next.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from jaxscale.plotting import _plt
 
-__all__ = ["plot_curves", "plot_law_fan", "plot_active", "plot_heldout", "plot_table_prediction"]
+__all__ = ["plot_curves", "plot_law_fan", "plot_active", "plot_heldout", "plot_table_prediction", "plot_recommend"]
 
 
 def plot_curves(path, labels, L, C, held_labels, mean, cov, level=1.645):
@@ -155,5 +156,52 @@ def plot_table_prediction(train, query, pred, title: str = "", max_panels: int =
     axes.ravel()[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_recommend(rec: dict, top: int = 12):
+    """Which run to train next, from the dict of :func:`.active.recommend`. Left: final loss against
+    training compute (PetaFLOPs, log-log): the finished runs, the law ``ln L = b1 ln C + b0``
+    today (mean of the draws), and the ``top`` best candidates' predicted final losses with their
+    bands, numbered by rank. Right: each candidate's expected reduction of Var(b1) against its cost;
+    the recommended run and the cheapest are marked. Returns the figure (not saved)."""
+    from jaxscale import plotting
+
+    fig, (a, b) = plotting.figure(1, 2, size=(5.2, 3.9))
+    fin = rec["finished"]
+    a.plot([f["cost_pf"] for f in fin], [f["final_loss"] for f in fin], "ko", ms=4, label="finished runs")
+    ranking = rec["ranking"][:top]
+    costs = np.array([r["cost_pf"] for r in rec["ranking"]] + [f["cost_pf"] for f in fin])
+    c = np.geomspace(costs.min(), costs.max(), 50)
+    b1, b0 = rec["law"]["b1"]["mean"], rec["law"]["b0"]["mean"]
+    a.plot(c, np.exp(b1 * np.log(c * 1e15) + b0), color="0.4", lw=1, label=f"law today (b1 = {b1:.3g})")
+    for r in ranking:
+        f = r["final_loss"]
+        color = "C3" if r["rank"] == 1 else "C0"
+        a.errorbar(r["cost_pf"], f["mean"], yerr=[[f["mean"] - f["lo"]], [f["hi"] - f["mean"]]], fmt="s", ms=4,
+                   color=color, capsize=2, alpha=0.85)
+        a.annotate(str(r["rank"]), (r["cost_pf"], f["mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    a.plot([], [], "s", color="C0", label=f"candidates (rank; {int(100 * rec['level'])} % band)")
+    a.set(xscale="log", xlabel="training compute (PetaFLOPs)", ylabel="final loss")
+    a.legend(fontsize=7)
+    every = rec["ranking"]
+    b.scatter([r["cost_pf"] for r in every], [100 * r["var_b1_reduction_fraction"] for r in every], s=14, color="C0")
+    best, cheap = every[0], rec["smallest_first"]
+    b.scatter([best["cost_pf"]], [100 * best["var_b1_reduction_fraction"]], s=90, marker="*", color="C3",
+              label=f"next: {tuple(best['curve'])}", zorder=3)
+    ch = next(r for r in every if r["curve"] == cheap["curve"])
+    b.scatter([ch["cost_pf"]], [100 * ch["var_b1_reduction_fraction"]], s=60, facecolors="none", edgecolors="k",
+              label=f"cheapest: {tuple(ch['curve'])}", zorder=3)
+    for r in every[:top]:
+        b.annotate(str(r["rank"]), (r["cost_pf"], 100 * r["var_b1_reduction_fraction"]), fontsize=7, xytext=(3, 3),
+                   textcoords="offset points")
+    b.set(xscale="log", xlabel="cost (PetaFLOPs)", ylabel="expected fall of Var(b1) (%)",
+          title="ranked by fall per PetaFLOP")
+    b.legend(fontsize=7)
+    from matplotlib.ticker import NullFormatter
+
+    for ax in (a, b):
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels overlap over a narrow range
     fig.tight_layout()
     return fig
