@@ -162,7 +162,7 @@ def plot_table_prediction(train, query, pred, title: str = "", max_panels: int =
 
 def plot_recommend(rec: dict, top: int = 12):
     """Which run to train next, from the dict of :func:`.active.recommend`. Left: final loss against
-    training compute (PetaFLOPs, log-log): the finished runs, the law ``ln L = b1 ln C + b0``
+    training compute (PetaFLOPs, log scale): the finished runs, the law ``ln L = b1 ln C + b0``
     today (mean of the draws), and the ``top`` best candidates' predicted final losses with their
     bands, numbered by rank. Right: each candidate's expected reduction of Var(b1) against its cost;
     the recommended run and the cheapest are marked. Returns the figure (not saved)."""
