@@ -251,6 +251,15 @@ def test_recommend_ranks_runs_not_trained_yet(tmp_path, capsys):
     assert main(["lc", "active", *cols, "--recommend", "--json"]) == 2
     err = capsys.readouterr().err
     assert "'loss'" in err and re.search(r"\b5\b", err) and "--holdout" in err
+    # a run in progress (some steps logged, the rest planned) is not a candidate: the error names the curve
+    # and the command that predicts the rest of a run
+    df.loc[3, "loss"] = 2.9
+    df.loc[cand & (df.step <= 40), "loss"] = 3.0
+    df.to_csv(csv, index=False)
+    assert main(["lc", "active", *[c if c != "width >= 256 and depth == 8" else "loss.isna()" for c in cols],
+                 "--recommend", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "whole curves" in err and "lc extrapolate" in err
     # --plot draws the recommendation; the replay has its own plot
     assert main(["lc", "active", *cols, "--plot", str(tmp_path / "x.png"), "--json"]) == 2
     assert "--recommend" in capsys.readouterr().err

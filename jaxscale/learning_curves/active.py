@@ -357,7 +357,8 @@ def _candidate_curves(data, held):
         lab = table.labels[int(partial[0])]
         raise ValueError(f"active learning queries whole curves, but --holdout selects {n_held[partial[0]]} of the "
                          f"{n_rows[partial[0]]} rows of curve {lab} ({partial.size} such curves); hold out whole "
-                         "curves, e.g. by task or instance")
+                         "curves, e.g. by task or instance. A run in progress (its first steps logged): predict its "
+                         "rest with lc extrapolate")
     candidates = n_held == n_rows
     if not candidates.any() or candidates.all():
         raise ValueError("active learning needs some held-out curves (candidates) and some observed curves")
