@@ -98,19 +98,6 @@ def uncertainty_scores(restart_means: jax.Array, missing: jax.Array) -> jax.Arra
     return jnp.where(missing, s, -jnp.inf)
 
 
-def _set_reduction(b1: jax.Array, y: jax.Array, ridge: float = 1e-9) -> jax.Array:
-    """Expected reduction of Var(b1) from observing the columns of ``y`` (R draws, M values) together
-    (linear-Gaussian, from the draws: ``S_yb^T S_yy^-1 S_yb``), at most Var(b1)."""
-    bc = b1 - jnp.mean(b1)
-    yc = y - jnp.mean(y, axis=0)
-    n = y.shape[0]
-    syy = yc.T @ yc / n
-    syb = yc.T @ bc / n
-    scale = jnp.maximum(jnp.trace(syy) / y.shape[1], 1e-300)
-    sol = jnp.linalg.solve(syy + ridge * scale * jnp.eye(y.shape[1], dtype=y.dtype), syb)
-    return jnp.clip(syb @ sol, 0.0, jnp.var(b1))
-
-
 def variance_reduction_scores(b1: jax.Array, curve_draws: jax.Array, cost_pf: jax.Array, missing: jax.Array,
                               ridge: float = 1e-9) -> jax.Array:
     """Expected reduction of Var(b1) per PetaFLOP for observing each curve (linear-Gaussian, from draws).
@@ -118,7 +105,18 @@ def variance_reduction_scores(b1: jax.Array, curve_draws: jax.Array, cost_pf: ja
     Args:
       b1: (R,) slope of each draw. curve_draws: (R, K, P) the draws' curves. cost_pf: (K,). missing: (K,).
     """
-    red = jax.vmap(lambda y: _set_reduction(b1, y, ridge), in_axes=1)(curve_draws)
+    bc = b1 - jnp.mean(b1)
+
+    def one(y):  # y (R, P)
+        yc = y - jnp.mean(y, axis=0)
+        n = y.shape[0]
+        syy = yc.T @ yc / n
+        syb = yc.T @ bc / n
+        scale = jnp.maximum(jnp.trace(syy) / y.shape[1], 1e-300)
+        sol = jnp.linalg.solve(syy + ridge * scale * jnp.eye(y.shape[1], dtype=y.dtype), syb)
+        return jnp.clip(syb @ sol, 0.0, jnp.var(b1))
+
+    red = jax.vmap(one, in_axes=1)(curve_draws)
     return jnp.where(missing, red / cost_pf, -jnp.inf)
 
 
