@@ -339,8 +339,9 @@ def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(),
     starts to full convergence wastes most of the work on starts that end in poor basins.
     Screening all of them for ``spec.screen_steps`` iterations and polishing the
     ``spec.polish_top`` lowest to convergence finds the same optimum at a fraction of the cost.
-    The screen runs in :data:`SCREEN_DTYPE` (single precision), the polish in the data's precision.
-    Starts are screened in chunks of :func:`chunk_size` (one chunk below ~2,000 rows) on at most
+    The screen runs in :data:`SCREEN_DTYPE` (single precision), the polish in the data's precision;
+    on one CPU device the polished starts run one after another, each to its own stop
+    (``multistart(uneven=True)``). Starts are screened in chunks of :func:`chunk_size` (one chunk below ~2,000 rows) on at most
     ``spec.screen_rows`` rows (:func:`screening_rows`); on a larger table the ``polish_top`` best
     are polished on those rows and the best :data:`FULL_POLISH` of them again on every row, so
     memory stays O(rows + starts) and time O(starts + rows) on tables of 100k+ runs.
@@ -366,11 +367,11 @@ def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(),
     candidates = screened.params[top].astype(starts.dtype)
     if screen is not data:  # a large table: polish on the subset, then the best few on every row
         sub = multistart(minimize_lbfgs, huber_objective, candidates, screen, spec.huber_delta,
-                         max_steps=spec.max_steps, tol=1e-10, ftol=1e-13)
+                         max_steps=spec.max_steps, tol=1e-10, ftol=1e-13, uneven=True)
         sub_ok = jnp.isfinite(sub.loss) & jnp.all(jnp.isfinite(sub.params), axis=-1)
         candidates = sub.params[jnp.argsort(jnp.where(sub_ok, sub.loss, jnp.inf))[:min(FULL_POLISH, top_k)]]
     polished = multistart(minimize_lbfgs, huber_objective, candidates, data, spec.huber_delta,
-                          max_steps=spec.max_steps, tol=1e-10, ftol=1e-13)
+                          max_steps=spec.max_steps, tol=1e-10, ftol=1e-13, uneven=True)
     ok = jnp.isfinite(polished.loss) & jnp.all(jnp.isfinite(polished.params), axis=-1)
     i = jnp.argmin(jnp.where(ok, polished.loss, jnp.inf))
     best = jax.tree_util.tree_map(lambda a: a[i], polished._replace(history=None))

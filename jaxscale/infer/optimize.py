@@ -193,16 +193,18 @@ def minimize_adam(loss_fn, x0, *args, steps: int = 1000, learning_rate: float = 
     return FitResult(x, f, finite, n_steps, gnorm, reason, history)
 
 
-def multistart(minimize_fn, loss_fn, X0, *args, **kwargs) -> FitResult:
+def multistart(minimize_fn, loss_fn, X0, *args, uneven: bool = False, **kwargs) -> FitResult:
     """Run ``minimize_fn(loss_fn, x0, *args, **kwargs)`` for every start along ``X0``'s leading axis.
 
     The starts are ``vmap``ped, so all of them compile into a single program, and split over all
-    devices (:func:`jaxscale.infer.sharding.sharded_vmap`). The returned :class:`FitResult` has a
-    leading restart axis on every leaf.
+    devices (:func:`jaxscale.infer.sharding.sharded_vmap`). ``uneven=True`` says the starts need
+    very different numbers of steps: on a single CPU device they then run one after another, each
+    to its own stop, instead of all for as long as the slowest. The returned :class:`FitResult` has
+    a leading restart axis on every leaf.
     """
     from jaxscale.infer.sharding import sharded_vmap
 
-    return sharded_vmap(lambda x0: minimize_fn(loss_fn, x0, *args, **kwargs), X0)
+    return sharded_vmap(lambda x0: minimize_fn(loss_fn, x0, *args, **kwargs), X0, uneven=uneven)
 
 
 def check_finite(result: FitResult, what: str = "fit", policy: str = "raise") -> np.ndarray:

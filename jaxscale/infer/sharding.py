@@ -52,7 +52,7 @@ def shard_batch(tree, mesh: Mesh | None = None):
     return jax.tree_util.tree_map(one, tree)
 
 
-def sharded_vmap(fn, xs, mesh: Mesh | None = None, *, linalg: bool = False):
+def sharded_vmap(fn, xs, mesh: Mesh | None = None, *, linalg: bool = False, uneven: bool = False):
     """``jax.vmap(fn)(xs)`` with the leading (batch) axis split over all devices.
 
     The batch is padded to a multiple of the device count by repeating its last member (the extra
@@ -65,11 +65,17 @@ def sharded_vmap(fn, xs, mesh: Mesh | None = None, *, linalg: bool = False):
     pool thread waiting (a hang at 0 % CPU). The vmapped batch bought nothing there: 4 restarts of
     the law-informed GP on 240 points took 61 s vmapped and 46 s mapped on 2 cores. GPUs, TPUs and
     several devices keep the vmap.
+
+    ``uneven=True`` marks members whose work differs widely, such as optimiser runs to
+    convergence: a vmapped loop runs every member for as many iterations (and line-search trials)
+    as its slowest one. On a single CPU device they too run one after another, each to its own
+    stop; the 48 starts of a Chinchilla least-squares fit on 1,708 runs took 15 s vmapped and
+    1.3 s mapped (the rows already fill the vector units).
     """
     mesh = device_mesh() if mesh is None else mesh
     n_dev = mesh.devices.size
     if n_dev == 1:
-        if linalg and mesh.devices.flat[0].platform == "cpu":
+        if (linalg or uneven) and mesh.devices.flat[0].platform == "cpu":
             return jax.lax.map(fn, xs)
         return jax.vmap(fn)(xs)
     n = jax.tree_util.tree_leaves(xs)[0].shape[0]

@@ -129,17 +129,23 @@ def masked_laws(plan: FrontierPlan, truth: jax.Array, missing: jax.Array, curves
     return law, abc_loglinear(law.b1, law.b0, gt_b1, gt_b0, u0, u1)
 
 
+def _joint_draws(key, truth, missing, mean, chol, n_samples: int):
+    """``(n_samples, K, P)`` joint draws of every curve: the missing curves from the Gaussian
+    predictive ``N(mean, chol chol^T)`` over their flattened rows, the observed ones from ``truth``.
+    A Gaussian predictive can put mass below 0 loss: such values are floored at 1e-3 x the smallest
+    loss of ``truth`` and counted (the count is returned, for a warning)."""
+    K, P = truth.shape
+    eps = jax.random.normal(key, (n_samples, K * P), dtype=mean.dtype)
+    draws = jnp.where(missing[:, None], (mean + eps @ chol.T).reshape(n_samples, K, P), truth)
+    return jnp.maximum(draws, 1e-3 * jnp.min(truth)), jnp.sum(draws <= 0)
+
+
 @functools.partial(jax.jit, static_argnames=("n_samples",))
 def _round(key, plan, truth, missing, restart_means, mean, chol, cost_pf, gt_b1, gt_b0, u0, u1, n_samples):
-    K, P = truth.shape
     floor = 1e-3 * jnp.min(truth)
-    n_bad = jnp.sum((restart_means <= 0) & missing[:, None])
     law_r, abc_r = masked_laws(plan, truth, missing, jnp.maximum(restart_means, floor), gt_b1, gt_b0, u0, u1)
-    eps = jax.random.normal(key, (n_samples, K * P), dtype=mean.dtype)
-    draws = (mean + eps @ chol.T).reshape(n_samples, K, P)
-    draws = jnp.where(missing[:, None], draws, truth)
-    n_bad = n_bad + jnp.sum(draws <= 0)
-    draws = jnp.maximum(draws, floor)  # a Gaussian predictive can put mass below 0 loss; counted + warned
+    draws, n_floored = _joint_draws(key, truth, missing, mean, chol, n_samples)
+    n_bad = jnp.sum((restart_means <= 0) & missing[:, None]) + n_floored
     law_j, abc_j = masked_laws(plan, truth, missing, draws, gt_b1, gt_b0, u0, u1)
     unc = uncertainty_scores(restart_means, missing)
     ours = variance_reduction_scores(law_j.b1, draws, cost_pf, missing)
@@ -368,12 +374,7 @@ def _score_candidates(key, plan, truth, missing, restart_means, mean, chol, cost
     """Joint draws of every curve (observed rows from ``truth``), one law per draw, and both
     acquisition scores: ``(b1 (S,), b0 (S,), final loss draws (S, K), uncertainty (K,),
     Var(b1) reduction per PF (K,), number of floored values)``."""
-    K, P = truth.shape
-    floor = 1e-3 * jnp.min(truth)
-    eps = jax.random.normal(key, (n_samples, K * P), dtype=mean.dtype)
-    draws = jnp.where(missing[:, None], (mean + eps @ chol.T).reshape(n_samples, K, P), truth)
-    n_bad = jnp.sum(draws <= 0)
-    draws = jnp.maximum(draws, floor)
+    draws, n_bad = _joint_draws(key, truth, missing, mean, chol, n_samples)
     law = law_from_loss(plan, draws)
     return (law.b1, law.b0, draws[:, :, -1], uncertainty_scores(restart_means, missing),
             variance_reduction_scores(law.b1, draws, cost_pf, missing), n_bad)
