@@ -341,10 +341,11 @@ def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(),
     ``spec.polish_top`` lowest to convergence finds the same optimum at a fraction of the cost.
     The screen runs in :data:`SCREEN_DTYPE` (single precision), the polish in the data's precision;
     on one CPU device the polished starts run one after another, each to its own stop
-    (``multistart(uneven=True)``). Starts are screened in chunks of :func:`chunk_size` (one chunk below ~2,000 rows) on at most
-    ``spec.screen_rows`` rows (:func:`screening_rows`); on a larger table the ``polish_top`` best
-    are polished on those rows and the best :data:`FULL_POLISH` of them again on every row, so
-    memory stays O(rows + starts) and time O(starts + rows) on tables of 100k+ runs.
+    (``multistart(uneven=True)``). Starts are screened in chunks of :func:`chunk_size` (one chunk
+    below ~2,000 rows) on at most ``spec.screen_rows`` rows (:func:`screening_rows`); on a larger
+    table the ``polish_top`` best are polished on those rows and the best :data:`FULL_POLISH` of
+    them again on every row, so memory stays O(rows + starts) and time O(starts + rows) on tables
+    of 100k+ runs.
     Everything stays on device (no host checks): ``jax.vmap`` it over datasets of equal shape.
     ``key`` is unused (the start grid is fixed); it keeps the signature of every pillar.
 
