@@ -27,7 +27,16 @@ from jaxscale._registry import register_moved
 from jaxscale.chinchilla.spec import EPOCH_SPEC, HUBER_DELTA, ChinchillaSpec
 from jaxscale.config import warn_if_float32
 from jaxscale.data import validate as V
-from jaxscale.infer import FitResult, huber, minimize_lbfgs, minimize_newton, multistart, reason_text, sharded_vmap
+from jaxscale.infer import (
+    FitResult,
+    bucket,
+    huber,
+    minimize_lbfgs,
+    minimize_newton,
+    multistart,
+    reason_text,
+    sharded_vmap,
+)
 from jaxscale.laws import ChinchillaParams, chinchilla_log_lse, chinchilla_theta_to_params
 
 __all__ = [
@@ -398,12 +407,6 @@ def residual_scale(theta, data: ChinchillaData) -> tuple[float, int]:
     r = np.asarray(chinchilla_log_lse(jnp.asarray(theta), data.log_N, data.log_D) - data.log_loss, float)
     dof = float(w.sum()) - _N_PARAMS
     return float(np.sqrt(np.sum(w * r**2) / max(dof, 1.0))), int(dof)
-
-
-def bucket(n: int) -> int:
-    """Padded length for ``n`` rows: multiples of 64 up to 1,024, then of 1,024. Fits of tables
-    whose lengths share a bucket reuse one compiled program (padding rows carry weight 0)."""
-    return max(64, -(-n // 64) * 64) if n <= 1024 else -(-n // 1024) * 1024
 
 
 def pad_rows(data: ChinchillaData, n: int) -> ChinchillaData:

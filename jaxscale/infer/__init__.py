@@ -6,6 +6,7 @@ from jaxscale.infer.bayes import PosteriorResult, nuts_diagnostics, posterior_pr
 from jaxscale.infer.losses import huber, squared
 from jaxscale.infer.optimize import (
     best,
+    bucket,
     check_finite,
     minimize_adam,
     minimize_lbfgs,
@@ -45,6 +46,7 @@ __all__ = [
     "minimize_lbfgs",
     "minimize_newton",
     "multistart",
+    "bucket",
     "nuts_chain",
     "nuts_diagnostics",
     "pareto_khat",

@@ -17,7 +17,7 @@ import optax
 
 from jaxscale.infer.results import FitResult, reason_text
 
-__all__ = ["minimize_lbfgs", "minimize_newton", "minimize_adam", "multistart", "best", "check_finite"]
+__all__ = ["minimize_lbfgs", "minimize_newton", "minimize_adam", "multistart", "best", "check_finite", "bucket"]
 
 
 def _tree_norm(tree):
@@ -205,6 +205,12 @@ def multistart(minimize_fn, loss_fn, X0, *args, uneven: bool = False, **kwargs) 
     from jaxscale.infer.sharding import sharded_vmap
 
     return sharded_vmap(lambda x0: minimize_fn(loss_fn, x0, *args, **kwargs), X0, uneven=uneven)
+
+
+def bucket(n: int) -> int:
+    """Padded length for ``n`` rows: multiples of 64 up to 1,024, then of 1,024. Fits of tables
+    whose lengths share a bucket reuse one compiled program (padding rows carry weight 0)."""
+    return max(64, -(-n // 64) * 64) if n <= 1024 else -(-n // 1024) * 1024
 
 
 def check_finite(result: FitResult, what: str = "fit", policy: str = "raise") -> np.ndarray:

@@ -18,8 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxscale.chinchilla.fit import bucket
-from jaxscale.infer import minimize_lbfgs, multistart, reason_text
+from jaxscale.infer import bucket, minimize_lbfgs, multistart, reason_text
 from jaxscale.laws import (
     ChinchillaParams,
     chinchilla,
