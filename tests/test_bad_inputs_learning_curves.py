@@ -309,3 +309,18 @@ def test_every_step_logged_warns_refuses_and_thins(tmp_path, capsys, monkeypatch
     assert rc == 0 and res["thinned"] == {"per_curve": 30, "n_read": 540, "n_kept": res["thinned"]["n_kept"]}
     assert 6 * 20 <= res["thinned"]["n_kept"] <= 6 * 30  # held-out run included
     assert any("training points" in m and "on 2 CPU cores" in m and "--thin 50" in m for m in msgs), msgs
+
+
+def test_metrics_on_separate_rows_name_the_where_that_keeps_the_loss_rows():
+    """A log that writes the loss and another metric on alternate rows (a W&B history export) leaves
+    the loss empty on half the rows: the error counts them and names the --where that works."""
+    from jaxscale import learning_curves as lc
+
+    steps = np.arange(1, 41)
+    df = pd.DataFrame({"Name": np.repeat(["a", "b"], 40), "_step": np.tile(steps, 2),
+                       "train/loss": np.tile(np.where(steps % 2 == 0, 3.0 + 5.0 * steps ** -0.5, np.nan), 2)})
+    with pytest.raises(ValueError, match=r"30 missing.*--where '`train/loss`.notna\(\)'"):
+        lc.tail_from_frame(df, curve_col="Name", x_col="_step", y_col="train/loss", cutoff=30)
+    kept = df.query("`train/loss`.notna()")
+    data = lc.tail_from_frame(kept, curve_col="Name", x_col="_step", y_col="train/loss", cutoff=30)
+    assert int(np.asarray(data.train).sum()) == 30

@@ -197,7 +197,9 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     bad = train & ~np.isfinite(y)
     if bad.any():
         raise ValueError(f"{what}: column {y_col!r} has {int(bad.sum())} missing or non-finite value(s) on training "
-                         f"rows {_rows(df.index[bad])}; the early part of every curve needs its loss")
+                         f"rows {_rows(df.index[bad])}; the early part of every curve needs its loss. A log that writes "
+                         f"several metrics on separate rows (e.g. a W&B export) leaves the loss empty on the other "
+                         f"rows: keep the rows that have one with --where '`{y_col}`.notna()'")
     nonpos = np.isfinite(y) & (y <= 0)
     if nonpos.any():
         raise ValueError(f"{what}: column {y_col!r} has {int(nonpos.sum())} value(s) <= 0 at rows "
