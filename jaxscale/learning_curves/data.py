@@ -13,6 +13,7 @@ import pandas as pd
 
 from jaxscale._log import get_logger
 from jaxscale.data import data_dir, read_gene_expression
+from jaxscale.data.validate import _rows
 from jaxscale.learning_curves.spec import LC_DATASETS
 from jaxscale.learning_curves.spec import MULTILINGUAL_LANGS as _LANGS
 
@@ -45,12 +46,6 @@ class LCData(NamedTuple):
     task_labels: tuple
     replicate_labels: tuple
     kind: str
-
-
-def _rows(index) -> str:
-    index = list(index)
-    more = f" (+{len(index) - 5} more)" if len(index) > 5 else ""
-    return "[" + ", ".join(str(i) for i in index[:5]) + "]" + more
 
 
 def _check_labels(labels, name: str, what: str) -> tuple:

@@ -66,6 +66,7 @@ import pandas as pd
 from jaxscale._log import get_logger
 from jaxscale._pytree import StaticDict, pytree_dataclass, static_field
 from jaxscale.data import validate as V
+from jaxscale.data.validate import _rows
 from jaxscale.infer.prediction import Prediction, check_level
 from jaxscale.learning_curves.spec import AUTO_IMPORTANCE_RUNS, GP_RESTARTS, GP_STEPS, SAMPLERS, ExtrapolateSpec
 
@@ -126,12 +127,6 @@ class TailFit:
         object.__setattr__(self, "diagnostics", StaticDict(self.diagnostics))
         if self.calibration is not None:
             object.__setattr__(self, "calibration", StaticDict(self.calibration))
-
-
-def _rows(ids) -> str:
-    ids = list(ids)
-    more = f" (+{len(ids) - 5} more)" if len(ids) > 5 else ""
-    return "[" + ", ".join(str(i) for i in ids[:5]) + "]" + more
 
 
 def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, train_col: str | None = None,
@@ -199,7 +194,7 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
         raise ValueError(f"{what}: column {y_col!r} has {int(bad.sum())} missing or non-finite value(s) on training "
                          f"rows {_rows(df.index[bad])}; the early part of every curve needs its loss. A log that writes "
                          f"several metrics on separate rows (e.g. a W&B export) leaves the loss empty on the other "
-                         f"rows: keep the rows that have one with --where '`{y_col}`.notna()'")
+                         f"rows: keep the rows that have one with --where '{V._where_name(y_col)}.notna()'")
     nonpos = np.isfinite(y) & (y <= 0)
     if nonpos.any():
         raise ValueError(f"{what}: column {y_col!r} has {int(nonpos.sum())} value(s) <= 0 at rows "

@@ -32,6 +32,7 @@ import pandas as pd
 
 from jaxscale._pytree import pytree_dataclass, static_field
 from jaxscale.data import validate as V
+from jaxscale.data.validate import _rows
 from jaxscale.learning_curves.spec import DEFAULT_COLUMNS
 
 __all__ = ["Data", "from_frame", "DEFAULT_COLUMNS", "canonical_label", "curve_ids", "frame_kwargs", "row_ids"]
@@ -90,12 +91,6 @@ class Data:
     @property
     def n_instances(self) -> int:
         return len(self.instance_labels)
-
-
-def _rows(index) -> str:
-    index = list(index)
-    more = f" (+{len(index) - 5} more)" if len(index) > 5 else ""
-    return "[" + ", ".join(str(i) for i in index[:5]) + "]" + more
 
 
 def canonical_label(value) -> str:

@@ -19,6 +19,7 @@ import pandas as pd
 from jaxscale._log import get_logger
 from jaxscale._pytree import pytree_dataclass, static_field
 from jaxscale.data.validate import (
+    _rows,
     check_finite,
     check_numeric,
     check_positive,
@@ -119,11 +120,6 @@ class Data:
             with np.errstate(invalid="ignore", divide="ignore"):
                 x[:, logs] = np.log10(x[:, logs])
         return x
-
-
-def _rows(index) -> str:
-    index = list(index)
-    return "[" + ", ".join(str(i) for i in index[:5]) + "]" + (f" (+{len(index) - 5} more)" if len(index) > 5 else "")
 
 
 #: Words that mark a column as a result of a run (a metric), not a setting of it.
