@@ -11,13 +11,18 @@ per case: RMSLE, MAE and 90 % coverage on the predicted points, the calibration 
 sampler's or optimiser's diagnostics, seconds.
 
 ``--sampler importance`` runs the power-law cases again with each run sampled on its own by Laplace
-importance sampling (the case names end in ``, importance``); ``--scale-runs 200,2000`` adds
-synthetic tables of that many runs (importance sampling; the joint NUTS took more than 14 min on
-200 such runs).
+importance sampling (the case names end in ``, importance``); ``--sampler auto``, with the default
+sampler (importance sampling, NUTS when a run fails the Pareto k-hat check; ``, auto``);
+``--scale-runs 200,2000`` adds synthetic tables of that many runs (importance sampling; the joint
+NUTS took more than 14 min on 200 such runs); ``--long-logs 100,250`` adds W&B-style logs of 12
+runs with that many early points per run, each by NUTS and by ``auto``.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lc_extrapolate.py
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lc_extrapolate.py --sampler importance --gp-cuts "" \
         --multilingual multilingual_same_source_en,multilingual_same_source_tl --scale-runs 200,2000
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lc_extrapolate.py --sampler auto --gp-cuts "" \
+        --multilingual multilingual_same_source_en,multilingual_same_source_id,multilingual_same_target_ta,\
+multilingual_same_source_tl --long-logs 100,250
 """
 from __future__ import annotations
 
@@ -109,9 +114,25 @@ def synthetic(n_runs: int, seed: int = 0):
         return tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=1000)
 
 
+def long_logs(points: int, n_runs: int = 12, seed: int = 0):
+    """A W&B-style log: ``n_runs`` runs of sizes 10M..1B logged to step 3,000, ``points`` early
+    points per run (evenly spaced up to the cut at step 1,000, the same spacing after it),
+    ``L = 1.8 + 30 (N / 1e7)^-0.1 step^-0.35`` times 1 % log-normal noise."""
+    from jaxscale.learning_curves.extrapolate import tail_from_frame
+
+    rng = np.random.default_rng(seed)
+    steps = np.arange(1, 3001, max(1000 // points, 1), dtype=float)
+    sizes = np.geomspace(1e7, 1e9, n_runs)
+    y = 1.8 + 30 * (sizes[:, None] / 1e7) ** -0.1 * steps[None] ** -0.35
+    y = y * np.exp(0.01 * rng.standard_normal(y.shape))
+    df = pd.DataFrame({"run": np.repeat([f"r{k}" for k in range(n_runs)], steps.size),
+                       "step": np.tile(steps, n_runs), "loss": y.ravel()})
+    return tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=1000)
+
+
 def main(argv=None):
     from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail
-    from jaxscale.learning_curves.spec import GP_RESTARTS, GP_STEPS, Spec
+    from jaxscale.learning_curves.spec import GP_RESTARTS, GP_STEPS, SAMPLERS, Spec
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cuts", default="0.1,0.25,0.5")
@@ -123,8 +144,12 @@ def main(argv=None):
                    help="cuts of nanoGPT-large predicted by the law-informed GP (descriptors: width, depth)")
     p.add_argument("--gp-restarts", type=int, default=None, help="GP restarts (default: extrapolate_gp's)")
     p.add_argument("--gp-steps", type=int, default=None, help="GP Adam steps (default: extrapolate_gp's)")
-    p.add_argument("--sampler", default="nuts", choices=["nuts", "importance"],
-                   help="power-law sampler of the bundled cases (importance: case names end in ', importance')")
+    p.add_argument("--sampler", default="nuts", choices=["nuts", "importance", "auto"],
+                   help="power-law sampler of the bundled cases (importance / auto: case names end in ', importance' "
+                        "/ ', auto'; auto: importance sampling, NUTS when a run's k-hat > 0.7)")
+    p.add_argument("--long-logs", default="",
+                   help="W&B-style logs of 12 runs with this many early points per run (comma list, e.g. 100,250), "
+                        "each by NUTS and by auto: the time of the default sampler on long logs")
     p.add_argument("--scale-runs", default="",
                    help="synthetic tables of this many runs (comma list, e.g. 200,2000), each by the importance "
                         "sampler: time and scores at scale")
@@ -145,10 +170,12 @@ def main(argv=None):
     cases += [(f"nanochat cut {float(c):.0%}, 15 of 30 runs finished", lambda c=float(c): nanochat_cut(c, finished=True))
               for c in args.nanochat_finished_cuts.split(",") if c]
     cases += [(f"{m} extrapolate9", lambda m=m: multilingual(m)) for m in args.multilingual.split(",") if m]
-    if args.sampler == "importance":
-        cases = [(f"{n}, importance", m) for n, m in cases if not n.endswith("magp_law")]
+    if args.sampler != "nuts":
+        cases = [(f"{n}, {args.sampler}", m) for n, m in cases if not n.endswith("magp_law")]
     cases += [(f"synthetic {int(k)} runs, importance", lambda k=int(k): synthetic(k))
               for k in args.scale_runs.split(",") if k]
+    cases += [(f"long logs, 12 runs x {int(k)} early points, {smp}", lambda k=int(k): long_logs(k))
+              for k in args.long_logs.split(",") if k for smp in ("nuts", "auto")]
     path = Path(args.out)
     rows = json.loads(path.read_text()) if path.exists() else {}
     for name, make in cases:
@@ -156,7 +183,7 @@ def main(argv=None):
             warnings.simplefilter("always")
             t0 = time.perf_counter()
             model = "magp_law" if name.endswith("magp_law") else "powerlaw"
-            case_spec = spec._replace(sampler="importance") if name.endswith("importance") else spec
+            case_spec = spec._replace(sampler=name.rsplit(", ", 1)[-1]) if name.endswith(SAMPLERS) else spec
             fit, _, rep = evaluate_tail(jax.random.key(args.seed), make(), case_spec, model=model, gp_spec=gp)
         rep["seconds"] = time.perf_counter() - t0
         rep["warnings"] = sorted({str(x.message)[:200] for x in w})

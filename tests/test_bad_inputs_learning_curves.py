@@ -117,6 +117,7 @@ ROWS = {
     "far_extrapolation": (lambda d: d.assign(step=d["step"] * 1e4), {"predict": (W, ["outside the training data"])}),
     "unseen_task": (lambda d: d, {"evaluate_task": (W, ["outside the training data"])}),
     "mcmc_diagnostics": (lambda d: d, {"extrapolate_tiny": (W, ["R-hat|ESS|divergen|chains"])}),
+    "few_draws": (lambda d: d, {"extrapolate_fewdraws": (W, ["only 5 importance draws per run.*at least 400"])}),
     "rising_curve": (lambda d: d.assign(loss=np.where(d["step"] <= 160, 8.0 - d["loss"], d["loss"])),
                      {"extrapolate": (W, ["rises|non-monotone|increas"])}),
 }
@@ -160,7 +161,10 @@ def test_table2(row, cmd, tmp_path, capsys, request):
     elif cmd == "evaluate_task":
         argv[argv.index("--holdout") + 1] = "width == 512"
     elif cmd == "extrapolate_tiny":
-        argv[argv.index("--warmup") + 1:argv.index("--chains") + 2] = ["5", "--samples", "5", "--chains", "1"]
+        argv[argv.index("--warmup") + 1:argv.index("--chains") + 2] = ["5", "--samples", "5", "--chains", "1",
+                                                                       "--sampler", "nuts"]
+    elif cmd == "extrapolate_fewdraws":  # the default sampler keeps importance draws on this clean table
+        argv[argv.index("--samples") + 1:argv.index("--chains") + 2] = ["5", "--chains", "1"]
     rc, warned = _run(argv)
     cap = capsys.readouterr()
     if outcome == E:

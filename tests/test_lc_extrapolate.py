@@ -85,7 +85,8 @@ def test_bayesian_power_law_on_curves_that_follow_it():
     d = tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=600)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # short chains
-        fit, _, rep = evaluate_tail(jax.random.key(0), d, ExtrapolateSpec(warmup=300, samples=300, chains=2))
+        fit, _, rep = evaluate_tail(jax.random.key(0), d, ExtrapolateSpec(warmup=300, samples=300, chains=2,
+                                                                          sampler="nuts"))
     assert rep["n_tail"] == 24 and rep["n_curves_fitted"] == 6
     assert rep["bayes"]["rmsle"] < 0.03 and rep["bayes"]["rmsle"] <= rep["scipy_power_law"]["rmsle"], rep
     assert rep["bayes"]["coverage"] >= 0.75, rep
@@ -100,7 +101,8 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
     """The same 6 runs by Laplace importance sampling (each run on its own, the noise prior by
     empirical Bayes): as accurate as least squares and its 90 % interval covers most of the tail
     (measured RMSLE 0.024 against 0.028, coverage 0.83, max Pareto k-hat 0.18). ``auto`` switches
-    to it above the run threshold; an unknown sampler is an error that names the choices."""
+    tries it first and keeps it when every run passes the k-hat check; above the run threshold it
+    keeps it (warned) even when a run fails; an unknown sampler is an error that names the choices."""
     import importlib
 
     X = importlib.import_module("jaxscale.learning_curves.extrapolate")
@@ -125,11 +127,28 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
     back = jaxscale.load(jaxscale.save(fit, tmp_path / "tail"))
     np.testing.assert_array_equal(back.alpha, fit.alpha)
     assert back.diagnostics == fit.diagnostics and back.calibration == fit.calibration
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        auto = extrapolate(jax.random.key(0), d, ExtrapolateSpec(samples=500, chains=2))
+    a = auto.diagnostics["auto"]
+    assert auto.diagnostics["sampler"] == "importance" and a["chosen"] == "importance" and a["runs_failing"] == 0
+    np.testing.assert_array_equal(auto.alpha, fit.alpha)  # the same draws as sampler="importance"
+    monkeypatch.setattr(importlib.import_module("jaxscale.infer.importance"), "K_HAT_MAX", -1.0)  # every run fails
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        auto = extrapolate(jax.random.key(0), d, ExtrapolateSpec(warmup=50, samples=50, chains=2))
+    a = auto.diagnostics["auto"]
+    assert auto.diagnostics["sampler"] == "nuts" and a["chosen"] == "nuts" and a["runs_failing"] == 6, a
+    assert "the joint NUTS samples every run instead" in a["reason"] and "max_r_hat" in auto.diagnostics
+    assert not any("importance sampling is unreliable" in str(x.message) for x in w)  # NUTS replaced those draws
     monkeypatch.setattr(X, "AUTO_IMPORTANCE_RUNS", 5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        auto = extrapolate(jax.random.key(0), d, ExtrapolateSpec(samples=50, chains=2))
-    assert auto.diagnostics["sampler"] == "importance"
+        with pytest.warns(RuntimeWarning, match="importance sampling is unreliable for 6 of 6 run"):
+            auto = extrapolate(jax.random.key(0), d, ExtrapolateSpec(samples=50, chains=2))
+    a = auto.diagnostics["auto"]
+    assert auto.diagnostics["sampler"] == "importance" and a["chosen"] == "importance" and a["runs_failing"] == 6
+    assert "above 5 fitted runs the joint NUTS is too slow" in a["reason"]
     with pytest.raises(ValueError, match=r"sampler must be one of \('auto', 'nuts', 'importance'\), got 'hmc'"):
         extrapolate(jax.random.key(0), d, ExtrapolateSpec(sampler="hmc"))
 
@@ -143,7 +162,7 @@ def test_cli_extrapolate(tmp_path, capsys):
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         rc = main(["lc", "extrapolate", "--csv", str(csv), "--cutoff", "600", "--warmup", "60", "--samples", "60",
-                   "--chains", "2", "--predictions", str(out_csv), "--json"])
+                   "--chains", "2", "--sampler", "nuts", "--predictions", str(out_csv), "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_tail"] == 24 and {"bayes", "scipy_power_law", "baselines", "diagnostics"} <= set(out)

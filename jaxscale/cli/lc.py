@@ -446,8 +446,8 @@ def register_psl(lc_subparsers) -> None:
 # ----------------------------------------------------------------------------- extrapolate
 def extrapolate_handler(args) -> dict:
     """Runs in progress: from the early part of every curve (--train-col or --cutoff) predict the rest
-    with a Bayesian saturating power law L(x) = E + A x^-alpha per curve (NUTS up to 100 runs,
-    importance sampling above; all curves in one program, 90 % intervals, calibrated on the
+    with a Bayesian saturating power law L(x) = E + A x^-alpha per curve (importance sampling, and
+    NUTS where a run's draws fail the Pareto k-hat check; all curves in one program, 90 % intervals, calibrated on the
     finished runs of the table when it has some), or,
     with --model magp_law and --descriptor-cols, a hierarchical GP that shares strength across runs
     through their configuration; scored on the tail rows that carry a loss next to a scipy
@@ -512,8 +512,8 @@ def register_extrapolate(lc_subparsers) -> None:
     s.add_argument("--sampler", default=d.sampler, choices=SAMPLERS,
                    help="nuts: one NUTS over all runs (pooled noise level; minutes for tens of runs); importance: "
                         "each run by Laplace importance sampling, --chains x --samples draws per run (seconds for "
-                        f"thousands of runs; warns for runs whose Pareto k-hat > 0.7); auto: nuts up to "
-                        f"{AUTO_IMPORTANCE_RUNS} fitted runs, importance above")
+                        f"thousands of runs; warns for runs whose Pareto k-hat > 0.7); auto: importance, kept "
+                        f"when every run's k-hat <= 0.7, else nuts (up to {AUTO_IMPORTANCE_RUNS} fitted runs)")
     s.add_argument("--warmup", type=int, default=d.warmup, help="NUTS warm-up steps per chain")
     s.add_argument("--samples", type=int, default=d.samples, help="NUTS draws per chain")
     s.add_argument("--chains", type=int, default=d.chains, help="chains (vectorised)")

@@ -25,10 +25,10 @@ tail), with a central interval. Two fits on the same rows, in the same run:
   interval. Diagnostics (R-hat, ESS per chain, divergences, chains) are computed by
   :func:`jaxscale.infer.run_nuts` and warned.
 
-  A joint NUTS does not scale to many runs: at every draw all its chains wait for the longest
-  trajectory of any run (200 runs took more than 14 min on 2 CPU cores). Above
-  :data:`AUTO_IMPORTANCE_RUNS` fitted runs (or with ``ExtrapolateSpec(sampler="importance")``)
-  each run is sampled on its own by Laplace importance sampling
+  A joint NUTS does not scale to many runs or long logs: at every draw all its chains wait for
+  the longest trajectory of any run (200 runs took more than 14 min on 2 CPU cores; 12 runs of
+  500 early points each, 9 min). The default sampler (``"auto"``) therefore first samples
+  each run on its own by Laplace importance sampling
   (:func:`jaxscale.infer.laplace_importance`: its MAP, moment-matched Student-t mixture proposals,
   the Pareto k-hat of its weights), all runs in one program. The law and priors are the same; the
   noise level's normal prior is set by empirical Bayes instead of being sampled (the grid point of
@@ -36,8 +36,11 @@ tail), with a central interval. Two fits on the same rows, in the same run:
   runs' own MAP noise levels would be biased low, since a 3-parameter law fits a handful of
   points almost exactly). On the bundled cases (30 runs or fewer) both samplers give the same
   RMSLE and coverage within noise, in 1 to 25 s per table against 33 to 288 s; 2,000 synthetic
-  runs take about a minute on 2 CPU cores. Runs whose k-hat exceeds 0.7 are named in a warning
-  (their posterior has a tail or a mode the proposal misses).
+  runs take about a minute on 2 CPU cores. When every run's k-hat is at most 0.7 those draws are
+  kept; otherwise (a run whose posterior has a tail or a mode the proposal misses) the joint NUTS
+  samples the table again, up to :data:`AUTO_IMPORTANCE_RUNS` fitted runs; above that the draws
+  are kept and the failing runs are named in a warning. ``sampler="nuts"`` or
+  ``"importance"`` forces one of them.
 * :func:`powerlaw_lstsq` (the usual practice, the baseline): ``scipy.optimize.curve_fit`` of the
   same law on each curve's training rows, least squares on ``L``, ``E >= 0``, ``0 < alpha <= 5``,
   no interval. A curve where it fails keeps its last training value (counted).
@@ -339,6 +342,9 @@ MAP_STEPS = 60
 IS_PROPOSALS = 4000
 #: Proposal stages (moment matching after the Laplace start).
 IS_STAGES = 5
+#: Fewest draws per run (``chains x samples``) kept by importance sampling without a warning: the
+#: interval's ends are quantiles of the draws (NUTS asks an ESS of 100 per chain, 400 for 4 chains).
+IS_MIN_DRAWS = 400
 
 
 def _potential(z, t, ly, mask, mu_s, tau_s, nu):
@@ -406,7 +412,7 @@ def _noise_prior(T, LY, M, x0, nu, K: int):
     return float(mus.ravel()[best]), float(sds.ravel()[best]), record
 
 
-def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list):
+def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list, warn: bool = True):
     """Posterior draws of every run's law by Laplace importance sampling, all runs in one program.
 
     The prior of ``ln sigma`` is set by empirical Bayes (:func:`_noise_prior`; :data:`SIGMA_PRIOR`
@@ -414,7 +420,7 @@ def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list):
     give a Student-t proposal (:func:`jaxscale.infer.importance.laplace_importance`,
     :data:`IS_PROPOSALS` proposals, ``chains x samples`` draws kept). Returns ``(draws, report)``:
     ``draws`` maps ``c, g, alpha, sigma`` to ``(S, K)`` arrays; the report holds the Pareto k-hat
-    and importance ESS of the worst runs and is warned when a run's draws are unreliable."""
+    and importance ESS of the worst runs and is warned (``warn``) when a run's draws are unreliable."""
     from jaxscale.infer.batched_nuts import map_laplace_batched
     from jaxscale.infer.importance import K_HAT_MAX, laplace_importance
 
@@ -459,7 +465,8 @@ def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list):
                     f"{report['max_pareto_k']:.2f}): their posterior has mass the Laplace proposal misses (a second "
                     "mode or a heavy tail); their intervals may be too narrow. Sample those runs with NUTS "
                     "(sampler='nuts', --sampler nuts)")
-        warnings.warn("power-law extrapolation: " + msgs[0], RuntimeWarning, stacklevel=3)
+        if warn:
+            warnings.warn("power-law extrapolation: " + msgs[0], RuntimeWarning, stacklevel=3)
     report["converged"] = not msgs
     report["reason"] = "; ".join(msgs) if msgs else f"Pareto k-hat <= {K_HAT_MAX} for every run"
     return draws, report
@@ -652,7 +659,9 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
       tail rows, where only the interval is kept), the posterior draws of ``E``,
       ``A``, ``alpha`` per curve in original units, the sampler's ``diagnostics`` (``sampler``:
       ``"nuts"``, warned when R-hat > 1.01, ESS < 100 per chain, divergences or fewer than 2 chains;
-      ``"importance"``, warned when a run's Pareto k-hat > 0.7) and the
+      ``"importance"``, warned when a run's Pareto k-hat > 0.7 or when fewer than
+      :data:`IS_MIN_DRAWS` draws per run are kept; with ``spec.sampler == "auto"``,
+      ``auto`` records the importance k-hat, the sampler chosen and why) and the
       ``calibration`` record.
 
     Calibration (``spec.calibrate``, on by default): the finished runs of the table (every row in
@@ -686,13 +695,25 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     xk, yk = xk[active], yk[active]
     t_all = np.asarray(data.x, float) / xk[np.maximum(cur, 0)]
     k_mcmc, k_pred = jax.random.split(key)
-    sampler = spec.sampler if spec.sampler != "auto" else ("importance" if K > AUTO_IMPORTANCE_RUNS else "nuts")
     ly_fit = np.log(np.asarray(data.y, float)[fit_rows] / yk[cur[fit_rows]])
-    if sampler == "importance":
-        s, report = _importance(k_mcmc, t_all[fit_rows], cur[fit_rows], ly_fit, K, spec,
-                                [data.labels[k] for k in active])
+    fit_args = (t_all[fit_rows], cur[fit_rows], ly_fit, K, spec)
+    if spec.sampler == "nuts":
+        s, report = _nuts(k_mcmc, *fit_args)
     else:
-        s, report = _nuts(k_mcmc, t_all[fit_rows], cur[fit_rows], ly_fit, K, spec)
+        auto = spec.sampler == "auto"
+        # auto: importance sampling first; its Pareto k-hat decides whether NUTS is needed
+        s, report = _importance(k_mcmc, *fit_args, [data.labels[k] for k in active],
+                                warn=not auto or K > AUTO_IMPORTANCE_RUNS)
+        if auto:
+            report = dict(report, auto=_auto_record(report, K))
+            if not report["converged"] and K <= AUTO_IMPORTANCE_RUNS:
+                s, nuts_report = _nuts(k_mcmc, *fit_args)
+                report = dict(nuts_report, auto=report["auto"])
+    if report["sampler"] == "importance" and report["num_samples"] < IS_MIN_DRAWS:
+        m = (f"only {report['num_samples']} importance draws per run (chains x samples): the interval's ends are "
+             f"quantiles of so few draws; keep at least {IS_MIN_DRAWS} (--samples, --chains)")
+        warnings.warn("power-law extrapolation: " + m, RuntimeWarning, stacklevel=2)
+        report = dict(report, converged=False, reason=m if report["converged"] else f"{report['reason']}; {m}")
     pred_rows = np.flatnonzero(~tr)
     level = float(spec.level)
     log_q, log_d = _predictive_summary(k_pred, s, t_all[pred_rows], cur[pred_rows], float(spec.nu), level)
@@ -719,6 +740,26 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     pred = Prediction(jnp.asarray(q[1]), jnp.asarray(q[0]), jnp.asarray(q[2]),
                       None if ypred is None else jnp.asarray(ypred))
     return TailFit(pred, rows, active[mine], E, A, alpha, report, calibration)
+
+
+def _auto_record(report: dict, K: int) -> dict:
+    """Why ``sampler="auto"`` kept importance sampling or went on to NUTS (kept in the diagnostics)."""
+    from jaxscale.infer.importance import K_HAT_MAX
+
+    rec = {"tried": "importance", "max_pareto_k": report["max_pareto_k"], "runs_failing": report["runs_failing"]}
+    if report["converged"]:
+        rec["chosen"] = "importance"
+        rec["reason"] = f"Pareto k-hat <= {K_HAT_MAX} for every run: the importance draws are kept"
+    elif K <= AUTO_IMPORTANCE_RUNS:
+        rec["chosen"] = "nuts"
+        rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {report['runs_failing']} of {K} run(s) "
+                         f"(e.g. {report['worst_runs'][:3]}): the joint NUTS samples every run instead")
+    else:
+        rec["chosen"] = "importance"
+        rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {report['runs_failing']} of {K} run(s), but above "
+                         f"{AUTO_IMPORTANCE_RUNS} fitted runs the joint NUTS is too slow: the importance draws are kept "
+                         "(warned)")
+    return rec
 
 
 def _nuts(key, t, curve, ly, K: int, spec: ExtrapolateSpec):

@@ -74,12 +74,13 @@ GP_WARN_POINTS, GP_MAX_POINTS = 1_000, 20_000
 GP_STEP_SECONDS, GP_STEP_POINTS, GP_STEP_EXPONENT = 0.012, 330, 2.5
 
 
-#: Fitted runs above which ``ExtrapolateSpec.sampler == "auto"`` samples every run on its own by
-#: Laplace importance sampling instead of one joint NUTS (whose every draw waits for the longest
-#: trajectory of all runs: 200 runs took more than 14 min on 2 CPU cores).
+#: Fitted runs up to which ``ExtrapolateSpec.sampler == "auto"`` falls back to one joint NUTS when
+#: importance sampling fails a run's Pareto k-hat check; above, the importance draws are kept and
+#: warned (a joint NUTS waits at every draw for the longest trajectory of all runs: 200 runs took
+#: more than 14 min on 2 CPU cores).
 AUTO_IMPORTANCE_RUNS = 100
-#: Samplers of :class:`ExtrapolateSpec` (``auto``: NUTS up to :data:`AUTO_IMPORTANCE_RUNS` fitted
-#: runs, importance sampling above).
+#: Samplers of :class:`ExtrapolateSpec` (``auto``: importance sampling, then NUTS when a run's
+#: k-hat > 0.7 and there are at most :data:`AUTO_IMPORTANCE_RUNS` fitted runs).
 SAMPLERS = ("auto", "nuts", "importance")
 
 
@@ -97,8 +98,9 @@ class ExtrapolateSpec(NamedTuple):
         the table (their late rows held back); see :func:`jaxscale.learning_curves.extrapolate.extrapolate`.
       sampler: ``"nuts"`` (one NUTS over the joint model of all runs), ``"importance"`` (each run
         on its own by Laplace importance sampling, ``chains x samples`` draws per run; the noise
-        prior set by empirical Bayes; seconds for thousands of runs) or ``"auto"`` (NUTS up to
-        :data:`AUTO_IMPORTANCE_RUNS` fitted runs, importance sampling above).
+        prior set by empirical Bayes; seconds for thousands of runs) or ``"auto"`` (importance
+        sampling, kept when every run's Pareto k-hat is at most 0.7; otherwise the joint NUTS, up
+        to :data:`AUTO_IMPORTANCE_RUNS` fitted runs).
     """
 
     warmup: int = 500
