@@ -1,4 +1,5 @@
-r"""Point, probabilistic and scaling-law metrics (pure ``jnp``, jit/vmap-able).
+r"""Point, probabilistic and scaling-law metrics (pure ``jnp``, jit/vmap-able; the rank
+correlation :func:`spearman` is numpy on the host).
 
 Conventions: ``y`` is the truth; ``mean``/``var``/``std`` describe a Gaussian prediction;
 ``samples`` has the sample axis first.
@@ -8,11 +9,14 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.stats import norm
 
 __all__ = [
     "rmse",
     "mae",
+    "spearman",
+    "rank_average",
     "gaussian_nlpd",
     "interval_coverage",
     "sample_interval_coverage",
@@ -36,6 +40,33 @@ def rmse(y, pred):
 def mae(y, pred):
     """Mean absolute error."""
     return jnp.mean(jnp.abs(jnp.asarray(pred) - jnp.asarray(y)))
+
+
+def rank_average(a) -> np.ndarray:
+    """Ranks 1..n of a 1-d array, tied values sharing the mean of their ranks (float64, on the host)."""
+    a = np.asarray(a, float).ravel()
+    order = np.argsort(a, kind="mergesort")
+    s = a[order]
+    new = np.r_[True, s[1:] != s[:-1]]  # first element of every group of equal values
+    group = np.cumsum(new) - 1
+    starts = np.flatnonzero(np.r_[new, True])  # group i spans sorted positions starts[i]..starts[i+1]-1
+    mean_rank = (starts[:-1] + starts[1:] + 1) / 2.0  # mean of the 1-based ranks in each group
+    out = np.empty_like(a)
+    out[order] = mean_rank[group]
+    return out
+
+
+def spearman(y, pred) -> float:
+    """Spearman rank correlation (ties get their mean rank): the Pearson correlation of the ranks.
+
+    NaN when either side is constant (no ranking to compare), as for a Pearson correlation.
+    """
+    ry, rp = rank_average(y), rank_average(pred)
+    if ry.size != rp.size:
+        raise ValueError(f"spearman: {ry.size} targets and {rp.size} predictions")
+    ry, rp = ry - ry.mean(), rp - rp.mean()
+    den = math.sqrt(float(ry @ ry) * float(rp @ rp))
+    return float(ry @ rp) / den if den > 0 else float("nan")
 
 
 def gaussian_nlpd(y, mean, var):

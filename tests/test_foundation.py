@@ -202,6 +202,22 @@ def test_probabilistic_metrics(key):
     assert float(metrics.mae(jnp.array([0.0, 0.0]), jnp.array([3.0, -4.0]))) == pytest.approx(3.5)
 
 
+def test_spearman_matches_scipy_with_ties():
+    """The numpy rank correlation (no scipy.stats import on the command paths) equals scipy's,
+    ties included; a constant side gives NaN, as scipy does."""
+    from scipy.stats import rankdata, spearmanr
+
+    rng = np.random.default_rng(0)
+    for n in (3, 7, 200):
+        y = rng.integers(0, 5, n).astype(float)  # many ties
+        p = y + rng.normal(0, 1.5, n)
+        assert_allclose(metrics.rank_average(y), rankdata(y), rtol=0, atol=0)
+        assert_allclose(metrics.spearman(y, p), spearmanr(y, p).statistic, rtol=1e-12)
+        assert_allclose(metrics.spearman(p, np.round(p)), spearmanr(p, np.round(p)).statistic, rtol=1e-12)
+    assert np.isnan(metrics.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    assert metrics.spearman([3.0, 1.0, 2.0], [30.0, 10.0, 20.0]) == pytest.approx(1.0)
+
+
 # ----------------------------------------------------------------------------- data
 
 

@@ -159,8 +159,6 @@ def carve_validation(key, df: pd.DataFrame, frac: float = 0.15, group_cols=None)
 
 def regression_metrics(y, pred, lo=None, hi=None) -> dict:
     """MAE, RMSE, Spearman rho on the loss scale (+ 90% interval coverage when bounds given)."""
-    from scipy.stats import spearmanr
-
     from jaxscale import metrics
 
     y, pred = np.asarray(y, float), np.asarray(pred, float)
@@ -172,7 +170,7 @@ def regression_metrics(y, pred, lo=None, hi=None) -> dict:
         "n": int(y.size),
         "mae": float(metrics.mae(y, pred)),
         "rmse": float(metrics.rmse(y, pred)),
-        "spearman": float(spearmanr(y, pred).statistic) if y.size > 2 else float("nan"),
+        "spearman": metrics.spearman(y, pred) if y.size > 2 else float("nan"),
     }
     if lo is not None and hi is not None:
         # fraction inside [lo, hi] in float64 (the shared interval_coverage averages in float32)
