@@ -158,3 +158,21 @@ def test_errors_go_to_stderr_and_with_json_also_as_one_json_object(tmp_path, cap
     assert main(argv + ["--json"]) == 2
     cap = capsys.readouterr()
     assert json.loads(cap.out) == {"error": cap.err.strip().removeprefix("error: ")}
+
+
+def test_baseline_warning_gives_the_gap_and_calls_a_small_one_a_tie():
+    """A baseline with a lower MAE is always listed and warned; the warning says by how much, and
+    below 1 % it calls the difference a tie instead of advising the baseline."""
+    import numpy as np
+
+    from jaxscale import Prediction
+    from jaxscale.cli._common import compare_baselines
+
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    model = Prediction(y + 0.100, y, y + 0.2)
+    with pytest.warns(UserWarning, match=r"near \(0\.0995, 0\.5 % lower\); a difference this small is a tie"):
+        out = compare_baselines(y, model, {"near": y + 0.0995, "far": y + 0.2}, what="m")
+    assert out["model_loses_to"] == ["near"]
+    with pytest.warns(UserWarning, match=r"better \(0\.05, 50 % lower\); prefer the baseline here"):
+        out = compare_baselines(y, model, {"better": y - 0.05}, what="m")
+    assert out["model_loses_to"] == ["better"]

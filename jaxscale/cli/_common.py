@@ -198,6 +198,11 @@ def score(y, pred, mask=None) -> dict:
     return out
 
 
+#: A baseline whose MAE is within this many percent of the model's is still listed in
+#: ``model_loses_to`` and warned, but the warning calls it a tie rather than advising the baseline.
+TIE_PERCENT = 1.0
+
+
 def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: str = "the held-out rows") -> dict:
     """Score naive baselines on the same rows as the model and warn when the model loses.
 
@@ -211,7 +216,8 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
 
     Returns:
       ``{name: score(...)}`` for every baseline, plus ``"model_loses_to"``: the baselines whose MAE
-      is lower than the model's.
+      is lower than the model's (any amount; the warning gives each gap in percent and calls gaps
+      under :data:`TIE_PERCENT` a tie).
     """
     import warnings
 
@@ -232,10 +238,12 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
         if model.get("mae") is not None and s.get("mae") is not None and s["mae"] < model["mae"]:
             loses.append(name)
     if loses:
-        listed = ", ".join(f"{n} ({out[n]['mae']:.4g})" for n in loses)
+        gap = {n: 100.0 * (model["mae"] - out[n]["mae"]) / model["mae"] for n in loses}
+        listed = ", ".join(f"{n} ({out[n]['mae']:.4g}, {gap[n]:.2g} % lower)" for n in loses)
+        advice = ("a difference this small is a tie on these rows" if max(gap.values()) < TIE_PERCENT
+                  else "prefer the baseline here or check the fit")
         warnings.warn(f"{what}: on {rows} the model's MAE ({model['mae']:.4g}) is worse than the "
-                      f"naive baseline(s) {listed}; prefer the baseline here or check the fit",
-                      UserWarning, stacklevel=2)
+                      f"naive baseline(s) {listed}; {advice}", UserWarning, stacklevel=2)
     out["model_loses_to"] = loses
     return out
 
