@@ -129,21 +129,31 @@ def masked_laws(plan: FrontierPlan, truth: jax.Array, missing: jax.Array, curves
     return law, abc_loglinear(law.b1, law.b0, gt_b1, gt_b0, u0, u1)
 
 
+#: Predicted or drawn losses <= 0 (a Gaussian predictive puts mass there) are raised to this
+#: fraction of the smallest observed loss before the log-log law, and counted for a warning.
+FLOOR_FRACTION = 1e-3
+
+
+def _loss_floor(truth):
+    return FLOOR_FRACTION * jnp.min(truth)
+
+
 def _joint_draws(key, truth, missing, mean, chol, n_samples: int):
     """``(n_samples, K, P)`` joint draws of every curve: the missing curves from the Gaussian
     predictive ``N(mean, chol chol^T)`` over their flattened rows, the observed ones from ``truth``.
-    A Gaussian predictive can put mass below 0 loss: such values are floored at 1e-3 x the smallest
-    loss of ``truth`` and counted (the count is returned, for a warning)."""
+    A Gaussian predictive can put mass below 0 loss: such values are floored at
+    :data:`FLOOR_FRACTION` x the smallest loss of ``truth`` and counted (the count is returned,
+    for a warning)."""
     K, P = truth.shape
     eps = jax.random.normal(key, (n_samples, K * P), dtype=mean.dtype)
     draws = jnp.where(missing[:, None], (mean + eps @ chol.T).reshape(n_samples, K, P), truth)
-    return jnp.maximum(draws, 1e-3 * jnp.min(truth)), jnp.sum(draws <= 0)
+    return jnp.maximum(draws, _loss_floor(truth)), jnp.sum(draws <= 0)
 
 
 @functools.partial(jax.jit, static_argnames=("n_samples",))
 def _round(key, plan, truth, missing, restart_means, mean, chol, cost_pf, gt_b1, gt_b0, u0, u1, n_samples):
-    floor = 1e-3 * jnp.min(truth)
-    law_r, abc_r = masked_laws(plan, truth, missing, jnp.maximum(restart_means, floor), gt_b1, gt_b0, u0, u1)
+    means = jnp.maximum(restart_means, _loss_floor(truth))
+    law_r, abc_r = masked_laws(plan, truth, missing, means, gt_b1, gt_b0, u0, u1)
     draws, n_floored = _joint_draws(key, truth, missing, mean, chol, n_samples)
     n_bad = jnp.sum((restart_means <= 0) & missing[:, None]) + n_floored
     law_j, abc_j = masked_laws(plan, truth, missing, draws, gt_b1, gt_b0, u0, u1)
@@ -214,8 +224,9 @@ def run_active(key, fit_fn: Callable, labels, loss, compute, strategy: str, n_qu
         abc_r, abc_j, b1 = np.asarray(abc_r), np.asarray(abc_j), np.asarray(b1)
         n_floored += int(n_bad)
         if int(n_bad):
-            log.warning("round %d (%s): %d predicted/drawn loss values <= 0 were floored at 1e-3 x the smallest "
-                        "observed loss; the curve model is poorly fitted (more Adam steps?)", q, strategy, int(n_bad))
+            log.warning("round %d (%s): %d predicted/drawn loss values <= 0 were floored at %g x the smallest "
+                        "observed loss; the curve model is poorly fitted (more Adam steps?)", q, strategy, int(n_bad),
+                        FLOOR_FRACTION)
         if not (np.all(np.isfinite(abc_r)) and np.all(np.isfinite(abc_j))):
             raise ValueError(f"round {q} ({strategy}): non-finite AbC; the model predicted a non-positive "
                              "loss or a degenerate covariance")
@@ -447,9 +458,9 @@ def recommend(key, data, held, *, model: str = "magp", restarts: int = 4, cold_s
     if int(n_bad):
         from jaxscale._log import get_logger
 
-        get_logger(__name__).warning("%d drawn loss values <= 0 were floored at 1e-3 x the smallest observed loss "
-                                     "before the log-log law; the curve model is poorly fitted (more --cold-steps "
-                                     "or restarts?)", int(n_bad))
+        get_logger(__name__).warning("%d drawn loss values <= 0 were floored at %g x the smallest observed "
+                                     "loss before the log-log law; the curve model is poorly fitted (more "
+                                     "--cold-steps or restarts?)", int(n_bad), FLOOR_FRACTION)
     if not (np.all(np.isfinite(b1)) and np.all(np.isfinite(per_pf[candidates]))):
         raise ValueError("the law's draws or the candidates' scores are not finite: the curve model predicted a "
                          "degenerate covariance; try more --cold-steps or restarts")
