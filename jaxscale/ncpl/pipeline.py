@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
@@ -17,8 +18,11 @@ import pandas as pd
 from jaxscale._log import get_logger
 from jaxscale.ncpl import baselines as bl
 from jaxscale.ncpl.dataset import SOURCES, SPLITS, load_runs, regression_metrics, select
-from jaxscale.ncpl.model import Fit, Spec, cache_dir, fit_ncpl, predict
+from jaxscale.ncpl.spec import Spec
 from jaxscale.ncpl.serialize import ncpl_fields, ncpl_frame
+
+if TYPE_CHECKING:
+    from jaxscale.ncpl.model import Fit
 
 __all__ = [
     "DEFAULT",
@@ -52,6 +56,7 @@ def ncpl_model(key, preset: str = "default", cache: bool = True, df: pd.DataFram
 
     Cached on disk (``cache_dir()/model_<preset>_seed<seed>``, written by :func:`jaxscale.save`)."""
     from jaxscale.io import load, save
+    from jaxscale.ncpl.model import Fit, cache_dir, fit_ncpl
 
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
@@ -77,6 +82,8 @@ def predict_quiet(model: Fit, frame: pd.DataFrame, **kwargs):
     """:func:`~jaxscale.ncpl.model.predict` without the warning about queries outside the
     training data, for callers that report the distances themselves (the official OOD split lies
     outside the training data by construction)."""
+    from jaxscale.ncpl.model import predict
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"NCPL predict: .* outside the training data", category=UserWarning)
         return predict(model, frame, **kwargs)
