@@ -121,6 +121,7 @@ def test_a_model_that_loses_only_on_the_final_points_is_named_and_warned():
     model = Prediction(np.array([1.0, 1.0, 1.0, 1.5]), np.full(4, 0.5), np.full(4, 2.0))
     details = SimpleNamespace(y=y, prediction=model, last=np.array([False, False, False, True]), info={},
                               baselines={"size_trend": np.array([1.2, 1.2, 1.2, 1.0])})
-    with pytest.warns(UserWarning, match=r"final point .* model's MAE \(0.5\) is worse than .*size_trend \(0\)"):
+    with pytest.warns(UserWarning,
+                      match=r"final point .* model's MAE \(0.5\) is worse than .*size_trend \(0, 100 % lower\)"):
         out = baseline_report(details, "magp")
     assert out["model_loses_to"] == [] and out["model_loses_to_last"] == ["size_trend"]

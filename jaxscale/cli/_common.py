@@ -239,7 +239,7 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
             loses.append(name)
     if loses:
         gap = {n: 100.0 * (model["mae"] - out[n]["mae"]) / model["mae"] for n in loses}
-        listed = ", ".join(f"{n} ({out[n]['mae']:.4g}, {gap[n]:.2g} % lower)" for n in loses)
+        listed = ", ".join(f"{n} ({out[n]['mae']:.4g}, {gap[n]:.3g} % lower)" for n in loses)
         advice = ("a difference this small is a tie on these rows" if max(gap.values()) < TIE_PERCENT
                   else "prefer the baseline here or check the fit")
         warnings.warn(f"{what}: on {rows} the model's MAE ({model['mae']:.4g}) is worse than the "

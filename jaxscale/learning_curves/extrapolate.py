@@ -757,8 +757,8 @@ def _auto_record(report: dict, K: int) -> dict:
     else:
         rec["chosen"] = "importance"
         rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {report['runs_failing']} of {K} run(s), but above "
-                         f"{AUTO_IMPORTANCE_RUNS} fitted runs the joint NUTS is too slow: the importance draws are kept "
-                         "(warned)")
+                         f"{AUTO_IMPORTANCE_RUNS} fitted runs the joint NUTS is too slow: the importance draws are "
+                         "kept (warned)")
     return rec
 
 
