@@ -707,6 +707,8 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
         if auto:
             report = dict(report, auto=_auto_record(report, K))
             if not report["converged"] and K <= AUTO_IMPORTANCE_RUNS:
+                get_logger(__name__).info("power-law extrapolation: %s; --sampler importance keeps the importance "
+                                          "draws (warned)", report["auto"]["reason"])
                 s, nuts_report = _nuts(k_mcmc, *fit_args)
                 report = dict(nuts_report, auto=report["auto"])
     if report["sampler"] == "importance" and report["num_samples"] < IS_MIN_DRAWS:
