@@ -59,11 +59,15 @@ def rank_average(a) -> np.ndarray:
 def spearman(y, pred) -> float:
     """Spearman rank correlation (ties get their mean rank): the Pearson correlation of the ranks.
 
-    NaN when either side is constant (no ranking to compare), as for a Pearson correlation.
+    NaN when either side is constant (no ranking to compare), as for a Pearson correlation, or
+    holds a NaN (as scipy's default).
     """
+    y, pred = np.asarray(y, float).ravel(), np.asarray(pred, float).ravel()
+    if y.size != pred.size:
+        raise ValueError(f"spearman: {y.size} targets and {pred.size} predictions")
+    if np.isnan(y).any() or np.isnan(pred).any():
+        return float("nan")
     ry, rp = rank_average(y), rank_average(pred)
-    if ry.size != rp.size:
-        raise ValueError(f"spearman: {ry.size} targets and {rp.size} predictions")
     ry, rp = ry - ry.mean(), rp - rp.mean()
     den = math.sqrt(float(ry @ ry) * float(rp @ rp))
     return float(ry @ rp) / den if den > 0 else float("nan")

@@ -215,6 +215,8 @@ def test_spearman_matches_scipy_with_ties():
         assert_allclose(metrics.spearman(y, p), spearmanr(y, p).statistic, rtol=1e-12)
         assert_allclose(metrics.spearman(p, np.round(p)), spearmanr(p, np.round(p)).statistic, rtol=1e-12)
     assert np.isnan(metrics.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    assert np.isnan(metrics.spearman([1.0, np.nan, 3.0], [1.0, 2.0, 3.0]))
+    assert np.isnan(spearmanr([1.0, np.nan, 3.0], [1.0, 2.0, 3.0]).statistic)
     assert metrics.spearman([3.0, 1.0, 2.0], [30.0, 10.0, 20.0]) == pytest.approx(1.0)
 
 

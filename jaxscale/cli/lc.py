@@ -447,8 +447,8 @@ def register_psl(lc_subparsers) -> None:
 def extrapolate_handler(args) -> dict:
     """Runs in progress: from the early part of every curve (--train-col or --cutoff) predict the rest
     with a Bayesian saturating power law L(x) = E + A x^-alpha per curve (importance sampling, and
-    NUTS where a run's draws fail the Pareto k-hat check; all curves in one program, 90 % intervals, calibrated on the
-    finished runs of the table when it has some), or,
+    NUTS where a run's draws fail the Pareto k-hat check; all curves in one program, 90 % intervals,
+    calibrated on the finished runs of the table when it has some), or,
     with --model magp_law and --descriptor-cols, a hierarchical GP that shares strength across runs
     through their configuration; scored on the tail rows that carry a loss next to a scipy
     least-squares power law per curve fitted on the same rows and each run's last early loss carried
