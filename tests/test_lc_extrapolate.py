@@ -133,6 +133,8 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
     a = auto.diagnostics["auto"]
     assert auto.diagnostics["sampler"] == "importance" and a["chosen"] == "importance" and a["runs_failing"] == 0
     np.testing.assert_array_equal(auto.alpha, fit.alpha)  # the same draws as sampler="importance"
+    back = jaxscale.load(jaxscale.save(auto, tmp_path / "auto"))  # the nested auto record survives both
+    assert back.diagnostics == auto.diagnostics == jax.jit(lambda f: f)(auto).diagnostics
     monkeypatch.setattr(importlib.import_module("jaxscale.infer.importance"), "K_HAT_MAX", -1.0)  # every run fails
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
