@@ -101,8 +101,8 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
     """The same 6 runs by Laplace importance sampling (each run on its own, the noise prior by
     empirical Bayes): as accurate as least squares and its 90 % interval covers most of the tail
     (measured RMSLE 0.024 against 0.028, coverage 0.83, max Pareto k-hat 0.18). ``auto`` switches
-    tries it first and keeps it when every run passes the k-hat check; above the run threshold it
-    keeps it (warned) even when a run fails; an unknown sampler is an error that names the choices."""
+    tries it first and keeps it when every run passes the k-hat check (or passes it with more
+    proposals), else runs NUTS; above the run threshold it keeps it (warned) even when a run fails; an unknown sampler is an error that names the choices."""
     import importlib
 
     X = importlib.import_module("jaxscale.learning_curves.extrapolate")
@@ -135,6 +135,22 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
     np.testing.assert_array_equal(auto.alpha, fit.alpha)  # the same draws as sampler="importance"
     back = jaxscale.load(jaxscale.save(auto, tmp_path / "auto"))  # the nested auto record survives both
     assert back.diagnostics == auto.diagnostics == jax.jit(lambda f: f)(auto).diagnostics
+    first_pass = X._importance
+
+    def fails_first(*args, **kwargs):  # the first pass fails its k-hat check; the second passes
+        draws, rep = first_pass(*args, **kwargs)
+        if kwargs.get("proposals", X.IS_PROPOSALS) == X.IS_PROPOSALS:
+            rep = dict(rep, converged=False, runs_failing=1, worst_runs=["s0r0"])
+        return draws, rep
+
+    monkeypatch.setattr(X, "_importance", fails_first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        auto = extrapolate(jax.random.key(0), d, ExtrapolateSpec(samples=500, chains=2))
+    a = auto.diagnostics["auto"]
+    assert auto.diagnostics["sampler"] == "importance" and a["chosen"] == "importance", a
+    assert a["retry_proposals"] == auto.diagnostics["proposals"] == X.AUTO_RETRY_PROPOSALS and a["runs_failing"] == 1
+    monkeypatch.setattr(X, "_importance", first_pass)
     monkeypatch.setattr(importlib.import_module("jaxscale.infer.importance"), "K_HAT_MAX", -1.0)  # every run fails
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -142,6 +158,7 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
     a = auto.diagnostics["auto"]
     assert auto.diagnostics["sampler"] == "nuts" and a["chosen"] == "nuts" and a["runs_failing"] == 6, a
     assert "the joint NUTS samples every run instead" in a["reason"] and "max_r_hat" in auto.diagnostics
+    assert a["retry_runs_failing"] == 6 and "also with 16000 proposals per run" in a["reason"]
     assert not any("importance sampling is unreliable" in str(x.message) for x in w)  # NUTS replaced those draws
     monkeypatch.setattr(X, "AUTO_IMPORTANCE_RUNS", 5)
     with warnings.catch_warnings():

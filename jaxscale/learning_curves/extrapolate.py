@@ -37,9 +37,10 @@ tail), with a central interval. Two fits on the same rows, in the same run:
   points almost exactly). On the bundled cases (30 runs or fewer) both samplers give the same
   RMSLE and coverage within noise, in 1 to 25 s per table against 33 to 288 s; 2,000 synthetic
   runs take about a minute on 2 CPU cores. When every run's k-hat is at most 0.7 those draws are
-  kept; otherwise (a run whose posterior has a tail or a mode the proposal misses) the joint NUTS
-  samples the table again, up to :data:`AUTO_IMPORTANCE_RUNS` fitted runs; above that the draws
-  are kept and the failing runs are named in a warning. ``sampler="nuts"`` or
+  kept; otherwise (a run whose posterior has a tail or a mode the proposal misses) a second pass
+  with :data:`AUTO_RETRY_PROPOSALS` proposals per run is tried, and when a run still fails, the
+  joint NUTS samples the table again, up to :data:`AUTO_IMPORTANCE_RUNS` fitted runs; above that
+  the draws are kept and the failing runs are named in a warning. ``sampler="nuts"`` or
   ``"importance"`` forces one of them.
 * :func:`powerlaw_lstsq` (the usual practice, the baseline): ``scipy.optimize.curve_fit`` of the
   same law on each curve's training rows, least squares on ``L``, ``E >= 0``, ``0 < alpha <= 5``,
@@ -345,6 +346,10 @@ IS_STAGES = 5
 #: Fewest draws per run (``chains x samples``) kept by importance sampling without a warning: the
 #: interval's ends are quantiles of the draws (NUTS asks an ESS of 100 per chain, 400 for 4 chains).
 IS_MIN_DRAWS = 400
+#: Proposal draws per run of the second importance pass of ``sampler="auto"`` when a run fails
+#: the k-hat check (4x :data:`IS_PROPOSALS`: the moment-matching stages adapt on more draws, and
+#: the k-hat estimate is less noisy near its threshold).
+AUTO_RETRY_PROPOSALS = 16000
 
 
 def _potential(z, t, ly, mask, mu_s, tau_s, nu):
@@ -412,20 +417,21 @@ def _noise_prior(T, LY, M, x0, nu, K: int):
     return float(mus.ravel()[best]), float(sds.ravel()[best]), record
 
 
-def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list, warn: bool = True):
+def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list, warn: bool = True,
+                proposals: int = IS_PROPOSALS):
     """Posterior draws of every run's law by Laplace importance sampling, all runs in one program.
 
     The prior of ``ln sigma`` is set by empirical Bayes (:func:`_noise_prior`; :data:`SIGMA_PRIOR`
     with fewer than :data:`MIN_POOL_CURVES` runs); each run's MAP and Laplace covariance under it
     give a Student-t proposal (:func:`jaxscale.infer.importance.laplace_importance`,
-    :data:`IS_PROPOSALS` proposals, ``chains x samples`` draws kept). Returns ``(draws, report)``:
+    ``proposals`` proposals, ``chains x samples`` draws kept). Returns ``(draws, report)``:
     ``draws`` maps ``c, g, alpha, sigma`` to ``(S, K)`` arrays; the report holds the Pareto k-hat
     and importance ESS of the worst runs and is warned (``warn``) when a run's draws are unreliable."""
     from jaxscale.infer.batched_nuts import map_laplace_batched
     from jaxscale.infer.importance import K_HAT_MAX, laplace_importance
 
     get_logger(__name__).info("power-law extrapolation: importance sampling of %d runs (%d training rows), %d "
-                              "proposals and %d draws per run", K, int(t.size), IS_PROPOSALS,
+                              "proposals and %d draws per run", K, int(t.size), proposals,
                               spec.chains * spec.samples)
     T, LY, M = _pad(t, curve, ly, K)  # padded runs (no rows) follow their prior; they are dropped
     Kb = T.shape[0]
@@ -441,7 +447,7 @@ def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list, 
     per = tuple(jnp.asarray(a) for a in (T, LY, M, np.full(Kb, mu_s), np.full(Kb, tau_s)))
     x_map, cov, conv = map_laplace_batched(_POTENTIAL, jnp.asarray(x0), per, (nu,), steps=MAP_STEPS)
     S = int(spec.chains) * int(spec.samples)
-    z, ess, khat = laplace_importance(key, _POTENTIAL, x_map, cov, per, (nu,), num_proposals=IS_PROPOSALS,
+    z, ess, khat = laplace_importance(key, _POTENTIAL, x_map, cov, per, (nu,), num_proposals=int(proposals),
                                       num_draws=S, stages=IS_STAGES)
     z, ess, khat, conv = np.asarray(z)[:K], ess[:K], khat[:K], np.asarray(conv)[:K]
     z = np.moveaxis(z, 0, 1)  # (S, K, 4)
@@ -454,7 +460,7 @@ def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list, 
     bad = khat > K_HAT_MAX  # (a MAP short of convergence only moves the first proposal)
     worst = np.flatnonzero(bad)[np.argsort(-khat[bad])][:5]
     report = {"sampler": "importance", "max_pareto_k": float(np.max(khat)), "min_ess": float(np.min(ess)),
-              "median_ess": float(np.median(ess)), "proposals": IS_PROPOSALS, "num_samples": S,
+              "median_ess": float(np.median(ess)), "proposals": int(proposals), "num_samples": S,
               "runs_failing": int(bad.sum()), "worst_runs": [str(labels[k]) for k in worst],
               "map_not_converged": int(np.sum(~conv)),
               "noise_prior": {"mean_ln_sigma": mu_s, "sd": tau_s, "empirical_bayes": eb}}
@@ -701,11 +707,18 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
         s, report = _nuts(k_mcmc, *fit_args)
     else:
         auto = spec.sampler == "auto"
-        # auto: importance sampling first; its Pareto k-hat decides whether NUTS is needed
-        s, report = _importance(k_mcmc, *fit_args, [data.labels[k] for k in active],
-                                warn=not auto or K > AUTO_IMPORTANCE_RUNS)
+        labels = [data.labels[k] for k in active]
+        # auto: importance sampling first; its Pareto k-hat decides whether more proposals or NUTS
+        # are needed
+        s, report = _importance(k_mcmc, *fit_args, labels, warn=not auto or K > AUTO_IMPORTANCE_RUNS)
         if auto:
-            report = dict(report, auto=_auto_record(report, K))
+            first, retry = report, None
+            if not report["converged"] and K <= AUTO_IMPORTANCE_RUNS:
+                s2, retry = _importance(jax.random.fold_in(k_mcmc, 1), *fit_args, labels, warn=False,
+                                        proposals=AUTO_RETRY_PROPOSALS)
+                if retry["converged"]:
+                    s, report = s2, retry
+            report = dict(report, auto=_auto_record(first, retry, K))
             if not report["converged"] and K <= AUTO_IMPORTANCE_RUNS:
                 get_logger(__name__).info("power-law extrapolation: %s; --sampler importance keeps the importance "
                                           "draws (warned)", report["auto"]["reason"])
@@ -744,18 +757,29 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     return TailFit(pred, rows, active[mine], E, A, alpha, report, calibration)
 
 
-def _auto_record(report: dict, K: int) -> dict:
-    """Why ``sampler="auto"`` kept importance sampling or went on to NUTS (kept in the diagnostics)."""
+def _auto_record(report: dict, retry: dict | None, K: int) -> dict:
+    """Why ``sampler="auto"`` kept importance sampling or went on to NUTS (kept in the diagnostics):
+    ``report`` of the first importance pass, ``retry`` of the second (more proposals) or None."""
     from jaxscale.infer.importance import K_HAT_MAX
 
     rec = {"tried": "importance", "max_pareto_k": report["max_pareto_k"], "runs_failing": report["runs_failing"]}
+    if retry is not None:
+        rec.update(tried="importance, then importance with more proposals", retry_proposals=retry["proposals"],
+                   retry_max_pareto_k=retry["max_pareto_k"], retry_runs_failing=retry["runs_failing"])
     if report["converged"]:
         rec["chosen"] = "importance"
         rec["reason"] = f"Pareto k-hat <= {K_HAT_MAX} for every run: the importance draws are kept"
+    elif retry is not None and retry["converged"]:
+        rec["chosen"] = "importance"
+        rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {report['runs_failing']} of {K} run(s); with "
+                         f"{retry['proposals']} proposals per run every run passes (max k-hat "
+                         f"{retry['max_pareto_k']:.2f}): those draws are kept")
     elif K <= AUTO_IMPORTANCE_RUNS:
         rec["chosen"] = "nuts"
-        rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {report['runs_failing']} of {K} run(s) "
-                         f"(e.g. {report['worst_runs'][:3]}): the joint NUTS samples every run instead")
+        failing = retry if retry is not None else report
+        rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {failing['runs_failing']} of {K} run(s) "
+                         f"(e.g. {failing['worst_runs'][:3]}), also with {failing['proposals']} proposals per run: "
+                         "the joint NUTS samples every run instead")
     else:
         rec["chosen"] = "importance"
         rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {report['runs_failing']} of {K} run(s), but above "

@@ -79,8 +79,9 @@ GP_STEP_SECONDS, GP_STEP_POINTS, GP_STEP_EXPONENT = 0.012, 330, 2.5
 #: warned (a joint NUTS waits at every draw for the longest trajectory of all runs: 200 runs took
 #: more than 14 min on 2 CPU cores).
 AUTO_IMPORTANCE_RUNS = 100
-#: Samplers of :class:`ExtrapolateSpec` (``auto``: importance sampling, then NUTS when a run's
-#: k-hat > 0.7 and there are at most :data:`AUTO_IMPORTANCE_RUNS` fitted runs).
+#: Samplers of :class:`ExtrapolateSpec` (``auto``: importance sampling, again with more proposals
+#: when a run's k-hat > 0.7, then NUTS when one still fails and there are at most
+#: :data:`AUTO_IMPORTANCE_RUNS` fitted runs).
 SAMPLERS = ("auto", "nuts", "importance")
 
 
@@ -99,8 +100,8 @@ class ExtrapolateSpec(NamedTuple):
       sampler: ``"nuts"`` (one NUTS over the joint model of all runs), ``"importance"`` (each run
         on its own by Laplace importance sampling, ``chains x samples`` draws per run; the noise
         prior set by empirical Bayes; seconds for thousands of runs) or ``"auto"`` (importance
-        sampling, kept when every run's Pareto k-hat is at most 0.7; otherwise the joint NUTS, up
-        to :data:`AUTO_IMPORTANCE_RUNS` fitted runs).
+        sampling, kept when every run's Pareto k-hat is at most 0.7, at first or with 4x the
+        proposals; otherwise the joint NUTS, up to :data:`AUTO_IMPORTANCE_RUNS` fitted runs).
     """
 
     warmup: int = 500
