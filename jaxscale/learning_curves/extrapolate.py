@@ -417,22 +417,13 @@ def _noise_prior(T, LY, M, x0, nu, K: int):
     return float(mus.ravel()[best]), float(sds.ravel()[best]), record
 
 
-def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list, warn: bool = True,
-                proposals: int = IS_PROPOSALS):
-    """Posterior draws of every run's law by Laplace importance sampling, all runs in one program.
-
-    The prior of ``ln sigma`` is set by empirical Bayes (:func:`_noise_prior`; :data:`SIGMA_PRIOR`
-    with fewer than :data:`MIN_POOL_CURVES` runs); each run's MAP and Laplace covariance under it
-    give a Student-t proposal (:func:`jaxscale.infer.importance.laplace_importance`,
-    ``proposals`` proposals, ``chains x samples`` draws kept). Returns ``(draws, report)``:
-    ``draws`` maps ``c, g, alpha, sigma`` to ``(S, K)`` arrays; the report holds the Pareto k-hat
-    and importance ESS of the worst runs and is warned (``warn``) when a run's draws are unreliable."""
+def _laplace_fits(t, curve, ly, K: int, spec: ExtrapolateSpec) -> dict:
+    """What importance sampling starts from, computed once per table (both passes of
+    ``sampler="auto"`` share it): the padded runs, the noise prior of ``ln sigma`` by empirical
+    Bayes (:func:`_noise_prior`; :data:`SIGMA_PRIOR` with fewer than :data:`MIN_POOL_CURVES` runs)
+    and each run's MAP and Laplace covariance under it."""
     from jaxscale.infer.batched_nuts import map_laplace_batched
-    from jaxscale.infer.importance import K_HAT_MAX, laplace_importance
 
-    get_logger(__name__).info("power-law extrapolation: importance sampling of %d runs (%d training rows), %d "
-                              "proposals and %d draws per run", K, int(t.size), proposals,
-                              spec.chains * spec.samples)
     T, LY, M = _pad(t, curve, ly, K)  # padded runs (no rows) follow their prior; they are dropped
     Kb = T.shape[0]
     first = LY[np.arange(Kb), np.argmin(np.where(M, T, np.inf), axis=1)]
@@ -446,10 +437,29 @@ def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list, 
     x0[:, 3] = mu_s
     per = tuple(jnp.asarray(a) for a in (T, LY, M, np.full(Kb, mu_s), np.full(Kb, tau_s)))
     x_map, cov, conv = map_laplace_batched(_POTENTIAL, jnp.asarray(x0), per, (nu,), steps=MAP_STEPS)
+    return {"K": K, "rows": int(t.size), "nu": nu, "per": per, "x_map": x_map, "cov": cov, "conv": conv,
+            "noise_prior": {"mean_ln_sigma": mu_s, "sd": tau_s, "empirical_bayes": eb}}
+
+
+def _importance(key, lap: dict, spec: ExtrapolateSpec, labels: list, warn: bool = True,
+                proposals: int = IS_PROPOSALS):
+    """Posterior draws of every run's law by Laplace importance sampling, all runs in one program.
+
+    Each run's MAP and Laplace covariance (``lap``, from :func:`_laplace_fits`) give a Student-t
+    proposal (:func:`jaxscale.infer.importance.laplace_importance`, ``proposals`` proposals,
+    ``chains x samples`` draws kept). Returns ``(draws, report)``: ``draws`` maps ``c, g, alpha,
+    sigma`` to ``(S, K)`` arrays; the report holds the Pareto k-hat and importance ESS of the worst
+    runs and is warned (``warn``) when a run's draws are unreliable."""
+    from jaxscale.infer.importance import K_HAT_MAX, laplace_importance
+
+    K = lap["K"]
+    get_logger(__name__).info("power-law extrapolation: importance sampling of %d runs (%d training rows), %d "
+                              "proposals and %d draws per run", K, lap["rows"], proposals,
+                              spec.chains * spec.samples)
     S = int(spec.chains) * int(spec.samples)
-    z, ess, khat = laplace_importance(key, _POTENTIAL, x_map, cov, per, (nu,), num_proposals=int(proposals),
-                                      num_draws=S, stages=IS_STAGES)
-    z, ess, khat, conv = np.asarray(z)[:K], ess[:K], khat[:K], np.asarray(conv)[:K]
+    z, ess, khat = laplace_importance(key, _POTENTIAL, lap["x_map"], lap["cov"], lap["per"], (lap["nu"],),
+                                      num_proposals=int(proposals), num_draws=S, stages=IS_STAGES)
+    z, ess, khat, conv = np.asarray(z)[:K], ess[:K], khat[:K], np.asarray(lap["conv"])[:K]
     z = np.moveaxis(z, 0, 1)  # (S, K, 4)
     if not np.all(np.isfinite(z)):
         bad = np.unique(np.argwhere(~np.isfinite(z))[:, 1])
@@ -462,8 +472,7 @@ def _importance(key, t, curve, ly, K: int, spec: ExtrapolateSpec, labels: list, 
     report = {"sampler": "importance", "max_pareto_k": float(np.max(khat)), "min_ess": float(np.min(ess)),
               "median_ess": float(np.median(ess)), "proposals": int(proposals), "num_samples": S,
               "runs_failing": int(bad.sum()), "worst_runs": [str(labels[k]) for k in worst],
-              "map_not_converged": int(np.sum(~conv)),
-              "noise_prior": {"mean_ln_sigma": mu_s, "sd": tau_s, "empirical_bayes": eb}}
+              "map_not_converged": int(np.sum(~conv)), "noise_prior": lap["noise_prior"]}
     msgs = []
     if bad.any():
         msgs.append(f"importance sampling is unreliable for {int(bad.sum())} of {K} run(s) (Pareto k-hat > "
@@ -710,11 +719,12 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
         labels = [data.labels[k] for k in active]
         # auto: importance sampling first; its Pareto k-hat decides whether more proposals or NUTS
         # are needed
-        s, report = _importance(k_mcmc, *fit_args, labels, warn=not auto or K > AUTO_IMPORTANCE_RUNS)
+        lap = _laplace_fits(*fit_args)
+        s, report = _importance(k_mcmc, lap, spec, labels, warn=not auto or K > AUTO_IMPORTANCE_RUNS)
         if auto:
             first, retry = report, None
             if not report["converged"] and K <= AUTO_IMPORTANCE_RUNS:
-                s2, retry = _importance(jax.random.fold_in(k_mcmc, 1), *fit_args, labels, warn=False,
+                s2, retry = _importance(jax.random.fold_in(k_mcmc, 1), lap, spec, labels, warn=False,
                                         proposals=AUTO_RETRY_PROPOSALS)
                 if retry["converged"]:
                     s, report = s2, retry
