@@ -70,7 +70,9 @@ def enable_compilation_cache(min_compile_seconds: float = 0.0) -> str | None:
     does), so a second run of a command reuses the programs the first one compiled.
 
     Programs that compiled in less than ``min_compile_seconds`` are not stored (default: every
-    program; a command compiles dozens of small ones, which add up). Returns the folder,
+    program; a command compiles dozens of small ones, which add up). The programs whose tracing
+    alone costs seconds are also kept, traced, in its ``programs`` subfolder
+    (:mod:`jaxscale._programs`). Returns the folder,
     or ``None`` when the cache is turned off (``JAXSCALE_NO_CACHE=1``).
     """
     path = compilation_cache_dir()
@@ -80,4 +82,7 @@ def enable_compilation_cache(min_compile_seconds: float = 0.0) -> str | None:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    from jaxscale._programs import set_program_dir
+
+    set_program_dir(os.path.join(path, "programs"))
     return path

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxscale import _programs as programs
 from jaxscale._log import heartbeat
 from jaxscale._pytree import pytree_dataclass, static_field
 from jaxscale._registry import register_moved
@@ -389,7 +390,10 @@ def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(),
     return best._replace(history=counts)
 
 
-_fit_core_jit = jax.jit(fit_core, static_argnames=("spec",))
+def _fit_program(data: ChinchillaData, starts, spec: ChinchillaSpec) -> FitResult:
+    """:func:`fit_core` as one program kept on disk between processes (its tracing alone takes
+    about 1.4 s, longer than the fit on a small table); the key is unused, columns are reset."""
+    return fit_core(None, data, spec, starts)
 
 
 def _exclusion(data: ChinchillaData, k: int) -> np.ndarray:
@@ -484,7 +488,9 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
     core_spec = spec._replace(exclude_top_loss=d0.exclude_top_loss, n_boot=d0.n_boot, boot_steps=d0.boot_steps,
                               backtest_frac=d0.backtest_frac)
     with heartbeat(f"{what} ({starts_arr.shape[0]} starts on {d.n} rows)"):
-        res = jax.block_until_ready(_fit_core_jit(key, pad_rows(d, bucket(d.n)), core_spec, starts_arr))
+        padded = pad_rows(d, bucket(d.n)).replace(columns=ChinchillaData.columns)
+        res = jax.block_until_ready(programs.call("chinchilla_fit_core", _fit_program, (padded, starts_arr),
+                                                  (core_spec,)))
     if not np.isfinite(float(res.loss)):
         raise ValueError(f"{what}: every start went non-finite; check the inputs' scale (N and D are raw "
                          "counts, not millions or billions)")
@@ -543,6 +549,11 @@ def _log_range(data: ChinchillaData):
     return jnp.stack([jnp.stack([jnp.min(a), jnp.max(a)]) for a in (data.log_N, data.log_D, log_c)])
 
 
+def _refit_program(theta, data: ChinchillaData, delta, steps: int) -> FitResult:
+    """The backtest's damped-Newton refit as one program kept on disk (see :func:`_fit_program`)."""
+    return minimize_newton(huber_objective, theta, data, delta, steps=steps, tol=1e-10)
+
+
 def extrapolation_backtest(data: ChinchillaData, theta, spec: ChinchillaSpec) -> float:
     """How fast errors grow beyond the training runs, learnt inside the training data.
 
@@ -560,8 +571,9 @@ def extrapolation_backtest(data: ChinchillaData, theta, spec: ChinchillaSpec) ->
     future = np.zeros(n, bool)
     future[np.argsort(log_c, kind="stable")[n - k:]] = True
     past, fut = take_rows(data, ~future), take_rows(data, future)
-    res = minimize_newton(huber_objective, jnp.asarray(theta), pad_rows(past, bucket(past.n)), spec.huber_delta,
-                          steps=spec.boot_steps, tol=1e-10)
+    res = programs.call("chinchilla_backtest_refit", _refit_program,
+                        (jnp.asarray(theta), pad_rows(past, bucket(past.n)).replace(columns=ChinchillaData.columns),
+                         jnp.asarray(spec.huber_delta, past.log_N.dtype)), (spec.boot_steps,))
     if not np.all(np.isfinite(np.asarray(res.params))):
         return 0.0
     sigma, _ = residual_scale(res.params, past)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
+from jax import export as jax_export
 
 __all__ = ["FitResult", "REASONS", "reason_text"]
 
@@ -37,6 +38,10 @@ class FitResult(NamedTuple):
     grad_norm: jnp.ndarray
     reason: jnp.ndarray
     history: Any = None
+
+
+# a traced program returning a FitResult can be kept on disk (jaxscale._programs)
+jax_export.register_namedtuple_serialization(FitResult, serialized_name="jaxscale.infer.FitResult")
 
 
 def reason_text(code) -> str:

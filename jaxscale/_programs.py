@@ -1,0 +1,123 @@
+"""Traced programs kept on disk between processes, so a command's second run skips tracing.
+
+JAX's persistent compilation cache (:func:`jaxscale.config.enable_compilation_cache`) stores the
+compiled XLA programs, but a fresh process must still trace its Python functions to find out which
+program it needs; for the multistart L-BFGS of a Chinchilla fit that tracing takes longer than the
+fit. :func:`call` stores the traced program itself (a serialised :mod:`jax.export` module,
+StableHLO: no Python objects, nothing is unpickled) the first time, and a later process loads it
+instead of tracing; its compiled form then comes from the compilation cache.
+
+It is active only where the compilation cache was turned on through jaxscale (the command line
+does; :func:`jaxscale.config.enable_compilation_cache` in Python) and on a single device;
+otherwise :func:`call` is a plain ``jax.jit``. A stored program is found by a hash of the package's
+source files, the JAX version, the platform, the float64 setting, the static arguments and the
+shapes and dtypes of the inputs, so a program traced by other code is never used.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from functools import lru_cache
+
+import jax
+
+__all__ = ["call", "program_dir", "set_program_dir"]
+
+_DIR: list[str | None] = [None]
+_LOADED: dict = {}
+_LOCK = threading.Lock()
+
+
+def set_program_dir(path: str | None) -> None:
+    """Where traced programs are kept (``None``: not kept, :func:`call` is a plain ``jax.jit``)."""
+    _DIR[0] = path
+
+
+def program_dir() -> str | None:
+    """The folder set by :func:`set_program_dir`, or ``None``."""
+    return _DIR[0]
+
+
+@lru_cache(maxsize=1)
+def source_hash() -> str:
+    """Hash of every Python source file of the package (a changed file changes every key)."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for base, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(base, name)
+                h.update(os.path.relpath(path, root).encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
+def _key(name: str, static, treedef, leaves) -> str:
+    import jaxlib
+
+    dev = jax.devices()[0]
+    parts = [name, source_hash(), jax.__version__, jaxlib.__version__, dev.platform,
+             getattr(dev, "device_kind", ""), str(bool(jax.config.read("jax_enable_x64"))), repr(static),
+             str(treedef)] + [f"{a.shape}{a.dtype}" for a in leaves]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def call(name: str, fn, args: tuple, static: tuple = ()):
+    """``jax.jit(fn, static)(*args)`` with its traced program kept on disk (see the module).
+
+    ``fn(*args, *static)`` must return a tuple or a namedtuple registered with
+    :func:`jax.export.register_namedtuple_serialization`; ``static`` holds hashable non-array
+    arguments (passed last, positionally). ``name`` names the program in the key.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    leaves = [jax.numpy.asarray(a) for a in leaves]
+    folder = _DIR[0]
+    if folder is None or jax.device_count() != 1:
+        return _jitted(fn, static)(*args)
+    key = _key(name, static, treedef, leaves)
+    with _LOCK:
+        prog = _LOADED.get(key)
+    if prog is None:
+        prog = _load_or_export(folder, name, key, fn, static, treedef, leaves)
+        with _LOCK:
+            _LOADED[key] = prog
+    return prog(*leaves)
+
+
+@lru_cache(maxsize=64)
+def _jitted(fn, static):
+    return jax.jit(lambda *a: fn(*a, *static))
+
+
+def _load_or_export(folder, name, key, fn, static, treedef, leaves):
+    from jax import export
+
+    path = os.path.join(folder, f"{name}-{key}.jaxexport")
+    try:
+        from jax._src.export import serialization  # noqa: F401  (needs the flatbuffers package)
+    except ImportError:
+        return _jitted(fn, static)
+    exp = None
+    if os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                exp = export.deserialize(bytearray(f.read()))
+        except Exception:  # unreadable (truncated, older format): trace again and overwrite
+            exp = None
+    if exp is None:
+        def flat(*xs):
+            return fn(*jax.tree_util.tree_unflatten(treedef, xs), *static)
+
+        exp = export.export(jax.jit(flat))(*leaves)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(exp.serialize())
+            os.replace(tmp, path)
+        except OSError:  # a read-only cache folder only costs the next run its tracing
+            pass
+    return jax.jit(exp.call)
