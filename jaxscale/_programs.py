@@ -21,6 +21,7 @@ import threading
 from functools import lru_cache
 
 import jax
+import numpy as np
 
 __all__ = ["call", "program_dir", "set_program_dir"]
 
@@ -73,7 +74,8 @@ def call(name: str, fn, args: tuple, static: tuple = ()):
     arguments (passed last, positionally). ``name`` names the program in the key.
     """
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    leaves = [jax.numpy.asarray(a) for a in leaves]
+    # numpy leaves go to the device as they are (jnp.asarray would compile a small program per shape)
+    leaves = [jax.device_put(a) if isinstance(a, np.ndarray | np.generic) else jax.numpy.asarray(a) for a in leaves]
     folder = _DIR[0]
     if folder is None or jax.device_count() != 1:
         return _jitted(fn, static)(*args)

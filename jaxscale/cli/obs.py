@@ -46,23 +46,24 @@ def fit_handler(args) -> dict:
         if used:
             raise ValueError(f"{', '.join(used)} work with --csv only (--task runs the paper's own split)")
         check_outputs(args)
+        from jaxscale.observational.pipeline import run_task
+
         floor = None if args.link is None else _link(args, True)
+        result = run_task(args.task, **{key: v for key, v in (("k", args.k), ("floor", floor)) if v is not None})
         out = task_summary(args.seed, args.task, k=args.k, floor=floor, bootstrap=args.bootstrap, bayes=args.bayes,
                            likelihood=args.likelihood, num_warmup=args.warmup, num_samples=args.samples,
-                           num_chains=args.chains, plot=args.plot)
-        out.update(_task_baselines(args.task, k=args.k, floor=floor))
+                           num_chains=args.chains, plot=args.plot, result=result)
+        out.update(_task_baselines(args.task, result))
         return out
     return _fit_table(args)
 
 
-def _task_baselines(name: str, *, k=None, floor=None) -> dict:
-    """``baselines`` of a named task: the ln-FLOPs sigmoid on the held-out models with FLOPs."""
+def _task_baselines(name: str, result) -> dict:
+    """``baselines`` of a named task's fit: the ln-FLOPs sigmoid on the held-out models with FLOPs."""
     from jaxscale.infer.prediction import Prediction
-    from jaxscale.observational.pipeline import run_task
     from jaxscale.observational.pipeline import task_heldout
 
-    over = {key: v for key, v in (("k", k), ("floor", floor)) if v is not None}
-    h = task_heldout(run_task(name, **over))
+    h = task_heldout(result)
     if h["reason"]:
         return {"baselines": None, "baselines_reason": h["reason"]}
     has = np.isfinite(h["baseline"])

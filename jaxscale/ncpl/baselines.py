@@ -10,7 +10,6 @@ TRAIN rows only (600 trees, depth 6, eta 0.03, subsample and column subsample 0.
 from __future__ import annotations
 
 import warnings
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxscale import _programs as programs
 from jaxscale.infer import bucket, minimize_lbfgs, multistart, reason_text
 from jaxscale.laws import (
     ChinchillaParams,
@@ -75,11 +75,10 @@ def _refit_loss(theta, log_n, log_d, log_y, w):
     return jnp.sum(w * jnp.square(chinchilla_log_lse(theta, log_n, log_d) - log_y)) / jnp.sum(w)
 
 
-@partial(jax.jit, static_argnames=("max_steps",))
 def _fit_starts(x0, log_n, log_d, log_y, w, max_steps):
     """Every start of the law fit to its own stop (rows padded with weight 0, so tables whose
-    lengths share a bucket reuse one compiled program). The starts need from tens to thousands of
-    steps, hence ``uneven``."""
+    lengths share a bucket reuse one compiled program, kept on disk between processes by
+    :mod:`jaxscale._programs`). The starts need from tens to thousands of steps, hence ``uneven``."""
     return multistart(minimize_lbfgs, _refit_loss, x0, log_n, log_d, log_y, w, max_steps=max_steps, uneven=True)
 
 
@@ -138,7 +137,7 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
     grid = np.array(np.meshgrid([0.0, 1.5, 3.0], [-1.0, 0.5], [0.0, 0.8], [0.2, 0.5], [0.2, 0.5])).reshape(5, -1).T
     # columns of theta: (a, b, e, alpha, beta)
     x0 = jnp.asarray(grid, dt)
-    res = _fit_starts(x0, log_n, log_d, log_y, w, max_steps)
+    res = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w), (max_steps,))
     obj = np.asarray(res.loss, float)
     obj = np.where(np.isfinite(obj) & np.all(np.isfinite(np.asarray(res.params)), -1), obj, np.inf)
     if not np.isfinite(obj).any():

@@ -14,7 +14,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import export as jax_export
 
+from jaxscale import _programs as programs
 from jaxscale._pytree import register_serializable
 from jaxscale.infer import huber, minimize_lbfgs, minimize_newton, sharded_vmap
 from jaxscale.laws import sigmoid_link
@@ -52,10 +54,16 @@ class SigmoidLaw(NamedTuple):
     floor: jax.Array
 
 
+# a traced program returning a SigmoidLaw can be kept on disk (jaxscale._programs)
+jax_export.register_namedtuple_serialization(SigmoidLaw, serialized_name="jaxscale.observational.SigmoidLaw")
+
+def _start(k: int) -> np.ndarray:
+    return np.concatenate([np.zeros(1), np.full(k, START_BETA), np.full(1, U_FLOOR_START)])
+
+
 def start_theta(k: int, dtype=jnp.float64):
     """The original start point (alpha 0, beta 0.03, floor ~0) as a flat vector."""
-    return jnp.concatenate([jnp.zeros(1, dtype), jnp.full((k,), START_BETA, dtype),
-                            jnp.full((1,), U_FLOOR_START, dtype)])
+    return jnp.asarray(_start(k), dtype)
 
 
 def unpack(theta, floor_max=FLOOR_MAX) -> SigmoidLaw:
@@ -87,28 +95,29 @@ def _pad(X, y, w):
     n, k = X.shape
     npad = max(128, -(-n // 64) * 64)
     extra = npad - n
-    X = np.pad(np.asarray(X), ((0, extra), (0, max(KMAX - k, 0))))
-    y = np.pad(np.asarray(y), (0, extra))
-    w = np.asarray(w)
+    X = np.pad(np.asarray(X, float), ((0, extra), (0, max(KMAX - k, 0))))
+    y = np.pad(np.asarray(y, float), (0, extra))
+    w = np.asarray(w, float)
     w = np.pad(w, [(0, 0)] * (w.ndim - 1) + [(0, extra)])
-    return jnp.asarray(X), jnp.asarray(y), jnp.asarray(w)
+    return X, y, w
 
 
 def _pad_theta(theta, kpad):
-    theta = jnp.asarray(theta)
+    theta = np.asarray(theta, float)
     k = theta.shape[-1] - 2
-    return jnp.concatenate([theta[:1 + k], jnp.zeros(kpad - k, theta.dtype), theta[-1:]])
+    return np.concatenate([theta[:1 + k], np.zeros(kpad - k), theta[-1:]])
 
 
 def _trim(theta, k):
     return jnp.concatenate([theta[..., :1 + k], theta[..., -1:]], axis=-1)
 
 
-@partial(jax.jit, static_argnames=("max_steps",))
-def _fit(theta0, X, y, w, delta, floor_max, max_steps=1000):
+def _fit(theta0, X, y, w, delta, floor_max, max_steps):
+    """The L-BFGS fit and its law (slopes still padded): one program kept on disk between
+    processes (:mod:`jaxscale._programs`)."""
     res = minimize_lbfgs(objective, theta0, X, y, w, delta, floor_max, max_steps=max_steps,
                          tol=1e-12, ftol=1e-15)
-    return res
+    return res, unpack(res.params, floor_max)
 
 
 def fit_law(X, y, *, floor: bool, loss: str = "huber", w=None, theta0=None, max_steps: int = 1000):
@@ -120,24 +129,26 @@ def fit_law(X, y, *, floor: bool, loss: str = "huber", w=None, theta0=None, max_
       w: optional nonnegative row weights (bootstrap multiplicities, padding masks).
     Returns (SigmoidLaw, FitResult).
     """
-    X = jnp.asarray(X)
-    y = jnp.asarray(y)
+    X = np.asarray(X, float)
+    y = np.asarray(y, float)
     if X.ndim != 2 or y.shape != (X.shape[0],):
         raise ValueError(f"fit_law: X must be (M, K) and y (M,); got X {X.shape}, y {y.shape}")
-    if not (np.all(np.isfinite(np.asarray(X))) and np.all(np.isfinite(np.asarray(y)))):
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
         raise ValueError("fit_law: X and y must be finite; impute or drop missing rows first")
     if loss not in ("huber", "ols"):
         raise ValueError(f"fit_law: loss must be 'huber' or 'ols', got {loss!r}")
-    w = jnp.ones_like(y) if w is None else jnp.asarray(w, y.dtype)
+    w = np.ones_like(y) if w is None else np.asarray(w, float)
     k = X.shape[1]
     X, y, w = _pad(X, y, w)
-    theta0 = start_theta(X.shape[1], X.dtype) if theta0 is None else _pad_theta(theta0, X.shape[1])
+    theta0 = _start(X.shape[1]) if theta0 is None else _pad_theta(theta0, X.shape[1])
     fmax = FLOOR_MAX if floor else 0.0
     delta = 1.0 if loss == "huber" else float("inf")
-    res = _fit(theta0, X, y, w, jnp.asarray(delta, X.dtype), jnp.asarray(fmax, X.dtype),
-               max_steps=max_steps)
-    res = res._replace(params=_trim(res.params, k))
-    return unpack(res.params, fmax), res
+    res, law = programs.call("obs_fit_law", _fit, (theta0, X, y, w, np.float64(delta), np.float64(fmax)),
+                             (max_steps,))
+    # drop the padded coefficients on the host (slicing on the device would compile small programs)
+    params = np.asarray(res.params)
+    res = res._replace(params=jax.device_put(np.concatenate([params[:1 + k], params[-1:]])))
+    return law._replace(slopes=jax.device_put(np.asarray(law.slopes)[:k])), res
 
 
 @partial(jax.jit, static_argnames=("steps",))
@@ -169,8 +180,7 @@ def fit_law_batch(X, y, W, *, floor: bool, loss: str = "huber", theta0=None, ste
     fmax = FLOOR_MAX if floor else 0.0
     delta = 1.0 if loss == "huber" else float("inf")
     Xp, yp, Wp = _pad(X, np.asarray(y), W)
-    res = _fit_batch(_pad_theta(theta0, Xp.shape[1]), Xp, yp, Wp, jnp.asarray(delta, Xp.dtype),
-                     jnp.asarray(fmax, Xp.dtype), steps=steps)
+    res = _fit_batch(_pad_theta(theta0, Xp.shape[1]), Xp, yp, Wp, delta, fmax, steps=steps)
     res = res._replace(params=_trim(res.params, k))
     return jax.vmap(lambda t: unpack(t, fmax))(res.params), res
 
@@ -216,8 +226,7 @@ def predict_np(params: SigmoidLaw, X) -> np.ndarray:
     Xp, _, _ = _pad(X, np.zeros(n), np.zeros(n))
     sl = np.zeros(Xp.shape[1])
     sl[:k] = np.asarray(params.slopes, float)
-    p = SigmoidLaw(jnp.asarray(float(params.intercept)), jnp.asarray(sl),
-                  jnp.asarray(float(params.floor)))
+    p = SigmoidLaw(np.float64(params.intercept), sl, np.float64(params.floor))
     return np.asarray(_predict_jit(p, Xp))[:n]
 
 

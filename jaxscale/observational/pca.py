@@ -9,7 +9,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import export as jax_export
 
+from jaxscale import _programs as programs
 from jaxscale._pytree import register_serializable
 
 __all__ = [
@@ -43,6 +45,9 @@ class PCAState(NamedTuple):
     explained_variance_ratio: jax.Array  # (n_components,)
     singular_values: jax.Array  # (n_components,)
 
+
+# a traced program returning a PCAState can be kept on disk (jaxscale._programs)
+jax_export.register_namedtuple_serialization(PCAState, serialized_name="jaxscale.observational.PCAState")
 
 def _rank_r(Z, rank, rows):
     m = (rows[:, None] * Z).sum(axis=0) / rows.sum()
@@ -125,7 +130,6 @@ def explained_variance(B, n_components: int = 5):
     return fit_transform(B, np.ones(B.shape[0], bool))[1].explained_variance_ratio[:n_components]
 
 
-@jax.jit
 def _fit_transform(B, obs, train):
     Bi_tr, imp = fit_impute(B, obs, train)
     Bi_all = apply_impute(imp, B, obs)
@@ -143,7 +147,8 @@ def fit_transform(B, train):
 
     Rows are zero-padded to a fixed bucket (128, then multiples of 64) so that every task with
     the same number of metrics shares one compiled program.
-    Returns (B_imputed, PCAState, S) with all rows in input order and all (<= 5) components.
+    Returns (B_imputed, PCAState, S) with all rows in input order and all (<= 5) components
+    (``B_imputed`` and ``S`` as numpy arrays).
     """
     B = np.asarray(B, float)
     train = np.asarray(train, bool)
@@ -164,5 +169,5 @@ def fit_transform(B, train):
     op[:n] = obs
     tp = np.zeros(npad)
     tp[:n] = train
-    Bi, pca, S = _fit_transform(jnp.asarray(Bp), jnp.asarray(op), jnp.asarray(tp))
-    return Bi[:n], pca, S[:n]
+    Bi, pca, S = programs.call("obs_fit_transform", _fit_transform, (Bp, op, tp))
+    return np.asarray(Bi)[:n], pca, np.asarray(S)[:n]

@@ -161,6 +161,6 @@ def task_heldout(result) -> dict:
     law, res = fit_law(ln_regressor(Ct[ok]), y_all[train][ok], floor=spec.floor, loss=spec.loss)
     has = np.isfinite(Cte)
     out["baseline"][has] = predict_np(law, ln_regressor(Cte[has]))
-    out["law"] = dict(slope=float(law.slopes[0]), intercept=float(law.intercept), floor=float(law.floor),
+    out["law"] = dict(slope=float(np.asarray(law.slopes)[0]), intercept=float(law.intercept), floor=float(law.floor),
                       converged=bool(res.converged))
     return out

@@ -138,9 +138,13 @@ def extrapolation_summary(fit, data, pred, rows) -> dict:
 def task_summary(seed: int, name: str, *, k: int | None = None, floor: bool | None = None,
                  bootstrap: int = 0, bayes: bool = False, likelihood: str = "extrap",
                  num_warmup: int = 300, num_samples: int = 500, num_chains: int = 4,
-                 plot=None) -> dict:
+                 plot=None, result=None) -> dict:
     """Point fit of a named task (paper settings; ``k`` / ``floor`` override them), optionally with
-    ``bootstrap`` refits and the Bayesian law, and a PNG of the scaling curve."""
+    ``bootstrap`` refits and the Bayesian law, and a PNG of the scaling curve.
+
+    ``result``: the task's :func:`~jaxscale.observational.pipeline.run_task` result when the caller
+    already has it (it is then summarised instead of fitted again; ``name``, ``k`` and ``floor``
+    must be the ones it was run with)."""
     from .pipeline import run_task
     from .tasks import get_task
 
@@ -150,7 +154,11 @@ def task_summary(seed: int, name: str, *, k: int | None = None, floor: bool | No
     if floor is not None:
         over["floor"] = floor
     spec = get_task(name, **over)
-    result = run_task(spec)
+    if result is None:
+        result = run_task(spec)
+    elif result.design.spec != spec:
+        raise ValueError(f"task_summary: the given result was run with other settings than task {name!r} "
+                         f"(k={k}, floor={floor}); pass result=None to run it here")
     out = dict(task=spec.name, mse_train=result.mse_train, mse_test=result.mse_test,
                slope=result.slope, intercept=result.intercept, floor=result.floor,
                n_train=result.n_train, n_test=result.n_test, k=spec.k,
