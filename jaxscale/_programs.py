@@ -15,6 +15,7 @@ shapes and dtypes of the inputs, so a program traced by other code is never used
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -23,7 +24,7 @@ from functools import lru_cache
 import jax
 import numpy as np
 
-__all__ = ["call", "program_dir", "set_program_dir"]
+__all__ = ["LIGHT_CPU_OPTIONS", "call", "light_jit", "program_dir", "set_program_dir"]
 
 _DIR: list[str | None] = [None]
 _LOADED: dict = {}
@@ -123,3 +124,33 @@ def _load_or_export(folder, name, key, fn, static, treedef, leaves):
         except OSError:  # a read-only cache folder only costs the next run its tracing
             pass
     return jax.jit(exp.call)
+
+
+#: XLA options for programs whose compile time dwarfs their run time on CPU: optimisation level 1
+#: and the classic loop fusion instead of the fusion emitters. On the context law's differential
+#: evolution (120 cells) they cut XLA's compile time from 1.04 s to 0.46 s, and the whole cold
+#: ICL contract fit from 12.0 s to 5.4 s, with the same numbers bit for bit; run times stay within
+#: noise for small tables.
+LIGHT_CPU_OPTIONS = {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False}
+
+
+def light_jit(fun=None, **jit_kwargs):
+    """``jax.jit(fun, **jit_kwargs)`` compiled with :data:`LIGHT_CPU_OPTIONS` when the default
+    backend is the CPU (other backends: a plain ``jax.jit``). Usable as a decorator, also as
+    ``functools.partial(light_jit, static_argnames=...)``. Inside another traced function it is
+    inlined like any ``jax.jit`` (the outer program's options apply)."""
+    if fun is None:
+        return lambda f: light_jit(f, **jit_kwargs)
+    jitted: dict = {}
+
+    def wrapper(*args, **kwargs):
+        # called on traced values (inside another program): a plain jit, inlined there
+        traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves((args, kwargs)))
+        backend = "traced" if traced else jax.default_backend()
+        f = jitted.get(backend)
+        if f is None:
+            opts = LIGHT_CPU_OPTIONS if backend == "cpu" else None
+            f = jitted[backend] = jax.jit(fun, compiler_options=opts, **jit_kwargs)
+        return f(*args, **kwargs)
+
+    return functools.wraps(fun)(wrapper)

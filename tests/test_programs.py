@@ -132,3 +132,19 @@ def test_a_second_run_loads_its_programs_and_prints_the_same_result(tmp_path, pi
     assert outs[0] == outs[1]
     if pillar == "chinchilla":
         assert abs(outs[0]["E"] - 1.817) < 1e-3  # Epoch's replication (E = 1.82), as in the Chinchilla tests
+
+
+def test_light_jit_gives_jit_s_numbers_top_level_and_nested():
+    """Light compile options on CPU change nothing in the result, and a light program called inside
+    another traced function is inlined there (JAX refuses options on nested programs)."""
+    from functools import partial
+
+    def f(x, n):
+        return jnp.cumsum(jnp.sin(x) ** n) / jnp.arange(1, x.size + 1)
+
+    light = partial(programs.light_jit, static_argnames=("n",))(f)
+    x = jnp.linspace(0.0, 3.0, 257)
+    np.testing.assert_array_equal(np.asarray(light(x, n=3)), np.asarray(jax.jit(f, static_argnames=("n",))(x, n=3)))
+    outer = jax.jit(lambda x: light(x, n=2).sum())
+    np.testing.assert_allclose(float(outer(x)), float(np.sum(np.asarray(f(x, 2)))), rtol=1e-12)
+    assert light.__name__ == "f"

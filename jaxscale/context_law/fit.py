@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxscale import _programs as programs
 from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
 from jaxscale.context_law.model import ContextData, Spec, mse_loss, param_bounds, param_names
@@ -71,7 +72,7 @@ def _losses(spec: Spec):
     return de_loss, box_loss
 
 
-@partial(jax.jit, static_argnames=("spec", "popsize", "maxiter", "polish"))
+@partial(programs.light_jit, static_argnames=("spec", "popsize", "maxiter", "polish"))
 def _fit_one(key, data, offset, spec: Spec, popsize: int, maxiter: int, tol, polish: bool):
     de_loss, box_loss = _losses(spec)
     bounds = jnp.asarray(param_bounds(spec), dtype=data.y.dtype)
@@ -90,7 +91,7 @@ def _fit_one(key, data, offset, spec: Spec, popsize: int, maxiter: int, tol, pol
                       state.best_fitness, state.generation, state.converged, res.n_steps, better)
 
 
-@partial(jax.jit, static_argnames=("spec", "popsize", "maxiter", "polish", "restarts", "shard"))
+@partial(programs.light_jit, static_argnames=("spec", "popsize", "maxiter", "polish", "restarts", "shard"))
 def _fit_restarts(key, data, offset, spec, popsize, maxiter, tol, polish, restarts, shard=True):
     # ``shard``: split the restarts over all devices (off when the tasks axis around it already is)
     if restarts == 1:
@@ -106,7 +107,7 @@ def _settings(spec: Spec) -> tuple:
     return (spec.law(), int(spec.popsize), int(spec.maxiter), float(spec.tol), bool(spec.polish), int(spec.restarts))
 
 
-@partial(jax.jit, static_argnames=("spec",))
+@partial(programs.light_jit, static_argnames=("spec",))
 def _fit_tasks_impl(keys, data, offsets, spec: Spec):
     # tasks split over all devices (one device: a plain vmap); the restarts inside stay on the task's device
     return sharded_vmap(lambda a: _fit_restarts(a[0], a[1], a[2], *_settings(spec), shard=False),
