@@ -67,42 +67,49 @@ def _key(name: str, static, treedef, leaves) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def call(name: str, fn, args: tuple, static: tuple = ()):
+def call(name: str, fn, args: tuple, static: tuple = (), *, light: bool = False):
     """``jax.jit(fn, static)(*args)`` with its traced program kept on disk (see the module).
 
     ``fn(*args, *static)`` must return a tuple or a namedtuple registered with
     :func:`jax.export.register_namedtuple_serialization`; ``static`` holds hashable non-array
-    arguments (passed last, positionally). ``name`` names the program in the key.
+    arguments (passed last, positionally). ``name`` names the program in the key. ``light``:
+    compile with :data:`LIGHT_CPU_OPTIONS` on CPU (see :func:`light_jit`). Array leaves must not
+    be PRNG key arrays (pass ``jax.random.key_data`` and wrap them inside ``fn``).
     """
     leaves, treedef = jax.tree_util.tree_flatten(args)
     # numpy leaves go to the device as they are (jnp.asarray would compile a small program per shape)
     leaves = [jax.device_put(a) if isinstance(a, np.ndarray | np.generic) else jax.numpy.asarray(a) for a in leaves]
     folder = _DIR[0]
+    opts = LIGHT_CPU_OPTIONS if light and jax.default_backend() == "cpu" else None
     if folder is None or jax.device_count() != 1:
-        return _jitted(fn, static)(*args)
+        return _jitted(fn, static, _frozen(opts))(*args)
     key = _key(name, static, treedef, leaves)
     with _LOCK:
         prog = _LOADED.get(key)
     if prog is None:
-        prog = _load_or_export(folder, name, key, fn, static, treedef, leaves)
+        prog = _load_or_export(folder, name, key, fn, static, treedef, leaves, opts)
         with _LOCK:
             _LOADED[key] = prog
     return prog(*leaves)
 
 
+def _frozen(opts):
+    return None if opts is None else tuple(sorted(opts.items()))
+
+
 @lru_cache(maxsize=64)
-def _jitted(fn, static):
-    return jax.jit(lambda *a: fn(*a, *static))
+def _jitted(fn, static, opts):
+    return jax.jit(lambda *a: fn(*a, *static), compiler_options=None if opts is None else dict(opts))
 
 
-def _load_or_export(folder, name, key, fn, static, treedef, leaves):
+def _load_or_export(folder, name, key, fn, static, treedef, leaves, opts):
     from jax import export
 
     path = os.path.join(folder, f"{name}-{key}.jaxexport")
     try:
         from jax._src.export import serialization  # noqa: F401  (needs the flatbuffers package)
     except ImportError:
-        return _jitted(fn, static)
+        return _jitted(fn, static, _frozen(opts))
     exp = None
     if os.path.exists(path):
         try:
@@ -123,7 +130,7 @@ def _load_or_export(folder, name, key, fn, static, treedef, leaves):
             os.replace(tmp, path)
         except OSError:  # a read-only cache folder only costs the next run its tracing
             pass
-    return jax.jit(exp.call)
+    return jax.jit(exp.call, compiler_options=opts)
 
 
 #: XLA options for programs whose compile time dwarfs their run time on CPU: optimisation level 1

@@ -107,6 +107,7 @@ def test_the_key_changes_with_the_package_source():
 COMMANDS = {
     "chinchilla": (["chinchilla", "fit", "--json"], ["chinchilla_backtest_refit", "chinchilla_fit_core"]),
     "obs": (["obs", "fit", "--task", "gsm8k_cot", "--json"], ["obs_fit_law", "obs_fit_transform"]),
+    "context": (["context", "fit", "--dataset", "longcontext_icl", "--json"], ["context_fit_tasks"]),
     "ncpl": (["ncpl", "evaluate", "--source", "marin", "--split", "ood", "--model", "chinchilla_refit", "--json"],
              ["ncpl_chinchilla_starts"]),
 }

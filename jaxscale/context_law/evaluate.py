@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 import numpy as np
 import pandas as pd
 
 from jaxscale.context_law.data import load_source, split_mask, stack_tasks
+from jaxscale.context_law.extrapolation import distance
 from jaxscale.context_law.fit import convergence_reason, fit_many, theta_dict
 from jaxscale.context_law.model import PENALTIES, Spec, param_names, predict_law
+from jaxscale.infer import bucket
 
-__all__ = ["PRESETS", "CHANCE_FLOOR", "default_spec", "mae_split", "evaluate_source", "predict_frame",
+__all__ = ["PRESETS", "CHANCE_FLOOR", "default_spec", "mae_split", "evaluate_source", "predict_frame", "frame_distance",
            "bayes_extrapolation", "source_report"]
 
 #: Named presets of the bundled sources.  Many-shot ICL is one compute level (alpha fixed); the cliff
@@ -58,11 +61,31 @@ def mae_split(p, y, beyond) -> dict:
     return out
 
 
+_law_rows = jax.jit(predict_law, static_argnames=("spec",))
+_distance_rows = jax.jit(distance)
+
+
+def _padded(*cols) -> tuple[int, list]:
+    """Row columns padded to a bucket by repeating their first row (one compiled program serves
+    every task length; eager array code would compile a program per operation and length)."""
+    n = len(cols[0])
+    m = bucket(n)
+    return n, [np.concatenate([c, np.full(m - n, c[0] if n else 1.0)]) for c in cols]
+
+
 def predict_frame(spec: Spec, theta, df: pd.DataFrame, chance_floor: bool) -> np.ndarray:
     """The law at ``theta`` for the rows of a tidy bundled frame (columns C, n_pmt, n_ctx, chance)."""
-    floor = df["chance"].to_numpy(float) if chance_floor else 0.0
-    return np.asarray(predict_law(spec, theta, np.log(df["C"].to_numpy(float)), df["n_pmt"].to_numpy(float),
-                                  df["n_ctx"].to_numpy(float), floor))
+    floor = df["chance"].to_numpy(float) if chance_floor else np.zeros(len(df))
+    n, cols = _padded(np.log(df["C"].to_numpy(float)), df["n_pmt"].to_numpy(float), df["n_ctx"].to_numpy(float),
+                      floor)
+    return np.asarray(_law_rows(spec, np.asarray(theta, float), *cols))[:n]
+
+
+def frame_distance(box, df: pd.DataFrame) -> np.ndarray:
+    """Decades outside the training ``box`` (one task's row of
+    :func:`~jaxscale.context_law.extrapolation.training_box`) for the rows of a bundled frame."""
+    n, cols = _padded(np.log(df["C"].to_numpy(float)), df["n_pmt"].to_numpy(float), df["n_ctx"].to_numpy(float))
+    return np.asarray(_distance_rows(np.asarray(box, float), *cols))[:n]
 
 
 def evaluate_source(key, source: str, spec: Spec | None = None, *, cutoff: float = 10_000.0,
@@ -85,7 +108,7 @@ def evaluate_source(key, source: str, spec: Spec | None = None, *, cutoff: float
     extrapolation fits, then the backtest refits).
     """
     from jaxscale.context_law.baseline import carry_forward
-    from jaxscale.context_law.extrapolation import backtest_weights, distance, drift_from_backtest, training_box
+    from jaxscale.context_law.extrapolation import backtest_weights, drift_from_backtest, training_box
 
     spec = spec or default_spec(source)
     spec = spec._replace(**{k: v for k, v in dict(restarts=restarts, popsize=popsize, maxiter=maxiter).items()
@@ -134,8 +157,7 @@ def evaluate_source(key, source: str, spec: Spec | None = None, *, cutoff: float
             row["mae_train"] = mae_split(p2[tr], y[tr], f["beyond_ctx"][tr])
             row["mae_out"] = mae_split(p2[~tr], y[~tr], f["beyond_ctx"][~tr])
             row["n_train"], row["n_test"] = int(tr.sum()), int((~tr).sum())
-            d = np.asarray(distance(box[i], np.log(f["C"].to_numpy(float)), f["n_pmt"].to_numpy(float),
-                                    f["n_ctx"].to_numpy(float)))
+            d = frame_distance(box[i], f)
             row["extrapolation"], row["point_extrap"] = d, p2
             n_par = len(param_names(spec))
             sigma = float(np.sqrt(np.sum((y[tr] - p2[tr]) ** 2) / max(int(tr.sum()) - n_par, 1)))

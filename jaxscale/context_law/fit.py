@@ -25,6 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import export as jax_export
 
 from jaxscale import _programs as programs
 from jaxscale._pytree import register_serializable
@@ -59,6 +60,10 @@ class ContextFit(NamedTuple):
     de_converged: jax.Array
     lbfgs_steps: jax.Array
     polished: jax.Array
+
+
+# a traced program returning a ContextFit can be kept on disk (jaxscale._programs)
+jax_export.register_namedtuple_serialization(ContextFit, serialized_name="jaxscale.context_law.ContextFit")
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,8 +112,9 @@ def _settings(spec: Spec) -> tuple:
     return (spec.law(), int(spec.popsize), int(spec.maxiter), float(spec.tol), bool(spec.polish), int(spec.restarts))
 
 
-@partial(programs.light_jit, static_argnames=("spec",))
-def _fit_tasks_impl(keys, data, offsets, spec: Spec):
+def _fit_tasks_program(keys, data, offsets, spec: Spec, impl: str | None):
+    # ``keys`` as raw key data (``impl``: their PRNG implementation; None: legacy uint32 keys)
+    keys = keys if impl is None else jax.random.wrap_key_data(keys, impl=impl)
     # tasks split over all devices (one device: a plain vmap); the restarts inside stay on the task's device
     return sharded_vmap(lambda a: _fit_restarts(a[0], a[1], a[2], *_settings(spec), shard=False),
                         (keys, data, offsets))
@@ -116,8 +122,13 @@ def _fit_tasks_impl(keys, data, offsets, spec: Spec):
 
 def _fit_tasks(keys, data, offsets, spec: Spec):
     """Fit every task of ``data`` (leaves (T, m)): task ``t`` with ``keys[t]`` and loss offset
-    ``offsets[t]`` (see :func:`compress_tasks`); one compiled program for all tasks."""
-    return _fit_tasks_impl(keys, data, jnp.asarray(offsets, dtype=data.y.dtype), spec.point())
+    ``offsets[t]`` (see :func:`compress_tasks`); one compiled program for all tasks, kept traced
+    on disk between processes (:mod:`jaxscale._programs`; its tracing takes seconds)."""
+    typed = jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    impl = str(jax.random.key_impl(keys)) if typed else None
+    kd = jax.random.key_data(keys) if typed else keys
+    return programs.call("context_fit_tasks", _fit_tasks_program,
+                         (kd, data, jnp.asarray(offsets, dtype=data.y.dtype)), (spec.point(), impl), light=True)
 
 
 def fit_core(key, data, spec: Spec = Spec(), offset=0.0) -> ContextFit:
