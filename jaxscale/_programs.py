@@ -8,8 +8,8 @@ StableHLO: no Python objects, nothing is unpickled) the first time, and a later 
 instead of tracing; its compiled form then comes from the compilation cache.
 
 It is active only where the compilation cache was turned on through jaxscale (the command line
-does; :func:`jaxscale.config.enable_compilation_cache` in Python) and on a single device;
-otherwise :func:`call` is a plain ``jax.jit``. A stored program is found by a hash of the package's
+does; :func:`jaxscale.config.enable_compilation_cache` in Python), on a single device and outside
+other traced functions; otherwise :func:`call` is a plain ``jax.jit``. A stored program is found by a hash of the package's
 source files, the JAX version, the platform, the float64 setting, the static arguments and the
 shapes and dtypes of the inputs, so a program traced by other code is never used.
 """
@@ -81,8 +81,9 @@ def call(name: str, fn, args: tuple, static: tuple = (), *, light: bool = False)
     leaves = [jax.device_put(a) if isinstance(a, np.ndarray | np.generic) else jax.numpy.asarray(a) for a in leaves]
     folder = _DIR[0]
     opts = LIGHT_CPU_OPTIONS if light and jax.default_backend() == "cpu" else None
-    if folder is None or jax.device_count() != 1:
-        return _jitted(fn, static, _frozen(opts))(*args)
+    traced = any(isinstance(a, jax.core.Tracer) for a in leaves)  # inside another program: inline it
+    if folder is None or traced or jax.device_count() != 1:
+        return _jitted(fn, static, None if traced else _frozen(opts))(*args)
     key = _key(name, static, treedef, leaves)
     with _LOCK:
         prog = _LOADED.get(key)

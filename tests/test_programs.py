@@ -149,3 +149,10 @@ def test_light_jit_gives_jit_s_numbers_top_level_and_nested():
     outer = jax.jit(lambda x: light(x, n=2).sum())
     np.testing.assert_allclose(float(outer(x)), float(np.sum(np.asarray(f(x, 2)))), rtol=1e-12)
     assert light.__name__ == "f"
+
+
+def test_called_inside_another_program_it_is_inlined_and_stores_nothing(folder):
+    x, y = jnp.linspace(0.0, 1.0, 5), jnp.ones(3)
+    outer = jax.jit(lambda x: programs.call("toy", _prog, (x, y), (2.0,)).loss)
+    np.testing.assert_allclose(float(outer(x)), float(_prog(x, y, 2.0).loss), rtol=1e-12)
+    assert _files(folder) == []

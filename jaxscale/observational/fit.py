@@ -57,6 +57,7 @@ class SigmoidLaw(NamedTuple):
 # a traced program returning a SigmoidLaw can be kept on disk (jaxscale._programs)
 jax_export.register_namedtuple_serialization(SigmoidLaw, serialized_name="jaxscale.observational.SigmoidLaw")
 
+
 def _start(k: int) -> np.ndarray:
     return np.concatenate([np.zeros(1), np.full(k, START_BETA), np.full(1, U_FLOOR_START)])
 

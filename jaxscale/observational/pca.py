@@ -49,6 +49,7 @@ class PCAState(NamedTuple):
 # a traced program returning a PCAState can be kept on disk (jaxscale._programs)
 jax_export.register_namedtuple_serialization(PCAState, serialized_name="jaxscale.observational.PCAState")
 
+
 def _rank_r(Z, rank, rows):
     m = (rows[:, None] * Z).sum(axis=0) / rows.sum()
     _, _, Vt = jnp.linalg.svd(rows[:, None] * (Z - m), full_matrices=False)
