@@ -490,7 +490,7 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
     with heartbeat(f"{what} ({starts_arr.shape[0]} starts on {d.n} rows)"):
         padded = pad_rows(d, bucket(d.n)).replace(columns=ChinchillaData.columns)
         res = jax.block_until_ready(programs.call("chinchilla_fit_core", _fit_program, (padded, starts_arr),
-                                                  (core_spec,)))
+                                                  (core_spec,), light=True))
     if not np.isfinite(float(res.loss)):
         raise ValueError(f"{what}: every start went non-finite; check the inputs' scale (N and D are raw "
                          "counts, not millions or billions)")
@@ -573,7 +573,7 @@ def extrapolation_backtest(data: ChinchillaData, theta, spec: ChinchillaSpec) ->
     past, fut = take_rows(data, ~future), take_rows(data, future)
     res = programs.call("chinchilla_backtest_refit", _refit_program,
                         (jnp.asarray(theta), pad_rows(past, bucket(past.n)).replace(columns=ChinchillaData.columns),
-                         jnp.asarray(spec.huber_delta, past.log_N.dtype)), (spec.boot_steps,))
+                         jnp.asarray(spec.huber_delta, past.log_N.dtype)), (spec.boot_steps,), light=True)
     if not np.all(np.isfinite(np.asarray(res.params))):
         return 0.0
     sigma, _ = residual_scale(res.params, past)

@@ -137,7 +137,8 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
     grid = np.array(np.meshgrid([0.0, 1.5, 3.0], [-1.0, 0.5], [0.0, 0.8], [0.2, 0.5], [0.2, 0.5])).reshape(5, -1).T
     # columns of theta: (a, b, e, alpha, beta)
     x0 = jnp.asarray(grid, dt)
-    res = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w), (max_steps,))
+    res = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w), (max_steps,),
+                        light=True)
     obj = np.asarray(res.loss, float)
     obj = np.where(np.isfinite(obj) & np.all(np.isfinite(np.asarray(res.params)), -1), obj, np.inf)
     if not np.isfinite(obj).any():
