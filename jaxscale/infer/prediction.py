@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import ndtri
 
 __all__ = ["Prediction", "from_samples", "from_normal", "check_level", "z_value", "warn_extrapolation"]
 
@@ -64,9 +63,12 @@ def check_level(level: float) -> float:
     return level
 
 
-def z_value(level: float):
-    """Two-sided standard-normal quantile of a central ``level`` interval (1.645 for 0.9)."""
-    return ndtri(0.5 + check_level(level) / 2.0)
+def z_value(level: float) -> float:
+    """Two-sided standard-normal quantile of a central ``level`` interval (1.645 for 0.9), as a
+    Python float (computed on the host: as device code it would compile a dozen small programs)."""
+    from scipy.special import ndtri
+
+    return float(ndtri(0.5 + check_level(level) / 2.0))
 
 
 def from_samples(samples, level: float = 0.9, mean=None, keep_samples: bool = True) -> Prediction:
