@@ -9,9 +9,10 @@ instead of tracing; its compiled form then comes from the compilation cache.
 
 It is active only where the compilation cache was turned on through jaxscale (the command line
 does; :func:`jaxscale.config.enable_compilation_cache` in Python), on a single device and outside
-other traced functions; otherwise :func:`call` is a plain ``jax.jit``. A stored program is found by a hash of the package's
-source files, the JAX version, the platform, the float64 setting, the static arguments and the
-shapes and dtypes of the inputs, so a program traced by other code is never used.
+other traced functions; otherwise :func:`call` is a plain ``jax.jit``. A stored program is found
+by a hash of the package's source files, the JAX version, the platform, the float64 setting, the
+static arguments and the shapes and dtypes of the inputs, so a program traced by other code is
+never used.
 """
 from __future__ import annotations
 
@@ -81,9 +82,10 @@ def call(name: str, fn, args: tuple, static: tuple = (), *, light: bool = False)
     leaves = [jax.device_put(a) if isinstance(a, np.ndarray | np.generic) else jax.numpy.asarray(a) for a in leaves]
     folder = _DIR[0]
     opts = LIGHT_CPU_OPTIONS if light and jax.default_backend() == "cpu" else None
-    traced = any(isinstance(a, jax.core.Tracer) for a in leaves)  # inside another program: inline it
+    traced = _traced(leaves)  # inside another program: inline it
     if folder is None or traced or jax.device_count() != 1:
-        return _jitted(fn, static, None if traced else _frozen(opts))(*args)
+        jitted = _jitted(fn, static, None if traced else _frozen(opts))
+        return jitted(*jax.tree_util.tree_unflatten(treedef, leaves))
     key = _key(name, static, treedef, leaves)
     with _LOCK:
         prog = _LOADED.get(key)
@@ -92,6 +94,11 @@ def call(name: str, fn, args: tuple, static: tuple = (), *, light: bool = False)
         with _LOCK:
             _LOADED[key] = prog
     return prog(*leaves)
+
+
+def _traced(tree) -> bool:
+    """Whether any leaf of ``tree`` is a tracer (the call happens inside another traced function)."""
+    return any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(tree))
 
 
 def _frozen(opts):
@@ -154,8 +161,7 @@ def light_jit(fun=None, **jit_kwargs):
 
     def wrapper(*args, **kwargs):
         # called on traced values (inside another program): a plain jit, inlined there
-        traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves((args, kwargs)))
-        backend = "traced" if traced else jax.default_backend()
+        backend = "traced" if _traced((args, kwargs)) else jax.default_backend()
         f = jitted.get(backend)
         if f is None:
             opts = LIGHT_CPU_OPTIONS if backend == "cpu" else None

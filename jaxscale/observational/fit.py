@@ -110,7 +110,9 @@ def _pad_theta(theta, kpad):
 
 
 def _trim(theta, k):
-    return jnp.concatenate([theta[..., :1 + k], theta[..., -1:]], axis=-1)
+    """Drop the padded coefficients (on the host: slicing on the device would compile small programs)."""
+    theta = np.asarray(theta)
+    return jax.device_put(np.concatenate([theta[..., :1 + k], theta[..., -1:]], axis=-1))
 
 
 def _fit(theta0, X, y, w, delta, floor_max, max_steps):
@@ -146,9 +148,7 @@ def fit_law(X, y, *, floor: bool, loss: str = "huber", w=None, theta0=None, max_
     delta = 1.0 if loss == "huber" else float("inf")
     res, law = programs.call("obs_fit_law", _fit, (theta0, X, y, w, np.float64(delta), np.float64(fmax)),
                              (max_steps,))
-    # drop the padded coefficients on the host (slicing on the device would compile small programs)
-    params = np.asarray(res.params)
-    res = res._replace(params=jax.device_put(np.concatenate([params[:1 + k], params[-1:]])))
+    res = res._replace(params=_trim(res.params, k))
     return law._replace(slopes=jax.device_put(np.asarray(law.slopes)[:k])), res
 
 
