@@ -46,7 +46,7 @@ def cmd_evaluate(args) -> dict:
         rows = pl.evaluate_table(_key(args.seed), args.preset)
         return {"rows": [_with_reasons(r, "Spearman needs more than 2 rows") for r in rows]}
     if args.model != "ncpl":
-        return pl.evaluate(args.source, args.split, args.model, _key(args.seed), args.preset)
+        return pl.evaluate(args.source, args.split, args.model, preset=args.preset)  # the baselines draw nothing
     from jaxscale.cli._common import compare_baselines
     from jaxscale.ncpl import baselines as bl
     from jaxscale.ncpl.dataset import select

@@ -19,12 +19,7 @@ import pandas as pd
 
 from jaxscale import _programs as programs
 from jaxscale.infer import bucket, minimize_lbfgs, multistart, reason_text
-from jaxscale.laws import (
-    ChinchillaParams,
-    chinchilla,
-    chinchilla_log_lse,
-    chinchilla_theta_to_params,
-)
+from jaxscale.laws import ChinchillaParams, chinchilla_log_lse
 from jaxscale.ncpl.dataset import SOURCES, regression_metrics, select
 
 __all__ = [
@@ -150,7 +145,9 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
     # A (N / s)^-alpha = (A s^alpha) N^-alpha
     th[0] += th[3] * np.log(n_scale)
     th[1] += th[4] * np.log(d_scale)
-    params = ChinchillaParams(*(np.asarray(v, float) for v in chinchilla_theta_to_params(th)))
+    # (a, b, e, alpha, beta) -> (E, A, B, alpha, beta) on the host, as laws.chinchilla_theta_to_params
+    params = ChinchillaParams(*(np.asarray(v, float) for v in (np.exp(th[2]), np.exp(th[0]), np.exp(th[1]), th[3],
+                                                                th[4])))
     return LawFit(params, converged, reason, float(obj[i]))
 
 
@@ -261,8 +258,10 @@ def fit_chinchilla_refit(df: pd.DataFrame) -> ChinchillaParams:
 
 
 def predict_chinchilla_refit(p: ChinchillaParams, df: pd.DataFrame) -> np.ndarray:
-    """The refitted law at the runs of ``df`` (``N_million``, ``D_billion``)."""
-    return np.asarray(chinchilla(p, df["N_million"].to_numpy(float), df["D_billion"].to_numpy(float)), float)
+    """The refitted law at the runs of ``df`` (``N_million``, ``D_billion``): ``laws.chinchilla``
+    evaluated on the host (NumPy; eager device code would compile a program per operation)."""
+    N, D = df["N_million"].to_numpy(float), df["D_billion"].to_numpy(float)
+    return p.E + p.A * np.exp(-p.alpha * np.log(N)) + p.B * np.exp(-p.beta * np.log(D))
 
 
 XGB_PARAMS = dict(max_depth=6, eta=0.03, subsample=0.8, colsample_bytree=0.8, objective="reg:squarederror",
