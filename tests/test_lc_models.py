@@ -16,6 +16,7 @@ from jaxscale.gp import (  # noqa: E402
     MaGPKernel,
     cholesky_escalate,
     dhgp_gram,
+    gather2,
     gaussian_nll,
     magp_gram,
     tri_inv,
@@ -113,6 +114,20 @@ def test_tinygp_kernels_match_fast_grams():
     assert float(da) < 1e-14 and float(db) < 1e-14
     # hierarchy semantics: the same instance r in another task shares k_f (scaled by k_H)
     assert K[0, 1] > K[0, 2] > 0 and K[1, 2] < K[1, 1]
+
+
+@pytest.mark.parametrize("m", [11, 80])  # one-hot products (small table) and the plain gather (large)
+def test_gather2_equals_the_gather_with_its_gradient(m):
+    rng = np.random.default_rng(0)
+    table = jnp.asarray(rng.normal(size=(m, m)))
+    i1, i2 = jnp.asarray(rng.integers(0, m, 50)), jnp.asarray(rng.integers(0, m, 30))
+    w = jnp.asarray(rng.normal(size=(50, 30)))
+    np.testing.assert_array_equal(gather2(table, i1, i2), table[i1[:, None], i2[None, :]])
+    g = jax.grad(lambda t: jnp.sum(w * gather2(t, i1, i2)))(table)
+    g_ref = jax.grad(lambda t: jnp.sum(w * t[i1[:, None], i2[None, :]]))(table)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-12, atol=1e-12)
+    stacked = jnp.stack([table, 2 * table])  # leading axes broadcast (the DHGP's three tables)
+    np.testing.assert_array_equal(gather2(stacked, i1, i1)[1], 2 * table[i1[:, None], i1[None, :]])
 
 
 def test_gaussian_nll_value_and_custom_gradient():

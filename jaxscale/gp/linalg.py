@@ -33,7 +33,8 @@ def cholesky_escalate(K, jitter: float = JITTER_LADDER[0], factor: float = 10.0,
 
     def cond(c):
         _, L, k = c
-        return jnp.any(~jnp.isfinite(L)) & (k < max_tries)
+        # a failed factor is NaN throughout, and a NaN or inf entry of K reaches the diagonal
+        return ~jnp.all(jnp.isfinite(jnp.diagonal(L))) & (k < max_tries)
 
     def body(c):
         j, _, k = c

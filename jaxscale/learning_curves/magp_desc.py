@@ -35,7 +35,7 @@ import tinygp
 from jaxscale._log import heartbeat
 from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
-from jaxscale.gp import JITTER_LADDER, gaussian_nll, matern32, rbf_ard
+from jaxscale.gp import JITTER_LADDER, gather2, gaussian_nll, matern32, rbf_ard
 from jaxscale.infer.sharding import sharded_vmap
 from jaxscale.learning_curves.descriptors import DescTables
 from jaxscale.learning_curves.magp import _pad_constant, adam_elbo, report_fit_health
@@ -143,9 +143,9 @@ def _instance_k(rep, scales):
 def desc_gram(c: dict, h, tables: DescTables, xgrid, P1: Points, P2: Points):
     """Latent covariance between two point sets (grid-indexed gathers, see ``magp_gram``)."""
     kh, kr, ks, kg, kf, kn = _tables_k(c, h, tables, xgrid)
-    i, j = P1.p[:, None], P2.p[None, :]
-    kx = kg[i, j] + kr[P1.r[:, None], P2.r[None, :]] * kf[i, j]
-    return kh[P1.d[:, None], P2.d[None, :]] * kx + ks[P1.c[:, None], P2.c[None, :]] * kn[i, j]
+    i, j = P1.p, P2.p
+    kx = gather2(kg, i, j) + gather2(kr, P1.r, P2.r) * gather2(kf, i, j)
+    return gather2(kh, P1.d, P2.d) * kx + gather2(ks, P1.c, P2.c) * gather2(kn, i, j)
 
 
 def _train_gram(p: DescParams, h, tables, xgrid, pts: Points, observed=None):
