@@ -174,17 +174,30 @@ def from_frame(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col
                 "counted twice. Aggregate them (CLI: --agg mean or --agg min; Python: "
                 f"chinchilla.aggregate(df, how='mean')) or remove them.{_separating_column(df, dup, cols)}")
     _check_units(df, n_col, d_col, what)
-    dtype = jnp.result_type(float)
     n = len(df)
     log_loss = (np.log(pd.to_numeric(df[loss_col]).to_numpy(float)) if loss_col else np.full(n, np.nan))
     columns = (("N", n_col), ("D", d_col), ("target", loss_col or "loss"))
     return ChinchillaData(
-        jnp.asarray(np.log(pd.to_numeric(df[n_col]).to_numpy(float)), dtype),
-        jnp.asarray(np.log(pd.to_numeric(df[d_col]).to_numpy(float)), dtype),
-        jnp.asarray(log_loss, dtype),
-        jnp.ones(n, dtype),
+        _device(np.log(pd.to_numeric(df[n_col]).to_numpy(float))),
+        _device(np.log(pd.to_numeric(df[d_col]).to_numpy(float))),
+        _device(log_loss),
+        _device(np.ones(n)),
         columns=columns,
     )
+
+
+def _device(a, dtype=None):
+    """A host value as a device array of the default float dtype (or ``dtype``) without compiling
+    anything: ``jnp.asarray`` of a NumPy array compiles a small program per shape."""
+    return jax.device_put(np.asarray(a, jnp.result_type(float) if dtype is None else dtype))
+
+
+def _log_lse_host(theta, log_N, log_D) -> np.ndarray:
+    """:func:`jaxscale.laws.chinchilla_log_lse` in NumPy (host-side bookkeeping of a fit)."""
+    a, b, e, alpha, beta = (np.asarray(theta, float)[..., i, None] for i in range(5))
+    t1 = a - alpha * np.asarray(log_N, float)
+    t2 = b - beta * np.asarray(log_D, float)
+    return np.logaddexp(np.logaddexp(t1, t2), np.broadcast_to(e, t1.shape))
 
 
 def _separating_column(df: pd.DataFrame, dup, used) -> str:
@@ -264,7 +277,7 @@ def start_grid(data: ChinchillaData | None = None) -> jnp.ndarray:
             grid[:, 0] += grid[:, 3] * (med_n - np.log(1e9))
         if not TYPICAL_LOG_D[0] <= med_d <= TYPICAL_LOG_D[1]:
             grid[:, 1] += grid[:, 4] * (med_d - np.log(1e11))
-    return jnp.asarray(grid, dtype=jnp.result_type(float))
+    return _device(grid)
 
 
 def huber_objective(theta, data: ChinchillaData, delta: float = HUBER_DELTA):
@@ -408,7 +421,7 @@ def residual_scale(theta, data: ChinchillaData) -> tuple[float, int]:
     """Residual standard deviation of log loss on rows with weight > 0, and its degrees of freedom
     (weighted rows minus the 5 parameters)."""
     w = np.asarray(data.weights, float)
-    r = np.asarray(chinchilla_log_lse(jnp.asarray(theta), data.log_N, data.log_D) - data.log_loss, float)
+    r = _log_lse_host(theta, data.log_N, data.log_D) - np.asarray(data.log_loss, float)
     dof = float(w.sum()) - _N_PARAMS
     return float(np.sqrt(np.sum(w * r**2) / max(dof, 1.0))), int(dof)
 
@@ -420,7 +433,7 @@ def pad_rows(data: ChinchillaData, n: int) -> ChinchillaData:
         raise ValueError(f"cannot pad {data.n} rows to {n}")
     if k == 0:
         return data
-    pad = lambda a, v: jnp.concatenate([a, jnp.full((k,), v, a.dtype)])  # noqa: E731
+    pad = lambda a, v: jax.device_put(np.concatenate([np.asarray(a), np.full(k, v, a.dtype)]))  # noqa: E731
     return data.replace(log_N=pad(data.log_N, 0.0), log_D=pad(data.log_D, 0.0),
                         log_loss=pad(data.log_loss, 0.0), weights=pad(data.weights, 0.0))
 
@@ -428,7 +441,7 @@ def pad_rows(data: ChinchillaData, n: int) -> ChinchillaData:
 def take_rows(data: ChinchillaData, mask) -> ChinchillaData:
     """The rows of ``data`` where ``mask`` holds (same static metadata)."""
     idx = np.flatnonzero(np.asarray(mask))
-    return jax.tree_util.tree_map(lambda a: a[idx], data)
+    return jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)[idx]), data)  # on the host
 
 
 def _check_design(data: ChinchillaData, spec: ChinchillaSpec, what: str) -> None:
@@ -503,14 +516,15 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
                       "raise Spec.max_steps if the objective was still falling", RuntimeWarning, stacklevel=2)
     _warn_at_bounds(res.params, d, what)
     sigma, dof = residual_scale(res.params, d)
-    log_range = _log_range(d)
     kappa = extrapolation_backtest(d, res.params, spec)
+    count = jnp.result_type(int)
     out = ChinchillaFit(
-        params=chinchilla_theta_to_params(res.params), theta=res.params, objective=res.loss,
-        converged=res.converged, reason=res.reason, n_converged=jnp.asarray(n_conv),
-        n_nonfinite_starts=jnp.asarray(n_bad), excluded=jnp.asarray(excluded),
-        sigma=jnp.asarray(sigma), dof=jnp.asarray(dof), spec=spec, columns=data.columns,
-        n_starts=int(starts_arr.shape[0]), log_range=log_range, kappa=jnp.asarray(kappa),
+        params=jax.tree_util.tree_map(_device, chinchilla_theta_to_params(np.asarray(res.params))),
+        theta=res.params, objective=res.loss, converged=res.converged, reason=res.reason,
+        n_converged=_device(n_conv, count), n_nonfinite_starts=_device(n_bad, count),
+        excluded=jax.device_put(excluded), sigma=_device(sigma), dof=_device(dof, count), spec=spec,
+        columns=data.columns, n_starts=int(starts_arr.shape[0]), log_range=_device(_log_range(d)),
+        kappa=_device(kappa),
     )
     if spec.n_boot > 0:
         theta_b, n_excl = bootstrap(jax.random.fold_in(key, 1), d, res.params, n_boot=spec.n_boot,
@@ -521,7 +535,7 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
 
 def _warn_at_bounds(theta, data: ChinchillaData, what: str) -> None:
     """Warn when the irreducible loss E went to 0 or an exponent to ~0: the runs do not pin them down."""
-    p = chinchilla_theta_to_params(theta)
+    p = chinchilla_theta_to_params(np.asarray(theta))
     low = float(np.exp(np.min(np.asarray(data.log_loss)[np.asarray(data.weights) > 0])))
     if float(p.E) < 1e-3 * low:
         warnings.warn(f"{what}: the irreducible loss E = {float(p.E):.3g} went to its bound 0 (the lowest "
@@ -535,18 +549,20 @@ def _warn_at_bounds(theta, data: ChinchillaData, what: str) -> None:
                           "is not identified", RuntimeWarning, stacklevel=3)
 
 
-def _box_distance(log_range, data: ChinchillaData):
-    """Decades of N, D or C = 6ND outside a (3, 2) log range (0 inside)."""
-    log_c = data.log_N + data.log_D + np.log(6.0)
-    parts = [jnp.maximum(jnp.maximum(log_range[i, 0] - v, v - log_range[i, 1]), 0.0)
-             for i, v in enumerate((data.log_N, data.log_D, log_c))]
-    d = jnp.max(jnp.stack(parts), axis=0) / np.log(10.0)
-    return jnp.where(d < 1e-9, 0.0, d)  # the training runs themselves sit at 0 despite rounding
+def _box_distance(log_range, data: ChinchillaData, xp=jnp):
+    """Decades of N, D or C = 6ND outside a (3, 2) log range (0 inside); ``xp=np`` on the host."""
+    log_n, log_d = xp.asarray(data.log_N), xp.asarray(data.log_D)
+    log_c = log_n + log_d + np.log(6.0)
+    parts = [xp.maximum(xp.maximum(log_range[i, 0] - v, v - log_range[i, 1]), 0.0)
+             for i, v in enumerate((log_n, log_d, log_c))]
+    d = xp.max(xp.stack(parts), axis=0) / np.log(10.0)
+    return xp.where(d < 1e-9, 0.0, d)  # the training runs themselves sit at 0 despite rounding
 
 
-def _log_range(data: ChinchillaData):
-    log_c = data.log_N + data.log_D + np.log(6.0)
-    return jnp.stack([jnp.stack([jnp.min(a), jnp.max(a)]) for a in (data.log_N, data.log_D, log_c)])
+def _log_range(data: ChinchillaData) -> np.ndarray:
+    """(3, 2) natural-log (min, max) of N, D and C = 6ND over the rows (host side)."""
+    log_n, log_d = np.asarray(data.log_N, float), np.asarray(data.log_D, float)
+    return np.array([[a.min(), a.max()] for a in (log_n, log_d, log_n + log_d + np.log(6.0))])
 
 
 def _refit_program(theta, data: ChinchillaData, delta, steps: int) -> FitResult:
@@ -566,19 +582,19 @@ def extrapolation_backtest(data: ChinchillaData, theta, spec: ChinchillaSpec) ->
     n = data.n
     if spec.backtest_frac <= 0 or n < 20:
         return 0.0
-    log_c = np.asarray(data.log_N + data.log_D)
+    log_c = np.asarray(data.log_N) + np.asarray(data.log_D)
     k = max(int(round(spec.backtest_frac * n)), 1)
     future = np.zeros(n, bool)
     future[np.argsort(log_c, kind="stable")[n - k:]] = True
     past, fut = take_rows(data, ~future), take_rows(data, future)
     res = programs.call("chinchilla_backtest_refit", _refit_program,
-                        (jnp.asarray(theta), pad_rows(past, bucket(past.n)).replace(columns=ChinchillaData.columns),
-                         jnp.asarray(spec.huber_delta, past.log_N.dtype)), (spec.boot_steps,), light=True)
+                        (theta, pad_rows(past, bucket(past.n)).replace(columns=ChinchillaData.columns),
+                         np.asarray(spec.huber_delta, past.log_N.dtype)), (spec.boot_steps,), light=True)
     if not np.all(np.isfinite(np.asarray(res.params))):
         return 0.0
     sigma, _ = residual_scale(res.params, past)
-    dist = np.asarray(_box_distance(_log_range(past), fut))
-    z2 = (np.asarray(chinchilla_log_lse(res.params, fut.log_N, fut.log_D) - fut.log_loss) / max(sigma, 1e-12)) ** 2
+    dist = _box_distance(_log_range(past), fut, xp=np)
+    z2 = ((_log_lse_host(res.params, fut.log_N, fut.log_D) - np.asarray(fut.log_loss)) / max(sigma, 1e-12)) ** 2
     if dist.max() <= 0 or np.mean(z2) <= 1.0:
         return 0.0
 
@@ -644,7 +660,7 @@ def bootstrap(key, data: ChinchillaData, theta0, *, n_boot: int = 4000, steps: i
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     data = take_rows(data, np.asarray(data.weights) > 0)
-    data = pad_rows(data.replace(weights=jnp.ones_like(data.weights)), bucket(data.n))
+    data = pad_rows(data.replace(weights=_device(np.ones(data.n), data.weights.dtype)), bucket(data.n))
     keys = jax.random.split(key, n_boot)
     res = _bootstrap_jit(keys, jnp.asarray(theta0), data, steps, delta)
     params, loss, conv = (np.array(a) for a in (res.params, res.loss, res.converged))

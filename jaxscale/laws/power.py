@@ -107,12 +107,17 @@ def chinchilla_log_lse(theta, log_N, log_D):
 
 
 def chinchilla_theta_to_params(theta) -> ChinchillaParams:
-    """Map the ``(a, b, e, alpha, beta)`` vector of :func:`chinchilla_log_lse` to parameters."""
-    theta = jnp.asarray(theta)
+    """Map the ``(a, b, e, alpha, beta)`` vector of :func:`chinchilla_log_lse` to parameters.
+
+    A NumPy ``theta`` gives NumPy parameters (host-side bookkeeping compiles nothing); anything
+    else gives JAX arrays.
+    """
+    xp = np if isinstance(theta, np.ndarray) else jnp
+    theta = xp.asarray(theta)
     return ChinchillaParams(
-        E=jnp.exp(theta[..., 2]),
-        A=jnp.exp(theta[..., 0]),
-        B=jnp.exp(theta[..., 1]),
+        E=xp.exp(theta[..., 2]),
+        A=xp.exp(theta[..., 0]),
+        B=xp.exp(theta[..., 1]),
         alpha=theta[..., 3],
         beta=theta[..., 4],
     )

@@ -19,7 +19,7 @@ import pandas as pd
 
 from jaxscale import _programs as programs
 from jaxscale.infer import bucket, minimize_lbfgs, multistart, reason_text
-from jaxscale.laws import ChinchillaParams, chinchilla_log_lse
+from jaxscale.laws import ChinchillaParams, chinchilla_log_lse, chinchilla_theta_to_params
 from jaxscale.ncpl.dataset import SOURCES, regression_metrics, select
 
 __all__ = [
@@ -145,9 +145,7 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
     # A (N / s)^-alpha = (A s^alpha) N^-alpha
     th[0] += th[3] * np.log(n_scale)
     th[1] += th[4] * np.log(d_scale)
-    # (a, b, e, alpha, beta) -> (E, A, B, alpha, beta) on the host, as laws.chinchilla_theta_to_params
-    params = ChinchillaParams(*(np.asarray(v, float) for v in (np.exp(th[2]), np.exp(th[0]), np.exp(th[1]), th[3],
-                                                                th[4])))
+    params = ChinchillaParams(*(np.asarray(v, float) for v in chinchilla_theta_to_params(th)))  # NumPy in, out
     return LawFit(params, converged, reason, float(obj[i]))
 
 
