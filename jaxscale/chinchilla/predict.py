@@ -21,7 +21,7 @@ import pandas as pd
 import jax
 import jax.numpy as jnp
 
-from jaxscale.chinchilla.fit import ChinchillaData, ChinchillaFit, _box_distance, from_frame
+from jaxscale.chinchilla.fit import ChinchillaData, ChinchillaFit, _box_distance, _device, _log_lse_host, from_frame
 from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation, z_value
 from jaxscale.laws import chinchilla_log_lse, chinchilla_theta_to_params
 
@@ -49,7 +49,7 @@ def extrapolation(fit: ChinchillaFit, data: ChinchillaData):
     largest), 0 inside. A query at 10x the largest training compute has distance 1."""
     if fit.log_range is None:
         return None
-    return _box_distance(jnp.asarray(fit.log_range), data)
+    return _device(_box_distance(np.asarray(fit.log_range, float), data, xp=np))
 
 
 def power_law_baseline(train: ChinchillaData, query: ChinchillaData, level: float = 0.9) -> Prediction:
@@ -102,25 +102,34 @@ def predict(fit: ChinchillaFit, query, *, key=None, level: float = 0.9, n_sample
 
 
 def _predict(fit: ChinchillaFit, data: ChinchillaData, key, level: float, n_samples) -> Prediction:
-    mu = chinchilla_log_lse(jnp.asarray(fit.theta), data.log_N, data.log_D)
-    sigma = jnp.asarray(fit.sigma)
+    # on the host (NumPy): eager device code would compile a small program per operation; only the
+    # random draws come from JAX (the key's stream)
+    dtype = jnp.result_type(float)
+    ln, ld = np.asarray(data.log_N, float), np.asarray(data.log_D, float)
+    mu = _log_lse_host(np.asarray(fit.theta), ln, ld)
+    sigma = float(fit.sigma)
     if fit.kappa is not None and fit.log_range is not None:  # noise grows with the distance outside
-        sigma = sigma * (1.0 + jnp.asarray(fit.kappa) * extrapolation(fit, data))
+        sigma = sigma * (1.0 + float(fit.kappa) * _box_distance(np.asarray(fit.log_range, float), data, xp=np))
+
+    def out(mean, lower, upper, samples=None):
+        return Prediction(*(None if a is None else _device(a) for a in (mean, lower, upper, samples)))
+
     if fit.boot_theta is not None and len(fit.boot_theta):
-        mu_b = jax.vmap(lambda th: chinchilla_log_lse(th, data.log_N, data.log_D))(jnp.asarray(fit.boot_theta))
+        mu_b = _log_lse_host(np.asarray(fit.boot_theta), ln, ld)
         if key is not None:  # at least MIN_DRAWS draws: the refits in turn, each with its own noise
-            mu_b = jnp.tile(mu_b, (-(-MIN_DRAWS // mu_b.shape[0]), 1))
-            draws = jnp.exp(mu_b + sigma * jax.random.normal(key, mu_b.shape, mu_b.dtype))
-            q = jnp.quantile(draws, jnp.asarray([(1 - level) / 2, (1 + level) / 2]), axis=0)
-            return Prediction(jnp.exp(mu), q[0], q[1], draws)
-        sd = jnp.sqrt(jnp.var(mu_b, axis=0) + sigma**2)
+            mu_b = np.tile(mu_b, (-(-MIN_DRAWS // mu_b.shape[0]), 1))
+            draws = np.exp(mu_b + sigma * np.asarray(jax.random.normal(key, mu_b.shape, dtype), float))
+            q = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
+            return out(np.exp(mu), q[0], q[1], draws)
+        sd = np.sqrt(np.var(mu_b, axis=0) + sigma**2)
         z = z_value(level)
-        return Prediction(jnp.exp(mu), jnp.exp(mu - z * sd), jnp.exp(mu + z * sd), None)
+        return out(np.exp(mu), np.exp(mu - z * sd), np.exp(mu + z * sd))
     t = _t_value(level, int(fit.dof))
     samples = None
     if key is not None and n_samples:
-        samples = jnp.exp(mu + sigma * jax.random.t(key, max(int(fit.dof), 1), (n_samples, mu.shape[0]), mu.dtype))
-    return Prediction(jnp.exp(mu), jnp.exp(mu - t * sigma), jnp.exp(mu + t * sigma), samples)
+        eps = np.asarray(jax.random.t(key, max(int(fit.dof), 1), (n_samples, mu.shape[0]), dtype), float)
+        samples = np.exp(mu + sigma * eps)
+    return out(np.exp(mu), np.exp(mu - t * sigma), np.exp(mu + t * sigma), samples)
 
 
 def optimal_allocation(theta, compute):
