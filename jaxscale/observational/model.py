@@ -60,7 +60,7 @@ from jaxscale.laws import sigmoid_link
 from .bayes import LIKELIHOODS, PRIORS, TOP_FRAC, PosteriorDraws
 from .constants import BASE_METRICS
 from .data import FAMILY, FLOPS
-from .fit import FLOOR_MAX, SigmoidLaw, fit_law, ln_regressor, objective, start_theta, unpack
+from .fit import FLOOR_MAX, SigmoidLaw, fit_law, ln_regressor, objective, predict_np, start_theta, unpack
 from .fit import predict as law_predict
 from .pca import ImputeState, PCAState, apply_impute, fit_impute, fit_pca, project
 from .spec import FLOPS_UNIT, ObsSpec
@@ -341,8 +341,8 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
         _check_duplicates(df, mcol, metric_cols + [target_col] + ([fcol] if fcol else []), what)
     index = df.index
     row = (np.asarray(index, np.int64) if pd.api.types.is_integer_dtype(index) else np.arange(n, dtype=np.int64))
-    return ObsData(jnp.asarray(B), jnp.asarray(y), jnp.asarray(flops), jnp.asarray(family),
-                   jnp.asarray(row), metric_names=tuple(metric_cols), family_labels=labels,
+    dev = lambda a: jax.device_put(np.asarray(a))  # noqa: E731  (jnp.asarray would compile a program per shape)
+    return ObsData(dev(B), dev(y), dev(flops), dev(family), dev(row), metric_names=tuple(metric_cols), family_labels=labels,
                    lo=float(lo), hi=float(hi), flops_unit=float(flops_unit), columns=tuple(columns))
 
 
@@ -389,7 +389,7 @@ def _check_duplicates(df: pd.DataFrame, mcol: str | None, keys: list, what: str)
 def take_rows(data: ObsData, rows) -> ObsData:
     """The rows ``rows`` (boolean mask or integer indices) of ``data``: every array field sliced."""
     rows = np.asarray(rows)
-    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[rows]), data)
+    return jax.tree.map(lambda a: jax.device_put(np.asarray(a)[rows]), data)
 
 
 # ----------------------------------------------------------------------------- fit
@@ -401,13 +401,14 @@ _GH_W = _GH_W / _GH_W.sum()
 _LOG_KAPPA = PRIORS.log_kappa_mean + PRIORS.log_kappa_sd * np.linspace(-4.0, 4.0, 81)
 
 
-def _box_excess(S, lo, hi, sd):
+def _box_excess(S, lo, hi, sd, xp=jnp):
     """Euclidean distance of scores ``S`` (..., k) outside the box ``[lo, hi]`` in units of ``sd``
-    (0 inside; distances below 1e-9 are rounding of a training row and count as 0)."""
-    e = jax.nn.relu((S - hi) / sd) + jax.nn.relu((lo - S) / sd)
-    r2 = jnp.sum(e * e, axis=-1)
-    d = jnp.where(r2 > 0, jnp.sqrt(jnp.where(r2 > 0, r2, 1.0)), 0.0)
-    return jnp.where(d < 1e-9, 0.0, d)
+    (0 inside; distances below 1e-9 are rounding of a training row and count as 0); ``xp=np`` on
+    the host."""
+    e = xp.maximum((S - hi) / sd, 0.0) + xp.maximum((lo - S) / sd, 0.0)
+    r2 = xp.sum(e * e, axis=-1)
+    d = xp.where(r2 > 0, xp.sqrt(xp.where(r2 > 0, r2, 1.0)), 0.0)
+    return xp.where(d < 1e-9, 0.0, d)
 
 
 def _censored_logpdf(y, mu, s):
@@ -536,7 +537,7 @@ def _pad(data: ObsData, npad: int) -> ObsData:
 
     def pad(a, fill):
         a = np.asarray(a)
-        return jnp.asarray(np.concatenate([a, np.full((extra,) + a.shape[1:], fill, a.dtype)]))
+        return jax.device_put(np.concatenate([a, np.full((extra,) + a.shape[1:], fill, a.dtype)]))
 
     return data.replace(scores=pad(data.scores, np.nan), y=pad(data.y, np.nan), flops=pad(data.flops, np.nan),
                         family=pad(data.family, -1), row=pad(data.row, -1))
@@ -743,7 +744,7 @@ def capabilities(fit: ObsFit, query) -> np.ndarray:
     Bp[:n] = np.where(obs, B, 0.0)
     op = np.ones((npad, B.shape[1]), bool)
     op[:n] = obs
-    S = _transform(fit.impute, fit.pca, jnp.asarray(Bp), jnp.asarray(op), fit.spec.k, fit.spec.impute_iters)
+    S = _transform(fit.impute, fit.pca, jax.device_put(Bp), jax.device_put(op), fit.spec.k, fit.spec.impute_iters)
     return np.asarray(S)[:n]
 
 
@@ -772,7 +773,7 @@ def extrapolation(fit: ObsFit, query) -> np.ndarray | None:
     S = query if isinstance(query, np.ndarray) else capabilities(fit, query)
     sd = np.asarray(fit.pc_sd, float)
     rng = np.asarray(fit.pc_range, float)
-    return np.asarray(_box_excess(jnp.asarray(S, float), rng[0], rng[1], np.where(sd > 0, sd, 1.0)))
+    return _box_excess(np.asarray(S, float), rng[0], rng[1], np.where(sd > 0, sd, 1.0), xp=np)
 
 
 def flops_excess(fit: ObsFit, data: ObsData) -> np.ndarray:
@@ -865,7 +866,7 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9) -> Prediction:
     level = check_level(level)
     data = _as_data(fit, query)
     S = capabilities(fit, data)
-    mean = np.asarray(law_predict(fit.law, jnp.asarray(S)))
+    mean = predict_np(fit.law, S)
     dist = extrapolation(fit, S)
     spread = np.zeros(len(S)) if dist is None or fit.kappa is None else float(fit.kappa) * np.asarray(dist, float)
     samples = None
@@ -901,9 +902,9 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9) -> Prediction:
         lower, upper = _mixture_interval(z, float(fit.law.floor), float(fit.resid_sd), spread, level)
     _warn_far(fit, dist, data)
     scale = fit.hi - fit.lo
-    raw = lambda v: None if v is None else jnp.asarray(fit.lo + scale * np.asarray(v, float))
+    raw = lambda v: None if v is None else jax.device_put(fit.lo + scale * np.asarray(v, float))
     return Prediction(raw(mean), raw(lower), raw(upper), raw(samples),
-                      None if dist is None else jnp.asarray(dist))
+                      None if dist is None else jax.device_put(dist))
 
 
 def flops_baseline(train: ObsData, query: ObsData, spec: ObsSpec = ObsSpec(), *, level: float = 0.9):
@@ -976,14 +977,14 @@ def _sigmoid_baseline(xt, xq, train: ObsData, query: ObsData, spec: ObsSpec, lev
                           f"of it and a target that varies; have {int(ok.sum())} row(s) with {needs}")
         return None, info
     law, res = fit_law(xt[ok, None], yt[ok], floor=spec.floor, loss=spec.loss)
-    fitted = np.asarray(law_predict(law, jnp.asarray(xt[ok, None])))
+    fitted = predict_np(law, xt[ok, None])
     sd = float(np.sqrt(np.sum((fitted - yt[ok]) ** 2) / max(ok.sum() - n_par, 1)))
     has = np.isfinite(xq)
     mu = np.full(xq.shape, np.nan)
-    mu[has] = np.asarray(law_predict(law, jnp.asarray(xq[has, None])))
+    mu[has] = predict_np(law, xq[has, None])
     half = float(ndtri(0.5 + level / 2)) * sd
     scale = query.hi - query.lo
-    raw = lambda v: jnp.asarray(query.lo + scale * v)  # noqa: E731
+    raw = lambda v: jax.device_put(query.lo + scale * v)  # noqa: E731
     info.update(slope=float(law.slopes[0]), intercept=float(law.intercept), floor=float(law.floor),
                 converged=bool(res.converged), resid_sd=sd)
     return Prediction(raw(mu), raw(np.clip(mu - half, 0.0, 1.0)), raw(np.clip(mu + half, 0.0, 1.0))), info
