@@ -192,7 +192,7 @@ def _fit_table(args) -> dict:
         warnings.simplefilter("always")
         data = cl.from_frame(df, **_columns(args))
         held = holdout_mask(df, args.holdout)
-        train = jax.tree_util.tree_map(lambda a: a[~held], data)
+        train = jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)[~held]), data)  # on the host
         key = jax.random.key(args.seed)
         t0 = time.perf_counter()
         fit = cl.fit(key, train, spec)

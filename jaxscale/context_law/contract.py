@@ -247,9 +247,9 @@ def from_frame(df: pd.DataFrame, *, c_col: str | None = None, n_col: str | None 
     _check_units(df, dict(roles), what)
     if score_col is not None:
         _warn_duplicates(df, what)
-    return Data(jnp.asarray(log_C), jnp.asarray(num(n_prompt_col)), jnp.asarray(num(n_ctx_col)), jnp.asarray(y),
-                jnp.ones(n), jnp.asarray(floor), jnp.asarray(codes, dtype=jnp.int32),
-                None if n_items_col is None else jnp.asarray(num(n_items_col)), _row_labels(df),
+    dev = lambda a, dtype=float: jax.device_put(np.asarray(a, dtype))  # noqa: E731  (jnp.asarray compiles a program)
+    return Data(dev(log_C), dev(num(n_prompt_col)), dev(num(n_ctx_col)), dev(y), dev(np.ones(n)), dev(floor),
+                dev(codes, np.int32), None if n_items_col is None else dev(num(n_items_col)), _row_labels(df),
                 task_labels=labels, columns=tuple(roles))
 
 
@@ -257,7 +257,7 @@ def _row_labels(df: pd.DataFrame):
     """The frame's index as integers (file lines from ``read_table``), or None when it is not integer."""
     idx = df.index
     if pd.api.types.is_integer_dtype(idx.dtype):
-        return jnp.asarray(np.asarray(idx, dtype=np.int64))
+        return jax.device_put(np.asarray(idx, dtype=np.int64))
     return None
 
 
@@ -441,8 +441,9 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     posterior = _posterior(k_bayes, stacked, spec, core.theta, (w_past, future, ok, theta_bt)) if spec.bayes else None
     n_future = np.where(ok, np.asarray(future).sum(1), 0)
     return Fit(core.theta, core.loss, core.de_loss, core.de_generations, core.de_converged, core.polished,
-               core.lbfgs_steps, sigma, n_train, posterior, jnp.asarray(training_box(stacked)),
-               jnp.full((T,), drift["tau"]), jnp.asarray(n_future), drift_reason=drift["reason"], spec=spec,
+               core.lbfgs_steps, sigma, n_train, posterior, jax.device_put(training_box(stacked)),
+               jax.device_put(np.full(T, float(drift["tau"]))), jax.device_put(n_future), drift_reason=drift["reason"],
+               spec=spec,
                task_labels=labels, columns=data.columns)
 
 
@@ -530,7 +531,8 @@ def extrapolation(fit: Fit, query):
     if fit.box is None:
         return None
     q = query if isinstance(query, Data) and query.task_labels == fit.task_labels else _query(fit, query)
-    return distance(jnp.asarray(fit.box)[jnp.asarray(q.task)], q.log_C, q.n_pmt, q.n_ctx)
+    return jax.device_put(distance(np.asarray(fit.box)[np.asarray(q.task)], np.asarray(q.log_C), np.asarray(q.n_pmt),
+                                   np.asarray(q.n_ctx), xp=np))  # on the host
 
 
 @partial(jax.jit, static_argnames=("spec",))
@@ -570,9 +572,11 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
         warn_extrapolation("context-law predict", dist, "decades of prompt length, compute or prompt/limit ratio "
                            "outside the task's training cells", stacklevel=3)
         rate = fit.posterior.drift if fit.posterior is not None and fit.posterior.drift is not None else fit.drift
-        extra = jnp.asarray(rate)[codes] * dist if rate is not None else jnp.zeros_like(dist)
+        d = np.asarray(dist)
+        extra = np.asarray(rate)[np.asarray(q.task)] * d if rate is not None else np.zeros_like(d)
     else:
-        extra = jnp.zeros(len(q))
+        extra = np.zeros(len(q))
+    extra = jax.device_put(extra)
     if fit.posterior is None:
         mean, lo, hi = _point_interval(jnp.asarray(fit.theta), jnp.asarray(fit.sigma), extra, q, z_value(level), spec)
         return Prediction(mean, lo, hi, None, dist)

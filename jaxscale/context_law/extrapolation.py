@@ -50,16 +50,16 @@ def training_box(stacked) -> np.ndarray:
                      np.where(w, lr, -big).max(1)], axis=1)
 
 
-def distance(box, log_C, n_pmt, n_ctx):
+def distance(box, log_C, n_pmt, n_ctx, xp=jnp):
     """Decades outside the training box for each row (``box`` rows broadcast against the row
-    arrays: pass ``box[task]``); 0 inside. Works on NumPy and JAX arrays (jit-able)."""
-    box = jnp.asarray(box)
-    lp = jnp.log10(jnp.asarray(n_pmt))
-    lc = jnp.asarray(log_C) / _LN10
-    lr = lp - jnp.log10(jnp.asarray(n_ctx))
-    parts = jnp.stack([box[..., 0] - lp, lp - box[..., 1], box[..., 2] - lc, lc - box[..., 3], lr - box[..., 4]])
-    d = jnp.max(parts, axis=0)
-    return jnp.where(d > _INSIDE, d, 0.0)
+    arrays: pass ``box[task]``); 0 inside. Jit-able; ``xp=np`` computes on the host."""
+    box = xp.asarray(box)
+    lp = xp.log10(xp.asarray(n_pmt))
+    lc = xp.asarray(log_C) / _LN10
+    lr = lp - xp.log10(xp.asarray(n_ctx))
+    parts = xp.stack([box[..., 0] - lp, lp - box[..., 1], box[..., 2] - lc, lc - box[..., 3], lr - box[..., 4]])
+    d = xp.max(parts, axis=0)
+    return xp.where(d > _INSIDE, d, 0.0)
 
 
 def _enough(y, n_pmt, log_C, spec: Spec) -> bool:
