@@ -202,16 +202,18 @@ def pad_data(data: Data, n: int) -> tuple[Data, jax.Array]:
     k = n - len(data)
     if k < 0:
         raise ValueError(f"cannot pad {len(data)} rows to {n}")
+    # on the host (NumPy, then one transfer per array): eager device code would compile a small
+    # program per operation and shape
     dt = _float()
-    w = jnp.concatenate([jnp.ones((len(data),), dt), jnp.zeros((k,), dt)])
+    w = jax.device_put(np.concatenate([np.ones(len(data), dt), np.zeros(k, dt)]))
     if k == 0:
         return data, w
 
     def cat(a, v):
         if a is None:
             return None
-        a = jnp.asarray(a)
-        return jnp.concatenate([a, jnp.full((k,) + a.shape[1:], v, a.dtype)])
+        a = np.asarray(a)
+        return jax.device_put(np.concatenate([a, np.full((k,) + a.shape[1:], v, a.dtype)]))
 
     return data.replace(task=cat(data.task, 0), instance=cat(data.instance, 0), x=cat(data.x, 0.0),
                         y=cat(data.y, 1.0), descriptors=cat(data.descriptors, 1.0), compute=cat(data.compute, 1.0),
@@ -604,11 +606,12 @@ def _predict_padded(fit: Fit, q: Data) -> JointPrediction:
     n_u = sum(lev == "task" for lev in fit.descriptor_levels)
     regress = bool(spec.model == "magp_desc" and n_u >= 1 and observed.sum() >= n_u + 1 and not observed.all())
     idx = np.flatnonzero(np.asarray(fit.ok))
-    fc = fit.replace(params=jax.tree.map(lambda a: jnp.asarray(a)[idx], fit.params), train=None, history=None,
+    fc = fit.replace(params=jax.tree.map(lambda a: jax.device_put(np.asarray(a)[idx]), fit.params), train=None,
+                     history=None,
                      loss=None, jitter=None, ok=None, converged=None, task_labels=canon.task_labels,
                      instance_labels=canon.instance_labels, descriptor_names=canon.descriptor_names, x_is_log=False,
                      columns=())
-    return _predict_core(fc, tr, w_tr, qp, w_q, jnp.asarray(observed), regress)
+    return _predict_core(fc, tr, w_tr, qp, w_q, jax.device_put(observed), regress)
 
 
 def predict_restarts(fit: Fit, query) -> JointPrediction:
@@ -617,7 +620,8 @@ def predict_restarts(fit: Fit, query) -> JointPrediction:
     q = as_query(fit, query)
     M = len(q)
     j = _predict_padded(fit, q)
-    return JointPrediction(j.mean[:, :M], j.cov[:, :M, :M], j.noise_var[:, :M])
+    mean, cov, noise = (np.asarray(a) for a in j)  # cut back on the host
+    return JointPrediction(*(jax.device_put(a) for a in (mean[:, :M], cov[:, :M, :M], noise[:, :M])))
 
 
 @partial(jax.jit, static_argnames=("iters",))
@@ -644,10 +648,11 @@ def mixture_interval(means, sds, level: float = 0.9):
     """Central ``level`` interval ``(lower, upper)`` of equal-weight Gaussian mixtures over the
     leading axis: ``means``, ``sds`` of shape ``(R, M)``."""
     level = check_level(level)
-    means, sds = jnp.atleast_2d(jnp.asarray(means)), jnp.atleast_2d(jnp.asarray(sds))
-    qs = _mixture_quantile(means, jnp.maximum(sds, 1e-300), jnp.asarray([(1 - level) / 2, (1 + level) / 2],
-                                                                         means.dtype))
-    return qs[0], qs[1]
+    # host-side preparation: eager device code would compile a small program per operation
+    means, sds = np.atleast_2d(np.asarray(means)), np.atleast_2d(np.asarray(sds))
+    qs = np.asarray(_mixture_quantile(means, np.maximum(sds, 1e-300),
+                                      np.asarray([(1 - level) / 2, (1 + level) / 2], means.dtype)))
+    return jax.device_put(qs[0]), jax.device_put(qs[1])
 
 
 @partial(jax.jit, static_argnames=("n_samples",))

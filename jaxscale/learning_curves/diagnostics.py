@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -30,29 +31,31 @@ def adam_convergence(history):
     """``(R,)`` bool: the restart's negative ELBO has stopped falling (see the module docstring).
 
     Args:
-      history: ``(R, steps)`` per-step loss estimates (jnp or numpy; traced values are fine).
+      history: ``(R, steps)`` per-step loss estimates (a JAX array, traced or not, or NumPy: then
+        computed on the host and returned as NumPy).
 
     Returns:
       ``(converged, drop, tolerance)``: the fall of the windowed mean over the last window and the
       tolerance it was compared with, each ``(R,)``.
     """
-    h = jnp.atleast_2d(jnp.asarray(history))
+    xp = jnp if isinstance(history, jax.Array) else np  # NumPy history: computed on the host
+    h = xp.atleast_2d(xp.asarray(history))
     steps = h.shape[1]
     w = _window(steps)
     if steps < 2 * w:
-        nan = jnp.full(h.shape[:1], jnp.nan, h.dtype)
-        return jnp.zeros(h.shape[:1], bool), nan, nan
+        nan = xp.full(h.shape[:1], xp.nan, h.dtype)
+        return xp.zeros(h.shape[:1], bool), nan, nan
     a, b = h[:, steps - 2 * w:steps - w], h[:, steps - w:]
-    drop = jnp.mean(a, 1) - jnp.mean(b, 1)
-    se = jnp.sqrt(jnp.var(a, 1) / w + jnp.var(b, 1) / w)
-    tol = 3.0 * se + 1e-3 * (jnp.abs(jnp.mean(b, 1)) + 1.0)
-    return jnp.isfinite(drop) & (drop <= tol), drop, tol
+    drop = xp.mean(a, 1) - xp.mean(b, 1)
+    se = xp.sqrt(xp.var(a, 1) / w + xp.var(b, 1) / w)
+    tol = 3.0 * se + 1e-3 * (xp.abs(xp.mean(b, 1)) + 1.0)
+    return xp.isfinite(drop) & (drop <= tol), drop, tol
 
 
 def adam_report(history, ok, steps: int, what: str) -> dict:
     """``{converged, n_converged, n_restarts, reason}`` of Adam restarts (only finite ``ok`` ones count)."""
     ok = np.asarray(ok, bool)
-    conv, drop, tol = (np.asarray(a) for a in adam_convergence(history))
+    conv, drop, tol = adam_convergence(np.asarray(history))
     n = int(ok.sum())
     good = conv & ok
     out = {"converged": bool(n > 0 and good[ok].all()), "n_converged": int(good.sum()), "n_restarts": n}

@@ -120,17 +120,22 @@ def _law_at(fit: LCFit, query: Points):
 def take_ok(fit: LCFit):
     """Parameters of the finite restarts only (leading axis R_ok)."""
     idx = np.flatnonzero(fit.result.ok)
-    return jax.tree_util.tree_map(lambda a: a[idx], fit.result.params)
+    return jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)[idx]), fit.result.params)  # on the host
 
 
 def _scaler(fit: LCFit, problem: LCProblem) -> Scaler:
     return getattr(fit.result, "scaler", None) or problem.scaler
 
 
-def _to_original(scaler: Scaler, query: Points, mean, cov, noise) -> JointPrediction:
-    s = jnp.asarray(scaler.std)[query.d]
-    mu = jnp.asarray(scaler.mean)[query.d]
-    return JointPrediction(mean * s + mu, cov * s[:, None] * s[None, :], noise * s**2)
+def _to_original(scaler: Scaler, query: Points, mean, cov, noise, law_mean=0.0, law_cov=0.0) -> JointPrediction:
+    """Standardised GP moments -> original units, plus the law's trend (on the host: eager device
+    arithmetic would compile a small program per operation and shape)."""
+    d = np.asarray(query.d)
+    s, mu = np.asarray(scaler.std, float)[d], np.asarray(scaler.mean, float)[d]
+    mean, cov, noise = (np.asarray(a) for a in (mean, cov, noise))
+    return JointPrediction(*(jax.device_put(a) for a in (mean * s + mu + np.asarray(law_mean),
+                                                         cov * s[:, None] * s[None, :] + np.asarray(law_cov),
+                                                         noise * s**2)))
 
 
 def predict_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = None, *, n_h: int = 32) -> JointPrediction:
@@ -152,9 +157,7 @@ def predict_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = No
                                      n_h=n_h)
     else:
         m, C, nv, _ = dhgp_joint_std(params, key, problem.xgrid, train, query)
-    out = _to_original(_scaler(fit, problem), query, m, C, nv)
-    law_mean, law_cov = _law_at(fit, query)
-    return out._replace(mean=out.mean + law_mean, cov=out.cov + law_cov)
+    return _to_original(_scaler(fit, problem), query, m, C, nv, *_law_at(fit, query))
 
 
 def sample_joint(key, fit: LCFit, problem: LCProblem, query: Points | None = None, *, n_samples: int = 100):
