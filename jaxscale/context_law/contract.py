@@ -443,8 +443,7 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     return Fit(core.theta, core.loss, core.de_loss, core.de_generations, core.de_converged, core.polished,
                core.lbfgs_steps, sigma, n_train, posterior, jax.device_put(training_box(stacked)),
                jax.device_put(np.full(T, float(drift["tau"]))), jax.device_put(n_future), drift_reason=drift["reason"],
-               spec=spec,
-               task_labels=labels, columns=data.columns)
+               spec=spec, task_labels=labels, columns=data.columns)
 
 
 def _posterior(key, stacked: Data, spec: Spec, theta, backtest) -> Posterior:

@@ -607,8 +607,7 @@ def _predict_padded(fit: Fit, q: Data) -> JointPrediction:
     regress = bool(spec.model == "magp_desc" and n_u >= 1 and observed.sum() >= n_u + 1 and not observed.all())
     idx = np.flatnonzero(np.asarray(fit.ok))
     fc = fit.replace(params=jax.tree.map(lambda a: jax.device_put(np.asarray(a)[idx]), fit.params), train=None,
-                     history=None,
-                     loss=None, jitter=None, ok=None, converged=None, task_labels=canon.task_labels,
+                     history=None, loss=None, jitter=None, ok=None, converged=None, task_labels=canon.task_labels,
                      instance_labels=canon.instance_labels, descriptor_names=canon.descriptor_names, x_is_log=False,
                      columns=())
     return _predict_core(fc, tr, w_tr, qp, w_q, jax.device_put(observed), regress)
