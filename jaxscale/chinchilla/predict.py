@@ -135,16 +135,25 @@ def _predict(fit: ChinchillaFit, data: ChinchillaData, key, level: float, n_samp
 def optimal_allocation(theta, compute):
     """``(N*, D*, L*)`` minimising the law at fixed compute ``C = 6 N D`` (closed form).
 
-    ``theta`` is ``(a, b, e, alpha, beta)``; every output has the shape of ``compute``.
+    ``theta`` is ``(a, b, e, alpha, beta)``; every output has the shape of ``compute``. NumPy
+    ``theta`` and ``compute`` give NumPy outputs (computed on the host); otherwise JAX arrays
+    (jit- and vmap-able).
     """
-    p = chinchilla_theta_to_params(jnp.asarray(theta))
-    c = jnp.asarray(compute) / 6.0
+    host = isinstance(theta, np.ndarray) and isinstance(compute, np.ndarray)
+    xp = np if host else jnp
+    theta = xp.asarray(theta)
+    p = chinchilla_theta_to_params(theta)
+    c = xp.asarray(compute) / 6.0
     s = p.alpha + p.beta
-    log_g = (jnp.log(p.alpha) + jnp.log(p.A) - jnp.log(p.beta) - jnp.log(p.B)) / s
-    log_n = log_g + (p.beta / s) * jnp.log(c)
-    log_d = jnp.log(c) - log_n
-    loss = jnp.exp(chinchilla_log_lse(jnp.asarray(theta), log_n, log_d))
-    return jnp.exp(log_n), jnp.exp(log_d), loss
+    log_g = (xp.log(p.alpha) + xp.log(p.A) - xp.log(p.beta) - xp.log(p.B)) / s
+    log_n = log_g + (p.beta / s) * xp.log(c)
+    log_d = xp.log(c) - log_n
+    if host:  # the law's log-sum-exp form; theta's leading axes broadcast against log_n
+        a, b, e, al, be = (theta[..., i] for i in range(5))
+        log_loss = np.logaddexp(np.logaddexp(a - al * log_n, b - be * log_d), e)
+    else:
+        log_loss = chinchilla_log_lse(theta, log_n, log_d)
+    return xp.exp(log_n), xp.exp(log_d), xp.exp(log_loss)
 
 
 def optimal(fit: ChinchillaFit, compute, *, level: float = 0.9) -> dict:
@@ -161,23 +170,28 @@ def optimal(fit: ChinchillaFit, compute, *, level: float = 0.9) -> dict:
       residual noise only.
     """
     level = check_level(level)
-    compute = jnp.atleast_1d(jnp.asarray(compute, dtype=jnp.result_type(float)))
-    if not bool(jnp.all(compute > 0)):
-        raise ValueError(f"compute budgets must be > 0 FLOPs, got {np.asarray(compute).tolist()}")
-    n, d, loss = optimal_allocation(fit.theta, compute)
-    sigma = jnp.asarray(fit.sigma)
+    # on the host (NumPy): eager device code would compile a small program per operation
+    compute = np.atleast_1d(np.asarray(compute, dtype=float))
+    if not np.all(compute > 0):
+        raise ValueError(f"compute budgets must be > 0 FLOPs, got {compute.tolist()}")
+    n, d, loss = optimal_allocation(np.asarray(fit.theta, float), compute)
+    sigma = float(fit.sigma)
     if fit.kappa is not None and fit.log_range is not None:  # noise grows outside the training box
-        at = ChinchillaData(jnp.log(n), jnp.log(d), jnp.full_like(n, jnp.nan), jnp.ones_like(n), columns=fit.columns)
-        sigma = sigma * (1.0 + jnp.asarray(fit.kappa) * extrapolation(fit, at))
-    qs = jnp.asarray([(1 - level) / 2, (1 + level) / 2])
+        at = ChinchillaData(np.log(n), np.log(d), np.full_like(n, np.nan), np.ones_like(n), columns=fit.columns)
+        sigma = sigma * (1.0 + float(fit.kappa) * _box_distance(np.asarray(fit.log_range, float), at, xp=np))
+    qs = [(1 - level) / 2, (1 + level) / 2]
+
+    def pred(mean, lower, upper, samples=None):
+        return Prediction(*(None if a is None else _device(a) for a in (mean, lower, upper, samples)))
+
     if fit.boot_theta is not None and len(fit.boot_theta):
-        nb, db, lb = jax.vmap(lambda th: optimal_allocation(th, compute))(jnp.asarray(fit.boot_theta))
-        qn, qd = jnp.quantile(nb, qs, axis=0), jnp.quantile(db, qs, axis=0)
-        sd = jnp.sqrt(jnp.var(jnp.log(lb), axis=0) + sigma**2)
+        nb, db, lb = optimal_allocation(np.asarray(fit.boot_theta, float)[:, None, :], compute)  # (B, n) each
+        qn, qd = np.quantile(nb, qs, axis=0), np.quantile(db, qs, axis=0)
+        sd = np.sqrt(np.var(np.log(lb), axis=0) + sigma**2)
         z = z_value(level)
-        return {"compute": compute, "N": Prediction(n, qn[0], qn[1], nb), "D": Prediction(d, qd[0], qd[1], db),
-                "loss": Prediction(loss, loss * jnp.exp(-z * sd), loss * jnp.exp(z * sd), lb)}
+        return {"compute": _device(compute), "N": pred(n, qn[0], qn[1], nb), "D": pred(d, qd[0], qd[1], db),
+                "loss": pred(loss, loss * np.exp(-z * sd), loss * np.exp(z * sd), lb)}
     t = _t_value(level, int(fit.dof))
-    nan = jnp.full_like(n, jnp.nan)
-    return {"compute": compute, "N": Prediction(n, nan, nan, None), "D": Prediction(d, nan, nan, None),
-            "loss": Prediction(loss, loss * jnp.exp(-t * sigma), loss * jnp.exp(t * sigma), None)}
+    nan = np.full_like(n, np.nan)
+    return {"compute": _device(compute), "N": pred(n, nan, nan), "D": pred(d, nan, nan),
+            "loss": pred(loss, loss * np.exp(-t * sigma), loss * np.exp(t * sigma))}
