@@ -405,16 +405,23 @@ def _noise_prior(T, LY, M, x0, nu, K: int):
     rep = lambda a: np.tile(a[pick], (G,) + (1,) * (a.ndim - 1))  # noqa: E731  (grid point, run) rows
     x = rep(x0)
     x[:, 3] = np.repeat(mus.ravel(), pick.size)
-    per = tuple(jnp.asarray(a) for a in (rep(T), rep(LY), rep(M), np.repeat(mus.ravel(), pick.size),
-                                         np.repeat(sds.ravel(), pick.size)))
-    x_map, cov, _ = map_laplace_batched(_POTENTIAL, jnp.asarray(x), per, (nu,), steps=MAP_STEPS)
-    u = jax.vmap(_potential, in_axes=(0, 0, 0, 0, 0, 0, None))(x_map, *per, nu)
-    # ln det H = -ln det(cov) (cov is the inverse Hessian, its eigenvalues floored)
-    lml = np.asarray(-u + 0.5 * jnp.linalg.slogdet(cov)[1]).reshape(G, pick.size)
+    per = tuple(jax.device_put(a) for a in (rep(T), rep(LY), rep(M), np.repeat(mus.ravel(), pick.size),
+                                            np.repeat(sds.ravel(), pick.size)))
+    x_map, cov, _ = map_laplace_batched(_POTENTIAL, jax.device_put(x), per, (nu,), steps=MAP_STEPS)
+    lml = np.asarray(_laplace_evidence(x_map, cov, per, nu)).reshape(G, pick.size)
     lml = (np.where(np.isfinite(lml), lml, -np.inf) * weight).sum(axis=1)
     best = int(np.argmax(lml))
     record = {"runs": int(real.size), "grid_points": int(G), "log_marginal": float(lml[best])}
     return float(mus.ravel()[best]), float(sds.ravel()[best]), record
+
+
+@jax.jit
+def _laplace_evidence(x_map, cov, per, nu):
+    """Laplace log marginal of each row: ``-U(x_map) + ln det(cov) / 2`` (``cov`` is the inverse
+    Hessian, its eigenvalues floored, so ``ln det H = -ln det cov``); one program, where eager code
+    would compile one per operation."""
+    u = jax.vmap(_potential, in_axes=(0, 0, 0, 0, 0, 0, None))(x_map, *per, nu)
+    return -u + 0.5 * jnp.linalg.slogdet(cov)[1]
 
 
 def _laplace_fits(t, curve, ly, K: int, spec: ExtrapolateSpec) -> dict:
@@ -429,14 +436,14 @@ def _laplace_fits(t, curve, ly, K: int, spec: ExtrapolateSpec) -> dict:
     first = LY[np.arange(Kb), np.argmin(np.where(M, T, np.inf), axis=1)]
     x0 = np.zeros((Kb, 4))
     x0[:, 0], x0[:, 1] = 1.0, np.where(first > 0, -0.3, 0.2)  # falling (above its last value) or rising
-    nu = jnp.asarray(float(spec.nu))
+    nu = jax.device_put(np.asarray(float(spec.nu)))
     if K >= MIN_POOL_CURVES:
         mu_s, tau_s, eb = _noise_prior(T, LY, M, x0, nu, K)
     else:
         (mu_s, tau_s), eb = SIGMA_PRIOR, None
     x0[:, 3] = mu_s
-    per = tuple(jnp.asarray(a) for a in (T, LY, M, np.full(Kb, mu_s), np.full(Kb, tau_s)))
-    x_map, cov, conv = map_laplace_batched(_POTENTIAL, jnp.asarray(x0), per, (nu,), steps=MAP_STEPS)
+    per = tuple(jax.device_put(a) for a in (T, LY, M, np.full(Kb, mu_s), np.full(Kb, tau_s)))
+    x_map, cov, conv = map_laplace_batched(_POTENTIAL, jax.device_put(x0), per, (nu,), steps=MAP_STEPS)
     return {"K": K, "rows": int(t.size), "nu": nu, "per": per, "x_map": x_map, "cov": cov, "conv": conv,
             "noise_prior": {"mean_ln_sigma": mu_s, "sd": tau_s, "empirical_bayes": eb}}
 
