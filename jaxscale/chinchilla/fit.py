@@ -192,12 +192,9 @@ def _device(a, dtype=None):
     return jax.device_put(np.asarray(a, jnp.result_type(float) if dtype is None else dtype))
 
 
-def _log_lse_host(theta, log_N, log_D) -> np.ndarray:
-    """:func:`jaxscale.laws.chinchilla_log_lse` in NumPy (host-side bookkeeping of a fit)."""
-    a, b, e, alpha, beta = (np.asarray(theta, float)[..., i, None] for i in range(5))
-    t1 = a - alpha * np.asarray(log_N, float)
-    t2 = b - beta * np.asarray(log_D, float)
-    return np.logaddexp(np.logaddexp(t1, t2), np.broadcast_to(e, t1.shape))
+def _log_loss(theta, log_N, log_D) -> np.ndarray:
+    """:func:`jaxscale.laws.chinchilla_log_lse` of host copies (NumPy, float64)."""
+    return chinchilla_log_lse(*(np.asarray(a, float) for a in (theta, log_N, log_D)), xp=np)
 
 
 def _separating_column(df: pd.DataFrame, dup, used) -> str:
@@ -421,7 +418,7 @@ def residual_scale(theta, data: ChinchillaData) -> tuple[float, int]:
     """Residual standard deviation of log loss on rows with weight > 0, and its degrees of freedom
     (weighted rows minus the 5 parameters)."""
     w = np.asarray(data.weights, float)
-    r = _log_lse_host(theta, data.log_N, data.log_D) - np.asarray(data.log_loss, float)
+    r = _log_loss(theta, data.log_N, data.log_D) - np.asarray(data.log_loss, float)
     dof = float(w.sum()) - _N_PARAMS
     return float(np.sqrt(np.sum(w * r**2) / max(dof, 1.0))), int(dof)
 
@@ -594,7 +591,7 @@ def extrapolation_backtest(data: ChinchillaData, theta, spec: ChinchillaSpec) ->
         return 0.0
     sigma, _ = residual_scale(res.params, past)
     dist = _box_distance(_log_range(past), fut, xp=np)
-    z2 = ((_log_lse_host(res.params, fut.log_N, fut.log_D) - np.asarray(fut.log_loss)) / max(sigma, 1e-12)) ** 2
+    z2 = ((_log_loss(res.params, fut.log_N, fut.log_D) - np.asarray(fut.log_loss)) / max(sigma, 1e-12)) ** 2
     if dist.max() <= 0 or np.mean(z2) <= 1.0:
         return 0.0
 

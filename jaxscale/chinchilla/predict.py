@@ -21,9 +21,9 @@ import pandas as pd
 import jax
 import jax.numpy as jnp
 
-from jaxscale.chinchilla.fit import ChinchillaData, ChinchillaFit, _box_distance, _device, _log_lse_host, from_frame
+from jaxscale.chinchilla.fit import ChinchillaData, ChinchillaFit, _box_distance, _device, _log_loss, from_frame
 from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation, z_value
-from jaxscale.laws import chinchilla_log_lse, chinchilla_theta_to_params
+from jaxscale.laws import chinchilla, chinchilla_log_lse, chinchilla_theta_to_params
 
 __all__ = ["predict", "optimal", "optimal_allocation", "as_data", "extrapolation", "power_law_baseline"]
 
@@ -106,7 +106,7 @@ def _predict(fit: ChinchillaFit, data: ChinchillaData, key, level: float, n_samp
     # random draws come from JAX (the key's stream)
     dtype = jnp.result_type(float)
     ln, ld = np.asarray(data.log_N, float), np.asarray(data.log_D, float)
-    mu = _log_lse_host(np.asarray(fit.theta), ln, ld)
+    mu = _log_loss(fit.theta, ln, ld)
     sigma = float(fit.sigma)
     if fit.kappa is not None and fit.log_range is not None:  # noise grows with the distance outside
         sigma = sigma * (1.0 + float(fit.kappa) * _box_distance(np.asarray(fit.log_range, float), data, xp=np))
@@ -115,7 +115,7 @@ def _predict(fit: ChinchillaFit, data: ChinchillaData, key, level: float, n_samp
         return Prediction(*(None if a is None else _device(a) for a in (mean, lower, upper, samples)))
 
     if fit.boot_theta is not None and len(fit.boot_theta):
-        mu_b = _log_lse_host(np.asarray(fit.boot_theta), ln, ld)
+        mu_b = _log_loss(fit.boot_theta, ln, ld)
         if key is not None:  # at least MIN_DRAWS draws: the refits in turn, each with its own noise
             mu_b = np.tile(mu_b, (-(-MIN_DRAWS // mu_b.shape[0]), 1))
             draws = np.exp(mu_b + sigma * np.asarray(jax.random.normal(key, mu_b.shape, dtype), float))
@@ -148,12 +148,10 @@ def optimal_allocation(theta, compute):
     log_g = (xp.log(p.alpha) + xp.log(p.A) - xp.log(p.beta) - xp.log(p.B)) / s
     log_n = log_g + (p.beta / s) * xp.log(c)
     log_d = xp.log(c) - log_n
-    if host:  # the law's log-sum-exp form; theta's leading axes broadcast against log_n
-        a, b, e, al, be = (theta[..., i] for i in range(5))
-        log_loss = np.logaddexp(np.logaddexp(a - al * log_n, b - be * log_d), e)
-    else:
-        log_loss = chinchilla_log_lse(theta, log_n, log_d)
-    return xp.exp(log_n), xp.exp(log_d), xp.exp(log_loss)
+    n, d = xp.exp(log_n), xp.exp(log_d)
+    if host:  # the law itself: the parameters' leading axes broadcast against the budgets
+        return n, d, chinchilla(p, n, d, xp=np)
+    return n, d, xp.exp(chinchilla_log_lse(theta, log_n, log_d))
 
 
 def optimal(fit: ChinchillaFit, compute, *, level: float = 0.9) -> dict:

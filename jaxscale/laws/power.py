@@ -57,13 +57,15 @@ class SaturatingPowerLawParams(NamedTuple):
     alpha: jnp.ndarray
 
 
-def chinchilla(params: ChinchillaParams, N, D):
+def chinchilla(params: ChinchillaParams, N, D, xp=jnp):
     r"""Chinchilla loss :math:`L(N, D) = E + A N^{-\alpha} + B D^{-\beta}`.
 
     Args:
       params: :class:`ChinchillaParams` (constrained, positive values).
       N: parameter counts (any shape broadcastable with ``D``).
       D: training tokens.
+      xp: ``jax.numpy`` (jit-able) or ``numpy`` (host-side bookkeeping: eager device code would
+        compile a small program per operation).
 
     Returns:
       The predicted loss, with the broadcast shape of ``N`` and ``D``.
@@ -74,16 +76,16 @@ def chinchilla(params: ChinchillaParams, N, D):
       >>> round(float(chinchilla(p, 70e9, 1.4e12)), 3)
       1.937
     """
-    N = jnp.asarray(N)
-    D = jnp.asarray(D)
+    N = xp.asarray(N)
+    D = xp.asarray(D)
     return (
         params.E
-        + params.A * jnp.exp(-params.alpha * jnp.log(N))
-        + params.B * jnp.exp(-params.beta * jnp.log(D))
+        + params.A * xp.exp(-params.alpha * xp.log(N))
+        + params.B * xp.exp(-params.beta * xp.log(D))
     )
 
 
-def chinchilla_log_lse(theta, log_N, log_D):
+def chinchilla_log_lse(theta, log_N, log_D, xp=jnp):
     r"""Log-loss of Chinchilla in the log-sum-exp form used by Hoffmann et al. and Epoch.
 
     :math:`\log L = \mathrm{LSE}(a - \alpha \log N,\; b - \beta \log D,\; e)` with
@@ -93,17 +95,20 @@ def chinchilla_log_lse(theta, log_N, log_D):
       theta: array ``(..., 5)`` ordered ``(a, b, e, alpha, beta)``.
       log_N: natural log of parameter counts, shape ``(n,)``.
       log_D: natural log of tokens, shape ``(n,)``.
+      xp: ``jax.numpy`` (jit-able) or ``numpy`` (host-side bookkeeping).
 
     Returns:
       ``log L`` with shape ``(n,)`` (broadcast with any leading axes of ``theta``).
     """
-    theta = jnp.asarray(theta)
+    theta = xp.asarray(theta)
     a, b, e, alpha, beta = (theta[..., i, None] for i in range(5))
-    t1 = a - alpha * log_N
-    t2 = b - beta * log_D
-    t3 = jnp.broadcast_to(e, jnp.shape(t1))
-    m = jax.lax.stop_gradient(jnp.maximum(jnp.maximum(t1, t2), t3))
-    return m + jnp.log(jnp.exp(t1 - m) + jnp.exp(t2 - m) + jnp.exp(t3 - m))
+    t1 = a - alpha * xp.asarray(log_N)
+    t2 = b - beta * xp.asarray(log_D)
+    t3 = xp.broadcast_to(e, xp.shape(t1))
+    m = xp.maximum(xp.maximum(t1, t2), t3)
+    if xp is jnp:
+        m = jax.lax.stop_gradient(m)
+    return m + xp.log(xp.exp(t1 - m) + xp.exp(t2 - m) + xp.exp(t3 - m))
 
 
 def chinchilla_theta_to_params(theta) -> ChinchillaParams:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from jaxscale import _programs as programs
 from jaxscale.infer import bucket, minimize_lbfgs, multistart, reason_text
-from jaxscale.laws import ChinchillaParams, chinchilla_log_lse, chinchilla_theta_to_params
+from jaxscale.laws import ChinchillaParams, chinchilla, chinchilla_log_lse, chinchilla_theta_to_params
 from jaxscale.ncpl.dataset import SOURCES, regression_metrics, select
 
 __all__ = [
@@ -256,10 +256,8 @@ def fit_chinchilla_refit(df: pd.DataFrame) -> ChinchillaParams:
 
 
 def predict_chinchilla_refit(p: ChinchillaParams, df: pd.DataFrame) -> np.ndarray:
-    """The refitted law at the runs of ``df`` (``N_million``, ``D_billion``): ``laws.chinchilla``
-    evaluated on the host (NumPy; eager device code would compile a program per operation)."""
-    N, D = df["N_million"].to_numpy(float), df["D_billion"].to_numpy(float)
-    return p.E + p.A * np.exp(-p.alpha * np.log(N)) + p.B * np.exp(-p.beta * np.log(D))
+    """The refitted law at the runs of ``df`` (``N_million``, ``D_billion``), on the host."""
+    return chinchilla(p, df["N_million"].to_numpy(float), df["D_billion"].to_numpy(float), xp=np)
 
 
 XGB_PARAMS = dict(max_depth=6, eta=0.03, subsample=0.8, colsample_bytree=0.8, objective="reg:squarederror",
