@@ -41,7 +41,7 @@ class ChinchillaSpec(NamedTuple):
     exclude_top_loss: int = 0
     n_boot: int = 0
     boot_steps: int = 60
-    screen_steps: int = 30
+    screen_steps: int = 10
     polish_top: int = 32
     screen_rows: int = 2048
     max_steps: int = 1000
