@@ -179,6 +179,7 @@ def _jax_fit(jax, data, spec, key):
 
 def worker_cells120_jax(args) -> dict:
     jax, stats = _jax_setup()
+    from jaxscale.context_law.fit import fit_law  # noqa: F401  (imported before the clock, like scipy's)
     from jaxscale.context_law.synthetic import TRUE_SPEC
 
     _, data = _cells120()
