@@ -89,6 +89,39 @@ def test_equal_law_fits_resolve_to_their_median_whatever_the_row_order():
     assert f6.converged and float(f6.params.alpha) == pytest.approx(0.34, abs=0.03)
 
 
+def _noisy_runs(seed: int, trial: int):
+    """Trial ``trial`` of a stream of small noisy synthetic run tables (8-40 runs, 0.5-5 % noise)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(trial + 1):
+        n = int(rng.choice([8, 12, 15, 25, 40]))
+        E, A, B = rng.uniform(0.5, 2.5), np.exp(rng.uniform(3, 9)), np.exp(rng.uniform(3, 10))
+        alpha, beta = rng.uniform(0.15, 0.7), rng.uniform(0.15, 0.7)
+        N = np.exp(rng.uniform(np.log(1e6), np.log(1e10), n))
+        D = N * np.exp(rng.uniform(np.log(2), np.log(200), n))
+        true = lambda N, D, p=(E, A, B, alpha, beta): p[0] + p[1] / N ** p[3] + p[2] / D ** p[4]  # noqa: E731
+        y = true(N, D) * np.exp(rng.normal(0, rng.choice([0.005, 0.02, 0.05]), n))
+    return N, D, y, true
+
+
+@pytest.mark.parametrize("trial", [12, 23])
+def test_law_fit_keeps_exponents_non_negative_and_finite(trial):
+    """Two small noisy tables on which the 48-start fit used to return a law that explodes or is
+    NaN beyond the runs: trial 23 (8 runs) ended with beta = -32.6 at every start (prediction at
+    10x the largest run: inf; truth 20.2), trial 12 (12 runs) with beta = 208 and B = e^3412 in the
+    units of D (a cliff on the smallest runs; NaN). Now the starts that end with a negative exponent
+    or parameters beyond float range do not count, and when none is left the starts run again with
+    the exponents kept >= 0. Over 75 such tables (8-40 runs) the old fit chose a negative exponent
+    26 times (4 non-finite predictions, 6 off by > 50 %), the new one never (largest error 14 %)."""
+    N, D, y, true = _noisy_runs(4, trial)
+    fit = fit_chinchilla_law_info(N, D, y)
+    p = fit.params
+    assert float(p.alpha) >= 0 and float(p.beta) >= 0
+    assert all(np.isfinite(float(v)) for v in p)
+    i = np.argmax(N * D)
+    pred, truth = float(chinchilla(p, 10 * N[i], 10 * D[i])), float(true(10 * N[i], 10 * D[i]))
+    assert abs(pred - truth) / truth < 0.1
+
+
 @pytest.mark.slow
 def test_few_sizes_steplaw_beats_the_law_and_covers():
     """HARD BAR: trained on the two smallest StepLaw shapes (60M, 120M; 208 runs; default Spec),

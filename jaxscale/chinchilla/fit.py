@@ -38,7 +38,7 @@ from jaxscale.infer import (
     reason_text,
     sharded_vmap,
 )
-from jaxscale.laws import ChinchillaParams, chinchilla_log_lse, chinchilla_theta_to_params
+from jaxscale.laws import ChinchillaParams, chinchilla_admissible, chinchilla_log_lse, chinchilla_theta_to_params
 
 __all__ = [
     "ChinchillaData",
@@ -352,6 +352,15 @@ def _as_screen_dtype(tree):
     return jax.tree_util.tree_map(cast, tree)
 
 
+def _ranked(loss, theta, ok):
+    """Order of candidates: usable (``ok``) and :func:`admissible` ones by loss, then the usable ones
+    with a negative exponent by loss, then the rest. A negative exponent can fit noise at the top of
+    the data slightly better (e.g. ``B D^12``, with ``B`` ~ 1e-147, bending the last few runs) and
+    then explodes beyond them, so it wins only where no candidate with non-negative exponents fits."""
+    key = jnp.where(ok, loss, jnp.inf)
+    return jnp.lexsort((key, ~(ok & chinchilla_admissible(theta))))
+
+
 def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), starts=None) -> FitResult:
     """Pure core of :func:`fit`: screen every start, polish the best, return the best polished one.
 
@@ -359,6 +368,8 @@ def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(),
     starts to full convergence wastes most of the work on starts that end in poor basins.
     Screening all of them for ``spec.screen_steps`` iterations and polishing the
     ``spec.polish_top`` lowest to convergence finds the same optimum at a fraction of the cost.
+    Candidates with both exponents >= 0 (:func:`jaxscale.laws.chinchilla_admissible`) rank before those with a negative
+    one at every stage; the best polished admissible start is returned when there is one.
     The screen runs in :data:`SCREEN_DTYPE` (single precision), the polish in the data's precision;
     on one CPU device the polished starts run one after another, each to its own stop
     (``multistart(uneven=True)``). Starts are screened in chunks of :func:`chunk_size` (one chunk
@@ -383,18 +394,17 @@ def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(),
                                   tol=1e-10, ftol=0.0, max_linesearch_steps=SCREEN_LINESEARCH_STEPS),
         _as_screen_dtype(starts), screen.log_N.shape[0])
     finite = jnp.isfinite(screened.loss) & jnp.all(jnp.isfinite(screened.params), axis=-1)
-    loss = jnp.where(finite, screened.loss, jnp.inf)
-    top = jnp.argsort(loss)[:top_k]
+    top = _ranked(screened.loss, screened.params, finite)[:top_k]
     candidates = screened.params[top].astype(starts.dtype)
     if screen is not data:  # a large table: polish on the subset, then the best few on every row
         sub = multistart(minimize_lbfgs, huber_objective, candidates, screen, spec.huber_delta,
                          max_steps=spec.max_steps, tol=1e-10, ftol=1e-13, uneven=True)
         sub_ok = jnp.isfinite(sub.loss) & jnp.all(jnp.isfinite(sub.params), axis=-1)
-        candidates = sub.params[jnp.argsort(jnp.where(sub_ok, sub.loss, jnp.inf))[:min(FULL_POLISH, top_k)]]
+        candidates = sub.params[_ranked(sub.loss, sub.params, sub_ok)[:min(FULL_POLISH, top_k)]]
     polished = multistart(minimize_lbfgs, huber_objective, candidates, data, spec.huber_delta,
                           max_steps=spec.max_steps, tol=1e-10, ftol=1e-13, uneven=True)
     ok = jnp.isfinite(polished.loss) & jnp.all(jnp.isfinite(polished.params), axis=-1)
-    i = jnp.argmin(jnp.where(ok, polished.loss, jnp.inf))
+    i = _ranked(polished.loss, polished.params, ok)[0]
     best = jax.tree_util.tree_map(lambda a: a[i], polished._replace(history=None))
     counts = jnp.stack([jnp.sum(polished.converged & ok), jnp.sum(~finite)])
     return best._replace(history=counts)
@@ -540,7 +550,13 @@ def _warn_at_bounds(theta, data: ChinchillaData, what: str) -> None:
                       "law keeps falling as a pure power law far beyond them; treat long extrapolations "
                       "with care, or add runs at larger N and D", RuntimeWarning, stacklevel=3)
     for name in ("alpha", "beta"):
-        if float(getattr(p, name)) < 1e-3:
+        col = "N" if name == "alpha" else "D"
+        if float(getattr(p, name)) < 0:
+            warnings.warn(f"{what}: the exponent {name} = {float(getattr(p, name)):.3g} is negative: no start with "
+                          f"non-negative exponents fitted these runs, and the best fit has the loss grow with {col}. "
+                          f"Predictions beyond the runs' {col} follow that growth and are not meaningful; add runs "
+                          f"that vary {col}", RuntimeWarning, stacklevel=3)
+        elif float(getattr(p, name)) < 1e-3:
             warnings.warn(f"{what}: the exponent {name} = {float(getattr(p, name)):.3g} went to 0: the loss "
                           f"barely changes with {'N' if name == 'alpha' else 'D'} in these runs, so that term "
                           "is not identified", RuntimeWarning, stacklevel=3)

@@ -22,6 +22,7 @@ __all__ = [
     "chinchilla_log_lse",
     "chinchilla_theta_to_params",
     "chinchilla_params_to_theta",
+    "chinchilla_admissible",
     "power_law",
     "saturating_power_law",
     "compute_6nd",
@@ -126,6 +127,15 @@ def chinchilla_theta_to_params(theta) -> ChinchillaParams:
         alpha=theta[..., 3],
         beta=theta[..., 4],
     )
+
+
+def chinchilla_admissible(theta):
+    """Whether ``(a, b, e, alpha, beta)`` vectors ``(..., 5)`` have both exponents >= 0, i.e. a loss
+    that does not grow with N or D. A fit with a negative exponent can match noise at the edge of
+    the runs slightly better (e.g. ``B D^+12`` with ``B ~ 1e-147`` bending the last few runs) and
+    then explodes beyond them, so fitters prefer admissible candidates. Works on NumPy and JAX arrays.
+    """
+    return (theta[..., 3] >= 0) & (theta[..., 4] >= 0)
 
 
 def chinchilla_params_to_theta(params: ChinchillaParams):

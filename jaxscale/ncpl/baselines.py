@@ -19,7 +19,8 @@ import pandas as pd
 
 from jaxscale import _programs as programs
 from jaxscale.infer import bucket, minimize_lbfgs, multistart, reason_text
-from jaxscale.laws import ChinchillaParams, chinchilla, chinchilla_log_lse, chinchilla_theta_to_params
+from jaxscale.laws import (ChinchillaParams, chinchilla, chinchilla_admissible, chinchilla_log_lse,
+                          chinchilla_theta_to_params)
 from jaxscale.ncpl.dataset import SOURCES, regression_metrics, select
 
 __all__ = [
@@ -70,11 +71,44 @@ def _refit_loss(theta, log_n, log_d, log_y, w):
     return jnp.sum(w * jnp.square(chinchilla_log_lse(theta, log_n, log_d) - log_y)) / jnp.sum(w)
 
 
-def _fit_starts(x0, log_n, log_d, log_y, w, max_steps):
+def _squared_exponents(v):
+    """``(a, b, e, u, v)`` -> ``(a, b, e, u^2, v^2)``: exponents that cannot go negative."""
+    return jnp.concatenate([v[..., :3], jnp.square(v[..., 3:])], axis=-1)
+
+
+def _refit_loss_nonneg(v, log_n, log_d, log_y, w):
+    return _refit_loss(_squared_exponents(v), log_n, log_d, log_y, w)
+
+
+def _fit_starts(x0, log_n, log_d, log_y, w, max_steps, nonneg=False):
     """Every start of the law fit to its own stop (rows padded with weight 0, so tables whose
     lengths share a bucket reuse one compiled program, kept on disk between processes by
-    :mod:`jaxscale._programs`). The starts need from tens to thousands of steps, hence ``uneven``."""
-    return multistart(minimize_lbfgs, _refit_loss, x0, log_n, log_d, log_y, w, max_steps=max_steps, uneven=True)
+    :mod:`jaxscale._programs`). The starts need from tens to thousands of steps, hence ``uneven``.
+    ``nonneg``: the exponents are the squares of the last two entries (:func:`_squared_exponents`)."""
+    loss = _refit_loss_nonneg if nonneg else _refit_loss
+    return multistart(minimize_lbfgs, loss, x0, log_n, log_d, log_y, w, max_steps=max_steps, uneven=True)
+
+
+def _raw_units(theta, n_scale: float, d_scale: float) -> np.ndarray:
+    """Fits ``(..., 5)`` made in units of ``n_scale`` and ``d_scale``, in the units of N and D as
+    given: ``A (N / s)^-alpha = (A s^alpha) N^-alpha``."""
+    th = np.array(theta, float)
+    th[..., 0] += th[..., 3] * np.log(n_scale)
+    th[..., 1] += th[..., 4] * np.log(d_scale)
+    return th
+
+
+#: Largest ``a``, ``b``, ``e`` (natural logs of A, B, E) whose exponential is a finite float64.
+_LOG_MAX = float(np.log(np.finfo(np.float64).max))
+
+
+def _finite_objective(res, raw) -> np.ndarray:
+    """Each start's objective where its fit is finite and representable in the units of N and D
+    (``A``, ``B``, ``E`` below the float64 maximum; e.g. ``beta`` = 200 with ``B`` ~ e^3400 is not:
+    the law would evaluate to NaN), +inf elsewhere."""
+    obj = np.asarray(res.loss, float)
+    ok = np.isfinite(obj) & np.all(np.isfinite(raw), -1) & np.all(raw[..., :3] < _LOG_MAX, -1)
+    return np.where(ok, obj, np.inf)
 
 
 class LawFit(NamedTuple):
@@ -109,7 +143,10 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
 
     Several starts can fit equally well (two model sizes, say, leave ``alpha`` free): the one
     nearest the median exponents of those equal fits is returned, so the answer does not depend on
-    rounding or row order.
+    rounding or row order. Only starts that ended with both exponents >= 0
+    (:func:`jaxscale.laws.chinchilla_admissible`) count; when every start ended with a negative
+    exponent (a law that explodes beyond the runs; a third of small noisy tables), the starts are
+    run again with the exponents kept >= 0.
 
     Returns:
       :class:`LawFit`: the best start's :class:`jaxscale.laws.ChinchillaParams` (float arrays),
@@ -132,21 +169,26 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
     grid = np.array(np.meshgrid([0.0, 1.5, 3.0], [-1.0, 0.5], [0.0, 0.8], [0.2, 0.5], [0.2, 0.5])).reshape(5, -1).T
     # columns of theta: (a, b, e, alpha, beta)
     x0 = jnp.asarray(grid, dt)
-    res = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w), (max_steps,),
+    res = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w), (max_steps, False),
                         light=True)
-    obj = np.asarray(res.loss, float)
-    obj = np.where(np.isfinite(obj) & np.all(np.isfinite(np.asarray(res.params)), -1), obj, np.inf)
+    raw = _raw_units(np.asarray(res.params, float), n_scale, d_scale)
+    obj = _finite_objective(res, raw)
     if not np.isfinite(obj).any():
         raise ValueError("Chinchilla fit: every start gave a non-finite objective; check N, D and the loss")
-    i = _median_of_ties(obj, np.asarray(res.params, float))
-    th = np.array(np.asarray(res.params)[i], dtype=float)
+    good = np.where(chinchilla_admissible(raw), obj, np.inf)
+    if not np.isfinite(good).any():  # every start ended with a negative exponent, which explodes beyond
+        # the runs: the same starts again with the exponents kept >= 0 (squares)
+        x0 = jnp.asarray(np.concatenate([grid[:, :3], np.sqrt(grid[:, 3:])], axis=1), dt)
+        res2 = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w), (max_steps, True),
+                             light=True)
+        raw2 = _raw_units(np.asarray(_squared_exponents(np.asarray(res2.params, float))), n_scale, d_scale)
+        good2 = _finite_objective(res2, raw2)
+        res, raw, good = (res2, raw2, good2) if np.isfinite(good2).any() else (res, raw, obj)
+    i = _median_of_ties(good, raw)
     converged = bool(np.asarray(res.converged)[i])
     reason = reason_text(int(np.asarray(res.reason)[i]))
-    # A (N / s)^-alpha = (A s^alpha) N^-alpha
-    th[0] += th[3] * np.log(n_scale)
-    th[1] += th[4] * np.log(d_scale)
-    params = ChinchillaParams(*(np.asarray(v, float) for v in chinchilla_theta_to_params(th)))  # NumPy in, out
-    return LawFit(params, converged, reason, float(obj[i]))
+    params = ChinchillaParams(*(np.asarray(v, float) for v in chinchilla_theta_to_params(raw[i])))  # NumPy in, out
+    return LawFit(params, converged, reason, float(good[i]))
 
 
 #: Starts whose objective is within this relative distance of the best fit the runs equally well.
