@@ -578,9 +578,32 @@ def _log_range(data: ChinchillaData) -> np.ndarray:
     return np.array([[a.min(), a.max()] for a in (log_n, log_d, log_n + log_d + np.log(6.0))])
 
 
+def _squared_exponents(v):
+    """``(a, b, e, u, w)`` -> ``(a, b, e, u^2, w^2)``: the refits' parameters, whose exponents
+    cannot go negative (see :func:`jaxscale.laws.chinchilla_admissible`)."""
+    return jnp.concatenate([v[..., :3], jnp.square(v[..., 3:])], axis=-1)
+
+
+def _sqrt_exponents(theta):
+    """Start of a refit in the parameters of :func:`_squared_exponents` (a negative or zero
+    exponent starts just above 0, where the gradient does not vanish)."""
+    return jnp.concatenate([theta[..., :3], jnp.sqrt(jnp.maximum(theta[..., 3:], 1e-6))], axis=-1)
+
+
+def _huber_nonneg(v, data: ChinchillaData, delta):
+    return huber_objective(_squared_exponents(v), data, delta)
+
+
+def _newton_nonneg(theta, data: ChinchillaData, delta, **kwargs) -> FitResult:
+    """Damped-Newton refit from ``theta`` with the exponents kept >= 0; ``params`` in the usual
+    ``(a, b, e, alpha, beta)``. Where the optimum has positive exponents it is the same optimum."""
+    res = minimize_newton(_huber_nonneg, _sqrt_exponents(theta), data, delta, **kwargs)
+    return res._replace(params=_squared_exponents(res.params))
+
+
 def _refit_program(theta, data: ChinchillaData, delta, steps: int) -> FitResult:
     """The backtest's damped-Newton refit as one program kept on disk (see :func:`_fit_program`)."""
-    return minimize_newton(huber_objective, theta, data, delta, steps=steps, tol=1e-10)
+    return _newton_nonneg(jnp.asarray(theta), data, delta, steps=steps, tol=1e-10)
 
 
 def extrapolation_backtest(data: ChinchillaData, theta, spec: ChinchillaSpec) -> float:
@@ -641,7 +664,7 @@ def bootstrap_core(keys, theta0, data: ChinchillaData, steps: int = 60, delta: f
         key, theta = key_theta
         counts = jnp.bincount(jax.random.randint(key, (n,), 0, m), weights=real, length=n)
         d = data.replace(weights=counts.astype(data.weights.dtype))
-        return minimize_newton(huber_objective, theta, d, delta, steps=steps, tol=BOOT_TOL, ftol=ftol)
+        return _newton_nonneg(theta, d, delta, steps=steps, tol=BOOT_TOL, ftol=ftol)
 
     return chunked_vmap(one, (keys, starts), n)
 
@@ -664,7 +687,9 @@ def bootstrap(key, data: ChinchillaData, theta0, *, n_boot: int = 4000, steps: i
 
     Each refit resamples the fitted rows (weight > 0) with replacement, starts from the full-data
     optimum ``theta0`` (Epoch refit from the best start) and runs ``steps`` damped-Newton
-    iterations (a fixed-length scan: no batch waits for its slowest member). A refit is kept when
+    iterations (a fixed-length scan: no batch waits for its slowest member) with the exponents
+    kept >= 0 (as squares): a resample of a few noisy runs can otherwise slide to a negative
+    exponent, a law that explodes beyond the runs and would blow the interval up to 1e13. A refit is kept when
     its gradient norm met :data:`BOOT_TOL` or its objective stopped falling (:data:`BOOT_FTOL`).
     Refits still falling continue from where they stopped, up to :data:`BOOT_CONTINUE` rounds of
     :data:`BOOT_CONTINUE_FACTOR` x ``steps`` steps; refits that are non-finite or still falling
