@@ -2,7 +2,8 @@
 
 For every workload and problem size the fit runs twice on fresh synthetic data of the same shape:
 the first call pays compilation, the second reuses the compiled program, so ``compile_s`` is the
-difference and ``run_s`` the second call. The growth of the run time with problem size is fitted
+difference and ``run_s`` the second call. The persistent compilation cache of the command line is
+off here, so ``compile_s`` is a cold compile whatever ran on the machine before. The growth of the run time with problem size is fitted
 as an exponent (``run_s ~ size^exponent``). The JSON names the device kind and count, so the same
 command gives comparable numbers on a laptop, a GPU and a TPU slice.
 
@@ -158,14 +159,21 @@ def bench_handler(args) -> dict:
 
     import jax
 
+    from jaxscale._programs import set_program_dir
+
     names = split_list(args.only) or list(WORKLOADS)
     unknown = sorted(set(names) - set(WORKLOADS))
     if unknown:
         raise ValueError(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
+    # compile_s is a cold compile: the persistent caches of the command line (compiled and traced
+    # programs) would otherwise make it depend on what ran before on this machine
+    jax.config.update("jax_enable_compilation_cache", False)
+    set_program_dir(None)
     dev = jax.devices()
     out = {"device_kind": dev[0].device_kind, "platform": dev[0].platform, "device_count": len(dev),
            "jax": jax.__version__, "host": platform.platform(), "cpus": os.cpu_count(),
-           "loadavg_1min": os.getloadavg()[0], "quick": bool(args.quick), "workloads": {}}
+           "loadavg_1min": os.getloadavg()[0], "quick": bool(args.quick),
+           "compilation_cache": "off (compile_s is a cold compile in this process)", "workloads": {}}
     for name in names:
         _, sizes, quick = WORKLOADS[name]
         with warnings.catch_warnings():  # synthetic data: the fits' advice is not the point here
