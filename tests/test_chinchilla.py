@@ -7,6 +7,7 @@ import pytest
 from jaxscale import chinchilla as ch
 from jaxscale.cli import main
 from jaxscale.data import load
+from jaxscale.laws import chinchilla_log_lse as ch_log_lse
 from jaxscale.laws import chinchilla_theta_to_params as ch_params
 
 # Epoch AI's data_analysis notebook re-run here with scipy (issue "Foundation", item 7):
@@ -147,6 +148,22 @@ def test_bootstrap_refits_keep_exponents_non_negative(key):
     truth = float(true(q["N"][0], q["D"][0]))
     assert float(p.lower[0]) <= truth <= float(p.upper[0]) < 1.5 * truth
     assert float(p.lower[0]) > 0.5 * truth
+
+
+def test_optimal_stays_finite_when_a_term_exceeds_the_float_range(key):
+    """8 noisy runs fitted with beta = 146 and b = 2533 (the D term a cliff at small D; B = e^2533
+    is beyond float64): the compute-optimal allocation used to be N = 0, D = inf, loss NaN. In logs
+    it is finite, and the law at the optimum equals the law evaluated there."""
+    df, _ = _noisy_runs(2, 14)
+    fit = ch.fit(key, ch.from_frame(df))
+    assert float(np.asarray(fit.theta)[1]) > 710  # e^b overflows
+    budget = 600 * float((df["N"] * df["D"]).max())
+    opt = ch.optimal(fit, [budget])
+    n, d, loss = (float(np.asarray(opt[k].mean)[0]) for k in ("N", "D", "loss"))
+    assert all(np.isfinite([n, d, loss])) and n > 0 and d > 0 and loss > 0
+    assert 6 * n * d == pytest.approx(budget, rel=1e-9)
+    log_l = ch_log_lse(np.asarray(fit.theta), np.log([n]), np.log([d]))
+    assert loss == pytest.approx(float(np.exp(log_l[0])), rel=1e-9)
 
 
 @pytest.mark.slow

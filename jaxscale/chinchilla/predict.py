@@ -23,7 +23,6 @@ import jax.numpy as jnp
 
 from jaxscale.chinchilla.fit import ChinchillaData, ChinchillaFit, _box_distance, _device, _log_loss, from_frame
 from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation, z_value
-from jaxscale.laws import chinchilla, chinchilla_log_lse, chinchilla_theta_to_params
 
 __all__ = ["predict", "optimal", "optimal_allocation", "as_data", "extrapolation", "power_law_baseline"]
 
@@ -142,16 +141,16 @@ def optimal_allocation(theta, compute):
     host = isinstance(theta, np.ndarray) and isinstance(compute, np.ndarray)
     xp = np if host else jnp
     theta = xp.asarray(theta)
-    p = chinchilla_theta_to_params(theta)
-    c = xp.asarray(compute) / 6.0
-    s = p.alpha + p.beta
-    log_g = (xp.log(p.alpha) + xp.log(p.A) - xp.log(p.beta) - xp.log(p.B)) / s
-    log_n = log_g + (p.beta / s) * xp.log(c)
-    log_d = xp.log(c) - log_n
-    n, d = xp.exp(log_n), xp.exp(log_d)
-    if host:  # the law itself: the parameters' leading axes broadcast against the budgets
-        return n, d, chinchilla(p, n, d, xp=np)
-    return n, d, xp.exp(chinchilla_log_lse(theta, log_n, log_d))
+    # in logs throughout: A = e^a or B = e^b can exceed the float range (a law whose D term is a
+    # cliff at small D, beta ~ 150, has b ~ 2500) while the optimum itself is finite
+    a, b, e, alpha, beta = (theta[..., i] for i in range(5))
+    log_c = xp.log(xp.asarray(compute) / 6.0)
+    s = alpha + beta
+    log_n = (xp.log(alpha) + a - xp.log(beta) - b) / s + (beta / s) * log_c
+    log_d = log_c - log_n
+    # the law at the optimum (log-sum-exp); the parameters' leading axes broadcast against the budgets
+    log_l = xp.logaddexp(xp.logaddexp(a - alpha * log_n, b - beta * log_d), e)
+    return xp.exp(log_n), xp.exp(log_d), xp.exp(log_l)
 
 
 def optimal(fit: ChinchillaFit, compute, *, level: float = 0.9) -> dict:
