@@ -525,8 +525,10 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
     sigma, dof = residual_scale(res.params, d)
     kappa = extrapolation_backtest(d, res.params, spec)
     count = jnp.result_type(int)
+    with np.errstate(over="ignore"):  # A or B beyond float64: warned above (the law itself uses theta)
+        params = chinchilla_theta_to_params(np.asarray(res.params))
     out = ChinchillaFit(
-        params=jax.tree_util.tree_map(_device, chinchilla_theta_to_params(np.asarray(res.params))),
+        params=jax.tree_util.tree_map(_device, params),
         theta=res.params, objective=res.loss, converged=res.converged, reason=res.reason,
         n_converged=_device(n_conv, count), n_nonfinite_starts=_device(n_bad, count),
         excluded=jax.device_put(excluded), sigma=_device(sigma), dof=_device(dof, count), spec=spec,
@@ -540,9 +542,17 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
     return out
 
 
+#: Exponents above this are warned as a term that acts only on the smallest runs (fitted exponents
+#: of language models lie around 0.1-1; Epoch's grid of starts stops at 2).
+LARGE_EXPONENT = 3.0
+
+
 def _warn_at_bounds(theta, data: ChinchillaData, what: str) -> None:
-    """Warn when the irreducible loss E went to 0 or an exponent to ~0: the runs do not pin them down."""
-    p = chinchilla_theta_to_params(np.asarray(theta))
+    """Warn when the irreducible loss E went to 0, an exponent to ~0 or below, or far above any
+    plausible value: the runs do not pin them down."""
+    theta = np.asarray(theta, float)
+    with np.errstate(over="ignore"):  # e^a or e^b beyond float64 is said in the warning below
+        p = chinchilla_theta_to_params(theta)
     low = float(np.exp(np.min(np.asarray(data.log_loss)[np.asarray(data.weights) > 0])))
     if float(p.E) < 1e-3 * low:
         warnings.warn(f"{what}: the irreducible loss E = {float(p.E):.3g} went to its bound 0 (the lowest "
@@ -560,6 +570,18 @@ def _warn_at_bounds(theta, data: ChinchillaData, what: str) -> None:
             warnings.warn(f"{what}: the exponent {name} = {float(getattr(p, name)):.3g} went to 0: the loss "
                           f"barely changes with {'N' if name == 'alpha' else 'D'} in these runs, so that term "
                           "is not identified", RuntimeWarning, stacklevel=3)
+        elif float(getattr(p, name)) > LARGE_EXPONENT:
+            i = 0 if name == "alpha" else 1
+            x = float(theta[i + 3])
+            log_col = np.asarray(data.log_N if i == 0 else data.log_D)[np.asarray(data.weights) > 0]
+            coef = "A" if i == 0 else "B"
+            big = f" ({coef} = e^{theta[i]:.4g} is beyond the float range, reported as null)" \
+                if theta[i] > np.log(np.finfo(float).max) else ""
+            warnings.warn(f"{what}: the exponent {name} = {x:.3g} is implausibly large{big}: the {col} term "
+                          f"adds less than 0.01 to the loss beyond {col} ~ {np.exp((theta[i] + np.log(100.0)) / x):.3g} "
+                          f"(the runs span {np.exp(log_col.min()):.3g}-{np.exp(log_col.max()):.3g}), so it fits at "
+                          f"most the smallest runs; beyond them the law is E + the other term. Add runs that vary "
+                          f"{col} to pin it down", RuntimeWarning, stacklevel=3)
 
 
 def _box_distance(log_range, data: ChinchillaData, xp=jnp):
