@@ -368,8 +368,9 @@ def fit_core(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(),
     starts to full convergence wastes most of the work on starts that end in poor basins.
     Screening all of them for ``spec.screen_steps`` iterations and polishing the
     ``spec.polish_top`` lowest to convergence finds the same optimum at a fraction of the cost.
-    Candidates with both exponents >= 0 (:func:`jaxscale.laws.chinchilla_admissible`) rank before those with a negative
-    one at every stage; the best polished admissible start is returned when there is one.
+    Candidates with both exponents >= 0 (:func:`jaxscale.laws.chinchilla_admissible`) rank before
+    those with a negative one at every stage; the best polished admissible start is returned when
+    there is one.
     The screen runs in :data:`SCREEN_DTYPE` (single precision), the polish in the data's precision;
     on one CPU device the polished starts run one after another, each to its own stop
     (``multistart(uneven=True)``). Starts are screened in chunks of :func:`chunk_size` (one chunk
@@ -577,8 +578,9 @@ def _warn_at_bounds(theta, data: ChinchillaData, what: str) -> None:
             coef = "A" if i == 0 else "B"
             big = f" ({coef} = e^{theta[i]:.4g} is beyond the float range, reported as null)" \
                 if theta[i] > np.log(np.finfo(float).max) else ""
+            edge = np.exp((theta[i] + np.log(100.0)) / x)  # where the term falls to 0.01
             warnings.warn(f"{what}: the exponent {name} = {x:.3g} is implausibly large{big}: the {col} term "
-                          f"adds less than 0.01 to the loss beyond {col} ~ {np.exp((theta[i] + np.log(100.0)) / x):.3g} "
+                          f"adds less than 0.01 to the loss beyond {col} ~ {edge:.3g} "
                           f"(the runs span {np.exp(log_col.min()):.3g}-{np.exp(log_col.max()):.3g}), so it fits at "
                           f"most the smallest runs; beyond them the law is E + the other term. Add runs that vary "
                           f"{col} to pin it down", RuntimeWarning, stacklevel=3)
@@ -711,8 +713,9 @@ def bootstrap(key, data: ChinchillaData, theta0, *, n_boot: int = 4000, steps: i
     optimum ``theta0`` (Epoch refit from the best start) and runs ``steps`` damped-Newton
     iterations (a fixed-length scan: no batch waits for its slowest member) with the exponents
     kept >= 0 (as squares): a resample of a few noisy runs can otherwise slide to a negative
-    exponent, a law that explodes beyond the runs and would blow the interval up to 1e13. A refit is kept when
-    its gradient norm met :data:`BOOT_TOL` or its objective stopped falling (:data:`BOOT_FTOL`).
+    exponent, a law that explodes beyond the runs and would blow the interval up to 1e13. A refit
+    is kept when its gradient norm met :data:`BOOT_TOL` or its objective stopped falling
+    (:data:`BOOT_FTOL`).
     Refits still falling continue from where they stopped, up to :data:`BOOT_CONTINUE` rounds of
     :data:`BOOT_CONTINUE_FACTOR` x ``steps`` steps; refits that are non-finite or still falling
     after that are excluded with a warning and counted.

@@ -3,9 +3,10 @@
 For every workload and problem size the fit runs twice on fresh synthetic data of the same shape:
 the first call pays compilation, the second reuses the compiled program, so ``compile_s`` is the
 difference and ``run_s`` the second call. The persistent compilation cache of the command line is
-off here, so ``compile_s`` is a cold compile whatever ran on the machine before. The growth of the run time with problem size is fitted
-as an exponent (``run_s ~ size^exponent``). The JSON names the device kind and count, so the same
-command gives comparable numbers on a laptop, a GPU and a TPU slice.
+off here, so ``compile_s`` is a cold compile whatever ran on the machine before. The growth of the
+run time with problem size is fitted as an exponent (``run_s ~ size^exponent``). The JSON names the
+device kind and count, so the same command gives comparable numbers on a laptop, a GPU and a TPU
+slice.
 
 Workloads (synthetic data from known laws, so nothing is downloaded):
 

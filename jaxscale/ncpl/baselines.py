@@ -72,7 +72,7 @@ def _refit_loss(theta, log_n, log_d, log_y, w):
 
 
 def _squared_exponents(v):
-    """``(a, b, e, u, v)`` -> ``(a, b, e, u^2, v^2)``: exponents that cannot go negative."""
+    """``(a, b, e, u, w)`` -> ``(a, b, e, u^2, w^2)``: exponents that cannot go negative."""
     return jnp.concatenate([v[..., :3], jnp.square(v[..., 3:])], axis=-1)
 
 
@@ -174,7 +174,8 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
     raw = _raw_units(np.asarray(res.params, float), n_scale, d_scale)
     obj = _finite_objective(res, raw)
     if not np.isfinite(obj).any():
-        raise ValueError("Chinchilla fit: every start gave a non-finite objective; check N, D and the loss")
+        raise ValueError("Chinchilla fit: every start gave a non-finite objective or a law beyond the float range "
+                         "in the units of N and D; check N, D and the loss")
     good = np.where(chinchilla_admissible(raw), obj, np.inf)
     if not np.isfinite(good).any():  # every start ended with a negative exponent, which explodes beyond
         # the runs: the same starts again with the exponents kept >= 0 (squares)
