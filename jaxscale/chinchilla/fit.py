@@ -38,7 +38,8 @@ from jaxscale.infer import (
     reason_text,
     sharded_vmap,
 )
-from jaxscale.laws import ChinchillaParams, chinchilla_admissible, chinchilla_log_lse, chinchilla_theta_to_params
+from jaxscale.laws import (ChinchillaParams, chinchilla_admissible, chinchilla_log_lse, chinchilla_squared_exponents,
+                           chinchilla_theta_to_params)
 
 __all__ = [
     "ChinchillaData",
@@ -560,22 +561,18 @@ def _warn_at_bounds(theta, data: ChinchillaData, what: str) -> None:
                       f"fitted loss is {low:.4g}): these runs do not show the loss levelling off, so the "
                       "law keeps falling as a pure power law far beyond them; treat long extrapolations "
                       "with care, or add runs at larger N and D", RuntimeWarning, stacklevel=3)
-    for name in ("alpha", "beta"):
-        col = "N" if name == "alpha" else "D"
-        if float(getattr(p, name)) < 0:
-            warnings.warn(f"{what}: the exponent {name} = {float(getattr(p, name)):.3g} is negative: no start with "
+    for i, (name, col, coef) in enumerate((("alpha", "N", "A"), ("beta", "D", "B"))):
+        x = float(theta[3 + i])
+        if x < 0:
+            warnings.warn(f"{what}: the exponent {name} = {x:.3g} is negative: no start with "
                           f"non-negative exponents fitted these runs, and the best fit has the loss grow with {col}. "
                           f"Predictions beyond the runs' {col} follow that growth and are not meaningful; add runs "
                           f"that vary {col}", RuntimeWarning, stacklevel=3)
-        elif float(getattr(p, name)) < 1e-3:
-            warnings.warn(f"{what}: the exponent {name} = {float(getattr(p, name)):.3g} went to 0: the loss "
-                          f"barely changes with {'N' if name == 'alpha' else 'D'} in these runs, so that term "
-                          "is not identified", RuntimeWarning, stacklevel=3)
-        elif float(getattr(p, name)) > LARGE_EXPONENT:
-            i = 0 if name == "alpha" else 1
-            x = float(theta[i + 3])
+        elif x < 1e-3:
+            warnings.warn(f"{what}: the exponent {name} = {x:.3g} went to 0: the loss barely changes with {col} in "
+                          "these runs, so that term is not identified", RuntimeWarning, stacklevel=3)
+        elif x > LARGE_EXPONENT:
             log_col = np.asarray(data.log_N if i == 0 else data.log_D)[np.asarray(data.weights) > 0]
-            coef = "A" if i == 0 else "B"
             big = f" ({coef} = e^{theta[i]:.4g} is beyond the float range, reported as null)" \
                 if theta[i] > np.log(np.finfo(float).max) else ""
             edge = np.exp((theta[i] + np.log(100.0)) / x)  # where the term falls to 0.01
@@ -602,27 +599,21 @@ def _log_range(data: ChinchillaData) -> np.ndarray:
     return np.array([[a.min(), a.max()] for a in (log_n, log_d, log_n + log_d + np.log(6.0))])
 
 
-def _squared_exponents(v):
-    """``(a, b, e, u, w)`` -> ``(a, b, e, u^2, w^2)``: the refits' parameters, whose exponents
-    cannot go negative (see :func:`jaxscale.laws.chinchilla_admissible`)."""
-    return jnp.concatenate([v[..., :3], jnp.square(v[..., 3:])], axis=-1)
-
-
 def _sqrt_exponents(theta):
-    """Start of a refit in the parameters of :func:`_squared_exponents` (a negative or zero
-    exponent starts just above 0, where the gradient does not vanish)."""
+    """Start of a refit in the parameters of :func:`jaxscale.laws.chinchilla_squared_exponents`
+    (a negative or zero exponent starts just above 0, where the gradient does not vanish)."""
     return jnp.concatenate([theta[..., :3], jnp.sqrt(jnp.maximum(theta[..., 3:], 1e-6))], axis=-1)
 
 
 def _huber_nonneg(v, data: ChinchillaData, delta):
-    return huber_objective(_squared_exponents(v), data, delta)
+    return huber_objective(chinchilla_squared_exponents(v), data, delta)
 
 
 def _newton_nonneg(theta, data: ChinchillaData, delta, **kwargs) -> FitResult:
     """Damped-Newton refit from ``theta`` with the exponents kept >= 0; ``params`` in the usual
     ``(a, b, e, alpha, beta)``. Where the optimum has positive exponents it is the same optimum."""
     res = minimize_newton(_huber_nonneg, _sqrt_exponents(theta), data, delta, **kwargs)
-    return res._replace(params=_squared_exponents(res.params))
+    return res._replace(params=chinchilla_squared_exponents(res.params))
 
 
 def _refit_program(theta, data: ChinchillaData, delta, steps: int) -> FitResult:

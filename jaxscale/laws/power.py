@@ -23,6 +23,7 @@ __all__ = [
     "chinchilla_theta_to_params",
     "chinchilla_params_to_theta",
     "chinchilla_admissible",
+    "chinchilla_squared_exponents",
     "power_law",
     "saturating_power_law",
     "compute_6nd",
@@ -136,6 +137,14 @@ def chinchilla_admissible(theta):
     then explodes beyond them, so fitters prefer admissible candidates. Works on NumPy and JAX arrays.
     """
     return (theta[..., 3] >= 0) & (theta[..., 4] >= 0)
+
+
+def chinchilla_squared_exponents(v):
+    """``(a, b, e, u, w)`` -> ``(a, b, e, u^2, w^2)``: a parameterisation whose exponents cannot go
+    negative (fits that must stay :func:`chinchilla_admissible` optimise ``v``). NumPy in, NumPy
+    out; anything else gives JAX arrays (jit- and grad-able)."""
+    xp = np if isinstance(v, np.ndarray) else jnp
+    return xp.concatenate([v[..., :3], xp.square(v[..., 3:])], axis=-1)
 
 
 def chinchilla_params_to_theta(params: ChinchillaParams):

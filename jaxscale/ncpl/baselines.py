@@ -20,7 +20,7 @@ import pandas as pd
 from jaxscale import _programs as programs
 from jaxscale.infer import bucket, minimize_lbfgs, multistart, reason_text
 from jaxscale.laws import (ChinchillaParams, chinchilla, chinchilla_admissible, chinchilla_log_lse,
-                          chinchilla_theta_to_params)
+                          chinchilla_squared_exponents, chinchilla_theta_to_params)
 from jaxscale.ncpl.dataset import SOURCES, regression_metrics, select
 
 __all__ = [
@@ -71,20 +71,16 @@ def _refit_loss(theta, log_n, log_d, log_y, w):
     return jnp.sum(w * jnp.square(chinchilla_log_lse(theta, log_n, log_d) - log_y)) / jnp.sum(w)
 
 
-def _squared_exponents(v):
-    """``(a, b, e, u, w)`` -> ``(a, b, e, u^2, w^2)``: exponents that cannot go negative."""
-    return jnp.concatenate([v[..., :3], jnp.square(v[..., 3:])], axis=-1)
-
-
 def _refit_loss_nonneg(v, log_n, log_d, log_y, w):
-    return _refit_loss(_squared_exponents(v), log_n, log_d, log_y, w)
+    return _refit_loss(chinchilla_squared_exponents(v), log_n, log_d, log_y, w)
 
 
 def _fit_starts(x0, log_n, log_d, log_y, w, max_steps, nonneg=False):
     """Every start of the law fit to its own stop (rows padded with weight 0, so tables whose
     lengths share a bucket reuse one compiled program, kept on disk between processes by
     :mod:`jaxscale._programs`). The starts need from tens to thousands of steps, hence ``uneven``.
-    ``nonneg``: the exponents are the squares of the last two entries (:func:`_squared_exponents`)."""
+    ``nonneg``: the exponents are the squares of the last two entries
+    (:func:`jaxscale.laws.chinchilla_squared_exponents`)."""
     loss = _refit_loss_nonneg if nonneg else _refit_loss
     return multistart(minimize_lbfgs, loss, x0, log_n, log_d, log_y, w, max_steps=max_steps, uneven=True)
 
@@ -182,7 +178,7 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
         x0 = jnp.asarray(np.concatenate([grid[:, :3], np.sqrt(grid[:, 3:])], axis=1), dt)
         res2 = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w), (max_steps, True),
                              light=True)
-        raw2 = _raw_units(np.asarray(_squared_exponents(np.asarray(res2.params, float))), n_scale, d_scale)
+        raw2 = _raw_units(chinchilla_squared_exponents(np.asarray(res2.params, float)), n_scale, d_scale)
         good2 = _finite_objective(res2, raw2)
         res, raw, good = (res2, raw2, good2) if np.isfinite(good2).any() else (res, raw, obj)
     i = _median_of_ties(good, raw)
