@@ -104,7 +104,7 @@ def _noisy_runs(seed: int, trial: int):
     return pd.DataFrame({"N": N, "D": D, "loss": loss}), true
 
 
-def test_a_negative_exponent_does_not_win_the_fit(key):
+def test_a_negative_exponent_does_not_win_the_fit(key, tmp_path, capsys):
     """25 noisy runs whose lowest Huber objective is reached with beta = -12.3 (a term B D^+12.3,
     B ~ 1e-147, bending the last few runs): that fit predicted a loss of 6e10 at 10x the largest
     run (truth 1.089). Fits with non-negative exponents rank first: beta = 1.71, prediction 1.060,
@@ -124,6 +124,13 @@ def test_a_negative_exponent_does_not_win_the_fit(key):
     truth = float(true(q["N"][0], q["D"][0]))
     assert abs(float(p.mean[0]) - truth) / truth < 0.05
     assert float(p.lower[0]) <= truth <= float(p.upper[0])
+    # the same runs as a user's CSV with his own column names, through the command line
+    csv = tmp_path / "my_runs.csv"
+    df.rename(columns={"N": "n_params", "D": "train_tokens", "loss": "val_loss"}).to_csv(csv, index=False)
+    rc = main(["chinchilla", "fit", "--csv", str(csv), "--n-col", "n_params", "--d-col", "train_tokens",
+               "--loss-col", "val_loss", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["alpha"] >= 0 and out["beta"] == pytest.approx(float(theta[4]), rel=1e-9)
     # the fallback (no candidate with non-negative exponents) says what a negative exponent means
     from jaxscale.chinchilla.fit import _warn_at_bounds
 
