@@ -89,6 +89,24 @@ def test_equal_law_fits_resolve_to_their_median_whatever_the_row_order():
     assert f6.converged and float(f6.params.alpha) == pytest.approx(0.34, abs=0.03)
 
 
+def test_law_fit_groups_runs_that_share_a_size_and_budget():
+    """Runs at the same (N, D) enter the law fit as one row each with their count: the objective
+    reported is still the per-run mean squared log error, and the fit does not depend on the
+    order of the runs."""
+    rng = np.random.default_rng(5)
+    N = np.repeat([1e7, 3e7, 1e8, 3e8], 12)
+    D = np.tile(np.repeat(np.geomspace(1e9, 1e10, 4), 3), 4)
+    y = (1.8 + 400 / N**0.34 + 400 / D**0.28) * np.exp(0.01 * rng.normal(size=N.size))
+    fit = fit_chinchilla_law_info(N, D, y, n_scale=1e8, d_scale=3e9)
+    resid = np.log(chinchilla(fit.params, N, D)) - np.log(y)
+    assert fit.converged and fit.objective == pytest.approx(np.mean(resid**2), rel=1e-9)
+    assert float(fit.params.alpha) == pytest.approx(0.34, abs=0.05)
+    o = rng.permutation(N.size)
+    again = fit_chinchilla_law_info(N[o], D[o], y[o], n_scale=1e8, d_scale=3e9)
+    assert again.objective == fit.objective
+    np.testing.assert_array_equal(np.asarray(again.params), np.asarray(fit.params))
+
+
 def _noisy_runs(seed: int, trial: int):
     """Trial ``trial`` of a stream of small noisy synthetic run tables (8-40 runs, 0.5-5 % noise)."""
     rng = np.random.default_rng(seed)

@@ -67,22 +67,44 @@ def chinchilla_column(df: pd.DataFrame) -> np.ndarray:
     return df["chinchilla_ncpl"].to_numpy(float)
 
 
-def _refit_loss(theta, log_n, log_d, log_y, w):
-    return jnp.sum(w * jnp.square(chinchilla_log_lse(theta, log_n, log_d) - log_y)) / jnp.sum(w)
+def _refit_loss(theta, log_n, log_d, log_y, w, within=0.0):
+    """Mean squared log error over the rows; ``within`` adds a constant (see :func:`_grouped`)."""
+    return jnp.sum(w * jnp.square(chinchilla_log_lse(theta, log_n, log_d) - log_y)) / jnp.sum(w) + within
 
 
-def _refit_loss_nonneg(v, log_n, log_d, log_y, w):
-    return _refit_loss(chinchilla_squared_exponents(v), log_n, log_d, log_y, w)
+def _refit_loss_nonneg(v, log_n, log_d, log_y, w, within=0.0):
+    return _refit_loss(chinchilla_squared_exponents(v), log_n, log_d, log_y, w, within)
 
 
-def _fit_starts(x0, log_n, log_d, log_y, w, max_steps, nonneg=False):
+def _fit_starts(x0, log_n, log_d, log_y, w, within, max_steps, nonneg=False):
     """Every start of the law fit to its own stop (rows padded with weight 0, so tables whose
     lengths share a bucket reuse one compiled program, kept on disk between processes by
     :mod:`jaxscale._programs`). The starts need from tens to thousands of steps, hence ``uneven``.
     ``nonneg``: the exponents are the squares of the last two entries
     (:func:`jaxscale.laws.chinchilla_squared_exponents`)."""
     loss = _refit_loss_nonneg if nonneg else _refit_loss
-    return multistart(minimize_lbfgs, loss, x0, log_n, log_d, log_y, w, max_steps=max_steps, uneven=True)
+    return multistart(minimize_lbfgs, loss, x0, log_n, log_d, log_y, w, within, max_steps=max_steps, uneven=True)
+
+
+def _grouped(log_n, log_d, log_y):
+    """Runs that share ``(N, D)`` as one row each: ``(log_n, log_d, mean log_y, count, within)``.
+
+    The law's value depends on ``N`` and ``D`` only, so ``sum_i (f(N_i, D_i) - y_i)^2`` over the
+    runs equals ``sum_g c_g (f_g - ybar_g)^2`` over the ``(N, D)`` groups plus the groups' own
+    sum of squares, which no law changes. With ``within`` = that sum over the number of runs,
+    the grouped objective is the per-run mean squared log error itself, with the same gradient,
+    on as many rows as distinct ``(N, D)`` (a sweep of 1,708 runs at 122 sizes and budgets fits
+    on 128 rows instead of 2,048). Nothing is merged in what is reported: only the objective's
+    arithmetic is grouped. The rows are sorted first, so the sums, and with them the fit, do not
+    depend on the order of the runs.
+    """
+    order = np.lexsort((log_y, log_d, log_n))
+    log_n, log_d, log_y = log_n[order], log_d[order], log_y[order]
+    keys, inv, count = np.unique(np.stack([log_n, log_d], 1), axis=0, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    mean = np.bincount(inv, weights=log_y) / count
+    within = float(np.sum(np.square(log_y - mean[inv]))) / log_y.size
+    return keys[:, 0], keys[:, 1], mean, count.astype(float), within
 
 
 def _raw_units(theta, n_scale: float, d_scale: float) -> np.ndarray:
@@ -159,14 +181,15 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
     d_scale = float(np.exp(np.mean(np.log(D)))) if d_scale is None else float(d_scale)
     x64 = jax.config.read("jax_enable_x64")
     dt = jnp.float64 if x64 else jnp.float32
-    pad = np.zeros(bucket(N.size) - N.size)
-    log_n, log_d, log_y = (jnp.asarray(np.concatenate([np.log(a), pad]), dt) for a in (N / n_scale, D / d_scale, loss))
-    w = jnp.asarray(np.concatenate([np.ones(N.size), pad]), dt)
+    g_n, g_d, g_y, count, within = _grouped(np.log(N / n_scale), np.log(D / d_scale), np.log(loss))
+    pad = np.zeros(bucket(count.size) - count.size)
+    log_n, log_d, log_y, w = (jnp.asarray(np.concatenate([a, pad]), dt) for a in (g_n, g_d, g_y, count))
+    within = jnp.asarray(within, dt)
     grid = np.array(np.meshgrid([0.0, 1.5, 3.0], [-1.0, 0.5], [0.0, 0.8], [0.2, 0.5], [0.2, 0.5])).reshape(5, -1).T
     # columns of theta: (a, b, e, alpha, beta)
     x0 = jnp.asarray(grid, dt)
-    res = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w), (max_steps, False),
-                        light=True)
+    res = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w, within),
+                        (max_steps, False), light=True)
     raw = _raw_units(np.asarray(res.params, float), n_scale, d_scale)
     obj = _finite_objective(res, raw)
     if not np.isfinite(obj).any():
@@ -176,8 +199,8 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
     if not np.isfinite(good).any():  # every start ended with a negative exponent, which explodes beyond
         # the runs: the same starts again with the exponents kept >= 0 (squares)
         x0 = jnp.asarray(np.concatenate([grid[:, :3], np.sqrt(grid[:, 3:])], axis=1), dt)
-        res2 = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w), (max_steps, True),
-                             light=True)
+        res2 = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w, within),
+                             (max_steps, True), light=True)
         raw2 = _raw_units(chinchilla_squared_exponents(np.asarray(res2.params, float)), n_scale, d_scale)
         good2 = _finite_objective(res2, raw2)
         res, raw, good = (res2, raw2, good2) if np.isfinite(good2).any() else (res, raw, obj)
