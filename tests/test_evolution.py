@@ -51,6 +51,27 @@ def test_run_solves_rosenbrock_seeded_and_vmapped():
     assert np.all(np.asarray(infos.n_evaluations) > 60)
 
 
+@pytest.mark.parametrize("maxiter", [0, 1, 7])
+def test_run_is_init_then_steps(maxiter):
+    """de_run evaluates the initial population inside its loop (one copy of the loss in the
+    program); it returns what de_init followed by de_step gives with the same keys."""
+    key, shift = jax.random.key(4), jnp.full(4, 0.3)
+    st, info = jax.jit(lambda k: de_run(k, rosen, BOUNDS, shift, popsize=15, maxiter=maxiter, tol=0.0))(key)
+    k_init, k_run = jax.random.split(key)
+    ref = de_init(k_init, rosen, BOUNDS, shift, popsize=15, tol=0.0)
+    evals = ref.population.shape[0]
+    for g in range(maxiter):
+        ref, ref_info = de_step(jax.random.fold_in(k_run, g), ref, rosen, BOUNDS, shift, tol=0.0)
+        evals += int(ref_info.n_evaluations)
+    for a, b in zip(st, ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12)
+    assert int(st.generation) == maxiter and int(info.n_evaluations) == evals
+    if maxiter:
+        assert int(info.n_accepted) == int(ref_info.n_accepted)
+    else:
+        assert int(info.n_accepted) == 0 and float(info.mutation) == 0.0
+
+
 def test_agrees_with_scipy_differential_evolution():
     """Same problem, same box: JAX DE and scipy DE (both no polish) reach the same optimum.
 

@@ -63,15 +63,17 @@ def _converged(fitness, tol, atol):
     return finite & (jnp.std(fitness) <= atol + tol * jnp.abs(jnp.mean(fitness)))
 
 
+def _latin_hypercube(key, n_pop: int, n_dim: int, dtype):
+    k_perm, k_jit = jax.random.split(key)
+    jitter = jax.random.uniform(k_jit, (n_pop, n_dim), dtype=dtype)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, n_pop))(jax.random.split(k_perm, n_dim)).T
+    return (perms + jitter) / n_pop
+
+
 def de_init(key, loss_fn, bounds, *args, popsize: int = 15, tol: float = 1e-8, atol: float = 0.0) -> DEState:
     """Latin-hypercube population of ``popsize * n_dim`` members inside ``bounds`` (shape (D, 2))."""
     lo, hi = _bounds(bounds)
-    n_dim = lo.shape[0]
-    n_pop = max(popsize * n_dim, 5)
-    k_perm, k_jit = jax.random.split(key)
-    jitter = jax.random.uniform(k_jit, (n_pop, n_dim), dtype=lo.dtype)
-    perms = jax.vmap(lambda k: jax.random.permutation(k, n_pop))(jax.random.split(k_perm, n_dim)).T
-    pop = (perms + jitter) / n_pop
+    pop = _latin_hypercube(key, max(popsize * lo.shape[0], 5), lo.shape[0], lo.dtype)
     fitness = _evaluate(loss_fn, pop, lo, hi, args)
     i = jnp.argmin(fitness)
     return DEState(pop, fitness, _scale(pop[i], lo, hi), fitness[i], jnp.asarray(0),
@@ -81,6 +83,13 @@ def de_init(key, loss_fn, bounds, *args, popsize: int = 15, tol: float = 1e-8, a
 def de_step(key, state: DEState, loss_fn, bounds, *args, mutation=(0.5, 1.0), recombination: float = 0.7,
             tol: float = 1e-8, atol: float = 0.0):
     """One best1bin generation; returns ``(new_state, DEInfo)``."""
+    return _generation(key, state, loss_fn, bounds, args, mutation, recombination, tol, atol, False)
+
+
+def _generation(key, state: DEState, loss_fn, bounds, args, mutation, recombination, tol, atol, fresh):
+    """One generation; ``fresh`` (a traced bool in :func:`de_run`): evaluate the population itself
+    instead of trials (the initial evaluation; every member is accepted over its +inf fitness and
+    the generation count stays), so the loss appears once in a compiled program."""
     lo, hi = _bounds(bounds)
     pop, fitness = state.population, state.fitness
     n_pop, n_dim = pop.shape
@@ -111,12 +120,13 @@ def de_step(key, state: DEState, loss_fn, bounds, *args, mutation=(0.5, 1.0), re
     trial = jnp.where(cross, mutant, pop)
     oob = (trial < 0.0) | (trial > 1.0)
     trial = jnp.where(oob, u[:, n_dim:2 * n_dim], trial)
+    trial = jnp.where(fresh, pop, trial)
     f_trial = _evaluate(loss_fn, trial, lo, hi, args)
     accept = f_trial <= fitness
     pop = jnp.where(accept[:, None], trial, pop)
     fitness = jnp.where(accept, f_trial, fitness)
     i = jnp.argmin(fitness)
-    new = DEState(pop, fitness, _scale(pop[i], lo, hi), fitness[i], state.generation + 1,
+    new = DEState(pop, fitness, _scale(pop[i], lo, hi), fitness[i], state.generation + jnp.where(fresh, 0, 1),
                   _converged(fitness, tol, atol))
     info = DEInfo(jnp.sum(accept), jnp.std(fitness), F, jnp.asarray(n_pop))
     return new, info
@@ -130,20 +140,27 @@ def de_run(key, loss_fn, bounds, *args, popsize: int = 15, maxiter: int = 1000, 
     Jit-able and vmap-able over ``key`` and ``args`` (``loss_fn`` and settings are static).
     """
     k_init, k_run = jax.random.split(key)
-    state = de_init(k_init, loss_fn, bounds, *args, popsize=popsize, tol=tol, atol=atol)
-    n_pop = state.population.shape[0]
-    info0 = DEInfo(jnp.asarray(0), jnp.std(state.fitness), jnp.asarray(0.0, state.population.dtype),
-                   jnp.asarray(n_pop))
+    lo, _ = _bounds(bounds)
+    pop = _latin_hypercube(k_init, max(popsize * lo.shape[0], 5), lo.shape[0], lo.dtype)
+    # the loop's first pass evaluates the initial population (what de_init does), so the loss
+    # is compiled once, not twice: the program compiles in less time, with the same numbers
+    inf = jnp.asarray(jnp.inf, pop.dtype)
+    state = DEState(pop, jnp.full(pop.shape[:1], inf), jnp.zeros_like(pop[0]), inf, jnp.asarray(0), jnp.asarray(False))
+    info0 = DEInfo(jnp.asarray(0), inf, jnp.asarray(0.0, pop.dtype), jnp.asarray(0))
 
     def cond(carry):
-        s, _ = carry
-        return (s.generation < maxiter) & ~s.converged
+        s, _, fresh = carry
+        return fresh | ((s.generation < maxiter) & ~s.converged)
 
     def body(carry):
-        s, inf = carry
+        s, info, fresh = carry
         k = jax.random.fold_in(k_run, s.generation)
-        s, step_info = de_step(k, s, loss_fn, bounds, *args, mutation=mutation, recombination=recombination,
-                               tol=tol, atol=atol)
-        return s, step_info._replace(n_evaluations=inf.n_evaluations + step_info.n_evaluations)
+        s, step_info = _generation(k, s, loss_fn, bounds, args, mutation, recombination, tol, atol, fresh)
+        step_info = step_info._replace(n_evaluations=info.n_evaluations + step_info.n_evaluations)
+        # after the initial evaluation, report as de_init does: nothing accepted yet, no mutation
+        step_info = jax.tree.map(lambda a, b: jnp.where(fresh, a, b), DEInfo(jnp.asarray(0), step_info.spread,
+                                 jnp.asarray(0.0, pop.dtype), step_info.n_evaluations), step_info)
+        return s, step_info, jnp.asarray(False)
 
-    return jax.lax.while_loop(cond, body, (state, info0))
+    state, info, _ = jax.lax.while_loop(cond, body, (state, info0, jnp.asarray(True)))
+    return state, info
