@@ -56,13 +56,13 @@ def power_law_baseline(train: ChinchillaData, query: ChinchillaData, level: floa
     least squares on log L vs log C of the training rows (weight > 0), with a Student-t interval
     from its residuals."""
     w = np.asarray(train.weights) > 0
-    x = np.asarray(train.log_N + train.log_D)[w]
+    x = (np.asarray(train.log_N) + np.asarray(train.log_D))[w]  # on the host: no device program
     y = np.asarray(train.log_loss)[w]
     X = np.stack([np.ones_like(x), x], 1)
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
     dof = max(len(x) - 2, 1)
     sigma = float(np.sqrt(np.sum((X @ coef - y) ** 2) / dof))
-    mu = coef[0] + coef[1] * np.asarray(query.log_N + query.log_D)
+    mu = coef[0] + coef[1] * (np.asarray(query.log_N) + np.asarray(query.log_D))
     t = _t_value(level, dof)
     return Prediction(np.exp(mu), np.exp(mu - t * sigma), np.exp(mu + t * sigma))
 

@@ -270,7 +270,7 @@ def fit_bayes_backtest(key, stacked, w_past, future, ok, spec: Spec, *, init_the
       ``(BayesFit of the T main tasks (its ``posterior`` holds the joint diagnostics), drift dict
       {"tau", "n_future", "tasks_used", "reason"})``.
     """
-    from jaxscale.context_law.extrapolation import distance, solve_drift, training_box
+    from jaxscale.context_law.extrapolation import _host_distance, solve_drift, training_box
 
     T = int(np.shape(stacked.y)[0])
     twice = jax.tree_util.tree_map(lambda a: jnp.concatenate([jnp.asarray(a), jnp.asarray(a)]), stacked)
@@ -292,7 +292,7 @@ def fit_bayes_backtest(key, stacked, w_past, future, ok, spec: Spec, *, init_the
                              None if n_items is None else np.asarray(n_items))
     past = stacked.replace(weight=jnp.asarray(w_past)) if hasattr(stacked, "replace") else \
         stacked._replace(weight=jnp.asarray(w_past))
-    d = np.asarray(distance(training_box(past)[:, None, :], stacked.log_C, stacked.n_pmt, stacked.n_ctx))
+    d = _host_distance(training_box(past), stacked)
     fut = np.asarray(future, bool) & ok[:, None]
     e = (np.asarray(stacked.y, float) - p_bt.mean(0))[fut]
     v = draws.var(0)[fut]

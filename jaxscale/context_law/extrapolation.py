@@ -22,6 +22,9 @@ discrepancy of sd ``tau * d`` (score units) to the noise, so intervals widen wit
 """
 from __future__ import annotations
 
+from functools import partial
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -124,6 +127,19 @@ def solve_drift(e, d, s0) -> float:
     return hi
 
 
+@partial(jax.jit, static_argnames=("law",))
+def _refit_predictions(law, theta, log_C, n_pmt, n_ctx, floor):
+    """Each task's refit ``theta`` (T, P) at that task's rows (leaves (T, m)): one compiled program
+    instead of one small eager program per operation."""
+    return predict_law(law, jnp.moveaxis(theta, -1, 0)[..., None], log_C, n_pmt, n_ctx, floor)
+
+
+def _host_distance(box, stacked) -> np.ndarray:
+    """:func:`distance` of every row of ``stacked`` (leaves (T, m)) from its task's ``box``, on the host."""
+    return distance(box[:, None, :], np.asarray(stacked.log_C, float), np.asarray(stacked.n_pmt, float),
+                    np.asarray(stacked.n_ctx, float), xp=np)
+
+
 def drift_from_backtest(stacked, w_past, future, ok, theta, spec: Spec) -> dict:
     """Pooled drift rate from the refits ``theta`` (T, P) on the past rows ``w_past``.
 
@@ -138,8 +154,8 @@ def drift_from_backtest(stacked, w_past, future, ok, theta, spec: Spec) -> dict:
     law = spec.law()
     y = np.asarray(stacked.y, float)
     w_past = np.asarray(w_past, float)
-    p = np.asarray(predict_law(law, jnp.moveaxis(jnp.asarray(theta), -1, 0)[..., None], stacked.log_C,
-                               stacked.n_pmt, stacked.n_ctx, stacked.floor))
+    p = np.asarray(_refit_predictions(law, jnp.asarray(theta), stacked.log_C, stacked.n_pmt, stacked.n_ctx,
+                                      stacked.floor))
     past = w_past > 0
     n_par = len(param_names(spec))
     r = np.where(past, y - p, 0.0)
@@ -147,7 +163,7 @@ def drift_from_backtest(stacked, w_past, future, ok, theta, spec: Spec) -> dict:
                  / np.maximum(past.sum(1) - n_par, 1))
     box = training_box(stacked.replace(weight=w_past) if hasattr(stacked, "replace")
                        else stacked._replace(weight=w_past))
-    d = np.asarray(distance(box[:, None, :], stacked.log_C, stacked.n_pmt, stacked.n_ctx))
+    d = _host_distance(box, stacked)
     fut = np.asarray(future, bool) & ok[:, None]
     e = (y - p)[fut]
     tau = solve_drift(e, d[fut], np.broadcast_to(s0[:, None], fut.shape)[fut])

@@ -148,9 +148,11 @@ def chinchilla_squared_exponents(v):
 
 
 def chinchilla_params_to_theta(params: ChinchillaParams):
-    """Inverse of :func:`chinchilla_theta_to_params`."""
-    return jnp.stack(
-        [jnp.log(params.A), jnp.log(params.B), jnp.log(params.E), params.alpha, params.beta],
+    """Inverse of :func:`chinchilla_theta_to_params`. NumPy parameters give a NumPy vector
+    (host-side bookkeeping compiles nothing); anything else gives a JAX array."""
+    xp = np if all(isinstance(v, np.ndarray | np.generic | float) for v in params) else jnp
+    return xp.stack(
+        [xp.log(params.A), xp.log(params.B), xp.log(params.E), xp.asarray(params.alpha), xp.asarray(params.beta)],
         axis=-1,
     )
 

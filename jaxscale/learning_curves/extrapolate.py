@@ -301,8 +301,10 @@ SIGMA_PRIOR = (float(np.log(0.05)), 1.0)
 
 
 def _g_alpha(zg, za):
-    """The asymptote's log-ratio ``g`` and the exponent ``alpha`` from their standard-normal coordinates."""
-    return G_SD * zg, jnp.exp(LN_ALPHA_PRIOR[0] + LN_ALPHA_PRIOR[1] * za)
+    """The asymptote's log-ratio ``g`` and the exponent ``alpha`` from their standard-normal
+    coordinates (NumPy in, NumPy out: host-side bookkeeping compiles nothing)."""
+    xp = np if isinstance(za, np.ndarray) else jnp
+    return G_SD * zg, xp.exp(LN_ALPHA_PRIOR[0] + LN_ALPHA_PRIOR[1] * za)
 
 
 def _model(t, curve, ly, n_curves: int, nu: float):

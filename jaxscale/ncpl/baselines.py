@@ -180,14 +180,15 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
     n_scale = float(np.exp(np.mean(np.log(N)))) if n_scale is None else float(n_scale)
     d_scale = float(np.exp(np.mean(np.log(D)))) if d_scale is None else float(d_scale)
     x64 = jax.config.read("jax_enable_x64")
-    dt = jnp.float64 if x64 else jnp.float32
+    dt = np.float64 if x64 else np.float32
     g_n, g_d, g_y, count, within = _grouped(np.log(N / n_scale), np.log(D / d_scale), np.log(loss))
     pad = np.zeros(bucket(count.size) - count.size)
-    log_n, log_d, log_y, w = (jnp.asarray(np.concatenate([a, pad]), dt) for a in (g_n, g_d, g_y, count))
-    within = jnp.asarray(within, dt)
+    # NumPy arrays: programs.call moves them to the device as they are (no conversion program)
+    log_n, log_d, log_y, w = (np.concatenate([a, pad]).astype(dt) for a in (g_n, g_d, g_y, count))
+    within = np.asarray(within, dt)
     grid = np.array(np.meshgrid([0.0, 1.5, 3.0], [-1.0, 0.5], [0.0, 0.8], [0.2, 0.5], [0.2, 0.5])).reshape(5, -1).T
     # columns of theta: (a, b, e, alpha, beta)
-    x0 = jnp.asarray(grid, dt)
+    x0 = grid.astype(dt)
     res = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w, within),
                         (max_steps, False), light=True)
     raw = _raw_units(np.asarray(res.params, float), n_scale, d_scale)
@@ -198,7 +199,7 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
     good = np.where(chinchilla_admissible(raw), obj, np.inf)
     if not np.isfinite(good).any():  # every start ended with a negative exponent, which explodes beyond
         # the runs: the same starts again with the exponents kept >= 0 (squares)
-        x0 = jnp.asarray(np.concatenate([grid[:, :3], np.sqrt(grid[:, 3:])], axis=1), dt)
+        x0 = np.concatenate([grid[:, :3], np.sqrt(grid[:, 3:])], axis=1).astype(dt)
         res2 = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w, within),
                              (max_steps, True), light=True)
         raw2 = _raw_units(chinchilla_squared_exponents(np.asarray(res2.params, float)), n_scale, d_scale)
@@ -282,12 +283,11 @@ def law_band(N, D, loss, best: LawFit, *, level: float = 0.9) -> np.ndarray:
 
 
 def band_predictions(band, N, D) -> np.ndarray:
-    """``(K, n)`` losses of every law of :func:`law_band` at ``N``, ``D``."""
+    """``(K, n)`` losses of every law of :func:`law_band` at ``N``, ``D`` (NumPy: compiles nothing)."""
     from jaxscale.laws import chinchilla_log_lse
 
-    band = np.asarray(band, float)
-    return np.exp(np.asarray(chinchilla_log_lse(jnp.asarray(band), jnp.log(jnp.asarray(N, float)),
-                                                jnp.log(jnp.asarray(D, float))), float))
+    return np.exp(chinchilla_log_lse(np.asarray(band, float), np.log(np.asarray(N, float)),
+                                     np.log(np.asarray(D, float)), xp=np))
 
 
 def fit_chinchilla_law(N, D, loss, *, n_scale: float | None = None, d_scale: float | None = None,

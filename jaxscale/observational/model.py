@@ -985,7 +985,7 @@ def _sigmoid_baseline(xt, xq, train: ObsData, query: ObsData, spec: ObsSpec, lev
     half = float(ndtri(0.5 + level / 2)) * sd
     scale = query.hi - query.lo
     raw = lambda v: jax.device_put(query.lo + scale * v)  # noqa: E731
-    info.update(slope=float(law.slopes[0]), intercept=float(law.intercept), floor=float(law.floor),
+    info.update(slope=float(np.asarray(law.slopes)[0]), intercept=float(law.intercept), floor=float(law.floor),
                 converged=bool(res.converged), resid_sd=sd)
     return Prediction(raw(mu), raw(np.clip(mu - half, 0.0, 1.0)), raw(np.clip(mu + half, 0.0, 1.0))), info
 
