@@ -141,19 +141,20 @@ def evaluate_source(key, source: str, spec: Spec | None = None, *, cutoff: float
     drift = None
     if extrapolate:
         extrap, w_past, future, ok = bt
-        drift = drift_from_backtest(extrap, w_past, future, ok, fits.theta[2 * T:], spec)
+        drift = drift_from_backtest(extrap, w_past, future, ok, np.asarray(fits.theta)[2 * T:], spec)
         box = training_box(extrap)
     rows = []
+    theta = np.asarray(fits.theta)  # indexed on the host (eager indexing compiles a program per shape)
     for i, (t, f) in enumerate(zip(tasks, frames)):
-        p = predict_frame(spec, fits.theta[i], f, floor)
-        row = {"task": t, "params": theta_dict(spec, fits.theta[i]), "n": len(f),
+        p = predict_frame(spec, theta[i], f, floor)
+        row = {"task": t, "params": theta_dict(spec, theta[i]), "n": len(f),
                "mae_in": mae_split(p, f["score"], f["beyond_ctx"])}
         if extrapolate:
             j = T + i
             tr = split_mask(f, cutoff)
-            p2 = predict_frame(spec, fits.theta[j], f, floor)
+            p2 = predict_frame(spec, theta[j], f, floor)
             y = f["score"].to_numpy(float)
-            row["extrap_params"] = theta_dict(spec, fits.theta[j])
+            row["extrap_params"] = theta_dict(spec, theta[j])
             row["mae_train"] = mae_split(p2[tr], y[tr], f["beyond_ctx"][tr])
             row["mae_out"] = mae_split(p2[~tr], y[~tr], f["beyond_ctx"][~tr])
             row["n_train"], row["n_test"] = int(tr.sum()), int((~tr).sum())

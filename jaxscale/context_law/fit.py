@@ -379,9 +379,10 @@ def fit_many(key, data, spec: Spec = Spec(), *, popsize: int | None = None, maxi
     spec = _override(spec, popsize=popsize, maxiter=maxiter, tol=tol, polish=polish, restarts=restarts).check()
     warn_if_float32(what)
     n_tasks = data.y.shape[0]
+    host = jax.tree_util.tree_map(np.asarray, data)  # indexed on the host: no program per task
     for t in range(n_tasks):  # host-side design checks only (cheap, no fitting)
         name = labels[t] if labels is not None else t
-        check_identifiability(jax.tree_util.tree_map(lambda x: x[t], data), spec, what, task=name, min_rows=True,
+        check_identifiability(jax.tree_util.tree_map(lambda x: x[t], host), spec, what, task=name, min_rows=True,
                               notes=notes)
     cells, offsets = compress_tasks(data, spec)
     fit = _fit_tasks(jax.random.split(key, n_tasks), cells, offsets, spec)

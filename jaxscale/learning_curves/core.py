@@ -669,14 +669,14 @@ def prediction_from_joint(joint: JointPrediction, *, key=None, level: float = 0.
                           ) -> Prediction:
     """The restart mixture of a :class:`JointPrediction` as a :class:`jaxscale.Prediction` of the
     observations (latent + noise); joint draws when ``key`` is given."""
-    mean = jnp.asarray(joint.mean)
-    sd = jnp.sqrt(jnp.maximum(jnp.diagonal(jnp.asarray(joint.cov), axis1=-2, axis2=-1), 0.0)
-                  + jnp.asarray(joint.noise_var))
+    mean = np.asarray(joint.mean)  # host-side: no small device program per operation
+    sd = np.sqrt(np.maximum(np.diagonal(np.asarray(joint.cov), axis1=-2, axis2=-1), 0.0)
+                 + np.asarray(joint.noise_var))
     lo, hi = mixture_interval(mean, sd, level)
     samples = None
     if key is not None:
-        samples = _mixture_draws(key, mean, jnp.asarray(joint.cov), jnp.asarray(joint.noise_var), int(n_samples))
-    return Prediction(jnp.mean(mean, 0), lo, hi, samples)
+        samples = _mixture_draws(key, mean, joint.cov, joint.noise_var, int(n_samples))
+    return Prediction(jax.device_put(np.mean(mean, 0)), lo, hi, samples)
 
 
 #: How to read :func:`extrapolation` distances (the unit of the warning).
