@@ -107,6 +107,27 @@ def test_law_fit_groups_runs_that_share_a_size_and_budget():
     np.testing.assert_array_equal(np.asarray(again.params), np.asarray(fit.params))
 
 
+def test_law_bookkeeping_on_the_host_compiles_nothing():
+    """The law baseline, the band of equal laws and the band's predictions are host-side NumPy:
+    after the fit, they compile no device program (eagerly, each operation would compile one)."""
+    from tests.helpers import count_compiles
+
+    from jaxscale.ncpl.model import _base_values
+
+    N = np.repeat([6e7, 1.2e8, 2.4e8], 20)
+    D = np.tile(np.geomspace(2e9, 8e9, 20), 3)
+    y = 1.8 + 400 / N**0.34 + 400 / D**0.28
+    fit = fit_chinchilla_law_info(N, D, y)
+    data = ncpl.from_frame(pd.DataFrame({"N": N, "D": D, "loss": y}), target_col="loss", n_col="N", d_col="D")
+    with count_compiles() as n:
+        band = law_band(N, D, y, fit)
+        pred = band_predictions(band, 4 * N, D)
+        base = _base_values("law", fit.params, data)
+    assert n() == 0
+    np.testing.assert_allclose(base, y, rtol=1e-6)
+    assert pred.shape == (band.shape[0], N.size) and np.all(np.isfinite(pred))
+
+
 def _noisy_runs(seed: int, trial: int):
     """Trial ``trial`` of a stream of small noisy synthetic run tables (8-40 runs, 0.5-5 % noise)."""
     rng = np.random.default_rng(seed)
