@@ -139,12 +139,14 @@ def optimal_handler(args) -> dict:
     res = ch.optimal(fit, budgets, level=args.level)
     rows = []
     has_boot = fit.boot_theta is not None
+    host = {name: tuple(np.asarray(a, float) for a in (res[name].mean, res[name].lower, res[name].upper))
+            for name in ("N", "D", "loss")}  # indexed on the host: no device program per element
     for i, c in enumerate(budgets):
         row = {"compute": c}
         for name in ("N", "D", "loss"):
-            p = res[name]
-            row[name] = float(p.mean[i])
-            lo, hi = float(p.lower[i]), float(p.upper[i])
+            mean, lower, upper = host[name]
+            row[name] = float(mean[i])
+            lo, hi = float(lower[i]), float(upper[i])
             row[f"{name}_lower"] = lo if np.isfinite(lo) else None
             row[f"{name}_upper"] = hi if np.isfinite(hi) else None
             if not np.isfinite(lo):
