@@ -370,3 +370,34 @@ def test_heartbeat_says_long_compiled_work_still_runs_and_keeps_short_work_quiet
     with heartbeat("quick", every=30.0, logger=log):
         pass
     assert not any("quick" in line for line in keep.lines)
+
+
+def test_cholesky_with_jitter_escalates_in_one_compiled_program():
+    """A positive-definite covariance is factored as it is; a singular one (rank 1) gets jitter
+    relative to its largest variance, with a warning. Every try runs the same compiled program
+    (one small program per operation before)."""
+    import logging
+
+    from jaxscale.gp.linalg import cholesky_with_jitter
+
+    a = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
+    np.testing.assert_allclose(np.asarray(cholesky_with_jitter(a)), np.linalg.cholesky(a), rtol=1e-12)
+    v = np.array([1.0, 2.0, -1.0, 0.5])
+    singular = np.outer(v, v) - 1e-9 * np.eye(4)  # rank 1, pushed just below positive semi-definite
+    said = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+
+    logger = logging.getLogger("jaxscale")
+    keep = Keep()
+    logger.addHandler(keep)
+    try:
+        with count_compiles() as n:
+            L = np.asarray(cholesky_with_jitter(singular))
+    finally:
+        logger.removeHandler(keep)
+    assert np.all(np.isfinite(L)) and n() <= 2  # the factorisation and the input's transfer (was 14)
+    assert any("added jitter" in m for m in said), said
+    np.testing.assert_allclose(L @ L.T, singular, atol=1e-5 * 4.0)

@@ -45,6 +45,15 @@ def cholesky_escalate(K, jitter: float = JITTER_LADDER[0], factor: float = 10.0,
     return L, j
 
 
+@jax.jit
+def _jittered_cholesky(cov, jitter):
+    """Cholesky factor of the symmetrised ``cov`` plus ``jitter`` on the diagonal, whether it is
+    finite, and the largest variance."""
+    cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+    L = jnp.linalg.cholesky(cov + jitter * jnp.eye(cov.shape[-1], dtype=cov.dtype))
+    return L, jnp.all(jnp.isfinite(L)), jnp.max(jnp.diagonal(cov, axis1=-2, axis2=-1))
+
+
 def cholesky_with_jitter(cov, what: str = "predictive covariance", max_tries: int = 6) -> jax.Array:
     """Host-side Cholesky factor(s) of ``cov`` (..., M, M) for predictive covariances: jitter
     relative to the largest variance, escalated (with a logged warning) while the factor is not
@@ -53,13 +62,11 @@ def cholesky_with_jitter(cov, what: str = "predictive covariance", max_tries: in
     from jaxscale._log import get_logger
 
     cov = jnp.asarray(cov)
-    cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
-    scale = float(jnp.max(jnp.diagonal(cov, axis1=-2, axis2=-1)))
-    eye = jnp.eye(cov.shape[-1], dtype=cov.dtype)
-    jit_ = 0.0
+    jit_, scale = 0.0, None
     for t in range(max_tries):
-        L = jnp.linalg.cholesky(cov + jit_ * eye)
-        if bool(jnp.all(jnp.isfinite(L))):
+        L, finite, top = _jittered_cholesky(cov, jit_)  # one compiled program for every try
+        scale = float(top) if scale is None else scale
+        if bool(finite):
             if jit_ > 0:
                 get_logger(__name__).warning("%s not positive definite: added jitter %.3g to its diagonal", what, jit_)
             return L
