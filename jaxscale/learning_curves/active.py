@@ -626,8 +626,10 @@ def _refit(key, warm, train, query, xgrid, n_tasks: int, mu_q, sd_q, *, restarts
 
     N = int(train.x.shape[0])
     n_pad = _round_up(N, bucket) - N
-    pad = lambda a, v: jnp.concatenate([jnp.asarray(a), jnp.full((n_pad,), v, jnp.asarray(a).dtype)])  # noqa: E731
-    w = (jnp.arange(N + n_pad) < N).astype(train.y.dtype)
+    # on the host: the padded length changes every round, and eager device code would compile a
+    # small program per operation and length
+    pad = lambda a, v: np.concatenate([np.asarray(a), np.full((n_pad,), v, np.asarray(a).dtype)])  # noqa: E731
+    w = (np.arange(N + n_pad) < N).astype(np.asarray(train.y).dtype)
     pts = Points(pad(train.x, 0.0), pad(train.p, 0), pad(train.r, 0), pad(train.d, 0), pad(train.c, 0),
                  pad(train.y, 0.0), w)
     xgrid = pts.x if xgrid is None else xgrid  # None: every training point is its own grid entry
