@@ -39,7 +39,7 @@ from jaxscale.infer import (
     sharded_vmap,
 )
 from jaxscale.laws import (ChinchillaParams, chinchilla_admissible, chinchilla_log_lse, chinchilla_squared_exponents,
-                           chinchilla_theta_to_params)
+                           chinchilla_sqrt_exponents, chinchilla_theta_to_params)
 
 __all__ = [
     "ChinchillaData",
@@ -599,12 +599,6 @@ def _log_range(data: ChinchillaData) -> np.ndarray:
     return np.array([[a.min(), a.max()] for a in (log_n, log_d, log_n + log_d + np.log(6.0))])
 
 
-def _sqrt_exponents(theta):
-    """Start of a refit in the parameters of :func:`jaxscale.laws.chinchilla_squared_exponents`
-    (a negative or zero exponent starts just above 0, where the gradient does not vanish)."""
-    return jnp.concatenate([theta[..., :3], jnp.sqrt(jnp.maximum(theta[..., 3:], 1e-6))], axis=-1)
-
-
 def _huber_nonneg(v, data: ChinchillaData, delta):
     return huber_objective(chinchilla_squared_exponents(v), data, delta)
 
@@ -612,7 +606,7 @@ def _huber_nonneg(v, data: ChinchillaData, delta):
 def _newton_nonneg(theta, data: ChinchillaData, delta, **kwargs) -> FitResult:
     """Damped-Newton refit from ``theta`` with the exponents kept >= 0; ``params`` in the usual
     ``(a, b, e, alpha, beta)``. Where the optimum has positive exponents it is the same optimum."""
-    res = minimize_newton(_huber_nonneg, _sqrt_exponents(theta), data, delta, **kwargs)
+    res = minimize_newton(_huber_nonneg, chinchilla_sqrt_exponents(theta), data, delta, **kwargs)
     return res._replace(params=chinchilla_squared_exponents(res.params))
 
 

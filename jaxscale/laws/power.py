@@ -24,6 +24,7 @@ __all__ = [
     "chinchilla_params_to_theta",
     "chinchilla_admissible",
     "chinchilla_squared_exponents",
+    "chinchilla_sqrt_exponents",
     "power_law",
     "saturating_power_law",
     "compute_6nd",
@@ -145,6 +146,15 @@ def chinchilla_squared_exponents(v):
     out; anything else gives JAX arrays (jit- and grad-able)."""
     xp = np if isinstance(v, np.ndarray) else jnp
     return xp.concatenate([v[..., :3], xp.square(v[..., 3:])], axis=-1)
+
+
+def chinchilla_sqrt_exponents(theta):
+    """Inverse of :func:`chinchilla_squared_exponents`: ``(a, b, e, alpha, beta)`` ->
+    ``(a, b, e, sqrt(alpha), sqrt(beta))``, the start of a fit with the exponents kept >= 0 (an
+    exponent below 1e-6, negative included, starts at sqrt(1e-6), where the gradient of the square
+    does not vanish). NumPy in, NumPy out; anything else gives JAX arrays."""
+    xp = np if isinstance(theta, np.ndarray) else jnp
+    return xp.concatenate([theta[..., :3], xp.sqrt(xp.maximum(theta[..., 3:], 1e-6))], axis=-1)
 
 
 def chinchilla_params_to_theta(params: ChinchillaParams):

@@ -20,7 +20,7 @@ import pandas as pd
 from jaxscale import _programs as programs
 from jaxscale.infer import bucket, minimize_lbfgs, multistart, reason_text
 from jaxscale.laws import (ChinchillaParams, chinchilla, chinchilla_admissible, chinchilla_log_lse,
-                          chinchilla_squared_exponents, chinchilla_theta_to_params)
+                          chinchilla_sqrt_exponents, chinchilla_squared_exponents, chinchilla_theta_to_params)
 from jaxscale.ncpl.dataset import SOURCES, regression_metrics, select
 
 __all__ = [
@@ -199,7 +199,7 @@ def fit_chinchilla_law_info(N, D, loss, *, n_scale: float | None = None, d_scale
     good = np.where(chinchilla_admissible(raw), obj, np.inf)
     if not np.isfinite(good).any():  # every start ended with a negative exponent, which explodes beyond
         # the runs: the same starts again with the exponents kept >= 0 (squares)
-        x0 = np.concatenate([grid[:, :3], np.sqrt(grid[:, 3:])], axis=1).astype(dt)
+        x0 = chinchilla_sqrt_exponents(grid).astype(dt)
         res2 = programs.call("ncpl_chinchilla_starts", _fit_starts, (x0, log_n, log_d, log_y, w, within),
                              (max_steps, True), light=True)
         raw2 = _raw_units(chinchilla_squared_exponents(np.asarray(res2.params, float)), n_scale, d_scale)
@@ -284,8 +284,6 @@ def law_band(N, D, loss, best: LawFit, *, level: float = 0.9) -> np.ndarray:
 
 def band_predictions(band, N, D) -> np.ndarray:
     """``(K, n)`` losses of every law of :func:`law_band` at ``N``, ``D`` (NumPy: compiles nothing)."""
-    from jaxscale.laws import chinchilla_log_lse
-
     return np.exp(chinchilla_log_lse(np.asarray(band, float), np.log(np.asarray(N, float)),
                                      np.log(np.asarray(D, float)), xp=np))
 
