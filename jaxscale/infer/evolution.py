@@ -63,7 +63,9 @@ def _converged(fitness, tol, atol):
     return finite & (jnp.std(fitness) <= atol + tol * jnp.abs(jnp.mean(fitness)))
 
 
-def _latin_hypercube(key, n_pop: int, n_dim: int, dtype):
+def _latin_hypercube(key, popsize: int, n_dim: int, dtype):
+    """``max(popsize * n_dim, 5)`` members in the unit cube, one per stratum in every dimension."""
+    n_pop = max(popsize * n_dim, 5)
     k_perm, k_jit = jax.random.split(key)
     jitter = jax.random.uniform(k_jit, (n_pop, n_dim), dtype=dtype)
     perms = jax.vmap(lambda k: jax.random.permutation(k, n_pop))(jax.random.split(k_perm, n_dim)).T
@@ -73,7 +75,7 @@ def _latin_hypercube(key, n_pop: int, n_dim: int, dtype):
 def de_init(key, loss_fn, bounds, *args, popsize: int = 15, tol: float = 1e-8, atol: float = 0.0) -> DEState:
     """Latin-hypercube population of ``popsize * n_dim`` members inside ``bounds`` (shape (D, 2))."""
     lo, hi = _bounds(bounds)
-    pop = _latin_hypercube(key, max(popsize * lo.shape[0], 5), lo.shape[0], lo.dtype)
+    pop = _latin_hypercube(key, popsize, lo.shape[0], lo.dtype)
     fitness = _evaluate(loss_fn, pop, lo, hi, args)
     i = jnp.argmin(fitness)
     return DEState(pop, fitness, _scale(pop[i], lo, hi), fitness[i], jnp.asarray(0),
@@ -141,7 +143,7 @@ def de_run(key, loss_fn, bounds, *args, popsize: int = 15, maxiter: int = 1000, 
     """
     k_init, k_run = jax.random.split(key)
     lo, _ = _bounds(bounds)
-    pop = _latin_hypercube(k_init, max(popsize * lo.shape[0], 5), lo.shape[0], lo.dtype)
+    pop = _latin_hypercube(k_init, popsize, lo.shape[0], lo.dtype)
     # the loop's first pass evaluates the initial population (what de_init does), so the loss
     # is compiled once, not twice: the program compiles in less time, with the same numbers
     inf = jnp.asarray(jnp.inf, pop.dtype)
@@ -156,10 +158,10 @@ def de_run(key, loss_fn, bounds, *args, popsize: int = 15, maxiter: int = 1000, 
         s, info, fresh = carry
         k = jax.random.fold_in(k_run, s.generation)
         s, step_info = _generation(k, s, loss_fn, bounds, args, mutation, recombination, tol, atol, fresh)
-        step_info = step_info._replace(n_evaluations=info.n_evaluations + step_info.n_evaluations)
         # after the initial evaluation, report as de_init does: nothing accepted yet, no mutation
-        step_info = jax.tree.map(lambda a, b: jnp.where(fresh, a, b), DEInfo(jnp.asarray(0), step_info.spread,
-                                 jnp.asarray(0.0, pop.dtype), step_info.n_evaluations), step_info)
+        step_info = step_info._replace(n_accepted=jnp.where(fresh, 0, step_info.n_accepted),
+                                       mutation=jnp.where(fresh, 0.0, step_info.mutation),
+                                       n_evaluations=info.n_evaluations + step_info.n_evaluations)
         return s, step_info, jnp.asarray(False)
 
     state, info, _ = jax.lax.while_loop(cond, body, (state, info0, jnp.asarray(True)))
