@@ -236,3 +236,25 @@ def test_other_splits_build_fit_and_predict():
         p = predict_joint(jax.random.key(1), f, pr, n_h=2)
         assert p.mean.shape == (2, n_pts) and np.all(np.isfinite(np.asarray(p.mean))), (ds, split)
         assert np.all(np.isfinite(np.asarray(p.cov))) and np.all(np.asarray(p.noise_var) > 0)
+
+
+def test_adam_schedule_holds_then_decays_and_can_stay_constant():
+    """The default Adam step size: the peak for the first 30% of the steps, then a cosine decay to
+    2% of it at the last step; ``decay=False`` keeps it constant (the original code's optimiser)."""
+    from jaxscale.learning_curves.magp import adam_elbo, lr_schedule
+
+    rate = jax.jit(jax.vmap(lr_schedule(0.05, 600)))(jnp.arange(600))
+    np.testing.assert_allclose(rate[:180], 0.05)
+    assert abs(float(rate[-1]) - 0.001) < 1e-12 and np.all(np.diff(np.asarray(rate)) <= 1e-15)
+    np.testing.assert_allclose(jax.vmap(lr_schedule(0.05, 600, decay=False))(jnp.arange(600)), 0.05)
+
+    # Adam on a noisy quadratic (64 seeds): the decayed rate ends nearer the optimum than the
+    # constant one, which keeps jittering at its noise floor (RMS error 0.031 vs 0.082)
+    def loss(x, eps):
+        return jnp.sum((x - 1.0 + 0.3 * eps[0]) ** 2), 0.0
+
+    keys = jax.random.split(jax.random.key(0), 64)
+    err = [float(jnp.sqrt(jnp.mean((jax.vmap(lambda k: adam_elbo(
+        loss, jnp.zeros(3), k, None, (3,), 400, 0.05, 1, jnp.float64, decay=d)[0])(keys) - 1.0) ** 2)))
+        for d in (True, False)]
+    assert err[0] < 0.5 * err[1], err

@@ -28,7 +28,8 @@ from jaxscale.cli._common import (
     split_list,
     write_predictions,
 )
-from jaxscale.learning_curves.spec import ACTIVE_MODELS, DEFAULT_COLUMNS, GP_RESTARTS, GP_STEPS, MODELS, SPLITS, Spec
+from jaxscale.learning_curves.spec import (ACTIVE_MODELS, DEFAULT_COLUMNS, GP_RESTARTS, GP_STEPS, MODELS, SPLITS, Spec,
+                                           extrapolation_gp_spec)
 
 __all__ = ["register", "evaluate_handler", "law_handler", "active_handler", "extrapolate_handler", "demo_section",
            "run_psl_demo", "baseline_report"]
@@ -111,7 +112,10 @@ def _add_spec(p, *, models=MODELS) -> None:
                         "best for sizes beyond the training runs)")
     g.add_argument("--restarts", type=int, default=d.restarts, help="random restarts, run as one compiled program")
     g.add_argument("--steps", type=int, default=d.steps, help="Adam steps per restart (magp, magp_desc, magp_law)")
-    g.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
+    g.add_argument("--lr", type=float, default=d.learning_rate,
+                   help="Adam's peak learning rate (held for 30%% of the steps, then cosine-decayed to 2%% of it)")
+    g.add_argument("--no-lr-decay", action="store_true",
+                   help="keep --lr constant (the original code's optimiser: 2000 steps at 1e-2)")
     g.add_argument("--n-h", type=int, default=d.n_h, help="latent draws integrating q(h) in predictions")
     g.add_argument("--no-log-descriptors", action="store_true",
                    help="use the descriptors as given (default: their logarithm, for sizes > 0)")
@@ -120,7 +124,8 @@ def _add_spec(p, *, models=MODELS) -> None:
 
 def _spec(args) -> Spec:
     return Spec(model=args.model, restarts=args.restarts, steps=args.steps, learning_rate=args.lr,
-                n_h=getattr(args, "n_h", Spec().n_h), log_descriptors=not getattr(args, "no_log_descriptors", False))
+                n_h=getattr(args, "n_h", Spec().n_h), log_descriptors=not getattr(args, "no_log_descriptors", False),
+                lr_decay=not getattr(args, "no_lr_decay", False))
 
 
 def _read(args, *, compute: bool = False, heldout_loss_optional: bool = False):
@@ -218,7 +223,7 @@ def evaluate_handler(args) -> dict:
     out, details = evaluate_model(
         jax.random.key(args.seed), dataset, split, args.model, restarts=args.restarts,
         steps=args.steps, learning_rate=args.lr, leaky=args.leaky, holdout=args.leave_index, plot=args.plot,
-        nuts_warmup=args.nuts_warmup, nuts_samples=args.nuts_samples, details=True,
+        nuts_warmup=args.nuts_warmup, nuts_samples=args.nuts_samples, details=True, lr_decay=not args.no_lr_decay,
     )
     out["baselines"] = baseline_report(details, f"{args.model} on {out['dataset']} / {out['split']} (held-out points)")
     return out
@@ -303,7 +308,8 @@ def _bundled_law(args) -> dict:
             raise ValueError(f"--{flag} needs --csv (your own table); the bundled law uses --split")
     out, details = bundled_law(jax.random.key(args.seed), args.dataset or "nanogpt_large", args.split or "tri",
                                model=args.model, restarts=args.restarts, steps=args.steps, leaky=args.leaky,
-                               rule=args.rule, n_samples=args.samples, tokens_per_step=args.tokens_per_step,
+                               learning_rate=args.lr, lr_decay=not args.no_lr_decay, rule=args.rule,
+                               n_samples=args.samples, tokens_per_step=args.tokens_per_step,
                                level=args.level, details=True)
     out["baselines"] = baseline_report(details, f"{args.model} on {out['dataset']} / {out['split']} (held-out points)")
     return out
@@ -466,7 +472,7 @@ def extrapolate_handler(args) -> dict:
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains,
                            target_accept=args.target_accept, level=args.level, calibrate=not args.no_calibrate,
                            sampler=args.sampler)
-    gp_spec = Spec(restarts=args.restarts, steps=args.steps)  # evaluate_tail sets its model
+    gp_spec = extrapolation_gp_spec(restarts=args.restarts, steps=args.steps)  # evaluate_tail sets its model
     fit, baselines, report = evaluate_tail(jax.random.key(args.seed), data, spec, model=args.model, gp_spec=gp_spec)
     name = "Bayesian power law" if args.model == "powerlaw" else args.model
     out = {"source": str(args.csv), "cutoff": args.cutoff, "train_col": args.train_col,

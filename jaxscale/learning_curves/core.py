@@ -252,7 +252,8 @@ def fit_core(key, data: Data, spec: Spec = Spec(), w=None) -> Fit:
     history = None
     q = spec.q
     if spec.model == "magp":
-        params, loss, history, jit = magp._fit_many(keys, x, pts, D, q, spec.steps, spec.learning_rate, spec.n_mc)
+        params, loss, history, jit = magp._fit_many(keys, x, pts, D, q, spec.steps, spec.learning_rate, spec.n_mc,
+                                                     spec.lr_decay)
     elif spec.model in DESC_MODELS:
         z = _transform_descriptors(data.descriptors, spec)
         center, scale = _descriptor_scaling(z, d * R + r, D * R, w)
@@ -264,7 +265,7 @@ def fit_core(key, data: Data, spec: Spec = Spec(), w=None) -> Fit:
             y_mean, y_std = jnp.full((D,), mu, dt), jnp.full((D,), sd, dt)
             pts = _points(x, d, r, R, zr, w=wp)
         params, loss, history, jit = magp_desc._fit_many(keys, tables, x, pts, q, spec.steps, spec.learning_rate,
-                                                         spec.n_mc)
+                                                         spec.n_mc, spec.lr_decay)
         if spec.model == "magp_desc":
             observed = jax.ops.segment_sum(w, d, D) > 0
             coef = _scale_regression(tables.task, y_mean, y_std, observed)

@@ -67,8 +67,9 @@ def frame_labels(frame):
     return tuple(order), P
 
 
-def predict_heldout(key, dataset: str, held_labels, model: str = "magp", restarts: int = 10, steps: int = 2000,
-                    warm=None, n_h: int = 32, leaky: bool = False) -> HeldoutPrediction:
+def predict_heldout(key, dataset: str, held_labels, model: str = "magp", restarts: int = 10, steps: int = 600,
+                    warm=None, n_h: int = 32, leaky: bool = False, learning_rate: float = 5e-2,
+                    lr_decay: bool = True) -> HeldoutPrediction:
     """Fit ``model`` on every curve except ``held_labels`` and predict the held-out curves jointly.
 
     Uses the curve-model API (``models.fit_model`` / ``models.predict_joint``; leak-free z-scoring). The
@@ -84,7 +85,8 @@ def predict_heldout(key, dataset: str, held_labels, model: str = "magp", restart
 
     problem = heldout_problem(dataset, held_labels, "psl", leaky=leaky)
     k_fit, k_pred = jax.random.split(key)
-    fit = fit_model(k_fit, problem, model, restarts=restarts, steps=steps)
+    fit = fit_model(k_fit, problem, model, restarts=restarts, steps=steps, learning_rate=learning_rate,
+                    lr_decay=lr_decay)
     report = problem_fit_report(fit)
     warn_report(report)
     pred = predict_joint(k_pred, fit, problem, n_h=n_h)
@@ -96,8 +98,9 @@ def predict_heldout(key, dataset: str, held_labels, model: str = "magp", restart
 
 
 def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, model: str = "magp", restarts: int = 10,
-                steps: int = 2000, leaky: bool = False, rule: str = "interp", n_samples: int = 1000,
-                tokens_per_step: float | None = None, level: float = 0.9, details: bool = False):
+                steps: int = 600, leaky: bool = False, rule: str = "interp", n_samples: int = 1000,
+                tokens_per_step: float | None = None, level: float = 0.9, details: bool = False,
+                learning_rate: float = 5e-2, lr_decay: bool = True):
     """The paper's probabilistic law on a bundled nanoGPT grid: fit on the split's training curves,
     draw ``n_samples`` joint samples of the held-out curves, one law per draw and one per restart's
     mean, AbC against the law of the true curves. ``rule="both"`` adds the nearest-C rule.
@@ -120,7 +123,8 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
     tps = TOKENS_PER_STEP if tokens_per_step is None else tokens_per_step
     labels, L, C = load_nanogpt_curves(dataset, tokens_per_step=tps).flat()
     k_fit, k_draw = jax.random.split(key)
-    pred = predict_heldout(k_fit, dataset, held, model=model, restarts=restarts, steps=steps, leaky=leaky)
+    pred = predict_heldout(k_fit, dataset, held, model=model, restarts=restarts, steps=steps, leaky=leaky,
+                           learning_rate=learning_rate, lr_decay=lr_decay)
     out = {"dataset": dataset, "split": split, "model": model, "rule": rule, "leaky": leaky,
            "restarts": restarts, "steps": steps, "fit_seconds": pred.fit_seconds,
            "converged": pred.convergence["converged"], "convergence": pred.convergence}

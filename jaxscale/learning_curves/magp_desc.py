@@ -170,22 +170,24 @@ def desc_loss(p: DescParams, eps, tables: DescTables, xgrid, pts: Points):
     return jnp.mean(nll) + kl - _pad_constant(pts), jnp.max(jit)
 
 
-def _fit_one(key, tables, xgrid, pts: Points, q, steps, learning_rate, n_mc):
+def _fit_one(key, tables, xgrid, pts: Points, q, steps, learning_rate, n_mc, decay):
     kinit, krun, kfin = jax.random.split(key, 3)
     x0 = init_desc(kinit, tables, q, pts.y.dtype)
     return adam_elbo(desc_loss, x0, krun, kfin, (tables.task.shape[0], q), steps, learning_rate,
-                     n_mc, pts.y.dtype, tables, xgrid, pts)
+                     n_mc, pts.y.dtype, tables, xgrid, pts, decay=decay)
 
 
-@partial(jax.jit, static_argnames=("q", "steps", "n_mc"))
-def _fit_many(keys, tables, xgrid, pts, q, steps, learning_rate, n_mc):
+@partial(jax.jit, static_argnames=("q", "steps", "n_mc", "decay"))
+def _fit_many(keys, tables, xgrid, pts, q, steps, learning_rate, n_mc, decay=True):
     # restarts split over all devices (one CPU device: one after another)
-    return sharded_vmap(lambda k: _fit_one(k, tables, xgrid, pts, q, steps, learning_rate, n_mc), keys, linalg=True)
+    return sharded_vmap(lambda k: _fit_one(k, tables, xgrid, pts, q, steps, learning_rate, n_mc, decay), keys,
+                        linalg=True)
 
 
-def fit_magp_desc(key, xgrid, train: Points, tables: DescTables, *, restarts: int = 10, steps: int = 2000,
-                  learning_rate: float = 1e-2, q: int = 2, n_mc: int = 1) -> DescFit:
-    """Fit the descriptor MaGP (restart i uses ``fold_in(key, i)``; one compiled program)."""
+def fit_magp_desc(key, xgrid, train: Points, tables: DescTables, *, restarts: int = 10, steps: int = 600,
+                  learning_rate: float = 5e-2, q: int = 2, n_mc: int = 1, lr_decay: bool = True) -> DescFit:
+    """Fit the descriptor MaGP (restart i uses ``fold_in(key, i)``; one compiled program); Adam as in
+    :func:`~.magp.fit_magp`."""
     warn_if_float32("MaGP-desc inputs")
     if train.y.ndim != 1 or train.y.shape[0] < 2:
         raise ValueError(f"train.y must be a vector of >= 2 points, got shape {train.y.shape}")
@@ -195,7 +197,7 @@ def fit_magp_desc(key, xgrid, train: Points, tables: DescTables, *, restarts: in
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(restarts))
     with heartbeat(f"descriptor MaGP fit ({restarts} restarts x {steps} Adam steps on {train.y.shape[0]} points)"):
         x, final, hist, jit = jax.block_until_ready(_fit_many(keys, tables, xgrid, train, q, steps, learning_rate,
-                                                              n_mc))
+                                                              n_mc, lr_decay))
     ok = report_fit_health(final, x, jit, "MaGP-desc", history=hist)
     return DescFit(x, final, hist, jit, ok, np.arange(restarts), tables, observed)
 

@@ -44,14 +44,15 @@ log = get_logger(__name__)
 
 
 def _fit_predict(key, problem: LCProblem, model: str, restarts: int, steps: int, learning_rate: float,
-                 nuts_warmup: int = 300, nuts_samples: int = 300, pad_to: int | None = None):
+                 nuts_warmup: int = 300, nuts_samples: int = 300, pad_to: int | None = None, lr_decay: bool = True):
     kf, kp = jax.random.split(key)
     if model.startswith("bnn"):
         from jaxscale.learning_curves.bnn import fit_predict_bnn
 
         return fit_predict_bnn(kf, problem, basis="orig" if model == "bnn_orig" else "lc", restarts=restarts,
                                num_warmup=nuts_warmup, num_samples=nuts_samples)
-    fit_ = fit_model(kf, problem, model, restarts=restarts, steps=steps, learning_rate=learning_rate, pad_to=pad_to)
+    fit_ = fit_model(kf, problem, model, restarts=restarts, steps=steps, learning_rate=learning_rate, pad_to=pad_to,
+                     lr_decay=lr_decay)
     t0 = time.perf_counter()
     pred = jax.block_until_ready(predict_joint(kp, fit_, problem))
     return fit_, pred, fit_.fit_seconds, time.perf_counter() - t0
@@ -118,9 +119,9 @@ def _metric_block(ev: dict) -> dict:
 
 
 def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "magp", *,
-                   restarts: int = 10, steps: int = 2000, learning_rate: float = 1e-2, leaky: bool = False,
+                   restarts: int = 10, steps: int = 600, learning_rate: float = 5e-2, leaky: bool = False,
                    holdout=None, plot: str | Path | None = None, nuts_warmup: int = 300,
-                   nuts_samples: int = 300, pad_to: int | None = None, details: bool = False):
+                   nuts_samples: int = 300, pad_to: int | None = None, details: bool = False, lr_decay: bool = True):
     """Fit ``model`` on ``split`` of a bundled ``dataset``, predict the held-out curves, return metrics.
 
     ``dataset`` is a bundled name or an ``LCData``; ``split`` a split name or a ``Split`` (row masks).
@@ -131,7 +132,8 @@ def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "mag
     law-informed descriptor MaGP, :mod:`.law_gp`; nanoGPT datasets), "bnn" / "bnn_orig"
     (NUTS with ``nuts_warmup`` / ``nuts_samples`` per chain; chains = ``restarts``). ``holdout``: the
     index held out by the ``leave_embd`` / ``leave_layer`` splits. ``pad_to``: pad the GP training
-    set with inert points (shares compiled programs; see ``problem.pad_points``).
+    set with inert points (shares compiled programs; see ``problem.pad_points``). Adam: ``steps`` steps
+    at the peak ``learning_rate`` of :func:`~.magp.lr_schedule` (``lr_decay=False``: constant).
 
     The dict also carries the optimiser's ``converged`` and ``convergence`` (Adam / L-BFGS /
     NUTS diagnostics, warned when they fail) and ``extrapolation`` (how far the held-out points lie
@@ -148,7 +150,7 @@ def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "mag
     log.info("%s / %s / %s: %d training points, %d held-out points", name, problem.split.name, model,
              problem.train.x.shape[0], problem.test.x.shape[0])
     fit_, pred, fit_s, pred_s = _fit_predict(key, problem, model, restarts, steps, learning_rate,
-                                             nuts_warmup, nuts_samples, pad_to)
+                                             nuts_warmup, nuts_samples, pad_to, lr_decay)
     ev = evaluate_prediction(problem, pred)
     report = problem_fit_report(fit_)
     if model in ("magp", "dhgp", *DESC_MODELS):
