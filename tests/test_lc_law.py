@@ -93,7 +93,7 @@ def test_unseen_widest_or_deepest_beats_the_naive_baselines(split, index, size_t
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out, det = evaluate_model(jax.random.key(0), "nanogpt_large", split, "magp_law", restarts=2, steps=1500,
+        out, det = evaluate_model(jax.random.key(0), "nanogpt_large", split, "magp_law", restarts=2,
                                   holdout=index, details=True)
     y, pred, last = det.y, det.prediction, det.last
     mae = lambda p: float(np.mean(np.abs(np.asarray(p)[last] - y[last])))  # noqa: E731
