@@ -208,14 +208,13 @@ def predictive_bands(key, fit: BayesFit, likelihood: str, n_items=None, level: f
 
 def coverage(y, bands: dict, mask=None) -> float:
     """Fraction of observations inside the predictive band ``[bands["lo"], bands["hi"]]``
-    (optionally on the rows where ``mask`` is True)."""
-    from jaxscale.metrics import interval_coverage
-
+    (optionally on the rows where ``mask`` is True; NaN when no row is left). Host-side NumPy."""
     y, lo, hi = np.asarray(y), np.asarray(bands["lo"]), np.asarray(bands["hi"])
     if mask is not None:
         m = np.asarray(mask, bool)
         y, lo, hi = y[m], lo[m], hi[m]
-    return float(interval_coverage(y, lo, hi))
+    inside = (y >= lo) & (y <= hi)
+    return float(np.mean(inside)) if inside.size else float("nan")
 
 
 def predictive_draws(key, p, noise, likelihood: str, n_items=None, extra_sd=None):
