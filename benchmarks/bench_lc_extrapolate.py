@@ -132,7 +132,7 @@ def long_logs(points: int, n_runs: int = 12, seed: int = 0):
 
 def main(argv=None):
     from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail
-    from jaxscale.learning_curves.spec import GP_RESTARTS, GP_STEPS, SAMPLERS, extrapolation_gp_spec
+    from jaxscale.learning_curves.spec import SAMPLERS, Spec
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cuts", default="0.1,0.25,0.5")
@@ -161,7 +161,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     enable_x64()
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains, sampler=args.sampler)
-    gp = extrapolation_gp_spec(restarts=args.gp_restarts or GP_RESTARTS, steps=args.gp_steps or GP_STEPS)
+    gp = Spec(model="magp_law", restarts=args.gp_restarts or Spec().restarts, steps=args.gp_steps or Spec().steps)
     cases = [(f"nanogpt_large cut {float(c):.0%}", lambda c=float(c): nanogpt_cut(c)) for c in args.cuts.split(",") if c]
     cases += [(f"nanogpt_large cut {float(c):.0%}, magp_law", lambda c=float(c): nanogpt_cut(c, descriptors=True))
               for c in args.gp_cuts.split(",") if c]

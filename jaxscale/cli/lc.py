@@ -28,8 +28,7 @@ from jaxscale.cli._common import (
     split_list,
     write_predictions,
 )
-from jaxscale.learning_curves.spec import (ACTIVE_MODELS, DEFAULT_COLUMNS, GP_RESTARTS, GP_STEPS, MODELS, SPLITS, Spec,
-                                           extrapolation_gp_spec)
+from jaxscale.learning_curves.spec import ACTIVE_MODELS, DEFAULT_COLUMNS, MODELS, SPLITS, Spec
 
 __all__ = ["register", "evaluate_handler", "law_handler", "active_handler", "extrapolate_handler", "demo_section",
            "run_psl_demo", "baseline_report"]
@@ -472,7 +471,7 @@ def extrapolate_handler(args) -> dict:
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains,
                            target_accept=args.target_accept, level=args.level, calibrate=not args.no_calibrate,
                            sampler=args.sampler)
-    gp_spec = extrapolation_gp_spec(restarts=args.restarts, steps=args.steps)  # evaluate_tail sets its model
+    gp_spec = Spec(restarts=args.restarts, steps=args.steps)  # evaluate_tail sets its model
     fit, baselines, report = evaluate_tail(jax.random.key(args.seed), data, spec, model=args.model, gp_spec=gp_spec)
     name = "Bayesian power law" if args.model == "powerlaw" else args.model
     out = {"source": str(args.csv), "cutoff": args.cutoff, "train_col": args.train_col,
@@ -530,9 +529,9 @@ def register_extrapolate(lc_subparsers) -> None:
                    help="powerlaw: a Bayesian power law per run (any table); magp_law: a scaling law in the "
                         "descriptors and step fitted to all runs, a GP on its residuals (needs --descriptor-cols; "
                         "shares strength across runs); magp_desc: the GP without the law")
-    m.add_argument("--restarts", type=int, default=GP_RESTARTS,
+    m.add_argument("--restarts", type=int, default=Spec().restarts,
                    help="GP restarts (magp_law, magp_desc)")
-    m.add_argument("--steps", type=int, default=GP_STEPS, help="Adam steps per GP restart")
+    m.add_argument("--steps", type=int, default=Spec().steps, help="Adam steps per GP restart")
     p.add_argument("--level", type=float, default=d.level, help="central interval level")
     p.add_argument("--no-calibrate", action="store_true",
                    help="keep the model's own interval (default: calibrate it on the finished runs of the table, "

@@ -941,8 +941,7 @@ def extrapolate_gp(key, data: TailData, spec=None, *, level: float = 0.9) -> Tai
       key: PRNG key (restarts and the predictive draws).
       data: :func:`tail_from_frame` with ``descriptor_cols``.
       spec: :class:`jaxscale.learning_curves.Spec` (model, restarts, Adam steps); default
-        ``magp_law`` with :data:`GP_RESTARTS` restarts of :data:`GP_STEPS` Adam steps at the constant
-        rate :data:`GP_LEARNING_RATE` (:func:`~.spec.extrapolation_gp_spec`).
+        ``Spec(model="magp_law")`` (10 restarts of 600 Adam steps).
       level: central interval level.
 
     Returns:
@@ -956,9 +955,9 @@ def extrapolate_gp(key, data: TailData, spec=None, *, level: float = 0.9) -> Tai
         :func:`jaxscale.learning_curves.fit` (e.g. a descriptor with one value for all runs).
     """
     from jaxscale.learning_curves import core
-    from jaxscale.learning_curves.spec import DESC_MODELS, extrapolation_gp_spec
+    from jaxscale.learning_curves.spec import DESC_MODELS, Spec
 
-    spec = extrapolation_gp_spec() if spec is None else spec
+    spec = Spec(model="magp_law") if spec is None else spec
     level = check_level(level)
     names = [c for role, c in data.columns if role == "descriptor"]
     if spec.model in DESC_MODELS and (data.descriptors is None or not names):
@@ -993,9 +992,8 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
     """The model's fit and the least-squares baseline on the same rows, scored on the tail rows that carry a loss.
 
     ``model``: ``"powerlaw"`` (:func:`extrapolate`, sampler settings from ``spec``) or a GP model
-    name (:func:`extrapolate_gp` with ``gp_spec``, by default :data:`GP_RESTARTS` restarts of
-    :data:`GP_STEPS` Adam steps at a constant rate, :func:`~.spec.extrapolation_gp_spec`; its ``model`` is
-    set to ``model``; at ``spec.level``).
+    name (:func:`extrapolate_gp` with ``gp_spec``, by default ``Spec()``'s restarts and Adam steps; its
+    ``model`` is set to ``model``; at ``spec.level``).
 
     Returns ``(TailFit, baselines, report)``: ``baselines`` maps ``scipy_power_law`` and
     ``last_value`` to their predictions of the tail rows (``fit.rows``); the report holds
@@ -1005,13 +1003,13 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
     """
     import time
 
-    from jaxscale.learning_curves.spec import extrapolation_gp_spec
+    from jaxscale.learning_curves.spec import Spec
 
     t0 = time.perf_counter()
     if model == "powerlaw":
         fit = extrapolate(key, data, spec)
     else:
-        gp_spec = extrapolation_gp_spec(model) if gp_spec is None else gp_spec._replace(model=model)
+        gp_spec = Spec(model=model) if gp_spec is None else gp_spec._replace(model=model)
         fit = extrapolate_gp(key, data, gp_spec, level=spec.level)
     secs = time.perf_counter() - t0
     base, info = powerlaw_lstsq(data)

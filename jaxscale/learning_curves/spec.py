@@ -11,9 +11,7 @@ from typing import NamedTuple
 
 from jaxscale._registry import register_serializable
 
-__all__ = ["MODELS", "DESC_MODELS", "ACTIVE_MODELS", "Spec", "DEFAULT_COLUMNS", "ExtrapolateSpec", "GP_RESTARTS",
-           "GP_STEPS", "GP_LEARNING_RATE",
-           "extrapolation_gp_spec", "MODEL_CHOICES", "SPLITS", "LC_DATASETS", "MULTILINGUAL_LANGS"]
+__all__ = ["MODELS", "DESC_MODELS", "ACTIVE_MODELS", "Spec", "DEFAULT_COLUMNS", "ExtrapolateSpec", "MODEL_CHOICES", "SPLITS", "LC_DATASETS", "MULTILINGUAL_LANGS"]
 
 #: Curve models of :func:`jaxscale.learning_curves.fit` (``Spec.model``).
 MODELS = ("magp", "magp_desc", "magp_law", "dhgp")
@@ -60,18 +58,6 @@ class Spec(NamedTuple):
 
 #: Default column name per role.
 DEFAULT_COLUMNS = {"task": "task", "instance": "instance", "x": "x", "target": "y"}
-
-
-#: Restarts, Adam steps and (constant) learning rate of the GP that extrapolates runs in progress
-#: (:func:`jaxscale.learning_curves.extrapolate.extrapolate_gp`) by default (on the nanoGPT cuts
-#: 10 x 1000 gave RMSLE 0.036 / 0.046 / 0.042 at 10 / 25 / 50 %, 4 x 1000 gave 0.055 / 0.048 / 0.041).
-GP_RESTARTS, GP_STEPS, GP_LEARNING_RATE = 10, 1000, 1e-2
-
-
-def extrapolation_gp_spec(model: str = "magp_law", restarts: int = GP_RESTARTS, steps: int = GP_STEPS) -> Spec:
-    """The :class:`Spec` of the GP that extrapolates runs in progress: ``steps`` Adam steps at the
-    constant rate :data:`GP_LEARNING_RATE` (the setting those RMSLEs were measured with)."""
-    return Spec(model=model, restarts=restarts, steps=steps, learning_rate=GP_LEARNING_RATE, lr_decay=False)
 
 
 #: Training points above which a GP fit on a CPU warns of its cost, and above which it is refused
