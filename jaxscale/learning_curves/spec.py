@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 from jaxscale._registry import register_serializable
 
-__all__ = ["MODELS", "DESC_MODELS", "ACTIVE_MODELS", "Spec", "DEFAULT_COLUMNS", "ExtrapolateSpec", "MODEL_CHOICES", "SPLITS", "LC_DATASETS", "MULTILINGUAL_LANGS"]
+__all__ = ["MODELS", "DESC_MODELS", "ACTIVE_MODELS", "Spec", "DEFAULT_COLUMNS", "ExtrapolateSpec", "MODEL_CHOICES",
+           "SPLITS", "LC_DATASETS", "MULTILINGUAL_LANGS"]
 
 #: Curve models of :func:`jaxscale.learning_curves.fit` (``Spec.model``).
 MODELS = ("magp", "magp_desc", "magp_law", "dhgp")
