@@ -300,7 +300,7 @@ def _scored(fit, data, df, rows, y, pred, args, what: str) -> dict:
     if law is not None:
         n = df[args.n_col].to_numpy(float)[ok]
         d = df[args.d_col].to_numpy(float)[ok]
-        law_pred = np.asarray(chinchilla(type(law)(*(np.asarray(v, float) for v in law)), n, d, xp=np), float)
+        law_pred = np.asarray(chinchilla(law, n, d, xp=np), float)
         out["chinchilla"] = _metrics(y[ok], law_pred)
         out["chinchilla"]["law"] = _law_dict(law)
         base = {"chinchilla_on_training_rows": law_pred, **base}

@@ -68,7 +68,7 @@ def chinchilla(params: ChinchillaParams, N, D, xp=jnp):
       N: parameter counts (any shape broadcastable with ``D``).
       D: training tokens.
       xp: ``jax.numpy`` (jit-able) or ``numpy`` (host-side bookkeeping: eager device code would
-        compile a small program per operation).
+        compile a small program per operation; the parameters are then taken as NumPy floats too).
 
     Returns:
       The predicted loss, with the broadcast shape of ``N`` and ``D``.
@@ -79,6 +79,8 @@ def chinchilla(params: ChinchillaParams, N, D, xp=jnp):
       >>> round(float(chinchilla(p, 70e9, 1.4e12)), 3)
       1.937
     """
+    if xp is np:  # a JAX leaf would send every operation below to the device
+        params = type(params)(*(np.asarray(v, float) for v in params))
     N = xp.asarray(N)
     D = xp.asarray(D)
     return (

@@ -356,7 +356,6 @@ def _base_values(kind: str, law, data: Data) -> np.ndarray:
     if kind == "column":
         return np.asarray(data.base, float)
     if kind == "law":
-        law = ChinchillaParams(*(np.asarray(v, float) for v in law))  # host-side: NumPy compiles nothing
         return np.asarray(chinchilla(law, np.asarray(data.N, float), np.asarray(data.D, float), xp=np), float)
     return np.zeros(data.n_rows)
 
