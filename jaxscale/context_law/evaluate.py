@@ -139,12 +139,12 @@ def evaluate_source(key, source: str, spec: Spec | None = None, *, cutoff: float
                     labels=labels, notes=notes)
     T = len(tasks)
     drift = None
+    theta = np.asarray(fits.theta)  # indexed on the host (eager indexing compiles a program per shape)
     if extrapolate:
         extrap, w_past, future, ok = bt
-        drift = drift_from_backtest(extrap, w_past, future, ok, np.asarray(fits.theta)[2 * T:], spec)
+        drift = drift_from_backtest(extrap, w_past, future, ok, theta[2 * T:], spec)
         box = training_box(extrap)
     rows = []
-    theta = np.asarray(fits.theta)  # indexed on the host (eager indexing compiles a program per shape)
     for i, (t, f) in enumerate(zip(tasks, frames)):
         p = predict_frame(spec, theta[i], f, floor)
         row = {"task": t, "params": theta_dict(spec, theta[i]), "n": len(f),
