@@ -57,6 +57,9 @@ __all__ = [
 ]
 
 STRATEGIES = ("uncertainty", "random", "smallest", "largest", "ours")
+#: Whether the refits decay Adam's rate (``learning_curves.magp.lr_schedule``): no, they keep the
+#: constant ``learning_rate`` the strategies' reported costs were measured with.
+REFIT_LR_DECAY = False
 
 
 class RoundPrediction(NamedTuple):
@@ -592,7 +595,7 @@ def _al_fit_predict_impl(keys, params0, xgrid, pts, query, steps, learning_rate,
     def one(key, x0):
         k_run, k_h = jax.random.split(key)
         x, loss, hist, _ = adam_elbo(magp_loss, x0, k_run, None, (D, Q), steps, learning_rate, 1, dtype, xgrid, pts,
-                                     decay=False)
+                                     decay=REFIT_LR_DECAY)
         hs = latent_draws(x, jax.random.normal(k_h, (n_h, D, Q), dtype))
         mean, cov, _, _ = joint_from_latents(x, hs, xgrid, pts, query)
         return x, loss, mean, cov, adam_convergence(hist)[0][0]
@@ -679,7 +682,7 @@ def _law_refit(key, problem, query, model: str, *, restarts, steps, n_h, learnin
     k_fit, k_pred = jax.random.split(key)
     N = int(problem.train.x.shape[0])
     fit = fit_model(k_fit, problem, model, restarts=restarts, steps=steps, learning_rate=learning_rate,
-                    pad_to=_round_up(N, bucket), lr_decay=False)
+                    pad_to=_round_up(N, bucket), lr_decay=REFIT_LR_DECAY)
     ok = np.asarray(fit.result.ok)
     if not ok.any():
         raise ValueError(f"active-learning refit ({model}): every restart went non-finite")
@@ -777,7 +780,7 @@ def table_round_predictor(data, table, restarts: int = 4, steps: int = 150, cold
 
         rows = np.isin(cid, table.curve[np.asarray(observed)])
         spec = Spec(model=model, restarts=restarts, steps=cold_steps, learning_rate=learning_rate, n_h=n_h,
-                    lr_decay=False)
+                    lr_decay=REFIT_LR_DECAY)
         with warnings.catch_warnings():
             # counted per refit (``converged``) and warned once at the end, naming --cold-steps: the
             # contract's own message names --steps, which is not what sets these refits
