@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import jax
@@ -185,6 +186,36 @@ def test_restart_law_of_truth_is_ground_truth(flat, quad):
     np.testing.assert_allclose(res.law.b1, quad.gt.b1, atol=1e-13)
     np.testing.assert_allclose(res.abc, 0.0, atol=1e-10)
     assert quad.gt.b1 == pytest.approx(-0.054056, abs=1e-6)
+
+
+def test_baseline_laws_fill_the_held_out_curves(flat, quad):
+    """The sceptic's law beside the model's: the law of the frontier with the held-out curves replaced by
+    a baseline's prediction. Filled with the true curves it is the ground truth (AbC 0); filled with
+    every held-out curve 10 % too low it lies lower and has a positive AbC; values <= 0 are floored."""
+    from jaxscale.learning_curves.heldout import baseline_laws
+
+    truth = _held_truth(flat, QUAD)
+    laws = baseline_laws(quad, {"truth": truth.ravel(), "low": 0.9 * truth.ravel(),
+                                 "zero": np.zeros(truth.size)}, truth.shape)
+    assert laws["truth"]["b1"] == pytest.approx(quad.gt.b1, abs=1e-13) and laws["truth"]["abc"] < 1e-10
+    u = np.log(1e19)  # inside the compute grid: the law of lowered curves lies lower there
+    assert laws["low"]["b0"] + laws["low"]["b1"] * u < quad.gt.b0 + quad.gt.b1 * u and laws["low"]["abc"] > 0.01
+    assert np.isfinite(laws["zero"]["abc"])
+
+
+def test_a_law_that_loses_to_a_baseline_law_says_so():
+    from jaxscale.cli.lc import compare_baseline_laws
+
+    block = {"abc_of_mean_law": 0.18, "baseline_laws": {"nearest_curve": {"abc": 0.66}, "size_trend": {"abc": 0.12},
+                                                        "size": "ln(params)", "note": "..."}}
+    with pytest.warns(UserWarning, match=r"size_trend \(0\.12\).*no better than the trend line"):
+        compare_baseline_laws(block, "magp_law on nanogpt_large / quad (law)")
+    assert block["baseline_laws"]["model_loses_to"] == ["size_trend"]
+    block = {"abc_of_mean_law": 0.05, "baseline_laws": {"size_trend": {"abc": 0.12}}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compare_baseline_laws(block, "x")
+    assert caught == [] and block["baseline_laws"]["model_loses_to"] == []
 
 
 def test_draws_match_bruteforce_numpy(flat, quad, key):

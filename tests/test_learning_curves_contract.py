@@ -208,6 +208,10 @@ def test_cli_law_on_own_table(table, tmp_path, capsys):
     for k in ("b1", "b0", "abc"):
         assert set(out[k]) == {"mean", "std", "lo", "hi"} and np.isfinite(out[k]["mean"])
     assert out["gt"]["b1"] < 0 and out["n_padded_points"] == 0
+    laws = out["baseline_laws"]  # the sceptic's law: the held-out rows filled by each baseline
+    assert all(np.isfinite(laws[n]["abc"]) for n in ("nearest_curve", "size_trend"))
+    assert laws["model_loses_to"] == [n for n in ("nearest_curve", "size_trend")
+                                      if laws[n]["abc"] < out["abc_of_mean_law"]]
     assert out["grid"]["max"] == pytest.approx(6.0 * df["params"].max() * 1000 * df["step"].max())
 
 

@@ -34,11 +34,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["BASELINES", "Curves", "size_tables", "naive_baselines", "data_baselines", "problem_baselines",
-           "last_point_mask"]
+__all__ = ["BASELINES", "BASELINE_LAWS_NOTE", "Curves", "size_tables", "naive_baselines", "data_baselines",
+           "problem_baselines", "last_point_mask"]
 
 #: The baselines scored beside every held-out prediction.
 BASELINES = ("nearest_curve", "size_trend")
+
+#: What a law command's ``baseline_laws`` holds (bundled and ``--csv`` path alike).
+BASELINE_LAWS_NOTE = "the law of the curves with the held-out rows filled by each baseline"
 
 
 class Curves(NamedTuple):

@@ -13,7 +13,7 @@ import numpy as np
 from jaxscale.learning_curves.spec import MODELS, SPLITS
 
 __all__ = ["SPLITS", "HeldoutPrediction", "split_heldout", "predict_heldout", "heldout_problem", "frame_labels",
-           "bundled_law"]
+           "bundled_law", "baseline_laws"]
 
 
 class HeldoutPrediction(NamedTuple):
@@ -97,13 +97,30 @@ def predict_heldout(key, dataset: str, held_labels, model: str = "magp", restart
                              noise_var=np.asarray(pred.noise_var, np.float64), convergence=report)
 
 
+def baseline_laws(problem, preds: dict, shape) -> dict:
+    """``{name: {b1, b0, abc}}``: the law (and its AbC) of the frontier with the held-out curves
+    replaced by each naive baseline's prediction (``preds``: name -> held-out points, curve-major,
+    reshaped to ``shape`` = (curves, points)); values <= 0 are floored at 1e-3 x the smallest
+    observed loss, as the model's draws are."""
+    from jaxscale.learning_curves.psl import restart_law
+
+    floor = 1e-3 * float(np.min(np.asarray(problem.observed)))
+    out = {}
+    for name, b in preds.items():
+        r = restart_law(problem, np.maximum(np.asarray(b, np.float64).reshape((1, *shape)), floor))
+        out[name] = {"b1": float(r.law.b1[0]), "b0": float(r.law.b0[0]), "abc": float(r.abc[0])}
+    return out
+
+
 def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, model: str = "magp", restarts: int = 10,
                 steps: int = 600, leaky: bool = False, rule: str = "interp", n_samples: int = 1000,
                 tokens_per_step: float | None = None, level: float = 0.9, details: bool = False,
                 learning_rate: float = 5e-2, lr_decay: bool = True):
     """The paper's probabilistic law on a bundled nanoGPT grid: fit on the split's training curves,
     draw ``n_samples`` joint samples of the held-out curves, one law per draw and one per restart's
-    mean, AbC against the law of the true curves. ``rule="both"`` adds the nearest-C rule.
+    mean, AbC against the law of the true curves. ``rule="both"`` adds the nearest-C rule. Each rule's
+    ``baseline_laws`` holds the law and AbC of the true curves with the held-out ones replaced by each
+    naive baseline (``nearest_curve``, ``size_trend``): the sceptic's law beside the model's.
 
     The dict carries the optimiser's ``converged`` / ``convergence``. With ``details=True`` the
     return value is ``(dict, HeldoutDetails)``: truth, restart-mixture prediction and naive
@@ -112,6 +129,7 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
 
     import jax
 
+    from jaxscale.learning_curves.baselines import BASELINE_LAWS_NOTE, problem_baselines
     from jaxscale.learning_curves.compute import TOKENS_PER_STEP, load_nanogpt_curves
     from jaxscale.learning_curves.psl import make_problem, probabilistic_law, restart_law, summarize
 
@@ -129,6 +147,7 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
            "restarts": restarts, "steps": steps, "fit_seconds": pred.fit_seconds,
            "converged": pred.convergence["converged"], "convergence": pred.convergence}
     t0 = time.perf_counter()
+    base, base_info = problem_baselines(heldout_problem(dataset, held, "psl", leaky=leaky))
     for r in ([rule] if rule != "both" else ["interp", "nearest"]):
         problem = make_problem(labels, L, C, pred.held_labels, rule=r)
         s = summarize(probabilistic_law(k_draw, problem, pred.mean, pred.cov, n_samples=n_samples), problem.gt,
@@ -137,6 +156,8 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
         block = {k: s[k] for k in ("b1", "b0", "abc", "abc_of_mean_law", "gt", "gt_in_band_b1", "gt_in_band_b0",
                                    "n_samples")}
         block["restart_means"] = {k: m[k] for k in ("b1", "b0", "abc", "abc_of_mean_law", "gt_in_band_b1")}
+        block["baseline_laws"] = {**baseline_laws(problem, base, pred.restart_means.shape[1:]),
+                                  "size": base_info["size"], "note": BASELINE_LAWS_NOTE}
         if r == rule or (rule == "both" and r == "interp"):
             out.update(block)
         else:
@@ -144,7 +165,7 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
     out["psl_seconds"] = time.perf_counter() - t0
     if not details:
         return out
-    from jaxscale.learning_curves.baselines import last_point_mask, problem_baselines
+    from jaxscale.learning_curves.baselines import last_point_mask
     from jaxscale.learning_curves.core import prediction_from_joint
     from jaxscale.learning_curves.magp_predict import JointPrediction
     from jaxscale.learning_curves.pipeline import HeldoutDetails

@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxscale._log import get_logger
 from jaxscale.gp.linalg import cholesky_with_jitter
-from jaxscale.learning_curves.baselines import data_baselines
+from jaxscale.learning_curves.baselines import BASELINE_LAWS_NOTE, data_baselines
 from jaxscale.learning_curves.core import (
     Spec,
     _ids,
@@ -224,8 +224,7 @@ def table_law(key, data: Data, held, spec: Spec = Spec(), *, n_samples: int = 10
             lb = law_from_loss(plan, rows_b[index])
             laws[name] = {"b1": float(lb.b1), "b0": float(lb.b0),
                           "abc": float(abc_loglinear(lb.b1, lb.b0, gt.b1, gt.b0, u0, u1))}
-        out["baseline_laws"] = {**laws, "size": info["size"],
-                                "note": "the law of the curves with the held-out rows filled by each baseline"}
+        out["baseline_laws"] = {**laws, "size": info["size"], "note": BASELINE_LAWS_NOTE}
     else:
         reason = "held-out rows carry no true loss, so there is no ground-truth law to compare with"
         out.update(gt=None, gt_reason=reason, abc=None, abc_reason=reason)
