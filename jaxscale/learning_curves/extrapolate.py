@@ -67,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxscale._log import get_logger
+from jaxscale._log import get_logger, heartbeat
 from jaxscale._pytree import StaticDict, pytree_dataclass, static_field
 from jaxscale.data import validate as V
 from jaxscale.data.validate import _rows
@@ -558,6 +558,8 @@ def _predictive_summary(key, s: dict, t, curve, nu: float, level: float):
         d = _predictive_padded(key, s, t, curve, nu)
         return np.quantile(d, probs, axis=0), d
     n = -(-m // PRED_CHUNK)
+    get_logger(__name__).info("power-law extrapolation: predictive draws at %d rows to predict, in %d chunks of %d",
+                              m, n, PRED_CHUNK)
     law = _padded_law(s)
     tp = np.r_[t, np.ones(n * PRED_CHUNK - m)].reshape(n, PRED_CHUNK)
     cp = np.r_[curve, np.zeros(n * PRED_CHUNK - m, curve.dtype)].reshape(n, PRED_CHUNK)
@@ -703,6 +705,13 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {spec.sampler!r}")
     if spec.chains < 1 or spec.samples < 1 or spec.warmup < 1:
         raise ValueError(f"chains, samples and warmup must be >= 1, got {spec.chains}, {spec.samples}, {spec.warmup}")
+    # a table of long logs takes a minute (170k rows: ~60 s on 2 CPU cores); say it still runs
+    with heartbeat(f"power-law extrapolation of {len(data.labels)} runs ({np.asarray(data.y).size} rows)"):
+        return _extrapolate(key, data, spec)
+
+
+def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
+    """:func:`extrapolate` after its checks."""
     tr_user = np.asarray(data.train, bool)
     held, rho = _calibration_rows(data) if spec.calibrate else (np.zeros(tr_user.shape, bool), None)
     tr = tr_user & ~held  # held-back rows of finished runs are predicted like tail rows
