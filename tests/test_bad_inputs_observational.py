@@ -356,6 +356,7 @@ def test_table_without_flops_gets_the_mean_score_baseline_and_names_its_score_co
     # two benchmarks and no --k: two principal capabilities (the default 3 would be refused)
     rc, out, _, err = _run(capfd, _fit(tmp_path / "t.csv", "--test-frac", "0.2", "--metric-cols", "mmlu_pro,arc"))
     assert rc == 0 and out["k"] == 2, err
+    assert "selection on the outcome" in out["split_note"]
     b = out["baselines"]
     assert b["mean_score_sigmoid"]["n"] == out["holdout"]["n"] == out["n_test"] > 0
     assert b["mean_score_sigmoid"]["coverage"] is not None and "ln_flops_sigmoid" not in b

@@ -26,6 +26,12 @@ from jaxscale.cli._common import (
 __all__ = ['register', 'fit_handler', 'tasks_handler', 'select_handler', 'calibrate_handler',
            'sweep_handler', 'subsets_handler', 'family_handler', 'demo_section']
 
+#: What a split by the target itself does to the held-out score (said in the JSON and the log).
+TEST_FRAC_NOTE = ("the held-out rows were chosen by their own target, so they are the models whose scores came out "
+                  "high, noise included: a model of the target given the benchmarks (and any baseline) tends to "
+                  "under-predict them, and its interval to under-cover (selection on the outcome). To test extrapolation to stronger models, hold out by "
+                  "an input: --cutoff (FLOPs) or --holdout on a benchmark column or an average of them")
+
 _TABLE_ONLY = ("holdout", "where", "cutoff", "test_frac", "predictions", "save", "metric_cols", "dedupe",
                "max_steps")
 BASELINE = "ln_flops_sigmoid"
@@ -182,6 +188,8 @@ def _fit_table(args) -> dict:
                fit_seconds=seconds)
     if args.test_frac is not None:
         out["n_no_target"] = int(excluded.sum())
+        out["split_note"] = TEST_FRAC_NOTE
+        get_logger("jaxscale.cli").info("--test-frac: %s", TEST_FRAC_NOTE)
     if (held & np.isfinite(np.asarray(data.y))).any():
         out["holdout"] = score(df[args.target_col], pred, mask=held)
         out.update(_table_baselines(args, fit, data, pred, train, held))
