@@ -397,3 +397,25 @@ def test_many_tail_rows_keep_interval_ends_not_the_draws(monkeypatch):
     assert none is None and q_chunks.shape == (3, m)
     np.testing.assert_allclose(q_chunks, q_draws, atol=0.01)  # ln L: half-width 0.056, measured gap 0.004
     assert np.all(q_chunks[0] < q_chunks[1]) and np.all(q_chunks[1] < q_chunks[2])
+
+
+def test_noise_prior_grid_scores_at_most_eb_rows_rows_of_a_long_run():
+    """The empirical-Bayes grid of the noise prior reads at most EB_ROWS rows of a run, evenly spread
+    from its first to its last (a long run pins its own noise level whatever the prior); runs at or
+    under EB_ROWS rows, and tables of them, are passed through unchanged (the same arrays)."""
+    import importlib
+
+    X = importlib.import_module("jaxscale.learning_curves.extrapolate")
+    P = 768
+    T, LY, M = np.ones((3, P)), np.zeros((3, P)), np.zeros((3, P), bool)
+    for k, n in enumerate([700, 100, 0]):
+        T[k, :n], LY[k, :n], M[k, :n] = np.arange(1, n + 1), 0.01 * np.arange(n), True
+    t, ly, m = X._eb_rows(T, LY, M)
+    assert t.shape == (3, X.EB_ROWS) and m.sum(axis=1).tolist() == [X.EB_ROWS, 100, 0]
+    long = t[0, m[0]]
+    assert long[0] == 1 and long[-1] == 700 and np.all(np.diff(long) > 0)  # first, last, distinct, in order
+    np.testing.assert_array_equal(ly[0, m[0]], 0.01 * (long - 1))  # loss and step stay paired
+    np.testing.assert_array_equal(t[1, :100], T[1, :100])  # a short run keeps every row
+    assert np.all(t[~m] == 1.0) and np.all(ly[~m] == 0.0)  # padding as _pad writes it
+    short = (T[1:, :128], LY[1:, :128], M[1:, :128])
+    assert all(a is b for a, b in zip(X._eb_rows(*short), short))

@@ -339,6 +339,10 @@ EB_MEANS = tuple(float(v) for v in np.arange(np.log(1e-3), np.log(0.5) + 1e-9, 0
 EB_SDS = (0.25, 0.5, 1.0)
 #: Runs (evenly spread over the table) on which the grid is scored; every run is then fitted.
 EB_CURVES = 256
+#: Rows of a run (evenly spread over its early part) on which the grid is scored. A run with more
+#: pins its own noise level whatever the prior, so the grid needs no more of it; every row of every
+#: run is used in the fit itself.
+EB_ROWS = 256
 #: Damped-Newton steps of the MAP searches.
 MAP_STEPS = 60
 #: Proposal draws per run.
@@ -391,8 +395,8 @@ def _pad(t, curve, ly, K: int):
 def _noise_prior(T, LY, M, x0, nu, K: int):
     """Empirical Bayes for the normal prior of ``ln sigma``: the grid point of :data:`EB_MEANS` x
     :data:`EB_SDS` with the highest Laplace marginal likelihood of the runs (at most
-    :data:`EB_CURVES` of them, evenly spread): per run and grid point the MAP by damped Newton and
-    ``-U(z*) - ln det(H) / 2``, summed over the runs, all in one batched program. (The MAP noise
+    :data:`EB_CURVES` of them, evenly spread, each with at most :data:`EB_ROWS` rows): per run and
+    grid point the MAP by damped Newton and ``-U(z*) - ln det(H) / 2``, summed over the runs, all in one batched program. (The MAP noise
     of a run with a handful of points is biased low, since its law fits them almost exactly; the
     determinant counts the parameters the law spent.) ``K``: the real runs (the first ``K`` rows
     of the padded arrays). Returns ``(mean, sd, record)``."""
@@ -401,10 +405,12 @@ def _noise_prior(T, LY, M, x0, nu, K: int):
 
     real = np.unique(np.linspace(0, K - 1, min(K, EB_CURVES)).round().astype(int))
     pick = np.r_[real, np.zeros(row_bucket(real.size) - real.size, int)]  # padded: a bucketed shape
+    T, LY, M = _eb_rows(T[pick], LY[pick], M[pick])
+    x0 = x0[pick]
     weight = np.r_[np.ones(real.size), np.zeros(pick.size - real.size)]
     mus, sds = np.meshgrid(np.asarray(EB_MEANS), np.asarray(EB_SDS), indexing="ij")
     G = mus.size
-    rep = lambda a: np.tile(a[pick], (G,) + (1,) * (a.ndim - 1))  # noqa: E731  (grid point, run) rows
+    rep = lambda a: np.tile(a, (G,) + (1,) * (a.ndim - 1))  # noqa: E731  (grid point, run) rows
     x = rep(x0)
     x[:, 3] = np.repeat(mus.ravel(), pick.size)
     per = tuple(jax.device_put(a) for a in (rep(T), rep(LY), rep(M), np.repeat(mus.ravel(), pick.size),
@@ -415,6 +421,24 @@ def _noise_prior(T, LY, M, x0, nu, K: int):
     best = int(np.argmax(lml))
     record = {"runs": int(real.size), "grid_points": int(G), "log_marginal": float(lml[best])}
     return float(mus.ravel()[best]), float(sds.ravel()[best]), record
+
+
+def _eb_rows(T, LY, M):
+    """The padded runs with at most :data:`EB_ROWS` real rows each (evenly spread over a longer
+    run's rows, which :func:`_pad` puts first), padded to a bucket; unchanged when no run is longer."""
+    from jaxscale.learning_curves.core import row_bucket
+
+    n = M.sum(axis=1)
+    if n.max() <= EB_ROWS:
+        return T, LY, M
+    P = row_bucket(EB_ROWS)
+    j = np.arange(P)
+    spread = np.rint(np.linspace(0.0, 1.0, EB_ROWS)[None, :] * (n[:, None] - 1)).astype(int)  # distinct: n > EB_ROWS
+    spread = np.pad(spread, ((0, 0), (0, P - EB_ROWS)))
+    keep = j[None, :] < np.minimum(n, EB_ROWS)[:, None]
+    idx = np.where(keep, np.where(n[:, None] > EB_ROWS, spread, j[None, :]), 0)
+    take = lambda a, fill: np.where(keep, np.take_along_axis(a, idx, axis=1), fill)  # noqa: E731
+    return take(T, 1.0), take(LY, 0.0), keep
 
 
 @jax.jit
