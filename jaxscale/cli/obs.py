@@ -29,8 +29,9 @@ __all__ = ['register', 'fit_handler', 'tasks_handler', 'select_handler', 'calibr
 #: What a split by the target itself does to the held-out score (said in the JSON and the log).
 TEST_FRAC_NOTE = ("the held-out rows were chosen by their own target, so they are the models whose scores came out "
                   "high, noise included: a model of the target given the benchmarks (and any baseline) tends to "
-                  "under-predict them, and its interval to under-cover (selection on the outcome). To test extrapolation to stronger models, hold out by "
-                  "an input: --cutoff (FLOPs) or --holdout on a benchmark column or an average of them")
+                  "under-predict them, and its interval to under-cover (selection on the outcome). To test "
+                  "extrapolation to stronger models, hold out by an input: --cutoff (FLOPs) or --holdout on a "
+                  "benchmark column or an average of them")
 
 _TABLE_ONLY = ("holdout", "where", "cutoff", "test_frac", "predictions", "save", "metric_cols", "dedupe",
                "max_steps")

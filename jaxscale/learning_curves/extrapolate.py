@@ -396,10 +396,10 @@ def _noise_prior(T, LY, M, x0, nu, K: int):
     """Empirical Bayes for the normal prior of ``ln sigma``: the grid point of :data:`EB_MEANS` x
     :data:`EB_SDS` with the highest Laplace marginal likelihood of the runs (at most
     :data:`EB_CURVES` of them, evenly spread, each with at most :data:`EB_ROWS` rows): per run and
-    grid point the MAP by damped Newton and ``-U(z*) - ln det(H) / 2``, summed over the runs, all in one batched program. (The MAP noise
-    of a run with a handful of points is biased low, since its law fits them almost exactly; the
-    determinant counts the parameters the law spent.) ``K``: the real runs (the first ``K`` rows
-    of the padded arrays). Returns ``(mean, sd, record)``."""
+    grid point the MAP by damped Newton and ``-U(z*) - ln det(H) / 2``, summed over the runs, all in
+    one batched program. (The MAP noise of a run with a handful of points is biased low, since its
+    law fits them almost exactly; the determinant counts the parameters the law spent.) ``K``: the
+    real runs (the first ``K`` rows of the padded arrays). Returns ``(mean, sd, record)``."""
     from jaxscale.infer.batched_nuts import map_laplace_batched
     from jaxscale.learning_curves.core import row_bucket
 
@@ -433,7 +433,8 @@ def _eb_rows(T, LY, M):
         return T, LY, M
     P = row_bucket(EB_ROWS)
     j = np.arange(P)
-    spread = np.rint(np.linspace(0.0, 1.0, EB_ROWS)[None, :] * (n[:, None] - 1)).astype(int)  # distinct: n > EB_ROWS
+    # rows 0 .. n - 1 of a longer run at EB_ROWS even steps (distinct, since n > EB_ROWS)
+    spread = np.rint(np.linspace(0.0, 1.0, EB_ROWS)[None, :] * (n[:, None] - 1)).astype(int)
     spread = np.pad(spread, ((0, 0), (0, P - EB_ROWS)))
     keep = j[None, :] < np.minimum(n, EB_ROWS)[:, None]
     idx = np.where(keep, np.where(n[:, None] > EB_ROWS, spread, j[None, :]), 0)
@@ -729,7 +730,7 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {spec.sampler!r}")
     if spec.chains < 1 or spec.samples < 1 or spec.warmup < 1:
         raise ValueError(f"chains, samples and warmup must be >= 1, got {spec.chains}, {spec.samples}, {spec.warmup}")
-    # a table of long logs takes a minute (170k rows: ~60 s on 2 CPU cores); say it still runs
+    # a table of long logs takes a while (170k rows: ~40 s on 2 CPU cores); say it still runs
     with heartbeat(f"power-law extrapolation of {len(data.labels)} runs ({np.asarray(data.y).size} rows)"):
         return _extrapolate(key, data, spec)
 
