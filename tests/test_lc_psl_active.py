@@ -245,6 +245,11 @@ def test_recommend_ranks_runs_not_trained_yet(tmp_path, capsys):
         assert main(["lc", "law", *cols, "--restarts", "1", "--steps", "30", "--samples", "32", "--json"]) == 0
     law = json.loads(capsys.readouterr().out)
     assert law["gt"] is None and law["baselines"] is None and np.isfinite(law["b1"]["mean"])
+    for name in ("nearest_curve", "size_trend"):  # the trend line's law needs no truth; its AbC does
+        b = law["baseline_laws"][name]
+        assert np.isfinite(b["b1"]) and "abc" not in b
+        assert b["b1_in_model_band"] == (law["b1"]["lo"] <= b["b1"] <= law["b1"]["hi"])
+    assert "model_loses_to" not in law["baseline_laws"]
     # a finished run with a missing loss: named as in the file (row 3 is line 5)
     df.loc[3, "loss"] = np.nan
     df.to_csv(csv, index=False)

@@ -156,8 +156,10 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
         block = {k: s[k] for k in ("b1", "b0", "abc", "abc_of_mean_law", "gt", "gt_in_band_b1", "gt_in_band_b0",
                                    "n_samples")}
         block["restart_means"] = {k: m[k] for k in ("b1", "b0", "abc", "abc_of_mean_law", "gt_in_band_b1")}
-        block["baseline_laws"] = {**baseline_laws(problem, base, pred.restart_means.shape[1:]),
-                                  "size": base_info["size"], "note": BASELINE_LAWS_NOTE}
+        laws = baseline_laws(problem, base, pred.restart_means.shape[1:])
+        for v in laws.values():
+            v["b1_in_model_band"] = bool(s["b1"]["lo"] <= v["b1"] <= s["b1"]["hi"])
+        block["baseline_laws"] = {**laws, "size": base_info["size"], "note": BASELINE_LAWS_NOTE}
         if r == rule or (rule == "both" and r == "interp"):
             out.update(block)
         else:
