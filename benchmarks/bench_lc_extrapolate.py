@@ -23,10 +23,17 @@ runs with that many early points per run, each by NUTS and by ``auto``.
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lc_extrapolate.py --sampler auto --gp-cuts "" \
         --multilingual multilingual_same_source_en,multilingual_same_source_id,multilingual_same_target_ta,\
 multilingual_same_source_tl --long-logs 100,250
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lc_extrapolate.py --cuts "" --nanochat-cuts "" \
+        --nanochat-finished-cuts "" --multilingual "" --gp-cuts "" --wandb-logs 40
+
+``--wandb-logs 40`` adds a long log read without ``--thin`` (40 runs at every step, 170,000 rows),
+by ``auto``, and again with every row in the noise prior's grid (the reference, before ``EB_ROWS``);
+the default case records ``fit_speedup_vs_every_row_grid``.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -130,6 +137,27 @@ def long_logs(points: int, n_runs: int = 12, seed: int = 0):
     return tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=1000)
 
 
+def wandb_logs(n_runs: int = 40, seed: int = 1):
+    """A long W&B log read without ``--thin``: ``n_runs`` runs logged at every step to step 5,000
+    (every fourth run stops at 2,000), ``L = E + A step^-a`` (``E`` in 1.8..2.4, ``A`` in 3..8, ``a``
+    in 0.25..0.55) times 2 % log-normal noise, cut at step 1,500: 170,000 rows for 40 runs."""
+    from jaxscale.learning_curves.extrapolate import tail_from_frame
+
+    rng = np.random.default_rng(seed)
+    E, A, a = 1.8 + rng.uniform(0, 0.6, n_runs), rng.uniform(3, 8, n_runs), rng.uniform(0.25, 0.55, n_runs)
+    parts = []
+    for r in range(n_runs):  # builds the table (runs of different lengths), no model work
+        s = np.arange(1, (5000 if r % 4 else 2000) + 1, dtype=float)
+        y = (E[r] + A[r] * s ** -a[r]) * np.exp(0.02 * rng.standard_normal(s.size))
+        parts.append(pd.DataFrame({"run": f"run-{r:03d}", "step": s, "loss": y}))
+    return tail_from_frame(pd.concat(parts), curve_col="run", x_col="step", y_col="loss", cutoff=1500)
+
+
+#: Case-name mark of the reference run of ``--wandb-logs``: the noise prior's grid reads every row of
+#: every run (what it did before ``EB_ROWS``), in the same process as the default.
+EVERY_ROW = "every row in the noise prior's grid (reference)"
+
+
 def main(argv=None):
     from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail
     from jaxscale.learning_curves.spec import SAMPLERS, Spec
@@ -153,6 +181,9 @@ def main(argv=None):
     p.add_argument("--scale-runs", default="",
                    help="synthetic tables of this many runs (comma list, e.g. 200,2000), each by the importance "
                         "sampler: time and scores at scale")
+    p.add_argument("--wandb-logs", default="",
+                   help="long W&B logs of this many runs at every step to 5,000, cut at 1,500 (comma list, e.g. 40), "
+                        "by auto, then again with every row in the noise prior's grid: the time of EB_ROWS")
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--chains", type=int, default=4)
@@ -176,16 +207,25 @@ def main(argv=None):
               for k in args.scale_runs.split(",") if k]
     cases += [(f"long logs, 12 runs x {int(k)} early points, {smp}", lambda k=int(k): long_logs(k))
               for k in args.long_logs.split(",") if k for smp in ("nuts", "auto")]
+    cases += [(f"wandb logs, {int(k)} runs x 5,000 steps cut at 1,500{ref}, auto", lambda k=int(k): wandb_logs(k))
+              for k in args.wandb_logs.split(",") if k for ref in ("", f", {EVERY_ROW}")]
     path = Path(args.out)
     rows = json.loads(path.read_text()) if path.exists() else {}
+    X = importlib.import_module("jaxscale.learning_curves.extrapolate")
+    eb_rows = X.EB_ROWS
     for name, make in cases:
+        X.EB_ROWS = 1 << 40 if EVERY_ROW in name else eb_rows
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             t0 = time.perf_counter()
             model = "magp_law" if name.endswith("magp_law") else "powerlaw"
             case_spec = spec._replace(sampler=name.rsplit(", ", 1)[-1]) if name.endswith(SAMPLERS) else spec
             fit, _, rep = evaluate_tail(jax.random.key(args.seed), make(), case_spec, model=model, gp_spec=gp)
+        X.EB_ROWS = eb_rows
         rep["seconds"] = time.perf_counter() - t0
+        if EVERY_ROW in name:  # the reference runs right after its default case: their ratio, same process
+            default = rows[name.replace(f", {EVERY_ROW}", "")]
+            default["fit_speedup_vs_every_row_grid"] = rep["fit_seconds"] / default["fit_seconds"]
         rep["warnings"] = sorted({str(x.message)[:200] for x in w})
         rep["spec"] = case_spec._asdict() if model == "powerlaw" else gp._asdict()
         rows[name] = rep
