@@ -97,11 +97,12 @@ def predict_heldout(key, dataset: str, held_labels, model: str = "magp", restart
                              noise_var=np.asarray(pred.noise_var, np.float64), convergence=report)
 
 
-def baseline_laws(problem, preds: dict, shape) -> dict:
+def baseline_laws(problem, preds: dict, shape, b1_band=None) -> dict:
     """``{name: {b1, b0, abc}}``: the law (and its AbC) of the frontier with the held-out curves
     replaced by each naive baseline's prediction (``preds``: name -> held-out points, curve-major,
     reshaped to ``shape`` = (curves, points)); values <= 0 are floored at 1e-3 x the smallest
-    observed loss, as the model's draws are."""
+    observed loss, as the model's draws are. With ``b1_band = (lo, hi)`` (the model's band of b1)
+    each entry also says ``b1_in_model_band``."""
     from jaxscale.learning_curves.psl import restart_law
 
     floor = 1e-3 * float(np.min(np.asarray(problem.observed)))
@@ -109,6 +110,8 @@ def baseline_laws(problem, preds: dict, shape) -> dict:
     for name, b in preds.items():
         r = restart_law(problem, np.maximum(np.asarray(b, np.float64).reshape((1, *shape)), floor))
         out[name] = {"b1": float(r.law.b1[0]), "b0": float(r.law.b0[0]), "abc": float(r.abc[0])}
+        if b1_band is not None:
+            out[name]["b1_in_model_band"] = bool(b1_band[0] <= out[name]["b1"] <= b1_band[1])
     return out
 
 
@@ -147,7 +150,8 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
            "restarts": restarts, "steps": steps, "fit_seconds": pred.fit_seconds,
            "converged": pred.convergence["converged"], "convergence": pred.convergence}
     t0 = time.perf_counter()
-    base, base_info = problem_baselines(heldout_problem(dataset, held, "psl", leaky=leaky))
+    lc_problem = heldout_problem(dataset, held, "psl", leaky=leaky)  # the naive baselines' rows (and details)
+    base, base_info = problem_baselines(lc_problem)
     for r in ([rule] if rule != "both" else ["interp", "nearest"]):
         problem = make_problem(labels, L, C, pred.held_labels, rule=r)
         s = summarize(probabilistic_law(k_draw, problem, pred.mean, pred.cov, n_samples=n_samples), problem.gt,
@@ -156,9 +160,7 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
         block = {k: s[k] for k in ("b1", "b0", "abc", "abc_of_mean_law", "gt", "gt_in_band_b1", "gt_in_band_b0",
                                    "n_samples")}
         block["restart_means"] = {k: m[k] for k in ("b1", "b0", "abc", "abc_of_mean_law", "gt_in_band_b1")}
-        laws = baseline_laws(problem, base, pred.restart_means.shape[1:])
-        for v in laws.values():
-            v["b1_in_model_band"] = bool(s["b1"]["lo"] <= v["b1"] <= s["b1"]["hi"])
+        laws = baseline_laws(problem, base, pred.restart_means.shape[1:], b1_band=(s["b1"]["lo"], s["b1"]["hi"]))
         block["baseline_laws"] = {**laws, "size": base_info["size"], "note": BASELINE_LAWS_NOTE}
         if r == rule or (rule == "both" and r == "interp"):
             out.update(block)
@@ -172,9 +174,7 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
     from jaxscale.learning_curves.magp_predict import JointPrediction
     from jaxscale.learning_curves.pipeline import HeldoutDetails
 
-    problem = heldout_problem(dataset, held, "psl", leaky=leaky)
     prediction = prediction_from_joint(JointPrediction(pred.mean, pred.cov, pred.noise_var), level=level)
-    preds, info = problem_baselines(problem)
-    te = problem.test
-    return out, HeldoutDetails(np.asarray(problem.y_test, float), prediction, preds, info,
+    te = lc_problem.test
+    return out, HeldoutDetails(np.asarray(lc_problem.y_test, float), prediction, base, base_info,
                                last_point_mask(te.d, te.r, te.x))
