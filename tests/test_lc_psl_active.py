@@ -272,3 +272,47 @@ def test_recommend_ranks_runs_not_trained_yet(tmp_path, capsys):
     assert main(["lc", "active", "--recommend", "--json"]) == 2
     assert "--csv" in capsys.readouterr().err
 
+
+
+def test_active_replay_resumes_from_its_checkpoint(tmp_path, capsys):
+    """``lc active --csv ... --out-dir D``: every finished strategy x seed is checkpointed in D. The same
+    command with one more strategy runs only that one and returns the earlier trajectory unchanged
+    (as a fresh run of both gives it); other settings are refused naming what differs, and
+    ``--overwrite`` discards that checkpoint instead."""
+    import json
+
+    from jaxscale.cli import main
+    from jaxscale.learning_curves.active import CHECKPOINT
+    from tests.helpers import lc_runs
+
+    csv = tmp_path / "my_runs.csv"
+    lc_runs(1).to_csv(csv, index=False)
+    out = tmp_path / "active"
+    base = ["lc", "active", "--csv", str(csv), "--task-col", "width", "--instance-col", "depth", "--x-col", "step",
+            "--y-col", "loss", "--params-col", "params", "--tokens-per-step", "1000",
+            "--holdout", "width >= 256 and depth == 8", "--seeds", "1", "--restarts", "1", "--cold-steps", "40",
+            "--steps", "10", "--n-h", "2", "--samples", "32", "--json"]
+
+    def run(*extra):
+        assert main(base + list(extra)) == 0
+        return json.loads(capsys.readouterr().out)
+
+    first = run("--strategy", "largest", "--out-dir", str(out))
+    assert first["resumed_trajectories"] == 0 and (out / CHECKPOINT).is_file()
+    # a killed run leaves its finished trajectories: run again with one more strategy
+    both = run("--strategy", "largest,smallest", "--out-dir", str(out))
+    assert both["resumed_trajectories"] == 1
+    assert both["results"]["largest"] == first["results"]["largest"]
+    assert both["seconds_per_strategy"]["largest"] == first["seconds_per_strategy"]["largest"]
+    fresh = run("--strategy", "largest,smallest", "--out-dir", str(tmp_path / "fresh"))
+    assert fresh["resumed_trajectories"] == 0
+    for s in ("largest", "smallest"):
+        assert fresh["results"][s]["queried"] == both["results"][s]["queried"]
+        np.testing.assert_allclose(fresh["results"][s]["abc_joint"]["mean"], both["results"][s]["abc_joint"]["mean"],
+                                   rtol=1e-9)
+    # other settings: refused before any fit, naming the setting; --overwrite starts again
+    assert main(base[:-3] + ["--samples", "16", "--json", "--strategy", "largest", "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "another run" in err and "n_samples" in err and "--overwrite" in err
+    again = run("--strategy", "largest", "--out-dir", str(out), "--samples", "16", "--overwrite")
+    assert again["resumed_trajectories"] == 0 and again["samples"] == 16

@@ -119,9 +119,10 @@ def _check_writable_file(path, flag: str, overwrite: bool) -> None:
     _probe_folder(path.parent if str(path.parent) else Path("."), flag, path)
 
 
-def check_outputs(args) -> None:
+def check_outputs(args, resume_file: str | None = None) -> None:
     """Refuse unwritable or existing output paths BEFORE any fitting starts: ``--predictions``,
-    ``--plot``, ``--save`` and ``--out-dir`` (an existing non-empty folder needs ``--overwrite``);
+    ``--plot``, ``--save`` and ``--out-dir`` (an existing non-empty folder needs ``--overwrite``,
+    unless it holds ``resume_file``: a checkpoint the command resumes from, checked there);
     each folder gets a probe write."""
     overwrite = bool(getattr(args, "overwrite", False))
     for flag in ("predictions", "plot"):
@@ -142,7 +143,8 @@ def check_outputs(args) -> None:
         if path.exists():
             if not path.is_dir():
                 raise ValueError(f"--out-dir {path} is a file; give a folder")
-            if any(path.iterdir()) and not getattr(args, "overwrite", False):
+            resumable = resume_file is not None and (path / resume_file).is_file()
+            if any(path.iterdir()) and not getattr(args, "overwrite", False) and not resumable:
                 raise ValueError(f"--out-dir {path} exists and is not empty; choose a new folder or pass --overwrite")
             _probe_folder(path, "--out-dir", path)
         else:

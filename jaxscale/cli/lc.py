@@ -345,10 +345,10 @@ def active_handler(args) -> dict:
     candidates (--holdout) by the expected reduction of the law's uncertainty per PetaFLOP."""
     import jax
 
-    from jaxscale.learning_curves.active import active_experiment, table_active
+    from jaxscale.learning_curves.active import CHECKPOINT, active_experiment, table_active
 
     strategies = split_list(STRATEGIES_ALL if args.strategy == "all" else args.strategy)
-    check_outputs(args)
+    check_outputs(args, resume_file=None if args.recommend else CHECKPOINT)
     if args.recommend:
         return _recommend(args)
     if args.plot:
@@ -364,14 +364,16 @@ def active_handler(args) -> dict:
         out = table_active(jax.random.key(args.seed), data, held, strategies, seeds=args.seeds,
                            n_queries=args.queries, n_samples=samples, restarts=args.restarts, steps=args.steps,
                            cold_steps=args.cold_steps, n_h=args.n_h, grid=grid, grid_size=args.grid_size,
-                           out_dir=Path(args.out_dir) if args.out_dir else None, model=args.model)
+                           out_dir=Path(args.out_dir) if args.out_dir else None, model=args.model,
+                           overwrite=args.overwrite)
         return {"source": str(args.csv), "holdout": args.holdout, "thinned": df.attrs.get("thinned"), **out}
     if args.holdout:
         raise ValueError("--holdout needs --csv; the bundled experiment starts from the 8-layer curves")
     return active_experiment(args.seed, strategies, seeds=args.seeds, n_queries=args.queries,
                              n_samples=samples, restarts=args.restarts, steps=args.steps,
                              cold_steps=args.cold_steps, n_h=args.n_h, dataset=args.dataset or "nanogpt_large",
-                             model=args.model, out_dir=Path(args.out_dir) if args.out_dir else None)
+                             model=args.model, out_dir=Path(args.out_dir) if args.out_dir else None,
+                             overwrite=args.overwrite)
 
 
 def _recommend(args) -> dict:
@@ -465,8 +467,12 @@ def register_psl(lc_subparsers) -> None:
                         "--cold-steps on the other runs; --strategy, --seeds, --queries and --steps do not apply")
     a.add_argument("--plot", default=None, help="--recommend: write a PNG of the candidates (predicted final loss "
                    "beside the finished runs and the law; expected fall of Var(b1) against cost) here")
-    a.add_argument("--out-dir", default=None, help="write active.json + active_abc.png here (a new or empty folder)")
-    a.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --out-dir")
+    a.add_argument("--out-dir", default=None,
+                   help="write active.json + active_abc.png here (a new or empty folder); every finished strategy x "
+                        "seed is checkpointed there, and the same command again resumes a killed run (more "
+                        "--strategy or --seeds: only the new ones run)")
+    a.add_argument("--overwrite", action="store_true",
+                   help="write into an existing non-empty --out-dir; discard a checkpoint there of other settings")
     add_json(a)
     a.set_defaults(func=active_handler)
 

@@ -293,33 +293,130 @@ def summarize_traces(traces: list, budgets_pf=None) -> dict:
     return out
 
 
-def _run_strategies(key, strategies, seeds, fit_fn, labels, L, C, out_dir, **kw):
-    """Every strategy x seed (sequential: each round depends on the last); partial JSON after each strategy."""
+#: The file in ``out_dir`` that lets a killed replay resume: its fingerprint and every finished
+#: (strategy, seed) trajectory with the PRNG key it ran with.
+CHECKPOINT = "active_checkpoint.json"
+
+
+def _fingerprint(settings: dict, labels, L, C, kw: dict) -> dict:
+    """What decides a trajectory besides its key: the caller's model settings, the loop's settings
+    and a digest of the curves (labels, losses, compute)."""
+    from jaxscale import __version__
+    from jaxscale._checkpoint import array_digest
+
+    loop = {k: (array_digest(np.asarray(v, float)) if k in ("grid", "sizes") else v)
+            for k, v in kw.items() if v is not None}
+    if "initial" in loop:
+        loop["initial"] = sorted(map(str, loop["initial"]))
+    return {"format": 1, "jaxscale": __version__, "settings": settings, "loop": loop,
+            "curves": array_digest(np.asarray(L, float), np.asarray(C, float)),
+            "labels": array_digest(np.asarray([str(tuple(l)) for l in labels]))}
+
+
+def _trace_record(t: ActiveTrace, strategy: str, seed: int, key_data: list, seconds: float) -> dict:
+    return {"strategy": strategy, "seed": seed, "key": key_data, "seconds": seconds,
+            "queried": [list(q) for q in t.queried],
+            **{f: np.asarray(getattr(t, f), float).tolist() for f in ActiveTrace._fields[2:8]},
+            **{f: int(getattr(t, f)) for f in ActiveTrace._fields[8:]}}
+
+
+def _trace_from_record(r: dict) -> ActiveTrace:
+    return ActiveTrace(r["strategy"], [tuple(q) for q in r["queried"]],
+                       *[np.asarray(r[f], np.float64) for f in ActiveTrace._fields[2:8]],
+                       *[int(r[f]) for f in ActiveTrace._fields[8:]])
+
+
+def _open_checkpoint(out_dir, fingerprint: dict, overwrite: bool) -> dict:
+    """``{(strategy, seed): record}`` of the trajectories a run with this fingerprint finished in
+    ``out_dir``; a checkpoint of another run is an error naming what differs (``overwrite``:
+    discarded instead)."""
+    import json
+
+    from jaxscale._checkpoint import describe_diff
+    from jaxscale._json import dumps
+
+    path = Path(out_dir) / CHECKPOINT
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+        records = {(r["strategy"], int(r["seed"])): r for r in old["trajectories"]}
+        old_fp = old["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if overwrite:
+            return {}
+        raise ValueError(f"active learning: {path} is damaged ({exc}); remove it or pass --overwrite "
+                         "(Python: overwrite=True) to start again") from exc
+    fingerprint = json.loads(dumps(fingerprint))  # as it reads back from the file
+    if old_fp != fingerprint:
+        if overwrite:
+            return {}
+        raise ValueError(f"active learning: {path} was written by another run (differs in: "
+                         f"{describe_diff(old_fp, fingerprint)}); resuming would mix its trajectories with "
+                         "this run's. Choose a new --out-dir, or discard it with --overwrite (Python: "
+                         "overwrite=True)")
+    return records
+
+
+def _save_checkpoint(out_dir, fingerprint: dict, records: dict) -> None:
+    from jaxscale._checkpoint import write_atomic
+    from jaxscale._json import dumps
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    text = dumps({"fingerprint": fingerprint, "trajectories": list(records.values())}, indent=1).encode()
+    write_atomic(Path(out_dir) / CHECKPOINT, lambda fh: fh.write(text))
+
+
+def _run_strategies(key, strategies, seeds, fit_fn, labels, L, C, out_dir, settings=None, overwrite=False, **kw):
+    """Every strategy x seed (sequential: each round depends on the last); partial JSON after each
+    strategy. With ``out_dir``, every finished trajectory is checkpointed there
+    (:data:`CHECKPOINT`), and a run with the same settings and curves (``settings``: those of the
+    caller's ``fit_fn``) takes the trajectories it finds instead of running them again: a killed
+    replay resumes, and more strategies or seeds can be added later. Returns ``(traces,
+    seconds_per_strategy, n_resumed)``; the seconds of a resumed trajectory are those it took."""
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad:
         raise ValueError(f"unknown strategies {bad}; choose from {STRATEGIES} or 'all'")
     if seeds < 1 or kw.get("n_queries", 1) < 1:
         raise ValueError("--seeds and --queries must be >= 1")
     from jaxscale._json import dumps
+    from jaxscale._log import get_logger
 
-    traces, seconds = [], {}
+    fingerprint = _fingerprint(settings or {}, labels, L, C, kw)
+    records = {} if out_dir is None else _open_checkpoint(out_dir, fingerprint, overwrite)
+    traces, seconds, n_resumed = [], {}, 0
     keys = jax.random.split(key, seeds)
     for s in strategies:
-        t1 = time.perf_counter()
+        seconds[s] = 0.0
         for i in range(seeds):
+            kd = np.asarray(jax.random.key_data(keys[i])).tolist()
+            rec = records.get((s, i))
+            if rec is not None and rec["key"] == kd:
+                traces.append(_trace_from_record(rec))
+                seconds[s] += float(rec["seconds"])
+                n_resumed += 1
+                continue
+            t1 = time.perf_counter()
             traces.append(run_active(keys[i], fit_fn, labels, L, C, s, progress_desc=f"active {s} seed {i}", **kw))
-        seconds[s] = time.perf_counter() - t1
+            dt = time.perf_counter() - t1
+            seconds[s] += dt
+            if out_dir is not None:
+                records[(s, i)] = _trace_record(traces[-1], s, i, kd, dt)
+                _save_checkpoint(out_dir, fingerprint, records)
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             (Path(out_dir) / "active_partial.json").write_text(dumps(
                 {"seconds_per_strategy": seconds, "results": summarize_traces(traces)}, indent=1))
+    if n_resumed:
+        get_logger(__name__).info("active learning: %d of %d trajectories taken from %s (same settings and "
+                                  "curves)", n_resumed, len(traces), Path(out_dir) / CHECKPOINT)
     n_ref = sum(t.n_refits for t in traces)
     n_bad = sum(t.n_refits_unconverged for t in traces)
     if n_bad:
         warnings.warn(f"active learning: {n_bad} of {n_ref} curve-model refits had a restart whose negative ELBO "
                       "was still falling at the end of its Adam steps; raise --steps / --cold-steps", RuntimeWarning,
                       stacklevel=3)
-    return traces, seconds
+    return traces, seconds, n_resumed
 
 
 def write_active(out: dict, out_dir) -> dict:
@@ -340,21 +437,30 @@ def write_active(out: dict, out_dir) -> dict:
 
 def active_experiment(seed: int, strategies, seeds: int = 3, n_queries: int = 25, n_samples: int = 500,
                       restarts: int = 4, steps: int = 150, dataset: str = "nanogpt_large", model: str = "magp",
-                      out_dir: Path | None = None, cold_steps: int = 600, n_h: int = 8, fit_fn=None) -> dict:
-    """Run every strategy for ``seeds`` seeds on a bundled nanoGPT grid; JSON + plot into ``out_dir``."""
+                      out_dir: Path | None = None, cold_steps: int = 600, n_h: int = 8, fit_fn=None,
+                      overwrite: bool = False) -> dict:
+    """Run every strategy for ``seeds`` seeds on a bundled nanoGPT grid; JSON + plot into ``out_dir``,
+    where every finished trajectory is also checkpointed: the same call again resumes a killed run
+    (a checkpoint of other settings is an error; ``overwrite``: discarded). A custom ``fit_fn`` is
+    recognised by its name only."""
     from jaxscale.learning_curves.compute import load_nanogpt_curves
 
     labels, L, C = load_nanogpt_curves(dataset).flat()
+    settings = {"dataset": dataset, "model": model, "restarts": restarts, "steps": steps, "cold_steps": cold_steps,
+                "n_h": n_h}
     if fit_fn is None:
         fit_fn = round_predictor(dataset, labels, model=model, restarts=restarts, steps=steps,
                                  cold_steps=cold_steps, n_h=n_h)
+    else:
+        settings = {"dataset": dataset, "fit_fn": getattr(fit_fn, "__qualname__", type(fit_fn).__name__)}
     t0 = time.perf_counter()
-    traces, seconds = _run_strategies(jax.random.key(seed), strategies, seeds, fit_fn, labels, L, C, out_dir,
-                                      n_queries=n_queries, n_samples=n_samples)
+    traces, seconds, n_resumed = _run_strategies(jax.random.key(seed), strategies, seeds, fit_fn, labels, L, C,
+                                                 out_dir, settings, overwrite, n_queries=n_queries,
+                                                 n_samples=n_samples)
     out = {"dataset": dataset, "model": model, "strategies": list(strategies), "seeds": seeds,
            "queries": n_queries, "samples": n_samples, "restarts_per_refit": restarts, "steps_per_refit": steps,
            "cold_steps": cold_steps, "n_h": n_h, "seconds": time.perf_counter() - t0,
-           "seconds_per_strategy": seconds, "results": summarize_traces(traces)}
+           "seconds_per_strategy": seconds, "resumed_trajectories": n_resumed, "results": summarize_traces(traces)}
     return write_active(out, out_dir)
 
 
@@ -523,7 +629,8 @@ def _warn_unseen_tasks(data, held, model: str) -> None:
 def table_active(key, data, held, strategies=("uncertainty", "random", "smallest", "largest", "ours"), *,
                  seeds: int = 3, n_queries: int | None = None, n_samples: int = 500, restarts: int = 4,
                  steps: int = 150, cold_steps: int = 600, n_h: int = 8, learning_rate: float = 1e-2,
-                 rule: str = "interp", grid=None, grid_size: int = 100, out_dir=None, model: str = "magp") -> dict:
+                 rule: str = "interp", grid=None, grid_size: int = 100, out_dir=None, model: str = "magp",
+                 overwrite: bool = False) -> dict:
     """Active learning replayed on your own finished runs: which held-out curve to train next.
 
     The curves whose rows are all in ``held`` are the candidates; the others start observed. Every
@@ -540,9 +647,14 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
       strategies: subset of :data:`STRATEGIES`.
       n_queries: queries per run (default: every candidate).
       grid: compute grid of the law (default: the data's range, :func:`.law.default_grid`).
+      out_dir: folder for ``active.json`` and ``active_abc.png``; every finished (strategy, seed)
+        trajectory is checkpointed there, so the same call again resumes a killed replay, and a
+        call with more strategies or seeds runs only the new ones. A checkpoint of other settings or
+        another table is an error naming what differs (``overwrite``: discarded instead).
 
     Returns:
-      A JSON-ready dict with per-strategy AbC-vs-queries/cost summaries (``results``).
+      A JSON-ready dict with per-strategy AbC-vs-queries/cost summaries (``results``) and
+      ``resumed_trajectories``, the number taken from the checkpoint.
     """
     from jaxscale.learning_curves.law import default_grid
 
@@ -563,10 +675,14 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
     fit_fn = table_round_predictor(data, table, restarts=restarts, steps=steps, cold_steps=cold_steps, n_h=n_h,
                                    learning_rate=learning_rate, model=model)
     n_queries = int(candidates.sum()) if n_queries is None else int(n_queries)
+    from jaxscale._checkpoint import array_digest
+
+    settings = {"model": model, "restarts": restarts, "steps": steps, "cold_steps": cold_steps, "n_h": n_h,
+                "learning_rate": learning_rate, "table": array_digest(data)}
     t0 = time.perf_counter()
-    traces, seconds = _run_strategies(
-        key, list(strategies), seeds, fit_fn, labels, L, C, out_dir, n_queries=n_queries, n_samples=n_samples,
-        rule=rule, initial=[labels[i] for i in np.flatnonzero(~candidates)], grid=g,
+    traces, seconds, n_resumed = _run_strategies(
+        key, list(strategies), seeds, fit_fn, labels, L, C, out_dir, settings, overwrite, n_queries=n_queries,
+        n_samples=n_samples, rule=rule, initial=[labels[i] for i in np.flatnonzero(~candidates)], grid=g,
         sizes=curve_cost_pf(C), abc_range=(float(np.log(g[0])), float(np.log(g[-1]))))
     out = {"model": model, "strategies": list(strategies), "seeds": seeds, "queries": n_queries,
            "n_curves": len(labels), "n_candidates": int(candidates.sum()),
@@ -575,7 +691,7 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
            "grid": {"min": float(g[0]), "max": float(g[-1]), "size": int(len(g)), "default": grid is None},
            "n_padded_points": table.n_padded, "samples": n_samples, "restarts_per_refit": restarts,
            "steps_per_refit": steps, "cold_steps": cold_steps, "n_h": n_h, "seconds": time.perf_counter() - t0,
-           "seconds_per_strategy": seconds, "results": summarize_traces(traces)}
+           "seconds_per_strategy": seconds, "resumed_trajectories": n_resumed, "results": summarize_traces(traces)}
     return write_active(out, out_dir)
 
 

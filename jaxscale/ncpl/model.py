@@ -48,10 +48,10 @@ from jaxscale.ncpl.serialize import (
     placeholder_positions,
     unique_texts,
 )
+from jaxscale._checkpoint import array_digest
 from jaxscale.ncpl.train import (
     TrainArrays,
     TrainConfig,
-    array_digest,
     train_members,
     train_scan,
 )

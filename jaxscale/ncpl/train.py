@@ -17,9 +17,7 @@ resumes from its last checkpoint and ends bit-identically.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +29,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxscale._checkpoint import array_digest, describe_diff, write_atomic
 from jaxscale._log import get_logger, progress
 from jaxscale.infer.sharding import sharded_vmap
 from jaxscale.ncpl.ensemble import Members, apply_member
@@ -44,7 +43,6 @@ __all__ = [
     "lr_schedule",
     "train_members",
     "train_scan",
-    "array_digest",
     "convergence",
 ]
 
@@ -303,18 +301,6 @@ def convergence(val_history, patience: int, stopped_early: bool, eval_every: int
                    "steps or the learning rate")
 
 
-def array_digest(*trees) -> str:
-    """SHA-256 (first 16 hex digits) of every array leaf of ``trees`` (shape, dtype and bytes)."""
-    h = hashlib.sha256()
-    for tree in trees:
-        for leaf in jax.tree.leaves(tree):
-            is_key = jax.dtypes.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key)
-            a = np.asarray(jax.random.key_data(leaf) if is_key else leaf)
-            h.update(repr((a.shape, str(a.dtype))).encode())
-            h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
 _FINGERPRINT = "fingerprint.json"
 
 
@@ -327,34 +313,6 @@ def _ckpt_files(folder: Path) -> dict:
         except ValueError:
             continue
     return out
-
-
-def _write_atomic(path: Path, write) -> None:
-    """``write(tmp)`` then rename onto ``path`` (fsynced): readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _describe_diff(old: dict, new: dict) -> str:
-    parts = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            sub = [f"{kk} {a.get(kk)!r} -> {b.get(kk)!r}" for kk in sorted(set(a) | set(b)) if a.get(kk) != b.get(kk)]
-            parts.append(f"{k} ({', '.join(sub[:4])})")
-        else:
-            parts.append(k)
-    return ", ".join(parts) or "unknown"
 
 
 class _Checkpoints:
@@ -381,7 +339,7 @@ class _Checkpoints:
                 old = {"unreadable": True}
         stale = (old is not None and old != fingerprint) or (old is None and files)
         if stale and not force_new:
-            why = (f"was written by another run (differs in: {_describe_diff(old, fingerprint)})" if old is not None
+            why = (f"was written by another run (differs in: {describe_diff(old, fingerprint)})" if old is not None
                    else "holds checkpoints without a fingerprint (written by another version or program)")
             raise ValueError(f"{desc}: checkpoint folder {self.folder} {why}; resuming would return that run's "
                              "model. Choose a new folder (--ckpt-dir), or discard its checkpoints with --force-new "
@@ -391,7 +349,7 @@ class _Checkpoints:
                 p.unlink()
             files = {}
         text = dumps(fingerprint, indent=1, sort_keys=True).encode()
-        _write_atomic(path, lambda fh: fh.write(text))
+        write_atomic(path, lambda fh: fh.write(text))
         self.files = files
 
     def latest(self):
@@ -422,7 +380,7 @@ class _Checkpoints:
         arrays["history"] = np.asarray(history, float).reshape(-1, 2)
         arrays["val_history"] = np.asarray(val_history, float)
         path = self.folder / f"step_{step:09d}.npz"
-        _write_atomic(path, lambda fh: np.savez(fh, **arrays))
+        write_atomic(path, lambda fh: np.savez(fh, **arrays))
         self.files[step] = path
         for old in sorted(self.files)[:-2]:
             self.files.pop(old).unlink(missing_ok=True)
