@@ -102,7 +102,9 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
     empirical Bayes): as accurate as least squares and its 90 % interval covers most of the tail
     (measured RMSLE 0.024 against 0.028, coverage 0.83, max Pareto k-hat 0.18). ``auto`` switches
     tries it first and keeps it when every run passes the k-hat check (or passes it with more
-    proposals), else runs NUTS; above the run threshold it keeps it (warned) even when a run fails; an unknown sampler is an error that names the choices."""
+    proposals), else runs NUTS for the runs that still fail (the others keep their draws); above
+    the run threshold it keeps it (warned) even when a run fails; an unknown sampler is an error
+    that names the choices."""
     import importlib
 
     X = importlib.import_module("jaxscale.learning_curves.extrapolate")
@@ -156,10 +158,12 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
         warnings.simplefilter("always")
         auto = extrapolate(jax.random.key(0), d, ExtrapolateSpec(warmup=50, samples=50, chains=2))
     a = auto.diagnostics["auto"]
-    assert auto.diagnostics["sampler"] == "nuts" and a["chosen"] == "nuts" and a["runs_failing"] == 6, a
-    assert "the joint NUTS samples every run instead" in a["reason"] and "max_r_hat" in auto.diagnostics
+    assert auto.diagnostics["sampler"] == "importance+nuts" and a["chosen"] == "importance+nuts", a
+    assert a["runs_failing"] == 6 and "NUTS samples those runs" in a["reason"]
+    assert auto.diagnostics["nuts"]["runs"] == 6 and "max_r_hat" in auto.diagnostics["nuts"]
     assert a["retry_runs_failing"] == 6 and "also with 16000 proposals per run" in a["reason"]
     assert not any("importance sampling is unreliable" in str(x.message) for x in w)  # NUTS replaced those draws
+    assert "_failing" not in auto.diagnostics  # the bookkeeping stays inside
     monkeypatch.setattr(X, "AUTO_IMPORTANCE_RUNS", 5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -167,9 +171,34 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
             auto = extrapolate(jax.random.key(0), d, ExtrapolateSpec(samples=50, chains=2))
     a = auto.diagnostics["auto"]
     assert auto.diagnostics["sampler"] == "importance" and a["chosen"] == "importance" and a["runs_failing"] == 6
-    assert "above 5 fitted runs the joint NUTS is too slow" in a["reason"]
+    assert "above 5 fitted runs the second pass and NUTS are skipped" in a["reason"]
     with pytest.raises(ValueError, match=r"sampler must be one of \('auto', 'nuts', 'importance'\), got 'hmc'"):
         extrapolate(jax.random.key(0), d, ExtrapolateSpec(sampler="hmc"))
+    # NUTS draws of the failing runs only: a run that passes keeps its importance draws
+    one = first_pass
+
+    def fails_one(*args, **kwargs):
+        draws, rep = one(*args, **kwargs)
+        return draws, dict(rep, converged=False, runs_failing=1, worst_runs=["s0r0"], _failing=np.array([0]))
+
+    monkeypatch.setattr(importlib.import_module("jaxscale.infer.importance"), "K_HAT_MAX", 0.7)
+    monkeypatch.setattr(X, "AUTO_IMPORTANCE_RUNS", 100)
+    monkeypatch.setattr(X, "_importance", fails_one)
+    seen, nuts_failing = {}, X._nuts_failing
+
+    def record(key, lap, draws, *args):
+        seen["in"] = draws
+        seen["out"] = nuts_failing(key, lap, draws, *args)[0]
+        return seen["out"], nuts_failing(key, lap, draws, *args)[1]
+
+    monkeypatch.setattr(X, "_nuts_failing", record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        part = extrapolate(jax.random.key(0), d, ExtrapolateSpec(warmup=50, samples=50, chains=2))
+    assert part.diagnostics["nuts"]["runs"] == 1
+    for k in ("c", "g", "alpha", "sigma"):
+        np.testing.assert_array_equal(seen["out"][k][:, 1:], seen["in"][k][:, 1:])
+        assert not np.array_equal(seen["out"][k][:, 0], seen["in"][k][:, 0])
 
 
 def test_cli_extrapolate(tmp_path, capsys):

@@ -38,10 +38,12 @@ tail), with a central interval. Two fits on the same rows, in the same run:
   RMSLE and coverage within noise, in 1 to 25 s per table against 33 to 288 s; 2,000 synthetic
   runs take about a minute on 2 CPU cores. When every run's k-hat is at most 0.7 those draws are
   kept; otherwise (a run whose posterior has a tail or a mode the proposal misses) a second pass
-  with :data:`AUTO_RETRY_PROPOSALS` proposals per run is tried, and when a run still fails, the
-  joint NUTS samples the table again, up to :data:`AUTO_IMPORTANCE_RUNS` fitted runs; above that
-  the draws are kept and the failing runs are named in a warning. ``sampler="nuts"`` or
-  ``"importance"`` forces one of them.
+  with :data:`AUTO_RETRY_PROPOSALS` proposals per run is tried, and the runs that still fail are
+  sampled by NUTS, each on its own under the same posterior (its priors and the empirical-Bayes
+  noise prior; all of them x the chains in one program, :func:`jaxscale.infer.batched_nuts`), up
+  to :data:`AUTO_IMPORTANCE_RUNS` fitted runs; above that the draws are kept and the failing runs
+  are named in a warning. ``sampler="nuts"`` (one NUTS over the joint model of all runs, the noise
+  level pooled) or ``"importance"`` forces one of them.
 * :func:`powerlaw_lstsq` (the usual practice, the baseline): ``scipy.optimize.curve_fit`` of the
   same law on each curve's training rows, least squares on ``L``, ``E >= 0``, ``0 < alpha <= 5``,
   no interval. A curve where it fails keeps its last training value (counted).
@@ -518,6 +520,7 @@ def _importance(key, lap: dict, spec: ExtrapolateSpec, labels: list, warn: bool 
             warnings.warn("power-law extrapolation: " + msgs[0], RuntimeWarning, stacklevel=3)
     report["converged"] = not msgs
     report["reason"] = "; ".join(msgs) if msgs else f"Pareto k-hat <= {K_HAT_MAX} for every run"
+    report["_failing"] = np.flatnonzero(bad)  # dropped before the report is returned to the user
     return draws, report
 
 
@@ -769,15 +772,12 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
             if not report["converged"] and K <= AUTO_IMPORTANCE_RUNS:
                 s2, retry = _importance(jax.random.fold_in(k_mcmc, 1), lap, spec, labels, warn=False,
                                         proposals=AUTO_RETRY_PROPOSALS)
-                if retry["converged"]:
-                    s, report = s2, retry
+                s, report = s2, retry  # more proposals: the better draws, whether or not every run passes
             report = dict(report, auto=_auto_record(first, retry, K))
             if not report["converged"] and K <= AUTO_IMPORTANCE_RUNS:
-                get_logger(__name__).info("power-law extrapolation: %s; --sampler importance keeps the importance "
-                                          "draws (warned)", report["auto"]["reason"])
-                s, nuts_report = _nuts(k_mcmc, *fit_args)
-                report = dict(nuts_report, auto=report["auto"])
-    if report["sampler"] == "importance" and report["num_samples"] < IS_MIN_DRAWS:
+                s, report = _nuts_failing(jax.random.fold_in(k_mcmc, 2), lap, s, report, spec, labels)
+        report.pop("_failing", None)
+    if report["sampler"] != "nuts" and report["num_samples"] < IS_MIN_DRAWS:
         m = (f"only {report['num_samples']} importance draws per run (chains x samples): the interval's ends are "
              f"quantiles of so few draws; keep at least {IS_MIN_DRAWS} (--samples, --chains)")
         warnings.warn("power-law extrapolation: " + m, RuntimeWarning, stacklevel=2)
@@ -810,6 +810,57 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     return TailFit(pred, rows, active[mine], E, A, alpha, report, calibration)
 
 
+def _nuts_failing(key, lap: dict, draws: dict, report: dict, spec: ExtrapolateSpec, labels: list):
+    """NUTS for the runs whose importance draws failed the k-hat check, each on its own (the same
+    per-run posterior as importance sampling: the law's priors and the empirical-Bayes noise
+    prior), all of them x ``spec.chains`` chains in one program started at their MAP and Laplace
+    covariance (:func:`jaxscale.infer.batched_nuts`); their draws replace the importance draws.
+    Returns ``(draws, report)``; the report's ``nuts`` entry holds the R-hat, ESS and divergences of
+    those runs and decides ``converged``."""
+    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
+    from jaxscale.infer.batched_nuts import batched_nuts
+    from jaxscale.learning_curves.core import row_bucket
+
+    runs = np.asarray(report["_failing"])
+    R = runs.size
+    pick = np.r_[runs, np.full(row_bucket(R) - R, runs[0])]  # a bucketed batch: the first run repeated
+    get_logger(__name__).info("power-law extrapolation: NUTS for the %d run(s) whose importance draws failed, "
+                              "%d warm-up + %d draws x %d chains each", R, spec.warmup, spec.samples, spec.chains)
+    z, div, _ = batched_nuts(key, _POTENTIAL, lap["x_map"][pick], lap["cov"][pick],
+                             tuple(a[pick] for a in lap["per"]), (lap["nu"],), num_warmup=int(spec.warmup),
+                             num_samples=int(spec.samples), num_chains=int(spec.chains),
+                             target_accept_prob=float(spec.target_accept), max_tree_depth=8)
+    z, div = np.asarray(z)[:R], np.asarray(div)[:R]  # (R, chains, samples, 4)
+    if not np.all(np.isfinite(z)):
+        bad = runs[np.unique(np.argwhere(~np.isfinite(z))[:, 0])]
+        raise FloatingPointError(f"power-law extrapolation: non-finite NUTS draws for {bad.size} run(s) "
+                                 f"(e.g. {[str(labels[k]) for k in bad[:5]]}); check the losses of those runs")
+    r_hat = np.stack([np.asarray(split_gelman_rubin(z[r])) for r in range(R)]) if spec.chains > 1 else \
+        np.full((R, 4), np.nan)
+    ess = np.stack([np.asarray(effective_sample_size(z[r])) for r in range(R)])
+    flat = z.reshape(R, -1, 4)  # (R, chains x samples, 4): the same S draws as importance sampling
+    g, alpha = _g_alpha(flat[..., 1], flat[..., 2])
+    out = {k: np.array(v, copy=True) for k, v in draws.items()}
+    out["c"][:, runs], out["g"][:, runs], out["alpha"][:, runs] = flat[..., 0].T, np.asarray(g).T, \
+        np.asarray(alpha).T
+    out["sigma"][:, runs] = np.exp(flat[..., 3]).T
+    worst = runs[np.argsort(-np.nan_to_num(r_hat.max(1), nan=np.inf))][:5]
+    nuts = {"runs": int(R), "max_r_hat": float(np.max(r_hat)), "min_ess": float(np.min(ess)),
+            "divergences": int(div.sum()), "num_chains": int(spec.chains), "num_samples": int(spec.samples),
+            "worst_runs": [str(labels[k]) for k in worst]}
+    from jaxscale.infer.batched_nuts import nuts_warnings
+
+    msg = nuts_warnings(nuts, f"power-law extrapolation, NUTS of the {R} run(s) importance sampling missed")
+    if msg:
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+    rep = {k: v for k, v in report.items() if k != "_failing"}
+    rep.update(sampler="importance+nuts", nuts=nuts, converged=msg is None,
+               reason=msg or (f"importance draws for {lap['K'] - R} run(s) (Pareto k-hat <= 0.7); NUTS for the {R} "
+                              "that failed it (R-hat <= 1.01, ESS >= 100 per chain, no divergences)"))
+    return out, rep
+
+
 def _auto_record(report: dict, retry: dict | None, K: int) -> dict:
     """Why ``sampler="auto"`` kept importance sampling or went on to NUTS (kept in the diagnostics):
     ``report`` of the first importance pass, ``retry`` of the second (more proposals) or None."""
@@ -828,16 +879,17 @@ def _auto_record(report: dict, retry: dict | None, K: int) -> dict:
                          f"{retry['proposals']} proposals per run every run passes (max k-hat "
                          f"{retry['max_pareto_k']:.2f}): those draws are kept")
     elif K <= AUTO_IMPORTANCE_RUNS:
-        rec["chosen"] = "nuts"
+        rec["chosen"] = "importance+nuts"
         failing = retry if retry is not None else report
         rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {failing['runs_failing']} of {K} run(s) "
                          f"(e.g. {failing['worst_runs'][:3]}), also with {failing['proposals']} proposals per run: "
-                         "the joint NUTS samples every run instead")
+                         "NUTS samples those runs (each its own posterior, as importance sampling has it), the "
+                         "importance draws are kept for the others")
     else:
         rec["chosen"] = "importance"
         rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {report['runs_failing']} of {K} run(s), but above "
-                         f"{AUTO_IMPORTANCE_RUNS} fitted runs the joint NUTS is too slow: the importance draws are "
-                         "kept (warned)")
+                         f"{AUTO_IMPORTANCE_RUNS} fitted runs the second pass and NUTS are skipped: the importance "
+                         "draws are kept (warned)")
     return rec
 
 

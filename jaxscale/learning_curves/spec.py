@@ -71,10 +71,9 @@ GP_WARN_POINTS, GP_MAX_POINTS = 1_000, 20_000
 GP_STEP_SECONDS, GP_STEP_POINTS, GP_STEP_EXPONENT = 0.012, 330, 2.5
 
 
-#: Fitted runs up to which ``ExtrapolateSpec.sampler == "auto"`` falls back to one joint NUTS when
-#: importance sampling fails a run's Pareto k-hat check; above, the importance draws are kept and
-#: warned (a joint NUTS waits at every draw for the longest trajectory of all runs: 200 runs took
-#: more than 14 min on 2 CPU cores).
+#: Fitted runs up to which ``ExtrapolateSpec.sampler == "auto"`` goes beyond its first importance
+#: pass when a run fails the Pareto k-hat check (a second pass with more proposals for every run,
+#: then NUTS for the runs that still fail); above, the importance draws are kept and warned.
 AUTO_IMPORTANCE_RUNS = 100
 #: Samplers of :class:`ExtrapolateSpec` (``auto``: importance sampling, again with more proposals
 #: when a run's k-hat > 0.7, then NUTS when one still fails and there are at most
@@ -98,7 +97,8 @@ class ExtrapolateSpec(NamedTuple):
         on its own by Laplace importance sampling, ``chains x samples`` draws per run; the noise
         prior set by empirical Bayes; seconds for thousands of runs) or ``"auto"`` (importance
         sampling, kept when every run's Pareto k-hat is at most 0.7, at first or with 4x the
-        proposals; otherwise the joint NUTS, up to :data:`AUTO_IMPORTANCE_RUNS` fitted runs).
+        proposals; otherwise NUTS for the runs that still fail, each on its own, up to
+        :data:`AUTO_IMPORTANCE_RUNS` fitted runs).
     """
 
     warmup: int = 500
