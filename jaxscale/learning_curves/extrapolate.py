@@ -819,7 +819,8 @@ def _nuts_failing(key, lap: dict, draws: dict, report: dict, spec: ExtrapolateSp
     those runs and decides ``converged``."""
     from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 
-    from jaxscale.infer.batched_nuts import batched_nuts
+    from jaxscale.infer.batched_nuts import batched_nuts, nuts_warnings
+    from jaxscale.infer.importance import K_HAT_MAX
     from jaxscale.learning_curves.core import row_bucket
 
     runs = np.asarray(report["_failing"])
@@ -836,28 +837,26 @@ def _nuts_failing(key, lap: dict, draws: dict, report: dict, spec: ExtrapolateSp
         bad = runs[np.unique(np.argwhere(~np.isfinite(z))[:, 0])]
         raise FloatingPointError(f"power-law extrapolation: non-finite NUTS draws for {bad.size} run(s) "
                                  f"(e.g. {[str(labels[k]) for k in bad[:5]]}); check the losses of those runs")
-    r_hat = np.stack([np.asarray(split_gelman_rubin(z[r])) for r in range(R)]) if spec.chains > 1 else \
-        np.full((R, 4), np.nan)
+    r_hat = np.stack([np.asarray(split_gelman_rubin(z[r])) for r in range(R)])  # one chain: its halves
     ess = np.stack([np.asarray(effective_sample_size(z[r])) for r in range(R)])
     flat = z.reshape(R, -1, 4)  # (R, chains x samples, 4): the same S draws as importance sampling
     g, alpha = _g_alpha(flat[..., 1], flat[..., 2])
     out = {k: np.array(v, copy=True) for k, v in draws.items()}
-    out["c"][:, runs], out["g"][:, runs], out["alpha"][:, runs] = flat[..., 0].T, np.asarray(g).T, \
-        np.asarray(alpha).T
-    out["sigma"][:, runs] = np.exp(flat[..., 3]).T
+    for k, v in (("c", flat[..., 0]), ("g", g), ("alpha", alpha), ("sigma", np.exp(flat[..., 3]))):
+        out[k][:, runs] = np.asarray(v).T
     worst = runs[np.argsort(-np.nan_to_num(r_hat.max(1), nan=np.inf))][:5]
     nuts = {"runs": int(R), "max_r_hat": float(np.max(r_hat)), "min_ess": float(np.min(ess)),
             "divergences": int(div.sum()), "num_chains": int(spec.chains), "num_samples": int(spec.samples),
             "worst_runs": [str(labels[k]) for k in worst]}
-    from jaxscale.infer.batched_nuts import nuts_warnings
-
     msg = nuts_warnings(nuts, f"power-law extrapolation, NUTS of the {R} run(s) importance sampling missed")
     if msg:
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
+    if not np.isfinite(nuts["max_r_hat"]):  # too few draws for an R-hat (strict JSON has no NaN)
+        nuts.update(max_r_hat=None, max_r_hat_reason="fewer than 4 draws per chain")
     rep = {k: v for k, v in report.items() if k != "_failing"}
     rep.update(sampler="importance+nuts", nuts=nuts, converged=msg is None,
-               reason=msg or (f"importance draws for {lap['K'] - R} run(s) (Pareto k-hat <= 0.7); NUTS for the {R} "
-                              "that failed it (R-hat <= 1.01, ESS >= 100 per chain, no divergences)"))
+               reason=msg or (f"importance draws for {lap['K'] - R} run(s) (Pareto k-hat <= {K_HAT_MAX}); NUTS "
+                              f"for the {R} that failed it (R-hat <= 1.01, ESS >= 100 per chain, no divergences)"))
     return out, rep
 
 
