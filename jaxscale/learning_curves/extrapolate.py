@@ -514,8 +514,10 @@ def _importance(key, lap: dict, spec: ExtrapolateSpec, labels: list, warn: bool 
         msgs.append(f"importance sampling is unreliable for {int(bad.sum())} of {K} run(s) (Pareto k-hat > "
                     f"{K_HAT_MAX}; e.g. {report['worst_runs'][:3]}, max k-hat "
                     f"{report['max_pareto_k']:.2f}): their posterior has mass the Laplace proposal misses (a second "
-                    "mode or a heavy tail); their intervals may be too narrow. Sample those runs with NUTS "
-                    "(sampler='nuts', --sampler nuts)")
+                    "mode or a heavy tail); their intervals may be too narrow. Sample them with NUTS: "
+                    f"sampler='auto' (the default) does it for those runs alone on tables of at most "
+                    f"{AUTO_IMPORTANCE_RUNS} fitted runs (select fewer runs, e.g. with --where), "
+                    "sampler='nuts' (--sampler nuts) for every run at once")
         if warn:
             warnings.warn("power-law extrapolation: " + msgs[0], RuntimeWarning, stacklevel=3)
     report["converged"] = not msgs
