@@ -9,13 +9,17 @@ pickled: arrays go to ``.npz`` (loaded with ``allow_pickle=False``) or to JSON.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["array_digest", "describe_diff", "write_atomic"]
+__all__ = ["Checkpoints", "array_digest", "describe_diff", "write_atomic"]
+
+FINGERPRINT = "fingerprint.json"
 
 
 def array_digest(*trees) -> str:
@@ -59,3 +63,89 @@ def describe_diff(old: dict, new: dict) -> str:
         else:
             parts.append(k)
     return ", ".join(parts) or "unknown"
+
+
+def _step_files(folder: Path) -> dict:
+    """``{step: path}`` of the finished checkpoints in ``folder`` (temporary files excluded)."""
+    out = {}
+    for p in folder.glob("step_*.npz"):
+        try:
+            out[int(p.stem.split("_", 1)[1])] = p
+        except ValueError:
+            continue
+    return out
+
+
+class Checkpoints:
+    """The checkpoint folder of one long run: ``fingerprint.json`` and the last two
+    ``step_<n>.npz`` (every array leaf of a pytree, plus named extra arrays).
+
+    A folder whose fingerprint differs (another run's settings or data) is refused, naming what
+    differs, unless ``force_new`` (its checkpoints are then deleted). ``desc`` names the run in
+    messages; ``fix`` is how the user picks another folder or forces a new run.
+    """
+
+    def __init__(self, folder, fingerprint: dict, force_new: bool, desc: str,
+                 fix: str = "Choose a new folder (--ckpt-dir), or discard its checkpoints with --force-new"):
+        self.folder = Path(folder).expanduser().resolve()
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"checkpoint folder {self.folder} is a file; give a folder (--ckpt-dir)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        from jaxscale._json import dumps
+
+        fingerprint = json.loads(dumps(fingerprint))  # as it reads back from the file
+        self.fingerprint, self.desc, self.fix = fingerprint, desc, fix
+        path = self.folder / FINGERPRINT
+        for tmp in self.folder.glob(".step_*.tmp"):  # left by a run killed while writing
+            tmp.unlink(missing_ok=True)
+        files = _step_files(self.folder)
+        old = None
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                old = {"unreadable": True}
+        stale = (old is not None and old != fingerprint) or (old is None and files)
+        if stale and not force_new:
+            why = (f"was written by another run (differs in: {describe_diff(old, fingerprint)})" if old is not None
+                   else "holds checkpoints without a fingerprint (written by another version or program)")
+            raise ValueError(f"{desc}: checkpoint folder {self.folder} {why}; resuming would return that run's "
+                             f"result. {fix}")
+        if stale or force_new:
+            for p in files.values():
+                p.unlink()
+            files = {}
+        text = dumps(fingerprint, indent=1, sort_keys=True).encode()
+        write_atomic(path, lambda fh: fh.write(text))
+        self.files = files
+
+    def latest(self) -> int | None:
+        """The step of the newest checkpoint (``None``: none yet)."""
+        return max(self.files) if self.files else None
+
+    def restore(self, template, extras: tuple = ()):
+        """``(tree, {name: array})`` of the newest checkpoint; ``template`` gives the tree's
+        structure, shapes and dtypes (a checkpoint that does not match is an error)."""
+        path = self.files[self.latest()]
+        leaves, treedef = jax.tree.flatten(template)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = [z[f"leaf_{i}"] for i in range(len(leaves))]
+                more = {k: np.asarray(z[k]) for k in extras}
+        except Exception as exc:  # a damaged file: zip, key or format errors
+            raise ValueError(f"{self.desc}: checkpoint {path} is damaged ({exc}); discard it with --force-new") from exc
+        for i, (a, t) in enumerate(zip(arrays, leaves)):
+            if a.shape != np.shape(t) or a.dtype != np.asarray(t).dtype:
+                raise ValueError(f"{self.desc}: checkpoint {path} does not match this run (array {i}: {a.shape} "
+                                 f"{a.dtype} vs {np.shape(t)} {np.asarray(t).dtype}); discard it with --force-new")
+        return jax.tree.unflatten(treedef, [jnp.asarray(a) for a in arrays]), more
+
+    def save(self, step: int, tree, **extras) -> None:
+        """Write ``step_<step>.npz`` (the tree's leaves and ``extras``); keep the last two."""
+        arrays = {f"leaf_{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(tree))}
+        arrays.update({k: np.asarray(v) for k, v in extras.items()})
+        path = self.folder / f"step_{int(step):09d}.npz"
+        write_atomic(path, lambda fh: np.savez(fh, **arrays))
+        self.files[int(step)] = path
+        for old in sorted(self.files)[:-2]:
+            self.files.pop(old).unlink(missing_ok=True)

@@ -168,3 +168,42 @@ def test_output_paths_checked_before_fitting(tmp_path, capsys, monkeypatch):
                  "step", "--y-col", "loss", "--holdout", "width == 512", "--plot", str(afile / "x.png"),
                  "--json"]) == 2
     assert "--plot" in capsys.readouterr().err
+
+
+def test_a_killed_fit_resumes_from_its_checkpoint(tmp_path, capsys):
+    """``lc.fit`` with ``Spec(ckpt_dir=...)`` (CLI ``--ckpt-dir``) checkpoints the restarts' Adam
+    steps after every chunk; a fit killed after a chunk resumes there and ends with the numbers of
+    an uninterrupted fit (and of ``fit_core``'s single program); another fit's folder is refused
+    naming the setting, ``ckpt_force_new`` discards it; the bundled path has no checkpoints."""
+    import importlib
+
+    from jaxscale.cli import main
+    from jaxscale.learning_curves import magp
+
+    data = lc.from_frame(lc_runs(1), **COLS)
+    spec = lc.Spec(model="magp", restarts=2, steps=120, n_h=2)
+    ref = lc.fit(jax.random.key(3), data, spec)
+    folder = tmp_path / "ckpt"
+    whole = lc.fit(jax.random.key(3), data, spec._replace(ckpt_dir=str(folder)))
+    steps = sorted(int(p.stem.split("_")[1]) for p in folder.glob("step_*.npz"))
+    n = magp.chunk_length(120)
+    assert steps == [120 - n, 120] and (folder / "fingerprint.json").is_file()
+    (folder / f"step_{120:09d}.npz").unlink()  # killed after the last-but-one chunk
+    resumed = lc.fit(jax.random.key(3), data, spec._replace(ckpt_dir=str(folder)))
+    for a, b, c in zip(jax.tree.leaves(ref.params), jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+    np.testing.assert_array_equal(np.asarray(ref.history), np.asarray(resumed.history))
+    assert resumed.spec.ckpt_dir is None  # where it was checkpointed is not part of the model
+    C = importlib.import_module("jaxscale.learning_curves.core")
+    padded, w = C.pad_data(C._canonical(data), C.row_bucket(len(data)))
+    core = jax.jit(lc.fit_core, static_argnames="spec")(jax.random.key(3), padded, spec, w)
+    np.testing.assert_allclose(np.asarray(core.loss), np.asarray(ref.loss), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"another run \(differs in: spec \(learning_rate"):
+        lc.fit(jax.random.key(3), data, spec._replace(ckpt_dir=str(folder), learning_rate=1e-2))
+    lc.fit(jax.random.key(3), data, spec._replace(ckpt_dir=str(folder), learning_rate=1e-2, ckpt_force_new=True))
+    with pytest.raises(ValueError, match="dhgp"):
+        lc.fit(jax.random.key(3), data, lc.Spec(model="dhgp", ckpt_dir=str(tmp_path / "d")))
+    assert main(["lc", "evaluate", "--dataset", "nanogpt_large", "--split", "tri", "--ckpt-dir",
+                 str(tmp_path / "b"), "--json"]) == 2
+    assert "--ckpt-dir needs --csv" in capsys.readouterr().err

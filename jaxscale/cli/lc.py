@@ -137,12 +137,17 @@ def _add_spec(p, *, models=MODELS) -> None:
     g.add_argument("--no-log-descriptors", action="store_true",
                    help="use the descriptors as given (default: their logarithm, for sizes > 0)")
     g.add_argument("--seed", type=int, default=0, help="restart i uses fold_in(key(seed), i)")
+    g.add_argument("--ckpt-dir", default=d.ckpt_dir,
+                   help="--csv: checkpoint the fit's Adam steps here (after every chunk of steps); the same command "
+                        "again resumes a killed fit; a folder of another fit is refused")
+    g.add_argument("--force-new", action="store_true", help="discard the checkpoints of another fit in --ckpt-dir")
 
 
 def _spec(args) -> Spec:
     return Spec(model=args.model, restarts=args.restarts, steps=args.steps, learning_rate=args.lr,
                 n_h=getattr(args, "n_h", Spec().n_h), log_descriptors=not getattr(args, "no_log_descriptors", False),
-                lr_decay=not getattr(args, "no_lr_decay", False))
+                lr_decay=not getattr(args, "no_lr_decay", False), ckpt_dir=getattr(args, "ckpt_dir", None),
+                ckpt_force_new=bool(getattr(args, "force_new", False)))
 
 
 def _read(args, *, compute: bool = False, heldout_loss_optional: bool = False):
@@ -222,9 +227,10 @@ def evaluate_handler(args) -> dict:
         return _outputs(args, out, df, held, fit, pred)
     from jaxscale.learning_curves.pipeline import evaluate_model
 
-    for flag in ("predictions", "save"):
+    for flag in ("predictions", "save", "ckpt_dir"):
         if getattr(args, flag):
-            raise ValueError(f"--{flag} needs --csv (your own table); the bundled path reports metrics and --plot")
+            raise ValueError(f"--{flag.replace('_', '-')} needs --csv (your own table); the bundled path reports "
+                             "metrics and --plot")
     dataset = args.dataset or "nanogpt_large"
     split = args.split or "quad"
     if args.holdout:  # a custom split of a bundled dataset
@@ -321,9 +327,9 @@ def _bundled_law(args) -> dict:
 
     from jaxscale.learning_curves.heldout import bundled_law
 
-    for flag in ("predictions", "save", "holdout"):
+    for flag in ("predictions", "save", "holdout", "ckpt_dir"):
         if getattr(args, flag):
-            raise ValueError(f"--{flag} needs --csv (your own table); the bundled law uses --split")
+            raise ValueError(f"--{flag.replace('_', '-')} needs --csv (your own table); the bundled law uses --split")
     out, details = bundled_law(jax.random.key(args.seed), args.dataset or "nanogpt_large", args.split or "tri",
                                model=args.model, restarts=args.restarts, steps=args.steps, leaky=args.leaky,
                                learning_rate=args.lr, lr_decay=not args.no_lr_decay, rule=args.rule,

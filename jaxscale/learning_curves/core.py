@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -221,16 +222,27 @@ def pad_data(data: Data, n: int) -> tuple[Data, jax.Array]:
 
 
 # ----------------------------------------------------------------------------- fit
-def fit_core(key, data: Data, spec: Spec = Spec(), w=None) -> Fit:
-    """The pure numerical fit: z-scoring, descriptor tables and the restarts' optimiser over arrays.
+class _Prepared(NamedTuple):
+    """What the restarts' optimiser needs and what the fit keeps besides its result (see
+    :func:`fit_core`): the training points as the GP sees them, the descriptor tables (``None``
+    for ``magp``), the z-score constants, the descriptor scaling, the scale regression, the law
+    (``magp_law``) and the keys of the restarts and of the prediction draws."""
 
-    No host-side checks or warnings (see :func:`fit`): jit-able with ``spec`` static, and
-    ``jax.vmap(lambda k: fit_core(k, data, spec))(keys)`` equals separate calls. Restart ``i``
-    starts from ``fold_in(k_fit, i)``, ``k_fit, k_h = split(key)``; ``k_h`` draws the fixed latent
-    draws of the predictions. ``ok`` marks the restarts whose loss and parameters are finite.
-    ``w``: ``(n,)`` 1 for a real row, 0 for an inert padding row (:func:`pad_data`); padding
-    changes no number beyond rounding.
-    """
+    x: jax.Array
+    pts: Points
+    tables: "magp_desc.DescTables | None"
+    y_mean: jax.Array
+    y_std: jax.Array
+    center: jax.Array
+    scale: jax.Array
+    coef: jax.Array
+    law: "law_gp.CurveLaw | None"
+    law_cov: jax.Array | None
+    k_fit: jax.Array
+    k_h: jax.Array
+
+
+def _prepare(key, data: Data, spec: Spec, w=None) -> _Prepared:
     D, R = data.n_tasks, data.n_instances
     dt = _float()
     x = jnp.asarray(data.x, dt)
@@ -243,18 +255,12 @@ def fit_core(key, data: Data, spec: Spec = Spec(), w=None) -> Fit:
     y_mean, y_std = _task_scaler(d, y, D, w)
     pts = _points(x, d, r, R, (y - y_mean[d]) / y_std[d] * w, w=wp)
     k_fit, k_h = jax.random.split(key)
-    keys = jax.vmap(lambda i: jax.random.fold_in(k_fit, i))(jnp.arange(spec.restarts))
     k = data.descriptors.shape[1]
     center, scale = jnp.zeros((k,), dt), jnp.ones((k,), dt)
     n_task_desc = sum(lev == "task" for lev in data.descriptor_levels) if spec.model == "magp_desc" else 0
-    law = law_cov = None
+    law = law_cov = tables = None
     coef = jnp.zeros((1 + n_task_desc, 2), dt)
-    history = None
-    q = spec.q
-    if spec.model == "magp":
-        params, loss, history, jit = magp._fit_many(keys, x, pts, D, q, spec.steps, spec.learning_rate, spec.n_mc,
-                                                     spec.lr_decay)
-    elif spec.model in DESC_MODELS:
+    if spec.model in DESC_MODELS:
         z = _transform_descriptors(data.descriptors, spec)
         center, scale = _descriptor_scaling(z, d * R + r, D * R, w)
         tables = _tables((z - center) / scale, d, r, data.descriptor_levels, D, R, w)
@@ -264,30 +270,64 @@ def fit_core(key, data: Data, spec: Spec = Spec(), w=None) -> Fit:
                                                                  cid, D * R, w)
             y_mean, y_std = jnp.full((D,), mu, dt), jnp.full((D,), sd, dt)
             pts = _points(x, d, r, R, zr, w=wp)
-        params, loss, history, jit = magp_desc._fit_many(keys, tables, x, pts, q, spec.steps, spec.learning_rate,
-                                                         spec.n_mc, spec.lr_decay)
         if spec.model == "magp_desc":
             observed = jax.ops.segment_sum(w, d, D) > 0
             coef = _scale_regression(tables.task, y_mean, y_std, observed)
-    elif spec.model == "dhgp":
-        q = 0
-        x0 = dhgp.DHGPParams(jnp.zeros(3, dt), jnp.zeros(3, dt), jnp.zeros((), dt))
-        res = minimize_lbfgs(dhgp.dhgp_loss, x0, x, pts, max_steps=spec.lbfgs_steps, tol=1e-6)
-        jit1 = gaussian_nll(dhgp._gram(res.params, x, pts), pts.y)[1]
-        rep = lambda a: jnp.broadcast_to(a, (spec.restarts,) + jnp.shape(a))  # noqa: E731
-        params, loss, jit = jax.tree.map(rep, res.params), rep(res.loss), rep(jit1)
-        converged = rep(jnp.asarray(res.converged, bool))
-    else:
+    elif spec.model not in MODELS:
         raise ValueError(f"unknown model {spec.model!r}; choose one of {MODELS}")
+    return _Prepared(x, pts, tables, y_mean, y_std, center, scale, coef, law, law_cov, k_fit, k_h)
+
+
+def _adam_problem(prep: _Prepared, data: Data, spec: Spec):
+    """``(loss_fn, args, latent_shape, init)`` of the Adam models' ELBO (:func:`.magp.adam_elbo`)."""
+    dt = prep.x.dtype
+    if spec.model == "magp":
+        D, q = data.n_tasks, spec.q
+        return magp.magp_loss, (prep.x, prep.pts), (D, q), lambda k: magp.init_magp(k, D, q, dt)
+    tables = prep.tables
+    return (magp_desc.desc_loss, (tables, prep.x, prep.pts), (tables.task.shape[0], spec.q),
+            lambda k: magp_desc.init_desc(k, tables, spec.q, dt))
+
+
+def _finish(prep: _Prepared, params, loss, history, jit, converged, data: Data, spec: Spec) -> Fit:
+    q = 0 if spec.model == "dhgp" else spec.q
     if history is not None:
         converged = adam_convergence(history)[0]
     leaves = [jnp.reshape(a, (spec.restarts, -1)) for a in jax.tree.leaves(params)]
     ok = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(a), 1) for a in leaves]), 0)
-    eps_h = jax.random.normal(k_h, (spec.n_h, D, q), dt)
-    return Fit(params, loss, history, jit, ok, data, y_mean, y_std, eps_h, center, scale, coef, converged, law, law_cov,
-               spec,
+    eps_h = jax.random.normal(prep.k_h, (spec.n_h, data.n_tasks, q), prep.x.dtype)
+    return Fit(params, loss, history, jit, ok, data, prep.y_mean, prep.y_std, eps_h, prep.center, prep.scale,
+               prep.coef, converged, prep.law, prep.law_cov, spec,
                data.task_labels, data.instance_labels, data.descriptor_names, data.descriptor_levels, data.x_is_log,
                data.columns)
+
+
+def fit_core(key, data: Data, spec: Spec = Spec(), w=None) -> Fit:
+    """The pure numerical fit: z-scoring, descriptor tables and the restarts' optimiser over arrays.
+
+    No host-side checks or warnings (see :func:`fit`): jit-able with ``spec`` static, and
+    ``jax.vmap(lambda k: fit_core(k, data, spec))(keys)`` equals separate calls. Restart ``i``
+    starts from ``fold_in(k_fit, i)``, ``k_fit, k_h = split(key)``; ``k_h`` draws the fixed latent
+    draws of the predictions. ``ok`` marks the restarts whose loss and parameters are finite.
+    ``w``: ``(n,)`` 1 for a real row, 0 for an inert padding row (:func:`pad_data`); padding
+    changes no number beyond rounding. The restarts' Adam steps run in one ``lax.scan`` here;
+    :func:`fit` runs the same steps in chunks from the host (progress, checkpoints).
+    """
+    prep = _prepare(key, data, spec, w)
+    if spec.model == "dhgp":
+        x0 = dhgp.DHGPParams(jnp.zeros(3, prep.x.dtype), jnp.zeros(3, prep.x.dtype), jnp.zeros((), prep.x.dtype))
+        res = minimize_lbfgs(dhgp.dhgp_loss, x0, prep.x, prep.pts, max_steps=spec.lbfgs_steps, tol=1e-6)
+        jit1 = gaussian_nll(dhgp._gram(res.params, prep.x, prep.pts), prep.pts.y)[1]
+        rep = lambda a: jnp.broadcast_to(a, (spec.restarts,) + jnp.shape(a))  # noqa: E731
+        return _finish(prep, jax.tree.map(rep, res.params), rep(res.loss), None, rep(jit1),
+                       rep(jnp.asarray(res.converged, bool)), data, spec)
+    loss_fn, args, latent, init = _adam_problem(prep, data, spec)
+    x0, krun, kfin = magp.restart_starts(prep.k_fit, spec.restarts, init)
+    # restarts split over all devices (one CPU device: one after another), as in fit()
+    params, loss, history, jit = sharded_vmap(
+        lambda a: magp.adam_elbo(loss_fn, a[0], a[1], a[2], latent, spec.steps, spec.learning_rate, spec.n_mc,
+                                 prep.x.dtype, *args, decay=spec.lr_decay), (x0, krun, kfin), linalg=True)
+    return _finish(prep, params, loss, history, jit, None, data, spec)
 
 
 _fit_core_jit = jax.jit(fit_core, static_argnames=("spec",))
@@ -456,6 +496,37 @@ def fit_report(fit: "Fit") -> dict:
     return adam_report(fit.history, fit.ok, spec.steps, spec.model)
 
 
+_prepare_jit = jax.jit(_prepare, static_argnames=("spec",))
+_finish_jit = jax.jit(_finish, static_argnames=("spec",))
+
+
+@partial(jax.jit, static_argnames=("spec",))
+def _starts_jit(prep: _Prepared, data: Data, spec: Spec):
+    return magp.restart_starts(prep.k_fit, spec.restarts, _adam_problem(prep, data, spec)[3])
+
+
+def _fit_adam(key, data: Data, spec: Spec, w, what: str, ckpt_dir, force_new: bool) -> Fit:
+    """:func:`fit_core` of an Adam model with its steps driven from the host in chunks
+    (:func:`.magp.adam_restarts`: a progress bar, and checkpoints in ``ckpt_dir``); the same
+    numbers as the single program."""
+    prep = _prepare_jit(key, data, spec, w)
+    x0, krun, kfin = _starts_jit(prep, data, spec)
+    loss_fn, args, latent, _ = _adam_problem(prep, data, spec)
+    ckpt = None
+    if ckpt_dir is not None:
+        from jaxscale import __version__
+        from jaxscale._checkpoint import Checkpoints, array_digest
+
+        fingerprint = {"version": __version__, "what": "learning-curve fit", "spec": spec._asdict(),
+                       "data": array_digest(data, w), "key": array_digest(key)}
+        ckpt = Checkpoints(ckpt_dir, fingerprint, force_new, what,
+                           fix="Choose a new folder (--ckpt-dir), or discard its checkpoints with --force-new "
+                               "(Python: Spec(ckpt_force_new=True))")
+    params, loss, history, jit = magp.adam_restarts(loss_fn, x0, krun, kfin, latent, spec.steps, spec.learning_rate,
+                                                    spec.n_mc, args, decay=spec.lr_decay, desc=what, ckpt=ckpt)
+    return jax.block_until_ready(_finish_jit(prep, params, loss, history, jit, None, data, spec))
+
+
 def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     """Fit ``spec.model`` on every row of ``data`` (host checks, then :func:`fit_core` compiled).
 
@@ -465,6 +536,13 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     descriptors. Warns (``RuntimeWarning``) naming restarts that went non-finite (excluded from
     predictions), escalated Cholesky jitters, and an optimiser that did not converge
     (``Fit.converged``; :func:`fit_report`); raises ``ValueError`` when every restart failed.
+
+    The Adam models (magp, magp_desc, magp_law) run their steps in chunks driven from the host: a
+    progress bar on a terminal, and with ``spec.ckpt_dir`` a checkpoint after every chunk (the
+    restarts' parameters, Adam states and loss history, beside a fingerprint of the spec, the
+    data and the key). The same call again resumes from the last one; a folder written by another
+    fit is refused naming what differs (``spec.ckpt_force_new``: discarded). The numbers equal
+    :func:`fit_core`'s (one ``lax.scan``), resumed or not.
     """
     _check_spec(spec)
     _check_training(data, spec)
@@ -472,8 +550,17 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     # names do not enter the numbers, and rows are padded to a bucket: compile once per bucket of
     # table lengths, whatever the table's labels and columns
     padded, w = pad_data(_canonical(data), row_bucket(len(data)))
-    with heartbeat(f"{spec.model} fit ({spec.restarts} restarts on {len(data)} points, one compiled program)"):
-        out = jax.block_until_ready(_fit_core_jit(key, padded, spec, w))
+    ckpt_dir, force_new = spec.ckpt_dir, spec.ckpt_force_new
+    spec = spec._replace(ckpt_dir=None, ckpt_force_new=False)  # where to checkpoint changes no number
+    what = f"{spec.model} fit ({spec.restarts} restarts on {len(data)} points)"
+    with heartbeat(what):
+        if spec.model == "dhgp":  # one L-BFGS program, no checkpoints
+            if ckpt_dir is not None:
+                raise ValueError("dhgp is fitted by one L-BFGS run, which keeps no checkpoints; leave out "
+                                 "--ckpt-dir (Spec.ckpt_dir) or fit an Adam model (magp, magp_desc, magp_law)")
+            out = jax.block_until_ready(_fit_core_jit(key, padded, spec, w))
+        else:
+            out = _fit_adam(key, padded, spec, w, what, ckpt_dir, force_new)
     ok = magp.report_fit_health(out.loss, out.params, out.jitter, spec.model, history=out.history)
     out = out.replace(ok=jnp.asarray(ok), train=data, task_labels=data.task_labels,
                       instance_labels=data.instance_labels, descriptor_names=data.descriptor_names,

@@ -15,7 +15,8 @@ approximation). Hyper-parameters are point estimates (type-II ML), as in the
 original. Predictions integrate ``q(h)`` by Monte Carlo: the moments of the mixture over ``n_h``
 draws of ``h``, jointly over all query points. All restarts run in one compiled program: vmapped
 and split over the devices, or one after another on a single CPU device (``sharded_vmap``'s
-``linalg``).
+``linalg``); the fits drive its Adam steps from the host in chunks of :data:`ADAM_CHUNK`
+(:func:`adam_restarts`: a progress bar and checkpoints, the numbers of one ``lax.scan``).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from jaxscale.infer.sharding import sharded_vmap
 from jaxscale.learning_curves.problem import Points
 
 __all__ = ["MaGPParams", "MaGPFit", "init_magp", "magp_loss", "fit_magp", "magp_constrained",
-           "report_fit_health", "adam_elbo", "lr_schedule"]
+           "report_fit_health", "adam_elbo", "adam_restarts", "lr_schedule", "ADAM_CHUNK"]
 
 log = get_logger(__name__)
 NOISE_FLOOR = 1e-6
@@ -156,6 +157,18 @@ def adam_elbo(loss_fn, x0, krun, kfin, latent_shape, steps, learning_rate, n_mc,
     descriptor MaGP and the active-learning refits.
     """
     opt = optax.adam(lr_schedule(learning_rate, steps, decay))
+    step = _adam_step(loss_fn, opt, n_mc, latent_shape, dtype, args)
+    (x, _, jmax), hist = jax.lax.scan(step, (x0, opt.init(x0), jnp.asarray(0.0, dtype)),
+                                      jax.random.split(krun, steps))
+    if kfin is None:
+        return x, hist[-1], hist, jmax
+    final, jit = _final_loss(loss_fn, x, kfin, latent_shape, dtype, args)
+    return x, final, hist, jnp.maximum(jmax, jit)
+
+
+def _adam_step(loss_fn, opt, n_mc: int, latent_shape, dtype, args):
+    """One Adam step of the ELBO: a fresh ``eps`` from the step's key, the loss and its gradient,
+    the update; the carry also keeps the largest Cholesky jitter."""
     vg = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(carry, k):
@@ -165,26 +178,115 @@ def adam_elbo(loss_fn, x0, krun, kfin, latent_shape, steps, learning_rate, n_mc,
         upd, st = opt.update(g, st, x)
         return (optax.apply_updates(x, upd), st, jnp.maximum(jmax, jit)), val
 
-    (x, _, jmax), hist = jax.lax.scan(step, (x0, opt.init(x0), jnp.asarray(0.0, dtype)),
-                                      jax.random.split(krun, steps))
-    if kfin is None:
-        return x, hist[-1], hist, jmax
-    final, jit = loss_fn(x, jax.random.normal(kfin, (16,) + latent_shape, dtype), *args)
-    return x, final, hist, jnp.maximum(jmax, jit)
+    return step
 
 
-def _fit_one(key, xgrid, pts: Points, n_tasks, q, steps, learning_rate, n_mc, decay):
-    kinit, krun, kfin = jax.random.split(key, 3)
-    x0 = init_magp(kinit, n_tasks, q, pts.y.dtype)
-    return adam_elbo(magp_loss, x0, krun, kfin, (n_tasks, q), steps, learning_rate, n_mc,
-                     pts.y.dtype, xgrid, pts, decay=decay)
+def _final_loss(loss_fn, x, kfin, latent_shape, dtype, args):
+    """The fit's reported loss: the ELBO estimate with 16 latent draws from ``kfin``."""
+    return loss_fn(x, jax.random.normal(kfin, (16,) + latent_shape, dtype), *args)
 
 
-@partial(jax.jit, static_argnames=("n_tasks", "q", "steps", "n_mc", "decay"))
-def _fit_many(keys, xgrid, pts, n_tasks, q, steps, learning_rate, n_mc, decay=True):
-    # restarts split over all devices (one CPU device: one after another)
-    return sharded_vmap(lambda k: _fit_one(k, xgrid, pts, n_tasks, q, steps, learning_rate, n_mc, decay), keys,
-                        linalg=True)
+#: Adam steps per compiled chunk of a fit driven from the host (:func:`adam_restarts`); between
+#: chunks the host moves the progress bar and writes the checkpoint (when asked).
+ADAM_CHUNK = 50
+
+
+def chunk_length(steps: int, near: int = ADAM_CHUNK) -> int:
+    """The divisor of ``steps`` closest to ``near`` (ties: the larger), so that every chunk has the
+    same length and one compiled program runs them all."""
+    return min((d for d in range(1, steps + 1) if steps % d == 0), key=lambda d: (abs(d - near), -d))
+
+
+def _key_parts(keys):
+    """``(raw key data, impl)`` of a key array (``impl`` None for legacy uint32 keys)."""
+    if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(keys), str(jax.random.key_impl(keys))
+    return keys, None
+
+
+def _wrap(data, impl):
+    return data if impl is None else jax.random.wrap_key_data(data, impl=impl)
+
+
+@partial(jax.jit, static_argnames=("steps", "decay", "impl"))
+def _adam_start(x0, krun, learning_rate, steps: int, decay: bool, impl):
+    """The optimiser's first carry (parameters, Adam state, largest jitter) of every restart, and
+    its per-step keys as raw key data ``(R, steps, ...)``: the keys of :func:`adam_elbo`'s scan,
+    which the host then slices into chunks without compiling anything."""
+    opt = optax.adam(lr_schedule(learning_rate, steps, decay))
+    lead = jax.tree.leaves(x0)[0]
+    carry = (x0, jax.vmap(opt.init)(x0), jnp.zeros(lead.shape[:1], lead.dtype))
+    return carry, jax.vmap(lambda k: _key_parts(jax.random.split(_wrap(k, impl), steps))[0])(krun)
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "latent_shape", "steps", "n_mc", "decay", "impl"))
+def _adam_chunk(carry, step_keys, learning_rate, args, loss_fn, latent_shape, steps: int, n_mc: int, decay: bool,
+                impl):
+    """:func:`adam_elbo`'s steps for the keys ``step_keys`` ``(R, chunk, ...)`` from ``carry`` (every
+    restart's parameters, optimiser state and largest jitter); restarts split as in the fits."""
+    opt = optax.adam(lr_schedule(learning_rate, steps, decay))
+    step = _adam_step(loss_fn, opt, n_mc, latent_shape, carry[2].dtype, args)
+    return sharded_vmap(lambda ck: jax.lax.scan(lambda c, k: step(c, _wrap(k, impl)), ck[0], ck[1]),
+                        (carry, step_keys), linalg=True)
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "latent_shape", "impl"))
+def _adam_final(x, kfin, jmax, args, loss_fn, latent_shape, impl):
+    final, jit = sharded_vmap(lambda xk: _final_loss(loss_fn, xk[0], _wrap(xk[1], impl), latent_shape, jmax.dtype,
+                                                     args), (x, kfin), linalg=True)
+    return final, jnp.maximum(jmax, jit)
+
+
+def restart_starts(key, restarts: int, init):
+    """Restart ``i``'s key ``fold_in(key, i)`` split into ``(kinit, krun, kfin)`` (as every fit
+    splits it) and its initial parameters ``init(kinit)``; batched over the restarts."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(restarts))
+    k = jax.vmap(lambda kk: jax.random.split(kk, 3))(keys)
+    return jax.vmap(init)(k[:, 0]), k[:, 1], k[:, 2]
+
+
+@partial(jax.jit, static_argnames=("restarts", "n_tasks", "q", "dtype"))
+def _starts(key, restarts: int, n_tasks: int, q: int, dtype):
+    return restart_starts(key, restarts, lambda k: init_magp(k, n_tasks, q, dtype))
+
+
+def adam_restarts(loss_fn, x0, krun, kfin, latent_shape, steps: int, learning_rate, n_mc: int, args: tuple, *,
+                  decay: bool = True, desc: str = "Adam", ckpt=None):
+    """:func:`adam_elbo` for a batch of restarts (leading axis of ``x0``, ``krun``, ``kfin``), driven
+    from the host in chunks of :func:`chunk_length` steps: the same keys, steps and numbers as one
+    ``lax.scan``, with a progress bar between chunks and, given ``ckpt`` (a
+    :class:`jaxscale._checkpoint.Checkpoints`), a checkpoint after each, from which a killed fit
+    resumes. ``loss_fn`` must be the same function object every call (a static argument of the
+    compiled chunk). Returns ``(x, final_loss, history (R, steps), max_jitter)``."""
+    from jaxscale._log import progress
+
+    run_data, impl = _key_parts(krun)
+    fin_data, _ = _key_parts(kfin)
+    carry, step_keys = _adam_start(x0, run_data, learning_rate, steps, decay, impl)
+    step_keys = np.asarray(step_keys)  # sliced on the host: no program per chunk
+    hist, done = [], 0
+    if ckpt is not None and ckpt.latest() is not None:
+        carry, more = ckpt.restore(carry, ("history",))
+        done = int(ckpt.latest())
+        hist = [np.asarray(more["history"], float)]
+        log.info("%s: resumed at Adam step %d of %d (%s)", desc, done, steps, ckpt.folder)
+    n = chunk_length(steps)
+    bar = progress(total=steps, desc=desc)
+    bar.update(done)
+    for i0 in range(done, steps, n):
+        carry, h = _adam_chunk(carry, jax.device_put(step_keys[:, i0:i0 + n]), learning_rate, args, loss_fn,
+                               tuple(latent_shape), steps, n_mc, decay, impl)
+        h = np.asarray(h)
+        hist.append(h)
+        bar.update(n)
+        bar.set_postfix(loss=f"{np.nanmean(h[:, -1]):.4g}")
+        if ckpt is not None:
+            ckpt.save(i0 + n, carry, history=np.concatenate(hist, axis=1))
+    bar.close()
+    x, _, jmax = carry
+    final, jit = _adam_final(x, fin_data, jmax, args, loss_fn, tuple(latent_shape), impl)
+    history = np.concatenate(hist, axis=1) if hist else np.zeros((np.shape(final)[0], 0))
+    return x, final, jnp.asarray(history), jit
 
 
 def report_fit_health(loss, params, jitter, what: str = "MaGP", history=None) -> np.ndarray:
@@ -231,10 +333,12 @@ def fit_magp(key, xgrid, train: Points, n_tasks: int, *, restarts: int = 10, ste
     warn_if_float32("MaGP inputs")
     if train.y.ndim != 1 or train.y.shape[0] < 2:
         raise ValueError(f"train.y must be a vector of >= 2 points, got shape {train.y.shape}")
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(restarts))
-    with heartbeat(f"MaGP fit ({restarts} restarts x {steps} Adam steps on {train.y.shape[0]} points)"):
-        x, final, hist, jit = jax.block_until_ready(_fit_many(keys, xgrid, train, n_tasks, q, steps, learning_rate,
-                                                              n_mc, lr_decay))
+    x0, krun, kfin = _starts(key, restarts, n_tasks, q, train.y.dtype)
+    what = f"MaGP fit ({restarts} restarts x {steps} Adam steps on {train.y.shape[0]} points)"
+    with heartbeat(what):
+        x, final, hist, jit = jax.block_until_ready(adam_restarts(
+            magp_loss, x0, krun, kfin, (n_tasks, q), steps, learning_rate, n_mc, (xgrid, train), decay=lr_decay,
+            desc=what))
     ok = report_fit_health(final, x, jit, history=hist)
     return MaGPFit(x, final, hist, jit, ok, np.arange(restarts))
 

@@ -20,7 +20,8 @@ task, ``v_r`` per instance and ``s_c`` per curve (nanoGPT: ln width, ln depth, l
 Sums and products of PSD kernels: PSD. Per-task noise; a task without training rows uses the
 geometric mean of the observed tasks' noise (``pooled_noise``). Inference exactly as
 :mod:`jaxscale.learning_curves.magp`: exact GP, ELBO with reparameterised ``h`` draws, Adam
-in ``lax.scan``, restarts in ONE compiled program (vmapped; mapped on one CPU device).
+in chunks of ``lax.scan`` (:func:`~.magp.adam_restarts`), restarts in ONE compiled program (vmapped;
+mapped on one CPU device).
 """
 from __future__ import annotations
 
@@ -36,9 +37,8 @@ from jaxscale._log import heartbeat
 from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import JITTER_LADDER, gather2, gaussian_nll, matern32, rbf_ard
-from jaxscale.infer.sharding import sharded_vmap
 from jaxscale.learning_curves.descriptors import DescTables
-from jaxscale.learning_curves.magp import _pad_constant, adam_elbo, report_fit_health
+from jaxscale.learning_curves.magp import _pad_constant, adam_restarts, report_fit_health, restart_starts
 from jaxscale.learning_curves.problem import Points
 
 __all__ = ["DescParams", "DescFit", "DescKernel", "init_desc", "desc_constrained", "desc_gram",
@@ -170,18 +170,9 @@ def desc_loss(p: DescParams, eps, tables: DescTables, xgrid, pts: Points):
     return jnp.mean(nll) + kl - _pad_constant(pts), jnp.max(jit)
 
 
-def _fit_one(key, tables, xgrid, pts: Points, q, steps, learning_rate, n_mc, decay):
-    kinit, krun, kfin = jax.random.split(key, 3)
-    x0 = init_desc(kinit, tables, q, pts.y.dtype)
-    return adam_elbo(desc_loss, x0, krun, kfin, (tables.task.shape[0], q), steps, learning_rate,
-                     n_mc, pts.y.dtype, tables, xgrid, pts, decay=decay)
-
-
-@partial(jax.jit, static_argnames=("q", "steps", "n_mc", "decay"))
-def _fit_many(keys, tables, xgrid, pts, q, steps, learning_rate, n_mc, decay=True):
-    # restarts split over all devices (one CPU device: one after another)
-    return sharded_vmap(lambda k: _fit_one(k, tables, xgrid, pts, q, steps, learning_rate, n_mc, decay), keys,
-                        linalg=True)
+@partial(jax.jit, static_argnames=("restarts", "q", "dtype"))
+def _starts(key, tables: DescTables, restarts: int, q: int, dtype):
+    return restart_starts(key, restarts, lambda k: init_desc(k, tables, q, dtype))
 
 
 def fit_magp_desc(key, xgrid, train: Points, tables: DescTables, *, restarts: int = 10, steps: int = 600,
@@ -194,10 +185,12 @@ def fit_magp_desc(key, xgrid, train: Points, tables: DescTables, *, restarts: in
     D = tables.task.shape[0]
     w = np.ones(train.y.shape[0]) if train.w is None else np.asarray(train.w)
     observed = np.bincount(np.asarray(train.d)[w > 0], minlength=D) > 0
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(restarts))
-    with heartbeat(f"descriptor MaGP fit ({restarts} restarts x {steps} Adam steps on {train.y.shape[0]} points)"):
-        x, final, hist, jit = jax.block_until_ready(_fit_many(keys, tables, xgrid, train, q, steps, learning_rate,
-                                                              n_mc, lr_decay))
+    x0, krun, kfin = _starts(key, tables, restarts, q, train.y.dtype)
+    what = f"descriptor MaGP fit ({restarts} restarts x {steps} Adam steps on {train.y.shape[0]} points)"
+    with heartbeat(what):
+        x, final, hist, jit = jax.block_until_ready(adam_restarts(
+            desc_loss, x0, krun, kfin, (D, q), steps, learning_rate, n_mc, (tables, xgrid, train), decay=lr_decay,
+            desc=what))
     ok = report_fit_health(final, x, jit, "MaGP-desc", history=hist)
     return DescFit(x, final, hist, jit, ok, np.arange(restarts), tables, observed)
 

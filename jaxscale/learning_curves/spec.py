@@ -42,6 +42,10 @@ class Spec(NamedTuple):
       n_samples: joint draws returned by ``predict`` when it is given a key.
       log_descriptors: take ``ln`` of the descriptors (they must then be > 0) before standardising.
       lbfgs_steps: L-BFGS iterations of the DHGP fit.
+      ckpt_dir: folder for the checkpoints of :func:`jaxscale.learning_curves.fit` (Adam models:
+        one after every chunk of steps; the same fit again resumes from the last); ``None``: none.
+      ckpt_force_new: discard the checkpoints in ``ckpt_dir`` written by another fit instead of
+        refusing them.
     """
 
     model: str = "magp"
@@ -55,6 +59,8 @@ class Spec(NamedTuple):
     log_descriptors: bool = True
     lbfgs_steps: int = 1000
     lr_decay: bool = True
+    ckpt_dir: str | None = None
+    ckpt_force_new: bool = False
 
 
 #: Default column name per role.

@@ -17,10 +17,8 @@ resumes from its last checkpoint and ends bit-identically.
 """
 from __future__ import annotations
 
-import json
 import time
 from functools import lru_cache
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -29,7 +27,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxscale._checkpoint import array_digest, describe_diff, write_atomic
+from jaxscale._checkpoint import Checkpoints, array_digest
 from jaxscale._log import get_logger, progress
 from jaxscale.infer.sharding import sharded_vmap
 from jaxscale.ncpl.ensemble import Members, apply_member
@@ -301,91 +299,6 @@ def convergence(val_history, patience: int, stopped_early: bool, eval_every: int
                    "steps or the learning rate")
 
 
-_FINGERPRINT = "fingerprint.json"
-
-
-def _ckpt_files(folder: Path) -> dict:
-    """``{step: path}`` of the finished checkpoints in ``folder`` (temporary files excluded)."""
-    out = {}
-    for p in folder.glob("step_*.npz"):
-        try:
-            out[int(p.stem.split("_", 1)[1])] = p
-        except ValueError:
-            continue
-    return out
-
-
-class _Checkpoints:
-    """Checkpoint folder of one training run: a fingerprint and the last two ``step_<n>.npz``."""
-
-    def __init__(self, folder, fingerprint: dict, force_new: bool, desc: str):
-        self.folder = Path(folder).expanduser().resolve()
-        if self.folder.exists() and not self.folder.is_dir():
-            raise ValueError(f"checkpoint folder {self.folder} is a file; give a folder (--ckpt-dir)")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        from jaxscale._json import dumps
-
-        fingerprint = json.loads(dumps(fingerprint))  # as it reads back from the file
-        self.fingerprint = fingerprint
-        path = self.folder / _FINGERPRINT
-        for tmp in self.folder.glob(".step_*.tmp"):  # left by a run killed while writing
-            tmp.unlink(missing_ok=True)
-        files = _ckpt_files(self.folder)
-        old = None
-        if path.exists():
-            try:
-                old = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                old = {"unreadable": True}
-        stale = (old is not None and old != fingerprint) or (old is None and files)
-        if stale and not force_new:
-            why = (f"was written by another run (differs in: {describe_diff(old, fingerprint)})" if old is not None
-                   else "holds checkpoints without a fingerprint (written by another version or program)")
-            raise ValueError(f"{desc}: checkpoint folder {self.folder} {why}; resuming would return that run's "
-                             "model. Choose a new folder (--ckpt-dir), or discard its checkpoints with --force-new "
-                             "(Python: Spec(ckpt_force_new=True))")
-        if stale or force_new:
-            for p in files.values():
-                p.unlink()
-            files = {}
-        text = dumps(fingerprint, indent=1, sort_keys=True).encode()
-        write_atomic(path, lambda fh: fh.write(text))
-        self.files = files
-
-    def latest(self):
-        return max(self.files) if self.files else None
-
-    def restore(self, template, desc: str):
-        """``(state, history)`` from the latest checkpoint; ``template`` gives structure and dtypes."""
-        step = self.latest()
-        path = self.files[step]
-        leaves, treedef = jax.tree.flatten(template)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = [z[f"leaf_{i}"] for i in range(len(leaves))]
-                history = [tuple(r) for r in np.asarray(z["history"], float).reshape(-1, 2)]
-                val_history = np.asarray(z["val_history"], float)
-        except Exception as exc:  # a damaged file: zip, key or format errors
-            raise ValueError(f"{desc}: checkpoint {path} is damaged ({exc}); discard it with --force-new") from exc
-        for i, (a, t) in enumerate(zip(arrays, leaves)):
-            if a.shape != np.shape(t) or a.dtype != np.asarray(t).dtype:
-                raise ValueError(f"{desc}: checkpoint {path} does not match this model (array {i}: {a.shape} "
-                                 f"{a.dtype} vs {np.shape(t)} {np.asarray(t).dtype}); discard it with --force-new")
-        state = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in arrays])
-        return state, history, [np.asarray(r) for r in val_history]
-
-    def save(self, state, history, val_history) -> None:
-        step = int(state.step)
-        arrays = {f"leaf_{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))}
-        arrays["history"] = np.asarray(history, float).reshape(-1, 2)
-        arrays["val_history"] = np.asarray(val_history, float)
-        path = self.folder / f"step_{step:09d}.npz"
-        write_atomic(path, lambda fh: np.savez(fh, **arrays))
-        self.files[step] = path
-        for old in sorted(self.files)[:-2]:
-            self.files.pop(old).unlink(missing_ok=True)
-
-
 def train_members(key, members: Members, const: dict, train: TrainArrays, val: TrainArrays, tcfg: TrainConfig,
                   trainable_encoder=None, enc_graphdef=None, stop_after: int | None = None, desc: str = "ncpl",
                   fingerprint: dict | None = None) -> TrainResult:
@@ -429,9 +342,13 @@ def train_members(key, members: Members, const: dict, train: TrainArrays, val: T
                                                                      if k not in ("ckpt_every", "ckpt_dir", "force_new")},
               "arrays": array_digest(const, train, val), "init": array_digest(params, keys)}
         fp.update(fingerprint or {})
-        ckpt = _Checkpoints(tcfg.ckpt_dir, fp, tcfg.force_new, desc)
+        ckpt = Checkpoints(tcfg.ckpt_dir, fp, tcfg.force_new, desc,
+                           fix="Choose a new folder (--ckpt-dir), or discard its checkpoints with --force-new "
+                               "(Python: Spec(ckpt_force_new=True))")
         if ckpt.latest() is not None:
-            state, history, val_history = ckpt.restore(state, desc)
+            state, more = ckpt.restore(state, ("history", "val_history"))
+            history = [tuple(r) for r in np.asarray(more["history"], float).reshape(-1, 2)]
+            val_history = [np.asarray(r) for r in np.asarray(more["val_history"], float)]
             resumed_from = int(state.step)
             log.info("%s: resumed from step %d (%s)", desc, resumed_from, ckpt.folder)
     n_chunks = tcfg.steps // tcfg.eval_every
@@ -456,7 +373,8 @@ def train_members(key, members: Members, const: dict, train: TrainArrays, val: T
         bar.set_postfix(val=f"{vl.mean():.4f}")
         stopped = bool(np.all(np.asarray(state.bad) >= tcfg.patience))
         if ckpt is not None and (int(state.step) % tcfg.ckpt_every == 0 or stopped or int(state.step) >= tcfg.steps):
-            ckpt.save(state, history, val_history)
+            ckpt.save(int(state.step), state, history=np.asarray(history, float).reshape(-1, 2),
+                      val_history=np.asarray(val_history, float))
         if stopped:
             log.info("%s: early stop at step %d (no member improved for %d evals)", desc, int(state.step), tcfg.patience)
             break
