@@ -185,6 +185,8 @@ def test_a_killed_fit_resumes_from_its_checkpoint(tmp_path, capsys):
     ref = lc.fit(jax.random.key(3), data, spec)
     folder = tmp_path / "ckpt"
     whole = lc.fit(jax.random.key(3), data, spec._replace(ckpt_dir=str(folder)))
+    # chunks: a divisor of the steps near 50, else 50 and one shorter last chunk (a prime count)
+    assert [magp.chunk_length(s) for s in (600, 120, 37, 211, 1001)] == [50, 60, 37, 50, 77]
     steps = sorted(int(p.stem.split("_")[1]) for p in folder.glob("step_*.npz"))
     n = magp.chunk_length(120)
     assert steps == [120 - n, 120] and (folder / "fingerprint.json").is_file()

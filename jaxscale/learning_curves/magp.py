@@ -193,8 +193,10 @@ ADAM_CHUNK = 50
 
 def chunk_length(steps: int, near: int = ADAM_CHUNK) -> int:
     """The divisor of ``steps`` closest to ``near`` (ties: the larger), so that every chunk has the
-    same length and one compiled program runs them all."""
-    return min((d for d in range(1, steps + 1) if steps % d == 0), key=lambda d: (abs(d - near), -d))
+    same length and one compiled program runs them all; ``near`` itself when no divisor lies within
+    a factor 2 of it (a prime number of steps: one shorter last chunk, a second program)."""
+    d = min((d for d in range(1, steps + 1) if steps % d == 0), key=lambda d: (abs(d - near), -d))
+    return d if near // 2 <= d <= 2 * near or steps <= 2 * near else near
 
 
 def _key_parts(keys):
