@@ -1,4 +1,4 @@
-"""Pieces shared by the resumable long runs (NCPL training, replayed active learning).
+"""Pieces shared by the resumable long runs (NCPL training, learning-curve fits, replayed active learning).
 
 A run's folder holds a *fingerprint* (plain JSON: the settings and a digest of the data that decide
 its results) beside what it has finished. A resume compares the fingerprint first, and names what
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Checkpoints", "array_digest", "describe_diff", "write_atomic"]
+__all__ = ["Checkpoints", "array_digest", "describe_diff", "refuse_other_run", "write_atomic"]
 
 FINGERPRINT = "fingerprint.json"
 
@@ -65,6 +65,20 @@ def describe_diff(old: dict, new: dict) -> str:
     return ", ".join(parts) or "unknown"
 
 
+def refuse_other_run(old: dict | None, new: dict, discard: bool, where: str, consequence: str, fix: str,
+                     orphans: bool = False) -> bool:
+    """Whether saved state belongs to another run: its fingerprint ``old`` (``None``: none was
+    written, although ``orphans`` says there is state) differs from ``new``. Such state is an error
+    that names ``where`` it is, what differs, the ``consequence`` of resuming and the ``fix``;
+    with ``discard`` the caller drops it instead (returns True)."""
+    stale = (old is not None and old != new) or (old is None and orphans)
+    if stale and not discard:
+        why = (f"was written by another run (differs in: {describe_diff(old, new)})" if old is not None
+               else "holds checkpoints without a fingerprint (written by another version or program)")
+        raise ValueError(f"{where} {why}; {consequence}. {fix}")
+    return stale
+
+
 def _step_files(folder: Path) -> dict:
     """``{step: path}`` of the finished checkpoints in ``folder`` (temporary files excluded)."""
     out = {}
@@ -105,12 +119,8 @@ class Checkpoints:
                 old = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 old = {"unreadable": True}
-        stale = (old is not None and old != fingerprint) or (old is None and files)
-        if stale and not force_new:
-            why = (f"was written by another run (differs in: {describe_diff(old, fingerprint)})" if old is not None
-                   else "holds checkpoints without a fingerprint (written by another version or program)")
-            raise ValueError(f"{desc}: checkpoint folder {self.folder} {why}; resuming would return that run's "
-                             f"result. {fix}")
+        stale = refuse_other_run(old, fingerprint, force_new, f"{desc}: checkpoint folder {self.folder}",
+                                 "resuming would return that run's result", fix, orphans=bool(files))
         if stale or force_new:
             for p in files.values():
                 p.unlink()

@@ -332,7 +332,7 @@ def _open_checkpoint(out_dir, fingerprint: dict, overwrite: bool) -> dict:
     discarded instead)."""
     import json
 
-    from jaxscale._checkpoint import describe_diff
+    from jaxscale._checkpoint import refuse_other_run
     from jaxscale._json import dumps
 
     path = Path(out_dir) / CHECKPOINT
@@ -348,14 +348,10 @@ def _open_checkpoint(out_dir, fingerprint: dict, overwrite: bool) -> dict:
         raise ValueError(f"active learning: {path} is damaged ({exc}); remove it or pass --overwrite "
                          "(Python: overwrite=True) to start again") from exc
     fingerprint = json.loads(dumps(fingerprint))  # as it reads back from the file
-    if old_fp != fingerprint:
-        if overwrite:
-            return {}
-        raise ValueError(f"active learning: {path} was written by another run (differs in: "
-                         f"{describe_diff(old_fp, fingerprint)}); resuming would mix its trajectories with "
-                         "this run's. Choose a new --out-dir, or discard it with --overwrite (Python: "
-                         "overwrite=True)")
-    return records
+    stale = refuse_other_run(old_fp, fingerprint, overwrite, f"active learning: {path}",
+                             "resuming would mix its trajectories with this run's",
+                             "Choose a new --out-dir, or discard it with --overwrite (Python: overwrite=True)")
+    return {} if stale else records
 
 
 def _save_checkpoint(out_dir, fingerprint: dict, records: dict) -> None:

@@ -839,8 +839,9 @@ def _nuts_failing(key, lap: dict, draws: dict, report: dict, spec: ExtrapolateSp
         bad = runs[np.unique(np.argwhere(~np.isfinite(z))[:, 0])]
         raise FloatingPointError(f"power-law extrapolation: non-finite NUTS draws for {bad.size} run(s) "
                                  f"(e.g. {[str(labels[k]) for k in bad[:5]]}); check the losses of those runs")
-    r_hat = np.stack([np.asarray(split_gelman_rubin(z[r])) for r in range(R)])  # one chain: its halves
-    ess = np.stack([np.asarray(effective_sample_size(z[r])) for r in range(R)])
+    by_chain = np.moveaxis(z, 0, 2)  # (chains, samples, R, 4): every run's diagnostics at once
+    r_hat = np.asarray(split_gelman_rubin(by_chain))  # (R, 4); one chain: its halves
+    ess = np.asarray(effective_sample_size(by_chain))
     flat = z.reshape(R, -1, 4)  # (R, chains x samples, 4): the same S draws as importance sampling
     g, alpha = _g_alpha(flat[..., 1], flat[..., 2])
     out = {k: np.array(v, copy=True) for k, v in draws.items()}
@@ -855,8 +856,7 @@ def _nuts_failing(key, lap: dict, draws: dict, report: dict, spec: ExtrapolateSp
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
     if not np.isfinite(nuts["max_r_hat"]):  # too few draws for an R-hat (strict JSON has no NaN)
         nuts.update(max_r_hat=None, max_r_hat_reason="fewer than 4 draws per chain")
-    rep = {k: v for k, v in report.items() if k != "_failing"}
-    rep.update(sampler="importance+nuts", nuts=nuts, converged=msg is None,
+    rep = dict(report, sampler="importance+nuts", nuts=nuts, converged=msg is None,
                reason=msg or (f"importance draws for {lap['K'] - R} run(s) (Pareto k-hat <= {K_HAT_MAX}); NUTS "
                               f"for the {R} that failed it (R-hat <= 1.01, ESS >= 100 per chain, no divergences)"))
     return out, rep
