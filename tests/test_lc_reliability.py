@@ -209,3 +209,18 @@ def test_a_killed_fit_resumes_from_its_checkpoint(tmp_path, capsys):
     assert main(["lc", "evaluate", "--dataset", "nanogpt_large", "--split", "tri", "--ckpt-dir",
                  str(tmp_path / "b"), "--json"]) == 2
     assert "--ckpt-dir needs --csv" in capsys.readouterr().err
+    # the user's own CSV: the second run resumes from the first one's checkpoints, same JSON metrics
+    csv = tmp_path / "my_runs.csv"
+    lc_runs(1).to_csv(csv, index=False)
+    cli = ["lc", "evaluate", "--csv", str(csv), "--task-col", "width", "--instance-col", "depth", "--x-col", "step",
+           "--y-col", "loss", "--holdout", "width >= 256 and depth == 8", "--restarts", "2", "--steps", "100",
+           "--ckpt-dir", str(tmp_path / "cli"), "--json"]
+    outs, stamps = [], []
+    for _ in range(2):
+        assert main(cli) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+        stamps.append({p.name: p.stat().st_mtime_ns for p in (tmp_path / "cli").glob("step_*.npz")})
+    assert stamps[0] == stamps[1]  # the second run resumed at the last step: no chunk ran, nothing rewritten
+    assert outs[0]["rmse"] == outs[1]["rmse"] and outs[0]["coverage_90"] == outs[1]["coverage_90"]
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["fingerprint.json", "step_000000050.npz",
+                                                                    "step_000000100.npz"]
