@@ -32,9 +32,16 @@ def bayes_model(log_N, log_D, log_loss=None):
 
 
 def fit_bayes(key, data: ChinchillaData, num_warmup: int = 500,
-              num_samples: int = 500, num_chains: int = 4):
+              num_samples: int = 500, num_chains: int = 4, dense_mass: bool = False):
     """NUTS posterior of Chinchilla on the rows of ``data`` with weight > 0 (the same law as the
-    point fit; pass ``take_rows(data, ~fit.excluded)`` to use the point fit's rows)."""
+    point fit; pass ``take_rows(data, ~fit.excluded)`` to use the point fit's rows).
+
+    ``dense_mass=True`` adapts a full mass matrix in the warm-up instead of a diagonal one. The
+    law's parameters are strongly correlated (``a`` with ``alpha``, ``b`` with ``beta``, all four
+    with ``e``). On a well-identified posterior (many runs) the dense matrix samples several times
+    faster at the same or a larger effective sample size; on the wide, curved posterior of a few
+    noisy runs its warm-up adapts less reliably (R-hat above 1.01 at the default draws), so the
+    diagonal matrix is the default (``benchmarks/bench_chinchilla_bayes.py`` measures both)."""
     import numpy as np
 
     from jaxscale.infer import run_nuts
@@ -44,5 +51,5 @@ def fit_bayes(key, data: ChinchillaData, num_warmup: int = 500,
                           columns=data.columns)
     return run_nuts(
         key, bayes_model, data.log_N, data.log_D, data.log_loss,
-        num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+        num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, dense_mass=dense_mass,
     )

@@ -93,13 +93,17 @@ def run_nuts(
     target_accept_prob: float = 0.8,
     progress_bar: bool | None = None,
     init_strategy=None,
+    dense_mass: bool = False,
     warn: bool = True,
     **model_kwargs,
 ) -> PosteriorResult:
     """Sample ``model(*model_args, **model_kwargs)`` with NUTS and check the diagnostics.
 
-    Chains are vectorised by default (one compiled program on one device). Warnings are
-    issued (and stored in the result) for R-hat > 1.01, ESS < 100 per chain, divergences,
+    Chains are vectorised by default (one compiled program on one device). ``dense_mass``
+    adapts a full mass matrix during warm-up instead of a diagonal one: for a model of a few
+    strongly correlated parameters it shortens the trajectories (a dense matrix costs
+    ``O(d^2)`` per step, so keep the diagonal default for models of many parameters). Warnings
+    are issued (and stored in the result) for R-hat > 1.01, ESS < 100 per chain, divergences,
     and fewer than 2 chains.
     """
     from numpyro.infer import MCMC, NUTS, init_to_median
@@ -108,6 +112,7 @@ def run_nuts(
         model,
         target_accept_prob=target_accept_prob,
         init_strategy=init_strategy or init_to_median(num_samples=15),
+        dense_mass=dense_mass,
     )
     bar = progress_enabled() if progress_bar is None else progress_bar
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
