@@ -177,6 +177,32 @@ def test_run_nuts_diagnostics(key):
     assert any("ESS" in w for w in post.warnings) and any("chain" in w for w in post.warnings)
 
 
+def _correlated_model():
+    import numpyro
+    import numpyro.distributions as dist
+
+    cov = jnp.array([[1.0, 0.995], [0.995, 1.0]])
+    numpyro.sample("z", dist.MultivariateNormal(jnp.zeros(2), covariance_matrix=cov))
+
+
+def test_run_nuts_dense_mass_adapts_to_a_correlated_posterior(key):
+    """``dense_mass=True`` learns the correlation in the warm-up: on a Gaussian with correlation
+    0.995 its draws recover the covariance with an effective sample size several times the
+    diagonal matrix's at the same draws (measured over seeds 0-2: 336-641 against 63-91)."""
+    ess = {}
+    for dense in (False, True):
+        post = run_nuts(key, _correlated_model, num_warmup=300, num_samples=300, num_chains=2,
+                        progress_bar=False, dense_mass=dense, warn=False)
+        ess[dense] = post.diagnostics["min_ess"]
+    z = post.samples["z"]  # the dense run's
+    assert z.shape == (600, 2)
+    c = np.corrcoef(z.T)[0, 1]
+    assert 0.98 < c < 0.999, c
+    assert np.all(np.abs(np.std(z, axis=0) - 1.0) < 0.2), np.std(z, axis=0)
+    assert post.diagnostics["max_r_hat"] < 1.05 and post.diagnostics["divergences"] == 0
+    assert ess[True] > 2 * ess[False], ess
+
+
 # ----------------------------------------------------------------------------- metrics
 
 
