@@ -17,6 +17,7 @@ Usage: python benchmarks/bench_chinchilla_bayes.py [--seeds 3] [--out PATH]
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -70,7 +71,8 @@ def main() -> None:
            "tables": {"epoch": f"epoch_chinchilla, {int(np.sum(np.asarray(epoch.weights) > 0))} rows kept by the "
                                "point fit",
                       "small": "25 synthetic runs per seed (see the module docstring)"},
-           "settings": {"num_warmup": 500, "num_samples": 500, "num_chains": 4},
+           "settings": {k: v.default for k, v in inspect.signature(ch.fit_bayes).parameters.items()
+                        if k in ("num_warmup", "num_samples", "num_chains")},
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "device": str(jax.devices()[0].device_kind)},
            "runs": rows, "dense_over_diagonal": ratios}
