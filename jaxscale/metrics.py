@@ -20,6 +20,7 @@ __all__ = [
     "gaussian_nlpd",
     "interval_coverage",
     "sample_interval_coverage",
+    "coverage_check",
     "crps_gaussian",
     "crps_samples",
     "abc_loglinear",
@@ -89,6 +90,31 @@ def sample_interval_coverage(y, samples, level: float = 0.9):
     """Coverage of the central ``level`` interval of ``samples`` (sample axis first)."""
     q = jnp.quantile(jnp.asarray(samples), jnp.array([(1 - level) / 2, (1 + level) / 2]), axis=0)
     return interval_coverage(y, q[0], q[1])
+
+
+def coverage_check(coverage: float, n: int, level: float) -> dict:
+    """Whether a central ``level`` interval that covered ``coverage`` of ``n`` scored rows is
+    consistent with its level.
+
+    A calibrated interval misses ``1 - level`` of the rows. The accepted range allows miss rates
+    from 0.3x to 2x that (for a 90 % interval: 80-97 % coverage, the range this package's own
+    calibration targets use), widened on both sides by two binomial standard errors of a fraction
+    of ``n`` independent rows. Rows of one run or model are usually correlated, so the real
+    sampling error is larger and the check errs towards "consistent" on few rows.
+
+    Returns:
+      ``{"level", "coverage", "n", "expected": [low, high], "verdict"}`` with ``verdict`` one of
+      ``"consistent"``, ``"too narrow"`` (coverage below the range: the real uncertainty is larger)
+      or ``"too wide"`` (above it).
+    """
+    level, coverage, n = float(level), float(coverage), int(n)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    miss = 1.0 - level
+    se = 2.0 * math.sqrt(level * miss / max(n, 1))
+    low, high = max(0.0, 1.0 - 2.0 * miss - se), min(1.0, 1.0 - 0.3 * miss + se)
+    verdict = "too narrow" if coverage < low else "too wide" if coverage > high else "consistent"
+    return {"level": level, "coverage": coverage, "n": n, "expected": [low, high], "verdict": verdict}
 
 
 def crps_gaussian(y, mean, std):

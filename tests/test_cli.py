@@ -1,7 +1,9 @@
 """The command-line face: every leaf command has --json and a --help that shows its defaults; every
 fitting command takes the user's own table; every pillar has `predict`."""
 import argparse
+import warnings
 
+import numpy as np
 import pytest
 
 from jaxscale.cli import build_parser
@@ -176,3 +178,44 @@ def test_baseline_warning_gives_the_gap_and_calls_a_small_one_a_tie():
     with pytest.warns(UserWarning, match=r"better \(0\.05, 50 % lower\); prefer the baseline here"):
         out = compare_baselines(y, model, {"better": y - 0.05}, what="m")
     assert out["model_loses_to"] == ["better"]
+
+
+def test_coverage_check_accepts_what_a_calibrated_interval_shows():
+    """A 90 % interval is consistent at 80-97 % coverage on many rows (miss rates 0.3x-2x the
+    nominal 10 %), more loosely on few rows (two binomial standard errors)."""
+    from jaxscale.metrics import coverage_check
+
+    big = coverage_check(0.9, 10**6, 0.9)
+    assert big["verdict"] == "consistent" and big["expected"] == pytest.approx([0.8, 0.97], abs=1e-3)
+    assert coverage_check(0.22, 268157, 0.9)["verdict"] == "too narrow"
+    assert coverage_check(1.0, 500, 0.9)["verdict"] == "too wide"
+    assert coverage_check(1.0, 5, 0.9)["verdict"] == "consistent"  # 5 rows all inside: no evidence
+    assert coverage_check(0.0, 3, 0.9)["verdict"] == "too narrow"
+    few = coverage_check(0.75, 30, 0.9)
+    assert few["verdict"] == "consistent" and few["expected"][0] == pytest.approx(0.8 - 2 * np.sqrt(0.09 / 30))
+    with pytest.raises(ValueError, match="level must lie in"):
+        coverage_check(0.5, 10, 90.0)
+
+
+def test_held_out_coverage_far_below_the_level_is_warned_and_reported():
+    """With ``level``, ``compare_baselines`` checks the model's interval on the scored rows: one
+    that covers 20 % of 200 rows at 90 % is warned as too narrow and reported under
+    ``model_interval``; a point prediction (no interval) is not checked."""
+    from jaxscale import Prediction
+    from jaxscale.cli._common import compare_baselines
+
+    y = np.linspace(1.0, 2.0, 200)
+    inside = np.arange(200) % 5 == 0  # 20 % of the rows inside the interval
+    lo = np.where(inside, y - 0.1, y + 0.05)
+    model = Prediction(y + 0.01, lo, lo + 0.2)
+    with pytest.warns(UserWarning, match=r"m: the model's 90 % interval covered 20 % of the held-out rows \(200 "
+                                         r"scored; a calibrated one would cover about 76-100 % of them\): it is too "
+                                         r"narrow here"):
+        out = compare_baselines(y, model, {"far": y + 0.5}, what="m", level=0.9)
+    assert out["model_interval"]["verdict"] == "too narrow" and out["model_interval"]["coverage"] == 0.2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        point = compare_baselines(y, Prediction(y + 0.01, np.full(200, np.nan), np.full(200, np.nan)),
+                                  {"far": y + 0.5}, what="m", level=0.9)
+        calibrated = compare_baselines(y, Prediction(y, y - 0.1, y + 0.1), {"far": y + 0.5}, what="m", level=0.95)
+    assert "model_interval" not in point and calibrated["model_interval"]["verdict"] == "consistent"

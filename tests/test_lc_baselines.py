@@ -121,5 +121,5 @@ def test_a_model_that_loses_only_on_the_final_points_is_named_and_warned():
                               baselines={"size_trend": np.array([1.2, 1.2, 1.2, 1.0])})
     with pytest.warns(UserWarning,
                       match=r"final point .* model's MAE \(0.5\) is worse than .*size_trend \(0, 100 % lower\)"):
-        out = baseline_report(details, "magp")
+        out = baseline_report(details, "magp", 0.9)
     assert out["model_loses_to"] == [] and out["model_loses_to_last"] == ["size_trend"]

@@ -205,8 +205,10 @@ def score(y, pred, mask=None) -> dict:
 TIE_PERCENT = 1.0
 
 
-def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: str = "the held-out rows") -> dict:
-    """Score naive baselines on the same rows as the model and warn when the model loses.
+def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: str = "the held-out rows",
+                      level: float | None = None) -> dict:
+    """Score naive baselines on the same rows as the model and warn when the model loses, or
+    when its interval covers far more or far fewer rows than its level says.
 
     Args:
       y: truth of the scored rows.
@@ -215,11 +217,14 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
       what: the model's name in the warning.
       mask: score only these of the rows (default: all).
       rows: what the scored rows are, in the warning.
+      level: the level of the model's interval; given, its coverage is checked
+        (:func:`jaxscale.metrics.coverage_check`) and a verdict other than "consistent" is warned.
 
     Returns:
       ``{name: score(...)}`` for every baseline, plus ``"model_loses_to"``: the baselines whose MAE
       is lower than the model's (any amount; the warning gives each gap in percent and calls gaps
-      under :data:`TIE_PERCENT` a tie).
+      under :data:`TIE_PERCENT` a tie), and with ``level`` and a finite interval
+      ``"model_interval"``: the coverage check.
     """
     import warnings
 
@@ -247,6 +252,19 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
         warnings.warn(f"{what}: on {rows} the model's MAE ({model['mae']:.4g}) is worse than the "
                       f"naive baseline(s) {listed}; {advice}", UserWarning, stacklevel=2)
     out["model_loses_to"] = loses
+    if level is not None and model.get("coverage") is not None and np.isfinite(np.asarray(pred.lower, float)).any():
+        from jaxscale.metrics import coverage_check
+
+        check = coverage_check(model["coverage"], model["n"], level)
+        out["model_interval"] = check
+        if check["verdict"] != "consistent":
+            low, high = check["expected"]
+            meaning = ("the real uncertainty is larger than the interval says" if check["verdict"] == "too narrow"
+                       else "the interval overstates the uncertainty")
+            warnings.warn(f"{what}: the model's {100 * level:.3g} % interval covered {100 * check['coverage']:.3g} % "
+                          f"of {rows} ({check['n']} scored; a calibrated one would cover about {100 * low:.0f}-"
+                          f"{100 * high:.0f} % of them): it is {check['verdict']} here, {meaning}",
+                          UserWarning, stacklevel=2)
     return out
 
 

@@ -108,7 +108,7 @@ def fit_handler(args) -> dict:
         fitted = ch.take_rows(data, ~np.asarray(fit.excluded))
         out["baselines"] = compare_baselines(
             y, pred, {"power_law_in_compute": power_law_baseline(fitted, query, args.level)},
-            what="Chinchilla (held-out rows)")
+            what="Chinchilla (held-out rows)", level=args.level)
     if args.predictions:
         pred_all = ch.predict(fit, df, key=key, level=args.level)
         out["predictions"] = write_predictions(args.predictions, df, pred_all, extra={"heldout": held})

@@ -212,7 +212,8 @@ def _fit_table(args) -> dict:
         else:
             out.update(mae_out=sout["mae"], coverage_90=sout["coverage"], out=sout)
             base, n_fallback = carry_forward(data, ~held, model)
-            out["baselines"] = compare_baselines(y, pred, {"carry_forward": base}, what="context-law fit", mask=held)
+            out["baselines"] = compare_baselines(y, pred, {"carry_forward": base}, what="context-law fit", mask=held,
+                                                 level=0.9)
             out["baselines"]["carry_forward"]["fallback_rows"] = n_fallback
             out["baselines"]["carry_forward"]["what"] = (
                 "each (model, task)'s score at its longest training prompt not longer than the row's, carried "
@@ -282,7 +283,8 @@ def _fit_bundled(args) -> dict:
         y = np.concatenate([f["score"].to_numpy(float)[h] for f, h in zip(res["frames"].values(), held)])
         point = Prediction(cat("point_extrap"), cat("point_lower"), cat("point_upper"))
         out["baselines"] = compare_baselines(y, point, {"carry_forward": cat("baseline_pred")},
-                                             what=f"{args.dataset} point fit (prompts >= {cutoff:g} tokens)")
+                                             what=f"{args.dataset} point fit (prompts >= {cutoff:g} tokens)",
+                                             level=0.9)
         out["baselines"]["model"] = score(y, point)
         out["baselines"]["carry_forward"]["what"] = ("each (model, task)'s score at its longest prompt below "
                                                      f"{cutoff:g} tokens, carried forward to the longer prompts")

@@ -45,12 +45,13 @@ _BASELINE_DEFINITIONS = {
 }
 
 
-def baseline_report(details, what: str) -> dict:
+def baseline_report(details, what: str, level: float) -> dict:
     """``compare_baselines`` of the model and the naive baselines on the held-out rows (all points;
     each entry also scores the final point of every held-out curve under ``last``, and
     ``model_loses_to_last`` lists the baselines with a lower MAE there, warned like
-    ``model_loses_to``: the final loss is what a user decides on)."""
-    out = compare_baselines(details.y, details.prediction, details.baselines, what=what)
+    ``model_loses_to``: the final loss is what a user decides on). ``level``: that of the model's
+    interval, whose coverage of all held-out points is checked (``model_interval``)."""
+    out = compare_baselines(details.y, details.prediction, details.baselines, what=what, level=level)
     last = compare_baselines(details.y, details.prediction, details.baselines, what=what, mask=details.last,
                              rows="the final point of the held-out curves")
     out["model"] = score(details.y, details.prediction)
@@ -217,7 +218,8 @@ def evaluate_handler(args) -> dict:
         fit, pred, out = evaluate_holdout(jax.random.key(args.seed), data, held, _spec(args), level=args.level)
         out = {"source": str(args.csv), "holdout": args.holdout, "level": args.level,
                "thinned": df.attrs.get("thinned"), **out}
-        out["baselines"] = baseline_report(heldout_details(data, held, pred), f"{args.model} (held-out rows)")
+        out["baselines"] = baseline_report(heldout_details(data, held, pred), f"{args.model} (held-out rows)",
+                                           args.level)
         if args.plot:
             from jaxscale import plotting
             from jaxscale.learning_curves.plot import plot_table_prediction
@@ -248,7 +250,8 @@ def evaluate_handler(args) -> dict:
         steps=args.steps, learning_rate=args.lr, leaky=args.leaky, holdout=args.leave_index, plot=args.plot,
         nuts_warmup=args.nuts_warmup, nuts_samples=args.nuts_samples, details=True, lr_decay=not args.no_lr_decay,
     )
-    out["baselines"] = baseline_report(details, f"{args.model} on {out['dataset']} / {out['split']} (held-out points)")
+    out["baselines"] = baseline_report(details, f"{args.model} on {out['dataset']} / {out['split']} (held-out points)",
+                                       0.9)
     return out
 
 
@@ -314,7 +317,7 @@ def law_handler(args) -> dict:
             from jaxscale.learning_curves.pipeline import heldout_details
 
             out["baselines"] = baseline_report(heldout_details(data, held, pred),
-                                               f"{args.model} (held-out rows of the law)")
+                                               f"{args.model} (held-out rows of the law)", args.level)
         else:
             out["baselines"] = None
             out["baselines_reason"] = "some held-out rows carry no true loss, so nothing can be scored"
@@ -336,7 +339,7 @@ def _bundled_law(args) -> dict:
                                n_samples=args.samples, tokens_per_step=args.tokens_per_step,
                                level=args.level, details=True)
     what = f"{args.model} on {out['dataset']} / {out['split']}"
-    out["baselines"] = baseline_report(details, f"{what} (held-out points)")
+    out["baselines"] = baseline_report(details, f"{what} (held-out points)", args.level)
     compare_baseline_laws(out, f"{what} (law)")
     if "nearest" in out:
         compare_baseline_laws(out["nearest"], f"{what} (law, nearest-C frontier)")
@@ -515,7 +518,7 @@ def extrapolate_handler(args) -> dict:
     y = np.asarray(data.y, float)[fit.rows]
     pred = fit.prediction._replace(samples=None)
     if np.isfinite(y).any():
-        b = compare_baselines(y, pred, baselines, what=f"{name} (tail rows)")
+        b = compare_baselines(y, pred, baselines, what=f"{name} (tail rows)", rows="the tail rows", level=args.level)
         b["model"] = score(y, pred)
         for k in ("model", *baselines):
             b[k]["rmsle"] = report["score" if k == "model" else k]["rmsle"]

@@ -60,7 +60,7 @@ def cmd_evaluate(args) -> dict:
     out["baselines"] = compare_baselines(
         test["final_loss"], p, {"chinchilla_on_training_rows": bl.predict_chinchilla_refit(law, test),
                                 "chinchilla_ncpl_column": bl.chinchilla_column(test)},
-        what=f"NCPL ({args.source} {args.split})")
+        what=f"NCPL ({args.source} {args.split})", level=0.9)
     out["baselines"]["chinchilla_on_training_rows"]["law"] = _law_dict(law)
     out["converged"], out["converged_reason"] = bool(model.info["converged"]), model.info["converged_reason"]
     if args.plot:
@@ -306,7 +306,7 @@ def _scored(fit, data, df, rows, y, pred, args, what: str) -> dict:
         base = {"chinchilla_on_training_rows": law_pred, **base}
     else:
         out["chinchilla"], out["chinchilla_reason"] = None, why
-    out["baselines"] = compare_baselines(y[ok], sub, base, what=f"NCPL ({what} rows)")
+    out["baselines"] = compare_baselines(y[ok], sub, base, what=f"NCPL ({what} rows)", level=args.level)
     if law is None:
         out["baselines"]["chinchilla_on_training_rows"] = None
         out["baselines"]["chinchilla_on_training_rows_reason"] = why

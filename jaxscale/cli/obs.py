@@ -105,7 +105,7 @@ def _table_baselines(args, fit, data, pred, train, held) -> dict:
     if mean_base is None:
         b[MEAN_BASELINE + "_reason"] = minfo["reason"]
     else:
-        m = compare_baselines(y, model, {MEAN_BASELINE: mean_base}, what="obs fit (held-out rows)")
+        m = compare_baselines(y, model, {MEAN_BASELINE: mean_base}, what="obs fit (held-out rows)", level=args.level)
         b[MEAN_BASELINE] = m[MEAN_BASELINE]
         b["mean_score_law"] = {key: minfo[key] for key in ("slope", "intercept", "floor", "converged")}
         loses += m["model_loses_to"]
