@@ -304,6 +304,18 @@ def test_interval_calibrated_on_finished_runs():
             warnings.simplefilter("ignore", RuntimeWarning)
             fit2 = extrapolate(jax.random.key(0), only_live, ExtrapolateSpec(warmup=100, samples=100, chains=2))
     assert fit2.calibration["calibrated"] is False and fit2.calibration["margin"] is None
+    # finished runs logged only late: none keeps 4 points before the cut, and the warning says so
+    sparse = tail_from_frame(pd.concat([live.assign(early=live["step"] <= 500),
+                                        done[done["step"] >= 2000].assign(early=True)], ignore_index=True),
+                             curve_col="run", x_col="step", y_col="loss", train_col="early")
+    with pytest.warns(UserWarning, match=r"not calibrated: 0 held-back point\(s\).* Of the 6 finished run\(s\), 6 keep "
+                                         r"fewer than 4 points when cut at 0.05 x their last step .*\. Finished runs "
+                                         r"with at least 4 logged points before 0.05 x their last step"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fit3 = extrapolate(jax.random.key(0), sparse, ExtrapolateSpec(warmup=100, samples=100, chains=2))
+    assert fit3.calibration["finished_runs"] == 6 and fit3.calibration["finished_runs_unused"] == 6
+    assert fit3.calibration["unused_because"].startswith("6 with fewer than 4 early points after the cut")
 
 
 def _sized_runs(seed=0, noise=0.005):

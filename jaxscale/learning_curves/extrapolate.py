@@ -629,7 +629,9 @@ def _calibration_rows(data: TailData) -> tuple[np.ndarray, float | None]:
     ``rho`` x its last step: the rows above are held back (predicted, then scored), those below
     are its early part. A finished run is used only when its early part has at least
     :data:`MIN_TRAIN_POINTS` points and is not constant, and something is held back.
-    Returns ``(mask of held-back rows, rho)``; ``rho`` is None when no run is finished.
+    Returns ``(mask of held-back rows, rho, unused)``; ``rho`` is None when no run is finished;
+    ``unused`` counts the finished runs left out by their first failing condition
+    (``too_few_early``, ``flat_early``, ``nothing_after``) and gives their ``median_points``.
     """
     cur = np.asarray(data.curve, np.int64)
     x = np.asarray(data.x, float)
@@ -637,7 +639,7 @@ def _calibration_rows(data: TailData) -> tuple[np.ndarray, float | None]:
     K = len(data.labels)
     in_progress, finished = _in_progress(data), _finished(data)
     if finished.size == 0:
-        return np.zeros(tr.shape, bool), None
+        return np.zeros(tr.shape, bool), None, {}
     s_tr = pd.Series(np.where(tr, x, -np.inf)).groupby(cur).max()
     s_all = pd.Series(x).groupby(cur).max()
     prog = np.flatnonzero(in_progress)
@@ -651,8 +653,13 @@ def _calibration_rows(data: TailData) -> tuple[np.ndarray, float | None]:
     spread = (g.max() - g.min()).reindex(range(K)).fillna(0.0).to_numpy()  # constant early part: 0
     use = np.zeros(K, bool)
     use[finished] = True
-    use &= (n_early >= MIN_TRAIN_POINTS) & (n_late > 0) & (spread > 0)
-    return use[cur] & ~early, rho
+    few, flat, none_after = n_early < MIN_TRAIN_POINTS, spread <= 0, n_late == 0
+    use &= ~few & ~none_after & ~flat
+    unused = {"too_few_early": int(np.sum(few[finished])),
+              "flat_early": int(np.sum((flat & ~few)[finished])),
+              "nothing_after": int(np.sum((none_after & ~few & ~flat)[finished])),
+              "median_points": float(np.median((n_early + n_late)[finished]))}
+    return use[cur] & ~early, rho, unused
 
 
 def _log_quantiles(draws, level: float):
@@ -743,7 +750,7 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
 def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     """:func:`extrapolate` after its checks."""
     tr_user = np.asarray(data.train, bool)
-    held, rho = _calibration_rows(data) if spec.calibrate else (np.zeros(tr_user.shape, bool), None)
+    held, rho, unused = _calibration_rows(data) if spec.calibrate else (np.zeros(tr_user.shape, bool), None, {})
     tr = tr_user & ~held  # held-back rows of finished runs are predicted like tail rows
     xk, yk = _normalise(data.replace(train=tr))
     cur0 = np.asarray(data.curve, np.int64)
@@ -790,7 +797,7 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     log_yk = np.log(yk[cur[pred_rows]])
     real = ~tr_user[pred_rows]
     rows = pred_rows[real]
-    calibration = _calibrate(spec, rho, data, pred_rows[~real], (log_q + log_yk)[:, ~real])
+    calibration = _calibrate(spec, rho, data, pred_rows[~real], (log_q + log_yk)[:, ~real], unused)
     margin = calibration.get("margin")
     if log_d is not None:  # the draws themselves: kept in the prediction, widened
         ypred = np.exp(log_d[:, real] + log_yk[real])
@@ -917,23 +924,32 @@ def _nuts(key, t, curve, ly, K: int, spec: ExtrapolateSpec):
     return {k: np.asarray(res.samples[k]) for k in ("c", "g", "alpha", "sigma")}, report
 
 
-def _calibrate(spec: ExtrapolateSpec, rho, data: TailData, held_rows, held_log_q) -> dict:
-    """The conformal margin from the held-back rows of finished runs (warned when there is none)."""
+def _calibrate(spec: ExtrapolateSpec, rho, data: TailData, held_rows, held_log_q, unused: dict) -> dict:
+    """The conformal margin from the held-back rows of finished runs (warned when there is none);
+    ``unused``: why finished runs were left out (:func:`_calibration_rows`)."""
     level = float(spec.level)
     if not spec.calibrate:
         return {"calibrated": False, "margin": None, "reason": "calibration switched off (calibrate=False)"}
     n_runs = int(np.unique(np.asarray(data.curve)[held_rows]).size)
     n_finished = int(_finished(data).size)
+    why = [f"{unused.get('too_few_early', 0)} with fewer than {MIN_TRAIN_POINTS} early points after the cut",
+           f"{unused.get('flat_early', 0)} with a flat early part", f"{unused.get('nothing_after', 0)} with nothing "
+           "after the cut"]
     out = {"calibrated": False, "margin": None, "runs": n_runs, "points": int(held_rows.size), "rho": rho,
-           "finished_runs": n_finished, "finished_runs_unused": n_finished - n_runs,
-           "unused_because": f"fewer than {MIN_TRAIN_POINTS} early points after the cut, a flat early part, or "
-                             "nothing after the cut"}
+           "finished_runs": n_finished, "finished_runs_unused": n_finished - n_runs, "unused_because": ", ".join(why)}
+    advice = "Keep some finished runs in the table (all their rows in the early part) to calibrate it"
     if rho is None:
         out["reason"] = ("no finished run (a run whose rows are all in the early part) to hold back; the interval is "
                          "the model's own")
     elif held_rows.size < MIN_CALIBRATION_POINTS:
         out["reason"] = (f"{held_rows.size} held-back point(s) of finished runs, fewer than {MIN_CALIBRATION_POINTS}; "
                          "the interval is the model's own")
+        if unused.get("too_few_early", 0):
+            out["reason"] += (f". Of the {n_finished} finished run(s), {unused['too_few_early']} keep fewer than "
+                              f"{MIN_TRAIN_POINTS} points when cut at {rho:.3g} x their last step like the runs in "
+                              f"progress (they have {unused['median_points']:.3g} points on median)")
+            advice = (f"Finished runs with at least {MIN_TRAIN_POINTS} logged points before {rho:.3g} x their last "
+                      "step (logged more densely, or longer) would calibrate it")
     else:
         y = np.asarray(data.y, float)[held_rows]
         q, raw = _conformal_margin(y, held_log_q, level)
@@ -946,8 +962,7 @@ def _calibrate(spec: ExtrapolateSpec, rho, data: TailData, held_rows, held_log_q
                 f"like the runs in progress: the model's {level:.0%} interval covered {raw:.0%} of them; both ends "
                 f"move {'out' if q >= 0 else 'in'} by {abs(q):.3g} in ln L (x{np.exp(abs(q)):.3g})"))
             return out
-    warnings.warn(f"power-law extrapolation: the {level:.0%} interval is not calibrated: {out['reason']}. Keep "
-                  "some finished runs in the table (all their rows in the early part) to calibrate it",
+    warnings.warn(f"power-law extrapolation: the {level:.0%} interval is not calibrated: {out['reason']}. {advice}",
                   UserWarning, stacklevel=3)
     return out
 
