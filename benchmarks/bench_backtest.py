@@ -3,8 +3,9 @@
 Each case runs one ``jaxscale`` command in this process (the same handler the command line runs,
 so the numbers are those of ``jaxscale ... --json``) and keeps, from its JSON: the model's
 held-out MAE and RMSE, the same scores of every naive baseline the command computes on the same
-rows (``baselines``, ``model_loses_to``), the 90 % interval coverage, the rows scored, the wall
-seconds and the command line that regenerates it.
+rows (``baselines``, ``model_loses_to``), the 90 % interval coverage with the verdict of
+:func:`jaxscale.metrics.coverage_check` (``interval``), the rows scored, the wall seconds and the
+command line that regenerates it.
 
 Cases (the headline held-out case of each pillar):
 
@@ -286,6 +287,10 @@ def run_case(case: Case, words: list, tables: Path) -> dict:
             out = to_jsonable(args.func(args))
         row["seconds"] = time.perf_counter() - t0
         row.update(case.extract(out))
+        if row.get("coverage_90") is not None:
+            from jaxscale.metrics import coverage_check
+
+            row["interval"] = coverage_check(row["coverage_90"], row["coverage_n"], 0.9)
         row["warnings"] = sorted({str(w.message)[:240] for w in caught})
     except Exception as exc:  # one failing case does not lose the others
         row["seconds"] = time.perf_counter() - t0
@@ -314,10 +319,13 @@ def table(rows: list[dict]) -> str:
         b = r["best_baseline"]
         base = "-" if b is None else f"{b['name']} ({_fmt(b['mae'])})"
         lose = " *" if r.get("model_loses_to") else ""
+        lose += " !" if (r.get("interval") or {}).get("verdict", "consistent") != "consistent" else ""
         lines.append(f"{r['pillar']:15s} {r['case'][:44]:44s} {r['model']['n']:5d} {_fmt(r['model']['mae']):>10s} "
                      f"{base:>32s} {_fmt(r['coverage_90'], '.2f'):>6s} {r['seconds']:6.0f}{lose}")
     if any(r.get("model_loses_to") for r in rows):
         lines.append("* the model's MAE is worse than a baseline's (model_loses_to)")
+    if any((r.get("interval") or {}).get("verdict", "consistent") != "consistent" for r in rows):
+        lines.append("! the 90 % interval's coverage is outside what a calibrated one shows (interval.verdict)")
     return "\n".join(lines)
 
 
@@ -332,6 +340,8 @@ def markdown(saved: dict, mode: str) -> str:
         b = r["best_baseline"]
         base = "-" if b is None else f"{_fmt(b['mae'], '.3g')} ({b['name']})"
         cov = _fmt(r["coverage_90"], ".2f") + ("" if r["coverage_n"] == r["model"]["n"] else f" (of {r['coverage_n']})")
+        verdict = (r.get("interval") or {}).get("verdict", "consistent")
+        cov += "" if verdict == "consistent" else f" ({verdict})"
         lines.append(f"| {r['pillar']} | {r['case']} | {r['model']['n']} | {_fmt(r['model']['mae'], '.3g')} | {base} | "
                      f"{cov} | `{r['command']}` |")
     return "\n".join(lines)
