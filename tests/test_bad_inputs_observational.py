@@ -342,6 +342,10 @@ def test_heldout_report_has_the_flops_baseline(table, tmp_path, capfd):
     # the mean-benchmark-score sigmoid needs no FLOPs: every held-out row, the rows of `holdout`
     assert b["mean_score_sigmoid"]["n"] == out["holdout"]["n"] == 28
     assert b["mean_score_sigmoid"]["mae"] > out["holdout"]["mae"]
+    # the interval of the model is checked on the same rows as its held-out score
+    check = b["model_interval"]
+    assert check["n"] == 28 and check["coverage"] == out["holdout"]["coverage"] and check["level"] == 0.9
+    assert check["verdict"] == "consistent", check
 
 
 def test_table_without_flops_gets_the_mean_score_baseline_and_names_its_score_columns(table, tmp_path, capfd):

@@ -112,6 +112,8 @@ def test_cli_csv_holdout_predictions_save_predict_optimal(tmp_path, capsys):
     # the naive baseline is scored on the same rows (here it is close: MAE 0.058 vs 0.060, and says so)
     assert out["baselines"]["power_law_in_compute"]["n"] == 4
     assert out["baselines"]["model_loses_to"] in ([], ["power_law_in_compute"])
+    check = out["baselines"]["model_interval"]  # the 90 % interval, checked on the same 4 rows
+    assert check["n"] == 4 and check["coverage"] == out["holdout"]["coverage"] and check["level"] == 0.9
     pred = pd.read_csv(tmp_path / "p.csv")
     assert list(pred.columns) == ["params", "tokens", "val_loss", "mean", "lower", "upper", "extrapolation", "heldout"]
     assert len(pred) == 25 and pred["heldout"].sum() == 4

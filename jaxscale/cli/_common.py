@@ -252,20 +252,37 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
         warnings.warn(f"{what}: on {rows} the model's MAE ({model['mae']:.4g}) is worse than the "
                       f"naive baseline(s) {listed}; {advice}", UserWarning, stacklevel=2)
     out["model_loses_to"] = loses
-    if level is not None and model.get("coverage") is not None and np.isfinite(np.asarray(pred.lower, float)).any():
-        from jaxscale.metrics import coverage_check
-
-        check = coverage_check(model["coverage"], model["n"], level)
+    check = None if level is None else check_interval(y, pred, level, what=what, mask=mask, rows=rows, scored=model)
+    if check is not None:
         out["model_interval"] = check
-        if check["verdict"] != "consistent":
-            low, high = check["expected"]
-            meaning = ("the real uncertainty is larger than the interval says" if check["verdict"] == "too narrow"
-                       else "the interval overstates the uncertainty")
-            warnings.warn(f"{what}: the model's {100 * level:.3g} % interval covered {100 * check['coverage']:.3g} % "
-                          f"of {rows} ({check['n']} scored; a calibrated one would cover about {100 * low:.0f}-"
-                          f"{100 * high:.0f} % of them): it is {check['verdict']} here, {meaning}",
-                          UserWarning, stacklevel=2)
     return out
+
+
+def check_interval(y, pred, level: float, *, what: str, mask=None, rows: str = "the held-out rows",
+                   scored: dict | None = None) -> dict | None:
+    """:func:`jaxscale.metrics.coverage_check` of the model's central ``level`` interval on the rows
+    of ``y`` (``mask``: only these), warned when its verdict is not "consistent"; None when the
+    prediction has no interval or no row has a truth. ``scored``: :func:`score` of these rows, when
+    the caller has it already."""
+    import warnings
+
+    import numpy as np
+
+    from jaxscale.metrics import coverage_check
+
+    model = score(y, pred, mask) if scored is None else scored
+    if model.get("coverage") is None or not np.isfinite(np.asarray(pred.lower, float)).any():
+        return None
+    check = coverage_check(model["coverage"], model["n"], level)
+    if check["verdict"] != "consistent":
+        low, high = check["expected"]
+        meaning = ("the real uncertainty is larger than the interval says" if check["verdict"] == "too narrow"
+                   else "the interval overstates the uncertainty")
+        warnings.warn(f"{what}: the model's {100 * level:.3g} % interval covered {100 * check['coverage']:.3g} % "
+                      f"of {rows} ({check['n']} scored; a calibrated one would cover about {100 * low:.0f}-"
+                      f"{100 * high:.0f} % of them): it is {check['verdict']} here, {meaning}",
+                      UserWarning, stacklevel=3)
+    return check
 
 
 def predict_handler(module_name: str):

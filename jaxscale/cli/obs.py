@@ -14,6 +14,7 @@ from jaxscale.cli._common import (
     add_output_args,
     add_predict_command,
     add_table_args,
+    check_interval,
     check_outputs,
     compare_baselines,
     read_input,
@@ -105,7 +106,7 @@ def _table_baselines(args, fit, data, pred, train, held) -> dict:
     if mean_base is None:
         b[MEAN_BASELINE + "_reason"] = minfo["reason"]
     else:
-        m = compare_baselines(y, model, {MEAN_BASELINE: mean_base}, what="obs fit (held-out rows)", level=args.level)
+        m = compare_baselines(y, model, {MEAN_BASELINE: mean_base}, what="obs fit (held-out rows)")
         b[MEAN_BASELINE] = m[MEAN_BASELINE]
         b["mean_score_law"] = {key: minfo[key] for key in ("slope", "intercept", "floor", "converged")}
         loses += m["model_loses_to"]
@@ -125,6 +126,9 @@ def _table_baselines(args, fit, data, pred, train, held) -> dict:
     if not (MEAN_BASELINE in b or BASELINE in b):
         return {"baselines": None, "baselines_reason": "; ".join(v for k, v in b.items() if k.endswith("_reason"))}
     b["model_loses_to"] = loses
+    check = check_interval(y, model, args.level, what="obs fit (held-out rows)")
+    if check is not None:
+        b["model_interval"] = check
     b["rows"] = (f"{MEAN_BASELINE}: the {int(scored.sum())} held-out rows with a target (those of holdout); "
                  + (f"{BASELINE}: the {int(has.sum())} of them with FLOPs (model_same_rows: the model on those), "
                     f"fitted on the {info['n_train']} training rows with FLOPs ({info['n_train_no_flops']} without "
