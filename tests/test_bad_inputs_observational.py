@@ -299,6 +299,10 @@ def test_mcmc_diagnostics_warn_in_calibrate(capfd):
     assert "agentboard" in msgs and "1 chain" in msgs and "ESS" in msgs, msgs
     if out["rows"][0]["max_r_hat"] > 1.01:
         assert "R-hat" in msgs, msgs
+    # the coverage check reads the same held-out models as coverage_90
+    row = out["rows"][0]
+    assert row["model_interval"]["coverage"] == pytest.approx(row["coverage_90"])
+    assert row["model_interval"]["n"] == row["n_test"]
 
 
 def test_nuts_diagnostic_messages():

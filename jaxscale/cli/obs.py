@@ -259,11 +259,14 @@ def calibrate_handler(args) -> dict:
     res.pop("fits")
     for row in res["rows"]:  # the ln-FLOPs sigmoid on the same held-out models (those with FLOPs)
         h = row.pop("heldout")
+        model = Prediction(h["mean"], h["lower"], h["upper"])
+        # the 90 % interval on every held-out model, the rows of coverage_90
+        row["model_interval"] = check_interval(h["y"], model, 0.9, rows="the held-out models",
+                                               what=f"obs calibrate, task {row['task']} (Bayesian law)")
         has = np.isfinite(h["baseline"])
         if h["baseline_reason"] or not has.any():
             row["baselines"], row["baselines_reason"] = None, h["baseline_reason"] or "no held-out model has FLOPs"
             continue
-        model = Prediction(h["mean"], h["lower"], h["upper"])
         row["baselines"] = compare_baselines(h["y"], model, {BASELINE: h["baseline"]}, mask=has,
                                              what=f"obs calibrate, task {row['task']} (Bayesian law, held-out "
                                                   "models with FLOPs)")
