@@ -307,6 +307,12 @@ def _fmt(v, spec=".4g"):
     return "-" if v is None else format(v, spec)
 
 
+def _off(row: dict) -> str | None:
+    """The interval's verdict when it is not "consistent" (too narrow / too wide), else None."""
+    verdict = (row.get("interval") or {}).get("verdict", "consistent")
+    return None if verdict == "consistent" else verdict
+
+
 def table(rows: list[dict]) -> str:
     """The compact table (one line per case)."""
     head = (f"{'pillar':15s} {'case':44s} {'n':>5s} {'model MAE':>10s} {'best baseline (MAE)':>32s} {'cov90':>6s} "
@@ -319,12 +325,12 @@ def table(rows: list[dict]) -> str:
         b = r["best_baseline"]
         base = "-" if b is None else f"{b['name']} ({_fmt(b['mae'])})"
         lose = " *" if r.get("model_loses_to") else ""
-        lose += " !" if (r.get("interval") or {}).get("verdict", "consistent") != "consistent" else ""
+        lose += " !" if _off(r) else ""
         lines.append(f"{r['pillar']:15s} {r['case'][:44]:44s} {r['model']['n']:5d} {_fmt(r['model']['mae']):>10s} "
                      f"{base:>32s} {_fmt(r['coverage_90'], '.2f'):>6s} {r['seconds']:6.0f}{lose}")
     if any(r.get("model_loses_to") for r in rows):
         lines.append("* the model's MAE is worse than a baseline's (model_loses_to)")
-    if any((r.get("interval") or {}).get("verdict", "consistent") != "consistent" for r in rows):
+    if any(_off(r) for r in rows):
         lines.append("! the 90 % interval's coverage is outside what a calibrated one shows (interval.verdict)")
     return "\n".join(lines)
 
@@ -340,8 +346,7 @@ def markdown(saved: dict, mode: str) -> str:
         b = r["best_baseline"]
         base = "-" if b is None else f"{_fmt(b['mae'], '.3g')} ({b['name']})"
         cov = _fmt(r["coverage_90"], ".2f") + ("" if r["coverage_n"] == r["model"]["n"] else f" (of {r['coverage_n']})")
-        verdict = (r.get("interval") or {}).get("verdict", "consistent")
-        cov += "" if verdict == "consistent" else f" ({verdict})"
+        cov += f" ({_off(r)})" if _off(r) else ""
         lines.append(f"| {r['pillar']} | {r['case']} | {r['model']['n']} | {_fmt(r['model']['mae'], '.3g')} | {base} | "
                      f"{cov} | `{r['command']}` |")
     return "\n".join(lines)

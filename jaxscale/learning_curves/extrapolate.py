@@ -621,7 +621,7 @@ def _finished(data: TailData) -> np.ndarray:
     return np.flatnonzero(~_in_progress(data) & (np.bincount(cur, minlength=len(data.labels)) > 0))
 
 
-def _calibration_rows(data: TailData) -> tuple[np.ndarray, float | None]:
+def _calibration_rows(data: TailData) -> tuple[np.ndarray, float | None, dict]:
     """Rows of finished runs to hold back, mimicking how far the runs in progress are extrapolated.
 
     A run is *finished* when all its rows are training rows. ``rho`` is the median over the runs
