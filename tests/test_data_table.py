@@ -61,3 +61,31 @@ def test_where_and_holdout_keep_file_lines_and_refuse_typos(tmp_path):
     with pytest.raises(ValueError, match="one True/False per row"):
         holdout_mask(df, "N * 2")
     assert np.asarray(holdout_mask(df, "N == 1e8")).dtype == bool
+
+
+@pytest.mark.parametrize("body, read_as", [
+    ("N;loss\n1e8;3.1\n2e8;2.8\n", "separated by semicolons"),
+    ("N;loss\n1e8;3,1\n2e8;2,8\n", "separated by semicolons with decimal commas (in 'loss')"),
+    ("N\tloss\n1e8\t3.1\n2e8\t2.8\n", "separated by tabs"),
+    ("N|loss\n1e8|3.1\n2e8|2.8\n", "separated by vertical bars"),
+])
+def test_other_separators_and_decimal_commas_are_read_and_said(tmp_path, body, read_as):
+    """A spreadsheet saved with semicolons (and decimal commas, in locales that write them) reads as
+    the same table; attrs["read_as"] (and a log line) say how it was read."""
+    p = tmp_path / "runs.csv"
+    p.write_text(body)
+    got = read_table(p)
+    assert got.columns.tolist() == ["N", "loss"] and got["loss"].tolist() == [3.1, 2.8]
+    assert got.index.tolist() == [2, 3] and got.attrs["read_as"] == read_as
+
+
+def test_decimal_commas_are_not_guessed_beside_decimal_points(tmp_path):
+    """A column of decimal points means commas elsewhere are not decimals: that column stays text and
+    the validators name it."""
+    p = tmp_path / "runs.csv"
+    p.write_text("N;loss;note\n1e8;3.1;1,5\n2e8;2.8;2,5\n")
+    got = read_table(p)
+    assert got["loss"].tolist() == [3.1, 2.8] and got["note"].tolist() == ["1,5", "2,5"]
+    assert got.attrs["read_as"] == "separated by semicolons"
+    p.write_text("N,loss\n1e8,3.1\n")  # the usual file: nothing to say
+    assert "read_as" not in read_table(p).attrs

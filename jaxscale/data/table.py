@@ -22,6 +22,12 @@ FILE_ROWS = "row numbers are lines of the file"
 def read_table(path, *, what: str | None = None) -> pd.DataFrame:
     """Read a CSV (``.csv``, ``.tsv``/``.txt`` tab-separated) or Parquet (``.parquet``/``.pq``) file.
 
+    A text file whose header splits into one column on the expected separator but into several on
+    another (``;``, tab, ``|`` or ``,``) is read with that one, and a file separated by other than
+    commas with columns that hold only numbers with decimal commas (``3,14``: a spreadsheet saved in
+    a locale that writes them) and none with decimal points is read with decimal commas; either is
+    logged and kept in ``attrs["read_as"]``.
+
     The returned frame's index is the 1-based line number of each row in the file (header =
     line 1); for Parquet, the row number plus one (as if a header line preceded it). Rows are never
     dropped or reordered.
@@ -41,10 +47,8 @@ def read_table(path, *, what: str | None = None) -> pd.DataFrame:
             except ImportError as exc:
                 raise ValueError(f"{what}: reading Parquet needs pyarrow: pip install 'jaxscale[parquet]' "
                                  "(or save the table as CSV)") from exc
-        elif suffix in (".tsv", ".txt"):
-            df = pd.read_csv(path, sep="\t")
         else:
-            df = pd.read_csv(path)
+            df = _read_delimited(path, "\t" if suffix in (".tsv", ".txt") else ",", what)
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"{what}: file {str(path)!r} is empty") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
@@ -53,6 +57,37 @@ def read_table(path, *, what: str | None = None) -> pd.DataFrame:
         raise ValueError(f"{what}: file {str(path)!r} has a header but no rows")
     df.index = pd.RangeIndex(2, len(df) + 2)
     df.attrs["source"] = str(path)
+    return df
+
+
+_SEPARATORS = (",", ";", "\t", "|")
+_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+_DECIMAL_COMMA = r"^\s*[-+]?(?:\d+,\d*|,\d+)(?:[eE][-+]?\d+)?\s*$"
+
+
+def _read_delimited(path: Path, sep: str, what: str) -> pd.DataFrame:
+    """:func:`read_table` of a text file, with the separator (and decimal commas) it turns out to use."""
+    df = pd.read_csv(path, sep=sep)
+    notes = []
+    if df.shape[1] == 1:
+        header = str(df.columns[0])
+        other = [s for s in _SEPARATORS if s != sep and s in header]
+        if other:
+            sep = max(other, key=header.count)
+            df = pd.read_csv(path, sep=sep)
+            notes.append(f"separated by {_NAMES[sep]}")
+    if sep != ",":
+        text = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any()]
+        commas = [c for c in text if df[c].dropna().astype(str).str.match(_DECIMAL_COMMA).all()]
+        points = [c for c in df.columns if df[c].dtype.kind == "f" and (df[c].dropna() % 1 != 0).any()]
+        if commas and not points:  # no column already uses decimal points
+            df = pd.read_csv(path, sep=sep, decimal=",")
+            notes.append(f"with decimal commas (in {', '.join(map(repr, commas))})")
+    if notes:
+        df.attrs["read_as"] = " ".join(notes)
+        from jaxscale._log import get_logger
+
+        get_logger("jaxscale.data").info("%s: read as %s", what, df.attrs["read_as"])
     return df
 
 

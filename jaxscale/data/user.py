@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from jaxscale.data import validate as V
+from jaxscale.data.table import read_table
 
 __all__ = ["read_runs_csv"]
 
@@ -17,7 +18,8 @@ def read_runs_csv(
     positive: Sequence[str] = (),
     key: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Read a user's CSV, rename ``columns`` (``{canonical: user_column}``) and validate.
+    """Read a user's table (:func:`jaxscale.data.read_table`: CSV, TSV or Parquet), rename ``columns``
+    (``{canonical: user_column}``) and validate.
 
     Every canonical column must be numeric and finite; those in ``positive`` must be > 0;
     ``key`` columns (default: all canonical columns) must be unique.
@@ -25,21 +27,14 @@ def read_runs_csv(
     Raises:
       ValueError: naming the file, column, count, first rows and the fix.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"CSV file {str(path)!r} does not exist")
-    try:
-        df = pd.read_csv(path)
-    except Exception as exc:  # parser errors become ValueErrors naming the file
-        raise ValueError(f"could not parse {str(path)!r} as CSV: {exc}") from exc
-    what = f"{path.name}"
+    df = read_table(path)  # indexed by file line, as the messages below report
+    what = Path(path).name
     V.require_columns(df, list(columns.values()), what)
     out = pd.DataFrame({canon: df[col] for canon, col in columns.items()})
-    # report with the user's column names, 1-based data-row numbers as in a spreadsheet
+    # report with the user's column names
     named = out.rename(columns={c: f"{columns[c]}" for c in out.columns})
-    named.index = named.index + 2
     names = list(named.columns)
     V.check_finite(named, names, what + " (row numbers are file lines)")
     V.check_positive(named, [columns[c] for c in positive], what + " (row numbers are file lines)")
     V.check_unique(named, [columns[c] for c in (key or columns)], what + " (row numbers are file lines)")
-    return out.astype(float)
+    return out.astype(float).reset_index(drop=True)
