@@ -280,13 +280,13 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
         inf = np.isinf(col)
         if inf.any():
             raise ValueError(f"{what}: benchmark column {c!r} has {int(inf.sum())} infinite value(s) at rows "
-                             f"{_rows(df.index[inf])} (first: {col[inf][0]!r}); give accuracies in [0, 1] "
+                             f"{_rows(df.index[inf])} (first: {float(col[inf][0]):g}); give accuracies in [0, 1] "
                              "and leave unknown cells empty (an empty cell is imputed)")
         with np.errstate(invalid="ignore"):
             bad = np.isfinite(col) & ((col < 0) | (col > 1))
         if bad.any():
             raise ValueError(f"{what}: benchmark column {c!r} has {int(bad.sum())} value(s) outside [0, 1] at "
-                             f"rows {_rows(df.index[bad])} (first: {col[bad][0]!r}); give accuracies as "
+                             f"rows {_rows(df.index[bad])} (first: {float(col[bad][0]):g}); give accuracies as "
                              "fractions (percentages / 100)")
     n = len(df)
     columns = []
@@ -303,7 +303,7 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
         if bad.any():
             raise ValueError(f"{what}: target column {target_col!r} has {int(bad.sum())} value(s) outside "
                              f"[lo, hi] = [{lo:g}, {hi:g}] at rows {_rows(df.index[bad])} (first: "
-                             f"{raw[bad][0]!r}); set lo / hi to the target's range (CLI: --lo, --hi), "
+                             f"{float(raw[bad][0]):g}); set lo / hi to the target's range (CLI: --lo, --hi), "
                              "e.g. hi=100 for percentages")
         y = (raw - lo) / (hi - lo)
         columns.append(("target", target_col))
@@ -319,7 +319,7 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
             bad = np.isinf(C) | (C <= 0)
         if bad.any():
             raise ValueError(f"{what}: FLOPs column {fcol!r} has {int(bad.sum())} non-positive or infinite "
-                             f"value(s) at rows {_rows(df.index[bad])} (first: {C[bad][0]!r}); FLOPs enter "
+                             f"value(s) at rows {_rows(df.index[bad])} (first: {float(C[bad][0]):g}); FLOPs enter "
                              "through log10, so give positive values and leave unknown FLOPs empty")
         flops = C * (flops_unit / FLOPS_UNIT)
         columns.append(("flops", fcol))
