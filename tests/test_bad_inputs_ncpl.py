@@ -297,3 +297,24 @@ def test_stale_checkpoint_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--force-new" in err and "data" in err
     assert main(["ncpl", "train", "--csv", str(tmp_path / "b.csv"), *LAW, *TINY, *ck, "--force-new", "--json"]) == 0
+
+
+def test_baseline_law_without_a_floor_is_warned():
+    """Runs whose loss shows no floor fit E -> 0: the law then falls as a pure power law beyond them,
+    which the user is told (like a Chinchilla fit); the bundled-style runs above warn nothing."""
+    import warnings
+
+    from jaxscale import ncpl
+    from jaxscale.laws import chinchilla_floor_note
+    from jaxscale.ncpl.model import _fit_law
+
+    assert chinchilla_floor_note(1.7, 2.0) is None and "went to its bound 0" in chinchilla_floor_note(1e-9, 2.0)
+    df = runs()
+    df["loss"] = 300 / df["N"] ** 0.33 + 900 / df["D"] ** 0.3  # no irreducible loss
+    with pytest.warns(RuntimeWarning, match=r"NCPL's Chinchilla baseline .* the irreducible loss E = .* went to "
+                                            r"its bound 0 \(the lowest fitted loss is"):
+        fit = _fit_law(ncpl.from_frame(df, target_col="loss", n_col="N", d_col="D", exclude_cols=["run"]))
+    assert float(fit.params.E) < 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _fit_law(ncpl.from_frame(runs(), target_col="loss", n_col="N", d_col="D", exclude_cols=["run"]))

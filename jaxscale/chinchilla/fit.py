@@ -38,8 +38,8 @@ from jaxscale.infer import (
     reason_text,
     sharded_vmap,
 )
-from jaxscale.laws import (ChinchillaParams, chinchilla_admissible, chinchilla_log_lse, chinchilla_squared_exponents,
-                           chinchilla_sqrt_exponents, chinchilla_theta_to_params)
+from jaxscale.laws import (ChinchillaParams, chinchilla_admissible, chinchilla_floor_note, chinchilla_log_lse,
+                           chinchilla_squared_exponents, chinchilla_sqrt_exponents, chinchilla_theta_to_params)
 
 __all__ = [
     "ChinchillaData",
@@ -556,11 +556,9 @@ def _warn_at_bounds(theta, data: ChinchillaData, what: str) -> None:
     with np.errstate(over="ignore"):  # e^a or e^b beyond float64 is said in the warning below
         p = chinchilla_theta_to_params(theta)
     low = float(np.exp(np.min(np.asarray(data.log_loss)[np.asarray(data.weights) > 0])))
-    if float(p.E) < 1e-3 * low:
-        warnings.warn(f"{what}: the irreducible loss E = {float(p.E):.3g} went to its bound 0 (the lowest "
-                      f"fitted loss is {low:.4g}): these runs do not show the loss levelling off, so the "
-                      "law keeps falling as a pure power law far beyond them; treat long extrapolations "
-                      "with care, or add runs at larger N and D", RuntimeWarning, stacklevel=3)
+    note = chinchilla_floor_note(p.E, low)
+    if note:
+        warnings.warn(f"{what}: {note}", RuntimeWarning, stacklevel=3)
     for i, (name, col, coef) in enumerate((("alpha", "N", "A"), ("beta", "D", "B"))):
         x = float(theta[3 + i])
         if x < 0:

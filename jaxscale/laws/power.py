@@ -25,6 +25,7 @@ __all__ = [
     "chinchilla_admissible",
     "chinchilla_squared_exponents",
     "chinchilla_sqrt_exponents",
+    "chinchilla_floor_note",
     "power_law",
     "saturating_power_law",
     "compute_6nd",
@@ -157,6 +158,18 @@ def chinchilla_sqrt_exponents(theta):
     does not vanish). NumPy in, NumPy out; anything else gives JAX arrays."""
     xp = np if isinstance(theta, np.ndarray) else jnp
     return xp.concatenate([theta[..., :3], xp.sqrt(xp.maximum(theta[..., 3:], 1e-6))], axis=-1)
+
+
+def chinchilla_floor_note(E, lowest_loss) -> str | None:
+    """What to tell a user whose fitted irreducible loss ``E`` went to 0 (below 1e-3 x the lowest
+    fitted loss), else ``None``: the runs do not show the loss levelling off, so the law keeps
+    falling as a pure power law beyond them."""
+    E, lowest_loss = float(E), float(lowest_loss)
+    if not E < 1e-3 * lowest_loss:
+        return None
+    return (f"the irreducible loss E = {E:.3g} went to its bound 0 (the lowest fitted loss is {lowest_loss:.4g}): "
+            "these runs do not show the loss levelling off, so the law keeps falling as a pure power law far "
+            "beyond them; treat long extrapolations with care, or add runs at larger N and D")
 
 
 def chinchilla_params_to_theta(params: ChinchillaParams):

@@ -35,7 +35,7 @@ from jaxscale.infer.prediction import (
     warn_extrapolation,
     z_value,
 )
-from jaxscale.laws import ChinchillaParams, chinchilla
+from jaxscale.laws import ChinchillaParams, chinchilla, chinchilla_floor_note
 from jaxscale.ncpl import encoder as enc_mod
 from jaxscale.ncpl import outside as ex
 from jaxscale.ncpl.baselines import band_predictions, fit_chinchilla_law_info, law_band
@@ -349,7 +349,12 @@ def _fit_law(data: Data):
         raise ValueError(f"target {ycol!r} has {int(bad.sum())} value(s) <= 0 at rows {data.rows(bad)}: the Chinchilla "
                          f"baseline fits log L, so losses must be > 0; fix those rows {fix}")
     # in units of the geometric means of N and D, so one grid of starts suits any scale
-    return fit_chinchilla_law_info(N, D, y)
+    fit = fit_chinchilla_law_info(N, D, y)
+    note = chinchilla_floor_note(fit.params.E, y.min())
+    if note:
+        warnings.warn(f"NCPL's Chinchilla baseline (fitted on the training rows; the network learns the residual "
+                      f"over it): {note}", RuntimeWarning, stacklevel=3)
+    return fit
 
 
 def _base_values(kind: str, law, data: Data) -> np.ndarray:
