@@ -1023,7 +1023,7 @@ def score_tail(y, mean, lower=None, upper=None) -> dict:
         lo, hi = np.asarray(lower, float)[ok], np.asarray(upper, float)[ok]
         out["coverage"] = float(np.mean((yy >= lo) & (yy <= hi)))
     else:
-        out["coverage"], out["coverage_reason"] = None, "least squares gives no interval"
+        out["coverage"], out["coverage_reason"] = None, "the baseline gives no interval"
     return out
 
 
