@@ -89,3 +89,13 @@ def test_decimal_commas_are_not_guessed_beside_decimal_points(tmp_path):
     assert got.attrs["read_as"] == "separated by semicolons"
     p.write_text("N,loss\n1e8,3.1\n")  # the usual file: nothing to say
     assert "read_as" not in read_table(p).attrs
+
+
+def test_a_query_missing_a_column_is_told_to_rename_it():
+    """predict takes no column options: the fix for a query is renaming its columns."""
+    df = pd.DataFrame({"N": [1e8], "D": [2e9]})
+    with pytest.raises(ValueError, match=r"query: missing column\(s\) \['params'\]; present columns are \['N', 'D'\]\. "
+                                         r"A fitted model reads the columns it was fitted with: rename"):
+        V.require_columns(df, ["params"], "query")
+    with pytest.raises(ValueError, match="Rename your columns or pass the right column names"):
+        V.require_columns(df, ["params"], "runs.csv")

@@ -505,7 +505,7 @@ def _query(fit: Fit, query) -> Data:
         kw["score_col"] = None
         if "n_items" in cols and cols["n_items"] not in query.columns:
             kw.pop("n_items_col")  # only the binomial predictive needs it; it says so when missing
-        return from_frame(query, **kw, task_labels=fit.task_labels)
+        return from_frame(query, **kw, task_labels=fit.task_labels, what=f"query {_what(query, None)}")
     raise ValueError(f"query must be a context_law.Data or a pandas DataFrame, got {type(query).__name__}")
 
 

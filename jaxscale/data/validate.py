@@ -39,13 +39,14 @@ def _rows(index: Iterable) -> str:
 
 
 def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:
-    """Raise if any of ``columns`` is missing, listing the columns that are present."""
+    """Raise if any of ``columns`` is missing, listing the columns that are present. The fix for a
+    ``what`` that names a query (rows given to a fitted model's ``predict``) is to rename the
+    query's columns: the model reads the names it was fitted with, and no option maps them."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(
-            f"{what}: missing column(s) {missing}; present columns are {list(df.columns)}. "
-            "Rename your columns or pass the right column names."
-        )
+        fix = ("A fitted model reads the columns it was fitted with: rename (or add) these columns of the query"
+               if "query" in what else "Rename your columns or pass the right column names.")
+        raise ValueError(f"{what}: missing column(s) {missing}; present columns are {list(df.columns)}. {fix}")
 
 
 def check_numeric(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:

@@ -586,7 +586,7 @@ def as_query(fit: Fit, query) -> Data:
     if isinstance(query, pd.DataFrame):
         return from_frame(query, **frame_kwargs(fit.columns), x_is_log=fit.x_is_log, require_target=False,
                           task_labels=fit.task_labels, instance_labels=fit.instance_labels,
-                          descriptor_levels=fit.descriptor_levels)
+                          descriptor_levels=fit.descriptor_levels, what="learning-curve query")
     if not isinstance(query, Data):
         raise ValueError(f"query must be a pandas DataFrame or a learning_curves.Data, got {type(query).__name__}")
     check_codes(query, "query")

@@ -157,7 +157,7 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
                y_col: str | None = "y", descriptor_cols=(), compute_col: str | None = None,
                params_col: str | None = None, tokens_per_step: float | None = None, x_is_log: bool = False,
                require_target: bool = True, task_labels=None, instance_labels=None,
-               descriptor_levels=None) -> Data:
+               descriptor_levels=None, what: str = "learning-curve table") -> Data:
     """Validate a frame of learning-curve points and return its arrays.
 
     Args:
@@ -173,13 +173,13 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
       task_labels, instance_labels: vocabularies to code against (a fitted model's); unknown labels
         raise. Default: built from the frame.
       descriptor_levels: the levels to use (a fitted model's); default: inferred from the frame.
+      what: the table's name in error messages (a fitted model's query: ``"learning-curve query"``).
 
     Raises:
       ValueError: naming the column, the count, the first rows (frame index) and the fix: empty
         frame, missing columns, non-numeric or non-finite values, steps <= 0, duplicate
         (task, instance, x) points, descriptors that change along a curve, unknown labels.
     """
-    what = "learning-curve table"
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"{what}: expected a pandas DataFrame, got {type(df).__name__}")
     if len(df) == 0:

@@ -182,7 +182,7 @@ def token_lengths(texts) -> np.ndarray:
 def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_cols=None, num_cols=None,
                exclude_cols=(), n_col: str | None = None, d_col: str | None = None, baseline_col: str | None = None,
                group_cols=None, require_target: bool = True, max_tokens: int = MAX_TOKENS,
-               duplicates: str = "error") -> Data:
+               duplicates: str = "error", what: str = "runs") -> Data:
     """Validate a run table (one row per run) and return its arrays.
 
     Args:
@@ -208,6 +208,7 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
         column (config fields, target, N, D, baseline) would be weighted twice: ``"error"``
         refuses them (remove the copies first, e.g. with ``df.drop_duplicates(cols)``);
         ``"keep"`` keeps them on purpose (see :func:`duplicate_rows` to count them).
+      what: the table's name in error messages (a fitted model's query: ``"query runs"``).
 
     Raises:
       ValueError: missing columns, non-numeric or infinite numeric values, values <= 0 in a
@@ -219,7 +220,6 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
         raise ValueError(f"from_frame expects a pandas DataFrame, got {type(df).__name__}")
     if len(df) == 0:
         raise ValueError("from_frame: the table has no rows")
-    what = "runs"
     if (n_col is None) != (d_col is None):
         raise ValueError(f"give both n_col and d_col (parameters and tokens) or neither; got n_col={n_col!r}, "
                          f"d_col={d_col!r}")

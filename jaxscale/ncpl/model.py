@@ -663,7 +663,7 @@ def _query_data(fit: Fit, df: pd.DataFrame) -> Data:
                       text_cols=tuple(zip(fit.text_keys, fit.text_cols)), num_cols=tuple(num),
                       n_col=roles.get("n") if sized else None, d_col=roles.get("d") if sized else None,
                       baseline_col=roles.get("baseline") if fit.baseline == "column" else None,
-                      max_tokens=fit.spec.max_tokens)
+                      max_tokens=fit.spec.max_tokens, what="query runs")
 
 
 def _num_fields(fit: Fit | Data):
