@@ -1,5 +1,6 @@
 """The contract on Chinchilla: from_frame -> fit -> predict -> save/load, jit/vmap, and the CLI on a
 CSV this test writes (fit with hold-out, predictions, save; predict; optimal)."""
+import dataclasses
 import json
 import warnings
 
@@ -169,6 +170,13 @@ def test_extrapolation_is_measured_warned_and_widens_intervals(fitted):
     np.testing.assert_allclose(np.asarray(p_far.extrapolation), [0.0, 2.0, 4.0], atol=1e-9)
     width = np.log(np.asarray(p_far.upper) / np.asarray(p_far.lower))
     assert width[2] > width[1] > width[0]
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ch.predict(fit, far)
+    assert "no bootstrap refits" not in str(rec[0].message)  # this fit has refits
+    with pytest.warns(UserWarning, match=r"rest on the model's assumptions; this fit has no bootstrap refits, so the "
+                                         r"interval holds the residual noise alone .* --bootstrap 200"):
+        ch.predict(dataclasses.replace(fit, boot_theta=None), far)
 
 
 def test_units_look_like_billions_warns():

@@ -95,8 +95,12 @@ def predict(fit: ChinchillaFit, query, *, key=None, level: float = 0.9, n_sample
     pred = _predict(fit, data, key, level, n_samples)
     dist = extrapolation(fit, data)
     if dist is not None:
+        refits = fit.boot_theta is not None and len(fit.boot_theta)
+        note = "" if refits else ("this fit has no bootstrap refits, so the interval holds the residual noise alone "
+                                  "and leaves out the law's own uncertainty, which grows with the distance: fit again "
+                                  "with bootstrap refits (Spec(n_boot=200); CLI: --bootstrap 200)")
         warn_extrapolation("Chinchilla predict", dist, "decades of N, D or compute outside the training runs",
-                           threshold=0.0, stacklevel=3)
+                           threshold=0.0, stacklevel=3, note=note)
     return pred._replace(extrapolation=dist)
 
 

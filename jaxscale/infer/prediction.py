@@ -87,7 +87,8 @@ def from_normal(mean, std, level: float = 0.9) -> Prediction:
     return Prediction(mean, mean - z * std, mean + z * std, None)
 
 
-def warn_extrapolation(what: str, distance, unit: str, threshold: float = 0.0, stacklevel: int = 2) -> float:
+def warn_extrapolation(what: str, distance, unit: str, threshold: float = 0.0, stacklevel: int = 2,
+                       note: str = "") -> float:
     """Warn once when any query lies outside the training data; return the worst distance.
 
     Args:
@@ -95,6 +96,7 @@ def warn_extrapolation(what: str, distance, unit: str, threshold: float = 0.0, s
       distance: ``(n,)`` extrapolation distances (0 inside the training data).
       unit: how to read a distance, e.g. ``"decades of compute beyond the largest training run"``.
       threshold: distances at or below this are not reported.
+      note: appended to the warning (e.g. what the interval leaves out there).
     """
     import warnings
 
@@ -107,5 +109,6 @@ def warn_extrapolation(what: str, distance, unit: str, threshold: float = 0.0, s
     if n:
         warnings.warn(f"{what}: {n} of {np.size(distance)} queries lie outside the training data "
                       f"(worst: {worst:.3g} {unit}); predictions there are extrapolations and their "
-                      "intervals rest on the model's assumptions", UserWarning, stacklevel=stacklevel)
+                      f"intervals rest on the model's assumptions{'; ' + note if note else ''}", UserWarning,
+                      stacklevel=stacklevel)
     return worst
