@@ -137,6 +137,18 @@ def test_help_imports_no_jax(path):
     assert res.stderr.strip().splitlines()[-1] == "[]", f"jaxscale {' '.join(path)} --help imports: {res.stderr}"
 
 
+def test_version_prints_the_package_version_without_jax():
+    import subprocess
+    import sys
+
+    from jaxscale import __version__
+
+    code = ("import sys\nfrom jaxscale.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "print([m for m in ('jax', 'pandas') if m in sys.modules], file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == f"jaxscale {__version__}" and res.stderr.strip().splitlines()[-1] == "[]", res
+
+
 def test_light_choices_match_the_library():
     """The jax-free copies of choices shown by --help equal the library's own."""
     from jaxscale.context_law import spec as context_spec

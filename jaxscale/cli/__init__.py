@@ -53,8 +53,11 @@ def build_parser(groups=None) -> argparse.ArgumentParser:
     from jaxscale.cli._common import Formatter, add_json
     from jaxscale.cli.demo import SECTIONS
 
+    from jaxscale._version import __version__
+
     parser = argparse.ArgumentParser(prog="jaxscale", description=__doc__.splitlines()[0],
                                      formatter_class=Formatter)
+    parser.add_argument("--version", action="version", version=f"jaxscale {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("datasets", help="list the bundled datasets", formatter_class=Formatter)
