@@ -52,6 +52,10 @@ def test_cut_and_validation():
         tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=1e9)
     with pytest.raises(ValueError, match="booleans"):
         tail_from_frame(df.assign(early="yes"), curve_col="run", x_col="step", y_col="loss", train_col="early")
+    split = df.assign(split=np.where(df["step"] <= 600, "train", "test"))
+    with pytest.raises(ValueError, match=r"other value\(s\) \(\['test', 'train'\]\) .* "
+                                         r"df\['early'\] = df\['split'\] == 'train', or cut by step with --cutoff"):
+        tail_from_frame(split, curve_col="run", x_col="step", y_col="loss", train_col="split")
     flat = df.assign(loss=np.where((df["run"] == "r2") & (df["step"] <= 600), 3.0, df["loss"]))
     with pytest.raises(ValueError, match=r"constant on the training rows of curve 'run' = 'r2'"):
         tail_from_frame(flat, curve_col="run", x_col="step", y_col="loss", cutoff=600)

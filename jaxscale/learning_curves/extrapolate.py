@@ -184,8 +184,12 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
         flag = df[train_col]
         ok = flag.isin([True, False, 0, 1, "True", "False", "true", "false"]).to_numpy()
         if not ok.all():
-            raise ValueError(f"{what}: column {train_col!r} must hold booleans (True/False or 1/0); "
-                             f"{int((~ok).sum())} other value(s) at rows {_rows(df.index[~ok])}")
+            seen = sorted(map(str, pd.unique(flag[~ok])))
+            early = next((v for v in seen if v.lower() in ("train", "training", "early", "fit")), seen[0])
+            raise ValueError(f"{what}: column {train_col!r} must hold booleans (True/False or 1/0): True on the "
+                             f"early part of each run, which the laws are fitted on; {int((~ok).sum())} other "
+                             f"value(s) ({seen[:5]}) at rows {_rows(df.index[~ok])}. Make such a column, e.g. in "
+                             f"pandas df['early'] = df[{train_col!r}] == {early!r}, or cut by step with --cutoff")
         train = flag.astype(str).str.lower().isin(["true", "1", "1.0"]).to_numpy()
     else:
         train = x <= float(cutoff)
