@@ -50,10 +50,9 @@ def _demo(args) -> dict:
 def build_parser(groups=None) -> argparse.ArgumentParser:
     """The parser; ``groups`` names the command groups registered in full (default: all). The
     others appear in ``--help`` with their one-line description only."""
+    from jaxscale._version import __version__
     from jaxscale.cli._common import Formatter, add_json
     from jaxscale.cli.demo import SECTIONS
-
-    from jaxscale._version import __version__
 
     parser = argparse.ArgumentParser(prog="jaxscale", description=__doc__.splitlines()[0],
                                      formatter_class=Formatter)

@@ -883,8 +883,8 @@ def warn_extrapolation_of(fit: Fit, query, dist, what: str = "learning-curve pre
         tasks = sorted({fit.task_labels[int(t)] for t in np.asarray(q.task)[inf]})
         what = (f"{what} ({int(inf.sum())} row(s) of task(s) {tasks[:5]} with no training run: {fit.spec.model} "
                 "predicts them from its prior, distance inf")
-        what += ("; a model with descriptors of the runs predicts such tasks: magp_law, a scaling law in them with a GP "
-                 "on its residuals (sizes beyond the training runs), or magp_desc; CLI: --model magp_law "
+        what += ("; a model with descriptors of the runs predicts such tasks: magp_law, a scaling law in them with a "
+                 "GP on its residuals (sizes beyond the training runs), or magp_desc; CLI: --model magp_law "
                  "--descriptor-cols COLS, e.g. the size columns)") if fit.spec.model not in DESC_MODELS else ")"
     warn_extrapolation(what, dist, EXTRAPOLATION_UNIT, stacklevel=stacklevel + 1)
 

@@ -69,8 +69,8 @@ def _check_index(frame: pd.DataFrame, col: str, labels: tuple, role: str, what: 
     frac = v != np.round(v)
     if frac.any():
         raise ValueError(f"{what}: column {col!r} has {int(frac.sum())} non-integer value(s) at rows "
-                         f"{_rows(frame.index[frac])} (first: {float(v[frac][0]):g}); {col!r} is an integer {role} index "
-                         f"0..{len(labels) - 1} and a fraction would be truncated. Fix the index column")
+                         f"{_rows(frame.index[frac])} (first: {float(v[frac][0]):g}); {col!r} is an integer {role} "
+                         f"index 0..{len(labels) - 1} and a fraction would be truncated. Fix the index column")
     n = len(labels)
     out = (v < 0) | (v >= n)
     if out.any():
