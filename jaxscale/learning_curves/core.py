@@ -382,7 +382,7 @@ def check_codes(data: Data, what: str = "learning-curve data") -> None:
         if bad.any():
             raise ValueError(f"{what}: {int(bad.sum())} {name} code(s) are not integers in 0..{len(labels) - 1} "
                              f"(the {len(labels)} {name} labels) at rows {_ids(data, bad)} (first: "
-                             f"{c[bad][0]!r}); they would be clamped or collide with another curve. Build the data "
+                             f"{float(c[bad][0]):g}); they would be clamped or collide with another curve. Build the data "
                              "with from_frame, or fix the codes")
 
 

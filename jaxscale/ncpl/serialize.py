@@ -314,7 +314,7 @@ def _num_field(df: pd.DataFrame, c: str) -> NumField:
         shown = ", ".join(map(str, rows[:5])) + (f" (+{len(rows) - 5} more)" if len(rows) > 5 else "")
         raise ValueError(
             f"column {c!r} is positive and spans {v[pos].max() / v[pos].min():.3g}x (a log10-scaled field) except for "
-            f"{int(nonpos.sum())} value(s) <= 0 at rows [{shown}] (e.g. {v[nonpos][0]!r}). If they mean 'unknown', "
+            f"{int(nonpos.sum())} value(s) <= 0 at rows [{shown}] (e.g. {float(v[nonpos][0]):g}). If they mean 'unknown', "
             f"leave those cells empty (the field is then left out of those runs' text); if they are real values, "
             f"make the field linear: num_cols=[NumField({_key(c)!r}, {c!r}, log=False)] (CLI: --linear-cols {c})")
     v = v[fin]
