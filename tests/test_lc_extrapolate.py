@@ -52,6 +52,11 @@ def test_cut_and_validation():
         tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=1e9)
     with pytest.raises(ValueError, match="booleans"):
         tail_from_frame(df.assign(early="yes"), curve_col="run", x_col="step", y_col="loss", train_col="early")
+    two = pd.concat([df.assign(depth=4), df.assign(depth=8, loss=df["loss"] * 1.01)], ignore_index=True)
+    with pytest.raises(ValueError, match=r"rows share the same \('run', 'step'\) point .* They differ in column\(s\) "
+                                         r"\['depth'\]: .* df\['run'\] = df\['run'\].astype\(str\) \+ '/' \+ "
+                                         r"df\['depth'\].astype\(str\)"):
+        tail_from_frame(two, curve_col="run", x_col="step", y_col="loss", cutoff=600)
     split = df.assign(split=np.where(df["step"] <= 600, "train", "test"))
     with pytest.raises(ValueError, match=r"other value\(s\) \(\['test', 'train'\]\) .* "
                                          r"df\['early'\] = df\['split'\] == 'train', or cut by step with --cutoff"):

@@ -197,8 +197,17 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     code = df[curve_col].map({lab: i for i, lab in enumerate(labels)}).to_numpy(np.int64)
     dup = pd.DataFrame({"c": code, "x": x}).duplicated(keep=False).to_numpy()
     if dup.any():
+        rows = df.loc[dup].assign(_c=code[dup], _x=x[dup])
+        other = [c for c in df.columns if c not in (curve_col, x_col, y_col, train_col)]
+        differ = [c for c in other if (rows.groupby(["_c", "_x"])[c].nunique(dropna=False) > 1).any()]
+        hint = "Remove or average the duplicates"
+        if differ:
+            parts = " + '/' + ".join(f"df[{c!r}].astype(str)" for c in [curve_col, differ[0]])
+            hint = (f"They differ in column(s) {differ[:5]}: if those tell runs apart, give --curve-col (curve_col) a "
+                    f"column that names each run, e.g. in pandas df['run'] = {parts}; otherwise remove or average "
+                    "the duplicates")
         raise ValueError(f"{what}: {int(dup.sum())} rows share the same ({curve_col!r}, {x_col!r}) point at rows "
-                         f"{_rows(df.index[dup])}; a curve has one value per step. Remove or average the duplicates")
+                         f"{_rows(df.index[dup])}; a curve has one value per step. {hint}")
     bad = train & ~np.isfinite(y)
     if bad.any():
         raise ValueError(f"{what}: column {y_col!r} has {int(bad.sum())} missing or non-finite value(s) on training "
