@@ -382,8 +382,8 @@ def check_codes(data: Data, what: str = "learning-curve data") -> None:
         if bad.any():
             raise ValueError(f"{what}: {int(bad.sum())} {name} code(s) are not integers in 0..{len(labels) - 1} "
                              f"(the {len(labels)} {name} labels) at rows {_ids(data, bad)} (first: "
-                             f"{float(c[bad][0]):g}); they would be clamped or collide with another curve. Build the data "
-                             "with from_frame, or fix the codes")
+                             f"{float(c[bad][0]):g}); they would be clamped or collide with another curve. Build the "
+                             "data with from_frame, or fix the codes")
 
 
 def _duplicates(data: Data, what: str) -> None:

@@ -277,8 +277,8 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
             bad = np.isfinite(v) & (v <= 0)
             if bad.any():
                 raise ValueError(f"{what}: column {f.column!r} is log-scaled but has {int(bad.sum())} value(s) <= 0 "
-                                 f"at rows {_rows(df.index[bad])} (first {float(v[bad][0]):g}); fix the data or give it "
-                                 "as NumField(key, column, log=False)")
+                                 f"at rows {_rows(df.index[bad])} (first {float(v[bad][0]):g}); fix the data or give "
+                                 "it as NumField(key, column, log=False)")
         present[:, j] = np.isfinite(v)
         values[:, j] = np.where(present[:, j], v, 0.0)
 

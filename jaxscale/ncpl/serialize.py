@@ -314,9 +314,10 @@ def _num_field(df: pd.DataFrame, c: str) -> NumField:
         shown = ", ".join(map(str, rows[:5])) + (f" (+{len(rows) - 5} more)" if len(rows) > 5 else "")
         raise ValueError(
             f"column {c!r} is positive and spans {v[pos].max() / v[pos].min():.3g}x (a log10-scaled field) except for "
-            f"{int(nonpos.sum())} value(s) <= 0 at rows [{shown}] (e.g. {float(v[nonpos][0]):g}). If they mean 'unknown', "
-            f"leave those cells empty (the field is then left out of those runs' text); if they are real values, "
-            f"make the field linear: num_cols=[NumField({_key(c)!r}, {c!r}, log=False)] (CLI: --linear-cols {c})")
+            f"{int(nonpos.sum())} value(s) <= 0 at rows [{shown}] (e.g. {float(v[nonpos][0]):g}). If they mean "
+            f"'unknown', leave those cells empty (the field is then left out of those runs' text); if they are real "
+            f"values, make the field linear: num_cols=[NumField({_key(c)!r}, {c!r}, log=False)] (CLI: --linear-cols "
+            f"{c})")
     v = v[fin]
     log = bool(v.size and (v > 0).all() and v.max() / max(v.min(), 1e-300) >= 10)
     return NumField(_key(c), c, log)
