@@ -24,13 +24,16 @@ __all__ = [
     "crps_gaussian",
     "crps_samples",
     "abc_loglinear",
+    "ABC_RANGE_DEFAULT",
     "U0_DEFAULT",
     "U1_DEFAULT",
 ]
 
-#: Default integration range of :func:`abc_loglinear`, ``ln 1e15`` and ``ln 1e20``.
-U0_DEFAULT = math.log(1e15)
-U1_DEFAULT = math.log(1e20)
+#: Default compute range (FLOPs) of :func:`abc_loglinear`: the published nanoGPT laws' ``[1e15, 1e20]``.
+ABC_RANGE_DEFAULT = (1e15, 1e20)
+#: The same range in ``ln C``.
+U0_DEFAULT = math.log(ABC_RANGE_DEFAULT[0])
+U1_DEFAULT = math.log(ABC_RANGE_DEFAULT[1])
 
 
 def rmse(y, pred):

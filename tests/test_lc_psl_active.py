@@ -194,6 +194,7 @@ def test_active_on_your_own_csv_with_the_law_model(tmp_path, capsys):
     assert not any("CLI --steps" in str(w.message) for w in caught)
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == "magp_law" and out["n_candidates"] == 2
+    assert out["abc_range"]["source"] == "the compute grid" and out["abc_range"]["c_max"] == out["grid"]["max"]
     r = out["results"]["ours"]
     assert sorted(map(tuple, r["queried"][0])) == [("256", "8"), ("512", "8")]  # every candidate, once
     assert np.all(np.isfinite(r["abc_joint"]["mean"])) and r["abc_joint"]["mean"][-1] == 0.0
@@ -316,3 +317,59 @@ def test_active_replay_resumes_from_its_checkpoint(tmp_path, capsys):
     assert "another run" in err and "n_samples" in err and "--overwrite" in err
     again = run("--strategy", "largest", "--out-dir", str(out), "--samples", "16", "--overwrite")
     assert again["resumed_trajectories"] == 0 and again["samples"] == 16
+
+
+@pytest.mark.slow
+def test_law_of_your_own_table_is_the_bundled_law_at_the_same_range(tmp_path, capsys):
+    """The bundled nanoGPT-large grid written as a user's CSV (width, depth, step, loss, flops) and
+    given to ``lc law --csv`` with the bundled grid and ``--abc-range 1e15,1e20`` gives the bundled
+    ``lc law --split quad`` numbers (ground-truth law, joint-draw and restart-mean AbC); the AbC of
+    a user table integrates over its compute grid unless told otherwise, and the JSON says which."""
+    import json
+    import warnings
+
+    import pandas as pd
+
+    from jaxscale import learning_curves as lc
+    from jaxscale.cli import main
+    from jaxscale.learning_curves.compute import point_compute, steps_from_log
+
+    f = lc.make_problem("nanogpt_large", "quad").data.frame
+    step = steps_from_log(f["x"].to_numpy(float))
+    csv = tmp_path / "runs.csv"
+    pd.DataFrame({"width": f["n_embd"], "depth": f["n_layer"], "step": step, "loss": f["value"],
+                  "flops": point_compute(f["n_layer"].to_numpy(float), f["n_embd"].to_numpy(float), step)}
+                 ).to_csv(csv, index=False)
+    model = ["--model", "magp", "--restarts", "2", "--steps", "100", "--samples", "1000", "--json"]
+    user = ["lc", "law", "--csv", str(csv), "--task-col", "width", "--instance-col", "depth", "--x-col", "step",
+            "--y-col", "loss", "--compute-col", "flops", "--holdout", "width >= 768 and depth >= 24",
+            "--grid-min", "1e18", "--grid-max", "1e20", *model]
+
+    def run(argv):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rc = main(argv)
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        return json.loads(out)
+
+    mine = run([*user, "--abc-range", "1e15,1e20"])
+    bundled = run(["lc", "law", "--dataset", "nanogpt_large", "--split", "quad", *model])
+    assert mine["n_heldout_curves"] == 12
+    assert bundled["abc_range"]["source"] == "the paper's range" and mine["abc_range"]["source"] == "given"
+    for k in ("c_min", "c_max"):
+        assert mine["abc_range"][k] == bundled["abc_range"][k]
+    for k in ("b1", "b0"):
+        assert mine["gt"][k] == pytest.approx(bundled["gt"][k], rel=1e-9)
+    for block in (lambda o: o["abc"], lambda o: o["restart_means"]["abc"]):
+        assert block(mine)["mean"] == pytest.approx(block(bundled)["mean"], rel=1e-6)
+    assert mine["abc"]["mean"] > 0.1  # the fit is short: a wide area over the wide range
+    # the same table without --abc-range: the area over the grid's own range (1e18 .. 1e20) is smaller
+    grid = run(user)
+    assert grid["abc_range"]["source"] == "the compute grid" and grid["abc_range"]["c_min"] == pytest.approx(1e18)
+    assert grid["abc"]["mean"] < mine["abc"]["mean"]
+    # a malformed range is refused before anything is fitted; the bundled law keeps the paper's range
+    assert main([*user, "--abc-range", "1e20,1e15"]) == 2
+    assert "0 < C_min < C_max" in capsys.readouterr().err
+    assert main(["lc", "law", "--split", "quad", "--abc-range", "1e15,1e20", "--json"]) == 2
+    assert "the paper's range" in capsys.readouterr().err

@@ -310,7 +310,8 @@ def law_handler(args) -> dict:
                 raise ValueError("give both --grid-min and --grid-max (FLOPs), or neither (the data's own range)")
             grid = compute_grid(args.grid_min, args.grid_max, args.grid_size)
         fit, pred, out = table_law(jax.random.key(args.seed), data, held, _spec(args), n_samples=args.samples,
-                                   rule=args.rule, grid=grid, grid_size=args.grid_size, level=args.level)
+                                   rule=args.rule, grid=grid, grid_size=args.grid_size, level=args.level,
+                                   abc_range=_abc_range(args.abc_range))
         out = {"source": str(args.csv), "holdout": args.holdout, "thinned": df.attrs.get("thinned"), **out}
         compare_baseline_laws(out, f"{args.model} (law of the held-out rows)")
         if np.all(np.isfinite(np.asarray(data.y, float)[held])):
@@ -333,6 +334,9 @@ def _bundled_law(args) -> dict:
     for flag in ("predictions", "save", "holdout", "ckpt_dir"):
         if getattr(args, flag):
             raise ValueError(f"--{flag.replace('_', '-')} needs --csv (your own table); the bundled law uses --split")
+    if args.abc_range:
+        raise ValueError("--abc-range is for --csv (your own table); the bundled law scores the AbC over the "
+                         "paper's range, 1e15 to 1e20 FLOPs")
     out, details = bundled_law(jax.random.key(args.seed), args.dataset or "nanogpt_large", args.split or "tri",
                                model=args.model, restarts=args.restarts, steps=args.steps, leaky=args.leaky,
                                learning_rate=args.lr, lr_decay=not args.no_lr_decay, rule=args.rule,
@@ -419,13 +423,30 @@ def _recommend(args) -> dict:
     return {"source": str(args.csv), "holdout": args.holdout, "thinned": df.attrs.get("thinned"), **out}
 
 
-def _add_grid(p) -> None:
+def _abc_range(text):
+    """``--abc-range LO,HI`` (FLOPs) as a checked pair, or ``None`` (the grid's range)."""
+    if not text:
+        return None
+    from jaxscale.learning_curves.law import check_abc_range
+
+    parts = text.split(",")
+    try:
+        values = [float(v) for v in parts]
+    except ValueError:
+        values = []
+    if len(values) != 2:
+        raise ValueError(f"--abc-range takes two numbers LO,HI in FLOPs, e.g. --abc-range 1e15,1e20; got {text!r}")
+    return check_abc_range(values)
+
+
+def _add_grid(p):
     g = p.add_argument_group("compute grid of the law (--csv)")
     g.add_argument("--tokens-per-step", type=float, default=None,
                    help="tokens per training step T for C = 6 N T step (bundled nanoGPT default: 491520)")
     g.add_argument("--grid-min", type=float, default=None, help="FLOPs (default: the smallest final compute)")
     g.add_argument("--grid-max", type=float, default=None, help="FLOPs (default: the largest final compute)")
     g.add_argument("--grid-size", type=int, default=100, help="log-spaced grid points")
+    return g
 
 
 def register_psl(lc_subparsers) -> None:
@@ -434,7 +455,9 @@ def register_psl(lc_subparsers) -> None:
                                  description=law_handler.__doc__, formatter_class=Formatter)
     add_table_args(p)
     _add_columns(p, compute=True)
-    _add_grid(p)
+    _add_grid(p).add_argument("--abc-range", default=None, metavar="LO,HI",
+                              help="FLOPs over which the AbC against the true curves' law integrates (default: the "
+                                   "grid's range; published nanoGPT AbC values use 1e15,1e20)")
     _add_spec(p)
     p.add_argument("--samples", type=int, default=1000, help="joint posterior draws R (one law per draw)")
     p.add_argument("--rule", default="interp", choices=["interp", "nearest", "both"],

@@ -652,7 +652,7 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
       A JSON-ready dict with per-strategy AbC-vs-queries/cost summaries (``results``) and
       ``resumed_trajectories``, the number taken from the checkpoint.
     """
-    from jaxscale.learning_curves.law import default_grid
+    from jaxscale.learning_curves.law import abc_range_info, default_grid
 
     table, candidates = _candidate_curves(data, held)
     held = np.asarray(held, bool)
@@ -685,6 +685,7 @@ def table_active(key, data, held, strategies=("uncertainty", "random", "smallest
            "candidates": [list(labels[i]) for i in np.flatnonzero(candidates)],
            "candidate_cost_pf": curve_cost_pf(C)[candidates].tolist(),
            "grid": {"min": float(g[0]), "max": float(g[-1]), "size": int(len(g)), "default": grid is None},
+           "abc_range": abc_range_info(g[0], g[-1], "the compute grid"),
            "n_padded_points": table.n_padded, "samples": n_samples, "restarts_per_refit": restarts,
            "steps_per_refit": steps, "cold_steps": cold_steps, "n_h": n_h, "seconds": time.perf_counter() - t0,
            "seconds_per_strategy": seconds, "resumed_trajectories": n_resumed, "results": summarize_traces(traces)}

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxscale.learning_curves.spec import MODELS, SPLITS
+from jaxscale.metrics import ABC_RANGE_DEFAULT
 
 __all__ = ["SPLITS", "HeldoutPrediction", "split_heldout", "predict_heldout", "heldout_problem", "frame_labels",
            "bundled_law", "baseline_laws"]
@@ -134,6 +135,7 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
 
     from jaxscale.learning_curves.baselines import BASELINE_LAWS_NOTE, problem_baselines
     from jaxscale.learning_curves.compute import TOKENS_PER_STEP, load_nanogpt_curves
+    from jaxscale.learning_curves.law import abc_range_info
     from jaxscale.learning_curves.psl import make_problem, probabilistic_law, restart_law, summarize
 
     if model not in MODELS:
@@ -148,7 +150,8 @@ def bundled_law(key, dataset: str = "nanogpt_large", split: str = "tri", *, mode
                            learning_rate=learning_rate, lr_decay=lr_decay)
     out = {"dataset": dataset, "split": split, "model": model, "rule": rule, "leaky": leaky,
            "restarts": restarts, "steps": steps, "fit_seconds": pred.fit_seconds,
-           "converged": pred.convergence["converged"], "convergence": pred.convergence}
+           "converged": pred.convergence["converged"], "convergence": pred.convergence,
+           "abc_range": abc_range_info(*ABC_RANGE_DEFAULT, "the paper's range")}
     t0 = time.perf_counter()
     lc_problem = heldout_problem(dataset, held, "psl", leaky=leaky)  # the naive baselines' rows (and details)
     base, base_info = problem_baselines(lc_problem)

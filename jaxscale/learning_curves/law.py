@@ -40,7 +40,8 @@ from jaxscale.learning_curves.frame import Data, curve_ids
 from jaxscale.learning_curves.frontier import compute_grid, law_from_loss, make_plan
 from jaxscale.metrics import abc_loglinear
 
-__all__ = ["CurveTable", "curve_table", "default_grid", "table_law", "law_stats", "check_law_data"]
+__all__ = ["CurveTable", "curve_table", "default_grid", "table_law", "law_stats", "check_law_data",
+           "check_abc_range", "abc_range_info"]
 
 log = get_logger(__name__)
 
@@ -117,6 +118,24 @@ def check_law_data(data: Data, table: CurveTable, rows=None) -> None:
                          "negative is not a loss)")
 
 
+def check_abc_range(abc_range) -> tuple:
+    """``(C_min, C_max)`` of the AbC as floats, refused unless ``0 < C_min < C_max < inf``."""
+    try:
+        lo, hi = (float(v) for v in abc_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"the AbC range must be two numbers (C_min, C_max) in FLOPs, e.g. (1e15, 1e20); "
+                         f"got {abc_range!r}") from None
+    if not (0 < lo < hi < np.inf):
+        raise ValueError(f"the AbC range must satisfy 0 < C_min < C_max (FLOPs), got ({lo:g}, {hi:g})")
+    return lo, hi
+
+
+def abc_range_info(c_min: float, c_max: float, source: str) -> dict:
+    """The JSON block that says over which compute range (FLOPs) an AbC was taken, and why."""
+    return {"c_min": float(c_min), "c_max": float(c_max), "ln_c_min": float(np.log(c_min)),
+            "ln_c_max": float(np.log(c_max)), "source": source}
+
+
 def law_stats(a, level: float = 0.9) -> dict:
     """``{mean, std, lo, hi}`` of draws (central ``level`` band)."""
     a = np.asarray(a, float).ravel()
@@ -138,7 +157,7 @@ def _draw_laws(key, plan, truth, held_pos, mean, chol, index, floor, n_per: int)
 
 
 def table_law(key, data: Data, held, spec: Spec = Spec(), *, n_samples: int = 1000, rule: str = "interp",
-              grid=None, grid_size: int = 100, level: float = 0.9) -> dict:
+              grid=None, grid_size: int = 100, level: float = 0.9, abc_range=None) -> dict:
     """Probabilistic scaling law from the predicted held-out rows of ``data``.
 
     Args:
@@ -150,6 +169,9 @@ def table_law(key, data: Data, held, spec: Spec = Spec(), *, n_samples: int = 10
       rule: frontier rule, ``"interp"`` (log-log interpolation within each curve) or ``"nearest"``.
       grid: compute grid (FLOPs); default :func:`default_grid` with ``grid_size`` points.
       level: central band of the reported statistics.
+      abc_range: ``(C_min, C_max)`` in FLOPs over which the AbC integrates (default: the grid's
+        range). Published AbC values of nanoGPT laws integrate over ``(1e15, 1e20)``, a wider range
+        than the data's own, so compare with them only at that range.
 
     Returns:
       ``(fit, prediction of the held-out rows (observations, central ``level`` interval), summary)``;
@@ -166,6 +188,7 @@ def table_law(key, data: Data, held, spec: Spec = Spec(), *, n_samples: int = 10
     table = curve_table(data)
     check_law_data(data, table)
     g = default_grid(table, grid_size) if grid is None else np.asarray(grid, float)
+    c_lo, c_hi = (float(g[0]), float(g[-1])) if abc_range is None else check_abc_range(abc_range)
     plan = make_plan(table.compute, grid=g, rule=rule)
     truth = np.asarray(data.y, float)
     has_truth = bool(np.all(np.isfinite(truth)))
@@ -191,7 +214,7 @@ def table_law(key, data: Data, held, spec: Spec = Spec(), *, n_samples: int = 10
     rows_r = jnp.broadcast_to(truth0, (R,) + truth0.shape).at[:, held_pos].set(
         jnp.maximum(jnp.asarray(joint.mean), floor))
     law_r = law_from_loss(plan, rows_r[:, index])
-    u0, u1 = float(np.log(g[0])), float(np.log(g[-1]))
+    u0, u1 = float(np.log(c_lo)), float(np.log(c_hi))
     out = {"model": spec.model, "rule": rule, "n_curves": len(table.curve),
            "n_heldout_curves": int(len(np.unique(curve_ids(data)[held]))), "n_heldout_rows": int(held.sum()),
            "restarts_ok": int(np.asarray(fitted.ok).sum()), "samples": int(b1.size), "level": level,
@@ -216,7 +239,7 @@ def table_law(key, data: Data, held, spec: Spec = Spec(), *, n_samples: int = 10
         out["restart_means"]["abc"] = law_stats(abc_loglinear(law_r.b1, law_r.b0, gt.b1, gt.b0, u0, u1), level)
         out["gt_in_band_b1"] = bool(out["b1"]["lo"] <= float(gt.b1) <= out["b1"]["hi"])
         out["gt_in_band_b0"] = bool(out["b0"]["lo"] <= float(gt.b0) <= out["b0"]["hi"])
-        out["abc_range"] = {"ln_c_min": u0, "ln_c_max": u1}
+        out["abc_range"] = abc_range_info(c_lo, c_hi, "the compute grid" if abc_range is None else "given")
     else:
         reason = "held-out rows carry no true loss, so there is no ground-truth law to compare with"
         out.update(gt=None, gt_reason=reason, abc=None, abc_reason=reason)
