@@ -88,7 +88,7 @@ def _num(d: dict | None, key: str):
     return None if d is None else d.get(key)
 
 
-def _baselines(block: dict, *, skip=("model", "model_loses_to", "model_same_rows")) -> dict:
+def _baselines(block: dict, *, skip=("model", "model_loses_to")) -> dict:
     """``{name: {n, mae, rmse}}`` of the baselines in a ``baselines`` block of the command's JSON."""
     out = {}
     for name, s in block.items():
@@ -119,11 +119,11 @@ def _pool(scores: list[dict]) -> dict:
 
 def _observational(out: dict) -> dict:
     rows = [r for r in out["rows"] if r.get("baselines")]
-    model = _pool([r["baselines"]["model_same_rows"] for r in rows])
+    model = _pool([r["baselines"]["model"] for r in rows])
     names = sorted({k for r in rows for k in _baselines(r["baselines"])})
     base = {k: _pool([_baselines(r["baselines"])[k] for r in rows]) for k in names}
     per_task = {r["task"]: {"n_test": r["n_test"], "coverage_90": r["coverage_90"],
-                            "model": {k: r["baselines"]["model_same_rows"][k] for k in ("n", "mae", "rmse")},
+                            "model": {k: r["baselines"]["model"][k] for k in ("n", "mae", "rmse")},
                             "baselines": _baselines(r["baselines"]), "max_r_hat": r.get("max_r_hat"),
                             "min_ess": r.get("min_ess"), "model_loses_to": r["baselines"]["model_loses_to"]}
                 for r in out["rows"]}

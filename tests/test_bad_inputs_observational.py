@@ -341,8 +341,9 @@ def test_heldout_report_has_the_flops_baseline(table, tmp_path, capfd):
     assert rc == 0, err
     b = out["baselines"]
     assert b["n_heldout_no_flops"] == 2 and b["ln_flops_sigmoid"]["n"] == out["n_test"] - 2 == 26
-    assert b["model_same_rows"]["n"] == 26 and b["model_loses_to"] == []
-    assert b["model_same_rows"]["mae"] < b["ln_flops_sigmoid"]["mae"]
+    assert b["ln_flops_sigmoid"]["model"]["n"] == 26 and b["model_loses_to"] == []
+    assert b["ln_flops_sigmoid"]["model"]["mae"] < b["ln_flops_sigmoid"]["mae"]
+    assert b["model"]["n"] == b["mean_score_sigmoid"]["n"]  # the model beside each baseline, on its rows
     # the mean-benchmark-score sigmoid needs no FLOPs: every held-out row, the rows of `holdout`
     assert b["mean_score_sigmoid"]["n"] == out["holdout"]["n"] == 28
     assert b["mean_score_sigmoid"]["mae"] > out["holdout"]["mae"]

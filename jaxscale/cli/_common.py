@@ -206,7 +206,7 @@ TIE_PERCENT = 1.0
 
 
 def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: str = "the held-out rows",
-                      level: float | None = None) -> dict:
+                      level: float | None = None, hint: str = "") -> dict:
     """Score naive baselines on the same rows as the model and warn when the model loses, or
     when its interval covers far more or far fewer rows than its level says.
 
@@ -219,9 +219,11 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
       rows: what the scored rows are, in the warning.
       level: the level of the model's interval; given, its coverage is checked
         (:func:`jaxscale.metrics.coverage_check`) and a verdict other than "consistent" is warned.
+      hint: what to try, added to the warning when the model loses by more than a tie.
 
     Returns:
-      ``{name: score(...)}`` for every baseline, plus ``"model_loses_to"``: the baselines whose MAE
+      ``{name: score(...)}`` for every baseline, ``"model"``: the model's :func:`score` on the same rows
+      (its coverage ``None`` with a reason when it gives no interval), ``"model_loses_to"``: the baselines whose MAE
       is lower than the model's (any amount; the warning gives each gap in percent and calls gaps
       under :data:`TIE_PERCENT` a tie), and with ``level`` and a finite interval
       ``"model_interval"``: the coverage check.
@@ -232,15 +234,19 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
 
     from jaxscale.infer.prediction import Prediction
 
-    model = score(y, pred, mask)
+    def scored(p, who):
+        s = score(y, p, mask)
+        if s.get("coverage") is not None and not np.isfinite(np.asarray(p.lower, float)).any():
+            s["coverage"], s["coverage_reason"] = None, f"{who} gives no interval"
+        return s
+
+    model = scored(pred, "the model")
     out, loses = {}, []
     for name, b in baselines.items():
         if not isinstance(b, Prediction):
             b = np.asarray(b, float)
             b = Prediction(b, np.full_like(b, np.nan), np.full_like(b, np.nan))
-        s = score(y, b, mask)
-        if s.get("coverage") is not None and not np.isfinite(np.asarray(b.lower, float)).any():
-            s["coverage"], s["coverage_reason"] = None, "the baseline gives no interval"
+        s = scored(b, "the baseline")
         out[name] = s
         if model.get("mae") is not None and s.get("mae") is not None and s["mae"] < model["mae"]:
             loses.append(name)
@@ -248,10 +254,10 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
         gap = {n: 100.0 * (model["mae"] - out[n]["mae"]) / model["mae"] for n in loses}
         listed = ", ".join(f"{n} ({out[n]['mae']:.4g}, {gap[n]:.3g} % lower)" for n in loses)
         advice = ("a difference this small is a tie on these rows" if max(gap.values()) < TIE_PERCENT
-                  else "prefer the baseline here or check the fit")
+                  else "prefer the baseline here or check the fit" + (f"; {hint}" if hint else ""))
         warnings.warn(f"{what}: on {rows} the model's MAE ({model['mae']:.4g}) is worse than the "
                       f"naive baseline(s) {listed}; {advice}", UserWarning, stacklevel=2)
-    out["model_loses_to"] = loses
+    out["model"], out["model_loses_to"] = model, loses
     check = None if level is None else check_interval(y, pred, level, what=what, mask=mask, rows=rows, scored=model)
     if check is not None:
         out["model_interval"] = check

@@ -24,7 +24,6 @@ from jaxscale.cli._common import (
     compare_baselines,
     read_input,
     save_fit,
-    score,
     split_list,
     write_predictions,
 )
@@ -54,8 +53,7 @@ def baseline_report(details, what: str, level: float) -> dict:
     out = compare_baselines(details.y, details.prediction, details.baselines, what=what, level=level)
     last = compare_baselines(details.y, details.prediction, details.baselines, what=what, mask=details.last,
                              rows="the final point of the held-out curves")
-    out["model"] = score(details.y, details.prediction)
-    out["model"]["last"] = score(details.y, details.prediction, details.last)
+    out["model"]["last"] = last["model"]
     for name in details.baselines:
         out[name]["last"] = last[name]
         out[name]["definition"] = _BASELINE_DEFINITIONS.get(name, "")
@@ -542,7 +540,6 @@ def extrapolate_handler(args) -> dict:
     pred = fit.prediction._replace(samples=None)
     if np.isfinite(y).any():
         b = compare_baselines(y, pred, baselines, what=f"{name} (tail rows)", rows="the tail rows", level=args.level)
-        b["model"] = score(y, pred)
         for k in ("model", *baselines):
             b[k]["rmsle"] = report["score" if k == "model" else k]["rmsle"]
         out["baselines"] = b

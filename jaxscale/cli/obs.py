@@ -78,9 +78,8 @@ def _task_baselines(name: str, result) -> dict:
     nan = np.full_like(h["model"], np.nan)
     b = compare_baselines(h["y"], Prediction(h["model"], nan, nan), {BASELINE: h["baseline"]},
                           what=f"obs fit --task {name} (held-out models with FLOPs, normalised target)", mask=has)
-    same = score(h["y"], Prediction(h["model"], nan, nan), mask=has)
-    same["coverage"], same["coverage_reason"] = None, "the named task's point fit gives no interval"
-    b.update(model_same_rows=same, n_heldout_no_flops=h["n_test_no_flops"], n_train_no_flops=h["n_train_no_flops"],
+    b["model"]["coverage_reason"] = "the named task's point fit gives no interval"
+    b.update(n_heldout_no_flops=h["n_test_no_flops"], n_train_no_flops=h["n_train_no_flops"],
              ln_flops_law=h["law"], units="normalised target (raw - lo) / (hi - lo)",
              rows=f"the {int(has.sum())} held-out models with FLOPs; the {h['n_test_no_flops']} without FLOPs are "
                   "scored for the law only (mse_test)")
@@ -93,7 +92,8 @@ MEAN_BASELINE = "mean_score_sigmoid"
 def _table_baselines(args, fit, data, pred, train, held) -> dict:
     """``baselines`` of a held-out report on your table: the mean-benchmark-score sigmoid on every
     held-out row with a target (the rows of ``holdout``), and the ln-FLOPs sigmoid on those of
-    them with FLOPs (the model is scored again on those rows: ``model_same_rows``)."""
+    them with FLOPs. ``model`` is the model on the rows of the first; each baseline scored on fewer
+    rows carries the model's score on its own rows as its ``model``."""
     from jaxscale.infer.prediction import Prediction
     from jaxscale.observational.model import flops_baseline, mean_score_baseline, take_rows
 
@@ -107,7 +107,7 @@ def _table_baselines(args, fit, data, pred, train, held) -> dict:
         b[MEAN_BASELINE + "_reason"] = minfo["reason"]
     else:
         m = compare_baselines(y, model, {MEAN_BASELINE: mean_base}, what="obs fit (held-out rows)")
-        b[MEAN_BASELINE] = m[MEAN_BASELINE]
+        b[MEAN_BASELINE], b["model"] = m[MEAN_BASELINE], m["model"]
         b["mean_score_law"] = {key: minfo[key] for key in ("slope", "intercept", "floor", "converged")}
         loses += m["model_loses_to"]
     base, info = flops_baseline(tr, q, fit.spec, level=args.level)
@@ -119,8 +119,12 @@ def _table_baselines(args, fit, data, pred, train, held) -> dict:
     else:
         f = compare_baselines(y, model, {BASELINE: base}, what="obs fit (held-out rows with FLOPs)", mask=has)
         b[BASELINE] = f[BASELINE]
+        if "model" in b:
+            b[BASELINE]["model"] = f["model"]
+        else:
+            b["model"] = f["model"]
         loses += f["model_loses_to"]
-        b.update(model_same_rows=score(y, model, mask=has), n_heldout_no_flops=int((~has).sum()),
+        b.update(n_heldout_no_flops=int((~has).sum()),
                  n_train_no_flops=info["n_train_no_flops"],
                  ln_flops_law={key: info[key] for key in ("slope", "intercept", "floor", "converged")})
     if not (MEAN_BASELINE in b or BASELINE in b):
@@ -129,8 +133,9 @@ def _table_baselines(args, fit, data, pred, train, held) -> dict:
     check = check_interval(y, model, args.level, what="obs fit (held-out rows)")
     if check is not None:
         b["model_interval"] = check
+    on_flops_rows = f"{BASELINE}.model" if MEAN_BASELINE in b else "model"
     b["rows"] = (f"{MEAN_BASELINE}: the {int(scored.sum())} held-out rows with a target (those of holdout); "
-                 + (f"{BASELINE}: the {int(has.sum())} of them with FLOPs (model_same_rows: the model on those), "
+                 + (f"{BASELINE}: the {int(has.sum())} of them with FLOPs ({on_flops_rows}: the model on those), "
                     f"fitted on the {info['n_train']} training rows with FLOPs ({info['n_train_no_flops']} without "
                     "are left out)" if has.any() else f"{BASELINE}: not scored ({b[BASELINE + '_reason']})"))
     return {"baselines": b}
@@ -270,8 +275,7 @@ def calibrate_handler(args) -> dict:
         row["baselines"] = compare_baselines(h["y"], model, {BASELINE: h["baseline"]}, mask=has,
                                              what=f"obs calibrate, task {row['task']} (Bayesian law, held-out "
                                                   "models with FLOPs)")
-        row["baselines"].update(model_same_rows=score(h["y"], model, mask=has), n_heldout_no_flops=int((~has).sum()),
-                                n_train_no_flops=h["n_train_no_flops"])
+        row["baselines"].update(n_heldout_no_flops=int((~has).sum()), n_train_no_flops=h["n_train_no_flops"])
     return res
 
 
