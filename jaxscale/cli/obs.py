@@ -92,8 +92,8 @@ MEAN_BASELINE = "mean_score_sigmoid"
 def _table_baselines(args, fit, data, pred, train, held) -> dict:
     """``baselines`` of a held-out report on your table: the mean-benchmark-score sigmoid on every
     held-out row with a target (the rows of ``holdout``), and the ln-FLOPs sigmoid on those of
-    them with FLOPs. ``model`` is the model on the rows of the first; each baseline scored on fewer
-    rows carries the model's score on its own rows as its ``model``."""
+    them with FLOPs. ``model`` is the model on the rows of the first (without it, of the second); the
+    ln-FLOPs sigmoid, scored on fewer rows, then carries the model's score on its rows as its ``model``."""
     from jaxscale.infer.prediction import Prediction
     from jaxscale.observational.model import flops_baseline, mean_score_baseline, take_rows
 
