@@ -340,7 +340,7 @@ def test_law_of_your_own_table_is_the_bundled_law_at_the_same_range(tmp_path, ca
     pd.DataFrame({"width": f["n_embd"], "depth": f["n_layer"], "step": step, "loss": f["value"],
                   "flops": point_compute(f["n_layer"].to_numpy(float), f["n_embd"].to_numpy(float), step)}
                  ).to_csv(csv, index=False)
-    model = ["--model", "magp", "--restarts", "2", "--steps", "100", "--samples", "1000", "--json"]
+    model = ["--model", "magp", "--restarts", "1", "--steps", "50", "--samples", "500", "--json"]
     user = ["lc", "law", "--csv", str(csv), "--task-col", "width", "--instance-col", "depth", "--x-col", "step",
             "--y-col", "loss", "--compute-col", "flops", "--holdout", "width >= 768 and depth >= 24",
             "--grid-min", "1e18", "--grid-max", "1e20", *model]
