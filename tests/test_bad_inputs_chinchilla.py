@@ -59,6 +59,10 @@ ERRORS = [
     ("fewer runs than parameters + 1", lambda df: df.drop(index=range(5, 25), inplace=True),
      ["fewer than 6 points for 5 parameters"]),
     ("missing column", lambda df: df.drop(columns="tokens", inplace=True), ["missing column(s) ['tokens']"]),
+    ("compute instead of tokens", lambda df: df.__setitem__("tokens", 6 * df["params"] * df["tokens"]) or df.rename(
+        columns={"tokens": "train FLOPs"}, inplace=True),
+     ["missing column 'tokens' (training tokens D)", "'train FLOPs' looks like training compute",
+      "df['D'] = df['train FLOPs'] / (6 * df['params'])"]),
     ("constant loss", lambda df: df.__setitem__("val_loss", 3.1), ["'val_loss'", "one value", "all 25 rows"]),
 ]
 
