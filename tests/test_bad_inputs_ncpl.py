@@ -101,6 +101,9 @@ TRAIN_ERRORS = [
     ("constant target", _constant_target, [], ["'loss'", "same value", "every training row"]),
     ("no configuration varies", _constant_config, ["--baseline", "none"], ["no configuration column varies"]),
     ("missing column", lambda df: df.drop(columns="D", inplace=True), [], ["missing column(s) ['D']"]),
+    ("compute instead of tokens", lambda df: df.rename(columns={"D": "flops"}, inplace=True), [],
+     ["missing column 'D' (training tokens D)", "'flops' looks like training compute",
+      "df['D'] = df['flops'] / (6 * df['N'])"]),
 ]
 
 

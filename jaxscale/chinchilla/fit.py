@@ -14,7 +14,6 @@ All 4,500 starts run as one ``vmap``ped compiled program (:func:`fit_core`); boo
 from __future__ import annotations
 
 import itertools
-import re
 import warnings
 
 import jax
@@ -165,7 +164,7 @@ def from_frame(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col
     """
     what = what or "runs table"
     cols = [n_col, d_col] + ([loss_col] if loss_col else [])
-    _tokens_from_compute_hint(df, n_col, d_col, what)
+    V.tokens_from_compute_hint(df, n_col, d_col, what)
     V.require_columns(df, cols, what)
     V.check_positive(df, cols, what)
     if loss_col:
@@ -187,22 +186,6 @@ def from_frame(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col
         _device(np.ones(n)),
         columns=columns,
     )
-
-
-def _tokens_from_compute_hint(df: pd.DataFrame, n_col: str, d_col: str, what: str) -> None:
-    """Raise, with the fix, when the token column is missing but a column looks like training compute
-    (its name says FLOP or compute): the law needs tokens, and ``C = 6 N D`` gives them."""
-    if d_col in df.columns or n_col not in df.columns:
-        return
-    compute = [c for c in df.columns if re.search(r"flop|compute", str(c), re.IGNORECASE)
-               and pd.api.types.is_numeric_dtype(df[c])]
-    if compute:
-        c = compute[0]
-        raise ValueError(
-            f"{what}: missing column {d_col!r} (training tokens D); present columns are {list(df.columns)}. "
-            f"Column {c!r} looks like training compute: the law is fitted on N and D, so add the tokens as "
-            f"D = C / (6 N), e.g. in pandas df['D'] = df[{c!r}] / (6 * df[{n_col!r}]), and pass --d-col D "
-            "(d_col='D')")
 
 
 def _device(a, dtype=None):

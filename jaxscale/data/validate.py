@@ -3,6 +3,7 @@ rows and the fix, and raises ``ValueError``. Nothing is ever dropped silently.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Iterable, Mapping, Sequence
 
@@ -11,6 +12,7 @@ import pandas as pd
 
 __all__ = [
     "require_columns",
+    "tokens_from_compute_hint",
     "check_numeric",
     "check_finite",
     "check_positive",
@@ -47,6 +49,23 @@ def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str = "table
         fix = ("A fitted model reads the columns it was fitted with: rename (or add) these columns of the query"
                if "query" in what else "Rename your columns or pass the right column names.")
         raise ValueError(f"{what}: missing column(s) {missing}; present columns are {list(df.columns)}. {fix}")
+
+
+def tokens_from_compute_hint(df: pd.DataFrame, n_col: str, d_col: str, what: str = "table") -> None:
+    """Raise, with the fix, when the token column ``d_col`` is missing but a numeric column looks like
+    training compute (its name says FLOP or compute): laws in N and D need tokens, and ``C = 6 N D``
+    gives them. Returns without a word otherwise (the caller's column check names what is missing)."""
+    if d_col in df.columns or n_col not in df.columns:
+        return
+    compute = [c for c in df.columns if re.search(r"flop|compute", str(c), re.IGNORECASE)
+               and pd.api.types.is_numeric_dtype(df[c])]
+    if compute:
+        c = compute[0]
+        raise ValueError(
+            f"{what}: missing column {d_col!r} (training tokens D); present columns are {list(df.columns)}. "
+            f"Column {c!r} looks like training compute: the law is fitted on N and D, so add the tokens as "
+            f"D = C / (6 N), e.g. in pandas df['D'] = df[{c!r}] / (6 * df[{n_col!r}]), and pass --d-col D "
+            "(d_col='D')")
 
 
 def check_numeric(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:

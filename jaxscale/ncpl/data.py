@@ -24,6 +24,7 @@ from jaxscale.data.validate import (
     check_numeric,
     check_positive,
     require_columns,
+    tokens_from_compute_hint,
     warn_far_above,
 )
 from jaxscale.ncpl.dataset import cell_codes
@@ -223,6 +224,8 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
     if (n_col is None) != (d_col is None):
         raise ValueError(f"give both n_col and d_col (parameters and tokens) or neither; got n_col={n_col!r}, "
                          f"d_col={d_col!r}")
+    if d_col is not None:
+        tokens_from_compute_hint(df, n_col, d_col, f"{what} (d_col)")
     for name, col in (("n_col", n_col), ("d_col", d_col), ("baseline_col", baseline_col)):
         if col is not None:
             require_columns(df, [col], f"{what} ({name})")
