@@ -131,7 +131,9 @@ def _caught(records) -> list:
 
 def _shift_hint(spec) -> str:
     """What to try when the paper's law (the default) loses to carrying scores forward."""
-    if spec.fit_shift or spec.penalty not in ("logistic", "log_ratio"):
+    from jaxscale.context_law.model import SHAPED_PENALTIES
+
+    if spec.fit_shift or spec.penalty not in SHAPED_PENALTIES:
         return ""
     return ("try --fit-shift (Spec(fit_shift=True)): an effective context limit shift x n_ctx, for scores that "
             "fall before the nominal limit; every bundled preset fits it")

@@ -24,6 +24,7 @@ from jaxscale.laws.context import PENALTIES, ContextLawParams, context_law
 __all__ = [
     "Spec",
     "PENALTIES",
+    "SHAPED_PENALTIES",
     "LIKELIHOODS",
     "ContextData",
     "param_names",
@@ -62,15 +63,19 @@ class ContextData(NamedTuple):
     floor: jax.Array
 
 
+#: The penalties with a width and a location: ``fit_scale`` and ``fit_shift`` act on these only.
+SHAPED_PENALTIES = ("logistic", "log_ratio")
+
+
 def _has_scale(spec: Spec) -> bool:
-    return spec.fit_scale and spec.penalty in ("logistic", "log_ratio")
+    return spec.fit_scale and spec.penalty in SHAPED_PENALTIES
 
 
 def param_names(spec: Spec) -> tuple:
     names = ["a"] + (["alpha"] if spec.fit_alpha else []) + ["b", "beta"]
     if _has_scale(spec):
         names.append("log_scale")
-    if spec.fit_shift and spec.penalty in ("logistic", "log_ratio"):
+    if spec.fit_shift and spec.penalty in SHAPED_PENALTIES:
         names.append("log_shift")
     if spec.decay:
         names.append("gamma")
