@@ -3,6 +3,7 @@ scipy baseline, the Bayesian power law on synthetic curves that follow the law, 
 import contextlib
 import io
 import json
+import re
 import warnings
 
 import jax
@@ -44,8 +45,16 @@ def test_cut_and_validation():
     np.testing.assert_array_equal(d2.train, d.train)
     with pytest.raises(ValueError, match="exactly one"):
         tail_from_frame(flag, curve_col="run", x_col="step", y_col="loss", train_col="early", cutoff=600)
-    with pytest.raises(ValueError, match=r"'r0'.*3 training point.*at least 4"):
-        tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=60)
+    # five runs logged sparsely, one densely: the pandas line in the error drops the five, keeps the sixth
+    short = pd.concat([df[df["run"] != "r1"], df[df["run"] == "r1"].assign(step=lambda f: f["step"] / 100)])
+    short = short.assign(early=short["step"] <= 60)
+    for kw in ({"cutoff": 60}, {"train_col": "early"}):
+        with pytest.raises(ValueError, match=r"'r0'.*3 training point.*at least 4 .*\(5 run\(s\)") as e:
+            tail_from_frame(short, curve_col="run", x_col="step", y_col="loss", **kw)
+        scope = {"df": short, "np": np}
+        exec(re.search(r"in pandas (df = .*)$", str(e.value)).group(1), scope)
+        kept = tail_from_frame(scope["df"], curve_col="run", x_col="step", y_col="loss", **kw)
+        assert kept.labels == ("r1",) and len(scope["df"]) == len(STEPS)
     with pytest.raises(ValueError, match=r"'loss'.*<= 0"):
         tail_from_frame(df.assign(loss=df["loss"] - 2.0), curve_col="run", x_col="step", y_col="loss", cutoff=600)
     with pytest.raises(ValueError, match="nothing is left"):

@@ -232,10 +232,14 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     if few.size:
         k = int(few[0])
         rows = df.index[(code == k) & train]
+        step = f"np.exp(df[{x_col!r}])" if x_is_log else f"df[{x_col!r}]"
+        early = f"df[{train_col!r}]" if train_col else f"{step}.le({cutoff!r})"
         raise ValueError(f"{what}: curve {curve_col!r} = {labels[k]!r} has {int(n_tr[k])} training point(s) (rows "
                          f"{_rows(rows)} of its {int(np.sum(code == k))}); the law E + A x^-alpha has 3 parameters, "
                          f"so each run in progress needs at least {MIN_TRAIN_POINTS} early points ({few.size} run(s) "
-                         "have fewer). Raise the cutoff or drop those runs")
+                         f"have fewer, e.g. {[labels[i] for i in few[:3]]}). Raise the cutoff or drop those runs, "
+                         f"e.g. in pandas df = df[{early}.groupby(df[{curve_col!r}]).transform('sum') >= "
+                         f"{MIN_TRAIN_POINTS}]")
     spread = pd.Series(y[train]).groupby(code[train]).agg(np.ptp).reindex(range(len(labels))).to_numpy()
     flat = np.flatnonzero((spread == 0) & has_tail)
     if flat.size:
