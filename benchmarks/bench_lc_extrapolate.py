@@ -6,7 +6,8 @@ the rest is predicted); the nanochat runs again with every second run finished (
 interval is calibrated on them, ``--nanochat-finished-cuts``); and the multilingual few-shot split
 ``extrapolate9`` (last 9 of 20 points of the largest model's curves; the smaller models' curves are
 finished runs; ``--multilingual`` picks the datasets); and the nanoGPT cuts again with the law-informed
-hierarchical GP (``magp_law``, the runs' width and depth as descriptors, ``--gp-cuts``). Reported
+hierarchical GP (``magp_law``, the runs' width and depth as descriptors, ``--gp-cuts``), and the nanochat
+cuts with it (each run's depth, learning rate, weight decay and warm-down ratio, ``--nanochat-gp-cuts``). Reported
 per case: RMSLE, MAE and 90 % coverage on the predicted points, the calibration record, the
 sampler's or optimiser's diagnostics, seconds.
 
@@ -68,11 +69,13 @@ def nanogpt_cut(fraction: float, descriptors: bool = False):
     return d
 
 
-def nanochat_cut(fraction: float, n_runs: int = 30, every: int = 4, finished: bool = False):
+def nanochat_cut(fraction: float, n_runs: int = 30, every: int = 4, finished: bool = False,
+                 descriptors: bool = False):
     """LossCast's nanochat runs: ``n_runs`` of the complete 200-point curves (evenly spaced in the
     sorted run ids), every ``every``-th logged step from step 10 (step 0 has no power law), cut at
     ``fraction`` of the last step. ``finished``: every second run is kept whole (a finished run,
-    used to calibrate the interval); the others are cut."""
+    used to calibrate the interval); the others are cut. ``descriptors``: each run's configuration
+    from the runs table (depth, matrix learning rate, weight decay, warm-down ratio; for the GP)."""
     from jaxscale.data.registry import load
     from jaxscale.learning_curves.extrapolate import TailData, cut_curves
 
@@ -87,7 +90,17 @@ def nanochat_cut(fraction: float, n_runs: int = 30, every: int = 4, finished: bo
     code = np.searchsorted(labels, f["run_id"].to_numpy())
     x = f["step"].to_numpy(float)
     train = cut_curves(code, x, fraction) | (finished & (code % 2 == 1))
-    return TailData(code, x, f["loss"].to_numpy(float), train, labels, np.arange(len(f)))
+    d = TailData(code, x, f["loss"].to_numpy(float), train, labels, np.arange(len(f)))
+    if descriptors:
+        cols = dict(NANOCHAT_DESCRIPTORS)
+        config = load("losscast_nanochat_runs").set_index("run_id").loc[f["run_id"], list(cols)]
+        d = d.replace(columns=tuple(("descriptor", c) for c in cols.values()), descriptors=config.to_numpy(float))
+    return d
+
+
+#: the nanochat runs' configuration columns the GP reads (runs table column -> short name)
+NANOCHAT_DESCRIPTORS = (("model.n_layers", "depth"), ("optimizer.extra.matrix_lr", "matrix_lr"),
+                        ("optimizer.weight_decay", "weight_decay"), ("schedule.warmdown_ratio", "warmdown_ratio"))
 
 
 def multilingual(name: str):
@@ -170,6 +183,9 @@ def main(argv=None):
     p.add_argument("--multilingual", default="multilingual_same_source_en")
     p.add_argument("--gp-cuts", default="0.1,0.25,0.5",
                    help="cuts of nanoGPT-large predicted by the law-informed GP (descriptors: width, depth)")
+    p.add_argument("--nanochat-gp-cuts", default="",
+                   help="cuts of the nanochat case predicted by the law-informed GP (descriptors: depth, matrix "
+                        "learning rate, weight decay, warm-down ratio from the runs table), e.g. 0.1,0.25,0.5")
     p.add_argument("--gp-restarts", type=int, default=None, help="GP restarts (default: extrapolate_gp's)")
     p.add_argument("--gp-steps", type=int, default=None, help="GP Adam steps (default: extrapolate_gp's)")
     p.add_argument("--sampler", default="nuts", choices=["nuts", "importance", "auto"],
@@ -198,6 +214,8 @@ def main(argv=None):
               for c in args.gp_cuts.split(",") if c]
     cases += [(f"nanochat cut {float(c):.0%}", lambda c=float(c): nanochat_cut(c))
               for c in args.nanochat_cuts.split(",") if c]
+    cases += [(f"nanochat cut {float(c):.0%}, magp_law", lambda c=float(c): nanochat_cut(c, descriptors=True))
+              for c in args.nanochat_gp_cuts.split(",") if c]
     cases += [(f"nanochat cut {float(c):.0%}, 15 of 30 runs finished", lambda c=float(c): nanochat_cut(c, finished=True))
               for c in args.nanochat_finished_cuts.split(",") if c]
     cases += [(f"{m} extrapolate9", lambda m=m: multilingual(m)) for m in args.multilingual.split(",") if m]

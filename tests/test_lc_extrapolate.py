@@ -317,7 +317,7 @@ def test_interval_calibrated_on_finished_runs():
     # no finished run: the model's own interval, and a warning that says why
     only_live = tail_from_frame(live.assign(early=live["step"] <= 500), curve_col="run", x_col="step",
                                 y_col="loss", train_col="early")
-    with pytest.warns(UserWarning, match="not calibrated: no finished run"):
+    with pytest.warns(UserWarning, match="not calibrated: no finished run.*--model magp_law --descriptor-cols"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             fit2 = extrapolate(jax.random.key(0), only_live, ExtrapolateSpec(warmup=100, samples=100, chains=2))

@@ -958,6 +958,9 @@ def _calibrate(spec: ExtrapolateSpec, rho, data: TailData, held_rows, held_log_q
     if rho is None:
         out["reason"] = ("no finished run (a run whose rows are all in the early part) to hold back; the interval is "
                          "the model's own")
+        advice += (", or, when the runs carry their configuration (depth, learning rate, ...), fit them all together: "
+                   "model='magp_law' (CLI: --model magp_law --descriptor-cols C1,C2), whose interval is its own too "
+                   "but learns from the runs further along")
     elif held_rows.size < MIN_CALIBRATION_POINTS:
         out["reason"] = (f"{held_rows.size} held-back point(s) of finished runs, fewer than {MIN_CALIBRATION_POINTS}; "
                          "the interval is the model's own")
