@@ -1,5 +1,5 @@
 r"""Point, probabilistic and scaling-law metrics (pure ``jnp``, jit/vmap-able; the rank
-correlation :func:`spearman` is numpy on the host).
+correlation :func:`spearman` and :func:`rmsle` are numpy on the host, in float64).
 
 Conventions: ``y`` is the truth; ``mean``/``var``/``std`` describe a Gaussian prediction;
 ``samples`` has the sample axis first.
@@ -15,6 +15,7 @@ from jax.scipy.stats import norm
 __all__ = [
     "rmse",
     "mae",
+    "rmsle",
     "spearman",
     "rank_average",
     "gaussian_nlpd",
@@ -44,6 +45,13 @@ def rmse(y, pred):
 def mae(y, pred):
     """Mean absolute error."""
     return jnp.mean(jnp.abs(jnp.asarray(pred) - jnp.asarray(y)))
+
+
+def rmsle(y, pred) -> float:
+    """Root mean squared error of ``ln``, for a positive truth such as a loss (a prediction <= 0
+    counts as 1e-300); numpy float64 on the host, whatever JAX's precision."""
+    y, pred = np.asarray(y, np.float64), np.asarray(pred, np.float64)
+    return float(np.sqrt(np.mean((np.log(np.maximum(pred, 1e-300)) - np.log(y)) ** 2)))
 
 
 def rank_average(a) -> np.ndarray:

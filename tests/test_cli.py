@@ -189,7 +189,19 @@ def test_baseline_warning_gives_the_gap_and_calls_a_small_one_a_tie():
     assert out["model_loses_to"] == ["near"]
     with pytest.warns(UserWarning, match=r"better \(0\.05, 50 % lower\); prefer the baseline here"):
         out = compare_baselines(y, model, {"better": y - 0.05}, what="m")
-    assert out["model_loses_to"] == ["better"]
+    assert out["model_loses_to"] == ["better"] and out["compared_on"] == "mae"
+    # judged on the log error instead (losses of runs in progress): 5 % too high everywhere beats
+    # 0.1 too high, whose MAE is lower but whose relative error is 10 % on the smallest loss
+    rel = Prediction(y * 1.05, y, y * 1.1)
+    with pytest.warns(UserWarning, match=r"model's MAE \(0\.125\) is worse than .* plus \(0\.1, 20 % lower\)"):
+        assert compare_baselines(y, rel, {"plus": y + 0.1}, what="m")["model_loses_to"] == ["plus"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = compare_baselines(y, rel, {"plus": y + 0.1}, what="m", metric="rmsle")
+    assert out["model_loses_to"] == [] and out["compared_on"] == "rmsle"
+    assert out["model"]["rmsle"] == pytest.approx(np.log(1.05)) and out["plus"]["rmsle"] > out["model"]["rmsle"]
+    with pytest.raises(ValueError, match="metric='mse' is unknown"):
+        compare_baselines(y, rel, {}, what="m", metric="mse")
 
 
 def test_coverage_check_accepts_what_a_calibrated_interval_shows():

@@ -232,7 +232,10 @@ def test_cli_extrapolate(tmp_path, capsys):
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_tail"] == 24 and {"bayes", "scipy_power_law", "baselines", "diagnostics"} <= set(out)
-    assert {"rmsle", "mae", "coverage"} <= set(out["baselines"]["model"]) | {"rmsle"}
+    b = out["baselines"]
+    assert {"rmsle", "mae", "coverage"} <= set(b["model"]) and b["compared_on"] == "rmsle"  # the model is judged on RMSLE
+    assert b["model"]["rmsle"] == pytest.approx(out["score"]["rmsle"], rel=1e-12)
+    assert b["model_loses_to"] == [k for k in ("scipy_power_law", "last_value") if b[k]["rmsle"] < b["model"]["rmsle"]]
     assert out["diagnostics"]["num_chains"] == 2 and out["diagnostics"]["sampler"] == "nuts"
     assert any("ESS" in str(x.message) for x in w)  # 60 draws per chain: the diagnostics warn
     assert out["calibration"]["calibrated"] is False and out["calibration"]["margin"] is None  # every run is cut

@@ -206,7 +206,7 @@ TIE_PERCENT = 1.0
 
 
 def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: str = "the held-out rows",
-                      level: float | None = None, hint: str = "") -> dict:
+                      level: float | None = None, hint: str = "", metric: str = "mae") -> dict:
     """Score naive baselines on the same rows as the model and warn when the model loses, or
     when its interval covers far more or far fewer rows than its level says.
 
@@ -220,13 +220,15 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
       level: the level of the model's interval; given, its coverage is checked
         (:func:`jaxscale.metrics.coverage_check`) and a verdict other than "consistent" is warned.
       hint: what to try, added to the warning when the model loses by more than a tie.
+      metric: the score the model is judged on: ``"mae"``, or ``"rmsle"`` (root mean squared error
+        of the log, for positive targets such as losses; then also in every score).
 
     Returns:
       ``{name: score(...)}`` for every baseline, ``"model"``: the model's :func:`score` on the same rows
-      (its coverage ``None`` with a reason when it gives no interval), ``"model_loses_to"``: the baselines whose MAE
-      is lower than the model's (any amount; the warning gives each gap in percent and calls gaps
-      under :data:`TIE_PERCENT` a tie), and with ``level`` and a finite interval
-      ``"model_interval"``: the coverage check.
+      (its coverage ``None`` with a reason when it gives no interval), ``"model_loses_to"``: the baselines whose
+      ``metric`` is lower than the model's (any amount; the warning gives each gap in percent and calls gaps
+      under :data:`TIE_PERCENT` a tie), ``"compared_on"``: ``metric``, and with ``level`` and a finite
+      interval ``"model_interval"``: the coverage check.
     """
     import warnings
 
@@ -234,10 +236,20 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
 
     from jaxscale.infer.prediction import Prediction
 
+    from jaxscale.metrics import rmsle
+
+    if metric not in ("mae", "rmsle"):
+        raise ValueError(f"metric={metric!r} is unknown; choose 'mae' or 'rmsle'")
+    sel = slice(None) if mask is None else np.asarray(mask, bool)
+    truth = np.asarray(y, float)[sel]
+
     def scored(p, who):
         s = score(y, p, mask)
         if s.get("coverage") is not None and not np.isfinite(np.asarray(p.lower, float)).any():
             s["coverage"], s["coverage_reason"] = None, f"{who} gives no interval"
+        if metric == "rmsle":
+            keep = np.isfinite(truth)
+            s["rmsle"] = rmsle(truth[keep], np.asarray(p.mean, float)[sel][keep]) if keep.any() else None
         return s
 
     model = scored(pred, "the model")
@@ -248,16 +260,16 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
             b = Prediction(b, np.full_like(b, np.nan), np.full_like(b, np.nan))
         s = scored(b, "the baseline")
         out[name] = s
-        if model.get("mae") is not None and s.get("mae") is not None and s["mae"] < model["mae"]:
+        if model.get(metric) is not None and s.get(metric) is not None and s[metric] < model[metric]:
             loses.append(name)
     if loses:
-        gap = {n: 100.0 * (model["mae"] - out[n]["mae"]) / model["mae"] for n in loses}
-        listed = ", ".join(f"{n} ({out[n]['mae']:.4g}, {gap[n]:.3g} % lower)" for n in loses)
+        gap = {n: 100.0 * (model[metric] - out[n][metric]) / model[metric] for n in loses}
+        listed = ", ".join(f"{n} ({out[n][metric]:.4g}, {gap[n]:.3g} % lower)" for n in loses)
         advice = ("a difference this small is a tie on these rows" if max(gap.values()) < TIE_PERCENT
                   else "prefer the baseline here or check the fit" + (f"; {hint}" if hint else ""))
-        warnings.warn(f"{what}: on {rows} the model's MAE ({model['mae']:.4g}) is worse than the "
+        warnings.warn(f"{what}: on {rows} the model's {metric.upper()} ({model[metric]:.4g}) is worse than the "
                       f"naive baseline(s) {listed}; {advice}", UserWarning, stacklevel=2)
-    out["model"], out["model_loses_to"] = model, loses
+    out["model"], out["model_loses_to"], out["compared_on"] = model, loses, metric
     check = None if level is None else check_interval(y, pred, level, what=what, mask=mask, rows=rows, scored=model)
     if check is not None:
         out["model_interval"] = check

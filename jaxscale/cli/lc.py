@@ -539,10 +539,8 @@ def extrapolate_handler(args) -> dict:
     y = np.asarray(data.y, float)[fit.rows]
     pred = fit.prediction._replace(samples=None)
     if np.isfinite(y).any():
-        b = compare_baselines(y, pred, baselines, what=f"{name} (tail rows)", rows="the tail rows", level=args.level)
-        for k in ("model", *baselines):
-            b[k]["rmsle"] = report["score" if k == "model" else k]["rmsle"]
-        out["baselines"] = b
+        out["baselines"] = compare_baselines(y, pred, baselines, what=f"{name} (tail rows)", rows="the tail rows",
+                                             level=args.level, metric="rmsle")
     else:
         out["baselines"], out["baselines_reason"] = None, "no tail row carries a loss; nothing is scored"
     if args.predictions:

@@ -75,6 +75,7 @@ from jaxscale.data import validate as V
 from jaxscale.data.validate import _rows
 from jaxscale.infer.prediction import Prediction, check_level
 from jaxscale.learning_curves.spec import AUTO_IMPORTANCE_RUNS, SAMPLERS, ExtrapolateSpec
+from jaxscale.metrics import rmsle
 
 __all__ = ["ExtrapolateSpec", "TailData", "TailFit", "tail_from_frame", "extrapolate", "extrapolate_gp",
            "powerlaw_lstsq", "score_tail", "evaluate_tail", "cut_curves", "MIN_TRAIN_POINTS"]
@@ -1037,8 +1038,7 @@ def score_tail(y, mean, lower=None, upper=None) -> dict:
     ok = np.isfinite(y)
     m = np.asarray(mean, float)[ok]
     yy = y[ok]
-    out = {"n": int(ok.sum()), "rmsle": float(np.sqrt(np.mean((np.log(np.maximum(m, 1e-300)) - np.log(yy)) ** 2))),
-           "mae": float(np.mean(np.abs(m - yy)))}
+    out = {"n": int(ok.sum()), "rmsle": rmsle(yy, m), "mae": float(np.mean(np.abs(m - yy)))}
     if lower is not None:
         lo, hi = np.asarray(lower, float)[ok], np.asarray(upper, float)[ok]
         out["coverage"] = float(np.mean((yy >= lo) & (yy <= hi)))
