@@ -329,7 +329,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"{r['pillar']:15s} {r['case'][:44]:44s} {r['model']['n']:5d} {_fmt(r['model']['mae']):>10s} "
                      f"{base:>32s} {_fmt(r['coverage_90'], '.2f'):>6s} {r['seconds']:6.0f}{lose}")
     if any(r.get("model_loses_to") for r in rows):
-        lines.append("* the model's MAE is worse than a baseline's (model_loses_to)")
+        lines.append("* a baseline beats the model (model_loses_to: on MAE; on RMSLE for lc extrapolate)")
     if any(_off(r) for r in rows):
         lines.append("! the 90 % interval's coverage is outside what a calibrated one shows (interval.verdict)")
     return "\n".join(lines)
