@@ -235,7 +235,6 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
     import numpy as np
 
     from jaxscale.infer.prediction import Prediction
-
     from jaxscale.metrics import rmsle
 
     if metric not in ("mae", "rmsle"):
