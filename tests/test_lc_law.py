@@ -130,7 +130,8 @@ def test_cli_on_your_own_csv(tmp_path, capsys):
     assert b["model"]["mae"] < 0.05 and b["model"]["mae"] < b["size_trend"]["mae"] < b["nearest_curve"]["mae"]
     heldout = pd.read_csv(out_csv)
     assert len(heldout) == 10 and list(heldout.columns) == list(df.columns) + ["mean", "lower", "upper",
-                                                                              "extrapolation"]
+                                                                              "extrapolation", "nearest_curve",
+                                                                              "size_trend"]
     bad = tmp_path / "bad.csv"
     df.assign(val_loss=df["val_loss"] - 3.0).to_csv(bad, index=False)
     rc = main(["lc", "evaluate", "--csv", str(bad), *base, "--holdout", "hidden == 512", "--json"])

@@ -4,6 +4,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 from jaxscale.learning_curves.active import (
@@ -243,9 +244,13 @@ def test_recommend_ranks_runs_not_trained_yet(tmp_path, capsys):
     # the same table through lc law: the candidates are predicted, nothing is scored
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["lc", "law", *cols, "--restarts", "1", "--steps", "30", "--samples", "32", "--json"]) == 0
+        assert main(["lc", "law", *cols, "--restarts", "1", "--steps", "30", "--samples", "32", "--predictions",
+                     str(tmp_path / "planned_pred.csv"), "--json"]) == 0
     law = json.loads(capsys.readouterr().out)
     assert law["gt"] is None and law["baselines"] is None and np.isfinite(law["b1"]["mean"])
+    planned = pd.read_csv(tmp_path / "planned_pred.csv")  # the candidates' rows: the model's and each baseline's loss
+    assert len(planned) == cand.sum() and planned["loss"].isna().all()
+    assert np.isfinite(planned[["mean", "nearest_curve", "size_trend"]].to_numpy()).all()
     for name in ("nearest_curve", "size_trend"):  # the trend line's law needs no truth; its AbC does
         b = law["baseline_laws"][name]
         assert np.isfinite(b["b1"]) and "abc" not in b

@@ -156,8 +156,11 @@ def test_cli_evaluate_save_predict(table, tmp_path, capsys):
     for name in ("nearest_curve", "size_trend", "model"):
         assert b[name]["n"] == 5 and b[name]["last"]["n"] == 1 and np.isfinite(b[name]["mae"])
     assert out["extrapolation"]["max"] == 0.0  # width 512 and depth 8 both have training runs
-    heldout = pd.read_csv(out_csv)
-    assert len(heldout) == 5 and list(heldout.columns) == list(df.columns) + ["mean", "lower", "upper", "extrapolation"]
+    heldout = pd.read_csv(out_csv)  # the held-out rows with the model's prediction, then each baseline's
+    assert len(heldout) == 5 and list(heldout.columns) == list(df.columns) + ["mean", "lower", "upper", "extrapolation",
+                                                                             "nearest_curve", "size_trend"]
+    for name in ("nearest_curve", "size_trend"):
+        assert np.mean(np.abs(heldout[name] - heldout["loss"])) == pytest.approx(b[name]["mae"], rel=1e-12)
     # predict new rows with the saved model: the same numbers as the Python path
     new = tmp_path / "new.csv"
     df.loc[held, ["width", "depth", "step", "loss"]].to_csv(new, index=False)

@@ -190,9 +190,10 @@ def _no_bundled(args, *names) -> None:
                          "Give either --csv or --dataset/--split")
 
 
-def _outputs(args, out: dict, df, held, fit, pred) -> dict:
+def _outputs(args, out: dict, df, held, fit, pred, baselines: dict | None = None) -> dict:
+    # --predictions: the held-out rows with the model's mean and interval, then each baseline's value
     if getattr(args, "predictions", None):
-        out["predictions"] = write_predictions(args.predictions, df.loc[held], pred)
+        out["predictions"] = write_predictions(args.predictions, df.loc[held], pred, extra=baselines)
     saved = save_fit(args, fit)
     if saved:
         out["saved"] = saved
@@ -216,15 +217,15 @@ def evaluate_handler(args) -> dict:
         fit, pred, out = evaluate_holdout(jax.random.key(args.seed), data, held, _spec(args), level=args.level)
         out = {"source": str(args.csv), "holdout": args.holdout, "level": args.level,
                "thinned": df.attrs.get("thinned"), **out}
-        out["baselines"] = baseline_report(heldout_details(data, held, pred), f"{args.model} (held-out rows)",
-                                           args.level)
+        details = heldout_details(data, held, pred)
+        out["baselines"] = baseline_report(details, f"{args.model} (held-out rows)", args.level)
         if args.plot:
             from jaxscale import plotting
             from jaxscale.learning_curves.plot import plot_table_prediction
 
             fig = plot_table_prediction(data.rows(~held), data.rows(held), pred, title=f"{args.model}, held-out rows")
             out["plot"] = str(plotting.save(fig, args.plot))
-        return _outputs(args, out, df, held, fit, pred)
+        return _outputs(args, out, df, held, fit, pred, details.baselines)
     from jaxscale.learning_curves.pipeline import evaluate_model
 
     for flag in ("predictions", "save", "ckpt_dir"):
@@ -312,15 +313,15 @@ def law_handler(args) -> dict:
                                    abc_range=_abc_range(args.abc_range))
         out = {"source": str(args.csv), "holdout": args.holdout, "thinned": df.attrs.get("thinned"), **out}
         compare_baseline_laws(out, f"{args.model} (law of the held-out rows)")
-        if np.all(np.isfinite(np.asarray(data.y, float)[held])):
-            from jaxscale.learning_curves.pipeline import heldout_details
+        from jaxscale.learning_curves.pipeline import heldout_details
 
-            out["baselines"] = baseline_report(heldout_details(data, held, pred),
-                                               f"{args.model} (held-out rows of the law)", args.level)
+        details = heldout_details(data, held, pred)  # the baselines need no true loss of the held-out rows
+        if np.all(np.isfinite(details.y)):
+            out["baselines"] = baseline_report(details, f"{args.model} (held-out rows of the law)", args.level)
         else:
             out["baselines"] = None
             out["baselines_reason"] = "some held-out rows carry no true loss, so nothing can be scored"
-        return _outputs(args, out, df, held, fit, pred)
+        return _outputs(args, out, df, held, fit, pred, details.baselines)
     return _bundled_law(args)
 
 
