@@ -233,7 +233,7 @@ def test_cli_extrapolate(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["n_tail"] == 24 and {"bayes", "scipy_power_law", "baselines", "diagnostics"} <= set(out)
     b = out["baselines"]
-    assert {"rmsle", "mae", "coverage"} <= set(b["model"]) and b["compared_on"] == "rmsle"  # the model is judged on RMSLE
+    assert {"rmsle", "mae", "coverage"} <= set(b["model"]) and b["compared_on"] == "rmsle"  # judged on RMSLE
     assert b["model"]["rmsle"] == pytest.approx(out["score"]["rmsle"], rel=1e-12)
     assert b["model_loses_to"] == [k for k in ("scipy_power_law", "last_value") if b[k]["rmsle"] < b["model"]["rmsle"]]
     assert out["diagnostics"]["num_chains"] == 2 and out["diagnostics"]["sampler"] == "nuts"
