@@ -116,8 +116,14 @@ def test_cli_csv_holdout_predictions_save_predict_optimal(tmp_path, capsys):
     check = out["baselines"]["model_interval"]  # the 90 % interval, checked on the same 4 rows
     assert check["n"] == 4 and check["coverage"] == out["holdout"]["coverage"] and check["level"] == 0.9
     pred = pd.read_csv(tmp_path / "p.csv")
-    assert list(pred.columns) == ["params", "tokens", "val_loss", "mean", "lower", "upper", "extrapolation", "heldout"]
+    assert list(pred.columns) == ["params", "tokens", "val_loss", "mean", "lower", "upper", "extrapolation", "heldout",
+                                  "power_law_in_compute"]
     assert len(pred) == 25 and pred["heldout"].sum() == 4
+    # the baseline's value on the held-out rows (empty on the others) is the one the JSON scored
+    law = pred["power_law_in_compute"]
+    assert law.notna().to_numpy().tolist() == pred["heldout"].tolist()
+    mae = (law - pred["val_loss"]).abs().mean()
+    assert mae == pytest.approx(out["baselines"]["power_law_in_compute"]["mae"], rel=1e-12)
     # a saved model predicts new rows: CLI and Python agree exactly
     new = runs(seed=5).iloc[:6]
     new.to_csv(tmp_path / "new.csv", index=False)

@@ -243,3 +243,25 @@ def test_held_out_coverage_far_below_the_level_is_warned_and_reported():
                                   {"far": y + 0.5}, what="m", level=0.9)
         calibrated = compare_baselines(y, Prediction(y, y - 0.1, y + 0.1), {"far": y + 0.5}, what="m", level=0.95)
     assert "model_interval" not in point and calibrated["model_interval"]["verdict"] == "consistent"
+
+
+def test_predictions_file_holds_baselines_and_names_a_replaced_column(tmp_path):
+    import pandas as pd
+
+    from jaxscale.cli._common import baseline_columns, write_predictions
+    from jaxscale.infer.prediction import Prediction
+
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "mean": [5.0, 6.0, 7.0]})  # the user's own 'mean' column
+    pred = Prediction(np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.0, 2.0]), np.array([2.0, 3.0, 4.0]))
+    held = np.array([False, True, True])
+    cols = baseline_columns(3, held, {"trend": np.array([7.0, 8.0]), "law": Prediction(*[np.array([9.0, 9.5])] * 3)})
+    with pytest.warns(UserWarning, match=r"column\(s\) \['mean'\] hold jaxscale's values in p.csv"):
+        write_predictions(tmp_path / "p.csv", frame, pred, extra={"heldout": held, **cols})
+    out = pd.read_csv(tmp_path / "p.csv")
+    assert list(out.columns) == ["x", "mean", "lower", "upper", "heldout", "trend", "law"]
+    assert out["mean"].tolist() == [1.0, 2.0, 3.0]
+    assert out["trend"].isna().tolist() == [True, False, False] and out["trend"].tolist()[1:] == [7.0, 8.0]
+    assert out["law"].tolist()[1:] == [9.0, 9.5]
+    with warnings.catch_warnings():  # no clash, no warning
+        warnings.simplefilter("error")
+        write_predictions(tmp_path / "q.csv", frame[["x"]], pred)

@@ -141,8 +141,14 @@ def test_cli_fit_then_predict(table, tmp_path, capsys):
     assert res["spec"] == SPEC._asdict()
     written = pd.read_csv(out_csv)
     assert len(written) == 80 and list(written.columns) == list(df.columns) + ["mean", "lower", "upper",
-                                                                               "extrapolation", "heldout"]
+                                                                               "extrapolation", "heldout",
+                                                                               "carry_forward"]
     assert written["heldout"].sum() == 20
+    # the baseline's value on the held-out rows (empty on the others) is the one the JSON scored
+    base = written["carry_forward"]
+    assert base.notna().tolist() == written["heldout"].tolist()
+    mae = (base - written["score"]).abs().mean()
+    assert mae == pytest.approx(res["baselines"]["carry_forward"]["mae"], rel=1e-12)
     ref = cl.predict(fit, df)  # the CLI fitted the same rows with the same key and spec
     np.testing.assert_allclose(written["mean"], np.asarray(ref.mean), rtol=1e-12)
 

@@ -149,10 +149,15 @@ def test_cli_train_holdout_predictions_save_then_predict(tmp_path, capsys):
     assert 0.0 <= out["holdout"]["ncpl"]["coverage_90"] <= 1.0
     pred1 = pd.read_csv(p1)
     assert len(pred1) == len(df)
-    assert list(pred1.columns) == [*df.columns, "mean", "lower", "upper", "extrapolation", "fit_row"]
+    bases = ["chinchilla_on_training_rows", "mean_of_training_rows"]
+    assert list(pred1.columns) == [*df.columns, "mean", "lower", "upper", "extrapolation", "fit_row", *bases]
     fit_rows = pred1["fit_row"].to_numpy(bool)
     assert (pred1["extrapolation"][fit_rows] == 0).all() and (pred1["extrapolation"][~fit_rows] > 0).all()
-    assert set(out["baselines"]) >= {"chinchilla_on_training_rows", "mean_of_training_rows", "model_loses_to"}
+    assert set(out["baselines"]) >= {*bases, "model_loses_to"}
+    for name in bases:  # each baseline's value on the held-out rows (empty on the fitted ones), as scored
+        assert (pred1[name].notna() == ~fit_rows).all()
+        mae = (pred1[name] - pred1["loss"]).abs().mean()
+        assert mae == pytest.approx(out["baselines"][name]["mae"], rel=1e-12)
     assert pred1["fit_row"].sum() == len(df) - held
 
     rc = main(["ncpl", "predict", "--model", str(model), "--csv", str(new), "--predictions", str(p2), "--json"])

@@ -150,6 +150,11 @@ def test_cli_fit_save_predict(table, tmp_path, capsys):
     pred_file = pd.read_csv(tmp_path / "out.csv")
     assert len(pred_file) == 40 and {"mean", "lower", "upper", "split", "Model"} <= set(pred_file.columns)
     assert (pred_file["split"] == "holdout").sum() == n_held
+    # each baseline's value on the held-out rows (empty on the others), in the target's units, as scored
+    for name in ("mean_score_sigmoid", "ln_flops_sigmoid"):
+        assert (pred_file[name].notna() == (pred_file["split"] == "holdout")).all()
+        mae = (pred_file[name] - pred_file["target"]).abs().mean()
+        assert mae == pytest.approx(out["baselines"][name]["mae"], rel=1e-12)
     # the saved model predicts new rows; same numbers as the Python path
     out2 = _json(["obs", "predict", "--model", str(tmp_path / "model"), "--csv", str(new),
                   "--predictions", str(tmp_path / "p2.csv")], capsys)

@@ -18,6 +18,7 @@ __all__ = [
     "read_input",
     "check_outputs",
     "write_predictions",
+    "baseline_columns",
     "save_fit",
     "score",
     "split_list",
@@ -152,12 +153,46 @@ def check_outputs(args, resume_file: str | None = None) -> None:
 
 
 def write_predictions(path, frame, pred, *, extra: dict | None = None) -> str:
-    """Write ``frame`` (the predicted inputs) plus ``mean``, ``lower``, ``upper`` as CSV."""
+    """Write ``frame`` (the predicted inputs) plus ``mean``, ``lower``, ``upper`` (and
+    ``extrapolation``) and the ``extra`` columns as CSV. A column of ``frame`` with one of those
+    names is replaced in the file (the input table is untouched), and a warning names it."""
+    import warnings
+
+    ours = pred.to_frame()
+    clash = [c for c in [*ours.columns, *(extra or {})] if c in frame.columns]
     out = pred.to_frame(frame)
     for k, v in (extra or {}).items():
         out[k] = v
+    if clash:
+        warnings.warn(f"--predictions: your table's column(s) {clash} hold jaxscale's values in "
+                      f"{Path(path).name} (the predictions file), not yours; rename them in the table to keep both",
+                      UserWarning, stacklevel=2)
     out.to_csv(path, index=False)
     return str(path)
+
+
+def baseline_columns(n: int, rows, baselines: dict) -> dict:
+    """Each naive baseline's point prediction as a column for ``--predictions``.
+
+    Args:
+      n: rows of the predictions file.
+      rows: ``(n,)`` mask of the rows the baselines were evaluated on (the held-out rows).
+      baselines: ``name -> Prediction`` (or an array of point predictions) on those rows.
+
+    Returns:
+      ``name -> (n,)`` float array: the baseline's value on ``rows``, NaN (an empty cell) elsewhere.
+    """
+    import numpy as np
+
+    from jaxscale.infer.prediction import Prediction
+
+    rows = np.asarray(rows, bool)
+    out = {}
+    for name, b in baselines.items():
+        col = np.full(n, np.nan)
+        col[rows] = np.asarray(b.mean if isinstance(b, Prediction) else b, float)
+        out[name] = col
+    return out
 
 
 def save_fit(args, fit) -> str | None:

@@ -13,6 +13,7 @@ from jaxscale.cli._common import (
     add_output_args,
     add_predict_command,
     add_table_args,
+    baseline_columns,
     check_outputs,
     compare_baselines,
     read_input,
@@ -106,12 +107,14 @@ def fit_handler(args) -> dict:
             / np.max(train_df[cols["n_col"]].to_numpy(float) * train_df[cols["d_col"]].to_numpy(float)))
         out["holdout"]["max_extrapolation_decades"] = float(np.max(np.asarray(pred.extrapolation)))
         fitted = ch.take_rows(data, ~np.asarray(fit.excluded))
-        out["baselines"] = compare_baselines(
-            y, pred, {"power_law_in_compute": power_law_baseline(fitted, query, args.level)},
-            what="Chinchilla (held-out rows)", level=args.level)
+        bases = {"power_law_in_compute": power_law_baseline(fitted, query, args.level)}
+        out["baselines"] = compare_baselines(y, pred, bases, what="Chinchilla (held-out rows)", level=args.level)
+    else:
+        bases = {}
     if args.predictions:
         pred_all = ch.predict(fit, df, key=key, level=args.level)
-        out["predictions"] = write_predictions(args.predictions, df, pred_all, extra={"heldout": held})
+        out["predictions"] = write_predictions(args.predictions, df, pred_all,
+                                               extra={"heldout": held, **baseline_columns(len(df), held, bases)})
     if args.plot:
         from jaxscale.plotting import plot_chinchilla, save
 

@@ -15,6 +15,7 @@ from jaxscale.cli._common import (
     add_output_args,
     add_predict_command,
     add_table_args,
+    baseline_columns,
     check_outputs,
     compare_baselines,
     read_input,
@@ -216,12 +217,14 @@ def _fit_table(args) -> dict:
                "n_holdout": int(held.sum()), "tasks_n": len(fit.task_labels), "spec": spec._asdict(),
                "fit_seconds": seconds, "interval": _interval_text(fit), "level": 0.9,
                "mae_in": sin["mae"], "in": sin}
+        bases = {}
         if sout is None:
             out.update(mae_out=None, mae_out_reason=out_reason, coverage_90=None, coverage_90_reason=out_reason,
                        out=None, out_reason=out_reason, baselines=None, baselines_reason=out_reason)
         else:
             out.update(mae_out=sout["mae"], coverage_90=sout["coverage"], out=sout)
             base, n_fallback = carry_forward(data, ~held, model)
+            bases = {"carry_forward": np.asarray(base.mean)[held]}
             out["baselines"] = compare_baselines(y, pred, {"carry_forward": base}, what="context-law fit", mask=held,
                                                  level=0.9, hint=_shift_hint(spec))
             out["baselines"]["carry_forward"]["fallback_rows"] = n_fallback
@@ -257,7 +260,8 @@ def _fit_table(args) -> dict:
         out["converged"] = bool(np.all(np.asarray(fit.converged)))
     out["warnings"] = _caught(records)
     if args.predictions:
-        out["predictions"] = write_predictions(args.predictions, df, pred, extra={"heldout": held})
+        out["predictions"] = write_predictions(args.predictions, df, pred,
+                                               extra={"heldout": held, **baseline_columns(len(df), held, bases)})
     if args.plot:
         from jaxscale.context_law.plot import plot_task
 

@@ -213,6 +213,7 @@ def cmd_train(args) -> dict:
         out["law_reason"] = {"column": f"the baseline is the column {args.baseline_col!r}",
                              "none": "no Chinchilla baseline (no --n-col/--d-col, or --baseline none)"}[fit.baseline]
     out["train"] = _metrics(y[train_rows], mean[train_rows], lower[train_rows], upper[train_rows], args.level)
+    base_cols = {}  # each baseline's value on the scored rows, for --predictions
     if args.split_col:
         labels = df[args.split_col].astype(str).to_numpy()
         out["splits"] = {}
@@ -221,19 +222,20 @@ def cmd_train(args) -> dict:
             if value == args.train_value:
                 out["splits"][value] = _metrics(y[rows], mean[rows], lower[rows], upper[rows], args.level)
                 continue
-            entry = _scored(fit, data, df, rows, y, pred, args, f"split {value!r}")
+            entry = _scored(fit, data, df, rows, y, pred, args, f"split {value!r}", base_cols)
             entry["n_rows"] = entry.pop("n")
             metrics = entry.pop("ncpl") or {"n": 0, "mae": None, "mae_reason": entry.pop("ncpl_reason", "")}
             out["splits"][value] = {**metrics, **entry}
     if args.holdout:
-        out["holdout"] = _scored(fit, data, df, ~train_rows, y, pred, args, "held-out")
+        out["holdout"] = _scored(fit, data, df, ~train_rows, y, pred, args, "held-out", base_cols)
         out["baselines"] = out["holdout"].pop("baselines")
         if "baselines_reason" in out["holdout"]:
             out["baselines_reason"] = out["holdout"].pop("baselines_reason")
     out["extrapolation"] = extrapolation_summary(np.asarray(pred.extrapolation)[~train_rows]) if (~train_rows).any() \
         else extrapolation_summary(np.zeros(0))
     if args.predictions:
-        out["predictions"] = write_predictions(args.predictions, df, pred, extra={"fit_row": train_rows})
+        out["predictions"] = write_predictions(args.predictions, df, pred,
+                                               extra={"fit_row": train_rows, **base_cols})
     saved = save_fit(args, fit)
     if saved:
         out["saved"] = saved
@@ -268,12 +270,14 @@ def _law_on_training_rows(fit, data):
     return fit_chinchilla_law_info(N, D, y).params, None
 
 
-def _scored(fit, data, df, rows, y, pred, args, what: str) -> dict:
+def _scored(fit, data, df, rows, y, pred, args, what: str, base_cols: dict) -> dict:
     """NCPL and its naive baselines (the Chinchilla law fitted on the training rows; the mean of the
-    training targets) scored on ``rows``; rows without a target are counted and warned about."""
+    training targets) scored on ``rows``; rows without a target are counted and warned about. Each
+    baseline's value on ``rows`` (those without a target too) goes into ``base_cols``, a column of
+    ``df``'s length per baseline (NaN elsewhere)."""
     import numpy as np
 
-    from jaxscale.cli._common import compare_baselines
+    from jaxscale.cli._common import baseline_columns, compare_baselines
     from jaxscale.infer.prediction import Prediction
     from jaxscale.laws import chinchilla
     from jaxscale.ncpl.pipeline import extrapolation_summary
@@ -287,6 +291,13 @@ def _scored(fit, data, df, rows, y, pred, args, what: str) -> dict:
                       f"{_labels(df.index, miss, 5)}{' ...' if miss.sum() > 5 else ''}); they are predicted but not "
                       "scored", UserWarning, stacklevel=3)
     out["extrapolation"] = extrapolation_summary(np.asarray(pred.extrapolation)[rows])
+    base = {"mean_of_training_rows": np.full(int(rows.sum()), float(np.mean(np.asarray(data.y, float))))}
+    law, why = _law_on_training_rows(fit, data)
+    if law is not None:
+        n, d = (df[c].to_numpy(float)[rows] for c in (args.n_col, args.d_col))
+        base = {"chinchilla_on_training_rows": np.asarray(chinchilla(law, n, d, xp=np), float), **base}
+    for name, values in baseline_columns(len(df), rows, base).items():
+        base_cols[name] = np.where(rows, values, base_cols.get(name, np.full(len(df), np.nan)))
     if not ok.any():
         why = f"no {what} row has a target value"
         out.update(ncpl=None, ncpl_reason=why, chinchilla=None, chinchilla_reason=why, baselines=None,
@@ -295,18 +306,13 @@ def _scored(fit, data, df, rows, y, pred, args, what: str) -> dict:
     mean, lower, upper = (np.asarray(a, float) for a in (pred.mean, pred.lower, pred.upper))
     out["ncpl"] = _metrics(y[ok], mean[ok], lower[ok], upper[ok], args.level)
     sub = Prediction(mean[ok], lower[ok], upper[ok])
-    base = {"mean_of_training_rows": np.full(int(ok.sum()), float(np.mean(np.asarray(data.y, float))))}
-    law, why = _law_on_training_rows(fit, data)
     if law is not None:
-        n = df[args.n_col].to_numpy(float)[ok]
-        d = df[args.d_col].to_numpy(float)[ok]
-        law_pred = np.asarray(chinchilla(law, n, d, xp=np), float)
-        out["chinchilla"] = _metrics(y[ok], law_pred)
+        out["chinchilla"] = _metrics(y[ok], base["chinchilla_on_training_rows"][ok[rows]])
         out["chinchilla"]["law"] = _law_dict(law)
-        base = {"chinchilla_on_training_rows": law_pred, **base}
     else:
         out["chinchilla"], out["chinchilla_reason"] = None, why
-    out["baselines"] = compare_baselines(y[ok], sub, base, what=f"NCPL ({what} rows)", level=args.level)
+    out["baselines"] = compare_baselines(y[ok], sub, {k: v[ok[rows]] for k, v in base.items()},
+                                         what=f"NCPL ({what} rows)", level=args.level)
     if law is None:
         out["baselines"]["chinchilla_on_training_rows"] = None
         out["baselines"]["chinchilla_on_training_rows_reason"] = why

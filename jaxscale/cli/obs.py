@@ -14,6 +14,7 @@ from jaxscale.cli._common import (
     add_output_args,
     add_predict_command,
     add_table_args,
+    baseline_columns,
     check_interval,
     check_outputs,
     compare_baselines,
@@ -89,11 +90,12 @@ def _task_baselines(name: str, result) -> dict:
 MEAN_BASELINE = "mean_score_sigmoid"
 
 
-def _table_baselines(args, fit, data, pred, train, held) -> dict:
+def _table_baselines(args, fit, data, pred, train, held, base_cols: dict) -> dict:
     """``baselines`` of a held-out report on your table: the mean-benchmark-score sigmoid on every
     held-out row with a target (the rows of ``holdout``), and the ln-FLOPs sigmoid on those of
     them with FLOPs. ``model`` is the model on the rows of the first (without it, of the second); the
-    ln-FLOPs sigmoid, scored on fewer rows, then carries the model's score on its rows as its ``model``."""
+    ln-FLOPs sigmoid, scored on fewer rows, then carries the model's score on its rows as its ``model``.
+    Each baseline's value on those rows (raw units) goes into ``base_cols``, a column per baseline."""
     from jaxscale.infer.prediction import Prediction
     from jaxscale.observational.model import flops_baseline, mean_score_baseline, take_rows
 
@@ -106,6 +108,7 @@ def _table_baselines(args, fit, data, pred, train, held) -> dict:
     if mean_base is None:
         b[MEAN_BASELINE + "_reason"] = minfo["reason"]
     else:
+        base_cols.update(baseline_columns(len(scored), scored, {MEAN_BASELINE: mean_base}))
         m = compare_baselines(y, model, {MEAN_BASELINE: mean_base}, what="obs fit (held-out rows)")
         b[MEAN_BASELINE], b["model"] = m[MEAN_BASELINE], m["model"]
         b["mean_score_law"] = {key: minfo[key] for key in ("slope", "intercept", "floor", "converged")}
@@ -117,6 +120,7 @@ def _table_baselines(args, fit, data, pred, train, held) -> dict:
     elif not has.any():
         b[BASELINE + "_reason"] = f"none of the {int(scored.sum())} held-out rows with a target has FLOPs"
     else:
+        base_cols.update(baseline_columns(len(scored), scored, {BASELINE: base}))
         f = compare_baselines(y, model, {BASELINE: base}, what="obs fit (held-out rows with FLOPs)", mask=has)
         b[BASELINE] = f[BASELINE]
         if "model" in b:
@@ -200,9 +204,10 @@ def _fit_table(args) -> dict:
         out["n_no_target"] = int(excluded.sum())
         out["split_note"] = TEST_FRAC_NOTE
         get_logger("jaxscale.cli").info("--test-frac: %s", TEST_FRAC_NOTE)
+    base_cols = {}  # each baseline's value on the scored held-out rows, for --predictions
     if (held & np.isfinite(np.asarray(data.y))).any():
         out["holdout"] = score(df[args.target_col], pred, mask=held)
-        out.update(_table_baselines(args, fit, data, pred, train, held))
+        out.update(_table_baselines(args, fit, data, pred, train, held, base_cols))
     else:
         out["holdout"] = out["baselines"] = None
         out["holdout_reason"] = out["baselines_reason"] = ("no held-out row with a target (give --holdout, --cutoff "
@@ -210,7 +215,7 @@ def _fit_table(args) -> dict:
     out["extrapolation"] = extrapolation_summary(fit, data, pred, ~train)
     label = np.where(train, "train", np.where(held, "holdout", "excluded"))
     if args.predictions:
-        out["predictions"] = write_predictions(args.predictions, df, pred, extra={"split": label})
+        out["predictions"] = write_predictions(args.predictions, df, pred, extra={"split": label, **base_cols})
     if args.plot:
         from jaxscale import plotting
         from jaxscale.observational.plot import plot_fit
