@@ -7,7 +7,8 @@ interval is calibrated on them, ``--nanochat-finished-cuts``); and the multiling
 ``extrapolate9`` (last 9 of 20 points of the largest model's curves; the smaller models' curves are
 finished runs; ``--multilingual`` picks the datasets); and the nanoGPT cuts again with the law-informed
 hierarchical GP (``magp_law``, the runs' width and depth as descriptors, ``--gp-cuts``), and the nanochat
-cuts with it (each run's depth, learning rate, weight decay and warm-down ratio, ``--nanochat-gp-cuts``). Reported
+cuts with it (each run's depth, learning rate, weight decay and warm-down ratio, ``--nanochat-gp-cuts``; with
+every second run finished, the GP's interval calibrated on those, ``--nanochat-finished-gp-cuts``). Reported
 per case: RMSLE, MAE and 90 % coverage on the predicted points, the calibration record, the
 sampler's or optimiser's diagnostics, seconds.
 
@@ -186,6 +187,9 @@ def main(argv=None):
     p.add_argument("--nanochat-gp-cuts", default="",
                    help="cuts of the nanochat case predicted by the law-informed GP (descriptors: depth, matrix "
                         "learning rate, weight decay, warm-down ratio from the runs table), e.g. 0.1,0.25,0.5")
+    p.add_argument("--nanochat-finished-gp-cuts", default="",
+                   help="cuts of the nanochat case with every second run finished, by the law-informed GP (its "
+                        "interval calibrated on the finished runs), e.g. 0.25,0.5")
     p.add_argument("--gp-restarts", type=int, default=None, help="GP restarts (default: extrapolate_gp's)")
     p.add_argument("--gp-steps", type=int, default=None, help="GP Adam steps (default: extrapolate_gp's)")
     p.add_argument("--sampler", default="nuts", choices=["nuts", "importance", "auto"],
@@ -218,6 +222,9 @@ def main(argv=None):
               for c in args.nanochat_gp_cuts.split(",") if c]
     cases += [(f"nanochat cut {float(c):.0%}, 15 of 30 runs finished", lambda c=float(c): nanochat_cut(c, finished=True))
               for c in args.nanochat_finished_cuts.split(",") if c]
+    cases += [(f"nanochat cut {float(c):.0%}, 15 of 30 runs finished, magp_law",
+               lambda c=float(c): nanochat_cut(c, finished=True, descriptors=True))
+              for c in args.nanochat_finished_gp_cuts.split(",") if c]
     cases += [(f"{m} extrapolate9", lambda m=m: multilingual(m)) for m in args.multilingual.split(",") if m]
     if args.sampler != "nuts":
         cases = [(f"{n}, {args.sampler}", m) for n, m in cases if not n.endswith("magp_law")]
