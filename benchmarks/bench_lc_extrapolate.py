@@ -8,7 +8,7 @@ interval is calibrated on them, ``--nanochat-finished-cuts``); and the multiling
 finished runs; ``--multilingual`` picks the datasets); and the nanoGPT cuts again with the law-informed
 hierarchical GP (``magp_law``, the runs' width and depth as descriptors, ``--gp-cuts``), and the nanochat
 cuts with it (each run's depth, learning rate, weight decay and warm-down ratio, ``--nanochat-gp-cuts``; with
-every second run finished, the GP's interval calibrated on those, ``--nanochat-finished-gp-cuts``). Reported
+every second run finished, the GP's own interval, ``--nanochat-finished-gp-cuts``). Reported
 per case: RMSLE, MAE and 90 % coverage on the predicted points, the calibration record, the
 sampler's or optimiser's diagnostics, seconds.
 
@@ -189,7 +189,7 @@ def main(argv=None):
                         "learning rate, weight decay, warm-down ratio from the runs table), e.g. 0.1,0.25,0.5")
     p.add_argument("--nanochat-finished-gp-cuts", default="",
                    help="cuts of the nanochat case with every second run finished, by the law-informed GP (its "
-                        "interval calibrated on the finished runs), e.g. 0.25,0.5")
+                        "own interval: the finished runs inform the fit, they do not calibrate it), e.g. 0.25,0.5")
     p.add_argument("--gp-restarts", type=int, default=None, help="GP restarts (default: extrapolate_gp's)")
     p.add_argument("--gp-steps", type=int, default=None, help="GP Adam steps (default: extrapolate_gp's)")
     p.add_argument("--sampler", default="nuts", choices=["nuts", "importance", "auto"],
