@@ -96,7 +96,10 @@ ERRORS = [
     ("zero or negative compute", "negative FLOPs", _set(FLOPS, 9, -3.0), [],
      ["'FLOPs (1E21)'", "1 non-positive", "rows [11]", "leave unknown FLOPs empty"]),
     ("mixed units", "benchmark in percent", _assign(MMLU=lambda df: 100 * df["MMLU"]), [],
-     ["'MMLU'", "outside [0, 1]", "percentages / 100"]),
+     ["'MMLU'", "outside [0, 1]", "as fractions", "--metric-scale 100"]),
+    ("NaN/inf", "a model without any benchmark score", _assign(**{c: (lambda df, c=c: df[c].where(df.index != 4))
+                                                                  for c in METRICS}), [],
+     ["1 row(s) have no value in any benchmark column", "rows [6]", "--where \"MMLU.notna()\""]),
     ("mixed units", "target in percent", _assign(cot=lambda df: 100 * df["cot"]), [],
      ["'cot'", "outside [lo, hi]", "hi=100"]),
     ("duplicate rows", "repeated model", lambda df: df.loc.__setitem__(len(df), df.loc[0]), [],
@@ -150,7 +153,7 @@ def test_predict_refuses_bad_query_rows(table, tmp_path, capfd):
         (_set("MMLU", 1, np.inf), ["'MMLU'", "1 infinite", "rows [3]"]),
         (_set(FLOPS, 0, 0.0), ["'FLOPs (1E21)'", "non-positive", "rows [2]"]),
         (lambda df: df.drop(columns=["HumanEval"], inplace=True), ["missing column(s) ['HumanEval']"]),
-        (_assign(**{m: np.nan for m in METRICS}), ["no benchmark score at all", "rows [2, 3"]),
+        (_assign(**{m: np.nan for m in METRICS}), ["no value in any benchmark column", "rows [2, 3", "--where"]),
     ]
     for edit, pieces in cases:
         q = table.drop(columns=["cot"]).head(4).copy()
@@ -351,6 +354,39 @@ def test_heldout_report_has_the_flops_baseline(table, tmp_path, capfd):
     check = b["model_interval"]
     assert check["n"] == 28 and check["coverage"] == out["holdout"]["coverage"] and check["level"] == 0.9
     assert check["verdict"] == "consistent", check
+
+
+def test_benchmarks_in_percent_with_metric_scale(table, tmp_path, capfd):
+    """A table whose benchmark columns are percentages: the error for the missing default columns
+    lists the [0, 100] columns with --metric-scale 100; with it the fit is the fit of the fractions,
+    and a saved model reads its query tables on the same scale."""
+    frac = table.drop(columns=["FLOPs (1E21)"]).rename(columns={"MMLU": "mmlu", "ARC-C": "arc", "HellaSwag": "hs"})
+    frac = frac[["Model", "mmlu", "arc", "hs", "cot"]]
+    pct = frac.assign(**{c: 100 * frac[c] for c in ("mmlu", "arc", "hs")})
+    frac.to_csv(tmp_path / "f.csv", index=False)
+    pct.to_csv(tmp_path / "p.csv", index=False)
+    rc, _, _, err = _run(capfd, _fit(tmp_path / "p.csv"))
+    assert rc == 2 and "with every value in [0, 100]: ['mmlu', 'arc', 'hs']" in err
+    assert "(CLI: --metric-cols mmlu,arc,hs --metric-scale 100)" in err
+    args = ["--metric-cols", "mmlu,arc,hs", "--test-frac", "0.2"]
+    rc, a, _, err = _run(capfd, _fit(tmp_path / "f.csv", *args))
+    assert rc == 0, err
+    rc, b, _, err = _run(capfd, _fit(tmp_path / "p.csv", *args, "--metric-scale", "100", "--save",
+                                     str(tmp_path / "m")))
+    assert rc == 0, err
+    assert b["holdout"]["mae"] == pytest.approx(a["holdout"]["mae"], rel=1e-6)  # x * 100 / 100 rounds
+    rc, _, _, err = _run(capfd, _fit(tmp_path / "f.csv", *args, "--save", str(tmp_path / "mf")))
+    assert rc == 0, err
+    pred = {}
+    for model, csv in (("m", "p.csv"), ("mf", "f.csv")):
+        rc, pred[model, csv], _, err = _run(capfd, ["obs", "predict", "--model", str(tmp_path / model), "--csv",
+                                                    str(tmp_path / csv)])
+        assert rc == 0, err
+    np.testing.assert_allclose(pred["m", "p.csv"]["mean"], pred["mf", "f.csv"]["mean"], rtol=1e-6)
+    # fractions given to a model of percentages: said, not read silently
+    with pytest.warns(UserWarning, match=r"every benchmark value of the query table is at most 1.*metric_scale = 100"):
+        rc, _, _, err = _run(capfd, ["obs", "predict", "--model", str(tmp_path / "m"), "--csv", str(tmp_path / "f.csv")])
+    assert rc == 0, err
 
 
 def test_table_without_flops_gets_the_mean_score_baseline_and_names_its_score_columns(table, tmp_path, capfd):

@@ -173,6 +173,7 @@ def _fit_table(args) -> dict:
                              columns=None if metrics is None else metrics + [args.target_col])
     data = obs.from_frame(df, target_col=args.target_col, metric_cols=metrics, lo=args.lo, hi=args.hi,
                           flops_col=args.flops_col, flops_unit=args.flops_unit, model_col=args.model_col,
+                          metric_scale=args.metric_scale,
                           family_col=args.family_col, what=Path(args.csv).name)
     if args.k is None and len(data.metric_names) < spec.k:  # the default k, not one you chose
         get_logger("jaxscale.cli").info("%d benchmark columns: %d principal capabilities (the default is %d; "
@@ -378,6 +379,9 @@ def register(subparsers) -> None:
                    help="--csv: keep the first row of a repeated model (else repeated models are an error)")
     f.add_argument("--lo", type=float, default=0.0, help="--csv: chance level of the target")
     f.add_argument("--hi", type=float, default=1.0, help="--csv: maximum of the target (100 for percentages)")
+    f.add_argument("--metric-scale", type=float, default=1.0,
+                   help="--csv: full scale of the benchmark columns (100 for percentages; a saved model reads "
+                        "query tables on the same scale)")
     f.add_argument("--link", choices=["floor", "plain"], default=None,
                    help="floor b in [0, 0.2] or plain sigmoid (none: the task's link; for --csv "
                         f"{'floor' if spec.floor else 'plain'})")

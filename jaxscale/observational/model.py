@@ -100,7 +100,8 @@ class ObsData:
     """A benchmark table as arrays (rows = models, row ``i`` = row ``i`` of the frame).
 
     Attributes:
-      scores: ``(n, m)`` benchmark accuracies in ``[0, 1]``; NaN = missing cell (imputed).
+      scores: ``(n, m)`` benchmark accuracies in ``[0, 1]`` (the table's values over
+        ``metric_scale``); NaN = missing cell (imputed).
       y: ``(n,)`` normalised target ``(raw - lo) / (hi - lo)``; NaN = unknown (query rows).
       flops: ``(n,)`` training compute in units of 1e21 FLOPs; NaN = unknown.
       family: ``(n,)`` int index into ``family_labels``; -1 = no family.
@@ -109,6 +110,8 @@ class ObsData:
       metric_names: the benchmark columns (static), in column order of ``scores``.
       family_labels: family vocabulary (static).
       lo, hi: raw target range used for the normalisation (static).
+      metric_scale: full scale of the table's benchmark columns (static): 1 for fractions, 100 for
+        percentages.
       flops_unit: FLOPs per unit of the table's FLOPs column (static).
       columns: ``(role, column)`` pairs: ``("target", ...)``, one ``("metric", ...)`` per benchmark,
         and ``("flops" | "model" | "family", ...)`` where present (static).
@@ -125,6 +128,7 @@ class ObsData:
     hi: float = static_field(default=1.0)
     flops_unit: float = static_field(default=FLOPS_UNIT)
     columns: tuple = static_field(default=())
+    metric_scale: float = static_field(default=1.0)
 
 
 register_moved(ObsSpec, __name__)  # defined here before it moved to .spec
@@ -156,7 +160,8 @@ class ObsFit:
         intervals. Learnt by a backtest inside the training rows (:func:`fit_core`).
       n_backtest: training rows that played the "future" in that backtest (0: none, ``kappa`` is
         then the prior's median).
-      spec, metric_names, lo, hi, flops_unit, columns: static, as in :class:`ObsData`.
+      spec, metric_names, lo, hi, flops_unit, columns, metric_scale: static, as in :class:`ObsData`
+        (a query table is read with the fit's ``metric_scale``).
     """
 
     impute: ImputeState
@@ -181,6 +186,7 @@ class ObsFit:
     hi: float = static_field(default=1.0)
     flops_unit: float = static_field(default=FLOPS_UNIT)
     columns: tuple = static_field(default=())
+    metric_scale: float = static_field(default=1.0)
 
 
 # ----------------------------------------------------------------------------- from_frame
@@ -204,22 +210,22 @@ def _optional_column(df, col, default, role, what):
     return None  # unreachable
 
 
-def _score_columns(df: pd.DataFrame, skip=()) -> list:
-    """Columns whose values are all numbers in [0, 1] (empty cells allowed, >= 1 value): the likely
+def _score_columns(df: pd.DataFrame, skip=(), hi: float = 1.0) -> list:
+    """Columns whose values are all numbers in [0, hi] (empty cells allowed, >= 1 value): the likely
     benchmark accuracies of a table, named in the error when the default columns are absent."""
     out = []
     for c in df.columns:
         if c in skip:
             continue
         v = pd.to_numeric(df[c], errors="coerce")
-        if v.notna().any() and v.notna().sum() == df[c].notna().sum() and v.min() >= 0 and v.max() <= 1:
+        if v.notna().any() and v.notna().sum() == df[c].notna().sum() and v.min() >= 0 and v.max() <= hi:
             out.append(str(c))
     return out
 
 
 def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo: float = 0.0,
                hi: float = 1.0, flops_col: str | None = FLOPS, flops_unit: float = FLOPS_UNIT,
-               model_col: str | None = _MODEL, family_col: str | None = FAMILY,
+               model_col: str | None = _MODEL, family_col: str | None = FAMILY, metric_scale: float = 1.0,
                what: str = "benchmark table") -> ObsData:
     """Validate a table (one row per model) and return its arrays. Rows are never dropped,
     merged or reordered.
@@ -229,11 +235,13 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
         :func:`jaxscale.data.read_table`).
       target_col: the score to predict (raw units, inside ``[lo, hi]``; empty cells = unknown,
         NaN in ``y``); ``None`` for a query table without targets.
-      metric_cols: benchmark columns (>= 2), accuracies in ``[0, 1]``; empty cells are missing
+      metric_cols: benchmark columns (>= 2), accuracies in ``[0, metric_scale]``; empty cells are missing
         (imputed by :func:`fit`). Default: the bundled base-model benchmarks present in ``df``
         (MMLU, ARC-C, HellaSwag, Winograd, TruthfulQA, GSM8K, XWinograd, HumanEval) other than
         the target.
       lo, hi: the target's chance level and maximum: ``y = (raw - lo) / (hi - lo)``.
+      metric_scale: the full scale of the benchmark columns: 1 for fractions, 100 for percentages
+        (the scores are the values over it).
       flops_col: training compute (> 0; empty = unknown), ``flops_unit`` FLOPs per unit (default
         1e21, the bundled ``FLOPs (1E21)`` column). Optional: the default name may be absent.
       model_col, family_col: model and family names (optional; the defaults ``Model`` and
@@ -243,7 +251,7 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
 
     Raises:
       ValueError: naming the column, the count, the first rows and the fix: missing columns,
-        non-numeric cells, infinite cells, benchmark values outside ``[0, 1]``, targets outside
+        non-numeric cells, infinite cells, benchmark values outside ``[0, metric_scale]``, targets outside
         ``[lo, hi]``, non-positive FLOPs, duplicate models.
     """
     if not isinstance(df, pd.DataFrame):
@@ -252,14 +260,20 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
         raise ValueError(f"{what}: the table has no rows")
     if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
         raise ValueError(f"{what}: need finite lo < hi for the target normalisation, got lo={lo}, hi={hi}")
+    if not (np.isfinite(metric_scale) and metric_scale > 0):
+        raise ValueError(f"{what}: metric_scale must be the positive full scale of the benchmark columns (1 for "
+                         f"fractions, 100 for percentages), got {metric_scale}")
     if not (np.isfinite(flops_unit) and flops_unit > 0):
         raise ValueError(f"{what}: flops_unit must be a positive number of FLOPs per unit, got {flops_unit}")
     if metric_cols is None:
         metric_cols = [m for m in BASE_METRICS if m in df.columns and m != target_col]
         if len(metric_cols) < 2:
-            seen = _score_columns(df, skip=(target_col, flops_col, model_col, family_col))
-            hint = (f"; columns of this table with every value in [0, 1]: {seen[:12]} (CLI: --metric-cols "
-                    f"{','.join(seen)})" if len(seen) >= 2 else "")
+            skip = (target_col, flops_col, model_col, family_col)
+            seen, scale = _score_columns(df, skip, metric_scale), ""
+            if len(seen) < 2 and metric_scale == 1:  # percentages?
+                seen, scale = _score_columns(df, skip, 100.0), " --metric-scale 100"
+            hint = (f"; columns of this table with every value in [0, {100 if scale else metric_scale:g}]: "
+                    f"{seen[:12]} (CLI: --metric-cols {','.join(seen)}{scale})" if len(seen) >= 2 else "")
             raise ValueError(f"{what}: found {len(metric_cols)} of the default benchmark columns "
                              f"{list(BASE_METRICS)}; name your benchmark columns with metric_cols=[...] "
                              f"(CLI: --metric-cols a,b,c), at least 2{hint}")
@@ -275,19 +289,29 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
                          "from metric_cols (CLI: --metric-cols)")
     validate.check_numeric(df, metric_cols, what)
     B = df[metric_cols].apply(pd.to_numeric).to_numpy(float)
+    full = "[0, 1]" if metric_scale == 1 else f"[0, {metric_scale:g}] (metric_scale)"
     for j, c in enumerate(metric_cols):
         col = B[:, j]
         inf = np.isinf(col)
         if inf.any():
             raise ValueError(f"{what}: benchmark column {c!r} has {int(inf.sum())} infinite value(s) at rows "
-                             f"{_rows(df.index[inf])} (first: {float(col[inf][0]):g}); give accuracies in [0, 1] "
+                             f"{_rows(df.index[inf])} (first: {float(col[inf][0]):g}); give accuracies in {full} "
                              "and leave unknown cells empty (an empty cell is imputed)")
         with np.errstate(invalid="ignore"):
-            bad = np.isfinite(col) & ((col < 0) | (col > 1))
+            bad = np.isfinite(col) & ((col < 0) | (col > metric_scale))
         if bad.any():
-            raise ValueError(f"{what}: benchmark column {c!r} has {int(bad.sum())} value(s) outside [0, 1] at "
-                             f"rows {_rows(df.index[bad])} (first: {float(col[bad][0]):g}); give accuracies as "
-                             "fractions (percentages / 100)")
+            fix = ("give accuracies as fractions, or say the columns are percentages: metric_scale=100 (CLI: "
+                   "--metric-scale 100)" if metric_scale == 1 and np.nanmax(np.abs(B)) <= 100 else
+                   "give every benchmark column on the scale metric_scale says (CLI: --metric-scale)")
+            raise ValueError(f"{what}: benchmark column {c!r} has {int(bad.sum())} value(s) outside {full} at "
+                             f"rows {_rows(df.index[bad])} (first: {float(col[bad][0]):g}); {fix}")
+    empty = ~np.isfinite(B).any(axis=1)
+    if empty.any():
+        first = metric_cols[0] if metric_cols[0].isidentifier() else f"`{metric_cols[0]}`"
+        raise ValueError(f"{what}: {int(empty.sum())} row(s) have no value in any benchmark column at rows "
+                         f"{_rows(df.index[empty])}: no capability can be read from them, so they can be neither "
+                         f"fitted nor predicted; give them a benchmark score or leave them out (e.g. CLI: --where "
+                         f"\"{first}.notna()\")")
     n = len(df)
     columns = []
     if target_col is not None:
@@ -342,8 +366,9 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
     index = df.index
     row = (np.asarray(index, np.int64) if pd.api.types.is_integer_dtype(index) else np.arange(n, dtype=np.int64))
     dev = lambda a: jax.device_put(np.asarray(a))  # noqa: E731  (jnp.asarray would compile a program per shape)
-    return ObsData(dev(B), dev(y), dev(flops), dev(family), dev(row), metric_names=tuple(metric_cols), family_labels=labels,
-                   lo=float(lo), hi=float(hi), flops_unit=float(flops_unit), columns=tuple(columns))
+    return ObsData(dev(B / metric_scale), dev(y), dev(flops), dev(family), dev(row), metric_names=tuple(metric_cols),
+                   family_labels=labels, lo=float(lo), hi=float(hi), flops_unit=float(flops_unit),
+                   columns=tuple(columns), metric_scale=float(metric_scale))
 
 
 def _check_flops_unit(C, col: str, flops_unit: float, what: str) -> None:
@@ -507,7 +532,8 @@ def _core(key, data: ObsData, spec: ObsSpec):
                  n.astype(jnp.int32), boot=boot, boot_ok=boot_ok, posterior=None, reason=res.reason,
                  pc_range=pc_range, pc_sd=pc_sd, flops_range=flops_range, kappa=kappa,
                  n_backtest=n_top.astype(jnp.int32), spec=spec, metric_names=data.metric_names,
-                 lo=data.lo, hi=data.hi, flops_unit=data.flops_unit, columns=data.columns)
+                 lo=data.lo, hi=data.hi, flops_unit=data.flops_unit, columns=data.columns,
+                 metric_scale=data.metric_scale)
     return out, S
 
 
@@ -667,7 +693,7 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
     bare = ObsData(data.scores, data.y, data.flops, data.family, data.row)
     out, S = _core_jit(k_core, _pad(bare, _pad_to(n)), spec)
     out = out.replace(metric_names=data.metric_names, lo=data.lo, hi=data.hi, flops_unit=data.flops_unit,
-                      columns=data.columns)
+                      columns=data.columns, metric_scale=data.metric_scale)
     _check_result(out, spec)
     if not bool(out.converged):
         warnings.warn(f"fit: L-BFGS did not converge ({reason_text(out.reason)} after at most {spec.max_steps} "
@@ -716,13 +742,19 @@ def _as_data(fit: ObsFit, query) -> ObsData:
         raise ValueError(f"predict: query must be observational.Data or a DataFrame, got {type(query).__name__}")
     cols = dict(fit.columns)
     target = cols.get("target")
-    return from_frame(query, target_col=target if target in query.columns else None,
-                      metric_cols=list(fit.metric_names), lo=fit.lo, hi=fit.hi,
+    data = from_frame(query, target_col=target if target in query.columns else None,
+                      metric_cols=list(fit.metric_names), lo=fit.lo, hi=fit.hi, metric_scale=fit.metric_scale,
                       flops_col=cols["flops"] if cols.get("flops") in query.columns else None,
                       flops_unit=fit.flops_unit,
                       model_col=cols["model"] if cols.get("model") in query.columns else None,
                       family_col=cols["family"] if cols.get("family") in query.columns else None,
                       what="query table")
+    if fit.metric_scale > 1 and np.nanmax(np.asarray(data.scores)) * fit.metric_scale <= 1:
+        warnings.warn(f"predict: every benchmark value of the query table is at most 1, but the model reads its "
+                      f"benchmark columns on the scale of its training table (metric_scale = {fit.metric_scale:g}, "
+                      f"e.g. percentages): if the query holds fractions, multiply them by {fit.metric_scale:g}",
+                      UserWarning, stacklevel=3)
+    return data
 
 
 def capabilities(fit: ObsFit, query) -> np.ndarray:
