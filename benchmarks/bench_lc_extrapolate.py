@@ -28,6 +28,10 @@ multilingual_same_source_tl --long-logs 100,250
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_lc_extrapolate.py --cuts "" --nanochat-cuts "" \
         --nanochat-finished-cuts "" --multilingual "" --gp-cuts "" --wandb-logs 40
 
+``--nanochat-mixed-cuts 0.1,0.25,0.5`` adds the nanochat runs with every second one finished and
+the others cut at 10, 25 and 50 % in turn; ``--ncpl-curves 20000`` the NCPL table's 5,086 public loss
+curves cut at step 20,000 (runs that end before it are finished; 313,604 rows).
+
 ``--wandb-logs 40`` adds a long log read without ``--thin`` (40 runs at every step, 170,000 rows),
 by ``auto``, and again with every row in the noise prior's grid (the reference, before ``EB_ROWS``);
 the default case records ``fit_speedup_vs_every_row_grid``.
@@ -97,6 +101,30 @@ def nanochat_cut(fraction: float, n_runs: int = 30, every: int = 4, finished: bo
         config = load("losscast_nanochat_runs").set_index("run_id").loc[f["run_id"], list(cols)]
         d = d.replace(columns=tuple(("descriptor", c) for c in cols.values()), descriptors=config.to_numpy(float))
     return d
+
+
+def nanochat_mixed(fractions: list[float]):
+    """:func:`nanochat_cut` with every second run finished and the runs in progress cut at each of
+    ``fractions`` in turn: runs in progress extrapolated by different amounts."""
+    from jaxscale.learning_curves.extrapolate import cut_curves
+
+    d = nanochat_cut(1.0)
+    code, x = np.asarray(d.curve), np.asarray(d.x)
+    frac = np.asarray(fractions)[(code // 2) % len(fractions)]
+    train = (code % 2 == 1) | np.any([(frac == f) & cut_curves(code, x, f) for f in fractions], axis=0)
+    return d.replace(train=train)
+
+
+def ncpl_curves(cutoff: float):
+    """The NCPL table's 5,086 public Marin and StepLaw loss curves (313,604 rows with step > 0; runs
+    of 2,383 to 1.5M steps) cut at step ``cutoff``: a run that ends before it is finished."""
+    from jaxscale.data.registry import load
+    from jaxscale.learning_curves.extrapolate import tail_from_frame
+
+    f = load("ncpl_curves")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warm-up bumps in some early parts
+        return tail_from_frame(f[f["step"] > 0], curve_col="run_id", x_col="step", y_col="loss", cutoff=cutoff)
 
 
 #: the nanochat runs' configuration columns the GP reads (runs table column -> short name)
@@ -181,6 +209,9 @@ def main(argv=None):
     p.add_argument("--nanochat-cuts", default="0.1,0.25,0.5")
     p.add_argument("--nanochat-finished-cuts", default="0.25,0.5",
                    help="cuts of the nanochat case where every second run is finished (calibration)")
+    p.add_argument("--nanochat-mixed-cuts", default="",
+                   help="every second nanochat run finished, the others cut at these fractions in turn")
+    p.add_argument("--ncpl-curves", default="", help="cutoff steps for the NCPL table's 5,086 loss curves")
     p.add_argument("--multilingual", default="multilingual_same_source_en")
     p.add_argument("--gp-cuts", default="0.1,0.25,0.5",
                    help="cuts of nanoGPT-large predicted by the law-informed GP (descriptors: width, depth)")
@@ -225,9 +256,15 @@ def main(argv=None):
     cases += [(f"nanochat cut {float(c):.0%}, 15 of 30 runs finished, magp_law",
                lambda c=float(c): nanochat_cut(c, finished=True, descriptors=True))
               for c in args.nanochat_finished_gp_cuts.split(",") if c]
+    if args.nanochat_mixed_cuts:
+        fr = [float(c) for c in args.nanochat_mixed_cuts.split(",")]
+        cases += [(f"nanochat, 15 of 30 runs finished, the others cut at {'/'.join(f'{c:.0%}' for c in fr)}",
+                   lambda: nanochat_mixed(fr))]
     cases += [(f"{m} extrapolate9", lambda m=m: multilingual(m)) for m in args.multilingual.split(",") if m]
     if args.sampler != "nuts":
         cases = [(f"{n}, {args.sampler}", m) for n, m in cases if not n.endswith("magp_law")]
+    cases += [(f"ncpl curves cut at step {int(float(c))}, auto", lambda c=float(c): ncpl_curves(c))
+              for c in args.ncpl_curves.split(",") if c]
     cases += [(f"synthetic {int(k)} runs, importance", lambda k=int(k): synthetic(k))
               for k in args.scale_runs.split(",") if k]
     cases += [(f"long logs, 12 runs x {int(k)} early points, {smp}", lambda k=int(k): long_logs(k))

@@ -291,7 +291,8 @@ def test_interval_calibrated_on_finished_runs():
     assert cal["calibrated"] and cal["runs"] == 6 and cal["points"] == 6 * 4, cal
     assert cal["finished_runs"] == 6 and cal["finished_runs_unused"] == 0, cal
     np.testing.assert_allclose(cal["rho"], 500 / 10000)
-    assert cal["margin"] > 0 and cal["raw_coverage"] < 0.6, cal
+    assert cal["growth"] > 0 and cal["margin"] == 0 and cal["raw_coverage"] < 0.6, cal
+    assert cal["horizon_held"] == pytest.approx(np.log(10000 / 500)) and cal["beyond_held"] == 0, cal
     assert rep["n_tail"] == 24 and rep["n_curves_fitted"] == 6 and fit.E.shape[1] == 6
     assert set(np.asarray(d.labels)[fit.curves]) == set(live["run"])
     assert 0.8 <= rep["bayes"]["coverage"] <= 1.0, rep
@@ -316,7 +317,7 @@ def test_interval_calibrated_on_finished_runs():
     assert rc == 0
     out = json.loads(buf.getvalue())
     assert out["calibration"]["calibrated"] and out["calibration"]["runs"] == 6 and out["calibration"]["points"] == 24
-    assert out["n_tail"] == 24 and out["calibration"]["margin"] > 0
+    assert out["n_tail"] == 24 and out["calibration"]["growth"] > 0
     # no finished run: the model's own interval, and a warning that says why
     only_live = tail_from_frame(live.assign(early=live["step"] <= 500), curve_col="run", x_col="step",
                                 y_col="loss", train_col="early")
@@ -395,22 +396,56 @@ def test_gp_extrapolation_shares_strength_across_runs(tmp_path, capsys):
 
 
 def test_conformal_margin_and_widen():
+    """One conformal parameter: a margin that narrows an interval that is too wide, or a growth with
+    the horizon that widens one that is too narrow; the draws are moved to the ends the ends alone give."""
     from jaxscale.learning_curves.extrapolate import _conformal_margin, _log_quantiles, _widen, _widen_ends
 
     rng = np.random.default_rng(0)
     draws = np.exp(rng.normal(0.0, 0.1, (4001, 50)))  # interval +-0.164 in ln L around 0
-    y = np.exp(np.linspace(-0.5, 0.5, 50))  # 50 points spread over +-0.5
-    q, raw = _conformal_margin(y, _log_quantiles(draws, 0.9), 0.9)
-    ly = np.log(y)
-    assert raw == pytest.approx(np.mean(np.abs(ly) <= 0.1645), abs=0.03)
-    w = _widen(draws, q, 0.9)
-    lo, hi = np.quantile(np.log(w), [0.05, 0.95], axis=0)
-    cover = np.mean((ly >= lo) & (ly <= hi))
-    assert 0.88 <= cover <= 0.96  # ceil(51 * 0.9) = 46 of 50 points inside
-    np.testing.assert_allclose(np.median(np.log(w), 0), np.median(np.log(draws), 0), atol=1e-12)
+    h = np.linspace(0.1, 2.0, 50)  # horizons, e-folds beyond each run's early part
     lq = _log_quantiles(draws, 0.9)
-    np.testing.assert_allclose(np.stack(_widen_ends(lq[0], lq[1], lq[2], q)), [lo, hi], atol=1e-9)  # ends alone
-    assert _conformal_margin(y[:5], _log_quantiles(draws[:, :5], 0.9), 0.9)[0] is None  # too few points
+
+    def cover(ends, ly):
+        return np.mean((ly >= ends[0]) & (ly <= ends[1]))
+
+    # too wide: 50 points spread over +-0.1 -> the ends move in, 46 of 50 (ceil(51 * 0.9)) inside
+    y = np.exp(np.linspace(-0.1, 0.1, 50))
+    q, raw = _conformal_margin(y, lq, h, 0.9)
+    assert raw == 1.0 and q < 0
+    assert 0.88 <= cover(_widen_ends(lq[0], lq[1], lq[2], q, h), np.log(y)) <= 0.96
+    # too narrow, the error growing with the horizon: the half-width grows as sqrt(w^2 + (q h)^2)
+    ly = 0.4 * h * np.where(np.arange(50) % 2, 1.0, -1.0) * rng.uniform(0.2, 1.0, 50)
+    q, raw = _conformal_margin(np.exp(ly), lq, h, 0.9)
+    assert q > 0 and raw < 0.5
+    ends = _widen_ends(lq[0], lq[1], lq[2], q, h)
+    assert 0.88 <= cover(ends, ly) <= 0.96
+    np.testing.assert_allclose(ends[1] - lq[1], np.sqrt((lq[2] - lq[1]) ** 2 + (q * h) ** 2))
+    w = _widen(draws, q, h, 0.9)  # the draws, moved
+    np.testing.assert_allclose(np.quantile(np.log(w), [0.05, 0.95], axis=0), np.stack(ends), atol=1e-9)
+    np.testing.assert_allclose(np.median(np.log(w), 0), np.median(np.log(draws), 0), atol=1e-12)
+    assert _conformal_margin(y[:5], lq[:, :5], h[:5], 0.9)[0] is None  # too few points
+
+
+def test_finished_runs_are_cut_as_far_as_the_runs_in_progress():
+    """Runs in progress cut at 10 % and at 50 % of their curves: the finished runs are cut at the
+    quantiles of those ratios, so the held-back rows reach as far out as the tails to predict."""
+    from jaxscale.learning_curves.extrapolate import TailData, _calibration_rows, _horizon
+
+    steps = np.arange(1.0, 101.0)
+    K = 12  # runs 0-3 in progress (0, 1 cut at step 10; 2, 3 at step 50), runs 4-11 finished
+    cur = np.repeat(np.arange(K), steps.size)
+    x = np.tile(steps, K)
+    train = np.where(cur < 2, x <= 10, np.where(cur < 4, x <= 50, True))
+    d = TailData(cur, x, 2.0 + x ** -0.3, train, tuple(f"r{k}" for k in range(K)), np.arange(cur.size))
+    held, ratios, unused = _calibration_rows(d)
+    np.testing.assert_allclose(np.sort(ratios), [0.1, 0.1, 0.5, 0.5])
+    fit_rows = train & ~held
+    h_held = _horizon(d, fit_rows, np.flatnonzero(held))
+    h_tail = _horizon(d, fit_rows, np.flatnonzero(~train))
+    assert h_held.max() == pytest.approx(h_tail.max()) == pytest.approx(np.log(10.0))
+    cuts = [x[fit_rows & (cur == k)].max() for k in range(4, K)]
+    assert min(cuts) == 10 and max(cuts) == 50 and len(set(cuts)) > 2  # spread over the ratios, not all at one
+    assert unused["too_few_early"] == 0 and set(np.unique(cur[held])) == set(range(4, K))
 
 
 def test_last_value_carries_each_runs_last_early_loss_forward():

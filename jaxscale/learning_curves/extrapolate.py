@@ -52,8 +52,9 @@ Scores on the held-out rows (:func:`score_tail`): RMSLE (root mean squared error
 MAE and the coverage of the interval.
 
 The interval is calibrated on the finished runs of the table, when it has some (see
-:func:`extrapolate`): they are cut like the runs in progress, and a split-conformal margin learnt
-on their held-back rows moves the interval's ends.
+:func:`extrapolate`): they are cut like the runs in progress, and a split-conformal correction
+learnt on their held-back rows widens the interval with the distance beyond each run's early part
+(or narrows it, when it was too wide).
 
 When the runs carry configuration descriptors (``tail_from_frame(..., descriptor_cols=[...])``),
 :func:`extrapolate_gp` fits one law-informed hierarchical GP to the early parts of all runs at
@@ -639,17 +640,21 @@ def _finished(data: TailData) -> np.ndarray:
     return np.flatnonzero(~_in_progress(data) & (np.bincount(cur, minlength=len(data.labels)) > 0))
 
 
-def _calibration_rows(data: TailData) -> tuple[np.ndarray, float | None, dict]:
+def _calibration_rows(data: TailData) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Rows of finished runs to hold back, mimicking how far the runs in progress are extrapolated.
 
-    A run is *finished* when all its rows are training rows. ``rho`` is the median over the runs
-    in progress of (last training step) / (largest step to predict). Each finished run is cut at
-    ``rho`` x its last step: the rows above are held back (predicted, then scored), those below
-    are its early part. A finished run is used only when its early part has at least
-    :data:`MIN_TRAIN_POINTS` points and is not constant, and something is held back.
-    Returns ``(mask of held-back rows, rho, unused)``; ``rho`` is None when no run is finished;
-    ``unused`` counts the finished runs left out by their first failing condition
-    (``too_few_early``, ``flat_early``, ``nothing_after``) and gives their ``median_points``.
+    A run is *finished* when all its rows are training rows. Each run in progress has a ratio,
+    (last training step) / (largest step to predict). The finished runs are cut at the quantiles
+    of these ratios, one each, at levels spread evenly over (0, 1) in a low-discrepancy order (so
+    that runs of a table sorted by name or size do not all get the same ratio): when the runs in
+    progress are cut at different points of their curves, the held-back rows reach as far. The rows
+    above a finished run's cut are held back (predicted, then scored), those below are its early
+    part. A finished run is used only when its early part has at least :data:`MIN_TRAIN_POINTS`
+    points and is not constant, and something is held back.
+    Returns ``(mask of held-back rows, ratios, unused)``; ``ratios`` (of the runs in progress) is
+    None when no run is finished; ``unused`` counts the finished runs left out by their first
+    failing condition (``too_few_early``, ``flat_early``, ``nothing_after``) and gives their
+    ``median_points``.
     """
     cur = np.asarray(data.curve, np.int64)
     x = np.asarray(data.x, float)
@@ -661,8 +666,10 @@ def _calibration_rows(data: TailData) -> tuple[np.ndarray, float | None, dict]:
     s_tr = pd.Series(np.where(tr, x, -np.inf)).groupby(cur).max()
     s_all = pd.Series(x).groupby(cur).max()
     prog = np.flatnonzero(in_progress)
-    rho = float(np.median(s_tr.loc[prog].to_numpy() / s_all.loc[prog].to_numpy()))
-    cut = (rho * s_all).reindex(range(K)).to_numpy()
+    ratios = s_tr.loc[prog].to_numpy() / s_all.loc[prog].to_numpy()
+    levels = ((np.arange(finished.size) + 0.5) * GOLDEN) % 1.0  # evenly spread, not in table order
+    cut = np.zeros(K)
+    cut[finished] = np.quantile(ratios, levels) * s_all.loc[finished].to_numpy()
     y = np.asarray(data.y, float)
     early = x <= cut[cur] * (1 + 1e-12)
     n_early = np.bincount(cur[early], minlength=K)
@@ -677,7 +684,21 @@ def _calibration_rows(data: TailData) -> tuple[np.ndarray, float | None, dict]:
               "flat_early": int(np.sum((flat & ~few)[finished])),
               "nothing_after": int(np.sum((none_after & ~few & ~flat)[finished])),
               "median_points": float(np.median((n_early + n_late)[finished]))}
-    return use[cur] & ~early, rho, unused
+    return use[cur] & ~early, ratios, unused
+
+
+#: The fractional part of the golden ratio: ``(j + 0.5) * GOLDEN mod 1`` spreads any number of
+#: levels evenly over (0, 1) without following the order of ``j``.
+GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
+
+
+def _horizon(data: TailData, train, rows) -> np.ndarray:
+    """``ln(step / last training step of the row's run)`` at ``rows`` (0 for a row before it): how
+    far, in e-folds of the step, each row lies beyond the part of its run that was fitted."""
+    cur = np.asarray(data.curve, np.int64)
+    x = np.asarray(data.x, float)
+    last = pd.Series(np.where(train, x, -np.inf)).groupby(cur).max().reindex(range(len(data.labels))).to_numpy()
+    return np.maximum(np.log(x[rows] / last[cur[rows]]), 0.0)
 
 
 def _log_quantiles(draws, level: float):
@@ -685,44 +706,56 @@ def _log_quantiles(draws, level: float):
     return np.quantile(np.log(draws), [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
 
 
-def _conformal_margin(y, log_q, level: float):
-    """Split-conformal margin of the predictive interval in ``ln L`` from held-back points.
+def _conformal_margin(y, log_q, h, level: float):
+    """Split-conformal correction of the predictive interval from held-back points.
 
-    ``log_q``: ``(3, n)`` lower end, median and upper end of each point's interval in ``ln L``.
-    Conformalised quantile regression on ``ln L``: each point's score is how far ``ln y`` lies
-    outside the interval (negative inside); the margin is the conformal quantile of the scores
-    (the ``ceil((n + 1) level)``-th smallest). Widening both ends by it in ``ln L`` (narrowing,
-    when negative) gives intervals that cover ``level`` of points like these.
-    Returns ``(margin, raw coverage)``; the margin is None with fewer than
-    :data:`MIN_CALIBRATION_POINTS` points.
+    ``log_q``: ``(3, n)`` lower end, median and upper end of each point's interval in ``ln L``;
+    ``h``: ``(n,)`` each point's horizon (:func:`_horizon`). The corrected intervals form one
+    nested family indexed by ``q`` (:func:`_widen_ends`): for ``q <= 0`` each end moves in by
+    ``-q`` in ``ln L`` (the model's interval was too wide); for ``q > 0`` each half-width ``w``
+    becomes ``sqrt(w^2 + (q h)^2)``: the error a power law makes beyond its data grows about
+    linearly in ``ln(step)`` (a wrong exponent tilts the whole tail), so the correction grows with
+    the horizon and carries over to runs extrapolated further than the held-back points. Each
+    point's score is the smallest ``q`` whose interval holds it; ``q`` is the conformal quantile of
+    the scores (the ``ceil((n + 1) level)``-th smallest), so that the corrected intervals cover
+    ``level`` of points like these.
+    Returns ``(q, raw coverage)``; ``q`` is None with fewer than :data:`MIN_CALIBRATION_POINTS`
+    points.
     """
     n = int(y.size)
-    lo, _, hi = log_q
-    ly = np.log(y)
-    score = np.maximum(lo - ly, ly - hi)
-    raw = float(np.mean(score <= 0.0)) if n else float("nan")
+    lo, med, hi = log_q
+    e = np.log(y) - med
+    w = np.where(e >= 0, hi - med, med - lo)  # the half-width on the point's side
+    e = np.abs(e)
+    with np.errstate(divide="ignore"):  # outside the interval at horizon 0: no q holds it
+        score = np.where(e <= w, e - w, np.sqrt(np.maximum(e * e - w * w, 0.0)) / h)
+    raw = float(np.mean(e <= w)) if n else float("nan")
     k = int(np.ceil((n + 1) * level))
     if n < MIN_CALIBRATION_POINTS or k > n:
         return None, raw
     return float(np.sort(score)[k - 1]), raw
 
 
-def _widen(draws, margin: float, level: float):
-    """Move each point's draws so that the ends of its central interval move out by ``margin`` in
-    ``ln L`` (in by ``-margin``; an end never crosses the median): every draw's distance from the
-    median is scaled, per side, by the ratio of the new to the old half-width."""
+def _widen(draws, q: float, h, level: float):
+    """Move each point's draws so that the ends of its central interval move to those of
+    :func:`_widen_ends` (in ``ln L``): every draw's distance from the median is scaled, per side,
+    by the ratio of the new to the old half-width."""
     lo, med, hi = _log_quantiles(draws, level)
-    new_lo, new_hi = _widen_ends(lo, med, hi, margin)
+    new_lo, new_hi = _widen_ends(lo, med, hi, q, h)
     ld = np.log(draws)
     up = (new_hi - med) / np.maximum(hi - med, 1e-300)
     dn = (med - new_lo) / np.maximum(med - lo, 1e-300)
     return np.exp(med + np.where(ld >= med, up, dn) * (ld - med))
 
 
-def _widen_ends(lo, med, hi, margin: float):
-    """The interval ends of :func:`_widen` from the ends alone (``ln L``): each moves out by ``margin``
-    (in by ``-margin``, never past the median)."""
-    return med - np.maximum(med - lo + margin, 0.0), med + np.maximum(hi - med + margin, 0.0)
+def _widen_ends(lo, med, hi, q: float, h):
+    """The interval ends corrected by ``q`` (:func:`_conformal_margin`), in ``ln L``: for ``q <= 0``
+    each end moves in by ``-q`` (never past the median); for ``q > 0`` each half-width ``w`` becomes
+    ``sqrt(w^2 + (q h)^2)`` at horizon ``h``."""
+    if q <= 0:
+        return med - np.maximum(med - lo + q, 0.0), med + np.maximum(hi - med + q, 0.0)
+    g = (q * h) ** 2
+    return med - np.sqrt((med - lo) ** 2 + g), med + np.sqrt((hi - med) ** 2 + g)
 
 
 def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) -> TailFit:
@@ -746,14 +779,19 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
       ``calibration`` record.
 
     Calibration (``spec.calibrate``, on by default): the finished runs of the table (every row in
-    the early part) show how far curves move after a cut. Each is cut like the runs in progress
-    (at the median ratio of their last training step to their last step to predict), its late
-    rows are held back, fitted in the same program and predicted; the split-conformal quantile of
-    how far the held-back losses fall outside their intervals, in ``ln L``, moves both ends of the
-    intervals of the runs in progress (out, or in when the intervals were too wide). Without
-    finished runs (or with fewer than :data:`MIN_CALIBRATION_POINTS` held-back points) the interval
-    is the model's own, and a warning says so. The held-back points are treated as exchangeable with the tail points; points
-    of one run are correlated, so with few finished runs the margin is itself uncertain.
+    the early part) show how far curves move after a cut. Each is cut like a run in progress (at
+    a quantile of the runs in progress's ratios of last training step to last step to predict),
+    its late rows are held back, fitted in the same program and predicted. One split-conformal
+    parameter from them (:func:`_conformal_margin`) corrects the intervals of the runs in
+    progress: ``growth`` > 0 widens each half-width ``w`` (in ``ln L``) to ``sqrt(w^2 +
+    (growth h)^2)``, ``h = ln(step / the run's last early step)``, so that the interval grows with
+    the distance beyond the early part; ``margin`` < 0 moves both ends in (the model's interval was
+    too wide). The ``calibration`` record has both (the other is 0), ``horizon_held`` (the largest
+    ``h`` of a held-back point) and ``beyond_held`` (rows to predict further out, where the growth
+    is extrapolated). Without finished runs (or with fewer than :data:`MIN_CALIBRATION_POINTS`
+    held-back points) the interval is the model's own, and a warning says so. The held-back points
+    are treated as exchangeable with the tail points; points of one run are correlated, so with
+    few finished runs the correction is itself uncertain.
     """
     check_level(spec.level)
     if spec.sampler not in SAMPLERS:
@@ -768,7 +806,7 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
 def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     """:func:`extrapolate` after its checks."""
     tr_user = np.asarray(data.train, bool)
-    held, rho, unused = _calibration_rows(data) if spec.calibrate else (np.zeros(tr_user.shape, bool), None, {})
+    held, ratios, unused = _calibration_rows(data) if spec.calibrate else (np.zeros(tr_user.shape, bool), None, {})
     tr = tr_user & ~held  # held-back rows of finished runs are predicted like tail rows
     xk, yk = _normalise(data.replace(train=tr))
     cur0 = np.asarray(data.curve, np.int64)
@@ -815,18 +853,20 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     log_yk = np.log(yk[cur[pred_rows]])
     real = ~tr_user[pred_rows]
     rows = pred_rows[real]
-    calibration = _calibrate(spec, rho, data, pred_rows[~real], (log_q + log_yk)[:, ~real], unused)
-    margin = calibration.get("margin")
+    h = _horizon(data, tr, pred_rows)
+    calibration = _calibrate(spec, ratios, data, pred_rows[~real], (log_q + log_yk)[:, ~real], h[~real], h[real],
+                             unused)
+    c = calibration.get("growth") or calibration.get("margin")  # the one that is not 0, None uncalibrated
     if log_d is not None:  # the draws themselves: kept in the prediction, widened
         ypred = np.exp(log_d[:, real] + log_yk[real])
-        if margin is not None:
-            ypred = _widen(ypred, margin, level)
+        if c is not None:
+            ypred = _widen(ypred, c, h[real], level)
         q = np.quantile(ypred, [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
     else:  # many rows: the interval ends only
         ypred = None
         lo, med, hi = (log_q + log_yk)[:, real]
-        if margin is not None:
-            lo, hi = _widen_ends(lo, med, hi, margin)
+        if c is not None:
+            lo, hi = _widen_ends(lo, med, hi, c, h[real])
         q = np.exp(np.stack([lo, med, hi]))
     mine = remap[np.unique(cur0[~tr_user])]  # the runs in progress among the fitted curves
     c, g, alpha = (np.asarray(s[k])[:, mine] for k in ("c", "g", "alpha"))
@@ -942,19 +982,27 @@ def _nuts(key, t, curve, ly, K: int, spec: ExtrapolateSpec):
     return {k: np.asarray(res.samples[k]) for k in ("c", "g", "alpha", "sigma")}, report
 
 
-def _calibrate(spec: ExtrapolateSpec, rho, data: TailData, held_rows, held_log_q, unused: dict) -> dict:
-    """The conformal margin from the held-back rows of finished runs (warned when there is none);
-    ``unused``: why finished runs were left out (:func:`_calibration_rows`)."""
+def _calibrate(spec: ExtrapolateSpec, ratios, data: TailData, held_rows, held_log_q, held_h, tail_h,
+               unused: dict) -> dict:
+    """The conformal correction from the held-back rows of finished runs (warned when there is
+    none); ``ratios``: the runs in progress's (last early step) / (last step to predict);
+    ``held_h``, ``tail_h``: the horizons of the held-back and the tail rows; ``unused``: why
+    finished runs were left out (:func:`_calibration_rows`)."""
     level = float(spec.level)
     if not spec.calibrate:
-        return {"calibrated": False, "margin": None, "reason": "calibration switched off (calibrate=False)"}
+        return {"calibrated": False, "margin": None, "growth": None,
+                "reason": "calibration switched off (calibrate=False)"}
     n_runs = int(np.unique(np.asarray(data.curve)[held_rows]).size)
     n_finished = int(_finished(data).size)
+    rho = None if ratios is None else float(np.median(ratios))
     why = [f"{unused.get('too_few_early', 0)} with fewer than {MIN_TRAIN_POINTS} early points after the cut",
            f"{unused.get('flat_early', 0)} with a flat early part", f"{unused.get('nothing_after', 0)} with nothing "
            "after the cut"]
-    out = {"calibrated": False, "margin": None, "runs": n_runs, "points": int(held_rows.size), "rho": rho,
+    out = {"calibrated": False, "margin": None, "growth": None, "runs": n_runs, "points": int(held_rows.size),
+           "rho": rho, "rho_range": None if ratios is None else [float(np.min(ratios)), float(np.max(ratios))],
            "finished_runs": n_finished, "finished_runs_unused": n_finished - n_runs, "unused_because": ", ".join(why)}
+    cut = "" if rho is None else (f"{rho:.3g}" if np.ptp(ratios) <= 1e-9 * rho else
+                                  f"{np.min(ratios):.3g}-{np.max(ratios):.3g} (median {rho:.3g})")
     advice = "Keep some finished runs in the table (all their rows in the early part) to calibrate it"
     if rho is None:
         out["reason"] = ("no finished run (a run whose rows are all in the early part) to hold back; the interval is "
@@ -967,21 +1015,31 @@ def _calibrate(spec: ExtrapolateSpec, rho, data: TailData, held_rows, held_log_q
                          "the interval is the model's own")
         if unused.get("too_few_early", 0):
             out["reason"] += (f". Of the {n_finished} finished run(s), {unused['too_few_early']} keep fewer than "
-                              f"{MIN_TRAIN_POINTS} points when cut at {rho:.3g} x their last step like the runs in "
+                              f"{MIN_TRAIN_POINTS} points when cut at {cut} x their last step like the runs in "
                               f"progress (they have {unused['median_points']:.3g} points on median)")
             advice = (f"Finished runs with at least {MIN_TRAIN_POINTS} logged points before {rho:.3g} x their last "
                       "step (logged more densely, or longer) would calibrate it")
     else:
         y = np.asarray(data.y, float)[held_rows]
-        q, raw = _conformal_margin(y, held_log_q, level)
+        q, raw = _conformal_margin(y, held_log_q, held_h, level)
         out.update(raw_coverage=raw)
         if q is None or not np.isfinite(q):
             out["reason"] = "the held-back points give no finite conformal quantile; the interval is the model's own"
         else:
-            out.update(calibrated=True, margin=q, reason=(
-                f"{held_rows.size} points of {n_runs} finished run(s), each cut at {rho:.3g} x its last step "
-                f"like the runs in progress: the model's {level:.0%} interval covered {raw:.0%} of them; both ends "
-                f"move {'out' if q >= 0 else 'in'} by {abs(q):.3g} in ln L (x{np.exp(abs(q)):.3g})"))
+            h_max = float(np.max(held_h))
+            beyond = int(np.sum(tail_h > h_max * (1 + 1e-9)))
+            out.update(calibrated=True, margin=min(q, 0.0), growth=max(q, 0.0), horizon_held=h_max,
+                       beyond_held=beyond)
+            how = (f"both ends move in by {-q:.3g} in ln L (x{np.exp(-q):.3g})" if q <= 0 else
+                   f"each half-width w (in ln L) becomes sqrt(w^2 + ({q:.3g} h)^2) at h = ln(step / the run's last "
+                   f"early step): +-{q * np.log(10):.3g} at 10x the last early step")
+            out["reason"] = (f"{held_rows.size} points of {n_runs} finished run(s), each cut at {cut} x its last "
+                             f"step like the runs in progress: the model's {level:.0%} interval covered {raw:.0%} of "
+                             f"them; {how}")
+            if beyond and q > 0:
+                out["reason"] += (f". {beyond} of {tail_h.size} rows to predict lie further out than any held-back "
+                                  f"point (beyond {np.exp(h_max):.3g}x their run's last early step): there the growth "
+                                  "is extrapolated")
             return out
     warnings.warn(f"power-law extrapolation: the {level:.0%} interval is not calibrated: {out['reason']}. {advice}",
                   UserWarning, stacklevel=3)
@@ -1104,7 +1162,7 @@ def extrapolate_gp(key, data: TailData, spec=None, *, level: float = 0.9) -> Tai
         pred = core.predict(fit, frame.iloc[rows].assign(y=np.nan), key=k_pred, level=level)
     report = core.fit_report(fit)
     curves = np.unique(np.asarray(data.curve)[rows])
-    calibration = {"calibrated": False, "margin": None,
+    calibration = {"calibrated": False, "margin": None, "growth": None,
                    "reason": f"{spec.model}: the interval is the GP's own (not calibrated on held-back rows)"}
     warnings.warn(f"{spec.model} extrapolation: the {level:.0%} interval is the GP's own, not calibrated on held-back "
                   "rows; on public runs it covered from 63 % (finished runs in the table) to 100 % (none) of the "

@@ -97,8 +97,9 @@ class ExtrapolateSpec(NamedTuple):
       target_accept: NUTS target acceptance probability.
       nu: degrees of freedom of the Student-t noise on ``ln L``.
       level: central interval level of the prediction.
-      calibrate: move the interval's ends by a split-conformal margin learnt on the finished runs of
-        the table (their late rows held back); see :func:`jaxscale.learning_curves.extrapolate.extrapolate`.
+      calibrate: correct the interval by a split-conformal growth with the horizon (or a margin)
+        learnt on the finished runs of the table (their late rows held back); see
+        :func:`jaxscale.learning_curves.extrapolate.extrapolate`.
       sampler: ``"nuts"`` (one NUTS over the joint model of all runs), ``"importance"`` (each run
         on its own by Laplace importance sampling, ``chains x samples`` draws per run; the noise
         prior set by empirical Bayes; seconds for thousands of runs) or ``"auto"`` (importance
