@@ -242,6 +242,9 @@ def test_cli_extrapolate(tmp_path, capsys):
     assert any("not calibrated: no finished run" in str(x.message) for x in w)
     tail = pd.read_csv(out_csv)
     assert len(tail) == 24 and {"mean", "lower", "upper", "scipy_power_law", "last_value"} <= set(tail.columns)
+    # how far each row lies beyond its run's early part (last early step 500): ln(step / 500)
+    np.testing.assert_allclose(tail["extrapolation"], np.log(tail["step"] / 500.0), rtol=1e-12)
+    assert out["extrapolation"]["max"] == pytest.approx(np.log(20.0)) and out["extrapolation"]["n_rows"] == 24
     assert main(["lc", "extrapolate", "--csv", str(csv), "--json"]) == 2
     assert "exactly one" in capsys.readouterr().err
     import argparse

@@ -521,7 +521,7 @@ def extrapolate_handler(args) -> dict:
     import jax
 
     from jaxscale.infer.prediction import Prediction
-    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail, tail_from_frame
+    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail, horizon, tail_from_frame
 
     check_outputs(args)
     df = _thin(args, read_input(args), [args.curve_col])
@@ -546,7 +546,8 @@ def extrapolate_handler(args) -> dict:
         out["baselines"], out["baselines_reason"] = None, "no tail row carries a loss; nothing is scored"
     if args.predictions:
         full = Prediction(pred.mean, pred.lower, pred.upper)
-        out["predictions"] = write_predictions(args.predictions, tail, full, extra=baselines)
+        extra = {**baselines, "extrapolation": horizon(data, fit.rows)}
+        out["predictions"] = write_predictions(args.predictions, tail, full, extra=extra)
     return out
 
 

@@ -79,7 +79,7 @@ from jaxscale.learning_curves.spec import AUTO_IMPORTANCE_RUNS, SAMPLERS, Extrap
 from jaxscale.metrics import rmsle
 
 __all__ = ["ExtrapolateSpec", "TailData", "TailFit", "tail_from_frame", "extrapolate", "extrapolate_gp",
-           "powerlaw_lstsq", "score_tail", "evaluate_tail", "cut_curves", "MIN_TRAIN_POINTS"]
+           "powerlaw_lstsq", "score_tail", "evaluate_tail", "cut_curves", "horizon", "MIN_TRAIN_POINTS", "HORIZON_UNIT"]
 
 #: Training points a curve needs: the law has 3 parameters, plus one.
 MIN_TRAIN_POINTS = 4
@@ -692,6 +692,17 @@ def _calibration_rows(data: TailData) -> tuple[np.ndarray, np.ndarray | None, di
 GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 
 
+#: What :func:`horizon` measures (the ``extrapolation`` of a row to predict).
+HORIZON_UNIT = "e-folds of the step beyond the run's last early step (ln(step / last early step))"
+
+
+def horizon(data: TailData, rows) -> np.ndarray:
+    """How far each of ``rows`` lies beyond the early part of its run: ``ln(step / the run's last
+    training step)`` (0 for a row before it; :data:`HORIZON_UNIT`). The ``extrapolation`` of the
+    rows to predict: the calibrated interval grows with it (:func:`extrapolate`)."""
+    return _horizon(data, np.asarray(data.train, bool), rows)
+
+
 def _horizon(data: TailData, train, rows) -> np.ndarray:
     """``ln(step / last training step of the row's run)`` at ``rows`` (0 for a row before it): how
     far, in e-folds of the step, each row lies beyond the part of its run that was fitted."""
@@ -1032,7 +1043,7 @@ def _calibrate(spec: ExtrapolateSpec, ratios, data: TailData, held_rows, held_lo
                        beyond_held=beyond)
             how = (f"both ends move in by {-q:.3g} in ln L (x{np.exp(-q):.3g})" if q <= 0 else
                    f"each half-width w (in ln L) becomes sqrt(w^2 + ({q:.3g} h)^2) at h = ln(step / the run's last "
-                   f"early step): +-{q * np.log(10):.3g} at 10x the last early step")
+                   f"early step): at least +-{q * np.log(10):.3g} at 10x the last early step")
             out["reason"] = (f"{held_rows.size} points of {n_runs} finished run(s), each cut at {cut} x its last "
                              f"step like the runs in progress: the model's {level:.0%} interval covered {raw:.0%} of "
                              f"them; {how}")
@@ -1183,7 +1194,8 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
     ``last_value`` to their predictions of the tail rows (``fit.rows``); the report holds
     ``model``, its ``score`` (RMSLE, MAE, coverage; also under ``bayes`` for the power law), the
     ``scipy_power_law`` score, the ``last_value`` score (each run's last early loss carried
-    forward, :func:`last_value`), the fit's ``diagnostics`` and counts.
+    forward, :func:`last_value`), the fit's ``diagnostics``, counts, and ``extrapolation``: the
+    largest and the median :func:`horizon` of the tail rows.
     """
     import time
 
@@ -1207,4 +1219,8 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
               "last_value": score_tail(y, baselines["last_value"]), "diagnostics": fit.diagnostics,
               "converged": fit.diagnostics["converged"], "n_curves_fitted": int(len(fit.curves)),
               "calibration": fit.calibration, "fit_seconds": secs}
+    h = horizon(data, fit.rows)
+    report["extrapolation"] = {"max": float(h.max()) if h.size else 0.0,
+                               "median": float(np.median(h)) if h.size else 0.0, "n_rows": int(h.size),
+                               "unit": HORIZON_UNIT}
     return fit, baselines, report
