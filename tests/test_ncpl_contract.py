@@ -1,6 +1,7 @@
 """The NCPL contract on small tables this file builds itself: from_frame -> fit -> predict ->
 save/load, the pure core under jit/vmap, input errors, and the command line end to end."""
 import json
+import warnings
 
 import jax
 import numpy as np
@@ -118,8 +119,13 @@ def test_bad_input_names_the_column():
         ncpl.from_frame(nan, target_col="loss", exclude_cols=["run"])
     long = df.copy()
     long["command"] = "python train.py " + " ".join(f"--flag{i}=value{i}" for i in range(60))
-    with pytest.raises(ValueError, match="'command'.*--exclude-cols command"):
+    with pytest.raises(ValueError, match=r"'command'.*--exclude-cols command.*--max-tokens 512\) fits these runs"):
         ncpl.from_frame(long, target_col="loss", exclude_cols=["run"])
+    assert ncpl.from_frame(long, target_col="loss", exclude_cols=["run"], max_tokens=512).n_rows == len(long)
+    longer = long.assign(command=long["command"] + " " + long["command"])  # beyond the encoder's 512 positions
+    with pytest.raises(ValueError, match="--exclude-cols command") as err:
+        ncpl.from_frame(longer, target_col="loss", exclude_cols=["run"])
+    assert "Or raise the limit" not in str(err.value)
     with pytest.raises(ValueError, match=r"baseline='law'\) needs N and D"):
         ncpl.fit(jax.random.key(0), ncpl.from_frame(df, target_col="loss", exclude_cols=["run"]),
                  SPEC._replace(baseline="law"))
@@ -171,3 +177,15 @@ def test_cli_train_holdout_predictions_save_then_predict(tmp_path, capsys):
     # bad input: exit code 2 and a message naming the column
     rc = main(["ncpl", "train", "--csv", str(csv), "--target-col", "nope", "--json"])
     assert rc == 2 and "nope" in capsys.readouterr().err
+
+
+def test_fit_without_sizes_says_its_interval_does_not_widen():
+    """Without N and D there is no backtest, so the interval does not grow outside the training
+    data; the extrapolation warning says so."""
+    df = _runs(36)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # N and D read as config look like results
+        fit = ncpl.fit(jax.random.key(0), ncpl.from_frame(df, target_col="loss", exclude_cols=["run"]), SPEC)
+    assert int(np.asarray(fit.extrap.n_backtest)) == 0
+    with pytest.warns(UserWarning, match="outside the training data.*had no backtest.*does not widen"):
+        ncpl.predict(fit, df.head(3).assign(lr=1.0))

@@ -867,7 +867,11 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     std = np.sqrt((y_std * std_z * float(np.asarray(fit.interval_scale))) ** 2 + (float(np.asarray(e.tau)) * d) ** 2)
     std = std + half / float(z_value(fit.spec.coverage))  # the laws' spread, scaled to the asked level
     if np.any(d > 0):
-        warn_extrapolation("NCPL predict", d, _unit(fit, worst[int(np.argmax(d))]), stacklevel=3)
+        note = ("" if int(np.asarray(e.n_backtest)) else
+                "this fit had no backtest (it needs N and D, n_col/d_col, and at least "
+                f"{ex.MIN_TRAINING_RUNS} training runs), so its interval does not widen outside the training "
+                "data: it can be far too narrow there")
+        warn_extrapolation("NCPL predict", d, _unit(fit, worst[int(np.argmax(d))]), stacklevel=3, note=note)
     return Prediction(jnp.asarray(mean), jnp.asarray(mean - z * std), jnp.asarray(mean + z * std), jnp.asarray(members),
                       jnp.asarray(d))
 
