@@ -867,17 +867,17 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     h = _horizon(data, tr, pred_rows)
     calibration = _calibrate(spec, ratios, data, pred_rows[~real], (log_q + log_yk)[:, ~real], h[~real], h[real],
                              unused)
-    c = calibration.get("growth") or calibration.get("margin")  # the one that is not 0, None uncalibrated
+    corr = calibration.get("growth") or calibration.get("margin")  # the one that is not 0, None uncalibrated
     if log_d is not None:  # the draws themselves: kept in the prediction, widened
         ypred = np.exp(log_d[:, real] + log_yk[real])
-        if c is not None:
-            ypred = _widen(ypred, c, h[real], level)
+        if corr is not None:
+            ypred = _widen(ypred, corr, h[real], level)
         q = np.quantile(ypred, [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
     else:  # many rows: the interval ends only
         ypred = None
         lo, med, hi = (log_q + log_yk)[:, real]
-        if c is not None:
-            lo, hi = _widen_ends(lo, med, hi, c, h[real])
+        if corr is not None:
+            lo, hi = _widen_ends(lo, med, hi, corr, h[real])
         q = np.exp(np.stack([lo, med, hi]))
     mine = remap[np.unique(cur0[~tr_user])]  # the runs in progress among the fitted curves
     c, g, alpha = (np.asarray(s[k])[:, mine] for k in ("c", "g", "alpha"))

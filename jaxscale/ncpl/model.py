@@ -496,8 +496,10 @@ def _check_spec(spec: Spec) -> None:
         raise ValueError(f"Spec.members must be >= 1, got {spec.members}")
     if not 0.0 < spec.coverage < 1.0:
         raise ValueError(f"Spec.coverage must be in (0, 1), got {spec.coverage}")
-    if not 8 <= spec.max_tokens <= 512:
-        raise ValueError(f"Spec.max_tokens must be in [8, 512] (the encoder has 512 positions), got {spec.max_tokens}")
+    limit = enc_mod.EncoderConfig().max_positions
+    if not 8 <= spec.max_tokens <= limit:
+        raise ValueError(f"Spec.max_tokens must be in [8, {limit}] (the encoder has {limit} positions), got "
+                         f"{spec.max_tokens}")
     if not 0.0 <= spec.backtest_frac < 0.5:
         raise ValueError(f"Spec.backtest_frac must be in [0, 0.5), got {spec.backtest_frac}")
 

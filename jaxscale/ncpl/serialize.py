@@ -204,7 +204,7 @@ def check_token_lengths(texts, lengths, max_tokens: int, *, field_parts, text_id
     long = np.flatnonzero(lengths > max_tokens)
     if long.size == 0:
         return
-    from jaxscale.ncpl.encoder import load_tokenizer
+    from jaxscale.ncpl.encoder import EncoderConfig, load_tokenizer
 
     tok = load_tokenizer()
     key_to_col = {k: c for c, k in field_parts.items()}
@@ -224,19 +224,16 @@ def check_token_lengths(texts, lengths, max_tokens: int, *, field_parts, text_id
     desc = ", ".join(f"{c!r} ({n} tokens, {100 * n / total:.0f}%)" for c, n in top)
     drop = ",".join(c for c, n in top if n / total >= 0.1) or top[0][0]
     longest = int(lengths[long].max())
-    fit = min(-(-longest // 64) * 64, MAX_ENCODER_TOKENS)  # the next multiple of 64
-    more = (f" Or raise the limit: the encoder reads up to {MAX_ENCODER_TOKENS} tokens, max_tokens={fit} (CLI: "
-            f"--max-tokens {fit}) fits these runs, at a higher cost per step." if longest <= MAX_ENCODER_TOKENS else "")
+    limit = EncoderConfig().max_positions
+    fit = min(-(-longest // 64) * 64, limit)  # the next multiple of 64
+    more = (f" Or raise the limit: the encoder reads up to {limit} tokens, max_tokens={fit} (CLI: "
+            f"--max-tokens {fit}) fits these runs, at a higher cost per step." if longest <= limit else "")
     raise ValueError(
         f"{where} serialise to more tokens than the text encoder reads (longest: {longest} > "
         f"max_tokens={max_tokens}). Most of their tokens come from the columns {desc}. Leave long free-text "
         f"columns out with exclude_cols=[...] (CLI: --exclude-cols {drop}), or choose the config columns "
         f"explicitly (text_cols=/num_cols=, CLI: --text-cols/--num-cols).{more}"
     )
-
-
-#: The most tokens the bundled text encoder (MiniLM) reads: its position embeddings.
-MAX_ENCODER_TOKENS = 512
 
 
 def infer_fields(df: pd.DataFrame, *, exclude=(), columns=None, text_cols=None, num_cols=None):
