@@ -16,6 +16,24 @@ def test_rows_are_named_by_their_line_in_the_file(tmp_path):
         V.check_finite(df, ["loss"], "runs.csv")
 
 
+def test_every_column_with_missing_cells_is_named_at_once(tmp_path):
+    # a user fixing one column at a time used to meet the next one only on the next run
+    p = tmp_path / "runs.csv"
+    p.write_text("N,tokens seen,loss\n1e8,,3.1\n2e8,4e9,nan\n,4e9,2.9\n,8e9,2.7\n8e8,1e10,2.5\n")
+    df = read_table(p)
+    with pytest.raises(ValueError) as err:
+        V.check_finite(df, ["N", "tokens seen", "loss"], "runs.csv")
+    msg = str(err.value)
+    assert "'N' has 2 non-finite value(s) (2 NaN/missing) at rows [4, 5]" in msg
+    assert "'tokens seen' has 1" in msg and "'loss' has 1" in msg
+    fix = 'N.notna() and `tokens seen`.notna() and loss.notna()'
+    assert f'--where "{fix}", which leaves out 4 of 5 rows' in msg
+    assert len(where(df, fix)) == 1
+    df.loc[6] = [1e9, np.inf, 2.4]  # an infinite value has no --where in the fix
+    with pytest.raises(ValueError, match=r"1 infinite.*fill or remove these rows explicitly before fitting\.$"):
+        V.check_finite(df, ["tokens seen"], "runs.csv")
+
+
 @pytest.mark.parametrize("suffix", [".tsv", ".parquet"])
 def test_tsv_and_parquet(tmp_path, suffix):
     df = pd.DataFrame({"N": [1e8, 2e8], "loss": [3.0, 2.8]})

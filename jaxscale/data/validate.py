@@ -83,23 +83,32 @@ def check_numeric(df: pd.DataFrame, columns: Sequence[str], what: str = "table")
 
 
 def check_finite(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:
-    """Raise on NaN / missing / +-inf values in ``columns``."""
+    """Raise on NaN / missing / +-inf values in ``columns``: one error for every such column, with a
+    ``--where`` that leaves out the missing cells of all of them at once and how many rows it leaves out."""
     check_numeric(df, columns, what)
-    for c in columns:
+    found, missing, bad_rows = [], [], np.zeros(len(df), dtype=bool)
+    for c in dict.fromkeys(columns):
         values = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values)
-        if bad.any():
-            kinds = []
-            if np.isnan(values).any():
-                kinds.append(f"{int(np.isnan(values).sum())} NaN/missing")
-            if np.isinf(values).any():
-                kinds.append(f"{int(np.isinf(values).sum())} infinite")
-            raise ValueError(
-                f"{what}: column {c!r} has {int(bad.sum())} non-finite value(s) "
-                f"({', '.join(kinds)}) at rows {_rows(df.index[bad])}; "
-                "fill or remove these rows explicitly before fitting"
-                + (f" (e.g. --where \"{_where_name(c)}.notna()\")." if not np.isinf(values).any() else ".")
-            )
+        if not bad.any():
+            continue
+        kinds = []
+        if np.isnan(values).any():
+            kinds.append(f"{int(np.isnan(values).sum())} NaN/missing")
+        if np.isinf(values).any():
+            kinds.append(f"{int(np.isinf(values).sum())} infinite")
+        else:
+            missing.append(c)
+        found.append(f"column {c!r} has {int(bad.sum())} non-finite value(s) ({', '.join(kinds)}) at rows "
+                     f"{_rows(df.index[bad])}")
+        bad_rows |= bad
+    if not found:
+        return
+    fix = "fill or remove these rows explicitly before fitting"
+    if len(missing) == len(found):
+        where = " and ".join(f"{_where_name(c)}.notna()" for c in missing)
+        fix += f" (e.g. --where \"{where}\", which leaves out {int(bad_rows.sum())} of {len(df)} rows)"
+    raise ValueError(f"{what}: " + "; ".join(found) + f"; {fix}.")
 
 
 def check_positive(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:
