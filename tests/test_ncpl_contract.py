@@ -187,5 +187,24 @@ def test_fit_without_sizes_says_its_interval_does_not_widen():
         warnings.simplefilter("ignore")  # N and D read as config look like results
         fit = ncpl.fit(jax.random.key(0), ncpl.from_frame(df, target_col="loss", exclude_cols=["run"]), SPEC)
     assert int(np.asarray(fit.extrap.n_backtest)) == 0
-    with pytest.warns(UserWarning, match="outside the training data.*had no backtest.*does not widen"):
-        ncpl.predict(fit, df.head(3).assign(lr=1.0))
+    query = df.head(3).assign(lr=1.0)
+    with pytest.warns(UserWarning, match="outside the training data.*had no backtest.*does not widen.*"
+                                         "backtest_col='lr' \\(CLI --backtest-col lr\\)"):
+        plain = ncpl.predict(fit, query)
+    # the field the queries extrapolate in names the backtest's held-out runs: its largest values
+    data = ncpl.from_frame(df, target_col="loss", exclude_cols=["run", "N", "D"])
+    for col, why in [("optimizer", "read as text"), ("nope", "not a configuration column")]:
+        with pytest.raises(ValueError, match=f"backtest_col='{col}'.*{why}.*numeric configuration columns are "
+                                             r"\['lr'\]"):
+            ncpl.fit(jax.random.key(0), data, SPEC._replace(backtest_col=col))
+    along = ncpl.fit(jax.random.key(0), data, SPEC._replace(backtest_col="lr"))
+    held = int(np.asarray(along.extrap.n_backtest))
+    assert held == 8 and "8 largest value(s) of 'lr'" in along.backtest_rule  # whole values up to 20 % of 36
+    assert float(np.asarray(along.extrap.backtest_max_distance)) > 0
+    assert np.isfinite(float(np.asarray(along.extrap.backtest_coverage)))
+    reach = float(np.asarray(along.extrap.backtest_max_distance))
+    with pytest.warns(UserWarning, match=r"worst: 2.09 decades of 'lr'.*growth was learnt on held-out runs at most "
+                                         rf"{reach:.3g} out \(the runs with the 8 largest.*\); 3 of the queries lie "
+                                         "further, up to 2.09, where that growth is extrapolated"):
+        ncpl.predict(along, query)
+    assert np.all(np.asarray(plain.extrapolation) > 0)

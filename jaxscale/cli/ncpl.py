@@ -87,7 +87,7 @@ def _spec(args):
                 eval_every=args.eval_every, patience=args.patience, val_frac=args.val_frac,
                 baseline=args.baseline, max_tokens=args.max_tokens, width=args.width, depth=args.depth,
                 ckpt_every=args.ckpt_every, ckpt_dir=args.ckpt_dir, backtest_frac=args.backtest_frac,
-                ckpt_force_new=args.force_new)
+                ckpt_force_new=args.force_new, backtest_col=args.backtest_col)
 
 
 def _law_dict(law) -> dict:
@@ -434,7 +434,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--level", type=float, default=0.9, help="central interval level of the predictions")
     t.add_argument("--backtest-frac", type=float, default=spec.backtest_frac,
                    help="share of the training runs (the largest) held out to learn predictions and interval "
-                        "growth outside the training data (needs --n-col/--d-col; 0: off)")
+                        "growth outside the training data (needs --n-col/--d-col or --backtest-col; 0: off)")
+    t.add_argument("--backtest-col", default=None, metavar="COL",
+                   help="numeric config column whose largest values the backtest holds out: the field your "
+                        "queries extrapolate in, e.g. a depth (none: the largest N, with --n-col/--d-col)")
     t.add_argument("--duplicates", choices=["error", "first", "keep"], default="error",
                    help="training rows repeating another row in every used column: refuse, keep the first "
                         "copy (counted in the JSON), or keep all (weighted twice, counted)")

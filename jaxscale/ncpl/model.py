@@ -504,6 +504,20 @@ def _check_spec(spec: Spec) -> None:
         raise ValueError(f"Spec.backtest_frac must be in [0, 0.5), got {spec.backtest_frac}")
 
 
+def _check_backtest_col(data: Data, spec: Spec) -> None:
+    """Raise, before any training, when ``spec.backtest_col`` is not a numeric field of ``data``."""
+    col = spec.backtest_col
+    if col is None or col in data.num_cols:
+        return
+    roles = {c: r for r, c in data.columns}
+    why = {"text": "it is read as text; read it as numbers (num_cols, CLI --num-cols)",
+           "n": "it is the parameter count: leave backtest_col unset and the backtest holds out the largest N",
+           "d": "it is the token count: leave backtest_col unset and the backtest holds out the largest runs"}.get(
+        roles.get(col), "it is not a configuration column of the fit")
+    raise ValueError(f"Spec.backtest_col={col!r} (CLI --backtest-col): {why}. The numeric configuration columns "
+                     f"are {list(data.num_cols)}")
+
+
 def _fingerprint(key, data: Data, spec: Spec, part: str) -> dict:
     """What a fit's checkpoints depend on: the data, the settings and the seed."""
     statics = repr((data.num_cols, data.num_keys, data.num_log, data.text_cols, data.text_keys, data.vocab,
@@ -589,6 +603,7 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
       non-finite training, or a checkpoint folder written by another fit.
     """
     _check_spec(spec)
+    _check_backtest_col(data, spec)
     model, _, _ = _stage1(key, data, spec, "ncpl stage 1", "model")
     extrap, rule = _backtest(jax.random.fold_in(key, 1), data, spec, model.baseline)
     model = model.replace(extrap=extrap, backtest_rule=rule)
@@ -602,11 +617,17 @@ def _backtest(key, data: Data, spec: Spec, baseline: str):
     """``(Extrapolation, rule)``: the behaviour outside the training data learnt on held-out largest runs."""
     if spec.backtest_frac <= 0:
         return ex.no_extrapolation(), "none (Spec.backtest_frac = 0)"
-    if data.N is None or data.D is None:
-        return ex.no_extrapolation(), "none: needs N and D (n_col/d_col) to know which runs are larger"
+    if spec.backtest_col is None and (data.N is None or data.D is None):
+        return ex.no_extrapolation(), ("none: needs N and D (n_col/d_col) to know which runs are larger, or "
+                                       "backtest_col naming the numeric field to hold out along")
     if data.n_rows < ex.MIN_TRAINING_RUNS:
         return ex.no_extrapolation(), f"none: {data.n_rows} training runs (< {ex.MIN_TRAINING_RUNS})"
-    future, rule = ex.future_rows(data.N, data.D, spec.backtest_frac, 2 if baseline == "law" else 1)
+    if spec.backtest_col is None:
+        future, rule = ex.future_rows(data.N, data.D, spec.backtest_frac, 2 if baseline == "law" else 1)
+    else:
+        j = data.num_cols.index(spec.backtest_col)
+        future, rule = ex.future_rows_along(np.asarray(data.values)[:, j], np.asarray(data.present)[:, j],
+                                            spec.backtest_frac, spec.backtest_col)
     if future.sum() < 5 or (~future).sum() < ex.MIN_BACKTEST_RUNS:
         return ex.no_extrapolation(), f"none: {rule} leaves too few runs on one side"
     past = jax.tree.map(lambda a: a[~future], data)
@@ -869,10 +890,20 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     std = np.sqrt((y_std * std_z * float(np.asarray(fit.interval_scale))) ** 2 + (float(np.asarray(e.tau)) * d) ** 2)
     std = std + half / float(z_value(fit.spec.coverage))  # the laws' spread, scaled to the asked level
     if np.any(d > 0):
-        note = ("" if int(np.asarray(e.n_backtest)) else
-                "this fit had no backtest (it needs N and D, n_col/d_col, and at least "
-                f"{ex.MIN_TRAINING_RUNS} training runs), so its interval does not widen outside the training "
-                "data: it can be far too narrow there")
+        field = worst[int(np.argmax(d))]
+        along = (f"; to learn that widening, refit with backtest_col={field!r} (CLI --backtest-col {field}), "
+                 f"which holds out the training runs with its largest values" if field in fit.num_cols else "")
+        reach = float(np.asarray(e.backtest_max_distance))
+        if not int(np.asarray(e.n_backtest)):
+            note = ("this fit had no backtest (it needs N and D, n_col/d_col, or a backtest_col, and at least "
+                    f"{ex.MIN_TRAINING_RUNS} training runs), so its interval does not widen outside the training "
+                    f"data: it can be far too narrow there{along}")
+        elif d.max() > reach:
+            note = (f"the interval's growth was learnt on held-out runs at most {reach:.3g} out ({fit.backtest_rule}); "
+                    f"{int(np.sum(d > reach))} of the queries lie further, up to {d.max():.3g}, where that growth is "
+                    "extrapolated")
+        else:
+            note = ""
         warn_extrapolation("NCPL predict", d, _unit(fit, worst[int(np.argmax(d))]), stacklevel=3, note=note)
     return Prediction(jnp.asarray(mean), jnp.asarray(mean - z * std), jnp.asarray(mean + z * std), jnp.asarray(members),
                       jnp.asarray(d))

@@ -11,7 +11,8 @@ in training, the relative change); and 1 for a text value never seen in training
 every training run had but the query lacks. 0 inside the training data.
 
 **Prediction outside.** A backtest inside the training rows holds out the largest runs (whole
-model sizes when there are enough of them, else the runs with the largest compute), trains the
+model sizes when there are enough of them, else the runs with the largest compute; or the runs
+with the largest values of the numeric field a fit names, ``Spec.backtest_col``), trains the
 same ensemble on the rest, and on the held-out runs chooses (by MAE) whether the network is
 evaluated at the query's values or at the nearest training edge of each numeric field
 (``clip``), and how fast the predicted residual falls back to the baseline
@@ -42,6 +43,7 @@ __all__ = [
     "field_distance",
     "combine",
     "future_rows",
+    "future_rows_along",
     "choose",
 ]
 
@@ -172,7 +174,21 @@ def combine(parts: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
     return d, worst
 
 
-def future_rows(N, D, frac: float, min_sizes: int) -> tuple[np.ndarray | None, str]:
+def _whole_values(v: np.ndarray, frac: float, keep: int) -> np.ndarray | None:
+    """Rows with the largest values of ``v``, whole values from the largest down until at least
+    ``frac`` of the rows, when that holds out at most half the rows, leaves ``keep`` distinct values
+    and :data:`MIN_BACKTEST_RUNS` rows; else ``None``."""
+    n = v.size
+    held = np.zeros(n, bool)
+    values = np.unique(v[np.isfinite(v)])[::-1]
+    for s in values[:max(len(values) - keep, 0)]:
+        if held.sum() >= frac * n:
+            break
+        held |= v == s
+    return held if frac * n <= held.sum() <= 0.5 * n and (~held).sum() >= MIN_BACKTEST_RUNS else None
+
+
+def future_rows(N, D, frac: float, min_sizes: int) -> tuple[np.ndarray, str]:
     """Rows the backtest holds out as "larger runs", and a description of the rule.
 
     Whole model sizes from the largest down until at least ``frac`` of the rows are held out, when
@@ -180,21 +196,31 @@ def future_rows(N, D, frac: float, min_sizes: int) -> tuple[np.ndarray | None, s
     ``frac`` of the rows with the largest compute ``N D``.
     """
     N, D = np.asarray(N, float), np.asarray(D, float)
-    n = N.size
-    sizes = np.unique(N)[::-1]
-    held = np.zeros(n, bool)
-    for s in sizes[:max(len(sizes) - min_sizes, 0)]:
-        if held.sum() >= frac * n:
-            break
-        held |= N == s
-    if frac * n <= held.sum() <= 0.5 * n and (~held).sum() >= MIN_BACKTEST_RUNS:
+    held = _whole_values(N, frac, min_sizes)
+    if held is not None:
         k = int(np.unique(N[held]).size)
         return held, f"the {k} largest model size(s) (N >= {N[held].min():.4g}; {int(held.sum())} runs)"
     C = N * D
-    k = max(int(round(frac * n)), 5)
-    thr = np.sort(C)[::-1][min(k, n) - 1]
+    k = max(int(round(frac * N.size)), 5)
+    thr = np.sort(C)[::-1][min(k, N.size) - 1]
     held = C >= thr
     return held, f"the runs with the largest compute N*D (>= {thr:.4g}; {int(held.sum())} runs)"
+
+
+def future_rows_along(values, present, frac: float, column: str) -> tuple[np.ndarray, str]:
+    """Rows the backtest holds out along one numeric field: its largest values (whole values from the
+    largest down, as :func:`future_rows` does with sizes, else the ``frac`` of the rows with the
+    largest values, ties included). Rows without the field stay in training."""
+    v = np.where(np.asarray(present, bool), np.asarray(values, float), -np.inf)
+    held = _whole_values(v, frac, 1)
+    if held is None:
+        k = max(int(round(frac * v.size)), 5)
+        held = v >= np.sort(v)[::-1][min(k, v.size) - 1]
+        held &= np.isfinite(v)
+    if not held.any():
+        return held, f"no run has {column!r}"
+    k = int(np.unique(v[held]).size)
+    return held, f"the runs with the {k} largest value(s) of {column!r} (>= {v[held].min():.4g}; {int(held.sum())} runs)"
 
 
 def _conformal_tau(e, s, d, coverage: float, w=0.0) -> float:

@@ -54,7 +54,11 @@ class Spec(NamedTuple):
         bit-identically. The folder remembers what wrote it (data, settings, seed, version): a
         folder of another fit is refused.
       backtest_frac: share of the training runs (the largest) the backtest holds out to learn how to
-        predict outside the training data (0: no backtest, intervals do not widen); needs N and D.
+        predict outside the training data (0: no backtest, intervals do not widen); needs N and D,
+        or ``backtest_col``.
+      backtest_col: a numeric configuration column whose largest values the backtest holds out (the
+        field the queries extrapolate in, e.g. a depth); ``None``: the largest model sizes (needs N
+        and D).
       ckpt_force_new: discard the checkpoints of another fit in ``ckpt_dir`` instead of refusing.
     """
 
@@ -78,6 +82,7 @@ class Spec(NamedTuple):
     ckpt_dir: str | None = None
     backtest_frac: float = 0.2
     ckpt_force_new: bool = False
+    backtest_col: str | None = None
 
     def train_config(self) -> TrainConfig:
         """The training loop's settings (:class:`jaxscale.ncpl.train.TrainConfig`)."""
