@@ -76,6 +76,49 @@ def test_contract_roundtrip(table, tmp_path):
     np.testing.assert_array_equal(np.asarray(same.theta), np.asarray(fit.theta))
 
 
+def test_scores_in_percent_with_score_scale(table, tmp_path, capsys):
+    """A table in percent (RULER, BABILong) is read with score_scale=100: the law is fitted on fractions
+    and every number comes back in percent; a saved model reads its queries in percent."""
+    df, held, data, train, fit = table
+    pct = df.assign(score=df["score"] * 100, chance=np.where(df["task"] == "qa", 25.0, 0.0))
+    with pytest.raises(ValueError, match=r"'score' has .* outside \[0.0, 1.0\].*--score-scale 100"):
+        cl.from_frame(pct, task_col="task")
+    d100 = cl.from_frame(pct, task_col="task", chance_col="chance", score_scale=100)
+    d1 = cl.from_frame(pct.assign(score=df["score"], chance=pct["chance"] / 100), task_col="task", chance_col="chance")
+    np.testing.assert_allclose(np.asarray(d100.y), np.asarray(d1.y), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(d100.floor), np.asarray(d1.floor), rtol=1e-12)
+    assert d100.score_scale == 100.0
+    with pytest.raises(ValueError, match="score_scale must be the positive full scale"):
+        cl.from_frame(pct, task_col="task", score_scale=0)
+    f100 = cl.fit(jax.random.key(0), cl.from_frame(pct.loc[~held], task_col="task", score_scale=100), SPEC)
+    assert f100.score_scale == 100.0
+    np.testing.assert_allclose(np.asarray(f100.theta), np.asarray(fit.theta), rtol=1e-6)
+    p100, p1 = cl.predict(f100, pct), cl.predict(fit, df)
+    for a, b in zip(p100[:3], p1[:3]):
+        np.testing.assert_allclose(np.asarray(a), 100 * np.asarray(b), rtol=1e-6)
+    assert cl.task_summary(f100)[0]["sigma"] == pytest.approx(100 * cl.task_summary(fit)[0]["sigma"], rel=1e-6)
+    jaxscale.save(f100, tmp_path / "m")
+    back = jaxscale.load(tmp_path / "m")
+    assert back.score_scale == 100.0
+    np.testing.assert_allclose(np.asarray(cl.predict(back, pct).mean), np.asarray(p100.mean), rtol=1e-12)
+    with pytest.warns(UserWarning, match="every value of 'score' is at most 1.*multiply them by 100"):
+        cl.predict(back, df)
+    res = {}
+    for name, frame, extra in [("pct", pct.drop(columns=["chance"]), ["--score-scale", "100"]), ("frac", df, [])]:
+        csv = tmp_path / f"{name}.csv"
+        frame.to_csv(csv, index=False)
+        rc = main(["context", "fit", "--csv", str(csv), "--task-col", "task", "--holdout", HOLDOUT, *FLAGS, *extra,
+                   "--json"])
+        assert rc == 0
+        res[name] = json.loads(capsys.readouterr().out)
+    res, ref = res["pct"], res["frac"]
+    for k in ("mae_in", "mae_out", "drift_per_decade"):
+        assert res[k] == pytest.approx(100 * ref[k], rel=1e-6), k
+    assert res["coverage_90"] == ref["coverage_90"]
+    assert res["baselines"]["carry_forward"]["mae"] == pytest.approx(100 * ref["baselines"]["carry_forward"]["mae"],
+                                                                     rel=1e-9)
+
+
 def test_fit_core_vmaps_over_keys(table):
     _, _, _, train, _ = table
     one = jax.tree_util.tree_map(lambda a: a[np.asarray(train.task) == 0], train)

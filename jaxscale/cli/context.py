@@ -117,7 +117,7 @@ def spec_from_args(args, base=None):
 def _columns(args) -> dict:
     return dict(c_col=args.c_col, n_col=args.n_col, d_col=args.d_col, n_prompt_col=args.n_pmt_col,
                 n_ctx_col=args.n_ctx_col, score_col=args.score_col, chance_col=args.chance_col,
-                task_col=args.task_col, n_items_col=args.n_items_col)
+                task_col=args.task_col, n_items_col=args.n_items_col, score_scale=args.score_scale)
 
 
 def _caught(records) -> list:
@@ -145,7 +145,7 @@ def _interval_text(fit) -> str:
         return (f"posterior predictive ({fit.spec.likelihood} likelihood, "
                 f"{fit.posterior.theta.shape[0]} NUTS draws)")
     return ("residual noise: mean +- z * sqrt(task's residual sd^2 + (drift * extrapolation distance)^2), clipped "
-            "to [0, 1]; no parameter uncertainty")
+            f"to [0, {fit.score_scale:g}]; no parameter uncertainty")
 
 
 def _scores(y, pred, rows, label: str) -> tuple:
@@ -209,7 +209,7 @@ def _fit_table(args) -> dict:
         fit = cl.fit(key, train, spec)
         seconds = time.perf_counter() - t0
         pred = cl.predict(fit, data, key=key, level=0.9)  # the same draws as `context predict --seed`
-        y = np.asarray(data.y)
+        y = np.asarray(data.y) * data.score_scale  # predict answers on the table's scale
         codes = np.asarray(data.task)
         sin, _ = _scores(y, pred, ~held, "training")
         sout, out_reason = _scores(y, pred, held, "held-out (--holdout)")
@@ -236,7 +236,7 @@ def _fit_table(args) -> dict:
         dist = np.asarray(pred.extrapolation)
         out["extrapolation_max"] = float(dist.max())
         out["extrapolation_unit"] = "decades of prompt length, compute or prompt/limit ratio outside the task's cells"
-        out["drift_per_decade"] = float(np.asarray(fit.drift)[0])
+        out["drift_per_decade"] = float(np.asarray(fit.drift)[0]) * fit.score_scale
         if fit.drift_reason:
             out["drift_reason"] = fit.drift_reason
         point = None
@@ -282,6 +282,8 @@ def _fit_bundled(args) -> dict:
         if getattr(args, flag, None):
             raise ValueError(f"--{flag.replace('_', '-')} works with --csv (your own table), not with --dataset; the "
                              "bundled experiments split at --cutoff")
+    if args.score_scale != 1.0:
+        raise ValueError("--score-scale works with --csv (your own table); the bundled sources hold fractions")
     check_outputs(args)
     key = jax.random.key(args.seed)
     spec = spec_from_args(args, default_spec(args.dataset))
@@ -337,8 +339,12 @@ def register(subparsers) -> None:
     g.add_argument("--d-col", default=None, metavar="NAME", help="training tokens D (with --n-col)")
     g.add_argument("--n-pmt-col", default="n_pmt", metavar="NAME", help="prompt length in tokens")
     g.add_argument("--n-ctx-col", default="n_ctx", metavar="NAME", help="context limit of the model in tokens")
-    g.add_argument("--score-col", default="score", metavar="NAME", help="score in [0, 1]")
-    g.add_argument("--chance-col", default=None, metavar="NAME", help="chance floor g in [0, 0.99] (optional)")
+    g.add_argument("--score-col", default="score", metavar="NAME", help="score in [0, 1] (or [0, --score-scale])")
+    g.add_argument("--chance-col", default=None, metavar="NAME",
+                   help="chance floor g in [0, 0.99] (x --score-scale) (optional)")
+    g.add_argument("--score-scale", type=float, default=1.0, metavar="S",
+                   help="full scale of the score and chance columns: 100 for percentages (predictions, intervals, "
+                        "errors and baselines come back on it; a saved model reads query tables on it)")
     g.add_argument("--task-col", default=None, metavar="NAME", help="task label: one law per task (optional)")
     g.add_argument("--n-items-col", default=None, metavar="NAME",
                    help="items behind each score (optional; for --likelihood binomial)")

@@ -39,7 +39,7 @@ def carry_forward(data, train, model=None) -> tuple[Prediction, int]:
 
     Returns:
       ``(Prediction with mean only (lower/upper NaN: no interval), number of rows that used the
-      task-mean fallback)``.
+      task-mean fallback)``; the mean on the table's score scale (``data.score_scale``).
     """
     train = np.asarray(train, bool)
     frame = pd.DataFrame({"g": model_groups(data, model), "task": np.asarray(data.task),
@@ -55,7 +55,7 @@ def carry_forward(data, train, model=None) -> tuple[Prediction, int]:
     fallback = np.isnan(value)
     value = np.where(fallback, query["task"].map(task_mean).to_numpy(float), value)
     out = np.empty(len(train))
-    out[query["i"].to_numpy()] = value
+    out[query["i"].to_numpy()] = value * data.score_scale
     nan = np.full(len(train), np.nan)
     held_fallback = np.zeros(len(train), bool)
     held_fallback[query["i"].to_numpy()] = fallback

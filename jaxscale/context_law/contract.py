@@ -63,7 +63,8 @@ class Data:
       log_C: natural log of training compute C (FLOPs).
       n_pmt: prompt length in tokens (> 0).
       n_ctx: the model's context limit in tokens (> 0).
-      y: score in [0, 1]; NaN for query rows without a score.
+      y: score as a fraction in [0, 1] (the table's score divided by ``score_scale``); NaN for query
+        rows without a score.
       weight: row weight in the loss (1 from :func:`from_frame`; 0 = ignored by the fit).
       floor: chance floor g of the row (P = g + (1 - g) law; 0 = none).
       task: integer code of the row's task, indexing ``task_labels``.
@@ -73,6 +74,8 @@ class Data:
       task_labels: the task vocabulary (static).
       columns: ``(role, column name)`` pairs of the source frame (static); the score's role is
         ``"target"``.
+      score_scale: full scale of the table's score and chance columns (static): 1 for fractions,
+        100 for percentages.
     """
 
     log_C: jax.Array
@@ -86,6 +89,7 @@ class Data:
     row: jax.Array | None = None
     task_labels: tuple = static_field(default=(DEFAULT_TASK,))
     columns: tuple = static_field(default=())
+    score_scale: float = static_field(default=1.0)
 
     def __len__(self) -> int:
         return int(np.shape(self.y)[0])
@@ -136,6 +140,9 @@ class Fit:
       spec: the :class:`Spec` used (static).
       task_labels: task names (static).
       columns: ``(role, column)`` pairs of the training table (static).
+      score_scale: full scale of the training table's scores (static; 1 for fractions, 100 for
+        percentages): the fit works on fractions, :func:`predict` answers on this scale and reads
+        query tables on it. ``sigma`` and ``drift`` are fractions.
     """
 
     theta: jax.Array
@@ -155,6 +162,7 @@ class Fit:
     spec: Spec = static_field(default=Spec())
     task_labels: tuple = static_field(default=(DEFAULT_TASK,))
     columns: tuple = static_field(default=())
+    score_scale: float = static_field(default=1.0)
 
     @property
     def param_names(self) -> tuple:
@@ -176,7 +184,7 @@ def _what(df: pd.DataFrame, what: str | None) -> str:
 def from_frame(df: pd.DataFrame, *, c_col: str | None = None, n_col: str | None = None, d_col: str | None = None,
                n_prompt_col: str = "n_pmt", n_ctx_col: str = "n_ctx", score_col: str | None = "score",
                chance_col: str | None = None, task_col: str | None = None, n_items_col: str | None = None,
-               task_labels: tuple | None = None, what: str | None = None) -> Data:
+               task_labels: tuple | None = None, what: str | None = None, score_scale: float = 1.0) -> Data:
     """Validate a table of cells and return its arrays (rows never dropped or reordered).
 
     Args:
@@ -187,10 +195,10 @@ def from_frame(df: pd.DataFrame, *, c_col: str | None = None, n_col: str | None 
       d_col: training tokens D (> 0), used with ``n_col``.
       n_prompt_col: prompt length in tokens (> 0).
       n_ctx_col: the model's context limit in tokens (> 0).
-      score_col: score in [0, 1] (accuracy, BLEU / 100 ...); ``None`` for a query without scores
-        (then ``y`` is NaN).
-      chance_col: optional chance floor g in [0, 0.99] per row (e.g. 0.25 for 4-way multiple
-        choice); the law becomes g + (1 - g) P.
+      score_col: score in [0, ``score_scale``] (accuracy, BLEU ...); ``None`` for a query without
+        scores (then ``y`` is NaN).
+      chance_col: optional chance floor g in [0, 0.99 ``score_scale``] per row (e.g. 0.25 for 4-way
+        multiple choice, 25 in a percent table); the law becomes g + (1 - g) P.
       task_col: optional task label; one law is fitted per task. Without it every row is task
         ``"all"``.
       n_items_col: optional number of items (> 0) behind each score, for ``likelihood="binomial"``.
@@ -198,6 +206,9 @@ def from_frame(df: pd.DataFrame, *, c_col: str | None = None, n_col: str | None 
         it raises.
       what: name of the table in error messages (default: the file name when read with
         :func:`jaxscale.data.read_table`).
+      score_scale: full scale of the score and chance columns: 1 for fractions, 100 for
+        percentages (RULER, BABILong and most leaderboards). The law is fitted on fractions;
+        :func:`predict` answers on this scale.
 
     Raises:
       ValueError: missing column, non-numeric / non-finite / non-positive inputs, scores or chance
@@ -208,6 +219,7 @@ def from_frame(df: pd.DataFrame, *, c_col: str | None = None, n_col: str | None 
     what = _what(df, what)
     if len(df) == 0:
         raise ValueError(f"{what}: the table has no rows")
+    score_scale = _check_scale(score_scale, what)
     if n_col is not None or d_col is not None:
         if n_col is None or d_col is None:
             raise ValueError(f"{what}: give both n_col and d_col (C = 6 N D), or c_col alone; "
@@ -231,13 +243,13 @@ def from_frame(df: pd.DataFrame, *, c_col: str | None = None, n_col: str | None 
     num = lambda c: pd.to_numeric(df[c]).to_numpy(dtype=float)  # noqa: E731
     n = len(df)
     if score_col is not None:
-        V.check_range(df, score_col, 0.0, 1.0, what)
-        y = num(score_col)
+        _check_scores(df, score_col, 1.0, score_scale, what)
+        y = num(score_col) / score_scale
     else:
         y = np.full(n, np.nan)
     if chance_col is not None:
-        V.check_range(df, chance_col, 0.0, 0.99, what)
-        floor = num(chance_col)
+        _check_scores(df, chance_col, 0.99, score_scale, what)
+        floor = num(chance_col) / score_scale
     else:
         floor = np.zeros(n)
     if n_items_col is not None:
@@ -250,7 +262,30 @@ def from_frame(df: pd.DataFrame, *, c_col: str | None = None, n_col: str | None 
     dev = lambda a, dtype=float: jax.device_put(np.asarray(a, dtype))  # noqa: E731  (jnp.asarray compiles a program)
     return Data(dev(log_C), dev(num(n_prompt_col)), dev(num(n_ctx_col)), dev(y), dev(np.ones(n)), dev(floor),
                 dev(codes, np.int32), None if n_items_col is None else dev(num(n_items_col)), _row_labels(df),
-                task_labels=labels, columns=tuple(roles))
+                task_labels=labels, columns=tuple(roles), score_scale=score_scale)
+
+
+def _check_scale(score_scale, what: str) -> float:
+    try:
+        scale = float(score_scale)
+    except (TypeError, ValueError):
+        scale = float("nan")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"{what}: score_scale must be the positive full scale of the score column (1 for "
+                         f"fractions, 100 for percentages), got {score_scale!r}")
+    return scale
+
+
+def _check_scores(df: pd.DataFrame, col: str, top: float, scale: float, what: str) -> None:
+    """Scores (``top`` 1) or chance levels (``top`` 0.99) in [0, top x scale], with the percent hint."""
+    try:
+        V.check_range(df, col, 0.0, top * scale, what)
+    except ValueError as exc:
+        values = pd.to_numeric(df[col], errors="coerce")
+        if scale == 1 and values.min() >= 0 and values.max() <= 100:
+            raise ValueError(f"{exc} If the column is in percent, say so: score_scale=100 (CLI: --score-scale "
+                             "100); the law is fitted on fractions and answers in percent.") from None
+        raise
 
 
 def _row_labels(df: pd.DataFrame):
@@ -443,7 +478,7 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     return Fit(core.theta, core.loss, core.de_loss, core.de_generations, core.de_converged, core.polished,
                core.lbfgs_steps, sigma, n_train, posterior, jax.device_put(training_box(stacked)),
                jax.device_put(np.full(T, float(drift["tau"]))), jax.device_put(n_future), drift_reason=drift["reason"],
-               spec=spec, task_labels=labels, columns=data.columns)
+               spec=spec, task_labels=labels, columns=data.columns, score_scale=data.score_scale)
 
 
 def _posterior(key, stacked: Data, spec: Spec, theta, backtest) -> Posterior:
@@ -501,11 +536,17 @@ def _query(fit: Fit, query) -> Data:
         if target is not None and target in query.columns:  # a truth is optional per row: check the given ones
             given = query.loc[query[target].notna()]
             if len(given):
-                V.check_range(given, target, 0.0, 1.0, _what(query, None))
+                V.check_range(given, target, 0.0, fit.score_scale, _what(query, None))
+                if fit.score_scale > 1 and pd.to_numeric(given[target]).max() <= 1:
+                    warnings.warn(f"{_what(query, None)}: every value of {target!r} is at most 1, but the model reads "
+                                  f"scores on the scale of its training table (score_scale = {fit.score_scale:g}, "
+                                  f"e.g. percentages): if the query holds fractions, multiply them by "
+                                  f"{fit.score_scale:g}", UserWarning, stacklevel=4)
         kw["score_col"] = None
         if "n_items" in cols and cols["n_items"] not in query.columns:
             kw.pop("n_items_col")  # only the binomial predictive needs it; it says so when missing
-        return from_frame(query, **kw, task_labels=fit.task_labels, what=f"query {_what(query, None)}")
+        return from_frame(query, **kw, task_labels=fit.task_labels, what=f"query {_what(query, None)}",
+                          score_scale=fit.score_scale)
     raise ValueError(f"query must be a context_law.Data or a pandas DataFrame, got {type(query).__name__}")
 
 
@@ -547,12 +588,13 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
     Args:
       fit: from :func:`fit` (or ``jaxscale.load``).
       query: a :class:`Data` or a DataFrame with the fit's input columns (the score is optional,
-        per row: a missing score is allowed, a given one must lie in [0, 1]).
+        per row: a missing score is allowed, a given one must lie in [0, ``fit.score_scale``]).
       key: PRNG key of the posterior-predictive draws; required for a Bayesian fit.
       level: central interval level in (0, 1).
 
     Returns:
-      ``Prediction(mean, lower, upper, samples, extrapolation)``. ``extrapolation`` is each row's
+      ``Prediction(mean, lower, upper, samples, extrapolation)`` on the training table's score scale
+      (``fit.score_scale``: percent for a table read with ``score_scale=100``). ``extrapolation`` is each row's
       distance outside its task's training cells in decades (:func:`extrapolation`; one warning
       with the worst value when any row lies outside). Outside, the noise grows by an
       extrapolation discrepancy of sd ``fit.drift * distance``. Point fit: samples None and the
@@ -578,7 +620,7 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
     extra = jax.device_put(extra)
     if fit.posterior is None:
         mean, lo, hi = _point_interval(jnp.asarray(fit.theta), jnp.asarray(fit.sigma), extra, q, z_value(level), spec)
-        return Prediction(mean, lo, hi, None, dist)
+        return _on_scale(Prediction(mean, lo, hi, None, dist), fit.score_scale)
     if key is None:
         raise ValueError("this fit is Bayesian: predict(fit, query, key=jax.random.key(0)) draws from the "
                          "posterior predictive and needs a key")
@@ -602,24 +644,34 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
         n_items = jnp.asarray(q.n_items)
         draws = jax.random.binomial(key, jnp.broadcast_to(n_items, p.shape), p) / n_items
     mean = jnp.mean(jnp.clip(_law_rows(spec, jnp.asarray(post.theta)[:, codes], q), 1e-9, 1 - 1e-9), axis=0)
-    return from_samples(jnp.clip(draws, 0.0, 1.0), level, mean=mean)._replace(extrapolation=dist)
+    return _on_scale(from_samples(jnp.clip(draws, 0.0, 1.0), level, mean=mean)._replace(extrapolation=dist),
+                     fit.score_scale)
+
+
+def _on_scale(pred: Prediction, scale: float) -> Prediction:
+    """``pred`` (fractions) on the training table's score scale."""
+    if scale == 1.0:
+        return pred
+    return pred._replace(mean=pred.mean * scale, lower=pred.lower * scale, upper=pred.upper * scale,
+                         samples=None if pred.samples is None else pred.samples * scale)
 
 
 def task_summary(fit: Fit) -> list:
     """Per task: label, training rows, parameters, loss, residual sigma, DE convergence and reason,
-    the extrapolation drift and its backtest rows; with a posterior, 90 % intervals of the parameters."""
+    the extrapolation drift and its backtest rows; with a posterior, 90 % intervals of the parameters.
+    ``sigma`` and ``drift_per_decade`` are on the training table's score scale (``fit.score_scale``)."""
     rows = []
     for t, label in enumerate(fit.task_labels):
         conv = bool(np.asarray(fit.converged)[t])
         row = {"task": label, "n_train": int(np.asarray(fit.n_train)[t]),
                "params": theta_dict(fit.spec, np.asarray(fit.theta)[t]), "loss": float(np.asarray(fit.loss)[t]),
-               "sigma": float(np.asarray(fit.sigma)[t]), "converged": conv,
+               "sigma": float(np.asarray(fit.sigma)[t]) * fit.score_scale, "converged": conv,
                "de_generations": int(np.asarray(fit.de_generations)[t]),
                "polished": bool(np.asarray(fit.polished)[t]),
                "reason": convergence_reason(conv, np.asarray(fit.de_generations)[t], np.asarray(fit.polished)[t],
                                             fit.spec)}
         if fit.drift is not None:
-            row["drift_per_decade"] = float(np.asarray(fit.drift)[t])
+            row["drift_per_decade"] = float(np.asarray(fit.drift)[t]) * fit.score_scale
             row["backtest_rows"] = int(np.asarray(fit.backtest_rows)[t])
             if fit.drift_reason:
                 row["drift_reason"] = fit.drift_reason

@@ -70,6 +70,7 @@ def plot_task(fit, data, task: str | None = None, heldout=None, *, key=None, lev
     rows = labels == task
     held = np.zeros(len(rows), bool) if heldout is None else np.asarray(heldout, bool)
     n_pmt, n_ctx, y = (np.asarray(a)[rows] for a in (data.n_pmt, data.n_ctx, data.y))
+    y = y * data.score_scale  # predict answers on the table's scale
     log_c, floor = float(np.median(np.asarray(data.log_C)[rows])), float(np.median(np.asarray(data.floor)[rows]))
     held = held[rows]
     n_items = None if data.n_items is None else float(np.median(np.asarray(data.n_items)[rows]))
@@ -93,7 +94,7 @@ def plot_task(fit, data, task: str | None = None, heldout=None, *, key=None, lev
         ax.axvline(c, color=col, ls=":", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("prompt length n_pmt (tokens)")
-    ax.set_ylabel("score")
+    ax.set_ylabel("score" if fit.score_scale == 1 else f"score (full scale {fit.score_scale:g})")
     ax.set_title(f"{task}: law at median compute, {int(level * 100)} % band (x: held out, dotted: n_ctx)")
     ax.legend(fontsize=7, ncol=2)
     return save(fig, path) if path is not None else fig
