@@ -115,7 +115,7 @@ CASES = [
      ("warn", ["'n_ctx'", "thousands"])),
     ("percent_score", "score in percent (outside [0, 1])", "fit", _where(lambda d: d.index >= 0,
                                                                         score=lambda d: d["score"] * 100), [],
-     ("error", ["'score'", "outside", "/ 100"])),
+     ("error", ["'score'", "outside", "looks like percent", "--score-scale 100"])),
     ("duplicate_row", "duplicate rows", "fit", _dup, [], ("warn", ["duplicate", "[6, 7]"])),
     ("one_compute", "single value of C (alpha fitted)", "fit", _where(lambda d: d.index >= 0, C=1e22), [],
      ("error", ["alpha", "one compute level", "--no-fit-alpha"])),

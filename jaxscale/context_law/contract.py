@@ -282,9 +282,11 @@ def _check_scores(df: pd.DataFrame, col: str, top: float, scale: float, what: st
         V.check_range(df, col, 0.0, top * scale, what)
     except ValueError as exc:
         values = pd.to_numeric(df[col], errors="coerce")
-        if scale == 1 and values.min() >= 0 and values.max() <= 100:
-            raise ValueError(f"{exc} If the column is in percent, say so: score_scale=100 (CLI: --score-scale "
-                             "100); the law is fitted on fractions and answers in percent.") from None
+        msg = str(exc)
+        if scale == 1 and values.min() >= 0 and values.max() <= 100 and "; rescale" in msg:
+            raise ValueError(msg[:msg.rindex("; rescale")] + "; the column looks like percent: say so with "
+                             "score_scale=100 (CLI: --score-scale 100), and the law is fitted on fractions and "
+                             "answers in percent.") from None
         raise
 
 
