@@ -179,6 +179,41 @@ def test_cli_evaluate_save_predict(table, tmp_path, capsys):
     assert rc == 2 and "nope" in capsys.readouterr().err
 
 
+def test_cli_evaluate_predicts_runs_not_trained_yet(table, tmp_path, capsys):
+    """Held-out rows without a loss (a planned run, given by its configuration and steps) are
+    predicted and written; the rows with a loss are scored, the others counted."""
+    from jaxscale.cli import main
+
+    df, _, _ = table
+    plan = df[(df["width"] == 512) & (df["depth"] == 8)].assign(width=1024, loss=np.nan)
+    csv = tmp_path / "runs.csv"
+    pd.concat([df, plan]).to_csv(csv, index=False)
+    base = ["--csv", str(csv), "--task-col", "width", "--instance-col", "depth", "--x-col", "step",
+            "--y-col", "loss", "--restarts", "2", "--steps", "40", "--n-h", "4"]
+    rc = main(["lc", "evaluate", *base, "--holdout", "width >= 512 and depth == 8", "--predictions",
+               str(tmp_path / "p.csv"), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_test"] == 10 and out["n_missing_truth"] == 5 and "the 5 held-out rows with a loss" in out["scored_rows"]
+    assert np.isfinite(out["mae"]["full"]["mean"]) and 0.0 <= out["coverage_90"]["full"] <= 1.0
+    for name in ("nearest_curve", "size_trend", "model"):
+        assert out["baselines"][name]["n"] == 5 and out["baselines"][name]["n_missing_truth"] == 5
+    written = pd.read_csv(tmp_path / "p.csv")
+    assert len(written) == 10 and written["loss"].isna().sum() == 5
+    assert np.isfinite(written[["mean", "lower", "upper", "nearest_curve", "size_trend"]].to_numpy()).all()
+    # only planned rows held out: predicted, nothing scored
+    rc = main(["lc", "evaluate", *base, "--holdout", "width == 1024", "--save", str(tmp_path / "m"), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_missing_truth"] == out["n_test"] == 5 and out["metrics"] is None and out["baselines"] is None
+    # a saved model cannot take a size it never saw; the error says how to predict it
+    new = tmp_path / "new.csv"
+    plan.assign(width=2048).to_csv(new, index=False)
+    rc = main(["lc", "predict", "--model", str(tmp_path / "m"), "--csv", str(new), "--json"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "['2048'] unknown to the model" in err and "lc evaluate --csv ... --holdout EXPR" in err
+
+
 def test_curve_table_pads_ragged_curves(table):
     from jaxscale.learning_curves.law import curve_table, default_grid
 

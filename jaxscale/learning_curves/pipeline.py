@@ -33,6 +33,7 @@ from jaxscale.learning_curves.core import (
 from jaxscale.learning_curves.diagnostics import adam_report, lbfgs_report, warn_report
 from jaxscale.learning_curves.evaluate import evaluate_prediction, heldout_metrics
 from jaxscale.learning_curves.frame import Data, curve_ids
+from jaxscale.learning_curves.magp_predict import JointPrediction
 from jaxscale.learning_curves.models import fit_model, predict_joint
 from jaxscale.learning_curves.problem import LCProblem, make_problem
 from jaxscale.learning_curves.spec import DESC_MODELS, MODEL_CHOICES
@@ -200,7 +201,8 @@ def evaluate_holdout(key, data: Data, held, spec: Spec = Spec(), *, level: float
     Args:
       key: PRNG key (fit restarts; the prediction itself is deterministic).
       data: every row (training and held-out), e.g. ``from_frame(read_table(path), ...)``.
-      held: ``(n,)`` boolean mask of held-out rows; they must carry finite targets (they are scored).
+      held: ``(n,)`` boolean mask of held-out rows. Those with a finite target are scored; those
+        without one (runs not trained yet, or configurations to compare) are predicted only.
       spec: the model :class:`Spec`.
       level: interval level of the returned :class:`jaxscale.Prediction`.
 
@@ -217,9 +219,7 @@ def evaluate_holdout(key, data: Data, held, spec: Spec = Spec(), *, level: float
         raise ValueError("no row is held out: nothing would be scored; give a hold-out expression")
     test = data.rows(held)
     y = np.asarray(test.y, float)
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"{int((~np.isfinite(y)).sum())} held-out rows have no target value; held-out rows are "
-                         "scored, so they need the loss (predict rows without one with `lc predict`)")
+    scored = np.isfinite(y)
     t0 = time.perf_counter()
     fitted = fit(key, data.rows(~held), spec)
     jax.block_until_ready(fitted.params)
@@ -231,19 +231,29 @@ def evaluate_holdout(key, data: Data, held, spec: Spec = Spec(), *, level: float
     pred = prediction_from_joint(joint, level=level)._replace(extrapolation=dist)
     pred_s = time.perf_counter() - t0
     curve = curve_ids(test)
-    ev = heldout_metrics(y, joint, curve, np.asarray(test.x))
+    if scored.any():
+        keep = np.flatnonzero(scored)
+        mean, cov, noise = (np.asarray(a) for a in joint)
+        sub = JointPrediction(mean[:, keep], cov[:, keep][:, :, keep], noise[:, keep])
+        metrics = _metric_block(heldout_metrics(y[keep], sub, curve[keep], np.asarray(test.x)[keep]))
+    else:
+        metrics = {"metrics": None, "metrics_reason": "no held-out row has a loss (runs not trained yet): the rows "
+                                                      "are predicted, and nothing is scored"}
     ok = np.asarray(fitted.ok)
     train_tasks = set(np.asarray(data.rows(~held).task).tolist())
     out = {
         "model": spec.model, "restarts": int(spec.restarts), "restarts_ok": int(ok.sum()),
         "excluded_restarts": np.flatnonzero(~ok).tolist(),
         "steps": int(spec.steps) if spec.model != "dhgp" else None,
-        "n_train": int((~held).sum()), "n_test": int(held.sum()),
+        "n_train": int((~held).sum()), "n_test": int(held.sum()), "n_missing_truth": int((~scored).sum()),
         "n_heldout_curves": int(len(np.unique(curve))),
         "n_heldout_tasks_without_training_rows": int(len(set(np.asarray(test.task).tolist()) - train_tasks)),
-        **_metric_block(ev), **_conv_block(fit_report(fitted)), "extrapolation": extrapolation_summary(dist),
+        **metrics, **_conv_block(fit_report(fitted)), "extrapolation": extrapolation_summary(dist),
         "fit_seconds": float(fit_s), "predict_seconds": float(pred_s),
     }
     if out["steps"] is None:
         out["steps_reason"] = "dhgp is fitted by L-BFGS, not Adam steps"
+    if 0 < out["n_missing_truth"] < len(y):
+        out["scored_rows"] = (f"the {int(scored.sum())} held-out rows with a loss; the {out['n_missing_truth']} "
+                              "without one (runs not trained yet) are predicted, not scored")
     return fitted, pred, out
