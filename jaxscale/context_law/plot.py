@@ -35,7 +35,7 @@ def plot_fit(result: dict, path, task: str | None = None):
     ax.set_xscale("log")
     ax.set_xlabel("prompt length n_pmt (tokens)")
     ax.set_ylabel("score P")
-    ax.set_title(f"{result['source']} / {task}: law with {spec.penalty} penalty (dotted: n_ctx)")
+    ax.set_title(f"{result['source']} / {task}: law with {spec.penalty} penalty (dotted: n_ctx)", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     return save(fig, path)
 
@@ -95,6 +95,6 @@ def plot_task(fit, data, task: str | None = None, heldout=None, *, key=None, lev
     ax.set_xscale("log")
     ax.set_xlabel("prompt length n_pmt (tokens)")
     ax.set_ylabel("score" if fit.score_scale == 1 else f"score (full scale {fit.score_scale:g})")
-    ax.set_title(f"{task}: law at median compute, {int(level * 100)} % band (x: held out, dotted: n_ctx)")
+    ax.set_title(f"{task}: law at median compute, {int(level * 100)} % band\n(x: held out, dotted: n_ctx)", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     return save(fig, path) if path is not None else fig
