@@ -206,12 +206,50 @@ def test_cli_evaluate_predicts_runs_not_trained_yet(table, tmp_path, capsys):
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_missing_truth"] == out["n_test"] == 5 and out["metrics"] is None and out["baselines"] is None
-    # a saved model cannot take a size it never saw; the error says how to predict it
+    # a size the saved model never saw: refused, or, asked for, predicted (magp: from its prior, said so)
     new = tmp_path / "new.csv"
     plan.assign(width=2048).to_csv(new, index=False)
     rc = main(["lc", "predict", "--model", str(tmp_path / "m"), "--csv", str(new), "--json"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "['2048'] unknown to the model" in err and "lc evaluate --csv ... --holdout EXPR" in err
+    assert rc == 2 and "['2048'] unknown to the model" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match=r"\['2048'\] with no training run: magp predicts them from its prior"):
+        rc = main(["lc", "predict", "--model", str(tmp_path / "m"), "--csv", str(new), "--handle-unknown", "prior",
+                   "--json"])
+    assert rc == 0
+    got = json.loads(capsys.readouterr().out)
+    assert np.isfinite(got["mean"]).all() and got["extrapolation"] == [None] * 5  # inf: the prior
+
+
+def test_predict_runs_the_fit_never_saw():
+    """With handle_unknown="prior" a model predicts sizes and settings absent from its training table:
+    the labels are appended to its vocabularies (a new task starts from the prior over its latent),
+    the known rows' predictions do not move, and a DataFrame and a Data query give the same numbers."""
+    df = lc_runs()
+    kw = dict(**COLS, descriptor_cols=["params"])
+    spec = lc.Spec(model="magp_law", restarts=2, steps=40, n_h=4)
+    fit = lc.fit(jax.random.key(0), lc.from_frame(df[df["width"] < 512], **kw), spec)
+    assert fit.task_labels == ("128", "256")
+    new = df[df["width"] == 512].assign(depth=lambda d: d["depth"].replace({8: 4}),
+                                        params=lambda d: 12 * d["depth"] * 512 ** 2)
+    known = df[df["width"] == 256]
+    with pytest.raises(ValueError, match=r"'width' has 10 row\(s\) with label\(s\) \['512'\] unknown.*"
+                                         "handle_unknown='prior'"):
+        lc.predict(fit, new)
+    both = lc.predict(fit, pd.concat([known, new]), handle_unknown="prior")
+    alone = lc.predict(fit, known)
+    np.testing.assert_allclose(np.asarray(both.mean)[:10], np.asarray(alone.mean), rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(both.upper)[:10], np.asarray(alone.upper), rtol=1e-9)
+    m, lo, hi = (np.asarray(a)[10:] for a in (both.mean, both.lower, both.upper))
+    assert np.all(np.isfinite(m)) and np.all(lo < m) and np.all(m < hi)
+    truth = new["loss"].to_numpy()
+    assert np.abs(m - truth).max() < 0.5  # the law in params carries the unseen width
+    d = np.asarray(both.extrapolation)[10:]
+    # read through the law's descriptor, not the prior: 512 x 2 has the params of 256 x 8, 512 x 4 lies beyond
+    assert np.all(d[:5] == 0) and np.all(np.isfinite(d[5:])) and np.all(d[5:] > 0)
+    as_data = lc.predict(fit, lc.from_frame(pd.concat([known, new]), **kw), handle_unknown="prior")
+    np.testing.assert_allclose(np.asarray(as_data.mean), np.asarray(both.mean), rtol=1e-12)
+    ext, q = lc.core.with_labels(fit, new)
+    assert ext.task_labels == ("128", "256", "512") and ext.instance_labels == ("2", "8", "4")
+    assert np.shape(ext.eps_h)[1] == 3 and np.shape(ext.params.h_mean)[1] == 3
 
 
 def test_curve_table_pads_ragged_curves(table):

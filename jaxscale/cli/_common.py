@@ -353,7 +353,8 @@ def predict_handler(module_name: str):
         if not isinstance(fit, pillar.Fit):
             raise ValueError(f"--model {args.model} holds a {type(fit).__name__}, not a {module_name} model")
         df = read_input(args)
-        pred = pillar.predict(fit, df, key=jax.random.key(args.seed), level=args.level)
+        kw = {} if getattr(args, "handle_unknown", None) is None else {"handle_unknown": args.handle_unknown}
+        pred = pillar.predict(fit, df, key=jax.random.key(args.seed), level=args.level, **kw)
         out = {"model": str(args.model), "n": int(len(df)), "level": args.level,
                "mean": pred.mean, "lower": pred.lower, "upper": pred.upper}
         if pred.extrapolation is not None:

@@ -3,7 +3,8 @@ r"""The learning-curve contract: :class:`Spec`, :class:`Fit`, :func:`fit_core`, 
 ``fit(key, data, spec)`` fits a hierarchical GP on **every row** of ``data`` (rows = observed
 training points; see :mod:`jaxscale.learning_curves.frame` for the columns) and
 ``predict(fit, query)`` returns the joint predictive of any query rows: continuations of training
-curves, or whole curves never observed, of known tasks and instances.
+curves, or whole curves never observed, of known tasks and instances, and with
+``handle_unknown="prior"`` of tasks and instances the training table never had (:func:`with_labels`).
 
 Models (``Spec.model``):
 
@@ -49,7 +50,7 @@ from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolatio
 from jaxscale.learning_curves import desc_predict, dhgp, law_gp, magp, magp_desc, magp_predict
 from jaxscale.learning_curves.descriptors import DescTables
 from jaxscale.learning_curves.diagnostics import adam_convergence, adam_report, lbfgs_report, warn_report
-from jaxscale.learning_curves.frame import Data, from_frame, frame_kwargs
+from jaxscale.learning_curves.frame import Data, _vocabulary, frame_kwargs, from_frame
 from jaxscale.learning_curves.magp_predict import JointPrediction
 from jaxscale.learning_curves.problem import Points
 from jaxscale.learning_curves.spec import (
@@ -577,7 +578,8 @@ def _remap(codes, labels_from: tuple, labels_to: tuple, what: str):
     unknown = sorted({labels_from[c] for c in np.asarray(codes) if labels_from[c] not in index})
     if unknown:
         raise ValueError(f"query {what} label(s) {unknown[:5]} are unknown to the model (it knows "
-                         f"{list(labels_to)[:20]}); refit with those runs in the table")
+                         f"{list(labels_to)[:20]}); predict(..., handle_unknown='prior') predicts them (a new task "
+                         "starts from the prior over its latent), or refit with those runs in the table")
     return np.asarray([index[labels_from[c]] for c in np.asarray(codes)], np.int32)
 
 
@@ -597,6 +599,61 @@ def as_query(fit: Fit, query) -> Data:
     inst = _remap(query.instance, query.instance_labels, fit.instance_labels, "instance")
     return query.replace(task=task, instance=inst, task_labels=fit.task_labels,
                          instance_labels=fit.instance_labels, descriptor_levels=fit.descriptor_levels)
+
+
+def _new_labels(fit: Fit, query) -> tuple[tuple, tuple]:
+    """Task and instance labels of ``query`` the fit never saw (in the order a table's vocabulary takes)."""
+    if isinstance(query, Data):
+        used = lambda codes, labels: pd.Series([labels[c] for c in np.unique(np.asarray(codes))], dtype=object)  # noqa: E731
+        values = (used(query.task, query.task_labels), used(query.instance, query.instance_labels))
+    elif isinstance(query, pd.DataFrame):
+        kw = frame_kwargs(fit.columns)
+        values = tuple(query[c].dropna() if c in query.columns else pd.Series([], dtype=object)
+                       for c in (kw["task_col"], kw["instance_col"]))
+    else:
+        return (), ()
+    return tuple(tuple(lab for lab in _vocabulary(v) if lab not in known) if len(v) else ()
+                 for v, known in zip(values, (set(fit.task_labels), set(fit.instance_labels))))
+
+
+#: ``ln`` of the noise variance a task without training rows keeps from the initialisation (magp).
+_UNOBSERVED_LOG_NOISE = float(np.log(1e-2))
+
+
+def with_labels(fit: Fit, query) -> tuple[Fit, Data]:
+    """``(fit, query as Data)``: the fit's vocabularies extended by the task and instance labels of the
+    query it never saw, so that runs not in the training table (a new size, a new setting) are
+    predicted like the tasks and instances of the table without training rows: a new task gets the
+    prior over its latent, ``h ~ N(0, I)`` (the optimum of the ELBO for a task without rows), the
+    pooled noise and z-score constants (``magp_law``: its one pair; ``magp_desc``: regressed on the
+    task descriptors where the fit has them), and latent draws from a fixed key; a new instance needs
+    no parameter. ``dhgp`` has per-task functions and refuses unknown labels."""
+    new_t, new_r = _new_labels(fit, query)
+    if not (new_t or new_r):
+        return fit, as_query(fit, query)
+    if fit.spec.model == "dhgp":
+        raise ValueError(f"query label(s) {list(new_t + new_r)[:5]} are unknown to the model, and dhgp (a function per "
+                         "task and curve) cannot predict runs of labels it never saw: fit magp, magp_desc or "
+                         "magp_law, or refit with those runs in the table")
+    D, Dn = len(fit.task_labels), len(new_t)
+    p = fit.params
+    rest, q = np.shape(p.h_mean)[0], np.shape(p.h_mean)[2]
+    grow = lambda a, v, shape: jnp.concatenate([jnp.asarray(a), jnp.full(shape, v, jnp.asarray(a).dtype)], 1)  # noqa: E731
+    params = p._replace(h_mean=grow(p.h_mean, 0.0, (rest, Dn, q)), log_h_std=grow(p.log_h_std, 0.0, (rest, Dn, q)),
+                        log_noise=grow(p.log_noise, _UNOBSERVED_LOG_NOISE, (rest, Dn)))
+    if fit.spec.model == "magp_law":  # one pair of constants for the law's residuals
+        mu, sd = float(np.asarray(fit.y_mean)[0]), float(np.asarray(fit.y_std)[0])
+    else:  # the pooled constants of a task without training rows (see _task_scaler)
+        y = np.asarray(fit.train.y, float)
+        mu, sd = float(y.mean()), float(np.sqrt(max(np.mean(y * y) - y.mean() ** 2, 1e-24)))
+    eps = jnp.asarray(fit.eps_h)
+    extra = jax.random.normal(jax.random.fold_in(jax.random.key(0), D), (eps.shape[0], Dn, eps.shape[2]), eps.dtype)
+    tasks, insts = fit.task_labels + new_t, fit.instance_labels + new_r
+    fit = fit.replace(params=params, y_mean=jnp.concatenate([jnp.asarray(fit.y_mean), jnp.full((Dn,), mu)]),
+                      y_std=jnp.concatenate([jnp.asarray(fit.y_std), jnp.full((Dn,), sd)]),
+                      eps_h=jnp.concatenate([eps, extra], 1), task_labels=tasks, instance_labels=insts,
+                      train=fit.train.replace(task_labels=tasks, instance_labels=insts))
+    return fit, as_query(fit, query)
 
 
 def _check_descriptor_consistency(fit: Fit, query: Data) -> None:
@@ -904,8 +961,18 @@ def extrapolation_summary(dist) -> dict:
     return out
 
 
-def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
+#: ``predict``'s choices for task / instance labels the fit never saw.
+HANDLE_UNKNOWN = ("error", "prior")
+
+
+def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: str = "error") -> Prediction:
     """Joint predictive of the query rows (a DataFrame read with the fit's columns, or a :class:`Data`).
+
+    A task or instance label the fit never saw (a new size, a new learning rate): ``handle_unknown=
+    "error"`` refuses it, listing the unknown and the known labels; ``"prior"`` appends it to the
+    fit's vocabularies (:func:`with_labels`): a new task starts from the prior over its latent, so
+    ``magp`` predicts it from its prior (distance ``inf``, warned) and ``magp_desc`` / ``magp_law``
+    through its descriptors.
 
     Returns a :class:`jaxscale.Prediction`: ``mean`` (mixture mean over restarts) and the central
     ``level`` interval of the observation (latent + noise) per row; ``samples`` ``(Spec.n_samples,
@@ -919,7 +986,9 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
     covariance, which grows where the law extrapolates. No other inflation is applied.
     """
     level = check_level(level)
-    q = as_query(fit, query)
+    if handle_unknown not in HANDLE_UNKNOWN:
+        raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got {handle_unknown!r}")
+    fit, q = with_labels(fit, query) if handle_unknown == "prior" else (fit, as_query(fit, query))
     joint = predict_restarts(fit, q)
     dist = extrapolation(fit, q)
     warn_extrapolation_of(fit, q, dist)

@@ -135,9 +135,10 @@ def _codes(df: pd.DataFrame, col: str, vocab, what: str):
         unknown = sorted(set(labels[bad]))
         raise ValueError(f"{what}: column {col!r} has {int(bad.sum())} row(s) with label(s) {unknown[:5]} "
                          f"unknown to the model at rows {_rows(df.index[bad])}; it knows {list(vocab)[:20]}. "
-                         "To predict runs the model never saw, refit with their rows in the table (the loss may be "
-                         "empty: runs not trained yet) and select them with --holdout: `lc evaluate --csv ... "
-                         "--holdout EXPR --predictions OUT.csv` predicts them and scores the rows that have a loss")
+                         "To predict runs of labels the model never saw: predict(..., handle_unknown='prior') (CLI: "
+                         "--handle-unknown prior; a new task starts from the prior over its latent, and magp_law / "
+                         "magp_desc read it through its descriptors), or refit with their rows in the table, the "
+                         "loss empty, selected by --holdout (`lc evaluate --csv ... --predictions OUT.csv`)")
     return labels.map(index).to_numpy(np.int32), vocab
 
 
