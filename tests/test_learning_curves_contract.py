@@ -194,7 +194,8 @@ def test_cli_evaluate_predicts_runs_not_trained_yet(table, tmp_path, capsys):
                str(tmp_path / "p.csv"), "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["n_test"] == 10 and out["n_missing_truth"] == 5 and "the 5 held-out rows with a loss" in out["scored_rows"]
+    assert out["n_test"] == 10 and out["n_missing_truth"] == 5
+    assert "the 5 held-out rows with a loss" in out["scored_rows"]
     assert np.isfinite(out["mae"]["full"]["mean"]) and 0.0 <= out["coverage_90"]["full"] <= 1.0
     for name in ("nearest_curve", "size_trend", "model"):
         assert out["baselines"][name]["n"] == 5 and out["baselines"][name]["n_missing_truth"] == 5

@@ -604,8 +604,8 @@ def as_query(fit: Fit, query) -> Data:
 def _new_labels(fit: Fit, query) -> tuple[tuple, tuple]:
     """Task and instance labels of ``query`` the fit never saw (in the order a table's vocabulary takes)."""
     if isinstance(query, Data):
-        used = lambda codes, labels: pd.Series([labels[c] for c in np.unique(np.asarray(codes))], dtype=object)  # noqa: E731
-        values = (used(query.task, query.task_labels), used(query.instance, query.instance_labels))
+        values = tuple(pd.Series([labels[c] for c in np.unique(np.asarray(codes))], dtype=object)
+                       for codes, labels in ((query.task, query.task_labels), (query.instance, query.instance_labels)))
     elif isinstance(query, pd.DataFrame):
         kw = frame_kwargs(fit.columns)
         values = tuple(query[c].dropna() if c in query.columns else pd.Series([], dtype=object)
@@ -638,7 +638,9 @@ def with_labels(fit: Fit, query) -> tuple[Fit, Data]:
     D, Dn = len(fit.task_labels), len(new_t)
     p = fit.params
     rest, q = np.shape(p.h_mean)[0], np.shape(p.h_mean)[2]
-    grow = lambda a, v, shape: jnp.concatenate([jnp.asarray(a), jnp.full(shape, v, jnp.asarray(a).dtype)], 1)  # noqa: E731
+    def grow(a, value, shape):  # new tasks on axis 1 (axis 0: restarts)
+        return jnp.concatenate([jnp.asarray(a), jnp.full(shape, value, jnp.asarray(a).dtype)], 1)
+
     params = p._replace(h_mean=grow(p.h_mean, 0.0, (rest, Dn, q)), log_h_std=grow(p.log_h_std, 0.0, (rest, Dn, q)),
                         log_noise=grow(p.log_noise, _UNOBSERVED_LOG_NOISE, (rest, Dn)))
     if fit.spec.model == "magp_law":  # one pair of constants for the law's residuals

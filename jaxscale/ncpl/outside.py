@@ -220,7 +220,8 @@ def future_rows_along(values, present, frac: float, column: str) -> tuple[np.nda
     if not held.any():
         return held, f"no run has {column!r}"
     k = int(np.unique(v[held]).size)
-    return held, f"the runs with the {k} largest value(s) of {column!r} (>= {v[held].min():.4g}; {int(held.sum())} runs)"
+    low = v[held].min()
+    return held, f"the runs with the {k} largest value(s) of {column!r} (>= {low:.4g}; {int(held.sum())} runs)"
 
 
 def _conformal_tau(e, s, d, coverage: float, w=0.0) -> float:
