@@ -112,6 +112,7 @@ def test_scores_in_percent_with_score_scale(table, tmp_path, capsys):
         assert rc == 0
         res[name] = json.loads(capsys.readouterr().out)
     res, ref = res["pct"], res["frac"]
+    assert res["score_scale"] == 100.0 and ref["score_scale"] == 1.0
     for k in ("mae_in", "mae_out", "drift_per_decade"):
         assert res[k] == pytest.approx(100 * ref[k], rel=1e-6), k
     assert res["coverage_90"] == ref["coverage_90"]

@@ -215,7 +215,7 @@ def _fit_table(args) -> dict:
         sout, out_reason = _scores(y, pred, held, "held-out (--holdout)")
         out = {"source": str(args.csv), "n_rows": int(len(df)), "n_train": int((~held).sum()),
                "n_holdout": int(held.sum()), "tasks_n": len(fit.task_labels), "spec": spec._asdict(),
-               "fit_seconds": seconds, "interval": _interval_text(fit), "level": 0.9,
+               "fit_seconds": seconds, "interval": _interval_text(fit), "level": 0.9, "score_scale": fit.score_scale,
                "mae_in": sin["mae"], "in": sin}
         bases = {}
         if sout is None:
