@@ -155,7 +155,7 @@ def test_cli_train_holdout_predictions_save_then_predict(tmp_path, capsys):
     assert 0.0 <= out["holdout"]["ncpl"]["coverage_90"] <= 1.0
     pred1 = pd.read_csv(p1)
     assert len(pred1) == len(df)
-    bases = ["chinchilla_on_training_rows", "mean_of_training_rows"]
+    bases = ["chinchilla_on_training_rows", "mean_of_training_rows", "nearest_training_run"]
     assert list(pred1.columns) == [*df.columns, "mean", "lower", "upper", "extrapolation", "fit_row", *bases]
     fit_rows = pred1["fit_row"].to_numpy(bool)
     assert (pred1["extrapolation"][fit_rows] == 0).all() and (pred1["extrapolation"][~fit_rows] > 0).all()
@@ -177,6 +177,22 @@ def test_cli_train_holdout_predictions_save_then_predict(tmp_path, capsys):
     # bad input: exit code 2 and a message naming the column
     rc = main(["ncpl", "train", "--csv", str(csv), "--target-col", "nope", "--json"])
     assert rc == 2 and "nope" in capsys.readouterr().err
+
+
+def test_nearest_run_baseline():
+    """The sceptic's first guess on a run table: the loss of the training run nearest in configuration
+    (standardised numbers, log10 where read so; 1 per differing text value)."""
+    from jaxscale.ncpl.baselines import nearest_run
+
+    train = pd.DataFrame({"lr": [1e-4, 1e-3, 1e-2, 1e-3], "width": [256, 256, 256, 1024],
+                          "opt": ["adamw", "adamw", "adamw", "lion"], "N": [1e8, 1e8, 1e8, 4e8]})
+    y = np.array([3.0, 2.8, 2.9, 2.5])
+    query = pd.DataFrame({"lr": [2e-3, 8e-3, 1e-3, 1e-3], "width": [256, 256, 1024, 256],
+                          "opt": ["adamw", "adamw", "lion", "lion"], "N": [1e8, 1e8, 4e8, 1e8]})
+    got = nearest_run(train, query, y, ["lr", "width"], [True, False], ["opt"], ["N"])
+    np.testing.assert_array_equal(got, [2.8, 2.9, 2.5, 2.8])  # lr in decades; one text mismatch < a size step
+    assert nearest_run(train, query.assign(lr=np.nan), y, ["lr", "width"], [True, False])[0] == 2.8  # at the mean
+    assert np.all(nearest_run(train, query, y, [], []) == y.mean())  # nothing to compare: the training mean
 
 
 def test_fit_without_sizes_says_its_interval_does_not_widen():

@@ -222,12 +222,12 @@ def cmd_train(args) -> dict:
             if value == args.train_value:
                 out["splits"][value] = _metrics(y[rows], mean[rows], lower[rows], upper[rows], args.level)
                 continue
-            entry = _scored(fit, data, df, rows, y, pred, args, f"split {value!r}", base_cols)
+            entry = _scored(fit, data, train_df, df, rows, y, pred, args, f"split {value!r}", base_cols)
             entry["n_rows"] = entry.pop("n")
             metrics = entry.pop("ncpl") or {"n": 0, "mae": None, "mae_reason": entry.pop("ncpl_reason", "")}
             out["splits"][value] = {**metrics, **entry}
     if args.holdout:
-        out["holdout"] = _scored(fit, data, df, ~train_rows, y, pred, args, "held-out", base_cols)
+        out["holdout"] = _scored(fit, data, train_df, df, ~train_rows, y, pred, args, "held-out", base_cols)
         out["baselines"] = out["holdout"].pop("baselines")
         if "baselines_reason" in out["holdout"]:
             out["baselines_reason"] = out["holdout"].pop("baselines_reason")
@@ -270,9 +270,10 @@ def _law_on_training_rows(fit, data):
     return fit_chinchilla_law_info(N, D, y).params, None
 
 
-def _scored(fit, data, df, rows, y, pred, args, what: str, base_cols: dict) -> dict:
-    """NCPL and its naive baselines (the Chinchilla law fitted on the training rows; the mean of the
-    training targets) scored on ``rows``; rows without a target are counted and warned about. Each
+def _scored(fit, data, train_df, df, rows, y, pred, args, what: str, base_cols: dict) -> dict:
+    """NCPL and its naive baselines (the Chinchilla law fitted on the training rows ``train_df``; the
+    mean of the training targets; the nearest training run in configuration) scored on ``rows`` of
+    ``df``; rows without a target are counted and warned about. Each
     baseline's value on ``rows`` (those without a target too) goes into ``base_cols``, a column of
     ``df``'s length per baseline (NaN elsewhere)."""
     import numpy as np
@@ -280,6 +281,7 @@ def _scored(fit, data, df, rows, y, pred, args, what: str, base_cols: dict) -> d
     from jaxscale.cli._common import baseline_columns, compare_baselines
     from jaxscale.infer.prediction import Prediction
     from jaxscale.laws import chinchilla
+    from jaxscale.ncpl.baselines import nearest_run
     from jaxscale.ncpl.pipeline import extrapolation_summary
 
     ok = rows & np.isfinite(y)
@@ -291,7 +293,9 @@ def _scored(fit, data, df, rows, y, pred, args, what: str, base_cols: dict) -> d
                       f"{_labels(df.index, miss, 5)}{' ...' if miss.sum() > 5 else ''}); they are predicted but not "
                       "scored", UserWarning, stacklevel=3)
     out["extrapolation"] = extrapolation_summary(np.asarray(pred.extrapolation)[rows])
-    base = {"mean_of_training_rows": np.full(int(rows.sum()), float(np.mean(np.asarray(data.y, float))))}
+    base = {"mean_of_training_rows": np.full(int(rows.sum()), float(np.mean(np.asarray(data.y, float)))),
+            "nearest_training_run": nearest_run(train_df, df[rows], data.y, data.num_cols, data.num_log, data.text_cols,
+                                                [c for r, c in data.columns if r in ("n", "d")])}
     law, why = _law_on_training_rows(fit, data)
     if law is not None:
         n, d = (df[c].to_numpy(float)[rows] for c in (args.n_col, args.d_col))
@@ -313,6 +317,9 @@ def _scored(fit, data, df, rows, y, pred, args, what: str, base_cols: dict) -> d
         out["chinchilla"], out["chinchilla_reason"] = None, why
     out["baselines"] = compare_baselines(y[ok], sub, {k: v[ok[rows]] for k, v in base.items()},
                                          what=f"NCPL ({what} rows)", level=args.level)
+    out["baselines"]["nearest_training_run"]["what"] = (
+        "the loss of the training run nearest in configuration: numeric fields standardised over the training "
+        "runs (log10 where NCPL reads them so, and N and D), 1 for every differing text value")
     if law is None:
         out["baselines"]["chinchilla_on_training_rows"] = None
         out["baselines"]["chinchilla_on_training_rows_reason"] = why

@@ -5,7 +5,9 @@ from engineered config features (log10 of the learning rates and eps, the other 
 shape settings, warm-up fraction, log10 N, D and tokens per step, the Chinchilla value, schedule,
 source and optimizer indicators; NaN kept as missing) and is trained per source on the official
 TRAIN rows only (600 trees, depth 6, eta 0.03, subsample and column subsample 0.8).
-:func:`fit_chinchilla_law` fits the Chinchilla law on any runs (the user's training rows).
+:func:`fit_chinchilla_law` fits the Chinchilla law on any runs (the user's training rows);
+:func:`nearest_run` is the sceptic's first guess on any run table: the loss of the most similar
+training run.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ __all__ = [
     "fit_xgboost",
     "predict_xgboost",
     "evaluate_baseline",
+    "nearest_run",
 ]
 
 OPTIMIZERS = ("adamw", "cautious", "kron", "lion", "mars", "mini", "muon", "nadamw", "scion", "soap", "sophia")
@@ -357,3 +360,44 @@ def evaluate_baseline(df: pd.DataFrame, model: str, source: str, split: str, see
     out = regression_metrics(test["final_loss"], pred)
     out.update(model=model, source=source, split=split)
     return out
+
+
+def nearest_run(train: pd.DataFrame, query: pd.DataFrame, y_train, num_cols, num_log, text_cols=(),
+                log_cols=()) -> np.ndarray:
+    """The target of the training run nearest to each query run in its configuration.
+
+    Numeric columns (``num_cols``, log10 where ``num_log`` says so; ``log_cols``, e.g. N and D,
+    always log10) are standardised over the training runs, a missing value sits at the training
+    mean; every differing text value (``text_cols``) adds 1 to the squared distance. Euclidean
+    nearest neighbour (one KD-tree query per row; ties go to either run).
+
+    Returns:
+      ``(len(query),)`` the nearest training run's ``y_train``.
+    """
+    from scipy.spatial import cKDTree
+
+    specs = [(c, bool(lg)) for c, lg in zip(num_cols, num_log)] + [(c, True) for c in log_cols]
+
+    def numeric(df):
+        cols = []
+        for c, lg in specs:
+            v = pd.to_numeric(df[c], errors="coerce").to_numpy(float)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cols.append(np.where(v > 0, np.log10(np.where(v > 0, v, 1.0)), np.nan) if lg else v)
+        return np.stack(cols, 1) if cols else np.zeros((len(df), 0))
+
+    xt, xq = numeric(train), numeric(query)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column empty in training
+        mu, sd = np.nanmean(xt, 0), np.nanstd(xt, 0)
+    mu, sd = np.nan_to_num(mu), np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
+    zt, zq = (np.nan_to_num((x - mu) / sd) for x in (xt, xq))
+    for c in text_cols:  # one coordinate per value, 1/sqrt(2) apart from 0: a different value adds 1
+        words = [np.asarray(df[c].astype(str), dtype=object) for df in (train, query)]
+        values = np.unique(np.concatenate(words))
+        zt, zq = (np.concatenate([z, (w[:, None] == values[None, :]) / np.sqrt(2.0)], 1)
+                  for z, w in ((zt, words[0]), (zq, words[1])))
+    if zt.shape[1] == 0:
+        return np.full(len(query), float(np.mean(np.asarray(y_train, float))))
+    _, idx = cKDTree(zt).query(zq, k=1)
+    return np.asarray(y_train, float)[np.asarray(idx)]
