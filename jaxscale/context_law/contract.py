@@ -278,16 +278,11 @@ def _check_scale(score_scale, what: str) -> float:
 
 def _check_scores(df: pd.DataFrame, col: str, top: float, scale: float, what: str) -> None:
     """Scores (``top`` 1) or chance levels (``top`` 0.99) in [0, top x scale], with the percent hint."""
-    try:
-        V.check_range(df, col, 0.0, top * scale, what)
-    except ValueError as exc:
-        values = pd.to_numeric(df[col], errors="coerce")
-        msg = str(exc)
-        if scale == 1 and values.min() >= 0 and values.max() <= 100 and "; rescale" in msg:
-            raise ValueError(msg[:msg.rindex("; rescale")] + "; the column looks like percent: say so with "
-                             "score_scale=100 (CLI: --score-scale 100), and the law is fitted on fractions and "
-                             "answers in percent.") from None
-        raise
+    values = pd.to_numeric(df[col], errors="coerce")
+    percent = scale == 1 and values.min() >= 0 and values.max() <= 100
+    V.check_range(df, col, 0.0, top * scale, what,
+                  fix="the column looks like percent: say so with score_scale=100 (CLI: --score-scale 100), and "
+                      "the law is fitted on fractions and answers in percent." if percent else None)
 
 
 def _row_labels(df: pd.DataFrame):

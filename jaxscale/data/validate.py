@@ -127,17 +127,18 @@ def check_positive(df: pd.DataFrame, columns: Sequence[str], what: str = "table"
 
 
 def check_range(
-    df: pd.DataFrame, column: str, lo: float, hi: float, what: str = "table"
+    df: pd.DataFrame, column: str, lo: float, hi: float, what: str = "table", fix: str | None = None
 ) -> None:
-    """Raise on values outside ``[lo, hi]`` (e.g. accuracies outside [0, 1])."""
+    """Raise on values outside ``[lo, hi]`` (e.g. accuracies outside [0, 1]); ``fix``: the advice
+    that ends the message (default: rescale, e.g. percentages / 100)."""
     check_finite(df, [column], what)
     values = pd.to_numeric(df[column]).to_numpy(dtype=float)
     bad = (values < lo) | (values > hi)
     if bad.any():
         raise ValueError(
             f"{what}: column {column!r} has {int(bad.sum())} value(s) outside [{lo}, {hi}] at rows "
-            f"{_rows(df.index[bad])} (first: {float(values[bad][0]):g}); rescale to [{lo}, {hi}] "
-            "(e.g. percentages / 100)."
+            f"{_rows(df.index[bad])} (first: {float(values[bad][0]):g}); "
+            + (fix or f"rescale to [{lo}, {hi}] (e.g. percentages / 100).")
         )
 
 

@@ -188,6 +188,14 @@ def _whole_values(v: np.ndarray, frac: float, keep: int) -> np.ndarray | None:
     return held if frac * n <= held.sum() <= 0.5 * n and (~held).sum() >= MIN_BACKTEST_RUNS else None
 
 
+def _largest(v: np.ndarray, frac: float) -> tuple[np.ndarray, float]:
+    """``(held, threshold)``: the ``frac`` of the rows (at least 5) with the largest finite ``v``, ties
+    included."""
+    k = max(int(round(frac * v.size)), 5)
+    thr = np.sort(v)[::-1][min(k, v.size) - 1]
+    return (v >= thr) & np.isfinite(v), float(thr)
+
+
 def future_rows(N, D, frac: float, min_sizes: int) -> tuple[np.ndarray, str]:
     """Rows the backtest holds out as "larger runs", and a description of the rule.
 
@@ -200,10 +208,7 @@ def future_rows(N, D, frac: float, min_sizes: int) -> tuple[np.ndarray, str]:
     if held is not None:
         k = int(np.unique(N[held]).size)
         return held, f"the {k} largest model size(s) (N >= {N[held].min():.4g}; {int(held.sum())} runs)"
-    C = N * D
-    k = max(int(round(frac * N.size)), 5)
-    thr = np.sort(C)[::-1][min(k, N.size) - 1]
-    held = C >= thr
+    held, thr = _largest(N * D, frac)
     return held, f"the runs with the largest compute N*D (>= {thr:.4g}; {int(held.sum())} runs)"
 
 
@@ -214,9 +219,7 @@ def future_rows_along(values, present, frac: float, column: str) -> tuple[np.nda
     v = np.where(np.asarray(present, bool), np.asarray(values, float), -np.inf)
     held = _whole_values(v, frac, 1)
     if held is None:
-        k = max(int(round(frac * v.size)), 5)
-        held = v >= np.sort(v)[::-1][min(k, v.size) - 1]
-        held &= np.isfinite(v)
+        held, _ = _largest(v, frac)
     if not held.any():
         return held, f"no run has {column!r}"
     k = int(np.unique(v[held]).size)
