@@ -53,15 +53,15 @@ def test_run_solves_rosenbrock_seeded_and_vmapped():
 
 @pytest.mark.parametrize("maxiter", [0, 1, 7])
 def test_run_is_init_then_steps(maxiter):
-    """de_run evaluates the initial population inside its loop (one copy of the loss in the
-    program); it returns what de_init followed by de_step gives with the same keys."""
+    """de_run draws and evaluates the initial population inside its loop (one copy of the loss and
+    of the draws in the program); it returns what de_init with fold_in(key, 0) followed by de_step
+    with fold_in(key, g + 1) gives."""
     key, shift = jax.random.key(4), jnp.full(4, 0.3)
     st, info = jax.jit(lambda k: de_run(k, rosen, BOUNDS, shift, popsize=15, maxiter=maxiter, tol=0.0))(key)
-    k_init, k_run = jax.random.split(key)
-    ref = de_init(k_init, rosen, BOUNDS, shift, popsize=15, tol=0.0)
+    ref = de_init(jax.random.fold_in(key, 0), rosen, BOUNDS, shift, popsize=15, tol=0.0)
     evals = ref.population.shape[0]
     for g in range(maxiter):
-        ref, ref_info = de_step(jax.random.fold_in(k_run, g), ref, rosen, BOUNDS, shift, tol=0.0)
+        ref, ref_info = de_step(jax.random.fold_in(key, g + 1), ref, rosen, BOUNDS, shift, tol=0.0)
         evals += int(ref_info.n_evaluations)
     for a, b in zip(st, ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12)

@@ -66,10 +66,14 @@ def _converged(fitness, tol, atol):
 def _latin_hypercube(key, popsize: int, n_dim: int, dtype):
     """``max(popsize * n_dim, 5)`` members in the unit cube, one per stratum in every dimension."""
     n_pop = max(popsize * n_dim, 5)
-    k_perm, k_jit = jax.random.split(key)
-    jitter = jax.random.uniform(k_jit, (n_pop, n_dim), dtype=dtype)
-    perms = jax.vmap(lambda k: jax.random.permutation(k, n_pop))(jax.random.split(k_perm, n_dim)).T
-    return (perms + jitter) / n_pop
+    return _strata(jax.random.uniform(key, (n_pop, 2 * n_dim + 4), dtype=dtype), n_dim)
+
+
+def _strata(u, n_dim: int):
+    """A Latin hypercube from a generation's block of uniforms ``u`` (P, 2D + 4): the ranks of its
+    first ``n_dim`` columns are the strata (a uniformly random permutation per dimension), the
+    next ``n_dim`` the positions inside them."""
+    return (jnp.argsort(u[:, :n_dim], axis=0) + u[:, n_dim:2 * n_dim]) / u.shape[0]
 
 
 def de_init(key, loss_fn, bounds, *args, popsize: int = 15, tol: float = 1e-8, atol: float = 0.0) -> DEState:
@@ -89,9 +93,11 @@ def de_step(key, state: DEState, loss_fn, bounds, *args, mutation=(0.5, 1.0), re
 
 
 def _generation(key, state: DEState, loss_fn, bounds, args, mutation, recombination, tol, atol, fresh):
-    """One generation; ``fresh`` (a traced bool in :func:`de_run`): evaluate the population itself
-    instead of trials (the initial evaluation; every member is accepted over its +inf fitness and
-    the generation count stays), so the loss appears once in a compiled program."""
+    """One generation; ``fresh`` (a traced bool in :func:`de_run`): evaluate a Latin hypercube drawn
+    from this pass's uniforms instead of trials (the initial population; every member is accepted
+    over its +inf fitness and the generation count stays), so the loss and the random draws each
+    appear once in a compiled program (every RNG call site is one more hash loop for XLA to
+    compile, which on CPU costs more than the whole run of a small problem)."""
     lo, hi = _bounds(bounds)
     pop, fitness = state.population, state.fitness
     n_pop, n_dim = pop.shape
@@ -122,7 +128,8 @@ def _generation(key, state: DEState, loss_fn, bounds, args, mutation, recombinat
     trial = jnp.where(cross, mutant, pop)
     oob = (trial < 0.0) | (trial > 1.0)
     trial = jnp.where(oob, u[:, n_dim:2 * n_dim], trial)
-    trial = jnp.where(fresh, pop, trial)
+    if fresh is not False:  # de_run's first pass: the initial population, from this pass's block
+        trial = jnp.where(fresh, _strata(u, n_dim), trial)
     f_trial = _evaluate(loss_fn, trial, lo, hi, args)
     accept = f_trial <= fitness
     pop = jnp.where(accept[:, None], trial, pop)
@@ -141,11 +148,11 @@ def de_run(key, loss_fn, bounds, *args, popsize: int = 15, maxiter: int = 1000, 
     Returns ``(DEState, DEInfo)``; ``DEInfo.n_evaluations`` counts all loss evaluations.
     Jit-able and vmap-able over ``key`` and ``args`` (``loss_fn`` and settings are static).
     """
-    k_init, k_run = jax.random.split(key)
     lo, _ = _bounds(bounds)
-    pop = _latin_hypercube(k_init, popsize, lo.shape[0], lo.dtype)
-    # the loop's first pass evaluates the initial population (what de_init does), so the loss
-    # is compiled once, not twice: the program compiles in less time, with the same numbers
+    n_pop = max(popsize * lo.shape[0], 5)
+    # the loop's first pass draws and evaluates the initial population (what de_init does), so the
+    # loss and the draws are compiled once, not twice: the program compiles in less time
+    pop = jnp.zeros((n_pop, lo.shape[0]), lo.dtype)
     inf = jnp.asarray(jnp.inf, pop.dtype)
     state = DEState(pop, jnp.full(pop.shape[:1], inf), jnp.zeros_like(pop[0]), inf, jnp.asarray(0), jnp.asarray(False))
     info0 = DEInfo(jnp.asarray(0), inf, jnp.asarray(0.0, pop.dtype), jnp.asarray(0))
@@ -156,7 +163,7 @@ def de_run(key, loss_fn, bounds, *args, popsize: int = 15, maxiter: int = 1000, 
 
     def body(carry):
         s, info, fresh = carry
-        k = jax.random.fold_in(k_run, s.generation)
+        k = jax.random.fold_in(key, s.generation + jnp.where(fresh, 0, 1))  # pass 0: the initial draw
         s, step_info = _generation(k, s, loss_fn, bounds, args, mutation, recombination, tol, atol, fresh)
         # after the initial evaluation, report as de_init does: nothing accepted yet, no mutation
         step_info = step_info._replace(n_accepted=jnp.where(fresh, 0, step_info.n_accepted),
