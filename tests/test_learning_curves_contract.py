@@ -313,3 +313,41 @@ def test_cli_active_on_own_table(table, tmp_path, capsys):
                "--y-col", "loss", "--params-col", "params", "--tokens-per-step", "1000", "--holdout", "step > 100",
                "--json"])
     assert rc == 2 and "whole curves" in capsys.readouterr().err
+
+
+def test_runs_without_a_second_level(tmp_path, capsys):
+    """A sweep exported one curve per run (a W&B export: run name, step, loss, its config) has no
+    (task, instance) hierarchy. ``instance_col=None`` (CLI: ``--curve-col RUN``) reads every run as
+    a task of its own, all sharing one instance: fit, held-out report, save and ``lc predict`` of
+    a planned run (its query needs no instance column). The missing default instance column is
+    refused with that fix; ``--curve-col`` with ``--task-col`` is refused."""
+    from jaxscale.cli import main
+
+    df = lc_runs(run=True).drop(columns=["width", "depth"])
+    data = lc.from_frame(df, task_col="run", instance_col=None, x_col="step", y_col="loss",
+                         descriptor_cols=("params",))
+    assert data.instance_labels == (lc.frame.ONE_INSTANCE,) and np.all(np.asarray(data.instance) == 0)
+    assert len(data.task_labels) == 6 and data.descriptor_levels == ("task",)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['instance'\].*instance_col=None.*--curve-col RUN"):
+        lc.from_frame(df, task_col="run", x_col="step", y_col="loss")
+    with pytest.raises(ValueError, match=r"share the same \('run', 'step'\) point"):
+        lc.from_frame(pd.concat([df, df.iloc[:1]]), task_col="run", instance_col=None, x_col="step", y_col="loss")
+    csv = tmp_path / "sweep.csv"
+    df.to_csv(csv, index=False)
+    base = ["--csv", str(csv), "--curve-col", "run", "--x-col", "step", "--y-col", "loss", "--model", "magp_law",
+            "--descriptor-cols", "params", "--restarts", "2", "--steps", "100", "--n-h", "4"]
+    rc = main(["lc", "evaluate", *base, "--holdout", "params > 2e7", "--save", str(tmp_path / "m"), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_test"] == 5 and np.isfinite(out["mae"]["full"]["mean"])
+    assert set(out["baselines"]) >= {"nearest_curve", "size_trend", "model"}
+    query = tmp_path / "plan.csv"
+    df[df["run"] == "w512d8"].assign(run="planned", loss=np.nan).drop(columns="loss").to_csv(query, index=False)
+    rc = main(["lc", "predict", "--model", str(tmp_path / "m"), "--csv", str(query), "--handle-unknown", "prior",
+               "--json"])
+    assert rc == 0
+    got = json.loads(capsys.readouterr().out)
+    truth = df.loc[df["run"] == "w512d8", "loss"].to_numpy()
+    assert np.all(np.abs(np.asarray(got["mean"]) - truth) < 0.5), (got["mean"], truth)
+    rc = main(["lc", "evaluate", *base, "--task-col", "width", "--holdout", "params > 2e7", "--json"])
+    assert rc == 2 and "drop --task-col" in capsys.readouterr().err

@@ -86,6 +86,9 @@ def _add_columns(p, *, compute: bool = False) -> None:
     g.add_argument("--task-col", default=DEFAULT_COLUMNS["task"], help="upper level of the hierarchy (e.g. width)")
     g.add_argument("--instance-col", default=DEFAULT_COLUMNS["instance"],
                    help="lower level, shared across tasks (e.g. depth)")
+    g.add_argument("--curve-col", default=None, metavar="RUN",
+                   help="instead of --task-col/--instance-col, for runs without a second level (one curve per "
+                        "run, e.g. a W&B export): every run is a task of its own, all sharing one instance")
     g.add_argument("--x-col", default=DEFAULT_COLUMNS["x"], help="training step (> 0); the models use ln(step)")
     g.add_argument("--x-is-log", action="store_true", help="the --x-col column already holds ln(step)")
     g.add_argument("--y-col", default=DEFAULT_COLUMNS["target"], help="loss at that step")
@@ -97,6 +100,18 @@ def _add_columns(p, *, compute: bool = False) -> None:
         g.add_argument("--compute-col", default=None, help="cumulative training FLOPs at that point")
         g.add_argument("--params-col", default=None,
                        help="parameter count N; with --tokens-per-step T the compute is C = 6 N T step")
+
+
+def _levels(args) -> tuple:
+    """(task column, instance column or None) of ``--task-col``/``--instance-col`` or ``--curve-col``."""
+    if args.curve_col is None:
+        return args.task_col, args.instance_col
+    given = [f for f, v, d in (("--task-col", args.task_col, DEFAULT_COLUMNS["task"]),
+                               ("--instance-col", args.instance_col, DEFAULT_COLUMNS["instance"])) if v != d]
+    if given:
+        raise ValueError(f"--curve-col reads every run as a task of its own with one shared instance; drop "
+                         f"{' and '.join(given)}, or drop --curve-col to name both levels")
+    return args.curve_col, None
 
 
 def _add_thin(group) -> None:
@@ -156,14 +171,15 @@ def _read(args, *, compute: bool = False, heldout_loss_optional: bool = False):
     from jaxscale.data import validate as V
     from jaxscale.learning_curves.frame import from_frame
 
-    df = _thin(args, read_input(args), [args.task_col, args.instance_col])
+    task_col, instance_col = _levels(args)
+    df = _thin(args, read_input(args), [task_col] if instance_col is None else [task_col, instance_col])
     kw = {}
     if compute:
         if args.compute_col is None and args.params_col is None:
             raise ValueError("the law needs the compute of every point: give --compute-col C, or --params-col N "
                              "with --tokens-per-step T")
         kw = dict(compute_col=args.compute_col, params_col=args.params_col, tokens_per_step=args.tokens_per_step)
-    data = from_frame(df, task_col=args.task_col, instance_col=args.instance_col, x_col=args.x_col, y_col=args.y_col,
+    data = from_frame(df, task_col=task_col, instance_col=instance_col, x_col=args.x_col, y_col=args.y_col,
                       descriptor_cols=tuple(split_list(args.descriptor_cols) or ()), x_is_log=args.x_is_log,
                       require_target=not heldout_loss_optional, **kw)
     if compute:
@@ -172,7 +188,7 @@ def _read(args, *, compute: bool = False, heldout_loss_optional: bool = False):
         n_curves = len(np.unique(curve_ids(data)))
         if n_curves < 2:
             raise ValueError(f"the scaling law needs at least 2 curves (runs of different size); the table has "
-                             f"{n_curves} curve ({args.task_col}, {args.instance_col}): underdetermined. Add runs")
+                             f"{n_curves} curve: underdetermined. Add runs")
     if not args.holdout:
         raise ValueError("give --holdout EXPR: the rows to predict and score, e.g. \"width == 1024\" (whole runs) "
                          "or \"step > 5000\" (the ends of curves)")

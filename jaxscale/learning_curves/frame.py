@@ -5,6 +5,10 @@ the upper level of the hierarchy (e.g. the model width), the instance the lower 
 depth); the instance codes are shared across tasks, which is what lets the models transfer the
 curve of an instance from one task to another.
 
+Runs without a second level (one curve per run, e.g. a W&B export of a sweep): pass
+``instance_col=None`` and the run column as ``task_col``; every run is then a task of its own and
+all of them share one instance (labelled ``"all"``).
+
 Columns (names are configurable; the defaults are in :data:`DEFAULT_COLUMNS`):
 
 ========== ============ ===================================================================
@@ -35,7 +39,13 @@ from jaxscale.data import validate as V
 from jaxscale.data.validate import _rows
 from jaxscale.learning_curves.spec import DEFAULT_COLUMNS
 
-__all__ = ["Data", "from_frame", "DEFAULT_COLUMNS", "canonical_label", "curve_ids", "frame_kwargs", "row_ids"]
+__all__ = ["Data", "from_frame", "DEFAULT_COLUMNS", "ONE_INSTANCE", "canonical_label", "curve_ids", "frame_kwargs",
+           "row_ids"]
+
+#: The instance label of every run of a table read with ``instance_col=None`` (runs without a second
+#: level), and the name of the column it is read from (added to a copy of the frame).
+ONE_INSTANCE = "all"
+ONE_INSTANCE_COL = "__instance__"
 
 
 @pytree_dataclass
@@ -166,7 +176,8 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
     Args:
       df: one row per logged point of a run (see the module docstring for the columns).
       task_col, instance_col, x_col, y_col: column names of the roles; ``y_col=None`` for a query
-        without targets (targets become NaN).
+        without targets (targets become NaN); ``instance_col=None`` for runs without a second
+        level (``task_col`` the run column; every run a task, one shared instance).
       descriptor_cols: numeric configuration columns (constant along each curve).
       compute_col: cumulative training FLOPs per point; or ``params_col`` + ``tokens_per_step``
         (``C = 6 N T step``).
@@ -194,7 +205,17 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
         raise ValueError(f"params_col={params_col!r} needs tokens_per_step > 0 (tokens per training step) "
                          "to compute C = 6 N T step")
     has_y = y_col is not None and y_col in df.columns
-    required = [task_col, instance_col, x_col, *descriptor_cols]
+    if instance_col is None:  # one level: every run is a task of its own, all share one instance
+        df = df.assign(**{ONE_INSTANCE_COL: ONE_INSTANCE})
+    elif instance_col not in df.columns and task_col in df.columns and "query" not in what:
+        raise ValueError(f"{what}: missing column(s) [{instance_col!r}] (the lower level of the hierarchy, e.g. "
+                         f"the depth, shared across the tasks in {task_col!r}); present columns are "
+                         f"{list(df.columns)}. Name it (CLI: --instance-col), or, for runs without a second level "
+                         "(one curve per run, e.g. a "
+                         "W&B export), pass instance_col=None with the run column as task_col (CLI: --curve-col "
+                         "RUN): every run is then a task of its own, all sharing one instance")
+    inst_col = ONE_INSTANCE_COL if instance_col is None else instance_col
+    required = [task_col, inst_col, x_col, *descriptor_cols]
     if require_target:
         if y_col is None:
             raise ValueError("training data needs a target column: pass y_col (the loss column)")
@@ -221,16 +242,17 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
     else:
         desc = np.zeros((len(df), 0))
     task, task_labels = _codes(df, task_col, task_labels, what)
-    inst, instance_labels = _codes(df, instance_col, instance_labels, what)
+    inst, instance_labels = _codes(df, inst_col, instance_labels, what)
     dup = pd.DataFrame({"t": task, "i": inst, "x": x}).duplicated(keep=False).to_numpy()
     if dup.any():
-        raise ValueError(f"{what}: {int(dup.sum())} rows share the same ({task_col!r}, {instance_col!r}, {x_col!r}) "
+        key = (task_col, x_col) if instance_col is None else (task_col, instance_col, x_col)
+        raise ValueError(f"{what}: {int(dup.sum())} rows share the same ({', '.join(map(repr, key))}) "
                          f"point at rows {_rows(df.index[dup])}; a curve has one value per step. Remove or "
-                         "average the duplicates (e.g. df.groupby([task, instance, x]).mean()) first")
+                         f"average the duplicates (e.g. df.groupby({list(key)}).mean()) first")
     if descriptor_levels is None:
-        descriptor_levels = _descriptor_levels(df, task_col, instance_col, descriptor_cols)
+        descriptor_levels = _descriptor_levels(df, task_col, inst_col, descriptor_cols)
     elif descriptor_cols:
-        _descriptor_levels(df, task_col, instance_col, descriptor_cols)  # constancy along curves
+        _descriptor_levels(df, task_col, inst_col, descriptor_cols)  # constancy along curves
     compute = None
     if compute_col is not None:
         V.check_positive(df, [compute_col], what)
