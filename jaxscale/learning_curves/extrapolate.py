@@ -367,6 +367,11 @@ EB_CURVES = 256
 EB_ROWS = 256
 #: Damped-Newton steps of the MAP searches.
 MAP_STEPS = 100
+#: Damped-Newton steps of the empirical-Bayes grid's MAP searches, which start at each run's MAP
+#: under :data:`SIGMA_PRIOR` (a grid point mostly moves ``ln sigma``). On 200 W&B-style runs the
+#: grid chose the same point with the same marginal (to 1e-9) as 100 steps from the grid start,
+#: in a third of the time (8 s against 21 s); 60 steps from the grid start chose another point.
+EB_MAP_STEPS = 30
 #: Proposal draws per run.
 IS_PROPOSALS = 4000
 #: Proposal stages (moment matching after the Laplace start).
@@ -418,9 +423,10 @@ def _noise_prior(T, LY, M, x0, nu, K: int):
     """Empirical Bayes for the normal prior of ``ln sigma``: the grid point of :data:`EB_MEANS` x
     :data:`EB_SDS` with the highest Laplace marginal likelihood of the runs (at most
     :data:`EB_CURVES` of them, evenly spread, each with at most :data:`EB_ROWS` rows): per run and
-    grid point the MAP by damped Newton and ``-U(z*) - ln det(H) / 2``, summed over the runs, all in
-    one batched program. (The MAP noise of a run with a handful of points is biased low, since its
-    law fits them almost exactly; the determinant counts the parameters the law spent.) ``K``: the
+    grid point the MAP by damped Newton (from ``x0``, :data:`EB_MAP_STEPS` steps) and
+    ``-U(z*) - ln det(H) / 2``, summed over the runs, all in one batched program. (The MAP noise of
+    a run with a handful of points is biased low, since its law fits them almost exactly; the
+    determinant counts the parameters the law spent.) ``K``: the
     real runs (the first ``K`` rows of the padded arrays). Returns ``(mean, sd, record)``."""
     from jaxscale.infer.batched_nuts import map_laplace_batched
     from jaxscale.learning_curves.core import row_bucket
@@ -434,10 +440,9 @@ def _noise_prior(T, LY, M, x0, nu, K: int):
     G = mus.size
     rep = lambda a: np.tile(a, (G,) + (1,) * (a.ndim - 1))  # noqa: E731  (grid point, run) rows
     x = rep(x0)
-    x[:, 3] = np.repeat(mus.ravel(), pick.size)
     per = tuple(jax.device_put(a) for a in (rep(T), rep(LY), rep(M), np.repeat(mus.ravel(), pick.size),
                                             np.repeat(sds.ravel(), pick.size)))
-    x_map, cov, _ = map_laplace_batched(_POTENTIAL, jax.device_put(x), per, (nu,), steps=MAP_STEPS)
+    x_map, cov, _ = map_laplace_batched(_POTENTIAL, jax.device_put(x), per, (nu,), steps=EB_MAP_STEPS)
     lml = np.asarray(_laplace_evidence(x_map, cov, per, nu)).reshape(G, pick.size)
     lml = (np.where(np.isfinite(lml), lml, -np.inf) * weight).sum(axis=1)
     best = int(np.argmax(lml))
@@ -509,10 +514,13 @@ def _laplace_fits(t, curve, ly, K: int, spec: ExtrapolateSpec) -> dict:
     nu = jax.device_put(np.asarray(float(spec.nu)))
     x0 = np.array(_grid_start(*(jax.device_put(a) for a in (T, LY, M)), nu))
     if K >= MIN_POOL_CURVES:
+        # each run's MAP under the default noise prior starts the searches of the grid and the last one
+        pre = tuple(jax.device_put(a) for a in (T, LY, M, np.full(T.shape[0], SIGMA_PRIOR[0]),
+                                                np.full(T.shape[0], SIGMA_PRIOR[1])))
+        x0 = np.array(map_laplace_batched(_POTENTIAL, jax.device_put(x0), pre, (nu,), steps=MAP_STEPS)[0])
         mu_s, tau_s, eb = _noise_prior(T, LY, M, x0, nu, K)
     else:
         (mu_s, tau_s), eb = SIGMA_PRIOR, None
-    x0[:, 3] = mu_s
     per = tuple(jax.device_put(a) for a in (T, LY, M, np.full(T.shape[0], mu_s), np.full(T.shape[0], tau_s)))
     x_map, cov, conv = map_laplace_batched(_POTENTIAL, jax.device_put(x0), per, (nu,), steps=MAP_STEPS)
     return {"K": K, "rows": int(t.size), "nu": nu, "per": per, "x_map": x_map, "cov": cov, "conv": conv,
@@ -590,6 +598,14 @@ def _predictive(key, c, g, alpha, sigma, t, curve, nu: float):
     return _log_pos(mu) + sigma[:, curve] * _student_t(key, nu, mu.shape, mu.dtype)
 
 
+@partial(jax.jit, static_argnames=("nu",))
+def _predictive_by_row(key, c, g, alpha, sigma, t, curve, nu: float):
+    """:func:`_predictive` transposed, ``(m, S)``: each row's draws lie together in memory, so the
+    host selects a row's quantiles reading in order (on 8,192 rows x 2,000 draws 0.32 s against
+    0.67 s along the draws' axis)."""
+    return _predictive(key, c, g, alpha, sigma, t, curve, nu).T
+
+
 def _predictive_padded(key, s: dict, t, curve, nu: float) -> np.ndarray:
     """:func:`_predictive` with the runs and the rows padded to buckets (one compiled program for
     tables of similar sizes); the padding is dropped."""
@@ -637,12 +653,12 @@ def _predictive_summary(key, s: dict, t, curve, nu: float, level: float):
     cp = np.r_[curve, np.zeros(n * PRED_CHUNK - m, curve.dtype)].reshape(n, PRED_CHUNK)
 
     def draw(i):  # dispatched asynchronously: the next chunk is drawn while this one is reduced
-        return _predictive(jax.random.fold_in(key, i), *law, jnp.asarray(tp[i]), jnp.asarray(cp[i]), nu)
+        return _predictive_by_row(jax.random.fold_in(key, i), *law, jnp.asarray(tp[i]), jnp.asarray(cp[i]), nu)
 
     out, pending = [], draw(0)
     for i in range(n):  # chunks of rows, to bound memory
         d, pending = pending, (draw(i + 1) if i + 1 < n else None)
-        out.append(np.quantile(np.asarray(d), probs, axis=0))
+        out.append(np.quantile(np.asarray(d), probs, axis=1))
     return np.concatenate(out, axis=1)[:, :m], None
 
 
