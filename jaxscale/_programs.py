@@ -143,10 +143,12 @@ def _load_or_export(folder, name, key, fn, static, treedef, leaves, opts):
 
 #: XLA options for programs whose compile time dwarfs their run time on CPU: optimisation level 1
 #: and the classic loop fusion instead of the fusion emitters. Measured on 2 CPU cores, same
-#: numbers bit for bit: the context law's differential evolution (120 cells) compiles in 0.46 s
-#: instead of 1.04 s and the cold ICL contract fit takes 5.4 s instead of 12.0 s; a cold Chinchilla
-#: fit of 2,000 / 200,000 rows 28.8 / 31.3 s instead of 30.8 / 35.5 s, warm run unchanged. Not for
-#: long first-order loops: MaGP's 10 x 2000 Adam steps ran 86 s instead of 80 s with them.
+#: numbers bit for bit: the context law's differential evolution (120 cells) compiled in 0.46 s
+#: instead of 1.04 s (0.20 s since its random draws share one call site) and the cold ICL contract
+#: fit took 5.4 s instead of 12.0 s; a cold Chinchilla fit of 2,000 / 200,000 rows 28.8 / 31.3 s
+#: instead of 30.8 / 35.5 s, warm run unchanged. Not for long first-order loops: MaGP's 10 x 2000
+#: Adam steps ran 86 s instead of 80 s with them. Optimisation level 0 compiled the DE in 0.12 s
+#: but ran the polished ICL contract fit 4x slower warm (3.9 s against 0.9 s).
 LIGHT_CPU_OPTIONS = {"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False}
 
 

@@ -211,9 +211,9 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
         raise ValueError(f"{what}: missing column(s) [{instance_col!r}] (the lower level of the hierarchy, e.g. "
                          f"the depth, shared across the tasks in {task_col!r}); present columns are "
                          f"{list(df.columns)}. Name it (CLI: --instance-col), or, for runs without a second level "
-                         "(one curve per run, e.g. a "
-                         "W&B export), pass instance_col=None with the run column as task_col (CLI: --curve-col "
-                         "RUN): every run is then a task of its own, all sharing one instance")
+                         "(one curve per run, e.g. a W&B export), pass instance_col=None with the run column as "
+                         "task_col (CLI: --curve-col RUN): every run is then a task of its own, all sharing one "
+                         "instance")
     inst_col = ONE_INSTANCE_COL if instance_col is None else instance_col
     required = [task_col, inst_col, x_col, *descriptor_cols]
     if require_target:
