@@ -616,10 +616,6 @@ def _new_labels(fit: Fit, query) -> tuple[tuple, tuple]:
                  for v, known in zip(values, (set(fit.task_labels), set(fit.instance_labels))))
 
 
-#: ``ln`` of the noise variance a task without training rows keeps from the initialisation (magp).
-_UNOBSERVED_LOG_NOISE = float(np.log(1e-2))
-
-
 def with_labels(fit: Fit, query) -> tuple[Fit, Data]:
     """``(fit, query as Data)``: the fit's vocabularies extended by the task and instance labels of the
     query it never saw, so that runs not in the training table (a new size, a new setting) are
@@ -638,11 +634,12 @@ def with_labels(fit: Fit, query) -> tuple[Fit, Data]:
     D, Dn = len(fit.task_labels), len(new_t)
     p = fit.params
     rest, q = np.shape(p.h_mean)[0], np.shape(p.h_mean)[2]
+
     def grow(a, value, shape):  # new tasks on axis 1 (axis 0: restarts)
         return jnp.concatenate([jnp.asarray(a), jnp.full(shape, value, jnp.asarray(a).dtype)], 1)
 
     params = p._replace(h_mean=grow(p.h_mean, 0.0, (rest, Dn, q)), log_h_std=grow(p.log_h_std, 0.0, (rest, Dn, q)),
-                        log_noise=grow(p.log_noise, _UNOBSERVED_LOG_NOISE, (rest, Dn)))
+                        log_noise=grow(p.log_noise, float(np.log(magp.INIT_NOISE_VAR)), (rest, Dn)))
     if fit.spec.model == "magp_law":  # one pair of constants for the law's residuals
         mu, sd = float(np.asarray(fit.y_mean)[0]), float(np.asarray(fit.y_std)[0])
     else:  # the pooled constants of a task without training rows (see _task_scaler)

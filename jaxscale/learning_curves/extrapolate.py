@@ -513,16 +513,18 @@ def _laplace_fits(t, curve, ly, K: int, spec: ExtrapolateSpec) -> dict:
     T, LY, M = _pad(t, curve, ly, K)  # padded runs (no rows) follow their prior; they are dropped
     nu = jax.device_put(np.asarray(float(spec.nu)))
     x0 = np.array(_grid_start(*(jax.device_put(a) for a in (T, LY, M)), nu))
+
+    def map_under(x, mu, tau):  # every run's (arguments, (MAP, covariance, converged)) under ln sigma ~ N(mu, tau)
+        per = tuple(jax.device_put(a) for a in (T, LY, M, np.full(T.shape[0], mu), np.full(T.shape[0], tau)))
+        return per, map_laplace_batched(_POTENTIAL, jax.device_put(x), per, (nu,), steps=MAP_STEPS)
+
     if K >= MIN_POOL_CURVES:
         # each run's MAP under the default noise prior starts the searches of the grid and the last one
-        pre = tuple(jax.device_put(a) for a in (T, LY, M, np.full(T.shape[0], SIGMA_PRIOR[0]),
-                                                np.full(T.shape[0], SIGMA_PRIOR[1])))
-        x0 = np.array(map_laplace_batched(_POTENTIAL, jax.device_put(x0), pre, (nu,), steps=MAP_STEPS)[0])
+        x0 = np.array(map_under(x0, *SIGMA_PRIOR)[1][0])
         mu_s, tau_s, eb = _noise_prior(T, LY, M, x0, nu, K)
     else:
         (mu_s, tau_s), eb = SIGMA_PRIOR, None
-    per = tuple(jax.device_put(a) for a in (T, LY, M, np.full(T.shape[0], mu_s), np.full(T.shape[0], tau_s)))
-    x_map, cov, conv = map_laplace_batched(_POTENTIAL, jax.device_put(x0), per, (nu,), steps=MAP_STEPS)
+    per, (x_map, cov, conv) = map_under(x0, mu_s, tau_s)
     return {"K": K, "rows": int(t.size), "nu": nu, "per": per, "x_map": x_map, "cov": cov, "conv": conv,
             "noise_prior": {"mean_ln_sigma": mu_s, "sd": tau_s, "empirical_bayes": eb}}
 

@@ -40,6 +40,10 @@ __all__ = ["MaGPParams", "MaGPFit", "init_magp", "magp_loss", "fit_magp", "magp_
            "report_fit_health", "adam_elbo", "adam_restarts", "lr_schedule", "ADAM_CHUNK"]
 
 log = get_logger(__name__)
+
+#: Every task's initial noise variance (z-scored units): where a task keeps it, a task without
+#: training rows, and a task the fit never saw (``core.with_labels``), start and stay there.
+INIT_NOISE_VAR = 1e-2
 NOISE_FLOOR = 1e-6
 
 
@@ -86,7 +90,7 @@ def init_magp(key, n_tasks: int, q: int = 2, dtype=jnp.float64) -> MaGPParams:
         log_h_scale=jnp.log(1.0) + 0.2 * jax.random.normal(k[1], (q,), dtype),
         h_mean=jax.random.normal(k[2], (n_tasks, q), dtype),
         log_h_std=jnp.full((n_tasks, q), jnp.log(0.3), dtype),
-        log_noise=jnp.full((n_tasks,), jnp.log(1e-2), dtype),
+        log_noise=jnp.full((n_tasks,), jnp.log(INIT_NOISE_VAR), dtype),
     )
 
 

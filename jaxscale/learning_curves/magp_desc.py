@@ -38,7 +38,13 @@ from jaxscale._pytree import register_serializable
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import JITTER_LADDER, gather2, gaussian_nll, matern32, rbf_ard
 from jaxscale.learning_curves.descriptors import DescTables
-from jaxscale.learning_curves.magp import _pad_constant, adam_restarts, report_fit_health, restart_starts
+from jaxscale.learning_curves.magp import (
+    INIT_NOISE_VAR,
+    _pad_constant,
+    adam_restarts,
+    report_fit_health,
+    restart_starts,
+)
 from jaxscale.learning_curves.problem import Points
 
 __all__ = ["DescParams", "DescFit", "DescKernel", "init_desc", "desc_constrained", "desc_gram",
@@ -116,7 +122,7 @@ def init_desc(key, tables: DescTables, q: int = 2, dtype=jnp.float64) -> DescPar
         log_s_scale=jnp.full((tables.curve.shape[1],), jnp.log(1.0), dtype) + z[8],
         h_mean=jax.random.normal(k[2], (D, q), dtype),
         log_h_std=jnp.full((D, q), jnp.log(0.3), dtype),
-        log_noise=jnp.full((D,), jnp.log(1e-2), dtype),
+        log_noise=jnp.full((D,), jnp.log(INIT_NOISE_VAR), dtype),
     )
 
 
