@@ -203,12 +203,18 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
         rows = df.loc[dup].assign(_c=code[dup], _x=x[dup])
         other = [c for c in df.columns if c not in (curve_col, x_col, y_col, train_col)]
         differ = [c for c in other if (rows.groupby(["_c", "_x"])[c].nunique(dropna=False) > 1).any()]
-        hint = "Remove or average the duplicates"
-        if differ:
+        resumed = (f"A run resumed from a checkpoint logs its last steps again: keep the last value, e.g. in pandas "
+                   f"df = df.drop_duplicates([{curve_col!r}, {x_col!r}], keep='last')")
+        hint = f"{resumed}; otherwise remove or average the duplicates"
+        empty = dup & ~np.isfinite(y)
+        if empty.any():
+            hint = (f"{int(empty.sum())} of them have no {y_col!r}: a log that writes several metrics on separate rows "
+                    f"(e.g. a W&B export) leaves the loss empty on the others. Keep the rows that have one with "
+                    f"--where '{V._where_name(y_col)}.notna()'")
+        elif differ:
             parts = " + '/' + ".join(f"df[{c!r}].astype(str)" for c in [curve_col, differ[0]])
             hint = (f"They differ in column(s) {differ[:5]}: if those tell runs apart, give --curve-col (curve_col) a "
-                    f"column that names each run, e.g. in pandas df['run'] = {parts}; otherwise remove or average "
-                    "the duplicates")
+                    f"column that names each run, e.g. in pandas df['run'] = {parts}. {hint}")
         raise ValueError(f"{what}: {int(dup.sum())} rows share the same ({curve_col!r}, {x_col!r}) point at rows "
                          f"{_rows(df.index[dup])}; a curve has one value per step. {hint}")
     bad = train & ~np.isfinite(y)
@@ -681,7 +687,7 @@ def _finished(data: TailData) -> np.ndarray:
     return np.flatnonzero(~_in_progress(data) & (np.bincount(cur, minlength=len(data.labels)) > 0))
 
 
-def _calibration_rows(data: TailData) -> tuple[np.ndarray, np.ndarray | None, dict]:
+def _calibration_rows(data: TailData, ratios=None) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Rows of finished runs to hold back, mimicking how far the runs in progress are extrapolated.
 
     A run is *finished* when all its rows are training rows. Each run in progress has a ratio,
@@ -695,19 +701,19 @@ def _calibration_rows(data: TailData) -> tuple[np.ndarray, np.ndarray | None, di
     Returns ``(mask of held-back rows, ratios, unused)``; ``ratios`` (of the runs in progress) is
     None when no run is finished; ``unused`` counts the finished runs left out by their first
     failing condition (``too_few_early``, ``flat_early``, ``nothing_after``) and gives their
-    ``median_points``.
+    ``median_points``. ``ratios`` given: the cut ratios to use instead of those of the table's runs
+    in progress (every run of ``data`` then counts as finished).
     """
     cur = np.asarray(data.curve, np.int64)
     x = np.asarray(data.x, float)
     tr = np.asarray(data.train, bool)
     K = len(data.labels)
-    in_progress, finished = _in_progress(data), _finished(data)
+    finished = _finished(data) if ratios is None else np.unique(cur)
     if finished.size == 0:
         return np.zeros(tr.shape, bool), None, {}
-    s_tr = pd.Series(np.where(tr, x, -np.inf)).groupby(cur).max()
     s_all = pd.Series(x).groupby(cur).max()
-    prog = np.flatnonzero(in_progress)
-    ratios = s_tr.loc[prog].to_numpy() / s_all.loc[prog].to_numpy()
+    if ratios is None:
+        ratios = _ratios(data)
     levels = ((np.arange(finished.size) + 0.5) * GOLDEN) % 1.0  # evenly spread, not in table order
     cut = np.zeros(K)
     cut[finished] = np.quantile(ratios, levels) * s_all.loc[finished].to_numpy()
@@ -726,6 +732,16 @@ def _calibration_rows(data: TailData) -> tuple[np.ndarray, np.ndarray | None, di
               "nothing_after": int(np.sum((none_after & ~few & ~flat)[finished])),
               "median_points": float(np.median((n_early + n_late)[finished]))}
     return use[cur] & ~early, ratios, unused
+
+
+def _ratios(data: TailData) -> np.ndarray:
+    """Each run in progress's (last early step) / (last step to predict)."""
+    cur = np.asarray(data.curve, np.int64)
+    x = np.asarray(data.x, float)
+    prog = np.flatnonzero(_in_progress(data))
+    s_tr = pd.Series(np.where(np.asarray(data.train, bool), x, -np.inf)).groupby(cur).max()
+    s_all = pd.Series(x).groupby(cur).max()
+    return s_tr.loc[prog].to_numpy() / s_all.loc[prog].to_numpy()
 
 
 #: The fractional part of the golden ratio: ``(j + 0.5) * GOLDEN mod 1`` spreads any number of
@@ -788,24 +804,27 @@ def _conformal_margin(y, log_q, h, level: float):
     return float(np.sort(score)[k - 1]), raw
 
 
-def _widen(draws, q: float, h, level: float):
+def _widen(draws, q: float, h, level: float, floor: bool = False):
     """Move each point's draws so that the ends of its central interval move to those of
     :func:`_widen_ends` (in ``ln L``): every draw's distance from the median is scaled, per side,
     by the ratio of the new to the old half-width."""
     lo, med, hi = _log_quantiles(draws, level)
-    new_lo, new_hi = _widen_ends(lo, med, hi, q, h)
+    new_lo, new_hi = _widen_ends(lo, med, hi, q, h, floor)
     ld = np.log(draws)
     up = (new_hi - med) / np.maximum(hi - med, 1e-300)
     dn = (med - new_lo) / np.maximum(med - lo, 1e-300)
     return np.exp(med + np.where(ld >= med, up, dn) * (ld - med))
 
 
-def _widen_ends(lo, med, hi, q: float, h):
+def _widen_ends(lo, med, hi, q: float, h, floor: bool = False):
     """The interval ends corrected by ``q`` (:func:`_conformal_margin`), in ``ln L``: for ``q <= 0``
     each end moves in by ``-q`` (never past the median); for ``q > 0`` each half-width ``w`` becomes
-    ``sqrt(w^2 + (q h)^2)`` at horizon ``h``."""
+    ``sqrt(w^2 + (q h)^2)`` at horizon ``h``; with ``floor`` (``q >= 0``, :func:`_self_calibration`)
+    ``max(w, q h)``."""
     if q <= 0:
         return med - np.maximum(med - lo + q, 0.0), med + np.maximum(hi - med + q, 0.0)
+    if floor:
+        return med - np.maximum(med - lo, q * h), med + np.maximum(hi - med, q * h)
     g = (q * h) ** 2
     return med - np.sqrt((med - lo) ** 2 + g), med + np.sqrt((hi - med) ** 2 + g)
 
@@ -840,9 +859,12 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     the distance beyond the early part; ``margin`` < 0 moves both ends in (the model's interval was
     too wide). The ``calibration`` record has both (the other is 0), ``horizon_held`` (the largest
     ``h`` of a held-back point) and ``beyond_held`` (rows to predict further out, where the growth
-    is extrapolated). Without finished runs (or with fewer than :data:`MIN_CALIBRATION_POINTS`
-    held-back points) the interval is the model's own, and a warning says so. The held-back points
-    are treated as exchangeable with the tail points; points of one run are correlated, so with
+    is extrapolated). Without finished runs, the early parts of the runs in progress are backtested
+    in the same way (:func:`_self_calibration`): their errors per e-fold of the step set a floor
+    under each half-width (``source`` ``"early parts"``, warned: it tends to be wide and cannot see
+    what starts after the early part). With too few held-back points for either (fewer than
+    :data:`MIN_CALIBRATION_POINTS`) the interval is the model's own, and a warning says so. The
+    held-back points are treated as exchangeable with the tail points; points of one run are correlated, so with
     few finished runs the correction is itself uncertain.
     """
     check_level(spec.level)
@@ -860,18 +882,11 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     tr_user = np.asarray(data.train, bool)
     held, ratios, unused = _calibration_rows(data) if spec.calibrate else (np.zeros(tr_user.shape, bool), None, {})
     tr = tr_user & ~held  # held-back rows of finished runs are predicted like tail rows
-    xk, yk = _normalise(data.replace(train=tr))
     cur0 = np.asarray(data.curve, np.int64)
-    # only runs in progress (and finished runs cut for calibration) are fitted: their laws share
-    # the pooled priors
-    active = np.unique(cur0[~tr])
-    remap = np.full(len(data.labels), -1, np.int64)
-    remap[active] = np.arange(len(active))
+    active, remap, xk, yk, t_all = _fit_inputs(data, tr)
     cur = remap[cur0]
     fit_rows = tr & (cur >= 0)
     K = len(active)
-    xk, yk = xk[active], yk[active]
-    t_all = np.asarray(data.x, float) / xk[np.maximum(cur, 0)]
     k_mcmc, k_pred = jax.random.split(key)
     ly_fit = np.log(np.asarray(data.y, float)[fit_rows] / yk[cur[fit_rows]])
     fit_args = (t_all[fit_rows], cur[fit_rows], ly_fit, K, spec)
@@ -906,19 +921,28 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     real = ~tr_user[pred_rows]
     rows = pred_rows[real]
     h = _horizon(data, tr, pred_rows)
-    calibration = _calibrate(spec, ratios, data, pred_rows[~real], (log_q + log_yk)[:, ~real], h[~real], h[real],
-                             unused)
+    calibration, advice = _calibrate(spec, ratios, data, pred_rows[~real], (log_q + log_yk)[:, ~real], h[~real],
+                                     h[real], unused)
+    if spec.calibrate and not calibration["calibrated"]:
+        own = _self_calibration(jax.random.fold_in(key, 3), data, spec, h[real], calibration.get("finished_runs"))
+        calibration = own if own["calibrated"] else dict(calibration, early_parts=own["reason"])
+        if own["calibrated"]:
+            warnings.warn(f"power-law extrapolation: {own['reason']}", UserWarning, stacklevel=3)
+    if spec.calibrate and not calibration["calibrated"]:
+        warnings.warn(f"power-law extrapolation: the {level:.0%} interval is not calibrated: {calibration['reason']}. "
+                      f"{advice}", UserWarning, stacklevel=3)
     corr = calibration.get("growth") or calibration.get("margin")  # the one that is not 0, None uncalibrated
+    floor = calibration.get("source") == "early parts"
     if log_d is not None:  # the draws themselves: kept in the prediction, widened
         ypred = np.exp(log_d[:, real] + log_yk[real])
         if corr is not None:
-            ypred = _widen(ypred, corr, h[real], level)
+            ypred = _widen(ypred, corr, h[real], level, floor)
         q = np.quantile(ypred, [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
     else:  # many rows: the interval ends only
         ypred = None
         lo, med, hi = (log_q + log_yk)[:, real]
         if corr is not None:
-            lo, hi = _widen_ends(lo, med, hi, corr, h[real])
+            lo, hi = _widen_ends(lo, med, hi, corr, h[real], floor)
         q = np.exp(np.stack([lo, med, hi]))
     mine = remap[np.unique(cur0[~tr_user])]  # the runs in progress among the fitted curves
     c, g, alpha = (np.asarray(s[k])[:, mine] for k in ("c", "g", "alpha"))
@@ -927,6 +951,93 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     pred = Prediction(jnp.asarray(q[1]), jnp.asarray(q[0]), jnp.asarray(q[2]),
                       None if ypred is None else jnp.asarray(ypred))
     return TailFit(pred, rows, active[mine], E, A, alpha, report, calibration)
+
+
+def _fit_inputs(data: TailData, tr):
+    """What the fit of the rows ``tr`` needs: ``(active, remap, xk, yk, t)``. Only runs with rows to
+    predict (``~tr``) are fitted (their laws share the pooled noise prior): ``active`` holds their
+    codes, ``remap`` maps a code to its place among them (-1: not fitted); ``xk``, ``yk`` scale each
+    fitted run (its last fitted step and the loss there) and ``t`` is every row's step over its
+    run's ``xk``."""
+    xk, yk = _normalise(data.replace(train=tr))
+    cur0 = np.asarray(data.curve, np.int64)
+    active = np.unique(cur0[~tr])
+    remap = np.full(len(data.labels), -1, np.int64)
+    remap[active] = np.arange(len(active))
+    xk, yk = xk[active], yk[active]
+    return active, remap, xk, yk, np.asarray(data.x, float) / xk[np.maximum(remap[cur0], 0)]
+
+
+def _self_calibration(key, data: TailData, spec: ExtrapolateSpec, tail_h, finished: int = 0) -> dict:
+    """A floor under the interval from the early parts of the runs in progress themselves.
+
+    Each run's early part is treated as a finished run: cut like the runs in progress (at a
+    quantile of their ratios of last early step to last step to predict, :func:`_calibration_rows`:
+    the held-back points lie as many e-folds of the step beyond the cut as the rows to predict lie
+    beyond the early part), fitted below the cut in one program of its own (its own empirical-Bayes
+    noise prior, importance sampling; the fit of the runs is left untouched), and its later early
+    points predicted. ``growth`` is the split-conformal quantile of their errors per e-fold of the
+    step, ``|ln y - median| / h``; each half-width of the runs' interval becomes at least
+    ``growth h`` (:func:`_widen_ends` with ``floor``). The errors are taken alone, not beside the
+    backtest's own interval: that fit has fewer points, so its interval is wider than the real
+    fit's and would hide how far a fit of these curves errs. For the same reason the floor tends to
+    be wide; and it cannot see what starts after the early part (a learning-rate warm-down, a data
+    change). ``tail_h``: the horizons of the rows to predict; ``finished``: the finished runs (too
+    few of whose points could be held back). Returns the ``calibration`` record (``source``
+    ``"early parts"``); ``calibrated`` False with the reason when fewer than
+    :data:`MIN_CALIBRATION_POINTS` points can be held back."""
+    level = float(spec.level)
+    cur = np.asarray(data.curve, np.int64)
+    tr = np.asarray(data.train, bool)
+    prog = _in_progress(data)
+    ratios = _ratios(data)
+    rows = np.flatnonzero(tr & prog[cur])
+    early = data.replace(curve=cur[rows], x=np.asarray(data.x, float)[rows], y=np.asarray(data.y, float)[rows],
+                         train=np.ones(rows.size, bool), row_id=np.asarray(data.row_id)[rows], descriptors=None)
+    held, _, unused = _calibration_rows(early, ratios)
+    n_runs = int(np.unique(early.curve[held]).size)
+    out = {"calibrated": False, "source": "early parts", "margin": None, "growth": None, "runs": n_runs,
+           "points": int(held.sum()), "finished_runs": int(finished)}
+    if held.sum() < MIN_CALIBRATION_POINTS:
+        out["reason"] = (f"cutting each run's early part like the runs in progress leaves {int(held.sum())} point(s) "
+                         f"to hold back ({unused.get('too_few_early', 0)} of {int(prog.sum())} early parts keep fewer "
+                         f"than {MIN_TRAIN_POINTS} points below the cut), fewer than {MIN_CALIBRATION_POINTS}")
+        return out
+    get_logger(__name__).info("power-law extrapolation: the early part of each run in progress is cut and its last "
+                              "%d points predicted, to calibrate the interval", int(held.sum()))
+    tr_e = ~held
+    active, remap, xk, yk, t = _fit_inputs(early, tr_e)
+    c = remap[early.curve]
+    fit = tr_e & (c >= 0)
+    ly = np.log(early.y[fit] / yk[c[fit]])
+    k_fit, k_pred = jax.random.split(key)
+    lap = _laplace_fits(t[fit], c[fit], ly, len(active), spec)
+    try:
+        s, _ = _importance(k_fit, lap, spec, [early.labels[k] for k in active], warn=False)
+    except FloatingPointError as e:  # a backtest that cannot be sampled leaves the model's own interval
+        out["reason"] = f"the backtest of the early parts failed: {e}"
+        return out
+    pred = np.flatnonzero(held)
+    log_q, _ = _predictive_summary(k_pred, s, t[pred], c[pred], float(spec.nu), level)
+    h = _horizon(early, tr_e, pred)
+    log_y = np.log(early.y[pred])
+    lo, med, hi = log_q + np.log(yk[c[pred]])
+    q = float(np.sort(np.abs(log_y - med) / h)[int(np.ceil((h.size + 1) * level)) - 1])
+    raw = float(np.mean((log_y >= lo) & (log_y <= hi)))
+    h_max = float(np.max(h))
+    out.update(calibrated=True, margin=0.0, growth=q, raw_coverage=raw, horizon_held=h_max,
+               beyond_held=int(np.sum(tail_h > h_max * (1 + 1e-9))))
+    why = "no finished run" if not finished else f"too few points of the {finished} finished run(s) to hold back"
+    out["reason"] = (f"{why}: the {level:.0%} interval is calibrated on the runs' own early parts. Each "
+                     f"early part was cut like the runs in progress and its last points predicted from the points "
+                     f"before ({int(held.sum())} points of {n_runs} runs): their errors grew by up to {q:.3g} in ln L "
+                     f"per e-fold of the step beyond the cut ({level:.0%} of them; the model's interval covered "
+                     f"{raw:.0%}), so each half-width w (in ln L) is at least {q:.3g} h at h = ln(step / the run's "
+                     f"last early step): +-{q * np.log(10):.3g} at 10x. This backtest fits fewer points than the fit "
+                     "itself (the floor tends to be wide) and cannot see what starts after the early part (e.g. a "
+                     "learning-rate warm-down). Finished runs in the table (all their rows in the early part) "
+                     "calibrate it better")
+    return out
 
 
 def _nuts_failing(key, lap: dict, draws: dict, report: dict, spec: ExtrapolateSpec, labels: list):
@@ -1035,22 +1146,23 @@ def _nuts(key, t, curve, ly, K: int, spec: ExtrapolateSpec):
 
 
 def _calibrate(spec: ExtrapolateSpec, ratios, data: TailData, held_rows, held_log_q, held_h, tail_h,
-               unused: dict) -> dict:
-    """The conformal correction from the held-back rows of finished runs (warned when there is
-    none); ``ratios``: the runs in progress's (last early step) / (last step to predict);
-    ``held_h``, ``tail_h``: the horizons of the held-back and the tail rows; ``unused``: why
-    finished runs were left out (:func:`_calibration_rows`)."""
+               unused: dict) -> tuple[dict, str]:
+    """The conformal correction from the held-back rows of finished runs: ``(record, advice)``, the
+    advice for the warning of an uncalibrated interval; ``ratios``: the runs in progress's (last
+    early step) / (last step to predict); ``held_h``, ``tail_h``: the horizons of the held-back and
+    the tail rows; ``unused``: why finished runs were left out (:func:`_calibration_rows`)."""
     level = float(spec.level)
     if not spec.calibrate:
         return {"calibrated": False, "margin": None, "growth": None,
-                "reason": "calibration switched off (calibrate=False)"}
+                "reason": "calibration switched off (calibrate=False)"}, ""
     n_runs = int(np.unique(np.asarray(data.curve)[held_rows]).size)
     n_finished = int(_finished(data).size)
     rho = None if ratios is None else float(np.median(ratios))
     why = [f"{unused.get('too_few_early', 0)} with fewer than {MIN_TRAIN_POINTS} early points after the cut",
            f"{unused.get('flat_early', 0)} with a flat early part", f"{unused.get('nothing_after', 0)} with nothing "
            "after the cut"]
-    out = {"calibrated": False, "margin": None, "growth": None, "runs": n_runs, "points": int(held_rows.size),
+    out = {"calibrated": False, "source": None, "margin": None, "growth": None, "runs": n_runs,
+           "points": int(held_rows.size),
            "rho": rho, "rho_range": None if ratios is None else [float(np.min(ratios)), float(np.max(ratios))],
            "finished_runs": n_finished, "finished_runs_unused": n_finished - n_runs, "unused_because": ", ".join(why)}
     cut = "" if rho is None else (f"{rho:.3g}" if np.ptp(ratios) <= 1e-9 * rho else
@@ -1080,8 +1192,8 @@ def _calibrate(spec: ExtrapolateSpec, ratios, data: TailData, held_rows, held_lo
         else:
             h_max = float(np.max(held_h))
             beyond = int(np.sum(tail_h > h_max * (1 + 1e-9)))
-            out.update(calibrated=True, margin=min(q, 0.0), growth=max(q, 0.0), horizon_held=h_max,
-                       beyond_held=beyond)
+            out.update(calibrated=True, source="finished runs", margin=min(q, 0.0), growth=max(q, 0.0),
+                       horizon_held=h_max, beyond_held=beyond)
             how = (f"both ends move in by {-q:.3g} in ln L (x{np.exp(-q):.3g})" if q <= 0 else
                    f"each half-width w (in ln L) becomes sqrt(w^2 + ({q:.3g} h)^2) at h = ln(step / the run's last "
                    f"early step): at least +-{q * np.log(10):.3g} at 10x the last early step")
@@ -1092,10 +1204,7 @@ def _calibrate(spec: ExtrapolateSpec, ratios, data: TailData, held_rows, held_lo
                 out["reason"] += (f". {beyond} of {tail_h.size} rows to predict lie further out than any held-back "
                                   f"point (beyond {np.exp(h_max):.3g}x their run's last early step): there the growth "
                                   "is extrapolated")
-            return out
-    warnings.warn(f"power-law extrapolation: the {level:.0%} interval is not calibrated: {out['reason']}. {advice}",
-                  UserWarning, stacklevel=3)
-    return out
+    return out, advice
 
 
 # ----------------------------------------------------------------------------- the usual practice

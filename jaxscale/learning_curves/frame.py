@@ -247,8 +247,10 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
     if dup.any():
         key = (task_col, x_col) if instance_col is None else (task_col, instance_col, x_col)
         raise ValueError(f"{what}: {int(dup.sum())} rows share the same ({', '.join(map(repr, key))}) "
-                         f"point at rows {_rows(df.index[dup])}; a curve has one value per step. Remove or "
-                         f"average the duplicates (e.g. df.groupby({list(key)}).mean()) first")
+                         f"point at rows {_rows(df.index[dup])}; a curve has one value per step. A run resumed "
+                         f"from a checkpoint logs its last steps again: keep the last value (in pandas df = "
+                         f"df.drop_duplicates({list(key)}, keep='last')); otherwise remove or average the duplicates "
+                         f"(e.g. df.groupby({list(key)}).mean()) first")
     if descriptor_levels is None:
         descriptor_levels = _descriptor_levels(df, task_col, inst_col, descriptor_cols)
     elif descriptor_cols:
