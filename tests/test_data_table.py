@@ -46,6 +46,27 @@ def test_tsv_and_parquet(tmp_path, suffix):
     assert got.index.tolist() == [2, 3] and got["loss"].tolist() == [3.0, 2.8]
 
 
+@pytest.mark.parametrize("suffix, lines", [(".jsonl", [1, 2, 3]), (".ndjson", [1, 2, 3]), (".json", [2, 3, 4])])
+def test_json_records(tmp_path, suffix, lines):
+    """W&B-style rows (a metric logged on some rows only) as JSON lines or a JSON list of records:
+    the columns and the empty cells as in the CSV; JSON lines are numbered by their line."""
+    df = pd.DataFrame({"_step": [1, 1, 2], "train/loss": [3.0, None, 2.8], "_timestamp": [1.7e9, 1.7e9, 1.7e9 + 1]})
+    p = tmp_path / f"history{suffix}"
+    df.to_json(p, orient="records", lines=suffix != ".json")
+    got = read_table(p)
+    assert got.index.tolist() == lines and list(got.columns) == list(df.columns)
+    assert got["train/loss"].isna().tolist() == [False, True, False] and got["_timestamp"].dtype.kind in "if"
+    if suffix == ".json":  # pandas' default layout: one object per column
+        df.to_json(p)
+        assert read_table(p)["_step"].tolist() == [1, 1, 2]
+    p.write_text("[]" if suffix == ".json" else "")
+    with pytest.raises(ValueError, match="no records|is empty"):
+        read_table(p)
+    p.write_text('{"a": 1,')
+    with pytest.raises(ValueError, match="could not parse"):
+        read_table(p)
+
+
 @pytest.mark.parametrize("body, message", [
     (None, "does not exist"),
     ("", "is empty"),

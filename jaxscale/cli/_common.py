@@ -35,7 +35,7 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (logs go to stderr)")
 
 
-def add_table_args(p: argparse.ArgumentParser, *, csv_help: str = "your own table (CSV, TSV or Parquet)",
+def add_table_args(p: argparse.ArgumentParser, *, csv_help: str = "your own table (CSV, TSV, Parquet or JSON)",
                    holdout: bool = True) -> None:
     """``--csv``, ``--where`` and (optionally) ``--holdout``."""
     p.add_argument("--csv", default=None, metavar="PATH", help=csv_help)
@@ -379,7 +379,7 @@ def add_predict_command(sub, module_name: str, what: str) -> argparse.ArgumentPa
     p = sub.add_parser("predict", help=f"predict new rows with a saved {what} model (from --save)",
                        formatter_class=Formatter)
     p.add_argument("--model", required=True, metavar="DIR", help="folder written by --save")
-    add_table_args(p, csv_help="rows to predict (CSV, TSV or Parquet), with the model's input columns",
+    add_table_args(p, csv_help="rows to predict (CSV, TSV, Parquet or JSON), with the model's input columns",
                    holdout=False)
     p.add_argument("--level", type=float, default=0.9, help="central interval level")
     p.add_argument("--seed", type=int, default=0, help="seed of predictive draws (where the model draws)")

@@ -172,7 +172,7 @@ def register(sub) -> None:
                         description="Fit the law to the bundled Epoch data (default) or to --csv runs "
                                     "(one row per run: parameters N, tokens D, final loss).")
     f.add_argument("--dataset", default=_EPOCH, help="bundled table (ignored with --csv)")
-    add_table_args(f, csv_help="your own runs (CSV, TSV or Parquet; one row per run)")
+    add_table_args(f, csv_help="your own runs (CSV, TSV, Parquet or JSON; one row per run)")
     f.add_argument("--holdout-top", type=int, default=None, metavar="K",
                    help="hold out the K highest-compute (N*D) rows and score them")
     f.add_argument("--n-col", default="N", help="column with parameter counts (raw count, not millions)")

@@ -496,7 +496,8 @@ def register_psl(lc_subparsers) -> None:
 
     a = lc_subparsers.add_parser("active", help="active learning of the scaling law (which curve to train next)",
                                  description=active_handler.__doc__, formatter_class=Formatter)
-    add_table_args(a, csv_help="your own finished runs (CSV, TSV or Parquet); --holdout selects the candidate curves")
+    add_table_args(a, csv_help="your own finished runs (CSV, TSV, Parquet or JSON); --holdout selects the candidate "
+                               "curves")
     _add_columns(a, compute=True)
     _add_grid(a)
     a.add_argument("--strategy", default="all", help=f"{STRATEGIES_ALL.replace(',', '|')}, comma-separated, or all")
@@ -581,7 +582,7 @@ def register_extrapolate(lc_subparsers) -> None:
     d = ExtrapolateSpec()
     p = lc_subparsers.add_parser("extrapolate", help="predict the rest of runs in progress from their early part",
                                  description=extrapolate_handler.__doc__, formatter_class=Formatter)
-    add_table_args(p, csv_help="your runs (CSV, TSV or Parquet): one row per logged point", holdout=False)
+    add_table_args(p, csv_help="your runs (CSV, TSV, Parquet or JSON): one row per logged point", holdout=False)
     g = p.add_argument_group("columns of --csv")
     g.add_argument("--curve-col", default="run", help="run / curve id")
     g.add_argument("--x-col", default="step", help="training step (> 0)")

@@ -357,7 +357,7 @@ def register(subparsers) -> None:
     f = sub.add_parser("fit", help="fit your own benchmark table (--csv) or a named task (--task)",
                        formatter_class=Formatter, description=_FIT_HELP)
     f.add_argument("--task", default=None, help="named task (see `jaxscale obs tasks`)")
-    add_table_args(f, csv_help="your own table (CSV, TSV or Parquet): one row per model")
+    add_table_args(f, csv_help="your own table (CSV, TSV, Parquet or JSON): one row per model")
     f.add_argument("--target-col", "--target", dest="target_col", default=None, metavar="COL",
                    help="--csv: the column to predict")
     f.add_argument("--metric-cols", "--metrics", dest="metric_cols", default=None, metavar="A,B,C",

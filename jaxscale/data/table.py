@@ -1,4 +1,4 @@
-"""Your own run tables: read a CSV / TSV / Parquet file, filter it, and mark held-out rows.
+"""Your own run tables: read a CSV / TSV / Parquet / JSON file, filter it, and mark held-out rows.
 
 :func:`read_table` numbers rows by their **line in the file** (the header is line 1, so the first
 data row is 2): every validator in :mod:`jaxscale.data.validate` reports the frame's index, so
@@ -20,7 +20,8 @@ FILE_ROWS = "row numbers are lines of the file"
 
 
 def read_table(path, *, what: str | None = None) -> pd.DataFrame:
-    """Read a CSV (``.csv``, ``.tsv``/``.txt`` tab-separated) or Parquet (``.parquet``/``.pq``) file.
+    """Read a CSV (``.csv``, ``.tsv``/``.txt`` tab-separated), Parquet (``.parquet``/``.pq``) or JSON file
+    (``.jsonl``/``.ndjson``: one record per line; ``.json``: a list of records or pandas' ``to_json``).
 
     A text file whose header splits into one column on the expected separator but into several on
     another (``;``, tab, ``|`` or ``,``) is read with that one, and a file separated by other than
@@ -29,8 +30,8 @@ def read_table(path, *, what: str | None = None) -> pd.DataFrame:
     logged and kept in ``attrs["read_as"]``.
 
     The returned frame's index is the 1-based line number of each row in the file (header =
-    line 1); for Parquet, the row number plus one (as if a header line preceded it). Rows are never
-    dropped or reordered.
+    line 1); for JSON lines, the line of the record; for Parquet and a ``.json`` file, the row
+    number plus one (as if a header line preceded it). Rows are never dropped or reordered.
 
     Raises:
       ValueError: the file is missing, empty, unreadable, or has no rows.
@@ -47,15 +48,19 @@ def read_table(path, *, what: str | None = None) -> pd.DataFrame:
             except ImportError as exc:
                 raise ValueError(f"{what}: reading Parquet needs pyarrow: pip install 'jaxscale[parquet]' "
                                  "(or save the table as CSV)") from exc
+        elif suffix in (".json", ".jsonl", ".ndjson"):
+            df = pd.read_json(path, lines=suffix != ".json", dtype=False)  # values as written: no dates
         else:
             df = _read_delimited(path, "\t" if suffix in (".tsv", ".txt") else ",", what)
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"{what}: file {str(path)!r} is empty") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
         raise ValueError(f"{what}: could not parse {str(path)!r}: {exc}") from exc
     if df.empty:
-        raise ValueError(f"{what}: file {str(path)!r} has a header but no rows")
-    df.index = pd.RangeIndex(2, len(df) + 2)
+        raise ValueError(f"{what}: file {str(path)!r} has " + ("no records" if "json" in suffix else
+                                                                "a header but no rows"))
+    first = 1 if suffix in (".jsonl", ".ndjson") else 2
+    df.index = pd.RangeIndex(first, len(df) + first)
     df.attrs["source"] = str(path)
     return df
 

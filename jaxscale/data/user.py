@@ -18,7 +18,7 @@ def read_runs_csv(
     positive: Sequence[str] = (),
     key: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Read a user's table (:func:`jaxscale.data.read_table`: CSV, TSV or Parquet), rename ``columns``
+    """Read a user's table (:func:`jaxscale.data.read_table`: CSV, TSV, Parquet or JSON), rename ``columns``
     (``{canonical: user_column}``) and validate.
 
     Every canonical column must be numeric and finite; those in ``positive`` must be > 0;
