@@ -537,7 +537,8 @@ def extrapolate_handler(args) -> dict:
     """Runs in progress: from the early part of every curve (--train-col or --cutoff) predict the rest
     with a Bayesian saturating power law L(x) = E + A x^-alpha per curve (importance sampling, and
     NUTS where a run's draws fail the Pareto k-hat check; all curves in one program, 90 % intervals,
-    calibrated on the finished runs of the table when it has some), or,
+    calibrated on the finished runs of the table when it has some, else on a backtest of the runs'
+    own early parts), or,
     with --model magp_law and --descriptor-cols, a hierarchical GP that shares strength across runs
     through their configuration; scored on the tail rows that carry a loss next to a scipy
     least-squares power law per curve fitted on the same rows and each run's last early loss carried
@@ -617,7 +618,7 @@ def register_extrapolate(lc_subparsers) -> None:
     p.add_argument("--level", type=float, default=d.level, help="central interval level")
     p.add_argument("--no-calibrate", action="store_true",
                    help="keep the model's own interval (default: calibrate it on the finished runs of the table, "
-                        "their late rows held back)")
+                        "their late rows held back, or without any on the runs' own early parts)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     add_output_args(p, save=False)
     add_json(p)
