@@ -49,12 +49,15 @@ def read_table(path, *, what: str | None = None) -> pd.DataFrame:
                 raise ValueError(f"{what}: reading Parquet needs pyarrow: pip install 'jaxscale[parquet]' "
                                  "(or save the table as CSV)") from exc
         elif suffix in (".json", ".jsonl", ".ndjson"):
-            df = pd.read_json(path, lines=suffix != ".json", dtype=False)  # values as written: no dates
+            try:
+                df = pd.read_json(path, lines=suffix != ".json", dtype=False)  # values as written: no dates
+            except ValueError as exc:  # pandas' JSON errors are ValueErrors
+                raise pd.errors.ParserError(str(exc)) from exc
         else:
             df = _read_delimited(path, "\t" if suffix in (".tsv", ".txt") else ",", what)
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"{what}: file {str(path)!r} is empty") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise ValueError(f"{what}: could not parse {str(path)!r}: {exc}") from exc
     if df.empty:
         raise ValueError(f"{what}: file {str(path)!r} has " + ("no records" if "json" in suffix else
