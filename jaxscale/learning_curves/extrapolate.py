@@ -1252,7 +1252,9 @@ def last_value(data: TailData, rows) -> np.ndarray:
 
 
 def score_tail(y, mean, lower=None, upper=None) -> dict:
-    """RMSLE (on ``ln L``), MAE and (with an interval) coverage of the rows with a finite truth."""
+    """RMSLE (on ``ln L``), MAE and, with an interval, its coverage and ``median_width`` (the median
+    of ``ln(upper / lower)``: how sharp it is; 0.1 is about +-5 % of the loss) on the rows with a
+    finite truth."""
     y = np.asarray(y, float)
     ok = np.isfinite(y)
     m = np.asarray(mean, float)[ok]
@@ -1261,6 +1263,7 @@ def score_tail(y, mean, lower=None, upper=None) -> dict:
     if lower is not None:
         lo, hi = np.asarray(lower, float)[ok], np.asarray(upper, float)[ok]
         out["coverage"] = float(np.mean((yy >= lo) & (yy <= hi)))
+        out["median_width"] = float(np.median(np.log(hi / lo))) if yy.size else None
     else:
         out["coverage"], out["coverage_reason"] = None, "the baseline gives no interval"
     return out
