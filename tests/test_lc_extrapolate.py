@@ -391,6 +391,17 @@ def test_without_finished_runs_the_early_parts_calibrate_the_interval():
     np.testing.assert_allclose(fit.prediction.mean, own.prediction.mean, rtol=1e-5)  # the median of the widened draws
     assert s_own["coverage"] < 0.6 and 0.8 <= s_fit["coverage"] <= 1.0, (s_own, s_fit)
     assert s_fit["median_width"] > s_own["median_width"] > 0  # measured: 0.046 against 0.018 in ln L
+    # two finished runs logged at 3 steps only cannot be cut (4 points before the cut): the early
+    # parts calibrate instead, and the record says why
+    short = pd.DataFrame([dict(run=f"done{k}", step=s, loss=2.0 + 6.0 * (s + 10) ** -0.45) for k in range(2)
+                          for s in (500.0, 1000.0, 2000.0)])
+    rows_all = pd.concat([pd.DataFrame(rows), short], ignore_index=True)
+    d2 = tail_from_frame(rows_all.assign(early=(rows_all["step"] <= 500) | rows_all["run"].str.startswith("done")),
+                         curve_col="run", x_col="step", y_col="loss", train_col="early")
+    with pytest.warns(UserWarning, match=r"too few points of the 2 finished run\(s\) to hold back: the 90% interval is "
+                                         "calibrated on the runs' own early parts"):
+        fit2 = extrapolate(jax.random.key(0), d2)
+    assert fit2.calibration["source"] == "early parts" and fit2.calibration["finished_runs"] == 2
 
 
 def _sized_runs(seed=0, noise=0.005):
