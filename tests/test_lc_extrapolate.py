@@ -236,6 +236,51 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
         assert not np.array_equal(seen["out"][k][:, 0], seen["in"][k][:, 0])
 
 
+def test_steps_no_run_has_reached(tmp_path, capsys):
+    """A run in progress has no rows at the steps to predict: ``add_steps`` (CLI ``--predict-steps``)
+    adds them with an empty loss, copies the run's configuration, and leaves a run already past
+    them finished. The CLI then predicts each run at those steps (the JSON lists them; measured: the
+    90 % intervals hold the law's value at 10,000 and 20,000 steps for all 6 runs, from 7 logged
+    steps up to 1,000)."""
+    from jaxscale.cli import main
+    from jaxscale.learning_curves.extrapolate import EARLY_COL, add_steps
+
+    df = _runs().assign(size=lambda f: f["run"].str[1:].astype(float), lr=np.linspace(0.1, 1.0, 60))
+    short = df[~((df["run"] == "r1") & (df["step"] > 1000))]  # r1 has reached step 1000 only
+    out = add_steps(short, curve_col="run", x_col="step", y_col="loss", steps=[5000, 20000])
+    new = out.iloc[len(short):]
+    assert len(new) == 6 + 1 and set(new["step"]) == {5000.0, 20000.0}  # r1 at 5,000 and 20,000, the others at 20,000
+    assert new["loss"].isna().all() and not new[EARLY_COL].any() and out[EARLY_COL].iloc[:len(short)].all()
+    assert (new["size"] == new["run"].str[1:].astype(float)).all() and new["lr"].isna().all()  # constant per run only
+    assert new.index[0] == short.index.max() + 1 and out.index.is_unique
+    # a finished run (logged to 10,000) gets no row at 10,000: it stays finished and calibrates
+    done = add_steps(short, curve_col="run", x_col="step", y_col="loss", steps=[10000])
+    assert done.iloc[len(short):]["run"].tolist() == ["r1"]
+    for bad, msg in (([0.0], "finite steps > 0"), ([np.nan], "finite steps"), ([500.0], "every run has reached")):
+        with pytest.raises(ValueError, match=msg):
+            add_steps(short, curve_col="run", x_col="step", y_col="loss", steps=bad)
+    with pytest.raises(ValueError, match="already has a column 'early_part'"):
+        add_steps(short.assign(early_part=1), curve_col="run", x_col="step", y_col="loss", steps=[20000])
+    csv, preds = tmp_path / "runs.csv", tmp_path / "preds.csv"
+    df[df["step"] <= 1000].to_csv(csv, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # early parts too short to calibrate on
+        assert main(["lc", "extrapolate", "--csv", str(csv), "--predict-steps", "10000,20000", "--predictions",
+                     str(preds), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    got = res["predict_steps"]
+    assert got["rows_added"] == 12 and res["n_train"] == 42 and res["n_tail"] == 12 and res["baselines"] is None
+    assert [(p["run"], p["step"]) for p in got["predictions"]] == [(f"r{k}", s) for k in range(6) for s in (1e4, 2e4)]
+    def truth(run, step):  # the law of _runs
+        k = int(run[1:])
+        return 1.5 + 0.2 * k + (6.0 + k) * step ** -(0.35 + 0.03 * k)
+
+    inside = [p["lower"] <= truth(p["run"], p["step"]) <= p["upper"] for p in got["predictions"]]
+    assert np.mean(inside) >= 0.8 and all(p["extrapolation"] > 0 for p in got["predictions"])
+    table = pd.read_csv(preds)
+    assert len(table) == 12 and EARLY_COL not in table and table["loss"].isna().all()
+
+
 def test_cli_extrapolate(tmp_path, capsys):
     from jaxscale.cli import main
 

@@ -534,7 +534,8 @@ def register_psl(lc_subparsers) -> None:
 
 # ----------------------------------------------------------------------------- extrapolate
 def extrapolate_handler(args) -> dict:
-    """Runs in progress: from the early part of every curve (--train-col or --cutoff) predict the rest
+    """Runs in progress: from the early part of every curve (--train-col or --cutoff; or every logged row, with
+    --predict-steps for steps the runs have not reached) predict the rest
     with a Bayesian saturating power law L(x) = E + A x^-alpha per curve (importance sampling, and
     NUTS where a run's draws fail the Pareto k-hat check; all curves in one program, 90 % intervals,
     calibrated on the finished runs of the table when it has some, else on a backtest of the runs'
@@ -546,12 +547,33 @@ def extrapolate_handler(args) -> dict:
     import jax
 
     from jaxscale.infer.prediction import Prediction
-    from jaxscale.learning_curves.extrapolate import ExtrapolateSpec, evaluate_tail, horizon, tail_from_frame
+    from jaxscale.learning_curves.extrapolate import (
+        EARLY_COL,
+        ExtrapolateSpec,
+        add_steps,
+        evaluate_tail,
+        horizon,
+        tail_from_frame,
+    )
+
+    import pandas as pd
 
     check_outputs(args)
     df = _thin(args, read_input(args), [args.curve_col])
+    train_col, cutoff, steps = args.train_col, args.cutoff, split_list(args.predict_steps, float)
+    if steps:
+        if train_col is not None and cutoff is not None:
+            raise ValueError("give the early part either as a column of booleans (--train-col) or as a step cutoff "
+                             "(--cutoff), not both")
+        n_read = len(df)
+        df = add_steps(df, curve_col=args.curve_col, x_col=args.x_col, y_col=args.y_col, steps=steps,
+                       train_col=train_col, x_is_log=args.x_is_log)
+        if cutoff is not None:  # the logged rows up to the cutoff
+            x = pd.to_numeric(df[args.x_col]).to_numpy(float)
+            df[EARLY_COL] &= (np.exp(x) if args.x_is_log else x) <= cutoff
+        train_col, cutoff = train_col or EARLY_COL, None
     data = tail_from_frame(df, curve_col=args.curve_col, x_col=args.x_col, y_col=args.y_col,
-                           train_col=args.train_col, cutoff=args.cutoff, x_is_log=args.x_is_log,
+                           train_col=train_col, cutoff=cutoff, x_is_log=args.x_is_log,
                            descriptor_cols=tuple(split_list(args.descriptor_cols) or ()))
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains,
                            target_accept=args.target_accept, level=args.level, calibrate=not args.no_calibrate,
@@ -561,7 +583,11 @@ def extrapolate_handler(args) -> dict:
     name = "Bayesian power law" if args.model == "powerlaw" else args.model
     out = {"source": str(args.csv), "cutoff": args.cutoff, "train_col": args.train_col,
            "thinned": df.attrs.get("thinned"), **report}
+    if steps:
+        out["predict_steps"] = {"steps": steps, "rows_added": len(df) - n_read}
     tail = df.iloc[fit.rows]
+    if steps and args.train_col is None:  # the flag made for --predict-steps is not the user's column
+        tail = tail.drop(columns=[EARLY_COL])
     y = np.asarray(data.y, float)[fit.rows]
     pred = fit.prediction._replace(samples=None)
     if np.isfinite(y).any():
@@ -569,6 +595,13 @@ def extrapolate_handler(args) -> dict:
                                              level=args.level, metric="rmsle")
     else:
         out["baselines"], out["baselines_reason"] = None, "no tail row carries a loss; nothing is scored"
+    if steps:  # the added rows' predictions: what a run will reach at the steps asked for
+        added = np.flatnonzero(np.asarray(fit.rows) >= n_read)
+        h = horizon(data, np.asarray(fit.rows)[added])
+        out["predict_steps"]["predictions"] = [
+            {"run": tail[args.curve_col].iloc[i], "step": float(tail[args.x_col].iloc[i]),
+             "mean": float(pred.mean[i]), "lower": float(pred.lower[i]), "upper": float(pred.upper[i]),
+             "extrapolation": float(h[j])} for j, i in enumerate(added)]
     if args.predictions:
         full = Prediction(pred.mean, pred.lower, pred.upper)
         extra = {**baselines, "extrapolation": horizon(data, fit.rows)}
@@ -593,9 +626,13 @@ def register_extrapolate(lc_subparsers) -> None:
     g.add_argument("--descriptor-cols", default=None, metavar="C1,C2",
                    help="numeric configuration columns, one value per run (e.g. parameter count, depth); "
                         "needed by --model magp_law / magp_desc")
-    part = p.add_argument_group("the early part of every curve (exactly one)")
+    part = p.add_argument_group("the early part of every curve (exactly one, or with --predict-steps every "
+                                "logged row)")
     part.add_argument("--train-col", default=None, help="column of booleans: rows the laws are fitted on")
     part.add_argument("--cutoff", type=float, default=None, help="rows with step <= CUTOFF are the early part")
+    part.add_argument("--predict-steps", default=None, metavar="S1,S2",
+                      help="also predict every run at these steps beyond its last logged one (rows with an empty "
+                           "loss are added; a run past them is finished); alone, every logged row is the early part")
     s = p.add_argument_group("sampler (jaxscale.learning_curves.extrapolate.ExtrapolateSpec)")
     s.add_argument("--sampler", default=d.sampler, choices=SAMPLERS,
                    help="nuts: one NUTS over all runs (pooled noise level; minutes for tens of runs); importance: "

@@ -79,8 +79,9 @@ from jaxscale.infer.prediction import Prediction, check_level
 from jaxscale.learning_curves.spec import AUTO_IMPORTANCE_RUNS, SAMPLERS, ExtrapolateSpec
 from jaxscale.metrics import rmsle
 
-__all__ = ["ExtrapolateSpec", "TailData", "TailFit", "tail_from_frame", "extrapolate", "extrapolate_gp",
-           "powerlaw_lstsq", "score_tail", "evaluate_tail", "cut_curves", "horizon", "MIN_TRAIN_POINTS", "HORIZON_UNIT"]
+__all__ = ["ExtrapolateSpec", "TailData", "TailFit", "tail_from_frame", "add_steps", "extrapolate", "extrapolate_gp",
+           "powerlaw_lstsq", "score_tail", "evaluate_tail", "cut_curves", "horizon", "MIN_TRAIN_POINTS", "HORIZON_UNIT",
+           "EARLY_COL"]
 
 #: Training points a curve needs: the law has 3 parameters, plus one.
 MIN_TRAIN_POINTS = 4
@@ -167,7 +168,8 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
         raise ValueError(f"{what}: the table has no rows; give one row per logged point of a run")
     if (train_col is None) == (cutoff is None):
         raise ValueError("give the early part of the curves either as a column of booleans (--train-col) or as a step "
-                         "cutoff (--cutoff), exactly one of them")
+                         "cutoff (--cutoff), exactly one of them; for runs still training, every logged row is the "
+                         "early part with the steps to predict added (--predict-steps S1,S2; add_steps)")
     V.require_columns(df, [curve_col, x_col, y_col] + ([train_col] if train_col else []) + descriptor_cols, what)
     if descriptor_cols:
         V.check_numeric(df, descriptor_cols, what)
@@ -229,7 +231,7 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
                          f"{_rows(df.index[nonpos])}; the saturating power law and the RMSLE take ln of a loss > 0")
     if not (~train).any():
         raise ValueError(f"{what}: every row is in the early part; nothing is left to predict (lower --cutoff or mark "
-                         "tail rows False in --train-col)")
+                         "tail rows False in --train-col; for steps the runs have not reached, --predict-steps S1,S2)")
     if np.ptp(y[train]) == 0:
         raise ValueError(f"{what}: column {y_col!r} is constant ({y[train][0]:.6g}) on every training row; there is no "
                          "curve to extrapolate")
@@ -266,6 +268,63 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     from jaxscale.learning_curves.frame import row_ids
 
     return TailData(code, x, y, train, labels, row_ids(df), columns, desc)
+
+
+#: The column :func:`add_steps` marks the logged rows with (True) and the added steps with (False).
+EARLY_COL = "early_part"
+
+
+def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps, train_col: str | None = None,
+              x_is_log: bool = False) -> pd.DataFrame:
+    """Rows to predict at steps the runs have not reached: for every run and every value of ``steps``
+    beyond the run's last logged step, a row at that step with an empty loss.
+
+    A run already past a step gets no row there (a finished run stays finished, and calibrates).
+    An added row copies its run's columns that are constant along the run (its configuration, e.g.
+    the descriptors); the others are empty. ``train_col``: the column of booleans that marks the
+    early part; False on the added rows; None: :data:`EARLY_COL` is made, True on every logged row.
+    The added rows' index labels follow the frame's last one (they are not lines of the file).
+    ``steps`` are in the units of ``x_col`` (``ln(step)`` with ``x_is_log``).
+
+    Raises:
+      ValueError: a step that is not a finite number (or not > 0 without ``x_is_log``), a missing
+        column, :data:`EARLY_COL` already in the table, or no run that has not reached any of ``steps``.
+    """
+    what = "steps to predict"
+    steps = np.atleast_1d(np.asarray(steps, dtype=float))
+    if steps.size == 0 or not np.all(np.isfinite(steps)) or (not x_is_log and np.any(steps <= 0)):
+        raise ValueError(f"{what}: give finite steps{'' if x_is_log else ' > 0'} (e.g. --predict-steps 20000,50000), "
+                         f"got {steps.tolist()}")
+    V.require_columns(df, [curve_col, x_col, y_col] + ([train_col] if train_col else []), "learning-curve table")
+    flag = train_col or EARLY_COL
+    if train_col is None and EARLY_COL in df.columns:
+        raise ValueError(f"{what}: the table already has a column {EARLY_COL!r}; rename it, or pass it as the "
+                         "column of the early part (--train-col)")
+    V.check_finite(df, [x_col], "learning-curve table")
+    x = pd.to_numeric(df[x_col]).to_numpy(float)
+    runs = df[curve_col]
+    last = pd.Series(x, index=df.index).groupby(runs.to_numpy()).max()
+    firsts = df.groupby(curve_col, sort=False).head(1).set_index(curve_col)
+    constant = [c for c in df.columns if c not in (curve_col, x_col, y_col, flag)
+                and (df.groupby(curve_col, sort=False)[c].nunique(dropna=False) <= 1).all()]
+    new = [(run, s) for run in pd.unique(runs) for s in np.unique(steps) if s > last[run]]
+    if not new:
+        raise ValueError(f"{what}: every run has reached the last of {np.unique(steps).tolist()} "
+                         f"(the runs end at {x_col} {float(last.min()):.6g} to {float(last.max()):.6g}); give steps "
+                         "beyond a run's last logged one")
+    add = pd.DataFrame({curve_col: [r for r, _ in new], x_col: [s for _, s in new], y_col: np.nan})
+    for c in constant:
+        add[c] = firsts.loc[add[curve_col], c].to_numpy()
+    out = df.copy()
+    if train_col is None:
+        out[EARLY_COL] = True
+    add[flag] = False
+    start = int(df.index.max()) + 1 if pd.api.types.is_integer_dtype(df.index) else len(df)
+    add.index = pd.RangeIndex(start, start + len(add))
+    out = pd.concat([out, add[[c for c in out.columns if c in add.columns]]])
+    get_logger(__name__).info("%s: %d row(s) added, %d run(s) at %d step(s) beyond their last logged step", what,
+                              len(add), add[curve_col].nunique(), add[x_col].nunique())
+    return out
 
 
 def _warn_non_monotone(code, x, y, train, labels, curve_col, x_col) -> None:
@@ -1259,11 +1318,14 @@ def score_tail(y, mean, lower=None, upper=None) -> dict:
     ok = np.isfinite(y)
     m = np.asarray(mean, float)[ok]
     yy = y[ok]
+    if not yy.size:  # nothing to score (rows to predict without a loss)
+        return {"n": 0, "rmsle": None, "mae": None, "coverage": None,
+                "coverage_reason": "no row to predict carries a loss"}
     out = {"n": int(ok.sum()), "rmsle": rmsle(yy, m), "mae": float(np.mean(np.abs(m - yy)))}
     if lower is not None:
         lo, hi = np.asarray(lower, float)[ok], np.asarray(upper, float)[ok]
         out["coverage"] = float(np.mean((yy >= lo) & (yy <= hi)))
-        out["median_width"] = float(np.median(np.log(hi / lo))) if yy.size else None
+        out["median_width"] = float(np.median(np.log(hi / lo)))
     else:
         out["coverage"], out["coverage_reason"] = None, "the baseline gives no interval"
     return out
