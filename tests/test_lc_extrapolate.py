@@ -253,6 +253,8 @@ def test_steps_no_run_has_reached(tmp_path, capsys):
     assert new["loss"].isna().all() and not new[EARLY_COL].any() and out[EARLY_COL].iloc[:len(short)].all()
     assert (new["size"] == new["run"].str[1:].astype(float)).all() and new["lr"].isna().all()  # constant per run only
     assert new.index[0] == short.index.max() + 1 and out.index.is_unique
+    short.attrs["thinned"] = {"per_curve": 8}
+    assert add_steps(short, curve_col="run", x_col="step", y_col="loss", steps=[2e4]).attrs["thinned"]["per_curve"] == 8
     # a finished run (logged to 10,000) gets no row at 10,000: it stays finished and calibrates
     done = add_steps(short, curve_col="run", x_col="step", y_col="loss", steps=[10000])
     assert done.iloc[len(short):]["run"].tolist() == ["r1"]

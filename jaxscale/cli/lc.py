@@ -545,6 +545,7 @@ def extrapolate_handler(args) -> dict:
     least-squares power law per curve fitted on the same rows and each run's last early loss carried
     forward (RMSLE, MAE, coverage)."""
     import jax
+    import pandas as pd
 
     from jaxscale.infer.prediction import Prediction
     from jaxscale.learning_curves.extrapolate import (
@@ -555,8 +556,6 @@ def extrapolate_handler(args) -> dict:
         horizon,
         tail_from_frame,
     )
-
-    import pandas as pd
 
     check_outputs(args)
     df = _thin(args, read_input(args), [args.curve_col])

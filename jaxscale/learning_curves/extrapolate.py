@@ -283,7 +283,8 @@ def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps
     An added row copies its run's columns that are constant along the run (its configuration, e.g.
     the descriptors); the others are empty. ``train_col``: the column of booleans that marks the
     early part; False on the added rows; None: :data:`EARLY_COL` is made, True on every logged row.
-    The added rows' index labels follow the frame's last one (they are not lines of the file).
+    The added rows' index labels follow the frame's last one (they are not lines of the file); the
+    frame's ``attrs`` are kept.
     ``steps`` are in the units of ``x_col`` (``ln(step)`` with ``x_is_log``).
 
     Raises:
@@ -307,7 +308,7 @@ def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps
     firsts = df.groupby(curve_col, sort=False).head(1).set_index(curve_col)
     constant = [c for c in df.columns if c not in (curve_col, x_col, y_col, flag)
                 and (df.groupby(curve_col, sort=False)[c].nunique(dropna=False) <= 1).all()]
-    new = [(run, s) for run in pd.unique(runs) for s in np.unique(steps) if s > last[run]]
+    new = [(run, s) for run in pd.unique(runs.dropna()) for s in np.unique(steps) if s > last[run]]
     if not new:
         raise ValueError(f"{what}: every run has reached the last of {np.unique(steps).tolist()} "
                          f"(the runs end at {x_col} {float(last.min()):.6g} to {float(last.max()):.6g}); give steps "
@@ -322,6 +323,7 @@ def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps
     start = int(df.index.max()) + 1 if pd.api.types.is_integer_dtype(df.index) else len(df)
     add.index = pd.RangeIndex(start, start + len(add))
     out = pd.concat([out, add[[c for c in out.columns if c in add.columns]]])
+    out.attrs = dict(df.attrs)  # the source, what was thinned
     get_logger(__name__).info("%s: %d row(s) added, %d run(s) at %d step(s) beyond their last logged step", what,
                               len(add), add[curve_col].nunique(), add[x_col].nunique())
     return out
