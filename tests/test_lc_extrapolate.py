@@ -75,6 +75,12 @@ def test_cut_and_validation():
     exec(re.search(r"in pandas (df = .*?keep='last'\))", str(e.value)).group(1), scope)
     assert len(scope["df"]) == len(df) and tail_from_frame(scope["df"], curve_col="run", x_col="step", y_col="loss",
                                                            cutoff=600).train.sum() == 36
+    # a diverged step (an infinite loss): notna() would keep it; the fix that leaves it out is named
+    spike = df.assign(loss=np.where((df["run"] == "r3") & (df["step"] == 100), np.inf, df["loss"]))
+    with pytest.raises(ValueError, match=r"1 of them are infinite .* --where 'loss < inf'"):
+        tail_from_frame(spike, curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    kept = tail_from_frame(spike.query("loss < inf"), curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    assert kept.train.sum() == 35
     # a W&B export: evaluation rows at the same steps, with the training loss empty
     wb = pd.concat([df.rename(columns={"loss": "train/loss"}),
                     df.assign(**{"eval/loss": df["loss"] + 0.05}).drop(columns="loss")], ignore_index=True)

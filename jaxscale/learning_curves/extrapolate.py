@@ -221,10 +221,15 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
                          f"{_rows(df.index[dup])}; a curve has one value per step. {hint}")
     bad = train & ~np.isfinite(y)
     if bad.any():
+        inf = train & np.isinf(y)
+        hint = (f"A log that writes several metrics on separate rows (e.g. a W&B export) leaves the loss empty on the "
+                f"other rows: keep the rows that have one with --where '{V._where_name(y_col)}.notna()'")
+        if inf.any():  # a diverged step: notna() would keep it
+            hint = (f"{int(inf.sum())} of them are infinite (rows {_rows(df.index[inf])}: a step that diverged); "
+                    f"leave them out if that is what they are, with the empty ones, with --where "
+                    f"'{V._where_name(y_col)} < inf'")
         raise ValueError(f"{what}: column {y_col!r} has {int(bad.sum())} missing or non-finite value(s) on training "
-                         f"rows {_rows(df.index[bad])}; the early part of every curve needs its loss. A log that writes "
-                         f"several metrics on separate rows (e.g. a W&B export) leaves the loss empty on the other "
-                         f"rows: keep the rows that have one with --where '{V._where_name(y_col)}.notna()'")
+                         f"rows {_rows(df.index[bad])}; the early part of every curve needs its loss. {hint}")
     nonpos = np.isfinite(y) & (y <= 0)
     if nonpos.any():
         raise ValueError(f"{what}: column {y_col!r} has {int(nonpos.sum())} value(s) <= 0 at rows "
