@@ -264,17 +264,23 @@ def test_steps_no_run_has_reached(tmp_path, capsys):
     # a finished run (logged to 10,000) gets no row at 10,000: it stays finished and calibrates
     done = add_steps(short, curve_col="run", x_col="step", y_col="loss", steps=[10000])
     assert done.iloc[len(short):]["run"].tolist() == ["r1"]
+    # each run's own planned last step (a column constant along the run): r1 has not reached its 5,000
+    plan = short.assign(total=np.where(short["run"] == "r1", 5000.0, 10000.0))
+    own = add_steps(plan, curve_col="run", x_col="step", y_col="loss", step_col="total").iloc[len(short):]
+    assert own[["run", "step"]].values.tolist() == [["r1", 5000.0]]
+    with pytest.raises(ValueError, match="'total'.*run"):
+        add_steps(plan.assign(total=plan["step"] * 2), curve_col="run", x_col="step", y_col="loss", step_col="total")
     for bad, msg in (([0.0], "finite steps > 0"), ([np.nan], "finite steps"), ([500.0], "every run has reached")):
         with pytest.raises(ValueError, match=msg):
             add_steps(short, curve_col="run", x_col="step", y_col="loss", steps=bad)
     with pytest.raises(ValueError, match="already has a column 'early_part'"):
         add_steps(short.assign(early_part=1), curve_col="run", x_col="step", y_col="loss", steps=[20000])
     csv, preds = tmp_path / "runs.csv", tmp_path / "preds.csv"
-    df[df["step"] <= 1000].to_csv(csv, index=False)
+    df[df["step"] <= 1000].assign(total=20000).to_csv(csv, index=False)  # each run's planned last step
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # early parts too short to calibrate on
-        assert main(["lc", "extrapolate", "--csv", str(csv), "--predict-steps", "10000,20000", "--predictions",
-                     str(preds), "--json"]) == 0
+        assert main(["lc", "extrapolate", "--csv", str(csv), "--predict-steps", "10000", "--predict-at-col", "total",
+                     "--predictions", str(preds), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     got = res["predict_steps"]
     assert got["rows_added"] == 12 and res["n_train"] == 42 and res["n_tail"] == 12 and res["baselines"] is None

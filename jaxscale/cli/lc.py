@@ -560,13 +560,14 @@ def extrapolate_handler(args) -> dict:
     check_outputs(args)
     df = _thin(args, read_input(args), [args.curve_col])
     train_col, cutoff, steps = args.train_col, args.cutoff, split_list(args.predict_steps, float)
-    if steps:
+    steps = steps or ([] if args.predict_at_col else None)
+    if steps is not None:
         if train_col is not None and cutoff is not None:
             raise ValueError("give the early part either as a column of booleans (--train-col) or as a step cutoff "
                              "(--cutoff), not both")
         n_read = len(df)
         df = add_steps(df, curve_col=args.curve_col, x_col=args.x_col, y_col=args.y_col, steps=steps,
-                       train_col=train_col, x_is_log=args.x_is_log)
+                       step_col=args.predict_at_col, train_col=train_col, x_is_log=args.x_is_log)
         if cutoff is not None:  # the logged rows up to the cutoff
             x = pd.to_numeric(df[args.x_col]).to_numpy(float)
             df[EARLY_COL] &= (np.exp(x) if args.x_is_log else x) <= cutoff
@@ -582,10 +583,10 @@ def extrapolate_handler(args) -> dict:
     name = "Bayesian power law" if args.model == "powerlaw" else args.model
     out = {"source": str(args.csv), "cutoff": args.cutoff, "train_col": args.train_col,
            "thinned": df.attrs.get("thinned"), **report}
-    if steps:
-        out["predict_steps"] = {"steps": steps, "rows_added": len(df) - n_read}
+    if steps is not None:
+        out["predict_steps"] = {"steps": steps, "step_col": args.predict_at_col, "rows_added": len(df) - n_read}
     tail = df.iloc[fit.rows]
-    if steps and args.train_col is None:  # the flag made for --predict-steps is not the user's column
+    if steps is not None and args.train_col is None:  # the flag made for --predict-steps is not the user's column
         tail = tail.drop(columns=[EARLY_COL])
     y = np.asarray(data.y, float)[fit.rows]
     pred = fit.prediction._replace(samples=None)
@@ -594,7 +595,7 @@ def extrapolate_handler(args) -> dict:
                                              level=args.level, metric="rmsle")
     else:
         out["baselines"], out["baselines_reason"] = None, "no tail row carries a loss; nothing is scored"
-    if steps:  # the added rows' predictions: what a run will reach at the steps asked for
+    if steps is not None:  # the added rows' predictions: what a run will reach at the steps asked for
         added = np.flatnonzero(np.asarray(fit.rows) >= n_read)
         h = horizon(data, np.asarray(fit.rows)[added])
         out["predict_steps"]["predictions"] = [
@@ -632,6 +633,9 @@ def register_extrapolate(lc_subparsers) -> None:
     part.add_argument("--predict-steps", default=None, metavar="S1,S2",
                       help="also predict every run at these steps beyond its last logged one (rows with an empty "
                            "loss are added; a run past them is finished); alone, every logged row is the early part")
+    part.add_argument("--predict-at-col", default=None, metavar="COL",
+                      help="like --predict-steps, at each run's own value of this column (e.g. the planned last step "
+                           "of its schedule, constant along the run)")
     s = p.add_argument_group("sampler (jaxscale.learning_curves.extrapolate.ExtrapolateSpec)")
     s.add_argument("--sampler", default=d.sampler, choices=SAMPLERS,
                    help="nuts: one NUTS over all runs (pooled noise level; minutes for tens of runs); importance: "

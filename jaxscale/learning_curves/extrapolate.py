@@ -279,10 +279,11 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
 EARLY_COL = "early_part"
 
 
-def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps, train_col: str | None = None,
-              x_is_log: bool = False) -> pd.DataFrame:
+def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps=(), step_col: str | None = None,
+              train_col: str | None = None, x_is_log: bool = False) -> pd.DataFrame:
     """Rows to predict at steps the runs have not reached: for every run and every value of ``steps``
-    beyond the run's last logged step, a row at that step with an empty loss.
+    (and its own value of ``step_col``, e.g. its planned last step) beyond the run's last logged
+    step, a row at that step with an empty loss.
 
     A run already past a step gets no row there (a finished run stays finished, and calibrates).
     An added row copies its run's columns that are constant along the run (its configuration, e.g.
@@ -294,14 +295,24 @@ def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps
 
     Raises:
       ValueError: a step that is not a finite number (or not > 0 without ``x_is_log``), a missing
-        column, :data:`EARLY_COL` already in the table, or no run that has not reached any of ``steps``.
+        column, a ``step_col`` that is empty or changes along a run, :data:`EARLY_COL` already in the
+        table, or no run that has not reached any of its steps.
     """
     what = "steps to predict"
     steps = np.atleast_1d(np.asarray(steps, dtype=float))
-    if steps.size == 0 or not np.all(np.isfinite(steps)) or (not x_is_log and np.any(steps <= 0)):
+    bad = not np.all(np.isfinite(steps)) or (not x_is_log and np.any(steps <= 0))
+    if bad or (steps.size == 0 and step_col is None):
         raise ValueError(f"{what}: give finite steps{'' if x_is_log else ' > 0'} (e.g. --predict-steps 20000,50000), "
                          f"got {steps.tolist()}")
-    V.require_columns(df, [curve_col, x_col, y_col] + ([train_col] if train_col else []), "learning-curve table")
+    V.require_columns(df, [curve_col, x_col, y_col] + ([train_col] if train_col else [])
+                      + ([step_col] if step_col else []), "learning-curve table")
+    own = {}
+    if step_col is not None:  # each run's own step, e.g. the planned end of its schedule
+        V.check_finite(df, [step_col], "learning-curve table")
+        if not x_is_log:
+            V.check_positive(df, [step_col], "learning-curve table")
+        V.check_constant_within(df, [curve_col], [step_col], "learning-curve table", "run", "step column")
+        own = df.groupby(curve_col, sort=False)[step_col].first().astype(float).to_dict()
     flag = train_col or EARLY_COL
     if train_col is None and EARLY_COL in df.columns:
         raise ValueError(f"{what}: the table already has a column {EARLY_COL!r}; rename it, or pass it as the "
@@ -313,10 +324,12 @@ def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps
     firsts = df.groupby(curve_col, sort=False).head(1).set_index(curve_col)
     constant = [c for c in df.columns if c not in (curve_col, x_col, y_col, flag)
                 and (df.groupby(curve_col, sort=False)[c].nunique(dropna=False) <= 1).all()]
-    new = [(run, s) for run in pd.unique(runs.dropna()) for s in np.unique(steps) if s > last[run]]
+    new = [(run, s) for run in pd.unique(runs.dropna())
+           for s in np.unique(np.r_[steps, [own[run]] if run in own else []]) if s > last[run]]
     if not new:
-        raise ValueError(f"{what}: every run has reached the last of {np.unique(steps).tolist()} "
-                         f"(the runs end at {x_col} {float(last.min()):.6g} to {float(last.max()):.6g}); give steps "
+        asked = np.unique(np.r_[steps, list(own.values())])
+        raise ValueError(f"{what}: every run has reached its steps to predict ({asked.min():.6g} to {asked.max():.6g}; "
+                         f"the runs end at {x_col} {float(last.min()):.6g} to {float(last.max()):.6g}); give steps "
                          "beyond a run's last logged one")
     add = pd.DataFrame({curve_col: [r for r, _ in new], x_col: [s for _, s in new], y_col: np.nan})
     for c in constant:
