@@ -291,6 +291,7 @@ def test_steps_no_run_has_reached(tmp_path, capsys):
 
     inside = [p["lower"] <= truth(p["run"], p["step"]) <= p["upper"] for p in got["predictions"]]
     assert np.mean(inside) >= 0.8 and all(p["extrapolation"] > 0 for p in got["predictions"])
+    assert all(p["last_value"] > p["scipy_power_law"] > 0 for p in got["predictions"])  # the baselines beside
     table = pd.read_csv(preds)
     assert len(table) == 12 and EARLY_COL not in table and table["loss"].isna().all()
 

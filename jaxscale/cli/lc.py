@@ -601,7 +601,8 @@ def extrapolate_handler(args) -> dict:
         out["predict_steps"]["predictions"] = [
             {"run": tail[args.curve_col].iloc[i], "step": float(tail[args.x_col].iloc[i]),
              "mean": float(pred.mean[i]), "lower": float(pred.lower[i]), "upper": float(pred.upper[i]),
-             "extrapolation": float(h[j])} for j, i in enumerate(added)]
+             "extrapolation": float(h[j]), **{k: float(np.asarray(v)[i]) for k, v in baselines.items()}}
+            for j, i in enumerate(added)]
     if args.predictions:
         full = Prediction(pred.mean, pred.lower, pred.upper)
         extra = {**baselines, "extrapolation": horizon(data, fit.rows)}
