@@ -322,8 +322,8 @@ def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps
     runs = df[curve_col]
     last = pd.Series(x, index=df.index).groupby(runs.to_numpy()).max()
     firsts = df.groupby(curve_col, sort=False).head(1).set_index(curve_col)
-    constant = [c for c in df.columns if c not in (curve_col, x_col, y_col, flag)
-                and (df.groupby(curve_col, sort=False)[c].nunique(dropna=False) <= 1).all()]
+    distinct = df.drop(columns=[x_col, y_col]).groupby(curve_col, sort=False).nunique(dropna=False)
+    constant = [c for c in distinct.columns if c != flag and (distinct[c] <= 1).all()]
     new = [(run, s) for run in pd.unique(runs.dropna())
            for s in np.unique(np.r_[steps, [own[run]] if run in own else []]) if s > last[run]]
     if not new:
@@ -877,10 +877,15 @@ def _conformal_margin(y, log_q, h, level: float):
     with np.errstate(divide="ignore"):  # outside the interval at horizon 0: no q holds it
         score = np.where(e <= w, e - w, np.sqrt(np.maximum(e * e - w * w, 0.0)) / h)
     raw = float(np.mean(e <= w)) if n else float("nan")
-    k = int(np.ceil((n + 1) * level))
-    if n < MIN_CALIBRATION_POINTS or k > n:
-        return None, raw
-    return float(np.sort(score)[k - 1]), raw
+    return (None if n < MIN_CALIBRATION_POINTS else _conformal_quantile(score, level)), raw
+
+
+def _conformal_quantile(score, level: float):
+    """The split-conformal quantile of ``score``: its ``ceil((n + 1) level)``-th smallest value, so
+    that a new point like these scores at most that with probability ``level``; None when there are
+    too few points for the level (``ceil((n + 1) level) > n``)."""
+    k = int(np.ceil((np.size(score) + 1) * level))
+    return float(np.sort(score)[k - 1]) if k <= np.size(score) else None
 
 
 def _widen(draws, q: float, h, level: float, floor: bool = False):
@@ -961,13 +966,9 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     tr_user = np.asarray(data.train, bool)
     held, ratios, unused = _calibration_rows(data) if spec.calibrate else (np.zeros(tr_user.shape, bool), None, {})
     tr = tr_user & ~held  # held-back rows of finished runs are predicted like tail rows
-    cur0 = np.asarray(data.curve, np.int64)
-    active, remap, xk, yk, t_all = _fit_inputs(data, tr)
-    cur = remap[cur0]
-    fit_rows = tr & (cur >= 0)
+    active, cur, xk, yk, t_all, fit_rows, ly_fit = _fit_inputs(data, tr)
     K = len(active)
     k_mcmc, k_pred = jax.random.split(key)
-    ly_fit = np.log(np.asarray(data.y, float)[fit_rows] / yk[cur[fit_rows]])
     fit_args = (t_all[fit_rows], cur[fit_rows], ly_fit, K, spec)
     if spec.sampler == "nuts":
         s, report = _nuts(k_mcmc, *fit_args)
@@ -1023,7 +1024,7 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
         if corr is not None:
             lo, hi = _widen_ends(lo, med, hi, corr, h[real], floor)
         q = np.exp(np.stack([lo, med, hi]))
-    mine = remap[np.unique(cur0[~tr_user])]  # the runs in progress among the fitted curves
+    mine = np.unique(cur[~tr_user])  # the runs in progress among the fitted curves
     c, g, alpha = (np.asarray(s[k])[:, mine] for k in ("c", "g", "alpha"))
     E = c * np.exp(g) * yk[mine][None]
     A = c * (1.0 - np.exp(g)) * yk[mine][None] * xk[mine][None] ** alpha
@@ -1033,18 +1034,21 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
 
 
 def _fit_inputs(data: TailData, tr):
-    """What the fit of the rows ``tr`` needs: ``(active, remap, xk, yk, t)``. Only runs with rows to
-    predict (``~tr``) are fitted (their laws share the pooled noise prior): ``active`` holds their
-    codes, ``remap`` maps a code to its place among them (-1: not fitted); ``xk``, ``yk`` scale each
-    fitted run (its last fitted step and the loss there) and ``t`` is every row's step over its
-    run's ``xk``."""
+    """What the fit of the rows ``tr`` needs: ``(active, cur, xk, yk, t, fit_rows, ly)``. Only runs
+    with rows to predict (``~tr``) are fitted (their laws share the pooled noise prior): ``active``
+    holds their codes, ``cur`` each row's place among them (-1: its run is not fitted); ``xk``,
+    ``yk`` scale each fitted run (its last fitted step and the loss there), ``t`` is every row's
+    step over its run's ``xk``, ``fit_rows`` the rows the laws are fitted on and ``ly`` their
+    ``ln(L / yk)``."""
     xk, yk = _normalise(data.replace(train=tr))
     cur0 = np.asarray(data.curve, np.int64)
     active = np.unique(cur0[~tr])
     remap = np.full(len(data.labels), -1, np.int64)
     remap[active] = np.arange(len(active))
-    xk, yk = xk[active], yk[active]
-    return active, remap, xk, yk, np.asarray(data.x, float) / xk[np.maximum(remap[cur0], 0)]
+    xk, yk, cur = xk[active], yk[active], remap[cur0]
+    fit_rows = tr & (cur >= 0)
+    ly = np.log(np.asarray(data.y, float)[fit_rows] / yk[cur[fit_rows]])
+    return active, cur, xk, yk, np.asarray(data.x, float) / xk[np.maximum(cur, 0)], fit_rows, ly
 
 
 def _self_calibration(key, data: TailData, spec: ExtrapolateSpec, tail_h, finished: int = 0) -> dict:
@@ -1085,10 +1089,7 @@ def _self_calibration(key, data: TailData, spec: ExtrapolateSpec, tail_h, finish
     get_logger(__name__).info("power-law extrapolation: the early part of each run in progress is cut and its last "
                               "%d points predicted, to calibrate the interval", int(held.sum()))
     tr_e = ~held
-    active, remap, xk, yk, t = _fit_inputs(early, tr_e)
-    c = remap[early.curve]
-    fit = tr_e & (c >= 0)
-    ly = np.log(early.y[fit] / yk[c[fit]])
+    active, c, xk, yk, t, fit, ly = _fit_inputs(early, tr_e)
     k_fit, k_pred = jax.random.split(key)
     lap = _laplace_fits(t[fit], c[fit], ly, len(active), spec)
     try:
@@ -1101,8 +1102,12 @@ def _self_calibration(key, data: TailData, spec: ExtrapolateSpec, tail_h, finish
     h = _horizon(early, tr_e, pred)
     log_y = np.log(early.y[pred])
     lo, med, hi = log_q + np.log(yk[c[pred]])
-    q = float(np.sort(np.abs(log_y - med) / h)[int(np.ceil((h.size + 1) * level)) - 1])
+    q = _conformal_quantile(np.abs(log_y - med) / h, level)
     raw = float(np.mean((log_y >= lo) & (log_y <= hi)))
+    if q is None:
+        out.update(raw_coverage=raw, reason=f"{held.sum()} held-back early points are too few for a {level:.0%} "
+                                            "conformal quantile")
+        return out
     h_max = float(np.max(h))
     out.update(calibrated=True, margin=0.0, growth=q, raw_coverage=raw, horizon_held=h_max,
                beyond_held=int(np.sum(tail_h > h_max * (1 + 1e-9))))
