@@ -307,6 +307,8 @@ def test_baseline_law_without_a_floor_is_warned():
     which the user is told (like a Chinchilla fit); the bundled-style runs above warn nothing."""
     import warnings
 
+    import jax
+
     from jaxscale import ncpl
     from jaxscale.laws import chinchilla_floor_note
     from jaxscale.ncpl.model import _fit_law
@@ -318,6 +320,15 @@ def test_baseline_law_without_a_floor_is_warned():
                                             r"its bound 0 \(the lowest fitted loss is"):
         fit = _fit_law(ncpl.from_frame(df, target_col="loss", n_col="N", d_col="D", exclude_cols=["run"]))
     assert float(fit.params.E) < 1e-3
+    # in a fit, the backtest's own law (fitted without the largest runs) is named as such, not as the model's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ncpl.fit(jax.random.key(0), ncpl.from_frame(df, target_col="loss", n_col="N", d_col="D", exclude_cols=["run"]),
+                 ncpl.Spec(members=1, steps=20, eval_every=10, width=8, depth=1))
+    floor = [str(w.message) for w in caught if "went to its bound 0" in str(w.message)]
+    assert len(floor) == 2 and floor[0].startswith("NCPL's Chinchilla baseline (fitted on the training rows")
+    assert floor[1].startswith("the backtest's Chinchilla baseline (fitted on the training runs left after holding "
+                               "out the 1 largest model size(s)"), floor
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _fit_law(ncpl.from_frame(runs(), target_col="loss", n_col="N", d_col="D", exclude_cols=["run"]))

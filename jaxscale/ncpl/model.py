@@ -330,8 +330,12 @@ def _role(data, role: str, default: str) -> str:
     return dict((r, c) for r, c in reversed(data.columns)).get(role, default)
 
 
-def _fit_law(data: Data):
-    """The Chinchilla baseline on the training rows: ``LawFit``; refuses underdetermined data."""
+LAW_WHAT = "NCPL's Chinchilla baseline (fitted on the training rows; the network learns the residual over it)"
+
+
+def _fit_law(data: Data, what: str = LAW_WHAT):
+    """The Chinchilla baseline on the training rows: ``LawFit``; refuses underdetermined data.
+    ``what`` names the law in the warning given when its floor E goes to 0."""
     N, D, y = (np.asarray(a, float) for a in (data.N, data.D, data.y))
     ncol, dcol, ycol = _role(data, "n", "N"), _role(data, "d", "D"), _role(data, "target", "target")
     fix = "or fit without the law (Spec(baseline='none'), CLI: --baseline none)"
@@ -352,8 +356,7 @@ def _fit_law(data: Data):
     fit = fit_chinchilla_law_info(N, D, y)
     note = chinchilla_floor_note(fit.params.E, y.min())
     if note:
-        warnings.warn(f"NCPL's Chinchilla baseline (fitted on the training rows; the network learns the residual "
-                      f"over it): {note}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{what}: {note}", RuntimeWarning, stacklevel=3)
     return fit
 
 
@@ -422,10 +425,10 @@ def _check_data(data: Data) -> None:
                          "(jaxscale chinchilla fit)")
 
 
-def _prepare(k_val, data: Data, spec: Spec) -> _Prepared:
+def _prepare(k_val, data: Data, spec: Spec, law_what: str = LAW_WHAT) -> _Prepared:
     _check_data(data)
     kind = _resolve_baseline(spec, data)
-    law_fit = _fit_law(data) if kind == "law" else None
+    law_fit = _fit_law(data, law_what) if kind == "law" else None
     law = law_fit.params if law_fit is not None else None
     band = law_band(data.N, data.D, data.y, law_fit, level=spec.coverage) if law_fit is not None else None
     y = np.asarray(data.y, float) - _base_values(kind, law, data)
@@ -544,10 +547,10 @@ def _ranges(data: Data):
     return np.asarray(x_range, float).reshape(-1, 2), always, size, group
 
 
-def _stage1(key, data: Data, spec: Spec, desc: str, part: str):
+def _stage1(key, data: Data, spec: Spec, desc: str, part: str, law_what: str = LAW_WHAT):
     """Stage-1 ensemble on ``data`` (no backtest): ``(Fit, TrainResult, law fit)``."""
     k_val, k_init, k_train = jax.random.split(key, 3)
-    prep = _prepare(k_val, data, spec)
+    prep = _prepare(k_val, data, spec, law_what)
     b = prep.batch
     n_train, n_val = int(b.train.y.shape[0]), int(b.val.y.shape[0])
     if spec.batch_size > n_train:
@@ -633,7 +636,9 @@ def _backtest(key, data: Data, spec: Spec, baseline: str):
     past = jax.tree.map(lambda a: a[~future], data)
     fut = jax.tree.map(lambda a: a[future], data)
     try:
-        bt, _, _ = _stage1(key, past, spec._replace(baseline=baseline), "ncpl backtest", "backtest")
+        what = (f"the backtest's Chinchilla baseline (fitted on the training runs left after holding out {rule}, "
+                f"to learn how predictions fare beyond the data; the model's own law is fitted on every training run)")
+        bt, _, _ = _stage1(key, past, spec._replace(baseline=baseline), "ncpl backtest", "backtest", what)
     except ValueError as exc:  # e.g. the remaining runs cannot fit the law
         why = f"none: the runs left after holding out {rule} cannot be fitted ({exc})"
         warnings.warn(f"NCPL: no extrapolation backtest, so the intervals beyond the training runs are not widened: "
