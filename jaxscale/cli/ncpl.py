@@ -403,9 +403,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                               formatter_class=Formatter)
     sub = p.add_subparsers(dest="ncpl_cmd", required=True)
 
-    t = sub.add_parser("train", help="train NCPL on your own runs (one row per run)", formatter_class=Formatter,
+    t = sub.add_parser("train", aliases=["fit"], help="train NCPL on your own runs (one row per run)",
+                       formatter_class=Formatter,
                        description="Train an NCPL ensemble on your own run table: one row per run, config columns "
-                                   "(text or numbers), the target loss, optional N/D for a Chinchilla baseline.")
+                                   "(text or numbers), the target loss, optional N/D for a Chinchilla baseline. "
+                                   "`jaxscale ncpl fit` is the same command, named like the other pillars' fits.")
     add_table_args(t)
     t.add_argument("--target-col", "--target", dest="target_col", default="final_loss",
                    help="column to predict (final loss)")
