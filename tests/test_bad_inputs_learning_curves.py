@@ -315,6 +315,40 @@ def test_every_step_logged_warns_refuses_and_thins(tmp_path, capsys, monkeypatch
     assert any("training points" in m and "on 2 CPU cores" in m and "--thin 50" in m for m in msgs), msgs
 
 
+def test_many_runs_are_told_to_fit_fewer_runs_not_to_thin():
+    """Hundreds of runs (a sweep) are too many curves for a GP whatever the thinning: the cost
+    warning then asks for fewer runs and says how many points fit; a few runs are told --thin."""
+    from jaxscale import learning_curves as lc
+    from jaxscale.learning_curves import core
+
+    spec = lc.Spec(model="magp_law")
+    with pytest.warns(RuntimeWarning, match=r"10099 training points \(590 curves\).* roughly \d+ h .*fit fewer "
+                                            r"runs \(--where\): 590 curves are 4720 points .* about 1000 points fit "
+                                            r"in 15 minutes here \(e.g. 100 runs at --thin 10\)"):
+        core._check_size(10099, 590, spec)
+    with pytest.warns(RuntimeWarning, match=r"\(CLI: --thin 33\)"):
+        core._check_size(3000, 30, spec)
+    with pytest.raises(ValueError, match=r"limit 20000.*fit fewer runs"):
+        core._check_size(25000, 590, spec)
+
+
+def test_step_zero_is_named_as_the_loss_before_training(tmp_path):
+    """W&B and nanoGPT logs start at step 0 (the loss before training): the error says so and names
+    the --where that leaves those rows out, not 'if 0 means unknown'."""
+    from jaxscale import learning_curves as lc
+
+    df = pd.DataFrame({"run": np.repeat(["a", "b"], 5), "step": np.tile([0, 10, 20, 30, 40], 2),
+                       "loss": np.tile([10.0, 5.0, 4.0, 3.5, 3.2], 2)})
+    for call in (lambda: lc.from_frame(df, task_col="run", instance_col=None, x_col="step", y_col="loss"),
+                 lambda: lc.tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=25)):
+        with pytest.raises(ValueError, match=r"'step' has 2 non-positive .*A step of 0 is the loss before any "
+                                             r"training.*--where \"step > 0\""):
+            call()
+    df.loc[0, "step"] = -1
+    with pytest.raises(ValueError, match="If 0 means 'unknown'"):
+        lc.from_frame(df, task_col="run", instance_col=None, x_col="step", y_col="loss")
+
+
 def test_metrics_on_separate_rows_name_the_where_that_keeps_the_loss_rows():
     """A log that writes the loss and another metric on alternate rows (a W&B history export) leaves
     the loss empty on half the rows: the error counts them and names the --where that works."""

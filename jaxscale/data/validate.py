@@ -111,18 +111,25 @@ def check_finite(df: pd.DataFrame, columns: Sequence[str], what: str = "table") 
     raise ValueError(f"{what}: " + "; ".join(found) + f"; {fix}.")
 
 
-def check_positive(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:
-    """Raise on zero or negative values (laws take logs of N, D, C)."""
+def check_positive(df: pd.DataFrame, columns: Sequence[str], what: str = "table", *, steps: bool = False) -> None:
+    """Raise on zero or negative values (laws take logs of N, D, C). ``steps``: the columns are
+    training steps, where a 0 is the logged loss before training rather than an unknown value."""
     check_finite(df, columns, what)
     for c in columns:
         values = pd.to_numeric(df[c]).to_numpy(dtype=float)
         bad = values <= 0
         if bad.any():
+            where = f"--where \"{_where_name(c)} > 0\""
+            if steps and (values[bad] == 0).all():
+                fix = (f"A step of 0 is the loss before any training: it has no logarithm and lies off every "
+                       f"power law in the step, so leave those rows out ({where}; with a --where of your own, "
+                       f"join the two with 'and').")
+            else:
+                fix = f"If 0 means 'unknown', remove those rows explicitly (e.g. {where})."
             raise ValueError(
                 f"{what}: column {c!r} has {int(bad.sum())} non-positive value(s) at rows "
                 f"{_rows(df.index[bad])} (first: {float(values[bad][0]):g}); the law takes logarithms, "
-                "so values must be > 0. If 0 means 'unknown', remove those rows explicitly (e.g. --where "
-                f"\"{_where_name(c)} > 0\")."
+                f"so values must be > 0. {fix}"
             )
 
 

@@ -411,13 +411,22 @@ def n_hyperparameters(data: Data, spec: Spec) -> int:
     return 4 + spec.q + D + (2 + k if spec.model in DESC_MODELS else 0) + law
 
 
-def _check_size(n: int, spec: Spec) -> None:
-    """On a CPU, warn when a GP fit of ``n`` points will take long and refuse one that cannot fit
-    in memory, naming the fix: fewer logged steps per run."""
+def _check_size(n: int, n_curves: int, spec: Spec) -> None:
+    """On a CPU, warn when a GP fit of ``n`` points (``n_curves`` curves) will take long and refuse
+    one that cannot fit in memory, naming the fix: fewer logged steps per run, or fewer runs."""
     if n <= GP_WARN_POINTS or jax.default_backend() != "cpu":
         return
-    fix = ("keep a few dozen log-spaced steps per run: jaxscale.data.thin(df, by=[run columns], x_col=step, "
-           "per_curve=50) (CLI: --thin 50), or fewer runs (--where)")
+    # points that fit in about 15 minutes at the measured cost per restart-step
+    budget = 900.0 / (max(spec.restarts, 1) * max(spec.steps, 1) * GP_STEP_SECONDS)
+    n_ok = max(int(GP_STEP_POINTS * budget ** (1 / GP_STEP_EXPONENT)), GP_WARN_POINTS)
+    per_curve = min(n_ok // max(n_curves, 1), 50)
+    if per_curve >= 8:
+        fix = (f"keep a few dozen log-spaced steps per run: jaxscale.data.thin(df, by=[run columns], x_col=step, "
+               f"per_curve={per_curve}) (CLI: --thin {per_curve}), or fewer runs (--where)")
+    else:
+        fix = (f"fit fewer runs (--where): {n_curves} curves are {8 * n_curves} points even at 8 logged steps each, "
+               f"while about {n_ok} points fit in 15 minutes here (e.g. {max(n_ok // 10, 2)} runs at --thin 10); "
+               f"a GP shares strength across tens of curves, not hundreds")
     if n > GP_MAX_POINTS:
         raise ValueError(f"fit: {n} training points: a {spec.model} fit factorises a {n} x {n} kernel matrix "
                          f"({8 * n * n / 1e9:.1f} GB per copy) at every optimiser step, more than a CPU fit can hold "
@@ -425,8 +434,8 @@ def _check_size(n: int, spec: Spec) -> None:
     if spec.model == "dhgp":  # L-BFGS, not the Adam loop timed below
         return
     secs = spec.restarts * spec.steps * GP_STEP_SECONDS * (n / GP_STEP_POINTS) ** GP_STEP_EXPONENT
-    warnings.warn(f"fit: {n} training points: a {spec.model} fit's cost grows about as n^{GP_STEP_EXPONENT:g}; "
-                  f"{spec.restarts} restarts x {spec.steps} Adam steps will take roughly "
+    warnings.warn(f"fit: {n} training points ({n_curves} curves): a {spec.model} fit's cost grows about as "
+                  f"n^{GP_STEP_EXPONENT:g}; {spec.restarts} restarts x {spec.steps} Adam steps will take roughly "
                   f"{f'{secs / 3600:.0f} h' if secs > 5400 else f'{secs / 60:.0f} min'} on 2 "
                   f"CPU cores (about {GP_STEP_SECONDS * 1e3:.0f} ms per restart-step at {GP_STEP_POINTS} points). "
                   f"To go faster, {fix}", RuntimeWarning, stacklevel=4)
@@ -448,7 +457,7 @@ def _check_training(data: Data, spec: Spec) -> None:
                          f"{_ids(data, bad)}); fit on the rows with a loss value and predict the "
                          "others with predict(fit, rows)")
     _duplicates(data, what)
-    _check_size(n, spec)
+    _check_size(n, len(np.unique(np.stack([np.asarray(data.task), np.asarray(data.instance)]), axis=1)), spec)
     need = n_hyperparameters(data, spec) + 1
     if n < need:
         raise ValueError(f"fit: {n} training points for {spec.model}, which fits {need - 1} hyper-parameters "

@@ -176,7 +176,7 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
         V.check_finite(df, descriptor_cols, what)
     V.check_finite(df, [x_col], what)
     if not x_is_log:
-        V.check_positive(df, [x_col], what)
+        V.check_positive(df, [x_col], what, steps=True)
     x = pd.to_numeric(df[x_col]).to_numpy(float)
     x = np.exp(x) if x_is_log else x
     V.check_numeric(df, [y_col], what)

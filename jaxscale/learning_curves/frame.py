@@ -224,7 +224,7 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
     V.require_columns(df, required, what)
     V.check_finite(df, [x_col], what)
     if not x_is_log:
-        V.check_positive(df, [x_col], what)
+        V.check_positive(df, [x_col], what, steps=True)
     x_raw = pd.to_numeric(df[x_col]).to_numpy(float)
     _check_x_units(df, x_col, x_raw, x_is_log, what)
     x = x_raw if x_is_log else np.log(x_raw)
