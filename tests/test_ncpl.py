@@ -88,10 +88,40 @@ def _toy(key, n=64, f=3, u=2, h=8):
     return data, const
 
 
+def test_small_tables_of_other_lengths_reuse_the_training_program(key):
+    """A table whose every step uses all its rows is padded to a bucket (zero-weight rows, text
+    features padded too): 21 and 29 rows train with one compiled program, to the same parameters
+    as the unpadded full batch (rows weighted 1, never padded) up to float rounding."""
+    from jaxscale.ncpl import train as T
+
+    data, const = _toy(key, n=40)
+    cfg = HeadConfig(n_fields=3, enc_dim=8, d_field=4, d_text=4, width=16)
+    members = init_members(key, cfg, 2)
+    tcfg = TrainConfig(steps=30, batch_size=64, lr=1e-2, eval_every=10, patience=100)
+    va = jax.tree.map(lambda a: a[32:], data)
+    sizes = []
+    for n in (21, 29):
+        tr = jax.tree.map(lambda a: a[:n], data)
+        _, ptr, pva = T._padded(const, tr, va, tcfg)
+        sizes.append((ptr.y.shape[0], pva.y.shape[0], float(ptr.w.sum())))
+        padded = train_members(key, members, const, tr, va, tcfg)
+        plain = train_members(key, members, const, tr._replace(w=jnp.ones(n)), va._replace(w=jnp.ones(8)), tcfg)
+        for a, b in zip(jax.tree.leaves(padded.params), jax.tree.leaves(plain.params)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose([h[1] for h in padded.history], [h[1] for h in plain.history], rtol=1e-4)
+    assert sizes == [(32, 8, 21.0), (32, 8, 29.0)]
+    before = T._build.cache_info().currsize
+    train_members(key, members, const, jax.tree.map(lambda a: a[:25], data), va, tcfg)
+    assert T._build.cache_info().currsize == before  # the 32-row program again
+    # a table larger than a batch draws mini-batches of its own length: not padded
+    big = jax.tree.map(lambda a: a[:40], data)
+    assert T._padded(const, big, va, tcfg._replace(batch_size=16))[1] is big
+
+
 def test_ensemble_training_resumes_exactly(key, tmp_path):
     data, const = _toy(key)
-    tr = TrainArrays(*[a[:48] for a in data])
-    va = TrainArrays(*[a[48:] for a in data])
+    tr = jax.tree.map(lambda a: a[:48], data)
+    va = jax.tree.map(lambda a: a[48:], data)
     cfg = HeadConfig(n_fields=3, enc_dim=8, d_field=4, d_text=4, width=16)
     members = init_members(key, cfg, 3)
     tcfg = TrainConfig(steps=60, batch_size=16, lr=1e-2, eval_every=10, patience=100, ckpt_every=20,

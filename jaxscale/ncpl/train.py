@@ -70,6 +70,7 @@ class TrainArrays(NamedTuple):
     values: jnp.ndarray  # (n, F)
     present: jnp.ndarray  # (n, F)
     y: jnp.ndarray  # (n,) standardised residual
+    w: jnp.ndarray | None = None  # (n,) 1 for a row, 0 for padding (None: every row counts)
 
 
 class TrainState(NamedTuple):
@@ -113,20 +114,56 @@ def _features(params, const, enc_graphdef=None):
     return text_features(hidden, const["mask"], const["num_pos"])
 
 
+def _mean(a, w):
+    """Mean of ``a`` over the rows that count (``w``: 1 for a row, 0 for padding; None: all)."""
+    return jnp.mean(a) if w is None else jnp.sum(w * a) / jnp.sum(w)
+
+
 def _loss(params, graphdef, const, data: TrainArrays, idx, enc_graphdef=None):
     pooled, ctx = _features(params, const, enc_graphdef)
     mu, ls = apply_member(graphdef, params["head"], pooled, ctx, data.text_id[idx], data.values[idx],
                           data.present[idx])
     y = data.y[idx]
-    mse = jnp.mean(jnp.square(mu - y))
-    nll = jnp.mean(ls + 0.5 * jnp.square((y - jax.lax.stop_gradient(mu)) * jnp.exp(-ls)))
+    w = None if data.w is None else data.w[idx]
+    mse = _mean(jnp.square(mu - y), w)
+    nll = _mean(ls + 0.5 * jnp.square((y - jax.lax.stop_gradient(mu)) * jnp.exp(-ls)), w)
     return mse + nll
 
 
 def _val_mse(params, graphdef, const, data: TrainArrays, enc_graphdef=None):
     pooled, ctx = _features(params, const, enc_graphdef)
     mu, _ = apply_member(graphdef, params["head"], pooled, ctx, data.text_id, data.values, data.present)
-    return jnp.mean(jnp.square(mu - data.y))
+    return _mean(jnp.square(mu - data.y), data.w)
+
+
+def _bucket(n: int) -> int:
+    """The padded length of ``n`` rows: the next power of two, at least 8."""
+    return max(8, 1 << max(int(n) - 1, 0).bit_length())
+
+
+def _pad_rows(a: TrainArrays, size: int) -> TrainArrays:
+    """``a`` padded with zero rows to ``size`` rows, each padding row weighted 0 (text 0)."""
+    n = int(a.y.shape[0])
+    pad = lambda x: jnp.concatenate([x, jnp.zeros((size - n,) + x.shape[1:], x.dtype)])  # noqa: E731
+    return TrainArrays(pad(a.text_id), pad(a.values), pad(a.present), pad(a.y),
+                       pad(jnp.ones(n, a.y.dtype) if a.w is None else a.w))
+
+
+def _padded(const: dict, train: TrainArrays, val: TrainArrays, tcfg: TrainConfig):
+    """``(const, train, val)`` padded to bucket sizes, so that tables of other lengths reuse the
+    compiled training program: only for a stage-1 fit (cached text features) whose every step
+    uses all training rows (``n_train <= batch_size``). Every step then averages the loss over
+    the weighted rows, the same loss as the unpadded batch (the rows' order within a full batch
+    does not change a mean). Larger tables draw mini-batches from a permutation of their own
+    length and are left as they are."""
+    n_train = int(train.y.shape[0])
+    if set(const) != {"pooled", "ctx"} or n_train > tcfg.batch_size or train.w is not None:
+        return const, train, val
+    size = min(_bucket(n_train), tcfg.batch_size)
+    n_texts = int(const["pooled"].shape[0])
+    t = _bucket(n_texts)
+    const = {k: jnp.concatenate([v, jnp.zeros((t - n_texts,) + v.shape[1:], v.dtype)]) for k, v in const.items()}
+    return const, _pad_rows(train, size), _pad_rows(val, _bucket(int(val.y.shape[0])))
 
 
 def _batch_idx(key, step, n, batch):
@@ -246,8 +283,9 @@ def train_scan(key, members: Members, const: dict, train: TrainArrays, val: Trai
       ``(state, val_history)``: the final :class:`TrainState` (``best_params`` is the best-on-
       validation candidate of each member) and the ``(steps // eval_every, M)`` validation MSEs.
     """
+    _check_config(tcfg, int(train.y.shape[0]), int(val.y.shape[0]))
+    const, train, val = _padded(const, train, val, tcfg)
     n_train = int(train.y.shape[0])
-    _check_config(tcfg, n_train, int(val.y.shape[0]))
     m = jax.tree.leaves(members.params)[0].shape[0]
     params = {"head": members.params}
     if trainable_encoder is not None:
@@ -324,11 +362,13 @@ def train_members(key, members: Members, const: dict, train: TrainArrays, val: T
     """
     n_train = int(train.y.shape[0])
     _check_config(tcfg, n_train, int(val.y.shape[0]))
+    digest = (const, train, val)  # what the checkpoints belong to: the rows as given
+    const, train, val = _padded(const, train, val, tcfg)
     m = jax.tree.leaves(members.params)[0].shape[0]
     params = {"head": members.params}
     if trainable_encoder is not None:
         params["enc"] = trainable_encoder
-    built = _build(members.graphdef, _core(tcfg), n_train, enc_graphdef, trainable_encoder is not None)
+    built = _build(members.graphdef, _core(tcfg), int(train.y.shape[0]), enc_graphdef, trainable_encoder is not None)
     chunk = built.chunk_jit
     state = built.init_jit(params, const, val)
     keys = _member_keys(key, m)
@@ -340,7 +380,7 @@ def train_members(key, members: Members, const: dict, train: TrainArrays, val: T
 
         fp = {"version": __version__, "stage": desc, "train_config": {k: v for k, v in _core(tcfg)._asdict().items()
                                                                      if k not in ("ckpt_every", "ckpt_dir", "force_new")},
-              "arrays": array_digest(const, train, val), "init": array_digest(params, keys)}
+              "arrays": array_digest(*digest), "init": array_digest(params, keys)}
         fp.update(fingerprint or {})
         ckpt = Checkpoints(tcfg.ckpt_dir, fp, tcfg.force_new, desc,
                            fix="Choose a new folder (--ckpt-dir), or discard its checkpoints with --force-new "
