@@ -335,9 +335,10 @@ def test_cli_extrapolate(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rc = main(["lc", "extrapolate", "--csv", str(csv), "--cutoff", "600", "--sampler", "importance",
-                   "--samples", "100", "--chains", "2", "--json"])
+                   "--samples", "100", "--chains", "2", "--plot", str(tmp_path / "runs.png"), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["diagnostics"]["sampler"] == "importance" and out["diagnostics"]["num_samples"] == 200
+    assert out["plot"] == str(tmp_path / "runs.png") and (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
     assert out["n_tail"] == 24 and out["baselines"]["model"]["coverage"] is not None
     assert not parser.parse_args(["lc", "extrapolate", "--csv", "x.csv"]).no_calibrate
 

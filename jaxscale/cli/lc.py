@@ -607,6 +607,11 @@ def extrapolate_handler(args) -> dict:
         full = Prediction(pred.mean, pred.lower, pred.upper)
         extra = {**baselines, "extrapolation": horizon(data, fit.rows)}
         out["predictions"] = write_predictions(args.predictions, tail, full, extra=extra)
+    if args.plot:
+        from jaxscale import plotting
+        from jaxscale.learning_curves.plot import plot_extrapolation
+
+        out["plot"] = str(plotting.save(plot_extrapolation(data, fit, baselines, title=name), args.plot))
     return out
 
 
@@ -627,6 +632,8 @@ def register_extrapolate(lc_subparsers) -> None:
     g.add_argument("--descriptor-cols", default=None, metavar="C1,C2",
                    help="numeric configuration columns, one value per run (e.g. parameter count, depth); "
                         "needed by --model magp_law / magp_desc")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="write a PNG of up to 8 runs: early part, prediction with its band, the baselines, the truth")
     part = p.add_argument_group("the early part of every curve (exactly one, or with --predict-steps every "
                                 "logged row)")
     part.add_argument("--train-col", default=None, help="column of booleans: rows the laws are fitted on")

@@ -2,8 +2,8 @@
 
 Held-out curves against the truth, the probabilistic law's fan of draws, and active-learning
 traces; :func:`plot_heldout` draws a model's prediction of a split's held-out points,
-:func:`plot_table_prediction` the prediction of rows of your own table and :func:`plot_recommend`
-which planned run to train next.
+:func:`plot_table_prediction` the prediction of rows of your own table, :func:`plot_extrapolation`
+the rest of runs in progress and :func:`plot_recommend` which planned run to train next.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import numpy as np
 
 from jaxscale.plotting import _plt
 
-__all__ = ["plot_curves", "plot_law_fan", "plot_active", "plot_heldout", "plot_table_prediction", "plot_recommend"]
+__all__ = ["plot_curves", "plot_law_fan", "plot_active", "plot_heldout", "plot_table_prediction", "plot_extrapolation",
+           "plot_recommend"]
 
 
 def plot_curves(path, labels, L, C, held_labels, mean, cov, level=1.645):
@@ -156,6 +157,57 @@ def plot_table_prediction(train, query, pred, title: str = "", max_panels: int =
     axes.ravel()[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_extrapolation(data, fit, baselines: dict | None = None, title: str = "", max_panels: int = 8):
+    """One panel per run in progress (at most ``max_panels``, spread over the runs in their
+    order): its early part (filled dots), the rest where the table has it (open circles), the
+    prediction of the rest (median and interval band), each baseline's prediction (dashed) and
+    the last early step (dotted). Each panel shows as many e-folds of the step before the last
+    early one as the prediction reaches beyond it (at least one), so the tail is not dwarfed by
+    the first steps' loss. ``data`` is a ``TailData``, ``fit`` the ``TailFit`` of
+    :func:`jaxscale.learning_curves.extrapolate.extrapolate` (or the GP's), ``baselines`` maps a
+    name to its prediction of ``fit.rows``. Returns the matplotlib figure (not saved)."""
+    from matplotlib.ticker import NullFormatter
+
+    from jaxscale import plotting
+
+    rows = np.asarray(fit.rows)
+    curve, x, y, early = (np.asarray(a) for a in (data.curve, data.x, data.y, data.train))
+    mean, lo, hi = (np.asarray(a, float) for a in (fit.prediction.mean, fit.prediction.lower, fit.prediction.upper))
+    runs = list(dict.fromkeys(curve[rows].tolist()))
+    shown = [runs[i] for i in np.unique(np.linspace(0, len(runs) - 1, min(max_panels, len(runs))).round().astype(int))]
+    ncol = min(4, len(shown))
+    nrow = int(np.ceil(len(shown) / ncol))
+    fig, axes = plotting.figure(nrow, ncol, size=(3.4, 2.7), squeeze=False)
+    for ax, c in zip(axes.ravel(), shown):
+        t = np.flatnonzero(curve[rows] == c)
+        t = t[np.argsort(x[rows[t]])]
+        xt, yt = x[rows[t]], y[rows[t]]
+        e = np.flatnonzero((curve == c) & early)
+        e = e[np.argsort(x[e])]
+        if e.size:
+            cut = x[e].max()
+            e = e[x[e] >= cut * np.exp(-max(np.log(xt.max() / cut), 1.0))]
+        ax.plot(x[e], y[e], "k.", ms=4, label="early part")
+        known = np.isfinite(yt)
+        if known.any():
+            ax.plot(xt[known], yt[known], "o", mfc="none", mec="0.55", ms=3.5, label="the rest (truth)")
+        plotting.band(ax, xt, mean[t], lo[t], hi[t], label="prediction", color="C0")
+        for k, (name, b) in enumerate((baselines or {}).items()):
+            ax.plot(xt, np.asarray(b, float)[t], ls="--", lw=1, color=f"C{k + 1}", label=name.replace("_", " "))
+        if e.size:
+            ax.axvline(x[e].max(), color="0.6", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a short window would label every minor tick
+        ax.set_title(str(data.labels[c])[-32:], fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    for ax in axes.ravel()[len(shown):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=7)
+    fig.suptitle((f"{title}: " if title else "") + f"{len(shown)} of {len(runs)} runs in progress", fontsize=10)
     fig.tight_layout()
     return fig
 
