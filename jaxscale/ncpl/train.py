@@ -137,8 +137,11 @@ def _val_mse(params, graphdef, const, data: TrainArrays, enc_graphdef=None):
 
 
 def _bucket(n: int) -> int:
-    """The padded length of ``n`` rows: the next power of two, at least 8."""
-    return max(8, 1 << max(int(n) - 1, 0).bit_length())
+    """The padded length of ``n`` rows: the next power of two (at least 8) up to 64 rows, where a
+    step's cost hardly depends on the rows; above, the next multiple of 32 (each padding row
+    costs as much as a row: about 3 % of a 1,000-step stage per 10 rows at 200 rows on 2 cores)."""
+    n = int(n)
+    return max(8, 1 << max(n - 1, 0).bit_length()) if n <= 64 else -(-n // 32) * 32
 
 
 def _pad_rows(a: TrainArrays, size: int) -> TrainArrays:
