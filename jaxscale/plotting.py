@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["figure", "band", "save", "plot_chinchilla"]
+__all__ = ["figure", "band", "save", "plot_chinchilla", "plot_parity"]
 
 
 def _plt():
@@ -76,4 +76,37 @@ def plot_chinchilla(N, D, loss, params, excluded_mask=None, boot=None):
         axes[1].hist(np.asarray(boot["beta"]), bins=50, range=rng, alpha=0.6, label="beta")
         axes[1].set_xlabel("exponent (bootstrap refits)")
         axes[1].legend()
+    return fig
+
+
+def plot_parity(y, mean, lower, upper, fitted, baselines: dict | None = None, title: str = "", what: str = "loss"):
+    """Predicted against true values: the rows the model was fitted on (grey), the scored rows
+    with their interval (error bars), each baseline's prediction of the scored rows (crosses) and
+    the diagonal. ``fitted``: mask of the fitted rows; ``baselines``: name -> a prediction per row
+    (NaN where it has none); rows without a true value are left out. Returns the figure."""
+    import numpy as np
+
+    y, mean, lower, upper = (np.asarray(a, float) for a in (y, mean, lower, upper))
+    fitted = np.asarray(fitted, bool)
+    known = np.isfinite(y)
+    fig, ax = figure(1, 1, size=(5.0, 4.6))
+    f, h = known & fitted, known & ~fitted
+    ax.plot(y[f], mean[f], ".", color="0.6", ms=4, label=f"fitted rows ({int(f.sum())})")
+    if h.any():
+        err = np.stack([mean[h] - lower[h], upper[h] - mean[h]])
+        ax.errorbar(y[h], mean[h], yerr=np.maximum(err, 0), fmt="o", ms=3.5, color="C0", ecolor="C0", alpha=0.8,
+                    elinewidth=0.8, label=f"scored rows ({int(h.sum())}) with interval")
+        for k, (name, b) in enumerate((baselines or {}).items()):
+            b = np.asarray(b, float)
+            m = h & np.isfinite(b)
+            if m.any():
+                ax.plot(y[m], b[m], "x", color=f"C{k + 1}", ms=4, label=name.replace("_", " "))
+    vals = np.concatenate([y[known], mean[known]])
+    lo, hi = (float(np.min(vals)), float(np.max(vals))) if vals.size else (0.0, 1.0)
+    ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls=":")
+    ax.set_xlabel(f"true {what}")
+    ax.set_ylabel(f"predicted {what}")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
     return fig

@@ -246,9 +246,11 @@ def test_cli_train_on_user_csv(tmp_path):
     pd.DataFrame({"lr": lr, "width": width, "optimizer": opt, "loss": loss,
                   "split": np.where(np.arange(n) < 60, "train", "test")}).to_csv(csv, index=False)
     ap = _parser()
-    args = ap.parse_args(["ncpl", "train", "--csv", str(csv), "--target", "loss", "--split-col", "split",
-                          "--members", "2", "--steps", "100", "--lr", "1e-2", "--batch-size", "32"])
+    args = ap.parse_args(["ncpl", "fit", "--csv", str(csv), "--target", "loss", "--split-col", "split",
+                          "--members", "2", "--steps", "100", "--lr", "1e-2", "--batch-size", "32",
+                          "--plot", str(tmp_path / "parity.png")])  # `fit` is `train`
     out = args.func(args)
+    assert out["plot"] == str(tmp_path / "parity.png") and (tmp_path / "parity.png").read_bytes()[:4] == b"\x89PNG"
     assert out["text_fields"] == ["optimizer"] and set(out["numeric_fields"]) == {"lr", "width"}
     assert out["splits"]["test"]["mae"] < np.std(loss)  # learns something from 48 training rows
     bad = ap.parse_args(["ncpl", "train", "--csv", str(csv), "--target", "nope", "--split-col", "split"])

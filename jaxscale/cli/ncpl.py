@@ -236,6 +236,12 @@ def cmd_train(args) -> dict:
     if args.predictions:
         out["predictions"] = write_predictions(args.predictions, df, pred,
                                                extra={"fit_row": train_rows, **base_cols})
+    if args.plot:
+        from jaxscale import plotting
+
+        fig = plotting.plot_parity(y, mean, lower, upper, train_rows, base_cols, title=f"NCPL: {target}",
+                                   what=target)
+        out["plot"] = str(plotting.save(fig, args.plot))
     saved = save_fit(args, fit)
     if saved:
         out["saved"] = saved
@@ -460,6 +466,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--force-new", action="store_true",
                    help="discard the checkpoints of another run in --ckpt-dir and start over")
     t.add_argument("--seed", type=int, default=0, help="PRNG seed (validation cells, initialisation, batches)")
+    t.add_argument("--plot", default=None, metavar="PNG",
+                   help="write a PNG of predicted against true loss: the training rows, the scored rows with their "
+                        "interval, and the baselines' predictions of them")
     add_output_args(t)
     t.set_defaults(func=cmd_train)
 
