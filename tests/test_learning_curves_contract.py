@@ -278,10 +278,12 @@ def test_cli_law_on_own_table(table, tmp_path, capsys):
     df.to_csv(csv, index=False)
     rc = main(["lc", "law", "--csv", str(csv), "--task-col", "width", "--instance-col", "depth", "--x-col", "step",
                "--y-col", "loss", "--params-col", "params", "--tokens-per-step", "1000", "--holdout", HOLD,
-               "--restarts", "2", "--steps", "40", "--n-h", "4", "--samples", "64", "--json"])
+               "--restarts", "2", "--steps", "40", "--n-h", "4", "--samples", "64", "--plot", str(tmp_path / "law.png"),
+               "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["samples"] == 64 and out["n_heldout_curves"] == 1 and out["grid"]["default"]
+    assert out["plot"] == str(tmp_path / "law.png") and (tmp_path / "law.png").read_bytes()[:4] == b"\x89PNG"
     for k in ("b1", "b0", "abc"):
         assert set(out[k]) == {"mean", "std", "lo", "hi"} and np.isfinite(out[k]["mean"])
     assert out["gt"]["b1"] < 0 and out["n_padded_points"] == 0

@@ -344,6 +344,12 @@ def law_handler(args) -> dict:
         else:
             out["baselines"] = None
             out["baselines_reason"] = "some held-out rows carry no true loss, so nothing can be scored"
+        if args.plot:
+            from jaxscale import plotting
+            from jaxscale.learning_curves.plot import plot_table_law
+
+            out["plot"] = str(plotting.save(plot_table_law(data, held, pred, out, title=f"{args.model}: the law of "
+                                                           f"the held-out curves"), args.plot))
         return _outputs(args, out, df, held, fit, pred, details.baselines)
     return _bundled_law(args)
 
@@ -353,9 +359,10 @@ def _bundled_law(args) -> dict:
 
     from jaxscale.learning_curves.heldout import bundled_law
 
-    for flag in ("predictions", "save", "holdout", "ckpt_dir"):
+    for flag in ("predictions", "save", "holdout", "ckpt_dir", "plot"):
         if getattr(args, flag):
-            raise ValueError(f"--{flag.replace('_', '-')} needs --csv (your own table); the bundled law uses --split")
+            raise ValueError(f"--{flag.replace('_', '-')} needs --csv (your own table); the bundled law uses --split"
+                             + ("; `jaxscale demo` draws its fan of laws" if flag == "plot" else ""))
     if args.abc_range:
         raise ValueError("--abc-range is for --csv (your own table); the bundled law scores the AbC over the "
                          "paper's range, 1e15 to 1e20 FLOPs")
@@ -485,6 +492,9 @@ def register_psl(lc_subparsers) -> None:
     p.add_argument("--rule", default="interp", choices=["interp", "nearest", "both"],
                    help="frontier rule: log-log interpolation (default) or the original nearest-C")
     p.add_argument("--level", type=float, default=0.9, help="central band of b1, b0, AbC and of --predictions")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="--csv: write a PNG of loss against compute: the curves, the held-out ones predicted, and "
+                        "the laws (the model's, the true one, the baselines')")
     b = p.add_argument_group("bundled datasets (instead of --csv)")
     b.add_argument("--dataset", default=None, choices=["nanogpt_large"], help="default nanogpt_large")
     b.add_argument("--split", default=None, choices=sorted(SPLITS), help="default tri")

@@ -14,7 +14,7 @@ import numpy as np
 from jaxscale.plotting import _plt
 
 __all__ = ["plot_curves", "plot_law_fan", "plot_active", "plot_heldout", "plot_table_prediction", "plot_extrapolation",
-           "plot_recommend"]
+           "plot_table_law", "plot_recommend"]
 
 
 def plot_curves(path, labels, L, C, held_labels, mean, cov, level=1.645):
@@ -208,6 +208,59 @@ def plot_extrapolation(data, fit, baselines: dict | None = None, title: str = ""
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=7)
     fig.suptitle((f"{title}: " if title else "") + f"{len(shown)} of {len(runs)} runs in progress", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_table_law(data, held, pred, summary: dict, title: str = ""):
+    """The law of your own table (:func:`jaxscale.learning_curves.law.table_law`): loss against
+    training compute, log-log. The training curves (grey), each held-out curve's prediction (mean
+    and interval band) and its truth where known, and the laws ``ln L = b1 ln C + b0``: the
+    model's (posterior-mean b1, b0, with the 90 % band of b1 in the legend), the held-out curves'
+    true one and each naive baseline's. ``pred`` is the prediction of the held-out rows, in their
+    order; ``summary`` the JSON-ready dict. Returns the figure (not saved)."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    from jaxscale import plotting
+    from jaxscale.learning_curves.frame import curve_ids
+
+    held = np.asarray(held, bool)
+    C, y, ids = np.asarray(data.compute, float), np.asarray(data.y, float), curve_ids(data)
+    mean, lo, hi = (np.asarray(a, float) for a in (pred.mean, pred.lower, pred.upper))
+    fig, ax = plotting.figure(1, 1, size=(6.2, 4.6))
+    for i, c in enumerate(np.unique(ids[~held])):
+        m = np.flatnonzero((ids == c) & ~held)
+        m = m[np.argsort(C[m])]
+        ax.plot(C[m], y[m], color="0.6", lw=0.8, label="training curves" if i == 0 else None)
+    pos = np.flatnonzero(held)
+    for i, c in enumerate(np.unique(ids[held])):
+        k = np.flatnonzero(ids[pos] == c)
+        k = k[np.argsort(C[pos[k]])]
+        plotting.band(ax, C[pos[k]], mean[k], lo[k], hi[k], color="C0", alpha=0.2,
+                      label="held-out curves, predicted" if i == 0 else None)
+        if np.isfinite(y[pos[k]]).any():
+            ax.plot(C[pos[k]], y[pos[k]], "k.", ms=3, label="held-out curves, true" if i == 0 else None)
+    grid = np.geomspace(summary["grid"]["min"], summary["grid"]["max"], 50)
+    b1 = summary["b1"]
+    ax.plot(grid, np.exp(b1["mean"] * np.log(grid) + summary["b0"]["mean"]), color="C0", lw=2,
+            label=f"law, model (b1 = {b1['mean']:.3f}, {100 * summary['level']:.0f} % band "
+                  f"{b1['lo']:.3f} to {b1['hi']:.3f})")
+    if summary.get("gt"):
+        g = summary["gt"]
+        ax.plot(grid, np.exp(g["b1"] * np.log(grid) + g["b0"]), "k--", lw=1.2, label=f"law, true (b1 = {g['b1']:.3f})")
+    laws = {k: v for k, v in summary.get("baseline_laws", {}).items() if isinstance(v, dict) and "b1" in v}
+    for k, (name, v) in enumerate(laws.items()):
+        ax.plot(grid, np.exp(v["b1"] * np.log(grid) + v["b0"]), ls=":", lw=1.2, color=f"C{k + 1}",
+                label=f"law, {name.replace('_', ' ')} (b1 = {v['b1']:.3f})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # losses span less than a decade: plain numbers
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.set_xlabel("training compute (FLOPs)")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
