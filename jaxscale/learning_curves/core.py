@@ -50,7 +50,7 @@ from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolatio
 from jaxscale.learning_curves import desc_predict, dhgp, law_gp, magp, magp_desc, magp_predict
 from jaxscale.learning_curves.descriptors import DescTables
 from jaxscale.learning_curves.diagnostics import adam_convergence, adam_report, lbfgs_report, warn_report
-from jaxscale.learning_curves.frame import Data, _vocabulary, frame_kwargs, from_frame
+from jaxscale.learning_curves.frame import Data, _vocabulary, curve_ids, frame_kwargs, from_frame
 from jaxscale.learning_curves.magp_predict import JointPrediction
 from jaxscale.learning_curves.problem import Points
 from jaxscale.learning_curves.spec import (
@@ -457,7 +457,7 @@ def _check_training(data: Data, spec: Spec) -> None:
                          f"{_ids(data, bad)}); fit on the rows with a loss value and predict the "
                          "others with predict(fit, rows)")
     _duplicates(data, what)
-    _check_size(n, len(np.unique(np.stack([np.asarray(data.task), np.asarray(data.instance)]), axis=1)), spec)
+    _check_size(n, np.unique(curve_ids(data)).size, spec)
     need = n_hyperparameters(data, spec) + 1
     if n < need:
         raise ValueError(f"fit: {n} training points for {spec.model}, which fits {need - 1} hyper-parameters "

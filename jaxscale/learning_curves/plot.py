@@ -188,8 +188,8 @@ def plot_extrapolation(data, fit, baselines: dict | None = None, title: str = ""
         xt, yt = x[rows[t]], y[rows[t]]
         e = np.flatnonzero((curve == c) & early)
         e = e[np.argsort(x[e])]
-        if e.size:
-            cut = x[e].max()
+        cut = x[e].max() if e.size else None
+        if cut is not None:
             e = e[x[e] >= cut * np.exp(-max(np.log(xt.max() / cut), 1.0))]
         ax.plot(x[e], y[e], "k.", ms=4, label="early part")
         known = np.isfinite(yt)
@@ -198,8 +198,8 @@ def plot_extrapolation(data, fit, baselines: dict | None = None, title: str = ""
         plotting.band(ax, xt, mean[t], lo[t], hi[t], label="prediction", color="C0")
         for k, (name, b) in enumerate((baselines or {}).items()):
             ax.plot(xt, np.asarray(b, float)[t], ls="--", lw=1, color=f"C{k + 1}", label=name.replace("_", " "))
-        if e.size:
-            ax.axvline(x[e].max(), color="0.6", lw=0.8, ls=":")
+        if cut is not None:
+            ax.axvline(cut, color="0.6", lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # a short window would label every minor tick
         ax.set_title(str(data.labels[c])[-32:], fontsize=9)
