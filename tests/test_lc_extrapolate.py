@@ -676,3 +676,25 @@ def test_long_clean_logs_start_each_search_near_its_map():
     assert diag["max_pareto_k"] <= 0.7 and diag["runs_failing"] == 0 and diag["map_not_converged"] == 0, diag
     assert rep["bayes"]["rmsle"] <= 1.01 * rep["scipy_power_law"]["rmsle"], rep
     assert 0.8 <= rep["bayes"]["coverage"] <= 0.97, rep
+
+
+def test_a_noisy_start_is_named_with_the_step_to_start_from():
+    """Curves that dip before they rise (a warm-up, a translation score on tiny data) are flagged with
+    the step after which they keep to their direction, and starting there silences the warning."""
+    steps = np.array([10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000], float)
+    rows = []
+    for k in range(5):
+        score = 40.0 * (1.0 - (steps / 5.0) ** -(0.3 + 0.02 * k))
+        score[0] = score[2] + 3.0  # the first logged value lies above the next ones
+        rows += [{"pair": f"p{k}", "ds": s, "score": v} for s, v in zip(steps, score)]
+    df = pd.DataFrame(rows)
+    with pytest.warns(UserWarning, match=r"5 curve\(s\) of 'pair' .* non-monotone .* --where \"ds >= 20\" .* 5 of 5 "
+                                         r"runs keep 4\+ early points"):
+        tail_from_frame(df, curve_col="pair", x_col="ds", y_col="score", cutoff=2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tail_from_frame(df.query("ds >= 20"), curve_col="pair", x_col="ds", y_col="score", cutoff=2000)
+    # the same in ln(step) units when the column holds the logarithm
+    with pytest.warns(UserWarning, match=r"--where \"lnds >= 2.996\""):
+        tail_from_frame(df.assign(lnds=np.log(df["ds"])), curve_col="pair", x_col="lnds", x_is_log=True,
+                        y_col="score", cutoff=2000)

@@ -263,7 +263,7 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
         raise ValueError(f"{what}: column {y_col!r} is constant on the training rows of curve {curve_col!r} = "
                          f"{labels[k]!r} (rows {_rows(df.index[(code == k) & train])}); a flat start fixes no power "
                          "law. Raise the cutoff or drop that run")
-    _warn_non_monotone(code, x, y, train, labels, curve_col, x_col)
+    _warn_non_monotone(code, x, y, train, labels, curve_col, x_col, x_is_log)
     desc = None
     if descriptor_cols:
         V.check_constant_within(df, [curve_col], descriptor_cols, what, "run", "descriptor column")
@@ -347,8 +347,9 @@ def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps
     return out
 
 
-def _warn_non_monotone(code, x, y, train, labels, curve_col, x_col) -> None:
-    """Warn when a curve's early part moves against its overall direction by > 10 % of its range."""
+def _warn_non_monotone(code, x, y, train, labels, curve_col, x_col, x_is_log=False) -> None:
+    """Warn when a curve's early part moves against its overall direction by > 10 % of its range,
+    naming the step from which most such curves keep to their direction (a --where to start there)."""
     f = pd.DataFrame({"c": code[train], "x": x[train], "y": y[train]}).sort_values(["c", "x"], kind="stable")
     g = f.groupby("c")["y"]
     per = g.agg(["first", "last", "min", "max", "size"])
@@ -358,12 +359,34 @@ def _warn_non_monotone(code, x, y, train, labels, curve_col, x_col) -> None:
     span = per["max"] - per["min"]
     flag = (span > 0) & (per["size"] >= 3) & (worst > 0.1 * span)
     bad = [labels[int(k)] for k in per.index[flag.to_numpy()]]
-    if bad:
-        warnings.warn(f"{len(bad)} curve(s) of {curve_col!r} (e.g. {bad[:3]}) are non-monotone in their early part "
-                      "(they move against their overall direction by more than 10 % of their range): a saturating "
-                      "power law follows a monotone curve. Warm-up? Drop the first steps with "
-                      f"--where \"{x_col} >= S\"",
-                      UserWarning, stacklevel=3)
+    if not bad:
+        return
+    # a point is followed by a move against the direction when a later point lies beyond it by more
+    # than 10 % of the range; each flagged curve keeps to its direction after its last such point
+    r = f.iloc[::-1]
+    later = np.where(falling[::-1], r.groupby("c")["y"].cummax(), r.groupby("c")["y"].cummin())
+    later = pd.Series(later, index=r.index).groupby(r["c"]).shift(1).reindex(f.index).to_numpy()
+    tol = 0.1 * span.reindex(f["c"]).to_numpy()
+    turn = np.where(falling, later - f["y"].to_numpy() > tol, f["y"].to_numpy() - later > tol)
+    f = f.assign(turn=turn, pos=g.cumcount().to_numpy())
+    flagged = f[f["c"].isin(per.index[flag.to_numpy()])]
+    last_turn = flagged[flagged["turn"]].groupby("c")["pos"].max() + 1
+    starts = flagged.set_index(["c", "pos"])["x"].reindex(list(zip(last_turn.index, last_turn.to_numpy())))
+    start = float(np.median(starts.to_numpy()))
+    kept = f[f["x"] >= start].groupby("c").size().reindex(per.index, fill_value=0)
+    enough = int((kept >= MIN_TRAIN_POINTS).sum())
+    shown = f"{np.log(start):.4g}" if x_is_log else f"{start:.6g}"
+    if enough >= 0.5 * len(per):
+        hint = (f"Warm-up or a noisy start? Drop the first steps with --where \"{x_col} >= {shown}\" (the median "
+                f"step after which those curves keep to their direction; {enough} of {len(per)} runs keep "
+                f"{MIN_TRAIN_POINTS}+ early points; with a --where of your own, join the two with 'and')")
+    else:
+        hint = (f"They turn back late in their early part (after {x_col} {shown} at the median), so dropping the first "
+                f"steps would leave fewer than {MIN_TRAIN_POINTS} early points in most runs: fit a smoothed column "
+                "(e.g. an exponential moving average of the loss, as W&B's smoothing draws it)")
+    warnings.warn(f"{len(bad)} curve(s) of {curve_col!r} (e.g. {bad[:3]}) are non-monotone in their early part "
+                  "(they move against their overall direction by more than 10 % of their range): a saturating "
+                  f"power law follows a monotone curve. {hint}", UserWarning, stacklevel=3)
 
 
 def cut_curves(curve, x, fraction: float) -> np.ndarray:
