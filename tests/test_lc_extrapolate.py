@@ -57,6 +57,9 @@ def test_cut_and_validation():
         assert kept.labels == ("r1",) and len(scope["df"]) == len(STEPS)
     with pytest.raises(ValueError, match=r"'loss'.*<= 0"):
         tail_from_frame(df.assign(loss=df["loss"] - 2.0), curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    zero = df.assign(loss=np.where(df["step"] <= 20, 0.0, df["loss"]))  # a score before it takes off
+    with pytest.raises(ValueError, match=r"before a metric takes off .* --where 'loss > 0' .* they are 12 of 60 rows"):
+        tail_from_frame(zero, curve_col="run", x_col="step", y_col="loss", cutoff=600)
     with pytest.raises(ValueError, match="nothing is left"):
         tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=1e9)
     with pytest.raises(ValueError, match="booleans"):

@@ -232,8 +232,14 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
                          f"rows {_rows(df.index[bad])}; the early part of every curve needs its loss. {hint}")
     nonpos = np.isfinite(y) & (y <= 0)
     if nonpos.any():
+        zeros = ""
+        if (y[nonpos] == 0).all():
+            zeros = (f". A score of 0 (BLEU, accuracy) before a metric takes off has no logarithm: leave those rows out "
+                     f"with --where '{V._where_name(y_col)} > 0' (with a --where of your own, join the two with 'and'); "
+                     f"they are {int(nonpos.sum())} of {int(np.isfinite(y).sum())} rows with a value")
         raise ValueError(f"{what}: column {y_col!r} has {int(nonpos.sum())} value(s) <= 0 at rows "
-                         f"{_rows(df.index[nonpos])}; the saturating power law and the RMSLE take ln of a loss > 0")
+                         f"{_rows(df.index[nonpos])}; the saturating power law and the RMSLE take ln of a loss > 0"
+                         f"{zeros}")
     if not (~train).any():
         raise ValueError(f"{what}: every row is in the early part; nothing is left to predict (lower --cutoff or mark "
                          "tail rows False in --train-col; for steps the runs have not reached, --predict-steps S1,S2)")
