@@ -32,13 +32,56 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
-def progress(iterable=None, *, total=None, desc: str = "", disable: bool | None = None):
-    """A tqdm progress bar on stderr (a plain pass-through when disabled)."""
+def progress(iterable=None, *, total=None, desc: str = "", disable: bool | None = None, initial: int = 0):
+    """A tqdm progress bar on stderr. Where stderr is no terminal (a batch job, a log file) and
+    ``JAXSCALE_PROGRESS`` is unset, the same progress comes as a log line at most every
+    :data:`HEARTBEAT_SECONDS` (steps done, seconds, an estimate of the time left); ``disable=True``
+    or ``JAXSCALE_PROGRESS=0``: a plain pass-through. ``initial``: steps already done (a resumed
+    fit), left out of the time estimate."""
     from tqdm.auto import tqdm
 
     if disable is None:
+        if os.environ.get("JAXSCALE_PROGRESS") is None and not sys.stderr.isatty():
+            return _LoggedProgress(iterable, total, desc, initial)
         disable = not progress_enabled()
-    return tqdm(iterable, total=total, desc=desc, disable=disable, file=sys.stderr, leave=False)
+    return tqdm(iterable, total=total, desc=desc, disable=disable, file=sys.stderr, leave=False, initial=initial)
+
+
+class _LoggedProgress:
+    """The part of tqdm's interface the package uses (iteration, ``update``, ``set_postfix``,
+    ``close``), reporting as log lines at most every :data:`HEARTBEAT_SECONDS`."""
+
+    def __init__(self, iterable, total, desc: str, initial: int = 0):
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.iterable, self.total, self.desc = iterable, total, desc or "progress"
+        self.n = self.n0 = int(initial)
+        self.t0 = self.last = time.perf_counter()
+        self.postfix = ""
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def update(self, n: int = 1) -> None:
+        self.n += int(n)
+        now = time.perf_counter()
+        if now - self.last < HEARTBEAT_SECONDS:
+            return
+        self.last = now
+        took = now - self.t0
+        of = f"/{self.total}" if self.total else ""
+        left = ""
+        if self.total and self.n > self.n0:
+            left = f", about {took * (self.total - self.n) / (self.n - self.n0):.0f} s left"
+        get_logger("jaxscale").info("%s: %d%s after %.0f s%s%s", self.desc, self.n, of, took, left, self.postfix)
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = "".join(f", {k} {v}" for k, v in values.items())
+
+    def close(self) -> None:
+        pass
 
 
 #: Seconds between :func:`heartbeat` lines.

@@ -277,8 +277,7 @@ def adam_restarts(loss_fn, x0, krun, kfin, latent_shape, steps: int, learning_ra
         hist = [np.asarray(more["history"], float)]
         log.info("%s: resumed at Adam step %d of %d (%s)", desc, done, steps, ckpt.folder)
     n = chunk_length(steps)
-    bar = progress(total=steps, desc=desc)
-    bar.update(done)
+    bar = progress(total=steps, desc=f"{desc} (Adam steps)", initial=done)
     for i0 in range(done, steps, n):
         carry, h = _adam_chunk(carry, jax.device_put(step_keys[:, i0:i0 + n]), learning_rate, args, loss_fn,
                                tuple(latent_shape), steps, n_mc, decay, impl)

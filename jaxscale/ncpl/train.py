@@ -396,8 +396,8 @@ def train_members(key, members: Members, const: dict, train: TrainArrays, val: T
             log.info("%s: resumed from step %d (%s)", desc, resumed_from, ckpt.folder)
     n_chunks = tcfg.steps // tcfg.eval_every
     t0, c0, done_steps = time.perf_counter(), time.process_time(), 0
-    bar = progress(total=n_chunks, desc=desc)
-    bar.update(int(state.step) // tcfg.eval_every)
+    bar = progress(total=n_chunks, desc=f"{desc} (chunks of {tcfg.eval_every} steps)",
+                   initial=int(state.step) // tcfg.eval_every)
     chunks_run = 0
     stopped = bool(history) and bool(np.all(np.asarray(state.bad) >= tcfg.patience))
     while int(state.step) < tcfg.steps and not stopped:
