@@ -47,6 +47,10 @@ def progress(iterable=None, *, total=None, desc: str = "", disable: bool | None 
     return tqdm(iterable, total=total, desc=desc, disable=disable, file=sys.stderr, leave=False, initial=initial)
 
 
+#: When a progress line was last logged (a heartbeat stays quiet while progress lines come).
+_LAST_PROGRESS_LINE = [float("-inf")]
+
+
 class _LoggedProgress:
     """The part of tqdm's interface the package uses (iteration, ``update``, ``set_postfix``,
     ``close``), reporting as log lines at most every :data:`HEARTBEAT_SECONDS`."""
@@ -76,6 +80,7 @@ class _LoggedProgress:
         if self.total and self.n > self.n0:
             left = f", about {took * (self.total - self.n) / (self.n - self.n0):.0f} s left"
         get_logger("jaxscale").info("%s: %d%s after %.0f s%s%s", self.desc, self.n, of, took, left, self.postfix)
+        _LAST_PROGRESS_LINE[0] = now
 
     def set_postfix(self, **values) -> None:
         self.postfix = "".join(f", {k} {v}" for k, v in values.items())
@@ -106,6 +111,8 @@ def heartbeat(desc: str, *, every: float | None = None, logger: logging.Logger |
 
     def beat():
         while not stop.wait(every):
+            if time.perf_counter() - _LAST_PROGRESS_LINE[0] < every:  # a progress line said more
+                continue
             beats[0] += 1
             log.info("%s: still running after %.0f s", desc, time.perf_counter() - t0)
 
@@ -116,5 +123,5 @@ def heartbeat(desc: str, *, every: float | None = None, logger: logging.Logger |
     finally:
         stop.set()
         thread.join()
-        if beats[0]:
+        if beats[0] or _LAST_PROGRESS_LINE[0] >= t0:
             log.info("%s: done in %.0f s", desc, time.perf_counter() - t0)

@@ -433,6 +433,7 @@ def test_progress_without_a_terminal_comes_as_log_lines(monkeypatch, caplog):
         assert not [r for r in caplog.records if "quiet" in r.getMessage()]
     finally:
         logging.getLogger("jaxscale").propagate = False
+        _log._LAST_PROGRESS_LINE[0] = float("-inf")
 
 
 def test_cholesky_with_jitter_escalates_in_one_compiled_program():

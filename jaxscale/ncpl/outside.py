@@ -206,8 +206,10 @@ def future_rows(N, D, frac: float, min_sizes: int) -> tuple[np.ndarray, str]:
     N, D = np.asarray(N, float), np.asarray(D, float)
     held = _whole_values(N, frac, min_sizes)
     if held is not None:
-        k = int(np.unique(N[held]).size)
-        return held, f"the {k} largest model size(s) (N >= {N[held].min():.4g}; {int(held.sum())} runs)"
+        k, n = int(np.unique(N[held]).size), int(held.sum())
+        if k == n:  # a size per run (sizes drawn at random, not a grid)
+            return held, f"the {n} run(s) with the largest model sizes (N >= {N[held].min():.4g})"
+        return held, f"the {k} largest model size(s) (N >= {N[held].min():.4g}; {n} runs)"
     held, thr = _largest(N * D, frac)
     return held, f"the runs with the largest compute N*D (>= {thr:.4g}; {int(held.sum())} runs)"
 
