@@ -41,6 +41,34 @@ def test_nearest_curve_and_size_trend_by_hand():
     np.testing.assert_array_equal(last_point_mask(te[:, 0], te[:, 1], te[:, 2]), te[:, 2] == 2.0)
 
 
+def test_labels_that_are_names_give_no_trend_and_sizes_with_suffixes_do():
+    """Languages (or any names) have no size: the trend falls back to the nearest curve on every
+    point instead of drawing a line through the labels' alphabetical positions; "125M"-style labels
+    are sizes."""
+    rows = [(d, r, x, 10.0 / (1 + d + 2 * r) + 0.1 * (2.0 - x))
+            for d in range(3) for r in range(3) for x in (0.0, 1.0, 2.0)]
+    a = np.asarray(rows)
+    held = (a[:, 0] == 2) & (a[:, 1] == 2)
+    names = {"task_labels": ("de", "en", "fr"), "instance_labels": ("id", "jv", "ta")}
+    tr, te = a[~held], a[held]
+    train, query = (tr[:, 0], tr[:, 1], tr[:, 2], tr[:, 3]), (te[:, 0], te[:, 1], te[:, 2])
+    size_t, size_i, how = size_tables(a[:, 0], a[:, 1], 3, 3, **names)
+    assert how == ("task axis: position of the task label in the vocabulary; instance axis: position of the "
+                   "instance label in the vocabulary")
+    tt, ti, trend_how = size_tables(a[:, 0], a[:, 1], 3, 3, **names, positions=False)
+    assert trend_how == ("task axis: none (task labels are names, not sizes); instance axis: none (instance labels "
+                         "are names, not sizes)") and np.isnan(tt).all() and np.isnan(ti).all()
+    preds, info = naive_baselines(train, query, size_t, size_i, (tt, ti))
+    np.testing.assert_array_equal(preds["size_trend"], preds["nearest_curve"])
+    assert info["n_trend_fallback"] == 3
+    old, _ = naive_baselines(train, query, size_t, size_i)  # a line through the positions
+    assert not np.allclose(old["size_trend"], old["nearest_curve"])
+    st, si, how = size_tables(a[:, 0], a[:, 1], 3, 3, task_labels=("125M", "1.3B", "7b"),
+                              instance_labels=("1", "2", "4"))
+    np.testing.assert_allclose(st[:, 0], np.log([125e6, 1.3e9, 7e9]))
+    assert how.startswith("task axis: ln(task label)")
+
+
 def test_continuation_uses_other_curves_covering_the_step():
     """Held-out tail of one curve: the nearest curve that covers the step is used; with none, the
     curve's own last value (flat)."""

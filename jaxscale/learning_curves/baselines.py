@@ -16,7 +16,9 @@ Two baselines a sceptical user would try first, both built only from the trainin
   task) the two training curves of largest size that cover the step give a line of ``ln y``
   against size, evaluated at the held-out configuration's size; with both axes available the two
   ``ln y`` predictions are averaged. The loss itself replaces ``ln y`` when a value is ``<= 0``.
-  Points with no axis of two such curves fall back to ``nearest_curve`` (counted).
+  An axis whose only "size" is the position of its labels in the vocabulary (names such as
+  languages, not sizes) gives no trend. Points with no axis of two such curves fall back to
+  ``nearest_curve`` (counted).
 
 "Size" (one number per configuration and axis; :func:`size_tables`), in order of preference:
 
@@ -100,18 +102,31 @@ def _as_size(values):
     return np.log(v) if np.all(v > 0) else v
 
 
-def _label_sizes(labels: tuple, role: str):
+_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def _number(label) -> float:
+    """A label as a number: ``"350"``, ``"1e9"``, or a size with a suffix (``"125M"``, ``"1.3B"``, ``"7b"``)."""
+    text = str(label).strip()
+    if text[-1:].lower() in _SUFFIX:
+        return float(text[:-1]) * _SUFFIX[text[-1].lower()]
+    return float(text)
+
+
+def _label_sizes(labels: tuple, role: str, positions: bool = True):
     try:
-        v = np.asarray([float(lab) for lab in labels], float)
+        v = np.asarray([_number(lab) for lab in labels], float)
         if np.all(np.isfinite(v)):
             return _as_size(v), (f"ln({role} label)" if np.all(v > 0) else f"{role} label")
     except (TypeError, ValueError):
         pass
+    if not positions:
+        return np.full(len(labels), np.nan), f"none ({role} labels are names, not sizes)"
     return np.arange(len(labels), dtype=float), f"position of the {role} label in the vocabulary"
 
 
 def size_tables(d, r, n_tasks: int, n_inst: int, *, task_labels=(), instance_labels=(), compute=None, x=None,
-                descriptors=None, descriptor_names=(), descriptor_levels=()):
+                descriptors=None, descriptor_names=(), descriptor_levels=(), positions: bool = True):
     """``(size_task (D, R), size_inst (D, R), description)``: the size of every configuration on
     the task axis and on the instance axis (see the module docstring for the order of preference).
 
@@ -123,6 +138,8 @@ def size_tables(d, r, n_tasks: int, n_inst: int, *, task_labels=(), instance_lab
       compute, x: cumulative compute and ``ln(step)`` per row (optional).
       descriptors: ``(n, k)`` descriptor values per row; ``descriptor_names`` and
         ``descriptor_levels`` (``"task"``, ``"instance"``, ``"curve"``) name and classify them.
+      positions: ``False``: an axis of non-numeric labels without a descriptor gets NaN sizes
+        instead of the labels' positions (no size to draw a trend in).
     """
     d, r = np.asarray(d, np.int64), np.asarray(r, np.int64)
     D, R = int(n_tasks), int(n_inst)
@@ -155,7 +172,7 @@ def size_tables(d, r, n_tasks: int, n_inst: int, *, task_labels=(), instance_lab
             name = descriptor_names[j] if descriptor_names else f"descriptor {j}"
             word = f"{level}-level descriptor {name!r}" + (" (ln)" if np.all(desc[:, j] > 0) else "")
         else:
-            v, word = _label_sizes(tuple(labels) if len(labels) == n else tuple(range(n)), role)
+            v, word = _label_sizes(tuple(labels) if len(labels) == n else tuple(range(n)), role, positions)
         out.append(v)
         words.append(f"{role} axis: {word}")
     size_t = np.broadcast_to(out[0][:, None], (D, R)).copy()
@@ -163,7 +180,7 @@ def size_tables(d, r, n_tasks: int, n_inst: int, *, task_labels=(), instance_lab
     return size_t, size_i, "; ".join(words)
 
 
-def naive_baselines(train, query, size_t, size_i) -> tuple[dict, dict]:
+def naive_baselines(train, query, size_t, size_i, trend_sizes=None) -> tuple[dict, dict]:
     """Predictions of both baselines for the query rows.
 
     Args:
@@ -171,6 +188,8 @@ def naive_baselines(train, query, size_t, size_i) -> tuple[dict, dict]:
       query: ``(d, r, x)`` of the held-out rows.
       size_t, size_i: ``(D, R)`` sizes of every configuration on the task / instance axis
         (:func:`size_tables`).
+      trend_sizes: ``(size_t, size_i)`` of the trend when it differs (NaN on an axis without sizes:
+        :func:`size_tables` with ``positions=False``); default ``size_t, size_i``.
 
     Returns:
       ``({"nearest_curve": (M,), "size_trend": (M,)}, info)``; ``info`` counts the points where the
@@ -196,6 +215,9 @@ def naive_baselines(train, query, size_t, size_i) -> tuple[dict, dict]:
     pick = np.argmin(score, axis=1)
     nearest = vals[np.arange(M), pick]
 
+    tt, ti = (size_t, size_i) if trend_sizes is None else trend_sizes
+    st_q, si_q = tt[qd, qr][:, None], ti[qd, qr][:, None]
+    st_c, si_c = tt[c.d, c.r][None], ti[c.d, c.r][None]
     pos = np.all(c.y > 0) and np.all(np.isfinite(c.y))
     lv = np.log(np.maximum(vals, 1e-300)) if pos else vals
     preds, n_ax = np.zeros(M), np.zeros(M)
@@ -249,18 +271,25 @@ def data_baselines(train, query, full=None) -> tuple[dict, dict]:
         instance_labels=full.instance_labels, compute=full.compute, x=full.x if full.compute is not None else None,
         descriptors=full.descriptors if np.shape(full.descriptors)[1] else None,
         descriptor_names=full.descriptor_names, descriptor_levels=full.descriptor_levels)
+    trend = size_tables(
+        full.task, full.instance, full.n_tasks, full.n_instances, task_labels=full.task_labels,
+        instance_labels=full.instance_labels, compute=full.compute, x=full.x if full.compute is not None else None,
+        descriptors=full.descriptors if np.shape(full.descriptors)[1] else None,
+        descriptor_names=full.descriptor_names, descriptor_levels=full.descriptor_levels, positions=False)
     preds, info = naive_baselines((train.task, train.instance, train.x, train.y),
-                                  (query.task, query.instance, query.x), size_t, size_i)
-    return preds, {"size": how, **info}
+                                  (query.task, query.instance, query.x), size_t, size_i, trend[:2])
+    return preds, {"size": how, "trend_size": trend[2], **info}
 
 
 def problem_baselines(problem) -> tuple[dict, dict]:
     """Both baselines for the held-out points of a bundled problem (:class:`~.problem.LCProblem`)."""
     data = problem.data
     f = data.frame
-    size_t, size_i, how = size_tables(f["d"].to_numpy(), f["r"].to_numpy(), problem.n_tasks, problem.n_reps,
-                                      task_labels=data.task_labels, instance_labels=data.replicate_labels)
+    args = (f["d"].to_numpy(), f["r"].to_numpy(), problem.n_tasks, problem.n_reps)
+    labels = {"task_labels": data.task_labels, "instance_labels": data.replicate_labels}
+    size_t, size_i, how = size_tables(*args, **labels)
+    trend = size_tables(*args, **labels, positions=False)
     tr, te = problem.train, problem.test
     preds, info = naive_baselines((np.asarray(tr.d), np.asarray(tr.r), np.asarray(tr.x), problem.y_train),
-                                  (np.asarray(te.d), np.asarray(te.r), np.asarray(te.x)), size_t, size_i)
-    return preds, {"size": how, **info}
+                                  (np.asarray(te.d), np.asarray(te.r), np.asarray(te.x)), size_t, size_i, trend[:2])
+    return preds, {"size": how, "trend_size": trend[2], **info}
