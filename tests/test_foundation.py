@@ -398,7 +398,7 @@ def test_heartbeat_says_long_compiled_work_still_runs_and_keeps_short_work_quiet
     assert not any("quick" in line for line in keep.lines)
 
 
-def test_progress_without_a_terminal_comes_as_log_lines(monkeypatch, caplog):
+def test_progress_without_a_terminal_comes_as_log_lines(monkeypatch):
     """A fit whose stderr is a file (a batch job) gets its progress bar's news as log lines, at
     most one per HEARTBEAT_SECONDS: steps done of the total, seconds, time left (steps a resumed fit
     had done are not counted in the rate), the bar's postfix; JAXSCALE_PROGRESS=0 silences them."""
@@ -408,31 +408,37 @@ def test_progress_without_a_terminal_comes_as_log_lines(monkeypatch, caplog):
 
     from jaxscale import _log
 
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # no terminal
     monkeypatch.delenv("JAXSCALE_PROGRESS", raising=False)
     clock = iter(range(0, 1000, 10))
     monkeypatch.setattr(_log.time, "perf_counter", lambda: float(next(clock)))
     monkeypatch.setattr(_log, "HEARTBEAT_SECONDS", 15.0)
-    _log.get_logger("jaxscale")
-    caplog.set_level(logging.INFO, logger="jaxscale")
-    logging.getLogger("jaxscale").propagate = True
+    log = _log.get_logger("jaxscale")
+    log.addHandler(keep := Keep())
     try:
         bar = _log.progress(total=10, desc="stage 1", initial=2)  # resumed at 2 of 10; the clock reads 0
         for _ in range(4):  # the clock reads 10, 20, 30, 40: lines at 20 and 40 (>= 15 s apart)
             bar.update(1)
             bar.set_postfix(val="0.1234")
-        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stage 1")]
-        assert lines == ["stage 1: 4/10 after 20 s, about 60 s left, val 0.1234",
-                         "stage 1: 6/10 after 40 s, about 40 s left, val 0.1234"]
+        assert keep.lines == ["stage 1: 4/10 after 20 s, about 60 s left, val 0.1234",
+                              "stage 1: 6/10 after 40 s, about 40 s left, val 0.1234"]
         assert list(_log.progress(range(3), desc="rounds")) == [0, 1, 2]
         monkeypatch.setenv("JAXSCALE_PROGRESS", "0")
-        caplog.clear()
+        keep.lines.clear()
         quiet = _log.progress(total=5, desc="quiet")
         for _ in range(5):
             quiet.update(1)
-        assert not [r for r in caplog.records if "quiet" in r.getMessage()]
+        assert keep.lines == []
     finally:
-        logging.getLogger("jaxscale").propagate = False
+        log.removeHandler(keep)
         _log._LAST_PROGRESS_LINE[0] = float("-inf")
 
 
