@@ -697,6 +697,11 @@ def test_a_noisy_start_is_named_with_the_step_to_start_from():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tail_from_frame(df.query("ds >= 20"), curve_col="pair", x_col="ds", y_col="score", cutoff=2000)
+    # a dip late in the early part: starting after it would leave 2 early points per run in progress
+    late = df.assign(score=np.where(df["ds"] == 1000, df["score"] - 5.0, df["score"]))
+    with pytest.warns(UserWarning, match=r"turn back late in their early part \(after ds 1000 at the median\), .* "
+                                         r"fewer than 4 early points in most of the 5 runs: fit a smoothed column"):
+        tail_from_frame(late, curve_col="pair", x_col="ds", y_col="score", cutoff=2000)
     # the same in ln(step) units when the column holds the logarithm
     with pytest.warns(UserWarning, match=r"--where \"lnds >= 2.996\""):
         tail_from_frame(df.assign(lnds=np.log(df["ds"])), curve_col="pair", x_col="lnds", x_is_log=True,

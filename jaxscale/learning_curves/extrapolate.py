@@ -234,8 +234,9 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     if nonpos.any():
         zeros = ""
         if (y[nonpos] == 0).all():
-            zeros = (f". A score of 0 (BLEU, accuracy) before a metric takes off has no logarithm: leave those rows out "
-                     f"with --where '{V._where_name(y_col)} > 0' (with a --where of your own, join the two with 'and'); "
+            zeros = (f". A score of 0 (BLEU, accuracy) before a metric takes off has no logarithm: leave those rows "
+                     f"out with --where '{V._where_name(y_col)} > 0' (with a --where of your own, join the two with "
+                     f"'and'); "
                      f"they are {int(nonpos.sum())} of {int(np.isfinite(y).sum())} rows with a value")
         raise ValueError(f"{what}: column {y_col!r} has {int(nonpos.sum())} value(s) <= 0 at rows "
                          f"{_rows(df.index[nonpos])}; the saturating power law and the RMSLE take ln of a loss > 0"
@@ -375,21 +376,27 @@ def _warn_non_monotone(code, x, y, train, labels, curve_col, x_col, x_is_log=Fal
     tol = 0.1 * span.reindex(f["c"]).to_numpy()
     turn = np.where(falling, later - f["y"].to_numpy() > tol, f["y"].to_numpy() - later > tol)
     f = f.assign(turn=turn, pos=g.cumcount().to_numpy())
-    flagged = f[f["c"].isin(per.index[flag.to_numpy()])]
+    # the runs in progress (rows after the early part) are the ones the advice is for
+    going = per.index.isin(np.unique(code[~train]))
+    going = going if going.any() else np.ones(len(per), bool)
+    flagged_idx = per.index[flag.to_numpy() & going] if (flag.to_numpy() & going).any() else per.index[flag.to_numpy()]
+    flagged = f[f["c"].isin(flagged_idx)]
     last_turn = flagged[flagged["turn"]].groupby("c")["pos"].max() + 1
     starts = flagged.set_index(["c", "pos"])["x"].reindex(list(zip(last_turn.index, last_turn.to_numpy())))
     start = float(np.median(starts.to_numpy()))
-    kept = f[f["x"] >= start].groupby("c").size().reindex(per.index, fill_value=0)
+    kept = f[f["x"] >= start].groupby("c").size().reindex(per.index, fill_value=0)[going]
     enough = int((kept >= MIN_TRAIN_POINTS).sum())
+    runs = f"{len(kept)} runs in progress" if len(kept) < len(per) else f"{len(kept)} runs"
     shown = f"{np.log(start):.4g}" if x_is_log else f"{start:.6g}"
-    if enough >= 0.5 * len(per):
+    if enough >= 0.5 * len(kept):
         hint = (f"Warm-up or a noisy start? Drop the first steps with --where \"{x_col} >= {shown}\" (the median "
-                f"step after which those curves keep to their direction; {enough} of {len(per)} runs keep "
+                f"step after which those curves keep to their direction; {enough} of {runs} keep "
                 f"{MIN_TRAIN_POINTS}+ early points; with a --where of your own, join the two with 'and')")
     else:
-        hint = (f"They turn back late in their early part (after {x_col} {shown} at the median), so dropping the first "
-                f"steps would leave fewer than {MIN_TRAIN_POINTS} early points in most runs: fit a smoothed column "
-                "(e.g. an exponential moving average of the loss, as W&B's smoothing draws it)")
+        hint = (f"They turn back late in their early part (after {x_col} {shown} at the median), so dropping the "
+                f"first steps would leave fewer than {MIN_TRAIN_POINTS} early points in most of the {runs}: fit a "
+                "smoothed column "
+                "(e.g. an exponential moving average of the metric, as W&B's smoothing draws it)")
     warnings.warn(f"{len(bad)} curve(s) of {curve_col!r} (e.g. {bad[:3]}) are non-monotone in their early part "
                   "(they move against their overall direction by more than 10 % of their range): a saturating "
                   f"power law follows a monotone curve. {hint}", UserWarning, stacklevel=3)
