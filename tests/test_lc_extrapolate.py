@@ -702,6 +702,21 @@ def test_a_noisy_start_is_named_with_the_step_to_start_from():
     with pytest.warns(UserWarning, match=r"turn back late in their early part \(after ds 1000 at the median\), .* "
                                          r"fewer than 4 early points in most of the 5 runs: fit a smoothed column"):
         tail_from_frame(late, curve_col="pair", x_col="ds", y_col="score", cutoff=2000)
+    # a dense log (30 early points) near its plateau: one noisy step is no turn; a warm-up of several steps is
+    steps = np.arange(100.0, 10001.0, 100.0)
+    loss = 1.9 + 5.0 * steps ** -0.5
+    spike = loss.copy()
+    spike[25] += 0.05  # 12 % of the early part's range, one step
+    dense = pd.DataFrame({"run": "r", "step": steps, "loss": spike})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tail_from_frame(dense, curve_col="run", x_col="step", y_col="loss", cutoff=3000)
+    warm = loss.copy()
+    warm[8:11] += 0.3  # a bump of three steps (steps 900-1,100)
+    with pytest.warns(UserWarning, match=r"non-monotone .* --where \"step >= (\d+)\"") as caught:
+        tail_from_frame(dense.assign(loss=warm), curve_col="run", x_col="step", y_col="loss", cutoff=3000)
+    start = float(re.search(r'step >= (\d+)', str(caught[0].message)).group(1))
+    assert 900 <= start <= 1100, start  # from the bump on, the curve falls
     # the same in ln(step) units when the column holds the logarithm
     with pytest.warns(UserWarning, match=r"--where \"lnds >= 2.996\""):
         tail_from_frame(df.assign(lnds=np.log(df["ds"])), curve_col="pair", x_col="lnds", x_is_log=True,

@@ -354,10 +354,20 @@ def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps
     return out
 
 
+#: Early points from which a curve counts as a dense log in the non-monotone check (judged on its
+#: running median of 5 points).
+DENSE_POINTS = 20
+
+
 def _warn_non_monotone(code, x, y, train, labels, curve_col, x_col, x_is_log=False) -> None:
     """Warn when a curve's early part moves against its overall direction by > 10 % of its range,
-    naming the step from which most such curves keep to their direction (a --where to start there)."""
+    naming the step from which most such curves keep to their direction (a --where to start there).
+    A curve with at least :data:`DENSE_POINTS` early points (a dense log) is judged on its running
+    median of 5 points: one noisy step near the plateau is not a turn."""
     f = pd.DataFrame({"c": code[train], "x": x[train], "y": y[train]}).sort_values(["c", "x"], kind="stable")
+    size = f.groupby("c")["y"].transform("size").to_numpy()
+    smooth = f.groupby("c")["y"].transform(lambda v: v.rolling(5, center=True, min_periods=1).median()).to_numpy()
+    f["y"] = np.where(size >= DENSE_POINTS, smooth, f["y"].to_numpy())
     g = f.groupby("c")["y"]
     per = g.agg(["first", "last", "min", "max", "size"])
     falling = (per["last"] <= per["first"]).reindex(f["c"]).to_numpy()
