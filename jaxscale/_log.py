@@ -47,8 +47,9 @@ def progress(iterable=None, *, total=None, desc: str = "", disable: bool | None 
     return tqdm(iterable, total=total, desc=desc, disable=disable, file=sys.stderr, leave=False, initial=initial)
 
 
-#: When a progress line was last logged (a heartbeat stays quiet while progress lines come).
-_LAST_PROGRESS_LINE = [float("-inf")]
+#: When a progress line was last logged and the time since the one before (a heartbeat stays quiet
+#: while progress lines come).
+_LAST_PROGRESS_LINE = [float("-inf"), float("inf")]
 
 
 class _LoggedProgress:
@@ -80,6 +81,7 @@ class _LoggedProgress:
         if self.total and self.n > self.n0:
             left = f", about {took * (self.total - self.n) / (self.n - self.n0):.0f} s left"
         get_logger("jaxscale").info("%s: %d%s after %.0f s%s%s", self.desc, self.n, of, took, left, self.postfix)
+        _LAST_PROGRESS_LINE[1] = now - _LAST_PROGRESS_LINE[0]
         _LAST_PROGRESS_LINE[0] = now
 
     def set_postfix(self, **values) -> None:
@@ -111,8 +113,9 @@ def heartbeat(desc: str, *, every: float | None = None, logger: logging.Logger |
 
     def beat():
         while not stop.wait(every):
-            if time.perf_counter() - _LAST_PROGRESS_LINE[0] < every:  # a progress line said more
-                continue
+            last, gap = _LAST_PROGRESS_LINE
+            if time.perf_counter() - last < max(every, 1.5 * gap if gap < float("inf") else 0.0):
+                continue  # progress lines are coming, and say more
             beats[0] += 1
             log.info("%s: still running after %.0f s", desc, time.perf_counter() - t0)
 

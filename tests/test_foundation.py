@@ -439,7 +439,7 @@ def test_progress_without_a_terminal_comes_as_log_lines(monkeypatch):
         assert keep.lines == []
     finally:
         log.removeHandler(keep)
-        _log._LAST_PROGRESS_LINE[0] = float("-inf")
+        _log._LAST_PROGRESS_LINE[:] = [float("-inf"), float("inf")]
 
 
 def test_cholesky_with_jitter_escalates_in_one_compiled_program():
