@@ -182,6 +182,8 @@ def plot_extrapolation(data, fit, baselines: dict | None = None, title: str = ""
     ncol = min(4, len(shown))
     nrow = int(np.ceil(len(shown) / ncol))
     fig, axes = plotting.figure(nrow, ncol, size=(3.4, 2.7), squeeze=False)
+    names = dict(getattr(data, "columns", ()))  # the user's column names, where the table gave them
+    x_name, y_name = names.get("x", "step"), names.get("target")
     for ax, c in zip(axes.ravel(), shown):
         t = np.flatnonzero(curve[rows] == c)
         t = t[np.argsort(x[rows[t]])]
@@ -203,7 +205,9 @@ def plot_extrapolation(data, fit, baselines: dict | None = None, title: str = ""
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # a short window would label every minor tick
         ax.set_title(str(data.labels[c])[-32:], fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel(x_name, fontsize=8)
+        if y_name:
+            ax.set_ylabel(y_name, fontsize=8)
     for ax in axes.ravel()[len(shown):]:
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=7)
