@@ -702,6 +702,13 @@ def test_a_noisy_start_is_named_with_the_step_to_start_from():
     with pytest.warns(UserWarning, match=r"turn back late in their early part \(after ds 1000 at the median\), .* "
                                          r"fewer than 4 early points in most of the 5 runs: fit a smoothed column"):
         tail_from_frame(late, curve_col="pair", x_col="ds", y_col="score", cutoff=2000)
+    # one run of thirteen turns late: the others are not told to drop most of their early part
+    few = pd.concat([df] + [df[df["pair"] == "p1"].assign(pair=f"q{k}") for k in range(8)], ignore_index=True)
+    few = few[few["pair"] != "p0"]
+    few.loc[(few["pair"] == "p2") & (few["ds"] == 1000), "score"] -= 8.0
+    with pytest.warns(UserWarning, match=r"1 curve\(s\) .* They are 1 of 12 runs, and starting every run after their "
+                                         r"turns \(ds >= 1000 at the median\) would cost the others"):
+        tail_from_frame(few.query("ds >= 20"), curve_col="pair", x_col="ds", y_col="score", cutoff=2000)
     # a dense log (30 early points) near its plateau: one noisy step is no turn; a warm-up of several steps is
     steps = np.arange(100.0, 10001.0, 100.0)
     loss = 1.9 + 5.0 * steps ** -0.5

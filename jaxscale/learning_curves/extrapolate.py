@@ -236,8 +236,7 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
         if (y[nonpos] == 0).all():
             zeros = (f". A score of 0 (BLEU, accuracy) before a metric takes off has no logarithm: leave those rows "
                      f"out with --where '{V._where_name(y_col)} > 0' (with a --where of your own, join the two with "
-                     f"'and'); "
-                     f"they are {int(nonpos.sum())} of {int(np.isfinite(y).sum())} rows with a value")
+                     f"'and'); they are {int(nonpos.sum())} of {int(np.isfinite(y).sum())} rows with a value")
         raise ValueError(f"{what}: column {y_col!r} has {int(nonpos.sum())} value(s) <= 0 at rows "
                          f"{_rows(df.index[nonpos])}; the saturating power law and the RMSLE take ln of a loss > 0"
                          f"{zeros}")
@@ -366,8 +365,8 @@ def _warn_non_monotone(code, x, y, train, labels, curve_col, x_col, x_is_log=Fal
     median of 5 points: one noisy step near the plateau is not a turn."""
     f = pd.DataFrame({"c": code[train], "x": x[train], "y": y[train]}).sort_values(["c", "x"], kind="stable")
     size = f.groupby("c")["y"].transform("size").to_numpy()
-    smooth = f.groupby("c")["y"].transform(lambda v: v.rolling(5, center=True, min_periods=1).median()).to_numpy()
-    f["y"] = np.where(size >= DENSE_POINTS, smooth, f["y"].to_numpy())
+    smooth = f.groupby("c")["y"].rolling(5, center=True, min_periods=1).median().reset_index(level=0, drop=True)
+    f["y"] = np.where(size >= DENSE_POINTS, smooth.reindex(f.index).to_numpy(), f["y"].to_numpy())
     g = f.groupby("c")["y"]
     per = g.agg(["first", "last", "min", "max", "size"])
     falling = (per["last"] <= per["first"]).reindex(f["c"]).to_numpy()
@@ -396,17 +395,21 @@ def _warn_non_monotone(code, x, y, train, labels, curve_col, x_col, x_is_log=Fal
     start = float(np.median(starts.to_numpy()))
     kept = f[f["x"] >= start].groupby("c").size().reindex(per.index, fill_value=0)[going]
     enough = int((kept >= MIN_TRAIN_POINTS).sum())
+    share = float(np.median(kept.to_numpy() / per["size"].to_numpy()[going]))  # of each early part
     runs = f"{len(kept)} runs in progress" if len(kept) < len(per) else f"{len(kept)} runs"
     shown = f"{np.log(start):.4g}" if x_is_log else f"{start:.6g}"
-    if enough >= 0.5 * len(kept):
+    if enough >= 0.5 * len(kept) and share >= 0.5:
         hint = (f"Warm-up or a noisy start? Drop the first steps with --where \"{x_col} >= {shown}\" (the median "
                 f"step after which those curves keep to their direction; {enough} of {runs} keep "
                 f"{MIN_TRAIN_POINTS}+ early points; with a --where of your own, join the two with 'and')")
+    elif len(bad) <= 0.1 * len(per):
+        hint = (f"They are {len(bad)} of {len(per)} runs, and starting every run after their turns ({x_col} >= "
+                f"{shown} at the median) would cost the others most of their early part: look at those runs (a "
+                "loss spike, a restart?) and leave them out if their early part misleads")
     else:
         hint = (f"They turn back late in their early part (after {x_col} {shown} at the median), so dropping the "
                 f"first steps would leave fewer than {MIN_TRAIN_POINTS} early points in most of the {runs}: fit a "
-                "smoothed column "
-                "(e.g. an exponential moving average of the metric, as W&B's smoothing draws it)")
+                "smoothed column (e.g. an exponential moving average of the metric, as W&B's smoothing draws it)")
     warnings.warn(f"{len(bad)} curve(s) of {curve_col!r} (e.g. {bad[:3]}) are non-monotone in their early part "
                   "(they move against their overall direction by more than 10 % of their range): a saturating "
                   f"power law follows a monotone curve. {hint}", UserWarning, stacklevel=3)
