@@ -54,7 +54,7 @@ _LAST_PROGRESS_LINE = [float("-inf"), float("inf")]
 
 class _LoggedProgress:
     """The part of tqdm's interface the package uses (iteration, ``update``, ``set_postfix``,
-    ``close``), reporting as log lines at most every :data:`HEARTBEAT_SECONDS`."""
+    ``set_description``, ``close``), reporting as log lines at most every :data:`HEARTBEAT_SECONDS`."""
 
     def __init__(self, iterable, total, desc: str, initial: int = 0):
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
@@ -83,6 +83,9 @@ class _LoggedProgress:
         get_logger("jaxscale").info("%s: %d%s after %.0f s%s%s", self.desc, self.n, of, took, left, self.postfix)
         _LAST_PROGRESS_LINE[1] = now - _LAST_PROGRESS_LINE[0]
         _LAST_PROGRESS_LINE[0] = now
+
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
 
     def set_postfix(self, **values) -> None:
         self.postfix = "".join(f", {k} {v}" for k, v in values.items())

@@ -431,6 +431,13 @@ def test_progress_without_a_terminal_comes_as_log_lines(monkeypatch):
         assert keep.lines == ["stage 1: 4/10 after 20 s, about 60 s left, val 0.1234",
                               "stage 1: 6/10 after 40 s, about 40 s left, val 0.1234"]
         assert list(_log.progress(range(3), desc="rounds")) == [0, 1, 2]
+        keep.lines.clear()
+        stages = _log.progress(total=3, desc="demo: fit")  # tqdm's interface, as the demo uses it
+        stages.set_description("demo: plots")
+        stages.update(1)  # 10 s in: no line yet
+        stages.update(2)  # 20 s in
+        stages.close()
+        assert keep.lines == ["demo: plots: 3/3 after 20 s, about 0 s left"], keep.lines
         monkeypatch.setenv("JAXSCALE_PROGRESS", "0")
         keep.lines.clear()
         quiet = _log.progress(total=5, desc="quiet")
