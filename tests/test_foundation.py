@@ -438,6 +438,13 @@ def test_progress_without_a_terminal_comes_as_log_lines(monkeypatch):
         stages.update(2)  # 20 s in
         stages.close()
         assert keep.lines == ["demo: plots: 3/3 after 20 s, about 0 s left"], keep.lines
+        # every method the package calls on a bar (the suite runs with JAXSCALE_PROGRESS=0: only here)
+        import pathlib
+        import re
+
+        src = pathlib.Path(_log.__file__).parent
+        used = {m for f in src.rglob("*.py") for m in re.findall(r"\bbar\.(\w+)\(", f.read_text())}
+        assert used and all(hasattr(_log._LoggedProgress, m) for m in used), used
         monkeypatch.setenv("JAXSCALE_PROGRESS", "0")
         keep.lines.clear()
         quiet = _log.progress(total=5, desc="quiet")
