@@ -21,6 +21,28 @@ def assert_allclose(actual, desired, rtol=None, atol=0.0):
 
 
 @contextlib.contextmanager
+def log_lines(name: str, level: int = logging.INFO):
+    """The messages logged to the logger ``name`` (and its children) inside the block, as a list
+    filled while it runs; the logger's level is ``level`` meanwhile: ``with log_lines("jaxscale")
+    as lines: ...``."""
+    lines: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler, logger = _Keep(), logging.getLogger(name)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+@contextlib.contextmanager
 def count_compiles(name: str = ""):
     """Count XLA compilations (of functions whose name contains ``name``) inside the block:
     ``with count_compiles("fit") as n: ...; n()``."""

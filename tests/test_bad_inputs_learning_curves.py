@@ -37,7 +37,7 @@ import pandas as pd
 import pytest
 
 from jaxscale.cli import main
-from tests.helpers import lc_runs
+from tests.helpers import lc_runs, log_lines
 
 COLS = ["--task-col", "width", "--instance-col", "depth", "--x-col", "step", "--y-col", "loss"]
 TINY = ["--restarts", "1", "--steps", "5", "--n-h", "2"]
@@ -254,8 +254,6 @@ def test_wandb_chart_export_is_read_as_one_row_per_run_and_logged_step(tmp_path,
     """The wide layout of a W&B chart export becomes the long table the commands read (run, the
     x-axis column, the metric), keeping the file lines; empty cells are steps a run did not log
     and the __MIN/__MAX bounds are not data. A table of another layout is left alone."""
-    import logging
-
     from jaxscale.data import read_table
     from jaxscale.data.table import wandb_long
 
@@ -271,24 +269,14 @@ def test_wandb_chart_export_is_read_as_one_row_per_run_and_logged_step(tmp_path,
     assert wandb_long(lc_runs()) is None
     assert wandb_long(pd.DataFrame({"Step": [1, 2], "a - loss": [1.0, 0.9], "notes": ["x", "y"]})) is None
 
-    class Keep(logging.Handler):
-        lines: list = []
-
-        def emit(self, record):
-            self.lines.append(record.getMessage())
-
-    log = logging.getLogger("jaxscale.cli")
-    log.addHandler(keep := Keep())
-    try:
+    with log_lines("jaxscale.cli") as lines:
         rc = main(["lc", "extrapolate", "--csv", str(tmp_path / "chart.csv"), "--cutoff", "400", "--json"])
         assert rc == 2 and "missing column(s) ['step', 'loss']" in capsys.readouterr().err
         assert any("W&B chart export" in m and "--curve-col run --x-col Step --y-col train/loss" in m
-                   for m in keep.lines), keep.lines
+                   for m in lines), lines
         rc = main(["lc", "extrapolate", "--csv", str(tmp_path / "chart.csv"), "--x-col", "Step", "--y-col",
                    "train/loss", "--cutoff", "400", "--sampler", "importance", "--samples", "100", "--chains", "2",
                    "--json"])
-    finally:
-        log.removeHandler(keep)
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["n_curves"] == 4 and out["n_tail"] == 450 - 40 - 20 - 40 - 40
     assert out["score"]["rmsle"] < out["last_value"]["rmsle"]

@@ -23,7 +23,7 @@ from jaxscale.infer import (
     multistart,
     run_nuts,
 )
-from tests.helpers import assert_allclose, count_compiles
+from tests.helpers import assert_allclose, count_compiles, log_lines
 
 # ----------------------------------------------------------------------------- laws
 
@@ -372,30 +372,21 @@ def test_heartbeat_says_long_compiled_work_still_runs_and_keeps_short_work_quiet
 
     from jaxscale._log import heartbeat
 
-    class Keep(logging.Handler):
-        def __init__(self):
-            super().__init__()
-            self.lines = []
-
-        def emit(self, record):
-            self.lines.append(record.getMessage())
-
     log = logging.getLogger("tests.heartbeat")
-    log.setLevel(logging.INFO)
-    log.addHandler(keep := Keep())
 
     @jax.jit
     def slow(x):  # a few hundred ms of XLA work: the GIL is released while it runs
         return jax.lax.fori_loop(0, 4000, lambda i, c: jnp.tanh(c @ x) * 0.5, x)
 
-    with heartbeat("my fit", every=0.05, logger=log):
-        jax.block_until_ready(slow(jnp.ones((200, 200))))
-        time.sleep(0.15)
-    assert sum(line.startswith("my fit: still running after") for line in keep.lines) >= 2, keep.lines
-    assert keep.lines[-1].startswith("my fit: done in"), keep.lines
-    with heartbeat("quick", every=30.0, logger=log):
-        pass
-    assert not any("quick" in line for line in keep.lines)
+    with log_lines("tests.heartbeat") as lines:
+        with heartbeat("my fit", every=0.05, logger=log):
+            jax.block_until_ready(slow(jnp.ones((200, 200))))
+            time.sleep(0.15)
+        assert sum(line.startswith("my fit: still running after") for line in lines) >= 2, lines
+        assert lines[-1].startswith("my fit: done in"), lines
+        with heartbeat("quick", every=30.0, logger=log):
+            pass
+        assert not any("quick" in line for line in lines)
 
 
 def test_progress_without_a_terminal_comes_as_log_lines(monkeypatch):
@@ -403,56 +394,45 @@ def test_progress_without_a_terminal_comes_as_log_lines(monkeypatch):
     most one per HEARTBEAT_SECONDS: steps done of the total, seconds, time left (steps a resumed fit
     had done are not counted in the rate), the bar's postfix; JAXSCALE_PROGRESS=0 silences them."""
     import io
-    import logging
     import sys
 
     from jaxscale import _log
-
-    class Keep(logging.Handler):
-        def __init__(self):
-            super().__init__()
-            self.lines = []
-
-        def emit(self, record):
-            self.lines.append(record.getMessage())
 
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # no terminal
     monkeypatch.delenv("JAXSCALE_PROGRESS", raising=False)
     clock = iter(range(0, 1000, 10))
     monkeypatch.setattr(_log.time, "perf_counter", lambda: float(next(clock)))
     monkeypatch.setattr(_log, "HEARTBEAT_SECONDS", 15.0)
-    log = _log.get_logger("jaxscale")
-    log.addHandler(keep := Keep())
     try:
-        bar = _log.progress(total=10, desc="stage 1", initial=2)  # resumed at 2 of 10; the clock reads 0
-        for _ in range(4):  # the clock reads 10, 20, 30, 40: lines at 20 and 40 (>= 15 s apart)
-            bar.update(1)
-            bar.set_postfix(val="0.1234")
-        assert keep.lines == ["stage 1: 4/10 after 20 s, about 60 s left, val 0.1234",
-                              "stage 1: 6/10 after 40 s, about 40 s left, val 0.1234"]
-        assert list(_log.progress(range(3), desc="rounds")) == [0, 1, 2]
-        keep.lines.clear()
-        stages = _log.progress(total=3, desc="demo: fit")  # tqdm's interface, as the demo uses it
-        stages.set_description("demo: plots")
-        stages.update(1)  # 10 s in: no line yet
-        stages.update(2)  # 20 s in
-        stages.close()
-        assert keep.lines == ["demo: plots: 3/3 after 20 s, about 0 s left"], keep.lines
-        # every method the package calls on a bar (the suite runs with JAXSCALE_PROGRESS=0: only here)
-        import pathlib
-        import re
+        with log_lines("jaxscale") as lines:
+            bar = _log.progress(total=10, desc="stage 1", initial=2)  # resumed at 2 of 10; the clock reads 0
+            for _ in range(4):  # the clock reads 10, 20, 30, 40: lines at 20 and 40 (>= 15 s apart)
+                bar.update(1)
+                bar.set_postfix(val="0.1234")
+            assert lines == ["stage 1: 4/10 after 20 s, about 60 s left, val 0.1234",
+                             "stage 1: 6/10 after 40 s, about 40 s left, val 0.1234"]
+            assert list(_log.progress(range(3), desc="rounds")) == [0, 1, 2]
+            lines.clear()
+            stages = _log.progress(total=3, desc="demo: fit")  # tqdm's interface, as the demo uses it
+            stages.set_description("demo: plots")
+            stages.update(1)  # 10 s in: no line yet
+            stages.update(2)  # 20 s in
+            stages.close()
+            assert lines == ["demo: plots: 3/3 after 20 s, about 0 s left"], lines
+            # every method the package calls on a bar (the suite runs with JAXSCALE_PROGRESS=0: only here)
+            import pathlib
+            import re
 
-        src = pathlib.Path(_log.__file__).parent
-        used = {m for f in src.rglob("*.py") for m in re.findall(r"\bbar\.(\w+)\(", f.read_text())}
-        assert used and all(hasattr(_log._LoggedProgress, m) for m in used), used
-        monkeypatch.setenv("JAXSCALE_PROGRESS", "0")
-        keep.lines.clear()
-        quiet = _log.progress(total=5, desc="quiet")
-        for _ in range(5):
-            quiet.update(1)
-        assert keep.lines == []
+            src = pathlib.Path(_log.__file__).parent
+            used = {m for f in src.rglob("*.py") for m in re.findall(r"\bbar\.(\w+)\(", f.read_text())}
+            assert used and all(hasattr(_log._LoggedProgress, m) for m in used), used
+            monkeypatch.setenv("JAXSCALE_PROGRESS", "0")
+            lines.clear()
+            quiet = _log.progress(total=5, desc="quiet")
+            for _ in range(5):
+                quiet.update(1)
+            assert lines == []
     finally:
-        log.removeHandler(keep)
         _log._LAST_PROGRESS_LINE[:] = [float("-inf"), float("inf")]
 
 
@@ -460,28 +440,14 @@ def test_cholesky_with_jitter_escalates_in_one_compiled_program():
     """A positive-definite covariance is factored as it is; a singular one (rank 1) gets jitter
     relative to its largest variance, with a warning. Every try runs the same compiled program
     (one small program per operation before)."""
-    import logging
-
     from jaxscale.gp.linalg import cholesky_with_jitter
 
     a = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
     np.testing.assert_allclose(np.asarray(cholesky_with_jitter(a)), np.linalg.cholesky(a), rtol=1e-12)
     v = np.array([1.0, 2.0, -1.0, 0.5])
     singular = np.outer(v, v) - 1e-9 * np.eye(4)  # rank 1, pushed just below positive semi-definite
-    said = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            said.append(record.getMessage())
-
-    logger = logging.getLogger("jaxscale")
-    keep = Keep()
-    logger.addHandler(keep)
-    try:
-        with count_compiles() as n:
-            L = np.asarray(cholesky_with_jitter(singular))
-    finally:
-        logger.removeHandler(keep)
+    with log_lines("jaxscale") as said, count_compiles() as n:
+        L = np.asarray(cholesky_with_jitter(singular))
     assert np.all(np.isfinite(L)) and n() <= 2  # the factorisation and the input's transfer (was 14)
     assert any("added jitter" in m for m in said), said
     np.testing.assert_allclose(L @ L.T, singular, atol=1e-5 * 4.0)
