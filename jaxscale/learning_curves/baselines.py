@@ -266,16 +266,13 @@ def data_baselines(train, query, full=None) -> tuple[dict, dict]:
 
     if full is None:
         full = jax.tree.map(lambda a, b: np.concatenate([np.asarray(a), np.asarray(b)]), train, query)
-    size_t, size_i, how = size_tables(
-        full.task, full.instance, full.n_tasks, full.n_instances, task_labels=full.task_labels,
-        instance_labels=full.instance_labels, compute=full.compute, x=full.x if full.compute is not None else None,
-        descriptors=full.descriptors if np.shape(full.descriptors)[1] else None,
-        descriptor_names=full.descriptor_names, descriptor_levels=full.descriptor_levels)
-    trend = size_tables(
-        full.task, full.instance, full.n_tasks, full.n_instances, task_labels=full.task_labels,
-        instance_labels=full.instance_labels, compute=full.compute, x=full.x if full.compute is not None else None,
-        descriptors=full.descriptors if np.shape(full.descriptors)[1] else None,
-        descriptor_names=full.descriptor_names, descriptor_levels=full.descriptor_levels, positions=False)
+    args = (full.task, full.instance, full.n_tasks, full.n_instances)
+    kw = dict(task_labels=full.task_labels, instance_labels=full.instance_labels, compute=full.compute,
+              x=full.x if full.compute is not None else None,
+              descriptors=full.descriptors if np.shape(full.descriptors)[1] else None,
+              descriptor_names=full.descriptor_names, descriptor_levels=full.descriptor_levels)
+    size_t, size_i, how = size_tables(*args, **kw)
+    trend = size_tables(*args, **kw, positions=False)
     preds, info = naive_baselines((train.task, train.instance, train.x, train.y),
                                   (query.task, query.instance, query.x), size_t, size_i, trend[:2])
     return preds, {"size": how, "trend_size": trend[2], **info}

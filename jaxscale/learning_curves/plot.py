@@ -182,7 +182,7 @@ def plot_extrapolation(data, fit, baselines: dict | None = None, title: str = ""
     ncol = min(4, len(shown))
     nrow = int(np.ceil(len(shown) / ncol))
     fig, axes = plotting.figure(nrow, ncol, size=(3.4, 2.7), squeeze=False)
-    names = dict(getattr(data, "columns", ()))  # the user's column names, where the table gave them
+    names = dict(data.columns)  # the user's column names (none for a table built without them)
     x_name, y_name = names.get("x", "step"), names.get("target")
     for ax, c in zip(axes.ravel(), shown):
         t = np.flatnonzero(curve[rows] == c)
