@@ -553,7 +553,7 @@ def extrapolate_handler(args) -> dict:
     with --model magp_law and --descriptor-cols, a hierarchical GP that shares strength across runs
     through their configuration; scored on the tail rows that carry a loss next to a scipy
     least-squares power law per curve fitted on the same rows and each run's last early loss carried
-    forward (RMSLE, MAE, coverage)."""
+    forward (RMSLE, MAE, coverage). A score that rises towards a bound (accuracy, BLEU): --ceiling."""
     import jax
     import pandas as pd
 
@@ -584,7 +584,7 @@ def extrapolate_handler(args) -> dict:
         train_col, cutoff = train_col or EARLY_COL, None
     data = tail_from_frame(df, curve_col=args.curve_col, x_col=args.x_col, y_col=args.y_col,
                            train_col=train_col, cutoff=cutoff, x_is_log=args.x_is_log,
-                           descriptor_cols=tuple(split_list(args.descriptor_cols) or ()))
+                           descriptor_cols=tuple(split_list(args.descriptor_cols) or ()), ceiling=args.ceiling)
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains,
                            target_accept=args.target_accept, level=args.level, calibrate=not args.no_calibrate,
                            sampler=args.sampler)
@@ -601,8 +601,12 @@ def extrapolate_handler(args) -> dict:
     y = np.asarray(data.y, float)[fit.rows]
     pred = fit.prediction._replace(samples=None)
     if np.isfinite(y).any():
-        out["baselines"] = compare_baselines(y, pred, baselines, what=f"{name} (tail rows)", rows="the tail rows",
-                                             level=args.level, metric="rmsle")
+        c = args.ceiling  # a bounded score: every RMSLE is of the gap c - y, as in the report
+        gap = (lambda v: v) if c is None else (lambda v: c - np.asarray(v, float))
+        scored = pred if c is None else Prediction(gap(pred.mean), gap(pred.upper), gap(pred.lower))
+        out["baselines"] = compare_baselines(gap(y), scored, {k: gap(v) for k, v in baselines.items()},
+                                             what=f"{name} (tail rows)", rows="the tail rows", level=args.level,
+                                             metric="rmsle")
     else:
         out["baselines"], out["baselines_reason"] = None, "no tail row carries a loss; nothing is scored"
     if steps is not None:  # the added rows' predictions: what a run will reach at the steps asked for
@@ -638,7 +642,11 @@ def register_extrapolate(lc_subparsers) -> None:
     g.add_argument("--x-col", default="step", help="training step (> 0)")
     g.add_argument("--x-is-log", action="store_true", help="the --x-col column holds ln(step)")
     _add_thin(g)
-    g.add_argument("--y-col", default="loss", help="loss (> 0)")
+    g.add_argument("--y-col", default="loss", help="loss (> 0), or a score with --ceiling")
+    g.add_argument("--ceiling", type=float, default=None, metavar="C",
+                   help="the score rises towards a bound it cannot pass (accuracy 1, chrF or BLEU 100): the laws "
+                        "are fitted to the gap C - y, which falls like a loss, predictions and intervals stay below "
+                        "C, and every RMSLE is of the gap")
     g.add_argument("--descriptor-cols", default=None, metavar="C1,C2",
                    help="numeric configuration columns, one value per run (e.g. parameter count, depth); "
                         "needed by --model magp_law / magp_desc")

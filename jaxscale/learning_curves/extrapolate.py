@@ -102,6 +102,10 @@ class TailData:
       columns: ``(role, column name)`` pairs (role ``"descriptor"`` for each descriptor column).
       descriptors: ``(n, k)`` numeric configuration of each row's run (constant along a run), or
         None; read by :func:`extrapolate_gp`.
+      ceiling: a bound the target cannot pass (a score that rises: accuracy 1, chrF or BLEU 100),
+        or None (a loss). With one, every law is fitted to the gap ``ceiling - y``, which falls
+        towards its own asymptote like a loss; predictions and intervals stay below the bound, and
+        the RMSLE is taken of the gap.
     """
 
     curve: np.ndarray
@@ -112,6 +116,7 @@ class TailData:
     row_id: np.ndarray
     columns: tuple = static_field(default=())
     descriptors: np.ndarray | None = None
+    ceiling: float | None = static_field(default=None)
 
     def __post_init__(self):
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -140,7 +145,8 @@ class TailFit:
 
 
 def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, train_col: str | None = None,
-                    cutoff: float | None = None, x_is_log: bool = False, descriptor_cols=()) -> TailData:
+                    cutoff: float | None = None, x_is_log: bool = False, descriptor_cols=(),
+                    ceiling: float | None = None) -> TailData:
     """Validate a long table (one row per logged point) and mark the early part of every curve.
 
     Args:
@@ -153,10 +159,14 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
       x_is_log: the x column holds ``ln(step)``.
       descriptor_cols: numeric configuration columns, constant along each run (e.g. parameter
         count, depth), for :func:`extrapolate_gp`.
+      ceiling: for a score that rises towards a bound it cannot pass (accuracy 1, chrF or BLEU
+        100): the laws are fitted to the gap ``ceiling - y`` (see :class:`TailData`); every value
+        must lie below it (scores of 0 are then allowed).
 
     Raises:
       ValueError: naming the column, the count, the rows and the fix: missing columns, an empty
-        table, non-finite or non-positive steps, losses ``<= 0`` or missing on training rows, two
+        table, non-finite or non-positive steps, losses ``<= 0`` (scores ``>= ceiling``) or missing on
+        training rows, a ceiling that is not a finite number, two
         rows of a curve at the same step, a train flag that is not boolean, neither or both of
         ``train_col`` / ``cutoff``, a curve with fewer than :data:`MIN_TRAIN_POINTS` training points,
         a curve whose training part is constant, no tail row at all, descriptors that are not
@@ -230,7 +240,9 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
                     f"'{V._where_name(y_col)} < inf'")
         raise ValueError(f"{what}: column {y_col!r} has {int(bad.sum())} missing or non-finite value(s) on training "
                          f"rows {_rows(df.index[bad])}; the early part of every curve needs its loss. {hint}")
-    nonpos = np.isfinite(y) & (y <= 0)
+    if ceiling is not None:
+        _check_ceiling(df, y, ceiling, y_col, what)
+    nonpos = np.isfinite(y) & (y <= 0) & (ceiling is None)  # a score with a ceiling may be 0: its gap is > 0
     if nonpos.any():
         zeros = ""
         if (y[nonpos] == 0).all():
@@ -239,7 +251,8 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
                      f"'and'); they are {int(nonpos.sum())} of {int(np.isfinite(y).sum())} rows with a value")
         raise ValueError(f"{what}: column {y_col!r} has {int(nonpos.sum())} value(s) <= 0 at rows "
                          f"{_rows(df.index[nonpos])}; the saturating power law and the RMSLE take ln of a loss > 0"
-                         f"{zeros}")
+                         f"{zeros}. A score that rises towards a bound (accuracy 1, BLEU 100) can be fitted as its gap "
+                         f"to the bound: --ceiling 100 (tail_from_frame(..., ceiling=100))")
     if not (~train).any():
         raise ValueError(f"{what}: every row is in the early part; nothing is left to predict (lower --cutoff or mark "
                          "tail rows False in --train-col; for steps the runs have not reached, --predict-steps S1,S2)")
@@ -278,7 +291,63 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
                + tuple(("descriptor", c) for c in descriptor_cols))
     from jaxscale.learning_curves.frame import row_ids
 
-    return TailData(code, x, y, train, labels, row_ids(df), columns, desc)
+    return TailData(code, x, y, train, labels, row_ids(df), columns, desc, None if ceiling is None else float(ceiling))
+
+
+def _check_ceiling(df, y, ceiling, y_col: str, what: str) -> None:
+    """Every value of a score fitted as its gap to ``ceiling`` lies below it."""
+    try:
+        c = float(ceiling)
+    except (TypeError, ValueError):
+        c = np.nan
+    if not np.isfinite(c):
+        raise ValueError(f"{what}: the ceiling must be a finite number (the bound the score {y_col!r} cannot pass, "
+                         f"e.g. 1 for an accuracy, 100 for chrF or BLEU), got {ceiling!r}")
+    over = np.isfinite(y) & (y >= c)
+    if over.any():
+        raise ValueError(f"{what}: column {y_col!r} has {int(over.sum())} value(s) >= the ceiling {c:g} at rows "
+                         f"{_rows(df.index[over])} (the largest {np.max(y[over]):.6g}); the laws are fitted to the "
+                         f"gap {c:g} - {y_col}, which must be > 0. Give the bound the score cannot pass (a percentage: "
+                         f"100), or leave a perfect score out with --where '{V._where_name(y_col)} < {c:g}'")
+
+
+def _gap(data: TailData) -> TailData:
+    """The table the laws are fitted to: the gap ``ceiling - y`` of a bounded score, else ``data``."""
+    if data.ceiling is None:
+        return data
+    return data.replace(y=data.ceiling - np.asarray(data.y, float), ceiling=None)
+
+
+def _from_gap(ceiling, pred: Prediction) -> Prediction:
+    """A prediction of the gap ``ceiling - y`` back in the target's units (its ends swap)."""
+    if ceiling is None:
+        return pred
+    return pred._replace(mean=ceiling - pred.mean, lower=ceiling - pred.upper, upper=ceiling - pred.lower,
+                         samples=None if pred.samples is None else ceiling - pred.samples)
+
+
+def _warn_past_bound(data: TailData, pred: Prediction, what: str) -> None:
+    """Warn when a rising score without a ceiling, whose values all lie in [0, 1] or [0, 100], is
+    predicted past that apparent bound (the law's asymptote of a rising score is unbounded)."""
+    y = np.asarray(data.y, float)
+    known = y[np.isfinite(y)]
+    if data.ceiling is not None or not known.size or known.min() < 0:
+        return
+    bound = 1.0 if known.max() <= 1 else 100.0 if known.max() <= 100 else None
+    hi = np.asarray(pred.upper, float)
+    if bound is None or not (hi > bound).any():
+        return
+    tr = np.asarray(data.train, bool)
+    f = pd.DataFrame({"c": np.asarray(data.curve)[tr], "x": np.asarray(data.x)[tr], "y": y[tr]}).sort_values(["c", "x"])
+    ends = f.groupby("c")["y"].agg(["first", "last"])
+    if not (ends["last"] > ends["first"]).mean() > 0.5:  # a falling loss: no bound above
+        return
+    name = dict(data.columns).get("target", "the target")
+    warnings.warn(f"{what}: {int((hi > bound).sum())} of {hi.size} predicted upper ends pass {bound:g} (the largest "
+                  f"{hi.max():.4g}), while every value of {name!r} lies in [0, {bound:g}] and the runs rise: a law "
+                  f"for a rising score has no bound above. If the score cannot pass {bound:g} (an accuracy, chrF, "
+                  f"BLEU), say so: --ceiling {bound:g} (tail_from_frame(..., ceiling={bound:g})) fits the laws to the "
+                  f"gap {bound:g} - score, and predictions and intervals stay below it", UserWarning, stacklevel=3)
 
 
 #: The column :func:`add_steps` marks the logged rows with (True) and the added steps with (False).
@@ -975,7 +1044,8 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
       the point that minimises the absolute error of ``ln L``; ``lower`` / ``upper`` the central
       ``spec.level`` interval; ``samples`` the predictive draws, None above :data:`PRED_CHUNK`
       tail rows, where only the interval is kept), the posterior draws of ``E``,
-      ``A``, ``alpha`` per curve in original units, the sampler's ``diagnostics`` (``sampler``:
+      ``A``, ``alpha`` per curve in original units (of the gap ``ceiling - y`` when ``data`` has a
+      ceiling), the sampler's ``diagnostics`` (``sampler``:
       ``"nuts"``, warned when R-hat > 1.01, ESS < 100 per chain, divergences or fewer than 2 chains;
       ``"importance"``, warned when a run's Pareto k-hat > 0.7 or when fewer than
       :data:`IS_MIN_DRAWS` draws per run are kept; with ``spec.sampler == "auto"``,
@@ -1007,7 +1077,10 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
         raise ValueError(f"chains, samples and warmup must be >= 1, got {spec.chains}, {spec.samples}, {spec.warmup}")
     # a table of long logs takes a while (170k rows: ~40 s on 2 CPU cores); say it still runs
     with heartbeat(f"power-law extrapolation of {len(data.labels)} runs ({np.asarray(data.y).size} rows)"):
-        return _extrapolate(key, data, spec)
+        fit = _extrapolate(key, _gap(data), spec)
+    fit = fit.replace(prediction=_from_gap(data.ceiling, fit.prediction))
+    _warn_past_bound(data, fit.prediction, "power-law extrapolation")
+    return fit
 
 
 def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
@@ -1345,9 +1418,11 @@ def powerlaw_lstsq(data: TailData) -> tuple[np.ndarray, dict]:
     """The baseline: ``scipy.optimize.curve_fit`` of ``E + A t^-alpha`` (``t = x / x_k``) per curve
     on its training rows (least squares on L; ``E >= 0``, ``0 < alpha <= 5``; start ``E`` = 0.9 x the
     smallest training value). Returns the prediction of the tail rows and ``{n_failed, failed}``
-    (curves where the fit failed keep their last training value)."""
+    (curves where the fit failed keep their last training value). With a ceiling, the law is fitted
+    to the gap ``ceiling - y``, as the model's."""
     from scipy.optimize import curve_fit
 
+    ceiling, data = data.ceiling, _gap(data)
     xk, yk = _normalise(data)
     tr = np.asarray(data.train, bool)
     cur = np.asarray(data.curve, np.int64)
@@ -1375,7 +1450,8 @@ def powerlaw_lstsq(data: TailData) -> tuple[np.ndarray, dict]:
                 failed.append(data.labels[int(k)])
         except (RuntimeError, ValueError):
             failed.append(data.labels[int(k)])
-    return out, {"n_failed": len(failed), "failed": [str(f) for f in failed[:20]]}
+    info = {"n_failed": len(failed), "failed": [str(f) for f in failed[:20]]}
+    return (out if ceiling is None else ceiling - out), info
 
 
 def last_value(data: TailData, rows) -> np.ndarray:
@@ -1384,10 +1460,14 @@ def last_value(data: TailData, rows) -> np.ndarray:
     return _normalise(data)[1][np.asarray(data.curve, np.int64)[np.asarray(rows)]]
 
 
-def score_tail(y, mean, lower=None, upper=None) -> dict:
+def score_tail(y, mean, lower=None, upper=None, *, ceiling: float | None = None) -> dict:
     """RMSLE (on ``ln L``), MAE and, with an interval, its coverage and ``median_width`` (the median
     of ``ln(upper / lower)``: how sharp it is; 0.1 is about +-5 % of the loss) on the rows with a
-    finite truth."""
+    finite truth. With a ``ceiling``, the RMSLE and the width are those of the gap ``ceiling - y``."""
+    if ceiling is not None:
+        y, mean = ceiling - np.asarray(y, float), ceiling - np.asarray(mean, float)
+        if lower is not None:
+            lower, upper = ceiling - np.asarray(upper, float), ceiling - np.asarray(lower, float)
     y = np.asarray(y, float)
     ok = np.isfinite(y)
     m = np.asarray(mean, float)[ok]
@@ -1399,7 +1479,11 @@ def score_tail(y, mean, lower=None, upper=None) -> dict:
     if lower is not None:
         lo, hi = np.asarray(lower, float)[ok], np.asarray(upper, float)[ok]
         out["coverage"] = float(np.mean((yy >= lo) & (yy <= hi)))
-        out["median_width"] = float(np.median(np.log(hi / lo)))
+        if (lo > 0).all():
+            out["median_width"] = float(np.median(np.log(hi / lo)))
+        else:  # a GP's interval of a gap near 0 (or of a loss) can reach below 0: it has no log width
+            out["median_width"] = None
+            out["width_reason"] = f"{int((lo <= 0).sum())} interval(s) reach 0 or below: no width in logs"
     else:
         out["coverage"], out["coverage_reason"] = None, "the baseline gives no interval"
     return out
@@ -1439,6 +1523,7 @@ def extrapolate_gp(key, data: TailData, spec=None, *, level: float = 0.9) -> Tai
 
     spec = Spec(model="magp_law") if spec is None else spec
     level = check_level(level)
+    given, data = data, _gap(data)
     names = [c for role, c in data.columns if role == "descriptor"]
     if spec.model in DESC_MODELS and (data.descriptors is None or not names):
         raise ValueError(f"model {spec.model!r} shares strength across runs through their configuration descriptors: "
@@ -1468,6 +1553,14 @@ def extrapolate_gp(key, data: TailData, spec=None, *, level: float = 0.9) -> Tai
                   "rows; on public runs it covered from 63 % (finished runs in the table) to 100 % (none) of the "
                   "tails. To check it on your runs, mark the late rows of some finished runs as rows to predict "
                   "(CLI: --train-col) and read the coverage", UserWarning, stacklevel=2)
+    past = np.asarray(pred.lower) <= 0  # the GP's interval is symmetric in the target, not in its log
+    if given.ceiling is not None and past.any():
+        warnings.warn(f"{spec.model} extrapolation: {int(past.sum())} of {past.size} upper ends reach the ceiling "
+                      f"{given.ceiling:g} (the GP's interval is symmetric in the gap {given.ceiling:g} - y, not in its "
+                      "logarithm, so near the bound it passes it); the power law (--model powerlaw) keeps every "
+                      "interval below the ceiling", UserWarning, stacklevel=2)
+    pred = _from_gap(given.ceiling, pred)
+    _warn_past_bound(given, pred, f"{spec.model} extrapolation")
     return TailFit(pred, rows, curves, None, None, None, report, calibration)
 
 
@@ -1483,8 +1576,9 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
     ``last_value`` to their predictions of the tail rows (``fit.rows``); the report holds
     ``model``, its ``score`` (RMSLE, MAE, coverage; also under ``bayes`` for the power law), the
     ``scipy_power_law`` score, the ``last_value`` score (each run's last early loss carried
-    forward, :func:`last_value`), the fit's ``diagnostics``, counts, and ``extrapolation``: the
-    largest and the median :func:`horizon` of the tail rows.
+    forward, :func:`last_value`), the fit's ``diagnostics``, counts, ``extrapolation``: the
+    largest and the median :func:`horizon` of the tail rows, and for data with a ceiling
+    ``ceiling`` (its value and what the RMSLE is of: the gap).
     """
     import time
 
@@ -1501,13 +1595,16 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
     baselines = {"scipy_power_law": base, "last_value": last_value(data, fit.rows)}
     y = np.asarray(data.y, float)[fit.rows]
     p = fit.prediction
-    sc = score_tail(y, p.mean, p.lower, p.upper)
+    c = data.ceiling
+    sc = score_tail(y, p.mean, p.lower, p.upper, ceiling=c)
     report = {"n_curves": len(data.labels), "n_train": int(np.sum(data.train)), "n_tail": int(len(fit.rows)),
               "level": spec.level, "model": model, "score": sc, **({"bayes": sc} if model == "powerlaw" else {}),
-              "scipy_power_law": {**score_tail(y, base), **info},
-              "last_value": score_tail(y, baselines["last_value"]), "diagnostics": fit.diagnostics,
+              "scipy_power_law": {**score_tail(y, base, ceiling=c), **info},
+              "last_value": score_tail(y, baselines["last_value"], ceiling=c), "diagnostics": fit.diagnostics,
               "converged": fit.diagnostics["converged"], "n_curves_fitted": int(len(fit.curves)),
               "calibration": fit.calibration, "fit_seconds": secs}
+    if c is not None:
+        report["ceiling"] = {"value": c, "rmsle_of": f"ln({c:g} - {dict(data.columns).get('target', 'y')})"}
     h = horizon(data, fit.rows)
     report["extrapolation"] = {"max": float(h.max()) if h.size else 0.0,
                                "median": float(np.median(h)) if h.size else 0.0, "n_rows": int(h.size),
