@@ -26,7 +26,15 @@ def figure(nrows: int = 1, ncols: int = 1, size=(6.0, 4.0), **kw):
 
 
 def band(ax, x, mean, lo, hi, label=None, color=None, alpha: float = 0.25):
-    """A mean line with a shaded interval ``[lo, hi]``."""
+    """A mean line with a shaded interval ``[lo, hi]`` (a point with an error bar when there is one ``x``:
+    a band over a single point would not show)."""
+    import numpy as np
+
+    x, mean, lo, hi = (np.atleast_1d(np.asarray(v, float)) for v in (x, mean, lo, hi))
+    if x.size == 1:
+        err = [np.maximum(mean - lo, 0.0), np.maximum(hi - mean, 0.0)]
+        bar = ax.errorbar(x, mean, yerr=err, fmt="o", ms=4, capsize=3, label=label, color=color)
+        return bar.lines[0]
     (line,) = ax.plot(x, mean, label=label, color=color)
     ax.fill_between(x, lo, hi, color=line.get_color(), alpha=alpha, linewidth=0)
     return line

@@ -451,3 +451,20 @@ def test_cholesky_with_jitter_escalates_in_one_compiled_program():
     assert np.all(np.isfinite(L)) and n() <= 2  # the factorisation and the input's transfer (was 14)
     assert any("added jitter" in m for m in said), said
     np.testing.assert_allclose(L @ L.T, singular, atol=1e-5 * 4.0)
+
+
+def test_a_band_over_one_point_is_drawn_as_an_error_bar():
+    """A run with one row to predict: ``fill_between`` over a single x draws nothing, so the point
+    and its interval come as an error bar; two or more points stay a line and a band."""
+    from jaxscale import plotting
+
+    fig, (a, b) = plotting.figure(1, 2)
+    plotting.band(a, [10.0], [2.0], [1.5], [3.0], label="prediction")
+    assert len(a.containers) == 1 and not a.collections[1:]  # the error bar (its line collection only)
+    (seg,) = a.containers[0].lines[2][0].get_segments()
+    np.testing.assert_allclose(seg, [[10.0, 1.5], [10.0, 3.0]])
+    plotting.band(b, [1.0, 2.0], [2.0, 2.5], [1.5, 2.0], [3.0, 3.5])
+    assert not b.containers and len(b.collections) == 1 and len(b.lines) == 1
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -199,7 +199,8 @@ def plot_extrapolation(data, fit, baselines: dict | None = None, title: str = ""
             ax.plot(xt[known], yt[known], "o", mfc="none", mec="0.55", ms=3.5, label="the rest (truth)")
         plotting.band(ax, xt, mean[t], lo[t], hi[t], label="prediction", color="C0")
         for k, (name, b) in enumerate((baselines or {}).items()):
-            ax.plot(xt, np.asarray(b, float)[t], ls="--", lw=1, color=f"C{k + 1}", label=name.replace("_", " "))
+            ax.plot(xt, np.asarray(b, float)[t], ls="--", lw=1, color=f"C{k + 1}", label=name.replace("_", " "),
+                    marker="_" if xt.size == 1 else None, ms=10)  # one point to predict: a line would not show
         if cut is not None:
             ax.axvline(cut, color="0.6", lw=0.8, ls=":")
         ax.set_xscale("log")
