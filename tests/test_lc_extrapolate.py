@@ -774,7 +774,8 @@ def test_a_score_with_a_ceiling_is_fitted_as_its_gap(tmp_path, capsys):
     assert rep["score"]["mae"] < 0.75 * rep0["score"]["mae"] and rep["score"]["coverage"] >= 0.8, (rep, rep0)
     assert np.all(base["scipy_power_law"] < 1.0) and rep["scipy_power_law"]["mae"] < 0.01
     assert np.allclose(base["last_value"], df.groupby("run")["acc"].nth(5).to_numpy()[d.curve[fit.rows]])
-    # without it, an upper end past the apparent bound of a rising score is warned (not a falling loss)
+    # without it, an upper end past the apparent bound of a rising score is warned (not a falling loss);
+    # with it, a lower end below 0 when no value is
     from jaxscale.infer.prediction import Prediction
     from jaxscale.learning_curves.extrapolate import _warn_past_bound
 
@@ -784,12 +785,15 @@ def test_a_score_with_a_ceiling_is_fitted_as_its_gap(tmp_path, capsys):
         _warn_past_bound(plain, past, "power-law extrapolation")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _warn_past_bound(d, past, "with a ceiling")  # said: nothing to warn
+        _warn_past_bound(d, past, "with a ceiling")  # said, and no lower end below 0: nothing to warn
         _warn_past_bound(plain.replace(y=1.0 - plain.y), past, "a falling loss in [0, 1]")
         _warn_past_bound(plain, fit.prediction, "inside the bound")
     # an interval that reaches the bound (a GP's, symmetric in the gap) has no log width, and says why
     sc = score_tail([0.9, 0.95], [0.92, 0.96], [0.9, 0.9], [0.95, 1.0], ceiling=1.0)
     assert sc["coverage"] == 1.0 and sc["median_width"] is None and sc["width_reason"].startswith("1 interval(s)")
+    with pytest.warns(UserWarning, match=r"2 of 24 predicted lower ends fall below 0 \(the smallest -0.5\).*bounds "
+                                         r"the score above only"):
+        _warn_past_bound(d, past._replace(lower=np.where(np.arange(m.size) < 2, -0.5, m - 0.01)), "the gap")
     # values at or above the ceiling, and a ceiling that is no number: named with the fix
     with pytest.raises(ValueError, match=r"'acc' has 2 value\(s\) >= the ceiling 0.9 at rows \[9, 19\].*"
                                          r"--where 'acc < 0.9'"):

@@ -328,10 +328,21 @@ def _from_gap(ceiling, pred: Prediction) -> Prediction:
 
 def _warn_past_bound(data: TailData, pred: Prediction, what: str) -> None:
     """Warn when a rising score without a ceiling, whose values all lie in [0, 1] or [0, 100], is
-    predicted past that apparent bound (the law's asymptote of a rising score is unbounded)."""
+    predicted past that apparent bound (the law's asymptote of a rising score is unbounded); with a
+    ceiling, when lower ends fall below 0 though no value does (the gap is bounded below only)."""
     y = np.asarray(data.y, float)
     known = y[np.isfinite(y)]
-    if data.ceiling is not None or not known.size or known.min() < 0:
+    if not known.size or known.min() < 0:
+        return
+    name = dict(data.columns).get("target", "the target")
+    if data.ceiling is not None:
+        lo = np.asarray(pred.lower, float)
+        if (lo < 0).any():
+            warnings.warn(f"{what}: {int((lo < 0).sum())} of {lo.size} predicted lower ends fall below 0 (the smallest "
+                          f"{lo.min():.4g}), though every value of {name!r} is >= 0: the law of the gap "
+                          f"{data.ceiling:g} - {name} bounds the score above only. So wide an interval says the early "
+                          "part fixes little (e.g. a flat start before the score takes off); read such ends as 0",
+                          UserWarning, stacklevel=3)
         return
     bound = 1.0 if known.max() <= 1 else 100.0 if known.max() <= 100 else None
     hi = np.asarray(pred.upper, float)
@@ -342,7 +353,6 @@ def _warn_past_bound(data: TailData, pred: Prediction, what: str) -> None:
     ends = f.groupby("c")["y"].agg(["first", "last"])
     if not (ends["last"] > ends["first"]).mean() > 0.5:  # a falling loss: no bound above
         return
-    name = dict(data.columns).get("target", "the target")
     warnings.warn(f"{what}: {int((hi > bound).sum())} of {hi.size} predicted upper ends pass {bound:g} (the largest "
                   f"{hi.max():.4g}), while every value of {name!r} lies in [0, {bound:g}] and the runs rise: a law "
                   f"for a rising score has no bound above. If the score cannot pass {bound:g} (an accuracy, chrF, "
