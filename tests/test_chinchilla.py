@@ -228,3 +228,7 @@ def test_cli_fit_on_user_csv(tmp_path, capsys, epoch_fit):
         assert out[k] == pytest.approx(float(getattr(epoch_fit.params, k)), rel=1e-6)
     # the same five rows, named by their line in the user's file (header = line 1)
     assert out["excluded_rows"] == [2, 3, 4, 5, 6] and out["source"].endswith("runs.csv")
+    # the noise growth the interval uses is reported (learnt by the backtest: > 0 on the Epoch runs)
+    assert out["kappa"] == pytest.approx(float(epoch_fit.kappa), rel=1e-6) and out["kappa"] > 0
+    assert f"x (1 + {out['kappa']:.3g} d)" in out["interval"]
+    assert out["saved"] is None and out["saved_reason"] == "no --save folder given"

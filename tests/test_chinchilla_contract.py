@@ -182,13 +182,25 @@ def test_extrapolation_is_measured_warned_and_widens_intervals(fitted):
     assert "no bootstrap refits" not in str(rec[0].message)  # this fit has refits
     with pytest.warns(UserWarning, match=r"rest on the model's assumptions; this fit has no bootstrap refits, so the "
                                          r"interval holds the residual noise alone .* --bootstrap 200"):
-        ch.predict(dataclasses.replace(fit, boot_theta=None), far)
+        ch.predict(dataclasses.replace(fit, boot_theta=None, kappa=jnp.asarray(0.0)), far)
+    # with a growth learnt by the backtest, the note says the noise widens with the distance
+    with pytest.warns(UserWarning, match=r"holds the residual noise, widened with the distance \(x \(1 \+ 0.5 d\)"):
+        ch.predict(dataclasses.replace(fit, boot_theta=None, kappa=jnp.asarray(0.5)), far)
+    from jaxscale.cli.chinchilla import _interval_kind
+
+    assert "x (1 + 0.5 d) at d decades" in _interval_kind(dataclasses.replace(fit, boot_theta=None, kappa=0.5))
+    assert _interval_kind(dataclasses.replace(fit, boot_theta=None, kappa=0.0)).startswith("residual noise (Student-t);")
 
 
 def test_units_look_like_billions_warns():
     df = runs()
     df["params"] = df["params"] / 1e9
-    with pytest.warns(UserWarning, match="'params' peaks at 3; parameter counts are raw counts"):
+    with pytest.warns(UserWarning, match=r"'params' has median .* \(largest 3; .* below 10000\); parameter counts are raw"):
+        ch.from_frame(df, **COLS)
+    # in millions, with one run that passes the floor (a 16B model: 16183): the median still tells
+    df = runs()
+    df["params"] = np.where(df["params"] == df["params"].max(), 1.6183e4, df["params"] / 1e6)
+    with pytest.warns(UserWarning, match=r"'params' has median .* \(largest 16183; \d+ of \d+ rows below 10000\)"):
         ch.from_frame(df, **COLS)
 
 
@@ -234,3 +246,21 @@ def test_large_tables_screen_starts_on_a_subset_and_polish_on_every_row():
     # the flat direction of e (1.8e-6 apart since the starts are screened in single precision)
     np.testing.assert_allclose(float(subset.objective), float(full.objective), rtol=1e-10)
     np.testing.assert_allclose(np.asarray(subset.theta), np.asarray(full.theta), rtol=1e-5, atol=1e-8)
+
+
+def test_a_table_barely_larger_than_the_law_is_warned(tmp_path, capsys):
+    """Six runs for five parameters leave one degree of freedom: the law passes through them and its
+    residual scale says nothing about a new run; warned with the fix. Holding out a run from such a
+    table names the held-out rows as the reason it cannot be fitted."""
+    from jaxscale.cli import main
+
+    df = runs().iloc[[0, 3, 7, 12, 18, 24]]
+    with pytest.warns(UserWarning, match=r"6 runs for the law's 5 parameters leave 1 degree\(s\) of freedom"):
+        ch.fit(jax.random.key(0), ch.from_frame(df, **COLS), ch.Spec())
+    path = tmp_path / "six.csv"
+    df.to_csv(path, index=False)
+    argv = ["chinchilla", "fit", "--csv", str(path), "--n-col", "params", "--d-col", "tokens", "--loss-col",
+            "val_loss", "--holdout-top", "1", "--json"]
+    assert main(argv) == 2
+    assert "--holdout-top 1 leaves 5 of the table's 6 rows to fit: the law's 5 parameters need at least 6" in (
+        capsys.readouterr().err)

@@ -220,13 +220,17 @@ def _separating_column(df: pd.DataFrame, dup, used) -> str:
 
 
 def _check_units(df: pd.DataFrame, n_col: str, d_col: str, what: str) -> None:
-    """Warn when N or D look like counts in millions / billions (the law needs raw counts)."""
+    """Warn when N or D look like counts in millions / billions (the law needs raw counts): judged on
+    the median, so that one large run in raw counts does not hide a column of millions."""
     for col, name, floor in ((n_col, "parameter counts", 1e4), (d_col, "token counts", 1e6)):
-        top = float(pd.to_numeric(df[col]).max())
-        if top < floor:
-            warnings.warn(f"{what}: column {col!r} peaks at {top:g}; {name} are raw counts, so this looks like "
-                          "millions or billions. Multiply the column (e.g. 1.2 billion -> 1.2e9) or the law's "
-                          "exponents and constants will be wrong.", UserWarning, stacklevel=3)
+        v = pd.to_numeric(df[col])
+        med, top = float(v.median()), float(v.max())
+        if med < floor:
+            below = int((v < floor).sum())
+            warnings.warn(f"{what}: column {col!r} has median {med:g} (largest {top:g}; {below} of {len(v)} rows below "
+                          f"{floor:g}); {name} are raw counts, so this looks like millions or billions. Multiply the "
+                          "column (e.g. 1.2 billion -> 1.2e9) or the law's exponents and constants will be wrong.",
+                          UserWarning, stacklevel=3)
 
 
 def aggregate(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col: str = "loss",
@@ -526,6 +530,12 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
                       "raise Spec.max_steps if the objective was still falling", RuntimeWarning, stacklevel=2)
     _warn_at_bounds(res.params, d, what)
     sigma, dof = residual_scale(res.params, d)
+    if dof < FEW_DOF:
+        warnings.warn(f"{what}: {d.n} runs for the law's 5 parameters leave {dof} degree(s) of freedom: the law passes "
+                      f"(nearly) through every run, so its residual scale ({sigma:.3g} in log loss) says little about "
+                      "a new run's error and the intervals rest on it. More runs, or held-out runs (--holdout-top 1) "
+                      "to see the real error; bootstrap refits (--bootstrap 200) show how far near-equal laws "
+                      "predict apart", UserWarning, stacklevel=2)
     kappa = extrapolation_backtest(d, res.params, spec)
     count = jnp.result_type(int)
     with np.errstate(over="ignore"):  # A or B beyond float64: warned above (the law itself uses theta)
@@ -544,6 +554,9 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
         out = out.replace(boot_theta=jnp.asarray(theta_b), boot_excluded=jnp.asarray(n_excl))
     return out
 
+
+#: Fewer residual degrees of freedom than this (runs minus the law's 5 parameters) are warned.
+FEW_DOF = 5
 
 #: Exponents above this are warned as a term that acts only on the smallest runs (fitted exponents
 #: of language models lie around 0.1-1; Epoch's grid of starts stops at 2).

@@ -9,6 +9,10 @@ a *prediction* interval for a new run, in log-loss space:
 * without refits: residual noise only, with Student-t quantiles on the fit's ``n - 5`` degrees of
   freedom (parameter uncertainty is then not included: ask for refits when it matters).
 
+Either way the noise scale grows outside the training runs: ``sigma (1 + kappa d)`` at ``d``
+decades of N, D or compute beyond them, ``kappa`` learnt by a backtest inside the training runs
+(``ChinchillaFit.kappa``; 0 when that backtest found no growth or could not run).
+
 **Compute-optimal allocation** (:func:`optimal`). Minimising :math:`L(N, D)` subject to
 :math:`6ND = C` gives :math:`N^* = G (C/6)^{\beta/(\alpha+\beta)}`,
 :math:`D^* = G^{-1} (C/6)^{\alpha/(\alpha+\beta)}` with
@@ -96,9 +100,12 @@ def predict(fit: ChinchillaFit, query, *, key=None, level: float = 0.9, n_sample
     dist = extrapolation(fit, data)
     if dist is not None:
         refits = fit.boot_theta is not None and len(fit.boot_theta)
-        note = "" if refits else ("this fit has no bootstrap refits, so the interval holds the residual noise alone "
-                                  "and leaves out the law's own uncertainty, which grows with the distance: fit again "
-                                  "with bootstrap refits (Spec(n_boot=200); CLI: --bootstrap 200)")
+        k = 0.0 if fit.kappa is None else float(fit.kappa)
+        grows = (f"the residual noise, widened with the distance (x (1 + {k:.3g} d), learnt by a backtest inside the "
+                 "training runs)," if k > 0 else "the residual noise alone")
+        note = "" if refits else (f"this fit has no bootstrap refits, so the interval holds {grows} and leaves out the "
+                                  "law's own uncertainty, which grows with the distance too: fit again with bootstrap "
+                                  "refits (Spec(n_boot=200); CLI: --bootstrap 200)")
         warn_extrapolation("Chinchilla predict", dist, "decades of N, D or compute outside the training runs",
                            threshold=0.0, stacklevel=3, note=note)
     return pred._replace(extrapolation=dist)

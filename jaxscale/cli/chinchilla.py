@@ -4,6 +4,7 @@ section of ``jaxscale demo``."""
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,12 @@ _EPOCH = "epoch_chinchilla"
 
 
 def _interval_kind(fit) -> str:
+    k = 0.0 if fit.kappa is None else float(fit.kappa)
+    grows = (f", its scale x (1 + {k:.3g} d) at d decades outside the training runs (kappa, learnt by a backtest "
+             "inside them)" if k > 0 else "")
     if fit.boot_theta is not None:
-        return f"bootstrap refits ({len(fit.boot_theta)}) + residual noise"
-    return "residual noise only (Student-t); add --bootstrap N for parameter uncertainty"
+        return f"bootstrap refits ({len(fit.boot_theta)}) + residual noise{grows}"
+    return f"residual noise (Student-t){grows}; add --bootstrap N for the law's own uncertainty"
 
 
 def fit_handler(args) -> dict:
@@ -65,6 +69,10 @@ def fit_handler(args) -> dict:
         k = int(args.holdout_top)
         if not 0 < k < len(df):
             raise ValueError(f"--holdout-top {k} must be between 1 and {len(df) - 1} (the table has {len(df)} rows)")
+        if len(df) - k - exclude < 6:
+            raise ValueError(f"--holdout-top {k} leaves {len(df) - k} of the table's {len(df)} rows to fit"
+                             + (f", {exclude} of them excluded (--exclude-top-loss)" if exclude else "")
+                             + ": the law's 5 parameters need at least 6; hold out fewer runs or add runs")
         c = df[cols["n_col"]].to_numpy(float) * df[cols["d_col"]].to_numpy(float)
         held = np.zeros(len(df), bool)
         held[np.argsort(c, kind="stable")[len(df) - k:]] = True
@@ -86,6 +94,7 @@ def fit_handler(args) -> dict:
         n_starts=fit.n_starts, n_points=int(len(train_df) - len(excluded_rows)),
         excluded_rows=excluded_rows, excluded_rows_are=("file lines" if args.csv else "rows of the bundled table"),
         n_merged=n_merged, exclude_top_loss=exclude, sigma_log_loss=float(fit.sigma),
+        kappa=None if fit.kappa is None else float(fit.kappa),
         fit_seconds=time.perf_counter() - t0, interval=_interval_kind(fit), level=args.level,
     )
     if fit.boot_theta is not None:
@@ -112,7 +121,10 @@ def fit_handler(args) -> dict:
     else:
         bases = {}
     if args.predictions:
-        pred_all = ch.predict(fit, df, key=key, level=args.level)
+        with warnings.catch_warnings():
+            if held.any():  # said above for the held-out rows; the others are the training rows
+                warnings.filterwarnings("ignore", message=".*outside the training data.*")
+            pred_all = ch.predict(fit, df, key=key, level=args.level)
         out["predictions"] = write_predictions(args.predictions, df, pred_all,
                                                extra={"heldout": held, **baseline_columns(len(df), held, bases)})
     if args.plot:
@@ -125,6 +137,8 @@ def fit_handler(args) -> dict:
                               np.asarray(fit.excluded), boot)
         out["plot"] = str(save(fig, args.plot))
     out["saved"] = save_fit(args, fit)
+    if out["saved"] is None:
+        out["saved_reason"] = "no --save folder given"
     return out
 
 
