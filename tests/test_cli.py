@@ -172,6 +172,36 @@ def test_errors_go_to_stderr_and_with_json_also_as_one_json_object(tmp_path, cap
     assert main(argv + ["--json"]) == 2
     cap = capsys.readouterr()
     assert json.loads(cap.out) == {"error": cap.err.strip().removeprefix("error: ")}
+    # a command-line mistake too (argparse exits 2): an unknown option names the command's --help
+    for bad, said in ((["--holdout-frac", "3"], "unrecognized arguments: --holdout-frac 3 (the options of a command: "
+                                                "jaxscale chinchilla fit --help)"),
+                      (["--level", "x"], "argument --level: invalid float value: 'x'")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv + bad + ["--json"])
+        cap = capsys.readouterr()
+        assert exc.value.code == 2 and json.loads(cap.out) == {"error": said} and said in cap.err
+        with pytest.raises(SystemExit):
+            main(argv + bad)
+        assert capsys.readouterr().out == ""
+
+
+def test_run_as_a_command_the_packages_warnings_come_without_source_lines(capsys):
+    """``jaxscale ...`` (argv from the command line) shows the package's warnings as
+    ``[jaxscale] warning: ...``; other packages' keep Python's form (file and line)."""
+    import io
+    import os
+
+    from jaxscale.cli import _show_warning
+
+    out = io.StringIO()
+    here = os.path.join("site-packages", "jaxscale", "cli", "chinchilla.py")
+    _show_warning(UserWarning("2 of 2 queries lie outside"), UserWarning, here, 107, out)
+    _show_warning(RuntimeWarning("R-hat 1.2"), RuntimeWarning, here, 9, out)
+    _show_warning(UserWarning("other"), UserWarning, os.path.join("numpy", "core.py"), 3, out, "x = 1")
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == ["[jaxscale] warning: 2 of 2 queries lie outside",
+                         "[jaxscale] warning (RuntimeWarning): R-hat 1.2"]
+    assert lines[2] == f"{os.path.join('numpy', 'core.py')}:3: UserWarning: other"
 
 
 def test_baseline_warning_gives_the_gap_and_calls_a_small_one_a_tie():

@@ -8,6 +8,10 @@ Compiled programs are kept in JAX's persistent compilation cache, in the per-use
 (``~/.cache/jaxscale/xla`` on Linux; ``JAXSCALE_CACHE_DIR`` moves it, ``JAXSCALE_NO_CACHE=1`` turns
 it off), so a command's second run skips most of its compilation.
 
+Run as a command, the package's warnings come as ``[jaxscale] warning: <message>`` on stderr (not
+Python's ``file:line: UserWarning`` form, which names the package's source); a command-line mistake
+under ``--json`` also prints ``{"error": ...}`` on stdout.
+
 Command groups live one per module: :mod:`.chinchilla`, :mod:`.lc`, :mod:`.obs`, :mod:`.context`,
 :mod:`.ncpl`; :mod:`.demo` builds the report of ``jaxscale demo``; :mod:`._common` holds the
 options every command shares (``--csv``, ``--where``, ``--holdout``, ``--predictions``, ``--save``).
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 __all__ = ["main", "build_parser", "GROUPS"]
@@ -47,6 +52,34 @@ def _demo(args) -> dict:
     return run_demo(args.out, seed=args.seed, smoke=args.smoke, only=args.only, overwrite=args.overwrite)
 
 
+#: The command words of the line being parsed, and the last command-line mistake (for ``--json``).
+_LINE: dict = {"words": [], "error": None}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (every subcommand's too) that keeps its error message for ``--json`` and
+    points an unknown option at the command's own ``--help``: argparse reports unrecognised
+    arguments from the top-level parser, whose usage line lists no command's options."""
+
+    def error(self, message):
+        if message.startswith("unrecognized arguments") and _LINE["words"]:
+            message += f" (the options of a command: jaxscale {' '.join(_LINE['words'][:2])} --help)"
+        _LINE["error"] = message
+        super().error(message)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """The package's warnings as ``[jaxscale] warning: ...``; other packages' in Python's own form."""
+    import warnings
+
+    out = sys.stderr if file is None else file
+    if f"{os.sep}jaxscale{os.sep}" not in str(filename):
+        out.write(warnings.formatwarning(message, category, filename, lineno, line))
+        return
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    out.write(f"[jaxscale] warning{kind}: {message}\n")
+
+
 def build_parser(groups=None) -> argparse.ArgumentParser:
     """The parser; ``groups`` names the command groups registered in full (default: all). The
     others appear in ``--help`` with their one-line description only."""
@@ -54,8 +87,7 @@ def build_parser(groups=None) -> argparse.ArgumentParser:
     from jaxscale.cli._common import Formatter, add_json
     from jaxscale.cli.demo import SECTIONS
 
-    parser = argparse.ArgumentParser(prog="jaxscale", description=__doc__.splitlines()[0],
-                                     formatter_class=Formatter)
+    parser = _Parser(prog="jaxscale", description=__doc__.splitlines()[0], formatter_class=Formatter)
     parser.add_argument("--version", action="version", version=f"jaxscale {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -110,10 +142,22 @@ def _print_human(result, indent: int = 0) -> None:
 
 def main(argv=None) -> int:
     """Entry point of the ``jaxscale`` command."""
+    if argv is None:  # run as a command: the package's warnings without its source lines
+        import warnings
+
+        warnings.showwarning = _show_warning
     argv = sys.argv[1:] if argv is None else list(argv)
     words = [a for a in argv if not a.startswith("-")]
     parser = build_parser([words[0]] if words and words[0] in GROUPS else ())
-    args = parser.parse_args(argv)
+    _LINE.update(words=words, error=None)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version exit 0; a mistake exits 2 (argparse printed it)
+        if exc.code and "--json" in argv and _LINE["error"]:
+            from jaxscale._json import dumps
+
+            print(dumps({"error": _LINE["error"]}))
+        raise
     from jaxscale.config import enable_compilation_cache, enable_x64
 
     enable_x64()
