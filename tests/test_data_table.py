@@ -138,3 +138,29 @@ def test_a_query_missing_a_column_is_told_to_rename_it():
         V.require_columns(df, ["params"], "query")
     with pytest.raises(ValueError, match="Rename your columns or pass the right column names"):
         V.require_columns(df, ["params"], "runs.csv")
+
+
+def test_the_index_pandas_writes_is_left_out_and_said(tmp_path):
+    """``df.to_csv(path)`` (without ``index=False``) writes the index as a first column without a
+    name; it is read back as ``Unnamed: 0``, which is no column of the user's table. A first unnamed
+    column that holds anything else is kept."""
+    from tests.helpers import log_lines
+
+    df = pd.DataFrame({"params": [1e8, 2e8, 4e8], "loss": [3.1, 2.9, 2.7]})
+    df.to_csv(tmp_path / "runs.csv")
+    with log_lines("jaxscale") as said:
+        got = read_table(tmp_path / "runs.csv")
+    assert list(got.columns) == ["params", "loss"] and got.attrs["index_column_dropped"] == "Unnamed: 0"
+    assert list(got.index) == [2, 3, 4] and got.attrs["source"].endswith("runs.csv")
+    assert any("first column has no name and holds 0, 1, 2" in m for m in said), said
+    df.set_index(pd.Index([7, 8, 9])).to_csv(tmp_path / "ids.csv")  # ids of the user's own: data
+    assert list(read_table(tmp_path / "ids.csv").columns) == ["Unnamed: 0", "params", "loss"]
+
+
+def test_numbers_with_thousands_separators_are_told_how_to_read_them():
+    df = pd.DataFrame({"params": ["251,068,939", "1,000,000", "12,345.5"]}, index=[2, 3, 4])
+    with pytest.raises(ValueError, match=r"'params' has 3 non-numeric value\(s\) at rows \[2, 3, 4\] .*without "
+                                         r"thousands separators .*thousands=','"):
+        V.check_numeric(df, ["params"], "runs")
+    with pytest.raises(ValueError, match=r"not '1.2B'"):
+        V.check_numeric(pd.DataFrame({"params": ["1.2B", "3,000"]}), ["params"], "runs")

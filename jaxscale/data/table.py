@@ -33,6 +33,10 @@ def read_table(path, *, what: str | None = None) -> pd.DataFrame:
     line 1); for JSON lines, the line of the record; for Parquet and a ``.json`` file, the row
     number plus one (as if a header line preceded it). Rows are never dropped or reordered.
 
+    A first column without a name that holds 0, 1, 2, ... (the index ``DataFrame.to_csv`` writes
+    unless told ``index=False``, which pandas reads back as ``Unnamed: 0``) is not data: it is left
+    out, logged, and named in ``attrs["index_column_dropped"]``.
+
     Raises:
       ValueError: the file is missing, empty, unreadable, or has no rows.
     """
@@ -65,6 +69,23 @@ def read_table(path, *, what: str | None = None) -> pd.DataFrame:
     first = 1 if suffix in (".jsonl", ".ndjson") else 2
     df.index = pd.RangeIndex(first, len(df) + first)
     df.attrs["source"] = str(path)
+    return _drop_written_index(df, what)
+
+
+def _drop_written_index(df: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Leave out a first column ``Unnamed: 0`` holding 0, 1, 2, ... (a pandas index written to the file)."""
+    col = df.columns[0]
+    if str(col) != "Unnamed: 0" or df.shape[1] < 2 or not pd.api.types.is_integer_dtype(df[col]):
+        return df
+    if not np.array_equal(df[col].to_numpy(), np.arange(len(df))):
+        return df
+    attrs = dict(df.attrs)
+    df = df.drop(columns=[col])
+    df.attrs.update(attrs, index_column_dropped=str(col))
+    from jaxscale._log import get_logger
+
+    get_logger("jaxscale.data").info("%s: its first column has no name and holds 0, 1, 2, ... (the index pandas' "
+                                     "to_csv writes unless told index=False): left out", what)
     return df
 
 

@@ -75,10 +75,15 @@ def check_numeric(df: pd.DataFrame, columns: Sequence[str], what: str = "table")
         coerced = pd.to_numeric(df[c], errors="coerce")
         bad = coerced.isna() & df[c].notna()
         if bad.any():
+            text = df.loc[bad, c].astype(str).str.strip()
+            fix = "write plain numbers (1.2e9, not '1.2B')."
+            if text.str.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?").all():  # thousands separators
+                fix = (f"write them without thousands separators (251068939, not '251,068,939'), e.g. in pandas "
+                       f"df[{c!r}] = df[{c!r}].str.replace(',', '').astype(float); or read the file with "
+                       "pd.read_csv(path, thousands=',') and save it again.")
             raise ValueError(
                 f"{what}: column {c!r} has {int(bad.sum())} non-numeric value(s) at rows "
-                f"{_rows(df.index[bad])} (e.g. {df.loc[bad, c].iloc[0]!r}); "
-                "write plain numbers (1.2e9, not '1.2B')."
+                f"{_rows(df.index[bad])} (e.g. {df.loc[bad, c].iloc[0]!r}); {fix}"
             )
 
 
