@@ -179,3 +179,134 @@ def test_point_interval_widens_only_outside_the_box():
     np.testing.assert_allclose(hi, mu + ndtri(0.95) * sd, atol=1e-12)
     lo2, hi2 = _mixture_interval(z, floor, sd, np.full(3, 0.8), 0.9)
     assert np.all(hi2 - lo2 > hi - lo + 0.05) and np.all((lo2 >= 0) & (hi2 <= 1))
+
+
+def _far_query(table):
+    """The held-out rows of a FLOPs <= 30 split, the most capable of them with bench_a left empty."""
+    held = table[table["FLOPs (1E21)"] > 30].drop(columns=["target"])
+    top = held["bench_a"].idxmax()
+    return held, top, held.assign(bench_a=held["bench_a"].where(held.index != top))
+
+
+def test_predict_warns_about_and_counts_imputed_query_cells(table, tmp_path, capsys):
+    """An empty benchmark cell of a query row is imputed: warned once with the row (the frame's
+    label), the column, the count and the fix; counted in the JSON and per row in --predictions."""
+    path = tmp_path / "runs.csv"
+    table.to_csv(path, index=False)
+    with pytest.warns(RuntimeWarning, match="imputed 1 missing"):  # the training table's own empty cell
+        _json(["obs", "fit", "--csv", str(path), "--target-col", "target", "--metric-cols", ",".join(METRICS),
+               "--k", "2", "--cutoff", "30", "--save", str(tmp_path / "model")], capsys)
+    fit = jaxscale.load(tmp_path / "model")
+    full, top, query = _far_query(table)
+    with pytest.warns(UserWarning, match=rf"1 empty benchmark cell\(s\) in 1 of the {len(query)} rows were imputed "
+                                         rf".* at rows \[{top}\], cells per column \{{'bench_a': 1\}}.*give the "
+                                         r"missing value\(s\), or refit without the benchmark"):
+        pred = obs.predict(fit, query)
+    mask = obs.imputed_cells(fit, query)
+    assert mask.sum() == 1 and mask[list(query.index).index(top), 0]
+    moved = np.asarray(pred.mean) != np.asarray(obs.predict(fit, full).mean)
+    assert moved.sum() == 1 and moved[list(query.index).index(top)]  # only that row reads the imputed score
+    query.to_csv(tmp_path / "q.csv", index=False)
+    out = _json(["obs", "predict", "--model", str(tmp_path / "model"), "--csv", str(tmp_path / "q.csv"),
+                 "--predictions", str(tmp_path / "p.csv")], capsys)
+    assert (out["n_imputed"], out["n_rows_imputed"], out["imputed_columns"]) == (1, 1, {"bench_a": 1})
+    p = pd.read_csv(tmp_path / "p.csv")
+    assert p["n_imputed"].tolist() == [int(i == top) for i in query.index]
+    np.testing.assert_allclose(p["mean"], np.asarray(pred.mean), rtol=1e-12)
+    # obs fit: the held-out row's imputed cell is warned about too, and every row's count is in the file
+    table.assign(bench_a=table["bench_a"].where(table.index != top)).to_csv(path, index=False)
+    with pytest.warns(UserWarning, match=rf"obs fit \(rows not fitted\): 1 empty benchmark cell\(s\) in 1 of the "
+                                         rf"{len(query)} rows .* at rows \[{top + 2}\]"):
+        out = _json(["obs", "fit", "--csv", str(path), "--target-col", "target", "--metric-cols",
+                     ",".join(METRICS), "--k", "2", "--cutoff", "30", "--predictions", str(tmp_path / "f.csv")],
+                    capsys)
+    f = pd.read_csv(tmp_path / "f.csv")
+    assert f["n_imputed"].sum() == out["n_imputed"] + out["n_imputed_predicted"] == 2
+    assert f.loc[top, "n_imputed"] == 1 and f.loc[3, "n_imputed"] == 1  # row 3: the training row's empty cell
+
+
+def test_fit_warns_when_fractions_are_read_as_percentages(table):
+    """Fractions fitted with metric_scale=100 and hi=100 (CLI --metric-scale 100 --hi 100): both
+    read as scores out of 100 and warned about; the same table given in percentages is quiet."""
+    import warnings
+
+    data = obs.from_frame(table, target_col="target", metric_cols=METRICS, metric_scale=100, hi=100)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        obs.fit(jax.random.key(0), data, obs.Spec(k=2))
+    said = " | ".join(str(w.message) for w in caught)
+    assert f"every benchmark column {METRICS} has no value above 1 on the 40 training rows, but metric_scale = 100" \
+        in said and "fit with metric_scale=1 (drop --metric-scale)" in said, said
+    assert "every one of the 40 training values of target column 'target' lies in [0, 1]" in said
+    assert "fit with hi=1 (drop --hi)" in said
+    pct = table.assign(**{c: 100 * table[c] for c in METRICS + ["target"]})
+    data = obs.from_frame(pct, target_col="target", metric_cols=METRICS, metric_scale=100, hi=100)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        obs.fit(jax.random.key(0), data, obs.Spec(k=2))
+    assert not [str(w.message) for w in caught if "no value above 1" in str(w.message) or "lies in [0, 1]" in
+                str(w.message)]
+
+
+def test_fit_warns_when_few_residual_degrees_of_freedom():
+    """6 rows for a law of 4 parameters (k = 2, floor) leave 2 residual degrees of freedom: warned
+    with the counts, the chi-square bound of the residual s.d. and the fix; 40 rows are quiet."""
+    import warnings
+
+    from scipy.stats import chi2
+
+    data = obs.from_frame(_table(n=6, seed=4), target_col="target", metric_cols=METRICS)
+    bound = np.sqrt(2 / chi2.ppf(0.05, 2))
+    with pytest.warns(UserWarning, match=rf"6 training rows for a law with 4 parameters \(k = 2, floor\) leave 2 "
+                                         rf"residual degree\(s\) of freedom, fewer than 5 .* bound is {bound:.3g}x the "
+                                         r"estimate.*Add models, lower k"):
+        obs.fit(jax.random.key(0), data, obs.Spec(k=2))
+    data = obs.from_frame(_table(), target_col="target", metric_cols=METRICS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        obs.fit(jax.random.key(0), data, obs.Spec(k=2))
+    assert not [w for w in caught if "residual degree" in str(w.message)]
+
+
+def test_kappa_source_says_when_the_backtest_did_not_move_kappa(table):
+    """The backtest's future rows (largest FLOPs) placed in the middle of the capability range:
+    none lies outside the others' box, its likelihood is flat in kappa, and kappa is the prior's
+    median 0.25, said as such (not as learnt)."""
+    from jaxscale.observational.model import kappa_source
+    from jaxscale.observational.report import extrapolation_summary
+
+    t = table.copy()
+    middle = t[METRICS].mean(axis=1).rank().between(16, 25).to_numpy()  # 10 of 40: the backtest's future
+    t["FLOPs (1E21)"] = np.where(middle, 1e3 + np.arange(40), 1.0 + np.arange(40))
+    data = obs.from_frame(t, target_col="target", metric_cols=METRICS)
+    with pytest.warns(RuntimeWarning, match="imputed"):
+        fit = obs.fit(jax.random.key(0), data, obs.Spec(k=1))
+    assert (int(fit.n_backtest), int(fit.n_backtest_outside), float(fit.kappa)) == (10, 0, 0.25)
+    source = kappa_source(fit)
+    assert source.startswith("prior median: the backtest of 10 training rows did not move it (none of them lies")
+    pred = obs.predict(fit, data)
+    assert extrapolation_summary(fit, data, pred, np.ones(40, bool))["kappa_source"] == source
+    # the other cases, on the same fit
+    assert kappa_source(fit.replace(n_backtest=jax.numpy.asarray(0))) == ("prior median: too few training rows "
+                                                                          "for the backtest")
+    moved = fit.replace(n_backtest_outside=jax.numpy.asarray(3))
+    assert kappa_source(moved).startswith("prior median: the backtest of 10 training rows (3 of them outside")
+    assert kappa_source(moved.replace(kappa=jax.numpy.asarray(0.4))) == ("backtest of 10 training rows (3 of them "
+                                                                         "outside the capability box of the others)")
+    assert kappa_source(fit.replace(kappa=None)) is None
+
+
+def test_holdout_reason_names_held_out_rows_without_target(table, tmp_path, capsys):
+    """--holdout given, but its rows have no target: the reason says so (not 'give --holdout')."""
+    held = (table["FLOPs (1E21)"] > 30).to_numpy()
+    table.assign(target=table["target"].where(~held)).to_csv(tmp_path / "t.csv", index=False)
+    argv = ["obs", "fit", "--csv", str(tmp_path / "t.csv"), "--target-col", "target", "--metric-cols",
+            ",".join(METRICS), "--k", "2"]
+    with pytest.warns(RuntimeWarning, match="imputed"):
+        out = _json(argv + ["--holdout", "`FLOPs (1E21)` > 30"], capsys)
+    assert out["holdout"] is None and out["n_test"] == held.sum()
+    assert out["holdout_reason"].startswith(f"the {held.sum()} held-out row(s) have no target value (column "
+                                            "'target' is empty there)")
+    with pytest.warns(RuntimeWarning, match="imputed"):  # no split: every row with a target is fitted
+        out = _json(argv + ["--where", "target.notna()"], capsys)
+    assert out["holdout_reason"] == "no split given, every row is fitted (give --holdout, --cutoff or --test-frac)"

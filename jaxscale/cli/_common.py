@@ -337,8 +337,11 @@ def check_interval(y, pred, level: float, *, what: str, mask=None, rows: str = "
     return check
 
 
-def predict_handler(module_name: str):
-    """Handler of ``jaxscale <pillar> predict``: load ``--model``, predict ``--csv`` rows."""
+def predict_handler(module_name: str, report=None):
+    """Handler of ``jaxscale <pillar> predict``: load ``--model``, predict ``--csv`` rows.
+
+    ``report(fit, df) -> (fields, columns)``: a pillar's own account of the query (e.g. the cells it
+    imputed): ``fields`` join the JSON, ``columns`` (one value per row) the ``--predictions`` file."""
 
     def handler(args) -> dict:
         import importlib
@@ -357,6 +360,8 @@ def predict_handler(module_name: str):
         pred = pillar.predict(fit, df, key=jax.random.key(args.seed), level=args.level, **kw)
         out = {"model": str(args.model), "n": int(len(df)), "level": args.level,
                "mean": pred.mean, "lower": pred.lower, "upper": pred.upper}
+        fields, columns = ({}, None) if report is None else report(fit, df)
+        out.update(fields)
         if pred.extrapolation is not None:
             import numpy as np
 
@@ -368,14 +373,15 @@ def predict_handler(module_name: str):
 
             out["score"] = score(pd.to_numeric(df[target], errors="coerce"), pred)
         if args.predictions:
-            out["predictions"] = write_predictions(args.predictions, df, pred)
+            out["predictions"] = write_predictions(args.predictions, df, pred, extra=columns)
         return out
 
     return handler
 
 
-def add_predict_command(sub, module_name: str, what: str) -> argparse.ArgumentParser:
-    """``predict --model DIR --csv NEW [--where] [--predictions] [--level] [--seed]``."""
+def add_predict_command(sub, module_name: str, what: str, report=None) -> argparse.ArgumentParser:
+    """``predict --model DIR --csv NEW [--where] [--predictions] [--level] [--seed]`` (``report``: see
+    :func:`predict_handler`)."""
     p = sub.add_parser("predict", help=f"predict new rows with a saved {what} model (from --save)",
                        formatter_class=Formatter)
     p.add_argument("--model", required=True, metavar="DIR", help="folder written by --save")
@@ -385,5 +391,5 @@ def add_predict_command(sub, module_name: str, what: str) -> argparse.ArgumentPa
     p.add_argument("--seed", type=int, default=0, help="seed of predictive draws (where the model draws)")
     add_output_args(p, save=False)
     add_json(p)
-    p.set_defaults(func=predict_handler(module_name))
+    p.set_defaults(func=predict_handler(module_name, report))
     return p

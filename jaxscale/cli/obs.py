@@ -151,7 +151,7 @@ def _fit_table(args) -> dict:
     from jaxscale import observational as obs
     from jaxscale._log import get_logger
     from jaxscale.data import holdout_mask
-    from jaxscale.observational.model import dedupe, top_rows
+    from jaxscale.observational.model import _warn_imputed, dedupe, top_rows
     from jaxscale.observational.report import extrapolation_summary, table_summary
 
     if not args.target_col:
@@ -195,7 +195,10 @@ def _fit_table(args) -> dict:
     t0 = time.perf_counter()
     fit = obs.fit(key, obs.take_rows(data, train), spec)
     seconds = time.perf_counter() - t0
-    pred = obs.predict(fit, data, key=key, level=args.level)  # every row: same draws as `obs predict`
+    # every row: same draws as `obs predict`; the training rows' imputed cells were warned about by fit
+    pred = obs.predict(fit, data, key=key, level=args.level, warn_imputed=False)
+    miss = ~np.isfinite(np.asarray(data.scores, float))
+    _warn_imputed(fit, data, miss, rows=~train, what="obs fit (rows not fitted)", stacklevel=2)
     out = dict(source=str(args.csv), n_read=n_read, n_duplicates_dropped=len(dropped),
                duplicate_rows_dropped=dropped, split=split, level=args.level,
                **table_summary(fit, data, pred, train=train, held_out=held, excluded=excluded),
@@ -211,12 +214,12 @@ def _fit_table(args) -> dict:
         out.update(_table_baselines(args, fit, data, pred, train, held, base_cols))
     else:
         out["holdout"] = out["baselines"] = None
-        out["holdout_reason"] = out["baselines_reason"] = ("no held-out row with a target (give --holdout, --cutoff "
-                                                           "or --test-frac)")
+        out["holdout_reason"] = out["baselines_reason"] = _no_holdout_reason(args, held)
     out["extrapolation"] = extrapolation_summary(fit, data, pred, ~train)
     label = np.where(train, "train", np.where(held, "holdout", "excluded"))
     if args.predictions:
-        out["predictions"] = write_predictions(args.predictions, df, pred, extra={"split": label, **base_cols})
+        out["predictions"] = write_predictions(args.predictions, df, pred, extra={
+            "split": label, IMPUTED_COLUMN: miss.sum(axis=1), **base_cols})
     if args.plot:
         from jaxscale import plotting
         from jaxscale.observational.plot import plot_fit
@@ -228,6 +231,36 @@ def _fit_table(args) -> dict:
     if out["saved"] is None:
         out["saved_reason"] = "no --save folder given"
     return out
+
+
+def _no_holdout_reason(args, held) -> str:
+    """Why a fit on your table has no held-out score: no split, a split that holds out nothing, or
+    held-out rows without a target value."""
+    if held.any():
+        return (f"the {int(held.sum())} held-out row(s) have no target value (column {args.target_col!r} is empty "
+                "there), so there is nothing to score: give their targets, or hold out rows that have one")
+    if args.cutoff is not None:
+        return f"no row has FLOPs above the cut-off {args.cutoff:g}, so none is held out: lower --cutoff"
+    if args.test_frac is not None:
+        return f"--test-frac {args.test_frac:g} of the rows with a target rounds down to no row: raise it"
+    if args.holdout:
+        return f"--holdout {args.holdout!r} selects no row: change the expression"
+    return "no split given, every row is fitted (give --holdout, --cutoff or --test-frac)"
+
+
+#: Column of the predictions file: benchmark cells of the row that the prediction imputed.
+IMPUTED_COLUMN = "n_imputed"
+
+
+def _imputed_report(fit, df) -> tuple[dict, dict]:
+    """``obs predict``'s account of the query's empty benchmark cells (imputed by the prediction,
+    which warns): their count, the rows, per column (JSON), and an ``n_imputed`` column per row."""
+    from jaxscale.observational import imputed_cells
+
+    miss = imputed_cells(fit, df)
+    fields = {"n_imputed": int(miss.sum()), "n_rows_imputed": int(miss.any(axis=1).sum()),
+              "imputed_columns": {name: int(c) for name, c in zip(fit.metric_names, miss.sum(axis=0)) if c}}
+    return fields, {IMPUTED_COLUMN: miss.sum(axis=1)}
 
 
 def tasks_handler(args) -> dict:
@@ -401,7 +434,7 @@ def register(subparsers) -> None:
     f.add_argument("--plot", default=None, metavar="PNG", help="write the scaling-curve PNG here")
     add_output_args(f)
     f.set_defaults(func=fit_handler)
-    add_predict_command(sub, "jaxscale.observational", "observational law")
+    add_predict_command(sub, "jaxscale.observational", "observational law", report=_imputed_report)
     t = sub.add_parser("tasks", help="list the named experiments", formatter_class=Formatter)
     t.set_defaults(func=tasks_handler)
     s = sub.add_parser("select", help="V-optimal model subsets (unions of families)", formatter_class=Formatter)

@@ -81,6 +81,8 @@ __all__ = [
     "dedupe",
     "interval_method",
     "extrapolation",
+    "kappa_source",
+    "imputed_cells",
     "flops_excess",
     "flops_baseline",
     "mean_score_baseline",
@@ -157,9 +159,14 @@ class ObsFit:
         NaN when no training row has FLOPs).
       kappa: growth of the capability error with the extrapolation distance ``d``: the law's
         logit at a query is perturbed by ``N(0, (kappa d)^2)`` in the point and bootstrap
-        intervals. Learnt by a backtest inside the training rows (:func:`fit_core`).
+        intervals. Learnt by a backtest inside the training rows (:func:`fit_core`), or left at
+        the prior's median when that backtest cannot tell (:func:`kappa_source` says which).
       n_backtest: training rows that played the "future" in that backtest (0: none, ``kappa`` is
         then the prior's median).
+      n_backtest_outside: those of them outside the capability box of the rest, the only rows
+        whose likelihood depends on ``kappa`` (0: the backtest is flat in ``kappa``, which is then
+        the prior's median); ``None`` for fits saved before it was stored. :func:`kappa_source`
+        says where ``kappa`` came from.
       spec, metric_names, lo, hi, flops_unit, columns, metric_scale: static, as in :class:`ObsData`
         (a query table is read with the fit's ``metric_scale``).
     """
@@ -180,6 +187,7 @@ class ObsFit:
     flops_range: jax.Array | None = None
     kappa: jax.Array | None = None
     n_backtest: jax.Array | None = None
+    n_backtest_outside: jax.Array | None = None
     spec: ObsSpec = static_field(default=ObsSpec())
     metric_names: tuple = static_field(default=())
     lo: float = static_field(default=0.0)
@@ -453,7 +461,9 @@ def _backtest(theta, S, y0, w, flops, delta, fmax, spec: ObsSpec, sd):
     perturbed by ``N(0, (kappa d)^2)``, ``d`` = their distance outside the rest's box (in training
     s.d.), plus the rest's residual noise, censored to [0, 1]. ``kappa`` maximises that likelihood
     (Gauss-Hermite quadrature) times the Bayesian law's prior ``log kappa ~ N(log 0.25, 0.5)``
-    over a grid. Returns ``(kappa, n_future)``; without future rows ``kappa`` is the prior median.
+    over a grid. Returns ``(kappa, n_future, n_outside)``, ``n_outside`` the future rows outside the
+    rest's box (``d > 0``): without future rows, or with none outside, the likelihood does not
+    depend on ``kappa`` and ``kappa`` is the prior median.
     """
     dtype = S.dtype
     p = S.shape[1] + 1 + (fmax > 0).astype(dtype)
@@ -480,7 +490,7 @@ def _backtest(theta, S, y0, w, flops, delta, fmax, spec: ObsSpec, sd):
                                      axis=-1)
     prior = -0.5 * ((jnp.asarray(_LOG_KAPPA, dtype) - PRIORS.log_kappa_mean) / PRIORS.log_kappa_sd) ** 2
     score = jnp.sum(jnp.where(top[None, :], lp, 0.0), axis=1) + prior
-    return kap[jnp.argmax(score)], n_top
+    return kap[jnp.argmax(score)], n_top, jnp.sum(top & (d > 0))
 
 
 def _core(key, data: ObsData, spec: ObsSpec):
@@ -527,11 +537,12 @@ def _core(key, data: ObsData, spec: ObsSpec):
     lc = jnp.log10(jnp.where(has_c, flops, 1.0))
     flops_range = jnp.where(jnp.any(has_c), jnp.stack([jnp.min(jnp.where(has_c, lc, jnp.inf)),
                                                        jnp.max(jnp.where(has_c, lc, -jnp.inf))]), jnp.nan)
-    kappa, n_top = _backtest(res.params, S, y0, w, flops, delta, fmax, spec, jnp.where(pc_sd > 0, pc_sd, 1.0))
+    kappa, n_top, n_out = _backtest(res.params, S, y0, w, flops, delta, fmax, spec, jnp.where(pc_sd > 0, pc_sd, 1.0))
     out = ObsFit(imp, pca, law, res.converged, sse / n, jnp.sqrt(sse / jnp.maximum(n - p, 1.0)),
                  n.astype(jnp.int32), boot=boot, boot_ok=boot_ok, posterior=None, reason=res.reason,
                  pc_range=pc_range, pc_sd=pc_sd, flops_range=flops_range, kappa=kappa,
-                 n_backtest=n_top.astype(jnp.int32), spec=spec, metric_names=data.metric_names,
+                 n_backtest=n_top.astype(jnp.int32), n_backtest_outside=n_out.astype(jnp.int32), spec=spec,
+                 metric_names=data.metric_names,
                  lo=data.lo, hi=data.hi, flops_unit=data.flops_unit, columns=data.columns,
                  metric_scale=data.metric_scale)
     return out, S
@@ -667,11 +678,14 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
     """Fit the observational law on the rows of ``data`` (every row needs a target).
 
     Checks the inputs (a target on every row, enough rows for ``spec.k``, each benchmark observed
-    at least twice and not constant), warns with the count of imputed cells, then runs
+    at least twice and not constant), warns with the count of imputed cells and when the values
+    look like fractions read as percentages (every value of a benchmark column at most 1 under
+    ``metric_scale > 1``, every target value in [0, 1] under ``hi > 1``), then runs
     :func:`fit_core` (rows padded to a bucket so tables of similar size share one compiled
     program) and, with ``spec.bayes``, NUTS started at the point fit (the likelihood's backtest
     holds out the largest-FLOPs quarter of the training rows when every row has FLOPs, else the
-    best-scoring quarter).
+    best-scoring quarter). A fit with fewer residual degrees of freedom than
+    ``max(MIN_RESID_DOF, p)`` (``p`` parameters) is warned about: its residual s.d. is poorly known.
 
     Args:
       key: ``jax.random`` key (bootstrap resamples and NUTS; unused by a plain point fit).
@@ -683,6 +697,7 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
     """
     warn_if_float32("observational fit")
     n_imp = _check_training(data, spec)
+    _warn_scale(data)
     if n_imp:
         warnings.warn(f"fit: imputed {n_imp} missing benchmark cell(s) of the {data.y.shape[0]} training rows "
                       "(rank-1 PCA hard-impute on the training rows)", RuntimeWarning, stacklevel=2)
@@ -695,6 +710,7 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
     out = out.replace(metric_names=data.metric_names, lo=data.lo, hi=data.hi, flops_unit=data.flops_unit,
                       columns=data.columns, metric_scale=data.metric_scale)
     _check_result(out, spec)
+    _warn_few_dof(out, spec, n)
     if not bool(out.converged):
         warnings.warn(f"fit: L-BFGS did not converge ({reason_text(out.reason)} after at most {spec.max_steps} "
                       "steps); the law may be a poor optimum (a steep sigmoid?): raise Spec.max_steps (CLI: "
@@ -704,6 +720,62 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
                             np.asarray(data.flops, float), spec)
         out = out.replace(posterior=post)
     return out
+
+
+#: Fewest residual degrees of freedom ``n - p`` a fit is quiet about (also never fewer than ``p``).
+MIN_RESID_DOF = 5
+
+
+def _warn_scale(data: ObsData) -> None:
+    """Warn when the training values look like fractions but are read as percentages: benchmark
+    columns whose every value is at most 1 under ``metric_scale > 1``, or a target whose every
+    value lies in [0, 1] under ``hi > 1`` (the opposite mix-up, percentages read as fractions, is
+    an error of :func:`from_frame`: values outside the range)."""
+    B = np.asarray(data.scores, float) * data.metric_scale
+    n = B.shape[0]
+    if data.metric_scale > 1:
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-empty column: max of nothing
+            top = np.nanmax(B, axis=0)
+        small = [name for name, t in zip(data.metric_names, top) if np.isfinite(t) and t <= 1.0]
+        if small:
+            every = "every benchmark column" if len(small) == len(data.metric_names) else "benchmark column(s)"
+            warnings.warn(f"fit: {every} {small} has no value above 1 on the {n} training rows, but metric_scale = "
+                          f"{data.metric_scale:g} (CLI: --metric-scale) reads the columns as scores out of "
+                          f"{data.metric_scale:g}, i.e. at most {100 / data.metric_scale:.3g} % here: if they hold "
+                          "fractions, fit with metric_scale=1 (drop --metric-scale), or multiply them by "
+                          f"{data.metric_scale:g}", UserWarning, stacklevel=3)
+    raw = data.lo + (data.hi - data.lo) * np.asarray(data.y, float)
+    raw = raw[np.isfinite(raw)]
+    if data.hi > 1 and raw.size and raw.min() >= 0 and raw.max() <= 1:
+        target = dict(data.columns).get("target", "target")
+        warnings.warn(f"fit: every one of the {raw.size} training values of target column {target!r} lies in [0, 1] "
+                      f"(largest {raw.max():.3g}), but hi = {data.hi:g} (CLI: --hi) reads it on a scale up to "
+                      f"{data.hi:g}: if it holds fractions, fit with hi=1 (drop --hi), else the law is fitted to a "
+                      f"target squeezed into [0, {1 / data.hi:.3g}] of its range", UserWarning, stacklevel=3)
+
+
+def _warn_few_dof(out: ObsFit, spec: ObsSpec, n: int) -> None:
+    """Warn when the training rows leave fewer residual degrees of freedom ``n - p`` than
+    ``max(MIN_RESID_DOF, p)`` (``p`` = the law's parameters): the residual s.d., which sets every
+    interval, is then itself poorly known (its 95 % upper confidence bound, from the chi-square law
+    of the residuals, is over 2x the estimate below 5 degrees of freedom) and the normal
+    interval is narrower than a Student-t one."""
+    from scipy.stats import chi2
+
+    p = spec.k + 1 + int(spec.floor)
+    dof = n - p
+    need = max(MIN_RESID_DOF, p)
+    if dof >= need:
+        return
+    up = float(np.sqrt(dof / chi2.ppf(0.05, dof)))
+    warnings.warn(f"fit: {n} training rows for a law with {p} parameters (k = {spec.k}"
+                  f"{', floor' if spec.floor else ''}) leave {dof} residual degree(s) of freedom, fewer than "
+                  f"{need} (the larger of {MIN_RESID_DOF} and the parameter count): the residual s.d. "
+                  f"({float(out.resid_sd):.3g}, normalised target) that sets the intervals is itself poorly known "
+                  f"(its 95 % upper confidence bound is {up:.3g}x the estimate), so the intervals are likely far "
+                  "too narrow. Add models, lower k (Spec.k; CLI: --k), or drop the floor (Spec.floor=False; "
+                  "CLI: --link plain)", UserWarning, stacklevel=3)
 
 
 def _check_result(out: ObsFit, spec: ObsSpec) -> None:
@@ -780,6 +852,35 @@ def capabilities(fit: ObsFit, query) -> np.ndarray:
     return np.asarray(S)[:n]
 
 
+def imputed_cells(fit: ObsFit, query) -> np.ndarray:
+    """``(n, m)`` boolean mask of the query's benchmark cells (columns ``fit.metric_names``) that
+    :func:`predict` fills in from the training imputation because they are empty. Count them per
+    row with ``.sum(axis=1)`` (the ``n_imputed`` column of ``obs predict --predictions``)."""
+    return ~np.isfinite(np.asarray(_as_data(fit, query).scores, float))
+
+
+def _warn_imputed(fit: ObsFit, data: ObsData, miss, rows=None, what: str = "observational predict",
+                  stacklevel: int = 4) -> None:
+    """One warning naming the rows (``rows``: a mask of the rows to report, default all) and the
+    benchmark columns whose empty cells the prediction imputed, with the count and the fix."""
+    miss = np.asarray(miss, bool)
+    total = miss.shape[0]
+    if rows is not None:
+        miss = miss & np.asarray(rows, bool)[:, None]
+        total = int(np.sum(rows))
+    hit = miss.any(axis=1)
+    if not hit.any():
+        return
+    per_col = {name: int(c) for name, c in zip(fit.metric_names, miss.sum(axis=0)) if c}
+    warnings.warn(f"{what}: {int(miss.sum())} empty benchmark cell(s) in {int(hit.sum())} of the {total} rows "
+                  f"were imputed from the training rows (rank-1 PCA) at rows {_rows(np.asarray(data.row)[hit])}, "
+                  f"cells per column {per_col}. An imputed score can be far from the model's real one (most of all "
+                  "for a model unlike the training models), the prediction moves with it, and neither its "
+                  "interval nor its extrapolation distance (read on the imputed scores) allows for that: give "
+                  "the missing value(s), or refit without the benchmark (metric_cols; CLI: --metric-cols)",
+                  UserWarning, stacklevel=stacklevel)
+
+
 def interval_method(fit: ObsFit) -> str:
     """Where :func:`predict`'s intervals come from for this fit (a short phrase)."""
     if fit.posterior is not None:
@@ -837,6 +938,28 @@ def _mixture_interval(z, floor, s, spread, level: float, n_nodes: int = 256):
     return out[0], out[1]
 
 
+def kappa_source(fit: ObsFit) -> str | None:
+    """Where ``fit.kappa`` came from, in words: the backtest (naming its rows), or the prior's
+    median when the backtest had no rows, none of its rows lay outside the rest's capability box
+    (its likelihood is then flat in ``kappa``), or it left ``kappa`` at the prior's median (the
+    centre of the searched grid). ``None`` for fits saved before the backtest was stored."""
+    if fit.kappa is None:
+        return None
+    n = 0 if fit.n_backtest is None else int(fit.n_backtest)
+    out = None if fit.n_backtest_outside is None else int(fit.n_backtest_outside)
+    if n == 0:
+        return "prior median: too few training rows for the backtest"
+    if out == 0:
+        return (f"prior median: the backtest of {n} training rows did not move it (none of them lies outside the "
+                "capability box of the other training rows, so their likelihood does not depend on kappa)")
+    step = float(_LOG_KAPPA[1] - _LOG_KAPPA[0])
+    where = "" if out is None else f" ({out} of them outside the capability box of the others)"
+    if abs(float(np.log(float(fit.kappa))) - PRIORS.log_kappa_mean) < step / 2:
+        return (f"prior median: the backtest of {n} training rows{where} did not move it (their likelihood is too "
+                "flat in kappa to outweigh the prior)")
+    return f"backtest of {n} training rows{where}"
+
+
 def _warn_far(fit: ObsFit, dist, data: ObsData) -> None:
     """One warning for queries outside the training data: capability distance and FLOPs ratio."""
     beyond = flops_excess(fit, data)
@@ -849,10 +972,8 @@ def _warn_far(fit: ObsFit, dist, data: ObsData) -> None:
                  f"{10**worst:,.0f}x ({worst:.2g} decades)")
     width = ""
     if fit.kappa is not None and fit.posterior is None:
-        how = ("learnt by a backtest inside the training rows" if fit.n_backtest is not None and int(fit.n_backtest)
-               else "the prior median: too few training rows for the backtest")
         width = (f"the interval widens with the distance (logit noise kappa = {float(fit.kappa):.3g} per s.d., "
-                 f"{how}), but a law far past its bend stays confident")
+                 f"source: {kappa_source(fit)}), but a law far past its bend stays confident")
     if dist is not None and np.any(np.asarray(dist) > 0):
         unit = EXTRAPOLATION_UNIT + flops + (f"; {width}" if width else "")
         warn_extrapolation("observational predict", dist, unit, threshold=0.0, stacklevel=4)
@@ -863,7 +984,7 @@ def _warn_far(fit: ObsFit, dist, data: ObsData) -> None:
                       "check such models", UserWarning, stacklevel=4)
 
 
-def predict(fit: ObsFit, query, *, key=None, level: float = 0.9) -> Prediction:
+def predict(fit: ObsFit, query, *, key=None, level: float = 0.9, warn_imputed: bool = True) -> Prediction:
     """Predict the target (raw units, ``lo + (hi - lo) * y``) of the query models.
 
     The query rows are imputed and projected with the training transform, then:
@@ -885,11 +1006,17 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9) -> Prediction:
     are warned about once, with the worst distance and, where FLOPs are known, how many times the
     largest training model's compute they reach.
 
+    Empty benchmark cells of the query are imputed with the training transform, and warned about
+    once (rows, columns, count; ``warn_imputed=False`` silences it): an imputed score can be far
+    off, and neither the prediction's interval nor its extrapolation distance allows for that
+    (:func:`imputed_cells` gives the mask).
+
     Args:
       fit: :class:`ObsFit`.
       query: :class:`ObsData` or a DataFrame with the fit's benchmark columns (target optional).
       key: ``jax.random`` key; required for Bayesian and bootstrap fits (their draws).
       level: central interval level in (0, 1).
+      warn_imputed: warn when query cells are imputed.
 
     Returns:
       :class:`jaxscale.Prediction` (``mean``, ``lower``, ``upper`` of shape (n,), ``samples``
@@ -898,6 +1025,8 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9) -> Prediction:
     level = check_level(level)
     data = _as_data(fit, query)
     S = capabilities(fit, data)
+    if warn_imputed:
+        _warn_imputed(fit, data, ~np.isfinite(np.asarray(data.scores, float)), stacklevel=3)
     mean = predict_np(fit.law, S)
     dist = extrapolation(fit, S)
     spread = np.zeros(len(S)) if dist is None or fit.kappa is None else float(fit.kappa) * np.asarray(dist, float)

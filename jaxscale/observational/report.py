@@ -102,8 +102,10 @@ def extrapolation_summary(fit, data, pred, rows) -> dict:
     """How far the predicted ``rows`` (boolean mask over ``data``) lie outside the training data:
     the largest capability distance (:func:`~jaxscale.observational.model.extrapolation`) and how
     many are outside the training box; the largest ratio of their FLOPs to the largest training
-    model's and how many exceed it; the backtest's ``kappa``. Every ``None`` has a reason."""
-    from .model import EXTRAPOLATION_UNIT
+    model's and how many exceed it; the backtest's ``kappa`` and where it came from (``kappa_source``:
+    the backtest, or the prior's median when the backtest could not move it). Every ``None`` has a
+    reason."""
+    from .model import EXTRAPOLATION_UNIT, kappa_source
 
     rows = np.asarray(rows, bool)
     out = dict(unit=EXTRAPOLATION_UNIT, n_rows=int(rows.sum()))
@@ -130,8 +132,13 @@ def extrapolation_summary(fit, data, pred, rows) -> dict:
     out["n_no_flops"] = int((~known).sum())
     out["kappa"] = None if fit.kappa is None else float(fit.kappa)
     out["n_backtest"] = None if fit.n_backtest is None else int(fit.n_backtest)
+    out["n_backtest_outside"] = None if fit.n_backtest_outside is None else int(fit.n_backtest_outside)
+    out["kappa_source"] = kappa_source(fit)
     if fit.kappa is None:
-        out["kappa_reason"] = out["n_backtest_reason"] = "the fit stores no backtest (saved before it did)"
+        for key in ("kappa", "n_backtest", "n_backtest_outside", "kappa_source"):
+            out[f"{key}_reason"] = "the fit stores no backtest (saved before it did)"
+    elif fit.n_backtest_outside is None:
+        out["n_backtest_outside_reason"] = "the fit does not store it (saved before it did)"
     return out
 
 
