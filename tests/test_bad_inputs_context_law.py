@@ -85,6 +85,14 @@ def _dup(df):
     return df
 
 
+def _k_with_one_long(df):
+    """n_ctx in thousands of tokens, one model's limit 1M tokens (1024): the largest value passes 256."""
+    df = df.copy()
+    df["n_ctx"] = df["n_ctx"] / 1024
+    df.loc[df["model"] == "m1e+21-4096", "n_ctx"] = 1024.0
+    return df
+
+
 NC = ["--n-col", "N", "--d-col", "D"]
 # (id, Table 2 row, command, table change, extra args, expected)
 #   expected: ("error", [patterns in stderr]) | ("warn", [patterns in a warning]) | ("ok", check(json))
@@ -113,6 +121,16 @@ CASES = [
     ("n_ctx_in_k", "mixed units: n_ctx in thousands", "predict", _where(lambda d: d.index >= 0,
                                                                       n_ctx=lambda d: d["n_ctx"] / 1024), [],
      ("warn", ["'n_ctx'", "thousands"])),
+    ("n_ctx_in_k_one_long", "mixed units: n_ctx in thousands, one 1M-token model", "fit", _k_with_one_long, [],
+     ("warn", ["'n_ctx'", "median of 16", "thousands", "largest 1024"])),
+    ("fraction_score_percent", "score as fractions read with --score-scale 100", "fit", None,
+     ["--score-scale", "100"],
+     ("warn", ["'score'", "at most 1", "60 rows", "Drop score_scale=100 (--score-scale 100)"])),
+    ("missing_column", "missing column (other name)", "fit", lambda d: d.rename(columns={"n_pmt": "prompt_len"}), [],
+     ("error", ["missing column(s) ['n_pmt']", "--n-pmt-col NAME", "'prompt_len'"])),
+    ("past_limit_predict", "prompt far past the context limit", "predict",
+     _where(lambda d: (d["n_ctx"] == 4096.0) & (d["n_pmt"] == 20000.0), n_pmt=4096.0 * 128), [],
+     ("warn", ["longer than their model's context limit", "n_pmt / n_ctx = 128", "out of range"])),
     ("percent_score", "score in percent (outside [0, 1])", "fit", _where(lambda d: d.index >= 0,
                                                                         score=lambda d: d["score"] * 100), [],
      ("error", ["'score'", "outside", "looks like percent", "--score-scale 100"])),

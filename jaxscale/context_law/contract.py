@@ -37,9 +37,11 @@ from jaxscale.context_law.fit import (
     ContextFit,
     _check_result,
     _fit_tasks,
+    bound_messages,
     check_identifiability,
     compress_tasks,
     convergence_reason,
+    params_at_bounds,
     theta_dict,
     warn_not_converged,
 )
@@ -211,8 +213,15 @@ def from_frame(df: pd.DataFrame, *, c_col: str | None = None, n_col: str | None 
         :func:`predict` answers on this scale.
 
     Raises:
-      ValueError: missing column, non-numeric / non-finite / non-positive inputs, scores or chance
-        outside their range, missing or unknown task labels; naming the column, count and rows.
+      ValueError: missing column (naming the option that sets each column's name), non-numeric /
+        non-finite / non-positive inputs, scores or chance outside their range, missing or unknown
+        task labels; naming the column, count and rows.
+
+    Warns:
+      UserWarning: a column that looks like the wrong unit (compute, N or D peaking implausibly low;
+        a context limit or prompt length whose median looks like thousands of tokens; prompts more
+        than 16 times their limit on most rows), scores that are all at most 1 with
+        ``score_scale > 1`` (fractions read as percent), and repeated rows.
     """
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"from_frame needs a pandas DataFrame, got {type(df).__name__}")
@@ -238,12 +247,13 @@ def from_frame(df: pd.DataFrame, *, c_col: str | None = None, n_col: str | None 
     for role, col in (("chance", chance_col), ("task", task_col), ("n_items", n_items_col)):
         if col is not None:
             roles.append((role, col))
-    V.require_columns(df, [c for _, c in roles], what)
+    _require_columns(df, roles, what)
     V.check_positive(df, compute + [n_prompt_col, n_ctx_col], what)
     num = lambda c: pd.to_numeric(df[c]).to_numpy(dtype=float)  # noqa: E731
     n = len(df)
     if score_col is not None:
         _check_scores(df, score_col, 1.0, score_scale, what)
+        _warn_fractions(df, score_col, score_scale, what)
         y = num(score_col) / score_scale
     else:
         y = np.full(n, np.nan)
@@ -285,6 +295,46 @@ def _check_scores(df: pd.DataFrame, col: str, top: float, scale: float, what: st
                       "the law is fitted on fractions and answers in percent." if percent else None)
 
 
+def _warn_fractions(df: pd.DataFrame, col: str, scale: float, what: str) -> None:
+    """Warn when a score column on a full scale above 1 (e.g. percent) holds fractions (all <= 1)."""
+    values = pd.to_numeric(df[col], errors="coerce").dropna()
+    if scale > 1 and len(values) and values.max() <= 1:
+        warnings.warn(f"{what}: every value of {col!r} is at most 1 (largest {values.max():g}, {len(values)} rows), "
+                      f"but score_scale={scale:g} (CLI: --score-scale {scale:g}) reads them on a 0-{scale:g} scale, "
+                      f"i.e. as scores of at most {100 / scale:g} % of full marks: the column looks like fractions. "
+                      f"Drop score_scale={scale:g} (--score-scale {scale:g}) to fit them as fractions; as given, the "
+                      f"law is fitted to near-zero scores and the errors are reported on the {scale:g} scale.",
+                      UserWarning, stacklevel=3)
+
+
+# what each column role is and the keyword / command-line option that names it
+_OPTIONS = {"c": ("compute in FLOPs", "c_col", "--c-col"), "n": ("parameters", "n_col", "--n-col"),
+            "d": ("training tokens", "d_col", "--d-col"), "n_prompt": ("prompt length", "n_prompt_col", "--n-pmt-col"),
+            "n_ctx": ("context limit", "n_ctx_col", "--n-ctx-col"), "target": ("score", "score_col", "--score-col"),
+            "chance": ("chance floor", "chance_col", "--chance-col"), "task": ("task", "task_col", "--task-col"),
+            "n_items": ("items per score", "n_items_col", "--n-items-col")}
+
+
+def _require_columns(df: pd.DataFrame, roles: list, what: str) -> None:
+    """Raise for missing columns, naming for each the option that sets its name (a query must
+    instead carry the columns the model was fitted with: the shared message says so)."""
+    if "query" in what:
+        V.require_columns(df, [c for _, c in roles], what)
+        return
+    missing = [(role, col) for role, col in roles if col not in df.columns]
+    if not missing:
+        return
+    says = []
+    for role, col in missing:
+        label, kw, flag = _OPTIONS[role]
+        text = f"{col!r} ({label}): {flag} NAME ({kw}=...)"
+        if role == "c":
+            text += ", or --n-col and --d-col for C = 6 N D (n_col=..., d_col=...)"
+        says.append(text)
+    raise ValueError(f"{what}: missing column(s) {[c for _, c in missing]}; present columns are {list(df.columns)}. "
+                     f"Rename your columns, or pass the names of yours: {'; '.join(says)}.")
+
+
 def _row_labels(df: pd.DataFrame):
     """The frame's index as integers (file lines from ``read_table``), or None when it is not integer."""
     idx = df.index
@@ -293,28 +343,60 @@ def _row_labels(df: pd.DataFrame):
     return None
 
 
-# smallest plausible maximum of each role's column, with the unit a smaller value suggests
+# smallest plausible maximum of each role's column (compute, N, D) or median (context limit, prompt
+# length: a few models with a long limit can lift the largest value of a column in thousands of tokens
+# past the floor), with the unit a smaller value suggests
 _UNITS = {"c": (1e12, "FLOPs", "PF-days, exaFLOPs or another unit; compute must be in FLOPs (a 7B model on 2T "
                                 "tokens is ~8e22)"),
           "n": (1e4, "parameters", "millions or billions; N must be a raw count (7 billion -> 7e9)"),
           "d": (1e6, "tokens", "millions, billions or trillions; D must be a raw count (2 trillion -> 2e12)"),
           "n_ctx": (256.0, "tokens", "thousands of tokens; write the limit in tokens (4k -> 4096)"),
-          "n_prompt": (1.0, "tokens", "thousands of tokens; write prompt lengths in tokens")}
+          "n_prompt": (64.0, "tokens", "thousands of tokens; write prompt lengths in tokens (4k -> 4096)")}
+_ON_MEDIAN = ("n_ctx", "n_prompt")
+#: Median prompt-to-limit ratio above which the two token columns look like different units.
+_RATIO_UNITS = 16.0
 
 
 def _check_units(df: pd.DataFrame, roles: dict, what: str) -> None:
-    """Warn when a column's values are implausibly small for its unit (e.g. N given in billions)."""
+    """Warn when a column's values are implausibly small for its unit (e.g. N given in billions, the
+    context limit in thousands of tokens), or when most prompts are far longer than their context
+    limit (the two token columns in different units)."""
+    flagged = set()
     for role, (floor, unit, hint) in _UNITS.items():
         col = roles.get(role)
         if col is None:
             continue
         values = pd.to_numeric(df[col])
-        top = float(values.min() if role == "n_prompt" else values.max())  # prompts: any below one token
-        if top < floor:
-            verb = "has values down to" if role == "n_prompt" else "peaks at"
-            warnings.warn(f"{what}: column {col!r} ({unit}) {verb} {top:g}, which looks like {hint}. Convert the "
-                          "column, or the fitted law's constants and its extrapolation distances will be wrong.",
-                          UserWarning, stacklevel=3)
+        if role in _ON_MEDIAN:
+            med, below = float(values.median()), int((values < floor).sum())
+            if med < floor:
+                text = (f"has a median of {med:g} ({below} of {len(values)} rows below {floor:g}, largest "
+                        f"{float(values.max()):g})")
+            elif role == "n_prompt" and float(values.min()) < 1.0:
+                text = f"has values down to {float(values.min()):g} ({int((values < 1).sum())} rows below one token)"
+            else:
+                continue
+        else:
+            top = float(values.max())
+            if top >= floor:
+                continue
+            text = f"peaks at {top:g}"
+        flagged.add(role)
+        warnings.warn(f"{what}: column {col!r} ({unit}) {text}, which looks like {hint}. Convert the column, or "
+                      "the fitted law's constants and its extrapolation distances will be wrong.",
+                      UserWarning, stacklevel=3)
+    pcol, ccol = roles.get("n_prompt"), roles.get("n_ctx")
+    if "query" in what or flagged & set(_ON_MEDIAN) or pcol is None or ccol is None:
+        return  # a query may probe prompts past the limit on purpose (predict names them)
+    ratio = pd.to_numeric(df[pcol]) / pd.to_numeric(df[ccol])
+    if float(ratio.median()) > _RATIO_UNITS:
+        far = int((ratio > _RATIO_UNITS).sum())
+        warnings.warn(f"{what}: in {far} of {len(ratio)} rows the prompt (column {pcol!r}) is more than "
+                      f"{_RATIO_UNITS:g} times the context limit (column {ccol!r}; median n_pmt / n_ctx "
+                      f"{float(ratio.median()):.3g}): the two columns look like different units (e.g. the limit in "
+                      "thousands of tokens, 4k -> 4096). Write both in tokens, or the cliff is fitted in the wrong "
+                      "place and the fitted law's constants and its extrapolation distances will be wrong.",
+                      UserWarning, stacklevel=3)
 
 
 def _warn_duplicates(df: pd.DataFrame, what: str) -> None:
@@ -414,8 +496,11 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     every task has training rows, at least one more row than free parameters, a score that is not
     constant, at least two prompt lengths, and two compute levels when alpha is fitted; weak
     designs are warned. A task whose DE stopped at ``spec.maxiter`` is reported by a warning and by
-    ``fit.converged``. With ``spec.backtest_frac > 0`` each task is also refitted without its
-    longest prompts (in the same compiled program) to learn ``fit.drift`` (see
+    ``fit.converged``; a fitted parameter at an end of its allowed range by a warning naming the
+    tasks and what it means (:func:`jaxscale.context_law.fit.bound_messages`; the harmless ends, a
+    cliff as sharp as allowed and no length decay, only in :func:`task_summary`'s ``at_bound``).
+    With ``spec.backtest_frac > 0`` each task is also refitted without its longest prompts (in the
+    same compiled program) to learn ``fit.drift`` (see
     :mod:`jaxscale.context_law.extrapolation`). NUTS diagnostics (R-hat > 1.01, ESS < 100 per
     chain, divergences, fewer than 2 chains) are warned and stored in ``fit.posterior``. The checks,
     messages, ``n_train`` and ``sigma`` see the rows as given; the point fit itself fits each
@@ -470,6 +555,8 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     _check_result(core, what, labels)
     sigma, n_train = _residual_sigma(core.theta, stacked, spec.law())
     warn_not_converged(core, spec, what, labels)
+    for msg in bound_messages(spec, np.asarray(core.theta), what, labels):
+        warnings.warn(msg, UserWarning, stacklevel=2)
     posterior = _posterior(k_bayes, stacked, spec, core.theta, (w_past, future, ok, theta_bt)) if spec.bayes else None
     n_future = np.where(ok, np.asarray(future).sum(1), 0)
     return Fit(core.theta, core.loss, core.de_loss, core.de_generations, core.de_converged, core.polished,
@@ -614,6 +701,7 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
         extra = np.asarray(rate)[np.asarray(q.task)] * d if rate is not None else np.zeros_like(d)
     else:
         extra = np.zeros(len(q))
+    _warn_past_limit(fit, q)
     extra = jax.device_put(extra)
     if fit.posterior is None:
         mean, lo, hi = _point_interval(jnp.asarray(fit.theta), jnp.asarray(fit.sigma), extra, q, z_value(level), spec)
@@ -645,6 +733,27 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
                      fit.score_scale)
 
 
+def _warn_past_limit(fit: Fit, q: Data) -> None:
+    """Warn, naming the rows and the prompt-to-limit ratio, when query prompts are longer than their
+    model's context limit and further past it than any training row of their task."""
+    ratio = np.asarray(q.n_pmt, float) / np.asarray(q.n_ctx, float)
+    seen = 10 ** np.asarray(fit.box)[np.asarray(q.task), 4] if fit.box is not None else np.ones_like(ratio)
+    past = (ratio > 1) & (ratio > np.maximum(seen, 1) * (1 + 1e-9))
+    if not past.any():
+        return
+    i = int(np.argmax(np.where(past, ratio, -np.inf)))
+    worst = f"row {int(np.asarray(q.row)[i])}" if q.row is not None else f"position {i}"
+    trained = (f"the training rows of its task reach {seen[i]:.3g}" if fit.box is not None and seen[i] > 1
+               else "no training row of its task is past its limit")
+    warnings.warn(f"context-law predict: {int(past.sum())} of {len(ratio)} queries have prompts longer than their "
+                  f"model's context limit and further past it than any training row ({_rows_text(q, past)}; worst: "
+                  f"{worst}, n_pmt / n_ctx = {ratio[i]:.3g}, where {trained}): there the law only extends its cliff "
+                  "(a mean near 0; the interval is the noise and the drift), a shape no training row pinned, and a "
+                  "model reads such a prompt only truncated or with positions it was not trained on. Treat these "
+                  "rows as out of range: query prompts within the limit, or fit rows this far past it.",
+                  UserWarning, stacklevel=3)
+
+
 def _on_scale(pred: Prediction, scale: float) -> Prediction:
     """``pred`` (fractions) on the training table's score scale."""
     if scale == 1.0:
@@ -655,9 +764,12 @@ def _on_scale(pred: Prediction, scale: float) -> Prediction:
 
 def task_summary(fit: Fit) -> list:
     """Per task: label, training rows, parameters, loss, residual sigma, DE convergence and reason,
-    the extrapolation drift and its backtest rows; with a posterior, 90 % intervals of the parameters.
-    ``sigma`` and ``drift_per_decade`` are on the training table's score scale (``fit.score_scale``)."""
+    the parameters that sit at an end of their allowed range (``at_bound``, see
+    :func:`jaxscale.context_law.fit.params_at_bounds`; ``{}`` when none), the extrapolation drift
+    and its backtest rows; with a posterior, 90 % intervals of the parameters. ``sigma`` and
+    ``drift_per_decade`` are on the training table's score scale (``fit.score_scale``)."""
     rows = []
+    at_bound = params_at_bounds(fit.spec, np.asarray(fit.theta))
     for t, label in enumerate(fit.task_labels):
         conv = bool(np.asarray(fit.converged)[t])
         row = {"task": label, "n_train": int(np.asarray(fit.n_train)[t]),
@@ -666,7 +778,8 @@ def task_summary(fit: Fit) -> list:
                "de_generations": int(np.asarray(fit.de_generations)[t]),
                "polished": bool(np.asarray(fit.polished)[t]),
                "reason": convergence_reason(conv, np.asarray(fit.de_generations)[t], np.asarray(fit.polished)[t],
-                                            fit.spec)}
+                                            fit.spec),
+               "at_bound": at_bound[t]}
         if fit.drift is not None:
             row["drift_per_decade"] = float(np.asarray(fit.drift)[t]) * fit.score_scale
             row["backtest_rows"] = int(np.asarray(fit.backtest_rows)[t])

@@ -16,7 +16,7 @@ import pandas as pd
 
 from jaxscale.context_law.data import load_source, split_mask, stack_tasks
 from jaxscale.context_law.extrapolation import distance
-from jaxscale.context_law.fit import convergence_reason, fit_many, theta_dict
+from jaxscale.context_law.fit import bound_messages, convergence_reason, fit_many, params_at_bounds, theta_dict
 from jaxscale.context_law.model import PENALTIES, Spec, param_names, predict_law
 from jaxscale.infer import bucket
 
@@ -103,7 +103,9 @@ def evaluate_source(key, source: str, spec: Spec | None = None, *, cutoff: float
     are scored against the carry-forward baseline (:func:`jaxscale.context_law.baseline.carry_forward`).
     All fits run in one vmapped program. Design properties of the bundled tables (e.g. no training
     row past the context limit once the long prompts are held out) are returned as
-    ``design_notes`` rather than warned; DE non-convergence is warned.
+    ``design_notes`` rather than warned; DE non-convergence is warned, and so is a parameter of an
+    in-distribution or extrapolation fit at an end of its allowed range (per task ``at_bound`` and
+    ``extrap_at_bound``; :func:`jaxscale.context_law.fit.params_at_bounds`).
 
     Returns ``{"source", "spec", "tasks": [{task, params, mae_in{...}, mae_out{...}, n_train, ...}],
     "frames": {task: frame}, "fits": ContextFit, "task_names", "fit_labels", "cutoff", "drift",
@@ -143,6 +145,10 @@ def evaluate_source(key, source: str, spec: Spec | None = None, *, cutoff: float
     T = len(tasks)
     drift = None
     theta = np.asarray(fits.theta)  # indexed on the host (eager indexing compiles a program per shape)
+    reported = 2 * T if extrapolate else T  # the in-distribution and extrapolation fits (not the backtest refits)
+    for msg in bound_messages(spec, theta[:reported], f"{source} fit", labels[:reported], noun="fit"):
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    at_bound = params_at_bounds(spec, theta)
     if extrapolate:
         extrap, w_past, future, ok = bt
         drift = drift_from_backtest(extrap, w_past, future, ok, theta[2 * T:], spec)
@@ -150,14 +156,14 @@ def evaluate_source(key, source: str, spec: Spec | None = None, *, cutoff: float
     rows = []
     for i, (t, f) in enumerate(zip(tasks, frames)):
         p = predict_frame(spec, theta[i], f, floor)
-        row = {"task": t, "params": theta_dict(spec, theta[i]), "n": len(f),
+        row = {"task": t, "params": theta_dict(spec, theta[i]), "at_bound": at_bound[i], "n": len(f),
                "mae_in": mae_split(p, f["score"], f["beyond_ctx"])}
         if extrapolate:
             j = T + i
             tr = split_mask(f, cutoff)
             p2 = predict_frame(spec, theta[j], f, floor)
             y = f["score"].to_numpy(float)
-            row["extrap_params"] = theta_dict(spec, theta[j])
+            row["extrap_params"], row["extrap_at_bound"] = theta_dict(spec, theta[j]), at_bound[j]
             row["mae_train"] = mae_split(p2[tr], y[tr], f["beyond_ctx"][tr])
             row["mae_out"] = mae_split(p2[~tr], y[~tr], f["beyond_ctx"][~tr])
             row["n_train"], row["n_test"] = int(tr.sum()), int((~tr).sum())
@@ -281,18 +287,20 @@ def bayes_extrapolation(key, res: dict, spec: Spec | None = None, level: float =
 
 
 def source_report(res: dict) -> dict:
-    """JSON-ready summary of an :func:`evaluate_source` result: per task parameters, MAE in and out
+    """JSON-ready summary of an :func:`evaluate_source` result: per task parameters (and those at an
+    end of their allowed range, ``at_bound`` / ``extrap_at_bound``), MAE in and out
     (with the carry-forward baseline's held-out MAE and the point fit's 90 % coverage there), DE
     convergence of every fit, the backtest's drift, design notes; means over tasks."""
     out = {"dataset": res["source"], "spec": res["spec"], "cutoff_tokens": res["cutoff"], "tasks": []}
     conv = _convergence(res)
     n_t = len(res["task_names"])
     for i, row in enumerate(res["tasks"]):
-        r = {k: row[k] for k in ("task", "params", "n", "mae_in")}
+        r = {k: row[k] for k in ("task", "params", "at_bound", "n", "mae_in")}
         r["converged"], r["reason"] = conv[i]["converged"], conv[i]["reason"]
         if "mae_out" in row:
-            r.update({k: row[k] for k in ("mae_out", "n_train", "n_test", "extrap_params", "baseline_out",
-                                          "baseline_fallback_rows", "coverage_90_point", "extrapolation_max")})
+            r.update({k: row[k] for k in ("mae_out", "n_train", "n_test", "extrap_params", "extrap_at_bound",
+                                          "baseline_out", "baseline_fallback_rows", "coverage_90_point",
+                                          "extrapolation_max")})
             r["extrap_converged"], r["extrap_reason"] = conv[n_t + i]["converged"], conv[n_t + i]["reason"]
             r["backtest_converged"], r["backtest_reason"] = conv[2 * n_t + i]["converged"], conv[2 * n_t + i]["reason"]
         out["tasks"].append(r)

@@ -35,7 +35,8 @@ from jaxscale.infer import minimize_lbfgs, sharded_vmap
 from jaxscale.infer.evolution import de_run
 
 __all__ = ["ContextFit", "fit_core", "fit_law", "fit_many", "check_identifiability", "theta_dict",
-           "convergence_reason", "warn_not_converged", "compress", "compress_tasks"]
+           "convergence_reason", "warn_not_converged", "params_at_bounds", "bound_messages", "compress",
+           "compress_tasks"]
 
 
 @register_serializable
@@ -415,3 +416,98 @@ def theta_dict(spec: Spec, theta) -> dict:
     if "log_shift" in out:
         out["shift"] = float(np.exp(out["log_shift"]))
     return out
+
+
+# what a free parameter at one end of its range means for the user; None: a harmless end (reported
+# by ``params_at_bounds`` and ``task_summary``, not warned)
+_ROLE = {"a": "the compute factor's level", "alpha": "the compute exponent", "b": "the prompt-length factor's level",
+         "beta": "the prompt-length exponent", "log_scale": "the cliff's width", "log_shift": "the cliff's location",
+         "gamma": "the length decay"}
+_HELD = ("the fit would have gone further, so the scores' dependence on {what} is held by the range, not by the "
+         "data, and predictions at other {what}s are unreliable; check the unit of the {what} column")
+_AT_BOUND = {
+    "a": dict.fromkeys(("lower", "upper"), _HELD.format(what="compute")),
+    "alpha": dict.fromkeys(("lower", "upper"), _HELD.format(what="compute")
+                           + ", or hold alpha fixed (--no-fit-alpha, Spec(fit_alpha=False))"),
+    "b": dict.fromkeys(("lower", "upper"), _HELD.format(what="prompt length")),
+    "beta": dict.fromkeys(("lower", "upper"), _HELD.format(what="prompt length")),
+    "log_shift": {
+        "lower": "the effective context limit is as low as allowed (0.25 x n_ctx): the scores fall long before the "
+                 "stated limits and the cliff cannot move further in; try the length decay --decay "
+                 "(Spec(decay=True)) and compare held-out errors (--holdout)",
+        "upper": "the effective context limit is as high as allowed (4 x n_ctx): these rows show no cliff at the "
+                 "stated limits (scores hold up past n_ctx); check the context-limit column (its unit, or limits "
+                 "extended after training), or drop the cliff (--penalty none)"},
+    "gamma": {"lower": None,  # no length decay: the law without the extension
+              "upper": "the length decay is as steep as allowed ((1 + n_pmt/1e3)^-2): the scores fall faster with "
+                       "prompt length than the law can follow; check the prompt-length column's unit and compare "
+                       "held-out errors (--holdout)"},
+}
+_WIDE = ("the scores fall gradually with prompt length rather than at a cliff past the context limit, so the penalty "
+         "stands in for that decline and lowers the predictions well inside the limit too; the range, not the data, "
+         "set its width, and predictions at other prompt lengths inherit that choice. Try the length decay --decay "
+         "(Spec(decay=True)){alt} and compare held-out errors (--holdout)")
+_SCALE_AT_BOUND = {
+    "logistic": {"lower": None,  # a cliff as sharp as allowed (4 tokens at a 4k limit): the paper's step
+                 "upper": "the cliff is as wide as allowed (relative width 1, the whole context limit: the penalty "
+                          "is 0.73 at the shortest prompts and 0.5 at n_ctx): "
+                          + _WIDE.format(alt=" or the scale-free --penalty log_ratio")},
+    "log_ratio": {"lower": "the cliff is as gradual as allowed (kappa 1: the penalty is 1 / (1 + n_pmt / n_ctx), "
+                           "0.67 at half the limit): " + _WIDE.format(alt=""),
+                  "upper": None},  # kappa 200: as sharp as allowed
+}
+
+
+def _meanings(spec: Spec) -> dict:
+    return {**_AT_BOUND, "log_scale": _SCALE_AT_BOUND.get(spec.penalty, {})}
+
+
+def params_at_bounds(spec: Spec, theta, rtol: float = 1e-3) -> list:
+    """The free parameters that sit at an end of their range (the DE box of :func:`param_bounds`,
+    which the L-BFGS polish also keeps), per task.
+
+    A parameter within ``rtol`` of the range's width of an end counts: the fit wanted a value past
+    it. Returns one dict per row of ``theta`` ((T, P), or (P,) for one task):
+    ``{name: {"end": "lower" | "upper", "range": [lo, hi], "warned": bool}}`` (empty when none);
+    ``warned`` is False for the harmless ends (a cliff as sharp as allowed, no length decay).
+    """
+    th = np.atleast_2d(np.asarray(theta, float))
+    box = param_bounds(spec)
+    lo, hi = box[:, 0], box[:, 1]
+    tol = rtol * (hi - lo)
+    meaning = _meanings(spec)
+    out = []
+    for row in th:
+        hits = {}
+        for i, name in enumerate(param_names(spec)):
+            end = "lower" if row[i] <= lo[i] + tol[i] else "upper" if row[i] >= hi[i] - tol[i] else None
+            if end is not None:
+                hits[name] = {"end": end, "range": [float(lo[i]), float(hi[i])],
+                              "warned": meaning.get(name, {}).get(end) is not None}
+        out.append(hits)
+    return out
+
+
+def bound_messages(spec: Spec, theta, what: str, labels=None, noun: str = "task") -> list:
+    """One message per (parameter, end) that some fit sits at, naming the parameter, its range, the
+    tasks (``labels``; ``noun`` names them) and what it means for the fit (see
+    :func:`params_at_bounds`; harmless ends are left out)."""
+    th = np.atleast_2d(np.asarray(theta, float))
+    hits = params_at_bounds(spec, th)
+    meaning = _meanings(spec)
+    groups: dict = {}
+    for t, h in enumerate(hits):
+        for name, info in h.items():
+            if info["warned"]:
+                groups.setdefault((name, info["end"]), []).append(t)
+    msgs = []
+    for (name, end), rows in groups.items():
+        lo, hi = hits[rows[0]][name]["range"]
+        value = hi if end == "upper" else lo
+        shown = f"{name} ({_ROLE[name]}) = {value:.3g}"
+        if name.startswith("log_"):
+            shown += f", i.e. {name[4:]} = {np.exp(value):.3g},"
+        names = [labels[t] if labels is not None else t for t in rows]
+        msgs.append(f"{what}: {shown} sits at the {end} end of its allowed range [{lo:.3g}, {hi:.3g}] in "
+                    f"{len(rows)} of {th.shape[0]} {noun}(s) {names[:10]}: {meaning[name][end]}.")
+    return msgs
