@@ -165,6 +165,13 @@ PREDICT_ERRORS = [
      ["'optimizer'", "['sgd']", "rows [2]", "['adamw', 'lion']", "--handle-unknown"]),
     ("missing config column", _query().drop(columns=["lr"]), ["missing column(s) ['lr']"]),
     ("log-scaled field <= 0", _query(lr=[1e-3, 0.0]), ["'lr'", "rows [3]", "<= 0"]),
+    # every training run had a learning rate and an optimizer: an empty cell is refused, not left out of the text
+    ("empty numeric config cell", _query(lr=[np.nan, 1e-3]),
+     ["'lr' is empty in 1 row(s) at rows [2]", "every training run had a value", "Fill in",
+      '--where "lr.notna()", which leaves out 1 of 2 rows', "retrain"]),
+    ("empty text config cell", _query(optimizer=[np.nan, "adamw"]),
+     ["'optimizer' is empty in 1 row(s) at rows [2]", "every training run had a value", "optimizer.notna()"]),
+    ("empty N", _query(N=[np.nan, 1e8]), ["'N'", "non-finite", "rows [2]", "N.notna()"]),
 ]
 
 
@@ -176,6 +183,81 @@ def test_predict_refuses_bad_rows(model, tmp_path, capsys, case, query, pieces):
     assert rc == 2, (case, captured.out[-500:])
     for piece in pieces:
         assert piece in captured.err, (case, piece, captured.err)
+
+
+def test_empty_cell_the_model_never_saw_changes_no_prediction_silently(model, tmp_path, capsys):
+    """A query row with an empty learning rate (every training run had one) is refused by the CLI
+    (no predictions file), by predict and by extrapolation, naming the columns, the rows and the fix."""
+    from jaxscale import load, ncpl
+
+    q = _query(lr=[np.nan, np.nan], optimizer=[np.nan, "adamw"])
+    q.to_csv(tmp_path / "new.csv", index=False)
+    rc = main(["ncpl", "predict", "--model", str(model), "--csv", str(tmp_path / "new.csv"), "--predictions",
+               str(tmp_path / "p.csv"), "--json"])
+    err = capsys.readouterr().err
+    assert rc == 2 and not (tmp_path / "p.csv").exists()
+    assert "column 'lr' is empty in 2 row(s) at rows [2, 3]; column 'optimizer' is empty in 1 row(s) at rows [2]" \
+        in err
+    assert '--where "lr.notna() and optimizer.notna()", which leaves out 2 of 2 rows' in err
+    fit = load(model)
+    for call in (ncpl.predict, ncpl.extrapolation):
+        with pytest.raises(ValueError, match=r"column 'lr' is empty in 2 row\(s\) at rows \[0, 1\]"):
+            call(fit, q)
+    assert np.isfinite(np.asarray(ncpl.predict(fit, _query()).mean)).all()  # filled in, it predicts
+
+
+def test_empty_cells_learnt_in_training_are_predicted_and_reported(tmp_path, capsys):
+    """Fields some training runs left empty are read as in training (the field left out of the
+    text): held-out and query rows with such empty cells are predicted, warned about and counted."""
+    from jaxscale import load, ncpl
+
+    df = runs()
+    df["optimizer"] = df["optimizer"].astype(object)
+    df.loc[[2, 9, 16], "lr"] = np.nan  # training runs without a learning rate (lines 4, 11, 18)
+    df.loc[5, "optimizer"] = np.nan  # line 7
+    df.loc[35, "lr"] = np.nan  # line 37, held out (N = 3e8)
+    df.to_csv(tmp_path / "runs.csv", index=False)
+    with pytest.warns(UserWarning, match=r"NCPL train \(held-out rows\): 1 of 9 queries have empty cells.*"
+                                         r"'lr' in 1 \(\[37\]\)"):
+        rc = main(["ncpl", "train", "--csv", str(tmp_path / "runs.csv"), *LAW, *TINY, "--holdout", "N == 3e8",
+                   "--save", str(tmp_path / "m"), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["missing_values"] == {"lr": 3, "optimizer": 1}
+    assert out["holdout"]["missing_values"] == {"lr": 1} and out["holdout"]["ncpl"]["n"] == 9
+
+    q = _query(lr=[np.nan, 1e-3], optimizer=["adamw", np.nan])
+    q.to_csv(tmp_path / "new.csv", index=False)
+    with pytest.warns(UserWarning, match=r"NCPL predict: 2 of 2 queries have empty cells, read as in training.*"
+                                         r"'lr' in 1 \(\[2\]\); 'optimizer' in 1 \(\[3\]\)"):
+        rc = main(["ncpl", "predict", "--model", str(tmp_path / "m"), "--csv", str(tmp_path / "new.csv"),
+                   "--predictions", str(tmp_path / "p.csv"), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["missing_values"] == {"lr": 1, "optimizer": 1} and out["rows_missing_values"] == [2, 3]
+    p = pd.read_csv(tmp_path / "p.csv")
+    assert p["n_missing"].tolist() == [1, 1] and np.isfinite(p[["mean", "lower", "upper"]].to_numpy()).all()
+    fit = load(tmp_path / "m")
+    empty = ncpl.model.missing_cells(fit, q)
+    assert {c: empty[c].tolist() for c in empty} == {"N": [False, False], "D": [False, False], "lr": [True, False],
+                                                     "optimizer": [False, True]}
+    assert out["mean"] == pytest.approx(np.asarray(ncpl.predict(fit, q).mean).tolist())
+
+
+def test_empty_cell_in_held_out_rows_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    from jaxscale import ncpl
+
+    def no_fit(*a, **k):
+        raise AssertionError("the ensemble was trained before the held-out rows were checked")
+
+    monkeypatch.setattr(ncpl, "fit", no_fit)
+    df = runs()
+    df.loc[[31, 35], "lr"] = np.nan  # lines 33, 37, held out; every training run has a learning rate
+    df.to_csv(tmp_path / "runs.csv", index=False)
+    rc = main(["ncpl", "train", "--csv", str(tmp_path / "runs.csv"), *LAW, *TINY, "--holdout", "N == 3e8", "--json"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "held-out rows: column 'lr' is empty in 2 row(s) at rows [33, 37]" in err
+    assert "every training run had a value" in err
 
 
 def test_unseen_category_opt_in_and_far_extrapolation_warn(model, tmp_path, capsys):

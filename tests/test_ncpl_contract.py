@@ -193,6 +193,10 @@ def test_nearest_run_baseline():
     np.testing.assert_array_equal(got, [2.8, 2.9, 2.5, 2.8])  # lr in decades; one text mismatch < a size step
     assert nearest_run(train, query.assign(lr=np.nan), y, ["lr", "width"], [True, False])[0] == 2.8  # at the mean
     assert np.all(nearest_run(train, query, y, [], []) == y.mean())  # nothing to compare: the training mean
+    # an empty text cell is a value of its own: it matches the training run that left it empty too
+    gap = train.assign(opt=["adamw", None, "adamw", "lion"])
+    got = nearest_run(gap, query.assign(opt=[None, "adamw", "lion", None]), y, ["lr", "width"], [True, False], ["opt"])
+    np.testing.assert_array_equal(got, [2.8, 2.9, 2.5, 2.8])
 
 
 def test_fit_without_sizes_says_its_interval_does_not_widen():

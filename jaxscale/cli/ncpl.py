@@ -152,7 +152,7 @@ def cmd_train(args) -> dict:
     from jaxscale.data import holdout_mask
     from jaxscale.data.validate import require_columns
     from jaxscale.ncpl.data import missing_counts
-    from jaxscale.ncpl.model import check_known_values
+    from jaxscale.ncpl.model import check_known_values, check_missing_values, missing_cells
     from jaxscale.ncpl.pipeline import extrapolation_summary
 
     check_outputs(args)
@@ -185,12 +185,19 @@ def cmd_train(args) -> dict:
     data = ncpl.from_frame(train_df, duplicates="keep" if args.duplicates != "error" else "error", **frame_kwargs)
     spec = _spec(args)
     # a held-out value the training rows never had would stop the scoring after the whole fit
-    check_known_values(data, df[~train_rows], args.handle_unknown,
-                       "held-out rows" if args.holdout else f"rows outside --train-value {args.train_value!r}")
+    scored_what = "held-out rows" if args.holdout else f"rows outside --train-value {args.train_value!r}"
+    check_known_values(data, df[~train_rows], args.handle_unknown, scored_what)
+    # so would an empty cell in a field every training run has (or an empty N, D)
+    check_missing_values(data, df[~train_rows], scored_what)
     t0 = time.perf_counter()
     fit = ncpl.fit(_key(args.seed), data, spec)
     seconds = time.perf_counter() - t0
-    pred = ncpl.predict(fit, df, level=args.level, handle_unknown=args.handle_unknown)
+    with warnings.catch_warnings():  # the training rows' empty cells are counted in missing_values; the
+        # scored rows' are warned about by _scored
+        warnings.filterwarnings("ignore", message=r"NCPL predict: \d+ of \d+ queries have empty cells",
+                                category=UserWarning)
+        pred = ncpl.predict(fit, df, level=args.level, handle_unknown=args.handle_unknown)
+    empty = missing_cells(fit, df)
     mean, lower, upper = (np.asarray(a, float) for a in (pred.mean, pred.lower, pred.upper))
     y = pd.to_numeric(df[target], errors="coerce").to_numpy(float)
 
@@ -222,12 +229,12 @@ def cmd_train(args) -> dict:
             if value == args.train_value:
                 out["splits"][value] = _metrics(y[rows], mean[rows], lower[rows], upper[rows], args.level)
                 continue
-            entry = _scored(fit, data, train_df, df, rows, y, pred, args, f"split {value!r}", base_cols)
+            entry = _scored(fit, data, train_df, df, rows, y, pred, args, f"split {value!r}", base_cols, empty)
             entry["n_rows"] = entry.pop("n")
             metrics = entry.pop("ncpl") or {"n": 0, "mae": None, "mae_reason": entry.pop("ncpl_reason", "")}
             out["splits"][value] = {**metrics, **entry}
     if args.holdout:
-        out["holdout"] = _scored(fit, data, train_df, df, ~train_rows, y, pred, args, "held-out", base_cols)
+        out["holdout"] = _scored(fit, data, train_df, df, ~train_rows, y, pred, args, "held-out", base_cols, empty)
         out["baselines"] = out["holdout"].pop("baselines")
         if "baselines_reason" in out["holdout"]:
             out["baselines_reason"] = out["holdout"].pop("baselines_reason")
@@ -276,10 +283,11 @@ def _law_on_training_rows(fit, data):
     return fit_chinchilla_law_info(N, D, y).params, None
 
 
-def _scored(fit, data, train_df, df, rows, y, pred, args, what: str, base_cols: dict) -> dict:
+def _scored(fit, data, train_df, df, rows, y, pred, args, what: str, base_cols: dict, empty=None) -> dict:
     """NCPL and its naive baselines (the Chinchilla law fitted on the training rows ``train_df``; the
     mean of the training targets; the nearest training run in configuration) scored on ``rows`` of
-    ``df``; rows without a target are counted and warned about. Each
+    ``df``; rows without a target are counted and warned about, and so are empty config cells (of
+    ``empty``, the frame of :func:`jaxscale.ncpl.model.missing_cells`; read as in training). Each
     baseline's value on ``rows`` (those without a target too) goes into ``base_cols``, a column of
     ``df``'s length per baseline (NaN elsewhere)."""
     import numpy as np
@@ -298,6 +306,11 @@ def _scored(fit, data, train_df, df, rows, y, pred, args, what: str, base_cols: 
         warnings.warn(f"NCPL train: {int(miss.sum())} {what} row(s) have no {args.target_col!r} value (rows "
                       f"{_labels(df.index, miss, 5)}{' ...' if miss.sum() > 5 else ''}); they are predicted but not "
                       "scored", UserWarning, stacklevel=3)
+    if empty is not None:
+        from jaxscale.ncpl.model import warn_missing
+
+        out["missing_values"] = _empty_counts(empty[rows])
+        warn_missing(empty[rows], f"NCPL train ({what} rows)", stacklevel=4)
     out["extrapolation"] = extrapolation_summary(np.asarray(pred.extrapolation)[rows])
     base = {"mean_of_training_rows": np.full(int(rows.sum()), float(np.mean(np.asarray(data.y, float)))),
             "nearest_training_run": nearest_run(train_df, df[rows], data.y, data.num_cols, data.num_log, data.text_cols,
@@ -332,6 +345,11 @@ def _scored(fit, data, train_df, df, rows, y, pred, args, what: str, base_cols: 
     return out
 
 
+def _empty_counts(empty) -> dict:
+    """``{column: rows}`` of the config fields empty in some rows of ``empty`` (a boolean frame)."""
+    return {str(c): int(k) for c, k in empty.sum(axis=0).items() if k}
+
+
 def cmd_predict(args) -> dict:
     """``ncpl predict``: load ``--model``, predict ``--csv`` rows (scored when they have the target)."""
     import jax
@@ -341,6 +359,7 @@ def cmd_predict(args) -> dict:
     from jaxscale import ncpl
     from jaxscale.cli._common import check_outputs, read_input, score, write_predictions
     from jaxscale.io import load
+    from jaxscale.ncpl import model as ncpl_model
 
     check_outputs(args)
     fit = load(args.model)
@@ -348,14 +367,19 @@ def cmd_predict(args) -> dict:
         raise ValueError(f"--model {args.model} holds a {type(fit).__name__}, not an NCPL model")
     df = read_input(args)
     pred = ncpl.predict(fit, df, key=jax.random.key(args.seed), level=args.level, handle_unknown=args.handle_unknown)
+    empty = ncpl_model.missing_cells(fit, df)  # predict has refused those the model cannot read, and warned
+    n_empty = empty.to_numpy(bool).sum(1)
     out = {"model": str(args.model), "n": int(len(df)), "level": args.level,
            "mean": pred.mean, "lower": pred.lower, "upper": pred.upper,  # per row, as every pillar's predict
-           "extrapolation": pred.extrapolation, "max_extrapolation": float(np.max(np.asarray(pred.extrapolation)))}
+           "extrapolation": pred.extrapolation, "max_extrapolation": float(np.max(np.asarray(pred.extrapolation))),
+           "missing_values": _empty_counts(empty)}
+    if n_empty.any():
+        out["rows_missing_values"] = _labels(df.index, n_empty > 0)
     target = dict(fit.columns).get("target")
     if target and target in df.columns:
         out["score"] = score(pd.to_numeric(df[target], errors="coerce"), pred)
     if args.predictions:
-        out["predictions"] = write_predictions(args.predictions, df, pred)
+        out["predictions"] = write_predictions(args.predictions, df, pred, extra={"n_missing": n_empty})
     return out
 
 

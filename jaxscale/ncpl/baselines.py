@@ -368,7 +368,8 @@ def nearest_run(train: pd.DataFrame, query: pd.DataFrame, y_train, num_cols, num
 
     Numeric columns (``num_cols``, log10 where ``num_log`` says so; ``log_cols``, e.g. N and D,
     always log10) are standardised over the training runs, a missing value sits at the training
-    mean; every differing text value (``text_cols``) adds 1 to the squared distance. Euclidean
+    mean; every differing text value (``text_cols``; an empty cell counts as a value) adds 1 to the
+    squared distance. Euclidean
     nearest neighbour (one KD-tree query per row; ties go to either run).
 
     Returns:
@@ -393,7 +394,9 @@ def nearest_run(train: pd.DataFrame, query: pd.DataFrame, y_train, num_cols, num
     mu, sd = np.nan_to_num(mu), np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
     zt, zq = (np.nan_to_num((x - mu) / sd) for x in (xt, xq))
     for c in text_cols:  # one coordinate per value, 1/sqrt(2) apart from 0: a different value adds 1
-        words = [np.asarray(df[c].astype(str), dtype=object) for df in (train, query)]
+        # an empty cell is a value of its own ("\0" sorts with the texts, which NaN does not)
+        words = [np.asarray(df[c].astype(object).where(df[c].notna(), "\0").astype(str), dtype=object)
+                 for df in (train, query)]
         values = np.unique(np.concatenate(words))
         zt, zq = (np.concatenate([z, (w[:, None] == values[None, :]) / np.sqrt(2.0)], 1)
                   for z, w in ((zt, words[0]), (zq, words[1])))

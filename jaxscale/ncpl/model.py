@@ -29,6 +29,7 @@ from flax import nnx
 from jaxscale._log import get_logger
 from jaxscale._pytree import pytree_dataclass, register_serializable, static_field
 from jaxscale._registry import register_moved
+from jaxscale.data.validate import _rows, _where_name
 from jaxscale.infer.prediction import (
     Prediction,
     check_level,
@@ -67,6 +68,9 @@ __all__ = [
     "prepare",
     "predict",
     "check_known_values",
+    "check_missing_values",
+    "missing_cells",
+    "warn_missing",
     "stage2",
     "fit_ncpl",
     "extrapolation",
@@ -713,6 +717,93 @@ def _check_query(fit: Fit, data: Data) -> None:
         raise ValueError("this fit subtracts a baseline column: the query needs it (from_frame baseline_col)")
 
 
+def _empty_cells(always, data: Data, what: str) -> pd.DataFrame:
+    """The empty config cells of ``data``: a boolean frame, one column per numeric then text field,
+    indexed by the rows' labels. ``always`` (``(F + T,)``) says which fields every training run had.
+
+    Raises:
+      ValueError: an empty cell in a field every training run had. The model reads an empty cell as
+      the field left out of the run's text; it learnt what that means only for a field that some
+      training runs also left empty, so elsewhere the prediction would silently describe another run.
+    """
+    empty = np.concatenate([~np.asarray(data.present, bool), np.asarray(data.codes) < 0], 1).reshape(data.n_rows, -1)
+    cols = list(data.num_cols) + list(data.text_cols)
+    never = empty & np.asarray(always, bool).reshape(1, -1)
+    if never.any():
+        hit = [j for j in range(len(cols)) if never[:, j].any()]
+        parts = [f"column {cols[j]!r} is empty in {int(never[:, j].sum())} row(s) at rows {data.rows(never[:, j])}"
+                 for j in hit]
+        one = len(hit) == 1
+        cond = " and ".join(f"{_where_name(cols[j])}.notna()" for j in hit)
+        bad_rows = never.any(1)
+        names = ", ".join(repr(cols[j]) for j in hit)
+        raise ValueError(
+            f"{what}: {'; '.join(parts)}, but every training run had a value there, so the model never learnt what "
+            "a run without it means (the field would be left out of the run's text and the prediction silently "
+            f"change). Fill in the value{'' if one else 's'} the runs use, or leave those rows out (e.g. --where "
+            f"\"{cond}\", which leaves out {int(bad_rows.sum())} of {data.n_rows} rows). To predict runs whose value "
+            f"is unknown, retrain with some training runs that leave {names} empty: the model then learns to read an "
+            "empty cell.")
+    return pd.DataFrame(empty, index=pd.Index(np.asarray(data.index)), columns=cols)
+
+
+def missing_cells(fit: Fit, query, what: str = "query runs") -> pd.DataFrame:
+    """The empty config cells of the query runs that ``fit`` reads as it was trained to.
+
+    An empty cell leaves its field out of the run's text. That is how the model was trained on the
+    fields some training runs left empty, so such a cell is predicted as trained (and
+    :func:`predict` warns about it); an empty cell in a field every training run had raises.
+
+    Args:
+      fit: a :class:`Fit`.
+      query: a :class:`~jaxscale.ncpl.data.Data` or a DataFrame (as for :func:`predict`).
+      what: the query's name in the error message.
+
+    Returns:
+      A boolean frame, one column per numeric then text config field, indexed like the query's rows
+      (lines of the file for frames from :func:`jaxscale.data.read_table`): ``True`` where empty.
+
+    Raises:
+      ValueError: an empty cell in a field every training run had (names the column, the rows,
+      the count and the fix).
+    """
+    data = query if isinstance(query, Data) else _query_data(fit, query)
+    _check_query(fit, data)
+    return _empty_cells(fit.always, data, what)
+
+
+def check_missing_values(train: Data, df: pd.DataFrame, what: str = "query") -> pd.DataFrame:
+    """Raise, before a long fit, the error :func:`predict` would raise after it: rows of ``df``
+    (runs to score or predict later) with an empty cell in a config field every run of ``train``
+    has, or without ``N``/``D`` when ``train`` has them. Returns the empty cells (see
+    :func:`missing_cells`); ``what`` names the rows."""
+    if not len(df):
+        return pd.DataFrame(np.zeros((0, len(train.num_cols) + len(train.text_cols)), bool),
+                            columns=list(train.num_cols) + list(train.text_cols))
+    roles = dict(train.columns)
+    sized = train.N is not None and "n" in roles
+    query = from_frame(df, target_col=None, require_target=False,
+                       text_cols=tuple(zip(train.text_keys, train.text_cols)), num_cols=tuple(_num_fields(train)),
+                       n_col=roles.get("n") if sized else None, d_col=roles.get("d") if sized else None,
+                       max_tokens=10**9, what=what)
+    always = np.concatenate([np.asarray(train.present, bool).all(0), (np.asarray(train.codes) >= 0).all(0)])
+    return _empty_cells(always, query, what)
+
+
+def warn_missing(empty: pd.DataFrame, what: str = "NCPL predict", stacklevel: int = 3) -> None:
+    """Warn about the empty cells of ``empty`` (a frame of :func:`missing_cells`), read as in training."""
+    rows = empty.to_numpy(bool).any(1) if empty.size else np.zeros(len(empty), bool)
+    if not rows.any():
+        return
+    counts = empty.sum(axis=0)
+    per = "; ".join(f"{c!r} in {int(k)} ({_rows(empty.index[empty[c].to_numpy(bool)])})"
+                    for c, k in counts.items() if k)
+    warnings.warn(
+        f"{what}: {int(rows.sum())} of {len(empty)} queries have empty cells, read as in training (the field left "
+        f"out of the run's text, as for the training runs that left it empty): {per}. Fill them in where the runs "
+        "had a value; the prediction then reads that value.", UserWarning, stacklevel=stacklevel)
+
+
 def check_known_values(train: Data, df: pd.DataFrame, handle_unknown: str = "error", what: str = "query") -> None:
     """Raise, before a long fit, the error :func:`predict` would raise after it: rows of ``df``
     (runs to score or predict later) whose text value in a field of ``train`` never occurs in
@@ -823,7 +914,7 @@ def _unit(fit: Fit, what: str) -> str:
         return f"decades of N, D or compute outside the range of the training runs ({what})"
     if what == "compute" or what in (_role(fit, "n", "N"), _role(fit, "d", "D")) or logs.get(what, False):
         return f"decades of {what!r} outside the training range"
-    return f"range widths of {what!r} outside the training range (1 for a field missing where every run had it)"
+    return f"range widths of {what!r} outside the training range"
 
 
 def extrapolation(fit: Fit, query, *, handle_unknown: str = "error") -> pd.DataFrame:
@@ -837,11 +928,15 @@ def extrapolation(fit: Fit, query, *, handle_unknown: str = "error") -> pd.DataF
     Returns:
       A frame with ``extrapolation`` (0 inside the training data; decades of N, D, compute or a
       log-scaled field, range widths of a linear field, 1 for an unseen text value or a field
-      missing where every training run had it; the largest of these) and ``worst`` (the column or
-      quantity behind it).
+      left out by ``handle_unknown="ignore"`` where every training run had it; the largest of these)
+      and ``worst`` (the column or quantity behind it).
+
+    Raises:
+      ValueError: as :func:`predict`, e.g. an empty cell in a field every training run had.
     """
     data = query if isinstance(query, Data) else _query_data(fit, query)
     _check_query(fit, data)
+    _empty_cells(fit.always, data, "query runs")
     data, unseen = _align_vocab(fit.text_cols, fit.vocab, data, handle_unknown)
     d, worst = _distance(fit, data, unseen)
     return pd.DataFrame({"extrapolation": d, "worst": worst})
@@ -861,6 +956,11 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
         or ``"ignore"`` (leave the field out of that run's text). Either way the row counts as 1
         unit outside the training data.
 
+    An empty config cell leaves its field out of the run's text, as for the training runs that
+    left that field empty: predicted as trained, with a warning naming the rows (see
+    :func:`missing_cells`). An empty cell in a field every training run had raises instead (the
+    model never learnt what its absence means), as do empty ``N``/``D``/baseline cells.
+
     Returns:
       ``Prediction(mean, lower, upper, samples, extrapolation)``. Inside the training data: the
       equal-weight Gaussian mixture of the members, its std scaled by ``fit.interval_scale``
@@ -876,6 +976,7 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     level = check_level(level)
     data = query if isinstance(query, Data) else _query_data(fit, query)
     _check_query(fit, data)
+    warn_missing(_empty_cells(fit.always, data, "query runs"), stacklevel=3)
     data, unseen = _align_vocab(fit.text_cols, fit.vocab, data, handle_unknown)
     d, worst = _distance(fit, data, unseen)
     e = fit.extrap
