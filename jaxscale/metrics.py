@@ -103,7 +103,12 @@ def sample_interval_coverage(y, samples, level: float = 0.9):
     return interval_coverage(y, q[0], q[1])
 
 
-def coverage_check(coverage: float, n: int, level: float) -> dict:
+#: An interval that covers (nearly) every row is called too wide when its median half-width is more
+#: than this many times that of a calibrated normal interval, relative to the median absolute error.
+WIDE_FACTOR = 3.0
+
+
+def coverage_check(coverage: float, n: int, level: float, width_ratio: float | None = None) -> dict:
     """Whether a central ``level`` interval that covered ``coverage`` of ``n`` scored rows is
     consistent with its level.
 
@@ -113,10 +118,18 @@ def coverage_check(coverage: float, n: int, level: float) -> dict:
     of ``n`` independent rows. Rows of one run or model are usually correlated, so the real
     sampling error is larger and the check errs towards "consistent" on few rows.
 
+    So a coverage of 100 % is within the range on up to a few dozen rows, even when the interval is
+    many times wider than the errors. ``width_ratio``, the median half-width of the interval over
+    the median absolute error of its point prediction, tells those apart: a calibrated normal
+    interval has ``z / 0.674`` (2.44 at 90 %), heavier tails a little more. An interval that
+    covers more than ``1 - 0.3 (1 - level)`` of 20 or more rows with a ratio above
+    :data:`WIDE_FACTOR` times that is "too wide" too.
+
     Returns:
       ``{"level", "coverage", "n", "expected": [low, high], "verdict"}`` with ``verdict`` one of
       ``"consistent"``, ``"too narrow"`` (coverage below the range: the real uncertainty is larger)
-      or ``"too wide"`` (above it).
+      or ``"too wide"`` (above it, or by its width as above; then ``width_ratio`` and
+      ``width_ratio_calibrated`` are given).
     """
     level, coverage, n = float(level), float(coverage), int(n)
     if not 0.0 < level < 1.0:
@@ -125,7 +138,16 @@ def coverage_check(coverage: float, n: int, level: float) -> dict:
     se = 2.0 * math.sqrt(level * miss / max(n, 1))
     low, high = max(0.0, 1.0 - 2.0 * miss - se), min(1.0, 1.0 - 0.3 * miss + se)
     verdict = "too narrow" if coverage < low else "too wide" if coverage > high else "consistent"
-    return {"level": level, "coverage": coverage, "n": n, "expected": [low, high], "verdict": verdict}
+    out = {"level": level, "coverage": coverage, "n": n, "expected": [low, high], "verdict": verdict}
+    if width_ratio is not None and math.isfinite(width_ratio):
+        from statistics import NormalDist
+
+        calibrated = NormalDist().inv_cdf((1.0 + level) / 2.0) / NormalDist().inv_cdf(0.75)
+        out.update(width_ratio=float(width_ratio), width_ratio_calibrated=calibrated)
+        wide = n >= 20 and coverage > 1.0 - 0.3 * miss and width_ratio > WIDE_FACTOR * calibrated
+        if verdict == "consistent" and wide:
+            out["verdict"] = "too wide"
+    return out
 
 
 def crps_gaussian(y, mean, std):

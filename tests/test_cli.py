@@ -204,6 +204,20 @@ def test_run_as_a_command_the_packages_warnings_come_without_source_lines(capsys
     assert lines[2] == f"{os.path.join('numpy', 'core.py')}:3: UserWarning: other"
 
 
+def test_an_infinite_truth_is_not_scored_and_is_said():
+    """A held-out row whose target is inf (a run that diverged) is no missing value: it is counted
+    apart and warned, and the other rows are scored."""
+    from jaxscale.cli._common import score
+    from jaxscale.infer.prediction import Prediction
+
+    y = np.array([2.0, np.nan, np.inf, 3.0])
+    pred = Prediction(np.array([2.1, 2.0, 2.0, 2.9]), np.full(4, 1.5), np.full(4, 3.5))
+    with pytest.warns(UserWarning, match=r"1 scored row\(s\) have an infinite target value"):
+        out = score(y, pred)
+    assert (out["n"], out["n_missing_truth"], out["n_infinite_truth"]) == (2, 1, 1)
+    assert out["mae"] == pytest.approx(0.1) and out["coverage"] == 1.0
+
+
 def test_baseline_warning_gives_the_gap_and_calls_a_small_one_a_tie():
     """A baseline with a lower MAE is always listed and warned; the warning says by how much, and
     below 1 % it calls the difference a tie instead of advising the baseline."""
@@ -249,6 +263,21 @@ def test_coverage_check_accepts_what_a_calibrated_interval_shows():
     assert few["verdict"] == "consistent" and few["expected"][0] == pytest.approx(0.8 - 2 * np.sqrt(0.09 / 30))
     with pytest.raises(ValueError, match="level must lie in"):
         coverage_check(0.5, 10, 90.0)
+    # every one of 60 rows covered, by an interval 9x wider than the errors (2.44x when calibrated):
+    # the coverage alone is within the range of 60 correlated rows, the width is not
+    wide = coverage_check(1.0, 60, 0.9, width_ratio=22.0)
+    assert wide["verdict"] == "too wide" and wide["width_ratio_calibrated"] == pytest.approx(2.439, abs=1e-3)
+    assert coverage_check(1.0, 60, 0.9, width_ratio=5.0)["verdict"] == "consistent"  # within 3x
+    assert coverage_check(1.0, 12, 0.9, width_ratio=22.0)["verdict"] == "consistent"  # too few rows
+    assert coverage_check(0.95, 60, 0.9, width_ratio=22.0)["verdict"] == "consistent"  # misses some
+    from jaxscale.cli._common import check_interval
+    from jaxscale.infer.prediction import Prediction
+
+    y = np.linspace(2.0, 3.0, 60)
+    pred = Prediction(y + 0.01, y - 1.0, y + 1.0)
+    with pytest.warns(UserWarning, match=r"covered 100 % .* too wide here, .* its median half-width is 100x the "
+                                         r"median error \(a calibrated one: about 2.44x\)"):
+        assert check_interval(y, pred, 0.9, what="m")["verdict"] == "too wide"
 
 
 def test_held_out_coverage_far_below_the_level_is_warned_and_reported():
@@ -295,3 +324,19 @@ def test_predictions_file_holds_baselines_and_names_a_replaced_column(tmp_path):
     with warnings.catch_warnings():  # no clash, no warning
         warnings.simplefilter("error")
         write_predictions(tmp_path / "q.csv", frame[["x"]], pred)
+
+
+def test_a_model_of_another_pillar_is_refused_with_the_command_that_reads_it(tmp_path, capsys):
+    import json
+
+    from jaxscale.cli import main
+    from tests.helpers import chinchilla_runs
+
+    csv = tmp_path / "runs.csv"
+    chinchilla_runs().to_csv(csv, index=False)
+    assert main(["chinchilla", "fit", "--csv", str(csv), "--n-col", "params", "--d-col", "tokens", "--loss-col",
+                 "val_loss", "--save", str(tmp_path / "law"), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["lc", "predict", "--model", str(tmp_path / "law"), "--csv", str(csv), "--json"]) == 2
+    err = json.loads(capsys.readouterr().out)["error"]
+    assert "not a jaxscale.learning_curves model: predict with it by jaxscale chinchilla predict --model" in err

@@ -29,9 +29,11 @@ def test_every_column_with_missing_cells_is_named_at_once(tmp_path):
     fix = 'N.notna() and `tokens seen`.notna() and loss.notna()'
     assert f'--where "{fix}", which leaves out 4 of 5 rows' in msg
     assert len(where(df, fix)) == 1
-    df.loc[6] = [1e9, np.inf, 2.4]  # an infinite value has no --where in the fix
-    with pytest.raises(ValueError, match=r"1 infinite.*fill or remove these rows explicitly before fitting\.$"):
+    df.loc[6] = [1e9, np.inf, 2.4]  # an infinite value (notna() keeps it): a comparison leaves out both
+    with pytest.raises(ValueError, match=r"1 infinite.*--where \"abs\(`tokens seen`\) < inf\", which leaves out "
+                                         r"2 of 5 rows"):
         V.check_finite(df, ["tokens seen"], "runs.csv")
+    assert len(where(df, "abs(`tokens seen`) < inf")) == 3
 
 
 @pytest.mark.parametrize("suffix", [".tsv", ".parquet"])

@@ -468,3 +468,15 @@ def test_a_band_over_one_point_is_drawn_as_an_error_bar():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_an_infinite_extrapolation_distance_is_named_in_the_warning():
+    """A query with a label the model never saw lies at an infinite distance: the warning counts it
+    apart instead of reporting the worst finite distance alone."""
+    from jaxscale.infer.prediction import warn_extrapolation
+
+    with pytest.warns(UserWarning, match=r"2 of 3 queries lie outside the training data \(worst: 1 ln units; 1 of "
+                                         r"them at an infinite distance, with a label or value the model never saw"):
+        assert warn_extrapolation("m", [0.0, 1.0, np.inf], "ln units") == 1.0
+    with pytest.warns(UserWarning, match=r"1 of 2 queries lie outside the training data \(every one at an infinite"):
+        warn_extrapolation("m", [0.0, np.inf], "ln units")

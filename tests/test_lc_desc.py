@@ -144,7 +144,7 @@ def test_cli_magp_desc_leave_embd_json_and_plot(tmp_path, capsys):
     assert set(out) == {"dataset", "split", "model", "leaky", "restarts", "restarts_ok", "excluded_restarts",
                         "steps", "n_train", "n_test", "n_heldout_curves", "rmse", "mae", "nlpd",
                         "coverage_50", "coverage_90", "per_restart_rmse_full", "fit_seconds", "predict_seconds",
-                        "plot", "converged", "convergence", "extrapolation", "baselines"}
+                        "plot", "converged", "convergence", "extrapolation", "baselines", "scores_are"}
     assert out["converged"] is False and "Adam steps" in out["convergence"]["reason"]  # 3 steps
     assert out["extrapolation"]["n_outside"] == 0  # width 960 lies inside the descriptor range
     for k in ("rmse", "mae", "nlpd"):

@@ -84,6 +84,16 @@ def test_cut_and_validation():
         tail_from_frame(spike, curve_col="run", x_col="step", y_col="loss", cutoff=600)
     kept = tail_from_frame(spike.query("loss < inf"), curve_col="run", x_col="step", y_col="loss", cutoff=600)
     assert kept.train.sum() == 35
+    # a run that diverged in its tail: no truth to score (it had counted as a missing value, silently)
+    late = df.assign(loss=np.where((df["run"] == "r3") & (df["step"] == 5000), np.inf, df["loss"]))
+    with pytest.raises(ValueError, match=r"'loss' has 1 infinite value\(s\) at rows \[38\] .*--where "
+                                         r"\"abs\(loss\) < inf or loss.isna\(\)\"") as e:
+        tail_from_frame(late, curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    from jaxscale.data import where
+
+    kept = where(late.assign(loss=late["loss"].where(late.index != 9, np.nan)), re.search(r'--where "(.*?)"',
+                                                                                          str(e.value)).group(1))
+    assert len(kept) == len(df) - 1 and kept["loss"].isna().sum() == 1  # the empty row to predict stays
     # a W&B export: evaluation rows at the same steps, with the training loss empty
     wb = pd.concat([df.rename(columns={"loss": "train/loss"}),
                     df.assign(**{"eval/loss": df["loss"] + 0.05}).drop(columns="loss")], ignore_index=True)
@@ -262,6 +272,8 @@ def test_steps_no_run_has_reached(tmp_path, capsys):
     assert new["loss"].isna().all() and not new[EARLY_COL].any() and out[EARLY_COL].iloc[:len(short)].all()
     assert (new["size"] == new["run"].str[1:].astype(float)).all() and new["lr"].isna().all()  # constant per run only
     assert new.index[0] == short.index.max() + 1 and out.index.is_unique
+    whole = add_steps(short.astype({"step": int}), curve_col="run", x_col="step", y_col="loss", steps=[5000, 20000])
+    assert whole["step"].dtype == np.int64 and whole["step"].iloc[-1] == 20000  # whole steps stay whole
     short.attrs["thinned"] = {"per_curve": 8}
     assert add_steps(short, curve_col="run", x_col="step", y_col="loss", steps=[2e4]).attrs["thinned"]["per_curve"] == 8
     # a finished run (logged to 10,000) gets no row at 10,000: it stays finished and calibrates

@@ -110,6 +110,12 @@ def test_law_needs_two_curves_and_positive_loss():
     neg = lc.from_frame(df.assign(loss=df["loss"] - 2.7), **COLS, params_col="params", tokens_per_step=1000)
     with pytest.raises(ValueError, match=r"'loss'.*> 0"):
         table_law(jax.random.key(0), neg, (df["width"] == 512).to_numpy(), SPEC)
+    # a loss that rises with the model size at every step: the fitted compute law rises too; warned
+    up = df.assign(loss=2.0 + 0.05 * np.log(df["params"]) + 0.001 * np.log(df["step"]))
+    data = lc.from_frame(up, **COLS, params_col="params", tokens_per_step=1000)
+    with pytest.warns(UserWarning, match=r"fitted slope b1 = .* says the loss rises with compute"):
+        out = table_law(jax.random.key(0), data, (df["width"] == 512).to_numpy(), SPEC, n_samples=200)[2]
+    assert out["b1"]["mean"] > 0
 
 
 def test_bundled_problem_refuses_constant_task():

@@ -334,6 +334,12 @@ def test_runs_without_a_second_level(tmp_path, capsys):
         lc.from_frame(df, task_col="run", x_col="step", y_col="loss")
     with pytest.raises(ValueError, match=r"share the same \('run', 'step'\) point"):
         lc.from_frame(pd.concat([df, df.iloc[:1]]), task_col="run", instance_col=None, x_col="step", y_col="loss")
+    # a W&B-style long log: other metrics on rows of their own, the loss empty there; keeping the last
+    # row of each step would keep those, so the fix named is the --where that keeps the losses
+    wandb = pd.concat([df, df.assign(loss=np.nan, lr=1e-3)], ignore_index=True)
+    with pytest.raises(ValueError, match=r"share the same \('run', 'step'\) point .* 30 of them have no 'loss'.*"
+                                         r"--where 'loss.notna\(\)'"):
+        lc.from_frame(wandb, task_col="run", instance_col=None, x_col="step", y_col="loss", require_target=False)
     csv = tmp_path / "sweep.csv"
     df.to_csv(csv, index=False)
     base = ["--csv", str(csv), "--curve-col", "run", "--x-col", "step", "--y-col", "loss", "--model", "magp_law",

@@ -208,7 +208,8 @@ def score(y, pred, mask=None) -> dict:
     """Held-out metrics of a :class:`~jaxscale.Prediction` against truth ``y``.
 
     ``n``, ``mae``, ``rmse``, ``mape`` (in %, when every truth is non-zero) and the coverage of the
-    prediction's interval. Rows with a missing truth are not scored and are counted.
+    prediction's interval. Rows with a missing truth are not scored and are counted; an infinite
+    truth (a run that diverged) is not scored either, counted apart (``n_infinite_truth``) and warned.
     """
     import numpy as np
 
@@ -218,7 +219,14 @@ def score(y, pred, mask=None) -> dict:
         mask = np.asarray(mask, bool)
         y, mean, lo, hi = y[mask], mean[mask], lo[mask], hi[mask]
     ok = np.isfinite(y)
-    out = {"n": int(ok.sum()), "n_missing_truth": int((~ok).sum())}
+    out = {"n": int(ok.sum()), "n_missing_truth": int(np.isnan(y).sum())}
+    if np.isinf(y).any():
+        import warnings
+
+        out["n_infinite_truth"] = int(np.isinf(y).sum())
+        warnings.warn(f"{out['n_infinite_truth']} scored row(s) have an infinite target value (a run that diverged?): "
+                      "they are not scored, and the model was not asked whether a run diverges; leave them out "
+                      "(--where) to score the others on their own", UserWarning, stacklevel=2)
     if not ok.any():
         why = "no scored row has a finite target value"
         for k in ("mae", "rmse", "mape", "coverage"):
@@ -325,11 +333,19 @@ def check_interval(y, pred, level: float, *, what: str, mask=None, rows: str = "
     model = score(y, pred, mask) if scored is None else scored
     if model.get("coverage") is None or not np.isfinite(np.asarray(pred.lower, float)).any():
         return None
-    check = coverage_check(model["coverage"], model["n"], level)
+    sel = slice(None) if mask is None else np.asarray(mask, bool)
+    t, m, lo, hi = (np.asarray(a, float)[sel] for a in (y, pred.mean, pred.lower, pred.upper))
+    ok = np.isfinite(t) & np.isfinite(lo) & np.isfinite(hi)
+    err = np.median(np.abs(m[ok] - t[ok])) if ok.any() else 0.0
+    ratio = float(np.median((hi[ok] - lo[ok]) / 2.0) / err) if err > 0 else None
+    check = coverage_check(model["coverage"], model["n"], level, width_ratio=ratio)
     if check["verdict"] != "consistent":
         low, high = check["expected"]
         meaning = ("the real uncertainty is larger than the interval says" if check["verdict"] == "too narrow"
                    else "the interval overstates the uncertainty")
+        if check["verdict"] == "too wide" and check["coverage"] <= high:  # judged by its width
+            meaning += (f": its median half-width is {check['width_ratio']:.3g}x the median error (a calibrated "
+                        f"one: about {check['width_ratio_calibrated']:.3g}x)")
         warnings.warn(f"{what}: the model's {100 * level:.3g} % interval covered {100 * check['coverage']:.3g} % "
                       f"of {rows} ({check['n']} scored; a calibrated one would cover about {100 * low:.0f}-"
                       f"{100 * high:.0f} % of them): it is {check['verdict']} here, {meaning}",
@@ -354,7 +370,12 @@ def predict_handler(module_name: str, report=None):
         pillar = importlib.import_module(module_name)
         fit = load(args.model)
         if not isinstance(fit, pillar.Fit):
-            raise ValueError(f"--model {args.model} holds a {type(fit).__name__}, not a {module_name} model")
+            groups = {"jaxscale.chinchilla": "chinchilla", "jaxscale.learning_curves": "lc",
+                      "jaxscale.observational": "obs", "jaxscale.context_law": "context", "jaxscale.ncpl": "ncpl"}
+            group = next((g for m, g in groups.items() if type(fit).__module__.startswith(m)), None)
+            use = f": predict with it by jaxscale {group} predict --model {args.model}" if group else ""
+            raise ValueError(f"--model {args.model} holds a {type(fit).__module__}.{type(fit).__name__}, not a "
+                             f"{module_name} model{use}")
         df = read_input(args)
         kw = {} if getattr(args, "handle_unknown", None) is None else {"handle_unknown": args.handle_unknown}
         pred = pillar.predict(fit, df, key=jax.random.key(args.seed), level=args.level, **kw)
@@ -367,6 +388,10 @@ def predict_handler(module_name: str, report=None):
 
             out["extrapolation"] = pred.extrapolation
             out["max_extrapolation"] = float(np.max(np.asarray(pred.extrapolation)))
+            far = int(np.isinf(np.asarray(pred.extrapolation, float)).sum())
+            if far:  # JSON has no infinity: say what the nulls mean
+                out["max_extrapolation_reason"] = (f"{far} row(s) lie at an infinite distance (a label or value the "
+                                                   "model never saw); JSON writes inf as null")
         target = dict(fit.columns).get("target")
         if target and target in df.columns:
             import pandas as pd

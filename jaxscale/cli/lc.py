@@ -44,6 +44,12 @@ _BASELINE_DEFINITIONS = {
 }
 
 
+#: What the two kinds of score of ``lc evaluate`` are (a field of its JSON).
+SCORES_ARE = ("rmse / mae / nlpd / coverage: mean and sd over the restarts, each scored on its own prediction (the "
+              "papers' protocol); baselines.model: the prediction written to --predictions (the restarts' mixture), "
+              "scored on the same rows as each baseline")
+
+
 def baseline_report(details, what: str, level: float) -> dict:
     """``compare_baselines`` of the model and the naive baselines on the held-out rows (all points;
     each entry also scores the final point of every held-out curve under ``last``, and
@@ -236,6 +242,7 @@ def evaluate_handler(args) -> dict:
         details = heldout_details(data, held, pred)
         if np.isfinite(details.y).any():  # rows without a loss (runs not trained yet) are not scored
             out["baselines"] = baseline_report(details, f"{args.model} (held-out rows)", args.level)
+            out["scores_are"] = SCORES_ARE
         else:
             out["baselines"], out["baselines_reason"] = None, "no held-out row carries a loss: nothing to score"
         if args.plot:
@@ -270,6 +277,7 @@ def evaluate_handler(args) -> dict:
     )
     out["baselines"] = baseline_report(details, f"{args.model} on {out['dataset']} / {out['split']} (held-out points)",
                                        0.9)
+    out["scores_are"] = SCORES_ARE
     return out
 
 

@@ -48,7 +48,8 @@ def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str = "table
     if missing:
         fix = ("A fitted model reads the columns it was fitted with: rename (or add) these columns of the query"
                if "query" in what else "Rename your columns or pass the right column names.")
-        raise ValueError(f"{what}: missing column(s) {missing}; present columns are {list(df.columns)}. {fix}")
+        present = [c for c in df.columns if not (str(c).startswith("__") and str(c).endswith("__"))]  # ours
+        raise ValueError(f"{what}: missing column(s) {missing}; present columns are {present}. {fix}")
 
 
 def tokens_from_compute_hint(df: pd.DataFrame, n_col: str, d_col: str, what: str = "table") -> None:
@@ -91,7 +92,7 @@ def check_finite(df: pd.DataFrame, columns: Sequence[str], what: str = "table") 
     """Raise on NaN / missing / +-inf values in ``columns``: one error for every such column, with a
     ``--where`` that leaves out the missing cells of all of them at once and how many rows it leaves out."""
     check_numeric(df, columns, what)
-    found, missing, bad_rows = [], [], np.zeros(len(df), dtype=bool)
+    found, missing, flagged, bad_rows = [], [], [], np.zeros(len(df), dtype=bool)
     for c in dict.fromkeys(columns):
         values = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values)
@@ -106,14 +107,29 @@ def check_finite(df: pd.DataFrame, columns: Sequence[str], what: str = "table") 
             missing.append(c)
         found.append(f"column {c!r} has {int(bad.sum())} non-finite value(s) ({', '.join(kinds)}) at rows "
                      f"{_rows(df.index[bad])}")
+        flagged.append(c)
         bad_rows |= bad
     if not found:
         return
     fix = "fill or remove these rows explicitly before fitting"
-    if len(missing) == len(found):
-        where = " and ".join(f"{_where_name(c)}.notna()" for c in missing)
-        fix += f" (e.g. --where \"{where}\", which leaves out {int(bad_rows.sum())} of {len(df)} rows)"
+    # an infinite value (a step that diverged) is not missing: notna() would keep it, a comparison does not
+    where = " and ".join(f"{_where_name(c)}.notna()" if c in missing else f"abs({_where_name(c)}) < inf"
+                         for c in flagged)
+    fix += f" (e.g. --where \"{where}\", which leaves out {int(bad_rows.sum())} of {len(df)} rows)"
     raise ValueError(f"{what}: " + "; ".join(found) + f"; {fix}.")
+
+
+def check_no_inf(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:
+    """Raise on +-inf values in ``columns`` (missing values are allowed: rows still to predict): a
+    loss of inf is a run that diverged, which no law predicts and no score can compare with."""
+    for c in columns:
+        values = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+        bad = np.isinf(values)
+        if bad.any():
+            raise ValueError(f"{what}: column {c!r} has {int(bad.sum())} infinite value(s) at rows "
+                             f"{_rows(df.index[bad])} (a step that diverged?); neither a fit nor a score can use "
+                             f"them: leave those rows out, e.g. --where \"abs({_where_name(c)}) < inf or "
+                             f"{_where_name(c)}.isna()\" (rows still to predict keep an empty value)")
 
 
 def check_positive(df: pd.DataFrame, columns: Sequence[str], what: str = "table", *, steps: bool = False) -> None:

@@ -103,12 +103,18 @@ def warn_extrapolation(what: str, distance, unit: str, threshold: float = 0.0, s
     import numpy as np
 
     d = np.asarray(distance, float)
+    far = int(np.isinf(d).sum())  # no finite distance: e.g. a category the model never saw
     d = d[np.isfinite(d)] if np.isfinite(d).any() else d
     worst = float(np.max(d)) if d.size else 0.0
     n = int(np.sum(np.asarray(distance, float) > threshold))
     if n:
+        unseen = ("at an infinite distance, with a label or value the model never saw (their extrapolation is "
+                  "written as inf, or null in JSON)")
+        worst_text = f"worst: {worst:.3g} {unit}" + (f"; {far} of them {unseen}" if far else "")
+        if far == n:
+            worst_text = f"every one {unseen}"
         warnings.warn(f"{what}: {n} of {np.size(distance)} queries lie outside the training data "
-                      f"(worst: {worst:.3g} {unit}); predictions there are extrapolations and their "
+                      f"({worst_text}); predictions there are extrapolations and their "
                       f"intervals rest on the model's assumptions{'; ' + note if note else ''}", UserWarning,
                       stacklevel=stacklevel)
     return worst

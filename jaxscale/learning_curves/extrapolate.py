@@ -212,23 +212,10 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     code = df[curve_col].map({lab: i for i, lab in enumerate(labels)}).to_numpy(np.int64)
     dup = pd.DataFrame({"c": code, "x": x}).duplicated(keep=False).to_numpy()
     if dup.any():
-        rows = df.loc[dup].assign(_c=code[dup], _x=x[dup])
-        other = [c for c in df.columns if c not in (curve_col, x_col, y_col, train_col)]
-        differ = [c for c in other if (rows.groupby(["_c", "_x"])[c].nunique(dropna=False) > 1).any()]
-        resumed = (f"A run resumed from a checkpoint logs its last steps again: keep the last value, e.g. in pandas "
-                   f"df = df.drop_duplicates([{curve_col!r}, {x_col!r}], keep='last')")
-        hint = f"{resumed}; otherwise remove or average the duplicates"
-        empty = dup & ~np.isfinite(y)
-        if empty.any():
-            hint = (f"{int(empty.sum())} of them have no {y_col!r}: a log that writes several metrics on separate rows "
-                    f"(e.g. a W&B export) leaves the loss empty on the others. Keep the rows that have one with "
-                    f"--where '{V._where_name(y_col)}.notna()'")
-        elif differ:
-            parts = " + '/' + ".join(f"df[{c!r}].astype(str)" for c in [curve_col, differ[0]])
-            hint = (f"They differ in column(s) {differ[:5]}: if those tell runs apart, give --curve-col (curve_col) a "
-                    f"column that names each run, e.g. in pandas df['run'] = {parts}. {hint}")
-        raise ValueError(f"{what}: {int(dup.sum())} rows share the same ({curve_col!r}, {x_col!r}) point at rows "
-                         f"{_rows(df.index[dup])}; a curve has one value per step. {hint}")
+        from jaxscale.learning_curves.frame import duplicate_steps_error
+
+        raise duplicate_steps_error(df, dup, (curve_col, x_col), y, y_col, what, ignore=(train_col,),
+                                    curve_flag="--curve-col (curve_col)")
     bad = train & ~np.isfinite(y)
     if bad.any():
         inf = train & np.isinf(y)
@@ -242,6 +229,7 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
                          f"rows {_rows(df.index[bad])}; the early part of every curve needs its loss. {hint}")
     if ceiling is not None:
         _check_ceiling(df, y, ceiling, y_col, what)
+    V.check_no_inf(df, [y_col], what)  # a tail row that diverged: no truth to score (training rows: above)
     nonpos = np.isfinite(y) & (y <= 0) & (ceiling is None)  # a score with a ceiling may be 0: its gap is > 0
     if nonpos.any():
         zeros = ""
@@ -417,6 +405,8 @@ def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps
                          f"the runs end at {x_col} {float(last.min()):.6g} to {float(last.max()):.6g}); give steps "
                          "beyond a run's last logged one")
     add = pd.DataFrame({curve_col: [r for r, _ in new], x_col: [s for _, s in new], y_col: np.nan})
+    if pd.api.types.is_integer_dtype(df[x_col]) and (add[x_col] % 1 == 0).all():  # whole steps stay whole
+        add[x_col] = add[x_col].astype(df[x_col].dtype)
     for c in constant:
         add[c] = firsts.loc[add[curve_col], c].to_numpy()
     out = df.copy()

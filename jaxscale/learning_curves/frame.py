@@ -233,6 +233,7 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
             V.check_finite(df, [y_col], what)
         else:
             V.check_numeric(df, [y_col], what)
+            V.check_no_inf(df, [y_col], what)  # rows to predict may lack a loss; a diverged one is no truth
         y = pd.to_numeric(df[y_col], errors="coerce").to_numpy(float)
     else:
         y = np.full(len(df), np.nan)
@@ -246,11 +247,8 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
     dup = pd.DataFrame({"t": task, "i": inst, "x": x}).duplicated(keep=False).to_numpy()
     if dup.any():
         key = (task_col, x_col) if instance_col is None else (task_col, instance_col, x_col)
-        raise ValueError(f"{what}: {int(dup.sum())} rows share the same ({', '.join(map(repr, key))}) "
-                         f"point at rows {_rows(df.index[dup])}; a curve has one value per step. A run resumed "
-                         f"from a checkpoint logs its last steps again: keep the last value (in pandas df = "
-                         f"df.drop_duplicates({list(key)}, keep='last')); otherwise remove or average the duplicates "
-                         f"(e.g. df.groupby({list(key)}).mean()) first")
+        raise duplicate_steps_error(df, dup, key, y, y_col if has_y else None, what,
+                                    curve_flag="--task-col / --instance-col (or --curve-col)")
     if descriptor_levels is None:
         descriptor_levels = _descriptor_levels(df, task_col, inst_col, descriptor_cols)
     elif descriptor_cols:
@@ -285,6 +283,35 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
                 descriptor_names=descriptor_cols, descriptor_levels=tuple(descriptor_levels), x_is_log=bool(x_is_log),
                 tokens_per_step=None if tokens_per_step is None or params_col is None else float(tokens_per_step),
                 columns=columns)
+
+
+def duplicate_steps_error(df: pd.DataFrame, dup, key: tuple, y, y_col, what: str, *, ignore=(),
+                          curve_flag: str = "--curve-col") -> ValueError:
+    """The error for rows that share a curve's step (``dup``: their mask; ``key``: the columns that
+    name a curve's point, the step last), with the likeliest cause's fix: rows without a value of
+    ``y_col`` (a log that writes each metric on its own row, e.g. a W&B export: keep the rows that
+    have one), columns that differ between the duplicates (they tell runs apart: name each run), or
+    a run resumed from a checkpoint (keep the last value)."""
+    dup = np.asarray(dup, bool)
+    key = [c for c in key if c is not None]
+    keys = ", ".join(map(repr, key))
+    hint = (f"A run resumed from a checkpoint logs its last steps again: keep the last value, e.g. in pandas df = "
+            f"df.drop_duplicates({key}, keep='last'); otherwise remove or average the duplicates (e.g. "
+            f"df.groupby({key}).mean())")
+    empty = dup & ~np.isfinite(np.asarray(y, float)) if y_col is not None else np.zeros_like(dup)
+    rows = df.loc[dup]
+    other = [c for c in df.columns if c not in (*key, y_col, *ignore)]
+    differ = [c for c in other if (rows.groupby(key, dropna=False)[c].nunique(dropna=False) > 1).any()]
+    if empty.any():
+        hint = (f"{int(empty.sum())} of them have no {y_col!r}: a log that writes several metrics on separate rows "
+                f"(e.g. a W&B export) leaves the loss empty on the others (keeping the last row of each step would "
+                f"keep those). Keep the rows that have one with --where '{V._where_name(y_col)}.notna()'")
+    elif differ:
+        parts = " + '/' + ".join(f"df[{c!r}].astype(str)" for c in [key[0], differ[0]])
+        hint = (f"They differ in column(s) {differ[:5]}: if those tell runs apart, give {curve_flag} a column that "
+                f"names each run, e.g. in pandas df['run'] = {parts}. {hint}")
+    return ValueError(f"{what}: {int(dup.sum())} rows share the same ({keys}) point at rows {_rows(df.index[dup])}; "
+                      f"a curve has one value per step. {hint}")
 
 
 def row_ids(df: pd.DataFrame) -> np.ndarray:

@@ -224,6 +224,14 @@ def table_law(key, data: Data, held, spec: Spec = Spec(), *, n_samples: int = 10
            "n_padded_points": table.n_padded, "n_floored_values": int(n_bad),
            "converged": None, "convergence": fit_report(fitted), "extrapolation": extrapolation_summary(dist)}
     out["converged"] = out["convergence"]["converged"]
+    if out["b1"]["mean"] > 0:  # a law of the loss in compute that rises: the frontier does not follow a law
+        import warnings
+
+        warnings.warn(f"probabilistic scaling law: the fitted slope b1 = {out['b1']['mean']:.3g} (band "
+                      f"[{out['b1']['lo']:.3g}, {out['b1']['hi']:.3g}]) says the loss rises with compute: the compute "
+                      f"frontier of these {len(table.curve)} curves does not follow a falling power law (too few "
+                      "runs, sizes too close, or runs trained too differently); do not extrapolate it", UserWarning,
+                      stacklevel=2)
     if table.n_padded:
         log.warning("curves have different numbers of points: %d padded entries repeat a curve's last point "
                     "(a flat extension over a relative 1e-9 of compute)", table.n_padded)
