@@ -6,6 +6,7 @@
 * degenerate training data is refused before fitting.
 """
 import json
+import warnings
 
 import jax
 import numpy as np
@@ -230,3 +231,20 @@ def test_a_killed_fit_resumes_from_its_checkpoint(tmp_path, capsys):
     assert outs[0]["rmse"] == outs[1]["rmse"] and outs[0]["coverage_90"] == outs[1]["coverage_90"]
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["fingerprint.json", "step_000000050.npz",
                                                                     "step_000000100.npz"]
+
+
+def test_a_gp_asked_past_its_own_curves_last_step_says_it_reverts_to_its_mean():
+    """Steps beyond a curve's last trained step lie inside the training range of ln(step) when other
+    curves ran longer, so the extrapolation distance stays 0; a GP without a law reverts towards
+    its mean there, which is warned (not for magp_law, whose law carries the trend)."""
+    df = lc_runs()
+    short = df[~((df["width"] == 512) & (df["depth"] == 8) & (df["step"] > 160))]
+    fit = lc.fit(jax.random.key(0), lc.from_frame(short, **COLS), SPEC)
+    q = df[(df["width"] == 512) & (df["depth"] == 8) & (df["step"] > 160)].drop(columns="loss")
+    with pytest.warns(UserWarning, match=r"2 of 2 query rows lie beyond their own curve's last trained step \(up to "
+                                         r"16x it\): magp is a GP in ln\(step\) without a law"):
+        pred = lc.predict(fit, q)
+    assert np.all(np.asarray(pred.extrapolation) == 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lc.predict(fit, short.drop(columns="loss").iloc[:5])  # inside its own curve: quiet

@@ -1000,5 +1000,29 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     joint = predict_restarts(fit, q)
     dist = extrapolation(fit, q)
     warn_extrapolation_of(fit, q, dist)
+    _warn_past_own_steps(fit, q)
     pred = prediction_from_joint(joint, key=key, level=level, n_samples=fit.spec.n_samples)
     return pred._replace(extrapolation=jnp.asarray(dist))
+
+
+def _warn_past_own_steps(fit: Fit, q: Data, stacklevel: int = 3) -> None:
+    """Warn when a GP without a law is asked about steps beyond its own curve's last trained step (a
+    run's continuation): its kernel in ln(step) reverts towards the mean there, so the predicted loss
+    can turn up (the step distance of :func:`extrapolation` is small when other curves ran longer)."""
+    if fit.spec.model == "magp_law":
+        return
+    tr = fit.train
+    R = max(len(fit.instance_labels), 1)
+    key_tr = np.asarray(tr.task, np.int64) * R + np.asarray(tr.instance, np.int64)
+    last = pd.Series(np.asarray(tr.x, float)).groupby(key_tr).max()
+    key_q = np.asarray(q.task, np.int64) * R + np.asarray(q.instance, np.int64)
+    own = pd.Series(key_q).map(last).to_numpy(float)  # NaN: a curve without training rows
+    past = np.isfinite(own) & (np.asarray(q.x, float) > own + 1e-12)
+    if not past.any():
+        return
+    ratio = float(np.exp(np.max(np.asarray(q.x, float)[past] - own[past])))
+    warnings.warn(f"learning-curve predict: {int(past.sum())} of {len(past)} query rows lie beyond their own curve's "
+                  f"last trained step (up to {ratio:.3g}x it): {fit.spec.model} is a GP in ln(step) without a law, "
+                  "which reverts towards its mean past the data, so the predicted loss can level off or turn up "
+                  "there. For a run's continuation, lc extrapolate (a power law per run) or --model magp_law (a law "
+                  "in size and step under the GP) follow the curve's trend", UserWarning, stacklevel=stacklevel)
