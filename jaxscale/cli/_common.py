@@ -353,6 +353,17 @@ def check_interval(y, pred, level: float, *, what: str, mask=None, rows: str = "
     return check
 
 
+def wrong_model(path, fit, module_name: str) -> ValueError:
+    """The error for a ``--model`` folder that holds another pillar's model, naming the command
+    that reads it."""
+    groups = {"jaxscale.chinchilla": "chinchilla", "jaxscale.learning_curves": "lc",
+              "jaxscale.observational": "obs", "jaxscale.context_law": "context", "jaxscale.ncpl": "ncpl"}
+    group = next((g for m, g in groups.items() if type(fit).__module__.startswith(m)), None)
+    use = f": predict with it by jaxscale {group} predict --model {path}" if group else ""
+    return ValueError(f"--model {path} holds a {type(fit).__module__}.{type(fit).__name__}, not a {module_name} "
+                      f"model{use}")
+
+
 def predict_handler(module_name: str, report=None):
     """Handler of ``jaxscale <pillar> predict``: load ``--model``, predict ``--csv`` rows.
 
@@ -370,12 +381,7 @@ def predict_handler(module_name: str, report=None):
         pillar = importlib.import_module(module_name)
         fit = load(args.model)
         if not isinstance(fit, pillar.Fit):
-            groups = {"jaxscale.chinchilla": "chinchilla", "jaxscale.learning_curves": "lc",
-                      "jaxscale.observational": "obs", "jaxscale.context_law": "context", "jaxscale.ncpl": "ncpl"}
-            group = next((g for m, g in groups.items() if type(fit).__module__.startswith(m)), None)
-            use = f": predict with it by jaxscale {group} predict --model {args.model}" if group else ""
-            raise ValueError(f"--model {args.model} holds a {type(fit).__module__}.{type(fit).__name__}, not a "
-                             f"{module_name} model{use}")
+            raise wrong_model(args.model, fit, module_name)
         df = read_input(args)
         kw = {} if getattr(args, "handle_unknown", None) is None else {"handle_unknown": args.handle_unknown}
         pred = pillar.predict(fit, df, key=jax.random.key(args.seed), level=args.level, **kw)

@@ -22,6 +22,7 @@ from jaxscale.cli._common import (
     score,
     split_list,
     write_predictions,
+    wrong_model,
 )
 
 __all__ = ["register", "fit_handler", "optimal_handler", "demo_section"]
@@ -149,7 +150,7 @@ def optimal_handler(args) -> dict:
 
     fit = load(args.model)
     if not isinstance(fit, ch.Fit):
-        raise ValueError(f"--model {args.model} holds a {type(fit).__name__}, not a Chinchilla model")
+        raise wrong_model(args.model, fit, "jaxscale.chinchilla")
     budgets = split_list(args.compute, float)
     if not budgets:
         raise ValueError("--compute needs one or more budgets in FLOPs, e.g. --compute 1e21,1e22")

@@ -357,14 +357,14 @@ def cmd_predict(args) -> dict:
     import pandas as pd
 
     from jaxscale import ncpl
-    from jaxscale.cli._common import check_outputs, read_input, score, write_predictions
+    from jaxscale.cli._common import check_outputs, read_input, score, write_predictions, wrong_model
     from jaxscale.io import load
     from jaxscale.ncpl import model as ncpl_model
 
     check_outputs(args)
     fit = load(args.model)
     if not isinstance(fit, ncpl.Fit):
-        raise ValueError(f"--model {args.model} holds a {type(fit).__name__}, not an NCPL model")
+        raise wrong_model(args.model, fit, "jaxscale.ncpl")
     df = read_input(args)
     pred = ncpl.predict(fit, df, key=jax.random.key(args.seed), level=args.level, handle_unknown=args.handle_unknown)
     empty = ncpl_model.missing_cells(fit, df)  # predict has refused those the model cannot read, and warned
