@@ -208,7 +208,8 @@ def test_empty_cell_the_model_never_saw_changes_no_prediction_silently(model, tm
 
 def test_empty_cells_learnt_in_training_are_predicted_and_reported(tmp_path, capsys):
     """Fields some training runs left empty are read as in training (the field left out of the
-    text): held-out and query rows with such empty cells are predicted, warned about and counted."""
+    text): held-out and query rows with such empty cells are predicted and counted (not warned: runs
+    of different optimizers leave each other's fields empty)."""
     from jaxscale import load, ncpl
 
     df = runs()
@@ -217,10 +218,8 @@ def test_empty_cells_learnt_in_training_are_predicted_and_reported(tmp_path, cap
     df.loc[5, "optimizer"] = np.nan  # line 7
     df.loc[35, "lr"] = np.nan  # line 37, held out (N = 3e8)
     df.to_csv(tmp_path / "runs.csv", index=False)
-    with pytest.warns(UserWarning, match=r"NCPL train \(held-out rows\): 1 of 9 queries have empty cells.*"
-                                         r"'lr' in 1 \(\[37\]\)"):
-        rc = main(["ncpl", "train", "--csv", str(tmp_path / "runs.csv"), *LAW, *TINY, "--holdout", "N == 3e8",
-                   "--save", str(tmp_path / "m"), "--json"])
+    rc = main(["ncpl", "train", "--csv", str(tmp_path / "runs.csv"), *LAW, *TINY, "--holdout", "N == 3e8",
+               "--save", str(tmp_path / "m"), "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["missing_values"] == {"lr": 3, "optimizer": 1}
@@ -228,10 +227,8 @@ def test_empty_cells_learnt_in_training_are_predicted_and_reported(tmp_path, cap
 
     q = _query(lr=[np.nan, 1e-3], optimizer=["adamw", np.nan])
     q.to_csv(tmp_path / "new.csv", index=False)
-    with pytest.warns(UserWarning, match=r"NCPL predict: 2 of 2 queries have empty cells, read as in training.*"
-                                         r"'lr' in 1 \(\[2\]\); 'optimizer' in 1 \(\[3\]\)"):
-        rc = main(["ncpl", "predict", "--model", str(tmp_path / "m"), "--csv", str(tmp_path / "new.csv"),
-                   "--predictions", str(tmp_path / "p.csv"), "--json"])
+    rc = main(["ncpl", "predict", "--model", str(tmp_path / "m"), "--csv", str(tmp_path / "new.csv"),
+               "--predictions", str(tmp_path / "p.csv"), "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["missing_values"] == {"lr": 1, "optimizer": 1} and out["rows_missing_values"] == [2, 3]

@@ -192,11 +192,7 @@ def cmd_train(args) -> dict:
     t0 = time.perf_counter()
     fit = ncpl.fit(_key(args.seed), data, spec)
     seconds = time.perf_counter() - t0
-    with warnings.catch_warnings():  # the training rows' empty cells are counted in missing_values; the
-        # scored rows' are warned about by _scored
-        warnings.filterwarnings("ignore", message=r"NCPL predict: \d+ of \d+ queries have empty cells",
-                                category=UserWarning)
-        pred = ncpl.predict(fit, df, level=args.level, handle_unknown=args.handle_unknown)
+    pred = ncpl.predict(fit, df, level=args.level, handle_unknown=args.handle_unknown)
     empty = missing_cells(fit, df)
     mean, lower, upper = (np.asarray(a, float) for a in (pred.mean, pred.lower, pred.upper))
     y = pd.to_numeric(df[target], errors="coerce").to_numpy(float)
@@ -306,11 +302,8 @@ def _scored(fit, data, train_df, df, rows, y, pred, args, what: str, base_cols: 
         warnings.warn(f"NCPL train: {int(miss.sum())} {what} row(s) have no {args.target_col!r} value (rows "
                       f"{_labels(df.index, miss, 5)}{' ...' if miss.sum() > 5 else ''}); they are predicted but not "
                       "scored", UserWarning, stacklevel=3)
-    if empty is not None:
-        from jaxscale.ncpl.model import warn_missing
-
+    if empty is not None:  # read as in training (the runs of mixed optimizers leave each other's fields empty)
         out["missing_values"] = _empty_counts(empty[rows])
-        warn_missing(empty[rows], f"NCPL train ({what} rows)", stacklevel=4)
     out["extrapolation"] = extrapolation_summary(np.asarray(pred.extrapolation)[rows])
     base = {"mean_of_training_rows": np.full(int(rows.sum()), float(np.mean(np.asarray(data.y, float)))),
             "nearest_training_run": nearest_run(train_df, df[rows], data.y, data.num_cols, data.num_log, data.text_cols,

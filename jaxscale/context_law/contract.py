@@ -309,7 +309,8 @@ def _warn_fractions(df: pd.DataFrame, col: str, scale: float, what: str) -> None
 
 # what each column role is and the keyword / command-line option that names it
 _OPTIONS = {"c": ("compute in FLOPs", "c_col", "--c-col"), "n": ("parameters", "n_col", "--n-col"),
-            "d": ("training tokens", "d_col", "--d-col"), "n_prompt": ("prompt length", "n_prompt_col", "--n-pmt-col"),
+            "d": ("training tokens", "d_col", "--d-col"),
+            "n_prompt": ("prompt length", "n_prompt_col", "--n-pmt-col"),
             "n_ctx": ("context limit", "n_ctx_col", "--n-ctx-col"), "target": ("score", "score_col", "--score-col"),
             "chance": ("chance floor", "chance_col", "--chance-col"), "task": ("task", "task_col", "--task-col"),
             "n_items": ("items per score", "n_items_col", "--n-items-col")}
@@ -483,7 +484,7 @@ def _check_shapes(data: Data, what: str) -> None:
 
 def _rows_text(data: Data, mask) -> str:
     """The rows of ``mask`` as the user knows them (frame index / file lines), or as positions."""
-    if data.row is not None:
+    if data.row is not None and np.size(data.row) == np.size(mask):
         return f"rows {V._rows(np.asarray(data.row)[np.asarray(mask)])}"
     return f"positions {V._rows(np.flatnonzero(np.asarray(mask)))}"
 
@@ -742,7 +743,8 @@ def _warn_past_limit(fit: Fit, q: Data) -> None:
     if not past.any():
         return
     i = int(np.argmax(np.where(past, ratio, -np.inf)))
-    worst = f"row {int(np.asarray(q.row)[i])}" if q.row is not None else f"position {i}"
+    own = q.row is not None and np.size(q.row) == ratio.size  # rows of the user's table, not grid points
+    worst = f"row {int(np.asarray(q.row)[i])}" if own else f"position {i}"
     trained = (f"the training rows of its task reach {seen[i]:.3g}" if fit.box is not None and seen[i] > 1
                else "no training row of its task is past its limit")
     warnings.warn(f"context-law predict: {int(past.sum())} of {len(ratio)} queries have prompts longer than their "

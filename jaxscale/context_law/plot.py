@@ -56,6 +56,8 @@ def plot_task(fit, data, task: str | None = None, heldout=None, *, key=None, lev
     Returns:
       The figure, or the saved path when ``path`` is given.
     """
+    import warnings
+
     import jax.numpy as jnp
     import numpy as np
 
@@ -87,8 +89,10 @@ def plot_task(fit, data, task: str | None = None, heldout=None, *, key=None, lev
                          y=jnp.full(grid.shape, jnp.nan), weight=jnp.ones(grid.shape),
                          floor=jnp.full(grid.shape, floor), task=jnp.full(grid.shape, code, dtype=jnp.int32),
                          n_items=None if n_items is None else jnp.full(grid.shape, n_items),
-                         task_labels=fit.task_labels)
-        pred = predict(fit, q, key=key, level=level)
+                         task_labels=fit.task_labels, row=None)  # grid points, no rows of the user's table
+        with warnings.catch_warnings():  # the curve is drawn past the limits on purpose
+            warnings.filterwarnings("ignore", message=".*further past it than any training row.*")
+            pred = predict(fit, q, key=key, level=level)
         ax.plot(grid, np.asarray(pred.mean), color=col, lw=1.5)
         ax.fill_between(grid, np.asarray(pred.lower), np.asarray(pred.upper), color=col, alpha=0.15, lw=0)
         ax.axvline(c, color=col, ls=":", lw=0.8)

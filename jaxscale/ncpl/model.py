@@ -29,7 +29,7 @@ from flax import nnx
 from jaxscale._log import get_logger
 from jaxscale._pytree import pytree_dataclass, register_serializable, static_field
 from jaxscale._registry import register_moved
-from jaxscale.data.validate import _rows, _where_name
+from jaxscale.data.validate import _where_name
 from jaxscale.infer.prediction import (
     Prediction,
     check_level,
@@ -70,7 +70,6 @@ __all__ = [
     "check_known_values",
     "check_missing_values",
     "missing_cells",
-    "warn_missing",
     "stage2",
     "fit_ncpl",
     "extrapolation",
@@ -751,8 +750,8 @@ def missing_cells(fit: Fit, query, what: str = "query runs") -> pd.DataFrame:
     """The empty config cells of the query runs that ``fit`` reads as it was trained to.
 
     An empty cell leaves its field out of the run's text. That is how the model was trained on the
-    fields some training runs left empty, so such a cell is predicted as trained (and
-    :func:`predict` warns about it); an empty cell in a field every training run had raises.
+    fields some training runs left empty, so such a cell is predicted as trained (and counted here:
+    the command line reports them); an empty cell in a field every training run had raises.
 
     Args:
       fit: a :class:`Fit`.
@@ -788,20 +787,6 @@ def check_missing_values(train: Data, df: pd.DataFrame, what: str = "query") -> 
                        max_tokens=10**9, what=what)
     always = np.concatenate([np.asarray(train.present, bool).all(0), (np.asarray(train.codes) >= 0).all(0)])
     return _empty_cells(always, query, what)
-
-
-def warn_missing(empty: pd.DataFrame, what: str = "NCPL predict", stacklevel: int = 3) -> None:
-    """Warn about the empty cells of ``empty`` (a frame of :func:`missing_cells`), read as in training."""
-    rows = empty.to_numpy(bool).any(1) if empty.size else np.zeros(len(empty), bool)
-    if not rows.any():
-        return
-    counts = empty.sum(axis=0)
-    per = "; ".join(f"{c!r} in {int(k)} ({_rows(empty.index[empty[c].to_numpy(bool)])})"
-                    for c, k in counts.items() if k)
-    warnings.warn(
-        f"{what}: {int(rows.sum())} of {len(empty)} queries have empty cells, read as in training (the field left "
-        f"out of the run's text, as for the training runs that left it empty): {per}. Fill them in where the runs "
-        "had a value; the prediction then reads that value.", UserWarning, stacklevel=stacklevel)
 
 
 def check_known_values(train: Data, df: pd.DataFrame, handle_unknown: str = "error", what: str = "query") -> None:
@@ -957,8 +942,7 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
         unit outside the training data.
 
     An empty config cell leaves its field out of the run's text, as for the training runs that
-    left that field empty: predicted as trained, with a warning naming the rows (see
-    :func:`missing_cells`). An empty cell in a field every training run had raises instead (the
+    left that field empty: predicted as trained (:func:`missing_cells` lists them). An empty cell in a field every training run had raises instead (the
     model never learnt what its absence means), as do empty ``N``/``D``/baseline cells.
 
     Returns:
@@ -976,7 +960,7 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     level = check_level(level)
     data = query if isinstance(query, Data) else _query_data(fit, query)
     _check_query(fit, data)
-    warn_missing(_empty_cells(fit.always, data, "query runs"), stacklevel=3)
+    _empty_cells(fit.always, data, "query runs")  # raises for a field every training run had
     data, unseen = _align_vocab(fit.text_cols, fit.vocab, data, handle_unknown)
     d, worst = _distance(fit, data, unseen)
     e = fit.extrap
