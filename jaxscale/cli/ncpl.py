@@ -152,7 +152,7 @@ def cmd_train(args) -> dict:
     from jaxscale.data import holdout_mask
     from jaxscale.data.validate import require_columns
     from jaxscale.ncpl.data import missing_counts
-    from jaxscale.ncpl.model import check_known_values, check_missing_values, missing_cells
+    from jaxscale.ncpl.model import check_known_values, check_missing_values, missing_cells, query_data
     from jaxscale.ncpl.pipeline import extrapolation_summary
 
     check_outputs(args)
@@ -192,8 +192,9 @@ def cmd_train(args) -> dict:
     t0 = time.perf_counter()
     fit = ncpl.fit(_key(args.seed), data, spec)
     seconds = time.perf_counter() - t0
-    pred = ncpl.predict(fit, df, level=args.level, handle_unknown=args.handle_unknown)
-    empty = missing_cells(fit, df)
+    query = query_data(fit, df)  # read (and tokenised) once for the prediction and its empty cells
+    pred = ncpl.predict(fit, query, level=args.level, handle_unknown=args.handle_unknown)
+    empty = missing_cells(fit, query)
     mean, lower, upper = (np.asarray(a, float) for a in (pred.mean, pred.lower, pred.upper))
     y = pd.to_numeric(df[target], errors="coerce").to_numpy(float)
 
@@ -282,8 +283,8 @@ def _law_on_training_rows(fit, data):
 def _scored(fit, data, train_df, df, rows, y, pred, args, what: str, base_cols: dict, empty=None) -> dict:
     """NCPL and its naive baselines (the Chinchilla law fitted on the training rows ``train_df``; the
     mean of the training targets; the nearest training run in configuration) scored on ``rows`` of
-    ``df``; rows without a target are counted and warned about, and so are empty config cells (of
-    ``empty``, the frame of :func:`jaxscale.ncpl.model.missing_cells`; read as in training). Each
+    ``df``; rows without a target are counted and warned about; empty config cells (of ``empty``,
+    the frame of :func:`jaxscale.ncpl.model.missing_cells`; read as in training) are counted. Each
     baseline's value on ``rows`` (those without a target too) goes into ``base_cols``, a column of
     ``df``'s length per baseline (NaN elsewhere)."""
     import numpy as np
@@ -359,8 +360,10 @@ def cmd_predict(args) -> dict:
     if not isinstance(fit, ncpl.Fit):
         raise wrong_model(args.model, fit, "jaxscale.ncpl")
     df = read_input(args)
-    pred = ncpl.predict(fit, df, key=jax.random.key(args.seed), level=args.level, handle_unknown=args.handle_unknown)
-    empty = ncpl_model.missing_cells(fit, df)  # predict has refused those the model cannot read, and warned
+    query = ncpl_model.query_data(fit, df)  # read (and tokenised) once for the prediction and its empty cells
+    pred = ncpl.predict(fit, query, key=jax.random.key(args.seed), level=args.level,
+                        handle_unknown=args.handle_unknown)
+    empty = ncpl_model.missing_cells(fit, query)  # predict has refused those the model cannot read
     n_empty = empty.to_numpy(bool).sum(1)
     out = {"model": str(args.model), "n": int(len(df)), "level": args.level,
            "mean": pred.mean, "lower": pred.lower, "upper": pred.upper,  # per row, as every pillar's predict

@@ -70,6 +70,7 @@ __all__ = [
     "check_known_values",
     "check_missing_values",
     "missing_cells",
+    "query_data",
     "stage2",
     "fit_ncpl",
     "extrapolation",
@@ -373,7 +374,7 @@ def _base_values(kind: str, law, data: Data) -> np.ndarray:
 
 def law_baseline(fit: Fit, query) -> np.ndarray:
     """The baseline the fit subtracted, at the query rows (loss scale; zeros for ``"none"``)."""
-    data = query if isinstance(query, Data) else _query_data(fit, query)
+    data = query if isinstance(query, Data) else query_data(fit, query)
     return _base_values(fit.baseline, fit.law, data)
 
 
@@ -683,8 +684,10 @@ def interval_scale(members: Members, pooled, ctx, val, y_val, coverage: float = 
 
 
 # ----------------------------------------------------------------------------- prediction
-def _query_data(fit: Fit, df: pd.DataFrame) -> Data:
-    """Read query rows with the fit's columns (the target is optional)."""
+def query_data(fit: Fit, df: pd.DataFrame) -> Data:
+    """Read query rows with the fit's columns (the target is optional): the :class:`Data` that
+    :func:`predict`, :func:`extrapolation` and :func:`missing_cells` read, built (and its text
+    tokenised) once when a caller needs more than one of them."""
     roles = {}
     for role, col in fit.columns:
         roles.setdefault(role, col)
@@ -766,7 +769,7 @@ def missing_cells(fit: Fit, query, what: str = "query runs") -> pd.DataFrame:
       ValueError: an empty cell in a field every training run had (names the column, the rows,
       the count and the fix).
     """
-    data = query if isinstance(query, Data) else _query_data(fit, query)
+    data = query if isinstance(query, Data) else query_data(fit, query)
     _check_query(fit, data)
     return _empty_cells(fit.always, data, what)
 
@@ -919,7 +922,7 @@ def extrapolation(fit: Fit, query, *, handle_unknown: str = "error") -> pd.DataF
     Raises:
       ValueError: as :func:`predict`, e.g. an empty cell in a field every training run had.
     """
-    data = query if isinstance(query, Data) else _query_data(fit, query)
+    data = query if isinstance(query, Data) else query_data(fit, query)
     _check_query(fit, data)
     _empty_cells(fit.always, data, "query runs")
     data, unseen = _align_vocab(fit.text_cols, fit.vocab, data, handle_unknown)
@@ -958,7 +961,7 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
       extrapolation to larger ones open). ``samples`` are the ``(M, n)`` member means.
     """
     level = check_level(level)
-    data = query if isinstance(query, Data) else _query_data(fit, query)
+    data = query if isinstance(query, Data) else query_data(fit, query)
     _check_query(fit, data)
     _empty_cells(fit.always, data, "query runs")  # raises for a field every training run had
     data, unseen = _align_vocab(fit.text_cols, fit.vocab, data, handle_unknown)
@@ -1014,7 +1017,7 @@ def stage2(key, fit: Fit, data, tcfg: TrainConfig) -> Fit:
     """
     if not isinstance(data, Data):
         roles = dict(fit.columns)
-        data = _query_data(fit, data).replace(
+        data = query_data(fit, data).replace(
             y=pd.to_numeric(data[roles["target"]]).to_numpy(float),
             group=cell_codes(data, [c for r, c in fit.columns if r == "group"]))
     _check_data(data)
