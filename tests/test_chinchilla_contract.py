@@ -57,6 +57,27 @@ def test_contract_round_trip(fitted, tmp_path):
     assert s1.samples.shape == (reps * len(fit.boot_theta), len(query))
 
 
+def test_many_rows_are_predicted_in_chunks_without_keeping_the_draws(fitted, monkeypatch, caplog):
+    """Draws x rows beyond MAX_DRAW_CELLS (1,000 draws x 200,000 rows had allocated 12.8 GB and
+    failed): the interval comes from draws in chunks of rows, ``samples`` is None and a log says so;
+    without a key the normal interval is the same numbers in chunks."""
+    import importlib
+
+    pr = importlib.import_module("jaxscale.chinchilla.predict")  # the package exports a predict function
+    _, fit = fitted
+    query, key = runs(seed=1), jax.random.key(3)
+    whole, plain = ch.predict(fit, query, key=key), ch.predict(fit, query)
+    monkeypatch.setattr(pr, "MAX_DRAW_CELLS", 3 * 1024)  # 1,024 draws: 3 rows per chunk
+    with caplog.at_level("INFO", logger="jaxscale"):
+        chunked = ch.predict(fit, query, key=key)
+    assert chunked.samples is None and "draws are not returned" in caplog.text
+    np.testing.assert_array_equal(np.asarray(chunked.mean), np.asarray(whole.mean))
+    for a, b in ((chunked.lower, whole.lower), (chunked.upper, whole.upper)):  # other draws, same quantiles
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0.01)
+    for a, b in zip(ch.predict(fit, query)[:3], plain[:3]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12)
+
+
 def test_fit_is_a_pytree_and_core_vmaps(fitted):
     data, fit = fitted
     same = jax.jit(lambda f: f)(fit)

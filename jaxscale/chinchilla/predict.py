@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxscale.chinchilla.fit import ChinchillaData, ChinchillaFit, _box_distance, _device, _log_loss, from_frame
+from jaxscale._log import get_logger
 from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation, z_value
 
 __all__ = ["predict", "optimal", "optimal_allocation", "as_data", "extrapolation", "power_law_baseline"]
@@ -33,6 +34,9 @@ __all__ = ["predict", "optimal", "optimal_allocation", "as_data", "extrapolation
 #: Fewest predictive draws with bootstrap refits: with fewer refits they are used in turn, each
 #: draw with its own residual noise, so the quantiles of a handful of refits are not degenerate.
 MIN_DRAWS = 1000
+#: Most predictive values (draws x rows) held at once: beyond it (e.g. 1,000 draws x 200,000 rows,
+#: 1.6 GB) the rows are predicted in chunks and the draws are not returned (``samples`` is None).
+MAX_DRAW_CELLS = 20_000_000
 
 
 def as_data(fit: ChinchillaFit, query) -> ChinchillaData:
@@ -84,7 +88,8 @@ def predict(fit: ChinchillaFit, query, *, key=None, level: float = 0.9, n_sample
       fit: a :class:`ChinchillaFit`.
       query: :class:`ChinchillaData` or a DataFrame with the fit's N and D columns.
       key: with bootstrap refits, draw ``samples`` (each refit's law plus residual noise; the
-        refits in turn until there are at least :data:`MIN_DRAWS`).
+        refits in turn until there are at least :data:`MIN_DRAWS`; more than
+        :data:`MAX_DRAW_CELLS` values: the interval from draws in chunks of rows, no ``samples``).
       level: interval level.
       n_samples: unused unless there are no refits: then ``key`` draws this many residual-noise
         samples around the law (default: none).
@@ -125,15 +130,32 @@ def _predict(fit: ChinchillaFit, data: ChinchillaData, key, level: float, n_samp
         return Prediction(*(None if a is None else _device(a) for a in (mean, lower, upper, samples)))
 
     if fit.boot_theta is not None and len(fit.boot_theta):
-        mu_b = _log_loss(fit.boot_theta, ln, ld)
-        if key is not None:  # at least MIN_DRAWS draws: the refits in turn, each with its own noise
-            mu_b = np.tile(mu_b, (-(-MIN_DRAWS // mu_b.shape[0]), 1))
-            draws = np.exp(mu_b + sigma * np.asarray(jax.random.normal(key, mu_b.shape, dtype), float))
-            q = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
-            return out(np.exp(mu), q[0], q[1], draws)
-        sd = np.sqrt(np.var(mu_b, axis=0) + sigma**2)
-        z = z_value(level)
-        return out(np.exp(mu), np.exp(mu - z * sd), np.exp(mu + z * sd))
+        boot = np.asarray(fit.boot_theta, float)
+        # at least MIN_DRAWS draws with a key: the refits in turn, each with its own noise
+        reps = -(-MIN_DRAWS // len(boot)) if key is not None else 1
+        n, n_draws = mu.shape[0], len(boot) * reps
+        keep = n_draws * n <= MAX_DRAW_CELLS  # else the rows go in chunks (memory) and no draws are kept
+        if not keep and key is not None:
+            get_logger(__name__).info(
+                "Chinchilla predict: %d draws x %d rows are more than %d values: the interval is computed in chunks "
+                "of rows and the draws are not returned (predict fewer rows at a time to get them)",
+                n_draws, n, MAX_DRAW_CELLS)
+        chunk = n if keep else max(1, MAX_DRAW_CELLS // n_draws)
+        sig = np.broadcast_to(sigma, mu.shape)
+        lower, upper, draws = np.empty(n), np.empty(n), None
+        for i, start in enumerate(range(0, n, chunk)):  # chunks of rows, not a loop over draws
+            rows = slice(start, start + chunk)
+            mu_b = _log_loss(boot, ln[rows], ld[rows])
+            if key is not None:
+                mu_b = np.tile(mu_b, (reps, 1))
+                k = key if keep else jax.random.fold_in(key, i)
+                draws = np.exp(mu_b + sig[rows] * np.asarray(jax.random.normal(k, mu_b.shape, dtype), float))
+                lower[rows], upper[rows] = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
+            else:
+                sd = np.sqrt(np.var(mu_b, axis=0) + sig[rows] ** 2)
+                z = z_value(level)
+                lower[rows], upper[rows] = np.exp(mu[rows] - z * sd), np.exp(mu[rows] + z * sd)
+        return out(np.exp(mu), lower, upper, draws if keep else None)
     t = _t_value(level, int(fit.dof))
     samples = None
     if key is not None and n_samples:
