@@ -314,8 +314,12 @@ def test_many_runs_are_told_to_fit_fewer_runs_not_to_thin():
                                             r"runs \(--where\): 590 curves are 4720 points .* about 1000 points fit "
                                             r"in 15 minutes here \(e.g. 100 runs at --thin 10\)"):
         core._check_size(10099, 590, spec)
-    with pytest.warns(RuntimeWarning, match=r"\(CLI: --thin 33\)"):
-        core._check_size(3000, 30, spec)
+    with pytest.warns(RuntimeWarning, match=r"\(CLI: --thin 33\), or fewer runs \(--where\); to keep what an interrupted fit did.*--ckpt-dir"):
+        core._check_size(3000, 30, spec)  # hours: checkpoints named
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        core._check_size(3000, 30, spec._replace(ckpt_dir="ck"))
+    assert len(rec) == 1 and "--ckpt-dir" not in str(rec[0].message)
     with pytest.raises(ValueError, match=r"limit 20000.*fit fewer runs"):
         core._check_size(25000, 590, spec)
 

@@ -438,7 +438,10 @@ def _check_size(n: int, n_curves: int, spec: Spec) -> None:
                   f"n^{GP_STEP_EXPONENT:g}; {spec.restarts} restarts x {spec.steps} Adam steps will take roughly "
                   f"{f'{secs / 3600:.0f} h' if secs > 5400 else f'{secs / 60:.0f} min'} on 2 "
                   f"CPU cores (about {GP_STEP_SECONDS * 1e3:.0f} ms per restart-step at {GP_STEP_POINTS} points). "
-                  f"To go faster, {fix}", RuntimeWarning, stacklevel=4)
+                  f"To go faster, {fix}"
+                  + ("" if secs < 3600 or spec.ckpt_dir else "; to keep what an interrupted fit did, checkpoint it "
+                     "(Spec(ckpt_dir=...); CLI: --ckpt-dir DIR, and the same command again resumes)"),
+                  RuntimeWarning, stacklevel=4)
 
 
 def _check_training(data: Data, spec: Spec) -> None:
