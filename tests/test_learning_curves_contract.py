@@ -76,6 +76,22 @@ def test_fit_predict_save_load(table, fitted, tmp_path):
         np.testing.assert_array_equal(getattr(back, name), getattr(pred, name))
 
 
+def test_a_long_query_is_predicted_in_chunks(table, fitted, monkeypatch, caplog):
+    """More rows than JOINT_MAX_ROWS (6,000 rows had held a 6 GB joint covariance for minutes): the
+    same means and intervals from chunks of rows, no joint draws (logged when a key asked for them)."""
+    import importlib
+
+    core = importlib.import_module("jaxscale.learning_curves.core")
+    _, _, data = table
+    whole = lc.predict(fitted, data)
+    monkeypatch.setattr(core, "JOINT_MAX_ROWS", 7)  # 30 rows: chunks of 7, 7, 7, 7 and 2
+    with caplog.at_level("INFO", logger="jaxscale"):
+        chunked = lc.predict(fitted, data, key=jax.random.key(1))
+    assert chunked.samples is None and "without joint draws" in caplog.text
+    for name in ("mean", "lower", "upper", "extrapolation"):
+        np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-9, atol=1e-12)
+
+
 def test_fit_core_vmaps_over_keys(table, fitted):
     _, held, data = table
     train = data.rows(~held)
