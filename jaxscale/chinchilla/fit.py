@@ -722,19 +722,20 @@ def bootstrap(key, data: ChinchillaData, theta0, *, n_boot: int = 4000, steps: i
     data = take_rows(data, np.asarray(data.weights) > 0)
     data = pad_rows(data.replace(weights=_device(np.ones(data.n), data.weights.dtype)), bucket(data.n))
     keys = jax.random.split(key, n_boot)
-    res = _bootstrap_jit(keys, jnp.asarray(theta0), data, steps, delta)
-    params, loss, conv = (np.array(a) for a in (res.params, res.loss, res.converged))
-    total, rounds, more = steps, 0, steps * BOOT_CONTINUE_FACTOR
-    for _ in range(BOOT_CONTINUE):
-        finite = np.isfinite(loss) & np.all(np.isfinite(params), axis=-1)
-        todo = np.flatnonzero(finite & ~conv)
-        if not todo.size:
-            break
-        idx = np.r_[todo, np.repeat(todo[-1], bucket(todo.size) - todo.size)]  # a bucketed batch
-        r = _bootstrap_jit(keys[idx], jnp.asarray(params[idx]), data, more, delta)
-        k = todo.size
-        params[todo], loss[todo], conv[todo] = (np.asarray(a)[:k] for a in (r.params, r.loss, r.converged))
-        total, rounds = total + more, rounds + 1
+    with heartbeat(f"Chinchilla bootstrap ({n_boot} refits on {int(np.sum(np.asarray(data.weights) > 0))} rows)"):
+        res = _bootstrap_jit(keys, jnp.asarray(theta0), data, steps, delta)
+        params, loss, conv = (np.array(a) for a in (res.params, res.loss, res.converged))
+        total, rounds, more = steps, 0, steps * BOOT_CONTINUE_FACTOR
+        for _ in range(BOOT_CONTINUE):
+            finite = np.isfinite(loss) & np.all(np.isfinite(params), axis=-1)
+            todo = np.flatnonzero(finite & ~conv)
+            if not todo.size:
+                break
+            idx = np.r_[todo, np.repeat(todo[-1], bucket(todo.size) - todo.size)]  # a bucketed batch
+            r = _bootstrap_jit(keys[idx], jnp.asarray(params[idx]), data, more, delta)
+            k = todo.size
+            params[todo], loss[todo], conv[todo] = (np.asarray(a)[:k] for a in (r.params, r.loss, r.converged))
+            total, rounds = total + more, rounds + 1
     ok = np.isfinite(loss) & np.all(np.isfinite(params), axis=-1)
     keep = ok & conv
     if (~keep).any():
