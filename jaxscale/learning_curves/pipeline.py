@@ -10,6 +10,7 @@ mean ± std over restarts) and the coverage of the 50 % and 90 % intervals (full
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -195,6 +196,24 @@ def evaluate_model(key, dataset="nanogpt_large", split="quad", model: str = "mag
                                last_point_mask(te.d, te.r, te.x))
 
 
+def _warn_unseen_tasks(data: Data, held, spec: Spec) -> None:
+    """Before the fit: held-out tasks without a training row, for a model without descriptors, can
+    only be predicted from the prior over their latent (the fit would take minutes to say so)."""
+    if spec.model in DESC_MODELS:
+        return
+    unseen = sorted(set(np.asarray(data.task)[held].tolist()) - set(np.asarray(data.task)[~held].tolist()))
+    if not unseen:
+        return
+    names = [data.task_labels[int(t)] for t in unseen]
+    n_rows = int(np.isin(np.asarray(data.task)[held], unseen).sum())
+    warnings.warn(f"{spec.model} (held-out rows): {len(unseen)} held-out task(s) ({', '.join(names[:5])}"
+                  f"{', ...' if len(names) > 5 else ''}; {n_rows} rows) have no training row, so {spec.model} has "
+                  "nothing but its prior to predict them from: the mean of the training tasks' curves, with an "
+                  "interval that is not calibrated there. To predict a new size from what sets it, give its "
+                  "descriptors: --model magp_law --descriptor-cols COLS (Spec(model='magp_law'), from_frame(..., "
+                  "descriptor_cols=[...])), e.g. the parameter count", RuntimeWarning, stacklevel=3)
+
+
 def evaluate_holdout(key, data: Data, held, spec: Spec = Spec(), *, level: float = 0.9):
     """Fit on the rows not in ``held``, predict the held-out rows, score them.
 
@@ -220,6 +239,7 @@ def evaluate_holdout(key, data: Data, held, spec: Spec = Spec(), *, level: float
     test = data.rows(held)
     y = np.asarray(test.y, float)
     scored = np.isfinite(y)
+    _warn_unseen_tasks(data, held, spec)
     t0 = time.perf_counter()
     fitted = fit(key, data.rows(~held), spec)
     jax.block_until_ready(fitted.params)
