@@ -238,3 +238,50 @@ def test_python_shapes():
     bad = data.replace(n_pmt=data.n_pmt[:-1])
     with pytest.raises(ValueError, match="n_pmt.*59"):
         cl.fit(jax.random.key(0), bad, cl.Spec(popsize=5, maxiter=5, restarts=1, polish=False))
+
+
+def _one_task_eight_prompts() -> pd.DataFrame:
+    """One model, one task (banking77 many-shot ICL, Llama-2-7B, 4k context) at 8 prompt lengths."""
+    n_pmt = [39, 196, 391, 978, 1251, 1955, 2503, 2933]
+    score = [0.2684, 0.338, 0.3684, 0.4028, 0.4128, 0.4528, 0.492, 0.5164]
+    return pd.DataFrame({"model": "meta-llama/Llama-2-7b-hf", "n_params": 6.74e9, "train_tokens": 2e12,
+                         "n_ctx": 4096, "n_pmt": n_pmt, "task": "banking77", "score": score})
+
+
+def test_few_residual_dof_and_empty_backtest_are_warned(tmp_path, capsys):
+    """5 training rows for 4 free parameters (alpha fixed) leave 1 residual degree of freedom, and
+    no task keeps enough rows for the backtest: both are warned, and the JSON says the drift was not
+    learnt (backtest_rows 0, drift_reason)."""
+    csv = tmp_path / "ctx.csv"
+    _one_task_eight_prompts().to_csv(csv, index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = main(["context", "fit", "--csv", str(csv), "--n-col", "n_params", "--d-col", "train_tokens",
+                   "--task-col", "task", "--model-col", "model", "--no-fit-alpha", "--holdout", "n_pmt >= 1900",
+                   *FAST, "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    dof = [w for w in res["warnings"] if "degree(s) of freedom" in w]
+    assert len(dof) == 1 and "[task 'banking77']: 5 training rows for 4 free parameters ['a', 'b', 'beta', " \
+        "'log_scale'] leave 1 residual degree(s) of freedom, fewer than 5" in dof[0]
+    assert "95 % upper confidence bound" in dof[0] and "--no-fit-scale" in dof[0] and "--no-fit-alpha" not in dof[0]
+    empty = [w for w in res["warnings"] if "had no rows" in w]
+    assert len(empty) == 1 and "task 'banking77' has 5 training rows in all" in empty[0] and "do not widen" in empty[0]
+    assert res["backtest_rows"] == 0 and res["drift_per_decade"] == 0 and "backtest refit" in res["drift_reason"]
+    assert res["tasks"][0]["backtest_rows"] == 0
+    assert {str(w.message) for w in caught} >= set(dof + empty)  # warned, not only reported
+
+
+def test_enough_rows_warn_no_dof_and_backtest_off_is_said():
+    """30 rows per task: no degrees-of-freedom warning; a backtest turned off is named as such, not
+    warned as one that had no rows."""
+    from jaxscale import context_law as cl
+
+    spec = cl.Spec(popsize=5, maxiter=30, restarts=1, polish=False)
+    data = cl.from_frame(_base(), task_col="task")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = cl.fit(jax.random.key(0), data, spec._replace(backtest_frac=0.0))
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "degree(s) of freedom" in m or "had no rows" in m], said
+    assert fit.drift_reason.startswith("the backtest is off (Spec.backtest_frac = 0")

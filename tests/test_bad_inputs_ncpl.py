@@ -411,3 +411,43 @@ def test_baseline_law_without_a_floor_is_warned():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _fit_law(ncpl.from_frame(runs(), target_col="loss", n_col="N", d_col="D", exclude_cols=["run"]))
+
+
+def test_interval_on_few_validation_runs_is_warned_and_no_impossible_backtest_advised(tmp_path, capsys):
+    """Five runs leave one validation run to set the interval's split-conformal scale: the fit warns
+    (count, why, what helps) and records it in the JSON; predicting outside the training data then
+    says the backtest needs more runs instead of advising --backtest-col, which could not run."""
+    runs(5).to_csv(tmp_path / "runs.csv", index=False)
+    with pytest.warns(UserWarning, match=r"NCPL: the 90 % interval's scale .* was set on 1 validation run\(s\) "
+                                         r"carved from the 5 training runs .* fewer than 20: .*anywhere from about 5 "
+                                         r"to 95 %.*add runs \(about 134 training runs"):
+        rc = main(["ncpl", "train", "--csv", str(tmp_path / "runs.csv"), *LAW, "--baseline", "none", *TINY,
+                   "--save", str(tmp_path / "m"), "--json"])
+    assert rc == 0
+    info = json.loads(capsys.readouterr().out)["info"]
+    assert info["n_val"] == 1 and "1 validation run(s)" in info["interval_scale_note"]
+    assert "Chinchilla baseline" in info["interval_scale_note"]  # --baseline none: the law is one way out
+    _query(N=[1e8, 3e10], D=[2e9, 6e11]).to_csv(tmp_path / "new.csv", index=False)
+    with pytest.warns(UserWarning, match="outside the training data") as rec:
+        assert main(["ncpl", "predict", "--model", str(tmp_path / "m"), "--csv", str(tmp_path / "new.csv"),
+                     "--json"]) == 0
+    msg = next(str(w.message) for w in rec if "outside the training data" in str(w.message))
+    assert "it has 5 training runs" in msg and "needs at least 30" in msg and "refit with backtest_col" not in msg
+
+
+def test_calibration_note_threshold():
+    """The note appears below MIN_CALIBRATION_RUNS validation runs only, and names the rank of the
+    error that sets the scale."""
+    from types import SimpleNamespace
+
+    from jaxscale import ncpl
+    from jaxscale.ncpl.model import MIN_CALIBRATION_RUNS, calibration_note
+
+    def fake(n_val, baseline="law"):
+        diag = SimpleNamespace(n_val=np.asarray(n_val), n_train=np.asarray(100))
+        return SimpleNamespace(diagnostics=diag, spec=ncpl.Spec(), interval_scale=np.asarray(1.2), baseline=baseline)
+
+    assert MIN_CALIBRATION_RUNS == 20 and calibration_note(fake(20)) is None
+    note = calibration_note(fake(19))
+    assert "19 validation run(s)" in note and "rank 18 of 19" in note and "Chinchilla baseline" not in note
+    assert "the largest of their scaled errors" in calibration_note(fake(9, "none"))

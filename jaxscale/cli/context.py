@@ -237,6 +237,7 @@ def _fit_table(args) -> dict:
         out["extrapolation_max"] = float(dist.max())
         out["extrapolation_unit"] = "decades of prompt length, compute or prompt/limit ratio outside the task's cells"
         out["drift_per_decade"] = float(np.asarray(fit.drift)[0]) * fit.score_scale
+        out["backtest_rows"] = int(np.sum(np.asarray(fit.backtest_rows)))  # 0: the drift was not learnt
         if fit.drift_reason:
             out["drift_reason"] = fit.drift_reason
         point = None

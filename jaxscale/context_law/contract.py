@@ -500,9 +500,12 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     ``fit.converged``; a fitted parameter at an end of its allowed range by a warning naming the
     tasks and what it means (:func:`jaxscale.context_law.fit.bound_messages`; the harmless ends, a
     cliff as sharp as allowed and no length decay, only in :func:`task_summary`'s ``at_bound``).
-    With ``spec.backtest_frac > 0`` each task is also refitted without its longest prompts (in the
-    same compiled program) to learn ``fit.drift`` (see
-    :mod:`jaxscale.context_law.extrapolation`). NUTS diagnostics (R-hat > 1.01, ESS < 100 per
+    A task whose training rows leave fewer residual degrees of freedom (rows minus free
+    parameters) than ``max(MIN_RESID_DOF, parameters)`` is warned: the residual sd that sets its
+    intervals rests on too few residuals. With ``spec.backtest_frac > 0`` each task is also
+    refitted without its longest prompts (in the same compiled program) to learn ``fit.drift`` (see
+    :mod:`jaxscale.context_law.extrapolation`); when no task keeps enough rows for that refit, the
+    drift is 0 and a warning says the intervals do not widen outside the training cells. NUTS diagnostics (R-hat > 1.01, ESS < 100 per
     chain, divergences, fewer than 2 chains) are warned and stored in ``fit.posterior``. The checks,
     messages, ``n_train`` and ``sigma`` see the rows as given; the point fit itself fits each
     repeated cell once (:func:`jaxscale.context_law.fit.compress_tasks`; same result up to rounding).
@@ -558,12 +561,72 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     warn_not_converged(core, spec, what, labels)
     for msg in bound_messages(spec, np.asarray(core.theta), what, labels):
         warnings.warn(msg, UserWarning, stacklevel=2)
+    for msg in _few_dof_messages(spec, np.asarray(sigma) * data.score_scale, np.asarray(n_train), what, labels):
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    if spec.backtest_frac <= 0:
+        drift["reason"] = ("the backtest is off (Spec.backtest_frac = 0, CLI --backtest-frac 0); intervals do not "
+                           "widen outside the training cells")
+    elif not np.any(ok):
+        warnings.warn(_no_backtest_message(spec, np.asarray(n_train), what, labels), UserWarning, stacklevel=2)
     posterior = _posterior(k_bayes, stacked, spec, core.theta, (w_past, future, ok, theta_bt)) if spec.bayes else None
     n_future = np.where(ok, np.asarray(future).sum(1), 0)
     return Fit(core.theta, core.loss, core.de_loss, core.de_generations, core.de_converged, core.polished,
                core.lbfgs_steps, sigma, n_train, posterior, jax.device_put(training_box(stacked)),
                jax.device_put(np.full(T, float(drift["tau"]))), jax.device_put(n_future), drift_reason=drift["reason"],
                spec=spec, task_labels=labels, columns=data.columns, score_scale=data.score_scale)
+
+
+#: Fewest residual degrees of freedom ``n - p`` (training rows minus the law's free parameters) a
+#: task's fit is quiet about; also never fewer than ``p``.
+MIN_RESID_DOF = 5
+
+
+def _few_dof_messages(spec: Spec, sigma, n_train, what: str, labels) -> list:
+    """One message per task whose training rows leave fewer residual degrees of freedom ``n - p``
+    than ``max(MIN_RESID_DOF, p)`` (``p``: the free parameters, alpha counted only when fitted).
+    The residual sd, which sets every interval of the point fit, is then itself poorly known: its
+    95 % upper confidence bound, from the chi-square law of the residuals, is over 2x the estimate
+    below 6 degrees of freedom. ``sigma`` is on the table's score scale."""
+    from scipy.stats import chi2
+
+    from jaxscale.context_law.fit import _FREE_FEWER
+
+    names = param_names(spec)
+    p = len(names)
+    need = max(MIN_RESID_DOF, p)
+    fewer = [_FREE_FEWER[n] for n in names if n in _FREE_FEWER]
+    msgs = []
+    for t, label in enumerate(labels):
+        n = int(n_train[t])
+        dof = n - p
+        if dof >= need or dof < 1:  # fewer rows than p + 1 are refused before the fit
+            continue
+        up = float(np.sqrt(dof / chi2.ppf(0.05, dof)))
+        msgs.append(
+            f"{what} [task {label!r}]: {n} training rows for {p} free parameters {list(names)} leave {dof} residual "
+            f"degree(s) of freedom, fewer than {need} (the larger of {MIN_RESID_DOF} and the parameter count): the "
+            f"law passes (nearly) through every row, so the residual sd ({float(sigma[t]):.3g}) that sets the "
+            f"intervals' noise is itself poorly known (its 95 % upper confidence bound is {up:.3g}x the estimate) "
+            "and the intervals are likely far too narrow. Add cells (other prompt lengths or models)"
+            + (f", free fewer parameters ({', '.join(fewer)})" if fewer else "")
+            + ", or hold rows out (--holdout) to see the real error.")
+    return msgs
+
+
+def _no_backtest_message(spec: Spec, n_train, what: str, labels) -> str:
+    """The warning for a backtest that could not split any task (see
+    :func:`jaxscale.context_law.extrapolation.backtest_weights`): the drift is 0, so intervals do
+    not widen outside the training cells."""
+    p = len(param_names(spec))
+    most = int(np.argmax(n_train))
+    which = f"task {labels[most]!r}" if len(labels) == 1 else f"the largest task, {labels[most]!r},"
+    alpha = " and 2 compute levels" if spec.fit_alpha else ""
+    return (f"{what}: the backtest that learns how fast errors grow outside the training cells had no rows: no task "
+            f"keeps enough rows once its longest prompts (about {100 * spec.backtest_frac:.3g} % of its rows, "
+            f"Spec.backtest_frac; CLI --backtest-frac) are held out; a refit needs at least {p + 1} rows over 2 "
+            f"prompt lengths{alpha}, and {which} has {int(n_train[most])} training rows in all."
+            " The drift is 0, so the intervals do not widen outside the training cells: at longer prompts or "
+            "other compute they are as narrow as inside and likely far too narrow. Add cells at more prompt lengths.")
 
 
 def _posterior(key, stacked: Data, spec: Spec, theta, backtest) -> Posterior:

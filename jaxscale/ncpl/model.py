@@ -80,6 +80,8 @@ __all__ = [
     "encoder_features",
     "member_features",
     "interval_scale",
+    "calibration_note",
+    "MIN_CALIBRATION_RUNS",
 ]
 
 log = get_logger(__name__)
@@ -89,6 +91,12 @@ PyTree = Any
 
 #: Rows (parameters + 1) the Chinchilla baseline needs.
 LAW_MIN_RUNS = 6
+
+#: Fewest validation runs whose split-conformal scale a fit is quiet about. Below it the scale is
+#: one of the largest two validation errors (below 19 at 90 %, the largest), and the share of new
+#: runs the interval covers varies widely with which runs were drawn: about 78-98 % (5-95 % range)
+#: at 20 runs, 5-95 % (50 % on average) at one.
+MIN_CALIBRATION_RUNS = 20
 
 
 class Diagnostics(NamedTuple):
@@ -188,6 +196,9 @@ class Fit:
         out = {"head": dict(self.head._asdict()), "n_members": self.spec.members, "baseline": self.baseline,
                "interval_scale": float(np.asarray(self.interval_scale)), "converged": bool(np.asarray(self.converged)),
                "converged_reason": self.converged_reason, "extrapolation_model": e}
+        note = calibration_note(self)
+        if note:
+            out["interval_scale_note"] = note
         for k in ("stage1_steps", "n_train", "n_val", "n_texts", "stage2_steps"):
             d[k] = int(d[k])
         if not d["stage2_steps"]:
@@ -602,7 +613,9 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
       spec: :class:`Spec`.
 
     Returns:
-      :class:`Fit`. Warns (``UserWarning``) when training or the baseline law did not converge.
+      :class:`Fit`. Warns (``UserWarning``) when training or the baseline law did not converge, and
+      when the interval's scale rests on fewer than :data:`MIN_CALIBRATION_RUNS` validation runs
+      (:func:`calibration_note`).
 
     Raises:
       ValueError: missing targets, a constant target, no configuration column that varies, a
@@ -614,6 +627,9 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     model, _, _ = _stage1(key, data, spec, "ncpl stage 1", "model")
     extrap, rule = _backtest(jax.random.fold_in(key, 1), data, spec, model.baseline)
     model = model.replace(extrap=extrap, backtest_rule=rule)
+    note = calibration_note(model)
+    if note:
+        warnings.warn(f"NCPL: {note}", UserWarning, stacklevel=2)
     if not bool(np.asarray(model.converged)):
         warnings.warn(f"NCPL training did not converge ({model.converged_reason}); its predictions may be off",
                       UserWarning, stacklevel=2)
@@ -681,6 +697,43 @@ def interval_scale(members: Members, pooled, ctx, val, y_val, coverage: float = 
     n = z.size
     q = np.quantile(z, min(1.0, np.ceil((n + 1) * coverage) / n))
     return float(max(q / norm.ppf(0.5 + coverage / 2), 1e-3))
+
+
+def calibration_note(fit: Fit) -> str | None:
+    """Why ``fit``'s interval is unreliable inside the training data, or None: its split-conformal
+    scale (:func:`interval_scale`) rests on fewer than :data:`MIN_CALIBRATION_RUNS` validation
+    runs. With ``n`` runs the scale is the ``k = ceil((n + 1) coverage)``-th smallest of their
+    scaled errors (the largest when ``k`` exceeds ``n``), and the share of new, exchangeable runs the interval
+    covers is then Beta(k, n + 1 - k) distributed over draws of those runs; the note gives its
+    5-95 % range and what would help. The stored fit is not changed."""
+    from scipy.stats import beta
+
+    d = fit.diagnostics
+    n_val, n_train = int(np.asarray(d.n_val)), int(np.asarray(d.n_train))
+    if n_val >= MIN_CALIBRATION_RUNS:
+        return None
+    cov = float(fit.spec.coverage)
+    level = f"{100 * cov:.3g} %"
+    which = "one of their largest errors"
+    if n_val > 0:
+        k = min(int(np.ceil((n_val + 1) * cov)), n_val)
+        which = ("the largest of their scaled errors" if k == n_val
+                 else f"their scaled error of rank {k} of {n_val} (from the smallest)")
+        lo, hi = beta.ppf([0.05, 0.95], k, n_val + 1 - k)
+        spread = (f"; over draws of {n_val} such run(s) the {level} interval covers {100 * k / (n_val + 1):.0f} % "
+                  f"of new runs like them on average, anywhere from about {100 * lo:.0f} to {100 * hi:.0f} % "
+                  "(5-95 % range), and less of runs unlike them")
+    else:
+        spread = ""
+    need = int(np.ceil(MIN_CALIBRATION_RUNS / fit.spec.val_frac))
+    law = ("" if fit.baseline != "none" else
+           f", fit with a Chinchilla baseline (N and D: --n-col/--d-col, without --baseline none; at least "
+           f"{LAW_MIN_RUNS} runs) so the network learns only the residual of the law's trend")
+    return (f"the {level} interval's scale ({float(np.asarray(fit.interval_scale)):.3g}, split-conformal) was set "
+            f"on {n_val} validation run(s) carved from the {n_train + n_val} training runs (Spec.val_frac = "
+            f"{fit.spec.val_frac:g}, CLI --val-frac), fewer than {MIN_CALIBRATION_RUNS}: it is {which}{spread}. "
+            f"The interval is unreliable: add runs (about {need} training runs give {MIN_CALIBRATION_RUNS} validation "
+            f"runs at this val_frac){law}, and check its coverage on held-out runs (CLI --holdout)")
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -987,7 +1040,13 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
         along = (f"; to learn that widening, refit with backtest_col={field!r} (CLI --backtest-col {field}), "
                  f"which holds out the training runs with its largest values" if field in fit.num_cols else "")
         reach = float(np.asarray(e.backtest_max_distance))
-        if not int(np.asarray(e.n_backtest)):
+        runs = int(np.asarray(fit.diagnostics.n_train)) + int(np.asarray(fit.diagnostics.n_val))
+        if not int(np.asarray(e.n_backtest)) and runs < ex.MIN_TRAINING_RUNS:
+            note = (f"this fit had no backtest: it has {runs} training runs and a backtest, along N and D or along "
+                    f"any backtest_col (CLI --backtest-col), needs at least {ex.MIN_TRAINING_RUNS}, so its interval "
+                    "does not widen outside the training data: it can be far too narrow there. Only more training "
+                    "runs can learn that widening")
+        elif not int(np.asarray(e.n_backtest)):
             note = ("this fit had no backtest (it needs N and D, n_col/d_col, or a backtest_col, and at least "
                     f"{ex.MIN_TRAINING_RUNS} training runs), so its interval does not widen outside the training "
                     f"data: it can be far too narrow there{along}")
