@@ -311,9 +311,12 @@ def test_steps_no_run_has_reached(tmp_path, capsys):
     assert len(table) == 12 and EARLY_COL not in table and table["loss"].isna().all()
 
 
-def test_cli_extrapolate(tmp_path, capsys):
+def test_cli_extrapolate(tmp_path, capsys, monkeypatch):
+    import importlib
+
     from jaxscale.cli import main
 
+    monkeypatch.setattr(importlib.import_module("jaxscale.cli.lc"), "LONG_LOG", 5)  # 6 early points: --thin named
     csv = tmp_path / "runs.csv"
     _runs().to_csv(csv, index=False)
     out_csv = tmp_path / "tail.csv"
@@ -322,7 +325,9 @@ def test_cli_extrapolate(tmp_path, capsys):
         rc = main(["lc", "extrapolate", "--csv", str(csv), "--cutoff", "600", "--warmup", "60", "--samples", "60",
                    "--chains", "2", "--sampler", "nuts", "--predictions", str(out_csv), "--json"])
     assert rc == 0
-    out = json.loads(capsys.readouterr().out)
+    io = capsys.readouterr()
+    out = json.loads(io.out)
+    assert "runs have up to 6 early points (60 rows in all)" in io.err and "--thin 200" in io.err
     assert out["n_tail"] == 24 and {"bayes", "scipy_power_law", "baselines", "diagnostics"} <= set(out)
     b = out["baselines"]
     assert {"rmsle", "mae", "coverage"} <= set(b["model"]) and b["compared_on"] == "rmsle"  # judged on RMSLE
