@@ -57,7 +57,7 @@ ERRORS = [
         lambda new: df.__setitem__(slice(None), new)),
      ["need >= 2 distinct values of 'params'"]),
     ("fewer runs than parameters + 1", lambda df: df.drop(index=range(5, 25), inplace=True),
-     ["fewer than 6 points for 5 parameters"]),
+     ["5 rows are fewer than 6 points for the law's 5 parameters", "add runs"]),
     ("missing column", lambda df: df.drop(columns="tokens", inplace=True), ["missing column(s) ['tokens']"]),
     ("compute instead of tokens", lambda df: df.__setitem__("tokens", 6 * df["params"] * df["tokens"]) or df.rename(
         columns={"tokens": "train FLOPs"}, inplace=True),

@@ -472,8 +472,11 @@ def _check_design(data: ChinchillaData, spec: ChinchillaSpec, what: str) -> None
         raise ValueError(f"{what}: the loss column {col!r} takes one value ({np.exp(used[0]):.6g}) in all {used.size} "
                          "rows: there is no trend in N or D to fit; check the column (--loss-col)")
     if n - spec.exclude_top_loss < _N_PARAMS + 1:
-        raise ValueError(f"{what}: {n} rows minus {spec.exclude_top_loss} excluded leaves fewer than "
-                         f"{_N_PARAMS + 1} points for {_N_PARAMS} parameters; add runs or lower exclude_top_loss")
+        rows = (f"{n} rows minus {spec.exclude_top_loss} excluded leaves" if spec.exclude_top_loss else
+                f"{n} rows are")
+        fix = "add runs" + (" or lower exclude_top_loss" if spec.exclude_top_loss else "")
+        raise ValueError(f"{what}: {rows} fewer than {_N_PARAMS + 1} points for the law's {_N_PARAMS} parameters "
+                         f"(E, A, B, alpha, beta); {fix}")
     for name, arr, why in (("N", data.log_N, "alpha"), ("D", data.log_D, "beta")):
         col = dict(data.columns).get(name, name)
         distinct = np.unique(np.round(np.asarray(arr), 9)).size
