@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxscale._log import get_logger, heartbeat
+from jaxscale._log import get_logger, heartbeat, progress
 from jaxscale._pytree import pytree_dataclass, static_field
 from jaxscale._registry import register_moved
 from jaxscale.config import warn_if_float32
@@ -1001,7 +1001,9 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
         raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got {handle_unknown!r}")
     fit, q = with_labels(fit, query) if handle_unknown == "prior" else (fit, as_query(fit, query))
     if len(q) <= JOINT_MAX_ROWS:
-        pred = prediction_from_joint(predict_restarts(fit, q), key=key, level=level, n_samples=fit.spec.n_samples)
+        with heartbeat(f"learning-curve predict ({len(q)} rows)"):
+            joint = jax.block_until_ready(predict_restarts(fit, q))
+        pred = prediction_from_joint(joint, key=key, level=level, n_samples=fit.spec.n_samples)
     else:
         pred = _predict_in_chunks(fit, q, key, level)
     dist = extrapolation(fit, q)
@@ -1020,7 +1022,9 @@ def _predict_in_chunks(fit: Fit, q: Data, key, level: float) -> Prediction:
     """:func:`predict` of more than :data:`JOINT_MAX_ROWS` rows: each chunk's restart means and
     marginal sds, one mixture interval over all rows; no ``samples`` (logged when a key asked for them)."""
     means, sds = [], []
-    for start in range(0, len(q), JOINT_MAX_ROWS):  # chunks of rows (memory), each one compiled program
+    starts = range(0, len(q), JOINT_MAX_ROWS)
+    # chunks of rows (memory), each one compiled program; a progress line every 30 s
+    for start in progress(starts, desc=f"learning-curve predict ({len(q)} rows in chunks of {JOINT_MAX_ROWS})"):
         j = predict_restarts(fit, q.rows(np.arange(start, min(start + JOINT_MAX_ROWS, len(q)))))
         means.append(np.asarray(j.mean))
         sds.append(np.sqrt(np.maximum(np.diagonal(np.asarray(j.cov), axis1=-2, axis2=-1), 0.0)
