@@ -219,8 +219,12 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     bad = train & ~np.isfinite(y)
     if bad.any():
         inf = train & np.isinf(y)
+        inf_tail = ~train & np.isinf(y)  # one --where for both, not a second error after the first fix
+        keep = (f"'{V._where_name(y_col)}.notna()'" if not inf_tail.any() else
+                f"'{V._where_name(y_col)}.notna() and abs({V._where_name(y_col)}) < inf' (the rows to predict have "
+                f"{int(inf_tail.sum())} infinite value(s) too, at rows {_rows(df.index[inf_tail])})")
         hint = (f"A log that writes several metrics on separate rows (e.g. a W&B export) leaves the loss empty on the "
-                f"other rows: keep the rows that have one with --where '{V._where_name(y_col)}.notna()'")
+                f"other rows: keep the rows that have one with --where {keep}")
         if inf.any():  # a diverged step: notna() would keep it
             hint = (f"{int(inf.sum())} of them are infinite (rows {_rows(df.index[inf])}: a step that diverged); "
                     f"leave them out if that is what they are, with the empty ones, with --where "
