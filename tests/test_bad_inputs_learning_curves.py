@@ -269,15 +269,17 @@ def test_wandb_chart_export_is_read_as_one_row_per_run_and_logged_step(tmp_path,
     assert wandb_long(lc_runs()) is None
     assert wandb_long(pd.DataFrame({"Step": [1, 2], "a - loss": [1.0, 0.9], "notes": ["x", "y"]})) is None
 
+    fast = ["--cutoff", "400", "--sampler", "importance", "--samples", "100", "--chains", "2", "--json"]
     with log_lines("jaxscale.cli") as lines:
-        rc = main(["lc", "extrapolate", "--csv", str(tmp_path / "chart.csv"), "--cutoff", "400", "--json"])
-        assert rc == 2 and "missing column(s) ['step', 'loss']" in capsys.readouterr().err
+        rc = main(["lc", "extrapolate", "--csv", str(tmp_path / "chart.csv"), "--x-col", "Step", "--y-col",
+                   "train/loss", *fast])
+        out = json.loads(capsys.readouterr().out)
         assert any("W&B chart export" in m and "--curve-col run --x-col Step --y-col train/loss" in m
                    for m in lines), lines
-        rc = main(["lc", "extrapolate", "--csv", str(tmp_path / "chart.csv"), "--x-col", "Step", "--y-col",
-                   "train/loss", "--cutoff", "400", "--sampler", "importance", "--samples", "100", "--chains", "2",
-                   "--json"])
-    out = json.loads(capsys.readouterr().out)
+        # without the names: the export's only step column and only metric are used, and said
+        assert main(["lc", "extrapolate", "--csv", str(tmp_path / "chart.csv"), *fast]) == 0
+        assert json.loads(capsys.readouterr().out)["score"] == out["score"]
+        assert any("read with --x-col Step (not 'step'), --y-col train/loss (not 'loss')" in m for m in lines), lines
     assert rc == 0 and out["n_curves"] == 4 and out["n_tail"] == 450 - 40 - 20 - 40 - 40
     assert out["score"]["rmsle"] < out["last_value"]["rmsle"]
 
