@@ -837,3 +837,22 @@ def test_a_score_with_a_ceiling_is_fitted_as_its_gap(tmp_path, capsys):
     assert rc == 0 and out["ceiling"]["rmsle_of"] == "ln(1 - acc)"
     assert out["baselines"]["model"]["rmsle"] == pytest.approx(rep["score"]["rmsle"], rel=1e-9)
     assert out["baselines"]["last_value"]["rmsle"] == pytest.approx(rep["last_value"]["rmsle"], rel=1e-9)
+
+
+def test_lower_ends_at_or_below_zero_of_a_positive_loss_are_warned():
+    """A GP's interval is symmetric in the loss: far out it can reach below 0 for a loss that is
+    always > 0 (a user's magp_law extrapolation: [-0.3, 4.0]); warned, with how to read it."""
+    import importlib
+
+    from jaxscale import Prediction
+
+    X = importlib.import_module("jaxscale.learning_curves.extrapolate")
+    d = tail_from_frame(_runs(), curve_col="run", x_col="step", y_col="loss", cutoff=600)
+    n = int((~np.asarray(d.train)).sum())
+    mean = np.full(n, 2.0)
+    with pytest.warns(UserWarning, match=r"2 of 24 predicted lower ends are 0 or below \(the smallest -0.3\), though "
+                                         r"every value of 'loss' is > 0"):
+        X._warn_past_bound(d, Prediction(mean, np.r_[-0.3, 0.0, np.full(n - 2, 1.0)], mean + 1), "magp_law")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X._warn_past_bound(d, Prediction(mean, mean - 1, mean + 1), "magp_law")  # every end above 0: quiet

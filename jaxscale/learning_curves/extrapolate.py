@@ -336,6 +336,12 @@ def _warn_past_bound(data: TailData, pred: Prediction, what: str) -> None:
                           "part fixes little (e.g. a flat start before the score takes off); read such ends as 0",
                           UserWarning, stacklevel=3)
         return
+    lo = np.asarray(pred.lower, float)
+    if known.min() > 0 and (lo <= 0).any():  # a GP's interval is symmetric in the value, not in its log
+        warnings.warn(f"{what}: {int((lo <= 0).sum())} of {lo.size} predicted lower ends are 0 or below (the smallest "
+                      f"{lo.min():.4g}), though every value of {name!r} is > 0: this model's interval is symmetric in "
+                      f"{name}, and so wide an interval says it knows little there. Read such ends as 0; the power "
+                      "law per run (the default model) keeps its interval above 0", UserWarning, stacklevel=3)
     bound = 1.0 if known.max() <= 1 else 100.0 if known.max() <= 100 else None
     hi = np.asarray(pred.upper, float)
     if bound is None or not (hi > bound).any():
