@@ -20,6 +20,7 @@ from jaxscale.learning_curves.extrapolate import (
     score_tail,
     tail_from_frame,
 )
+from tests.helpers import log_lines
 
 STEPS = np.array([10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000], float)
 
@@ -327,14 +328,13 @@ def test_cli_extrapolate(tmp_path, capsys, monkeypatch):
     csv = tmp_path / "runs.csv"
     _runs().to_csv(csv, index=False)
     out_csv = tmp_path / "tail.csv"
-    with warnings.catch_warnings(record=True) as w:
+    with warnings.catch_warnings(record=True) as w, log_lines("jaxscale.cli") as lines:
         warnings.simplefilter("always")
         rc = main(["lc", "extrapolate", "--csv", str(csv), "--cutoff", "600", "--warmup", "60", "--samples", "60",
                    "--chains", "2", "--sampler", "nuts", "--predictions", str(out_csv), "--json"])
     assert rc == 0
-    io = capsys.readouterr()
-    out = json.loads(io.out)
-    assert "runs have up to 6 early points (60 rows in all)" in io.err and "--thin 200" in io.err
+    out = json.loads(capsys.readouterr().out)
+    assert any("runs have up to 6 early points (60 rows in all)" in m and "--thin 200" in m for m in lines), lines
     assert out["n_tail"] == 24 and {"bayes", "scipy_power_law", "baselines", "diagnostics"} <= set(out)
     b = out["baselines"]
     assert {"rmsle", "mae", "coverage"} <= set(b["model"]) and b["compared_on"] == "rmsle"  # judged on RMSLE
