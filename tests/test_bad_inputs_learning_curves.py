@@ -316,7 +316,8 @@ def test_many_runs_are_told_to_fit_fewer_runs_not_to_thin():
                                             r"runs \(--where\): 590 curves are 4720 points .* about 1000 points fit "
                                             r"in 15 minutes here \(e.g. 100 runs at --thin 10\)"):
         core._check_size(10099, 590, spec)
-    with pytest.warns(RuntimeWarning, match=r"\(CLI: --thin 33\), or fewer runs \(--where\); to keep what an interrupted fit did.*--ckpt-dir"):
+    with pytest.warns(RuntimeWarning, match=r"\(CLI: --thin 33\), or fewer runs \(--where\); to keep what an "
+                                            r"interrupted fit did.*--ckpt-dir"):
         core._check_size(3000, 30, spec)  # hours: checkpoints named
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")

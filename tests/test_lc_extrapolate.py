@@ -98,7 +98,8 @@ def test_cut_and_validation():
     # an empty training loss and an infinite tail loss: one --where for both (not a second error after the first)
     both = late.assign(loss=late["loss"].where(late.index != 2, np.nan))
     with pytest.raises(ValueError, match=r"on training rows \[2\].*--where 'loss.notna\(\) and abs\(loss\) < inf' "
-                                         r"\(the rows to predict have 1 infinite value\(s\) too, at rows \[38\]\)") as e:
+                                         r"\(the rows to predict have 1 infinite value\(s\) too, "
+                                         r"at rows \[38\]\)") as e:
         tail_from_frame(both, curve_col="run", x_col="step", y_col="loss", cutoff=600)
     kept = where(both, re.search(r"--where '(.*?)' \(", str(e.value)).group(1))
     assert tail_from_frame(kept, curve_col="run", x_col="step", y_col="loss", cutoff=600).train.sum() == 35

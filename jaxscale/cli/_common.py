@@ -85,11 +85,12 @@ def read_input(args, *, required: bool = True):
             Path(args.csv).name, w["runs"], ", ".join(map(repr, w["metrics"])), w["x_col"], names, w["n_unlogged"],
             w["bounds_left_out"], RUN_COL, _flag_value(w["x_col"]), _flag_value(w["metrics"][0]))
         # the columns this table can only mean (its one step column, its one metric, its runs), where the names
-        # given (or the defaults) are not in it: said, not a second error
+        # given (or the defaults) are not in it: said, not a second error. An option left unset (None: e.g. lc
+        # fit's --curve-col, which would switch off --task-col) stays unset
         fill = {"curve_col": RUN_COL, "x_col": w["x_col"], "y_col": w["metrics"][0] if len(w["metrics"]) == 1 else None}
         used = []
         for attr, name in fill.items():
-            if name is not None and getattr(args, attr, name) not in long.columns:
+            if name is not None and getattr(args, attr, None) is not None and getattr(args, attr) not in long.columns:
                 used.append(f"--{attr[:-4].replace('_', '-')}-col {_flag_value(name)} (not {getattr(args, attr)!r})")
                 setattr(args, attr, name)
         if used:

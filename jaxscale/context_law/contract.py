@@ -505,10 +505,11 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     intervals rests on too few residuals. With ``spec.backtest_frac > 0`` each task is also
     refitted without its longest prompts (in the same compiled program) to learn ``fit.drift`` (see
     :mod:`jaxscale.context_law.extrapolation`); when no task keeps enough rows for that refit, the
-    drift is 0 and a warning says the intervals do not widen outside the training cells. NUTS diagnostics (R-hat > 1.01, ESS < 100 per
-    chain, divergences, fewer than 2 chains) are warned and stored in ``fit.posterior``. The checks,
-    messages, ``n_train`` and ``sigma`` see the rows as given; the point fit itself fits each
-    repeated cell once (:func:`jaxscale.context_law.fit.compress_tasks`; same result up to rounding).
+    drift is 0 and a warning says the intervals do not widen outside the training cells. NUTS
+    diagnostics (R-hat > 1.01, ESS < 100 per chain, divergences, fewer than 2 chains) are warned and
+    stored in ``fit.posterior``. The checks, messages, ``n_train`` and ``sigma`` see the rows as
+    given; the point fit itself fits each repeated cell once
+    (:func:`jaxscale.context_law.fit.compress_tasks`; same result up to rounding).
 
     Args:
       key: PRNG key (task ``t`` of the point fit uses ``split(split(key)[0], T)[t]``; NUTS the other half).
