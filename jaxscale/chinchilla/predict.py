@@ -142,7 +142,7 @@ def _predict(fit: ChinchillaFit, data: ChinchillaData, key, level: float, n_samp
                 n_draws, n, MAX_DRAW_CELLS)
         chunk = n if keep else max(1, MAX_DRAW_CELLS // n_draws)
         sig = np.broadcast_to(sigma, mu.shape)
-        lower, upper, draws = np.empty(n), np.empty(n), None
+        lower, upper, draws, z = np.empty(n), np.empty(n), None, z_value(level)
         for i, start in enumerate(range(0, n, chunk)):  # chunks of rows, not a loop over draws
             rows = slice(start, start + chunk)
             mu_b = _log_loss(boot, ln[rows], ld[rows])
@@ -153,7 +153,6 @@ def _predict(fit: ChinchillaFit, data: ChinchillaData, key, level: float, n_samp
                 lower[rows], upper[rows] = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
             else:
                 sd = np.sqrt(np.var(mu_b, axis=0) + sig[rows] ** 2)
-                z = z_value(level)
                 lower[rows], upper[rows] = np.exp(mu[rows] - z * sd), np.exp(mu[rows] + z * sd)
         return out(np.exp(mu), lower, upper, draws if keep else None)
     t = _t_value(level, int(fit.dof))

@@ -821,13 +821,18 @@ def _mixture_draws(key, mean, cov, noise, n_samples: int):
     return jnp.swapaxes(draws, 0, 1).reshape(n_per * R, M)[:n_samples]  # interleaved over restarts
 
 
+def _marginal_sd(joint: JointPrediction) -> np.ndarray:
+    """Each restart's predictive sd of every observation (latent variance + noise), ``(R, M)``."""
+    return np.sqrt(np.maximum(np.diagonal(np.asarray(joint.cov), axis1=-2, axis2=-1), 0.0)
+                   + np.asarray(joint.noise_var))
+
+
 def prediction_from_joint(joint: JointPrediction, *, key=None, level: float = 0.9, n_samples: int = 256
                           ) -> Prediction:
     """The restart mixture of a :class:`JointPrediction` as a :class:`jaxscale.Prediction` of the
     observations (latent + noise); joint draws when ``key`` is given."""
     mean = np.asarray(joint.mean)  # host-side: no small device program per operation
-    sd = np.sqrt(np.maximum(np.diagonal(np.asarray(joint.cov), axis1=-2, axis2=-1), 0.0)
-                 + np.asarray(joint.noise_var))
+    sd = _marginal_sd(joint)
     lo, hi = mixture_interval(mean, sd, level)
     samples = None
     if key is not None:
@@ -1027,8 +1032,7 @@ def _predict_in_chunks(fit: Fit, q: Data, key, level: float) -> Prediction:
     for start in progress(starts, desc=f"learning-curve predict ({len(q)} rows in chunks of {JOINT_MAX_ROWS})"):
         j = predict_restarts(fit, q.rows(np.arange(start, min(start + JOINT_MAX_ROWS, len(q)))))
         means.append(np.asarray(j.mean))
-        sds.append(np.sqrt(np.maximum(np.diagonal(np.asarray(j.cov), axis1=-2, axis2=-1), 0.0)
-                           + np.asarray(j.noise_var)))
+        sds.append(_marginal_sd(j))
     mean, sd = np.concatenate(means, axis=1), np.concatenate(sds, axis=1)
     lo, hi = mixture_interval(mean, sd, level)
     if key is not None:
