@@ -38,6 +38,7 @@ from jaxscale.infer import (
     reason_text,
     sharded_vmap,
 )
+from jaxscale.infer.results import few_dof_note
 from jaxscale.laws import (ChinchillaParams, chinchilla_admissible, chinchilla_floor_note, chinchilla_log_lse,
                            chinchilla_squared_exponents, chinchilla_sqrt_exponents, chinchilla_theta_to_params)
 
@@ -533,12 +534,11 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
                       "raise Spec.max_steps if the objective was still falling", RuntimeWarning, stacklevel=2)
     _warn_at_bounds(res.params, d, what)
     sigma, dof = residual_scale(res.params, d)
-    if dof < FEW_DOF:
-        warnings.warn(f"{what}: {d.n} runs for the law's 5 parameters leave {dof} degree(s) of freedom: the law passes "
-                      f"(nearly) through every run, so its residual scale ({sigma:.3g} in log loss) says little about "
-                      "a new run's error and the intervals rest on it. More runs, or held-out runs (--holdout-top 1) "
-                      "to see the real error; bootstrap refits (--bootstrap 200) show how far near-equal laws "
-                      "predict apart", UserWarning, stacklevel=2)
+    few = few_dof_note(d.n, 5, sigma, "in log loss")
+    if few:
+        warnings.warn(f"{what}: {d.n} runs for the law's 5 parameters {few}. More runs, or held-out runs "
+                      "(--holdout-top 1) to see the real error; bootstrap refits (--bootstrap 200) show how far "
+                      "near-equal laws predict apart", UserWarning, stacklevel=2)
     kappa = extrapolation_backtest(d, res.params, spec)
     count = jnp.result_type(int)
     with np.errstate(over="ignore"):  # A or B beyond float64: warned above (the law itself uses theta)
@@ -557,9 +557,6 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
         out = out.replace(boot_theta=jnp.asarray(theta_b), boot_excluded=jnp.asarray(n_excl))
     return out
 
-
-#: Fewer residual degrees of freedom than this (runs minus the law's 5 parameters) are warned.
-FEW_DOF = 5
 
 #: Exponents above this are warned as a term that acts only on the smallest runs (fitted exponents
 #: of language models lie around 0.1-1; Epoch's grid of starts stops at 2).

@@ -49,6 +49,7 @@ from jaxscale.context_law.model import Spec, param_names, predict_law
 from jaxscale.data import validate as V
 from jaxscale.data.table import FILE_ROWS
 from jaxscale.infer.prediction import Prediction, check_level, from_samples, z_value
+from jaxscale.infer.results import few_dof_note
 
 __all__ = ["Data", "Fit", "Posterior", "from_frame", "fit", "predict", "extrapolation", "task_summary",
            "stack_by_task", "DEFAULT_TASK"]
@@ -500,9 +501,9 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     ``fit.converged``; a fitted parameter at an end of its allowed range by a warning naming the
     tasks and what it means (:func:`jaxscale.context_law.fit.bound_messages`; the harmless ends, a
     cliff as sharp as allowed and no length decay, only in :func:`task_summary`'s ``at_bound``).
-    A task whose training rows leave fewer residual degrees of freedom (rows minus free
-    parameters) than ``max(MIN_RESID_DOF, parameters)`` is warned: the residual sd that sets its
-    intervals rests on too few residuals. With ``spec.backtest_frac > 0`` each task is also
+    A task whose training rows leave too few residual degrees of freedom (rows minus free
+    parameters; :func:`jaxscale.infer.results.few_dof_note`) is warned: the residual sd that sets
+    its intervals rests on too few residuals. With ``spec.backtest_frac > 0`` each task is also
     refitted without its longest prompts (in the same compiled program) to learn ``fit.drift`` (see
     :mod:`jaxscale.context_law.extrapolation`); when no task keeps enough rows for that refit, the
     drift is 0 and a warning says the intervals do not widen outside the training cells. NUTS
@@ -577,40 +578,24 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
                spec=spec, task_labels=labels, columns=data.columns, score_scale=data.score_scale)
 
 
-#: Fewest residual degrees of freedom ``n - p`` (training rows minus the law's free parameters) a
-#: task's fit is quiet about; also never fewer than ``p``.
-MIN_RESID_DOF = 5
-
-
 def _few_dof_messages(spec: Spec, sigma, n_train, what: str, labels) -> list:
-    """One message per task whose training rows leave fewer residual degrees of freedom ``n - p``
-    than ``max(MIN_RESID_DOF, p)`` (``p``: the free parameters, alpha counted only when fitted).
-    The residual sd, which sets every interval of the point fit, is then itself poorly known: its
-    95 % upper confidence bound, from the chi-square law of the residuals, is over 2x the estimate
-    below 6 degrees of freedom. ``sigma`` is on the table's score scale."""
-    from scipy.stats import chi2
-
+    """One message per task whose training rows leave too few residual degrees of freedom for the
+    law's free parameters (alpha counted only when fitted; see
+    :func:`jaxscale.infer.results.few_dof_note`). ``sigma`` is on the table's score scale."""
     from jaxscale.context_law.fit import _FREE_FEWER
 
     names = param_names(spec)
     p = len(names)
-    need = max(MIN_RESID_DOF, p)
     fewer = [_FREE_FEWER[n] for n in names if n in _FREE_FEWER]
     msgs = []
     for t, label in enumerate(labels):
         n = int(n_train[t])
-        dof = n - p
-        if dof >= need or dof < 1:  # fewer rows than p + 1 are refused before the fit
-            continue
-        up = float(np.sqrt(dof / chi2.ppf(0.05, dof)))
-        msgs.append(
-            f"{what} [task {label!r}]: {n} training rows for {p} free parameters {list(names)} leave {dof} residual "
-            f"degree(s) of freedom, fewer than {need} (the larger of {MIN_RESID_DOF} and the parameter count): the "
-            f"law passes (nearly) through every row, so the residual sd ({float(sigma[t]):.3g}) that sets the "
-            f"intervals' noise is itself poorly known (its 95 % upper confidence bound is {up:.3g}x the estimate) "
-            "and the intervals are likely far too narrow. Add cells (other prompt lengths or models)"
-            + (f", free fewer parameters ({', '.join(fewer)})" if fewer else "")
-            + ", or hold rows out (--holdout) to see the real error.")
+        few = few_dof_note(n, p, float(sigma[t]), "score")
+        if few:
+            msgs.append(f"{what} [task {label!r}]: {n} training rows for {p} free parameters {list(names)} {few}. Add "
+                        "cells (other prompt lengths or models)"
+                        + (f", free fewer parameters ({', '.join(fewer)})" if fewer else "")
+                        + ", or hold rows out (--holdout) to see the real error.")
     return msgs
 
 

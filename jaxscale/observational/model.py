@@ -54,7 +54,7 @@ from jaxscale.config import warn_if_float32
 from jaxscale.data import validate
 from jaxscale.infer import minimize_lbfgs, minimize_newton, sharded_vmap
 from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation
-from jaxscale.infer.results import reason_text
+from jaxscale.infer.results import few_dof_note, reason_text
 from jaxscale.laws import sigmoid_link
 
 from .bayes import LIKELIHOODS, PRIORS, TOP_FRAC, PosteriorDraws
@@ -684,8 +684,8 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
     :func:`fit_core` (rows padded to a bucket so tables of similar size share one compiled
     program) and, with ``spec.bayes``, NUTS started at the point fit (the likelihood's backtest
     holds out the largest-FLOPs quarter of the training rows when every row has FLOPs, else the
-    best-scoring quarter). A fit with fewer residual degrees of freedom than
-    ``max(MIN_RESID_DOF, p)`` (``p`` parameters) is warned about: its residual s.d. is poorly known.
+    best-scoring quarter). A fit with too few residual degrees of freedom for its parameters
+    (:func:`jaxscale.infer.results.few_dof_note`) is warned about: its residual s.d. is poorly known.
 
     Args:
       key: ``jax.random`` key (bootstrap resamples and NUTS; unused by a plain point fit).
@@ -722,10 +722,6 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
     return out
 
 
-#: Fewest residual degrees of freedom ``n - p`` a fit is quiet about (also never fewer than ``p``).
-MIN_RESID_DOF = 5
-
-
 def _warn_scale(data: ObsData) -> None:
     """Warn when the training values look like fractions but are read as percentages: benchmark
     columns whose every value is at most 1 under ``metric_scale > 1``, or a target whose every
@@ -756,26 +752,15 @@ def _warn_scale(data: ObsData) -> None:
 
 
 def _warn_few_dof(out: ObsFit, spec: ObsSpec, n: int) -> None:
-    """Warn when the training rows leave fewer residual degrees of freedom ``n - p`` than
-    ``max(MIN_RESID_DOF, p)`` (``p`` = the law's parameters): the residual s.d., which sets every
-    interval, is then itself poorly known (its 95 % upper confidence bound, from the chi-square law
-    of the residuals, is over 2x the estimate below 5 degrees of freedom) and the normal
-    interval is narrower than a Student-t one."""
-    from scipy.stats import chi2
-
+    """Warn when the training rows leave too few residual degrees of freedom for the law's
+    parameters (see :func:`jaxscale.infer.results.few_dof_note`); the normal interval is then
+    also narrower than a Student-t one."""
     p = spec.k + 1 + int(spec.floor)
-    dof = n - p
-    need = max(MIN_RESID_DOF, p)
-    if dof >= need:
-        return
-    up = float(np.sqrt(dof / chi2.ppf(0.05, dof)))
-    warnings.warn(f"fit: {n} training rows for a law with {p} parameters (k = {spec.k}"
-                  f"{', floor' if spec.floor else ''}) leave {dof} residual degree(s) of freedom, fewer than "
-                  f"{need} (the larger of {MIN_RESID_DOF} and the parameter count): the residual s.d. "
-                  f"({float(out.resid_sd):.3g}, normalised target) that sets the intervals is itself poorly known "
-                  f"(its 95 % upper confidence bound is {up:.3g}x the estimate), so the intervals are likely far "
-                  "too narrow. Add models, lower k (Spec.k; CLI: --k), or drop the floor (Spec.floor=False; "
-                  "CLI: --link plain)", UserWarning, stacklevel=3)
+    few = few_dof_note(n, p, float(out.resid_sd), "on the normalised target")
+    if few:
+        warnings.warn(f"fit: {n} training rows for a law with {p} parameters (k = {spec.k}"
+                      f"{', floor' if spec.floor else ''}) {few}. Add models, lower k (Spec.k; CLI: --k), or drop "
+                      "the floor (Spec.floor=False; CLI: --link plain)", UserWarning, stacklevel=3)
 
 
 def _check_result(out: ObsFit, spec: ObsSpec) -> None:
