@@ -93,6 +93,24 @@ def test_a_long_query_is_predicted_in_chunks(table, fitted, monkeypatch, caplog)
         np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-9, atol=1e-12)
 
 
+def test_a_long_holdout_is_scored_from_chunks(table, monkeypatch):
+    """evaluate_holdout reads only each row's marginal: held-out rows beyond JOINT_MAX_ROWS are
+    predicted in chunks and scored to the same numbers as one joint prediction."""
+    import importlib
+
+    core = importlib.import_module("jaxscale.learning_curves.core")
+    _, held, data = table
+    _, whole, m_whole = lc.evaluate_holdout(jax.random.key(0), data, held, SPEC)
+    monkeypatch.setattr(core, "JOINT_MAX_ROWS", 3)
+    assert held.sum() > 3
+    _, chunked, m_chunked = lc.evaluate_holdout(jax.random.key(0), data, held, SPEC)
+    for name in ("mean", "lower", "upper", "extrapolation"):
+        np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-9, atol=1e-12)
+    for part in ("full", "last"):
+        assert m_chunked["coverage_90"][part] == m_whole["coverage_90"][part]
+        np.testing.assert_allclose(m_chunked["rmse"][part]["mean"], m_whole["rmse"][part]["mean"], rtol=1e-9)
+
+
 def test_heldout_task_without_training_rows_is_warned_before_the_fit(table):
     """A held-out width with no training run: magp can only give its prior there (a user's 900-point
     fit took 8.5 min before the numbers showed it: MAE 1.25, coverage 0); the warning comes before the

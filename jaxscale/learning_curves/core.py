@@ -65,8 +65,8 @@ from jaxscale.learning_curves.spec import (
 )
 
 __all__ = ["MODELS", "Spec", "Fit", "fit_core", "fit", "predict", "predict_restarts", "prediction_from_joint",
-           "mixture_interval", "as_query", "check_codes", "n_hyperparameters", "fit_report", "extrapolation",
-           "EXTRAPOLATION_UNIT", "warn_extrapolation_of", "extrapolation_distance", "extrapolation_summary"]
+           "mixture_interval", "restart_marginals", "as_query", "check_codes", "n_hyperparameters", "fit_report",
+           "extrapolation", "EXTRAPOLATION_UNIT", "warn_extrapolation_of", "extrapolation_distance", "extrapolation_summary"]
 
 
 register_moved(Spec, __name__)  # defined here before it moved to .spec
@@ -1023,17 +1023,28 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
 JOINT_MAX_ROWS = 2048
 
 
-def _predict_in_chunks(fit: Fit, q: Data, key, level: float) -> Prediction:
-    """:func:`predict` of more than :data:`JOINT_MAX_ROWS` rows: each chunk's restart means and
-    marginal sds, one mixture interval over all rows; no ``samples`` (logged when a key asked for them)."""
+def restart_marginals(fit: Fit, q: Data, what: str = "learning-curve predict") -> tuple[np.ndarray, np.ndarray]:
+    """Each restart's predictive mean and observation sd (latent + noise) of every query row,
+    ``(R, M)`` each: all the marginal intervals and the held-out scores read. A query of more than
+    :data:`JOINT_MAX_ROWS` rows is predicted in chunks of that many (memory), with a progress line."""
+    if len(q) <= JOINT_MAX_ROWS:
+        with heartbeat(f"{what} ({len(q)} rows)"):
+            j = jax.block_until_ready(predict_restarts(fit, q))
+        return np.asarray(j.mean), _marginal_sd(j)
     means, sds = [], []
     starts = range(0, len(q), JOINT_MAX_ROWS)
     # chunks of rows (memory), each one compiled program; a progress line every 30 s
-    for start in progress(starts, desc=f"learning-curve predict ({len(q)} rows in chunks of {JOINT_MAX_ROWS})"):
+    for start in progress(starts, desc=f"{what} ({len(q)} rows in chunks of {JOINT_MAX_ROWS})"):
         j = predict_restarts(fit, q.rows(np.arange(start, min(start + JOINT_MAX_ROWS, len(q)))))
         means.append(np.asarray(j.mean))
         sds.append(_marginal_sd(j))
-    mean, sd = np.concatenate(means, axis=1), np.concatenate(sds, axis=1)
+    return np.concatenate(means, axis=1), np.concatenate(sds, axis=1)
+
+
+def _predict_in_chunks(fit: Fit, q: Data, key, level: float) -> Prediction:
+    """:func:`predict` of more than :data:`JOINT_MAX_ROWS` rows: each chunk's restart means and
+    marginal sds, one mixture interval over all rows; no ``samples`` (logged when a key asked for them)."""
+    mean, sd = restart_marginals(fit, q)
     lo, hi = mixture_interval(mean, sd, level)
     if key is not None:
         get_logger(__name__).info(

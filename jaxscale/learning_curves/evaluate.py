@@ -15,7 +15,7 @@ from jaxscale.learning_curves.magp_predict import JointPrediction
 from jaxscale.learning_curves.problem import LCProblem
 
 __all__ = ["PARTS", "COVERAGE_LEVELS", "curve_metrics", "summarize_metrics", "coverage_metrics",
-           "heldout_metrics", "evaluate_prediction"]
+           "heldout_metrics", "marginal_metrics", "evaluate_prediction"]
 
 COVERAGE_LEVELS = (0.5, 0.9)
 
@@ -58,13 +58,24 @@ def summarize_metrics(per_restart: dict) -> dict:
             for k, d in per_restart.items()}
 
 
+def _restart_marginals(pred: JointPrediction):
+    """Each restart's mean and observation variance (latent + noise), ``(R, M)`` each."""
+    cov = np.asarray(pred.cov)
+    cov = cov[None] if cov.ndim == 2 else cov
+    var = np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), 0.0) + np.atleast_2d(np.asarray(pred.noise_var))
+    return np.atleast_2d(np.asarray(pred.mean)), var
+
+
 def coverage_metrics(y, pred: JointPrediction, curve, x, levels=COVERAGE_LEVELS) -> dict:
     """``{"coverage_50": {"full", "last"}, "coverage_90": ...}``: fractions of ``y`` inside the central
     intervals of the restart mixture of ``pred`` (observation: latent + noise)."""
+    mean, var = _restart_marginals(pred)
+    return _coverage(y, mean, np.sqrt(var), curve, x, levels)
+
+
+def _coverage(y, mean, sd, curve, x, levels=COVERAGE_LEVELS) -> dict:
+    """:func:`coverage_metrics` from each restart's mean and observation sd, ``(R, M)`` each."""
     y = np.asarray(y, float)
-    mean = np.atleast_2d(np.asarray(pred.mean))
-    sd = np.sqrt(np.maximum(np.diagonal(np.atleast_3d(np.asarray(pred.cov)), axis1=-2, axis2=-1), 0.0)
-                 + np.atleast_2d(np.asarray(pred.noise_var)))
     last = _part_masks(np.asarray(curve), np.asarray(x, float))["last"]
     out = {}
     for level in levels:
@@ -76,10 +87,17 @@ def coverage_metrics(y, pred: JointPrediction, curve, x, levels=COVERAGE_LEVELS)
 
 def heldout_metrics(y, pred: JointPrediction, curve, x) -> dict:
     """Per-restart metrics, their summary and the coverage of a held-out prediction."""
-    var = np.maximum(np.diagonal(np.asarray(pred.cov), axis1=-2, axis2=-1), 1e-12) + np.asarray(pred.noise_var)
-    per = curve_metrics(y, pred.mean, var, np.asarray(curve), np.asarray(x))
+    return marginal_metrics(y, *_restart_marginals(pred), curve, x)
+
+
+def marginal_metrics(y, mean, var, curve, x) -> dict:
+    """:func:`heldout_metrics` from each restart's mean and observation variance (latent + noise),
+    ``(R, M)`` each: all it reads of a joint prediction, so a long held-out table predicted in
+    chunks is scored the same way."""
+    var = np.maximum(np.asarray(var, float), 1e-12)
+    per = curve_metrics(y, mean, var, np.asarray(curve), np.asarray(x))
     return {"per_restart": {k: {p: v.tolist() for p, v in d.items()} for k, d in per.items()},
-            "summary": summarize_metrics(per), "coverage": coverage_metrics(y, pred, curve, x)}
+            "summary": summarize_metrics(per), "coverage": _coverage(y, mean, np.sqrt(var), curve, x)}
 
 
 def evaluate_prediction(problem: LCProblem, pred: JointPrediction) -> dict:

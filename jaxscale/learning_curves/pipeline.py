@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jaxscale._log import get_logger
+from jaxscale.infer.prediction import Prediction
 from jaxscale.learning_curves.baselines import data_baselines, last_point_mask, problem_baselines
 from jaxscale.learning_curves.core import (
     Spec,
@@ -27,14 +28,14 @@ from jaxscale.learning_curves.core import (
     extrapolation_summary,
     fit,
     fit_report,
-    predict_restarts,
+    mixture_interval,
     prediction_from_joint,
+    restart_marginals,
     warn_extrapolation_of,
 )
 from jaxscale.learning_curves.diagnostics import adam_report, lbfgs_report, warn_report
-from jaxscale.learning_curves.evaluate import evaluate_prediction, heldout_metrics
+from jaxscale.learning_curves.evaluate import evaluate_prediction, marginal_metrics
 from jaxscale.learning_curves.frame import Data, curve_ids
-from jaxscale.learning_curves.magp_predict import JointPrediction
 from jaxscale.learning_curves.models import fit_model, predict_joint
 from jaxscale.learning_curves.problem import LCProblem, make_problem
 from jaxscale.learning_curves.spec import DESC_MODELS, MODEL_CHOICES
@@ -245,17 +246,17 @@ def evaluate_holdout(key, data: Data, held, spec: Spec = Spec(), *, level: float
     jax.block_until_ready(fitted.params)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    joint = jax.block_until_ready(predict_restarts(fitted, test))
+    mean, sd = restart_marginals(fitted, test, what=f"{spec.model} (held-out rows)")
     dist = extrapolation(fitted, test)
     warn_extrapolation_of(fitted, test, dist, what=f"{spec.model} (held-out rows)")
-    pred = prediction_from_joint(joint, level=level)._replace(extrapolation=dist)
+    lo, hi = mixture_interval(mean, sd, level)
+    pred = Prediction(jax.device_put(np.mean(mean, 0)), lo, hi, None, extrapolation=dist)
     pred_s = time.perf_counter() - t0
     curve = curve_ids(test)
     if scored.any():
         keep = np.flatnonzero(scored)
-        mean, cov, noise = (np.asarray(a) for a in joint)
-        sub = JointPrediction(mean[:, keep], cov[:, keep][:, :, keep], noise[:, keep])
-        metrics = _metric_block(heldout_metrics(y[keep], sub, curve[keep], np.asarray(test.x)[keep]))
+        metrics = _metric_block(marginal_metrics(y[keep], mean[:, keep], sd[:, keep] ** 2, curve[keep],
+                                                 np.asarray(test.x)[keep]))
     else:
         metrics = {"metrics": None, "metrics_reason": "no held-out row has a loss (runs not trained yet): the rows "
                                                       "are predicted, and nothing is scored"}
