@@ -4,6 +4,7 @@ save/load, jit/vmap of the core, bad input, and the same through ``jaxscale lc``
 Every fit uses the same tiny setting (2 restarts x 40 Adam steps, 4 latent draws) and the same
 training shapes, so the Python and the command-line paths share compiled programs.
 """
+import importlib
 import json
 import warnings
 
@@ -80,8 +81,6 @@ def test_fit_predict_save_load(table, fitted, tmp_path):
 def test_a_long_query_is_predicted_in_chunks(table, fitted, monkeypatch, caplog):
     """More rows than JOINT_MAX_ROWS (6,000 rows had held a 6 GB joint covariance for minutes): the
     same means and intervals from chunks of rows, no joint draws (logged when a key asked for them)."""
-    import importlib
-
     core = importlib.import_module("jaxscale.learning_curves.core")
     _, _, data = table
     whole = lc.predict(fitted, data)
@@ -93,11 +92,32 @@ def test_a_long_query_is_predicted_in_chunks(table, fitted, monkeypatch, caplog)
         np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("model", ["magp", "magp_desc", "magp_law"])
+def test_marginal_predictions_are_the_joint_diagonal(model):
+    """predict without a key reads each row's marginal from a program without the (M, M) query
+    covariance: its means and variances are the joint prediction's mean and diagonal, also for a
+    width no training run had (descriptor models) and a long run of steps."""
+    core = importlib.import_module("jaxscale.learning_curves.core")
+    df = lc_runs()
+    cols = dict(COLS, descriptor_cols=["params"]) if model != "magp" else COLS
+    data = lc.from_frame(df, **cols)
+    held = (df["width"] == 512).to_numpy() if model != "magp" else df.eval(HOLD).to_numpy()
+    f = lc.fit(jax.random.key(0), data.rows(~held), lc.Spec(model=model, restarts=2, steps=20, n_h=4))
+    joint = core.predict_restarts(f, data)
+    marg = core.predict_marginals(f, data)
+    np.testing.assert_allclose(marg.mean, joint.mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(marg.var, np.diagonal(np.asarray(joint.cov), axis1=-2, axis2=-1), rtol=1e-7,
+                               atol=1e-12)
+    np.testing.assert_allclose(marg.noise_var, joint.noise_var, rtol=1e-12)
+    whole = core.prediction_from_joint(joint)
+    pred = lc.predict(f, data)
+    for name in ("mean", "lower", "upper"):
+        np.testing.assert_allclose(getattr(pred, name), getattr(whole, name), rtol=1e-9, atol=1e-12)
+
+
 def test_a_long_holdout_is_scored_from_chunks(table, monkeypatch):
     """evaluate_holdout reads only each row's marginal: held-out rows beyond JOINT_MAX_ROWS are
     predicted in chunks and scored to the same numbers as one joint prediction."""
-    import importlib
-
     core = importlib.import_module("jaxscale.learning_curves.core")
     _, held, data = table
     _, whole, m_whole = lc.evaluate_holdout(jax.random.key(0), data, held, SPEC)

@@ -14,6 +14,7 @@ from jaxscale.gp.linalg import (
     cholesky_escalate,
     gaussian_nll,
     gp_condition,
+    gp_condition_diag,
     tri_inv,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "gather2",
     "gaussian_nll",
     "gp_condition",
+    "gp_condition_diag",
     "magp_gram",
     "matern32",
     "rbf_ard",

@@ -51,7 +51,7 @@ from jaxscale.learning_curves import desc_predict, dhgp, law_gp, magp, magp_desc
 from jaxscale.learning_curves.descriptors import DescTables
 from jaxscale.learning_curves.diagnostics import adam_convergence, adam_report, lbfgs_report, warn_report
 from jaxscale.learning_curves.frame import Data, _vocabulary, curve_ids, frame_kwargs, from_frame
-from jaxscale.learning_curves.magp_predict import JointPrediction
+from jaxscale.learning_curves.magp_predict import JointPrediction, Marginals
 from jaxscale.learning_curves.problem import Points
 from jaxscale.learning_curves.spec import (
     DESC_MODELS,
@@ -64,9 +64,10 @@ from jaxscale.learning_curves.spec import (
     Spec,
 )
 
-__all__ = ["MODELS", "Spec", "Fit", "fit_core", "fit", "predict", "predict_restarts", "prediction_from_joint",
-           "mixture_interval", "restart_marginals", "as_query", "check_codes", "n_hyperparameters", "fit_report",
-           "extrapolation", "EXTRAPOLATION_UNIT", "warn_extrapolation_of", "extrapolation_distance", "extrapolation_summary"]
+__all__ = ["MODELS", "Spec", "Fit", "fit_core", "fit", "predict", "predict_restarts", "predict_marginals",
+           "prediction_from_joint", "mixture_interval", "restart_marginals", "as_query", "check_codes",
+           "n_hyperparameters", "fit_report", "extrapolation", "EXTRAPOLATION_UNIT", "warn_extrapolation_of",
+           "extrapolation_distance", "extrapolation_summary"]
 
 
 register_moved(Spec, __name__)  # defined here before it moved to .spec
@@ -699,6 +700,18 @@ def _joint_std(params, eps_h, tables, observed, xgrid, train: Points, query: Poi
     return sharded_vmap(one, params, linalg=True)
 
 
+def _marginal_std(params, eps_h, tables, observed, train: Points, query: Points, model: str):
+    """:func:`_joint_std`'s means and the diagonal of its covariances (``magp`` and the descriptor
+    models), without any ``(M, M)`` matrix."""
+    def one(p):
+        hs = magp_predict.latent_draws(p, eps_h)
+        if model == "magp":
+            return magp_predict.marginal_from_latents(p, hs, train, query)
+        return desc_predict.desc_marginal_from_latents(p, hs, tables, observed, train, query)
+
+    return sharded_vmap(one, params, linalg=True)
+
+
 def _canonical(data: Data) -> Data:
     """``data`` with placeholder names: names do not enter the numbers, so programs compiled for one
     table are reused by any table of the same shapes (and descriptor levels)."""
@@ -708,10 +721,12 @@ def _canonical(data: Data) -> Data:
                         x_is_log=False, tokens_per_step=None, columns=())
 
 
-@partial(jax.jit, static_argnames=("regress",))
-def _predict_core(fit: Fit, tr: Data, w_tr, q: Data, w_q, observed, regress: bool) -> JointPrediction:
-    """The numbers of :func:`predict_restarts` on padded training and query rows (weights ``w_tr``,
-    ``w_q``: 1 real / 0 padding); ``fit`` holds the finite restarts only."""
+@partial(jax.jit, static_argnames=("regress", "marginal"))
+def _predict_core(fit: Fit, tr: Data, w_tr, q: Data, w_q, observed, regress: bool, marginal: bool = False
+                  ) -> JointPrediction | Marginals:
+    """The numbers of :func:`predict_restarts` (``marginal``: of :func:`predict_marginals`) on
+    padded training and query rows (weights ``w_tr``, ``w_q``: 1 real / 0 padding); ``fit`` holds
+    the finite restarts only."""
     spec = fit.spec
     D, R = len(fit.task_labels), len(fit.instance_labels)
     dt = _float()
@@ -735,7 +750,8 @@ def _predict_core(fit: Fit, tr: Data, w_tr, q: Data, w_q, observed, regress: boo
             zc_tr, zc_q = tables.curve[d_tr * R + r_tr], tables.curve[d_q * R + r_q]
             y_tr = y_tr - law_gp.law_value(fit.law, zc_tr, x_tr)
             law_q = law_gp.law_value(fit.law, zc_q, x_q)
-            law_cov_q = law_gp.law_prediction_cov(fit.law, jnp.asarray(fit.law_cov, dt), zc_q, x_q)
+            law_cov_q = (law_gp.law_prediction_var if marginal else law_gp.law_prediction_cov)(
+                fit.law, jnp.asarray(fit.law_cov, dt), zc_q, x_q)
         if regress:  # magp_desc: z-score constants of tasks without training rows from their descriptors
             A = jnp.concatenate([jnp.ones((D, 1), dt), tables.task], 1)
             reg = A @ jnp.asarray(fit.scale_coef, dt)
@@ -743,12 +759,16 @@ def _predict_core(fit: Fit, tr: Data, w_tr, q: Data, w_q, observed, regress: boo
             std_d = jnp.where(observed, y_std, jnp.exp(reg[:, 1]))
             mu_q, sd_q = mean_d[d_q], std_d[d_q]
     train = _points(x_tr, d_tr, r_tr, R, (y_tr - y_mean[d_tr]) / y_std[d_tr] * w_tr, w=w_tr)
+    if marginal:
+        m, v, nv, _ = _marginal_std(fit.params, jnp.asarray(fit.eps_h, dt), tables, observed, train, query_pts,
+                                    spec.model)
+        return Marginals(m * sd_q + mu_q + law_q, v * sd_q**2 + law_cov_q, nv * sd_q**2)
     m, C, nv, _ = _joint_std(fit.params, jnp.asarray(fit.eps_h, dt), tables, observed, xgrid, train, query_pts,
                              spec.model)
     return JointPrediction(m * sd_q + mu_q + law_q, C * sd_q[:, None] * sd_q[None, :] + law_cov_q, nv * sd_q**2)
 
 
-def _predict_padded(fit: Fit, q: Data) -> JointPrediction:
+def _predict_padded(fit: Fit, q: Data, marginal: bool = False) -> JointPrediction | Marginals:
     """:func:`predict_restarts` before its rows are cut back: training and query rows padded to
     :func:`row_bucket` sizes, so one compiled program serves tables of similar length."""
     spec = fit.spec
@@ -766,7 +786,7 @@ def _predict_padded(fit: Fit, q: Data) -> JointPrediction:
                      history=None, loss=None, jitter=None, ok=None, converged=None, task_labels=canon.task_labels,
                      instance_labels=canon.instance_labels, descriptor_names=canon.descriptor_names, x_is_log=False,
                      columns=())
-    return _predict_core(fc, tr, w_tr, qp, w_q, jax.device_put(observed), regress)
+    return _predict_core(fc, tr, w_tr, qp, w_q, jax.device_put(observed), regress, marginal)
 
 
 def predict_restarts(fit: Fit, query) -> JointPrediction:
@@ -777,6 +797,23 @@ def predict_restarts(fit: Fit, query) -> JointPrediction:
     j = _predict_padded(fit, q)
     mean, cov, noise = (np.asarray(a) for a in j)  # cut back on the host
     return JointPrediction(*(jax.device_put(a) for a in (mean[:, :M], cov[:, :M, :M], noise[:, :M])))
+
+
+#: Models whose marginal predictions skip the query covariance (:func:`predict_marginals`).
+MARGINAL_MODELS = ("magp", *DESC_MODELS)
+
+
+def predict_marginals(fit: Fit, query) -> Marginals:
+    """Per finite restart: each query row's predictive mean, latent variance and noise variance in
+    original units, ``Marginals((R_ok, M) x 3)``: the diagonal of :func:`predict_restarts` without
+    its ``(M, M)`` covariances (``magp``, ``magp_desc``, ``magp_law``; ``dhgp`` takes the joint)."""
+    q = as_query(fit, query)
+    M = len(q)
+    if fit.spec.model not in MARGINAL_MODELS:
+        j = predict_restarts(fit, q)
+        return Marginals(j.mean, jnp.diagonal(j.cov, axis1=-2, axis2=-1), j.noise_var)
+    out = _predict_padded(fit, q, marginal=True)
+    return Marginals(*(jax.device_put(np.asarray(a)[:, :M]) for a in out))
 
 
 @partial(jax.jit, static_argnames=("iters",))
@@ -992,8 +1029,11 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
 
     Returns a :class:`jaxscale.Prediction`: ``mean`` (mixture mean over restarts) and the central
     ``level`` interval of the observation (latent + noise) per row; ``samples`` ``(Spec.n_samples,
-    n)`` joint draws of the observations when ``key`` is given. Without a key the prediction is
-    deterministic (the latent draws integrating ``q(h)`` are stored in the fit).
+    n)`` joint draws of the observations when ``key`` is given (and the query has at most
+    :data:`JOINT_MAX_ROWS` rows). Without a key the prediction is deterministic (the latent draws
+    integrating ``q(h)`` are stored in the fit) and reads each row's marginal alone
+    (:func:`restart_marginals`: no covariance between query rows, several times faster on long
+    queries).
     ``extrapolation`` holds :func:`extrapolation` of every row; one warning names the worst.
     The intervals widen with that distance as far as the GP itself widens them: the Matérn
     kernels in ln(step) revert to the prior away from the training steps, and a task without
@@ -1005,52 +1045,60 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     if handle_unknown not in HANDLE_UNKNOWN:
         raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got {handle_unknown!r}")
     fit, q = with_labels(fit, query) if handle_unknown == "prior" else (fit, as_query(fit, query))
-    if len(q) <= JOINT_MAX_ROWS:
+    if key is not None and len(q) <= JOINT_MAX_ROWS:
         with heartbeat(f"learning-curve predict ({len(q)} rows)"):
             joint = jax.block_until_ready(predict_restarts(fit, q))
         pred = prediction_from_joint(joint, key=key, level=level, n_samples=fit.spec.n_samples)
     else:
-        pred = _predict_in_chunks(fit, q, key, level)
+        if key is not None:
+            get_logger(__name__).info(
+                "learning-curve predict: %d rows are more than %d: predicted row by row (the same intervals), "
+                "without joint draws of all rows (predict fewer rows at a time to get them)", len(q), JOINT_MAX_ROWS)
+        mean, sd = restart_marginals(fit, q)
+        lo, hi = mixture_interval(mean, sd, level)
+        pred = Prediction(jax.device_put(np.mean(mean, 0)), lo, hi, None)
     dist = extrapolation(fit, q)
     warn_extrapolation_of(fit, q, dist)
     _warn_past_own_steps(fit, q)
     return pred._replace(extrapolation=jnp.asarray(dist))
 
 
-#: Most query rows predicted jointly: a larger query is predicted in chunks of this many rows (the
-#: joint covariance of all rows is M x M per restart: 6,000 rows x 10 restarts had held 6 GB for
-#: minutes). The intervals are the same (each row's marginal); joint draws are not returned.
+#: Most query rows predicted jointly (joint draws need the ``(M, M)`` covariance of all rows, and
+#: 6,000 rows x 10 restarts had held 6 GB for minutes): a larger query, or one without a key, is
+#: predicted from each row's marginal (the same intervals), without joint draws.
 JOINT_MAX_ROWS = 2048
+
+#: Most query rows in one program of :func:`restart_marginals` (an ``N x M`` cross covariance per
+#: restart and latent draw; memory): a longer query is predicted in chunks of this many rows.
+MARGINAL_MAX_ROWS = 8192
 
 
 def restart_marginals(fit: Fit, q: Data, what: str = "learning-curve predict") -> tuple[np.ndarray, np.ndarray]:
     """Each restart's predictive mean and observation sd (latent + noise) of every query row,
-    ``(R, M)`` each: all the marginal intervals and the held-out scores read. A query of more than
-    :data:`JOINT_MAX_ROWS` rows is predicted in chunks of that many (memory), with a progress line."""
-    if len(q) <= JOINT_MAX_ROWS:
-        with heartbeat(f"{what} ({len(q)} rows)"):
-            j = jax.block_until_ready(predict_restarts(fit, q))
+    ``(R, M)`` each: all the marginal intervals and the held-out scores read. ``magp`` and the
+    descriptor models skip the query covariance (:func:`predict_marginals`; chunks of
+    :data:`MARGINAL_MAX_ROWS` rows); ``dhgp`` takes the diagonal of its joint prediction (chunks of
+    :data:`JOINT_MAX_ROWS` rows). A progress line over the chunks, a heartbeat for one."""
+    marginal = fit.spec.model in MARGINAL_MODELS
+    size = MARGINAL_MAX_ROWS if marginal else JOINT_MAX_ROWS
+
+    def one(rows: Data):
+        if marginal:
+            mg = predict_marginals(fit, rows)
+            return np.asarray(mg.mean), np.sqrt(np.maximum(np.asarray(mg.var), 0.0) + np.asarray(mg.noise_var))
+        j = predict_restarts(fit, rows)
         return np.asarray(j.mean), _marginal_sd(j)
+
+    if len(q) <= size:
+        with heartbeat(f"{what} ({len(q)} rows)"):
+            return one(q)
     means, sds = [], []
-    starts = range(0, len(q), JOINT_MAX_ROWS)
     # chunks of rows (memory), each one compiled program; a progress line every 30 s
-    for start in progress(starts, desc=f"{what} ({len(q)} rows in chunks of {JOINT_MAX_ROWS})"):
-        j = predict_restarts(fit, q.rows(np.arange(start, min(start + JOINT_MAX_ROWS, len(q)))))
-        means.append(np.asarray(j.mean))
-        sds.append(_marginal_sd(j))
+    for start in progress(range(0, len(q), size), desc=f"{what} ({len(q)} rows in chunks of {size})"):
+        m, sd = one(q.rows(np.arange(start, min(start + size, len(q)))))
+        means.append(m)
+        sds.append(sd)
     return np.concatenate(means, axis=1), np.concatenate(sds, axis=1)
-
-
-def _predict_in_chunks(fit: Fit, q: Data, key, level: float) -> Prediction:
-    """:func:`predict` of more than :data:`JOINT_MAX_ROWS` rows: each chunk's restart means and
-    marginal sds, one mixture interval over all rows; no ``samples`` (logged when a key asked for them)."""
-    mean, sd = restart_marginals(fit, q)
-    lo, hi = mixture_interval(mean, sd, level)
-    if key is not None:
-        get_logger(__name__).info(
-            "learning-curve predict: %d rows are more than %d: predicted in chunks (the same intervals), without "
-            "joint draws of all rows (predict fewer rows at a time to get them)", len(q), JOINT_MAX_ROWS)
-    return Prediction(jax.device_put(np.mean(mean, 0)), lo, hi, None)
 
 
 def _warn_past_own_steps(fit: Fit, q: Data, stacklevel: int = 3) -> None:

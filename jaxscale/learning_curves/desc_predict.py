@@ -11,12 +11,14 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxscale.gp import JITTER_LADDER, gp_condition
+from jaxscale.gp import JITTER_LADDER, gp_condition, gp_condition_diag
 from jaxscale.learning_curves.descriptors import DescTables
-from jaxscale.learning_curves.magp_desc import DescParams, _train_gram, desc_constrained, desc_gram
+from jaxscale.learning_curves.magp_desc import (DescParams, _train_gram, desc_constrained, desc_cross, desc_diag,
+                                               desc_gram)
+from jaxscale.learning_curves.magp_predict import mixture_marginals
 from jaxscale.learning_curves.problem import Points
 
-__all__ = ["desc_joint_std", "desc_draws_std", "desc_joint_from_latents"]
+__all__ = ["desc_joint_std", "desc_draws_std", "desc_joint_from_latents", "desc_marginal_from_latents"]
 
 
 def _condition(p: DescParams, h, tables, observed, xgrid, train: Points, query: Points):
@@ -49,6 +51,27 @@ def desc_joint_from_latents(p: DescParams, hs, tables, observed, xgrid, train: P
     mean = s1 / n_h
     cov = s2 / n_h - jnp.outer(mean, mean)
     return mean, 0.5 * (cov + cov.T), desc_constrained(p, observed)["noise"][query.d], jm
+
+
+def desc_marginal_from_latents(p: DescParams, hs, tables, observed, train: Points, query: Points):
+    """:func:`desc_joint_from_latents` without the query covariance: ``(mean (M,), latent var
+    (M,), noise_var (M,), jitter)``, the same numbers as its diagonal at ``N M`` memory (training
+    points indexing ``train.x`` as their grid, as the predictions build them)."""
+    c = desc_constrained(p, observed)
+
+    def body(carry, h):
+        s1, s2, jm = carry
+        Kx = desc_cross(c, h, tables, train, query)
+        if train.w is not None:
+            Kx = Kx * train.w[:, None]
+        m, v, j = gp_condition_diag(_train_gram(p, h, tables, train.x, train, observed), Kx,
+                                    desc_diag(c, h, tables, query), train.y, JITTER_LADDER[0])
+        return (s1 + m, s2 + v + m * m, jnp.maximum(jm, j)), None
+
+    z = jnp.zeros(query.x.shape, train.y.dtype)
+    (s1, s2, jm), _ = jax.lax.scan(body, (z, z, jnp.asarray(0.0, train.y.dtype)), hs)
+    mean, var = mixture_marginals(s1, s2, hs.shape[0])
+    return mean, var, c["noise"][query.d], jm
 
 
 def _joint_one(p: DescParams, key, tables, observed, xgrid, train: Points, query: Points, n_h: int):

@@ -155,6 +155,13 @@ def law_prediction_cov(law: CurveLaw, cov, z, x):
     return JL @ cov @ JL.T
 
 
+def law_prediction_var(law: CurveLaw, cov, z, x):
+    """``(M,)`` the diagonal of :func:`law_prediction_cov`, without the ``(M, M)`` matrix."""
+    f, flat = _flat_log_law(law, z, x)
+    JL = jax.jacfwd(f)(flat) * jnp.exp(f(flat))[:, None]
+    return jnp.sum((JL @ cov) * JL, axis=1)
+
+
 def fit_law_residuals(key, z, x, y, cluster, n_clusters: int, w=None):
     """The first stage of the law-informed model on training rows ``z (n, P)``, ``x (n,)``,
     ``y (n,) > 0`` with curve ids ``cluster``: the fitted law, its parameter covariance

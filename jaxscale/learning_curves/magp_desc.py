@@ -126,12 +126,18 @@ def init_desc(key, tables: DescTables, q: int = 2, dtype=jnp.float64) -> DescPar
     )
 
 
-def _tables_k(c: dict, h, tables: DescTables, xgrid):
+def _label_k(c: dict, h, tables: DescTables):
+    """The kernels' factors over tasks (D, D), instances (R, R) and curves (C, C)."""
     z = jnp.concatenate([h, tables.task], axis=1)
     sc = jnp.concatenate([c["h_scale"], c["u_scale"]])
     kh = rbf_ard(z[:, None, :], z[None, :, :], 1.0, sc)
     kr = _instance_k(tables.rep, c["v_scale"])
     ks = rbf_ard(tables.curve[:, None, :], tables.curve[None, :, :], 1.0, c["s_scale"])
+    return kh, kr, ks
+
+
+def _tables_k(c: dict, h, tables: DescTables, xgrid):
+    kh, kr, ks = _label_k(c, h, tables)
     xa, xb = xgrid[:, None], xgrid[None, :]
     kg = matern32(xa, xb, c["g_var"], c["g_scale"])
     kf = matern32(xa, xb, c["f_var"], c["f_scale"])
@@ -152,6 +158,22 @@ def desc_gram(c: dict, h, tables: DescTables, xgrid, P1: Points, P2: Points):
     i, j = P1.p, P2.p
     kx = gather2(kg, i, j) + gather2(kr, P1.r, P2.r) * gather2(kf, i, j)
     return gather2(kh, P1.d, P2.d) * kx + gather2(ks, P1.c, P2.c) * gather2(kn, i, j)
+
+
+def desc_cross(c: dict, h, tables: DescTables, P1: Points, P2: Points):
+    """:func:`desc_gram` from the points' own steps ``x``: no step tables over a shared grid, so a
+    cross covariance of N x M points costs N M kernel evaluations, not (N + M)^2."""
+    kh, kr, ks = _label_k(c, h, tables)
+    x1, x2 = P1.x[:, None], P2.x[None, :]
+    kx = (matern32(x1, x2, c["g_var"], c["g_scale"])
+          + gather2(kr, P1.r, P2.r) * matern32(x1, x2, c["f_var"], c["f_scale"]))
+    return gather2(kh, P1.d, P2.d) * kx + gather2(ks, P1.c, P2.c) * matern32(x1, x2, c["n_var"], c["n_scale"])
+
+
+def desc_diag(c: dict, h, tables: DescTables, P: Points):
+    """The diagonal of ``desc_gram(c, h, tables, xgrid, P, P)``: each point's prior variance."""
+    kh, kr, ks = (jnp.diagonal(k) for k in _label_k(c, h, tables))
+    return kh[P.d] * (c["g_var"] + kr[P.r] * c["f_var"]) + ks[P.c] * c["n_var"]
 
 
 def _train_gram(p: DescParams, h, tables, xgrid, pts: Points, observed=None):

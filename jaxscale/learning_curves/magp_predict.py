@@ -11,11 +11,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxscale.gp import JITTER_LADDER, gp_condition
+from jaxscale.gp import JITTER_LADDER, gp_condition, gp_condition_diag
 from jaxscale.learning_curves.magp import MaGPParams, _gram, magp_constrained, magp_kernel
 from jaxscale.learning_curves.problem import Points
 
-__all__ = ["JointPrediction", "magp_joint_std", "magp_draws_std", "latent_draws", "joint_from_latents"]
+__all__ = ["JointPrediction", "Marginals", "magp_joint_std", "magp_draws_std", "latent_draws", "joint_from_latents",
+           "marginal_from_latents"]
 
 
 class JointPrediction(NamedTuple):
@@ -28,6 +29,22 @@ class JointPrediction(NamedTuple):
     mean: jnp.ndarray  # (R, M)
     cov: jnp.ndarray  # (R, M, M)
     noise_var: jnp.ndarray  # (R, M)
+
+
+class Marginals(NamedTuple):
+    """Marginal predictive of query points, per restart (leading axis R): :class:`JointPrediction`
+    with the latent variance ``var`` of each point in place of the covariance."""
+
+    mean: jnp.ndarray  # (R, M)
+    var: jnp.ndarray  # (R, M)
+    noise_var: jnp.ndarray  # (R, M)
+
+
+def mixture_marginals(s1, s2, n_h: int):
+    """Mean and variance of an equal-weight mixture from the sums over its ``n_h`` components of
+    their means (``s1``) and of their variances plus squared means (``s2``)."""
+    mean = s1 / n_h
+    return mean, s2 / n_h - mean * mean
 
 
 def _query_tuple(q: Points):
@@ -64,6 +81,25 @@ def joint_from_latents(params: MaGPParams, hs, xgrid, train: Points, query: Poin
     cov = s2 / n_h - jnp.outer(mean, mean)
     noise = magp_constrained(params)["noise"][query.d]
     return mean, 0.5 * (cov + cov.T), noise, jm
+
+
+def marginal_from_latents(params: MaGPParams, hs, train: Points, query: Points):
+    """:func:`joint_from_latents` without the query covariance: ``(mean (M,), latent var (M,),
+    noise_var (M,), jitter)``, the same numbers as its diagonal at ``N M`` memory (training
+    points indexing ``train.x`` as their grid, as the predictions build them)."""
+    Xtr, Xq = _query_tuple(train), _query_tuple(query)
+
+    def body(carry, h):
+        s1, s2, jm = carry
+        k = magp_kernel(params, h)
+        m, v, j = gp_condition_diag(_gram(params, h, train.x, train), _cross(k, Xtr, Xq, train),
+                                    jax.vmap(k.evaluate)(Xq, Xq), train.y, JITTER_LADDER[0])
+        return (s1 + m, s2 + v + m * m, jnp.maximum(jm, j)), None
+
+    z = jnp.zeros(query.x.shape, train.y.dtype)
+    (s1, s2, jm), _ = jax.lax.scan(body, (z, z, jnp.asarray(0.0, train.y.dtype)), hs)
+    mean, var = mixture_marginals(s1, s2, hs.shape[0])
+    return mean, var, magp_constrained(params)["noise"][query.d], jm
 
 
 def _joint_one(params: MaGPParams, key, xgrid, train: Points, query: Points, n_h: int):
