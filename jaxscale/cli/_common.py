@@ -376,11 +376,13 @@ def wrong_model(path, fit, module_name: str) -> ValueError:
                       f"model{use}")
 
 
-def predict_handler(module_name: str, report=None):
+def predict_handler(module_name: str, report=None, draws: bool = True):
     """Handler of ``jaxscale <pillar> predict``: load ``--model``, predict ``--csv`` rows.
 
     ``report(fit, df) -> (fields, columns)``: a pillar's own account of the query (e.g. the cells it
-    imputed): ``fields`` join the JSON, ``columns`` (one value per row) the ``--predictions`` file."""
+    imputed): ``fields`` join the JSON, ``columns`` (one value per row) the ``--predictions`` file.
+    ``draws=False``: the pillar's intervals need no key (a key would only add joint draws, which
+    the command does not write), so none is passed."""
 
     def handler(args) -> dict:
         import importlib
@@ -396,7 +398,8 @@ def predict_handler(module_name: str, report=None):
             raise wrong_model(args.model, fit, module_name)
         df = read_input(args)
         kw = {} if getattr(args, "handle_unknown", None) is None else {"handle_unknown": args.handle_unknown}
-        pred = pillar.predict(fit, df, key=jax.random.key(args.seed), level=args.level, **kw)
+        key = jax.random.key(args.seed) if draws else None
+        pred = pillar.predict(fit, df, key=key, level=args.level, **kw)
         out = {"model": str(args.model), "n": int(len(df)), "level": args.level,
                "mean": pred.mean, "lower": pred.lower, "upper": pred.upper}
         fields, columns = ({}, None) if report is None else report(fit, df)
@@ -422,17 +425,18 @@ def predict_handler(module_name: str, report=None):
     return handler
 
 
-def add_predict_command(sub, module_name: str, what: str, report=None) -> argparse.ArgumentParser:
-    """``predict --model DIR --csv NEW [--where] [--predictions] [--level] [--seed]`` (``report``: see
-    :func:`predict_handler`)."""
+def add_predict_command(sub, module_name: str, what: str, report=None, draws: bool = True) -> argparse.ArgumentParser:
+    """``predict --model DIR --csv NEW [--where] [--predictions] [--level] [--seed]`` (``report``,
+    ``draws``: see :func:`predict_handler`; without draws there is no ``--seed``)."""
     p = sub.add_parser("predict", help=f"predict new rows with a saved {what} model (from --save)",
                        formatter_class=Formatter)
     p.add_argument("--model", required=True, metavar="DIR", help="folder written by --save")
     add_table_args(p, csv_help="rows to predict (CSV, TSV, Parquet or JSON), with the model's input columns",
                    holdout=False)
     p.add_argument("--level", type=float, default=0.9, help="central interval level")
-    p.add_argument("--seed", type=int, default=0, help="seed of predictive draws (where the model draws)")
+    if draws:
+        p.add_argument("--seed", type=int, default=0, help="seed of predictive draws (where the model draws)")
     add_output_args(p, save=False)
     add_json(p)
-    p.set_defaults(func=predict_handler(module_name, report))
+    p.set_defaults(func=predict_handler(module_name, report, draws))
     return p

@@ -314,7 +314,7 @@ def register(subparsers) -> None:
     ev.set_defaults(func=evaluate_handler)
     register_psl(sub)
     register_extrapolate(sub)
-    pr = add_predict_command(sub, "jaxscale.learning_curves", "learning-curve")
+    pr = add_predict_command(sub, "jaxscale.learning_curves", "learning-curve", draws=False)
     pr.add_argument("--handle-unknown", choices=["error", "prior"], default="error",
                     help="a task or instance label the model never saw (a new size): refuse, or predict it with a "
                          "new task starting from the prior over its latent (magp_law / magp_desc read it through "
