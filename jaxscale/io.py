@@ -4,12 +4,13 @@ A saved model is a folder holding two files:
 
 * ``jaxscale.json``: format version, package version, the fitted object's type and its whole
   structure (static fields such as the ``Spec``, column names and labels as plain JSON, every
-  array as a reference ``{"__array__": "a3"}``);
+  array as a reference ``{"__array__": "a3", "shape": [4], "dtype": "<f8"}``);
 * ``arrays.npz``: the arrays, read back with ``allow_pickle=False``.
 
 Loading parses JSON and numeric arrays only, and rebuilds only types that this package registered
 (:data:`jaxscale._pytree.SERIALIZABLE`); a file naming any other type, holding object arrays,
-missing or extra arrays, or edited into an invalid structure raises ``ValueError``. No code from
+missing or extra arrays, an array of another shape or dtype than its reference says, or edited
+into an invalid structure raises ``ValueError``. No code from
 the file is ever executed.
 
 Example:
@@ -78,7 +79,7 @@ class _Writer:
             raise TypeError(f"cannot save an array of dtype {arr.dtype}; only numeric arrays are saved")
         key = f"a{len(self.arrays)}"
         self.arrays[key] = arr
-        return {"__array__": key}
+        return {"__array__": key, "shape": list(arr.shape), "dtype": arr.dtype.str}
 
     def encode(self, obj, where: str):
         import jax
@@ -134,16 +135,21 @@ class _Reader:
             return obj
         if isinstance(obj, list):
             return [self.decode(v) for v in obj]
-        if not isinstance(obj, dict) or len(obj) not in (1, 2):
+        if not isinstance(obj, dict) or len(obj) not in (1, 2, 3):
             self.fail(f"unexpected JSON value {str(obj)[:80]!r}")
-        if "__array__" in obj and len(obj) == 1:
+        if "__array__" in obj and set(obj) in ({"__array__"}, {"__array__", "shape", "dtype"}):
             key = obj["__array__"]
             if not isinstance(key, str) or key not in self.arrays.files:
                 self.fail(f"array {key!r} is referenced but not stored")
             if key in self.used:
                 self.fail(f"array {key!r} is referenced twice")
             self.used.add(key)
-            return self.arrays[key]
+            arr = self.arrays[key]
+            if "shape" in obj and (list(arr.shape) != obj["shape"] or arr.dtype.str != obj["dtype"]):
+                self.fail(f"array {key!r} holds shape {list(arr.shape)} and dtype {arr.dtype.str} but the model file "
+                          f"says {obj['shape']} and {obj['dtype']}: {ARRAYS_FILE} was edited or belongs to another "
+                          "model")
+            return arr
         if "__float__" in obj and len(obj) == 1:
             text = obj["__float__"]
             if text not in ("nan", "inf", "-inf"):
@@ -217,7 +223,10 @@ def save(obj, path, *, overwrite: bool = False) -> Path:
 
     _register_builtin()
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a saved jaxscale model; refusing to replace it (a model is a folder: "
+                         "choose a new path)")
+    if path.exists() and any(path.iterdir()):
         if not overwrite:
             raise ValueError(f"{path} already exists and is not empty; choose a new folder or pass overwrite=True "
                              "(CLI: --overwrite)")
@@ -234,7 +243,7 @@ def save(obj, path, *, overwrite: bool = False) -> Path:
         with open(tmp / ARRAYS_FILE, "wb") as fh:
             np.savez(fh, **writer.arrays)
         if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -40,7 +40,26 @@ def test_refuses_to_clobber_and_overwrites_on_request(tmp_path):
     with pytest.raises(ValueError, match="not a saved jaxscale model"):
         jaxscale.save(p, tmp_path / "mine", overwrite=True)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    (tmp_path / "notes.txt").write_text("precious")  # a file is never replaced, even with overwrite
+    with pytest.raises(ValueError, match="is a file, not a saved jaxscale model"):
+        jaxscale.save(p, tmp_path / "notes.txt", overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "precious"
     assert not [q for q in tmp_path.iterdir() if q.name.startswith(".")]  # no temp folders left
+
+
+def test_an_array_edited_to_another_shape_or_dtype_is_refused(tmp_path):
+    """The model file records each array's shape and dtype: an arrays file cut or retyped by hand
+    (or copied from another model) fails at load, not later deep inside predict."""
+    jaxscale.save(_obj(), tmp_path / "m")
+    path = tmp_path / "m" / "arrays.npz"
+    arrays = dict(np.load(path))
+    key = next(k for k, a in arrays.items() if a.shape == (3,))
+    np.savez(path, **{**arrays, key: arrays[key][:1]})
+    with pytest.raises(ValueError, match=rf"array '{key}' holds shape \[1\] .* says \[3\]"):
+        jaxscale.load(tmp_path / "m")
+    np.savez(path, **{**arrays, key: arrays[key].astype(np.float32)})
+    with pytest.raises(ValueError, match="dtype <f4 but the model file says"):
+        jaxscale.load(tmp_path / "m")
 
 
 def _tamper(path, fn):
