@@ -37,7 +37,8 @@ class Prediction(NamedTuple):
 
     def to_frame(self, frame=None, prefix: str = ""):
         """A pandas frame with ``mean``, ``lower``, ``upper`` (and ``extrapolation`` when measured),
-        appended to ``frame`` if given."""
+        appended to a copy of ``frame`` if given (its index kept, rows in order; columns of those
+        names are replaced: pass ``prefix="pred_"`` to keep both)."""
         import numpy as np
         import pandas as pd
 
@@ -47,7 +48,7 @@ class Prediction(NamedTuple):
             cols[f"{prefix}extrapolation"] = np.asarray(self.extrapolation)
         if frame is None:
             return pd.DataFrame(cols)
-        out = frame.reset_index(drop=True).copy()
+        out = frame.copy()
         if len(out) != len(cols[f"{prefix}mean"]):
             raise ValueError(f"prediction has {len(cols[f'{prefix}mean'])} rows but the frame has {len(out)}")
         for k, v in cols.items():
