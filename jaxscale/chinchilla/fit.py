@@ -38,6 +38,7 @@ from jaxscale.infer import (
     reason_text,
     sharded_vmap,
 )
+from jaxscale.infer.prediction import check_key
 from jaxscale.infer.results import few_dof_note
 from jaxscale.laws import (ChinchillaParams, chinchilla_admissible, chinchilla_floor_note, chinchilla_log_lse,
                            chinchilla_squared_exponents, chinchilla_sqrt_exponents, chinchilla_theta_to_params)
@@ -509,6 +510,7 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
       1.82
     """
     what = "Chinchilla fit"
+    check_key(key, f"{what}: key")
     _check_design(data, spec, what)
     warn_if_float32(what)
     excluded = _exclusion(data, spec.exclude_top_loss)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from jaxscale.chinchilla.fit import ChinchillaData, ChinchillaFit, _box_distance, _device, _log_loss, from_frame
 from jaxscale._log import get_logger
-from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation, z_value
+from jaxscale.infer.prediction import Prediction, check_fit, check_key, check_level, warn_extrapolation, z_value
 
 __all__ = ["predict", "optimal", "optimal_allocation", "as_data", "extrapolation", "power_law_baseline"]
 
@@ -99,6 +99,8 @@ def predict(fit: ChinchillaFit, query, *, key=None, level: float = 0.9, n_sample
       ``extrapolation`` in decades outside the training runs (see :func:`extrapolation`, warned
       when any query lies outside).
     """
+    check_fit(fit, ChinchillaFit, "jaxscale.chinchilla")
+    key = check_key(key, "Chinchilla predict: key", optional=True)
     level = check_level(level)
     data = as_data(fit, query)
     pred = _predict(fit, data, key, level, n_samples)

@@ -48,7 +48,7 @@ from jaxscale.context_law.fit import (
 from jaxscale.context_law.model import Spec, param_names, predict_law
 from jaxscale.data import validate as V
 from jaxscale.data.table import FILE_ROWS
-from jaxscale.infer.prediction import Prediction, check_level, from_samples, z_value
+from jaxscale.infer.prediction import Prediction, check_fit, check_key, check_level, from_samples, z_value
 from jaxscale.infer.results import few_dof_note
 
 __all__ = ["Data", "Fit", "Posterior", "from_frame", "fit", "predict", "extrapolation", "task_summary",
@@ -519,6 +519,7 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     """
     from jaxscale.context_law.extrapolation import backtest_weights, drift_from_backtest, training_box
 
+    check_key(key, "context-law fit: key")
     spec = spec.check()
     what = "context-law fit"
     warn_if_float32(what)
@@ -738,6 +739,8 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
     """
     from jaxscale.infer.prediction import warn_extrapolation
 
+    check_fit(fit, Fit, "jaxscale.context_law")
+    key = check_key(key, "context-law predict: key", optional=True)
     level = check_level(level)
     q = _query(fit, query)
     spec = fit.spec.law()

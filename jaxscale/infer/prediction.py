@@ -1,4 +1,4 @@
-r"""The one prediction type every pillar returns: ``Prediction(mean, lower, upper, samples)``.
+r"""The one prediction type every pillar returns: ``Prediction(mean, lower, upper, samples, extrapolation)``.
 
 ``lower``/``upper`` bound a central interval at the ``level`` the caller asked for (0.9 by
 default); ``samples`` (sample axis first) is present when the model produced draws (bootstraps,
@@ -14,7 +14,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Prediction", "from_samples", "from_normal", "check_level", "z_value", "warn_extrapolation"]
+__all__ = ["Prediction", "from_samples", "from_normal", "check_level", "check_key", "check_fit", "z_value",
+           "warn_extrapolation"]
 
 
 class Prediction(NamedTuple):
@@ -54,6 +55,37 @@ class Prediction(NamedTuple):
         for k, v in cols.items():
             out[k] = v
         return out
+
+
+def check_key(key, what: str = "key", *, optional: bool = False):
+    """``key`` if it is a JAX PRNG key (``jax.random.key(seed)``, or a legacy
+    ``jax.random.PRNGKey(seed)``, also batched), ``None`` when ``optional`` and absent; otherwise a
+    ``ValueError`` naming the fix (an int seed or ``None`` would fail deep inside JAX)."""
+    import numpy as np
+
+    if key is None and optional:
+        return None
+    dtype = getattr(key, "dtype", None)
+    if isinstance(key, (jax.Array, np.ndarray)) and dtype is not None:
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            return key
+        if dtype == np.uint32 and np.ndim(key) >= 1 and np.shape(key)[-1] in (2, 4):  # legacy raw key data
+            return key
+    got = "None" if key is None else f"{type(key).__name__} {str(key)[:40]}"
+    raise ValueError(f"{what} must be a JAX PRNG key, e.g. jax.random.key(0) (randomness is explicit: there are no "
+                     f"default keys), got {got}")
+
+
+def check_fit(fit, cls: type, pillar: str):
+    """``fit`` if it is a ``cls`` (this pillar's fitted model); otherwise a ``ValueError`` naming
+    the pillar whose ``predict`` takes it."""
+    if isinstance(fit, cls):
+        return fit
+    module = type(fit).__module__
+    owner = ".".join(module.split(".")[:2]) if module.startswith("jaxscale.") else None
+    hint = f": it is a fit of {owner}, use {owner}.predict" if owner and owner != pillar else ""
+    raise ValueError(f"{pillar}.predict takes the {cls.__name__} of {pillar}.fit (or jaxscale.load of one), got a "
+                     f"{type(fit).__name__}{hint}")
 
 
 def check_level(level: float) -> float:

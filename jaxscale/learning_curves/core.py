@@ -46,7 +46,7 @@ from jaxscale._registry import register_moved
 from jaxscale.config import warn_if_float32
 from jaxscale.gp import gaussian_nll
 from jaxscale.infer import minimize_lbfgs, sharded_vmap
-from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation
+from jaxscale.infer.prediction import Prediction, check_fit, check_key, check_level, warn_extrapolation
 from jaxscale.learning_curves import desc_predict, dhgp, law_gp, magp, magp_desc, magp_predict
 from jaxscale.learning_curves.descriptors import DescTables
 from jaxscale.learning_curves.diagnostics import adam_convergence, adam_report, lbfgs_report, warn_report
@@ -558,6 +558,7 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     fit is refused naming what differs (``spec.ckpt_force_new``: discarded). The numbers equal
     :func:`fit_core`'s (one ``lax.scan``), resumed or not.
     """
+    check_key(key, "learning-curve fit: key")
     _check_spec(spec)
     _check_training(data, spec)
     warn_if_float32("learning-curve data")
@@ -1041,6 +1042,8 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     (``magp_desc``); ``magp_law`` adds the spread of its law's value from the law's parameter
     covariance, which grows where the law extrapolates. No other inflation is applied.
     """
+    check_fit(fit, Fit, "jaxscale.learning_curves")
+    key = check_key(key, "learning-curve predict: key", optional=True)
     level = check_level(level)
     if handle_unknown not in HANDLE_UNKNOWN:
         raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got {handle_unknown!r}")

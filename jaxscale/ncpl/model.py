@@ -30,8 +30,11 @@ from jaxscale._log import get_logger
 from jaxscale._pytree import pytree_dataclass, register_serializable, static_field
 from jaxscale._registry import register_moved
 from jaxscale.data.validate import _where_name
+from jaxscale.config import warn_if_float32
 from jaxscale.infer.prediction import (
     Prediction,
+    check_fit,
+    check_key,
     check_level,
     warn_extrapolation,
     z_value,
@@ -499,6 +502,10 @@ def fit_core(key, batch: Batch, spec: Spec = Spec()):
       ``(params, val_history)``: head parameters (nested dict as in :attr:`Fit.params`, leading
       member axis) and the ``(steps // eval_every, members)`` validation MSEs.
     """
+    if isinstance(batch, Data):
+        raise ValueError("ncpl.fit_core takes the encoded batch of ncpl.prepare(key, data, spec), not the Data of "
+                         "from_frame (the text encoder runs once, outside the compiled core): "
+                         "fit_core(key, ncpl.prepare(key, data, spec), spec)")
     _, k_init, k_train = jax.random.split(key, 3)
     cfg = spec.head_config(int(batch.train.values.shape[-1]), int(batch.pooled.shape[-1]))
     members = init_members(k_init, cfg, spec.members)
@@ -622,6 +629,8 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
       Chinchilla baseline on fewer than 6 runs or on a single N or D, losses <= 0 under the law,
       non-finite training, or a checkpoint folder written by another fit.
     """
+    check_key(key, "NCPL fit: key")
+    warn_if_float32("NCPL fit")
     _check_spec(spec)
     _check_backtest_col(data, spec)
     model, _, _ = _stage1(key, data, spec, "ncpl stage 1", "model")
@@ -1013,6 +1022,8 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
       by half their spread (they agree inside the data; two model sizes, say, leave the law's
       extrapolation to larger ones open). ``samples`` are the ``(M, n)`` member means.
     """
+    check_fit(fit, Fit, "jaxscale.ncpl")
+    key = check_key(key, "NCPL predict: key", optional=True)
     level = check_level(level)
     data = query if isinstance(query, Data) else query_data(fit, query)
     _check_query(fit, data)

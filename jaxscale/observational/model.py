@@ -53,7 +53,7 @@ from jaxscale._registry import register_moved
 from jaxscale.config import warn_if_float32
 from jaxscale.data import validate
 from jaxscale.infer import minimize_lbfgs, minimize_newton, sharded_vmap
-from jaxscale.infer.prediction import Prediction, check_level, warn_extrapolation
+from jaxscale.infer.prediction import Prediction, check_fit, check_key, check_level, warn_extrapolation
 from jaxscale.infer.results import few_dof_note, reason_text
 from jaxscale.laws import sigmoid_link
 
@@ -695,6 +695,7 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
     Returns:
       :class:`ObsFit`.
     """
+    check_key(key, "observational fit: key")
     warn_if_float32("observational fit")
     n_imp = _check_training(data, spec)
     _warn_scale(data)
@@ -1007,6 +1008,8 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9, warn_imputed: b
       :class:`jaxscale.Prediction` (``mean``, ``lower``, ``upper`` of shape (n,), ``samples``
       (S, n) or ``None``, ``extrapolation`` (n,)).
     """
+    check_fit(fit, ObsFit, "jaxscale.observational")
+    key = check_key(key, "observational predict: key", optional=True)
     level = check_level(level)
     data = _as_data(fit, query)
     S = capabilities(fit, data)
