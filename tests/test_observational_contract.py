@@ -4,6 +4,7 @@ command line (fit --csv ... --save, then predict --model)."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import jax
 import numpy as np
@@ -228,8 +229,6 @@ def test_predict_warns_about_and_counts_imputed_query_cells(table, tmp_path, cap
 def test_fit_warns_when_fractions_are_read_as_percentages(table):
     """Fractions fitted with metric_scale=100 and hi=100 (CLI --metric-scale 100 --hi 100): both
     read as scores out of 100 and warned about; the same table given in percentages is quiet."""
-    import warnings
-
     data = obs.from_frame(table, target_col="target", metric_cols=METRICS, metric_scale=100, hi=100)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -251,8 +250,6 @@ def test_fit_warns_when_fractions_are_read_as_percentages(table):
 def test_fit_warns_when_few_residual_degrees_of_freedom():
     """6 rows for a law of 4 parameters (k = 2, floor) leave 2 residual degrees of freedom: warned
     with the counts, the chi-square bound of the residual s.d. and the fix; 40 rows are quiet."""
-    import warnings
-
     from scipy.stats import chi2
 
     data = obs.from_frame(_table(n=6, seed=4), target_col="target", metric_cols=METRICS)
@@ -310,3 +307,17 @@ def test_holdout_reason_names_held_out_rows_without_target(table, tmp_path, caps
     with pytest.warns(RuntimeWarning, match="imputed"):  # no split: every row with a target is fitted
         out = _json(argv + ["--where", "target.notna()"], capsys)
     assert out["holdout_reason"] == "no split given, every row is fitted (give --holdout, --cutoff or --test-frac)"
+
+
+def test_a_query_may_repeat_a_model(table):
+    """Repeated models are refused in a table to fit (weighted twice) but predicted in a query,
+    each copy as the original."""
+    data = obs.from_frame(table, target_col="target", metric_cols=METRICS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = obs.fit(jax.random.key(0), data, obs.Spec(k=2))
+    with pytest.raises(ValueError, match="repeated model would be weighted twice"):
+        obs.from_frame(pd.concat([table, table.iloc[[5]]]), target_col="target", metric_cols=METRICS)
+    q = pd.concat([table.iloc[[5, 6]], table.iloc[[5]]])
+    pred = obs.predict(fit, q)
+    assert float(pred.mean[0]) == float(pred.mean[2]) and float(pred.upper[0]) == float(pred.upper[2])

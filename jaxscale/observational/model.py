@@ -234,7 +234,7 @@ def _score_columns(df: pd.DataFrame, skip=(), hi: float = 1.0) -> list:
 def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo: float = 0.0,
                hi: float = 1.0, flops_col: str | None = FLOPS, flops_unit: float = FLOPS_UNIT,
                model_col: str | None = _MODEL, family_col: str | None = FAMILY, metric_scale: float = 1.0,
-               what: str = "benchmark table") -> ObsData:
+               what: str = "benchmark table", query: bool = False) -> ObsData:
     """Validate a table (one row per model) and return its arrays. Rows are never dropped,
     merged or reordered.
 
@@ -256,6 +256,8 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
         ``Model Family`` may be absent). Model names must be unique when a target is given
         (a duplicate would be weighted twice); without a model column, identical rows are refused.
       what: the table's name in error messages.
+      query: a table to predict (as :func:`predict` reads one): nothing is weighted, so repeated
+        models are predicted, not refused.
 
     Raises:
       ValueError: naming the column, the count, the first rows and the fix: missing columns,
@@ -369,7 +371,7 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
         lookup = {f: i for i, f in enumerate(labels)}
         family = np.array([lookup[str(v)] if k else -1 for v, k in zip(names, known)], np.int32)
         columns.append(("family", famcol))
-    if target_col is not None:  # a table that may be fitted: no double-weighted model
+    if target_col is not None and not query:  # a table that may be fitted: no double-weighted model
         _check_duplicates(df, mcol, metric_cols + [target_col] + ([fcol] if fcol else []), what)
     index = df.index
     row = (np.asarray(index, np.int64) if pd.api.types.is_integer_dtype(index) else np.arange(n, dtype=np.int64))
@@ -806,7 +808,7 @@ def _as_data(fit: ObsFit, query) -> ObsData:
                       flops_unit=fit.flops_unit,
                       model_col=cols["model"] if cols.get("model") in query.columns else None,
                       family_col=cols["family"] if cols.get("family") in query.columns else None,
-                      what="query table")
+                      what="query table", query=True)
     if fit.metric_scale > 1 and np.nanmax(np.asarray(data.scores)) * fit.metric_scale <= 1:
         warnings.warn(f"predict: every benchmark value of the query table is at most 1, but the model reads its "
                       f"benchmark columns on the scale of its training table (metric_scale = {fit.metric_scale:g}, "
