@@ -89,7 +89,10 @@ def predict(fit: ChinchillaFit, query, *, key=None, level: float = 0.9, n_sample
       query: :class:`ChinchillaData` or a DataFrame with the fit's N and D columns.
       key: with bootstrap refits, draw ``samples`` (each refit's law plus residual noise; the
         refits in turn until there are at least :data:`MIN_DRAWS`; more than
-        :data:`MAX_DRAW_CELLS` values: the interval from draws in chunks of rows, no ``samples``).
+        :data:`MAX_DRAW_CELLS` values: the interval from draws in chunks of rows, no ``samples``)
+        and take the interval from their quantiles. Without a key the interval is the normal
+        approximation ``mean +- z sqrt(var of the refits' laws + residual variance)``: deterministic,
+        and a little different where the refits' spread is skewed (the CLI passes a key).
       level: interval level.
       n_samples: unused unless there are no refits: then ``key`` draws this many residual-noise
         samples around the law (default: none).
