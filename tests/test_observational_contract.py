@@ -53,7 +53,7 @@ def test_contract_round_trip(table, tmp_path):
     assert fit.boot.slopes.shape == (12, 2) and bool(np.all(fit.boot_ok))
     query = table.drop(columns=["target"])  # a query needs no target
     pred = obs.predict(fit, query, key=jax.random.key(1))
-    assert pred.mean.shape == (40,) and pred.samples.shape == (12, 40)
+    assert pred.mean.shape == (40,) and pred.samples.shape == (1008, 40)  # the 12 refits in turn, 84 times
     assert np.all(pred.lower < pred.upper)
     ext = np.asarray(pred.extrapolation)  # 0 on every training row, > 0 beyond the training box
     assert ext.shape == (40,) and np.all(ext[train] == 0) and ext[~train].max() > 0

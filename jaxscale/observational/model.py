@@ -972,6 +972,13 @@ def _warn_far(fit: ObsFit, dist, data: ObsData) -> None:
                       "check such models", UserWarning, stacklevel=4)
 
 
+#: Fewest predictive draws of a bootstrap fit: its converged refits are used in turn, each draw with
+#: its own noise, so the interval's quantiles do not rest on a few dozen draws.
+MIN_DRAWS = 1000
+#: Most predictive values (draws x rows) held at once; a longer query gets fewer turns of the refits.
+MAX_DRAW_CELLS = 20_000_000
+
+
 def predict(fit: ObsFit, query, *, key=None, level: float = 0.9, warn_imputed: bool = True) -> Prediction:
     """Predict the target (raw units, ``lo + (hi - lo) * y``) of the query models.
 
@@ -981,8 +988,10 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9, warn_imputed: b
       the central ``level`` interval of the posterior predictive (parameter uncertainty, noise and
       the extrapolation discrepancy of models outside the training rows' capability box);
       ``samples`` holds the draws;
-    * fit with ``spec.bootstrap``: ``mean`` is the point fit; the interval comes from one draw per
-      converged bootstrap refit: the refit's curve at the logit perturbed by ``N(0, (kappa d)^2)``
+    * fit with ``spec.bootstrap``: ``mean`` is the point fit; the interval comes from draws of the
+      converged bootstrap refits, taken in turn until there are at least :data:`MIN_DRAWS` (fewer
+      when draws x rows would pass :data:`MAX_DRAW_CELLS`), each
+      the refit's curve at the logit perturbed by ``N(0, (kappa d)^2)``
       (``d`` = :func:`extrapolation`, ``kappa`` = ``fit.kappa``), plus normal residual noise
       (``resid_sd``), censored to the target's range; ``samples`` holds these draws;
     * otherwise: the point fit's interval from the same predictive without parameter
@@ -1039,7 +1048,12 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9, warn_imputed: b
         if not ok.all():
             warnings.warn(f"predict: {int((~ok).sum())} of {ok.size} bootstrap refits did not converge and are "
                           "left out of the interval", RuntimeWarning, stacklevel=2)
-        laws = jax.tree.map(lambda a: jnp.asarray(a)[ok], fit.boot)
+        # the refits in turn up to MIN_DRAWS draws (each with its own noise): the quantiles of a few
+        # dozen draws moved by a tenth of the interval from one key to the next
+        n_ok = int(ok.sum())
+        reps = max(1, min(-(-MIN_DRAWS // n_ok), MAX_DRAW_CELLS // max(n_ok * len(S), 1)))
+        laws = jax.tree.map(lambda a: jnp.asarray(np.tile(np.asarray(a)[ok], (reps,) + (1,) * (a.ndim - 1))),
+                            fit.boot)
         Sj = jnp.asarray(S)
         z = jax.vmap(lambda p: p.intercept + Sj @ p.slopes)(laws)
         k_ext, k_noise = jax.random.split(key)
