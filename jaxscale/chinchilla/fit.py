@@ -176,7 +176,8 @@ def from_frame(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col
                 f"{what}: {int(dup.sum())} rows repeat the same ({n_col}, {d_col}) pair at rows "
                 f"{list(df.index[dup][:5])}{' ...' if dup.sum() > 5 else ''}; a repeated run would be "
                 "counted twice. Aggregate them (CLI: --agg mean or --agg min; Python: "
-                f"chinchilla.aggregate(df, how='mean')) or remove them.{_separating_column(df, dup, cols)}")
+                f"df, n_merged = chinchilla.aggregate(df, n_col={n_col!r}, d_col={d_col!r}, loss_col={loss_col!r}, "
+                f"how='mean')) or remove them.{_separating_column(df, dup, cols)}")
     _check_units(df, n_col, d_col, what)
     n = len(df)
     log_loss = (np.log(pd.to_numeric(df[loss_col]).to_numpy(float)) if loss_col else np.full(n, np.nan))
@@ -464,8 +465,9 @@ def _check_design(data: ChinchillaData, spec: ChinchillaSpec, what: str) -> None
     n = data.n
     if not np.all(np.isfinite(np.asarray(data.log_loss))):
         bad = np.flatnonzero(~np.isfinite(np.asarray(data.log_loss)))
-        raise ValueError(f"{what}: {bad.size} rows have no loss (data rows {bad[:5].tolist()}); "
-                         "a fit needs the loss of every run")
+        raise ValueError(f"{what}: {bad.size} of the data's {n} rows have no loss (positions {bad[:5].tolist()}; "
+                         "a table read with loss_col=None, e.g. a query?); a fit needs the loss of every run: "
+                         "from_frame(df, n_col=..., d_col=..., loss_col=...) on the runs that have one")
     if spec.exclude_top_loss < 0:
         raise ValueError(f"exclude_top_loss must be >= 0, got {spec.exclude_top_loss}")
     used = np.asarray(data.log_loss)[np.asarray(data.weights) > 0]
