@@ -557,6 +557,16 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
     data and the key). The same call again resumes from the last one; a folder written by another
     fit is refused naming what differs (``spec.ckpt_force_new``: discarded). The numbers equal
     :func:`fit_core`'s (one ``lax.scan``), resumed or not.
+
+    Args:
+      key: ``jax.random`` key: the restarts' starts and the latent draws stored for predictions.
+      data: the training rows, e.g. ``from_frame(read_table(path), ...)`` (``data.rows(mask)``
+        selects some).
+      spec: the model and its optimiser (:class:`Spec`: ``model``, ``restarts``, ``steps``, ...).
+
+    Returns:
+      :class:`Fit`: every restart's hyper-parameters (``ok``: the finite ones), the training rows,
+      and the report of :func:`fit_report` (``converged``).
     """
     check_key(key, "learning-curve fit: key")
     _check_spec(spec)
@@ -1041,6 +1051,14 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     training rows gets the prior over its latent (``magp``, ``dhgp``) or the descriptor kernel's
     (``magp_desc``); ``magp_law`` adds the spread of its law's value from the law's parameter
     covariance, which grows where the law extrapolates. No other inflation is applied.
+
+    Args:
+      fit: a :class:`Fit` (from :func:`fit` or ``jaxscale.load``).
+      query: the rows to predict: a DataFrame with the fit's columns (the target optional) or a
+        :class:`Data`.
+      key: ``jax.random`` key for joint draws (``samples``); ``None``: none, and each row's marginal.
+      level: central interval level in (0, 1).
+      handle_unknown: ``"error"`` or ``"prior"`` (see above).
     """
     check_fit(fit, Fit, "jaxscale.learning_curves")
     key = check_key(key, "learning-curve predict: key", optional=True)
