@@ -202,19 +202,25 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
     assert back.diagnostics == auto.diagnostics == jax.jit(lambda f: f)(auto).diagnostics
     first_pass = X._importance
 
-    def fails_first(*args, **kwargs):  # the first pass fails its k-hat check; the second passes
-        draws, rep = first_pass(*args, **kwargs)
-        if kwargs.get("proposals", X.IS_PROPOSALS) == X.IS_PROPOSALS:
-            rep = dict(rep, converged=False, runs_failing=1, worst_runs=["s0r0"])
-        return draws, rep
+    def failing(first_only: bool):  # run 0 fails its k-hat check: in the first pass alone, or in both
+        def wrapped(key, lap, spec, labels, warn=True, proposals=X.IS_PROPOSALS):
+            draws, rep = first_pass(key, lap, spec, labels, warn=False, proposals=proposals)
+            if first_only and proposals != X.IS_PROPOSALS:
+                return draws, rep
+            khat = np.array(rep["_khat"])
+            khat[0] = 0.9
+            return draws, X._importance_report(khat, rep["_ess"], rep["_conv"], proposals, rep["num_samples"],
+                                               labels, rep["noise_prior"])
+        return wrapped
 
-    monkeypatch.setattr(X, "_importance", fails_first)
+    monkeypatch.setattr(X, "_importance", failing(first_only=True))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         auto = extrapolate(jax.random.key(0), d, ExtrapolateSpec(samples=500, chains=2))
     a = auto.diagnostics["auto"]
     assert auto.diagnostics["sampler"] == "importance" and a["chosen"] == "importance", a
-    assert a["retry_proposals"] == auto.diagnostics["proposals"] == X.AUTO_RETRY_PROPOSALS and a["runs_failing"] == 1
+    assert a["retry_proposals"] == X.AUTO_RETRY_PROPOSALS and auto.diagnostics["proposals"] == X.IS_PROPOSALS
+    assert a["runs_failing"] == 1 and a["retry_runs_failing"] == 0
     monkeypatch.setattr(X, "_importance", first_pass)
     monkeypatch.setattr(importlib.import_module("jaxscale.infer.importance"), "K_HAT_MAX", -1.0)  # every run fails
     with warnings.catch_warnings(record=True) as w:
@@ -234,19 +240,13 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
             auto = extrapolate(jax.random.key(0), d, ExtrapolateSpec(samples=50, chains=2))
     a = auto.diagnostics["auto"]
     assert auto.diagnostics["sampler"] == "importance" and a["chosen"] == "importance" and a["runs_failing"] == 6
-    assert "above 5 fitted runs the second pass and NUTS are skipped" in a["reason"]
+    assert a["retry_runs_failing"] == 6 and "NUTS is run for at most 5 failing runs" in a["reason"]
     with pytest.raises(ValueError, match=r"sampler must be one of \('auto', 'nuts', 'importance'\), got 'hmc'"):
         extrapolate(jax.random.key(0), d, ExtrapolateSpec(sampler="hmc"))
     # NUTS draws of the failing runs only: a run that passes keeps its importance draws
-    one = first_pass
-
-    def fails_one(*args, **kwargs):
-        draws, rep = one(*args, **kwargs)
-        return draws, dict(rep, converged=False, runs_failing=1, worst_runs=["s0r0"], _failing=np.array([0]))
-
     monkeypatch.setattr(importlib.import_module("jaxscale.infer.importance"), "K_HAT_MAX", 0.7)
     monkeypatch.setattr(X, "AUTO_IMPORTANCE_RUNS", 100)
-    monkeypatch.setattr(X, "_importance", fails_one)
+    monkeypatch.setattr(X, "_importance", failing(first_only=False))
     seen, nuts_failing = {}, X._nuts_failing
 
     def record(key, lap, draws, *args):

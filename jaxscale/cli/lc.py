@@ -686,8 +686,9 @@ def register_extrapolate(lc_subparsers) -> None:
                    help="nuts: one NUTS over all runs (pooled noise level; minutes for tens of runs); importance: "
                         "each run by Laplace importance sampling, --chains x --samples draws per run (seconds for "
                         f"thousands of runs; warns for runs whose Pareto k-hat > 0.7); auto: importance, kept "
-                        f"when every run's k-hat <= 0.7 (at first or with 4x the proposals), else NUTS for the runs "
-                        f"that still fail, each on its own (up to {AUTO_IMPORTANCE_RUNS} fitted runs)")
+                        f"for every run whose k-hat <= 0.7 (at first or with 4x the proposals for the failing runs "
+                        f"alone), NUTS for the runs that still fail, each on its own (when at most "
+                        f"{AUTO_IMPORTANCE_RUNS} do)")
     s.add_argument("--warmup", type=int, default=d.warmup, help="NUTS warm-up steps per chain")
     s.add_argument("--samples", type=int, default=d.samples, help="NUTS draws per chain")
     s.add_argument("--chains", type=int, default=d.chains, help="chains (vectorised)")

@@ -38,12 +38,12 @@ tail), with a central interval. Two fits on the same rows, in the same run:
   points almost exactly). On the bundled cases (30 runs or fewer) both samplers give the same
   RMSLE and coverage within noise, in 1 to 25 s per table against 33 to 288 s; 2,000 synthetic
   runs take about a minute on 2 CPU cores. When every run's k-hat is at most 0.7 those draws are
-  kept; otherwise (a run whose posterior has a tail or a mode the proposal misses) a second pass
-  with :data:`AUTO_RETRY_PROPOSALS` proposals per run is tried, and the runs that still fail are
-  sampled by NUTS, each on its own under the same posterior (its priors and the empirical-Bayes
-  noise prior; all of them x the chains in one program, :func:`jaxscale.infer.batched_nuts`), up
-  to :data:`AUTO_IMPORTANCE_RUNS` fitted runs; above that the draws are kept and the failing runs
-  are named in a warning. ``sampler="nuts"`` (one NUTS over the joint model of all runs, the noise
+  kept; otherwise (a run whose posterior has a tail or a mode the proposal misses) the failing
+  runs are sampled again, alone, with :data:`AUTO_RETRY_PROPOSALS` proposals per run, and the runs
+  that still fail are sampled by NUTS, each on its own under the same posterior (its priors and
+  the empirical-Bayes noise prior; all of them x the chains in one program,
+  :func:`jaxscale.infer.batched_nuts`), when at most :data:`AUTO_IMPORTANCE_RUNS` still fail;
+  with more, their importance draws are kept and the runs are named in a warning. ``sampler="nuts"`` (one NUTS over the joint model of all runs, the noise
   level pooled) or ``"importance"`` forces one of them.
 * :func:`powerlaw_lstsq` (the usual practice, the baseline): ``scipy.optimize.curve_fit`` of the
   same law on each curve's training rows, least squares on ``L``, ``E >= 0``, ``0 < alpha <= 5``,
@@ -768,27 +768,66 @@ def _importance(key, lap: dict, spec: ExtrapolateSpec, labels: list, warn: bool 
                                  f"(e.g. {[str(labels[k]) for k in bad[:5]]}); check the losses of those runs")
     g, alpha = _g_alpha(z[..., 1], z[..., 2])
     draws = {"c": z[..., 0], "g": np.asarray(g), "alpha": np.asarray(alpha), "sigma": np.exp(z[..., 3])}
+    report = _importance_report(np.asarray(khat, float), np.asarray(ess, float), conv, int(proposals), S, labels,
+                                lap["noise_prior"])
+    if warn and not report["converged"]:
+        warnings.warn("power-law extrapolation: " + report["reason"], RuntimeWarning, stacklevel=3)
+    return draws, report
+
+
+def _importance_report(khat, ess, conv, proposals, S: int, labels: list, noise_prior) -> dict:
+    """The diagnostics of importance draws from each run's Pareto k-hat and ESS (``_khat``,
+    ``_ess`` and ``_failing``, the runs above :data:`K_HAT_MAX`, are dropped before the report is
+    returned to the user)."""
+    from jaxscale.infer.importance import K_HAT_MAX
+
     bad = khat > K_HAT_MAX  # (a MAP short of convergence only moves the first proposal)
     worst = np.flatnonzero(bad)[np.argsort(-khat[bad])][:5]
     report = {"sampler": "importance", "max_pareto_k": float(np.max(khat)), "min_ess": float(np.min(ess)),
-              "median_ess": float(np.median(ess)), "proposals": int(proposals), "num_samples": S,
+              "median_ess": float(np.median(ess)), "proposals": proposals, "num_samples": S,
               "runs_failing": int(bad.sum()), "worst_runs": [str(labels[k]) for k in worst],
-              "map_not_converged": int(np.sum(~conv)), "noise_prior": lap["noise_prior"]}
-    msgs = []
+              "map_not_converged": int(np.sum(~np.asarray(conv, bool))), "noise_prior": noise_prior}
+    msg = None
     if bad.any():
-        msgs.append(f"importance sampling is unreliable for {int(bad.sum())} of {K} run(s) (Pareto k-hat > "
-                    f"{K_HAT_MAX}; e.g. {report['worst_runs'][:3]}, max k-hat "
-                    f"{report['max_pareto_k']:.2f}): their posterior has mass the Laplace proposal misses (a second "
-                    "mode or a heavy tail); their intervals may be too narrow. Sample them with NUTS: "
-                    f"sampler='auto' (the default) does it for those runs alone on tables of at most "
-                    f"{AUTO_IMPORTANCE_RUNS} fitted runs (select fewer runs, e.g. with --where), "
-                    "sampler='nuts' (--sampler nuts) for every run at once")
-        if warn:
-            warnings.warn("power-law extrapolation: " + msgs[0], RuntimeWarning, stacklevel=3)
-    report["converged"] = not msgs
-    report["reason"] = "; ".join(msgs) if msgs else f"Pareto k-hat <= {K_HAT_MAX} for every run"
-    report["_failing"] = np.flatnonzero(bad)  # dropped before the report is returned to the user
-    return draws, report
+        msg = (f"importance sampling is unreliable for {int(bad.sum())} of {khat.size} run(s) (Pareto k-hat > "
+               f"{K_HAT_MAX}; e.g. {report['worst_runs'][:3]}, max k-hat "
+               f"{report['max_pareto_k']:.2f}): their posterior has mass the Laplace proposal misses (a second "
+               "mode or a heavy tail); their intervals may be too narrow. Sample them with NUTS: "
+               f"sampler='auto' (the default) does it for those runs alone when at most {AUTO_IMPORTANCE_RUNS} "
+               "runs fail (select fewer runs, e.g. with --where), sampler='nuts' (--sampler nuts) for every run "
+               "at once")
+    report["converged"] = msg is None
+    report["reason"] = msg or f"Pareto k-hat <= {K_HAT_MAX} for every run"
+    report.update(_khat=khat, _ess=ess, _conv=np.asarray(conv, bool), _failing=np.flatnonzero(bad))
+    return report
+
+
+def _subset_lap(lap: dict, runs) -> dict:
+    """The Laplace fits of ``runs`` alone (padded to a bucket with the first run repeated)."""
+    from jaxscale.learning_curves.core import row_bucket
+
+    R = runs.size
+    pick = np.r_[runs, np.full(row_bucket(R) - R, runs[0])]
+    take = lambda a: jax.device_put(np.asarray(a)[pick])  # noqa: E731
+    return dict(lap, K=R, rows=int(np.asarray(lap["per"][2])[runs].sum()), per=tuple(take(a) for a in lap["per"]),
+                x_map=take(lap["x_map"]), cov=take(lap["cov"]), conv=take(lap["conv"]))
+
+
+def _retry_failing(key, lap: dict, draws: dict, report: dict, spec: ExtrapolateSpec, labels: list):
+    """``sampler="auto"``'s second importance pass: the runs that failed the k-hat check again, alone,
+    with :data:`AUTO_RETRY_PROPOSALS` proposals each; their new draws replace the first ones (the
+    better draws, whether or not they pass). Returns ``(draws, merged report, retry report)``."""
+    runs = np.asarray(report["_failing"])
+    sub, rep = _importance(key, _subset_lap(lap, runs), spec, [labels[k] for k in runs], warn=False,
+                           proposals=AUTO_RETRY_PROPOSALS)
+    out = {k: np.array(v, copy=True) for k, v in draws.items()}
+    for k in out:
+        out[k][:, runs] = sub[k]
+    khat, ess = np.array(report["_khat"], copy=True), np.array(report["_ess"], copy=True)
+    khat[runs], ess[runs] = rep["_khat"], rep["_ess"]
+    merged = _importance_report(khat, ess, report["_conv"], report["proposals"], report["num_samples"], labels,
+                                report["noise_prior"])
+    return out, merged, rep
 
 
 def _student_t(key, nu: float, shape, dtype):
@@ -1110,17 +1149,17 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
         # auto: importance sampling first; its Pareto k-hat decides whether more proposals or NUTS
         # are needed
         lap = _laplace_fits(*fit_args)
-        s, report = _importance(k_mcmc, lap, spec, labels, warn=not auto or K > AUTO_IMPORTANCE_RUNS)
+        s, report = _importance(k_mcmc, lap, spec, labels, warn=not auto)
         if auto:
             first, retry = report, None
-            if not report["converged"] and K <= AUTO_IMPORTANCE_RUNS:
-                s2, retry = _importance(jax.random.fold_in(k_mcmc, 1), lap, spec, labels, warn=False,
-                                        proposals=AUTO_RETRY_PROPOSALS)
-                s, report = s2, retry  # more proposals: the better draws, whether or not every run passes
+            if not report["converged"]:  # the failing runs alone, with more proposals
+                s, report, retry = _retry_failing(jax.random.fold_in(k_mcmc, 1), lap, s, report, spec, labels)
             report = dict(report, auto=_auto_record(first, retry, K))
-            if not report["converged"] and K <= AUTO_IMPORTANCE_RUNS:
+            if not report["converged"] and report["runs_failing"] <= AUTO_IMPORTANCE_RUNS:
                 s, report = _nuts_failing(jax.random.fold_in(k_mcmc, 2), lap, s, report, spec, labels)
-        report.pop("_failing", None)
+            elif not report["converged"]:
+                warnings.warn("power-law extrapolation: " + report["reason"], RuntimeWarning, stacklevel=2)
+        report = {k: v for k, v in report.items() if not k.startswith("_")}
     if report["sampler"] != "nuts" and report["num_samples"] < IS_MIN_DRAWS:
         m = (f"only {report['num_samples']} importance draws per run (chains x samples): the interval's ends are "
              f"quantiles of so few draws; keep at least {IS_MIN_DRAWS} (--samples, --chains)")
@@ -1308,7 +1347,8 @@ def _nuts_failing(key, lap: dict, draws: dict, report: dict, spec: ExtrapolateSp
 
 def _auto_record(report: dict, retry: dict | None, K: int) -> dict:
     """Why ``sampler="auto"`` kept importance sampling or went on to NUTS (kept in the diagnostics):
-    ``report`` of the first importance pass, ``retry`` of the second (more proposals) or None."""
+    ``report`` of the first importance pass, ``retry`` of the second (the failing runs alone, more
+    proposals) or None."""
     from jaxscale.infer.importance import K_HAT_MAX
 
     rec = {"tried": "importance", "max_pareto_k": report["max_pareto_k"], "runs_failing": report["runs_failing"]}
@@ -1323,18 +1363,17 @@ def _auto_record(report: dict, retry: dict | None, K: int) -> dict:
         rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {report['runs_failing']} of {K} run(s); with "
                          f"{retry['proposals']} proposals per run every run passes (max k-hat "
                          f"{retry['max_pareto_k']:.2f}): those draws are kept")
-    elif K <= AUTO_IMPORTANCE_RUNS:
+    elif retry["runs_failing"] <= AUTO_IMPORTANCE_RUNS:
         rec["chosen"] = "importance+nuts"
-        failing = retry if retry is not None else report
-        rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {failing['runs_failing']} of {K} run(s) "
-                         f"(e.g. {failing['worst_runs'][:3]}), also with {failing['proposals']} proposals per run: "
+        rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {retry['runs_failing']} of {K} run(s) "
+                         f"(e.g. {retry['worst_runs'][:3]}), also with {retry['proposals']} proposals per run: "
                          "NUTS samples those runs (each its own posterior, as importance sampling has it), the "
                          "importance draws are kept for the others")
     else:
         rec["chosen"] = "importance"
-        rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {report['runs_failing']} of {K} run(s), but above "
-                         f"{AUTO_IMPORTANCE_RUNS} fitted runs the second pass and NUTS are skipped: the importance "
-                         "draws are kept (warned)")
+        rec["reason"] = (f"Pareto k-hat > {K_HAT_MAX} for {retry['runs_failing']} of {K} run(s), also with "
+                         f"{retry['proposals']} proposals per run; NUTS is run for at most {AUTO_IMPORTANCE_RUNS} "
+                         "failing runs, so the importance draws are kept (warned)")
     return rec
 
 

@@ -77,13 +77,13 @@ GP_WARN_POINTS, GP_MAX_POINTS = 1_000, 20_000
 GP_STEP_SECONDS, GP_STEP_POINTS, GP_STEP_EXPONENT = 0.012, 330, 2.5
 
 
-#: Fitted runs up to which ``ExtrapolateSpec.sampler == "auto"`` goes beyond its first importance
-#: pass when a run fails the Pareto k-hat check (a second pass with more proposals for every run,
-#: then NUTS for the runs that still fail); above, the importance draws are kept and warned.
+#: Most runs ``ExtrapolateSpec.sampler == "auto"`` samples by NUTS: those that fail the Pareto
+#: k-hat check in both importance passes (the second: the failing runs alone, with more
+#: proposals); when more fail, their importance draws are kept and warned.
 AUTO_IMPORTANCE_RUNS = 100
 #: Samplers of :class:`ExtrapolateSpec` (``auto``: importance sampling, again with more proposals
-#: when a run's k-hat > 0.7, then NUTS when one still fails and there are at most
-#: :data:`AUTO_IMPORTANCE_RUNS` fitted runs).
+#: for the runs whose k-hat > 0.7, then NUTS for at most :data:`AUTO_IMPORTANCE_RUNS` runs that
+#: still fail).
 SAMPLERS = ("auto", "nuts", "importance")
 
 
@@ -103,9 +103,9 @@ class ExtrapolateSpec(NamedTuple):
       sampler: ``"nuts"`` (one NUTS over the joint model of all runs), ``"importance"`` (each run
         on its own by Laplace importance sampling, ``chains x samples`` draws per run; the noise
         prior set by empirical Bayes; seconds for thousands of runs) or ``"auto"`` (importance
-        sampling, kept when every run's Pareto k-hat is at most 0.7, at first or with 4x the
-        proposals; otherwise NUTS for the runs that still fail, each on its own, up to
-        :data:`AUTO_IMPORTANCE_RUNS` fitted runs).
+        sampling, kept for every run whose Pareto k-hat is at most 0.7, at first or with 4x the
+        proposals; NUTS for the runs that still fail, each on its own, when at most
+        :data:`AUTO_IMPORTANCE_RUNS` do).
     """
 
     warmup: int = 500
