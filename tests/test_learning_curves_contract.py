@@ -84,7 +84,8 @@ def test_a_long_query_is_predicted_in_chunks(table, fitted, monkeypatch, caplog)
     core = importlib.import_module("jaxscale.learning_curves.core")
     _, _, data = table
     whole = lc.predict(fitted, data)
-    monkeypatch.setattr(core, "JOINT_MAX_ROWS", 7)  # 30 rows: chunks of 7, 7, 7, 7 and 2
+    monkeypatch.setattr(core, "JOINT_MAX_ROWS", 7)  # 30 rows: no joint draws
+    monkeypatch.setattr(core, "MARGINAL_MAX_ROWS", 7)  # and chunks of 7, 7, 7, 7 and 2
     with caplog.at_level("INFO", logger="jaxscale"):
         chunked = lc.predict(fitted, data, key=jax.random.key(1))
     assert chunked.samples is None and "without joint draws" in caplog.text
@@ -121,7 +122,7 @@ def test_a_long_holdout_is_scored_from_chunks(table, monkeypatch):
     core = importlib.import_module("jaxscale.learning_curves.core")
     _, held, data = table
     _, whole, m_whole = lc.evaluate_holdout(jax.random.key(0), data, held, SPEC)
-    monkeypatch.setattr(core, "JOINT_MAX_ROWS", 3)
+    monkeypatch.setattr(core, "MARGINAL_MAX_ROWS", 3)
     assert held.sum() > 3
     _, chunked, m_chunked = lc.evaluate_holdout(jax.random.key(0), data, held, SPEC)
     for name in ("mean", "lower", "upper", "extrapolation"):
