@@ -220,7 +220,7 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None = "final_loss", text_
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"from_frame expects a pandas DataFrame, got {type(df).__name__}")
     if len(df) == 0:
-        raise ValueError("from_frame: the table has no rows")
+        raise ValueError(f"{what}: the table has no rows")
     if (n_col is None) != (d_col is None):
         raise ValueError(f"give both n_col and d_col (parameters and tokens) or neither; got n_col={n_col!r}, "
                          f"d_col={d_col!r}")
