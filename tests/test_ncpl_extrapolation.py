@@ -198,10 +198,10 @@ def test_predictions_file_carries_the_distance(tmp_path):
     data = ncpl.from_frame(df, target_col="loss", n_col="N", d_col="D")
     fit = ncpl.fit(jax.random.key(0), data, ncpl.Spec(members=1, steps=20, eval_every=10, patience=100, width=16,
                                                       batch_size=16, backtest_frac=0))
-    q = pd.DataFrame({"N": [1e8, 3e9], "D": [2e9, 6e10], "lr": [1e-3, 1e-3]})
+    q = pd.DataFrame({"N": [1e8, 3e9], "D": [2e9, 6e10], "lr": [1e-3, 1e-3]}, index=[7, 8])  # lines of a file
     with pytest.warns(UserWarning, match="outside the training data"):
         p = ncpl.predict(fit, q)
     e = ncpl.extrapolation(fit, q)
     np.testing.assert_allclose(np.asarray(p.extrapolation), e["extrapolation"])
-    assert e["extrapolation"][0] == 0.0 and e["extrapolation"][1] == pytest.approx(2 * np.log10(10.0))
-    assert list(p.to_frame(q).columns[-1:]) == ["extrapolation"]
+    assert e["extrapolation"][7] == 0.0 and e["extrapolation"][8] == pytest.approx(2 * np.log10(10.0))
+    assert list(p.to_frame(q).columns[-1:]) == ["extrapolation"] and list(p.to_frame(q).index) == [7, 8]

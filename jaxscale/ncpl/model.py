@@ -976,10 +976,10 @@ def extrapolation(fit: Fit, query, *, handle_unknown: str = "error") -> pd.DataF
       handle_unknown: see :func:`predict`.
 
     Returns:
-      A frame with ``extrapolation`` (0 inside the training data; decades of N, D, compute or a
-      log-scaled field, range widths of a linear field, 1 for an unseen text value or a field
-      left out by ``handle_unknown="ignore"`` where every training run had it; the largest of these)
-      and ``worst`` (the column or quantity behind it).
+      A frame (with the query frame's index) holding ``extrapolation`` (0 inside the training data;
+      decades of N, D, compute or a log-scaled field, range widths of a linear field, 1 for an
+      unseen text value or a field left out by ``handle_unknown="ignore"`` where every training run
+      had it; the largest of these) and ``worst`` (the column or quantity behind it).
 
     Raises:
       ValueError: as :func:`predict`, e.g. an empty cell in a field every training run had.
@@ -989,7 +989,8 @@ def extrapolation(fit: Fit, query, *, handle_unknown: str = "error") -> pd.DataF
     _empty_cells(fit.always, data, "query runs")
     data, unseen = _align_vocab(fit.text_cols, fit.vocab, data, handle_unknown)
     d, worst = _distance(fit, data, unseen)
-    return pd.DataFrame({"extrapolation": d, "worst": worst})
+    index = query.index if isinstance(query, pd.DataFrame) else None
+    return pd.DataFrame({"extrapolation": d, "worst": worst}, index=index)
 
 
 def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: str = "error") -> Prediction:
