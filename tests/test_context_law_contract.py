@@ -131,6 +131,14 @@ def test_fit_core_vmaps_over_keys(table):
         np.testing.assert_allclose(float(many.loss[i]), float(single.loss), rtol=1e-9)
 
 
+def test_fit_core_on_several_tasks_warns_that_it_pools_them(table):
+    _, _, _, train, _ = table
+    assert np.unique(np.asarray(train.task)).size > 1
+    with pytest.warns(UserWarning, match=r"fit_core: one law is fitted to the pooled rows of \d+ tasks .* fit\(\) "
+                                         "fits one law per task"):
+        cl.fit_core(jax.random.key(0), train, SPEC)
+
+
 def test_bad_input_names_the_column():
     df = _frame()
     bad = df.copy()

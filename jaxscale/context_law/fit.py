@@ -152,6 +152,14 @@ def fit_core(key, data, spec: Spec = Spec(), offset=0.0) -> ContextFit:
     Returns:
       :class:`ContextFit` (theta, loss and DE / polish diagnostics).
     """
+    task = getattr(data, "task", None)  # a pillar Data's task codes, when concrete (not under jit / vmap)
+    if task is not None and not isinstance(task, jax.core.Tracer) and np.ndim(task) == 1:
+        codes = np.unique(np.asarray(task))
+        if codes.size > 1:
+            names = [data.task_labels[int(c)] for c in codes[:3]]
+            warnings.warn(f"context-law fit_core: one law is fitted to the pooled rows of {codes.size} tasks "
+                          f"({names}...): task codes are ignored here. fit() fits one law per task (or stack the "
+                          "tasks on a leading axis and vmap fit_core over them)", UserWarning, stacklevel=2)
     return _fit_restarts(key, data, offset, *_settings(spec))
 
 
