@@ -112,8 +112,11 @@ def test_marginal_predictions_are_the_joint_diagonal(model):
     np.testing.assert_allclose(marg.noise_var, joint.noise_var, rtol=1e-12)
     whole = core.prediction_from_joint(joint)
     pred = lc.predict(f, data)
+    keyed = lc.predict(f, data, key=jax.random.key(1))  # the key adds joint draws, changes nothing else
+    assert pred.samples is None and keyed.samples.shape == (f.spec.n_samples, len(df))
     for name in ("mean", "lower", "upper"):
         np.testing.assert_allclose(getattr(pred, name), getattr(whole, name), rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(getattr(keyed, name), getattr(pred, name))
 
 
 def test_a_long_holdout_is_scored_from_chunks(table, monkeypatch):

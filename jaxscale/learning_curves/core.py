@@ -1041,10 +1041,10 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     Returns a :class:`jaxscale.Prediction`: ``mean`` (mixture mean over restarts) and the central
     ``level`` interval of the observation (latent + noise) per row; ``samples`` ``(Spec.n_samples,
     n)`` joint draws of the observations when ``key`` is given (and the query has at most
-    :data:`JOINT_MAX_ROWS` rows). Without a key the prediction is deterministic (the latent draws
-    integrating ``q(h)`` are stored in the fit) and reads each row's marginal alone
-    (:func:`restart_marginals`: no covariance between query rows, several times faster on long
-    queries).
+    :data:`JOINT_MAX_ROWS` rows). The mean and interval are deterministic (the latent draws
+    integrating ``q(h)`` are stored in the fit) and the same with or without a key: each row's
+    marginal (:func:`restart_marginals`, no covariance between query rows); only the joint draws
+    need the ``(M, M)`` covariance, so a call without a key is several times faster on long queries.
     ``extrapolation`` holds :func:`extrapolation` of every row; one warning names the worst.
     The intervals widen with that distance as far as the GP itself widens them: the Matérn
     kernels in ln(step) revert to the prior away from the training steps, and a task without
@@ -1066,18 +1066,18 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     if handle_unknown not in HANDLE_UNKNOWN:
         raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got {handle_unknown!r}")
     fit, q = with_labels(fit, query) if handle_unknown == "prior" else (fit, as_query(fit, query))
-    if key is not None and len(q) <= JOINT_MAX_ROWS:
-        with heartbeat(f"learning-curve predict ({len(q)} rows)"):
+    samples = None
+    if key is not None and len(q) <= JOINT_MAX_ROWS:  # the key adds joint draws and changes nothing else
+        with heartbeat(f"learning-curve predict: joint draws of {len(q)} rows"):
             joint = jax.block_until_ready(predict_restarts(fit, q))
-        pred = prediction_from_joint(joint, key=key, level=level, n_samples=fit.spec.n_samples)
-    else:
-        if key is not None:
-            get_logger(__name__).info(
-                "learning-curve predict: %d rows are more than %d: predicted row by row (the same intervals), "
-                "without joint draws of all rows (predict fewer rows at a time to get them)", len(q), JOINT_MAX_ROWS)
-        mean, sd = restart_marginals(fit, q)
-        lo, hi = mixture_interval(mean, sd, level)
-        pred = Prediction(jax.device_put(np.mean(mean, 0)), lo, hi, None)
+        samples = prediction_from_joint(joint, key=key, level=level, n_samples=fit.spec.n_samples).samples
+    elif key is not None:
+        get_logger(__name__).info(
+            "learning-curve predict: %d rows are more than %d: predicted row by row (the same intervals), "
+            "without joint draws of all rows (predict fewer rows at a time to get them)", len(q), JOINT_MAX_ROWS)
+    mean, sd = restart_marginals(fit, q)
+    lo, hi = mixture_interval(mean, sd, level)
+    pred = Prediction(jax.device_put(np.mean(mean, 0)), lo, hi, samples)
     dist = extrapolation(fit, q)
     warn_extrapolation_of(fit, q, dist)
     _warn_past_own_steps(fit, q)
