@@ -277,7 +277,8 @@ def test_a_table_barely_larger_than_the_law_is_warned(tmp_path, capsys):
     from jaxscale.cli import main
 
     df = runs().iloc[[0, 3, 7, 12, 18, 24]]
-    with pytest.warns(UserWarning, match=r"6 runs for the law's 5 parameters leave 1 residual degree\(s\) of freedom.*95 % upper"):
+    with pytest.warns(UserWarning, match=r"6 runs for the law's 5 parameters leave 1 residual degree\(s\) of "
+                                         r"freedom.*95 % upper"):
         ch.fit(jax.random.key(0), ch.from_frame(df, **COLS), ch.Spec())
     path = tmp_path / "six.csv"
     df.to_csv(path, index=False)

@@ -29,8 +29,8 @@ def test_fit_refuses_a_key_that_is_not_a_prng_key(name, key):
 @pytest.mark.parametrize("name", [n for n in PILLARS if n != "jaxscale.chinchilla"])
 def test_predict_names_the_pillar_of_another_pillars_fit(name, chin):
     df, fit = chin
-    with pytest.raises(ValueError, match=rf"{name}.predict takes the \w+ of {name}.fit .* got a ChinchillaFit: it is a fit of "
-                                         r"jaxscale.chinchilla, use jaxscale.chinchilla.predict"):
+    with pytest.raises(ValueError, match=rf"{name}.predict takes the \w+ of {name}.fit .* got a ChinchillaFit: "
+                                         r"it is a fit of jaxscale.chinchilla, use jaxscale.chinchilla.predict"):
         PILLARS[name].predict(fit, df)
 
 

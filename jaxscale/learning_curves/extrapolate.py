@@ -43,8 +43,9 @@ tail), with a central interval. Two fits on the same rows, in the same run:
   that still fail are sampled by NUTS, each on its own under the same posterior (its priors and
   the empirical-Bayes noise prior; all of them x the chains in one program,
   :func:`jaxscale.infer.batched_nuts`), when at most :data:`AUTO_IMPORTANCE_RUNS` still fail;
-  with more, their importance draws are kept and the runs are named in a warning. ``sampler="nuts"`` (one NUTS over the joint model of all runs, the noise
-  level pooled) or ``"importance"`` forces one of them.
+  with more, their importance draws are kept and the runs are named in a warning.
+  ``sampler="nuts"`` (one NUTS over the joint model of all runs, the noise level pooled) or
+  ``"importance"`` forces one of them.
 * :func:`powerlaw_lstsq` (the usual practice, the baseline): ``scipy.optimize.curve_fit`` of the
   same law on each curve's training rows, least squares on ``L``, ``E >= 0``, ``0 < alpha <= 5``,
   no interval. A curve where it fails keeps its last training value (counted).
@@ -751,7 +752,7 @@ def _importance(key, lap: dict, spec: ExtrapolateSpec, labels: list, warn: bool 
     ``chains x samples`` draws kept). Returns ``(draws, report)``: ``draws`` maps ``c, g, alpha,
     sigma`` to ``(S, K)`` arrays; the report holds the Pareto k-hat and importance ESS of the worst
     runs and is warned (``warn``) when a run's draws are unreliable."""
-    from jaxscale.infer.importance import K_HAT_MAX, laplace_importance
+    from jaxscale.infer.importance import laplace_importance
 
     K = lap["K"]
     get_logger(__name__).info("power-law extrapolation: importance sampling of %d runs (%d training rows), %d "
