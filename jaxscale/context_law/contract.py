@@ -591,7 +591,7 @@ def _few_dof_messages(spec: Spec, sigma, n_train, what: str, labels) -> list:
     msgs = []
     for t, label in enumerate(labels):
         n = int(n_train[t])
-        few = few_dof_note(n, p, float(sigma[t]), "score")
+        few = few_dof_note(n, p, float(sigma[t]), "in the score's units")
         if few:
             msgs.append(f"{what} [task {label!r}]: {n} training rows for {p} free parameters {list(names)} {few}. Add "
                         "cells (other prompt lengths or models)"

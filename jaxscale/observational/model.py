@@ -990,9 +990,9 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9, warn_imputed: b
       ``samples`` holds the draws;
     * fit with ``spec.bootstrap``: ``mean`` is the point fit; the interval comes from draws of the
       converged bootstrap refits, taken in turn until there are at least :data:`MIN_DRAWS` (fewer
-      when draws x rows would pass :data:`MAX_DRAW_CELLS`), each
-      the refit's curve at the logit perturbed by ``N(0, (kappa d)^2)``
-      (``d`` = :func:`extrapolation`, ``kappa`` = ``fit.kappa``), plus normal residual noise
+      when draws x rows would pass :data:`MAX_DRAW_CELLS`), each the refit's curve at the logit
+      perturbed by ``N(0, (kappa d)^2)`` (``d`` = :func:`extrapolation`, ``kappa`` =
+      ``fit.kappa``), plus normal residual noise
       (``resid_sd``), censored to the target's range; ``samples`` holds these draws;
     * otherwise: the point fit's interval from the same predictive without parameter
       uncertainty: the law at the perturbed logit plus residual noise, censored to the range
