@@ -138,6 +138,13 @@ def gaussian_nll(K, y, jitter: float = JITTER_LADDER[0]):
     return _gaussian_nll(K, y, jitter)
 
 
+def _condition_solves(Kxx, Kxs, y, jitter: float):
+    """The shared solves of conditioning: ``(mean (M,), V = L^-1 Kxs, jitter_used)``."""
+    L, j = cholesky_escalate(Kxx, jitter)
+    alpha = cho_solve((L, True), y)
+    return Kxs.T @ alpha, solve_triangular(L, Kxs, lower=True), j
+
+
 def gp_condition_diag(Kxx, Kxs, kss, y, jitter: float = JITTER_LADDER[0]):
     """Posterior mean and marginal variance of ``f(s)`` given ``y ~ N(0, Kxx)``, from the prior
     variances ``kss`` (M,) alone: :func:`gp_condition`'s mean and ``diag(cov)`` without the
@@ -145,10 +152,8 @@ def gp_condition_diag(Kxx, Kxs, kss, y, jitter: float = JITTER_LADDER[0]):
 
     Returns ``(mean (M,), var (M,), jitter_used)``.
     """
-    L, j = cholesky_escalate(Kxx, jitter)
-    alpha = cho_solve((L, True), y)
-    V = solve_triangular(L, Kxs, lower=True)
-    return Kxs.T @ alpha, kss - jnp.sum(V * V, axis=0), j
+    mean, V, j = _condition_solves(Kxx, Kxs, y, jitter)
+    return mean, kss - jnp.sum(V * V, axis=0), j
 
 
 def gp_condition(Kxx, Kxs, Kss, y, jitter: float = JITTER_LADDER[0]):
@@ -156,9 +161,6 @@ def gp_condition(Kxx, Kxs, Kss, y, jitter: float = JITTER_LADDER[0]):
 
     Returns ``(mean (M,), cov (M, M), jitter_used)``.
     """
-    L, j = cholesky_escalate(Kxx, jitter)
-    alpha = cho_solve((L, True), y)
-    V = solve_triangular(L, Kxs, lower=True)
-    mean = Kxs.T @ alpha
+    mean, V, j = _condition_solves(Kxx, Kxs, y, jitter)
     cov = Kss - V.T @ V
     return mean, 0.5 * (cov + cov.T), j

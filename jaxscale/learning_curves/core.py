@@ -65,9 +65,9 @@ from jaxscale.learning_curves.spec import (
 )
 
 __all__ = ["MODELS", "Spec", "Fit", "fit_core", "fit", "predict", "predict_restarts", "predict_marginals",
-           "prediction_from_joint", "mixture_interval", "restart_marginals", "as_query", "check_codes",
-           "n_hyperparameters", "fit_report", "extrapolation", "EXTRAPOLATION_UNIT", "warn_extrapolation_of",
-           "extrapolation_distance", "extrapolation_summary"]
+           "prediction_from_joint", "prediction_from_marginals", "marginal_moments", "mixture_interval",
+           "restart_marginals", "as_query", "check_codes", "n_hyperparameters", "fit_report", "extrapolation",
+           "EXTRAPOLATION_UNIT", "warn_extrapolation_of", "extrapolation_distance", "extrapolation_summary"]
 
 
 register_moved(Spec, __name__)  # defined here before it moved to .spec
@@ -869,23 +869,31 @@ def _mixture_draws(key, mean, cov, noise, n_samples: int):
     return jnp.swapaxes(draws, 0, 1).reshape(n_per * R, M)[:n_samples]  # interleaved over restarts
 
 
-def _marginal_sd(joint: JointPrediction) -> np.ndarray:
-    """Each restart's predictive sd of every observation (latent variance + noise), ``(R, M)``."""
-    return np.sqrt(np.maximum(np.diagonal(np.asarray(joint.cov), axis1=-2, axis2=-1), 0.0)
-                   + np.asarray(joint.noise_var))
+def marginal_moments(joint: JointPrediction) -> tuple[np.ndarray, np.ndarray]:
+    """Each restart's mean and observation variance (latent variance + noise) of every row of a
+    :class:`JointPrediction`, ``(R, M)`` each (on the host; a single restart's ``(M, M)`` too)."""
+    cov = np.asarray(joint.cov)
+    cov = cov[None] if cov.ndim == 2 else cov
+    var = np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), 0.0) + np.atleast_2d(np.asarray(joint.noise_var))
+    return np.atleast_2d(np.asarray(joint.mean)), var
+
+
+def prediction_from_marginals(mean, sd, level: float, samples=None) -> Prediction:
+    """The restart mixture of each row's marginals (means and observation sds, ``(R, M)`` each) as a
+    :class:`jaxscale.Prediction`: the mixture mean and its central ``level`` interval."""
+    lo, hi = mixture_interval(mean, sd, level)
+    return Prediction(jax.device_put(np.mean(mean, 0)), lo, hi, samples)
 
 
 def prediction_from_joint(joint: JointPrediction, *, key=None, level: float = 0.9, n_samples: int = 256
                           ) -> Prediction:
     """The restart mixture of a :class:`JointPrediction` as a :class:`jaxscale.Prediction` of the
     observations (latent + noise); joint draws when ``key`` is given."""
-    mean = np.asarray(joint.mean)  # host-side: no small device program per operation
-    sd = _marginal_sd(joint)
-    lo, hi = mixture_interval(mean, sd, level)
+    mean, var = marginal_moments(joint)  # host-side: no small device program per operation
     samples = None
     if key is not None:
         samples = _mixture_draws(key, mean, joint.cov, joint.noise_var, int(n_samples))
-    return Prediction(jax.device_put(np.mean(mean, 0)), lo, hi, samples)
+    return prediction_from_marginals(mean, np.sqrt(var), level, samples)
 
 
 #: How to read :func:`extrapolation` distances (the unit of the warning).
@@ -1070,14 +1078,12 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     if key is not None and len(q) <= JOINT_MAX_ROWS:  # the key adds joint draws and changes nothing else
         with heartbeat(f"learning-curve predict: joint draws of {len(q)} rows"):
             joint = jax.block_until_ready(predict_restarts(fit, q))
-        samples = prediction_from_joint(joint, key=key, level=level, n_samples=fit.spec.n_samples).samples
+        samples = _mixture_draws(key, np.asarray(joint.mean), joint.cov, joint.noise_var, int(fit.spec.n_samples))
     elif key is not None:
         get_logger(__name__).info(
             "learning-curve predict: %d rows are more than %d: predicted row by row (the same intervals), "
             "without joint draws of all rows (predict fewer rows at a time to get them)", len(q), JOINT_MAX_ROWS)
-    mean, sd = restart_marginals(fit, q)
-    lo, hi = mixture_interval(mean, sd, level)
-    pred = Prediction(jax.device_put(np.mean(mean, 0)), lo, hi, samples)
+    pred = prediction_from_marginals(*restart_marginals(fit, q), level, samples)
     dist = extrapolation(fit, q)
     warn_extrapolation_of(fit, q, dist)
     _warn_past_own_steps(fit, q)
@@ -1100,15 +1106,11 @@ def restart_marginals(fit: Fit, q: Data, what: str = "learning-curve predict") -
     descriptor models skip the query covariance (:func:`predict_marginals`; chunks of
     :data:`MARGINAL_MAX_ROWS` rows); ``dhgp`` takes the diagonal of its joint prediction (chunks of
     :data:`JOINT_MAX_ROWS` rows). A progress line over the chunks, a heartbeat for one."""
-    marginal = fit.spec.model in MARGINAL_MODELS
-    size = MARGINAL_MAX_ROWS if marginal else JOINT_MAX_ROWS
+    size = MARGINAL_MAX_ROWS if fit.spec.model in MARGINAL_MODELS else JOINT_MAX_ROWS
 
     def one(rows: Data):
-        if marginal:
-            mg = predict_marginals(fit, rows)
-            return np.asarray(mg.mean), np.sqrt(np.maximum(np.asarray(mg.var), 0.0) + np.asarray(mg.noise_var))
-        j = predict_restarts(fit, rows)
-        return np.asarray(j.mean), _marginal_sd(j)
+        mg = predict_marginals(fit, rows)
+        return np.asarray(mg.mean), np.sqrt(np.maximum(np.asarray(mg.var), 0.0) + np.asarray(mg.noise_var))
 
     if len(q) <= size:
         with heartbeat(f"{what} ({len(q)} rows)"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxscale.learning_curves.core import mixture_interval
+from jaxscale.learning_curves.core import marginal_moments, mixture_interval
 from jaxscale.learning_curves.magp_predict import JointPrediction
 from jaxscale.learning_curves.problem import LCProblem
 
@@ -58,18 +58,10 @@ def summarize_metrics(per_restart: dict) -> dict:
             for k, d in per_restart.items()}
 
 
-def _restart_marginals(pred: JointPrediction):
-    """Each restart's mean and observation variance (latent + noise), ``(R, M)`` each."""
-    cov = np.asarray(pred.cov)
-    cov = cov[None] if cov.ndim == 2 else cov
-    var = np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), 0.0) + np.atleast_2d(np.asarray(pred.noise_var))
-    return np.atleast_2d(np.asarray(pred.mean)), var
-
-
 def coverage_metrics(y, pred: JointPrediction, curve, x, levels=COVERAGE_LEVELS) -> dict:
     """``{"coverage_50": {"full", "last"}, "coverage_90": ...}``: fractions of ``y`` inside the central
     intervals of the restart mixture of ``pred`` (observation: latent + noise)."""
-    mean, var = _restart_marginals(pred)
+    mean, var = marginal_moments(pred)
     return _coverage(y, mean, np.sqrt(var), curve, x, levels)
 
 
@@ -87,7 +79,7 @@ def _coverage(y, mean, sd, curve, x, levels=COVERAGE_LEVELS) -> dict:
 
 def heldout_metrics(y, pred: JointPrediction, curve, x) -> dict:
     """Per-restart metrics, their summary and the coverage of a held-out prediction."""
-    return marginal_metrics(y, *_restart_marginals(pred), curve, x)
+    return marginal_metrics(y, *marginal_moments(pred), curve, x)
 
 
 def marginal_metrics(y, mean, var, curve, x) -> dict:

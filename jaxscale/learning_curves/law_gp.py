@@ -145,20 +145,23 @@ def law_covariance(law: CurveLaw, z, x, y, cluster, n_clusters: int, w=None):
     return 0.5 * (cov + cov.T)
 
 
+def _value_jacobian(law: CurveLaw, z, x):
+    """``(M, k)`` Jacobian of the law's value at query rows in its flat parameters, ``diag(L) J``
+    with ``J`` that of ``ln L`` (the delta method's factor)."""
+    f, flat = _flat_log_law(law, z, x)
+    return jax.jacfwd(f)(flat) * jnp.exp(f(flat))[:, None]
+
+
 def law_prediction_cov(law: CurveLaw, cov, z, x):
     """``(M, M)`` covariance of the law's value at query rows from its parameter covariance
     (delta method on ``ln L``: ``diag(L) J cov J^T diag(L)``)."""
-    f, flat = _flat_log_law(law, z, x)
-    J = jax.jacfwd(f)(flat)
-    L = jnp.exp(f(flat))
-    JL = J * L[:, None]
+    JL = _value_jacobian(law, z, x)
     return JL @ cov @ JL.T
 
 
 def law_prediction_var(law: CurveLaw, cov, z, x):
     """``(M,)`` the diagonal of :func:`law_prediction_cov`, without the ``(M, M)`` matrix."""
-    f, flat = _flat_log_law(law, z, x)
-    JL = jax.jacfwd(f)(flat) * jnp.exp(f(flat))[:, None]
+    JL = _value_jacobian(law, z, x)
     return jnp.sum((JL @ cov) * JL, axis=1)
 
 

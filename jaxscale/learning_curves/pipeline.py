@@ -18,7 +18,6 @@ import jax
 import numpy as np
 
 from jaxscale._log import get_logger
-from jaxscale.infer.prediction import Prediction
 from jaxscale.learning_curves.baselines import data_baselines, last_point_mask, problem_baselines
 from jaxscale.learning_curves.core import (
     Spec,
@@ -28,8 +27,8 @@ from jaxscale.learning_curves.core import (
     extrapolation_summary,
     fit,
     fit_report,
-    mixture_interval,
     prediction_from_joint,
+    prediction_from_marginals,
     restart_marginals,
     warn_extrapolation_of,
 )
@@ -249,8 +248,7 @@ def evaluate_holdout(key, data: Data, held, spec: Spec = Spec(), *, level: float
     mean, sd = restart_marginals(fitted, test, what=f"{spec.model} (held-out rows)")
     dist = extrapolation(fitted, test)
     warn_extrapolation_of(fitted, test, dist, what=f"{spec.model} (held-out rows)")
-    lo, hi = mixture_interval(mean, sd, level)
-    pred = Prediction(jax.device_put(np.mean(mean, 0)), lo, hi, None, extrapolation=dist)
+    pred = prediction_from_marginals(mean, sd, level)._replace(extrapolation=dist)
     pred_s = time.perf_counter() - t0
     curve = curve_ids(test)
     if scored.any():
