@@ -149,6 +149,10 @@ class _Reader:
                 self.fail(f"array {key!r} holds shape {list(arr.shape)} and dtype {arr.dtype.str} but the model file "
                           f"says {obj['shape']} and {obj['dtype']}: {ARRAYS_FILE} was edited or belongs to another "
                           "model")
+            if arr.dtype.kind in "biufc":  # numbers become device arrays, as in a fresh fit
+                import jax.numpy as jnp
+
+                return jnp.asarray(arr)
             return arr
         if "__float__" in obj and len(obj) == 1:
             text = obj["__float__"]
@@ -253,6 +257,8 @@ def save(obj, path, *, overwrite: bool = False) -> Path:
 
 def load(path):
     """Load a model written by :func:`save` (safe: JSON and numeric arrays only).
+
+    Numeric arrays come back as JAX arrays on the default device, as in a freshly fitted model.
 
     Raises:
       ValueError: the folder is missing, not a jaxscale model, from a newer format, or damaged.

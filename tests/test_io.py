@@ -1,6 +1,7 @@
 """jaxscale.save / jaxscale.load: round trip, atomic writes, and files from elsewhere never run code."""
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ def test_round_trip_keeps_types_values_and_dtypes(tmp_path):
     assert back.history["note"][:2] == (1, 2.5) and np.isnan(back.history["note"][2])
     np.testing.assert_array_equal(back.history["arr"], np.arange(3))
     assert back.history["arr"].dtype == np.arange(3).dtype
+    arrays = [leaf for leaf in jax.tree.leaves(back) if hasattr(leaf, "dtype")]
+    assert len(arrays) == 11 and all(isinstance(a, jax.Array) for a in arrays), "arrays load as device arrays"
 
 
 def test_refuses_to_clobber_and_overwrites_on_request(tmp_path):
