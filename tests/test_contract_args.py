@@ -51,3 +51,11 @@ def test_ncpl_fit_core_names_prepare_when_given_data():
     data = ncpl.from_frame(_runs(), target_col="loss", n_col="N", d_col="D", exclude_cols=["run"])
     with pytest.raises(ValueError, match=r"fit_core\(key, ncpl.prepare\(key, data, spec\), spec\)"):
         ncpl.fit_core(jax.random.key(0), data, ncpl.Spec())
+
+
+@pytest.mark.parametrize("field, value", [("n_boot", -1), ("boot_steps", 0), ("max_steps", 0),
+                                          ("huber_delta", 0.0), ("backtest_frac", 1.0)])
+def test_chinchilla_refuses_a_spec_out_of_range(field, value):
+    data = ch.from_frame(chinchilla_runs(), n_col="params", d_col="tokens", loss_col="val_loss")
+    with pytest.raises(ValueError, match=rf"Chinchilla fit: Spec.{field} must be"):
+        ch.fit(jax.random.key(0), data, ch.Spec(**{field: value}))

@@ -468,8 +468,16 @@ def _check_design(data: ChinchillaData, spec: ChinchillaSpec, what: str) -> None
         raise ValueError(f"{what}: {bad.size} of the data's {n} rows have no loss (positions {bad[:5].tolist()}; "
                          "a table read with loss_col=None, e.g. a query?); a fit needs the loss of every run: "
                          "from_frame(df, n_col=..., d_col=..., loss_col=...) on the runs that have one")
-    if spec.exclude_top_loss < 0:
-        raise ValueError(f"exclude_top_loss must be >= 0, got {spec.exclude_top_loss}")
+    for name, low in (("exclude_top_loss", 0), ("n_boot", 0), ("boot_steps", 1), ("screen_steps", 1),
+                      ("polish_top", 1), ("screen_rows", 1), ("max_steps", 1)):
+        if int(getattr(spec, name)) < low:
+            raise ValueError(f"{what}: Spec.{name} must be >= {low}, got {getattr(spec, name)}"
+                             + (" (0 means no bootstrap refits)" if name == "n_boot" else ""))
+    if not float(spec.huber_delta) > 0:
+        raise ValueError(f"{what}: Spec.huber_delta must be > 0, got {spec.huber_delta}")
+    if not 0.0 <= float(spec.backtest_frac) < 1.0:
+        raise ValueError(f"{what}: Spec.backtest_frac must be in [0, 1) (0 turns the backtest off), "
+                         f"got {spec.backtest_frac}")
     used = np.asarray(data.log_loss)[np.asarray(data.weights) > 0]
     if used.size and np.ptp(used) == 0:
         col = dict(data.columns).get("target", "loss")
