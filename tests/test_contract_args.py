@@ -59,3 +59,9 @@ def test_chinchilla_refuses_a_spec_out_of_range(field, value):
     data = ch.from_frame(chinchilla_runs(), n_col="params", d_col="tokens", loss_col="val_loss")
     with pytest.raises(ValueError, match=rf"Chinchilla fit: Spec.{field} must be"):
         ch.fit(jax.random.key(0), data, ch.Spec(**{field: value}))
+
+
+def test_chinchilla_refuses_an_empty_query_as_the_other_pillars_do(chin):
+    df, fit = chin
+    with pytest.raises(ValueError, match=r"the table has no rows; give one row per run \(with 'params' and 'tokens'\)"):
+        ch.predict(fit, df.iloc[:0][["params", "tokens"]])

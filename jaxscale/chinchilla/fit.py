@@ -161,13 +161,16 @@ def from_frame(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col
       what: name of the table in error messages.
 
     Raises:
-      ValueError: a missing column, a non-numeric / non-finite / non-positive value, or a
-        repeated (N, D) pair (naming the rows; aggregate them first with :func:`aggregate`).
+      ValueError: no rows, a missing column, a non-numeric / non-finite / non-positive value, or
+        a repeated (N, D) pair (naming the rows; aggregate them first with :func:`aggregate`).
     """
     what = what or "runs table"
     cols = [n_col, d_col] + ([loss_col] if loss_col else [])
     V.tokens_from_compute_hint(df, n_col, d_col, what)
     V.require_columns(df, cols, what)
+    if len(df) == 0:
+        raise ValueError(f"{what}: the table has no rows; give one row per run"
+                         + (f" (with {n_col!r} and {d_col!r})" if not loss_col else ""))
     V.check_positive(df, cols, what)
     if loss_col:
         dup = df.duplicated(subset=[n_col, d_col], keep=False)
