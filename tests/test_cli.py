@@ -340,3 +340,27 @@ def test_a_model_of_another_pillar_is_refused_with_the_command_that_reads_it(tmp
     assert main(["lc", "predict", "--model", str(tmp_path / "law"), "--csv", str(csv), "--json"]) == 2
     err = json.loads(capsys.readouterr().out)["error"]
     assert "not a jaxscale.learning_curves model: predict with it by jaxscale chinchilla predict --model" in err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["ncpl", "train", "--ckpt-dir", "CKPT"], "interrupted; the same command again resumes from the last "
+                                              "checkpoint in CKPT"),
+    (["chinchilla", "fit"], "interrupted (this command keeps no checkpoints: run it again to start over)")])
+def test_ctrl_c_ends_with_one_line_and_one_json_object(tmp_path, capsys, monkeypatch, argv, said):
+    """Ctrl-C during a command: exit status 130, one line on stderr (no traceback) saying whether
+    the same command resumes, and with --json the one object {"error": ...} on stdout."""
+    import json
+
+    import jaxscale.data
+    from jaxscale.cli import main
+
+    def interrupt(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jaxscale.data, "read_table", interrupt)
+    ck = str(tmp_path / "ck")
+    argv = [a.replace("CKPT", ck) for a in argv] + ["--csv", str(tmp_path / "runs.csv"), "--json"]
+    assert main(argv) == 130
+    cap = capsys.readouterr()
+    assert json.loads(cap.out) == {"error": said.replace("CKPT", ck)}
+    assert cap.err.strip().splitlines() == [f"error: {said.replace('CKPT', ck)}"]

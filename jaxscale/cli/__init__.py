@@ -140,6 +140,14 @@ def _print_human(result, indent: int = 0) -> None:
             print(f"{pad}{k}: {v}")
 
 
+def _interrupted(args) -> str:
+    """What an interrupted command says: where its checkpoints are, if it wrote any."""
+    folder = getattr(args, "ckpt_dir", None) or (getattr(args, "out_dir", None) if args.command == "lc" else None)
+    if folder:
+        return f"interrupted; the same command again resumes from the last checkpoint in {folder}"
+    return "interrupted (this command keeps no checkpoints: run it again to start over)"
+
+
 def main(argv=None) -> int:
     """Entry point of the ``jaxscale`` command."""
     if argv is None:  # run as a command: the package's warnings without its source lines
@@ -171,6 +179,12 @@ def main(argv=None) -> int:
         if getattr(args, "json", False):  # a script reading stdout gets one JSON object either way
             print(dumps({"error": str(exc)}))
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; the shell's code for SIGINT
+        msg = _interrupted(args)
+        print(f"\nerror: {msg}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(dumps({"error": msg}))
+        return 130
 
     if getattr(args, "json", False):
         print(dumps(result))
