@@ -49,20 +49,34 @@ def write_atomic(path: Path, write) -> None:
             tmp.unlink()
 
 
+#: How the fields of the fingerprints are named to the user (the others by their own names).
+FIELD_WORDS = {"key": "the PRNG key (--seed)", "data": "the table's values", "arrays": "the training rows' values",
+               "init": "the initial parameters (--seed, or the table)", "curves": "the table's curves",
+               "labels": "the runs' labels", "version": "the jaxscale version"}
+
+
 def describe_diff(old: dict, new: dict) -> str:
-    """The top-level keys in which two fingerprints differ (for a nested dict also its changed
-    entries, at most four, as ``key old -> new``)."""
+    """The top-level fields in which two fingerprints differ, in the user's words
+    (:data:`FIELD_WORDS`), with ``old -> new`` where both are short values that are not digests
+    (for a nested dict its changed entries, at most four)."""
     parts = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k), new.get(k)
         if a == b:
             continue
+        name = FIELD_WORDS.get(k, k)
         if isinstance(a, dict) and isinstance(b, dict):
             sub = [f"{kk} {a.get(kk)!r} -> {b.get(kk)!r}" for kk in sorted(set(a) | set(b)) if a.get(kk) != b.get(kk)]
-            parts.append(f"{k} ({', '.join(sub[:4])})")
+            parts.append(f"{name} ({', '.join(sub[:4])})")
+        elif not any(_is_digest(v) for v in (a, b)) and max(len(repr(a)), len(repr(b))) <= 40:
+            parts.append(f"{name} {a!r} -> {b!r}")
         else:
-            parts.append(k)
+            parts.append(name)
     return ", ".join(parts) or "unknown"
+
+
+def _is_digest(v) -> bool:
+    return isinstance(v, str) and len(v) == 16 and all(c in "0123456789abcdef" for c in v)
 
 
 def refuse_other_run(old: dict | None, new: dict, discard: bool, where: str, consequence: str, fix: str,

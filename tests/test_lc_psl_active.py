@@ -320,6 +320,9 @@ def test_active_replay_resumes_from_its_checkpoint(tmp_path, capsys):
     assert main(base[:-3] + ["--samples", "16", "--json", "--strategy", "largest", "--out-dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert "another run" in err and "n_samples" in err and "--overwrite" in err
+    # another seed too (its trajectories would have been run again and the folder's replaced)
+    assert main(base + ["--strategy", "largest", "--out-dir", str(out), "--seed", "1"]) == 2
+    assert "differs in: the PRNG key (--seed) [0, 0] -> [0, 1]" in capsys.readouterr().err
     again = run("--strategy", "largest", "--out-dir", str(out), "--samples", "16", "--overwrite")
     assert again["resumed_trajectories"] == 0 and again["samples"] == 16
 

@@ -210,6 +210,8 @@ def test_a_killed_fit_resumes_from_its_checkpoint(tmp_path, capsys):
     np.testing.assert_allclose(np.asarray(core.loss), np.asarray(ref.loss), rtol=1e-12)
     with pytest.raises(ValueError, match=r"another run \(differs in: spec \(learning_rate"):
         lc.fit(jax.random.key(3), data, spec._replace(ckpt_dir=str(folder), learning_rate=1e-2))
+    with pytest.raises(ValueError, match=r"another run \(differs in: the PRNG key \(--seed\)\);"):
+        lc.fit(jax.random.key(4), data, spec._replace(ckpt_dir=str(folder)))
     lc.fit(jax.random.key(3), data, spec._replace(ckpt_dir=str(folder), learning_rate=1e-2, ckpt_force_new=True))
     with pytest.raises(ValueError, match="dhgp"):
         lc.fit(jax.random.key(3), data, lc.Spec(model="dhgp", ckpt_dir=str(tmp_path / "d")))

@@ -298,9 +298,10 @@ def summarize_traces(traces: list, budgets_pf=None) -> dict:
 CHECKPOINT = "active_checkpoint.json"
 
 
-def _fingerprint(settings: dict, labels, L, C, kw: dict) -> dict:
-    """What decides a trajectory besides its key: the caller's model settings, the loop's settings
-    and a digest of the curves (labels, losses, compute)."""
+def _fingerprint(key, settings: dict, labels, L, C, kw: dict) -> dict:
+    """What decides the trajectories: the root key (each trajectory's own key is split from it),
+    the caller's model settings, the loop's settings and a digest of the curves (labels, losses,
+    compute)."""
     from jaxscale import __version__
     from jaxscale._checkpoint import array_digest
 
@@ -308,7 +309,8 @@ def _fingerprint(settings: dict, labels, L, C, kw: dict) -> dict:
             for k, v in kw.items() if v is not None}
     if "initial" in loop:
         loop["initial"] = sorted(map(str, loop["initial"]))
-    return {"format": 1, "jaxscale": __version__, "settings": settings, "loop": loop,
+    return {"format": 1, "jaxscale": __version__, "key": np.asarray(jax.random.key_data(key)).ravel().tolist(),
+            "settings": settings, "loop": loop,
             "curves": array_digest(np.asarray(L, float), np.asarray(C, float)),
             "labels": array_digest(np.asarray([str(tuple(l)) for l in labels]))}
 
@@ -378,7 +380,7 @@ def _run_strategies(key, strategies, seeds, fit_fn, labels, L, C, out_dir, setti
     from jaxscale._json import dumps
     from jaxscale._log import get_logger
 
-    fingerprint = _fingerprint(settings or {}, labels, L, C, kw)
+    fingerprint = _fingerprint(key, settings or {}, labels, L, C, kw)
     records = {} if out_dir is None else _open_checkpoint(out_dir, fingerprint, overwrite)
     traces, seconds, n_resumed = [], {}, 0
     keys = jax.random.split(key, seeds)
