@@ -45,44 +45,79 @@ def save(fig, path) -> Path:
     plt = _plt()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure laid out by its maker keeps its layout
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def plot_chinchilla(N, D, loss, params, excluded_mask=None, boot=None):
-    """Loss vs compute with the fitted law along each model size's token sweep.
+def plot_chinchilla(N, D, loss, params, excluded_mask=None, boot=None, *, held=None, names=None, level=0.9):
+    """Loss vs compute: the runs coloured by model size, the law at each run, and its
+    compute-optimal frontier (the lowest loss the law gives at each compute) across every run shown.
 
     Args:
-      N, D, loss: data arrays.
+      N, D, loss: the fitted table's arrays.
       params: dict with E, A, B, alpha, beta.
       excluded_mask: boolean mask of points left out of the fit.
       boot: optional dict of bootstrap arrays, drawn as a histogram panel of alpha and beta.
+      held: optional held-out runs ``(N, D, loss, prediction)``: drawn apart, with the prediction's
+        interval at each.
+      names: the user's column names ``{"N": ..., "D": ..., "loss": ...}`` for the labels.
+      level: the interval level of ``held``'s prediction (for the legend).
     """
     import numpy as np
 
-    fig, axes = figure(1, 2 if boot is not None else 1, size=(6.0, 4.2))
+    names = {"N": "N", "D": "D", "loss": "loss", **(names or {})}
+    fig, axes = figure(1, 2 if boot is not None else 1, size=(6.4, 4.4))
     ax = axes[0] if boot is not None else axes
-    N, D, loss = map(np.asarray, (N, D, loss))
+    N, D, loss = (np.asarray(v, float) for v in (N, D, loss))
     C = 6 * N * D
-    ex = np.zeros_like(loss, bool) if excluded_mask is None else np.asarray(excluded_mask)
-    pred = params["E"] + params["A"] / N ** params["alpha"] + params["B"] / D ** params["beta"]
-    sc = ax.scatter(C[~ex], loss[~ex], c=np.log10(N[~ex]), s=12, cmap="viridis", label="fitted points")
-    ax.scatter(C[ex], loss[ex], marker="x", color="red", s=20, label="excluded")
-    order = np.argsort(C)
-    ax.scatter(C[order], pred[order], s=3, color="black", alpha=0.5, label="law at the data")
+    ex = np.zeros_like(loss, bool) if excluded_mask is None else np.asarray(excluded_mask, bool)
+    E, A, B, a, b = (float(params[k]) for k in ("E", "A", "B", "alpha", "beta"))
+
+    def law(n, d):
+        return E + A / n**a + B / d**b
+
+    logn = [np.log10(N)]
+    if held is not None:
+        hN, hD, hloss, hpred = held
+        hN, hD, hloss = (np.asarray(v, float) for v in (hN, hD, hloss))
+        logn.append(np.log10(hN))
+    lo_n, hi_n = min(v.min() for v in logn), max(v.max() for v in logn)
+    kw = dict(cmap="viridis", vmin=lo_n, vmax=hi_n if hi_n > lo_n else lo_n + 1)
+    sc = ax.scatter(C[~ex], loss[~ex], c=np.log10(N[~ex]), s=14, label=f"fitted runs ({int((~ex).sum())})", **kw)
+    if ex.any():
+        ax.scatter(C[ex], loss[ex], marker="x", color="red", s=24, label=f"left out of the fit ({int(ex.sum())})")
+    ax.scatter(C, law(N, D), s=4, color="black", alpha=0.6, label="law at each run")
+    c_all = [C]
+    if held is not None:
+        hC = 6 * hN * hD
+        c_all.append(hC)
+        mean, lower, upper = (np.asarray(getattr(hpred, k), float) for k in ("mean", "lower", "upper"))
+        ax.errorbar(hC, mean, yerr=[np.maximum(mean - lower, 0), np.maximum(upper - mean, 0)], fmt="none",
+                    ecolor="0.45", elinewidth=0.8, capsize=2, label=f"prediction, {level:.0%} interval")
+        ax.scatter(hC, hloss, c=np.log10(hN), marker="s", s=26, edgecolors="red", linewidths=0.9,
+                   label=f"held-out runs ({hC.size})", **kw)
+    c_all = np.concatenate(c_all)
+    grid = np.geomspace(c_all.min() / 1.5, c_all.max() * 1.5, 200)
+    g = (a * A / (b * B)) ** (1.0 / (a + b))
+    n_opt = g * (grid / 6.0) ** (b / (a + b))
+    ax.plot(grid, law(n_opt, grid / (6.0 * n_opt)), "k--", lw=1.2, label="law, compute-optimal frontier")
     ax.set_xscale("log")
-    ax.set_xlabel("training compute C = 6ND (FLOPs)")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=8)
-    fig.colorbar(sc, ax=ax, label="log10 N")
+    ax.set_xlabel(f"training compute 6 x {names['N']} x {names['D']} (FLOPs)")
+    ax.set_ylabel(names["loss"])
+    ax.set_title(f"Chinchilla law fitted to {names['loss']}", fontsize=10)
+    ax.legend(fontsize=7.5)
+    fig.colorbar(sc, ax=ax, label=f"log10 {names['N']}")
     if boot is not None:
         both = np.concatenate([np.asarray(boot["alpha"]), np.asarray(boot["beta"])])
         rng = tuple(np.percentile(both, [0.5, 99.5]))
-        axes[1].hist(np.asarray(boot["alpha"]), bins=50, range=rng, alpha=0.6, label="alpha")
-        axes[1].hist(np.asarray(boot["beta"]), bins=50, range=rng, alpha=0.6, label="beta")
-        axes[1].set_xlabel("exponent (bootstrap refits)")
+        axes[1].hist(np.asarray(boot["alpha"]), bins=50, range=rng, alpha=0.6, label=f"alpha ({names['N']})")
+        axes[1].hist(np.asarray(boot["beta"]), bins=50, range=rng, alpha=0.6, label=f"beta ({names['D']})")
+        axes[1].set_xlabel("exponent")
+        axes[1].set_ylabel("bootstrap refits")
+        axes[1].set_title(f"the law's exponents over {len(np.asarray(boot['alpha']))} bootstrap refits", fontsize=10)
         axes[1].legend()
     return fig
 

@@ -470,6 +470,41 @@ def test_a_band_over_one_point_is_drawn_as_an_error_bar():
     plt.close(fig)
 
 
+def test_plots_name_the_users_columns_and_show_the_held_out_runs():
+    """The Chinchilla figure labels its axes with the user's columns, draws the held-out runs with
+    their predicted intervals and the law's compute-optimal frontier across them; a run's long
+    name is wrapped (both ends kept); a log axis spanning under two decades gets 1-2-5 labels."""
+    import matplotlib.pyplot as plt
+
+    from jaxscale.infer import Prediction
+    from jaxscale.learning_curves.plot import _log_ticks, _run_title
+    from jaxscale.plotting import plot_chinchilla
+
+    law = dict(E=1.8, A=400.0, B=2000.0, alpha=0.34, beta=0.36)
+    N, D = np.array([1e8, 2e8, 4e8]), np.array([2e9, 4e9, 8e9])
+    loss = law["E"] + law["A"] / N ** law["alpha"] + law["B"] / D ** law["beta"]
+    held = (np.array([1e9]), np.array([2e10]), np.array([2.4]), Prediction(*(np.array([v]) for v in (2.45, 2.3, 2.6))))
+    fig = plot_chinchilla(N, D, loss, law, held=held, names={"N": "params", "D": "tokens", "loss": "val_loss"})
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "val_loss" and "params x tokens" in ax.get_xlabel()
+    labels = ax.get_legend_handles_labels()[1]
+    assert {"held-out runs (1)", "prediction, 90% interval", "law, compute-optimal frontier"} <= set(labels)
+    (frontier,) = [h for h, lab in zip(*ax.get_legend_handles_labels()) if lab.startswith("law, compute")]
+    assert frontier.get_xdata().max() > 6 * 1e9 * 2e10  # reaches past the held-out run
+    assert fig.axes[1].get_ylabel() == "log10 params"  # the colour bar
+    plt.close(fig)
+    assert _run_title("nanochat_d12_1B_mlr0.01_wd0.05_wr0.2") == "nanochat_d12_1B_\nmlr0.01_wd0.05_wr0.2"
+    assert _run_title("short") == "short"
+    fig, ax = plt.subplots()
+    ax.plot([250, 2000], [1, 2])
+    ax.set_xscale("log")
+    _log_ticks(ax, 250, 2000)
+    fig.canvas.draw()
+    shown = [t.get_text() for t in ax.get_xticklabels() if 250 <= t.get_position()[0] <= 2000]
+    assert shown == ["500", "1000", "2000"]
+    plt.close(fig)
+
+
 def test_an_infinite_extrapolation_distance_is_named_in_the_warning():
     """A query with a label the model never saw lies at an infinite distance: the warning counts it
     apart instead of reporting the worst finite distance alone."""

@@ -133,9 +133,12 @@ def fit_handler(args) -> dict:
 
         boot = (ch.params_dict(chinchilla_theta_to_params(np.asarray(fit.boot_theta)))
                 if fit.boot_theta is not None else None)
+        held_runs = ((test_df[cols["n_col"]], test_df[cols["d_col"]], test_df[cols["loss_col"]], pred)
+                     if held.any() else None)
         fig = plot_chinchilla(train_df[cols["n_col"]], train_df[cols["d_col"]], train_df[cols["loss_col"]],
                               {k: float(v) for k, v in ch.params_dict(fit.params).items()},
-                              np.asarray(fit.excluded), boot)
+                              np.asarray(fit.excluded), boot, held=held_runs, level=args.level,
+                              names={"N": cols["n_col"], "D": cols["d_col"], "loss": cols["loss_col"]})
         out["plot"] = str(save(fig, args.plot))
     out["saved"] = save_fit(args, fit)
     if out["saved"] is None:

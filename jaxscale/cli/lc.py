@@ -253,7 +253,8 @@ def evaluate_handler(args) -> dict:
             from jaxscale import plotting
             from jaxscale.learning_curves.plot import plot_table_prediction
 
-            fig = plot_table_prediction(data.rows(~held), data.rows(held), pred, title=f"{args.model}, held-out rows")
+            fig = plot_table_prediction(data.rows(~held), data.rows(held), pred, title=f"{args.model}, held-out rows",
+                                        level=args.level)
             out["plot"] = str(plotting.save(fig, args.plot))
         return _outputs(args, out, df, held, fit, pred, details.baselines)
     from jaxscale.learning_curves.pipeline import evaluate_model
@@ -644,7 +645,8 @@ def extrapolate_handler(args) -> dict:
         from jaxscale import plotting
         from jaxscale.learning_curves.plot import plot_extrapolation
 
-        out["plot"] = str(plotting.save(plot_extrapolation(data, fit, baselines, title=name), args.plot))
+        out["plot"] = str(plotting.save(plot_extrapolation(data, fit, baselines, title=name, level=args.level),
+                                        args.plot))
     return out
 
 

@@ -86,6 +86,30 @@ def plot_active(path, summary: dict, key="abc_joint"):
     plt.close(fig)
 
 
+def _run_title(label, width: int = 34) -> str:
+    """A run's name for a panel title: whole on one or two lines, its middle elided beyond that
+    (both ends tell runs apart: a family prefix, a setting suffix)."""
+    text = str(label)
+    if len(text) <= width:
+        return text
+    if len(text) > 2 * width:
+        text = text[:width - 1] + "\u2026" + text[-width:]
+    cuts = [i + 1 for i, ch in enumerate(text) if ch in "_-/ .,=" and len(text) - width <= i + 1 <= width]
+    cut = min(cuts, key=lambda i: abs(i - len(text) / 2)) if cuts else width
+    return text[:cut] + "\n" + text[cut:]
+
+
+def _log_ticks(ax, lo: float, hi: float) -> None:
+    """Readable labels on a log axis over ``[lo, hi]``: 1-2-5 ticks when it spans under two
+    decades (a default log axis would label one power of ten, or none), powers of ten otherwise."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    if hi > lo > 0 and np.log10(hi / lo) < 2:
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_heldout(problem, pred, path, title: str = "") -> Path:
     """Predicted vs true held-out curves: mean over restarts, band = mean ± 2 sd of the restart mixture."""
     from jaxscale import plotting
@@ -116,11 +140,12 @@ def plot_heldout(problem, pred, path, title: str = "") -> Path:
     return plotting.save(fig, path)
 
 
-def plot_table_prediction(train, query, pred, title: str = "", max_panels: int = 8, samples: int = 5):
+def plot_table_prediction(train, query, pred, title: str = "", max_panels: int = 8, samples: int = 5,
+                          level: float = 0.9):
     """One panel per predicted curve of your own table: the task's training curves (grey), the
-    prediction (mean and interval band; a few joint draws when ``pred.samples`` is set) and the
-    truth of the query rows where known. ``train``/``query`` are ``learning_curves.Data``;
-    returns the matplotlib figure (not saved).
+    prediction (mean and ``level`` interval band; a few joint draws when ``pred.samples`` is set)
+    and the truth of the query rows where known, labelled with the table's column names.
+    ``train``/``query`` are ``learning_curves.Data``; returns the matplotlib figure (not saved).
     """
     from jaxscale import plotting
     from jaxscale.learning_curves.frame import curve_ids
@@ -133,6 +158,8 @@ def plot_table_prediction(train, query, pred, title: str = "", max_panels: int =
     fig, axes = plotting.figure(nrow, ncol, size=(3.4, 2.7), squeeze=False)
     xq, yq, xt, yt = (np.asarray(a, float) for a in (query.x, query.y, train.x, train.y))
     mean, lo, hi = (np.asarray(a) for a in (pred.mean, pred.lower, pred.upper))
+    names = dict(train.columns)
+    task_name, inst_name = names.get("task", "task"), names.get("instance")
     for ax, c in zip(axes.ravel(), curves):
         d = c // R
         for i, other in enumerate(np.unique(ct[np.asarray(train.task) == d])):
@@ -143,15 +170,18 @@ def plot_table_prediction(train, query, pred, title: str = "", max_panels: int =
         m = cq == c
         o = np.argsort(xq[m])
         steps = np.exp(xq[m][o])
-        plotting.band(ax, steps, mean[m][o], lo[m][o], hi[m][o], label="prediction")
+        plotting.band(ax, steps, mean[m][o], lo[m][o], hi[m][o], label=f"prediction, {level:.0%} interval")
         if pred.samples is not None:
             for s in np.asarray(pred.samples)[:samples, m][:, o]:
                 ax.plot(steps, s, lw=0.6, alpha=0.6, color="C0")
         if np.isfinite(yq[m]).any():
             ax.plot(steps, yq[m][o], "k.", ms=5, label="truth")
         ax.set_xscale("log")
-        ax.set_title(f"{query.task_labels[d]} / {query.instance_labels[c % R]}", fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
+        _log_ticks(ax, min(steps.min(), np.exp(xt.min())), steps.max())
+        inst = f" / {inst_name} {query.instance_labels[c % R]}" if inst_name else ""
+        ax.set_title(_run_title(f"{task_name} {query.task_labels[d]}{inst}"), fontsize=9)
+        ax.set_xlabel(names.get("x", "step"), fontsize=8)
+        ax.set_ylabel(names.get("target", "loss"), fontsize=8)
     for ax in axes.ravel()[len(curves):]:
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=7)
@@ -161,17 +191,16 @@ def plot_table_prediction(train, query, pred, title: str = "", max_panels: int =
     return fig
 
 
-def plot_extrapolation(data, fit, baselines: dict | None = None, title: str = "", max_panels: int = 8):
+def plot_extrapolation(data, fit, baselines: dict | None = None, title: str = "", max_panels: int = 8,
+                       level: float = 0.9):
     """One panel per run in progress (at most ``max_panels``, spread over the runs in their
     order): its early part (filled dots), the rest where the table has it (open circles), the
-    prediction of the rest (median and interval band), each baseline's prediction (dashed) and
+    prediction of the rest (median and ``level`` interval band), each baseline's prediction (dashed) and
     the last early step (dotted). Each panel shows as many e-folds of the step before the last
     early one as the prediction reaches beyond it (at least one), so the tail is not dwarfed by
     the first steps' loss. ``data`` is a ``TailData``, ``fit`` the ``TailFit`` of
     :func:`jaxscale.learning_curves.extrapolate.extrapolate` (or the GP's), ``baselines`` maps a
     name to its prediction of ``fit.rows``. Returns the matplotlib figure (not saved)."""
-    from matplotlib.ticker import NullFormatter
-
     from jaxscale import plotting
 
     rows = np.asarray(fit.rows)
@@ -181,7 +210,7 @@ def plot_extrapolation(data, fit, baselines: dict | None = None, title: str = ""
     shown = [runs[i] for i in np.unique(np.linspace(0, len(runs) - 1, min(max_panels, len(runs))).round().astype(int))]
     ncol = min(4, len(shown))
     nrow = int(np.ceil(len(shown) / ncol))
-    fig, axes = plotting.figure(nrow, ncol, size=(3.4, 2.7), squeeze=False)
+    fig, axes = plotting.figure(nrow, ncol, size=(3.4, 2.7), squeeze=False, layout="constrained")
     names = dict(data.columns)  # the user's column names (none for a table built without them)
     x_name, y_name = names.get("x", "step"), names.get("target")
     for ax, c in zip(axes.ravel(), shown):
@@ -197,23 +226,23 @@ def plot_extrapolation(data, fit, baselines: dict | None = None, title: str = ""
         known = np.isfinite(yt)
         if known.any():
             ax.plot(xt[known], yt[known], "o", mfc="none", mec="0.55", ms=3.5, label="the rest (truth)")
-        plotting.band(ax, xt, mean[t], lo[t], hi[t], label="prediction", color="C0")
+        plotting.band(ax, xt, mean[t], lo[t], hi[t], label=f"prediction, {level:.0%} interval", color="C0")
         for k, (name, b) in enumerate((baselines or {}).items()):
             ax.plot(xt, np.asarray(b, float)[t], ls="--", lw=1, color=f"C{k + 1}", label=name.replace("_", " "),
                     marker="_" if xt.size == 1 else None, ms=10)  # one point to predict: a line would not show
         if cut is not None:
-            ax.axvline(cut, color="0.6", lw=0.8, ls=":")
+            ax.axvline(cut, color="0.6", lw=0.8, ls=":", label="last early step")
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # a short window would label every minor tick
-        ax.set_title(str(data.labels[c])[-32:], fontsize=9)
+        _log_ticks(ax, x[e].min() if e.size else xt.min(), xt.max())
+        ax.set_title(_run_title(data.labels[c]), fontsize=8)
         ax.set_xlabel(x_name, fontsize=8)
         if y_name:
             ax.set_ylabel(y_name, fontsize=8)
     for ax in axes.ravel()[len(shown):]:
         ax.axis("off")
-    axes.ravel()[0].legend(fontsize=7)
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()  # below the panels: it hides no curve
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle((f"{title}: " if title else "") + f"{len(shown)} of {len(runs)} runs in progress", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -247,22 +276,22 @@ def plot_table_law(data, held, pred, summary: dict, title: str = ""):
             ax.plot(C[pos[k]], y[pos[k]], "k.", ms=3, label="held-out curves, true" if i == 0 else None)
     grid = np.geomspace(summary["grid"]["min"], summary["grid"]["max"], 50)
     b1 = summary["b1"]
-    ax.plot(grid, np.exp(b1["mean"] * np.log(grid) + summary["b0"]["mean"]), color="C0", lw=2,
+    ax.plot(grid, np.exp(b1["mean"] * np.log(grid) + summary["b0"]["mean"]), color="C3", lw=2.4, zorder=5,
             label=f"law, model (b1 = {b1['mean']:.3f}, {100 * summary['level']:.0f} % band "
                   f"{b1['lo']:.3f} to {b1['hi']:.3f})")
     if summary.get("gt"):
         g = summary["gt"]
-        ax.plot(grid, np.exp(g["b1"] * np.log(grid) + g["b0"]), "k--", lw=1.2, label=f"law, true (b1 = {g['b1']:.3f})")
+        ax.plot(grid, np.exp(g["b1"] * np.log(grid) + g["b0"]), "k--", lw=1.2, zorder=6, label=f"law, true (b1 = {g['b1']:.3f})")
     laws = {k: v for k, v in summary.get("baseline_laws", {}).items() if isinstance(v, dict) and "b1" in v}
     for k, (name, v) in enumerate(laws.items()):
-        ax.plot(grid, np.exp(v["b1"] * np.log(grid) + v["b0"]), ls=":", lw=1.2, color=f"C{k + 1}",
+        ax.plot(grid, np.exp(v["b1"] * np.log(grid) + v["b0"]), ls=":", lw=1.4, color=f"C{k + 1}", zorder=6,
                 label=f"law, {name.replace('_', ' ')} (b1 = {v['b1']:.3f})")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # losses span less than a decade: plain numbers
     ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("training compute (FLOPs)")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(dict(data.columns).get("target", "loss"))
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
