@@ -329,3 +329,21 @@ def test_cli_holdout_reports_baseline_and_extrapolation(table, tmp_path, capsys)
     written = pd.read_csv(tmp_path / "p.csv")
     assert written.loc[written["heldout"], "extrapolation"].min() > 0
     assert (written.loc[~written["heldout"], "extrapolation"] == 0).all()
+
+
+def test_plot_draws_every_task_with_the_tables_column_names(table):
+    """One panel per task (the held-out rows as crosses), axes named by the table's columns."""
+    import matplotlib.pyplot as plt
+
+    from jaxscale.context_law.plot import plot_task
+
+    df, held, data, train, fit = table
+    fig = plot_task(fit, data, heldout=held)
+    panels = [ax for ax in fig.axes if ax.has_data()]
+    assert [ax.get_title() for ax in panels] == ["arith", "qa"]
+    assert panels[0].get_ylabel() == "score" and "n_pmt" in panels[0].get_xlabel()
+    assert panels[0].get_legend().get_texts()[0].get_text() == "n_ctx = 4096"
+    plt.close(fig)
+    one = plot_task(fit, data, "qa", heldout=held)
+    assert one.axes[0].get_title().startswith("qa: law at median compute, 90 % band")
+    plt.close(one)

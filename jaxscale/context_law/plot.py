@@ -40,33 +40,60 @@ def plot_fit(result: dict, path, task: str | None = None):
     return save(fig, path)
 
 
-def plot_task(fit, data, task: str | None = None, heldout=None, *, key=None, level: float = 0.9, path=None):
-    """Scores of one task vs prompt length, one colour per context limit, with the fitted law and its
-    ``level`` band (at the task's median compute and chance floor) and held-out rows marked ``x``.
+def plot_task(fit, data, task: str | None = None, heldout=None, *, key=None, level: float = 0.9, path=None,
+              max_panels: int = 6):
+    """Scores vs prompt length, one panel per task, one colour per context limit, with the fitted
+    law and its ``level`` band (at the task's median compute and chance floor), held-out rows
+    marked ``x``, and the table's own column names on the axes.
 
     Args:
       fit: a context-law ``Fit``.
       data: the rows to draw (a ``Data`` with scores).
-      task: task label (default: the first).
+      task: one task label; ``None``: every task of ``data`` the fit knows, up to ``max_panels``
+        (the title says how many were left out).
       heldout: optional boolean mask of held-out rows (drawn as crosses).
       key: PRNG key for a Bayesian fit's predictive draws.
       level: band level.
       path: save a PNG there (and close the figure) when given.
+      max_panels: the most tasks drawn when ``task`` is ``None``.
 
     Returns:
       The figure, or the saved path when ``path`` is given.
     """
+    import numpy as np
+
+    from jaxscale.plotting import figure, save
+
+    if task is not None and task not in fit.task_labels:
+        raise ValueError(f"task {task!r} is not one of the fitted tasks {list(fit.task_labels)[:20]}")
+    present = [t for t in dict.fromkeys(np.asarray(data.task_labels)[np.unique(np.asarray(data.task))].tolist())
+               if t in fit.task_labels]
+    tasks = [task] if task is not None else present[:max_panels]
+    ncol = min(3, len(tasks))
+    nrow = -(-len(tasks) // ncol)
+    fig, axes = figure(nrow, ncol, size=(7.0, 4.5) if len(tasks) == 1 else (4.6, 3.6), squeeze=False)
+    for k, (ax, t) in enumerate(zip(axes.ravel(), tasks)):
+        _draw_task(ax, fit, data, t, heldout, key, level, alone=len(tasks) == 1)
+        if k:
+            ax.get_legend().remove()  # the first panel's names the colours of all
+    for ax in axes.ravel()[len(tasks):]:
+        ax.axis("off")
+    if len(tasks) > 1:
+        more = f" ({len(tasks)} of {len(present)} tasks)" if len(present) > len(tasks) else ""
+        fig.suptitle(f"context law at each task's median compute, {int(level * 100)} % band{more}; "
+                     "x: held out, dotted: context limit", fontsize=10)
+    return save(fig, path) if path is not None else fig
+
+
+def _draw_task(ax, fit, data, task: str, heldout, key, level: float, alone: bool) -> None:
     import warnings
 
     import jax.numpy as jnp
     import numpy as np
 
     from jaxscale.context_law.contract import predict
-    from jaxscale.plotting import figure, save
 
-    task = task or fit.task_labels[0]
-    if task not in fit.task_labels:
-        raise ValueError(f"task {task!r} is not one of the fitted tasks {list(fit.task_labels)[:20]}")
+    names = dict(fit.columns)
     code = fit.task_labels.index(task)
     labels = np.asarray(data.task_labels)[np.asarray(data.task)]
     rows = labels == task
@@ -76,14 +103,14 @@ def plot_task(fit, data, task: str | None = None, heldout=None, *, key=None, lev
     log_c, floor = float(np.median(np.asarray(data.log_C)[rows])), float(np.median(np.asarray(data.floor)[rows]))
     held = held[rows]
     n_items = None if data.n_items is None else float(np.median(np.asarray(data.n_items)[rows]))
-    fig, ax = figure(size=(7.0, 4.5))
     cmap = __import__("matplotlib").colormaps["viridis"]
     ctxs = sorted(np.unique(n_ctx))
     grid = np.geomspace(n_pmt.min() / 1.5, n_pmt.max() * 1.5, 200)
+    ctx_name = names.get("n_ctx", "n_ctx")
     for j, c in enumerate(ctxs):
         col = cmap(j / max(len(ctxs) - 1, 1))
         s = n_ctx == c
-        ax.scatter(n_pmt[s & ~held], y[s & ~held], color=col, s=14, label=f"n_ctx={int(c)}")
+        ax.scatter(n_pmt[s & ~held], y[s & ~held], color=col, s=14, label=f"{ctx_name} = {int(c)}")
         ax.scatter(n_pmt[s & held], y[s & held], color=col, s=28, marker="x")
         q = data.replace(log_C=jnp.full(grid.shape, log_c), n_pmt=jnp.asarray(grid), n_ctx=jnp.full(grid.shape, c),
                          y=jnp.full(grid.shape, jnp.nan), weight=jnp.ones(grid.shape),
@@ -97,8 +124,9 @@ def plot_task(fit, data, task: str | None = None, heldout=None, *, key=None, lev
         ax.fill_between(grid, np.asarray(pred.lower), np.asarray(pred.upper), color=col, alpha=0.15, lw=0)
         ax.axvline(c, color=col, ls=":", lw=0.8)
     ax.set_xscale("log")
-    ax.set_xlabel("prompt length n_pmt (tokens)")
-    ax.set_ylabel("score" if fit.score_scale == 1 else f"score (full scale {fit.score_scale:g})")
-    ax.set_title(f"{task}: law at median compute, {int(level * 100)} % band\n(x: held out, dotted: n_ctx)", fontsize=10)
+    ax.set_xlabel(f"prompt length {names.get('n_prompt', 'n_pmt')} (tokens)")
+    score = names.get("target", "score")
+    ax.set_ylabel(score if fit.score_scale == 1 else f"{score} (full scale {fit.score_scale:g})")
+    ax.set_title(f"{task}: law at median compute, {int(level * 100)} % band\n(x: held out, dotted: {ctx_name})"
+                 if alone else str(task), fontsize=10)
     ax.legend(fontsize=7, ncol=2)
-    return save(fig, path) if path is not None else fig
