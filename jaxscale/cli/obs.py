@@ -224,8 +224,9 @@ def _fit_table(args) -> dict:
         from jaxscale import plotting
         from jaxscale.observational.plot import plot_fit
 
+        target = dict(fit.columns).get("target", "target")
         fig, _ = plot_fit(fit, data, pred, train=train, held_out=held, axis=obs.reference_axis(fit, data),
-                          title=Path(args.csv).name)
+                          title=f"observational scaling law of {target} ({Path(args.csv).name})", level=args.level)
         out["plot"] = str(plotting.save(fig, args.plot))
     out["saved"] = save_fit(args, fit)
     if out["saved"] is None:

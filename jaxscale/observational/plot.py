@@ -52,13 +52,15 @@ def plot_scaling(result, path, band=None, title: str | None = None):
     return plotting.save(fig, path)
 
 
-def plot_fit(fit, data, pred, *, train=None, held_out=None, axis=None, title: str | None = None, ax=None):
+def plot_fit(fit, data, pred, *, train=None, held_out=None, axis=None, title: str | None = None, ax=None,
+             level: float = 0.9):
     """Scaling curve of a fit on your own table: target vs the law's capability.
 
     x: the reference-equivalent log10 FLOPs when ``axis`` (from
     :func:`jaxscale.observational.reference_axis`) has a slope, else the law's capability
     ``P = α + β·S``. Points: the rows of ``data`` with a target (train / held out); line and band:
-    ``pred`` (a :class:`jaxscale.Prediction` of every row of ``data``). Returns ``(fig, ax)``.
+    ``pred`` (a :class:`jaxscale.Prediction` of every row of ``data``; its interval's ``level``
+    named in the legend). Returns ``(fig, ax)``.
     """
     from jaxscale import plotting
 
@@ -80,7 +82,7 @@ def plot_fit(fit, data, pred, *, train=None, held_out=None, axis=None, title: st
         fig = ax.figure
     o = np.argsort(x)
     mean, lo, hi = (np.asarray(v, float) for v in (pred.mean, pred.lower, pred.upper))
-    plotting.band(ax, x[o], mean[o], lo[o], hi[o], label="prediction and interval", color="C1", alpha=0.2)
+    plotting.band(ax, x[o], mean[o], lo[o], hi[o], label=f"prediction, {level:.0%} interval", color="C1", alpha=0.2)
     ok = np.isfinite(truth)
     ax.scatter(x[train & ok], truth[train & ok], s=14, color="C0", label=f"train ({int((train & ok).sum())})")
     if (held & ok).any():
