@@ -364,3 +364,18 @@ def test_ctrl_c_ends_with_one_line_and_one_json_object(tmp_path, capsys, monkeyp
     cap = capsys.readouterr()
     assert json.loads(cap.out) == {"error": said.replace("CKPT", ck)}
     assert cap.err.strip().splitlines() == [f"error: {said.replace('CKPT', ck)}"]
+
+
+def test_an_existing_plot_is_replaced_and_said(tmp_path):
+    """--plot replaces an existing figure (unlike --predictions and --save), and says so on stderr."""
+    from jaxscale.cli._common import check_outputs
+    from tests.helpers import log_lines
+
+    png = tmp_path / "fit.png"
+    png.write_bytes(b"old")
+    with log_lines("jaxscale.cli") as lines:
+        check_outputs(argparse.Namespace(plot=str(png), predictions=None))
+    assert lines == [f"--plot {png} exists: the new figure replaces it"]
+    with log_lines("jaxscale.cli") as lines:
+        check_outputs(argparse.Namespace(plot=str(tmp_path / "new.png"), predictions=None))
+    assert lines == []

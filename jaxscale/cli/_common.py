@@ -142,7 +142,11 @@ def check_outputs(args, resume_file: str | None = None) -> None:
         value = getattr(args, flag, None)
         if value:
             if flag == "plot":
-                overwrite = True  # plots are figures, replaced freely
+                overwrite = True  # plots are figures, replaced freely (said)
+                if Path(value).is_file():
+                    from jaxscale._log import get_logger
+
+                    get_logger("jaxscale.cli").info("--plot %s exists: the new figure replaces it", value)
             _check_writable_file(value, f"--{flag}", overwrite)
     save = getattr(args, "save", None)
     if save:
