@@ -8,6 +8,7 @@ run; then a resume with other data, settings or seed is refused.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,6 +93,7 @@ def test_killed_training_resumes_to_the_identical_result(tmp_path):
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from step" in resumed.stderr
+    assert re.search(r"resumed at step \d+ of its checkpoint, \d+ more steps in", resumed.stderr)
     a, b = pd.read_csv(tmp_path / "full.csv"), pd.read_csv(tmp_path / "part.csv")
     for col in ("mean", "lower", "upper", "extrapolation"):
         np.testing.assert_array_equal(a[col].to_numpy(), b[col].to_numpy(), err_msg=col)

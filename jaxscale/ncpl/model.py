@@ -584,7 +584,11 @@ def _stage1(key, data: Data, spec: Spec, desc: str, part: str, law_what: str = L
         tcfg = tcfg._replace(ckpt_dir=str(Path(tcfg.ckpt_dir) / part))
     res = train_members(k_train, members, {"pooled": b.pooled, "ctx": b.ctx}, b.train, b.val, tcfg, desc=desc,
                         fingerprint=_fingerprint(key, data, spec, part))
-    log.info("%s: %d steps in %.1f s (%.0f examples/s)", desc, res.steps, res.seconds, res.examples_per_s)
+    if res.resumed_from:  # the time and rate are those of the steps run now
+        log.info("%s: resumed at step %d of its checkpoint, %d more steps in %.1f s (%.0f examples/s)", desc,
+                 res.resumed_from, res.steps - res.resumed_from, res.seconds, res.examples_per_s)
+    else:
+        log.info("%s: %d steps in %.1f s (%.0f examples/s)", desc, res.steps, res.seconds, res.examples_per_s)
     fitted = Members(members.graphdef, res.params["head"])
     scale = interval_scale(fitted, b.pooled, b.ctx, b.val, b.val.y, spec.coverage)
     nan = np.asarray(np.nan)
