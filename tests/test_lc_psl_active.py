@@ -280,7 +280,7 @@ def test_recommend_ranks_runs_not_trained_yet(tmp_path, capsys):
 
 
 
-def test_active_replay_resumes_from_its_checkpoint(tmp_path, capsys):
+def test_active_replay_resumes_from_its_checkpoint(tmp_path, capsys, monkeypatch):
     """``lc active --csv ... --out-dir D``: every finished strategy x seed is checkpointed in D. The same
     command with one more strategy runs only that one and returns the earlier trajectory unchanged
     (as a fresh run of both gives it); other settings are refused naming what differs, and
@@ -303,8 +303,15 @@ def test_active_replay_resumes_from_its_checkpoint(tmp_path, capsys):
         assert main(base + list(extra)) == 0
         return json.loads(capsys.readouterr().out)
 
-    first = run("--strategy", "largest", "--out-dir", str(out))
+    from jaxscale import _log
+    from tests.helpers import log_lines
+
+    monkeypatch.setattr(_log, "HEARTBEAT_SECONDS", 0.0)  # a batch job's progress lines, every one
+    monkeypatch.delenv("JAXSCALE_PROGRESS", raising=False)
+    with log_lines("jaxscale") as lines:
+        first = run("--strategy", "largest", "--out-dir", str(out))
     assert first["resumed_trajectories"] == 0 and (out / CHECKPOINT).is_file()
+    assert any(t.startswith("active learning: trajectories (strategy x seed): 1/1 after") for t in lines), lines
     # a killed run leaves its finished trajectories: run again with one more strategy
     both = run("--strategy", "largest,smallest", "--out-dir", str(out))
     assert both["resumed_trajectories"] == 1

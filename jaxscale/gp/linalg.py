@@ -8,6 +8,8 @@ than differentiating through ``cholesky`` + ``solve_triangular``.
 """
 from __future__ import annotations
 
+import logging
+
 import math
 
 import jax
@@ -56,9 +58,11 @@ def _jittered_cholesky(cov, jitter):
 
 def cholesky_with_jitter(cov, what: str = "predictive covariance", max_tries: int = 6) -> jax.Array:
     """Host-side Cholesky factor(s) of ``cov`` (..., M, M) for predictive covariances: jitter
-    relative to the largest variance, escalated (with a logged warning) while the factor is not
-    finite; an error after ``max_tries``. Not traceable (the loop checks on the host): inside
-    ``jit`` use :func:`cholesky_escalate`."""
+    relative to the largest variance, escalated while the factor is not finite; an error after
+    ``max_tries``. The first step (1e-10 of the largest variance: rounding of a nearly singular
+    covariance, e.g. of points close together) is logged at debug level, a larger one as a
+    warning. Not traceable (the loop checks on the host): inside ``jit`` use
+    :func:`cholesky_escalate`."""
     from jaxscale._log import get_logger
 
     cov = jnp.asarray(cov)
@@ -68,7 +72,8 @@ def cholesky_with_jitter(cov, what: str = "predictive covariance", max_tries: in
         scale = float(top) if scale is None else scale
         if bool(finite):
             if jit_ > 0:
-                get_logger(__name__).warning("%s not positive definite: added jitter %.3g to its diagonal", what, jit_)
+                get_logger(__name__).log(logging.WARNING if t > 1 else logging.DEBUG,
+                                         "%s not positive definite: added jitter %.3g to its diagonal", what, jit_)
             return L
         jit_ = scale * 10.0 ** (-10 + 2 * t)
     raise ValueError(f"{what} is not positive definite even with jitter {jit_:.3g}; check the model's predictive")

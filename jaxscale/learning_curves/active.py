@@ -378,12 +378,13 @@ def _run_strategies(key, strategies, seeds, fit_fn, labels, L, C, out_dir, setti
     if seeds < 1 or kw.get("n_queries", 1) < 1:
         raise ValueError("--seeds and --queries must be >= 1")
     from jaxscale._json import dumps
-    from jaxscale._log import get_logger
+    from jaxscale._log import get_logger, progress
 
     fingerprint = _fingerprint(key, settings or {}, labels, L, C, kw)
     records = {} if out_dir is None else _open_checkpoint(out_dir, fingerprint, overwrite)
     traces, seconds, n_resumed = [], {}, 0
     keys = jax.random.split(key, seeds)
+    overall = progress(total=len(strategies) * seeds, desc="active learning: trajectories (strategy x seed)")
     for s in strategies:
         seconds[s] = 0.0
         for i in range(seeds):
@@ -393,11 +394,13 @@ def _run_strategies(key, strategies, seeds, fit_fn, labels, L, C, out_dir, setti
                 traces.append(_trace_from_record(rec))
                 seconds[s] += float(rec["seconds"])
                 n_resumed += 1
+                overall.update(1)
                 continue
             t1 = time.perf_counter()
             traces.append(run_active(keys[i], fit_fn, labels, L, C, s, progress_desc=f"active {s} seed {i}", **kw))
             dt = time.perf_counter() - t1
             seconds[s] += dt
+            overall.update(1)
             if out_dir is not None:
                 records[(s, i)] = _trace_record(traces[-1], s, i, kd, dt)
                 _save_checkpoint(out_dir, fingerprint, records)
@@ -405,6 +408,7 @@ def _run_strategies(key, strategies, seeds, fit_fn, labels, L, C, out_dir, setti
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             (Path(out_dir) / "active_partial.json").write_text(dumps(
                 {"seconds_per_strategy": seconds, "results": summarize_traces(traces)}, indent=1))
+    overall.close()
     if n_resumed:
         get_logger(__name__).info("active learning: %d of %d trajectories taken from %s (same settings and "
                                   "curves)", n_resumed, len(traces), Path(out_dir) / CHECKPOINT)
