@@ -281,7 +281,8 @@ def plot_table_law(data, held, pred, summary: dict, title: str = ""):
                   f"{b1['lo']:.3f} to {b1['hi']:.3f})")
     if summary.get("gt"):
         g = summary["gt"]
-        ax.plot(grid, np.exp(g["b1"] * np.log(grid) + g["b0"]), "k--", lw=1.2, zorder=6, label=f"law, true (b1 = {g['b1']:.3f})")
+        ax.plot(grid, np.exp(g["b1"] * np.log(grid) + g["b0"]), "k--", lw=1.2, zorder=6,
+                label=f"law, true (b1 = {g['b1']:.3f})")
     laws = {k: v for k, v in summary.get("baseline_laws", {}).items() if isinstance(v, dict) and "b1" in v}
     for k, (name, v) in enumerate(laws.items()):
         ax.plot(grid, np.exp(v["b1"] * np.log(grid) + v["b0"]), ls=":", lw=1.4, color=f"C{k + 1}", zorder=6,
