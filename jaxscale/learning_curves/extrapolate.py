@@ -1177,9 +1177,14 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
                                      h[real], unused)
     if spec.calibrate and not calibration["calibrated"]:
         own = _self_calibration(jax.random.fold_in(key, 3), data, spec, h[real], calibration.get("finished_runs"))
-        calibration = own if own["calibrated"] else dict(calibration, early_parts=own["reason"])
         if own["calibrated"]:
-            warnings.warn(f"power-law extrapolation: {own['reason']}", UserWarning, stacklevel=3)
+            # why the finished runs could not: said with the fix (as for an uncalibrated interval)
+            why = f" The finished runs could not: {calibration['reason']}. {advice}" if own["finished_runs"] else ""
+            warnings.warn(f"power-law extrapolation: {own['reason']}.{why}", UserWarning, stacklevel=3)
+            kept = {k: calibration[k] for k in ("finished_runs_unused", "unused_because") if k in calibration}
+            calibration = dict(own, **kept)
+        else:
+            calibration = dict(calibration, early_parts=own["reason"])
     if spec.calibrate and not calibration["calibrated"]:
         warnings.warn(f"power-law extrapolation: the {level:.0%} interval is not calibrated: {calibration['reason']}. "
                       f"{advice}", UserWarning, stacklevel=3)
@@ -1229,10 +1234,14 @@ def _self_calibration(key, data: TailData, spec: ExtrapolateSpec, tail_h, finish
     Each run's early part is treated as a finished run: cut like the runs in progress (at a
     quantile of their ratios of last early step to last step to predict, :func:`_calibration_rows`:
     the held-back points lie as many e-folds of the step beyond the cut as the rows to predict lie
-    beyond the early part), fitted below the cut in one program of its own (its own empirical-Bayes
-    noise prior, importance sampling; the fit of the runs is left untouched), and its later early
-    points predicted. ``growth`` is the split-conformal quantile of their errors per e-fold of the
-    step, ``|ln y - median| / h``; each half-width of the runs' interval becomes at least
+    beyond the early part; where that cut leaves too few points to hold back, as when densely logged
+    runs are predicted far beyond their last logged step, no earlier than where the median early
+    part keeps :data:`SELF_CAL_KEEP` of its points (:func:`_ratio_floor`; ``cut_ratio_floor`` in
+    the record): the growth learnt there is then extrapolated), fitted below the cut in one program
+    of its own (its own empirical-Bayes noise prior, importance sampling; the fit of the runs is
+    left untouched), and its later early points predicted. ``growth`` is the split-conformal
+    quantile of their errors per e-fold of the step, ``|ln y - median| / h``; each half-width of
+    the runs' interval becomes at least
     ``growth h`` (:func:`_widen_ends` with ``floor``). The errors are taken alone, not beside the
     backtest's own interval: that fit has fewer points, so its interval is wider than the real
     fit's and would hide how far a fit of these curves errs. For the same reason the floor tends to
@@ -1250,9 +1259,16 @@ def _self_calibration(key, data: TailData, spec: ExtrapolateSpec, tail_h, finish
     early = data.replace(curve=cur[rows], x=np.asarray(data.x, float)[rows], y=np.asarray(data.y, float)[rows],
                          train=np.ones(rows.size, bool), row_id=np.asarray(data.row_id)[rows], descriptors=None)
     held, _, unused = _calibration_rows(early, ratios)
+    floor = None
+    if held.sum() < MIN_CALIBRATION_POINTS:  # cut so early that too few points stay: no earlier than the floor
+        floor = _ratio_floor(data)
+        if floor is not None and np.any(ratios < floor):
+            held, _, unused = _calibration_rows(early, np.maximum(ratios, floor))
+        else:
+            floor = None
     n_runs = int(np.unique(early.curve[held]).size)
     out = {"calibrated": False, "source": "early parts", "margin": None, "growth": None, "runs": n_runs,
-           "points": int(held.sum()), "finished_runs": int(finished)}
+           "points": int(held.sum()), "finished_runs": int(finished), "cut_ratio_floor": floor}
     if held.sum() < MIN_CALIBRATION_POINTS:
         out["reason"] = (f"cutting each run's early part like the runs in progress leaves {int(held.sum())} point(s) "
                          f"to hold back ({unused.get('too_few_early', 0)} of {int(prog.sum())} early parts keep fewer "
@@ -1289,11 +1305,44 @@ def _self_calibration(key, data: TailData, spec: ExtrapolateSpec, tail_h, finish
                      f"before ({int(held.sum())} points of {n_runs} runs): their errors grew by up to {q:.3g} in ln L "
                      f"per e-fold of the step beyond the cut ({level:.0%} of them; the model's interval covered "
                      f"{raw:.0%}), so each half-width w (in ln L) is at least {q:.3g} h at h = ln(step / the run's "
-                     f"last early step): +-{q * np.log(10):.3g} at 10x. This backtest fits fewer points than the fit "
+                     f"last early step): +-{q * np.log(10):.3g} at 10x. "
+                     + (f"The early parts were cut no earlier than {floor:.2g} of their last step (where the median "
+                        f"one keeps {SELF_CAL_KEEP:.0%} of its points): cut like the runs in progress they kept too "
+                        f"few, so the growth is learnt up to {h_max:.2g} e-folds and "
+                        f"extrapolated to the {int(np.sum(tail_h > h_max * (1 + 1e-9)))} rows further out. "
+                        if floor is not None else "")
+                     + "This backtest fits fewer points than the fit "
                      "itself (the floor tends to be wide) and cannot see what starts after the early part (e.g. a "
                      "learning-rate warm-down). Finished runs in the table (all their rows in the early part) "
                      "calibrate it better")
     return out
+
+
+#: The share of its points an early part keeps at least when it is cut to calibrate the interval
+#: on the runs' own early parts (:func:`_self_calibration`).
+SELF_CAL_KEEP = 0.25
+
+
+def _ratio_floor(data: TailData) -> float | None:
+    """The smallest cut ratio of the runs' own backtest: the median over the runs in progress of
+    (the step keeping :data:`SELF_CAL_KEEP` of the early points, and at least
+    :data:`MIN_TRAIN_POINTS`) / (the last early step). ``None`` when the median early part is too
+    short for that share to hold :data:`MIN_TRAIN_POINTS` points: a backtest of its first few points
+    only widens an interval that is wide already (tried: nanochat cut at 10 % of its runs, 4x the
+    width for a coverage of 1.00 either way)."""
+    cur = np.asarray(data.curve, np.int64)
+    x, tr = np.asarray(data.x, float), np.asarray(data.train, bool)
+    m = tr & _in_progress(data)[cur]
+    if not m.any():
+        return None
+    c, xe = cur[m], x[m]
+    o = np.lexsort((xe, c))  # each run's early steps, ascending, runs one after another
+    c, xe = c[o], xe[o]
+    runs, start, n = np.unique(c, return_index=True, return_counts=True)
+    if SELF_CAL_KEEP * np.median(n) < MIN_TRAIN_POINTS:
+        return None
+    i = np.minimum(np.maximum(np.ceil(SELF_CAL_KEEP * n).astype(int), MIN_TRAIN_POINTS), n) - 1
+    return float(np.median(xe[start + i] / xe[start + n - 1]))
 
 
 def _nuts_failing(key, lap: dict, draws: dict, report: dict, spec: ExtrapolateSpec, labels: list):
