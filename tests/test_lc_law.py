@@ -137,3 +137,24 @@ def test_cli_on_your_own_csv(tmp_path, capsys):
     rc = main(["lc", "evaluate", "--csv", str(bad), *base, "--holdout", "hidden == 512", "--json"])
     err = capsys.readouterr().err
     assert rc == 2 and "'val_loss' <= 0" in err and "rows [" in err, err
+
+
+def test_a_law_without_a_floor_and_lower_ends_below_zero_are_warned():
+    """The nanoGPT-large curves as a user's table, magp_law: the law's irreducible loss goes to 0 (the
+    runs do not level off), warned at fit time as Chinchilla does; far beyond the runs the interval,
+    symmetric in the loss, reaches below 0, warned at predict time."""
+    from jaxscale import learning_curves as lc
+    from jaxscale.learning_curves.data import load_lc
+
+    f = load_lc("nanogpt_large").frame
+    df = pd.DataFrame({"width": f["n_embd"].astype(int), "depth": f["n_layer"].astype(int),
+                       "step": np.round(np.exp(f["x"])).astype(int), "loss": f["value"]})
+    data = lc.from_frame(df[df["width"] != 1600], task_col="width", instance_col="depth", x_col="step", y_col="loss",
+                         descriptor_cols=["width", "depth"])
+    with pytest.warns(RuntimeWarning, match=r"magp_law fit: the law's irreducible loss E = .* went to 0"):
+        fit = lc.fit(jax.random.key(0), data, lc.Spec(model="magp_law", restarts=2, steps=300))
+    assert float(np.exp(fit.law.log_e)) < 1e-3
+    far = pd.DataFrame({"width": 1024, "depth": 24, "step": [1e6, 1e7]})
+    with pytest.warns(UserWarning, match=r"lower ends are 0 or below .* Read such ends as 0"):
+        pred = lc.predict(fit, far)
+    assert np.asarray(pred.lower).min() <= 0 < np.asarray(pred.mean).min()

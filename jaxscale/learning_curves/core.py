@@ -591,7 +591,25 @@ def fit(key, data: Data, spec: Spec = Spec()) -> Fit:
                       instance_labels=data.instance_labels, descriptor_names=data.descriptor_names,
                       x_is_log=data.x_is_log, columns=data.columns)
     warn_report(fit_report(out))
+    _warn_law_without_floor(out)
     return out
+
+
+def _warn_law_without_floor(fit: Fit) -> None:
+    """``magp_law``: warn when the law's irreducible loss ``E`` went to (nearly) 0, as Chinchilla
+    does: the runs do not show the loss levelling off, so the trend the GP follows far outside the
+    runs keeps falling as a pure power law, below any floor a loss has."""
+    if fit.law is None:
+        return
+    e = float(np.exp(np.asarray(fit.law.log_e)))
+    y = np.asarray(fit.train.y, float)
+    low = float(np.min(y[np.isfinite(y)]))
+    if e < 1e-3 * low:
+        col = _column(fit.train, "target", "loss")
+        warnings.warn(f"magp_law fit: the law's irreducible {col} E = {e:.3g} went to 0 (the lowest training value is "
+                      f"{low:.4g}): these runs do not show the loss levelling off, so far beyond them the trend keeps "
+                      "falling as a pure power law and the predictions with it (their lower ends may reach 0); treat "
+                      "long extrapolations with care, or add longer or larger runs", RuntimeWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -1087,6 +1105,12 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9, handle_unknown: st
     dist = extrapolation(fit, q)
     warn_extrapolation_of(fit, q, dist)
     _warn_past_own_steps(fit, q)
+    lo = np.asarray(pred.lower, float)
+    if fit.spec.model == "magp_law" and (lo <= 0).any():  # its losses are > 0 (checked at fit time)
+        warnings.warn(f"learning-curve predict: {int((lo <= 0).sum())} of {lo.size} lower ends are 0 or below (the "
+                      f"smallest {lo.min():.4g}; worst extrapolation {np.max(dist):.3g}), though a loss is > 0: the "
+                      "interval is symmetric in the loss, and so wide an interval says the model knows little there. "
+                      "Read such ends as 0", UserWarning, stacklevel=2)
     return pred._replace(extrapolation=jnp.asarray(dist))
 
 
