@@ -110,7 +110,7 @@ def test_predict_fills_extrapolation_and_warns_once():
         f = lc.fit(jax.random.key(0), data.rows(~held), lc.Spec(restarts=1, steps=40, n_h=2))
     inside = lc.predict(f, df.loc[~held, ["width", "depth", "step"]].iloc[:3])
     np.testing.assert_array_equal(inside.extrapolation, 0.0)
-    with pytest.warns(UserWarning, match=r"1 row\(s\) of task\(s\) \['512'\] with no training run") as rec:
+    with pytest.warns(UserWarning, match=r"1 row\(s\) of 1 task\(s\) \['512'\] with no training run") as rec:
         far = lc.predict(f, pd.DataFrame({"width": [128, 512], "depth": [2, 2], "step": [2560 * 16, 10]}))
     assert len([r for r in rec if "outside the training data" in str(r.message)]) == 1
     np.testing.assert_allclose(far.extrapolation, [np.log(16) / np.log(256), np.inf])

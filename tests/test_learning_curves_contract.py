@@ -292,6 +292,14 @@ def test_cli_evaluate_predicts_runs_not_trained_yet(table, tmp_path, capsys):
     assert rc == 0
     got = json.loads(capsys.readouterr().out)
     assert np.isfinite(got["mean"]).all() and got["extrapolation"] == [None] * 5  # inf: the prior
+    # eight new sizes: the warning names five in numeric order and counts the rest
+    many = pd.concat([plan.assign(width=w) for w in (4096, 2048, 3072, 10240, 5120, 6144, 8192, 7168)])
+    many.to_csv(new, index=False)
+    with pytest.warns(UserWarning, match=r"40 row\(s\) of 8 task\(s\) \['2048', '3072', '4096', '5120', '6144'\] "
+                                         r"\(\+3 more\) with no training run"):
+        assert main(["lc", "predict", "--model", str(tmp_path / "m"), "--csv", str(new), "--handle-unknown", "prior",
+                     "--json"]) == 0
+    capsys.readouterr()
 
 
 def test_predict_runs_the_fit_never_saw():

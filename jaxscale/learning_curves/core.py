@@ -1027,8 +1027,11 @@ def warn_extrapolation_of(fit: Fit, query, dist, what: str = "learning-curve pre
     inf = np.isinf(dist)
     if inf.any():
         q = as_query(fit, query)
-        tasks = sorted({fit.task_labels[int(t)] for t in np.asarray(q.task)[inf]})
-        what = (f"{what} ({int(inf.sum())} row(s) of task(s) {tasks[:5]} with no training run: {fit.spec.model} "
+        codes = np.unique(np.asarray(q.task)[inf])  # in the vocabulary's order (numbers in numeric order)
+        tasks = [fit.task_labels[int(t)] for t in codes]
+        more = f" (+{len(tasks) - 5} more)" if len(tasks) > 5 else ""
+        what = (f"{what} ({int(inf.sum())} row(s) of {len(tasks)} task(s) {tasks[:5]}{more} with no training run: "
+                f"{fit.spec.model} "
                 "predicts them from its prior, distance inf")
         what += ("; a model with descriptors of the runs predicts such tasks: magp_law, a scaling law in them with a "
                  "GP on its residuals (sizes beyond the training runs), or magp_desc; CLI: --model magp_law "
