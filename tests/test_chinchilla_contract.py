@@ -201,9 +201,19 @@ def test_extrapolation_is_measured_warned_and_widens_intervals(fitted):
         warnings.simplefilter("always")
         ch.predict(fit, far)
     assert "no bootstrap refits" not in str(rec[0].message)  # this fit has refits
+    # without refits (and without a growth of the noise): the law's own uncertainty, linearised at the fit,
+    # still widens the interval with the distance; a model saved without theta_cov has the noise alone
+    plain_fit = dataclasses.replace(fit, boot_theta=None, kappa=jnp.asarray(0.0))
     with pytest.warns(UserWarning, match=r"rest on the model's assumptions; this fit has no bootstrap refits, so the "
-                                         r"interval holds the residual noise alone .* --bootstrap 200"):
-        ch.predict(dataclasses.replace(fit, boot_theta=None, kappa=jnp.asarray(0.0)), far)
+                                         r"interval holds the residual noise and the law's own uncertainty by a "
+                                         r"linear approximation .* --bootstrap 200"):
+        p_plain = ch.predict(plain_fit, far)
+    w_plain = np.log(np.asarray(p_plain.upper) / np.asarray(p_plain.lower))
+    assert w_plain[2] > w_plain[1] > w_plain[0], w_plain
+    with pytest.warns(UserWarning, match=r"holds the residual noise and leaves out the law's own uncertainty"):
+        p_old = ch.predict(dataclasses.replace(plain_fit, theta_cov=None), far)
+    w_old = np.log(np.asarray(p_old.upper) / np.asarray(p_old.lower))
+    np.testing.assert_allclose(w_old, w_old[0]) and np.testing.assert_array_less(w_old, w_plain + 1e-12)
     # with a growth learnt by the backtest, the note says the noise widens with the distance
     with pytest.warns(UserWarning, match=r"holds the residual noise, widened with the distance \(x \(1 \+ 0.5 d\)"):
         ch.predict(dataclasses.replace(fit, boot_theta=None, kappa=jnp.asarray(0.5)), far)
@@ -211,7 +221,8 @@ def test_extrapolation_is_measured_warned_and_widens_intervals(fitted):
 
     assert "x (1 + 0.5 d) at d decades" in _interval_kind(dataclasses.replace(fit, boot_theta=None, kappa=0.5))
     plain = _interval_kind(dataclasses.replace(fit, boot_theta=None, kappa=0.0))
-    assert plain.startswith("residual noise (Student-t);")
+    assert plain.startswith("residual noise + the law's own uncertainty linearised at the fit (Student-t);")
+    assert _interval_kind(dataclasses.replace(plain_fit, theta_cov=None)).startswith("residual noise (Student-t);")
 
 
 def test_units_look_like_billions_warns():

@@ -127,6 +127,9 @@ class ChinchillaFit:
       kappa: growth of the noise scale with extrapolation: a run ``d`` decades outside the training
         box gets a log-loss noise sd of ``sigma * (1 + kappa * d)``. Learnt by a backtest inside the
         training data (:func:`extrapolation_backtest`); 0 when the backtest found no growth or was off.
+      theta_cov: ``(5, 5)`` covariance of ``theta`` by the linear (Gauss-Newton) approximation at the
+        fit, ``sigma^2 (J^T J)^+`` with ``J`` the Jacobian of the fitted rows' log loss: the law's own
+        uncertainty in the interval of a fit without bootstrap refits (:func:`theta_covariance`).
     """
 
     params: ChinchillaParams
@@ -143,6 +146,7 @@ class ChinchillaFit:
     boot_excluded: jax.Array | None = None
     log_range: jax.Array | None = None
     kappa: jax.Array | None = None
+    theta_cov: jax.Array | None = None
     spec: ChinchillaSpec = static_field(default=ChinchillaSpec())
     columns: tuple = static_field(default=(("N", "N"), ("D", "D"), ("target", "loss")))
     n_starts: int = static_field(default=4500)
@@ -437,6 +441,27 @@ def _exclusion(data: ChinchillaData, k: int) -> np.ndarray:
     return mask
 
 
+def log_loss_jacobian(theta, log_N, log_D) -> np.ndarray:
+    """``(n, 5)`` derivatives of the law's log loss at each row with respect to ``theta = (a, b, e,
+    alpha, beta)``: the softmax weights ``p`` of the three terms give ``(p1, p2, p3, -p1 ln N,
+    -p2 ln D)`` (host, NumPy)."""
+    a, b, e, alpha, beta = np.asarray(theta, float)
+    ln, ld = np.asarray(log_N, float), np.asarray(log_D, float)
+    t = np.stack([a - alpha * ln, b - beta * ld, np.full_like(ln, e)], 1)
+    p = np.exp(t - t.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return np.stack([p[:, 0], p[:, 1], p[:, 2], -p[:, 0] * ln, -p[:, 1] * ld], 1)
+
+
+def theta_covariance(theta, data: ChinchillaData, sigma: float) -> np.ndarray:
+    """Covariance of the fitted ``theta`` by the linear approximation at the fit:
+    ``sigma^2 (J^T W J)^+`` over the rows with weight > 0 (a pseudo-inverse: directions the data do
+    not pin, such as ``e`` when ``E`` went to 0, get no variance from it)."""
+    w = np.asarray(data.weights, float)
+    J = log_loss_jacobian(theta, data.log_N, data.log_D)
+    return float(sigma) ** 2 * np.linalg.pinv((J * w[:, None]).T @ J, rcond=1e-12, hermitian=True)
+
+
 def residual_scale(theta, data: ChinchillaData) -> tuple[float, int]:
     """Residual standard deviation of log loss on rows with weight > 0, and its degrees of freedom
     (weighted rows minus the 5 parameters)."""
@@ -564,7 +589,7 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
         n_converged=_device(n_conv, count), n_nonfinite_starts=_device(n_bad, count),
         excluded=jax.device_put(excluded), sigma=_device(sigma), dof=_device(dof, count), spec=spec,
         columns=data.columns, n_starts=int(starts_arr.shape[0]), log_range=_device(_log_range(d)),
-        kappa=_device(kappa),
+        kappa=_device(kappa), theta_cov=_device(theta_covariance(res.params, d, sigma)),
     )
     if spec.n_boot > 0:
         theta_b, n_excl = bootstrap(jax.random.fold_in(key, 1), d, res.params, n_boot=spec.n_boot,

@@ -6,8 +6,12 @@ a *prediction* interval for a new run, in log-loss space:
 * with bootstrap refits (``Spec(n_boot=...)``): each refit's law plus residual noise
   :math:`\varepsilon \sim N(0, \sigma^2)` (draws when a key is given, otherwise a normal with the
   bootstrap variance plus :math:`\sigma^2`);
-* without refits: residual noise only, with Student-t quantiles on the fit's ``n - 5`` degrees of
-  freedom (parameter uncertainty is then not included: ask for refits when it matters).
+* without refits: the residual noise and the law's own uncertainty by the linear approximation at
+  the fit (``ChinchillaFit.theta_cov``: the variance of the law's log loss at the query is
+  :math:`g^T \Sigma g`, ``g`` its gradient in ``theta``), with Student-t quantiles on the fit's
+  ``n - 5`` degrees of freedom. It grows as the query leaves the training runs; refits measure it
+  without the linear approximation (a fit saved before ``theta_cov`` existed has residual noise
+  only).
 
 Either way the noise scale grows outside the training runs: ``sigma (1 + kappa d)`` at ``d``
 decades of N, D or compute beyond them, ``kappa`` learnt by a backtest inside the training runs
@@ -25,7 +29,8 @@ import pandas as pd
 import jax
 import jax.numpy as jnp
 
-from jaxscale.chinchilla.fit import ChinchillaData, ChinchillaFit, _box_distance, _device, _log_loss, from_frame
+from jaxscale.chinchilla.fit import (ChinchillaData, ChinchillaFit, _box_distance, _device, _log_loss, from_frame,
+                                     log_loss_jacobian)
 from jaxscale._log import get_logger
 from jaxscale.infer.prediction import Prediction, check_fit, check_key, check_level, warn_extrapolation, z_value
 
@@ -112,10 +117,13 @@ def predict(fit: ChinchillaFit, query, *, key=None, level: float = 0.9, n_sample
         refits = fit.boot_theta is not None and len(fit.boot_theta)
         k = 0.0 if fit.kappa is None else float(fit.kappa)
         grows = (f"the residual noise, widened with the distance (x (1 + {k:.3g} d), learnt by a backtest inside the "
-                 "training runs)," if k > 0 else "the residual noise alone")
-        note = "" if refits else (f"this fit has no bootstrap refits, so the interval holds {grows} and leaves out the "
-                                  "law's own uncertainty, which grows with the distance too: fit again with bootstrap "
-                                  "refits (Spec(n_boot=200); CLI: --bootstrap 200)")
+                 "training runs)," if k > 0 else "the residual noise")
+        law = ("and the law's own uncertainty by a linear approximation at the fit (it grows with the distance); "
+               "bootstrap refits measure that without the approximation" if fit.theta_cov is not None else
+               "and leaves out the law's own uncertainty (a model saved by an older jaxscale), which grows with the "
+               "distance too: fit again, or with bootstrap refits")
+        note = "" if refits else (f"this fit has no bootstrap refits, so the interval holds {grows} {law} "
+                                  "(Spec(n_boot=200); CLI: --bootstrap 200)")
         warn_extrapolation("Chinchilla predict", dist, "decades of N, D or compute outside the training runs",
                            threshold=0.0, stacklevel=3, note=note)
     return pred._replace(extrapolation=dist)
@@ -161,11 +169,15 @@ def _predict(fit: ChinchillaFit, data: ChinchillaData, key, level: float, n_samp
                 lower[rows], upper[rows] = np.exp(mu[rows] - z * sd), np.exp(mu[rows] + z * sd)
         return out(np.exp(mu), lower, upper, draws if keep else None)
     t = _t_value(level, int(fit.dof))
+    sd = np.broadcast_to(sigma, mu.shape)
+    if fit.theta_cov is not None:  # the law's own uncertainty, linearised at the fit
+        g = log_loss_jacobian(fit.theta, ln, ld)
+        sd = np.sqrt(sd**2 + np.maximum(np.einsum("ni,ij,nj->n", g, np.asarray(fit.theta_cov, float), g), 0.0))
     samples = None
     if key is not None and n_samples:
         eps = np.asarray(jax.random.t(key, max(int(fit.dof), 1), (n_samples, mu.shape[0]), dtype), float)
-        samples = np.exp(mu + sigma * eps)
-    return out(np.exp(mu), np.exp(mu - t * sigma), np.exp(mu + t * sigma), samples)
+        samples = np.exp(mu + sd * eps)
+    return out(np.exp(mu), np.exp(mu - t * sd), np.exp(mu + t * sd), samples)
 
 
 def optimal_allocation(theta, compute):

@@ -36,6 +36,9 @@ def _interval_kind(fit) -> str:
              "inside them)" if k > 0 else "")
     if fit.boot_theta is not None:
         return f"bootstrap refits ({len(fit.boot_theta)}) + residual noise{grows}"
+    if fit.theta_cov is not None:
+        return (f"residual noise{grows} + the law's own uncertainty linearised at the fit (Student-t); "
+                "--bootstrap N measures the latter without the linear approximation")
     return f"residual noise (Student-t){grows}; add --bootstrap N for the law's own uncertainty"
 
 
