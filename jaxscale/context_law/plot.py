@@ -69,6 +69,8 @@ def plot_task(fit, data, task: str | None = None, heldout=None, *, key=None, lev
     present = [t for t in dict.fromkeys(np.asarray(data.task_labels)[np.unique(np.asarray(data.task))].tolist())
                if t in fit.task_labels]
     tasks = [task] if task is not None else present[:max_panels]
+    if not tasks:
+        raise ValueError(f"none of the rows' tasks is one of the fitted tasks {list(fit.task_labels)[:20]}")
     ncol = min(3, len(tasks))
     nrow = -(-len(tasks) // ncol)
     fig, axes = figure(nrow, ncol, size=(7.0, 4.5) if len(tasks) == 1 else (4.6, 3.6), squeeze=False)

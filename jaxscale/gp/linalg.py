@@ -9,7 +9,6 @@ than differentiating through ``cholesky`` + ``solve_triangular``.
 from __future__ import annotations
 
 import logging
-
 import math
 
 import jax
