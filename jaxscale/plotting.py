@@ -77,7 +77,8 @@ def plot_chinchilla(N, D, loss, params, excluded_mask=None, boot=None, *, held=N
     E, A, B, a, b = (float(params[k]) for k in ("E", "A", "B", "alpha", "beta"))
 
     def law(n, d):
-        return E + A / n**a + B / d**b
+        with np.errstate(all="ignore"):  # A or B beyond float range (a cliff-like law): not drawn there
+            return E + A / n**a + B / d**b
 
     logn = [np.log10(N)]
     if held is not None:
@@ -101,8 +102,9 @@ def plot_chinchilla(N, D, loss, params, excluded_mask=None, boot=None, *, held=N
                    label=f"held-out runs ({hC.size})", **kw)
     c_all = np.concatenate(c_all)
     grid = np.geomspace(c_all.min() / 1.5, c_all.max() * 1.5, 200)
-    g = (a * A / (b * B)) ** (1.0 / (a + b))
-    n_opt = g * (grid / 6.0) ** (b / (a + b))
+    with np.errstate(all="ignore"):
+        g = (a * A / (b * B)) ** (1.0 / (a + b))
+        n_opt = g * (grid / 6.0) ** (b / (a + b))
     ax.plot(grid, law(n_opt, grid / (6.0 * n_opt)), "k--", lw=1.2, label="law, compute-optimal frontier")
     ax.set_xscale("log")
     ax.set_xlabel(f"training compute 6 x {names['N']} x {names['D']} (FLOPs)")
