@@ -377,7 +377,7 @@ def test_stale_checkpoint_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["ncpl", "train", "--csv", str(tmp_path / "b.csv"), *LAW, *TINY, *ck, "--json"]) == 2
     err = capsys.readouterr().err
-    assert "--force-new" in err and "data" in err
+    assert "--force-new" in err and "the table's values" in err
     assert main(["ncpl", "train", "--csv", str(tmp_path / "b.csv"), *LAW, *TINY, *ck, "--force-new", "--json"]) == 0
 
 
