@@ -35,11 +35,12 @@ COLS = dict(task_col="width", instance_col="depth", x_col="step", y_col="loss", 
 
 def runs() -> pd.DataFrame:
     """The bundled nanoGPT-large curves as a user's table: width, depth, step, params, loss."""
+    from jaxscale.learning_curves.compute import steps_from_log
     from jaxscale.learning_curves.data import load_lc
 
     f = load_lc("nanogpt_large").frame
     width, depth = f["n_embd"].astype(int), f["n_layer"].astype(int)
-    return pd.DataFrame({"width": width, "depth": depth, "step": np.round(np.exp(f["x"])).astype(int),
+    return pd.DataFrame({"width": width, "depth": depth, "step": steps_from_log(f["x"]).astype(int),
                          "params": 12 * depth * width**2, "loss": f["value"]})
 
 

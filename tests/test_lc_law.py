@@ -144,11 +144,12 @@ def test_a_law_without_a_floor_and_lower_ends_below_zero_are_warned():
     runs do not level off), warned at fit time as Chinchilla does; far beyond the runs the interval,
     symmetric in the loss, reaches below 0, warned at predict time."""
     from jaxscale import learning_curves as lc
+    from jaxscale.learning_curves.compute import steps_from_log
     from jaxscale.learning_curves.data import load_lc
 
     f = load_lc("nanogpt_large").frame
     df = pd.DataFrame({"width": f["n_embd"].astype(int), "depth": f["n_layer"].astype(int),
-                       "step": np.round(np.exp(f["x"])).astype(int), "loss": f["value"]})
+                       "step": steps_from_log(f["x"]).astype(int), "loss": f["value"]})
     data = lc.from_frame(df[df["width"] != 1600], task_col="width", instance_col="depth", x_col="step", y_col="loss",
                          descriptor_cols=["width", "depth"])
     with pytest.warns(RuntimeWarning, match=r"magp_law fit: the law's irreducible loss E = .* went to 0"):

@@ -66,8 +66,8 @@ def plot_task(fit, data, task: str | None = None, heldout=None, *, key=None, lev
 
     if task is not None and task not in fit.task_labels:
         raise ValueError(f"task {task!r} is not one of the fitted tasks {list(fit.task_labels)[:20]}")
-    present = [t for t in dict.fromkeys(np.asarray(data.task_labels)[np.unique(np.asarray(data.task))].tolist())
-               if t in fit.task_labels]
+    present = [t for t in np.asarray(data.task_labels)[np.unique(np.asarray(data.task))].tolist()
+               if t in fit.task_labels]  # in the vocabulary's order
     tasks = [task] if task is not None else present[:max_panels]
     if not tasks:
         raise ValueError(f"none of the rows' tasks is one of the fitted tasks {list(fit.task_labels)[:20]}")
