@@ -1,5 +1,8 @@
 """Runs in progress: the Bayesian saturating power law against scipy least squares per curve.
 
+Every case is scored next to the baselines fitted on the same rows: scipy least squares per curve,
+``last_value``, ``local_trend`` and, when some runs are finished, ``nearest_finished_run``.
+
 Cases: the bundled nanoGPT-large curves and 30 of LossCast's nanochat runs cut at 10 / 25 / 50 % of
 their last step (the early part is every point at step <= that fraction of the curve's last step;
 the rest is predicted); the nanochat runs again with every second run finished (kept whole: the
@@ -291,7 +294,8 @@ def main(argv=None):
         rep["warnings"] = sorted({str(x.message)[:200] for x in w})
         rep["spec"] = case_spec._asdict() if model == "powerlaw" else gp._asdict()
         rows[name] = rep
-        print(name, json.dumps({k: rep[k] for k in ("score", "scipy_power_law", "converged")}), flush=True)
+        keys = ("score", "scipy_power_law", "last_value", "local_trend", "nearest_finished_run", "converged")
+        print(name, json.dumps({k: rep[k] for k in keys if k in rep}), flush=True)
         path.write_text(json.dumps(rows, indent=1, default=float))
 
 

@@ -116,7 +116,7 @@ def test_cut_and_validation():
                                          r"df\['early'\] = df\['split'\] == 'train', or cut by step with --cutoff"):
         tail_from_frame(split, curve_col="run", x_col="step", y_col="loss", train_col="split")
     flat = df.assign(loss=np.where((df["run"] == "r2") & (df["step"] <= 600), 3.0, df["loss"]))
-    with pytest.raises(ValueError, match=r"constant on the training rows of curve 'run' = 'r2'"):
+    with pytest.raises(ValueError, match=r"constant on the training rows of 1 run\(s\) in progress: 'run' = \['r2'\].*--where \"run not in \['r2'\]\""):
         tail_from_frame(flat, curve_col="run", x_col="step", y_col="loss", cutoff=600)
     with pytest.warns(UserWarning, match="non-monotone"):
         up = df.assign(loss=np.where(df["step"] == 50, df["loss"] + 3.0, df["loss"]))
@@ -340,13 +340,15 @@ def test_cli_extrapolate(tmp_path, capsys, monkeypatch):
     b = out["baselines"]
     assert {"rmsle", "mae", "coverage"} <= set(b["model"]) and b["compared_on"] == "rmsle"  # judged on RMSLE
     assert b["model"]["rmsle"] == pytest.approx(out["score"]["rmsle"], rel=1e-12)
-    assert b["model_loses_to"] == [k for k in ("scipy_power_law", "last_value") if b[k]["rmsle"] < b["model"]["rmsle"]]
+    names = ("scipy_power_law", "last_value", "local_trend")  # no finished run: no nearest_finished_run
+    assert [k for k in b if k in names + ("nearest_finished_run",)] == list(names)
+    assert b["model_loses_to"] == [k for k in names if b[k]["rmsle"] < b["model"]["rmsle"]]
     assert out["diagnostics"]["num_chains"] == 2 and out["diagnostics"]["sampler"] == "nuts"
     assert any("ESS" in str(x.message) for x in w)  # 60 draws per chain: the diagnostics warn
     assert out["calibration"]["calibrated"] is False and out["calibration"]["margin"] is None  # every run is cut
     assert any("not calibrated: no finished run" in str(x.message) for x in w)
     tail = pd.read_csv(out_csv)
-    assert len(tail) == 24 and {"mean", "lower", "upper", "scipy_power_law", "last_value"} <= set(tail.columns)
+    assert len(tail) == 24 and {"mean", "lower", "upper", *names} <= set(tail.columns)
     # how far each row lies beyond its run's early part (last early step 500): ln(step / 500)
     np.testing.assert_allclose(tail["extrapolation"], np.log(tail["step"] / 500.0), rtol=1e-12)
     assert out["extrapolation"]["max"] == pytest.approx(np.log(20.0)) and out["extrapolation"]["n_rows"] == 24
@@ -895,3 +897,33 @@ def test_densely_logged_runs_predicted_far_ahead_are_calibrated_on_their_early_p
     for r in runs:  # every run's interval widens with the horizon
         w = width[at["run_id"].to_numpy() == r]
         assert np.all(np.diff(w) > 0), (r, w)
+
+
+def test_sceptics_baselines_local_trend_and_nearest_finished_run():
+    """The two baselines a sceptic tries first on runs in progress, exactly: a run on a straight line
+    in log-log is continued by its local trend; a run shaped like a finished run (shifted in ln L)
+    follows it, picked by descriptors when the table has them, else by the loss at the cut."""
+    from jaxscale.learning_curves.extrapolate import TailData, local_trend, nearest_finished
+
+    x = np.array([10.0, 20, 40, 80, 160, 320, 640, 1280])
+    shape = np.log(2.0 + 30.0 * x ** -0.5)  # a saturating curve: not a line in log-log
+    other = np.log(2.0 + 30.0 * x ** -0.3) + 0.5  # another shape
+    runs = {"a": shape, "b": other, "c": shape + 0.02, "line": np.log(5.0) - 0.3 * np.log(x / 10)}
+    curve = np.repeat(np.arange(4), x.size)
+    xs, ly = np.tile(x, 4), np.concatenate(list(runs.values()))
+    train = ~((curve >= 2) & (xs > 160))  # 'a', 'b' finished; 'c' and 'line' cut at step 160
+    d = TailData(curve, xs, np.exp(ly), train, tuple(runs), np.arange(xs.size))
+    rows = np.flatnonzero(~train)
+    lt = local_trend(d, rows)
+    line = curve[rows] == 3
+    np.testing.assert_allclose(lt[line], np.exp(ly[rows][line]), rtol=1e-10)
+    near, info = nearest_finished(d, rows)
+    c = curve[rows] == 2  # nearest by the loss at its cut: 'a' (0.02 away), shifted by +0.02
+    np.testing.assert_allclose(np.log(near[c]), shape[5:] + 0.02, rtol=1e-12)
+    assert info == {"n_without": 0, "n_beyond": 0, "nearest_by": "ln loss at the run's last early step"}
+    # by descriptors: 'c' declared the size of 'b', so it follows 'b''s shape, shifted to meet 'c' at step 160
+    desc = np.repeat([[1e8], [4e8], [4e8], [1e8]], x.size, axis=0)
+    near, info = nearest_finished(d.replace(descriptors=desc, columns=(("descriptor", "params"),)), rows)
+    np.testing.assert_allclose(np.log(near[c]), other[5:] + shape[4] + 0.02 - other[4], rtol=1e-12)
+    assert info["nearest_by"] == "descriptors"
+    assert nearest_finished(d.replace(train=(curve >= 0) & (xs <= 160)), rows)[0] is None  # nothing finished

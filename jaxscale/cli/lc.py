@@ -564,9 +564,11 @@ def extrapolate_handler(args) -> dict:
     calibrated on the finished runs of the table when it has some, else on a backtest of the runs'
     own early parts), or,
     with --model magp_law and --descriptor-cols, a hierarchical GP that shares strength across runs
-    through their configuration; scored on the tail rows that carry a loss next to a scipy
-    least-squares power law per curve fitted on the same rows and each run's last early loss carried
-    forward (RMSLE, MAE, coverage). A score that rises towards a bound (accuracy, BLEU): --ceiling."""
+    through their configuration; scored on the tail rows that carry a loss next to the baselines fitted
+    on the same rows: a scipy least-squares power law per curve, each run's last early loss carried
+    forward, each run's local trend (its log-log line through the end of its early part) and, when the
+    table has finished runs, the nearest finished run shifted to meet each run at its last early step
+    (RMSLE, MAE, coverage). A score that rises towards a bound (accuracy, BLEU): --ceiling."""
     import jax
     import pandas as pd
 
@@ -624,9 +626,12 @@ def extrapolate_handler(args) -> dict:
         c = args.ceiling  # a bounded score: every RMSLE is of the gap c - y, as in the report
         gap = (lambda v: v) if c is None else (lambda v: c - np.asarray(v, float))
         scored = pred if c is None else Prediction(gap(pred.mean), gap(pred.upper), gap(pred.lower))
+        hint = ("the power law sees each run's early part alone; with the runs' configuration, --model magp_law "
+                "--descriptor-cols C1,C2 fits all runs together, the finished ones included"
+                if args.model == "powerlaw" else "")
         out["baselines"] = compare_baselines(gap(y), scored, {k: gap(v) for k, v in baselines.items()},
                                              what=f"{name} (tail rows)", rows="the tail rows", level=args.level,
-                                             metric="rmsle")
+                                             metric="rmsle", hint=hint)
     else:
         out["baselines"], out["baselines_reason"] = None, "no tail row carries a loss; nothing is scored"
     if steps is not None:  # the added rows' predictions: what a run will reach at the steps asked for

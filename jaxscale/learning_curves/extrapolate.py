@@ -272,9 +272,12 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     flat = np.flatnonzero((spread == 0) & has_tail)
     if flat.size:
         k = int(flat[0])
-        raise ValueError(f"{what}: column {y_col!r} is constant on the training rows of curve {curve_col!r} = "
-                         f"{labels[k]!r} (rows {_rows(df.index[(code == k) & train])}); a flat start fixes no power "
-                         "law. Raise the cutoff or drop that run")
+        shown = [getattr(labels[i], "item", lambda i=i: labels[i])() for i in flat[:20]]  # plain values
+        more = f" (+{flat.size - 20} more)" if flat.size > 20 else ""
+        raise ValueError(f"{what}: column {y_col!r} is constant on the training rows of {flat.size} run(s) in progress: "
+                         f"{curve_col!r} = {shown}{more} (the first: rows {_rows(df.index[(code == k) & train])}); a flat "
+                         "start fixes no power law. Raise the cutoff or drop those runs, e.g. --where "
+                         f"\"{V._where_name(curve_col)} not in {shown}\"{more}")
     _warn_non_monotone(code, x, y, train, labels, curve_col, x_col, x_is_log)
     desc = None
     if descriptor_cols:
@@ -1559,6 +1562,90 @@ def last_value(data: TailData, rows) -> np.ndarray:
     return _normalise(data)[1][np.asarray(data.curve, np.int64)[np.asarray(rows)]]
 
 
+def local_trend(data: TailData, rows) -> np.ndarray:
+    """The sceptic's local baseline: each of ``rows`` predicted by its run's straight line in
+    ``(ln step, ln loss)`` through the end of its early part, extended. The line is the least-squares
+    one through the run's early points of its last octave (steps from half its last early step on),
+    or through its last two early points when that octave holds fewer (a run with one early point:
+    that point carried forward). With a ceiling, the line is that of the gap ``ceiling - y``."""
+    ceiling, g = data.ceiling, _gap(data)
+    cur = np.asarray(g.curve, np.int64)
+    x, y, tr = np.asarray(g.x, float), np.asarray(g.y, float), np.asarray(g.train, bool)
+    K = len(g.labels)
+    xk, _ = _normalise(g)
+    idx = np.flatnonzero(tr)
+    idx = idx[np.lexsort((-x[idx], cur[idx]))]  # each run's early points, the last first
+    first = np.r_[True, cur[idx][1:] != cur[idx][:-1]]
+    rank = np.arange(idx.size) - np.maximum.accumulate(np.where(first, np.arange(idx.size), 0))
+    idx = idx[(rank < 2) | (x[idx] >= 0.5 * xk[cur[idx]])]
+    lx, ly, c = np.log(x[idx]), np.log(y[idx]), cur[idx]
+    n, sx, sy = (np.bincount(c, w, minlength=K) for w in (None, lx, ly))
+    sxx, sxy = np.bincount(c, lx * lx, minlength=K), np.bincount(c, lx * ly, minlength=K)
+    n1 = np.maximum(n, 1)
+    den = sxx - sx * sx / n1
+    ok = den > 1e-12 * np.maximum(sxx, 1.0)  # one point (or one step): no slope, carried forward
+    slope = np.where(ok, (sxy - sx * sy / n1) / np.where(ok, den, 1.0), 0.0)
+    icpt = (sy - slope * sx) / n1
+    rows = np.asarray(rows)
+    out = np.exp(icpt[cur[rows]] + slope[cur[rows]] * np.log(x[rows]))
+    return out if ceiling is None else ceiling - out
+
+
+def nearest_finished(data: TailData, rows) -> tuple[np.ndarray | None, dict]:
+    """The sceptic's baseline when the table holds finished runs: each run in progress follows the
+    finished run nearest to it, shifted in ``ln loss`` to meet the run at its last early step.
+
+    Nearest: in the runs' descriptors when the table has them (each column z-scored across runs,
+    after ``ln`` when all its values are positive), else in ``ln loss`` at the run's last early step;
+    among the finished runs whose steps reach that step. A row beyond the finished run's last step
+    takes its last loss (shifted). Runs with no such finished run keep their last early value.
+    Returns ``(prediction of rows, info)`` (``None`` when the table has no finished run); ``info``
+    counts the runs that kept their last value (``n_without``) and the rows beyond their finished
+    run's last step (``n_beyond``). With a ceiling, it works on the gap ``ceiling - y``."""
+    done = _finished(data)
+    if done.size == 0:
+        return None, {"reason": "no finished run in the table"}
+    ceiling, g = data.ceiling, _gap(data)
+    cur = np.asarray(g.curve, np.int64)
+    x, ly = np.asarray(g.x, float), np.log(np.asarray(g.y, float))
+    lx = np.log(x)
+    xk, yk = _normalise(g)
+    rows = np.asarray(rows)
+    prog = np.unique(cur[rows])
+    curves = {int(f): np.flatnonzero(cur == f)[np.argsort(x[cur == f])] for f in done}
+
+    def at(f, lxq):  # the finished run's ln loss at ln steps lxq (its last value beyond its last step)
+        i = curves[f]
+        return np.interp(lxq, lx[i], ly[i])
+
+    lo = np.array([x[curves[int(f)]].min() for f in done])
+    hi = np.array([x[curves[int(f)]].max() for f in done])
+    reach = (lo[None, :] <= xk[prog][:, None]) & (xk[prog][:, None] <= hi[None, :])
+    by_descriptors = g.descriptors is not None and np.asarray(g.descriptors).size > 0
+    if by_descriptors:
+        d = np.asarray(pd.DataFrame(np.asarray(g.descriptors, float)).groupby(cur).first().reindex(range(len(g.labels))))
+        d = np.where((d > 0).all(axis=0), np.log(np.where(d > 0, d, 1.0)), d)
+        sd = np.nanstd(d, axis=0)
+        d = (d - np.nanmean(d, axis=0)) / np.where(sd > 0, sd, 1.0)
+        dist = np.sqrt(((d[prog][:, None, :] - d[done][None, :, :]) ** 2).sum(-1))
+    else:
+        dist = np.abs(np.stack([at(int(f), np.log(xk[prog])) for f in done], axis=1) - np.log(yk[prog])[:, None])
+    dist = np.where(reach, dist, np.inf)
+    pick = {int(k): int(done[j]) for k, j, ok in zip(prog, dist.argmin(axis=1), np.isfinite(dist).any(axis=1)) if ok}
+    out = np.log(yk[cur[rows]])  # runs without a finished run: their last early value
+    beyond = 0
+    for f in sorted(set(pick.values())):  # one interpolation per finished run used
+        sel = np.flatnonzero(np.isin(cur[rows], [k for k, v in pick.items() if v == f]))
+        r = rows[sel]
+        shift = np.log(yk[cur[r]]) - at(f, np.log(xk[cur[r]]))
+        out[sel] = at(f, lx[r]) + shift
+        beyond += int(np.sum(x[r] > x[curves[f]].max()))
+    out = np.exp(out)
+    info = {"n_without": int(prog.size - len(pick)), "n_beyond": beyond,
+            "nearest_by": "descriptors" if by_descriptors else "ln loss at the run's last early step"}
+    return (out if ceiling is None else ceiling - out), info
+
+
 def score_tail(y, mean, lower=None, upper=None, *, ceiling: float | None = None) -> dict:
     """RMSLE (on ``ln L``), MAE and, with an interval, its coverage and ``median_width`` (the median
     of ``ln(upper / lower)``: how sharp it is; 0.1 is about +-5 % of the loss) on the rows with a
@@ -1631,19 +1718,25 @@ def extrapolate_gp(key, data: TailData, spec=None, *, level: float = 0.9) -> Tai
     tasks = [str(lab) for lab in data.labels]
     if len(set(tasks)) < len(tasks):  # labels that print alike: code the runs instead
         tasks = [f"run {i}" for i in range(len(tasks))]
+    cols = dict(given.columns)  # the user's names in the GP's messages (the gap's with a ceiling)
+    x_name, y_name = cols.get("x", "x"), cols.get("target", "y")
+    if given.ceiling is not None:
+        y_name = f"{given.ceiling:g} - {y_name}"
+    if len({"task", "instance", x_name, y_name, *names}) < 4 + len(names):
+        x_name, y_name = "x", "y"
     frame = pd.DataFrame({"task": np.asarray(tasks, object)[np.asarray(data.curve)], "instance": "run",
-                          "x": np.asarray(data.x, float), "y": np.asarray(data.y, float)},
+                          x_name: np.asarray(data.x, float), y_name: np.asarray(data.y, float)},
                          index=pd.Index(np.asarray(data.row_id)))
     for j, c in enumerate(names):
         frame[c] = np.asarray(data.descriptors, float)[:, j]
     tr = np.asarray(data.train, bool)
-    kw = dict(task_col="task", instance_col="instance", x_col="x", y_col="y", descriptor_cols=tuple(names))
+    kw = dict(task_col="task", instance_col="instance", x_col=x_name, y_col=y_name, descriptor_cols=tuple(names))
     k_fit, k_pred = jax.random.split(key)
     fit = core.fit(k_fit, core.from_frame(frame[tr], **kw), spec)
     rows = np.flatnonzero(~tr)
     with warnings.catch_warnings():  # every tail row lies beyond its run's training steps: that is the task
         warnings.filterwarnings("ignore", message=".*outside the training data.*")
-        pred = core.predict(fit, frame.iloc[rows].assign(y=np.nan), key=k_pred, level=level)
+        pred = core.predict(fit, frame.iloc[rows].assign(**{y_name: np.nan}), key=k_pred, level=level)
     report = core.fit_report(fit)
     curves = np.unique(np.asarray(data.curve)[rows])
     calibration = {"calibrated": False, "margin": None, "growth": None,
@@ -1691,7 +1784,11 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
         fit = extrapolate_gp(key, data, gp_spec, level=spec.level)
     secs = time.perf_counter() - t0
     base, info = powerlaw_lstsq(data)
-    baselines = {"scipy_power_law": base, "last_value": last_value(data, fit.rows)}
+    baselines = {"scipy_power_law": base, "last_value": last_value(data, fit.rows),
+                 "local_trend": local_trend(data, fit.rows)}
+    near, near_info = nearest_finished(data, fit.rows)
+    if near is not None:
+        baselines["nearest_finished_run"] = near
     y = np.asarray(data.y, float)[fit.rows]
     p = fit.prediction
     c = data.ceiling
@@ -1699,7 +1796,10 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
     report = {"n_curves": len(data.labels), "n_train": int(np.sum(data.train)), "n_tail": int(len(fit.rows)),
               "level": spec.level, "model": model, "score": sc, **({"bayes": sc} if model == "powerlaw" else {}),
               "scipy_power_law": {**score_tail(y, base, ceiling=c), **info},
-              "last_value": score_tail(y, baselines["last_value"], ceiling=c), "diagnostics": fit.diagnostics,
+              "last_value": score_tail(y, baselines["last_value"], ceiling=c),
+              "local_trend": score_tail(y, baselines["local_trend"], ceiling=c),
+              **({"nearest_finished_run": {**score_tail(y, near, ceiling=c), **near_info}} if near is not None else {}),
+              "diagnostics": fit.diagnostics,
               "converged": fit.diagnostics["converged"], "n_curves_fitted": int(len(fit.curves)),
               "calibration": fit.calibration, "fit_seconds": secs}
     if c is not None:
