@@ -153,7 +153,7 @@ def test_a_law_without_a_floor_and_lower_ends_below_zero_are_warned():
     data = lc.from_frame(df[df["width"] != 1600], task_col="width", instance_col="depth", x_col="step", y_col="loss",
                          descriptor_cols=["width", "depth"])
     with pytest.warns(RuntimeWarning, match=r"magp_law fit: the law's irreducible loss E = .* went to 0"):
-        fit = lc.fit(jax.random.key(0), data, lc.Spec(model="magp_law", restarts=2, steps=300))
+        fit = lc.fit(jax.random.key(0), data, lc.Spec(model="magp_law", restarts=1, steps=100))
     assert float(np.exp(fit.law.log_e)) < 1e-3
     far = pd.DataFrame({"width": 1024, "depth": 24, "step": [1e6, 1e7]})
     with pytest.warns(UserWarning, match=r"lower ends are 0 or below .* Read such ends as 0"):
