@@ -58,7 +58,8 @@ ERRORS = [
      ["need >= 2 distinct values of 'params'"]),
     ("fewer runs than parameters + 1", lambda df: df.drop(index=range(5, 25), inplace=True),
      ["5 rows are fewer than 6 points for the law's 5 parameters", "add runs"]),
-    ("missing column", lambda df: df.drop(columns="tokens", inplace=True), ["missing column(s) ['tokens']"]),
+    ("missing column", lambda df: df.drop(columns="tokens", inplace=True),
+     ["missing column(s) ['tokens']", "'tokens' (training tokens D): --d-col NAME (d_col=...)"]),
     ("compute instead of tokens", lambda df: df.__setitem__("tokens", 6 * df["params"] * df["tokens"]) or df.rename(
         columns={"tokens": "train FLOPs"}, inplace=True),
      ["missing column 'tokens' (training tokens D)", "'train FLOPs' looks like training compute",
@@ -76,6 +77,43 @@ def test_fit_refuses_bad_tables(tmp_path, capsys, case, edit, pieces):
     assert json_error(captured.out)  # no result: only the error, as JSON
     for piece in pieces:
         assert piece in captured.err, (case, piece, captured.err)
+
+
+WRONG_NAMES = [("--n-col", "(parameters N): --n-col NAME (n_col=...)"),
+               ("--d-col", "(training tokens D): --d-col NAME (d_col=...)"),
+               ("--loss-col", "(final loss): --loss-col NAME (loss_col=...)")]
+
+
+@pytest.mark.parametrize("flag, names", WRONG_NAMES, ids=[w[0] for w in WRONG_NAMES])
+@pytest.mark.parametrize("extra", [[], ["--agg", "mean"], ["--holdout-top", "3"]], ids=["plain", "agg", "top"])
+def test_a_column_not_in_the_file_names_its_option(tmp_path, capsys, flag, names, extra):
+    """A column name that is not in the file: the message lists the file's columns and names the
+    option that gives the name (CLI flag and Python keyword), also before --agg / --holdout-top."""
+    path = tmp_path / "runs.csv"
+    runs().to_csv(path, index=False)
+    cols = list(COLS)
+    cols[cols.index(flag) + 1] = "WRONG"
+    assert main(["chinchilla", "fit", "--csv", str(path), *cols, *extra, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json_error(captured.out)
+    said = json.loads(captured.out)["error"]
+    assert said == (f"runs.csv: missing column(s) ['WRONG']; present columns are {list(runs().columns)}. Rename "
+                    f"your columns, or pass the names of yours: 'WRONG' {names}."), said
+
+
+def test_from_frame_names_the_keyword_of_a_wrong_column():
+    """The Python path says the same: the keyword (and flag) of each missing column, each name once."""
+    from jaxscale import chinchilla as ch
+
+    df = runs()
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['loss'\]; present columns are \['params', "
+                                         r".*'loss' \(final loss\): --loss-col NAME \(loss_col=\.\.\.\)\.$"):
+        ch.from_frame(df, n_col="params", d_col="tokens")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['x'\];.* 'x' \(training tokens D, final loss\): "
+                                         r"--d-col NAME \(d_col=\.\.\.\), --loss-col NAME \(loss_col=\.\.\.\)\.$"):
+        ch.from_frame(df, n_col="params", d_col="x", loss_col="x")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['x'\];.*\(final loss\): --loss-col"):
+        ch.aggregate(df, n_col="params", d_col="tokens", loss_col="x")
 
 
 def test_predict_refuses_bad_rows_and_warns_far_extrapolation(tmp_path, capsys):

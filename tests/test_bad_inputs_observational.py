@@ -89,7 +89,15 @@ ERRORS = [
      ["'FLOPs (1E21)'", "infinite", "rows [6]", "empty"]),
     ("NaN/inf", "missing training target", lambda df: df.__setitem__(
         "cot", df["cot"].where(df.index != _first_small(df))), ["--cutoff", "84"],
-     ["1 row(s) have no target at rows [{small}]", "--holdout"]),
+     ["1 row(s) have no target at rows [{small}]", "(target column 'cot' is empty there)",
+      "Leave them out: CLI --where \"cot.notna()\"", "--holdout \"cot.isna()\""]),
+    ("missing column", "target column not in the file", lambda df: None, ["--target-col", "nope"],
+     ["missing column(s) ['nope']", "present columns are ['Model'", "'nope' (target): --target-col NAME "
+      "(target_col=...)"]),
+    ("missing column", "benchmark column not in the file", lambda df: None, ["--metric-cols", "MMLU,nope"],
+     ["missing column(s) ['nope']", "'nope' (benchmark): --metric-cols A,B,C (metric_cols=[...])"]),
+    ("missing column", "FLOPs column not in the file", lambda df: None, ["--flops-col", "nope"],
+     ["missing column(s) ['nope']", "'nope' (FLOPs): --flops-col NAME (flops_col=...)"]),
     ("NaN/inf", "text in a number column", _set("HumanEval", 8, "0.3x"), [], ["'HumanEval'", "non-numeric", "[10]"]),
     ("zero or negative compute", "zero FLOPs under --cutoff", _set(FLOPS, 4, 0.0), ["--cutoff", "84"],
      ["'FLOPs (1E21)'", "1 non-positive", "rows [6]", "leave unknown FLOPs empty"]),
@@ -179,6 +187,54 @@ def test_missing_cell_is_imputed_and_counted(table, tmp_path, capfd):
     with pytest.warns(RuntimeWarning, match=rf"imputed {n_missing} missing benchmark cell\(s\) of the 75 training rows"):
         rc, out, _, err = _run(capfd, _fit(tmp_path / "t.csv"))
     assert rc == 0 and out["n_imputed"] == n_missing, err
+
+
+def test_rows_without_a_target_are_told_to_be_left_out_with_where(table, tmp_path, capfd):
+    """A target column with empty cells and no --where: the error names the rows as file lines and
+    leaves them out with --where first (holding them out is the way to predict them); both work."""
+    df = table.copy()
+    df.loc[[3, 20], "cot"] = np.nan
+    df.to_csv(tmp_path / "t.csv", index=False)
+    rc, _, out, err = _run(capfd, _fit(tmp_path / "t.csv"))
+    assert rc == 2 and json_error(out), err
+    said = json.loads(out)["error"]
+    assert said.startswith("fit: 2 row(s) have no target at rows [5, 22] (target column 'cot' is empty there)"), said
+    assert said.index('--where "cot.notna()"') < said.index('--holdout "cot.isna()"'), said
+    assert "df[df['cot'].notna()]" in said, said
+    rc, res, _, err = _run(capfd, _fit(tmp_path / "t.csv", "--where", "cot.notna()"))
+    assert rc == 0 and res["n_train"] == 73 and res["n_rows"] == 73, err
+    rc, res, _, err = _run(capfd, _fit(tmp_path / "t.csv", "--holdout", "cot.isna()"))
+    assert rc == 0 and res["n_train"] == 73 and res["n_test"] == 2, err
+
+
+def _scale_warnings(caught) -> list:
+    return [str(w.message) for w in caught if "drop --hi" in str(w.message)]
+
+
+def test_target_scale_warning_reads_the_held_out_rows_too(table, tmp_path, capfd):
+    """A 0-10 score (--hi 10) whose training values all lie in [0, 1] but whose held-out rows go
+    above 1: it is no fraction, so nothing advises hi=1 (which the table would refuse); a column
+    with every value in [0, 1] is still warned about, counting the held-out rows."""
+    held = table["MMLU"] > 0.6
+    assert 0 < held.sum() < len(table)
+    df = table.assign(score=np.where(held, 1.0 + 3.0 * table["cot"], table["cot"]))
+    df.to_csv(tmp_path / "t.csv", index=False)
+    args = ["--target-col", "score", "--metric-cols", ",".join(METRICS), "--holdout", "MMLU > 0.6"]
+    fit = ["obs", "fit", "--csv", str(tmp_path / "t.csv"), *args]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc, res, _, err = _run(capfd, fit + ["--hi", "10"])
+    assert rc == 0 and res["n_test"] == held.sum(), err
+    assert not _scale_warnings(caught), _scale_warnings(caught)
+    rc, _, out, err = _run(capfd, fit)  # the advice would have failed: the held-out rows are above hi = 1
+    assert rc == 2 and json_error(out) and "outside [lo, hi] = [0, 1]" in json.loads(out)["error"], err
+    table.assign(score=table["cot"]).to_csv(tmp_path / "t.csv", index=False)  # fractions: warned about
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc, _, _, err = _run(capfd, fit + ["--hi", "10"])
+    said = _scale_warnings(caught)
+    assert rc == 0 and len(said) == 1, (err, said)
+    assert said[0].startswith(f"t.csv: every one of the {len(table)} values of target column 'score'"), said
 
 
 def test_flops_in_the_wrong_unit_warn(table, tmp_path, capfd):

@@ -226,25 +226,54 @@ def test_predict_warns_about_and_counts_imputed_query_cells(table, tmp_path, cap
     assert f.loc[top, "n_imputed"] == 1 and f.loc[3, "n_imputed"] == 1  # row 3: the training row's empty cell
 
 
-def test_fit_warns_when_fractions_are_read_as_percentages(table):
-    """Fractions fitted with metric_scale=100 and hi=100 (CLI --metric-scale 100 --hi 100): both
-    read as scores out of 100 and warned about; the same table given in percentages is quiet."""
-    data = obs.from_frame(table, target_col="target", metric_cols=METRICS, metric_scale=100, hi=100)
+def _said(call) -> str:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        obs.fit(jax.random.key(0), data, obs.Spec(k=2))
-    said = " | ".join(str(w.message) for w in caught)
-    assert f"every benchmark column {METRICS} has no value above 1 on the 40 training rows, but metric_scale = 100" \
-        in said and "fit with metric_scale=1 (drop --metric-scale)" in said, said
-    assert "every one of the 40 training values of target column 'target' lies in [0, 1]" in said
-    assert "fit with hi=1 (drop --hi)" in said
+        call()
+    return " | ".join(str(w.message) for w in caught)
+
+
+def test_from_frame_warns_when_fractions_are_read_as_percentages(table):
+    """Fractions read with metric_scale=100 and hi=100 (CLI --metric-scale 100 --hi 100): both
+    read as scores out of 100 and warned about by from_frame, on every row of the table; the same
+    table given in percentages is quiet, and fit does not warn again."""
+    data = None
+
+    def read(df):
+        nonlocal data
+        data = obs.from_frame(df, target_col="target", metric_cols=METRICS, metric_scale=100, hi=100)
+
+    said = _said(lambda: read(table))
+    assert f"every benchmark column {METRICS} has no value above 1 on the 40 rows of the table, but metric_scale = " \
+           "100" in said and "fit with metric_scale=1 (drop --metric-scale)" in said, said
+    assert "every one of the 40 values of target column 'target' (every row of the table that has one) lies in " \
+           "[0, 1]" in said and "fit with hi=1 (drop --hi)" in said, said
+    said = _said(lambda: obs.fit(jax.random.key(0), obs.take_rows(data, np.arange(30)), obs.Spec(k=2)))
+    assert "drop --" not in said, said
     pct = table.assign(**{c: 100 * table[c] for c in METRICS + ["target"]})
-    data = obs.from_frame(pct, target_col="target", metric_cols=METRICS, metric_scale=100, hi=100)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        obs.fit(jax.random.key(0), data, obs.Spec(k=2))
-    assert not [str(w.message) for w in caught if "no value above 1" in str(w.message) or "lies in [0, 1]" in
-                str(w.message)]
+    said = _said(lambda: read(pct))
+    assert "no value above 1" not in said and "lies in [0, 1]" not in said, said
+
+
+def test_scale_warnings_read_the_held_out_rows_too(table):
+    """A target on a 0-10 scale (hi=10) and benchmarks in percent (metric_scale=100) whose training
+    rows all lie at most at 1 but whose held-out rows go above it: they are no fractions, so neither
+    from_frame nor fit advises dropping the scale (which the held-out rows would refuse)."""
+    held = np.arange(len(table)) >= 30
+    df = table.assign(target=np.where(held, 1 + 3 * table["target"], table["target"]),
+                      **{c: np.where(held, 50 * table[c], table[c]) for c in METRICS})
+    read = dict(target_col="target", metric_cols=METRICS, metric_scale=100, hi=10)
+    data = None
+
+    def both():
+        nonlocal data
+        data = obs.from_frame(df, **read)
+        obs.fit(jax.random.key(0), obs.take_rows(data, ~held), obs.Spec(k=2))
+
+    said = _said(both)
+    assert "drop --" not in said, said
+    with pytest.raises(ValueError, match=r"'target' has 10 value\(s\) outside \[lo, hi\] = \[0, 1\]"):
+        obs.from_frame(df, **{**read, "hi": 1})  # the advice would have been refused
 
 
 def test_fit_warns_when_few_residual_degrees_of_freedom():

@@ -152,6 +152,27 @@ class ChinchillaFit:
     n_starts: int = static_field(default=4500)
 
 
+#: Each column role of a runs table: what it holds, its keyword, its command-line option.
+_COLUMN_OPTIONS = (("n_col", "parameters N", "--n-col"), ("d_col", "training tokens D", "--d-col"),
+                   ("loss_col", "final loss", "--loss-col"))
+
+
+def _require_run_columns(df: pd.DataFrame, *, n_col: str, d_col: str, loss_col: str | None,
+                         what: str = "runs table") -> None:
+    """Raise when a column of the runs table is missing, listing the table's columns and naming,
+    for each missing one, the option that names it (``--loss-col NAME``, ``loss_col=...``); a
+    missing token column next to a compute column is told how to derive the tokens."""
+    V.tokens_from_compute_hint(df, n_col, d_col, what)
+    given = {"n_col": n_col, "d_col": d_col, "loss_col": loss_col}
+    roles = {}  # column -> the roles it was given for (one name may be given twice)
+    for kw, label, flag in _COLUMN_OPTIONS:
+        if given[kw] is not None:
+            roles.setdefault(given[kw], []).append((kw, label, flag))
+    options = {col: f"({', '.join(label for _, label, _ in r)}): "
+                    + ", ".join(f"{flag} NAME ({kw}=...)" for kw, _, flag in r) for col, r in roles.items()}
+    V.require_columns(df, list(options), what, options=options)  # each name once, in role order
+
+
 def from_frame(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col: str | None = "loss",
                what: str | None = None) -> ChinchillaData:
     """Validate a runs table (one row per run) and return its arrays.
@@ -170,8 +191,7 @@ def from_frame(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col
     """
     what = what or "runs table"
     cols = [n_col, d_col] + ([loss_col] if loss_col else [])
-    V.tokens_from_compute_hint(df, n_col, d_col, what)
-    V.require_columns(df, cols, what)
+    _require_run_columns(df, n_col=n_col, d_col=d_col, loss_col=loss_col, what=what)
     if len(df) == 0:
         raise ValueError(f"{what}: the table has no rows; give one row per run"
                          + (f" (with {n_col!r} and {d_col!r})" if not loss_col else ""))
@@ -252,7 +272,7 @@ def aggregate(df: pd.DataFrame, *, n_col: str = "N", d_col: str = "D", loss_col:
     """
     if how not in ("mean", "min"):
         raise ValueError(f"how={how!r}: use 'mean' (average repeated runs) or 'min' (best of them)")
-    V.require_columns(df, [n_col, d_col, loss_col], "runs table")
+    _require_run_columns(df, n_col=n_col, d_col=d_col, loss_col=loss_col)
     dup = df.duplicated(subset=[n_col, d_col], keep=False)
     hint = _separating_column(df, dup, [n_col, d_col, loss_col]) if dup.any() else ""
     if hint:

@@ -47,6 +47,7 @@ def fit_handler(args) -> dict:
     import jax
 
     from jaxscale import chinchilla as ch
+    from jaxscale.chinchilla.fit import _require_run_columns
     from jaxscale.data import holdout_mask, load, where
     from jaxscale.laws import chinchilla_theta_to_params
 
@@ -56,6 +57,8 @@ def fit_handler(args) -> dict:
         df = read_input(args)
         cols = dict(n_col=args.n_col, d_col=args.d_col, loss_col=args.loss_col)
         source = str(args.csv)
+        # before --agg and --holdout-top read them: a wrong name is told with its option
+        _require_run_columns(df, **cols, what=Path(source).name)
         exclude = spec_default.exclude_top_loss if args.exclude_top_loss is None else args.exclude_top_loss
     else:
         if args.dataset != _EPOCH:

@@ -40,14 +40,25 @@ def _rows(index: Iterable) -> str:
     return f"[{shown}]{more}"
 
 
-def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str = "table") -> None:
+def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str = "table",
+                    options: Mapping[str, str] | None = None) -> None:
     """Raise if any of ``columns`` is missing, listing the columns that are present. The fix for a
     ``what`` that names a query (rows given to a fitted model's ``predict``) is to rename the
-    query's columns: the model reads the names it was fitted with, and no option maps them."""
+    query's columns: the model reads the names it was fitted with, and no option maps them.
+
+    ``options`` maps a column to the text that says which option names it, e.g.
+    ``{"loss": "(final loss): --loss-col NAME (loss_col=...)"}``: the message then names, for each
+    missing column that has one, the option to pass (the column's role and its CLI flag and
+    Python keyword); without it the fix is the generic "pass the right column names"."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        fix = ("A fitted model reads the columns it was fitted with: rename (or add) these columns of the query"
-               if "query" in what else "Rename your columns or pass the right column names.")
+        says = [f"{c!r} {options[c]}" for c in missing if options and c in options]
+        if "query" in what:
+            fix = "A fitted model reads the columns it was fitted with: rename (or add) these columns of the query"
+        elif says:
+            fix = f"Rename your columns, or pass the names of yours: {'; '.join(says)}."
+        else:
+            fix = "Rename your columns or pass the right column names."
         present = [c for c in df.columns if not (str(c).startswith("__") and str(c).endswith("__"))]  # ours
         raise ValueError(f"{what}: missing column(s) {missing}; present columns are {present}. {fix}")
 

@@ -214,7 +214,9 @@ def _optional_column(df, col, default, role, what):
         return col
     if col == default:
         return None
-    validate.require_columns(df, [col], what + f" ({role} column)")
+    flag = f"--{role.lower()}-col"
+    validate.require_columns(df, [col], what + f" ({role} column)",
+                             options={col: f"({role}): {flag} NAME ({flag[2:].replace('-', '_')}=...)"})
     return None  # unreachable
 
 
@@ -263,6 +265,11 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
       ValueError: naming the column, the count, the first rows and the fix: missing columns,
         non-numeric cells, infinite cells, benchmark values outside ``[0, metric_scale]``, targets outside
         ``[lo, hi]``, non-positive FLOPs, duplicate models.
+
+    Warns (a table to fit, not a ``query``) when its values look like fractions read as
+    percentages: every value of a benchmark column at most 1 under ``metric_scale > 1``, or every
+    value of the target column in [0, 1] under ``hi > 1``. Every row counts, the rows that will be
+    held out included, so that the advice (drop the scale) never contradicts a value of the table.
     """
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"{what}: expected a pandas DataFrame, got {type(df).__name__}")
@@ -293,7 +300,8 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
     dup = sorted({m for m in metric_cols if metric_cols.count(m) > 1})
     if dup:
         raise ValueError(f"{what}: benchmark column(s) {dup} listed twice in metric_cols")
-    validate.require_columns(df, metric_cols, what)
+    validate.require_columns(df, metric_cols, what, options=dict.fromkeys(
+        metric_cols, "(benchmark): --metric-cols A,B,C (metric_cols=[...])"))
     if target_col is not None and target_col in metric_cols:
         raise ValueError(f"{what}: target column {target_col!r} is also listed as a benchmark; remove it "
                          "from metric_cols (CLI: --metric-cols)")
@@ -325,7 +333,8 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
     n = len(df)
     columns = []
     if target_col is not None:
-        validate.require_columns(df, [target_col], what + " (target column)")
+        validate.require_columns(df, [target_col], what + " (target column)",
+                                 options={target_col: "(target): --target-col NAME (target_col=...)"})
         validate.check_numeric(df, [target_col], what)
         raw = pd.to_numeric(df[target_col]).to_numpy(float)
         inf = np.isinf(raw)
@@ -373,12 +382,45 @@ def from_frame(df: pd.DataFrame, *, target_col: str | None, metric_cols=None, lo
         columns.append(("family", famcol))
     if target_col is not None and not query:  # a table that may be fitted: no double-weighted model
         _check_duplicates(df, mcol, metric_cols + [target_col] + ([fcol] if fcol else []), what)
+    if not query:  # a query is read on its fit's scales (predict warns about fractions there)
+        _warn_scale(B, raw if target_col is not None else None, metric_cols, target_col, metric_scale, hi, what)
     index = df.index
     row = (np.asarray(index, np.int64) if pd.api.types.is_integer_dtype(index) else np.arange(n, dtype=np.int64))
     dev = lambda a: jax.device_put(np.asarray(a))  # noqa: E731  (jnp.asarray would compile a program per shape)
     return ObsData(dev(B / metric_scale), dev(y), dev(flops), dev(family), dev(row), metric_names=tuple(metric_cols),
                    family_labels=labels, lo=float(lo), hi=float(hi), flops_unit=float(flops_unit),
                    columns=tuple(columns), metric_scale=float(metric_scale))
+
+
+def _warn_scale(B, raw, metric_cols, target_col, metric_scale: float, hi: float, what: str) -> None:
+    """Warn when the values of the table look like fractions but are read as percentages: benchmark
+    columns whose every value is at most 1 under ``metric_scale > 1``, or a target whose every value
+    lies in [0, 1] under ``hi > 1``. Every row given counts (training and held-out rows alike), so
+    the advice to drop the scale is given only when every value would fit it (the opposite mix-up,
+    percentages read as fractions, is an error of :func:`from_frame`: values outside the range).
+    ``B``: the benchmark values as given; ``raw``: the target values as given, or ``None``."""
+    n = B.shape[0]
+    if metric_scale > 1:
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-empty column: max of nothing
+            top = np.nanmax(B, axis=0)
+        small = [name for name, t in zip(metric_cols, top) if np.isfinite(t) and t <= 1.0]
+        if small:
+            every = "every benchmark column" if len(small) == len(metric_cols) else "benchmark column(s)"
+            warnings.warn(f"{what}: {every} {small} has no value above 1 on the {n} rows of the table, but "
+                          f"metric_scale = {metric_scale:g} (CLI: --metric-scale) reads the columns as scores out "
+                          f"of {metric_scale:g}, i.e. at most {100 / metric_scale:.3g} % here: if they hold "
+                          "fractions, fit with metric_scale=1 (drop --metric-scale), or multiply them by "
+                          f"{metric_scale:g}", UserWarning, stacklevel=3)
+    if raw is None:
+        return
+    raw = raw[np.isfinite(raw)]
+    if hi > 1 and raw.size and raw.min() >= 0 and raw.max() <= 1:
+        warnings.warn(f"{what}: every one of the {raw.size} values of target column {target_col!r} (every row of the "
+                      f"table that has one) lies in [0, 1] (largest {raw.max():.3g}), but hi = {hi:g} (CLI: --hi) "
+                      f"reads it on a scale up to {hi:g}: if it holds fractions, fit with hi=1 (drop --hi), else the "
+                      f"law is fitted to a target squeezed into [0, {1 / hi:.3g}] of its range", UserWarning,
+                      stacklevel=3)
 
 
 def _check_flops_unit(C, col: str, flops_unit: float, what: str) -> None:
@@ -613,11 +655,15 @@ def _check_training(data: ObsData, spec: ObsSpec) -> int:
     miss = ~np.isfinite(y)
     if miss.all():
         raise ValueError("fit: no row has a target; build the data with from_frame(df, target_col=...)")
-    if miss.any():
-        raise ValueError(f"fit: {int(miss.sum())} row(s) have no target at rows {_rows(rows[miss])}; fit "
-                         "needs a target on every row: select the rows with one first "
-                         "(observational.take_rows(data, mask)) or hold them out (CLI: --holdout)")
     target = dict(data.columns).get("target", "target")
+    if miss.any():
+        name = validate._where_name(str(target))
+        raise ValueError(f"fit: {int(miss.sum())} row(s) have no target at rows {_rows(rows[miss])} (target column "
+                         f"{target!r} is empty there); fit needs a target on every training row. Leave them out: "
+                         f"CLI --where \"{name}.notna()\" (Python: keep the rows with one, "
+                         f"df[df[{target!r}].notna()] before from_frame, or take_rows(data, np.isfinite(data.y))); "
+                         f"or, to predict their target, hold them out (CLI: --holdout \"{name}.isna()\", joined "
+                         "with | to a hold-out of your own)")
     scale = data.hi - data.lo
     if np.ptp(y) <= 1e-12:
         raise ValueError(f"fit: target column {target!r} is constant ({data.lo + scale * y[0]:g}) on the {len(y)} "
@@ -680,14 +726,14 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
     """Fit the observational law on the rows of ``data`` (every row needs a target).
 
     Checks the inputs (a target on every row, enough rows for ``spec.k``, each benchmark observed
-    at least twice and not constant), warns with the count of imputed cells and when the values
-    look like fractions read as percentages (every value of a benchmark column at most 1 under
-    ``metric_scale > 1``, every target value in [0, 1] under ``hi > 1``), then runs
-    :func:`fit_core` (rows padded to a bucket so tables of similar size share one compiled
-    program) and, with ``spec.bayes``, NUTS started at the point fit (the likelihood's backtest
-    holds out the largest-FLOPs quarter of the training rows when every row has FLOPs, else the
-    best-scoring quarter). A fit with too few residual degrees of freedom for its parameters
-    (:func:`jaxscale.infer.results.few_dof_note`) is warned about: its residual s.d. is poorly known.
+    at least twice and not constant), warns with the count of imputed cells (values that look like
+    fractions read as percentages are warned about by :func:`from_frame`, which sees every row of
+    the table, held-out rows included), then runs :func:`fit_core` (rows padded to a bucket so
+    tables of similar size share one compiled program) and, with ``spec.bayes``, NUTS started at
+    the point fit (the likelihood's backtest holds out the largest-FLOPs quarter of the training
+    rows when every row has FLOPs, else the best-scoring quarter). A fit with too few residual
+    degrees of freedom for its parameters (:func:`jaxscale.infer.results.few_dof_note`) is warned
+    about: its residual s.d. is poorly known.
 
     Args:
       key: ``jax.random`` key (bootstrap resamples and NUTS; unused by a plain point fit).
@@ -700,7 +746,6 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
     check_key(key, "observational fit: key")
     warn_if_float32("observational fit")
     n_imp = _check_training(data, spec)
-    _warn_scale(data)
     if n_imp:
         warnings.warn(f"fit: imputed {n_imp} missing benchmark cell(s) of the {data.y.shape[0]} training rows "
                       "(rank-1 PCA hard-impute on the training rows)", RuntimeWarning, stacklevel=2)
@@ -723,35 +768,6 @@ def fit(key, data: ObsData, spec: ObsSpec = ObsSpec()) -> ObsFit:
                             np.asarray(data.flops, float), spec)
         out = out.replace(posterior=post)
     return out
-
-
-def _warn_scale(data: ObsData) -> None:
-    """Warn when the training values look like fractions but are read as percentages: benchmark
-    columns whose every value is at most 1 under ``metric_scale > 1``, or a target whose every
-    value lies in [0, 1] under ``hi > 1`` (the opposite mix-up, percentages read as fractions, is
-    an error of :func:`from_frame`: values outside the range)."""
-    B = np.asarray(data.scores, float) * data.metric_scale
-    n = B.shape[0]
-    if data.metric_scale > 1:
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-empty column: max of nothing
-            top = np.nanmax(B, axis=0)
-        small = [name for name, t in zip(data.metric_names, top) if np.isfinite(t) and t <= 1.0]
-        if small:
-            every = "every benchmark column" if len(small) == len(data.metric_names) else "benchmark column(s)"
-            warnings.warn(f"fit: {every} {small} has no value above 1 on the {n} training rows, but metric_scale = "
-                          f"{data.metric_scale:g} (CLI: --metric-scale) reads the columns as scores out of "
-                          f"{data.metric_scale:g}, i.e. at most {100 / data.metric_scale:.3g} % here: if they hold "
-                          "fractions, fit with metric_scale=1 (drop --metric-scale), or multiply them by "
-                          f"{data.metric_scale:g}", UserWarning, stacklevel=3)
-    raw = data.lo + (data.hi - data.lo) * np.asarray(data.y, float)
-    raw = raw[np.isfinite(raw)]
-    if data.hi > 1 and raw.size and raw.min() >= 0 and raw.max() <= 1:
-        target = dict(data.columns).get("target", "target")
-        warnings.warn(f"fit: every one of the {raw.size} training values of target column {target!r} lies in [0, 1] "
-                      f"(largest {raw.max():.3g}), but hi = {data.hi:g} (CLI: --hi) reads it on a scale up to "
-                      f"{data.hi:g}: if it holds fractions, fit with hi=1 (drop --hi), else the law is fitted to a "
-                      f"target squeezed into [0, {1 / data.hi:.3g}] of its range", UserWarning, stacklevel=3)
 
 
 def _warn_few_dof(out: ObsFit, spec: ObsSpec, n: int) -> None:
