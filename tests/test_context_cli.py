@@ -88,8 +88,9 @@ def test_clean_bundled_fit_has_no_warning(capsys):
 def test_your_table_that_loses_to_carrying_scores_forward_is_told_what_to_try(tmp_path, capsys):
     """The many-shot ICL results as a user's CSV (its 135 rows without a published D given the 2e12
     tokens the bundled preset assumes), long prompts (>= 10k tokens) held out: the paper's law (the
-    CLI's default) loses to carrying each model's score forward (measured MAE 0.168 against 0.150)
-    and the warning names --fit-shift; with it the model wins (0.131), as the bundled preset does."""
+    CLI's default) loses to carrying each model's score forward and to its trend in ln(prompt length)
+    (measured MAE 0.173 against 0.150 and 0.148) and the warning names --fit-shift; with it the
+    model wins (0.129), as the bundled preset does."""
     import pandas as pd
 
     from jaxscale.data.registry import data_dir
@@ -102,7 +103,7 @@ def test_your_table_that_loses_to_carrying_scores_forward_is_told_what_to_try(tm
             "--holdout", "n_pmt >= 10000", "--no-fit-alpha", "--json"]
     rc, res, _ = _run(argv, capsys)
     base = res["baselines"]
-    assert rc == 0 and res["n_holdout"] == 70 and base["model_loses_to"] == ["carry_forward"]
+    assert rc == 0 and res["n_holdout"] == 70 and base["model_loses_to"] == ["carry_forward", "prompt_trend"]
     assert base["model"]["mae"] == pytest.approx(res["mae_out"]) and base["model"]["n"] == base["carry_forward"]["n"]
     assert any("worse than the naive baseline" in m and "try --fit-shift" in m for m in res["warnings"])
     rc, res, _ = _run([*argv, "--fit-shift"], capsys)

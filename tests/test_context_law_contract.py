@@ -194,7 +194,7 @@ def test_cli_fit_then_predict(table, tmp_path, capsys):
     written = pd.read_csv(out_csv)
     assert len(written) == 80 and list(written.columns) == list(df.columns) + ["mean", "lower", "upper",
                                                                                "extrapolation", "heldout",
-                                                                               "carry_forward"]
+                                                                               "carry_forward", "prompt_trend"]
     assert written["heldout"].sum() == 20
     # the baseline's value on the held-out rows (empty on the others) is the one the JSON scored
     base = written["carry_forward"]
@@ -311,6 +311,26 @@ def test_carry_forward_baseline():
     assert fallback == 1  # model c has no training row: the task's mean training score
     merged, _ = carry_forward(data, train)  # without model labels, a and b share (C, n_ctx): one model
     np.testing.assert_allclose(np.asarray(merged.mean)[2], 0.4)
+
+
+def test_prompt_trend_baseline():
+    """Each (model, task)'s line in ln(prompt length) through its longest training prompts, extended;
+    one training length: carried forward; no training row: the task's mean (a fallback)."""
+    from jaxscale.context_law.baseline import prompt_trend
+
+    df = pd.DataFrame({"model": ["a", "a", "a", "a", "a", "b", "b", "c"], "task": "t", "C": 1e22, "n_ctx": 65536.0,
+                       "n_pmt": [100.0, 1000.0, 2000.0, 2000.0, 8000.0, 1000.0, 8000.0, 8000.0],
+                       "score": [0.9, 0.8, 0.65, 0.75, 0.2, 0.5, 0.3, 0.5]})
+    data = cl.from_frame(df)
+    train = np.array([True, True, True, True, False, True, False, False])
+    base, fallback = prompt_trend(data, train, df["model"].to_numpy())
+    # model a: its last octave is 1000 (0.8) and 2000 (0.7, two rows averaged): -0.1 per ln 2
+    a_8000 = 0.7 - 0.1 * np.log(8000 / 2000) / np.log(2.0)
+    np.testing.assert_allclose(np.asarray(base.mean)[[4, 6, 7]], [a_8000, 0.5, np.mean([0.9, 0.8, 0.65, 0.75, 0.5])])
+    assert fallback == 1
+    far = prompt_trend(cl.from_frame(df.assign(n_pmt=df["n_pmt"] * [1, 1, 1, 1, 1e6, 1, 1, 1])), train,
+                       df["model"].to_numpy())[0]
+    assert float(np.asarray(far.mean)[4]) == 0.0  # clipped to the score's range
 
 
 def test_cli_holdout_reports_baseline_and_extrapolation(table, tmp_path, capsys):

@@ -190,7 +190,7 @@ def _fit_table(args) -> dict:
     import numpy as np
 
     from jaxscale import context_law as cl
-    from jaxscale.context_law.baseline import carry_forward
+    from jaxscale.context_law.baseline import carry_forward, prompt_trend
     from jaxscale.data import holdout_mask
 
     if args.cutoff is not None:
@@ -224,15 +224,21 @@ def _fit_table(args) -> dict:
         else:
             out.update(mae_out=sout["mae"], coverage_90=sout["coverage"], out=sout)
             base, n_fallback = carry_forward(data, ~held, model)
-            bases = {"carry_forward": np.asarray(base.mean)[held]}
-            out["baselines"] = compare_baselines(y, pred, {"carry_forward": base}, what="context-law fit", mask=held,
-                                                 level=0.9, hint=_shift_hint(spec))
+            trend, n_trend_fallback = prompt_trend(data, ~held, model)
+            bases = {"carry_forward": np.asarray(base.mean)[held], "prompt_trend": np.asarray(trend.mean)[held]}
+            out["baselines"] = compare_baselines(y, pred, {"carry_forward": base, "prompt_trend": trend},
+                                                 what="context-law fit", mask=held, level=0.9, hint=_shift_hint(spec))
+            who = ("; a model is " + (f"column {args.model_col!r}" if model is not None else
+                                      "a (compute, context limit) pair (give --model-col to name models)")
+                   + "; rows of a model with no training row use the task's mean training score")
             out["baselines"]["carry_forward"]["fallback_rows"] = n_fallback
             out["baselines"]["carry_forward"]["what"] = (
                 "each (model, task)'s score at its longest training prompt not longer than the row's, carried "
-                "forward; a model is " + (f"column {args.model_col!r}" if model is not None else
-                                          "a (compute, context limit) pair (give --model-col to name models)")
-                + "; rows of a model with no training row use the task's mean training score")
+                "forward" + who)
+            out["baselines"]["prompt_trend"]["fallback_rows"] = n_trend_fallback
+            out["baselines"]["prompt_trend"]["what"] = (
+                "each (model, task)'s straight line in ln(prompt length) through its longest training prompts (those "
+                "from half the longest on, or its two longest), extended and clipped to the score's range" + who)
         dist = np.asarray(pred.extrapolation)
         out["extrapolation_max"] = float(dist.max())
         out["extrapolation_unit"] = "decades of prompt length, compute or prompt/limit ratio outside the task's cells"
@@ -299,11 +305,14 @@ def _fit_bundled(args) -> dict:
         cat = lambda k: np.concatenate([r[k][h] for r, h in zip(res["tasks"], held)])  # noqa: E731
         y = np.concatenate([f["score"].to_numpy(float)[h] for f, h in zip(res["frames"].values(), held)])
         point = Prediction(cat("point_extrap"), cat("point_lower"), cat("point_upper"))
-        out["baselines"] = compare_baselines(y, point, {"carry_forward": cat("baseline_pred")},
+        out["baselines"] = compare_baselines(y, point, {"carry_forward": cat("baseline_pred"),
+                                                        "prompt_trend": cat("trend_pred")},
                                              what=f"{args.dataset} point fit (prompts >= {cutoff:g} tokens)",
                                              level=0.9)
         out["baselines"]["carry_forward"]["what"] = ("each (model, task)'s score at its longest prompt below "
                                                      f"{cutoff:g} tokens, carried forward to the longer prompts")
+        out["baselines"]["prompt_trend"]["what"] = ("each (model, task)'s straight line in ln(prompt length) through "
+                                                    f"its longest prompts below {cutoff:g} tokens, extended")
         if spec.bayes:
             out["bayes"] = bayes_extrapolation(jax.random.fold_in(key, 1), res, spec)
             out["coverage_90"] = out["bayes"]["coverage_90"]

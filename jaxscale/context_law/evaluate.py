@@ -112,7 +112,7 @@ def evaluate_source(key, source: str, spec: Spec | None = None, *, cutoff: float
     "design_notes"}`` (in ``fits``, tasks come first in-distribution, then, with ``extrapolate``, the
     extrapolation fits, then the backtest refits).
     """
-    from jaxscale.context_law.baseline import carry_forward
+    from jaxscale.context_law.baseline import carry_forward, prompt_trend
     from jaxscale.context_law.extrapolation import backtest_weights, drift_from_backtest, training_box
 
     spec = spec or default_spec(source)
@@ -181,6 +181,8 @@ def evaluate_source(key, source: str, spec: Spec | None = None, *, cutoff: float
             row["baseline_pred"] = np.asarray(base.mean)
             row["baseline_out"] = mae_split(row["baseline_pred"][~tr], y[~tr], f["beyond_ctx"][~tr])
             row["baseline_fallback_rows"] = n_fb
+            row["trend_pred"] = np.asarray(prompt_trend(cells, tr, f["model"].to_numpy() if "model" in f else None)[0]
+                                           .mean)
         rows.append(row)
     return {"source": source, "spec": spec._asdict(), "tasks": rows, "frames": dict(zip(tasks, frames)),
             "fits": fits, "task_names": tasks, "fit_labels": labels, "cutoff": cutoff, "drift": drift,
