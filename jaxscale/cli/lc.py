@@ -562,7 +562,8 @@ def extrapolate_handler(args) -> dict:
     with a Bayesian saturating power law L(x) = E + A x^-alpha per curve (importance sampling, and
     NUTS where a run's draws fail the Pareto k-hat check; all curves in one program, 90 % intervals,
     calibrated on the finished runs of the table when it has some, else on a backtest of the runs'
-    own early parts), or,
+    own early parts; when following the nearest other finished run predicted the finished runs'
+    held-back rows better, each run follows its nearest finished run instead: --keep-law), or,
     with --model magp_law and --descriptor-cols, a hierarchical GP that shares strength across runs
     through their configuration; scored on the tail rows that carry a loss next to the baselines fitted
     on the same rows: a scipy least-squares power law per curve, each run's last early loss carried
@@ -609,7 +610,7 @@ def extrapolate_handler(args) -> dict:
             "0.0100 and 0.0099 on its 80,000 and 28 tail rows)", early.max(), len(df))
     spec = ExtrapolateSpec(warmup=args.warmup, samples=args.samples, chains=args.chains,
                            target_accept=args.target_accept, level=args.level, calibrate=not args.no_calibrate,
-                           sampler=args.sampler)
+                           sampler=args.sampler, follow_finished=not args.keep_law)
     gp_spec = Spec(restarts=args.restarts, steps=args.steps)  # evaluate_tail sets its model
     fit, baselines, report = evaluate_tail(jax.random.key(args.seed), data, spec, model=args.model, gp_spec=gp_spec)
     name = "Bayesian power law" if args.model == "powerlaw" else args.model
@@ -712,6 +713,10 @@ def register_extrapolate(lc_subparsers) -> None:
     p.add_argument("--no-calibrate", action="store_true",
                    help="keep the model's own interval (default: calibrate it on the finished runs of the table, "
                         "their late rows held back, or without any on the runs' own early parts)")
+    p.add_argument("--keep-law", action="store_true",
+                   help="keep the power law for every run (default: when the table has finished runs and, on the "
+                        "backtest of their late rows, following the nearest other finished run predicted better than "
+                        "the law, each run in progress follows its nearest finished run, with the backtest's interval)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     add_output_args(p, save=False)
     add_json(p)

@@ -1122,6 +1122,14 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     :data:`MIN_CALIBRATION_POINTS`) the interval is the model's own, and a warning says so. The
     held-back points are treated as exchangeable with the tail points; points of one run are correlated, so with
     few finished runs the correction is itself uncertain.
+
+    The same held-back points score the sceptic's baselines (``calibration["backtest"]``, RMSLE of
+    the law, :func:`local_trend` and :func:`nearest_finished`, no run following itself). When the
+    backtest reaches as far as most rows to predict and following the nearest other finished run
+    beat the law there by more than :data:`TIE_FRACTION`, the rows of each run in progress within
+    its nearest finished run's steps follow that run (``spec.follow_finished``; ``calibration
+    ["follow"]``, warned; their interval at least the law's calibrated one and the backtest's
+    growth; ``samples`` then None); when another baseline won, a warning names it.
     """
     check_level(spec.level)
     if spec.sampler not in SAMPLERS:
@@ -1178,6 +1186,20 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     h = _horizon(data, tr, pred_rows)
     calibration, advice = _calibrate(spec, ratios, data, pred_rows[~real], (log_q + log_yk)[:, ~real], h[~real],
                                      h[real], unused)
+    follow = None
+    if calibration.get("source") == "finished runs":  # how the baselines did on the same held-back rows
+        calibration["backtest"] = _backtest_baselines(data, tr, pred_rows[~real], (log_q + log_yk)[1, ~real],
+                                                      pool=_finished(data))
+        # acted on only when it reaches as far as most rows to predict (short finished runs backtest
+        # short horizons: on the NCPL curves their winner, local_trend, lost the 150x tails)
+        reach = calibration["beyond_held"] <= 0.5 * int(real.sum())
+        calibration["backtest"]["reaches_most_rows"] = bool(reach)
+        if spec.follow_finished and reach:
+            follow = _follow_finished(data, tr, pred_rows[~real], h[~real], pred_rows[real], h[real], level,
+                                      calibration["backtest"])
+        if follow is None and reach:  # following won but no run in progress can (none reaches its cut): not named
+            _warn_backtest(calibration["backtest"], "finished runs",
+                           skip=("nearest_finished_run_rmsle",) if spec.follow_finished else ())
     if spec.calibrate and not calibration["calibrated"]:
         own = _self_calibration(jax.random.fold_in(key, 3), data, spec, h[real], calibration.get("finished_runs"))
         if own["calibrated"]:
@@ -1204,6 +1226,15 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
         if corr is not None:
             lo, hi = _widen_ends(lo, med, hi, corr, h[real], floor)
         q = np.exp(np.stack([lo, med, hi]))
+    if follow is not None:  # the rows that follow their nearest finished run: its curve, the backtest's interval
+        sel, lo_f, med_f, hi_f, record = follow
+        law_lo, law_med, law_hi = np.log(q[:, sel])  # the law's calibrated half-widths: a floor under the backtest's
+        lo_f = np.minimum(lo_f, med_f - (law_med - law_lo))
+        hi_f = np.maximum(hi_f, med_f + (law_hi - law_med))
+        q[:, sel] = np.exp(np.stack([lo_f, med_f, hi_f]))
+        ypred = None  # the draws are the law's: not those of the rows that follow a finished run
+        calibration = dict(calibration, follow=record)
+        warnings.warn(f"power-law extrapolation: {record['reason']}", UserWarning, stacklevel=3)
     mine = np.unique(cur[~tr_user])  # the runs in progress among the fitted curves
     c, g, alpha = (np.asarray(s[k])[:, mine] for k in ("c", "g", "alpha"))
     E = c * np.exp(g) * yk[mine][None]
@@ -1301,7 +1332,8 @@ def _self_calibration(key, data: TailData, spec: ExtrapolateSpec, tail_h, finish
         return out
     h_max = float(np.max(h))
     out.update(calibrated=True, margin=0.0, growth=q, raw_coverage=raw, horizon_held=h_max,
-               beyond_held=int(np.sum(tail_h > h_max * (1 + 1e-9))))
+               beyond_held=int(np.sum(tail_h > h_max * (1 + 1e-9))),
+               backtest=_backtest_baselines(early, tr_e, pred, med))
     why = "no finished run" if not finished else f"too few points of the {finished} finished run(s) to hold back"
     out["reason"] = (f"{why}: the {level:.0%} interval is calibrated on the runs' own early parts. Each "
                      f"early part was cut like the runs in progress and its last points predicted from the points "
@@ -1453,6 +1485,77 @@ def _nuts(key, t, curve, ly, K: int, spec: ExtrapolateSpec):
     return {k: np.asarray(res.samples[k]) for k in ("c", "g", "alpha", "sigma")}, report
 
 
+def _backtest_baselines(data: TailData, train, rows, log_med, pool=None) -> dict:
+    """The backtest behind the calibration, scored for the law and the sceptic's baselines: the
+    RMSLE of ``ln y`` at the held-back ``rows`` (predicted from the rows ``train``) of the law's
+    median ``log_med``, of :func:`local_trend` and, with a ``pool`` of finished runs, of
+    :func:`nearest_finished` (no run following itself). It says before any row to predict has a
+    loss whether a baseline predicts runs like these better than the law."""
+    g = _gap(data).replace(train=np.asarray(train, bool))
+    ly = np.log(np.asarray(g.y, float)[rows])
+    out = {"points": int(len(rows)), "model_rmsle": float(np.sqrt(np.mean((log_med - ly) ** 2))),
+           "local_trend_rmsle": float(np.sqrt(np.mean((np.log(local_trend(g, rows)) - ly) ** 2)))}
+    if pool is not None and len(pool) > 1:
+        near, _ = nearest_finished(g, rows, pool)
+        out["nearest_finished_run_rmsle"] = float(np.sqrt(np.mean((np.log(near) - ly) ** 2)))
+    return out
+
+
+def _warn_backtest(bt: dict | None, source: str, skip=()) -> None:
+    """Warn when a baseline (other than those in ``skip``) predicted the calibration's held-back
+    points better than the law."""
+    names = [k for k in (bt or {}) if k.endswith("_rmsle") and k != "model_rmsle" and k not in skip]
+    if not names:
+        return
+    best = min(names, key=bt.get)
+    if bt[best] < bt["model_rmsle"] * (1 - TIE_FRACTION):
+        name = best[: -len("_rmsle")]
+        warnings.warn(f"power-law extrapolation: on the backtest behind the interval ({bt['points']} held-back points "
+                      f"of {source}), {name} predicted better than the law: RMSLE {bt[best]:.3g} against "
+                      f"{bt['model_rmsle']:.3g}. On runs like these it may predict the rows to predict better too; "
+                      f"its predictions are beside the law's (CLI: column {name} of --predictions; Python: "
+                      "jaxscale.learning_curves.extrapolate.local_trend / nearest_finished)", UserWarning, stacklevel=3)
+
+
+def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level: float, bt: dict):
+    """When following the nearest other finished run beat the law on the backtest by more than
+    :data:`TIE_FRACTION`: the rows to predict that follow a finished run within its logged steps
+    take its shifted curve as their median, and as interval the split-conformal growth of the
+    backtest's errors, ``median * exp(+-q h)`` with ``q`` the quantile of ``|ln y - ln median| / h``.
+    Returns ``(mask of rows, lower, median, upper in ln L, record)`` or ``None`` (the law is kept)."""
+    near = bt.get("nearest_finished_run_rmsle")
+    if near is None or not near < bt["model_rmsle"] * (1 - TIE_FRACTION):
+        return None
+    pool = _finished(data)
+    y = np.log(np.asarray(data.y, float)[held_rows])
+    b, _ = nearest_finished(data.replace(train=tr), held_rows, pool)
+    q = _conformal_quantile(np.abs(y - np.log(b)) / np.maximum(held_h, 1e-12), level)
+    if q is None:
+        return None
+    p, info = nearest_finished(data, rows, with_mask=True)
+    sel = info.pop("_inside")
+    if not sel.any():
+        return None
+    med = np.log(p[sel])
+    record = {"rows": int(sel.sum()), "rows_kept_on_the_law": int(sel.size - sel.sum()), "growth": q,
+              "backtest_rmsle": near, "law_backtest_rmsle": bt["model_rmsle"], **info,
+              "reason": (f"on the backtest behind the interval ({bt['points']} held-back points of finished runs), "
+                         f"following the nearest other finished run predicted them better than the law (RMSLE "
+                         f"{near:.3g} against {bt['model_rmsle']:.3g}), so {int(sel.sum())} of {sel.size} rows to "
+                         f"predict follow their run's nearest finished run (shifted to meet the run at its last "
+                         f"early step; nearest by {info['nearest_by']}), with the {level:.0%} interval of the "
+                         f"backtest's errors: +-{q:.3g} in ln L per e-fold of the step beyond the cut"
+                         + (f"; {int(sel.size - sel.sum())} rows beyond their finished run's last step keep the law"
+                            if not sel.all() else "")
+                         + ". ExtrapolateSpec(follow_finished=False) (CLI: --keep-law) keeps the law everywhere")}
+    return sel, med - q * tail_h[sel], med, med + q * tail_h[sel], record
+
+
+#: A baseline is warned about on the backtest only when it beats the law by more than this share of
+#: the law's RMSLE (less is a tie on so few points).
+TIE_FRACTION = 0.1
+
+
 def _calibrate(spec: ExtrapolateSpec, ratios, data: TailData, held_rows, held_log_q, held_h, tail_h,
                unused: dict) -> tuple[dict, str]:
     """The conformal correction from the held-back rows of finished runs: ``(record, advice)``, the
@@ -1591,7 +1694,7 @@ def local_trend(data: TailData, rows) -> np.ndarray:
     return out if ceiling is None else ceiling - out
 
 
-def nearest_finished(data: TailData, rows) -> tuple[np.ndarray | None, dict]:
+def nearest_finished(data: TailData, rows, pool=None, with_mask: bool = False) -> tuple[np.ndarray | None, dict]:
     """The sceptic's baseline when the table holds finished runs: each run in progress follows the
     finished run nearest to it, shifted in ``ln loss`` to meet the run at its last early step.
 
@@ -1601,8 +1704,11 @@ def nearest_finished(data: TailData, rows) -> tuple[np.ndarray | None, dict]:
     takes its last loss (shifted). Runs with no such finished run keep their last early value.
     Returns ``(prediction of rows, info)`` (``None`` when the table has no finished run); ``info``
     counts the runs that kept their last value (``n_without``) and the rows beyond their finished
-    run's last step (``n_beyond``). With a ceiling, it works on the gap ``ceiling - y``."""
-    done = _finished(data)
+    run's last step (``n_beyond``). With a ceiling, it works on the gap ``ceiling - y``. ``pool``:
+    the codes of the runs to follow, each with all its rows (default: the finished runs); a run never
+    follows itself (a backtest that holds back the late rows of finished runs). ``with_mask``: also
+    ``info["_inside"]``, which rows follow a finished run within its logged steps."""
+    done = _finished(data) if pool is None else np.asarray(pool, np.int64)
     if done.size == 0:
         return None, {"reason": "no finished run in the table"}
     ceiling, g = data.ceiling, _gap(data)
@@ -1630,19 +1736,22 @@ def nearest_finished(data: TailData, rows) -> tuple[np.ndarray | None, dict]:
         dist = np.sqrt(((d[prog][:, None, :] - d[done][None, :, :]) ** 2).sum(-1))
     else:
         dist = np.abs(np.stack([at(int(f), np.log(xk[prog])) for f in done], axis=1) - np.log(yk[prog])[:, None])
-    dist = np.where(reach, dist, np.inf)
+    dist = np.where(reach & (prog[:, None] != done[None, :]), dist, np.inf)
     pick = {int(k): int(done[j]) for k, j, ok in zip(prog, dist.argmin(axis=1), np.isfinite(dist).any(axis=1)) if ok}
     out = np.log(yk[cur[rows]])  # runs without a finished run: their last early value
-    beyond = 0
+    inside = np.zeros(rows.shape, bool)  # rows that follow a finished run within its logged steps
     for f in sorted(set(pick.values())):  # one interpolation per finished run used
         sel = np.flatnonzero(np.isin(cur[rows], [k for k, v in pick.items() if v == f]))
         r = rows[sel]
         shift = np.log(yk[cur[r]]) - at(f, np.log(xk[cur[r]]))
         out[sel] = at(f, lx[r]) + shift
-        beyond += int(np.sum(x[r] > x[curves[f]].max()))
+        inside[sel] = x[r] <= x[curves[f]].max()
     out = np.exp(out)
-    info = {"n_without": int(prog.size - len(pick)), "n_beyond": beyond,
+    followed = np.isin(cur[rows], list(pick))
+    info = {"n_without": int(prog.size - len(pick)), "n_beyond": int(np.sum(followed & ~inside)),
             "nearest_by": "descriptors" if by_descriptors else "ln loss at the run's last early step"}
+    if with_mask:
+        info["_inside"] = inside
     return (out if ceiling is None else ceiling - out), info
 
 

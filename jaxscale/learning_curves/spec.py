@@ -106,6 +106,11 @@ class ExtrapolateSpec(NamedTuple):
         sampling, kept for every run whose Pareto k-hat is at most 0.7, at first or with 4x the
         proposals; NUTS for the runs that still fail, each on its own, when at most
         :data:`AUTO_IMPORTANCE_RUNS` do).
+      follow_finished: when the table has finished runs and, on the backtest that calibrates the
+        interval (their late rows held back), following the nearest other finished run predicted
+        those rows better than the law, each run in progress follows its nearest finished run
+        (shifted to meet it at its last early step) with the interval of that backtest's errors;
+        ``False`` keeps the law.
     """
 
     warmup: int = 500
@@ -116,6 +121,7 @@ class ExtrapolateSpec(NamedTuple):
     level: float = 0.9
     calibrate: bool = True
     sampler: str = "auto"
+    follow_finished: bool = True
 
 
 #: Models of the bundled-dataset experiments (:func:`jaxscale.learning_curves.evaluate_model`).
