@@ -230,6 +230,8 @@ def test_importance_sampler_on_curves_that_follow_the_law(monkeypatch, tmp_path)
     assert auto.diagnostics["sampler"] == "importance+nuts" and a["chosen"] == "importance+nuts", a
     assert a["runs_failing"] == 6 and "NUTS samples those runs" in a["reason"]
     assert auto.diagnostics["nuts"]["runs"] == 6 and "max_r_hat" in auto.diagnostics["nuts"]
+    nuts = auto.diagnostics["nuts"]  # every run by NUTS: the top level reads NUTS's diagnostics
+    assert auto.diagnostics["min_ess"] == nuts["min_ess"] and auto.diagnostics["max_r_hat"] == nuts["max_r_hat"]
     assert a["retry_runs_failing"] == 6 and "also with 16000 proposals per run" in a["reason"]
     assert not any("importance sampling is unreliable" in str(x.message) for x in w)  # NUTS replaced those draws
     assert "_failing" not in auto.diagnostics  # the bookkeeping stays inside

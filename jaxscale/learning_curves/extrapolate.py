@@ -1424,7 +1424,11 @@ def _nuts_failing(key, lap: dict, draws: dict, report: dict, spec: ExtrapolateSp
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
     if not np.isfinite(nuts["max_r_hat"]):  # too few draws for an R-hat (strict JSON has no NaN)
         nuts.update(max_r_hat=None, max_r_hat_reason="fewer than 4 draws per chain")
-    rep = dict(report, sampler="importance+nuts", nuts=nuts, converged=msg is None,
+    kept = np.setdiff1d(np.arange(np.size(report["_ess"])), runs)  # runs that keep their importance draws
+    # the top level sums up every run: the importance ESS of the runs kept, NUTS's of the others
+    top = {"min_ess": min([nuts["min_ess"]] + ([float(np.min(report["_ess"][kept]))] if kept.size else [])),
+           "max_r_hat": nuts["max_r_hat"]}
+    rep = dict(report, **top, sampler="importance+nuts", nuts=nuts, converged=msg is None,
                reason=msg or (f"importance draws for {lap['K'] - R} run(s) (Pareto k-hat <= {K_HAT_MAX}); NUTS "
                               f"for the {R} that failed it (R-hat <= 1.01, ESS >= 100 per chain, no divergences)"))
     return out, rep
