@@ -357,3 +357,19 @@ def test_metrics_on_separate_rows_name_the_where_that_keeps_the_loss_rows():
     kept = df.query("`train/loss`.notna()")
     data = lc.tail_from_frame(kept, curve_col="Name", x_col="_step", y_col="train/loss", cutoff=30)
     assert int(np.asarray(data.train).sum()) == 30
+
+
+def test_a_column_not_in_the_table_names_its_option():
+    """A wrong column name is answered with the option that names it (CLI flag and Python keyword)."""
+    from jaxscale import learning_curves as lc
+    from jaxscale.learning_curves.extrapolate import tail_from_frame
+
+    df = pd.DataFrame({"run": ["a"] * 5, "width": 64, "depth": 2, "step": [1, 2, 4, 8, 16], "val_loss": 3.0})
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['loss'\].*"
+                                         r"'loss' \(loss\): --y-col NAME \(y_col=\.\.\.\)"):
+        lc.from_frame(df, task_col="width", instance_col="depth", x_col="step", y_col="loss")
+    with pytest.raises(ValueError,
+                       match=r"'size' \(descriptor\): --descriptor-cols C1,C2 \(descriptor_cols=\[\.\.\.\]\)"):
+        tail_from_frame(df, curve_col="run", x_col="step", y_col="val_loss", cutoff=4, descriptor_cols=["size"])
+    with pytest.raises(ValueError, match=r"'name' \(run\): --curve-col NAME \(curve_col=\.\.\.\)"):
+        tail_from_frame(df, curve_col="name", x_col="step", y_col="val_loss", cutoff=4)

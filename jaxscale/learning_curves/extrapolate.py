@@ -181,7 +181,12 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
         raise ValueError("give the early part of the curves either as a column of booleans (--train-col) or as a step "
                          "cutoff (--cutoff), exactly one of them; for runs still training, every logged row is the "
                          "early part with the steps to predict added (--predict-steps S1,S2; add_steps)")
-    V.require_columns(df, [curve_col, x_col, y_col] + ([train_col] if train_col else []) + descriptor_cols, what)
+    from jaxscale.learning_curves.frame import _options
+
+    roles = [(curve_col, "run", "curve"), (x_col, "step", "x"), (y_col, "loss", "y"),
+             (train_col, "early part", "train"), *((c, "descriptor", "descriptor") for c in descriptor_cols)]
+    V.require_columns(df, [curve_col, x_col, y_col] + ([train_col] if train_col else []) + descriptor_cols, what,
+                      options=_options(roles))
     if descriptor_cols:
         V.check_numeric(df, descriptor_cols, what)
         V.check_finite(df, descriptor_cols, what)

@@ -221,7 +221,10 @@ def from_frame(df: pd.DataFrame, *, task_col: str = "task", instance_col: str = 
             raise ValueError("training data needs a target column: pass y_col (the loss column)")
         required.append(y_col)
     required += [c for c in (compute_col, params_col) if c is not None]
-    V.require_columns(df, required, what)
+    roles = [(task_col, "task", "task"), (inst_col, "instance", "instance"), (x_col, "step", "x"),
+             (y_col, "loss", "y"), (compute_col, "compute", "compute"), (params_col, "parameters", "params"),
+             *((c, "descriptor", "descriptor") for c in descriptor_cols)]
+    V.require_columns(df, required, what, options=_options(roles))
     V.check_finite(df, [x_col], what)
     if not x_is_log:
         V.check_positive(df, [x_col], what, steps=True)
@@ -351,3 +354,16 @@ def frame_kwargs(columns: tuple) -> dict:
 def curve_ids(data: Data) -> np.ndarray:
     """``(n,)`` curve id of every row: ``task * n_instances + instance``."""
     return np.asarray(data.task, np.int64) * max(data.n_instances, 1) + np.asarray(data.instance, np.int64)
+
+
+def _options(roles) -> dict:
+    """``{column: "(role): --flag NAME (keyword=...)"}`` for the missing-column message, from
+    ``(column, role, flag stem)`` triples (the first role of a column given twice)."""
+    out = {}
+    for col, role, stem in roles:
+        if col is None or col in out:
+            continue
+        many = stem == "descriptor"
+        out[col] = (f"({role}): --{stem}-cols C1,C2 ({stem}_cols=[...])" if many
+                    else f"({role}): --{stem}-col NAME ({stem}_col=...)")
+    return out
