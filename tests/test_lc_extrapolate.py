@@ -116,7 +116,8 @@ def test_cut_and_validation():
                                          r"df\['early'\] = df\['split'\] == 'train', or cut by step with --cutoff"):
         tail_from_frame(split, curve_col="run", x_col="step", y_col="loss", train_col="split")
     flat = df.assign(loss=np.where((df["run"] == "r2") & (df["step"] <= 600), 3.0, df["loss"]))
-    with pytest.raises(ValueError, match=r"constant on the training rows of 1 run\(s\) in progress: 'run' = \['r2'\].*--where \"run not in \['r2'\]\""):
+    with pytest.raises(ValueError, match=r"constant on the training rows of 1 run\(s\) in progress: "
+                                         r"'run' = \['r2'\].*--where \"run not in \['r2'\]\""):
         tail_from_frame(flat, curve_col="run", x_col="step", y_col="loss", cutoff=600)
     with pytest.warns(UserWarning, match="non-monotone"):
         up = df.assign(loss=np.where(df["step"] == 50, df["loss"] + 3.0, df["loss"]))

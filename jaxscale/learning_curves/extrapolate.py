@@ -279,9 +279,10 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
         k = int(flat[0])
         shown = [getattr(labels[i], "item", lambda i=i: labels[i])() for i in flat[:20]]  # plain values
         more = f" (+{flat.size - 20} more)" if flat.size > 20 else ""
-        raise ValueError(f"{what}: column {y_col!r} is constant on the training rows of {flat.size} run(s) in progress: "
-                         f"{curve_col!r} = {shown}{more} (the first: rows {_rows(df.index[(code == k) & train])}); a flat "
-                         "start fixes no power law. Raise the cutoff or drop those runs, e.g. --where "
+        raise ValueError(f"{what}: column {y_col!r} is constant on the training rows of {flat.size} run(s) in "
+                         f"progress: {curve_col!r} = {shown}{more} (the first: rows "
+                         f"{_rows(df.index[(code == k) & train])}); a flat start fixes no power law. Raise the cutoff "
+                         "or drop those runs, e.g. --where "
                          f"\"{V._where_name(curve_col)} not in {shown}\"{more}")
     _warn_non_monotone(code, x, y, train, labels, curve_col, x_col, x_is_log)
     desc = None
@@ -1530,7 +1531,8 @@ def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level:
     """When following the nearest other finished run beat the law on the backtest by more than
     :data:`TIE_FRACTION`: the rows to predict that follow a finished run within its logged steps
     take its shifted curve as their median, and as interval the split-conformal growth of the
-    backtest's errors, ``median * exp(+-q h)`` with ``q`` the quantile of ``|ln y - ln median| / h``.
+    backtest's errors, ``median * exp(+-q h)`` with ``q`` the quantile of ``|ln y - ln median| / h``
+    (the caller widens it to the law's calibrated half-widths where those are wider).
     Returns ``(mask of rows, lower, median, upper in ln L, record)`` or ``None`` (the law is kept)."""
     near = bt.get("nearest_finished_run_rmsle")
     if near is None or not near < bt["model_rmsle"] * (1 - TIE_FRACTION):
@@ -1552,8 +1554,9 @@ def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level:
                          f"following the nearest other finished run predicted them better than the law (RMSLE "
                          f"{near:.3g} against {bt['model_rmsle']:.3g}), so {int(sel.sum())} of {sel.size} rows to "
                          f"predict follow their run's nearest finished run (shifted to meet the run at its last "
-                         f"early step; nearest by {info['nearest_by']}), with the {level:.0%} interval of the "
-                         f"backtest's errors: +-{q:.3g} in ln L per e-fold of the step beyond the cut"
+                         f"early step; nearest by {info['nearest_by']}), with a {level:.0%} interval at least as "
+                         f"wide as the law's calibrated one and as the backtest's errors, +-{q:.3g} in ln L per e-fold "
+                         "of the step beyond the cut"
                          + (f"; {int(sel.size - sel.sum())} rows beyond their finished run's last step keep the law"
                             if not sel.all() else "")
                          + ". ExtrapolateSpec(follow_finished=False) (CLI: --keep-law) keeps the law everywhere")}
@@ -1738,7 +1741,8 @@ def nearest_finished(data: TailData, rows, pool=None, with_mask: bool = False) -
     reach = (lo[None, :] <= xk[prog][:, None]) & (xk[prog][:, None] <= hi[None, :])
     by_descriptors = g.descriptors is not None and np.asarray(g.descriptors).size > 0
     if by_descriptors:
-        d = np.asarray(pd.DataFrame(np.asarray(g.descriptors, float)).groupby(cur).first().reindex(range(len(g.labels))))
+        d = pd.DataFrame(np.asarray(g.descriptors, float)).groupby(cur).first()
+        d = np.asarray(d.reindex(range(len(g.labels))))
         d = np.where((d > 0).all(axis=0), np.log(np.where(d > 0, d, 1.0)), d)
         sd = np.nanstd(d, axis=0)
         d = (d - np.nanmean(d, axis=0)) / np.where(sd > 0, sd, 1.0)
