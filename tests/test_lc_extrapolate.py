@@ -928,13 +928,20 @@ def test_sceptics_baselines_local_trend_and_nearest_finished_run():
     near, info = nearest_finished(d, rows)
     c = curve[rows] == 2  # nearest by the loss at its cut: 'a' (0.02 away), shifted by +0.02
     np.testing.assert_allclose(np.log(near[c]), shape[5:] + 0.02, rtol=1e-12)
-    assert info == {"n_without": 0, "n_beyond": 0, "nearest_by": "ln loss at the run's last early step"}
+    assert info == {"n_without": 0, "nearest_by": "ln loss at the run's last early step"}
     # by descriptors: 'c' declared the size of 'b', so it follows 'b''s shape, shifted to meet 'c' at step 160
     desc = np.repeat([[1e8], [4e8], [4e8], [1e8]], x.size, axis=0)
     near, info = nearest_finished(d.replace(descriptors=desc, columns=(("descriptor", "params"),)), rows)
     np.testing.assert_allclose(np.log(near[c]), other[5:] + shape[4] + 0.02 - other[4], rtol=1e-12)
     assert info["nearest_by"] == "descriptors"
     assert nearest_finished(d.replace(train=(curve >= 0) & (xs <= 160)), rows)[0] is None  # nothing finished
+    # 'a' logged to 640 only: it does not span 'c''s steps to 1280, so 'c' follows 'b' (by the loss at the cut)
+    keep = ~((curve == 0) & (xs == 1280))
+    short = TailData(curve[keep], xs[keep], np.exp(ly[keep]), train[keep], tuple(runs), np.arange(keep.sum()))
+    rows2 = np.flatnonzero(~train[keep])
+    near, _ = nearest_finished(short, rows2)
+    c2 = curve[keep][rows2] == 2
+    np.testing.assert_allclose(np.log(near[c2]), other[5:] + shape[4] + 0.02 - other[4], rtol=1e-12)
 
 
 def test_runs_follow_the_nearest_finished_run_when_it_wins_the_backtest():

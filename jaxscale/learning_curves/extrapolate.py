@@ -1132,8 +1132,8 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     The same held-back points score the sceptic's baselines (``calibration["backtest"]``, RMSLE of
     the law, :func:`local_trend` and :func:`nearest_finished`, no run following itself). When the
     backtest reaches as far as most rows to predict and following the nearest other finished run
-    beat the law there by more than :data:`TIE_FRACTION`, the rows of each run in progress within
-    its nearest finished run's steps follow that run (``spec.follow_finished``; ``calibration
+    beat the law there by more than :data:`TIE_FRACTION`, each run in progress that a finished run
+    spans (from its last early step to its last step to predict) follows the nearest such run (``spec.follow_finished``; ``calibration
     ["follow"]``, warned; their interval at least the law's calibrated one and the backtest's
     growth; ``samples`` then None); when another baseline won, a warning names it.
     """
@@ -1529,8 +1529,8 @@ def _warn_backtest(bt: dict | None, source: str, skip=()) -> None:
 
 def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level: float, bt: dict):
     """When following the nearest other finished run beat the law on the backtest by more than
-    :data:`TIE_FRACTION`: the rows to predict that follow a finished run within its logged steps
-    take its shifted curve as their median, and as interval the split-conformal growth of the
+    :data:`TIE_FRACTION`: the rows to predict of each run that a finished run spans (from its last
+    early step to its last step to predict) take that run's shifted curve as their median, and as interval the split-conformal growth of the
     backtest's errors, ``median * exp(+-q h)`` with ``q`` the quantile of ``|ln y - ln median| / h``
     (the caller widens it to the law's calibrated half-widths where those are wider).
     Returns ``(mask of rows, lower, median, upper in ln L, record)`` or ``None`` (the law is kept)."""
@@ -1544,7 +1544,7 @@ def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level:
     if q is None:
         return None
     p, info = nearest_finished(data, rows, with_mask=True)
-    sel = info.pop("_inside")
+    sel = info.pop("_followed")
     if not sel.any():
         return None
     med = np.log(p[sel])
@@ -1557,7 +1557,7 @@ def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level:
                          f"early step; nearest by {info['nearest_by']}), with a {level:.0%} interval at least as "
                          f"wide as the law's calibrated one and as the backtest's errors, +-{q:.3g} in ln L per e-fold "
                          "of the step beyond the cut"
-                         + (f"; {int(sel.size - sel.sum())} rows beyond their finished run's last step keep the law"
+                         + (f"; {int(sel.size - sel.sum())} rows of runs that no finished run spans keep the law"
                             if not sel.all() else "")
                          + ". ExtrapolateSpec(follow_finished=False) (CLI: --keep-law) keeps the law everywhere")}
     return sel, med - q * tail_h[sel], med, med + q * tail_h[sel], record
@@ -1712,14 +1712,14 @@ def nearest_finished(data: TailData, rows, pool=None, with_mask: bool = False) -
 
     Nearest: in the runs' descriptors when the table has them (each column z-scored across runs,
     after ``ln`` when all its values are positive), else in ``ln loss`` at the run's last early step;
-    among the finished runs whose steps reach that step. A row beyond the finished run's last step
-    takes its last loss (shifted). Runs with no such finished run keep their last early value.
-    Returns ``(prediction of rows, info)`` (``None`` when the table has no finished run); ``info``
-    counts the runs that kept their last value (``n_without``) and the rows beyond their finished
-    run's last step (``n_beyond``). With a ceiling, it works on the gap ``ceiling - y``. ``pool``:
-    the codes of the runs to follow, each with all its rows (default: the finished runs); a run never
+    among the finished runs whose logged steps span the run's, from its last early step to its last
+    step to predict (a shorter run, e.g. of a shorter schedule, bends where this one does not).
+    Runs with no such finished run keep their last early value. Returns ``(prediction of rows,
+    info)`` (``None`` when the table has no finished run); ``info`` counts the runs that kept their
+    last value (``n_without``). With a ceiling, it works on the gap ``ceiling - y``. ``pool``: the
+    codes of the runs to follow, each with all its rows (default: the finished runs); a run never
     follows itself (a backtest that holds back the late rows of finished runs). ``with_mask``: also
-    ``info["_inside"]``, which rows follow a finished run within its logged steps."""
+    ``info["_followed"]``, which rows follow a finished run."""
     done = _finished(data) if pool is None else np.asarray(pool, np.int64)
     if done.size == 0:
         return None, {"reason": "no finished run in the table"}
@@ -1732,13 +1732,14 @@ def nearest_finished(data: TailData, rows, pool=None, with_mask: bool = False) -
     prog = np.unique(cur[rows])
     curves = {int(f): np.flatnonzero(cur == f)[np.argsort(x[cur == f])] for f in done}
 
-    def at(f, lxq):  # the finished run's ln loss at ln steps lxq (its last value beyond its last step)
+    def at(f, lxq):  # the finished run's ln loss at ln steps lxq (within its steps)
         i = curves[f]
         return np.interp(lxq, lx[i], ly[i])
 
     lo = np.array([x[curves[int(f)]].min() for f in done])
     hi = np.array([x[curves[int(f)]].max() for f in done])
-    reach = (lo[None, :] <= xk[prog][:, None]) & (xk[prog][:, None] <= hi[None, :])
+    end = pd.Series(x[rows]).groupby(cur[rows]).max().reindex(prog).to_numpy()  # each run's last step to predict
+    reach = (lo[None, :] <= xk[prog][:, None]) & (end[:, None] <= hi[None, :] * (1 + 1e-12))
     by_descriptors = g.descriptors is not None and np.asarray(g.descriptors).size > 0
     if by_descriptors:
         d = pd.DataFrame(np.asarray(g.descriptors, float)).groupby(cur).first()
@@ -1752,19 +1753,16 @@ def nearest_finished(data: TailData, rows, pool=None, with_mask: bool = False) -
     dist = np.where(reach & (prog[:, None] != done[None, :]), dist, np.inf)
     pick = {int(k): int(done[j]) for k, j, ok in zip(prog, dist.argmin(axis=1), np.isfinite(dist).any(axis=1)) if ok}
     out = np.log(yk[cur[rows]])  # runs without a finished run: their last early value
-    inside = np.zeros(rows.shape, bool)  # rows that follow a finished run within its logged steps
     for f in sorted(set(pick.values())):  # one interpolation per finished run used
         sel = np.flatnonzero(np.isin(cur[rows], [k for k, v in pick.items() if v == f]))
         r = rows[sel]
         shift = np.log(yk[cur[r]]) - at(f, np.log(xk[cur[r]]))
         out[sel] = at(f, lx[r]) + shift
-        inside[sel] = x[r] <= x[curves[f]].max()
     out = np.exp(out)
-    followed = np.isin(cur[rows], list(pick))
-    info = {"n_without": int(prog.size - len(pick)), "n_beyond": int(np.sum(followed & ~inside)),
+    info = {"n_without": int(prog.size - len(pick)),
             "nearest_by": "descriptors" if by_descriptors else "ln loss at the run's last early step"}
     if with_mask:
-        info["_inside"] = inside
+        info["_followed"] = np.isin(cur[rows], list(pick))
     return (out if ceiling is None else ceiling - out), info
 
 
