@@ -934,6 +934,8 @@ def test_sceptics_baselines_local_trend_and_nearest_finished_run():
     near, info = nearest_finished(d.replace(descriptors=desc, columns=(("descriptor", "params"),)), rows)
     np.testing.assert_allclose(np.log(near[c]), other[5:] + shape[4] + 0.02 - other[4], rtol=1e-12)
     assert info["nearest_by"] == "descriptors"
+    flat = d.replace(descriptors=np.full((xs.size, 1), 3.0), columns=(("descriptor", "plan"),))  # tells none apart
+    assert nearest_finished(flat, rows)[1]["nearest_by"] == "ln loss at the run's last early step"
     assert nearest_finished(d.replace(train=(curve >= 0) & (xs <= 160)), rows)[0] is None  # nothing finished
     # 'a' logged to 640 only: it does not span 'c''s steps to 1280, so 'c' follows 'b' (by the loss at the cut)
     keep = ~((curve == 0) & (xs == 1280))

@@ -1203,9 +1203,11 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
         if spec.follow_finished and reach:
             follow = _follow_finished(data, tr, pred_rows[~real], h[~real], pred_rows[real], h[real], level,
                                       calibration["backtest"])
-        if follow is None and reach:  # following won but no run in progress can (none reaches its cut): not named
+        if follow is None and reach:  # a baseline that won: named, unless no run in progress could follow
+            usable = nearest_finished(data, pred_rows[real])[1]["n_without"] < np.unique(cur[pred_rows[real]]).size
+            calibration["backtest"]["runs_can_follow"] = bool(usable)
             _warn_backtest(calibration["backtest"], "finished runs",
-                           skip=("nearest_finished_run_rmsle",) if spec.follow_finished else ())
+                           skip=("nearest_finished_run_rmsle",) if spec.follow_finished or not usable else ())
     if spec.calibrate and not calibration["calibrated"]:
         own = _self_calibration(jax.random.fold_in(key, 3), data, spec, h[real], calibration.get("finished_runs"))
         if own["calibrated"]:
@@ -1706,14 +1708,21 @@ def local_trend(data: TailData, rows) -> np.ndarray:
     return out if ceiling is None else ceiling - out
 
 
+#: A finished run is followed when its logged steps reach this share of the run's last step to
+#: predict (runs logged to 1,930 and 1,970 steps are of one schedule; 23k and 41k are not).
+SPAN = 0.9
+
+
 def nearest_finished(data: TailData, rows, pool=None, with_mask: bool = False) -> tuple[np.ndarray | None, dict]:
     """The sceptic's baseline when the table holds finished runs: each run in progress follows the
     finished run nearest to it, shifted in ``ln loss`` to meet the run at its last early step.
 
     Nearest: in the runs' descriptors when the table has them (each column z-scored across runs,
     after ``ln`` when all its values are positive), else in ``ln loss`` at the run's last early step;
-    among the finished runs whose logged steps span the run's, from its last early step to its last
-    step to predict (a shorter run, e.g. of a shorter schedule, bends where this one does not).
+    among the finished runs whose logged steps span the run's, from its last early step to
+    :data:`SPAN` of its last step to predict (a shorter run, e.g. of a shorter schedule, bends where
+    this one does not; beyond its last step, its last loss). Descriptor columns constant over these
+    runs are left out (all constant: by the loss).
     Runs with no such finished run keep their last early value. Returns ``(prediction of rows,
     info)`` (``None`` when the table has no finished run); ``info`` counts the runs that kept their
     last value (``n_without``). With a ceiling, it works on the gap ``ceiling - y``. ``pool``: the
@@ -1732,18 +1741,21 @@ def nearest_finished(data: TailData, rows, pool=None, with_mask: bool = False) -
     prog = np.unique(cur[rows])
     curves = {int(f): np.flatnonzero(cur == f)[np.argsort(x[cur == f])] for f in done}
 
-    def at(f, lxq):  # the finished run's ln loss at ln steps lxq (within its steps)
+    def at(f, lxq):  # the finished run's ln loss at ln steps lxq (its last one beyond its last step)
         i = curves[f]
         return np.interp(lxq, lx[i], ly[i])
 
     lo = np.array([x[curves[int(f)]].min() for f in done])
     hi = np.array([x[curves[int(f)]].max() for f in done])
     end = pd.Series(x[rows]).groupby(cur[rows]).max().reindex(prog).to_numpy()  # each run's last step to predict
-    reach = (lo[None, :] <= xk[prog][:, None]) & (end[:, None] <= hi[None, :] * (1 + 1e-12))
-    by_descriptors = g.descriptors is not None and np.asarray(g.descriptors).size > 0
-    if by_descriptors:
+    reach = (lo[None, :] <= xk[prog][:, None]) & (SPAN * end[:, None] <= hi[None, :] * (1 + 1e-12))
+    d = None
+    if g.descriptors is not None and np.asarray(g.descriptors).size > 0:
         d = pd.DataFrame(np.asarray(g.descriptors, float)).groupby(cur).first()
         d = np.asarray(d.reindex(range(len(g.labels))))
+        d = d[:, np.nanstd(d[np.r_[prog, done]], axis=0) > 0]  # a column constant over these runs tells none apart
+    by_descriptors = d is not None and d.shape[1] > 0
+    if by_descriptors:
         d = np.where((d > 0).all(axis=0), np.log(np.where(d > 0, d, 1.0)), d)
         sd = np.nanstd(d, axis=0)
         d = (d - np.nanmean(d, axis=0)) / np.where(sd > 0, sd, 1.0)
