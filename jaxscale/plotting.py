@@ -74,11 +74,13 @@ def plot_chinchilla(N, D, loss, params, excluded_mask=None, boot=None, *, held=N
     N, D, loss = (np.asarray(v, float) for v in (N, D, loss))
     C = 6 * N * D
     ex = np.zeros_like(loss, bool) if excluded_mask is None else np.asarray(excluded_mask, bool)
-    E, A, B, a, b = (float(params[k]) for k in ("E", "A", "B", "alpha", "beta"))
+    from jaxscale.laws import ChinchillaParams, chinchilla, chinchilla_optimal, chinchilla_params_to_theta
+
+    p = ChinchillaParams(*(float(params[k]) for k in ChinchillaParams._fields))
 
     def law(n, d):
         with np.errstate(all="ignore"):  # A or B beyond float range (a cliff-like law): not drawn there
-            return E + A / n**a + B / d**b
+            return chinchilla(p, n, d, xp=np)
 
     logn = [np.log10(N)]
     if held is not None:
@@ -102,10 +104,9 @@ def plot_chinchilla(N, D, loss, params, excluded_mask=None, boot=None, *, held=N
                    label=f"held-out runs ({hC.size})", **kw)
     c_all = np.concatenate(c_all)
     grid = np.geomspace(c_all.min() / 1.5, c_all.max() * 1.5, 200)
-    with np.errstate(all="ignore"):
-        g = (a * A / (b * B)) ** (1.0 / (a + b))
-        n_opt = g * (grid / 6.0) ** (b / (a + b))
-    ax.plot(grid, law(n_opt, grid / (6.0 * n_opt)), "k--", lw=1.2, label="law, compute-optimal frontier")
+    with np.errstate(all="ignore"):  # the optimum in logs; A or B beyond float range: not drawn
+        frontier = chinchilla_optimal(chinchilla_params_to_theta(p), grid)[2]
+    ax.plot(grid, frontier, "k--", lw=1.2, label="law, compute-optimal frontier")
     ax.set_xscale("log")
     ax.set_xlabel(f"training compute 6 x {names['N']} x {names['D']} (FLOPs)")
     ax.set_ylabel(names["loss"])

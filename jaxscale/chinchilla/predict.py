@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from jaxscale.chinchilla.fit import (ChinchillaData, ChinchillaFit, _box_distance, _device, _log_loss, from_frame,
                                      log_loss_jacobian)
 from jaxscale._log import get_logger
+from jaxscale.laws.power import chinchilla_optimal as optimal_allocation
 from jaxscale.infer.prediction import Prediction, check_fit, check_key, check_level, warn_extrapolation, z_value
 
 __all__ = ["predict", "optimal", "optimal_allocation", "as_data", "extrapolation", "power_law_baseline"]
@@ -178,28 +179,6 @@ def _predict(fit: ChinchillaFit, data: ChinchillaData, key, level: float, n_samp
         eps = np.asarray(jax.random.t(key, max(int(fit.dof), 1), (n_samples, mu.shape[0]), dtype), float)
         samples = np.exp(mu + sd * eps)
     return out(np.exp(mu), np.exp(mu - t * sd), np.exp(mu + t * sd), samples)
-
-
-def optimal_allocation(theta, compute):
-    """``(N*, D*, L*)`` minimising the law at fixed compute ``C = 6 N D`` (closed form).
-
-    ``theta`` is ``(a, b, e, alpha, beta)``; every output has the shape of ``compute``. NumPy
-    ``theta`` and ``compute`` give NumPy outputs (computed on the host); otherwise JAX arrays
-    (jit- and vmap-able).
-    """
-    host = isinstance(theta, np.ndarray) and isinstance(compute, np.ndarray)
-    xp = np if host else jnp
-    theta = xp.asarray(theta)
-    # in logs throughout: A = e^a or B = e^b can exceed the float range (a law whose D term is a
-    # cliff at small D, beta ~ 150, has b ~ 2500) while the optimum itself is finite
-    a, b, e, alpha, beta = (theta[..., i] for i in range(5))
-    log_c = xp.log(xp.asarray(compute) / 6.0)
-    s = alpha + beta
-    log_n = (xp.log(alpha) + a - xp.log(beta) - b) / s + (beta / s) * log_c
-    log_d = log_c - log_n
-    # the law at the optimum (log-sum-exp); the parameters' leading axes broadcast against the budgets
-    log_l = xp.logaddexp(xp.logaddexp(a - alpha * log_n, b - beta * log_d), e)
-    return xp.exp(log_n), xp.exp(log_d), xp.exp(log_l)
 
 
 def optimal(fit: ChinchillaFit, compute, *, level: float = 0.9) -> dict:

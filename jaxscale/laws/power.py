@@ -26,6 +26,7 @@ __all__ = [
     "chinchilla_squared_exponents",
     "chinchilla_sqrt_exponents",
     "chinchilla_floor_note",
+    "chinchilla_optimal",
     "power_law",
     "saturating_power_law",
     "compute_6nd",
@@ -180,6 +181,28 @@ def chinchilla_params_to_theta(params: ChinchillaParams):
         [xp.log(params.A), xp.log(params.B), xp.log(params.E), xp.asarray(params.alpha), xp.asarray(params.beta)],
         axis=-1,
     )
+
+
+def chinchilla_optimal(theta, compute):
+    """``(N*, D*, L*)`` minimising the law at fixed compute ``C = 6 N D`` (closed form).
+
+    ``theta`` is ``(a, b, e, alpha, beta)``; every output has the shape of ``compute``. NumPy
+    ``theta`` and ``compute`` give NumPy outputs (computed on the host); otherwise JAX arrays
+    (jit- and vmap-able).
+    """
+    host = isinstance(theta, np.ndarray) and isinstance(compute, np.ndarray)
+    xp = np if host else jnp
+    theta = xp.asarray(theta)
+    # in logs throughout: A = e^a or B = e^b can exceed the float range (a law whose D term is a
+    # cliff at small D, beta ~ 150, has b ~ 2500) while the optimum itself is finite
+    a, b, e, alpha, beta = (theta[..., i] for i in range(5))
+    log_c = xp.log(xp.asarray(compute) / 6.0)
+    s = alpha + beta
+    log_n = (xp.log(alpha) + a - xp.log(beta) - b) / s + (beta / s) * log_c
+    log_d = log_c - log_n
+    # the law at the optimum (log-sum-exp); the parameters' leading axes broadcast against the budgets
+    log_l = xp.logaddexp(xp.logaddexp(a - alpha * log_n, b - beta * log_d), e)
+    return xp.exp(log_n), xp.exp(log_d), xp.exp(log_l)
 
 
 def power_law(params: PowerLawParams, x):

@@ -109,8 +109,8 @@ class ExtrapolateSpec(NamedTuple):
       follow_finished: when the table has finished runs and, on the backtest that calibrates the
         interval (their late rows held back), following the nearest other finished run predicted
         those rows better than the law, each run in progress follows its nearest finished run
-        (shifted to meet it at its last early step) with the interval of that backtest's errors;
-        ``False`` keeps the law.
+        (shifted to meet it at its last early step) with an interval at least the law's calibrated
+        one and that backtest's errors; ``False`` keeps the law.
     """
 
     warmup: int = 500
