@@ -1868,6 +1868,8 @@ def extrapolate_gp(key, data: TailData, spec=None, *, level: float = 0.9) -> Tai
     rows = np.flatnonzero(~tr)
     with warnings.catch_warnings():  # every tail row lies beyond its run's training steps: that is the task
         warnings.filterwarnings("ignore", message=".*outside the training data.*")
+        # lower ends at or below 0: warned once below, in the table's words (_warn_past_bound)
+        warnings.filterwarnings("ignore", message=".*lower ends are 0 or below.*")
         pred = core.predict(fit, frame.iloc[rows].assign(**{y_name: np.nan}), key=k_pred, level=level)
     report = core.fit_report(fit)
     curves = np.unique(np.asarray(data.curve)[rows])
