@@ -560,7 +560,8 @@ def test_gp_extrapolation_shares_strength_across_runs(tmp_path, capsys):
 
 def test_conformal_margin_and_widen():
     """One conformal parameter: a margin that narrows an interval that is too wide, or a growth with
-    the horizon that widens one that is too narrow; the draws are moved to the ends the ends alone give."""
+    the horizon that widens one that is too narrow; the draws are moved to the ends the ends alone give;
+    the intervals of different levels nest."""
     from jaxscale.learning_curves.extrapolate import _conformal_margin, _log_quantiles, _widen, _widen_ends
 
     rng = np.random.default_rng(0)
@@ -571,22 +572,32 @@ def test_conformal_margin_and_widen():
     def cover(ends, ly):
         return np.mean((ly >= ends[0]) & (ly <= ends[1]))
 
-    # too wide: 50 points spread over +-0.1 -> the ends move in, 46 of 50 (ceil(51 * 0.9)) inside
+    # too wide: 50 points spread over +-0.1 -> each half-width is scaled down, 46 of 50 (ceil(51 * 0.9)) inside
     y = np.exp(np.linspace(-0.1, 0.1, 50))
-    q, raw = _conformal_margin(y, lq, h, 0.9)
-    assert raw == 1.0 and q < 0
-    assert 0.88 <= cover(_widen_ends(lq[0], lq[1], lq[2], q, h), np.log(y)) <= 0.96
+    q = _conformal_margin(y, lq, h, 0.9)
+    assert cover(lq[[0, 2]], np.log(y)) == 1.0 and -1 < q < 0
+    ends = _widen_ends(lq[0], lq[1], lq[2], q, h)
+    assert 0.88 <= cover(ends, np.log(y)) <= 0.96
+    np.testing.assert_allclose(ends[1] - lq[1], (1 + q) * (lq[2] - lq[1]))  # relative widths kept
     # too narrow, the error growing with the horizon: the half-width grows as sqrt(w^2 + (q h)^2)
     ly = 0.4 * h * np.where(np.arange(50) % 2, 1.0, -1.0) * rng.uniform(0.2, 1.0, 50)
-    q, raw = _conformal_margin(np.exp(ly), lq, h, 0.9)
-    assert q > 0 and raw < 0.5
+    q = _conformal_margin(np.exp(ly), lq, h, 0.9)
+    assert q > 0 and cover(lq[[0, 2]], ly) < 0.5
     ends = _widen_ends(lq[0], lq[1], lq[2], q, h)
     assert 0.88 <= cover(ends, ly) <= 0.96
     np.testing.assert_allclose(ends[1] - lq[1], np.sqrt((lq[2] - lq[1]) ** 2 + (q * h) ** 2))
     w = _widen(draws, q, h, 0.9)  # the draws, moved
     np.testing.assert_allclose(np.quantile(np.log(w), [0.05, 0.95], axis=0), np.stack(ends), atol=1e-9)
     np.testing.assert_allclose(np.median(np.log(w), 0), np.median(np.log(draws), 0), atol=1e-12)
-    assert _conformal_margin(y[:5], lq[:, :5], h[:5], 0.9)[0] is None  # too few points
+    assert _conformal_margin(y[:5], lq[:, :5], h[:5], 0.9) is None  # too few points
+    # every level is corrected from the same (0.9) interval: the intervals nest, each covering about its level
+    ly = np.r_[ly, rng.normal(0.0, 0.05, 150)]
+    hh = np.r_[h, np.full(150, 0.5)]
+    lq = np.repeat(lq, 4, axis=1)
+    ends = [_widen_ends(lq[0], lq[1], lq[2], _conformal_margin(np.exp(ly), lq, hh, lv), hh) for lv in (0.5, 0.8, 0.95)]
+    assert np.all(ends[0][0] >= ends[1][0]) and np.all(ends[1][0] >= ends[2][0])
+    assert np.all(ends[0][1] <= ends[1][1]) and np.all(ends[1][1] <= ends[2][1])
+    np.testing.assert_allclose([cover(e, ly) for e in ends], [0.5, 0.8, 0.95], atol=0.03)
 
 
 def test_finished_runs_are_cut_as_far_as_the_runs_in_progress():
@@ -652,10 +663,10 @@ def test_many_tail_rows_keep_interval_ends_not_the_draws(monkeypatch):
          "alpha": np.exp(rng.normal(np.log(0.5), 0.05, (S, K))), "sigma": np.full((S, K), 0.01)}
     t = np.geomspace(1.5, 20.0, m)
     curve = np.arange(m) % K
-    q_draws, d = X._predictive_summary(jax.random.key(0), s, t, curve, 4.0, 0.9)
+    q_draws, d = X._predictive_summary(jax.random.key(0), s, t, curve, 4.0, X._ends(0.9))
     assert d is not None and d.shape == (S, m)
     monkeypatch.setattr(X, "PRED_CHUNK", 8)  # 7 chunks of 8 rows
-    q_chunks, none = X._predictive_summary(jax.random.key(1), s, t, curve, 4.0, 0.9)
+    q_chunks, none = X._predictive_summary(jax.random.key(1), s, t, curve, 4.0, X._ends(0.9))
     assert none is None and q_chunks.shape == (3, m)
     np.testing.assert_allclose(q_chunks, q_draws, atol=0.01)  # ln L: half-width 0.056, measured gap 0.004
     assert np.all(q_chunks[0] < q_chunks[1]) and np.all(q_chunks[1] < q_chunks[2])

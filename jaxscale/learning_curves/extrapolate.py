@@ -896,15 +896,15 @@ def _padded_law(s: dict) -> list:
 PRED_CHUNK = 8192
 
 
-def _predictive_summary(key, s: dict, t, curve, nu: float, level: float):
-    """``(log_quantiles (3, m), log_draws (S, m) or None)`` of the predictive ``ln(L / y_k)`` at
-    ``m`` tail rows: the draws themselves up to :data:`PRED_CHUNK` rows, else only the quantiles.
+def _predictive_summary(key, s: dict, t, curve, nu: float, probs):
+    """``(log_quantiles (len(probs), m), log_draws (S, m) or None)`` of the predictive ``ln(L / y_k)``
+    at ``m`` tail rows, at the probabilities ``probs``: the draws themselves up to
+    :data:`PRED_CHUNK` rows, else only the quantiles.
 
     Above it, the rows go through one compiled program in chunks of :data:`PRED_CHUNK` (each
     chunk's key folded from ``key``; the last chunk padded), and each chunk's draws are reduced to
     quantiles on the host (numpy's selection is about 4x faster than XLA's sort on a CPU) while
     the next chunk is drawn. Memory holds two chunks of draws."""
-    probs = [(1 - level) / 2, 0.5, (1 + level) / 2]
     m = t.size
     if m <= PRED_CHUNK:
         d = _predictive_padded(key, s, t, curve, nu)
@@ -924,6 +924,18 @@ def _predictive_summary(key, s: dict, t, curve, nu: float, level: float):
         d, pending = pending, (draw(i + 1) if i + 1 < n else None)
         out.append(np.quantile(np.asarray(d), probs, axis=1))
     return np.concatenate(out, axis=1)[:, :m], None
+
+
+def _ends(level: float) -> list:
+    """The probabilities of the lower end, the median and the upper end of the central ``level`` interval."""
+    return [(1 - level) / 2, 0.5, (1 + level) / 2]
+
+
+#: The model's central interval that the conformal correction (:func:`_conformal_margin`) widens or
+#: narrows, whatever the level asked for: the corrected intervals of every level are members of one
+#: family, so that they nest (each level calibrated on its own interval had, on one table, a 50 %
+#: interval twice as wide as the 90 % one and a 95 % one narrower than both).
+REFERENCE_LEVEL = 0.9
 
 
 #: Held-back points of finished runs needed to calibrate the interval (at level 0.9 the conformal
@@ -1027,34 +1039,33 @@ def _horizon(data: TailData, train, rows) -> np.ndarray:
 
 def _log_quantiles(draws, level: float):
     """Per point: ``ln`` of the lower end, the median and the upper end of the central interval."""
-    return np.quantile(np.log(draws), [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
+    return np.quantile(np.log(draws), _ends(level), axis=0)
 
 
 def _conformal_margin(y, log_q, h, level: float):
     """Split-conformal correction of the predictive interval from held-back points.
 
-    ``log_q``: ``(3, n)`` lower end, median and upper end of each point's interval in ``ln L``;
-    ``h``: ``(n,)`` each point's horizon (:func:`_horizon`). The corrected intervals form one
-    nested family indexed by ``q`` (:func:`_widen_ends`): for ``q <= 0`` each end moves in by
-    ``-q`` in ``ln L`` (the model's interval was too wide); for ``q > 0`` each half-width ``w``
+    ``log_q``: ``(3, n)`` lower end, median and upper end of each point's central
+    :data:`REFERENCE_LEVEL` interval in ``ln L``, whatever ``level`` (so that the corrected
+    intervals of all levels nest); ``h``: ``(n,)`` each point's horizon (:func:`_horizon`). The
+    corrected intervals form one nested family indexed by ``q`` (:func:`_widen_ends`): for
+    ``-1 <= q <= 0`` each half-width ``w`` (in ``ln L``) becomes ``(1 + q) w`` (the model's interval
+    was too wide; its relative widths, which grow with the horizon, are kept); for ``q > 0`` it
     becomes ``sqrt(w^2 + (q h)^2)``: the error a power law makes beyond its data grows about
     linearly in ``ln(step)`` (a wrong exponent tilts the whole tail), so the correction grows with
     the horizon and carries over to runs extrapolated further than the held-back points. Each
     point's score is the smallest ``q`` whose interval holds it; ``q`` is the conformal quantile of
     the scores (the ``ceil((n + 1) level)``-th smallest), so that the corrected intervals cover
     ``level`` of points like these.
-    Returns ``(q, raw coverage)``; ``q`` is None with fewer than :data:`MIN_CALIBRATION_POINTS`
-    points.
+    Returns ``q``, None with fewer than :data:`MIN_CALIBRATION_POINTS` points.
     """
-    n = int(y.size)
     lo, med, hi = log_q
     e = np.log(y) - med
     w = np.where(e >= 0, hi - med, med - lo)  # the half-width on the point's side
     e = np.abs(e)
-    with np.errstate(divide="ignore"):  # outside the interval at horizon 0: no q holds it
-        score = np.where(e <= w, e - w, np.sqrt(np.maximum(e * e - w * w, 0.0)) / h)
-    raw = float(np.mean(e <= w)) if n else float("nan")
-    return (None if n < MIN_CALIBRATION_POINTS else _conformal_quantile(score, level)), raw
+    with np.errstate(divide="ignore", invalid="ignore"):  # outside the interval at horizon 0: no q holds it
+        score = np.where(e <= w, e / np.maximum(w, 1e-300) - 1.0, np.sqrt(np.maximum(e * e - w * w, 0.0)) / h)
+    return None if y.size < MIN_CALIBRATION_POINTS else _conformal_quantile(score, level)
 
 
 def _conformal_quantile(score, level: float):
@@ -1066,11 +1077,13 @@ def _conformal_quantile(score, level: float):
 
 
 def _widen(draws, q: float, h, level: float, floor: bool = False):
-    """Move each point's draws so that the ends of its central interval move to those of
-    :func:`_widen_ends` (in ``ln L``): every draw's distance from the median is scaled, per side,
-    by the ratio of the new to the old half-width."""
+    """Move each point's draws so that the ends of its central ``level`` interval move to those of
+    :func:`_widen_ends` (in ``ln L``; from the :data:`REFERENCE_LEVEL` interval, or with ``floor``
+    from the ``level`` one): every draw's distance from the median is scaled, per side, by the ratio
+    of the new to the old half-width."""
     lo, med, hi = _log_quantiles(draws, level)
-    new_lo, new_hi = _widen_ends(lo, med, hi, q, h, floor)
+    base = (lo, med, hi) if floor else _log_quantiles(draws, REFERENCE_LEVEL)
+    new_lo, new_hi = _widen_ends(*base, q, h, floor)
     ld = np.log(draws)
     up = (new_hi - med) / np.maximum(hi - med, 1e-300)
     dn = (med - new_lo) / np.maximum(med - lo, 1e-300)
@@ -1078,12 +1091,11 @@ def _widen(draws, q: float, h, level: float, floor: bool = False):
 
 
 def _widen_ends(lo, med, hi, q: float, h, floor: bool = False):
-    """The interval ends corrected by ``q`` (:func:`_conformal_margin`), in ``ln L``: for ``q <= 0``
-    each end moves in by ``-q`` (never past the median); for ``q > 0`` each half-width ``w`` becomes
-    ``sqrt(w^2 + (q h)^2)`` at horizon ``h``; with ``floor`` (``q >= 0``, :func:`_self_calibration`)
-    ``max(w, q h)``."""
+    """The interval ends corrected by ``q`` (:func:`_conformal_margin`), in ``ln L``: each half-width
+    ``w`` becomes ``(1 + q) w`` for ``-1 <= q <= 0``, ``sqrt(w^2 + (q h)^2)`` for ``q > 0`` at horizon
+    ``h``; with ``floor`` (``q >= 0``, :func:`_self_calibration`) ``max(w, q h)``."""
     if q <= 0:
-        return med - np.maximum(med - lo + q, 0.0), med + np.maximum(hi - med + q, 0.0)
+        return med - (1.0 + q) * (med - lo), med + (1.0 + q) * (hi - med)
     if floor:
         return med - np.maximum(med - lo, q * h), med + np.maximum(hi - med, q * h)
     g = (q * h) ** 2
@@ -1118,8 +1130,10 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     parameter from them (:func:`_conformal_margin`) corrects the intervals of the runs in
     progress: ``growth`` > 0 widens each half-width ``w`` (in ``ln L``) to ``sqrt(w^2 +
     (growth h)^2)``, ``h = ln(step / the run's last early step)``, so that the interval grows with
-    the distance beyond the early part; ``margin`` < 0 moves both ends in (the model's interval was
-    too wide). The ``calibration`` record has both (the other is 0), ``horizon_held`` (the largest
+    the distance beyond the early part; ``margin`` in [-1, 0) scales each half-width by
+    ``1 + margin`` (the model's interval was too wide). Whatever ``spec.level``, the correction
+    starts from the model's :data:`REFERENCE_LEVEL` interval, so that the intervals of different
+    levels nest. The ``calibration`` record has both (the other is 0), ``horizon_held`` (the largest
     ``h`` of a held-back point) and ``beyond_held`` (rows to predict further out, where the growth
     is extrapolated). Without finished runs, the early parts of the runs in progress are backtested
     in the same way (:func:`_self_calibration`): their errors per e-fold of the step set a floor
@@ -1185,13 +1199,16 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
         report = dict(report, converged=False, reason=m if report["converged"] else f"{report['reason']}; {m}")
     pred_rows = np.flatnonzero(~tr)
     level = float(spec.level)
-    log_q, log_d = _predictive_summary(k_pred, s, t_all[pred_rows], cur[pred_rows], float(spec.nu), level)
+    # the level's ends and the reference interval the conformal correction starts from
+    probs = _ends(level) + _ends(REFERENCE_LEVEL)
+    log_q, log_d = _predictive_summary(k_pred, s, t_all[pred_rows], cur[pred_rows], float(spec.nu), probs)
+    log_q, log_ref = log_q[:3], log_q[3:]
     log_yk = np.log(yk[cur[pred_rows]])
     real = ~tr_user[pred_rows]
     rows = pred_rows[real]
     h = _horizon(data, tr, pred_rows)
-    calibration, advice = _calibrate(spec, ratios, data, pred_rows[~real], (log_q + log_yk)[:, ~real], h[~real],
-                                     h[real], unused)
+    calibration, advice = _calibrate(spec, ratios, data, pred_rows[~real], (log_q + log_yk)[:, ~real],
+                                     (log_ref + log_yk)[:, ~real], h[~real], h[real], unused)
     follow = None
     if calibration.get("source") == "finished runs":  # how the baselines did on the same held-back rows
         calibration["backtest"] = _backtest_baselines(data, tr, pred_rows[~real], (log_q + log_yk)[1, ~real],
@@ -1227,12 +1244,12 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
         ypred = np.exp(log_d[:, real] + log_yk[real])
         if corr is not None:
             ypred = _widen(ypred, corr, h[real], level, floor)
-        q = np.quantile(ypred, [(1 - level) / 2, 0.5, (1 + level) / 2], axis=0)
+        q = np.quantile(ypred, _ends(level), axis=0)
     else:  # many rows: the interval ends only
         ypred = None
         lo, med, hi = (log_q + log_yk)[:, real]
         if corr is not None:
-            lo, hi = _widen_ends(lo, med, hi, corr, h[real], floor)
+            lo, hi = _widen_ends(*((lo, med, hi) if floor else (log_ref + log_yk)[:, real]), corr, h[real], floor)
         q = np.exp(np.stack([lo, med, hi]))
     if follow is not None:  # the rows that follow their nearest finished run: its curve, the backtest's interval
         sel, lo_f, med_f, hi_f, record = follow
@@ -1328,7 +1345,7 @@ def _self_calibration(key, data: TailData, spec: ExtrapolateSpec, tail_h, finish
         out["reason"] = f"the backtest of the early parts failed: {e}"
         return out
     pred = np.flatnonzero(held)
-    log_q, _ = _predictive_summary(k_pred, s, t[pred], c[pred], float(spec.nu), level)
+    log_q, _ = _predictive_summary(k_pred, s, t[pred], c[pred], float(spec.nu), _ends(level))
     h = _horizon(early, tr_e, pred)
     log_y = np.log(early.y[pred])
     lo, med, hi = log_q + np.log(yk[c[pred]])
@@ -1570,12 +1587,14 @@ def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level:
 TIE_FRACTION = 0.1
 
 
-def _calibrate(spec: ExtrapolateSpec, ratios, data: TailData, held_rows, held_log_q, held_h, tail_h,
+def _calibrate(spec: ExtrapolateSpec, ratios, data: TailData, held_rows, held_log_q, held_log_ref, held_h, tail_h,
                unused: dict) -> tuple[dict, str]:
     """The conformal correction from the held-back rows of finished runs: ``(record, advice)``, the
     advice for the warning of an uncalibrated interval; ``ratios``: the runs in progress's (last
-    early step) / (last step to predict); ``held_h``, ``tail_h``: the horizons of the held-back and
-    the tail rows; ``unused``: why finished runs were left out (:func:`_calibration_rows`)."""
+    early step) / (last step to predict); ``held_log_q``, ``held_log_ref``: the held-back rows'
+    ``level`` and :data:`REFERENCE_LEVEL` intervals (``(3, n)`` in ``ln L``); ``held_h``, ``tail_h``:
+    the horizons of the held-back and the tail rows; ``unused``: why finished runs were left out
+    (:func:`_calibration_rows`)."""
     level = float(spec.level)
     if not spec.calibrate:
         return {"calibrated": False, "margin": None, "growth": None,
@@ -1610,7 +1629,8 @@ def _calibrate(spec: ExtrapolateSpec, ratios, data: TailData, held_rows, held_lo
                       "step (logged more densely, or longer) would calibrate it")
     else:
         y = np.asarray(data.y, float)[held_rows]
-        q, raw = _conformal_margin(y, held_log_q, held_h, level)
+        q = _conformal_margin(y, held_log_ref, held_h, level)
+        raw = float(np.mean((np.log(y) >= held_log_q[0]) & (np.log(y) <= held_log_q[2])))
         out.update(raw_coverage=raw)
         if q is None or not np.isfinite(q):
             out["reason"] = "the held-back points give no finite conformal quantile; the interval is the model's own"
@@ -1619,9 +1639,10 @@ def _calibrate(spec: ExtrapolateSpec, ratios, data: TailData, held_rows, held_lo
             beyond = int(np.sum(tail_h > h_max * (1 + 1e-9)))
             out.update(calibrated=True, source="finished runs", margin=min(q, 0.0), growth=max(q, 0.0),
                        horizon_held=h_max, beyond_held=beyond)
-            how = (f"both ends move in by {-q:.3g} in ln L (x{np.exp(-q):.3g})" if q <= 0 else
-                   f"each half-width w (in ln L) becomes sqrt(w^2 + ({q:.3g} h)^2) at h = ln(step / the run's last "
-                   f"early step): at least +-{q * np.log(10):.3g} at 10x the last early step")
+            ref = f"the model's {REFERENCE_LEVEL:.0%} interval" if level != REFERENCE_LEVEL else "its interval"
+            how = (f"each half-width of {ref} is scaled by {1 + q:.3g}" if q <= 0 else
+                   f"each half-width w (in ln L) of {ref} becomes sqrt(w^2 + ({q:.3g} h)^2) at h = ln(step / the "
+                   f"run's last early step): at least +-{q * np.log(10):.3g} at 10x the last early step")
             out["reason"] = (f"{held_rows.size} points of {n_runs} finished run(s), each cut at {cut} x its last "
                              f"step like the runs in progress: the model's {level:.0%} interval covered {raw:.0%} of "
                              f"them; {how}")
