@@ -428,7 +428,8 @@ def test_interval_calibrated_on_finished_runs():
             with contextlib.redirect_stdout(io.StringIO()) as buf:
                 rc = main(["lc", "extrapolate", "--csv", str(csv), "--curve-col", "run_name", "--x-col", "train_step",
                            "--y-col", "val_loss", "--train-col", "is_early", "--warmup", "100", "--samples", "100",
-                           "--chains", "2", "--json"])
+                           "--chains", "2", "--predictions", str(Path(tmp) / "p.csv"), "--json"])
+        written = pd.read_csv(Path(tmp) / "p.csv")
     assert rc == 0
     out = json.loads(buf.getvalue())
     assert out["calibration"]["calibrated"] and out["calibration"]["runs"] == 6 and out["calibration"]["points"] == 24
@@ -436,6 +437,9 @@ def test_interval_calibrated_on_finished_runs():
     # by default the runs follow their nearest finished run: it won the backtest, and it wins the tails
     bt, fo = out["calibration"]["backtest"], out["calibration"]["follow"]
     assert fo["rows"] == 24 and bt["nearest_finished_run_rmsle"] < 0.9 * bt["model_rmsle"], out["calibration"]
+    # each row names the finished run it follows, whose curve (shifted) is its prediction
+    assert written["followed_run"].isin(set(done["run"])).all() and len(written) == 24
+    np.testing.assert_allclose(written["mean"], written["nearest_finished_run"], rtol=1e-9)
     assert out["score"]["rmsle"] < rep["bayes"]["rmsle"] and out["score"]["coverage"] >= 0.8, (out["score"], rep)
     # no finished run, and early parts too short to backtest (6 points, 2 below the cut at 0.05 x 500):
     # the model's own interval, and a warning that says why

@@ -635,17 +635,22 @@ def extrapolate_handler(args) -> dict:
                                              metric="rmsle", hint=hint)
     else:
         out["baselines"], out["baselines_reason"] = None, "no tail row carries a loss; nothing is scored"
+    # the finished run each row follows (its label; empty where the law predicts it)
+    followed = None if fit.followed is None else np.array(
+        ["" if k < 0 else str(data.labels[k]) for k in np.asarray(fit.followed)], dtype=object)
     if steps is not None:  # the added rows' predictions: what a run will reach at the steps asked for
         added = np.flatnonzero(np.asarray(fit.rows) >= n_read)
         h = horizon(data, np.asarray(fit.rows)[added])
         out["predict_steps"]["predictions"] = [
             {"run": tail[args.curve_col].iloc[i], "step": float(tail[args.x_col].iloc[i]),
              "mean": float(pred.mean[i]), "lower": float(pred.lower[i]), "upper": float(pred.upper[i]),
-             "extrapolation": float(h[j]), **{k: float(np.asarray(v)[i]) for k, v in baselines.items()}}
+             "extrapolation": float(h[j]), **{k: float(np.asarray(v)[i]) for k, v in baselines.items()},
+             **({} if followed is None else {"followed_run": followed[i]})}
             for j, i in enumerate(added)]
     if args.predictions:
         full = Prediction(pred.mean, pred.lower, pred.upper)
-        extra = {**baselines, "extrapolation": horizon(data, fit.rows)}
+        extra = {**baselines, "extrapolation": horizon(data, fit.rows),
+                 **({} if followed is None else {"followed_run": followed})}
         out["predictions"] = write_predictions(args.predictions, tail, full, extra=extra)
     if args.plot:
         from jaxscale import plotting

@@ -138,6 +138,7 @@ class TailFit:
     alpha: np.ndarray | None  # (S, K)
     diagnostics: dict = static_field()
     calibration: dict | None = static_field(default=None)  # see :func:`extrapolate` (finished runs held back)
+    followed: np.ndarray | None = None  # (m,) code of the finished run each tail row follows, -1: the law's
 
     def __post_init__(self):
         object.__setattr__(self, "diagnostics", StaticDict(self.diagnostics))
@@ -1255,7 +1256,7 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
             lo, hi = _widen_ends(*((lo, med, hi) if floor else (log_ref + log_yk)[:, real]), corr, h[real], floor)
         q = np.exp(np.stack([lo, med, hi]))
     if follow is not None:  # the rows that follow their nearest finished run: its curve, the backtest's interval
-        (sel, lo_f, med_f, hi_f), record = follow, why_not
+        (sel, lo_f, med_f, hi_f, followed), record = follow, why_not
         law_lo, law_med, law_hi = np.log(q[:, sel])  # the law's calibrated half-widths: a floor under the backtest's
         lo_f = np.minimum(lo_f, med_f - (law_med - law_lo))
         hi_f = np.maximum(hi_f, med_f + (law_hi - law_med))
@@ -1269,7 +1270,8 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     A = c * (1.0 - np.exp(g)) * yk[mine][None] * xk[mine][None] ** alpha
     pred = Prediction(jnp.asarray(q[1]), jnp.asarray(q[0]), jnp.asarray(q[2]),
                       None if ypred is None else jnp.asarray(ypred))
-    return TailFit(pred, rows, active[mine], E, A, alpha, report, calibration)
+    return TailFit(pred, rows, active[mine], E, A, alpha, report, calibration,
+                   None if follow is None else followed)
 
 
 def _fit_inputs(data: TailData, tr):
@@ -1558,8 +1560,8 @@ def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level:
     split-conformal growth of the backtest's errors, ``median * exp(+-q h)`` with ``q`` the
     quantile of ``|ln y - ln median| / h`` (the caller widens it to the law's calibrated half-widths
     where those are wider). ``data`` is the table the laws are fitted to (the gap of a bounded score).
-    Returns ``(mask of rows, lower, median, upper in ln L, record)``, or ``None`` and a record of
-    why no run follows (the law is kept)."""
+    Returns ``((mask of rows, lower, median, upper in ln L, the followed run's code at each row or -1),
+    record)``, or ``None`` and a record of why no run follows (the law is kept)."""
     near = bt.get("nearest_finished_run_rmsle")
     if near is None or not near < bt["model_rmsle"] * (1 - TIE_FRACTION):
         return None, None
@@ -1570,7 +1572,8 @@ def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level:
     if q is None:
         return None, None
     p, info = nearest_finished(data, rows, with_mask=True)
-    sel = info.pop("_followed")
+    source = info.pop("_source")
+    sel = source >= 0
     if not sel.any():
         return None, None
     # the backtest vouches for runs whose early part matches their finished run's about as well as its own did
@@ -1607,7 +1610,7 @@ def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level:
                             "keep the law" if sel.size - sel.sum() > n_unlike else "")
                          + (f"; {n_unlike} rows keep the law: {unlike_why}" if n_unlike else "")
                          + ". ExtrapolateSpec(follow_finished=False) (CLI: --keep-law) keeps the law everywhere")}
-    return (sel, med - q * tail_h[sel], med, med + q * tail_h[sel]), record
+    return (sel, med - q * tail_h[sel], med, med + q * tail_h[sel], np.where(sel, source, -1)), record
 
 
 #: A run in progress follows its nearest finished run only when its early part matches that run's
@@ -1636,7 +1639,7 @@ def _early_mismatch(data: TailData, rows, pool=None) -> pd.Series:
     p, info = nearest_finished(data, np.r_[rows, early], pool, with_mask=True)
     e = np.log(np.asarray(data.y, float)[early]) - np.log(p[rows.size:])
     rms = pd.Series(e * e).groupby(cur[early]).mean() ** 0.5
-    return rms[pd.Series(info["_followed"][rows.size:]).groupby(cur[early]).all()]
+    return rms[pd.Series(info["_source"][rows.size:] >= 0).groupby(cur[early]).all()]
 
 
 #: A baseline is warned about on the backtest only when it beats the law by more than this share of
@@ -1806,7 +1809,7 @@ def nearest_finished(data: TailData, rows, pool=None, with_mask: bool = False) -
     last value (``n_without``). With a ceiling, it works on the gap ``ceiling - y``. ``pool``: the
     codes of the runs to follow, each with all its rows (default: the finished runs); a run never
     follows itself (a backtest that holds back the late rows of finished runs). ``with_mask``: also
-    ``info["_followed"]``, which rows follow a finished run."""
+    ``info["_source"]``, the code of the finished run each row follows (-1: none)."""
     done = _finished(data) if pool is None else np.asarray(pool, np.int64)
     if done.size == 0:
         return None, {"reason": "no finished run in the table"}
@@ -1852,7 +1855,7 @@ def nearest_finished(data: TailData, rows, pool=None, with_mask: bool = False) -
     info = {"n_without": int(prog.size - len(pick)),
             "nearest_by": "descriptors" if by_descriptors else "ln loss at the run's last early step"}
     if with_mask:
-        info["_followed"] = np.isin(cur[rows], list(pick))
+        info["_source"] = np.array([pick.get(int(k), -1) for k in cur[rows]], np.int64)
     return (out if ceiling is None else ceiling - out), info
 
 
