@@ -721,8 +721,8 @@ def register_extrapolate(lc_subparsers) -> None:
     p.add_argument("--keep-law", action="store_true",
                    help="keep the power law for every run (default: when the table has finished runs and, on the "
                         "backtest of their late rows, following the nearest other finished run predicted better than "
-                        "the law, each run in progress whose early part matches its nearest finished run's follows "
-                        "it, with an interval at least the law's)")
+                        "the law, each run in progress follows its nearest finished run, with an interval at least "
+                        "the law's)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
     add_output_args(p, save=False)
     add_json(p)

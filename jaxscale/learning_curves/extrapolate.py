@@ -1219,11 +1219,8 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
         reach = calibration["beyond_held"] <= 0.5 * int(real.sum())
         calibration["backtest"]["reaches_most_rows"] = bool(reach)
         if spec.follow_finished and reach:
-            follow, why_not = _follow_finished(data, tr, pred_rows[~real], h[~real], pred_rows[real], h[real], level,
-                                               calibration["backtest"])
-            if follow is None and why_not is not None:  # it won, but no run in progress is like those it tested
-                calibration["backtest"]["not_followed"] = why_not
-                warnings.warn(f"power-law extrapolation: {why_not['reason']}", UserWarning, stacklevel=3)
+            follow = _follow_finished(data, tr, pred_rows[~real], h[~real], pred_rows[real], h[real], level,
+                                      calibration["backtest"])
         if follow is None and reach:  # a baseline that won: named, unless no run in progress could follow
             usable = nearest_finished(data, pred_rows[real])[1]["n_without"] < np.unique(cur[pred_rows[real]]).size
             calibration["backtest"]["runs_can_follow"] = bool(usable)
@@ -1256,7 +1253,7 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
             lo, hi = _widen_ends(*((lo, med, hi) if floor else (log_ref + log_yk)[:, real]), corr, h[real], floor)
         q = np.exp(np.stack([lo, med, hi]))
     if follow is not None:  # the rows that follow their nearest finished run: its curve, the backtest's interval
-        (sel, lo_f, med_f, hi_f, followed), record = follow, why_not
+        sel, lo_f, med_f, hi_f, followed, record = follow
         law_lo, law_med, law_hi = np.log(q[:, sel])  # the law's calibrated half-widths: a floor under the backtest's
         lo_f = np.minimum(lo_f, med_f - (law_med - law_lo))
         hi_f = np.maximum(hi_f, med_f + (law_hi - law_med))
@@ -1554,51 +1551,28 @@ def _warn_backtest(bt: dict | None, source: str, skip=()) -> None:
 def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level: float, bt: dict):
     """When following the nearest other finished run beat the law on the backtest by more than
     :data:`TIE_FRACTION`: the rows to predict of each run that a finished run spans (from its last
-    early step to its last step to predict), and whose early part is like its finished run's
-    (:func:`_early_mismatch` at most :data:`MISMATCH_FACTOR` times the largest of the backtest's
-    held-back runs), take that run's shifted curve as their median, and as interval the
-    split-conformal growth of the backtest's errors, ``median * exp(+-q h)`` with ``q`` the
-    quantile of ``|ln y - ln median| / h`` (the caller widens it to the law's calibrated half-widths
-    where those are wider). ``data`` is the table the laws are fitted to (the gap of a bounded score).
-    Returns ``((mask of rows, lower, median, upper in ln L, the followed run's code at each row or -1),
-    record)``, or ``None`` and a record of why no run follows (the law is kept)."""
+    early step to its last step to predict) take that run's shifted curve as their median, and as
+    interval the split-conformal growth of the backtest's errors, ``median * exp(+-q h)`` with ``q``
+    the quantile of ``|ln y - ln median| / h`` (the caller widens it to the law's calibrated
+    half-widths where those are wider). Returns ``(mask of rows, lower, median, upper in ln L, the
+    followed run's code at each row or -1, record)`` or ``None`` (the law is kept)."""
     near = bt.get("nearest_finished_run_rmsle")
     if near is None or not near < bt["model_rmsle"] * (1 - TIE_FRACTION):
-        return None, None
+        return None
     pool = _finished(data)
     y = np.log(np.asarray(data.y, float)[held_rows])
     b, _ = nearest_finished(data.replace(train=tr), held_rows, pool)
     q = _conformal_quantile(np.abs(y - np.log(b)) / np.maximum(held_h, 1e-12), level)
     if q is None:
-        return None, None
-    p, info = nearest_finished(data, rows, with_mask=True)
+        return None
+    p, info = nearest_finished(data, rows, with_source=True)
     source = info.pop("_source")
     sel = source >= 0
     if not sel.any():
-        return None, None
-    # the backtest vouches for runs whose early part matches their finished run's about as well as its own did
-    limit = MISMATCH_FACTOR * max(float(_early_mismatch(data.replace(train=tr), held_rows, pool).max()),
-                                  MISMATCH_FLOOR)
-    m = _early_mismatch(data, rows)
-    unlike = m.index[m.to_numpy() > limit]
-    cur = np.asarray(data.curve, np.int64)[rows]
-    n_unlike = int(np.isin(cur[sel], unlike).sum())
-    sel &= ~np.isin(cur, unlike)
-    unlike_record = {"runs_unlike_their_finished_run": int(unlike.size), "mismatch_limit": limit,
-                     "unlike_examples": [str(data.labels[k]) for k in unlike[:5]]}
-    unlike_why = (f"the early part of {unlike.size} run(s) in progress (e.g. {unlike_record['unlike_examples'][:3]}) "
-                  "is unlike its nearest finished run's: over its last two octaves of early steps the finished run's "
-                  f"shifted curve misses it by up to {m.max():.3g} in ln L, more than {limit:.3g} ({MISMATCH_FACTOR:g}"
-                  " x the worst of the backtest's runs); finished runs of another kind (learning rate, schedule, "
-                  "...), which the backtest did not test")
-    if not sel.any():
-        return None, dict(unlike_record, reason=(
-            f"on the backtest ({bt['points']} held-back points of finished runs) following the nearest other "
-            f"finished run predicted better than the law (RMSLE {near:.3g} against {bt['model_rmsle']:.3g}), but "
-            f"{unlike_why}. No run in progress follows a finished run: the law is kept"))
+        return None
     med = np.log(p[sel])
     record = {"rows": int(sel.sum()), "rows_kept_on_the_law": int(sel.size - sel.sum()), "growth": q,
-              "backtest_rmsle": near, "law_backtest_rmsle": bt["model_rmsle"], **info, **unlike_record,
+              "backtest_rmsle": near, "law_backtest_rmsle": bt["model_rmsle"], **info,
               "reason": (f"on the backtest behind the interval ({bt['points']} held-back points of finished runs), "
                          f"following the nearest other finished run predicted them better than the law (RMSLE "
                          f"{near:.3g} against {bt['model_rmsle']:.3g}), so {int(sel.sum())} of {sel.size} rows to "
@@ -1606,40 +1580,10 @@ def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level:
                          f"early step; nearest by {info['nearest_by']}), with a {level:.0%} interval at least as "
                          f"wide as the law's calibrated one and as the backtest's errors, +-{q:.3g} in ln L per e-fold "
                          "of the step beyond the cut"
-                         + (f"; {int(sel.size - sel.sum() - n_unlike)} rows of runs that no finished run spans "
-                            "keep the law" if sel.size - sel.sum() > n_unlike else "")
-                         + (f"; {n_unlike} rows keep the law: {unlike_why}" if n_unlike else "")
+                         + (f"; {int(sel.size - sel.sum())} rows of runs that no finished run spans keep the law"
+                            if not sel.all() else "")
                          + ". ExtrapolateSpec(follow_finished=False) (CLI: --keep-law) keeps the law everywhere")}
-    return (sel, med - q * tail_h[sel], med, med + q * tail_h[sel], np.where(sel, source, -1)), record
-
-
-#: A run in progress follows its nearest finished run only when its early part matches that run's
-#: (:func:`_early_mismatch`) at most this many times as badly as the worst of the backtest's
-#: held-back finished runs matched theirs. Chosen on nanochat, nanoGPT, Marin and multilingual tables
-#: (finished runs of one learning rate, runs in progress of another: 23-67x; of one kind: 1.3-5x).
-MISMATCH_FACTOR = 5.0
-
-#: The smallest mismatch the limit is built on, in ``ln L`` (about logging noise): the finished runs
-#: of a backtest may match each other exactly.
-MISMATCH_FLOOR = 1e-3
-
-
-def _early_mismatch(data: TailData, rows, pool=None) -> pd.Series:
-    """How well each run of ``rows`` (rows to predict) matches the finished run it would follow
-    (:func:`nearest_finished`, ``pool`` as there): the root mean square, over the run's early rows
-    in its last two octaves of early steps (from a quarter of its last early step), of ``ln y`` minus
-    the finished run's curve shifted to meet it at its last early step. Indexed by run code; runs that
-    no finished run spans are left out."""
-    cur = np.asarray(data.curve, np.int64)
-    x = np.asarray(data.x, float)
-    tr = np.asarray(data.train, bool)
-    rows = np.asarray(rows)
-    last = pd.Series(np.where(tr, x, -np.inf)).groupby(cur).max().reindex(range(len(data.labels))).to_numpy()
-    early = np.flatnonzero(tr & np.isin(cur, np.unique(cur[rows])) & (x >= last[cur] / 4))
-    p, info = nearest_finished(data, np.r_[rows, early], pool, with_mask=True)
-    e = np.log(np.asarray(data.y, float)[early]) - np.log(p[rows.size:])
-    rms = pd.Series(e * e).groupby(cur[early]).mean() ** 0.5
-    return rms[pd.Series(info["_source"][rows.size:] >= 0).groupby(cur[early]).all()]
+    return sel, med - q * tail_h[sel], med, med + q * tail_h[sel], source, record
 
 
 #: A baseline is warned about on the backtest only when it beats the law by more than this share of
@@ -1794,7 +1738,7 @@ def local_trend(data: TailData, rows) -> np.ndarray:
 SPAN = 0.9
 
 
-def nearest_finished(data: TailData, rows, pool=None, with_mask: bool = False) -> tuple[np.ndarray | None, dict]:
+def nearest_finished(data: TailData, rows, pool=None, with_source: bool = False) -> tuple[np.ndarray | None, dict]:
     """The sceptic's baseline when the table holds finished runs: each run in progress follows the
     finished run nearest to it, shifted in ``ln loss`` to meet the run at its last early step.
 
@@ -1808,7 +1752,7 @@ def nearest_finished(data: TailData, rows, pool=None, with_mask: bool = False) -
     info)`` (``None`` when the table has no finished run); ``info`` counts the runs that kept their
     last value (``n_without``). With a ceiling, it works on the gap ``ceiling - y``. ``pool``: the
     codes of the runs to follow, each with all its rows (default: the finished runs); a run never
-    follows itself (a backtest that holds back the late rows of finished runs). ``with_mask``: also
+    follows itself (a backtest that holds back the late rows of finished runs). ``with_source``: also
     ``info["_source"]``, the code of the finished run each row follows (-1: none)."""
     done = _finished(data) if pool is None else np.asarray(pool, np.int64)
     if done.size == 0:
@@ -1854,7 +1798,7 @@ def nearest_finished(data: TailData, rows, pool=None, with_mask: bool = False) -
     out = np.exp(out)
     info = {"n_without": int(prog.size - len(pick)),
             "nearest_by": "descriptors" if by_descriptors else "ln loss at the run's last early step"}
-    if with_mask:
+    if with_source:
         info["_source"] = np.array([pick.get(int(k), -1) for k in cur[rows]], np.int64)
     return (out if ceiling is None else ceiling - out), info
 

@@ -108,10 +108,9 @@ class ExtrapolateSpec(NamedTuple):
         :data:`AUTO_IMPORTANCE_RUNS` do).
       follow_finished: when the table has finished runs and, on the backtest that calibrates the
         interval (their late rows held back), following the nearest other finished run predicted
-        those rows better than the law, each run in progress whose early part matches its nearest
-        finished run's about as well as the backtest's runs matched theirs follows it (shifted to
-        meet it at its last early step) with an interval at least the law's calibrated one and that
-        backtest's errors; ``False`` keeps the law.
+        those rows better than the law, each run in progress follows its nearest finished run
+        (shifted to meet it at its last early step) with an interval at least the law's calibrated
+        one and that backtest's errors; ``False`` keeps the law.
     """
 
     warmup: int = 500
