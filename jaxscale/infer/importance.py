@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxscale._programs import light_jit
 from jaxscale.infer.sharding import sharded_vmap
 
 __all__ = ["laplace_importance", "pareto_khat", "tail_size", "K_HAT_MAX"]
@@ -108,7 +109,9 @@ def _one(key, potential_fn, x_map, cov, args, shared, n_prop: int, n_draws: int,
     return x[idx], ess, top
 
 
-@partial(jax.jit, static_argnames=("potential_fn", "num_proposals", "num_draws", "batch", "stages", "df"))
+# light options on CPU: the program runs once per fit, and compiling it took longer than running it (20 runs
+# of 30 points, 2 CPU cores: a cold fit 12.4 s -> 10.2 s, the same draws bit for bit, the warm fit unchanged)
+@partial(light_jit, static_argnames=("potential_fn", "num_proposals", "num_draws", "batch", "stages", "df"))
 def _run(key, potential_fn, x_map, cov, args, shared, *, df: int, num_proposals: int, num_draws: int, batch: int,
          stages: int):
     n = x_map.shape[0]
