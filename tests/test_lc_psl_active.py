@@ -223,7 +223,8 @@ def test_recommend_ranks_runs_not_trained_yet(tmp_path, capsys):
             "--params-col", "params", "--tokens-per-step", "1000", "--holdout", "width >= 256 and depth == 8"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["lc", "active", *cols, "--recommend", "--restarts", "1", "--cold-steps", "60",
+        # the fit setting of the replay test below (same table, same hold-out): one compiled cold fit for both
+        assert main(["lc", "active", *cols, "--recommend", "--restarts", "1", "--cold-steps", "40", "--n-h", "2",
                      "--samples", "200", "--plot", str(tmp_path / "next.png"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["plot"] == str(tmp_path / "next.png") and (tmp_path / "next.png").stat().st_size > 10_000

@@ -103,7 +103,7 @@ def test_marginal_predictions_are_the_joint_diagonal(model):
     cols = dict(COLS, descriptor_cols=["params"]) if model != "magp" else COLS
     data = lc.from_frame(df, **cols)
     held = (df["width"] == 512).to_numpy() if model != "magp" else df.eval(HOLD).to_numpy()
-    f = lc.fit(jax.random.key(0), data.rows(~held), lc.Spec(model=model, restarts=2, steps=20, n_h=4))
+    f = lc.fit(jax.random.key(0), data.rows(~held), SPEC._replace(model=model))  # magp: the programs of `fitted`
     joint = core.predict_restarts(f, data)
     marg = core.predict_marginals(f, data)
     np.testing.assert_allclose(marg.mean, joint.mean, rtol=1e-10, atol=1e-12)
@@ -143,7 +143,7 @@ def test_heldout_task_without_training_rows_is_warned_before_the_fit(table):
     held = np.asarray(data.task) == data.task_labels.index("512")
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        lc.evaluate_holdout(jax.random.key(0), data, held, lc.Spec(restarts=1, steps=2, n_h=2))
+        lc.evaluate_holdout(jax.random.key(0), data, held, SPEC)  # the programs of `fitted` (one row bucket)
     msgs = [str(w.message) for w in rec]
     first = next(i for i, m in enumerate(msgs) if "have no training row" in m)
     assert "1 held-out task(s) (512; 10 rows)" in msgs[first] and "--model magp_law --descriptor-cols" in msgs[first]
@@ -154,7 +154,7 @@ def test_fit_core_vmaps_over_keys(table, fitted):
     _, held, data = table
     train = data.rows(~held)
     keys = jax.random.split(jax.random.key(3), 3)
-    batched = jax.vmap(lambda k: lc.fit_core(k, train, SPEC))(keys)
+    batched = jax.jit(jax.vmap(lambda k: lc.fit_core(k, train, SPEC)))(keys)  # one program, not op by op
     single = jax.jit(lambda k, d: lc.fit_core(k, d, SPEC))  # one program for the three keys
     for i in range(3):
         one = single(keys[i], train)
@@ -166,7 +166,8 @@ def test_fit_core_vmaps_over_keys(table, fitted):
 
     padded, w = pad_data(train, row_bucket(len(train)))
     assert len(padded) > len(train)
-    np.testing.assert_allclose(lc.fit_core(jax.random.key(0), padded, SPEC, w).loss, fitted.loss, rtol=1e-10)
+    core = jax.jit(lc.fit_core, static_argnames="spec")(jax.random.key(0), padded, SPEC, w)
+    np.testing.assert_allclose(core.loss, fitted.loss, rtol=1e-10)
     np.testing.assert_allclose(single(jax.random.key(0), train).loss, fitted.loss, rtol=1e-6)
 
 

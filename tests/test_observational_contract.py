@@ -88,7 +88,7 @@ def test_fit_core_vmaps_over_keys():
     table = _table(n=128, seed=2)
     data = obs.from_frame(table, target_col="target", metric_cols=METRICS)
     keys = jax.random.split(jax.random.key(3), 3)
-    many = jax.vmap(lambda k: obs.fit_core(jax.random.split(k)[0], data, SPEC))(keys)  # fit's key use
+    many = jax.jit(jax.vmap(lambda k: obs.fit_core(jax.random.split(k)[0], data, SPEC)))(keys)  # fit's key use
     for i in range(3):
         with pytest.warns(RuntimeWarning, match="imputed"):
             single = obs.fit(keys[i], data, SPEC)
