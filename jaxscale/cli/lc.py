@@ -637,7 +637,7 @@ def extrapolate_handler(args) -> dict:
         out["baselines"], out["baselines_reason"] = None, "no tail row carries a loss; nothing is scored"
     # the finished run each row follows (its label; empty where the law predicts it)
     followed = None if fit.followed is None else np.array(
-        ["" if k < 0 else str(data.labels[k]) for k in np.asarray(fit.followed)], dtype=object)
+        [str(v) for v in data.labels] + [""], dtype=object)[np.asarray(fit.followed)]  # -1: the last, ""
     if steps is not None:  # the added rows' predictions: what a run will reach at the steps asked for
         added = np.flatnonzero(np.asarray(fit.rows) >= n_read)
         h = horizon(data, np.asarray(fit.rows)[added])

@@ -1253,7 +1253,8 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
             lo, hi = _widen_ends(*((lo, med, hi) if floor else (log_ref + log_yk)[:, real]), corr, h[real], floor)
         q = np.exp(np.stack([lo, med, hi]))
     if follow is not None:  # the rows that follow their nearest finished run: its curve, the backtest's interval
-        sel, lo_f, med_f, hi_f, followed, record = follow
+        followed, lo_f, med_f, hi_f, record = follow
+        sel = followed >= 0
         law_lo, law_med, law_hi = np.log(q[:, sel])  # the law's calibrated half-widths: a floor under the backtest's
         lo_f = np.minimum(lo_f, med_f - (law_med - law_lo))
         hi_f = np.maximum(hi_f, med_f + (law_hi - law_med))
@@ -1554,8 +1555,8 @@ def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level:
     early step to its last step to predict) take that run's shifted curve as their median, and as
     interval the split-conformal growth of the backtest's errors, ``median * exp(+-q h)`` with ``q``
     the quantile of ``|ln y - ln median| / h`` (the caller widens it to the law's calibrated
-    half-widths where those are wider). Returns ``(mask of rows, lower, median, upper in ln L, the
-    followed run's code at each row or -1, record)`` or ``None`` (the law is kept)."""
+    half-widths where those are wider). Returns ``(the followed run's code at each row or -1, lower,
+    median, upper in ln L of the rows that follow, record)`` or ``None`` (the law is kept)."""
     near = bt.get("nearest_finished_run_rmsle")
     if near is None or not near < bt["model_rmsle"] * (1 - TIE_FRACTION):
         return None
@@ -1583,7 +1584,7 @@ def _follow_finished(data: TailData, tr, held_rows, held_h, rows, tail_h, level:
                          + (f"; {int(sel.size - sel.sum())} rows of runs that no finished run spans keep the law"
                             if not sel.all() else "")
                          + ". ExtrapolateSpec(follow_finished=False) (CLI: --keep-law) keeps the law everywhere")}
-    return sel, med - q * tail_h[sel], med, med + q * tail_h[sel], source, record
+    return source, med - q * tail_h[sel], med, med + q * tail_h[sel], record
 
 
 #: A baseline is warned about on the backtest only when it beats the law by more than this share of
@@ -1799,7 +1800,9 @@ def nearest_finished(data: TailData, rows, pool=None, with_source: bool = False)
     info = {"n_without": int(prog.size - len(pick)),
             "nearest_by": "descriptors" if by_descriptors else "ln loss at the run's last early step"}
     if with_source:
-        info["_source"] = np.array([pick.get(int(k), -1) for k in cur[rows]], np.int64)
+        source = np.full(len(g.labels), -1, np.int64)  # per run, then looked up per row
+        source[list(pick)] = list(pick.values())
+        info["_source"] = source[cur[rows]]
     return (out if ceiling is None else ceiling - out), info
 
 
