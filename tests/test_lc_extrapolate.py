@@ -676,6 +676,38 @@ def test_many_tail_rows_keep_interval_ends_not_the_draws(monkeypatch):
     assert np.all(q_chunks[0] < q_chunks[1]) and np.all(q_chunks[1] < q_chunks[2])
 
 
+def test_long_runs_drawn_on_a_grid_of_steps_and_interpolated(monkeypatch):
+    """Above PRED_CHUNK tail rows, a run with more than PRED_GRID rows to predict is drawn at
+    PRED_GRID steps spread evenly in ln step and its rows interpolated; a shorter run is drawn at its
+    own rows. The interval ends match drawing at every row within Monte-Carlo error, and no row is
+    interpolated from another run's steps (two runs of very different laws side by side)."""
+    import importlib
+
+    X = importlib.import_module("jaxscale.learning_curves.extrapolate")
+    rng = np.random.default_rng(1)
+    S = 4000
+    s = {"c": np.stack([rng.normal(1.0, 0.02, S), rng.normal(3.0, 0.02, S)], 1),
+         "g": rng.normal(-0.5, 0.05, (S, 2)), "alpha": np.exp(rng.normal(np.log(0.5), 0.05, (S, 2))),
+         "sigma": np.full((S, 2), 0.01)}
+    t = np.r_[np.linspace(1.2, 30.0, 300), np.geomspace(1.5, 20.0, 7)]  # run 0: 300 rows (long), run 1: 7
+    curve = np.r_[np.zeros(300, int), np.ones(7, int)]
+    t_n, curve_n, u_n, u_rows = X._grid(t, curve)
+    assert np.all(np.diff(u_n) >= 0)
+    assert (curve_n == 0).sum() == min(300, X.PRED_GRID) and (curve_n == 1).sum() == 7
+    monkeypatch.setattr(X, "PRED_CHUNK", 64)
+    monkeypatch.setattr(X, "PRED_GRID", 16)
+    t_n, curve_n, u_n, u_rows = X._grid(t, curve)
+    assert (curve_n == 0).sum() == 16 and (curve_n == 1).sum() == 7
+    np.testing.assert_array_equal(np.sort(t_n[curve_n == 1]), t[300:])  # the short run: its own rows
+    np.testing.assert_allclose(t_n[curve_n == 0][[0, -1]], [1.2, 30.0])  # the long run: first to last row
+    q_grid, none = X._predictive_summary(jax.random.key(0), s, t, curve, 4.0, X._ends(0.9))
+    assert none is None and q_grid.shape == (3, t.size)
+    monkeypatch.setattr(X, "PRED_GRID", 300)  # every row drawn
+    q_rows, _ = X._predictive_summary(jax.random.key(1), s, t, curve, 4.0, X._ends(0.9))
+    np.testing.assert_allclose(q_grid, q_rows, atol=0.01)  # ln L: half-width about 0.03 + law spread
+    assert np.all(q_grid[0] < q_grid[1]) and np.all(q_grid[1] < q_grid[2])
+
+
 def test_noise_prior_grid_scores_at_most_eb_rows_rows_of_a_long_run():
     """The empirical-Bayes grid of the noise prior reads at most EB_ROWS rows of a run, evenly spread
     from its first to its last (a long run pins its own noise level whatever the prior); runs at or
