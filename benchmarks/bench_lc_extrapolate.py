@@ -36,8 +36,9 @@ the others cut at 10, 25 and 50 % in turn; ``--ncpl-curves 20000`` the NCPL tabl
 curves cut at step 20,000 (runs that end before it are finished; 313,604 rows).
 
 ``--wandb-logs 40`` adds a long log read without ``--thin`` (40 runs at every step, 170,000 rows),
-by ``auto``, and again with every row in the noise prior's grid (the reference, before ``EB_ROWS``);
-the default case records ``fit_speedup_vs_every_row_grid``.
+by ``auto``, and again with every row in the noise prior's grid (the reference, before ``EB_ROWS``) and with
+the predictive drawn at every row to predict (before ``PRED_GRID``);
+the default case records ``fit_speedup_vs_every_row_grid`` and ``fit_speedup_vs_every_row_drawn``.
 """
 from __future__ import annotations
 
@@ -198,9 +199,14 @@ def wandb_logs(n_runs: int = 40, seed: int = 1):
     return tail_from_frame(pd.concat(parts), curve_col="run", x_col="step", y_col="loss", cutoff=1500)
 
 
-#: Case-name mark of the reference run of ``--wandb-logs``: the noise prior's grid reads every row of
-#: every run (what it did before ``EB_ROWS``), in the same process as the default.
+#: Case-name marks of the reference runs of ``--wandb-logs``, in the same process as the default:
+#: the noise prior's grid reads every row of every run (what it did before ``EB_ROWS``); the
+#: predictive is drawn at every row to predict (what it did before ``PRED_GRID``). Each mark names
+#: the module constant it lifts and the default's field that records the ratio of fit times.
 EVERY_ROW = "every row in the noise prior's grid (reference)"
+EVERY_ROW_DRAWN = "every row to predict drawn (reference)"
+REFERENCES = {EVERY_ROW: ("EB_ROWS", "fit_speedup_vs_every_row_grid"),
+              EVERY_ROW_DRAWN: ("PRED_GRID", "fit_speedup_vs_every_row_drawn")}
 
 
 def main(argv=None):
@@ -237,7 +243,8 @@ def main(argv=None):
                         "sampler: time and scores at scale")
     p.add_argument("--wandb-logs", default="",
                    help="long W&B logs of this many runs at every step to 5,000, cut at 1,500 (comma list, e.g. 40), "
-                        "by auto, then again with every row in the noise prior's grid: the time of EB_ROWS")
+                        "by auto, then again with every row in the noise prior's grid (the time of EB_ROWS) and with "
+                        "the predictive drawn at every row to predict (the time of PRED_GRID)")
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--chains", type=int, default=4)
@@ -273,24 +280,27 @@ def main(argv=None):
     cases += [(f"long logs, 12 runs x {int(k)} early points, {smp}", lambda k=int(k): long_logs(k))
               for k in args.long_logs.split(",") if k for smp in ("nuts", "auto")]
     cases += [(f"wandb logs, {int(k)} runs x 5,000 steps cut at 1,500{ref}, auto", lambda k=int(k): wandb_logs(k))
-              for k in args.wandb_logs.split(",") if k for ref in ("", f", {EVERY_ROW}")]
+              for k in args.wandb_logs.split(",") if k for ref in ("", *(f", {r}" for r in REFERENCES))]
     path = Path(args.out)
     rows = json.loads(path.read_text()) if path.exists() else {}
     X = importlib.import_module("jaxscale.learning_curves.extrapolate")
-    eb_rows = X.EB_ROWS
+    defaults = {const: getattr(X, const) for const, _ in REFERENCES.values()}
     for name, make in cases:
-        X.EB_ROWS = 1 << 40 if EVERY_ROW in name else eb_rows
+        ref = next((r for r in REFERENCES if r in name), None)
+        if ref is not None:
+            setattr(X, REFERENCES[ref][0], 1 << 40)
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             t0 = time.perf_counter()
             model = "magp_law" if name.endswith("magp_law") else "powerlaw"
             case_spec = spec._replace(sampler=name.rsplit(", ", 1)[-1]) if name.endswith(SAMPLERS) else spec
             fit, _, rep = evaluate_tail(jax.random.key(args.seed), make(), case_spec, model=model, gp_spec=gp)
-        X.EB_ROWS = eb_rows
+        for const, value in defaults.items():
+            setattr(X, const, value)
         rep["seconds"] = time.perf_counter() - t0
-        if EVERY_ROW in name:  # the reference runs right after its default case: their ratio, same process
-            default = rows[name.replace(f", {EVERY_ROW}", "")]
-            default["fit_speedup_vs_every_row_grid"] = rep["fit_seconds"] / default["fit_seconds"]
+        if ref is not None:  # the reference runs right after its default case: their ratio, same process
+            default = rows[name.replace(f", {ref}", "")]
+            default[REFERENCES[ref][1]] = rep["fit_seconds"] / default["fit_seconds"]
         rep["warnings"] = sorted({str(x.message)[:200] for x in w})
         rep["spec"] = case_spec._asdict() if model == "powerlaw" else gp._asdict()
         rows[name] = rep
