@@ -113,8 +113,18 @@ def test_cut_and_validation():
     assert kept.train.sum() == 36
     split = df.assign(split=np.where(df["step"] <= 600, "train", "test"))
     with pytest.raises(ValueError, match=r"other value\(s\) \(\['test', 'train'\]\) .* "
-                                         r"df\['early'\] = df\['split'\] == 'train', or cut by step with --cutoff"):
+                                         r"df\['early'\] = df\['split'\] == 'train', and pass it as --train-col, "
+                                         r"or cut by step with --cutoff"):
         tail_from_frame(split, curve_col="run", x_col="step", y_col="loss", train_col="split")
+    yes = df.assign(fit=np.where(df["step"] <= 600, "yes", "no"))
+    with pytest.raises(ValueError, match=r"df\['early'\] = df\['fit'\] == 'yes'"):
+        tail_from_frame(yes, curve_col="run", x_col="step", y_col="loss", train_col="fit")
+    with pytest.raises(ValueError, match=r"'fit' has 1 empty cell\(s\) at rows \[3\].*--where 'fit.notna\(\)'"):
+        tail_from_frame(yes.assign(fit=yes["fit"].where(yes.index != 3)), curve_col="run", x_col="step",
+                        y_col="loss", train_col="fit")
+    with pytest.raises(ValueError, match=r"no row is in the early part: --cutoff 5 lies before every run's first step "
+                                         r"\(the earliest is 10"):
+        tail_from_frame(df, curve_col="run", x_col="step", y_col="loss", cutoff=5)
     flat = df.assign(loss=np.where((df["run"] == "r2") & (df["step"] <= 600), 3.0, df["loss"]))
     with pytest.raises(ValueError, match=r"constant on the training rows of 1 run\(s\) in progress: "
                                          r"'run' = \['r2'\].*--where \"run not in \['r2'\]\""):
@@ -297,6 +307,9 @@ def test_steps_no_run_has_reached(tmp_path, capsys):
     assert own[["run", "step"]].values.tolist() == [["r1", 5000.0]]
     with pytest.raises(ValueError, match="'total'.*run"):
         add_steps(plan.assign(total=plan["step"] * 2), curve_col="run", x_col="step", y_col="loss", step_col="total")
+    with pytest.warns(UserWarning, match=r"every run has logged past step \[500.0\] already"):
+        mixed = add_steps(short, curve_col="run", x_col="step", y_col="loss", steps=[500, 20000])
+    assert len(mixed) == len(add_steps(short, curve_col="run", x_col="step", y_col="loss", steps=[20000]))
     for bad, msg in (([0.0], "finite steps > 0"), ([np.nan], "finite steps"), ([500.0], "every run has reached")):
         with pytest.raises(ValueError, match=msg):
             add_steps(short, curve_col="run", x_col="step", y_col="loss", steps=bad)
@@ -991,6 +1004,17 @@ def test_sceptics_baselines_local_trend_and_nearest_finished_run():
     near, _ = nearest_finished(short, rows2)
     c2 = curve[keep][rows2] == 2
     np.testing.assert_allclose(np.log(near[c2]), other[5:] + shape[4] + 0.02 - other[4], rtol=1e-12)
+    # neither finished run logged past 640: no run in progress can follow one, so the report's baseline is
+    # left out with its reason (it would be last_value under another name)
+    from jaxscale.learning_curves.extrapolate import _nearest_baseline
+
+    keep = ~((curve <= 1) & (xs == 1280))
+    none = TailData(curve[keep], xs[keep], np.exp(ly[keep]), train[keep], tuple(runs), np.arange(keep.sum()))
+    rows3 = np.flatnonzero(~train[keep])
+    assert nearest_finished(none, rows3)[1]["n_without"] == 2
+    near, info = _nearest_baseline(none, rows3)
+    assert near is None and info["rmsle"] is None and "last_value" in info["rmsle_reason"]
+    assert _nearest_baseline(short, rows2)[0] is not None
 
 
 def test_runs_follow_the_nearest_finished_run_when_it_wins_the_backtest():

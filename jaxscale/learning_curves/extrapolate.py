@@ -204,14 +204,25 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
                          f"{_rows(df.index[bad])}; every point needs its run")
     if train_col:
         flag = df[train_col]
+        empty = flag.isna().to_numpy()
+        if empty.any():
+            raise ValueError(f"{what}: column {train_col!r} has {int(empty.sum())} empty cell(s) at rows "
+                             f"{_rows(df.index[empty])}; every row needs True (early part, fitted) or False (to "
+                             f"predict). Fill them, or leave those rows out with --where "
+                             f"'{V._where_name(train_col)}.notna()' (with a --where of your own, join the two with "
+                             "'and')")
         ok = flag.isin([True, False, 0, 1, "True", "False", "true", "false"]).to_numpy()
         if not ok.all():
             seen = sorted(map(str, pd.unique(flag[~ok])))
-            early = next((v for v in seen if v.lower() in ("train", "training", "early", "fit")), seen[0])
+            early = next((v for v in seen if v.lower() in ("train", "training", "early", "fit", "yes", "y", "t")),
+                         None)
+            make = (f"df['early'] = df[{train_col!r}] == {early!r}" if early is not None else
+                    f"df['early'] = df[{train_col!r}].isin([...]) with the value(s) among {seen[:5]} that mark the "
+                    "early part")
             raise ValueError(f"{what}: column {train_col!r} must hold booleans (True/False or 1/0): True on the "
                              f"early part of each run, which the laws are fitted on; {int((~ok).sum())} other "
                              f"value(s) ({seen[:5]}) at rows {_rows(df.index[~ok])}. Make such a column, e.g. in "
-                             f"pandas df['early'] = df[{train_col!r}] == {early!r}, or cut by step with --cutoff")
+                             f"pandas {make}, and pass it as --train-col, or cut by step with --cutoff")
         train = flag.astype(str).str.lower().isin(["true", "1", "1.0"]).to_numpy()
     else:
         train = x <= float(cutoff)
@@ -255,6 +266,15 @@ def tail_from_frame(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str,
     if not (~train).any():
         raise ValueError(f"{what}: every row is in the early part; nothing is left to predict (lower --cutoff or mark "
                          "tail rows False in --train-col; for steps the runs have not reached, --predict-steps S1,S2)")
+    if not train.any():
+        first = pd.Series(x).groupby(code).min().to_numpy()
+        shown = (lambda v: float(np.log(v))) if x_is_log else float
+        how = (f"no value of {train_col!r} is True" if train_col else
+               f"--cutoff {cutoff!r} lies before every run's first {x_col} (the earliest is {shown(first.min()):.6g}, "
+               f"the median run starts at {shown(np.median(first)):.6g})")
+        raise ValueError(f"{what}: no row is in the early part: {how}. Each run in progress needs at least "
+                         f"{MIN_TRAIN_POINTS} early points to fit its law; "
+                         + ("mark them True" if train_col else "raise --cutoff (tail_from_frame(..., cutoff=...))"))
     if np.ptp(y[train]) == 0:
         raise ValueError(f"{what}: column {y_col!r} is constant ({y[train][0]:.6g}) on every training row; there is no "
                          "curve to extrapolate")
@@ -420,6 +440,10 @@ def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps
     constant = [c for c in distinct.columns if c != flag and (distinct[c] <= 1).all()]
     new = [(run, s) for run in pd.unique(runs.dropna())
            for s in np.unique(np.r_[steps, [own[run]] if run in own else []]) if s > last[run]]
+    passed = [float(s) for s in np.unique(steps) if not (last.to_numpy() < s).any()]
+    if new and passed:
+        warnings.warn(f"{what}: every run has logged past {x_col} {passed} already: no row is added there (their "
+                      "losses are in the table)", UserWarning, stacklevel=2)
     if not new:
         asked = np.unique(np.r_[steps, list(own.values())])
         raise ValueError(f"{what}: every run has reached its steps to predict ({asked.min():.6g} to {asked.max():.6g}; "
@@ -1851,6 +1875,19 @@ def nearest_finished(data: TailData, rows, pool=None, with_source: bool = False)
     return (out if ceiling is None else ceiling - out), info
 
 
+def _nearest_baseline(data: TailData, rows) -> tuple[np.ndarray | None, dict]:
+    """:func:`nearest_finished` as a baseline of the report: None, with ``rmsle`` None and the
+    reason, when no run in progress has a finished run to follow (each would keep its last early
+    value: the ``last_value`` baseline, not to be scored twice under another name)."""
+    near, info = nearest_finished(data, rows)
+    if near is None or info["n_without"] < np.unique(np.asarray(data.curve)[rows]).size:
+        return near, info
+    return None, {**info, "rmsle": None, "rmsle_reason": (
+        "no run in progress has a finished run whose logged steps span its rows to predict (from its last early "
+        f"step to {SPAN:g} x its last step to predict): every run would keep its last early value, which is the "
+        "last_value baseline")}
+
+
 def score_tail(y, mean, lower=None, upper=None, *, ceiling: float | None = None) -> dict:
     """RMSLE (on ``ln L``), MAE and, with an interval, its coverage and ``median_width`` (the median
     of ``ln(upper / lower)``: how sharp it is; 0.1 is about +-5 % of the loss) on the rows with a
@@ -1993,7 +2030,7 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
     base, info = powerlaw_lstsq(data)
     baselines = {"scipy_power_law": base, "last_value": last_value(data, fit.rows),
                  "local_trend": local_trend(data, fit.rows)}
-    near, near_info = nearest_finished(data, fit.rows)
+    near, near_info = _nearest_baseline(data, fit.rows)
     if near is not None:
         baselines["nearest_finished_run"] = near
     y = np.asarray(data.y, float)[fit.rows]
@@ -2005,7 +2042,8 @@ def evaluate_tail(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()
               "scipy_power_law": {**score_tail(y, base, ceiling=c), **info},
               "last_value": score_tail(y, baselines["last_value"], ceiling=c),
               "local_trend": score_tail(y, baselines["local_trend"], ceiling=c),
-              **({"nearest_finished_run": {**score_tail(y, near, ceiling=c), **near_info}} if near is not None else {}),
+              **({"nearest_finished_run": {**score_tail(y, near, ceiling=c), **near_info}} if near is not None else
+                 {"nearest_finished_run": near_info} if "rmsle" in near_info else {}),
               "diagnostics": fit.diagnostics,
               "converged": fit.diagnostics["converged"], "n_curves_fitted": int(len(fit.curves)),
               "calibration": fit.calibration, "fit_seconds": secs}
