@@ -518,3 +518,19 @@ def test_an_infinite_extrapolation_distance_is_named_in_the_warning():
         assert warn_extrapolation("m", [0.0, 1.0, np.inf], "ln units") == 1.0
     with pytest.warns(UserWarning, match=r"1 of 2 queries lie outside the training data \(every one at an infinite"):
         warn_extrapolation("m", [0.0, np.inf], "ln units")
+
+
+def test_chinchilla_exponent_notes_name_the_users_columns():
+    """An exponent the runs do not pin down is told with the user's column names and the runs' span
+    (N spanning 2.150e9-2.156e9 gave alpha = 13.6 in a public MoE table)."""
+    import numpy as np
+
+    from jaxscale.laws import chinchilla_exponent_notes
+
+    log_n, log_d = np.log([2.150e9, 2.156e9]), np.log([2e9, 1e10])
+    notes = chinchilla_exponent_notes([291.4, 8.86, -21.9, 13.56, 0.443], log_n, log_d, "Nparams", "tokens")
+    assert len(notes) == 1 and "alpha = 13.6 is implausibly large" in notes[0]
+    assert "the runs span 2.15e+09-2.156e+09" in notes[0] and "vary Nparams" in notes[0]
+    neg = chinchilla_exponent_notes([1.0, 1.0, 0.5, 0.3, -0.2], log_n, log_d)
+    assert len(neg) == 1 and "beta = -0.2 is negative" in neg[0] and "grow with D" in neg[0]
+    assert chinchilla_exponent_notes([1.0, 1.0, 0.5, 0.3, 0.3], log_n, log_d) == []

@@ -40,8 +40,9 @@ from jaxscale.infer import (
 )
 from jaxscale.infer.prediction import check_key
 from jaxscale.infer.results import few_dof_note
-from jaxscale.laws import (ChinchillaParams, chinchilla_admissible, chinchilla_floor_note, chinchilla_log_lse,
-                           chinchilla_squared_exponents, chinchilla_sqrt_exponents, chinchilla_theta_to_params)
+from jaxscale.laws import (ChinchillaParams, chinchilla_admissible, chinchilla_exponent_notes, chinchilla_floor_note,
+                           chinchilla_log_lse, chinchilla_squared_exponents, chinchilla_sqrt_exponents,
+                           chinchilla_theta_to_params)
 
 __all__ = [
     "ChinchillaData",
@@ -596,9 +597,10 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
     sigma, dof = residual_scale(res.params, d)
     few = few_dof_note(d.n, 5, sigma, "in log loss")
     if few:
-        warnings.warn(f"{what}: {d.n} runs for the law's 5 parameters {few}. More runs, or held-out runs "
-                      "(--holdout-top 1) to see the real error; bootstrap refits (--bootstrap 200) show how far "
-                      "near-equal laws predict apart", UserWarning, stacklevel=2)
+        held = " or held-out runs (--holdout-top 1)" if d.n > 6 else ""  # 6 runs must stay for the fit
+        warnings.warn(f"{what}: {d.n} runs for the law's 5 parameters {few}. More runs{held} to see the real error; "
+                      "bootstrap refits (--bootstrap 200) show how far near-equal laws predict apart", UserWarning,
+                      stacklevel=2)
     kappa = extrapolation_backtest(d, res.params, spec)
     count = jnp.result_type(int)
     with np.errstate(over="ignore"):  # A or B beyond float64: warned above (the law itself uses theta)
@@ -618,9 +620,6 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
     return out
 
 
-#: Exponents above this are warned as a term that acts only on the smallest runs (fitted exponents
-#: of language models lie around 0.1-1; Epoch's grid of starts stops at 2).
-LARGE_EXPONENT = 3.0
 
 
 def _warn_at_bounds(theta, data: ChinchillaData, what: str) -> None:
@@ -633,26 +632,9 @@ def _warn_at_bounds(theta, data: ChinchillaData, what: str) -> None:
     note = chinchilla_floor_note(p.E, low)
     if note:
         warnings.warn(f"{what}: {note}", RuntimeWarning, stacklevel=3)
-    for i, (name, col, coef) in enumerate((("alpha", "N", "A"), ("beta", "D", "B"))):
-        x = float(theta[3 + i])
-        if x < 0:
-            warnings.warn(f"{what}: the exponent {name} = {x:.3g} is negative: no start with "
-                          f"non-negative exponents fitted these runs, and the best fit has the loss grow with {col}. "
-                          f"Predictions beyond the runs' {col} follow that growth and are not meaningful; add runs "
-                          f"that vary {col}", RuntimeWarning, stacklevel=3)
-        elif x < 1e-3:
-            warnings.warn(f"{what}: the exponent {name} = {x:.3g} went to 0: the loss barely changes with {col} in "
-                          "these runs, so that term is not identified", RuntimeWarning, stacklevel=3)
-        elif x > LARGE_EXPONENT:
-            log_col = np.asarray(data.log_N if i == 0 else data.log_D)[np.asarray(data.weights) > 0]
-            big = f" ({coef} = e^{theta[i]:.4g} is beyond the float range, reported as null)" \
-                if theta[i] > np.log(np.finfo(float).max) else ""
-            edge = np.exp((theta[i] + np.log(100.0)) / x)  # where the term falls to 0.01
-            warnings.warn(f"{what}: the exponent {name} = {x:.3g} is implausibly large{big}: the {col} term "
-                          f"adds less than 0.01 to the loss beyond {col} ~ {edge:.3g} "
-                          f"(the runs span {np.exp(log_col.min()):.3g}-{np.exp(log_col.max()):.3g}), so it fits at "
-                          f"most the smallest runs; beyond them the law is E + the other term. Add runs that vary "
-                          f"{col} to pin it down", RuntimeWarning, stacklevel=3)
+    w = np.asarray(data.weights) > 0
+    for msg in chinchilla_exponent_notes(theta, np.asarray(data.log_N)[w], np.asarray(data.log_D)[w]):
+        warnings.warn(f"{what}: {msg}", RuntimeWarning, stacklevel=3)
 
 
 def _box_distance(log_range, data: ChinchillaData, xp=jnp):

@@ -26,6 +26,8 @@ __all__ = [
     "chinchilla_squared_exponents",
     "chinchilla_sqrt_exponents",
     "chinchilla_floor_note",
+    "chinchilla_exponent_notes",
+    "LARGE_EXPONENT",
     "chinchilla_optimal",
     "power_law",
     "saturating_power_law",
@@ -171,6 +173,39 @@ def chinchilla_floor_note(E, lowest_loss) -> str | None:
     return (f"the irreducible loss E = {E:.3g} went to its bound 0 (the lowest fitted loss is {lowest_loss:.4g}): "
             "these runs do not show the loss levelling off, so the law keeps falling as a pure power law far "
             "beyond them; treat long extrapolations with care, or add runs at larger N and D")
+
+
+#: Exponents above this are warned as a term that acts only on the smallest runs (fitted exponents
+#: of language models lie around 0.1-1; Epoch's grid of starts stops at 2).
+LARGE_EXPONENT = 3.0
+
+
+def chinchilla_exponent_notes(theta, log_n, log_d, n_name: str = "N", d_name: str = "D") -> list[str]:
+    """What to tell a user whose fitted exponents the runs do not pin down: an exponent < 0 (the loss
+    grows with that size), ~0 (the term is not identified) or above :data:`LARGE_EXPONENT` (the term
+    fits at most the smallest runs). ``theta`` is ``(a, b, e, alpha, beta)`` in the units of the
+    runs' ``ln N`` / ``ln D`` (``log_n``, ``log_d``); the names are the user's columns."""
+    theta = np.asarray(theta, float)
+    notes = []
+    for i, (name, col, coef, logs) in enumerate((("alpha", n_name, "A", log_n), ("beta", d_name, "B", log_d))):
+        x = float(theta[3 + i])
+        if x < 0:
+            notes.append(f"the exponent {name} = {x:.3g} is negative: no start with non-negative exponents fitted "
+                         f"these runs, and the best fit has the loss grow with {col}. Predictions beyond the runs' "
+                         f"{col} follow that growth and are not meaningful; add runs that vary {col}")
+        elif x < 1e-3:
+            notes.append(f"the exponent {name} = {x:.3g} went to 0: the loss barely changes with {col} in these runs, "
+                         "so that term is not identified")
+        elif x > LARGE_EXPONENT:
+            logs = np.asarray(logs, float)
+            big = (f" ({coef} = e^{theta[i]:.4g} is beyond the float range, reported as null)"
+                   if theta[i] > np.log(np.finfo(float).max) else "")
+            edge = np.exp((theta[i] + np.log(100.0)) / x)  # where the term falls to 0.01
+            notes.append(f"the exponent {name} = {x:.3g} is implausibly large{big}: the {col} term adds less than 0.01 "
+                         f"to the loss beyond {col} ~ {edge:.3g} (the runs span {np.exp(logs.min()):.4g}-"
+                         f"{np.exp(logs.max()):.4g}), so it fits at most the smallest runs; beyond them the law is E + "
+                         f"the other term. Add runs that vary {col} to pin it down")
+    return notes
 
 
 def chinchilla_params_to_theta(params: ChinchillaParams):

@@ -39,7 +39,8 @@ from jaxscale.infer.prediction import (
     warn_extrapolation,
     z_value,
 )
-from jaxscale.laws import ChinchillaParams, chinchilla, chinchilla_floor_note
+from jaxscale.laws import (ChinchillaParams, chinchilla, chinchilla_exponent_notes, chinchilla_floor_note,
+                           chinchilla_params_to_theta)
 from jaxscale.ncpl import encoder as enc_mod
 from jaxscale.ncpl import outside as ex
 from jaxscale.ncpl.baselines import band_predictions, fit_chinchilla_law_info, law_band
@@ -375,6 +376,8 @@ def _fit_law(data: Data, what: str = LAW_WHAT):
     note = chinchilla_floor_note(fit.params.E, y.min())
     if note:
         warnings.warn(f"{what}: {note}", RuntimeWarning, stacklevel=3)
+    for msg in chinchilla_exponent_notes(chinchilla_params_to_theta(fit.params), np.log(N), np.log(D), ncol, dcol):
+        warnings.warn(f"{what}: {msg}", RuntimeWarning, stacklevel=3)
     return fit
 
 
