@@ -118,6 +118,10 @@ def test_optimal_allocation_is_the_constrained_minimum(fitted):
     loss = float(p.E) + float(p.A) / grid ** float(p.alpha) + float(p.B) / (C / 6 / grid) ** float(p.beta)
     assert grid[np.argmin(loss)] == pytest.approx(n, rel=0.01)
     assert float(res["N"].lower[0]) < n < float(res["N"].upper[0])
+    # an optimum far beyond the training runs says how far, and warns (as predict does)
+    with pytest.warns(UserWarning, match=r"Chinchilla optimal: 1 of 1 queries lie outside the training data"):
+        far = ch.optimal(fit, [C * 1e6])
+    assert float(np.asarray(far["extrapolation"])[0]) > float(np.asarray(res["extrapolation"])[0]) + 1.0
 
 
 def test_cli_csv_holdout_predictions_save_predict_optimal(tmp_path, capsys):

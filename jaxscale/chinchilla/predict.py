@@ -189,10 +189,12 @@ def optimal(fit: ChinchillaFit, compute, *, level: float = 0.9) -> dict:
       compute: budgets in FLOPs (``C = 6 N D``).
 
     Returns:
-      ``{"compute", "N", "D", "loss"}``: each of ``N``, ``D``, ``loss`` a :class:`~jaxscale.Prediction`
-      (mean = the fit's optimum). The loss interval adds residual noise (the loss a new run at the
-      optimum would reach). Without refits, ``N``/``D`` intervals are NaN and the loss interval is
-      residual noise only.
+      ``{"compute", "N", "D", "loss", "extrapolation"}``: each of ``N``, ``D``, ``loss`` a
+      :class:`~jaxscale.Prediction` (mean = the fit's optimum). The loss interval adds residual
+      noise (the loss a new run at the optimum would reach). Without refits, ``N``/``D`` intervals
+      are NaN and the loss interval is residual noise only. ``extrapolation``: how far each optimum
+      ``(N, D)`` lies outside the training runs, in decades (:func:`extrapolation`; None for a fit
+      saved without its training range), warned when any lies outside.
     """
     level = check_level(level)
     # on the host (NumPy): eager device code would compile a small program per operation
@@ -201,8 +203,12 @@ def optimal(fit: ChinchillaFit, compute, *, level: float = 0.9) -> dict:
         raise ValueError(f"compute budgets must be > 0 FLOPs, got {compute.tolist()}")
     n, d, loss = optimal_allocation(np.asarray(fit.theta, float), compute)
     sigma = float(fit.sigma)
+    at = ChinchillaData(np.log(n), np.log(d), np.full_like(n, np.nan), np.ones_like(n), columns=fit.columns)
+    dist = extrapolation(fit, at)
+    if dist is not None:
+        warn_extrapolation("Chinchilla optimal", np.asarray(dist), "decades of N, D or compute outside the training "
+                           "runs (the optimum's N and D)", threshold=0.0, stacklevel=2)
     if fit.kappa is not None and fit.log_range is not None:  # noise grows outside the training box
-        at = ChinchillaData(np.log(n), np.log(d), np.full_like(n, np.nan), np.ones_like(n), columns=fit.columns)
         sigma = sigma * (1.0 + float(fit.kappa) * _box_distance(np.asarray(fit.log_range, float), at, xp=np))
     qs = [(1 - level) / 2, (1 + level) / 2]
 
@@ -215,8 +221,8 @@ def optimal(fit: ChinchillaFit, compute, *, level: float = 0.9) -> dict:
         sd = np.sqrt(np.var(np.log(lb), axis=0) + sigma**2)
         z = z_value(level)
         return {"compute": _device(compute), "N": pred(n, qn[0], qn[1], nb), "D": pred(d, qd[0], qd[1], db),
-                "loss": pred(loss, loss * np.exp(-z * sd), loss * np.exp(z * sd), lb)}
+                "loss": pred(loss, loss * np.exp(-z * sd), loss * np.exp(z * sd), lb), "extrapolation": dist}
     t = _t_value(level, int(fit.dof))
     nan = np.full_like(n, np.nan)
     return {"compute": _device(compute), "N": pred(n, nan, nan), "D": pred(d, nan, nan),
-            "loss": pred(loss, loss * np.exp(-t * sigma), loss * np.exp(t * sigma))}
+            "loss": pred(loss, loss * np.exp(-t * sigma), loss * np.exp(t * sigma)), "extrapolation": dist}

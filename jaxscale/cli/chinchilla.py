@@ -17,6 +17,7 @@ from jaxscale.cli._common import (
     baseline_columns,
     check_outputs,
     compare_baselines,
+    interval_level,
     read_input,
     save_fit,
     score,
@@ -70,9 +71,9 @@ def fit_handler(args) -> dict:
     n_merged = 0
     if args.agg:
         df, n_merged = ch.aggregate(df, how=args.agg, **cols)
-    if args.holdout and args.holdout_top:
+    if args.holdout and args.holdout_top is not None:
         raise ValueError("give --holdout EXPR or --holdout-top K, not both")
-    if args.holdout_top:
+    if args.holdout_top is not None:  # 0 is refused, not read as no hold-out
         k = int(args.holdout_top)
         if not 0 < k < len(df):
             raise ValueError(f"--holdout-top {k} must be between 1 and {len(df) - 1} (the table has {len(df)} rows)")
@@ -165,11 +166,12 @@ def optimal_handler(args) -> dict:
         raise ValueError("--compute needs one or more budgets in FLOPs, e.g. --compute 1e21,1e22")
     res = ch.optimal(fit, budgets, level=args.level)
     rows = []
+    dist = None if res["extrapolation"] is None else np.asarray(res["extrapolation"], float)
     has_boot = fit.boot_theta is not None
     host = {name: tuple(np.asarray(a, float) for a in (res[name].mean, res[name].lower, res[name].upper))
             for name in ("N", "D", "loss")}  # indexed on the host: no device program per element
     for i, c in enumerate(budgets):
-        row = {"compute": c}
+        row = {"compute": c, "extrapolation": None if dist is None else float(dist[i])}
         for name in ("N", "D", "loss"):
             mean, lower, upper = host[name]
             row[name] = float(mean[i])
@@ -210,7 +212,7 @@ def register(sub) -> None:
     f.add_argument("--bootstrap", type=int, default=spec.n_boot,
                    help="bootstrap refits (vmapped); intervals then include parameter uncertainty")
     f.add_argument("--boot-steps", type=int, default=spec.boot_steps, help="Newton steps per bootstrap refit")
-    f.add_argument("--level", type=float, default=0.9, help="central interval level of predictions")
+    f.add_argument("--level", type=interval_level, default=0.9, help="central interval level of predictions")
     f.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of predictive draws")
     f.add_argument("--plot", default=None, metavar="PNG", help="loss vs compute with the law")
     add_output_args(f)
@@ -222,7 +224,7 @@ def register(sub) -> None:
                         formatter_class=Formatter)
     o.add_argument("--model", required=True, metavar="DIR", help="folder written by `chinchilla fit --save`")
     o.add_argument("--compute", required=True, help="comma-separated budgets in FLOPs, e.g. 1e21,1e22")
-    o.add_argument("--level", type=float, default=0.9, help="central interval level")
+    o.add_argument("--level", type=interval_level, default=0.9, help="central interval level")
     o.set_defaults(func=optimal_handler)
 
 
