@@ -304,6 +304,10 @@ def test_results_read_as_configuration_are_warned_and_settings_are_not():
     msg = next(str(w.message) for w in rec if "look like results" in str(w.message))
     assert "'val_loss' (named like a metric ('loss')" in msg and "'tokens_seen_proxy' (rank correlation +1.000" in msg
     assert "z_loss'" not in msg and "--exclude-cols val_loss,tokens_seen_proxy" in msg
+    with pytest.warns(UserWarning, match="look like results") as rec:  # a name with a space: one shell word
+        ncpl.from_frame(df.rename(columns={"val_loss": "smooth loss"}), target_col="loss", n_col="N", d_col="D",
+                        exclude_cols=["run"])
+    assert any("--exclude-cols 'smooth loss,tokens_seen_proxy'" in str(w.message) for w in rec)
     import warnings
 
     with warnings.catch_warnings():
@@ -328,6 +332,8 @@ def test_heldout_rows_without_target_are_counted_and_warned(tmp_path, capsys):
     assert out["holdout"]["ncpl"]["n"] == 3
     base = out["baselines"]["chinchilla_on_training_rows"]
     assert base["n"] == 3 and base["mae"] > 0
+    # the model's and each baseline's scores count the row without a target as the hold-out does
+    assert out["baselines"]["model"]["n_missing_truth"] == base["n_missing_truth"] == 1
 
 
 def test_duplicates_explicit_policy_is_counted(tmp_path, capsys):

@@ -175,7 +175,10 @@ def test_errors_go_to_stderr_and_with_json_also_as_one_json_object(tmp_path, cap
     # a command-line mistake too (argparse exits 2): an unknown option names the command's --help
     for bad, said in ((["--holdout-frac", "3"], "unrecognized arguments: --holdout-frac 3 (the options of a command: "
                                                 "jaxscale chinchilla fit --help)"),
-                      (["--level", "x"], "argument --level: invalid float value: 'x'")):
+                      (["--level", "x"], "argument --level: 'x' is not a number; e.g. --level 0.9 for a 90 % "
+                                         "interval"),
+                      (["--level", "1.5"], "argument --level: 1.5 is not in (0, 1); e.g. --level 0.9 for a 90 % "
+                                           "interval")):
         with pytest.raises(SystemExit) as exc:
             main(argv + bad + ["--json"])
         cap = capsys.readouterr()

@@ -166,3 +166,13 @@ def test_numbers_with_thousands_separators_are_told_how_to_read_them():
         V.check_numeric(df, ["params"], "runs")
     with pytest.raises(ValueError, match=r"not '1.2B'"):
         V.check_numeric(pd.DataFrame({"params": ["1.2B", "3,000"]}), ["params"], "runs")
+
+
+def test_a_file_not_in_utf8_names_its_line_and_the_fix(tmp_path):
+    """A spreadsheet saved in latin-1: the first byte that is not UTF-8 is named with its line in the
+    file (not the reader's position in its buffer), with how to convert the file."""
+    path = tmp_path / "runs.csv"
+    rows = "".join(f"r{i},{i + 1}e8,{i + 1}e10,{3.0 - 0.01 * i}\n" for i in range(2000))
+    path.write_bytes(("name,N,D,loss\n" + rows).encode() + "modèle,1e9,1e11,2.5\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"is not UTF-8 text: byte b'\\xe8' on line 2002 .* iconv -f latin1"):
+        read_table(path)

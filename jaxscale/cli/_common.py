@@ -9,6 +9,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+
+def interval_level(text: str) -> float:
+    """The argparse type of ``--level``: a number in (0, 1), refused before any work starts."""
+    try:
+        level = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; e.g. --level 0.9 for a 90 % interval") from None
+    if not 0.0 < level < 1.0:
+        raise argparse.ArgumentTypeError(f"{level:g} is not in (0, 1); e.g. --level 0.9 for a 90 % interval")
+    return level
+
 __all__ = [
     "Formatter",
     "add_json",
@@ -437,7 +448,7 @@ def add_predict_command(sub, module_name: str, what: str, report=None, draws: bo
     p.add_argument("--model", required=True, metavar="DIR", help="folder written by --save")
     add_table_args(p, csv_help="rows to predict (CSV, TSV, Parquet or JSON), with the model's input columns",
                    holdout=False)
-    p.add_argument("--level", type=float, default=0.9, help="central interval level")
+    p.add_argument("--level", type=interval_level, default=0.9, help="central interval level")
     if draws:
         p.add_argument("--seed", type=int, default=0, help="seed of predictive draws (where the model draws)")
     add_output_args(p, save=False)

@@ -22,6 +22,7 @@ from jaxscale.cli._common import (
     add_table_args,
     check_outputs,
     compare_baselines,
+    interval_level,
     read_input,
     save_fit,
     split_list,
@@ -298,7 +299,7 @@ def register(subparsers) -> None:
     add_table_args(ev)
     _add_columns(ev)
     _add_spec(ev, models=MODEL_CHOICES)
-    ev.add_argument("--level", type=float, default=0.9, help="interval level of --predictions")
+    ev.add_argument("--level", type=interval_level, default=0.9, help="interval level of --predictions")
     b = ev.add_argument_group("bundled datasets (instead of --csv)")
     b.add_argument("--dataset", default=None, choices=sorted(LC_DATASETS), help="default nanogpt_large")
     b.add_argument("--split", default=None,
@@ -504,7 +505,7 @@ def register_psl(lc_subparsers) -> None:
     p.add_argument("--samples", type=int, default=1000, help="joint posterior draws R (one law per draw)")
     p.add_argument("--rule", default="interp", choices=["interp", "nearest", "both"],
                    help="frontier rule: log-log interpolation (default) or the original nearest-C")
-    p.add_argument("--level", type=float, default=0.9, help="central band of b1, b0, AbC and of --predictions")
+    p.add_argument("--level", type=interval_level, default=0.9, help="central band of b1, b0, AbC and of --predictions")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="--csv: write a PNG of loss against compute: the curves, the held-out ones predicted, and "
                         "the laws (the model's, the true one, the baselines')")
@@ -714,7 +715,7 @@ def register_extrapolate(lc_subparsers) -> None:
     m.add_argument("--restarts", type=int, default=Spec().restarts,
                    help="GP restarts (magp_law, magp_desc)")
     m.add_argument("--steps", type=int, default=Spec().steps, help="Adam steps per GP restart")
-    p.add_argument("--level", type=float, default=d.level, help="central interval level")
+    p.add_argument("--level", type=interval_level, default=d.level, help="central interval level")
     p.add_argument("--no-calibrate", action="store_true",
                    help="keep the model's own interval (default: calibrate it on the finished runs of the table, "
                         "their late rows held back, or without any on the runs' own early parts)")

@@ -322,13 +322,13 @@ def _scored(fit, data, train_df, df, rows, y, pred, args, what: str, base_cols: 
         return out
     mean, lower, upper = (np.asarray(a, float) for a in (pred.mean, pred.lower, pred.upper))
     out["ncpl"] = _metrics(y[ok], mean[ok], lower[ok], upper[ok], args.level)
-    sub = Prediction(mean[ok], lower[ok], upper[ok])
     if law is not None:
         out["chinchilla"] = _metrics(y[ok], base["chinchilla_on_training_rows"][ok[rows]])
         out["chinchilla"]["law"] = _law_dict(law)
     else:
         out["chinchilla"], out["chinchilla_reason"] = None, why
-    out["baselines"] = compare_baselines(y[ok], sub, {k: v[ok[rows]] for k, v in base.items()},
+    # every scored row, those without a target too: counted in n_missing_truth as in the other scores
+    out["baselines"] = compare_baselines(y[rows], Prediction(mean[rows], lower[rows], upper[rows]), base,
                                          what=f"NCPL ({what} rows)", level=args.level)
     out["baselines"]["nearest_training_run"]["what"] = (
         "the loss of the training run nearest in configuration: numeric fields standardised over the training "
@@ -421,6 +421,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         add_output_args,
         add_predict_command,
         add_table_args,
+        interval_level,
     )
     from jaxscale.ncpl.spec import BASELINES, HANDLE_UNKNOWN, Spec
 
@@ -466,7 +467,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--width", type=int, default=spec.width, help="hidden width of the head's MLP")
     t.add_argument("--depth", type=int, default=spec.depth, help="hidden layers of the head's MLP")
     t.add_argument("--max-tokens", type=int, default=spec.max_tokens, help="longest serialised configuration")
-    t.add_argument("--level", type=float, default=0.9, help="central interval level of the predictions")
+    t.add_argument("--level", type=interval_level, default=0.9, help="central interval level of the predictions")
     t.add_argument("--backtest-frac", type=float, default=spec.backtest_frac,
                    help="share of the training runs (the largest) held out to learn predictions and interval "
                         "growth outside the training data (needs --n-col/--d-col or --backtest-col; 0: off)")

@@ -8,6 +8,7 @@ models whose cost grows with the number of logged points).
 """
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,17 @@ def read_table(path, *, what: str | None = None) -> pd.DataFrame:
             df = _read_delimited(path, "\t" if suffix in (".tsv", ".txt") else ",", what)
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"{what}: file {str(path)!r} is empty") from exc
+    except UnicodeDecodeError as exc:  # a spreadsheet saved in a legacy encoding (latin-1, cp1252)
+        raw = path.read_bytes()  # the reader's position is within its chunk: find the byte in the file
+        try:
+            raw.decode("utf-8")
+            bad = exc
+        except UnicodeDecodeError as whole:
+            bad = whole
+        line = raw[:bad.start].count(b"\n") + 1 if bad is not exc else "?"
+        raise ValueError(f"{what}: {str(path)!r} is not UTF-8 text: byte {bad.object[bad.start:bad.start + 1]!r} "
+                         f"on line {line} ({bad.reason}). Save it as UTF-8 (a spreadsheet's 'CSV UTF-8' format), or "
+                         f"convert it, e.g. iconv -f latin1 -t utf-8 {shlex.quote(str(path))} > utf8.csv") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise ValueError(f"{what}: could not parse {str(path)!r}: {exc}") from exc
     if df.empty:

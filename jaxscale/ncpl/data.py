@@ -10,6 +10,7 @@ rows, so the network only learns how the other settings move the loss.
 from __future__ import annotations
 
 import re
+import shlex
 import warnings
 
 import jax
@@ -154,11 +155,12 @@ def warn_result_columns(df: pd.DataFrame, target_col: str, columns, what: str = 
                 flagged[c] = f"rank correlation {rho:+.3f} with {target_col!r}"
     if flagged:
         listed = "; ".join(f"{c!r} ({why})" for c, why in list(flagged.items())[:8])
+        cli = shlex.quote(",".join(map(str, flagged)))  # a name with a space stays one shell word
         more = f" (+{len(flagged) - 8} more)" if len(flagged) > 8 else ""
         warnings.warn(
             f"{what}: {len(flagged)} column(s) read as configuration look like results of the runs, not settings: "
             f"{listed}{more}. A result used as an input leaks the answer and is unknown for a run not yet trained; "
-            f"leave them out with exclude_cols (CLI: --exclude-cols {','.join(map(str, flagged))}) or list the "
+            f"leave them out with exclude_cols (CLI: --exclude-cols {cli}) or list the "
             "configuration with num_cols/text_cols (CLI: --config-cols). Keep them if they are settings.",
             UserWarning, stacklevel=3)
     return list(flagged)

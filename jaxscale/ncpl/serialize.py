@@ -10,6 +10,7 @@ the few unique texts (``Encoded.text_id`` maps runs to them).
 """
 from __future__ import annotations
 
+import shlex
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -231,7 +232,7 @@ def check_token_lengths(texts, lengths, max_tokens: int, *, field_parts, text_id
     raise ValueError(
         f"{where} serialise to more tokens than the text encoder reads (longest: {longest} > "
         f"max_tokens={max_tokens}). Most of their tokens come from the columns {desc}. Leave long free-text "
-        f"columns out with exclude_cols=[...] (CLI: --exclude-cols {drop}), or choose the config columns "
+        f"columns out with exclude_cols=[...] (CLI: --exclude-cols {shlex.quote(drop)}), or choose the config columns "
         f"explicitly (text_cols=/num_cols=, CLI: --text-cols/--num-cols).{more}"
     )
 
