@@ -367,3 +367,102 @@ def test_plot_draws_every_task_with_the_tables_column_names(table):
     one = plot_task(fit, data, "qa", heldout=held)
     assert one.axes[0].get_title().startswith("qa: law at median compute, 90 % band")
     plt.close(one)
+
+
+def _fake_posterior(fit, S=64, drift=0.004):
+    """A posterior of ``S`` draws around the point fit (no NUTS): enough to exercise predict's draws."""
+    shape = (S,) + tuple(np.shape(fit.theta))
+    theta = jnp.asarray(fit.theta) + 0.02 * jax.random.normal(jax.random.key(7), shape)
+    T = shape[1]
+    return cl.Posterior(theta, jnp.full((S, T), 0.03), jnp.asarray(1.001), jnp.asarray(0), jnp.asarray(500.0),
+                        jnp.asarray(4), jnp.full((T,), drift))
+
+
+def test_bayesian_drift_is_reported_on_the_score_scale(table):
+    """posterior_summary and task_summary give the Bayesian drift on the table's score scale, like
+    the point fit's drift: percent for a table read with score_scale=100, for every task."""
+    df, held, data, train, fit = table
+    pct = fit.replace(posterior=_fake_posterior(fit, drift=0.004), score_scale=100.0)
+    summary = cl.posterior_summary(pct)
+    assert summary["drift_per_decade"] == pytest.approx(0.4, rel=1e-12)
+    assert summary["divergences"] == 0 and summary["num_chains"] == 4 and summary["min_ess"] == 500.0
+    rows = cl.task_summary(pct)
+    assert [r["bayes_drift_per_decade"] for r in rows] == pytest.approx([0.4, 0.4], rel=1e-12)
+    assert rows[0]["drift_per_decade"] == pytest.approx(100 * float(fit.drift[0]), rel=1e-12)
+    frac = cl.posterior_summary(fit.replace(posterior=_fake_posterior(fit, drift=0.004)))
+    assert frac["drift_per_decade"] == pytest.approx(0.004, rel=1e-12)
+    assert cl.posterior_summary(fit) == {}
+
+
+def test_bayesian_predict_draws_each_row_with_its_own_key(table, tmp_path):
+    """A row's posterior-predictive draws depend on the key and the row alone: predicting some rows
+    of the table, in another order, or through a saved model gives the same draws and intervals."""
+    df, held, data, train, fit = table
+    bayes = fit.replace(posterior=_fake_posterior(fit))
+    key = jax.random.key(3)
+    full = cl.predict(bayes, data, key=key)  # the fit's own rows, as `context fit` predicts them
+    rows = np.flatnonzero(held)[::-3]
+    jaxscale.save(bayes, tmp_path / "m")
+    for query in (df.iloc[rows], df.iloc[rows].drop(columns=["score"])):
+        for model in (bayes, jaxscale.load(tmp_path / "m")):
+            part = cl.predict(model, query, key=key)
+            for name in ("mean", "lower", "upper"):  # the same draws: equal up to XLA's last-bit rounding
+                np.testing.assert_allclose(np.asarray(getattr(part, name)), np.asarray(getattr(full, name))[rows],
+                                           rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(np.asarray(part.samples), np.asarray(full.samples)[:, rows], rtol=1e-12,
+                                       atol=1e-15)
+    other = cl.predict(bayes, df.iloc[rows], key=jax.random.key(4))
+    assert not np.array_equal(np.asarray(other.samples), np.asarray(full.samples)[:, rows])
+    # distinct rows draw differently
+    s = np.asarray(full.samples)
+    assert not np.array_equal(s[:, 0] - np.mean(s[:, 0]), s[:, 1] - np.mean(s[:, 1]))
+
+
+def test_divergence_advice_names_the_setting_a_context_fit_has():
+    """The sampler's generic advice is rewritten with the Spec field and the command-line flag."""
+    from jaxscale.context_law.bayes import nuts_advice
+
+    generic = "6 divergent transitions: raise target_accept_prob (e.g. 0.95) or reparameterise the model"
+    msg = nuts_advice(generic, cl.Spec())
+    assert msg.startswith("6 divergent transitions: raise the target acceptance from 0.8"), msg
+    assert "Spec(target_accept=0.95)" in msg and "--target-accept 0.95" in msg and "target_accept_prob" not in msg
+    assert "--target-accept 0.975" in nuts_advice(generic, cl.Spec(target_accept=0.95))
+    assert "--num-samples" in nuts_advice("min ESS 50 < 400 (100 per chain; site 'a'): draw more samples", cl.Spec())
+    assert "--num-warmup" in nuts_advice("max R-hat 1.050 > 1.01 (site 'a'): chains disagree; run longer, "
+                                         "reparameterise, or tighten priors", cl.Spec())
+    with pytest.raises(ValueError, match=r"target_accept=1.0 must be in \(0, 1\)"):
+        cl.Spec(target_accept=1.0).check()
+    from jaxscale.cli.context import spec_from_args
+    from jaxscale.cli import build_parser
+
+    args = build_parser().parse_args(["context", "fit", "--csv", "x.csv", "--bayes", "--target-accept", "0.95"])
+    assert spec_from_args(args).target_accept == 0.95
+
+
+@pytest.mark.slow
+def test_cli_bayes_in_percent_reports_drift_in_percent_and_predict_repeats_the_fit(table, tmp_path, capsys):
+    """`context fit --bayes --score-scale 100`: `bayes.drift_per_decade` is in percent, as each task's
+    `bayes_drift_per_decade` and the point fit's `drift_per_decade`; `context predict` with the saved
+    model gives the intervals the fit wrote for the same rows."""
+    df, held, data, train, fit = table
+    csv, pred_csv, model = tmp_path / "pct.csv", tmp_path / "pred.csv", tmp_path / "model"
+    df.assign(score=df["score"] * 100).to_csv(csv, index=False)
+    rc = main(["context", "fit", "--csv", str(csv), "--task-col", "task", "--holdout", HOLDOUT, *FLAGS,
+               "--score-scale", "100", "--bayes", "--num-warmup", "40", "--num-samples", "40", "--num-chains", "2",
+               "--predictions", str(pred_csv), "--save", str(model), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    back = jaxscale.load(model)
+    tau = float(np.asarray(back.posterior.drift)[0])
+    assert res["bayes"]["drift_per_decade"] == pytest.approx(100 * tau, rel=1e-12)
+    assert [t["bayes_drift_per_decade"] for t in res["tasks"]] == pytest.approx([100 * tau] * 2, rel=1e-12)
+    assert not any("target_accept_prob" in w for w in res["warnings"]), res["warnings"]
+    written = pd.read_csv(pred_csv)
+    rows = np.flatnonzero(held)[::-2]
+    query = tmp_path / "query.csv"
+    df.iloc[rows].drop(columns=["score"]).to_csv(query, index=False)
+    rc = main(["context", "predict", "--model", str(model), "--csv", str(query), "--json"])
+    assert rc == 0
+    again = json.loads(capsys.readouterr().out)
+    for name in ("mean", "lower", "upper"):
+        np.testing.assert_allclose(np.asarray(again[name]), written[name].to_numpy()[rows], rtol=1e-12, atol=1e-12)

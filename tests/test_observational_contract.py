@@ -350,3 +350,90 @@ def test_a_query_may_repeat_a_model(table):
     q = pd.concat([table.iloc[[5, 6]], table.iloc[[5]]])
     pred = obs.predict(fit, q)
     assert float(pred.mean[0]) == float(pred.mean[2]) and float(pred.upper[0]) == float(pred.upper[2])
+
+
+def test_bootstrap_predict_draws_each_row_with_its_own_key(table, tmp_path, capsys):
+    """A row's predictive draws depend on the key and the row alone: `obs predict` with the saved
+    model gives the intervals `obs fit --predictions` wrote for the same rows (same seed)."""
+    data = obs.from_frame(table, target_col="target", metric_cols=METRICS)
+    train = table["FLOPs (1E21)"].to_numpy() <= 30
+    with pytest.warns(RuntimeWarning, match="imputed"):
+        fit = obs.fit(jax.random.key(0), obs.take_rows(data, train), SPEC)
+    full = obs.predict(fit, data, key=jax.random.key(0), warn_imputed=False)
+    rows = np.flatnonzero(~train)[::-2]
+    part = obs.predict(fit, table.iloc[rows].drop(columns=["target"]), key=jax.random.key(0))
+    for name in ("lower", "upper"):  # the same draws: equal up to XLA's last-bit rounding
+        np.testing.assert_allclose(np.asarray(getattr(part, name)), np.asarray(getattr(full, name))[rows],
+                                   rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(part.samples), np.asarray(full.samples)[:, rows], rtol=1e-12, atol=1e-12)
+    # through the command line: fit --predictions --save, then predict --model on some of the rows
+    path, query = tmp_path / "runs.csv", tmp_path / "query.csv"
+    table.to_csv(path, index=False)
+    table.iloc[rows].drop(columns=["target"]).to_csv(query, index=False)
+    with pytest.warns(RuntimeWarning):
+        _json(["obs", "fit", "--csv", str(path), "--target-col", "target", "--metric-cols", ",".join(METRICS),
+               "--k", "2", "--bootstrap", "12", "--holdout", "`FLOPs (1E21)` > 30",
+               "--predictions", str(tmp_path / "fit.csv"), "--save", str(tmp_path / "model")], capsys)
+    again = _json(["obs", "predict", "--model", str(tmp_path / "model"), "--csv", str(query)], capsys)
+    written = pd.read_csv(tmp_path / "fit.csv")
+    for name in ("mean", "lower", "upper"):
+        np.testing.assert_allclose(np.asarray(again[name]), written[name].to_numpy()[rows], rtol=1e-12, atol=1e-12)
+
+
+def _coverage_case(n: int, covered: int):
+    from jaxscale import Prediction
+
+    y = np.linspace(0.2, 0.8, n)
+    lo, hi = y - 0.05, y + 0.05
+    lo[covered:] = y[covered:] + 0.01  # the last rows lie below their interval
+    return y, Prediction(y + 0.002 * np.cos(np.arange(n)), lo, hi)
+
+
+def test_heldout_coverage_check_flags_too_narrow_by_a_binomial_test():
+    """9 of 14 held-out rows inside a 90 % interval (P = 0.009 for a calibrated one) and 33 of 46
+    are too narrow, and warned; the general rule alone called both consistent. 13 of 14 is fine."""
+    from jaxscale.metrics import coverage_check
+    from jaxscale.observational.report import interval_check
+
+    for n, k, p in ((14, 9, 0.0092), (46, 33, 0.00042)):
+        assert coverage_check(k / n, n, 0.9)["verdict"] == "consistent"  # what the report said before
+        y, pred = _coverage_case(n, k)
+        with pytest.warns(UserWarning, match=rf"covered {100 * k / n:.3g} % of the held-out rows \({k} of {n}; .* "
+                                             r"it is too narrow here, the real uncertainty is larger"):
+            check = interval_check(y, pred, 0.9, what="obs fit (held-out rows)")
+        assert check["verdict"] == "too narrow" and (check["covered"], check["n"]) == (k, n)
+        assert check["p_covered_at_most"] == pytest.approx(p, rel=0.02)
+        assert check["coverage"] < check["expected"][0]
+    y, pred = _coverage_case(14, 13)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check = interval_check(y, pred, 0.9, what="m")
+    assert check["verdict"] == "consistent" and check["expected"][0] <= 13 / 14
+    # too wide still comes from the general rule (here: every one of 60 rows, 25x wider than the errors)
+    y, pred = _coverage_case(60, 60)
+    with pytest.warns(UserWarning, match="too wide here"):
+        assert interval_check(y, pred, 0.9, what="m")["verdict"] == "too wide"
+    y[3] = np.nan  # rows without a truth are not scored
+    with pytest.warns(UserWarning):
+        assert interval_check(y, pred, 0.9, what="m")["n"] == 59
+
+
+@pytest.mark.slow
+def test_bayesian_predict_draws_each_row_with_its_own_key(table, tmp_path):
+    """The posterior predictive too: some rows of the table, through a saved model, get the draws
+    and intervals of the fit's own prediction of them."""
+    data = obs.from_frame(table, target_col="target", metric_cols=METRICS)
+    train = table["FLOPs (1E21)"].to_numpy() <= 30
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short chains: the sampler's diagnostics say so
+        fit = obs.fit(jax.random.key(0), obs.take_rows(data, train),
+                      obs.Spec(k=2, bayes=True, num_warmup=50, num_samples=50, num_chains=2))
+        full = obs.predict(fit, data, key=jax.random.key(0), warn_imputed=False)
+        jaxscale.save(fit, tmp_path / "m")
+        rows = np.flatnonzero(~train)[::-2]
+        part = obs.predict(jaxscale.load(tmp_path / "m"), table.iloc[rows].drop(columns=["target"]),
+                           key=jax.random.key(0))
+    for name in ("mean", "lower", "upper"):
+        np.testing.assert_allclose(np.asarray(getattr(part, name)), np.asarray(getattr(full, name))[rows],
+                                   rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(part.samples), np.asarray(full.samples)[:, rows], rtol=1e-12, atol=1e-12)

@@ -97,6 +97,8 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-warmup", action=_Given, type=int, default=d.num_warmup, help="NUTS warm-up steps per chain")
     g.add_argument("--num-samples", action=_Given, type=int, default=d.num_samples, help="NUTS draws per chain")
     g.add_argument("--num-chains", action=_Given, type=int, default=d.num_chains, help="NUTS chains")
+    g.add_argument("--target-accept", action=_Given, type=float, default=d.target_accept,
+                   help="NUTS target acceptance probability; raise it (e.g. 0.95) on divergent transitions")
     g = p.add_argument_group("extrapolation")
     g.add_argument("--backtest-frac", action=_Given, type=float, default=d.backtest_frac,
                    help="share of each task's training rows (the longest prompts) held out inside the training data "
@@ -170,21 +172,6 @@ def _model_labels(args, df):
     return df[args.model_col].astype(str).to_numpy()
 
 
-def _bayes_json(post) -> dict:
-    import numpy as np
-
-    out = {"max_r_hat": float(post.max_r_hat), "divergences": int(post.divergences)}
-    if post.min_ess is not None:
-        out["min_ess"] = float(post.min_ess)
-    if post.num_chains is not None:
-        out["num_chains"] = int(post.num_chains)
-    if not np.isfinite(out["max_r_hat"]):
-        out["max_r_hat"], out["max_r_hat_reason"] = None, "R-hat needs at least 2 chains of at least 4 draws"
-    if post.drift is not None:
-        out["drift_per_decade"] = float(np.asarray(post.drift)[0])
-    return out
-
-
 def _fit_table(args) -> dict:
     import jax
     import numpy as np
@@ -254,7 +241,7 @@ def _fit_table(args) -> dict:
                 out.update(coverage_90_point=None, coverage_90_point_reason=out_reason)
             else:
                 out["coverage_90_point"] = ps["coverage"]
-            out["bayes"] = _bayes_json(fit.posterior)
+            out["bayes"] = cl.posterior_summary(fit)
         tasks = cl.task_summary(fit)
         for t, row in enumerate(tasks):
             row["in"], _ = _scores(y, pred, ~held & (codes == t), "training")

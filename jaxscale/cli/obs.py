@@ -15,9 +15,9 @@ from jaxscale.cli._common import (
     add_predict_command,
     add_table_args,
     baseline_columns,
-    check_interval,
     check_outputs,
     compare_baselines,
+    interval_level,
     read_input,
     save_fit,
     score,
@@ -98,6 +98,7 @@ def _table_baselines(args, fit, data, pred, train, held, base_cols: dict) -> dic
     Each baseline's value on those rows (raw units) goes into ``base_cols``, a column per baseline."""
     from jaxscale.infer.prediction import Prediction
     from jaxscale.observational.model import flops_baseline, mean_score_baseline, take_rows
+    from jaxscale.observational.report import interval_check
 
     scored = held & np.isfinite(np.asarray(data.y, float))
     y = fit.lo + (fit.hi - fit.lo) * np.asarray(data.y, float)[scored]
@@ -134,7 +135,7 @@ def _table_baselines(args, fit, data, pred, train, held, base_cols: dict) -> dic
     if not (MEAN_BASELINE in b or BASELINE in b):
         return {"baselines": None, "baselines_reason": "; ".join(v for k, v in b.items() if k.endswith("_reason"))}
     b["model_loses_to"] = loses
-    check = check_interval(y, model, args.level, what="obs fit (held-out rows)")
+    check = interval_check(y, model, args.level, what="obs fit (held-out rows)")
     if check is not None:
         b["model_interval"] = check
     on_flops_rows = f"{BASELINE}.model" if MEAN_BASELINE in b else "model"
@@ -295,6 +296,7 @@ def calibrate_handler(args) -> dict:
     import jax
 
     from jaxscale.observational.bayes_eval import calibrate
+    from jaxscale.observational.report import interval_check
 
     from jaxscale.infer.prediction import Prediction
 
@@ -306,7 +308,7 @@ def calibrate_handler(args) -> dict:
         h = row.pop("heldout")
         model = Prediction(h["mean"], h["lower"], h["upper"])
         # the 90 % interval on every held-out model, the rows of coverage_90
-        row["model_interval"] = check_interval(h["y"], model, 0.9, rows="the held-out models",
+        row["model_interval"] = interval_check(h["y"], model, 0.9, rows="the held-out models",
                                                what=f"obs calibrate, task {row['task']} (Bayesian law)")
         has = np.isfinite(h["baseline"])
         if h["baseline_reason"] or not has.any():
@@ -431,7 +433,7 @@ def register(subparsers) -> None:
     f.add_argument("--n-items", type=int, default=spec.n_items,
                    help="--csv: items of the target benchmark (binomial likelihoods only)")
     _bayes_args(f, spec.num_warmup, spec.num_samples, spec.num_chains)
-    f.add_argument("--level", type=float, default=0.9, help="--csv: central interval level of predictions")
+    f.add_argument("--level", type=interval_level, default=0.9, help="--csv: central interval level of predictions")
     f.add_argument("--plot", default=None, metavar="PNG", help="write the scaling-curve PNG here")
     add_output_args(f)
     f.set_defaults(func=fit_handler)

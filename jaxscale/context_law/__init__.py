@@ -12,14 +12,15 @@ Fitted by JAX differential evolution + a bounded L-BFGS polish, all tasks in one
 posterior-predictive intervals.  Named extras: the bundled sources (:func:`load_source`,
 :data:`SOURCES`), their presets and paper-style experiments (:data:`PRESETS`,
 :func:`evaluate_source`), the design check (:func:`check_identifiability`), the stacked-task fitter
-(:func:`fit_many`) and :func:`task_summary`.
+(:func:`fit_many`), :func:`task_summary` and :func:`posterior_summary`.
 """
 from typing import TYPE_CHECKING
 
 from jaxscale._lazy import lazy_package
 
 if TYPE_CHECKING:  # the names below load on first use (see _LAZY); these imports are for readers and tools
-    from jaxscale.context_law.contract import Data, Fit, Posterior, fit, from_frame, predict, task_summary
+    from jaxscale.context_law.contract import (Data, Fit, Posterior, fit, from_frame, posterior_summary, predict,
+                                               task_summary)
     from jaxscale.context_law.data import load_source
     from jaxscale.context_law.evaluate import PRESETS, evaluate_source
     from jaxscale.context_law.fit import ContextFit, check_identifiability, fit_core, fit_many
@@ -45,6 +46,7 @@ __all__ = [
     "fit_many",
     "load_source",
     "param_names",
+    "posterior_summary",
     "task_summary",
 ]
 
@@ -52,7 +54,8 @@ __all__ = [
 # command line's --help) does not import JAX.
 _P = "jaxscale.context_law."
 _LAZY = {
-    **dict.fromkeys(["Data", "Fit", "Posterior", "fit", "from_frame", "predict", "task_summary"], _P + "contract"),
+    **dict.fromkeys(["Data", "Fit", "Posterior", "fit", "from_frame", "predict", "posterior_summary", "task_summary"],
+                    _P + "contract"),
     "load_source": _P + "data",
     **dict.fromkeys(["PRESETS", "evaluate_source"], _P + "evaluate"),
     **dict.fromkeys(["ContextFit", "check_identifiability", "fit_core", "fit_many"], _P + "fit"),

@@ -38,7 +38,7 @@ from jaxscale.context_law.model import LIKELIHOODS, Spec, param_names, predict_l
 from jaxscale.infer import run_nuts
 
 __all__ = ["LIKELIHOODS", "BETA_EPS", "SAMPLED", "BayesFit", "context_model", "fit_bayes", "fit_bayes_backtest",
-           "predictive_draws", "predictive_bands", "coverage"]
+           "nuts_advice", "predictive_draws", "predictive_bands", "coverage"]
 
 
 class BayesFit(NamedTuple):
@@ -168,13 +168,35 @@ def fit_bayes(key, data, spec: Spec, *, likelihood: str = "normal", n_items=None
         c_t, l_t = _centres(data)
         init = init_to_value(values=_from_law(spec, jnp.asarray(init_theta), c_t, l_t))
     post = run_nuts(key, context_model, data, n_items, n_correct, spec=spec, likelihood=likelihood,
-                    num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, init_strategy=init)
+                    num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, init_strategy=init,
+                    target_accept_prob=float(spec.target_accept), warn=False)
+    for msg in post.warnings:
+        if not msg.startswith("only"):  # one chain: warned by _check_sampling before sampling
+            warnings.warn(nuts_advice(msg, spec), RuntimeWarning, stacklevel=2)
     theta = np.stack([np.asarray(post.samples[n]) for n in names], axis=-1)
     p = np.asarray(post.samples["p"])
     noise = np.asarray(post.samples["noise"]) if "noise" in post.samples else np.zeros(theta.shape[:2])
     if single:
         theta, p, noise = theta[:, 0], p[:, 0], noise[:, 0]
     return BayesFit(theta, p, noise, post)
+
+
+def nuts_advice(msg: str, spec: Spec) -> str:
+    """A sampler diagnostic of :func:`jaxscale.infer.run_nuts` with its advice in the settings a
+    context-law fit has: ``Spec`` fields and their command-line flags (``context fit``)."""
+    if "divergent transitions" in msg:
+        now = float(spec.target_accept)
+        to = 0.95 if now < 0.95 else round((1.0 + now) / 2.0, 3)
+        return (f"{msg.split(':')[0]}: raise the target acceptance from {now:g} (Spec(target_accept={to:g}); "
+                f"CLI: --target-accept {to:g}), which takes smaller steps, or simplify the law (e.g. fix a "
+                "parameter: --no-fit-scale, --no-fit-alpha)")
+    if msg.startswith("max R-hat"):
+        return (f"{msg.split(': chains')[0]}: chains disagree; run longer (Spec.num_warmup / num_samples; CLI: "
+                "--num-warmup / --num-samples) or simplify the law (e.g. --no-fit-scale, --no-fit-alpha)")
+    if msg.startswith("min ESS"):
+        return (f"{msg.split(': draw')[0]}: draw more samples (Spec.num_samples; CLI: --num-samples) or more "
+                "chains (Spec.num_chains; CLI: --num-chains)")
+    return msg
 
 
 def _check_sampling(data, likelihood: str, num_chains: int) -> None:

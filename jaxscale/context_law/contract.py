@@ -50,9 +50,10 @@ from jaxscale.data import validate as V
 from jaxscale.data.table import FILE_ROWS
 from jaxscale.infer.prediction import Prediction, check_fit, check_key, check_level, from_samples, z_value
 from jaxscale.infer.results import few_dof_note
+from jaxscale.infer.row_keys import row_keys
 
 __all__ = ["Data", "Fit", "Posterior", "from_frame", "fit", "predict", "extrapolation", "task_summary",
-           "stack_by_task", "DEFAULT_TASK"]
+           "posterior_summary", "stack_by_task", "DEFAULT_TASK"]
 
 #: Task label of every row when the table has no task column.
 DEFAULT_TASK = "all"
@@ -763,27 +764,36 @@ def predict(fit: Fit, query, *, key=None, level: float = 0.9) -> Prediction:
         raise ValueError("this fit is Bayesian: predict(fit, query, key=jax.random.key(0)) draws from the "
                          "posterior predictive and needs a key")
     post = fit.posterior
-    k_drift, key = jax.random.split(key)
-    p = _law_rows(spec, jnp.asarray(post.theta)[:, codes], q)  # (S, n)
-    p = jnp.clip(p + extra * jax.random.normal(k_drift, p.shape, p.dtype), 1e-9, 1 - 1e-9)
-    noise = jnp.asarray(post.noise)[:, codes]
     lik = fit.spec.likelihood
-    if lik == "normal":
-        draws = p + noise * jax.random.normal(key, p.shape, p.dtype)
-    elif lik == "laplace":
-        draws = p + noise * jax.random.laplace(key, p.shape, p.dtype)
-    elif lik == "beta":
-        draws = jax.random.beta(key, p * noise, (1 - p) * noise)
-    else:
-        if q.n_items is None:
-            col = dict(fit.columns).get("n_items", "n_items")
-            raise ValueError(f"this fit uses the binomial likelihood: the query needs the column {col!r} (items "
-                             "behind each score) for predictive draws")
-        n_items = jnp.asarray(q.n_items)
-        draws = jax.random.binomial(key, jnp.broadcast_to(n_items, p.shape), p) / n_items
-    mean = jnp.mean(jnp.clip(_law_rows(spec, jnp.asarray(post.theta)[:, codes], q), 1e-9, 1 - 1e-9), axis=0)
+    if lik == "binomial" and q.n_items is None:
+        col = dict(fit.columns).get("n_items", "n_items")
+        raise ValueError(f"this fit uses the binomial likelihood: the query needs the column {col!r} (items "
+                         "behind each score) for predictive draws")
+    n_items = jnp.ones(len(q)) if q.n_items is None else jnp.asarray(q.n_items, float)
+    # each row draws with its own key, derived from the key and the row's inputs: a row gets the same
+    # draws whichever rows are predicted with it (the fit's table or a query table of a saved model)
+    keys = row_keys(key, q.task, q.log_C, q.n_pmt, q.n_ctx, q.floor, *(() if q.n_items is None else (q.n_items,)))
+    p = _law_rows(spec, jnp.asarray(post.theta)[:, codes], q)  # (S, n)
+    noise = jnp.asarray(post.noise)[:, codes]
+    draws = jax.vmap(partial(_row_draws, lik), in_axes=(0, 1, 1, 0, 0), out_axes=1)(keys, p, noise, extra, n_items)
+    mean = jnp.mean(jnp.clip(p, 1e-9, 1 - 1e-9), axis=0)
     return _on_scale(from_samples(jnp.clip(draws, 0.0, 1.0), level, mean=mean)._replace(extrapolation=dist),
                      fit.score_scale)
+
+
+def _row_draws(likelihood: str, key, p, noise, extra, n_items):
+    """Posterior-predictive draws of one row: the law's draws ``p`` (S,) plus the extrapolation
+    discrepancy of sd ``extra``, then the likelihood's noise (``noise`` (S,); binomial: of
+    ``n_items`` items), as fractions."""
+    k_drift, key = jax.random.split(key)
+    p = jnp.clip(p + extra * jax.random.normal(k_drift, p.shape, p.dtype), 1e-9, 1 - 1e-9)
+    if likelihood == "normal":
+        return p + noise * jax.random.normal(key, p.shape, p.dtype)
+    if likelihood == "laplace":
+        return p + noise * jax.random.laplace(key, p.shape, p.dtype)
+    if likelihood == "beta":
+        return jax.random.beta(key, p * noise, (1 - p) * noise)
+    return jax.random.binomial(key, jnp.broadcast_to(n_items, p.shape), p) / n_items
 
 
 def _warn_past_limit(fit: Fit, q: Data) -> None:
@@ -816,12 +826,34 @@ def _on_scale(pred: Prediction, scale: float) -> Prediction:
                          samples=None if pred.samples is None else pred.samples * scale)
 
 
+def posterior_summary(fit: Fit) -> dict:
+    """The NUTS run of a Bayesian fit: the largest R-hat (None with ``max_r_hat_reason`` when it
+    cannot be computed), divergent transitions, the smallest ESS, the number of chains and the
+    Bayesian backtest's drift ``drift_per_decade``, pooled over the tasks (every task has the same
+    rate; :func:`task_summary` repeats it per task) and on the training table's score scale
+    (``fit.score_scale``, like the point fit's drift). ``{}`` for a fit without a posterior."""
+    post = fit.posterior
+    if post is None:
+        return {}
+    out = {"max_r_hat": float(post.max_r_hat), "divergences": int(post.divergences)}
+    if post.min_ess is not None:
+        out["min_ess"] = float(post.min_ess)
+    if post.num_chains is not None:
+        out["num_chains"] = int(post.num_chains)
+    if not np.isfinite(out["max_r_hat"]):
+        out["max_r_hat"], out["max_r_hat_reason"] = None, "R-hat needs at least 2 chains of at least 4 draws"
+    if post.drift is not None:
+        out["drift_per_decade"] = float(np.max(np.asarray(post.drift))) * fit.score_scale
+    return out
+
+
 def task_summary(fit: Fit) -> list:
     """Per task: label, training rows, parameters, loss, residual sigma, DE convergence and reason,
     the parameters that sit at an end of their allowed range (``at_bound``, see
     :func:`jaxscale.context_law.fit.params_at_bounds`; ``{}`` when none), the extrapolation drift
-    and its backtest rows; with a posterior, 90 % intervals of the parameters. ``sigma`` and
-    ``drift_per_decade`` are on the training table's score scale (``fit.score_scale``)."""
+    and its backtest rows; with a posterior, 90 % intervals of the parameters and the Bayesian
+    backtest's drift (``bayes_drift_per_decade``). ``sigma`` and both drifts are on the training
+    table's score scale (``fit.score_scale``)."""
     rows = []
     at_bound = params_at_bounds(fit.spec, np.asarray(fit.theta))
     for t, label in enumerate(fit.task_labels):
@@ -839,6 +871,8 @@ def task_summary(fit: Fit) -> list:
             row["backtest_rows"] = int(np.asarray(fit.backtest_rows)[t])
             if fit.drift_reason:
                 row["drift_reason"] = fit.drift_reason
+        if fit.posterior is not None and fit.posterior.drift is not None:
+            row["bayes_drift_per_decade"] = float(np.asarray(fit.posterior.drift)[t]) * fit.score_scale
         if fit.posterior is not None:
             th = np.asarray(fit.posterior.theta)[:, t]
             row["posterior_90"] = {n: [float(np.quantile(th[:, i], 0.05)), float(np.quantile(th[:, i], 0.95))]

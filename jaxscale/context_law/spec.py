@@ -53,6 +53,8 @@ class Spec(NamedTuple):
         inside the training data to learn how fast errors grow outside the training cells (the
         ``drift`` of the fit; intervals widen with the extrapolation distance at that rate); 0
         turns the backtest off (intervals then do not widen).
+      target_accept: NUTS target acceptance probability of the step-size adaptation; raise it
+        (e.g. 0.95) when the sampler reports divergent transitions (smaller steps, slower).
     """
 
     penalty: str = "logistic"
@@ -74,6 +76,7 @@ class Spec(NamedTuple):
     num_samples: int = 400
     num_chains: int = 4
     backtest_frac: float = 0.25
+    target_accept: float = 0.8
 
     def check(self) -> "Spec":
         """Raise ``ValueError`` on an unknown option or a non-positive setting; return ``self``."""
@@ -92,6 +95,8 @@ class Spec(NamedTuple):
             raise ValueError(f"scale={self.scale!r} must be > 0")
         if not 0.0 <= float(self.backtest_frac) < 1.0:
             raise ValueError(f"backtest_frac={self.backtest_frac!r} must be in [0, 1) (0 turns the backtest off)")
+        if not 0.0 < float(self.target_accept) < 1.0:
+            raise ValueError(f"target_accept={self.target_accept!r} must be in (0, 1), e.g. 0.95")
         return self
 
     def law(self) -> "Spec":

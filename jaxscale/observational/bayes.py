@@ -397,10 +397,13 @@ def mu_draws(fit: BayesFit, S):
     return np.asarray(mu), np.asarray(dmu)
 
 
-def predictive(key, fit: BayesFit, S, probs=(0.05, 0.25, 0.75, 0.95), likelihood=None) -> dict:
+def predictive(key, fit: BayesFit, S, probs=(0.05, 0.25, 0.75, 0.95), likelihood=None, row_keys=None) -> dict:
     """Posterior predictive of the normalised target at raw PC scores ``S`` (M, K).
 
     ``fit``: a :class:`BayesFit` or its :class:`PosteriorDraws` (then pass ``likelihood``).
+    ``row_keys``: one key per row (M,) (e.g. :func:`jaxscale.infer.row_keys.row_keys`): each
+    row's draws then come from its own key alone, the same whichever rows are predicted with it;
+    None: every draw from ``key``.
 
     Returns dict: ``mode`` (the point prediction: the law at the posterior mode, MAP),
     ``median`` / ``mean`` (posterior median / mean of μ), ``plugin`` (the link at the
@@ -411,12 +414,21 @@ def predictive(key, fit: BayesFit, S, probs=(0.05, 0.25, 0.75, 0.95), likelihood
     lik = fit.likelihood if likelihood is None else likelihood
     mu, dmu = mu_draws(fit, S)
     mu_y, dmu_y = mu, dmu
+    if row_keys is not None:
+        pair = jax.vmap(jax.random.split)(row_keys)  # (M, 2): the extrapolation's keys, the noise's
+        row_keys, kd = pair[:, 0], pair[:, 1]
     if lik == "extrap":  # capability perturbed by delta ~ N(0, (kappa * Delta)^2)
-        key, kd = jax.random.split(key)
-        mu_y, dmu_y = _extrap_draws(kd, fit, S)
-    draws = np.asarray(_sample_y(key, jnp.asarray(mu_y), jnp.asarray(dmu_y), jnp.asarray(fit.s0)[:, None],
-                                 jnp.asarray(fit.sz)[:, None], lik, fit.n_items, fit.y_lo,
-                                 fit.y_hi), float)
+        if row_keys is None:
+            key, kd = jax.random.split(key)
+        mu_y, dmu_y = _extrap_draws(kd, fit, S, per_row=row_keys is not None)
+    s0, sz = jnp.asarray(fit.s0), jnp.asarray(fit.sz)
+    if row_keys is None:
+        draws = _sample_y(key, jnp.asarray(mu_y), jnp.asarray(dmu_y), s0[:, None], sz[:, None], lik, fit.n_items,
+                          fit.y_lo, fit.y_hi)
+    else:
+        draws = jax.vmap(lambda k, m, dm: _sample_y(k, m, dm, s0, sz, lik, fit.n_items, fit.y_lo, fit.y_hi),
+                         in_axes=(0, 1, 1), out_axes=1)(row_keys, jnp.asarray(mu_y), jnp.asarray(dmu_y))
+    draws = np.asarray(draws, float)
     y_lo, y_hi = float(fit.y_lo), float(fit.y_hi)
     if lik in ("binomial", "betabinomial"):
         draws = y_lo + (y_hi - y_lo) * draws / float(fit.n_items)
@@ -450,10 +462,16 @@ def box_excess(S, lo, hi):
     return jnp.where(r2 > 0, jnp.sqrt(jnp.where(r2 > 0, r2, 1.0)), 0.0)
 
 
-def _extrap_draws(key, fit: BayesFit, S):
+def _extrap_draws(key, fit: BayesFit, S, per_row: bool = False):
+    """μ draws at capabilities perturbed by the extrapolation discrepancy; ``key``: one key, or
+    with ``per_row`` one key per row (M,) (each row's perturbations from its own key)."""
     delta, z = extrap_distance(fit, S)
-    zp = jnp.asarray(z + fit.kappa[:, None] * delta[None, :] * np.asarray(
-        jax.random.normal(key, z.shape, jnp.float64 if z.dtype == np.float64 else z.dtype)))
+    dtype = jnp.float64 if z.dtype == np.float64 else z.dtype
+    if not per_row:
+        eps = jax.random.normal(key, z.shape, dtype)
+    else:
+        eps = jax.vmap(lambda k: jax.random.normal(k, z.shape[:1], dtype), out_axes=1)(key)
+    zp = jnp.asarray(z + fit.kappa[:, None] * delta[None, :] * np.asarray(eps))
     b = jnp.asarray(fit.floor)[:, None]
     sg = jax.nn.sigmoid(zp)
     return sigmoid_link(zp, 1.0, 0.0, floor=b), (1.0 - b) * sg * (1.0 - sg)

@@ -55,6 +55,7 @@ from jaxscale.data import validate
 from jaxscale.infer import minimize_lbfgs, minimize_newton, sharded_vmap
 from jaxscale.infer.prediction import Prediction, check_fit, check_key, check_level, warn_extrapolation
 from jaxscale.infer.results import few_dof_note, reason_text
+from jaxscale.infer.row_keys import row_keys
 from jaxscale.laws import sigmoid_link
 
 from .bayes import LIKELIHOODS, PRIORS, TOP_FRAC, PosteriorDraws
@@ -1049,11 +1050,14 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9, warn_imputed: b
     if (fit.posterior is not None or fit.boot is not None) and key is None:
         raise ValueError("predict: this fit draws predictive samples (Bayesian or bootstrap); pass "
                          "key=jax.random.key(0)")
+    # each row draws with its own key, derived from the key and the row's benchmark scores: a row gets
+    # the same draws whichever rows are predicted with it (the fit's table or a query of a saved model)
+    keys = row_keys(key, data.scores) if fit.posterior is not None or fit.boot is not None else None
     if fit.posterior is not None:
         from .bayes import predictive
 
         q = ((1 - level) / 2, (1 + level) / 2)
-        pr = predictive(key, fit.posterior, S, probs=q, likelihood=fit.spec.likelihood)
+        pr = predictive(key, fit.posterior, S, probs=q, likelihood=fit.spec.likelihood, row_keys=keys)
         mean = pr["mode"] if pr["mode"] is not None else pr["median"]
         lower, upper, samples = pr["q"][0], pr["q"][1], pr["draws"]
     elif fit.boot is not None:
@@ -1072,10 +1076,9 @@ def predict(fit: ObsFit, query, *, key=None, level: float = 0.9, warn_imputed: b
                             fit.boot)
         Sj = jnp.asarray(S)
         z = jax.vmap(lambda p: p.intercept + Sj @ p.slopes)(laws)
-        k_ext, k_noise = jax.random.split(key)
-        z = z + jnp.asarray(spread) * jax.random.normal(k_ext, z.shape, z.dtype)
+        ext, eps = jax.vmap(lambda k: jax.random.normal(k, (2, z.shape[0]), z.dtype), out_axes=2)(keys)
+        z = z + jnp.asarray(spread) * ext
         mu = sigmoid_link(z, 1.0, 0.0, floor=laws.floor[:, None])
-        eps = jax.random.normal(k_noise, mu.shape, mu.dtype)
         samples = np.clip(np.asarray(mu + fit.resid_sd * eps), 0.0, 1.0)
         lower, upper = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=0)
     else:
