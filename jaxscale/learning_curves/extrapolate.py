@@ -970,11 +970,15 @@ def _predictive_summary(key, s: dict, t, curve, nu: float, probs):
     if m <= PRED_CHUNK:
         d = _predictive_padded(key, s, t, curve, nu)
         return np.quantile(d, probs, axis=0), d
-    t_n, curve_n, u_n, u_rows = _grid(np.asarray(t, float), np.asarray(curve))
+    t, curve = np.asarray(t, float), np.asarray(curve)
+    if np.unique(curve, return_counts=True)[1].max() <= PRED_GRID:  # every row drawn, in the table's order
+        t_n, curve_n, u_n, u_rows = t, curve, None, None
+    else:
+        t_n, curve_n, u_n, u_rows = _grid(t, curve)
     get_logger(__name__).info("power-law extrapolation: predictive draws at %d steps for the %d rows to predict, in "
                               "%d chunks of %d", t_n.size, m, -(-t_n.size // PRED_CHUNK), PRED_CHUNK)
     q_n = _chunked_quantiles(key, s, t_n, curve_n, nu, probs)
-    return np.stack([np.interp(u_rows, u_n, q) for q in q_n]), None
+    return (q_n if u_n is None else np.stack([np.interp(u_rows, u_n, q) for q in q_n])), None
 
 
 def _chunked_quantiles(key, s: dict, t, curve, nu: float, probs) -> np.ndarray:
