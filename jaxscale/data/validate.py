@@ -126,7 +126,8 @@ def check_finite(df: pd.DataFrame, columns: Sequence[str], what: str = "table") 
     # an infinite value (a step that diverged) is not missing: notna() would keep it, a comparison does not
     where = " and ".join(f"{_where_name(c)}.notna()" if c in missing else f"abs({_where_name(c)}) < inf"
                          for c in flagged)
-    fix += f" (e.g. --where \"{where}\", which leaves out {int(bad_rows.sum())} of {len(df)} rows)"
+    fix += (f" (e.g. --where \"{where}\", which leaves out {int(bad_rows.sum())} of {len(df)} rows; with a --where "
+            "of your own, join the two with 'and')")
     raise ValueError(f"{what}: " + "; ".join(found) + f"; {fix}.")
 
 
