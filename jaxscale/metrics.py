@@ -22,6 +22,7 @@ __all__ = [
     "interval_coverage",
     "sample_interval_coverage",
     "coverage_check",
+    "NARROW_ALPHA",
     "crps_gaussian",
     "crps_samples",
     "abc_loglinear",
@@ -107,8 +108,13 @@ def sample_interval_coverage(y, samples, level: float = 0.9):
 #: than this many times that of a calibrated normal interval, relative to the median absolute error.
 WIDE_FACTOR = 3.0
 
+#: Significance of the exact one-sided binomial test that calls an interval too narrow on
+#: independent rows (:func:`coverage_check` with ``independent=True``).
+NARROW_ALPHA = 0.05
 
-def coverage_check(coverage: float, n: int, level: float, width_ratio: float | None = None) -> dict:
+
+def coverage_check(coverage: float, n: int, level: float, width_ratio: float | None = None, *,
+                   independent: bool = False) -> dict:
     """Whether a central ``level`` interval that covered ``coverage`` of ``n`` scored rows is
     consistent with its level.
 
@@ -125,11 +131,18 @@ def coverage_check(coverage: float, n: int, level: float, width_ratio: float | N
     covers more than ``1 - 0.3 (1 - level)`` of 20 or more rows with a ratio above
     :data:`WIDE_FACTOR` times that is "too wide" too.
 
+    ``independent``: the rows are independent of each other (e.g. each held-out row is another
+    model), so the rows a calibrated interval covers are Binomial(``n``, ``level``). An exact
+    one-sided test is then added on the low side: when ``P(X <= covered)`` (``p_covered_at_most``)
+    is below :data:`NARROW_ALPHA` the verdict is "too narrow" (9 of 14 rows at 90 %: P = 0.009,
+    which the general range accepts), and ``expected[0]`` is the larger of the two lower ends.
+
     Returns:
       ``{"level", "coverage", "n", "expected": [low, high], "verdict"}`` with ``verdict`` one of
       ``"consistent"``, ``"too narrow"`` (coverage below the range: the real uncertainty is larger)
       or ``"too wide"`` (above it, or by its width as above; then ``width_ratio`` and
-      ``width_ratio_calibrated`` are given).
+      ``width_ratio_calibrated`` are given); with ``independent``, also ``covered`` (rows inside)
+      and ``p_covered_at_most``.
     """
     level, coverage, n = float(level), float(coverage), int(n)
     if not 0.0 < level < 1.0:
@@ -139,6 +152,15 @@ def coverage_check(coverage: float, n: int, level: float, width_ratio: float | N
     low, high = max(0.0, 1.0 - 2.0 * miss - se), min(1.0, 1.0 - 0.3 * miss + se)
     verdict = "too narrow" if coverage < low else "too wide" if coverage > high else "consistent"
     out = {"level": level, "coverage": coverage, "n": n, "expected": [low, high], "verdict": verdict}
+    if independent:
+        from scipy.stats import binom
+
+        covered = int(round(coverage * n))
+        p_low = float(binom.cdf(covered, n, level))
+        out.update(covered=covered, p_covered_at_most=p_low)
+        out["expected"][0] = max(low, float(binom.ppf(NARROW_ALPHA, n, level)) / n)
+        if verdict == "consistent" and p_low < NARROW_ALPHA:
+            out["verdict"] = "too narrow"
     if width_ratio is not None and math.isfinite(width_ratio):
         from statistics import NormalDist
 

@@ -620,8 +620,6 @@ def fit(key, data: ChinchillaData, spec: ChinchillaSpec = ChinchillaSpec(), *, s
     return out
 
 
-
-
 def _warn_at_bounds(theta, data: ChinchillaData, what: str) -> None:
     """Warn when the irreducible loss E went to 0, an exponent to ~0 or below, or far above any
     plausible value: the runs do not pin them down."""

@@ -9,19 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def interval_level(text: str) -> float:
-    """The argparse type of ``--level``: a number in (0, 1), refused before any work starts."""
-    try:
-        level = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; e.g. --level 0.9 for a 90 % interval") from None
-    if not 0.0 < level < 1.0:
-        raise argparse.ArgumentTypeError(f"{level:g} is not in (0, 1); e.g. --level 0.9 for a 90 % interval")
-    return level
-
 __all__ = [
     "Formatter",
+    "interval_level",
     "add_json",
     "add_table_args",
     "add_output_args",
@@ -36,6 +26,17 @@ __all__ = [
     "predict_handler",
     "compare_baselines",
 ]
+
+
+def interval_level(text: str) -> float:
+    """The argparse type of ``--level``: a number in (0, 1), refused before any work starts."""
+    try:
+        level = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; e.g. --level 0.9 for a 90 % interval") from None
+    if not 0.0 < level < 1.0:
+        raise argparse.ArgumentTypeError(f"{level:g} is not in (0, 1); e.g. --level 0.9 for a 90 % interval")
+    return level
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -346,11 +347,12 @@ def compare_baselines(y, pred, baselines: dict, *, what: str, mask=None, rows: s
 
 
 def check_interval(y, pred, level: float, *, what: str, mask=None, rows: str = "the held-out rows",
-                   scored: dict | None = None) -> dict | None:
+                   scored: dict | None = None, independent: bool = False) -> dict | None:
     """:func:`jaxscale.metrics.coverage_check` of the model's central ``level`` interval on the rows
     of ``y`` (``mask``: only these), warned when its verdict is not "consistent"; None when the
     prediction has no interval or no row has a truth. ``scored``: :func:`score` of these rows, when
-    the caller has it already."""
+    the caller has it already. ``independent``: the rows are independent (each held-out row another
+    model), so the check adds its exact binomial test on the low side."""
     import warnings
 
     import numpy as np
@@ -365,16 +367,20 @@ def check_interval(y, pred, level: float, *, what: str, mask=None, rows: str = "
     ok = np.isfinite(t) & np.isfinite(lo) & np.isfinite(hi)
     err = np.median(np.abs(m[ok] - t[ok])) if ok.any() else 0.0
     ratio = float(np.median((hi[ok] - lo[ok]) / 2.0) / err) if err > 0 else None
-    check = coverage_check(model["coverage"], model["n"], level, width_ratio=ratio)
+    check = coverage_check(model["coverage"], model["n"], level, width_ratio=ratio, independent=independent)
     if check["verdict"] != "consistent":
         low, high = check["expected"]
         meaning = ("the real uncertainty is larger than the interval says" if check["verdict"] == "too narrow"
                    else "the interval overstates the uncertainty")
+        if check["verdict"] == "too narrow" and independent:
+            meaning += (f" (a calibrated {100 * level:.3g} % interval covers at most {check['covered']} of "
+                        f"{check['n']} independent rows with probability {check['p_covered_at_most']:.2g})")
         if check["verdict"] == "too wide" and check["coverage"] <= high:  # judged by its width
             meaning += (f": its median half-width is {check['width_ratio']:.3g}x the median error (a calibrated "
                         f"one: about {check['width_ratio_calibrated']:.3g}x)")
+        count = f"{check['covered']} of {check['n']}" if independent else f"{check['n']} scored"
         warnings.warn(f"{what}: the model's {100 * level:.3g} % interval covered {100 * check['coverage']:.3g} % "
-                      f"of {rows} ({check['n']} scored; a calibrated one would cover about {100 * low:.0f}-"
+                      f"of {rows} ({count}; a calibrated one would cover about {100 * low:.0f}-"
                       f"{100 * high:.0f} % of them): it is {check['verdict']} here, {meaning}",
                       UserWarning, stacklevel=3)
     return check

@@ -15,6 +15,7 @@ from jaxscale.cli._common import (
     add_predict_command,
     add_table_args,
     baseline_columns,
+    check_interval,
     check_outputs,
     compare_baselines,
     interval_level,
@@ -98,8 +99,6 @@ def _table_baselines(args, fit, data, pred, train, held, base_cols: dict) -> dic
     Each baseline's value on those rows (raw units) goes into ``base_cols``, a column per baseline."""
     from jaxscale.infer.prediction import Prediction
     from jaxscale.observational.model import flops_baseline, mean_score_baseline, take_rows
-    from jaxscale.observational.report import interval_check
-
     scored = held & np.isfinite(np.asarray(data.y, float))
     y = fit.lo + (fit.hi - fit.lo) * np.asarray(data.y, float)[scored]
     model = Prediction(*(np.asarray(v, float)[scored] for v in (pred.mean, pred.lower, pred.upper)))
@@ -135,7 +134,8 @@ def _table_baselines(args, fit, data, pred, train, held, base_cols: dict) -> dic
     if not (MEAN_BASELINE in b or BASELINE in b):
         return {"baselines": None, "baselines_reason": "; ".join(v for k, v in b.items() if k.endswith("_reason"))}
     b["model_loses_to"] = loses
-    check = interval_check(y, model, args.level, what="obs fit (held-out rows)")
+    # each held-out row is another model: the rows are independent (the exact binomial test applies)
+    check = check_interval(y, model, args.level, what="obs fit (held-out rows)", independent=True)
     if check is not None:
         b["model_interval"] = check
     on_flops_rows = f"{BASELINE}.model" if MEAN_BASELINE in b else "model"
@@ -296,8 +296,6 @@ def calibrate_handler(args) -> dict:
     import jax
 
     from jaxscale.observational.bayes_eval import calibrate
-    from jaxscale.observational.report import interval_check
-
     from jaxscale.infer.prediction import Prediction
 
     names = split_list(args.tasks)
@@ -308,7 +306,7 @@ def calibrate_handler(args) -> dict:
         h = row.pop("heldout")
         model = Prediction(h["mean"], h["lower"], h["upper"])
         # the 90 % interval on every held-out model, the rows of coverage_90
-        row["model_interval"] = interval_check(h["y"], model, 0.9, rows="the held-out models",
+        row["model_interval"] = check_interval(h["y"], model, 0.9, rows="the held-out models", independent=True,
                                                what=f"obs calibrate, task {row['task']} (Bayesian law)")
         has = np.isfinite(h["baseline"])
         if h["baseline_reason"] or not has.any():

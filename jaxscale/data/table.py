@@ -73,7 +73,7 @@ def read_table(path, *, what: str | None = None) -> pd.DataFrame:
         raise ValueError(f"{what}: {str(path)!r} is not UTF-8 text: byte {bad.object[bad.start:bad.start + 1]!r} "
                          f"on line {line} ({bad.reason}). Save it as UTF-8 (a spreadsheet's 'CSV UTF-8' format), or "
                          f"convert it, e.g. iconv -f latin1 -t utf-8 {shlex.quote(str(path))} > utf8.csv") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+    except (pd.errors.ParserError, OSError) as exc:
         raise ValueError(f"{what}: could not parse {str(path)!r}: {exc}") from exc
     if df.empty:
         raise ValueError(f"{what}: file {str(path)!r} has " + ("no records" if "json" in suffix else

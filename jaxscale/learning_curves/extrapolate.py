@@ -440,7 +440,8 @@ def add_steps(df: pd.DataFrame, *, curve_col: str, x_col: str, y_col: str, steps
     constant = [c for c in distinct.columns if c != flag and (distinct[c] <= 1).all()]
     new = [(run, s) for run in pd.unique(runs.dropna())
            for s in np.unique(np.r_[steps, [own[run]] if run in own else []]) if s > last[run]]
-    passed = [float(s) for s in np.unique(steps) if not (last.to_numpy() < s).any()]
+    want = np.unique(steps)
+    passed = want[want <= last.min()].tolist()  # steps every run has logged already
     if new and passed:
         warnings.warn(f"{what}: every run has logged past {x_col} {passed} already: no row is added there (their "
                       "losses are in the table)", UserWarning, stacklevel=2)
@@ -943,7 +944,7 @@ def _grid(t, curve):
     long = n > PRED_GRID
     own = ~long[inv]  # rows of short runs are nodes themselves
     k = np.flatnonzero(long)
-    lt_grid = lo[k, None] + (hi - lo)[k, None] * np.linspace(0.0, 1.0, PRED_GRID)[None] if k.size else np.zeros((0, 1))
+    lt_grid = lo[k, None] + (hi - lo)[k, None] * np.linspace(0.0, 1.0, PRED_GRID)[None]
     lt_grid[:, -1] = hi[k]  # the last row itself, whatever the rounding
     lt_grid = lt_grid.ravel()
     r_grid = np.repeat(k, PRED_GRID)
@@ -1295,7 +1296,7 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
             follow = _follow_finished(data, tr, pred_rows[~real], h[~real], pred_rows[real], h[real], level,
                                       calibration["backtest"])
         if follow is None and reach:  # a baseline that won: named, unless no run in progress could follow
-            usable = nearest_finished(data, pred_rows[real])[1]["n_without"] < np.unique(cur[pred_rows[real]]).size
+            usable = _nearest_baseline(data, pred_rows[real])[0] is not None
             calibration["backtest"]["runs_can_follow"] = bool(usable)
             _warn_backtest(calibration["backtest"], "finished runs",
                            skip=("nearest_finished_run_rmsle",) if spec.follow_finished or not usable else ())

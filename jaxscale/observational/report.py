@@ -15,10 +15,7 @@ import numpy as np
 from jaxscale.infer.results import reason_text
 
 __all__ = ["bootstrap_summary", "bayes_summary", "bayes_band", "task_summary", "family_summary", "table_summary",
-           "nuts_summary", "extrapolation_summary", "interval_check", "NARROW_ALPHA"]
-
-#: Significance of the one-sided binomial test that calls a held-out interval too narrow.
-NARROW_ALPHA = 0.05
+           "nuts_summary", "extrapolation_summary"]
 
 
 def bootstrap_summary(key, result, n: int) -> dict:
@@ -320,62 +317,3 @@ def table_summary(fit, data, pred, *, train, held_out, excluded=None) -> dict:
         if p.kappa is not None:
             out["bayes"]["kappa_posterior_median"] = float(np.median(p.kappa))
     return out
-
-
-def interval_check(y, pred, level: float, *, what: str, rows: str = "the held-out rows") -> dict | None:
-    """Whether the model's central ``level`` interval covered the scored rows (finite ``y``) as an
-    interval of that level should; warned when it did not. None without a scored row or an interval.
-
-    The general rule (:func:`jaxscale.metrics.coverage_check`: miss rates from 0.3x to 2x the
-    nominal, widened by two binomial standard errors, and the width check) is kept, and an exact
-    one-sided binomial test is added on the low side: each held-out row is another model, so if
-    the interval were calibrated the number of rows it covers would be Binomial(n, level). When
-    ``P(X <= covered)`` (``p_covered_at_most``) is below :data:`NARROW_ALPHA` the interval is "too
-    narrow" (e.g. 9 of 14 rows at 90 %: P = 0.009). ``expected[0]`` is then the smallest coverage
-    the test accepts, the larger of the two rules' lower ends.
-
-    Args:
-      y: truth of the scored rows (raw units; NaN rows are left out).
-      pred: the model's :class:`~jaxscale.Prediction` on those rows.
-      level: the interval's level.
-      what: who is checked, for the warning.
-      rows: what the rows are, for the warning.
-
-    Returns:
-      :func:`jaxscale.metrics.coverage_check`'s dict (``level``, ``coverage``, ``n``,
-      ``expected``, ``verdict``: ``"consistent"``, ``"too narrow"`` or ``"too wide"``, and the
-      width ratio) plus ``covered`` (rows inside) and ``p_covered_at_most``.
-    """
-    from scipy.stats import binom
-
-    from jaxscale.metrics import coverage_check
-
-    y, m, lo, hi = (np.asarray(a, float) for a in (y, pred.mean, pred.lower, pred.upper))
-    ok = np.isfinite(y)
-    if not ok.any() or not np.isfinite(lo[ok]).any():
-        return None
-    n, covered = int(ok.sum()), int(((y >= lo) & (y <= hi))[ok].sum())
-    band = ok & np.isfinite(lo) & np.isfinite(hi)
-    err = np.median(np.abs(m[band] - y[band])) if band.any() else 0.0
-    ratio = float(np.median((hi[band] - lo[band]) / 2.0) / err) if err > 0 else None
-    check = coverage_check(covered / n, n, level, width_ratio=ratio)
-    p_low = float(binom.cdf(covered, n, level))
-    check.update(covered=covered, p_covered_at_most=p_low)
-    check["expected"][0] = max(check["expected"][0], float(binom.ppf(NARROW_ALPHA, n, level)) / n)
-    if check["verdict"] == "consistent" and p_low < NARROW_ALPHA:
-        check["verdict"] = "too narrow"
-    if check["verdict"] == "consistent":
-        return check
-    low, high = check["expected"]
-    if check["verdict"] == "too narrow":
-        meaning = (f"the real uncertainty is larger than the interval says (a calibrated {100 * level:.3g} % interval "
-                   f"covers at most {covered} of {n} independent rows with probability {p_low:.2g})")
-    else:
-        meaning = "the interval overstates the uncertainty"
-        if check["coverage"] <= high:  # judged by its width
-            meaning += (f": its median half-width is {check['width_ratio']:.3g}x the median error (a calibrated "
-                        f"one: about {check['width_ratio_calibrated']:.3g}x)")
-    warnings.warn(f"{what}: the model's {100 * level:.3g} % interval covered {100 * check['coverage']:.3g} % of {rows} "
-                  f"({covered} of {n}; a calibrated one would cover about {100 * low:.0f}-{100 * high:.0f} % of them): "
-                  f"it is {check['verdict']} here, {meaning}", UserWarning, stacklevel=2)
-    return check
