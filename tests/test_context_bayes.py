@@ -72,7 +72,10 @@ def test_icl_heldout_calibration_bundled():
     the slowest site's R-hat was 1.010-1.015 over three keys (1.004-1.009 with 1000), hence the
     preset's draws. Held-out MAE: posterior mean 0.081 < point fit 0.107 < carry-forward baseline
     0.150 (the point fit's rows beyond the context limit depend on a cliff no training row pins:
-    0.131 with an earlier random stream of the same DE).
+    0.131 with an earlier random stream of the same DE). Measured again 2026-12-07: 0.9692 over tasks,
+    0.9714 over rows, R-hat 1.005, the same MAEs. The test's upper bound is 0.99, not the target's
+    0.97: the measured value sits 0.001 below it, and one more held-out row covered (another CPU's
+    arithmetic changes the chains) moves the mean over the five tasks by about 0.014.
     """
     from jaxscale.context_law.evaluate import bayes_extrapolation, default_spec, evaluate_source
 
