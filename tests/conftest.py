@@ -7,6 +7,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("JAXSCALE_PROGRESS", "0")
 os.environ.setdefault("JAXSCALE_NO_CACHE", "1")  # in-process CLI calls leave the user's cache alone
+# Most tests run small compiled programs once, so XLA's compiler, not the programs, takes their time:
+# with most of its optimisations off they compile about a third faster. Subprocesses (CLI calls,
+# notebook kernels) inherit it; a test file whose time goes into running programs (long MCMC
+# chains) sets ``XLA_OPTIMIZE = True`` and gets the optimised programs (see ``_compile_effort``).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxscale._xla import cpu_deadlock_workaround  # noqa: E402  (before JAX creates its CPU client)
@@ -19,6 +24,16 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _compile_effort(request):
+    """XLA's optimisations for a file that sets ``XLA_OPTIMIZE = True`` (its time goes into running
+    compiled programs); the environment's choice (off, above) for the others."""
+    default = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("", "0", "false", "False")
+    jax.config.update("jax_disable_most_optimizations", default and not getattr(request.module, "XLA_OPTIMIZE", False))
+    yield
+    jax.config.update("jax_disable_most_optimizations", default)
 
 
 @pytest.fixture(autouse=True, scope="module")

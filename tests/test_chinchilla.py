@@ -10,6 +10,10 @@ from jaxscale.data import load
 from jaxscale.laws import chinchilla_log_lse as ch_log_lse
 from jaxscale.laws import chinchilla_theta_to_params as ch_params
 
+#: Its time goes into running the multistart grids and bootstraps, not compiling them: XLA's
+#: optimised programs (tests/conftest.py; with most optimisations off it took 107 s against 75 s).
+XLA_OPTIMIZE = True
+
 # Epoch AI's data_analysis notebook re-run here with scipy (issue "Foundation", item 7):
 # E 1.8172, A 478.0, B 2142, alpha 0.3473, beta 0.3671. Tolerance: 2% relative each.
 EPOCH = {"E": 1.8172, "A": 478.0, "B": 2142.0, "alpha": 0.3473, "beta": 0.3671}

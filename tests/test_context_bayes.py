@@ -11,6 +11,10 @@ from jaxscale.context_law.data import to_context_data  # noqa: E402
 from jaxscale.context_law.bayes import coverage, fit_bayes, predictive_bands  # noqa: E402
 from jaxscale.context_law.synthetic import TRUE_SPEC, TRUE_THETA, paper_design, simulate  # noqa: E402
 
+#: Its time goes into running long NUTS chains, not compiling them: XLA's optimised programs
+#: (tests/conftest.py; with most optimisations off this file was stopped after 9 minutes, against 199 s).
+XLA_OPTIMIZE = True
+
 
 @pytest.fixture(scope="module")
 def posterior():

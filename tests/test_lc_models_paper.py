@@ -23,6 +23,10 @@ from jaxscale.learning_curves.evaluate import evaluate_prediction  # noqa: E402
 from jaxscale.learning_curves.models import fit_model, predict_joint, sample_joint  # noqa: E402
 from jaxscale.learning_curves.problem import make_problem  # noqa: E402
 
+#: Its time goes into the paper fits' Adam steps, not compiling them: XLA's optimised programs
+#: (tests/conftest.py; with most optimisations off it took 87 s against 72 s).
+XLA_OPTIMIZE = True
+
 pytestmark = pytest.mark.slow
 
 SPLITS = ("quad", "tri", "t1")

@@ -132,11 +132,12 @@ def test_model_adapters_tiny_fit(data):
 @pytest.mark.slow
 def test_law_informed_round_predictor(data):
     """``lc active --model magp_law`` on the bundled grid: every round refits the law on the observed
-    curves (padded to a bucket) and predicts all curves jointly; two rounds of one compiled size."""
+    curves (padded to a bucket) and predicts all curves jointly; two rounds of one compiled size
+    (5 and 6 curves of 11 points, both padded to 110 points)."""
     from jaxscale.learning_curves.active import round_predictor
 
     labels, L, C = data
-    fit = round_predictor("nanogpt_large", labels, model="magp_law", restarts=1, cold_steps=30, n_h=2)
+    fit = round_predictor("nanogpt_large", labels, model="magp_law", restarts=1, cold_steps=30, n_h=2, bucket=110)
     t = run_active(jax.random.key(0), fit, labels, L, C, "ours", n_queries=1, n_samples=32)
     assert len(t.queried) == 1 and t.queried[0] not in [lab for lab in labels if lab[1] == 8]
     assert np.all(np.isfinite(t.abc_joint_mean)) and np.all(t.b1_joint_std > 0)

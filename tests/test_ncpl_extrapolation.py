@@ -16,6 +16,10 @@ from jaxscale.laws import chinchilla
 from jaxscale.ncpl import outside as ex
 from jaxscale.ncpl.baselines import band_predictions, fit_chinchilla_law_info, law_band
 
+#: Its time goes into training NCPL ensembles, not compiling them: XLA's optimised programs
+#: (tests/conftest.py; with most optimisations off it took 119 s against 67 s).
+XLA_OPTIMIZE = True
+
 
 def test_field_and_size_distances():
     x = np.array([[0.0, 5.0, 1.0], [3.5, 12.0, 2.0], [np.nan, -4.0, 1.0]])
