@@ -1,4 +1,5 @@
-"""Test configuration: single-threaded BLAS, float64, a key fixture, compiled programs released after each file."""
+"""Test configuration: single-threaded BLAS, float64, most XLA optimisations off (per file back on
+with ``XLA_OPTIMIZE = True``), a key fixture, compiled programs released after each file."""
 import os
 import sys
 
