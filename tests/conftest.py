@@ -25,16 +25,18 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+#: The environment's choice (off by default, above), as JAX itself parsed it.
+NO_OPTIMIZATIONS = jax.config.read("jax_disable_most_optimizations")
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _compile_effort(request):
     """XLA's optimisations for a file that sets ``XLA_OPTIMIZE = True`` (its time goes into running
-    compiled programs); the environment's choice (off, above) for the others."""
-    default = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("", "0", "false", "False")
-    jax.config.update("jax_disable_most_optimizations", default and not getattr(request.module, "XLA_OPTIMIZE", False))
+    compiled programs); :data:`NO_OPTIMIZATIONS` for the others."""
+    jax.config.update("jax_disable_most_optimizations",
+                      NO_OPTIMIZATIONS and not getattr(request.module, "XLA_OPTIMIZE", False))
     yield
-    jax.config.update("jax_disable_most_optimizations", default)
+    jax.config.update("jax_disable_most_optimizations", NO_OPTIMIZATIONS)
 
 
 @pytest.fixture(autouse=True, scope="module")
