@@ -520,6 +520,35 @@ def test_without_finished_runs_the_early_parts_calibrate_the_interval():
     assert fit2.calibration["source"] == "early parts" and fit2.calibration["finished_runs"] == 2
 
 
+def test_early_parts_narrow_an_interval_wider_than_their_errors():
+    """The bundled nanoGPT curves cut at half their length (11 logged steps from 1 to 17,479, the
+    last one to predict): the plateau of the first ~20 steps, which no power law follows, passes
+    for noise, so the model's own interval is wide (measured 0.69 in ln L for errors of 0.02). On
+    the early parts' backtest the interval covered every point with room to spare: ``margin`` < 0
+    scales the half-widths down, never below the floor ``growth h`` (measured: 0.20 wide, every
+    point still covered)."""
+    from jaxscale.learning_curves import load_lc
+    from jaxscale.learning_curves.extrapolate import TailData, horizon
+
+    f = load_lc("nanogpt_large").frame
+    x = np.exp(f["x"].to_numpy())  # the table holds ln(step)
+    labels = tuple(np.unique(f["curve"]))
+    code = np.searchsorted(labels, f["curve"].to_numpy())
+    d = TailData(code, x, f["value"].to_numpy(float), cut_curves(code, x, 0.5), labels, np.arange(len(f)))
+    spec = ExtrapolateSpec(sampler="importance")
+    with pytest.warns(UserWarning, match=r"calibrated on the runs' own early parts.*wider than its errors ask for"):
+        fit = extrapolate(jax.random.key(0), d, spec)
+    own = extrapolate(jax.random.key(0), d, spec._replace(calibrate=False))
+    y = np.asarray(d.y)[fit.rows]
+    s_fit, s_own = (score_tail(y, p.mean, p.lower, p.upper) for p in (fit.prediction, own.prediction))
+    cal = fit.calibration
+    assert cal["source"] == "early parts" and -1 < cal["margin"] < -0.5 and cal["raw_coverage"] == 1.0, cal
+    assert s_fit["coverage"] == 1.0 and s_fit["median_width"] < 0.4 * s_own["median_width"], (s_fit, s_own)
+    h = horizon(d, fit.rows)
+    half = np.log(np.asarray(fit.prediction.upper) / np.asarray(fit.prediction.mean))
+    assert np.all(half >= cal["growth"] * h - 1e-9)  # never below the floor
+
+
 def _sized_runs(seed=0, noise=0.005):
     """Runs of 6 sizes whose loss follows one law in size and step, ``L = 1.8 + 400 N^-0.3 + 8
     step^-0.4`` (N in millions), times log-normal noise; the two largest are 3x and 9x beyond the rest."""
@@ -615,6 +644,11 @@ def test_conformal_margin_and_widen():
     assert np.all(ends[0][0] >= ends[1][0]) and np.all(ends[1][0] >= ends[2][0])
     assert np.all(ends[0][1] <= ends[1][1]) and np.all(ends[1][1] <= ends[2][1])
     np.testing.assert_allclose([cover(e, ly) for e in ends], [0.5, 0.8, 0.95], atol=0.03)
+    # the early parts' floor and margin: each half-width max(scale w, q h)
+    lq = lq[:, :50]
+    lo, hi = _widen_ends(lq[0], lq[1], lq[2], 0.05, h, floor=True, scale=0.3)
+    np.testing.assert_allclose(hi - lq[1], np.maximum(0.3 * (lq[2] - lq[1]), 0.05 * h))
+    np.testing.assert_allclose(lq[1] - lo, np.maximum(0.3 * (lq[1] - lq[0]), 0.05 * h))
 
 
 def test_finished_runs_are_cut_as_far_as_the_runs_in_progress():
