@@ -1220,7 +1220,8 @@ def extrapolate(key, data: TailData, spec: ExtrapolateSpec = ExtrapolateSpec()) 
     few finished runs the correction is itself uncertain.
 
     The same held-back points score the sceptic's baselines (``calibration["backtest"]``, RMSLE of
-    the law, :func:`local_trend` and :func:`nearest_finished`, no run following itself). When the
+    the law, :func:`local_trend` and :func:`nearest_finished`, no run following itself; on the
+    early parts' backtest the law and :func:`local_trend`, a winner warned). When the
     backtest reaches as far as most rows to predict and following the nearest other finished run
     beat the law there by more than :data:`TIE_FRACTION`, each run in progress that a finished run
     spans (from its last early step to its last step to predict) follows the nearest such run (``spec.follow_finished``; ``calibration
@@ -1309,6 +1310,7 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
             warnings.warn(f"power-law extrapolation: {own['reason']}.{why}", UserWarning, stacklevel=3)
             kept = {k: calibration[k] for k in ("finished_runs_unused", "unused_because") if k in calibration}
             calibration = dict(own, **kept)
+            _warn_backtest(own["backtest"], "the runs' own early parts")
         else:
             calibration = dict(calibration, early_parts=own["reason"])
     if spec.calibrate and not calibration["calibrated"]:
