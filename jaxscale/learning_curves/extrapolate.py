@@ -1319,7 +1319,7 @@ def _extrapolate(key, data: TailData, spec: ExtrapolateSpec) -> TailFit:
     floor = calibration.get("source") == "early parts"
     # the one that is not 0 (None: uncalibrated); the early parts' floor and its narrowing come together
     corr = calibration.get("growth") if floor else calibration.get("growth") or calibration.get("margin")
-    scale = 1.0 + calibration["margin"] if floor and calibration["calibrated"] else 1.0
+    scale = 1.0 + calibration["margin"] if floor else 1.0  # the early parts are the source only once calibrated
     if log_d is not None:  # the draws themselves: kept in the prediction, widened
         ypred = np.exp(log_d[:, real] + log_yk[real])
         if corr is not None:
@@ -1444,16 +1444,16 @@ def _self_calibration(key, data: TailData, spec: ExtrapolateSpec, tail_h, finish
     far = h >= np.median(h)  # the growth is learnt where the error grows: near the cut it is the noise's
     q = _conformal_quantile(np.abs(log_y - med)[far] / h[far], level)
     raw = float(np.mean((log_y >= lo) & (log_y <= hi)))
-    # how wide the model's own interval was on them: the error over the half-width on its side
-    ratio = _conformal_quantile(np.abs(log_y - med) / np.maximum(np.where(log_y >= med, hi - med, med - lo), 1e-300),
-                                level)
+    # how wide the model's own interval was on them: below 0, the share of each half-width they asked for, minus 1
+    # (of the level's interval, which the floor scales, not of the reference one as for finished runs)
+    narrow = _conformal_margin(early.y[pred], np.stack([lo, med, hi]), h, level)
     if q is None:
         out.update(raw_coverage=raw, reason=f"{int(far.sum())} of the {int(held.sum())} held-back early points lie at "
                                             "least as far beyond the cut as the median one, too few for a "
                                             f"{level:.0%} conformal quantile")
         return out
     h_max = float(np.max(h))
-    margin = 0.0 if ratio is None else min(ratio - 1.0, 0.0)
+    margin = 0.0 if narrow is None else min(narrow, 0.0)
     out.update(calibrated=True, margin=margin, growth=q, raw_coverage=raw, horizon_held=h_max,
                beyond_held=int(np.sum(tail_h > h_max * (1 + 1e-9))),
                backtest=_backtest_baselines(early, tr_e, pred, med))
